@@ -1,0 +1,92 @@
+/* fhirsync/common.h: what every part of the public API shares: the export macro, the one error
+ * enum with its strerror, the error-detail struct that functions without a handle fill in, and
+ * library set-up.
+ *
+ * Conventions of the whole API: functions return a fhirsync_code; out-parameters are NULL/zero
+ * on failure; `_new()` pairs with `_free()` and `_free(NULL)` is a no-op; string inputs are copied;
+ * a returned `const char *` is borrowed, a returned `char *` is the caller's (free with
+ * fhirsync_free()). */
+#ifndef FHIRSYNC_COMMON_H
+#define FHIRSYNC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhirsync/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FHIRSYNC_BUILDING_LIBRARY)
+#define FHIRSYNC_API __attribute__((visibility("default")))
+#else
+#define FHIRSYNC_API
+#endif
+
+/* Error codes. Append-only: a number is never reused or renumbered. */
+typedef enum fhirsync_code {
+    FHIRSYNC_OK = 0,
+    FHIRSYNC_E_NOMEM = 1,          /* out of memory */
+    FHIRSYNC_E_ARG = 2,            /* invalid argument (a programming or usage error) */
+    FHIRSYNC_E_IO = 3,             /* a local file could not be read or written */
+    FHIRSYNC_E_CONFIG = 4,         /* a setting is missing or wrong */
+    FHIRSYNC_E_KEY = 5,            /* a key is malformed, unsupported or of the wrong type */
+    FHIRSYNC_E_KEY_PERMS = 6,      /* a private key file is readable by group or others */
+    FHIRSYNC_E_CRYPTO = 7,         /* the crypto library failed (signing, random numbers) */
+    FHIRSYNC_E_JSON = 8,           /* a document is not the JSON it should be */
+    FHIRSYNC_E_URL = 9,            /* a URL is malformed or not allowed (plain http off loopback) */
+    FHIRSYNC_E_NETWORK = 10,       /* DNS, connect, reset, send/receive failure */
+    FHIRSYNC_E_TLS = 11,           /* TLS handshake or certificate verification failed */
+    FHIRSYNC_E_TIMEOUT = 12,       /* connect or total timeout */
+    FHIRSYNC_E_TOO_LARGE = 13,     /* a response exceeded its size cap */
+    FHIRSYNC_E_HTTP = 14,          /* an unexpected HTTP status */
+    FHIRSYNC_E_REDIRECT = 15,      /* a redirect not allowed here, or too many */
+    FHIRSYNC_E_DISCOVERY = 16,     /* no usable SMART configuration */
+    FHIRSYNC_E_AUTH = 17,          /* the authorization server rejected the token request */
+    FHIRSYNC_E_TOKEN_RESPONSE = 18,/* the token response is malformed */
+    FHIRSYNC_E_UNAUTHORIZED = 19,  /* 401 from the resource server (after one renewal) */
+    FHIRSYNC_E_FORBIDDEN = 20,     /* 403: the token's scopes do not cover the request */
+    FHIRSYNC_E_NOT_FOUND = 21,     /* 404 / 410 */
+    FHIRSYNC_E_SERVER = 22,        /* 5xx after the retries */
+    FHIRSYNC_E_RATE_LIMITED = 23,  /* 429 after the retries */
+    FHIRSYNC_E_PROTOCOL = 24,      /* the server broke the protocol (HTML, missing fields, loops) */
+    FHIRSYNC_E_PARTIAL = 25,       /* done, but some data failed validation (quarantined) */
+    FHIRSYNC_E_STORE = 26,         /* the database failed */
+    FHIRSYNC_E_LOCKED = 27,        /* another process holds the lock */
+    FHIRSYNC_E_CANCELLED = 28,     /* interrupted on request (signal) */
+    FHIRSYNC_E_UNSUPPORTED = 29,   /* the server or build lacks a needed feature */
+    FHIRSYNC_E_BAD_REQUEST = 30,   /* 4xx other than 401/403/404/429: the server refused it */
+    FHIRSYNC_E_INTERNAL = 31       /* a bug in fhirsync */
+} fhirsync_code;
+
+/* A static English name of the code. Never NULL. */
+FHIRSYNC_API const char *fhirsync_strerror(fhirsync_code code);
+
+/* Detail of a failure for functions that have no handle to keep it in. Callers pass a pointer
+ * to one (or NULL when the detail is not wanted). `message` is one line, already redacted, and
+ * keeps what the remote side said (HTTP status, OAuth error, OperationOutcome diagnostics). */
+typedef struct fhirsync_error {
+    fhirsync_code code;
+    long http_status;   /* the HTTP status involved, 0 if none */
+    char message[1024];
+} fhirsync_error;
+
+/* Initialise the library (libcurl, allocators). Call once before any other function and before
+ * threads start; idempotent. fhirsync_global_cleanup() undoes it at the end of the program. */
+FHIRSYNC_API fhirsync_code fhirsync_global_init(void);
+FHIRSYNC_API void fhirsync_global_cleanup(void);
+
+/* Free memory the library returned as `char *` (or any buffer documented as the caller's). */
+FHIRSYNC_API void fhirsync_free(void *ptr);
+
+/* Free a secret string: wipe it first. NULL is a no-op. */
+FHIRSYNC_API void fhirsync_free_secret(char *secret);
+
+/* The library's version string, e.g. "0.1.0". */
+FHIRSYNC_API const char *fhirsync_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

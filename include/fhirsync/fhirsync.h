@@ -1,0 +1,12 @@
+/* fhirsync/fhirsync.h: the umbrella header of libfhirsync, a SMART on FHIR Backend Services
+ * client: keys and JWKS, client assertions, discovery, tokens, FHIR REST, Bulk Data, stores.
+ * Call fhirsync_global_init() first. Link with `pkg-config --libs fhirsync`. */
+#ifndef FHIRSYNC_H
+#define FHIRSYNC_H
+
+#include "fhirsync/common.h"
+#include "fhirsync/config.h"
+#include "fhirsync/keys.h"
+#include "fhirsync/log.h"
+
+#endif

@@ -1,0 +1,82 @@
+/* cli/cli.h: what the sub-commands of the fhirsync tool share: the exit-code table, printing
+ * errors and logs to stderr, and resolving an endpoint profile from the configuration file, the
+ * environment and command-line flags (in that order of precedence, flags winning).
+ * The tool uses only the public API of libfhirsync. */
+#ifndef FHIRSYNC_CLI_H
+#define FHIRSYNC_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "fhirsync/fhirsync.h"
+
+/* Exit codes: documented in `fhirsync --help`, the man page and docs/. Never renumbered. */
+enum cli_exit {
+    EXIT_OK_ = 0,
+    EXIT_INTERNAL = 1,    /* a bug, or out of memory */
+    EXIT_USAGE = 2,       /* wrong flags or arguments */
+    EXIT_CONFIG = 3,      /* a setting is missing or wrong (config file, environment, flags) */
+    EXIT_KEY = 4,         /* the key file is unusable (malformed, wrong type, permissions) */
+    EXIT_AUTH = 5,        /* the server refused authentication or authorization (401, 403) */
+    EXIT_NOT_FOUND = 6,   /* the resource or endpoint does not exist (404) */
+    EXIT_SERVER = 7,      /* the server failed (5xx, 429 after retries, refused the request) */
+    EXIT_PROTOCOL = 8,    /* the server answered something the protocol does not allow */
+    EXIT_NETWORK = 9,     /* DNS, connection, TLS or timeout */
+    EXIT_PARTIAL = 10,    /* finished, but some data was quarantined */
+    EXIT_LOCKED = 11,     /* another process holds the lock */
+    EXIT_INTERRUPTED = 12,/* stopped by a signal before finishing */
+    EXIT_IO = 13          /* a local file or the store could not be written or read */
+};
+
+/* The exit code for a library error. */
+int cli_exit_code(fhirsync_code code);
+/* Print "fhirsync: <msg>" (one line) to stderr and return the exit code for err->code. */
+int cli_fail(const fhirsync_error *err);
+/* Print a usage error for the command and return EXIT_USAGE. */
+int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Common options of every command that talks to an endpoint. */
+typedef struct cli_profile {
+    const char *config_path;    /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */
+    const char *endpoint_name;  /* --endpoint, else FHIRSYNC_ENDPOINT, else the only one */
+    struct {
+        const char *setting;
+        const char *value;
+        char flag[48];
+    } overrides[64];
+    size_t override_count;
+    int verbosity;              /* -v: info, -vv: debug */
+    bool quiet;
+} cli_profile;
+
+/* The command's options followed by the common ones (config, endpoint, one flag per setting,
+ * -v, -q, -h). Returns a static array; `short_opts` receives the matching optstring. */
+const struct option *cli_options(const struct option *command_options, const char *command_short,
+                                 char *short_opts, size_t short_size);
+/* Handle one getopt_long result if it is a common option: 1 consumed, 0 not ours, <0 exit code. */
+int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *command);
+/* Build the endpoint profile: config file, then environment, then flags. On success *out is the
+ * caller's (fhirsync_endpoint_free). */
+fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
+                                  fhirsync_error *err);
+/* Load the whole configuration with env/flag overrides applied to every endpoint (for sync). */
+fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fhirsync_error *err);
+/* Route library logs to stderr at the profile's verbosity. */
+void cli_setup_logging(const cli_profile *p);
+/* Print the common options' help. */
+void cli_print_common_help(FILE *out);
+
+/* Sub-commands: each lives in its own file, named cmd_<name>.c. */
+typedef struct cli_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+int cmd_keygen(int argc, char **argv);
+int cmd_jwks(int argc, char **argv);
+int cmd_token(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
+
+#endif

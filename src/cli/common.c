@@ -1,0 +1,324 @@
+/* cli/common.c: exit codes, error printing, logging to stderr and endpoint-profile resolution
+ * shared by the sub-commands. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int cli_exit_code(fhirsync_code code)
+{
+    switch (code) {
+    case FHIRSYNC_OK: return 0;
+    case FHIRSYNC_E_ARG: return EXIT_USAGE;
+    case FHIRSYNC_E_CONFIG:
+    case FHIRSYNC_E_URL: return EXIT_CONFIG;
+    case FHIRSYNC_E_KEY:
+    case FHIRSYNC_E_KEY_PERMS: return EXIT_KEY;
+    case FHIRSYNC_E_AUTH:
+    case FHIRSYNC_E_UNAUTHORIZED:
+    case FHIRSYNC_E_FORBIDDEN: return EXIT_AUTH;
+    case FHIRSYNC_E_NOT_FOUND: return EXIT_NOT_FOUND;
+    case FHIRSYNC_E_SERVER:
+    case FHIRSYNC_E_RATE_LIMITED:
+    case FHIRSYNC_E_HTTP:
+    case FHIRSYNC_E_BAD_REQUEST: return EXIT_SERVER;
+    case FHIRSYNC_E_JSON:
+    case FHIRSYNC_E_TOO_LARGE:
+    case FHIRSYNC_E_REDIRECT:
+    case FHIRSYNC_E_DISCOVERY:
+    case FHIRSYNC_E_TOKEN_RESPONSE:
+    case FHIRSYNC_E_PROTOCOL:
+    case FHIRSYNC_E_UNSUPPORTED: return EXIT_PROTOCOL;
+    case FHIRSYNC_E_NETWORK:
+    case FHIRSYNC_E_TLS:
+    case FHIRSYNC_E_TIMEOUT: return EXIT_NETWORK;
+    case FHIRSYNC_E_PARTIAL: return EXIT_PARTIAL;
+    case FHIRSYNC_E_LOCKED: return EXIT_LOCKED;
+    case FHIRSYNC_E_CANCELLED: return EXIT_INTERRUPTED;
+    case FHIRSYNC_E_IO:
+    case FHIRSYNC_E_STORE: return EXIT_IO;
+    case FHIRSYNC_E_NOMEM:
+    case FHIRSYNC_E_CRYPTO:
+    case FHIRSYNC_E_INTERNAL: return EXIT_INTERNAL;
+    }
+    return EXIT_INTERNAL;
+}
+
+int cli_fail(const fhirsync_error *err)
+{
+    const char *msg = err->message[0] ? err->message : fhirsync_strerror(err->code);
+    fprintf(stderr, "fhirsync: %s\n", msg);
+    return cli_exit_code(err->code);
+}
+
+int cli_usage_error(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fhirsync %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'fhirsync %s --help')\n", command);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+enum { OPT_CONFIG = 900, OPT_ENDPOINT, OPT_SET, OPT_SETTING_BASE = 1000 };
+
+/* Friendlier aliases for a few settings; every setting also has --<name-with-dashes>. */
+static const struct {
+    const char *flag;
+    const char *setting;
+} aliases[] = {{"key", "key_file"}, {"base", "base_url"}, {"fhir-base", "base_url"}};
+
+static struct option all_options[160];
+static char flag_names[64][40];
+
+const struct option *cli_options(const struct option *command_options, const char *command_short,
+                                 char *short_opts, size_t short_size)
+{
+    size_t n = 0;
+    for (const struct option *o = command_options; o && o->name; o++)
+        all_options[n++] = *o;
+    all_options[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
+    all_options[n++] = (struct option){"endpoint", required_argument, NULL, OPT_ENDPOINT};
+    all_options[n++] = (struct option){"set", required_argument, NULL, OPT_SET};
+    all_options[n++] = (struct option){"verbose", no_argument, NULL, 'v'};
+    all_options[n++] = (struct option){"quiet", no_argument, NULL, 'q'};
+    all_options[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    const char *const *names = fhirsync_setting_names();
+    for (size_t i = 0; names[i] && i < 64; i++) {
+        snprintf(flag_names[i], sizeof flag_names[i], "%s", names[i]);
+        for (char *c = flag_names[i]; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        all_options[n++] = (struct option){flag_names[i], required_argument, NULL,
+                                           OPT_SETTING_BASE + (int)i};
+    }
+    for (size_t a = 0; a < sizeof aliases / sizeof *aliases; a++) {
+        for (size_t i = 0; names[i]; i++)
+            if (strcmp(names[i], aliases[a].setting) == 0)
+                all_options[n++] = (struct option){aliases[a].flag, required_argument, NULL,
+                                                   OPT_SETTING_BASE + (int)i};
+    }
+    all_options[n] = (struct option){NULL, 0, NULL, 0};
+    snprintf(short_opts, short_size, "+%svqh", command_short ? command_short : "");
+    return all_options;
+}
+
+static int add_override(cli_profile *p, const char *setting, const char *value, const char *flag,
+                        const char *command)
+{
+    if (p->override_count >= sizeof p->overrides / sizeof *p->overrides)
+        return cli_usage_error(command, "too many setting flags");
+    p->overrides[p->override_count].setting = setting;
+    p->overrides[p->override_count].value = value;
+    snprintf(p->overrides[p->override_count].flag, sizeof p->overrides[0].flag, "--%s", flag);
+    p->override_count++;
+    return 1;
+}
+
+int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *command)
+{
+    if (opt == OPT_CONFIG) {
+        p->config_path = arg;
+        return 1;
+    }
+    if (opt == OPT_ENDPOINT) {
+        p->endpoint_name = arg;
+        return 1;
+    }
+    if (opt == 'v') {
+        p->verbosity++;
+        return 1;
+    }
+    if (opt == 'q') {
+        p->quiet = true;
+        return 1;
+    }
+    if (opt == OPT_SET) {
+        /* --set name=value: any setting, for scripts */
+        const char *eq = strchr(arg, '=');
+        if (!eq || eq == arg)
+            return -cli_usage_error(command, "--set expects NAME=VALUE, got '%s'", arg);
+        static char names[16][64];
+        static size_t used;
+        if (used >= 16 || (size_t)(eq - arg) >= sizeof names[0])
+            return -cli_usage_error(command, "--set: too many or too long names");
+        char *name = names[used++];
+        memcpy(name, arg, (size_t)(eq - arg));
+        name[eq - arg] = '\0';
+        int rc = add_override(p, name, eq + 1, "set", command);
+        return rc == 1 ? 1 : -rc;
+    }
+    if (opt >= OPT_SETTING_BASE && opt < OPT_SETTING_BASE + 64) {
+        const char *setting = fhirsync_setting_names()[opt - OPT_SETTING_BASE];
+        int rc = add_override(p, setting, arg, flag_names[opt - OPT_SETTING_BASE], command);
+        return rc == 1 ? 1 : -rc;
+    }
+    return 0;
+}
+
+static const char *config_path(const cli_profile *p, bool *explicit_path)
+{
+    *explicit_path = true;
+    if (p->config_path)
+        return p->config_path;
+    const char *env = getenv("FHIRSYNC_CONFIG");
+    if (env && *env)
+        return env;
+    *explicit_path = false;
+    if (access("fhirsync.ini", F_OK) == 0)
+        return "fhirsync.ini";
+    return NULL;
+}
+
+static fhirsync_code apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err)
+{
+    fhirsync_code rc = fhirsync_endpoint_apply_env(ep, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    bool cleared_header = false;
+    for (size_t i = 0; i < p->override_count; i++) {
+        /* flags for a repeatable setting replace what the file and environment gave */
+        if (strcmp(p->overrides[i].setting, "header") == 0 && !cleared_header) {
+            fhirsync_endpoint_clear(ep, "header");
+            cleared_header = true;
+        }
+        char source[64];
+        snprintf(source, sizeof source, "command line %s", p->overrides[i].flag);
+        rc = fhirsync_endpoint_set(ep, p->overrides[i].setting, p->overrides[i].value, source, err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+    }
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fhirsync_error *err)
+{
+    *out = NULL;
+    bool explicit_path;
+    const char *path = config_path(p, &explicit_path);
+    fhirsync_config *cfg = NULL;
+    fhirsync_code rc;
+    if (path) {
+        rc = fhirsync_config_load(path, &cfg, err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+    } else {
+        cfg = fhirsync_config_new();
+        if (!cfg)
+            return FHIRSYNC_E_NOMEM;
+    }
+    if (fhirsync_config_endpoint_count(cfg) == 0) {
+        const char *name = p->endpoint_name ? p->endpoint_name : getenv("FHIRSYNC_ENDPOINT");
+        if (!fhirsync_config_add_endpoint(cfg, name && *name ? name : "default")) {
+            fhirsync_config_free(cfg);
+            return FHIRSYNC_E_NOMEM;
+        }
+    }
+    for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
+        rc = apply_layers(p, fhirsync_config_endpoint_at(cfg, i), err);
+        if (rc != FHIRSYNC_OK) {
+            fhirsync_config_free(cfg);
+            return rc;
+        }
+    }
+    *out = cfg;
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out, fhirsync_error *err)
+{
+    *out = NULL;
+    bool explicit_path;
+    const char *path = config_path(p, &explicit_path);
+    const char *name = p->endpoint_name;
+    if (!name) {
+        const char *env = getenv("FHIRSYNC_ENDPOINT");
+        name = env && *env ? env : NULL;
+    }
+    fhirsync_endpoint *ep = NULL;
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (path) {
+        fhirsync_config *cfg = NULL;
+        rc = fhirsync_config_load(path, &cfg, err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+        size_t count = fhirsync_config_endpoint_count(cfg);
+        const fhirsync_endpoint *found = NULL;
+        if (name) {
+            found = fhirsync_config_endpoint(cfg, name);
+            if (!found) {
+                snprintf(err->message, sizeof err->message,
+                         "endpoint '%s' is not defined in %s (add an [endpoint %s] section)",
+                         name, path, name);
+                err->code = rc = FHIRSYNC_E_CONFIG;
+            }
+        } else if (count == 1) {
+            found = fhirsync_config_endpoint_at(cfg, 0);
+        } else if (count > 1) {
+            snprintf(err->message, sizeof err->message,
+                     "%s defines %zu endpoints: choose one with --endpoint NAME or "
+                     "FHIRSYNC_ENDPOINT", path, count);
+            err->code = rc = FHIRSYNC_E_CONFIG;
+        }
+        if (found && !(ep = fhirsync_endpoint_dup(found)))
+            rc = FHIRSYNC_E_NOMEM;
+        fhirsync_config_free(cfg);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+    }
+    if (!ep && !(ep = fhirsync_endpoint_new(name ? name : "default")))
+        return FHIRSYNC_E_NOMEM;
+    rc = apply_layers(p, ep, err);
+    if (rc != FHIRSYNC_OK) {
+        fhirsync_endpoint_free(ep);
+        return rc;
+    }
+    *out = ep;
+    return FHIRSYNC_OK;
+}
+
+static void log_to_stderr(fhirsync_log_level level, const char *line, void *userdata)
+{
+    (void)userdata;
+    fprintf(stderr, "fhirsync: %s: %s\n", fhirsync_log_level_name(level), line);
+}
+
+void cli_setup_logging(const cli_profile *p)
+{
+    fhirsync_log_level max = FHIRSYNC_LOG_WARN;
+    if (p->quiet)
+        max = FHIRSYNC_LOG_ERROR;
+    else if (p->verbosity == 1)
+        max = FHIRSYNC_LOG_INFO;
+    else if (p->verbosity >= 2)
+        max = FHIRSYNC_LOG_DEBUG;
+    fhirsync_log_set(log_to_stderr, NULL, max);
+}
+
+void cli_print_common_help(FILE *out)
+{
+    fprintf(out,
+            "endpoint options (override fhirsync.ini and FHIRSYNC_* variables):\n"
+            "  --config FILE        INI file (default: $FHIRSYNC_CONFIG, else ./fhirsync.ini)\n"
+            "  --endpoint NAME      which [endpoint NAME] section to use\n");
+    const char *const *names = fhirsync_setting_names();
+    for (size_t i = 0; names[i]; i++) {
+        char flag[48];
+        snprintf(flag, sizeof flag, "--%s", names[i]);
+        for (char *c = flag; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        fprintf(out, "  %-20s %s\n", flag, fhirsync_setting_help(names[i]));
+    }
+    fprintf(out,
+            "  --set NAME=VALUE     any setting by its INI name\n"
+            "  -v, --verbose        more log output (-vv: debug; secrets are always masked)\n"
+            "  -q, --quiet          errors only\n"
+            "  -h, --help           this help\n");
+}

@@ -1,0 +1,66 @@
+/* cli/main.c: the fhirsync command: dispatch to sub-commands, global --help and --version. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const cli_command commands[] = {
+    {"keygen", "generate a signing key pair and its public JWKS", cmd_keygen},
+    {"jwks", "print the public JWKS of existing keys (for registration or rotation)", cmd_jwks},
+    {"token", "get an access token and show granted scopes and expiry", cmd_token},
+    {"doctor", "check every step of authentication and explain what fails", cmd_doctor},
+};
+
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "usage: fhirsync <command> [options]\n"
+            "\n"
+            "Get patient data out of EHRs with SMART on FHIR Backend Services.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n"
+            "Run 'fhirsync <command> --help' for a command's options.\n"
+            "\n"
+            "exit codes:\n"
+            "  0 ok            1 internal error   2 usage          3 configuration\n"
+            "  4 key           5 authentication   6 not found      7 server error\n"
+            "  8 protocol      9 network         10 partial data  11 locked\n"
+            " 12 interrupted  13 local file/store\n"
+            "\n"
+            "Settings come from fhirsync.ini ([endpoint NAME] sections), then FHIRSYNC_*\n"
+            "environment variables, then flags. See fhirsync(1) and docs/.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_help(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        print_help(stdout);
+        return 0;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("fhirsync %s (libfhirsync %s)\n", FHIRSYNC_VERSION, fhirsync_version());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            if (fhirsync_global_init() != FHIRSYNC_OK) {
+                fprintf(stderr, "fhirsync: cannot initialise the library\n");
+                return EXIT_INTERNAL;
+            }
+            int rc = commands[i].run(argc - 1, argv + 1);
+            fhirsync_global_cleanup();
+            return rc;
+        }
+    }
+    fprintf(stderr, "fhirsync: unknown command '%s' (see 'fhirsync --help')\n", name);
+    return EXIT_USAGE;
+}

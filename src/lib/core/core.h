@@ -1,0 +1,115 @@
+/* core/core.h: internal helpers every module of the library shares: the allocator (with the
+ * allocation-failure seam used by tests), error reporting into fhirsync_error, logging through the
+ * one redaction path, a growable byte buffer, base64url, and small string helpers.
+ * Internal: the prefix is fs_; nothing here is exported from the shared library. */
+#ifndef FS_CORE_H
+#define FS_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhirsync/common.h"
+#include "fhirsync/log.h"
+
+/* ---- allocation ------------------------------------------------------------------------------
+ * Every allocation of the library goes through these (jansson's too), so that a test can make
+ * the Nth one fail and check that each failure ends in a clean error without leaks. */
+void *fs_malloc(size_t n);
+void *fs_calloc(size_t count, size_t size);
+void *fs_realloc(void *p, size_t n);
+void fs_free(void *p);
+char *fs_strdup(const char *s);
+char *fs_strndup(const char *s, size_t n);
+/* Wipe and free a NUL-terminated secret. */
+void fs_free_secret(char *s);
+/* Wipe and free a buffer of known length. */
+void fs_free_wipe(void *p, size_t n);
+
+/* Test seam: fail the Nth allocation from now on (1 = the next one); 0 turns it off. Returns how
+ * many allocations have happened since the last call (so a test can size its walk). */
+unsigned long fs_alloc_fail_at(unsigned long nth);
+/* Whether an injected failure has fired since fs_alloc_fail_at() armed it. */
+bool fs_alloc_failure_fired(void);
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+/* Fill `err` (may be NULL) with `code` and a formatted, redacted one-line message; returns code. */
+fhirsync_code fs_err(fhirsync_error *err, fhirsync_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, also recording the HTTP status. */
+fhirsync_code fs_err_http(fhirsync_error *err, fhirsync_code code, long http_status,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Clear an error struct (may be NULL). */
+void fs_err_clear(fhirsync_error *err);
+/* Prefix the existing message with "what: " (context added on the way up). */
+void fs_err_prefix(fhirsync_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- logging --------------------------------------------------------------------------------- */
+void fs_log(fhirsync_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool fs_log_enabled(fhirsync_log_level level);
+/* Redact in place into a new string (caller frees with fs_free); NULL on out of memory. */
+char *fs_redact(const char *text);
+
+/* ---- growable buffer ------------------------------------------------------------------------- */
+typedef struct fs_buf {
+    char *data;   /* always NUL-terminated when non-NULL */
+    size_t len;
+    size_t cap;
+} fs_buf;
+
+void fs_buf_init(fs_buf *b);
+/* Append; returns false on out of memory (the buffer keeps what it had). */
+bool fs_buf_append(fs_buf *b, const void *data, size_t n);
+bool fs_buf_append_str(fs_buf *b, const char *s);
+bool fs_buf_printf(fs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool fs_buf_vprintf(fs_buf *b, const char *fmt, va_list ap);
+/* Append `s` percent-encoded for application/x-www-form-urlencoded (or a URL query). */
+bool fs_buf_append_urlencoded(fs_buf *b, const char *s);
+void fs_buf_reset(fs_buf *b);
+void fs_buf_free(fs_buf *b);
+/* Wipe then free (for buffers that held secrets). */
+void fs_buf_free_secret(fs_buf *b);
+/* Hand the data over to the caller (never NULL on success: "" for an empty buffer). */
+char *fs_buf_steal(fs_buf *b);
+
+/* ---- base64url (RFC 4648 section 5, no padding) ---------------------------------------------- */
+/* Encode; result is the caller's (fs_free), NULL on out of memory. */
+char *fs_b64url_encode(const unsigned char *data, size_t len);
+/* Decode, rejecting padding, whitespace and characters outside the alphabet; *out is the
+ * caller's. Returns false on bad input or out of memory (*out NULL). */
+bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len);
+/* Standard base64 with padding (for HTTP Basic). */
+char *fs_b64_encode(const unsigned char *data, size_t len);
+
+/* ---- strings --------------------------------------------------------------------------------- */
+bool fs_streq(const char *a, const char *b);            /* NULL-safe */
+bool fs_strcaseeq(const char *a, const char *b);        /* NULL-safe, ASCII case-insensitive */
+bool fs_starts_with(const char *s, const char *prefix);
+/* Constant-time comparison of two equal-length byte strings; false when lengths differ. */
+bool fs_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
+/* Parse a decimal integer that must fill the whole string; false on junk or overflow. */
+bool fs_parse_long(const char *s, long *out);
+/* Random bytes from the OS CSPRNG via OpenSSL; false on failure. */
+bool fs_random_bytes(unsigned char *out, size_t n);
+/* Random base64url string of `nbytes` bytes of entropy; caller frees. */
+char *fs_random_id(size_t nbytes);
+
+/* ---- time ------------------------------------------------------------------------------------ */
+/* Wall clock seconds (overridable by tests through fs_time_set_offset for skew tests). */
+int64_t fs_now(void);
+void fs_time_set_offset(int64_t seconds);
+/* Monotonic milliseconds. */
+int64_t fs_monotonic_ms(void);
+/* Parse an HTTP-date (IMF-fixdate, plus the obsolete RFC 850 and asctime forms, RFC 9110). */
+bool fs_parse_http_date(const char *s, int64_t *out_epoch);
+/* Parse Retry-After (delta-seconds or HTTP-date) into seconds from `now` (never negative). */
+bool fs_parse_retry_after(const char *s, int64_t now, int64_t *out_seconds);
+/* Parse a FHIR instant / dateTime with time (YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)). */
+bool fs_parse_instant(const char *s, int64_t *out_epoch);
+/* Format an epoch as a FHIR instant in UTC ("2026-11-28T21:33:00Z") into buf (>= 21 bytes). */
+void fs_format_instant(int64_t epoch, char *buf, size_t size);
+/* Format as an IMF-fixdate into buf (>= 30 bytes). */
+void fs_format_http_date(int64_t epoch, char *buf, size_t size);
+
+#endif

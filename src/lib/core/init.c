@@ -1,0 +1,31 @@
+/* core/init.c: library set-up: libcurl's global state and the allocators. */
+#include <curl/curl.h>
+#include <stdatomic.h>
+
+#include "core/core.h"
+#include "json/json.h"
+
+static atomic_int init_count;
+
+fhirsync_code fhirsync_global_init(void)
+{
+    if (atomic_fetch_add(&init_count, 1) > 0)
+        return FHIRSYNC_OK;
+    fs_json_init();
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        atomic_fetch_sub(&init_count, 1);
+        return FHIRSYNC_E_INTERNAL;
+    }
+    return FHIRSYNC_OK;
+}
+
+void fhirsync_global_cleanup(void)
+{
+    if (atomic_fetch_sub(&init_count, 1) == 1)
+        curl_global_cleanup();
+}
+
+const char *fhirsync_version(void)
+{
+    return FHIRSYNC_VERSION;
+}

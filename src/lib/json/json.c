@@ -1,0 +1,105 @@
+/* json/json.c: jansson behind a few helpers with clear errors for outside input. */
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+#include "json/json.h"
+
+void fs_json_init(void)
+{
+    json_set_alloc_funcs(fs_malloc, fs_free);
+}
+
+bool fs_looks_like_html(const char *data, size_t len)
+{
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)data[i]))
+        i++;
+    if (i >= len || data[i] != '<')
+        return false;
+    /* JSON never starts with '<': whatever markup this is (<html>, <!DOCTYPE>, <?xml>), say so */
+    return true;
+}
+
+json_t *fs_json_parse(const char *data, size_t len, bool want_object, const char *what,
+                      fhirsync_error *err)
+{
+    if (!data || len == 0) {
+        fs_err(err, FHIRSYNC_E_JSON, "%s is empty, expected JSON", what);
+        return NULL;
+    }
+    if (fs_looks_like_html(data, len)) {
+        fs_err(err, FHIRSYNC_E_JSON, "%s is an HTML/XML page, not JSON", what);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *value = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!value) {
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            fs_err(err, FHIRSYNC_E_NOMEM, "out of memory parsing %s", what);
+        else
+            fs_err(err, FHIRSYNC_E_JSON, "%s is not valid JSON (line %d, column %d: %s)", what,
+                   jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (want_object && !json_is_object(value)) {
+        fs_err(err, FHIRSYNC_E_JSON, "%s is JSON but not an object", what);
+        json_decref(value);
+        return NULL;
+    }
+    return value;
+}
+
+const char *fs_json_str(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+bool fs_json_int(const json_t *obj, const char *key, int64_t *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return true;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(int64_t)d) {
+            *out = (int64_t)d;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool fs_json_bool(const json_t *obj, const char *key, bool *out)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_boolean(v))
+        return false;
+    *out = json_is_true(v);
+    return true;
+}
+
+bool fs_json_array_has(const json_t *obj, const char *key, const char *value)
+{
+    json_t *arr = json_object_get(obj, key);
+    size_t i;
+    json_t *item;
+    json_array_foreach(arr, i, item)
+    {
+        if (fs_streq(json_string_value(item), value))
+            return true;
+    }
+    return false;
+}
+
+char *fs_json_dump(const json_t *value)
+{
+    return json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
+
+char *fs_json_dump_pretty(const json_t *value)
+{
+    return json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+}
