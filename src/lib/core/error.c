@@ -102,7 +102,16 @@ void fs_err_prefix(fhirsync_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    /* "prefix: message", truncated to fit */
     char joined[sizeof err->message];
-    snprintf(joined, sizeof joined, "%s: %s", prefix, err->message);
-    memcpy(err->message, joined, sizeof joined);
+    size_t plen = strlen(prefix), mlen = strlen(err->message), cap = sizeof joined - 1;
+    size_t o = 0;
+    for (size_t i = 0; i < plen && o < cap; i++)
+        joined[o++] = prefix[i];
+    for (size_t i = 0; i < 2 && o < cap; i++)
+        joined[o++] = ": "[i];
+    for (size_t i = 0; i < mlen && o < cap; i++)
+        joined[o++] = err->message[i];
+    joined[o] = '\0';
+    memcpy(err->message, joined, o + 1);
 }
