@@ -83,6 +83,12 @@ FHIRSYNC_API void fhirsync_free(void *ptr);
 /* Free a secret string: wipe it first. NULL is a no-op. */
 FHIRSYNC_API void fhirsync_free_secret(char *secret);
 
+/* Ask every running operation of the process to stop at its next safe point (they then fail
+ * with FHIRSYNC_E_CANCELLED). Async-signal-safe: call it from a SIGINT/SIGTERM handler.
+ * fhirsync_cancel_reset() clears the request. */
+FHIRSYNC_API void fhirsync_cancel(void);
+FHIRSYNC_API void fhirsync_cancel_reset(void);
+
 /* The library's version string, e.g. "0.1.0". */
 FHIRSYNC_API const char *fhirsync_version(void);
 

@@ -65,7 +65,7 @@ FHIRSYNC_API int fhirsync_key_bits(const fhirsync_key *key);
  * the key. */
 FHIRSYNC_API const char *fhirsync_key_kid(const fhirsync_key *key);
 
-/* Whether the key can sign with `alg` (RSA for RS*/PS*, P-384 for ES384, P-256 for ES256). */
+/* Whether the key can sign with `alg` (RSA for RS* and PS* algorithms, P-384 for ES384, P-256 for ES256). */
 FHIRSYNC_API int fhirsync_key_fits_alg(const fhirsync_key *key, fhirsync_alg alg);
 
 /* The default algorithm for the key: RS384 for RSA, ES384 for P-384, ES256 for P-256. */

@@ -112,4 +112,14 @@ void fs_format_instant(int64_t epoch, char *buf, size_t size);
 /* Format as an IMF-fixdate into buf (>= 30 bytes). */
 void fs_format_http_date(int64_t epoch, char *buf, size_t size);
 
+/* ---- retries -------------------------------------------------------------------------------- */
+/* Delay before retry number `attempt` (0-based): the server's Retry-After when given (>= 0),
+ * otherwise exponential backoff from 1 s with full jitter; never above cap_s seconds. In ms. */
+int64_t fs_backoff_ms(unsigned attempt, int64_t retry_after_s, int64_t cap_s);
+/* Sleep, waking early when fs_cancel_requested() turns true. Returns false when cancelled. */
+bool fs_sleep_ms(int64_t ms);
+/* Process-wide cancellation flag (set from a signal handler by the application through
+ * fhirsync_cancel()). */
+bool fs_cancel_requested(void);
+
 #endif

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 
 #include "core/core.h"
+#include "auth/auth_internal.h"
 #include "json/json.h"
 
 static atomic_int init_count;
@@ -21,8 +22,10 @@ fhirsync_code fhirsync_global_init(void)
 
 void fhirsync_global_cleanup(void)
 {
-    if (atomic_fetch_sub(&init_count, 1) == 1)
+    if (atomic_fetch_sub(&init_count, 1) == 1) {
+        fs_token_cache_clear();
         curl_global_cleanup();
+    }
 }
 
 const char *fhirsync_version(void)

@@ -1,0 +1,522 @@
+/* auth/token.c: access tokens. A fhirsync_auth holds what one endpoint profile needs to get
+ * tokens: the private key (or the client secret), the token URL (from `token_url` or discovery)
+ * and the effective scope. Each token request carries a fresh client assertion (new jti, new exp),
+ * retries included; answers are parsed strictly and errors keep the server's body verbatim.
+ * Tokens are shared through the process-wide cache (auth/cache.c). */
+#include <string.h>
+#include <strings.h>
+
+#include "auth/auth_internal.h"
+
+#define ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+struct fhirsync_auth {
+    fhirsync_endpoint *ep;
+    fhirsync_key *key;           /* NULL for symmetric clients */
+    fhirsync_alg alg;
+    const char *client_id;       /* borrowed from ep */
+    const char *base_url;
+    const char *kid;             /* override, or NULL for the thumbprint */
+    const char *jku;
+    const char *method;          /* private_key_jwt, client_secret_basic, client_secret_post */
+    char *client_secret;         /* secret */
+    fhirsync_smart_config *smart;
+    char *token_url;
+    char *scope;
+    long lifetime;
+    long max_retries;
+    long retry_cap;
+    fs_http *http;
+    fs_cached_token current;     /* backs the strings handed out in fhirsync_token */
+};
+
+void fhirsync_auth_free(fhirsync_auth *auth)
+{
+    if (!auth)
+        return;
+    fhirsync_endpoint_free(auth->ep);
+    fhirsync_key_free(auth->key);
+    fs_free_secret(auth->client_secret);
+    fhirsync_smart_config_free(auth->smart);
+    fs_free(auth->token_url);
+    fs_free(auth->scope);
+    fs_http_free(auth->http);
+    fs_cached_token_clear(&auth->current);
+    fs_free(auth);
+}
+
+fhirsync_code fhirsync_auth_new(const fhirsync_endpoint *ep, fhirsync_auth **out,
+                                fhirsync_error *err)
+{
+    *out = NULL;
+    fhirsync_code rc = fhirsync_endpoint_validate(ep, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    fhirsync_auth *auth = fs_calloc(1, sizeof *auth);
+    if (!auth)
+        return FHIRSYNC_E_NOMEM;
+    if (!(auth->ep = fhirsync_endpoint_dup(ep)) || !(auth->http = fs_http_new(NULL))) {
+        rc = FHIRSYNC_E_NOMEM;
+        goto out;
+    }
+    auth->client_id = fhirsync_endpoint_get(auth->ep, "client_id");
+    auth->base_url = fhirsync_endpoint_get(auth->ep, "base_url");
+    auth->kid = fhirsync_endpoint_get(auth->ep, "kid");
+    auth->jku = fhirsync_endpoint_get(auth->ep, "jku");
+    auth->method = fhirsync_endpoint_get(auth->ep, "auth_method");
+    if (!auth->method)
+        auth->method = "private_key_jwt";
+    auth->lifetime = fs_setting_long(auth->ep, "assertion_lifetime", 300);
+    if (auth->lifetime < 10 || auth->lifetime > 300)
+        auth->lifetime = 300;
+    auth->max_retries = fs_setting_long(auth->ep, "max_retries", 5);
+    auth->retry_cap = fs_setting_long(auth->ep, "retry_cap", 300);
+    rc = fs_url_check_transport(auth->base_url, "FHIR base URL (base_url)", err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+
+    if (strcmp(auth->method, "private_key_jwt") == 0) {
+        const char *key_file = fhirsync_endpoint_get(auth->ep, "key_file");
+        rc = fhirsync_key_load_file(key_file, &auth->key, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+        const char *alg_name = fhirsync_endpoint_get(auth->ep, "alg");
+        auth->alg = alg_name ? fhirsync_alg_from_name(alg_name)
+                             : fhirsync_key_default_alg(auth->key);
+        if (auth->alg == FHIRSYNC_ALG_NONE) {
+            rc = fs_err(err, FHIRSYNC_E_CONFIG, "alg '%s' (from %s) is not a supported algorithm",
+                        alg_name, fhirsync_endpoint_source(auth->ep, "alg"));
+            goto out;
+        }
+        if (!fhirsync_key_fits_alg(auth->key, auth->alg)) {
+            rc = fs_err(err, FHIRSYNC_E_KEY,
+                        "key_file %s is %s %d but alg %s (from %s) needs %s: generate a matching "
+                        "key with 'fhirsync keygen --alg %s' or change alg",
+                        key_file,
+                        fhirsync_key_type_of(auth->key) == FHIRSYNC_KEY_RSA ? "an RSA key of"
+                                                                            : "an EC key on P-",
+                        fhirsync_key_bits(auth->key), fhirsync_alg_name(auth->alg),
+                        alg_name ? fhirsync_endpoint_source(auth->ep, "alg") : "the key",
+                        auth->alg == FHIRSYNC_ALG_ES384   ? "an EC P-384 key"
+                        : auth->alg == FHIRSYNC_ALG_ES256 ? "an EC P-256 key"
+                                                          : "an RSA key",
+                        fhirsync_alg_name(auth->alg));
+            goto out;
+        }
+    } else {
+        rc = fhirsync_endpoint_client_secret(auth->ep, &auth->client_secret, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+    }
+out:
+    if (rc != FHIRSYNC_OK)
+        fhirsync_auth_free(auth);
+    else
+        *out = auth;
+    return rc;
+}
+
+const char *fhirsync_auth_token_url(const fhirsync_auth *auth)
+{
+    return auth->token_url;
+}
+
+const fhirsync_smart_config *fhirsync_auth_smart_config(const fhirsync_auth *auth)
+{
+    return auth->smart;
+}
+
+const char *fhirsync_auth_scope(const fhirsync_auth *auth)
+{
+    return auth->scope ? auth->scope : fhirsync_endpoint_get(auth->ep, "scope");
+}
+
+/* Replace v1 ".read" with v2 ".rs" in each scope (for servers that speak only v2). */
+static char *scope_to_v2(const char *scope)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    const char *p = scope;
+    bool ok = true;
+    while (*p && ok) {
+        size_t n = strcspn(p, " ");
+        if (n >= 5 && strncmp(p + n - 5, ".read", 5) == 0)
+            ok = fs_buf_append(&b, p, n - 5) && fs_buf_append_str(&b, ".rs");
+        else
+            ok = fs_buf_append(&b, p, n);
+        p += n;
+        while (*p == ' ' && ok) {
+            ok = fs_buf_append_str(&b, " ");
+            p++;
+        }
+    }
+    if (!ok) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
+/* The token URL and the effective scope: from settings, else from discovery. */
+static fhirsync_code prepare(fhirsync_auth *auth, fhirsync_error *err)
+{
+    if (auth->token_url && auth->scope)
+        return FHIRSYNC_OK;
+    fhirsync_code rc;
+    const char *override = fhirsync_endpoint_get(auth->ep, "token_url");
+    if (override) {
+        rc = fs_url_check_transport(override, "token_url", err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+        if (!(auth->token_url = fs_strdup(override)))
+            return FHIRSYNC_E_NOMEM;
+    } else {
+        rc = fhirsync_discover(auth->ep, &auth->smart, err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+        rc = fs_url_check_transport(auth->smart->token_endpoint, "discovered token endpoint",
+                                    err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+        if (!(auth->token_url = fs_strdup(auth->smart->token_endpoint)))
+            return FHIRSYNC_E_NOMEM;
+        if (auth->key && auth->smart->signing_algs.count &&
+            !fhirsync_strlist_has(&auth->smart->signing_algs, fhirsync_alg_name(auth->alg)))
+            fs_log(FHIRSYNC_LOG_WARN,
+                   "the server advertises signing algorithms that do not include %s; "
+                   "the token request may fail (see 'fhirsync doctor')",
+                   fhirsync_alg_name(auth->alg));
+    }
+    const char *scope = fhirsync_endpoint_get(auth->ep, "scope");
+    if (!scope)
+        scope = "system/*.read";
+    bool defaulted = fs_streq(fhirsync_endpoint_source(auth->ep, "scope"), "default") ||
+                     !fhirsync_endpoint_source(auth->ep, "scope");
+    if (defaulted && auth->smart && auth->smart->scope_version == 2)
+        auth->scope = scope_to_v2(scope);
+    else
+        auth->scope = fs_strdup(scope);
+    return auth->scope ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
+}
+
+/* ---- assertion ----------------------------------------------------------------------------- */
+
+char *fs_assertion_claims(const char *client_id, const char *audience, int64_t now, long lifetime,
+                          const char *jti)
+{
+    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "iss", client_id, "sub",
+                               client_id, "aud", audience, "exp", (json_int_t)(now + lifetime),
+                               "iat", (json_int_t)now, "nbf", (json_int_t)now, "jti", jti);
+    if (!claims)
+        return NULL;
+    char *text = fs_json_dump(claims);
+    json_decref(claims);
+    return text;
+}
+
+fhirsync_code fhirsync_auth_assertion(fhirsync_auth *auth, const char *token_url, char **out_jwt,
+                                      fhirsync_error *err)
+{
+    *out_jwt = NULL;
+    if (!auth->key)
+        return fs_err(err, FHIRSYNC_E_UNSUPPORTED,
+                      "auth_method %s uses a client secret, not a signed assertion", auth->method);
+    /* 256 random bits: unique per assertion, 43 characters (Epic allows up to 151) */
+    char *jti = fs_random_id(32);
+    if (!jti)
+        return fs_err(err, FHIRSYNC_E_CRYPTO, "no random bytes for the assertion's jti");
+    char *claims = fs_assertion_claims(auth->client_id, token_url, fs_now(), auth->lifetime, jti);
+    fs_free(jti);
+    if (!claims)
+        return FHIRSYNC_E_NOMEM;
+    fhirsync_code rc =
+        fhirsync_jws_sign(auth->key, auth->alg, auth->kid, auth->jku, claims, out_jwt, err);
+    fs_free(claims);
+    return rc;
+}
+
+/* ---- token response ------------------------------------------------------------------------ */
+
+void fs_token_response_clear(fs_token_response *tr)
+{
+    fs_free_secret(tr->access_token);
+    fs_free(tr->token_type);
+    fs_free(tr->scope);
+    memset(tr, 0, sizeof *tr);
+    tr->expires_in = -1;
+}
+
+static bool header_safe(const char *s)
+{
+    /* RFC 6750 b64token characters, so the token is safe to put into a header */
+    for (const char *p = s; *p; p++)
+        if (!(( *p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              strchr("-._~+/=", *p)))
+            return false;
+    return true;
+}
+
+fhirsync_code fs_token_response_parse(const char *body, size_t len, fs_token_response *out,
+                                      fhirsync_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->expires_in = -1;
+    fhirsync_code rc = FHIRSYNC_OK;
+    fhirsync_error jerr = {0};
+    json_t *doc = fs_json_parse(body, len, true, "token response", &jerr);
+    if (!doc) {
+        if (jerr.code == FHIRSYNC_E_NOMEM)
+            return FHIRSYNC_E_NOMEM;
+        return fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE, "%s", jerr.message);
+    }
+    json_t *at = json_object_get(doc, "access_token");
+    if (!json_is_string(at) || json_string_length(at) == 0) {
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "the token response has no access_token (members: %s)",
+                    json_object_size(doc) ? "see -vv" : "none");
+        goto out;
+    }
+    if (!header_safe(json_string_value(at))) {
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "the access_token holds characters not allowed in a bearer token");
+        goto out;
+    }
+    const char *type = fs_json_str(doc, "token_type");
+    if (!type) {
+        fs_log(FHIRSYNC_LOG_WARN, "the token response has no token_type; assuming bearer");
+        type = "bearer";
+    } else if (strcasecmp(type, "bearer") != 0) {
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "token_type '%s' is not supported (only bearer tokens)", type);
+        goto out;
+    }
+    json_t *ei = json_object_get(doc, "expires_in");
+    int64_t seconds;
+    if (fs_json_int(doc, "expires_in", &seconds) && seconds > 0)
+        out->expires_in = seconds > 86400 * 365 ? 86400 * 365 : (long)seconds;
+    else if (json_is_string(ei) && fs_parse_long(json_string_value(ei), &out->expires_in) &&
+             out->expires_in > 0)
+        ; /* some servers send it as a string */
+    else
+        out->expires_in = -1;
+    out->access_token = fs_strdup(json_string_value(at));
+    out->token_type = fs_strdup(type);
+    const char *scope = fs_json_str(doc, "scope");
+    out->scope = scope ? fs_strdup(scope) : NULL;
+    if (!out->access_token || !out->token_type || (scope && !out->scope))
+        rc = FHIRSYNC_E_NOMEM;
+out:
+    json_decref(doc);
+    if (rc != FHIRSYNC_OK)
+        fs_token_response_clear(out);
+    return rc;
+}
+
+bool fs_oauth_error_code(const char *body, size_t len, char *code, size_t size)
+{
+    code[0] = '\0';
+    json_t *doc = body && len ? fs_json_parse(body, len, true, "error body", NULL) : NULL;
+    const char *e = doc ? fs_json_str(doc, "error") : NULL;
+    if (e)
+        snprintf(code, size, "%s", e);
+    json_decref(doc);
+    return e != NULL;
+}
+
+/* ---- token request ------------------------------------------------------------------------- */
+
+static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
+                                fhirsync_error *err)
+{
+    bool ok = fs_buf_append_str(form, "grant_type=client_credentials&scope=") &&
+              fs_buf_append_urlencoded(form, auth->scope);
+    if (!ok)
+        return FHIRSYNC_E_NOMEM;
+    if (auth->key) {
+        char *jwt = NULL;
+        fhirsync_code rc = fhirsync_auth_assertion(auth, auth->token_url, &jwt, err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+        ok = fs_buf_append_str(form, "&client_assertion_type=") &&
+             fs_buf_append_urlencoded(form, ASSERTION_TYPE) &&
+             fs_buf_append_str(form, "&client_assertion=") && fs_buf_append_str(form, jwt);
+        fs_free_secret(jwt);
+    } else if (strcmp(auth->method, "client_secret_post") == 0) {
+        ok = fs_buf_append_str(form, "&client_id=") &&
+             fs_buf_append_urlencoded(form, auth->client_id) &&
+             fs_buf_append_str(form, "&client_secret=") &&
+             fs_buf_append_urlencoded(form, auth->client_secret);
+    } else {
+        /* client_secret_basic: RFC 6749 2.3.1 form-encodes id and secret before base64 */
+        fs_buf pair;
+        fs_buf_init(&pair);
+        ok = fs_buf_append_urlencoded(&pair, auth->client_id) && fs_buf_append_str(&pair, ":") &&
+             fs_buf_append_urlencoded(&pair, auth->client_secret);
+        char *b64 = ok ? fs_b64_encode((unsigned char *)pair.data, pair.len) : NULL;
+        fs_buf_free_secret(&pair);
+        fs_buf h;
+        fs_buf_init(&h);
+        ok = b64 && fs_buf_printf(&h, "Authorization: Basic %s", b64);
+        fs_free_secret(b64);
+        *basic = ok ? fs_buf_steal(&h) : NULL;
+        if (!ok)
+            fs_buf_free_secret(&h);
+    }
+    return ok ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
+}
+
+static bool retryable(long status)
+{
+    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+           status == 504;
+}
+
+static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
+                                   fhirsync_error *err)
+{
+    fhirsync_code rc = FHIRSYNC_OK;
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    for (long attempt = 0;; attempt++) {
+        fs_buf form;
+        fs_buf_init(&form);
+        char *basic = NULL;
+        rc = build_form(auth, &form, &basic, err); /* a fresh assertion every attempt */
+        if (rc != FHIRSYNC_OK) {
+            fs_buf_free_secret(&form);
+            break;
+        }
+        const char *headers[] = {"Content-Type: application/x-www-form-urlencoded",
+                                 "Accept: application/json", basic, NULL};
+        fs_http_request req = {0};
+        fs_http_request_from_profile(auth->ep, &req);
+        req.method = "POST";
+        req.url = auth->token_url;
+        req.headers = headers;
+        req.body = form.data;
+        req.body_len = form.len;
+        req.redirects = FS_REDIRECT_NONE;
+        req.max_body = FS_TOKEN_MAX_BODY;
+        fs_log(FHIRSYNC_LOG_INFO, "token: requesting a token from %s for scope '%s' (%s)",
+               auth->token_url, auth->scope, auth->method);
+        rc = fs_http_perform(auth->http, &req, &resp, err);
+        fs_buf_free_secret(&form);
+        fs_free_secret(basic);
+        int64_t retry_after = -1;
+        bool retry = false;
+        if (rc == FHIRSYNC_E_NETWORK || rc == FHIRSYNC_E_TIMEOUT) {
+            retry = true;
+        } else if (rc != FHIRSYNC_OK) {
+            break;
+        } else if (resp.status >= 200 && resp.status < 300) {
+            rc = fs_token_response_parse(resp.body.data, resp.body.len, tr, err);
+            if (rc == FHIRSYNC_E_TOKEN_RESPONSE)
+                fs_err_prefix(err, "token endpoint %s (HTTP %ld)", auth->token_url, resp.status);
+            break;
+        } else if (retryable(resp.status)) {
+            const char *ra = fs_http_header_get(&resp, "Retry-After");
+            if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
+                retry_after = -1;
+            retry = true;
+            char desc[700];
+            fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
+            rc = fs_err_http(err, resp.status == 429 ? FHIRSYNC_E_RATE_LIMITED : FHIRSYNC_E_SERVER,
+                             resp.status, "token request failed: %s", desc);
+        } else if (resp.status >= 300 && resp.status < 400) {
+            const char *loc = fs_http_header_get(&resp, "Location");
+            rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, resp.status,
+                             "token endpoint %s answered HTTP %ld redirecting to %s: token "
+                             "requests are never redirected (the assertion's aud must be the "
+                             "final URL); set token_url to the right URL",
+                             auth->token_url, resp.status, loc ? loc : "(no Location)");
+            break;
+        } else {
+            /* The server refused: keep its answer verbatim. */
+            char desc[700];
+            fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
+            rc = fs_err_http(err, FHIRSYNC_E_AUTH, resp.status, "token request rejected: %s",
+                             desc);
+            break;
+        }
+        if (!retry || attempt >= auth->max_retries)
+            break;
+        int64_t delay = fs_backoff_ms((unsigned)attempt, retry_after, auth->retry_cap);
+        fs_log(FHIRSYNC_LOG_WARN, "token: %s; retry %ld of %ld in %.1f s",
+               err ? err->message : fhirsync_strerror(rc), attempt + 1, auth->max_retries,
+               (double)delay / 1000.0);
+        if (!fs_sleep_ms(delay)) {
+            rc = fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled while waiting to retry the token "
+                                                   "request");
+            break;
+        }
+    }
+    fs_http_response_clear(&resp);
+    return rc;
+}
+
+static void fill_public(fhirsync_auth *auth, fhirsync_token *out, bool from_cache)
+{
+    out->access_token = auth->current.access_token;
+    out->token_type = auth->current.token_type;
+    out->scope = auth->current.scope;
+    out->requested_scope = auth->scope;
+    out->obtained_at = auth->current.obtained_at;
+    out->expires_at = auth->current.expires_at;
+    out->expires_in_missing = auth->current.expires_in_missing;
+    out->from_cache = from_cache;
+}
+
+fhirsync_code fhirsync_auth_token(fhirsync_auth *auth, bool force_new, fhirsync_token *out,
+                                  fhirsync_error *err)
+{
+    memset(out, 0, sizeof *out);
+    fhirsync_code rc = prepare(auth, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    int64_t now = fs_now();
+    if (!force_new) {
+        fs_cached_token cached;
+        if (fs_token_cache_get(auth->token_url, auth->client_id, auth->scope, now, &cached)) {
+            fs_cached_token_clear(&auth->current);
+            auth->current = cached;
+            fill_public(auth, out, true);
+            return FHIRSYNC_OK;
+        }
+    }
+    fs_token_response tr;
+    rc = request_token(auth, &tr, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    fs_cached_token fresh = {0};
+    fresh.access_token = tr.access_token;
+    fresh.token_type = tr.token_type;
+    fresh.scope = tr.scope ? tr.scope : fs_strdup(auth->scope);
+    tr.access_token = tr.token_type = tr.scope = NULL;
+    fresh.obtained_at = now;
+    fresh.expires_in_missing = tr.expires_in < 0;
+    fresh.expires_at = now + (tr.expires_in > 0 ? tr.expires_in : FS_TOKEN_ASSUMED_LIFETIME);
+    fs_token_response_clear(&tr);
+    if (!fresh.scope) {
+        fs_cached_token_clear(&fresh);
+        return FHIRSYNC_E_NOMEM;
+    }
+    if (fresh.expires_in_missing)
+        fs_log(FHIRSYNC_LOG_WARN, "the token response has no expires_in: assuming %d s",
+               FS_TOKEN_ASSUMED_LIFETIME);
+    if (!fs_streq(fresh.scope, auth->scope))
+        fs_log(FHIRSYNC_LOG_INFO, "token: granted scope '%s' differs from requested '%s'",
+               fresh.scope, auth->scope);
+    fs_token_cache_put(auth->token_url, auth->client_id, auth->scope, &fresh);
+    fs_cached_token_clear(&auth->current);
+    auth->current = fresh;
+    fs_log(FHIRSYNC_LOG_INFO, "token: obtained, expires in %lld s",
+           (long long)(fresh.expires_at - now));
+    fill_public(auth, out, false);
+    return FHIRSYNC_OK;
+}
+
+void fhirsync_auth_invalidate(fhirsync_auth *auth)
+{
+    if (auth->token_url && auth->scope)
+        fs_token_cache_drop(auth->token_url, auth->client_id, auth->scope);
+}
