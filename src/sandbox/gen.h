@@ -70,4 +70,71 @@ void sb_gen_patient_id(const sb_gen *gen, uint32_t patient, char *buf, size_t si
 unsigned sb_gen_mutate(sb_gen *gen, double update_fraction, double delete_fraction, int64_t now);
 unsigned sb_gen_epoch(const sb_gen *gen);
 
+/* ---- additions: type indices, id scheme, constants and helpers ----------------------------------
+ *
+ * Ids (all match [A-Za-z0-9\-\.]{1,64}; numbers are decimal without leading zeros):
+ *   Organization "org-<slot>"            Practitioner "prac-<slot>"          Patient "pat-<patient>"
+ *   Encounter "enc-<patient>-<slot>"     Observation "obs-<p>-<s>"           Condition "cond-<p>-<s>"
+ *   MedicationRequest "medrx-<p>-<s>"    AllergyIntolerance "allergy-<p>-<s>"
+ *   Immunization "imm-<p>-<s>"           Procedure "proc-<p>-<s>"            DiagnosticReport "dxr-<p>-<s>"
+ *   DocumentReference "docref-<p>-<s>"
+ *   Group "all" (slot 0: every patient) and "cohort-<k>" (slot k + 1: patients
+ *   [k * SB_GEN_COHORT_SIZE, (k + 1) * SB_GEN_COHORT_SIZE) clipped to the patient count).
+ * Global counts: Organization max(2, patients / 200), Practitioner max(3, patients / 50),
+ * Group 1 + ceil(patients / SB_GEN_COHORT_SIZE). Global types ignore `patient`.
+ *
+ * Deletion: Patient, Organization, Practitioner and Group resources are never deleted (they may be
+ * updated), so every subject, performer and group member keeps resolving. Other resources may be
+ * deleted; references to a deleted Encounter from its Observations then dangle, as they would on
+ * a real server. A deleted resource stays deleted; its deletion counts as one more version. */
+enum {
+    SB_GEN_ORGANIZATION = 0,
+    SB_GEN_PRACTITIONER,
+    SB_GEN_PATIENT,
+    SB_GEN_ENCOUNTER,
+    SB_GEN_OBSERVATION,
+    SB_GEN_CONDITION,
+    SB_GEN_MEDICATION_REQUEST,
+    SB_GEN_ALLERGY_INTOLERANCE,
+    SB_GEN_IMMUNIZATION,
+    SB_GEN_PROCEDURE,
+    SB_GEN_DIAGNOSTIC_REPORT,
+    SB_GEN_DOCUMENT_REFERENCE,
+    SB_GEN_GROUP,
+    SB_GEN_TYPE_COUNT
+};
+
+/* created_at used when the config says 0: 2025-01-01T00:00:00Z. A non-zero created_at must lie in
+ * [2000-01-01, 2100-01-01) or sb_gen_new() refuses the config. */
+#define SB_GEN_DEFAULT_CREATED_AT INT64_C(1735689600)
+/* sb_gen_mutate() adds at most this many epochs, then returns 0. */
+#define SB_GEN_MAX_EPOCHS 1024u
+/* Patients per "cohort-<k>" Group. */
+#define SB_GEN_COHORT_SIZE 1000u
+/* Patient.identifier system of the medical record number (value: 10 digits, unique). */
+#define SB_GEN_MRN_SYSTEM "http://hospital.example.org/fhir/sid/mrn"
+
+/* Like sb_gen_resource() without producing JSON: only fills `meta` (cheap; for _since and
+ * _lastUpdated filtering over millions of resources). False on an out-of-range resource. */
+bool sb_gen_meta(const sb_gen *gen, size_t type, uint32_t patient, uint32_t slot,
+                 sb_resource_meta *meta);
+
+/* Write the id of (type, patient, slot) into buf (NUL-terminated; 40 bytes always suffice).
+ * False when out of range or buf is too small (buf then holds ""). */
+bool sb_gen_format_id(const sb_gen *gen, size_t type, uint32_t patient, uint32_t slot, char *buf,
+                      size_t size);
+
+/* The members of Group slot `slot` are the patients [*first, *first + *count). False when the
+ * slot does not exist. */
+bool sb_gen_group_members(const sb_gen *gen, uint32_t slot, uint32_t *first, uint32_t *count);
+
+/* Time of an epoch: 0 gives created_at (the initial data), 1..sb_gen_epoch() the time stored by
+ * sb_gen_mutate() (never earlier than the previous epoch: a `now` that goes backwards is raised
+ * to the previous epoch's time). -1 for an epoch that does not exist. */
+int64_t sb_gen_epoch_time(const sb_gen *gen, unsigned epoch);
+
+/* Total slots of `type` over all patients (deleted resources included); O(patients), a few
+ * milliseconds for 100,000 patients. 0 for an unknown type. */
+uint64_t sb_gen_count(const sb_gen *gen, size_t type);
+
 #endif
