@@ -1,0 +1,1631 @@
+/* config/config.c: endpoint profiles (include/fhirsync/config.h) and the INI file they come from.
+ *
+ * One table lists every setting with its kind, default, range and help line; every value, from
+ * whatever layer (file, environment, command line, application), is validated against it when
+ * set and stored in a canonical form together with where it came from, so that the modules that
+ * read a profile never see a malformed value and every error can name the setting and its source.
+ *
+ * The INI file is read with libinih, through a reader of our own that counts lines (this inih
+ * calls the handler without a line number), strips leading blanks (so that inih's multi-line
+ * continuation never applies: an indented line is an ordinary line), handles section headers
+ * itself (inih truncates long section names and cannot report empty sections) and lets values
+ * be longer than inih's fixed line buffer. `[defaults]` is kept apart while parsing, whatever its
+ * place in the file, and copied into every endpoint that does not set a value itself once the
+ * whole file is read; it also stays in the config for endpoints added later. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "config/config_internal.h"
+#include "core/core.h"
+
+/* ---- the settings table --------------------------------------------------------------------- */
+
+enum kind {
+    K_STRING,   /* any non-empty text without control characters */
+    K_URL,      /* absolute http(s) URL without fragment */
+    K_PATH,     /* a file path (relative ones in a config file are relative to that file) */
+    K_INT,      /* a decimal integer in [min, max] */
+    K_ENUM,     /* one of `choices` (case-insensitive, stored as spelled in the table) */
+    K_HEADER,   /* "Name: value" */
+    K_DURATION, /* 30s, 15m, 1h, 1h30m, 2d */
+    K_INSTANT,  /* FHIR instant */
+    K_ENVNAME,  /* the name of an environment variable */
+    K_JWKS,     /* a file path or an http(s) URL */
+    K_TYPES,    /* comma-separated FHIR resource types */
+    K_STORE,    /* database path or postgresql:// URL */
+    K_SCOPE,    /* space-separated OAuth scope tokens */
+    K_FHIR_ID   /* a FHIR logical id */
+};
+
+typedef struct setting_def {
+    const char *name;
+    enum kind kind;
+    const char *fallback;        /* the default as text; NULL: none, or computed (see below) */
+    long min, max;               /* K_INT */
+    const char *unit;            /* K_INT: what the number counts, for messages */
+    const char *const *choices;  /* K_ENUM, NULL-terminated */
+    bool repeatable;
+    const char *help;
+} setting_def;
+
+static const char *const alg_choices[] = {"RS384", "ES384", "RS256", "RS512", "ES256", "PS384",
+                                          NULL};
+static const char *const vendor_choices[] = {FS_VENDOR_GENERIC, FS_VENDOR_ECW, FS_VENDOR_EPIC,
+                                             FS_VENDOR_CERNER, NULL};
+static const char *const auth_choices[] = {"private_key_jwt", "client_secret_basic",
+                                           "client_secret_post", NULL};
+static const char *const mode_choices[] = {"bulk", "crawl", NULL};
+static const char *const yes_no[] = {"yes", "no", NULL};
+
+/* `vendor` (detected from base_url) and `rate_limit` (250 for eClinicalWorks, else 0) have
+ * computed defaults: see default_text(). */
+static const setting_def settings[] = {
+    {.name = "base_url", .kind = K_URL, .help = "FHIR base URL of the endpoint (required)"},
+    {.name = "client_id", .kind = K_STRING,
+     .help = "client id the EHR issued to this app (required)"},
+    {.name = "key_file", .kind = K_PATH,
+     .help = "private key for the client assertion (PEM or JWK file, mode 0600)"},
+    {.name = "alg", .kind = K_ENUM, .choices = alg_choices,
+     .help = "signing algorithm: RS384 ES384 RS256 RS512 ES256 PS384 (default: from the key)"},
+    {.name = "kid", .kind = K_STRING,
+     .help = "key id for the assertion header (default: the key's RFC 7638 thumbprint)"},
+    {.name = "jku", .kind = K_URL,
+     .help = "JWKS URL for the assertion header (only if the key was registered by URL)"},
+    {.name = "scope", .kind = K_SCOPE, .fallback = "system/*.read",
+     .help = "scopes to request (default system/*.read)"},
+    {.name = "token_url", .kind = K_URL,
+     .help = "token endpoint (default: from .well-known/smart-configuration)"},
+    {.name = "vendor", .kind = K_ENUM, .choices = vendor_choices,
+     .help = "generic, eclinicalworks, epic or cerner (default: guessed from base_url)"},
+    {.name = "header", .kind = K_HEADER, .repeatable = true,
+     .help = "extra 'Name: value' header on FHIR requests, repeatable (e.g. Epic-Client-ID)"},
+    {.name = "auth_method", .kind = K_ENUM, .fallback = "private_key_jwt", .choices = auth_choices,
+     .help = "private_key_jwt, client_secret_basic or client_secret_post (default "
+             "private_key_jwt)"},
+    {.name = "client_secret_file", .kind = K_PATH,
+     .help = "file holding the client secret, mode 0600 (client_secret_* methods)"},
+    {.name = "client_secret_env", .kind = K_ENVNAME,
+     .help = "name of an environment variable holding the client secret"},
+    {.name = "assertion_lifetime", .kind = K_INT, .fallback = "300", .min = 10, .max = 300,
+     .unit = "seconds", .help = "seconds a client assertion is valid, 10..300 (default 300)"},
+    {.name = "ca_file", .kind = K_PATH,
+     .help = "extra CA bundle to trust (certificates are always verified)"},
+    {.name = "connect_timeout", .kind = K_INT, .fallback = "10", .min = 1, .max = 600,
+     .unit = "seconds", .help = "connect timeout in seconds (default 10)"},
+    {.name = "timeout", .kind = K_INT, .fallback = "120", .min = 1, .max = 86400,
+     .unit = "seconds", .help = "timeout of one request in seconds (default 120)"},
+    {.name = "max_retries", .kind = K_INT, .fallback = "5", .min = 0, .max = 20,
+     .unit = "retries", .help = "retries of a failed request, 0..20 (default 5)"},
+    {.name = "retry_cap", .kind = K_INT, .fallback = "300", .min = 1, .max = 86400,
+     .unit = "seconds", .help = "longest wait before a retry, in seconds (default 300)"},
+    {.name = "rate_limit", .kind = K_INT, .min = 0, .max = 100000, .unit = "requests per minute",
+     .help = "requests per minute, 0 = no limit (default 0; 250 for eClinicalWorks)"},
+    {.name = "registered_jwks", .kind = K_JWKS,
+     .help = "the JWKS registered with the EHR (file or https URL), checked by doctor"},
+    {.name = "group_id", .kind = K_FHIR_ID, .help = "Group to export (bulk mode)"},
+    {.name = "types", .kind = K_TYPES,
+     .help = "resource types to sync, comma-separated (default: all)"},
+    {.name = "mode", .kind = K_ENUM, .fallback = "bulk", .choices = mode_choices,
+     .help = "bulk (Bulk Data export) or crawl (paged search) (default bulk)"},
+    {.name = "store", .kind = K_STORE, .fallback = "fhirsync.db",
+     .help = "SQLite database path or postgresql:// URL (default fhirsync.db)"},
+    {.name = "every", .kind = K_DURATION,
+     .help = "interval between syncs, such as 15m, 1h or 30s"},
+    {.name = "since", .kind = K_INSTANT,
+     .help = "sync changes since this FHIR instant instead of the stored watermark"},
+    {.name = "max_body", .kind = K_INT, .fallback = "67108864", .min = 1024, .max = 1073741824,
+     .unit = "bytes", .help = "largest FHIR response held in memory, bytes (default 64 MiB)"},
+    {.name = "parallel", .kind = K_INT, .fallback = "4", .min = 1, .max = 32,
+     .unit = "downloads", .help = "parallel downloads, 1..32 (default 4)"},
+    {.name = "delete_job", .kind = K_ENUM, .fallback = "yes", .choices = yes_no,
+     .help = "yes or no: delete the export job on the server when done (default yes)"},
+};
+
+enum { SETTING_COUNT = sizeof settings / sizeof *settings };
+
+/* The same names, in the same order, for fhirsync_setting_names(). */
+static const char *const setting_names[] = {
+    "base_url", "client_id", "key_file", "alg", "kid", "jku", "scope", "token_url", "vendor",
+    "header", "auth_method", "client_secret_file", "client_secret_env", "assertion_lifetime",
+    "ca_file", "connect_timeout", "timeout", "max_retries", "retry_cap", "rate_limit",
+    "registered_jwks", "group_id", "types", "mode", "store", "every", "since", "max_body",
+    "parallel", "delete_job", NULL};
+
+_Static_assert(sizeof setting_names / sizeof *setting_names == SETTING_COUNT + 1,
+               "setting_names must list every setting of the table");
+
+#define MAX_VALUE 4096        /* longest value of any setting */
+#define MAX_LINE 8192         /* longest line of a config file */
+#define MAX_FILE (1L << 20)   /* largest config file */
+#define MAX_NAME 64           /* longest endpoint name */
+#define MAX_SECRET 4096       /* largest client secret */
+
+static const setting_def *find_setting(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < SETTING_COUNT; i++)
+        if (strcmp(settings[i].name, name) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+static size_t setting_index(const setting_def *def)
+{
+    return (size_t)(def - settings);
+}
+
+bool fs_setting_known(const char *setting)
+{
+    return find_setting(setting) != NULL;
+}
+
+const char *const *fhirsync_setting_names(void)
+{
+    return setting_names;
+}
+
+const char *fhirsync_setting_help(const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    return def ? def->help : NULL;
+}
+
+/* ---- profiles ------------------------------------------------------------------------------- */
+
+typedef struct setting_value {
+    char *text;
+    char *source;
+} setting_value;
+
+typedef struct slot {
+    setting_value *items;
+    size_t count;
+} slot;
+
+struct fhirsync_endpoint {
+    char *name;
+    int line;                    /* line of its [endpoint NAME] header; 0 when not from a file */
+    slot slots[SETTING_COUNT];
+};
+
+struct fhirsync_config {
+    fhirsync_endpoint **endpoints;
+    size_t count, cap;
+    fhirsync_endpoint *defaults; /* what every endpoint inherits */
+    int defaults_line;           /* line of the [defaults] header, 0 when none */
+};
+
+static void slot_clear(slot *s)
+{
+    for (size_t i = 0; i < s->count; i++) {
+        fs_free(s->items[i].text);
+        fs_free(s->items[i].source);
+    }
+    fs_free(s->items);
+    s->items = NULL;
+    s->count = 0;
+}
+
+/* Add a value, taking ownership of text and source (freed on failure). `replace` drops the values
+ * the slot had. False on out of memory, the slot unchanged. */
+static bool slot_add(slot *s, char *text, char *source, bool replace)
+{
+    if (replace && s->count > 0) {
+        for (size_t i = 0; i < s->count; i++) {
+            fs_free(s->items[i].text);
+            fs_free(s->items[i].source);
+        }
+        s->items[0] = (setting_value){text, source};
+        s->count = 1;
+        return true;
+    }
+    setting_value *grown = fs_realloc(s->items, (s->count + 1) * sizeof *grown);
+    if (!grown) {
+        fs_free(text);
+        fs_free(source);
+        return false;
+    }
+    s->items = grown;
+    s->items[s->count++] = (setting_value){text, source};
+    return true;
+}
+
+/* Deep copy of src into the empty dst; false on out of memory (dst left empty). */
+static bool slot_copy(slot *dst, const slot *src)
+{
+    for (size_t i = 0; i < src->count; i++) {
+        char *text = fs_strdup(src->items[i].text);
+        char *source = fs_strdup(src->items[i].source);
+        bool added = text && source && slot_add(dst, text, source, false);
+        if (!added) {
+            if (!text || !source) { /* slot_add, when called, frees both itself */
+                fs_free(text);
+                fs_free(source);
+            }
+            slot_clear(dst);
+            return false;
+        }
+    }
+    return true;
+}
+
+static const setting_value *last_value(const fhirsync_endpoint *ep, const setting_def *def)
+{
+    const slot *s = &ep->slots[setting_index(def)];
+    return s->count ? &s->items[s->count - 1] : NULL;
+}
+
+static const char *explicit_text(const fhirsync_endpoint *ep, const char *setting)
+{
+    const setting_value *v = last_value(ep, find_setting(setting));
+    return v ? v->text : NULL;
+}
+
+fhirsync_endpoint *fhirsync_endpoint_new(const char *name)
+{
+    if (!name)
+        return NULL;
+    fhirsync_endpoint *ep = fs_calloc(1, sizeof *ep);
+    if (!ep)
+        return NULL;
+    ep->name = fs_strdup(name);
+    if (!ep->name) {
+        fs_free(ep);
+        return NULL;
+    }
+    return ep;
+}
+
+void fhirsync_endpoint_free(fhirsync_endpoint *ep)
+{
+    if (!ep)
+        return;
+    for (size_t i = 0; i < SETTING_COUNT; i++)
+        slot_clear(&ep->slots[i]);
+    fs_free(ep->name);
+    fs_free(ep);
+}
+
+/* A copy of src's values under another name. NULL on out of memory. */
+static fhirsync_endpoint *endpoint_copy(const fhirsync_endpoint *src, const char *name)
+{
+    fhirsync_endpoint *ep = fhirsync_endpoint_new(name);
+    if (!ep)
+        return NULL;
+    ep->line = src->line;
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        if (!slot_copy(&ep->slots[i], &src->slots[i])) {
+            fhirsync_endpoint_free(ep);
+            return NULL;
+        }
+    }
+    return ep;
+}
+
+fhirsync_endpoint *fhirsync_endpoint_dup(const fhirsync_endpoint *ep)
+{
+    return ep ? endpoint_copy(ep, ep->name) : NULL;
+}
+
+const char *fhirsync_endpoint_name(const fhirsync_endpoint *ep)
+{
+    return ep ? ep->name : NULL;
+}
+
+/* ---- vendors -------------------------------------------------------------------------------- */
+
+bool fs_config_url_host(const char *url, char *host, size_t size)
+{
+    if (!url || !host || size == 0)
+        return false;
+    const char *p;
+    if (strncasecmp(url, "https://", 8) == 0)
+        p = url + 8;
+    else if (strncasecmp(url, "http://", 7) == 0)
+        p = url + 7;
+    else
+        return false;
+    size_t auth_len = strcspn(p, "/?#");
+    const char *at = memchr(p, '@', auth_len);
+    if (at) {
+        auth_len -= (size_t)(at + 1 - p);
+        p = at + 1;
+    }
+    size_t host_len;
+    if (auth_len > 0 && p[0] == '[') {
+        const char *close = memchr(p, ']', auth_len);
+        if (!close)
+            return false;
+        p++;
+        host_len = (size_t)(close - p);
+    } else {
+        const char *colon = memchr(p, ':', auth_len);
+        host_len = colon ? (size_t)(colon - p) : auth_len;
+    }
+    if (host_len == 0 || host_len >= size)
+        return false;
+    for (size_t i = 0; i < host_len; i++)
+        host[i] = (char)tolower((unsigned char)p[i]);
+    host[host_len] = '\0';
+    return true;
+}
+
+/* Whether host is `domain` or a subdomain of it. */
+static bool host_in(const char *host, const char *domain)
+{
+    size_t hl = strlen(host), dl = strlen(domain);
+    if (hl == dl)
+        return strcmp(host, domain) == 0;
+    return hl > dl && host[hl - dl - 1] == '.' && strcmp(host + hl - dl, domain) == 0;
+}
+
+const char *fs_vendor_detect(const char *base_url)
+{
+    char host[256];
+    if (!base_url || !fs_config_url_host(base_url, host, sizeof host))
+        return FS_VENDOR_GENERIC;
+    if (host_in(host, "eclinicalworks.com") || host_in(host, "healow.com"))
+        return FS_VENDOR_ECW;
+    if (host_in(host, "epic.com"))
+        return FS_VENDOR_EPIC;
+    if (host_in(host, "cerner.com") || strstr(host, "oraclecloud"))
+        return FS_VENDOR_CERNER;
+    if (strcasestr(base_url, "/api/FHIR/R4") || strcasestr(base_url, "interconnect"))
+        return FS_VENDOR_EPIC;
+    return FS_VENDOR_GENERIC;
+}
+
+bool fs_vendor_patient_facing_host(const char *url)
+{
+    char host[256];
+    return fs_config_url_host(url, host, sizeof host) && host_in(host, "healow.com");
+}
+
+const char *fs_endpoint_vendor(const fhirsync_endpoint *ep)
+{
+    if (!ep)
+        return FS_VENDOR_GENERIC;
+    const char *vendor = explicit_text(ep, "vendor");
+    return vendor ? vendor : fs_vendor_detect(explicit_text(ep, "base_url"));
+}
+
+/* The default of a setting for this profile, or NULL when it has none. */
+static const char *default_text(const fhirsync_endpoint *ep, const setting_def *def)
+{
+    if (strcmp(def->name, "vendor") == 0)
+        return fs_endpoint_vendor(ep);
+    if (strcmp(def->name, "rate_limit") == 0)
+        return strcmp(fs_endpoint_vendor(ep), FS_VENDOR_ECW) == 0 ? "250" : "0";
+    return def->fallback;
+}
+
+/* ---- reading a profile ---------------------------------------------------------------------- */
+
+const char *fhirsync_endpoint_get(const fhirsync_endpoint *ep, const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    if (!ep || !def)
+        return NULL;
+    const setting_value *v = last_value(ep, def);
+    return v ? v->text : default_text(ep, def);
+}
+
+const char *fhirsync_endpoint_source(const fhirsync_endpoint *ep, const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    if (!ep || !def)
+        return NULL;
+    const setting_value *v = last_value(ep, def);
+    if (v)
+        return v->source;
+    return default_text(ep, def) ? "default" : NULL;
+}
+
+size_t fhirsync_endpoint_count(const fhirsync_endpoint *ep, const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    return ep && def ? ep->slots[setting_index(def)].count : 0;
+}
+
+const char *fhirsync_endpoint_get_at(const fhirsync_endpoint *ep, const char *setting, size_t i)
+{
+    const setting_def *def = find_setting(setting);
+    if (!ep || !def || i >= ep->slots[setting_index(def)].count)
+        return NULL;
+    return ep->slots[setting_index(def)].items[i].text;
+}
+
+void fhirsync_endpoint_clear(fhirsync_endpoint *ep, const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    if (ep && def)
+        slot_clear(&ep->slots[setting_index(def)]);
+}
+
+bool fs_config_parse_duration(const char *text, long *seconds)
+{
+    if (!text || !*text)
+        return false;
+    long total = 0;
+    const char *p = text;
+    while (*p) {
+        if (!isdigit((unsigned char)*p))
+            return false;
+        long n = 0;
+        while (isdigit((unsigned char)*p)) {
+            n = n * 10 + (*p++ - '0');
+            if (n > 100000000L)
+                return false;
+        }
+        long unit;
+        switch (*p++) {
+        case 's': unit = 1; break;
+        case 'm': unit = 60; break;
+        case 'h': unit = 3600; break;
+        case 'd': unit = 86400; break;
+        default: return false;
+        }
+        total += n * unit;
+        if (total > 366L * 86400)
+            return false;
+    }
+    if (total < 1)
+        return false;
+    if (seconds)
+        *seconds = total;
+    return true;
+}
+
+long fs_endpoint_long(const fhirsync_endpoint *ep, const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    const char *text = fhirsync_endpoint_get(ep, setting);
+    long number = 0;
+    if (!def || !text)
+        return 0;
+    if (def->kind == K_INT && fs_parse_long(text, &number))
+        return number;
+    if (def->kind == K_DURATION && fs_config_parse_duration(text, &number))
+        return number;
+    return 0;
+}
+
+bool fs_endpoint_bool(const fhirsync_endpoint *ep, const char *setting)
+{
+    return fs_streq(fhirsync_endpoint_get(ep, setting), "yes");
+}
+
+/* ---- validating values ---------------------------------------------------------------------- */
+
+/* Where a value comes from: what fhirsync_endpoint_source() reports and messages name, whether
+ * from a config file (which may not hold secrets), and that file's directory (empty, or ending
+ * in '/'), against which relative paths are resolved. */
+typedef struct origin {
+    const char *source;
+    bool from_file;
+    const char *base_dir;
+    size_t base_dir_len;
+} origin;
+
+/* A value as shown in a message: printable ASCII, at most 60 characters. */
+static const char *shown(const char *text, char *buf, size_t size)
+{
+    size_t n = 0, i = 0;
+    for (; text[i] && n + 4 < size && i < 60; i++) {
+        unsigned char c = (unsigned char)text[i];
+        buf[n++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+    }
+    if (text[i] && n + 4 < size) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static fhirsync_code bad_value(fhirsync_error *err, const origin *o, const setting_def *def,
+                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static fhirsync_code bad_value(fhirsync_error *err, const origin *o, const setting_def *def,
+                               const char *fmt, ...)
+{
+    char text[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    return fs_err(err, FHIRSYNC_E_CONFIG, "%s: %s %s", o->source, def->name, text);
+}
+
+static fhirsync_code no_memory(fhirsync_error *err)
+{
+    return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+}
+
+/* What is wrong with an absolute http(s) URL, or NULL when nothing. */
+static const char *url_problem(const char *url)
+{
+    const char *p;
+    if (strncasecmp(url, "https://", 8) == 0)
+        p = url + 8;
+    else if (strncasecmp(url, "http://", 7) == 0)
+        p = url + 7;
+    else
+        return "must be an absolute URL starting with https://";
+    for (const char *c = url; *c; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if (ch <= 0x20 || ch >= 0x7f)
+            return "contains a space, control or non-ASCII character (percent-encode it)";
+        if (ch == '#')
+            return "must not have a fragment ('#...')";
+    }
+    size_t auth_len = strcspn(p, "/?");
+    if (memchr(p, '@', auth_len))
+        return "must not contain a user name or password";
+    if (auth_len == 0)
+        return "has no host";
+    size_t i = 0;
+    if (p[0] == '[') {
+        for (i = 1; i < auth_len && (isxdigit((unsigned char)p[i]) || p[i] == ':' ||
+                                     p[i] == '.'); i++)
+            ;
+        if (i == 1 || i >= auth_len || p[i] != ']')
+            return "has a malformed IPv6 host";
+        i++;
+    } else {
+        for (; i < auth_len && (isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '.' ||
+                                p[i] == '_'); i++)
+            ;
+        if (i == 0)
+            return "has no host";
+    }
+    if (i < auth_len) {
+        if (p[i] != ':')
+            return "has a character not allowed in a host name";
+        long port = 0;
+        size_t digits = 0;
+        for (i++; i < auth_len && isdigit((unsigned char)p[i]) && digits < 6; i++, digits++)
+            port = port * 10 + (p[i] - '0');
+        if (i < auth_len || digits == 0 || port < 1 || port > 65535)
+            return "has a malformed port";
+    }
+    return NULL;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* Headers the transport manages, or that would carry a secret in the config. */
+static const char *const reserved_headers[] = {
+    "Authorization", "Proxy-Authorization", "Cookie", "Host", "Content-Length",
+    "Transfer-Encoding", "Connection", NULL};
+
+static fhirsync_code check_header(const char *text, const origin *o, const setting_def *def,
+                                  char **out, fhirsync_error *err)
+{
+    char show[80];
+    size_t name_len = 0;
+    while (is_tchar((unsigned char)text[name_len]))
+        name_len++;
+    const char *colon = text + name_len;
+    if (name_len == 0 || *colon != ':')
+        return bad_value(err, o, def,
+                         "must look like 'Name: value' (e.g. 'Epic-Client-ID: 0f3a...'), not '%s'",
+                         shown(text, show, sizeof show));
+    for (size_t i = 0; reserved_headers[i]; i++)
+        if (strlen(reserved_headers[i]) == name_len &&
+            strncasecmp(text, reserved_headers[i], name_len) == 0)
+            return bad_value(err, o, def,
+                             "cannot set %s (fhirsync manages that header itself, and secrets "
+                             "never go in settings)", reserved_headers[i]);
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (!*v)
+        return bad_value(err, o, def, "'%.*s' has no value", (int)name_len, text);
+    char *canonical = fs_malloc(name_len + 2 + strlen(v) + 1);
+    if (!canonical)
+        return no_memory(err);
+    sprintf(canonical, "%.*s: %s", (int)name_len, text, v);
+    *out = canonical;
+    return FHIRSYNC_OK;
+}
+
+static fhirsync_code check_types(const char *text, const origin *o, const setting_def *def,
+                                 char **out, fhirsync_error *err)
+{
+    char show[80];
+    fs_buf b;
+    fs_buf_init(&b);
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *start = p;
+        if (!isupper((unsigned char)*p))
+            goto bad;
+        while (isalpha((unsigned char)*p))
+            p++;
+        size_t len = (size_t)(p - start);
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if ((b.len && !fs_buf_append(&b, ",", 1)) || !fs_buf_append(&b, start, len)) {
+            fs_buf_free(&b);
+            return no_memory(err);
+        }
+        if (*p == '\0')
+            break;
+        if (*p++ != ',')
+            goto bad;
+    }
+    *out = fs_buf_steal(&b);
+    return FHIRSYNC_OK;
+bad:
+    fs_buf_free(&b);
+    return bad_value(err, o, def,
+                     "must be a comma-separated list of FHIR resource types such as "
+                     "Patient,Observation, not '%s'", shown(text, show, sizeof show));
+}
+
+static fhirsync_code check_scope(const char *text, const origin *o, const setting_def *def,
+                                 char **out, fhirsync_error *err)
+{
+    /* RFC 6749 section 3.3: scope-tokens of %x21 / %x23-5B / %x5D-7E separated by spaces;
+     * runs of blanks are collapsed to one space. */
+    char *canonical = fs_malloc(strlen(text) + 1);
+    if (!canonical)
+        return no_memory(err);
+    size_t n = 0;
+    for (const char *p = text; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == ' ' || c == '\t') {
+            if (n && canonical[n - 1] != ' ')
+                canonical[n++] = ' ';
+            continue;
+        }
+        if (c < 0x21 || c > 0x7e || c == '"' || c == '\\') {
+            fs_free(canonical);
+            return bad_value(err, o, def,
+                             "has a character not allowed in an OAuth scope (byte 0x%02x)", c);
+        }
+        canonical[n++] = (char)c;
+    }
+    while (n && canonical[n - 1] == ' ')
+        n--;
+    canonical[n] = '\0';
+    *out = canonical;
+    return FHIRSYNC_OK;
+}
+
+/* A path as stored: relative paths from a config file are made relative to the file's folder. */
+static fhirsync_code resolve_path(const char *text, const origin *o, char **out,
+                                  fhirsync_error *err)
+{
+    bool relative = text[0] != '/' && o->base_dir_len > 0;
+    size_t len = strlen(text);
+    char *path = fs_malloc((relative ? o->base_dir_len : 0) + len + 1);
+    if (!path)
+        return no_memory(err);
+    size_t n = 0;
+    if (relative) {
+        memcpy(path, o->base_dir, o->base_dir_len);
+        n = o->base_dir_len;
+    }
+    memcpy(path + n, text, len + 1);
+    *out = path;
+    return FHIRSYNC_OK;
+}
+
+static bool is_postgres_url(const char *text)
+{
+    return strncasecmp(text, "postgresql://", 13) == 0 || strncasecmp(text, "postgres://", 11) == 0;
+}
+
+/* Whether a PostgreSQL URL or keyword string carries a password. */
+static bool store_has_password(const char *text)
+{
+    if (strcasestr(text, "password="))
+        return true;
+    if (!is_postgres_url(text))
+        return false;
+    const char *p = strstr(text, "://") + 3;
+    size_t auth_len = strcspn(p, "/?");
+    const char *at = NULL;
+    for (size_t i = 0; i < auth_len; i++)
+        if (p[i] == '@')
+            at = p + i;
+    return at && memchr(p, ':', (size_t)(at - p)) != NULL;
+}
+
+/* Validate `text` (already trimmed, non-empty) for `def`; *out is its canonical form. */
+static fhirsync_code check_kind(const setting_def *def, const char *text, const origin *o,
+                                char **out, fhirsync_error *err)
+{
+    char show[80];
+    const char *problem;
+    switch (def->kind) {
+    case K_STRING:
+        break;
+    case K_URL:
+        if ((problem = url_problem(text)))
+            return bad_value(err, o, def, "%s: '%s'", problem, shown(text, show, sizeof show));
+        break;
+    case K_PATH:
+        if (strncmp(text, "-----BEGIN", 10) == 0 || text[0] == '{')
+            return bad_value(err, o, def,
+                             "must be the path of a file, not the file's content (keep keys and "
+                             "secrets in files readable only by you)");
+        return resolve_path(text, o, out, err);
+    case K_INT: {
+        long number;
+        bool digits = true;
+        for (const char *p = text + (text[0] == '-'); *p; p++)
+            digits = digits && isdigit((unsigned char)*p);
+        if (!digits || !fs_parse_long(text, &number) || number < def->min || number > def->max)
+            return bad_value(err, o, def, "must be a whole number from %ld to %ld (%s), not '%s'",
+                             def->min, def->max, def->unit, shown(text, show, sizeof show));
+        char buf[32];
+        snprintf(buf, sizeof buf, "%ld", number);
+        *out = fs_strdup(buf);
+        return *out ? FHIRSYNC_OK : no_memory(err);
+    }
+    case K_ENUM: {
+        for (size_t i = 0; def->choices[i]; i++) {
+            if (strcasecmp(text, def->choices[i]) == 0) {
+                *out = fs_strdup(def->choices[i]);
+                return *out ? FHIRSYNC_OK : no_memory(err);
+            }
+        }
+        char list[256] = "";
+        for (size_t i = 0; def->choices[i]; i++) {
+            size_t used = strlen(list);
+            snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", def->choices[i]);
+        }
+        return bad_value(err, o, def, "must be one of %s, not '%s'", list,
+                         shown(text, show, sizeof show));
+    }
+    case K_HEADER:
+        return check_header(text, o, def, out, err);
+    case K_DURATION:
+        if (!fs_config_parse_duration(text, NULL))
+            return bad_value(err, o, def,
+                             "must be a duration such as 30s, 15m, 1h or 1h30m (at most 366d), "
+                             "not '%s'", shown(text, show, sizeof show));
+        break;
+    case K_INSTANT: {
+        int64_t epoch;
+        if (!fs_parse_instant(text, &epoch))
+            return bad_value(err, o, def,
+                             "must be a FHIR instant such as 2024-01-31T00:00:00Z, not '%s'",
+                             shown(text, show, sizeof show));
+        break;
+    }
+    case K_ENVNAME: {
+        bool ok = isalpha((unsigned char)text[0]) || text[0] == '_';
+        for (const char *p = text; *p && ok; p++)
+            ok = isalnum((unsigned char)*p) || *p == '_';
+        if (!ok || strlen(text) > 128)
+            return bad_value(err, o, def,
+                             "must be the name of an environment variable (letters, digits, '_') "
+                             "that holds the client secret, not the secret itself");
+        break;
+    }
+    case K_JWKS:
+        if (strstr(text, "://")) {
+            if ((problem = url_problem(text)))
+                return bad_value(err, o, def, "%s: '%s'", problem, shown(text, show, sizeof show));
+            break;
+        }
+        return resolve_path(text, o, out, err);
+    case K_TYPES:
+        return check_types(text, o, def, out, err);
+    case K_STORE:
+        if (o->from_file && store_has_password(text))
+            return bad_value(err, o, def,
+                             "must not contain a database password in the config file (use "
+                             "~/.pgpass or the PGPASSWORD variable)");
+        if (is_postgres_url(text) || strchr(text, '=') || strcmp(text, ":memory:") == 0 ||
+            strncmp(text, "file:", 5) == 0)
+            break;
+        return resolve_path(text, o, out, err);
+    case K_SCOPE:
+        return check_scope(text, o, def, out, err);
+    case K_FHIR_ID: {
+        size_t len = strlen(text);
+        bool ok = len <= 64;
+        for (const char *p = text; *p && ok; p++)
+            ok = isalnum((unsigned char)*p) || *p == '-' || *p == '.';
+        if (!ok)
+            return bad_value(err, o, def,
+                             "must be a FHIR id (letters, digits, '-' and '.', at most 64), "
+                             "not '%s'", shown(text, show, sizeof show));
+        break;
+    }
+    }
+    *out = fs_strdup(text);
+    return *out ? FHIRSYNC_OK : no_memory(err);
+}
+
+static fhirsync_code check_value(const setting_def *def, const char *raw, const origin *o,
+                                 char **out, fhirsync_error *err)
+{
+    *out = NULL;
+    const char *start = raw;
+    while (*start == ' ' || *start == '\t')
+        start++;
+    size_t len = strlen(start);
+    while (len && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+        len--;
+    if (len == 0)
+        return bad_value(err, o, def, "has an empty value%s",
+                         o->from_file ? " (remove the line to use the default)" : "");
+    if (len > MAX_VALUE)
+        return bad_value(err, o, def, "is too long (at most %d characters)", MAX_VALUE);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)start[i] < 0x20 || start[i] == 0x7f)
+            return bad_value(err, o, def,
+                             "must not contain control characters (such as CR or LF)");
+    char *text = fs_strndup(start, len);
+    if (!text)
+        return no_memory(err);
+    fhirsync_code rc = check_kind(def, text, o, out, err);
+    fs_free(text);
+    return rc;
+}
+
+/* ---- unknown settings ----------------------------------------------------------------------- */
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return 99;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            char ca = (char)tolower((unsigned char)a[i - 1]);
+            char cb = (char)tolower((unsigned char)b[j - 1]);
+            if (ca == '-')
+                ca = '_';
+            size_t best = diag + (ca != cb);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Names people reach for, and the setting they mean. */
+static const struct {
+    const char *name;
+    const char *setting;
+} name_hints[] = {{"key", "key_file"},         {"private_key", "key_file"},
+                  {"base", "base_url"},        {"fhir_base", "base_url"},
+                  {"fhir_base_url", "base_url"}, {"url", "base_url"},
+                  {"token_endpoint", "token_url"}, {"group", "group_id"},
+                  {"resource_types", "types"}, {"interval", "every"}};
+
+static bool looks_like_secret(const char *name)
+{
+    char lower[MAX_NAME + 1];
+    size_t n = 0;
+    for (; name[n] && n < MAX_NAME; n++)
+        lower[n] = (char)tolower((unsigned char)name[n]);
+    lower[n] = '\0';
+    return strstr(lower, "secret") || strstr(lower, "password") || strstr(lower, "passwd") ||
+           strstr(lower, "api_key") || strstr(lower, "apikey") || strstr(lower, "credential") ||
+           (strstr(lower, "token") && !strstr(lower, "url") && !strstr(lower, "endpoint"));
+}
+
+static fhirsync_code unknown_setting(fhirsync_error *err, const char *source, const char *name)
+{
+    char show[80];
+    shown(name, show, sizeof show);
+    for (size_t i = 0; i < sizeof name_hints / sizeof *name_hints; i++)
+        if (strcasecmp(name, name_hints[i].name) == 0)
+            return fs_err(err, FHIRSYNC_E_CONFIG, "%s: unknown setting '%s' (did you mean '%s'?)",
+                          source, show, name_hints[i].setting);
+    if (looks_like_secret(name))
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "%s: '%s' is not a setting: secrets never go in the config file or in "
+                      "settings. Put the client secret in a file only you can read and set "
+                      "client_secret_file to its path, or set client_secret_env to the name of an "
+                      "environment variable that holds it", source, show);
+    const char *best = NULL;
+    size_t best_distance = 3;
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        size_t d = edit_distance(name, settings[i].name);
+        if (d < best_distance) {
+            best_distance = d;
+            best = settings[i].name;
+        }
+    }
+    if (best)
+        return fs_err(err, FHIRSYNC_E_CONFIG, "%s: unknown setting '%s' (did you mean '%s'?)",
+                      source, show, best);
+    return fs_err(err, FHIRSYNC_E_CONFIG, "%s: unknown setting '%s'", source, show);
+}
+
+/* ---- setting values ------------------------------------------------------------------------- */
+
+static fhirsync_code set_setting(fhirsync_endpoint *ep, const setting_def *def, const char *text,
+                                 const origin *o, fhirsync_error *err)
+{
+    char *canonical = NULL;
+    fhirsync_code rc = check_value(def, text, o, &canonical, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    char *source = fs_strdup(o->source);
+    if (!source) {
+        fs_free(canonical);
+        return no_memory(err);
+    }
+    if (!slot_add(&ep->slots[setting_index(def)], canonical, source, !def->repeatable))
+        return no_memory(err);
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code fhirsync_endpoint_set(fhirsync_endpoint *ep, const char *setting, const char *value,
+                                    const char *source, fhirsync_error *err)
+{
+    if (!ep || !setting || !value)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_endpoint_set: NULL argument");
+    origin o = {.source = source ? source : "set by the application"};
+    const setting_def *def = find_setting(setting);
+    if (!def)
+        return unknown_setting(err, o.source, setting);
+    return set_setting(ep, def, value, &o, err);
+}
+
+fhirsync_code fhirsync_endpoint_apply_env(fhirsync_endpoint *ep, fhirsync_error *err)
+{
+    if (!ep)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_endpoint_apply_env: NULL endpoint");
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const setting_def *def = &settings[i];
+        char var[96], source[128];
+        size_t n = (size_t)snprintf(var, sizeof var, "FHIRSYNC_%s", def->name);
+        for (size_t c = 0; c < n; c++)
+            var[c] = (char)toupper((unsigned char)var[c]);
+        const char *env = getenv(var);
+        if (!env || !*env)
+            continue; /* an empty variable counts as unset */
+        snprintf(source, sizeof source, "environment %s", var);
+        origin o = {.source = source};
+        if (!def->repeatable) {
+            fhirsync_code rc = set_setting(ep, def, env, &o, err);
+            if (rc != FHIRSYNC_OK)
+                return rc;
+            continue;
+        }
+        /* one value a line; the variable replaces what earlier layers gave */
+        char *copy = fs_strdup(env);
+        if (!copy)
+            return no_memory(err);
+        fhirsync_endpoint_clear(ep, def->name);
+        fhirsync_code rc = FHIRSYNC_OK;
+        for (char *line = copy, *next; line && rc == FHIRSYNC_OK; line = next) {
+            next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
+            size_t len = strlen(line);
+            if (len && line[len - 1] == '\r')
+                line[--len] = '\0';
+            if (strspn(line, " \t") == len)
+                continue;
+            rc = set_setting(ep, def, line, &o, err);
+        }
+        fs_free(copy);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+    }
+    return FHIRSYNC_OK;
+}
+
+/* ---- completeness and the client secret ----------------------------------------------------- */
+
+static fhirsync_code missing(fhirsync_error *err, const fhirsync_endpoint *ep, const char *what,
+                             const char *setting)
+{
+    char var[96], flag[96];
+    snprintf(var, sizeof var, "FHIRSYNC_%s", setting);
+    snprintf(flag, sizeof flag, "--%s", setting);
+    for (char *c = var; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+    for (char *c = flag; *c; c++)
+        if (*c == '_')
+            *c = '-';
+    return fs_err(err, FHIRSYNC_E_CONFIG,
+                  "no %s: set %s in [endpoint %s] of the config file, %s, or %s", what, setting,
+                  ep->name, var, flag);
+}
+
+fhirsync_code fhirsync_endpoint_validate(const fhirsync_endpoint *ep, fhirsync_error *err)
+{
+    if (!ep)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_endpoint_validate: NULL endpoint");
+    if (!explicit_text(ep, "base_url"))
+        return missing(err, ep, "FHIR base URL", "base_url");
+    if (!explicit_text(ep, "client_id"))
+        return missing(err, ep, "client id", "client_id");
+    const char *method = fhirsync_endpoint_get(ep, "auth_method");
+    if (strcmp(method, "private_key_jwt") == 0) {
+        if (!explicit_text(ep, "key_file"))
+            return missing(err, ep, "private key", "key_file");
+        return FHIRSYNC_OK;
+    }
+    const char *file = explicit_text(ep, "client_secret_file");
+    const char *env = explicit_text(ep, "client_secret_env");
+    if (file && env)
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "both client_secret_file (%s) and client_secret_env (%s) are set for "
+                      "[endpoint %s]; set only one",
+                      fhirsync_endpoint_source(ep, "client_secret_file"),
+                      fhirsync_endpoint_source(ep, "client_secret_env"), ep->name);
+    if (!file && !env)
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "auth_method %s needs a client secret (set client_secret_file to a file "
+                      "only you can read, or client_secret_env to the name of an environment "
+                      "variable holding it, in [endpoint %s] of the config file, "
+                      "FHIRSYNC_CLIENT_SECRET_FILE or FHIRSYNC_CLIENT_SECRET_ENV, or "
+                      "--client-secret-file or --client-secret-env)", method, ep->name);
+    return FHIRSYNC_OK;
+}
+
+static fhirsync_code read_secret_file(const char *path, char **out, fhirsync_error *err)
+{
+    fhirsync_code rc = FHIRSYNC_OK;
+    char *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return fs_err(err, FHIRSYNC_E_IO, "cannot open client secret file %s: %s", path,
+                      strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot stat client secret file %s: %s", path,
+                    strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = fs_err(err, FHIRSYNC_E_IO, "client secret file %s is not a regular file", path);
+        goto out;
+    }
+    if (st.st_mode & 077) {
+        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
+                    "client secret file %s is accessible by group or others (mode %04o); "
+                    "run: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+        goto out;
+    }
+    buf = fs_malloc(MAX_SECRET + 2);
+    if (!buf) {
+        rc = no_memory(err);
+        goto out;
+    }
+    size_t len = 0;
+    while (len < MAX_SECRET + 1) {
+        ssize_t got = read(fd, buf + len, MAX_SECRET + 1 - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read client secret file %s: %s", path,
+                        strerror(errno));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    if (len > MAX_SECRET) {
+        rc = fs_err(err, FHIRSYNC_E_CONFIG,
+                    "client secret file %s is larger than %d bytes: it should hold only the "
+                    "secret", path, MAX_SECRET);
+        goto out;
+    }
+    if (len && buf[len - 1] == '\n')
+        len--;
+    if (len && buf[len - 1] == '\r')
+        len--;
+    buf[len] = '\0';
+    if (len == 0 || memchr(buf, '\0', len)) {
+        rc = fs_err(err, FHIRSYNC_E_CONFIG, "client secret file %s is %s", path,
+                    len ? "not text (it contains a NUL byte)" : "empty");
+        goto out;
+    }
+    *out = buf;
+    buf = NULL;
+out:
+    fs_free_wipe(buf, MAX_SECRET + 2);
+    close(fd);
+    return rc;
+}
+
+fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep, char **out,
+                                              fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!ep || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_endpoint_client_secret: NULL argument");
+    const char *file = explicit_text(ep, "client_secret_file");
+    const char *env = explicit_text(ep, "client_secret_env");
+    if (file && env)
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "both client_secret_file (%s) and client_secret_env (%s) are set for "
+                      "[endpoint %s]; set only one",
+                      fhirsync_endpoint_source(ep, "client_secret_file"),
+                      fhirsync_endpoint_source(ep, "client_secret_env"), ep->name);
+    if (file)
+        return read_secret_file(file, out, err);
+    if (!env)
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "no client secret source for [endpoint %s] (set client_secret_file or "
+                      "client_secret_env)", ep->name);
+    const char *secret = getenv(env);
+    if (!secret || !*secret)
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "client_secret_env (%s) names the environment variable %s, which is %s",
+                      fhirsync_endpoint_source(ep, "client_secret_env"), env,
+                      secret ? "empty" : "not set");
+    if (strlen(secret) > MAX_SECRET)
+        return fs_err(err, FHIRSYNC_E_CONFIG,
+                      "the environment variable %s (client_secret_env) is longer than %d bytes",
+                      env, MAX_SECRET);
+    *out = fs_strdup(secret);
+    return *out ? FHIRSYNC_OK : no_memory(err);
+}
+
+/* ---- configurations ------------------------------------------------------------------------- */
+
+fhirsync_config *fhirsync_config_new(void)
+{
+    fhirsync_config *cfg = fs_calloc(1, sizeof *cfg);
+    if (!cfg)
+        return NULL;
+    cfg->defaults = fhirsync_endpoint_new("defaults");
+    if (!cfg->defaults) {
+        fs_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+void fhirsync_config_free(fhirsync_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->count; i++)
+        fhirsync_endpoint_free(cfg->endpoints[i]);
+    fs_free(cfg->endpoints);
+    fhirsync_endpoint_free(cfg->defaults);
+    fs_free(cfg);
+}
+
+size_t fhirsync_config_endpoint_count(const fhirsync_config *cfg)
+{
+    return cfg ? cfg->count : 0;
+}
+
+fhirsync_endpoint *fhirsync_config_endpoint_at(const fhirsync_config *cfg, size_t i)
+{
+    return cfg && i < cfg->count ? cfg->endpoints[i] : NULL;
+}
+
+fhirsync_endpoint *fhirsync_config_endpoint(const fhirsync_config *cfg, const char *name)
+{
+    if (!cfg || !name)
+        return NULL;
+    for (size_t i = 0; i < cfg->count; i++)
+        if (strcmp(cfg->endpoints[i]->name, name) == 0)
+            return cfg->endpoints[i];
+    return NULL;
+}
+
+/* Append ep to cfg, which then owns it; false on out of memory (ep not taken). */
+static bool config_append(fhirsync_config *cfg, fhirsync_endpoint *ep)
+{
+    if (cfg->count == cfg->cap) {
+        size_t cap = cfg->cap ? cfg->cap * 2 : 4;
+        fhirsync_endpoint **grown = fs_realloc(cfg->endpoints, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        cfg->endpoints = grown;
+        cfg->cap = cap;
+    }
+    cfg->endpoints[cfg->count++] = ep;
+    return true;
+}
+
+fhirsync_endpoint *fhirsync_config_add_endpoint(fhirsync_config *cfg, const char *name)
+{
+    if (!cfg || !name || fhirsync_config_endpoint(cfg, name))
+        return NULL;
+    fhirsync_endpoint *ep = endpoint_copy(cfg->defaults, name);
+    if (!ep)
+        return NULL;
+    ep->line = 0;
+    if (!config_append(cfg, ep)) {
+        fhirsync_endpoint_free(ep);
+        return NULL;
+    }
+    return ep;
+}
+
+/* ---- parsing INI text ----------------------------------------------------------------------- */
+
+typedef struct parse_ctx {
+    fhirsync_config *cfg;
+    const char *name;            /* the file's name, for messages and sources */
+    size_t dir_len;              /* length of its directory part, '/' included (0: none) */
+    const char *pos, *end;       /* what is left to read */
+    int lineno;                  /* the line last handed to inih */
+    const char *raw;             /* that line (leading blanks skipped) and its length */
+    size_t raw_len;
+    bool long_line;              /* inih got only the start of it (see read_line) */
+    fhirsync_endpoint *target;   /* where the current section's settings go */
+    bool in_section;             /* a section header has been seen */
+    const char *section_kind;    /* "endpoint" or "defaults", for messages */
+    bool failed;
+    int err_line;
+    fhirsync_error e;
+} parse_ctx;
+
+static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Record the first error: "FILE:LINE: message". */
+static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *fmt, ...)
+{
+    if (ctx->failed)
+        return;
+    char text[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    fs_err(&ctx->e, code, "%s:%d: %s", ctx->name, ctx->lineno, text);
+    ctx->failed = true;
+    ctx->err_line = ctx->lineno;
+}
+
+/* inih's rule for where text ends: at one of `chars`, or at an inline ';' comment (a ';' after
+ * a blank). Returns the offset of that character, or len. */
+static size_t find_end(const char *s, size_t len, const char *chars)
+{
+    bool was_space = false;
+    size_t i = 0;
+    for (; i < len; i++) {
+        if ((chars && strchr(chars, s[i])) || (was_space && s[i] == ';'))
+            break;
+        was_space = isspace((unsigned char)s[i]);
+    }
+    return i;
+}
+
+static bool valid_endpoint_name(const char *name, size_t len)
+{
+    if (len == 0 || len > MAX_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_.", name[i]))
+            return false;
+    return true;
+}
+
+/* A "[...]" line: start a section. */
+static void section_line(parse_ctx *ctx, const char *line, size_t len)
+{
+    char show[80];
+    size_t close = 1 + find_end(line + 1, len - 1, "]");
+    if (close >= len || line[close] != ']') {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, "section header without a closing ']'");
+        return;
+    }
+    size_t after = close + 1;
+    while (after < len && isspace((unsigned char)line[after]))
+        after++;
+    if (after < len && line[after] != ';' && line[after] != '#') {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, "unexpected text after the section header");
+        return;
+    }
+    const char *inner = line + 1;
+    size_t inner_len = close - 1;
+    while (inner_len && isspace((unsigned char)*inner)) {
+        inner++;
+        inner_len--;
+    }
+    while (inner_len && isspace((unsigned char)inner[inner_len - 1]))
+        inner_len--;
+    ctx->in_section = true;
+    ctx->target = NULL;
+    if (inner_len == 8 && strncasecmp(inner, "defaults", 8) == 0) {
+        if (ctx->cfg->defaults_line) {
+            parse_fail(ctx, FHIRSYNC_E_CONFIG, "a second [defaults] section (the first is on "
+                       "line %d); merge them", ctx->cfg->defaults_line);
+            return;
+        }
+        ctx->cfg->defaults_line = ctx->lineno;
+        ctx->target = ctx->cfg->defaults;
+        ctx->section_kind = "defaults";
+        return;
+    }
+    if (inner_len >= 8 && strncasecmp(inner, "endpoint", 8) == 0 &&
+        (inner_len == 8 || isspace((unsigned char)inner[8]))) {
+        const char *name = inner + 8;
+        size_t name_len = inner_len - 8;
+        while (name_len && isspace((unsigned char)*name)) {
+            name++;
+            name_len--;
+        }
+        if (name_len == 0) {
+            parse_fail(ctx, FHIRSYNC_E_CONFIG, "[endpoint] needs a name: [endpoint NAME]");
+            return;
+        }
+        char name_buf[MAX_NAME + 1];
+        if (!valid_endpoint_name(name, name_len)) {
+            snprintf(name_buf, sizeof name_buf, "%.*s", (int)(name_len > MAX_NAME ? MAX_NAME :
+                                                              name_len), name);
+            parse_fail(ctx, FHIRSYNC_E_CONFIG,
+                       "bad endpoint name '%s': use at most %d letters, digits, '-', '_' or '.'",
+                       shown(name_buf, show, sizeof show), MAX_NAME);
+            return;
+        }
+        memcpy(name_buf, name, name_len);
+        name_buf[name_len] = '\0';
+        const fhirsync_endpoint *existing = fhirsync_config_endpoint(ctx->cfg, name_buf);
+        if (existing) {
+            parse_fail(ctx, FHIRSYNC_E_CONFIG,
+                       "duplicate endpoint '%s' (already defined on line %d)", name_buf,
+                       existing->line);
+            return;
+        }
+        fhirsync_endpoint *ep = fhirsync_endpoint_new(name_buf);
+        if (!ep || !config_append(ctx->cfg, ep)) {
+            fhirsync_endpoint_free(ep);
+            parse_fail(ctx, FHIRSYNC_E_NOMEM, "out of memory");
+            return;
+        }
+        ep->line = ctx->lineno;
+        ctx->target = ep;
+        ctx->section_kind = "endpoint";
+        return;
+    }
+    char section[MAX_NAME + 1];
+    snprintf(section, sizeof section, "%.*s", (int)(inner_len > MAX_NAME ? MAX_NAME : inner_len),
+             inner);
+    parse_fail(ctx, FHIRSYNC_E_CONFIG,
+               "unknown section [%s]: expected [endpoint NAME] or [defaults]",
+               shown(section, show, sizeof show));
+}
+
+/* inih's line reader. Hands inih one line at a time, counting lines; section headers are turned
+ * into comments after being handled here; a line longer than inih's buffer is handed over cut
+ * short (the name is at its start) and its value is taken from the whole line by the handler. */
+static char *read_line(char *str, int num, void *stream)
+{
+    parse_ctx *ctx = stream;
+    if (ctx->pos >= ctx->end || num < 8)
+        return NULL;
+    const char *start = ctx->pos;
+    const char *nl = memchr(start, '\n', (size_t)(ctx->end - start));
+    const char *stop = nl ? nl : ctx->end;
+    ctx->pos = nl ? nl + 1 : ctx->end;
+    ctx->lineno++;
+    if (ctx->lineno == 1 && stop - start >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0)
+        start += 3;
+    while (start < stop && (*start == ' ' || *start == '\t' || *start == '\r' || *start == '\f' ||
+                            *start == '\v'))
+        start++;
+    size_t len = (size_t)(stop - start);
+    ctx->raw = start;
+    ctx->raw_len = len;
+    ctx->long_line = false;
+    const char *give = start;
+    size_t give_len = len;
+    if (ctx->failed) {
+        give = ";";  /* nothing more to learn from the rest */
+        give_len = 1;
+    } else if (memchr(start, '\0', len)) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, "the line contains a NUL byte (not a text file?)");
+        give = ";";
+        give_len = 1;
+    } else if (len > MAX_LINE) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, "the line is longer than %d characters", MAX_LINE);
+        give = ";";
+        give_len = 1;
+    } else if (len && *start == '[') {
+        section_line(ctx, start, len);
+        give = ";";
+        give_len = 1;
+    } else if (len > (size_t)num - 2) {
+        ctx->long_line = true;
+        give_len = (size_t)num - 2;
+    }
+    memcpy(str, give, give_len);
+    str[give_len] = '\n';
+    str[give_len + 1] = '\0';
+    return str;
+}
+
+/* The value of a name=value line, by inih's rules, from the whole line (for long lines). */
+static char *whole_value(const char *line, size_t len)
+{
+    size_t i = find_end(line, len, "=:");
+    if (i < len)
+        i++;
+    while (i < len && isspace((unsigned char)line[i]))
+        i++;
+    size_t stop = i + find_end(line + i, len - i, NULL);
+    while (stop > i && isspace((unsigned char)line[stop - 1]))
+        stop--;
+    return fs_strndup(line + i, stop - i);
+}
+
+static int handle_pair(void *user, const char *section, const char *name, const char *val)
+{
+    parse_ctx *ctx = user;
+    (void)section; /* sections are tracked by read_line */
+    if (ctx->failed)
+        return 1;
+    if (!ctx->in_section) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG,
+                   "setting '%s' outside any section: put it under [endpoint NAME] or [defaults]",
+                   name);
+        return 1;
+    }
+    if (!ctx->target)
+        return 1;
+    if (!val) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, "%s has no value", name);
+        return 1;
+    }
+    char source[512];
+    snprintf(source, sizeof source, "%s:%d", ctx->name, ctx->lineno);
+    const setting_def *def = find_setting(name);
+    if (!def) {
+        unknown_setting(&ctx->e, source, name);
+        ctx->failed = true;
+        ctx->err_line = ctx->lineno;
+        return 1;
+    }
+    const setting_value *previous = last_value(ctx->target, def);
+    if (previous && !def->repeatable) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, "%s is given twice in [%s%s%s] (first at %s); only "
+                   "header may repeat", name, ctx->section_kind,
+                   ctx->target == ctx->cfg->defaults ? "" : " ",
+                   ctx->target == ctx->cfg->defaults ? "" : ctx->target->name, previous->source);
+        return 1;
+    }
+    char *whole = NULL;
+    if (ctx->long_line && !(whole = whole_value(ctx->raw, ctx->raw_len))) {
+        parse_fail(ctx, FHIRSYNC_E_NOMEM, "out of memory");
+        return 1;
+    }
+    origin o = {.source = source, .from_file = true, .base_dir = ctx->name,
+                .base_dir_len = ctx->dir_len};
+    fhirsync_code rc = set_setting(ctx->target, def, whole ? whole : val, &o, &ctx->e);
+    fs_free(whole);
+    if (rc != FHIRSYNC_OK) { /* ctx->e already says what and where */
+        ctx->failed = true;
+        ctx->err_line = ctx->lineno;
+    }
+    return 1;
+}
+
+/* Copy [defaults] into every endpoint that does not set the value itself. */
+static bool inherit_defaults(fhirsync_config *cfg)
+{
+    for (size_t e = 0; e < cfg->count; e++) {
+        fhirsync_endpoint *ep = cfg->endpoints[e];
+        for (size_t i = 0; i < SETTING_COUNT; i++)
+            if (ep->slots[i].count == 0 && !slot_copy(&ep->slots[i], &cfg->defaults->slots[i]))
+                return false;
+    }
+    return true;
+}
+
+fhirsync_code fs_config_load_mem(const char *data, size_t len, const char *name,
+                                 fhirsync_config **out, fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!out || (!data && len))
+        return fs_err(err, FHIRSYNC_E_ARG, "fs_config_load_mem: NULL argument");
+    if (!name)
+        name = "(config)";
+    parse_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.name = name;
+    const char *slash = strrchr(name, '/');
+    ctx.dir_len = slash ? (size_t)(slash - name) + 1 : 0;
+    ctx.pos = data;
+    ctx.end = data + len;
+    ctx.cfg = fhirsync_config_new();
+    if (!ctx.cfg)
+        return no_memory(err);
+    int rc = ini_parse_stream(read_line, &ctx, handle_pair, &ctx);
+    if (rc == -2 && !ctx.failed) {
+        ctx.failed = true;
+        fs_err(&ctx.e, FHIRSYNC_E_NOMEM, "out of memory");
+    } else if (rc > 0 && (!ctx.failed || rc < ctx.err_line)) {
+        /* inih could not split the line (no '=' or ':') */
+        ctx.failed = true;
+        fs_err(&ctx.e, FHIRSYNC_E_CONFIG,
+               "%s:%d: cannot parse this line: expected '[section]' or 'name = value'", name, rc);
+    }
+    if (!ctx.failed && !inherit_defaults(ctx.cfg)) {
+        ctx.failed = true;
+        fs_err(&ctx.e, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    if (ctx.failed) {
+        fhirsync_config_free(ctx.cfg);
+        if (err)
+            *err = ctx.e;
+        return ctx.e.code;
+    }
+    *out = ctx.cfg;
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_config_load: NULL argument");
+    fhirsync_code rc = FHIRSYNC_OK;
+    fs_buf text;
+    fs_buf_init(&text);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return fs_err(err, FHIRSYNC_E_IO, "cannot open config file %s: %s", path,
+                      strerror(errno));
+    char chunk[8192];
+    for (;;) {
+        ssize_t got = read(fd, chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read config file %s: %s", path,
+                        strerror(errno));
+            goto out;
+        }
+        if (got == 0)
+            break;
+        if (text.len + (size_t)got > (size_t)MAX_FILE) {
+            rc = fs_err(err, FHIRSYNC_E_CONFIG, "%s: larger than 1 MiB; not a config file?",
+                        path);
+            goto out;
+        }
+        if (!fs_buf_append(&text, chunk, (size_t)got)) {
+            rc = no_memory(err);
+            goto out;
+        }
+    }
+    rc = fs_config_load_mem(text.data ? text.data : "", text.len, path, out, err);
+out:
+    close(fd);
+    fs_buf_free(&text);
+    return rc;
+}
