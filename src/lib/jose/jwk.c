@@ -1,0 +1,186 @@
+/* jose/jwk.c: public keys out: the public JWK of a key, its RFC 7638 thumbprint (the `kid`
+ * fhirsync uses), and the JWK Set an EHR registers. Nothing private ever leaves through here: the
+ * members are read one by one from the public parameters of the key, never copied wholesale.
+ * JWK import (the reverse direction) lives with the rest of key loading in key.c. */
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+
+#include "jose/jose_int.h"
+
+/* The public members of a key, base64url-encoded as JWA wants them. */
+typedef struct public_parts {
+    int kind;            /* FHIRSYNC_KEY_RSA or FHIRSYNC_KEY_EC */
+    char *n, *e;         /* RSA: big-endian, no leading zero octets (RFC 7518 section 6.3.1) */
+    const char *crv;     /* EC: "P-256" / "P-384" */
+    char *x, *y;         /* EC: padded to the field size (RFC 7518 section 6.2.1.2) */
+} public_parts;
+
+static void public_parts_clear(public_parts *parts)
+{
+    fs_free(parts->n);
+    fs_free(parts->e);
+    fs_free(parts->x);
+    fs_free(parts->y);
+    memset(parts, 0, sizeof *parts);
+}
+
+/* Encode the big-number parameter `name` of the key; false on failure. */
+static bool param_b64(EVP_PKEY *pkey, const char *name, size_t pad, char **out)
+{
+    BIGNUM *bn = NULL;
+    *out = NULL;
+    if (EVP_PKEY_get_bn_param(pkey, name, &bn) == 1 && bn)
+        *out = fs_jose_bn_b64(bn, pad);
+    BN_free(bn);
+    return *out != NULL;
+}
+
+static fhirsync_code public_parts_get(EVP_PKEY *pkey, public_parts *parts, fhirsync_error *err)
+{
+    memset(parts, 0, sizeof *parts);
+    int bits = 0;
+    int kind = fs_jose_pkey_kind(pkey, &bits);
+    bool ok = false;
+    if (kind == FHIRSYNC_KEY_RSA) {
+        ok = param_b64(pkey, OSSL_PKEY_PARAM_RSA_N, 0, &parts->n) &&
+             param_b64(pkey, OSSL_PKEY_PARAM_RSA_E, 0, &parts->e);
+    } else if (kind == FHIRSYNC_KEY_EC && bits != 0) {
+        size_t size = (size_t)bits / 8;
+        parts->crv = bits == 384 ? "P-384" : "P-256";
+        ok = param_b64(pkey, OSSL_PKEY_PARAM_EC_PUB_X, size, &parts->x) &&
+             param_b64(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, size, &parts->y);
+    } else {
+        char what[96];
+        fs_jose_pkey_describe(pkey, what, sizeof what);
+        return fs_err(err, FHIRSYNC_E_KEY, "key is %s; a JWK can be made of RSA and EC P-256 / "
+                      "P-384 keys only", what);
+    }
+    if (!ok) {
+        public_parts_clear(parts);
+        return fs_err(err, FHIRSYNC_E_CRYPTO, "cannot read the public numbers of the key");
+    }
+    parts->kind = kind;
+    return FHIRSYNC_OK;
+}
+
+char *fs_jwk_thumbprint(EVP_PKEY *pkey, fhirsync_error *err)
+{
+    ERR_set_mark();
+    public_parts parts;
+    fs_buf canonical;
+    fs_buf_init(&canonical);
+    char *kid = NULL;
+    if (public_parts_get(pkey, &parts, err) != FHIRSYNC_OK)
+        goto out;
+    /* RFC 7638 section 3: the required members only, in lexicographic order, no whitespace.
+     * base64url values need no JSON escaping. */
+    bool ok = parts.kind == FHIRSYNC_KEY_RSA
+                  ? fs_buf_printf(&canonical, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}",
+                                  parts.e, parts.n)
+                  : fs_buf_printf(&canonical,
+                                  "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
+                                  parts.crv, parts.x, parts.y);
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    unsigned int digest_len = 0;
+    if (!ok) {
+        fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (EVP_Digest(canonical.data, canonical.len, digest, &digest_len, EVP_sha256(), NULL) != 1) {
+        fs_err(err, FHIRSYNC_E_CRYPTO, "SHA-256 failed");
+        goto out;
+    }
+    if (!(kid = fs_b64url_encode(digest, digest_len)))
+        fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+out:
+    public_parts_clear(&parts);
+    fs_buf_free(&canonical);
+    ERR_pop_to_mark();
+    return kid;
+}
+
+json_t *fs_jwk_public(EVP_PKEY *pkey, const char *kid, fhirsync_alg alg, fhirsync_error *err)
+{
+    if (alg == FHIRSYNC_ALG_NONE)
+        alg = fs_jose_pkey_default_alg(pkey);
+    if (!fs_jose_pkey_fits(pkey, alg)) {
+        fs_jose_err_mismatch(err, FHIRSYNC_E_KEY, pkey, alg);
+        return NULL;
+    }
+    ERR_set_mark();
+    json_t *jwk = NULL;
+    char *thumbprint = NULL;
+    public_parts parts;
+    if (public_parts_get(pkey, &parts, err) != FHIRSYNC_OK)
+        goto out;
+    if (!kid && !(kid = thumbprint = fs_jwk_thumbprint(pkey, err)))
+        goto out;
+    const char *alg_name = fhirsync_alg_name(alg);
+    if (parts.kind == FHIRSYNC_KEY_RSA)
+        jwk = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:s, s:s}", "kty", "RSA", "kid", kid,
+                        "alg", alg_name, "use", "sig", "key_ops", "verify", "n", parts.n, "e",
+                        parts.e);
+    else
+        jwk = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:s, s:s, s:s}", "kty", "EC", "kid", kid,
+                        "alg", alg_name, "use", "sig", "key_ops", "verify", "crv", parts.crv,
+                        "x", parts.x, "y", parts.y);
+    if (!jwk)
+        fs_err(err, FHIRSYNC_E_NOMEM, "out of memory building a JWK");
+out:
+    public_parts_clear(&parts);
+    fs_free(thumbprint);
+    ERR_pop_to_mark();
+    return jwk;
+}
+
+fhirsync_code fhirsync_jwks_build(const fhirsync_key *const *keys, const fhirsync_alg *algs,
+                                  size_t count, char **out_json, fhirsync_error *err)
+{
+    if (!out_json)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_jwks_build: out_json is NULL");
+    *out_json = NULL;
+    if (!keys || count == 0)
+        return fs_err(err, FHIRSYNC_E_ARG, "a JWK Set needs at least one key");
+    fhirsync_code rc = FHIRSYNC_OK;
+    json_t *list = json_array();
+    json_t *jwks = json_object();
+    if (!list || !jwks || json_object_set(jwks, "keys", list) != 0) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory building the JWK Set");
+        goto out;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const fhirsync_key *key = keys[i];
+        if (!key) {
+            rc = fs_err(err, FHIRSYNC_E_ARG, "key %zu of the JWK Set is NULL", i + 1);
+            goto out;
+        }
+        /* a kid names one key in the set: two entries with the same kid confuse every server */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(fhirsync_key_kid(keys[j]), fhirsync_key_kid(key)) == 0) {
+                rc = fs_err(err, FHIRSYNC_E_ARG, "the same key (kid %s) is given twice",
+                            fhirsync_key_kid(key));
+                goto out;
+            }
+        fhirsync_alg alg = algs ? algs[i] : FHIRSYNC_ALG_NONE;
+        json_t *jwk = fs_jwk_public(fs_key_evp(key), fhirsync_key_kid(key), alg, err);
+        if (!jwk) {
+            rc = err ? err->code : FHIRSYNC_E_KEY;
+            if (count > 1)
+                fs_err_prefix(err, "key %zu (kid %s)", i + 1, fhirsync_key_kid(key));
+            goto out;
+        }
+        if (json_array_append_new(list, jwk) != 0) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory building the JWK Set");
+            goto out;
+        }
+    }
+    if (!(*out_json = fs_json_dump_pretty(jwks)))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory building the JWK Set");
+out:
+    json_decref(list);
+    json_decref(jwks);
+    return rc;
+}
