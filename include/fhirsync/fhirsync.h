@@ -4,8 +4,10 @@
 #ifndef FHIRSYNC_H
 #define FHIRSYNC_H
 
+#include "fhirsync/auth.h"
 #include "fhirsync/common.h"
 #include "fhirsync/config.h"
+#include "fhirsync/doctor.h"
 #include "fhirsync/keys.h"
 #include "fhirsync/log.h"
 

@@ -51,6 +51,11 @@ bool fs_oauth_error_code(const char *body, size_t len, char *code, size_t size);
 char *fs_assertion_claims(const char *client_id, const char *audience, int64_t now, long lifetime,
                           const char *jti);
 
+/* The body and HTTP status of the last refused token request of a handle (NULL/0 if none). */
+const char *fs_auth_last_error_body(const fhirsync_auth *auth, long *status);
+/* The handle's key (NULL for symmetric clients) and algorithm. */
+const fhirsync_key *fs_auth_key(const fhirsync_auth *auth, fhirsync_alg *alg);
+
 /* ---- the process-wide token cache ------------------------------------------------------------ */
 typedef struct fs_cached_token {
     char *access_token;

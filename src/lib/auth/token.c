@@ -28,7 +28,21 @@ struct fhirsync_auth {
     long retry_cap;
     fs_http *http;
     fs_cached_token current;     /* backs the strings handed out in fhirsync_token */
+    char *last_error_body;       /* the server's answer to the last refused token request */
+    long last_error_status;
 };
+
+const char *fs_auth_last_error_body(const fhirsync_auth *auth, long *status)
+{
+    *status = auth->last_error_status;
+    return auth->last_error_body;
+}
+
+const fhirsync_key *fs_auth_key(const fhirsync_auth *auth, fhirsync_alg *alg)
+{
+    *alg = auth->alg;
+    return auth->key;
+}
 
 void fhirsync_auth_free(fhirsync_auth *auth)
 {
@@ -42,6 +56,7 @@ void fhirsync_auth_free(fhirsync_auth *auth)
     fs_free(auth->scope);
     fs_http_free(auth->http);
     fs_cached_token_clear(&auth->current);
+    fs_free(auth->last_error_body);
     fs_free(auth);
 }
 
@@ -432,6 +447,9 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
             break;
         } else {
             /* The server refused: keep its answer verbatim. */
+            fs_free(auth->last_error_body);
+            auth->last_error_body = fs_strndup(resp.body.data ? resp.body.data : "", 4096);
+            auth->last_error_status = resp.status;
             char desc[700];
             fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
             rc = fs_err_http(err, FHIRSYNC_E_AUTH, resp.status, "token request rejected: %s",

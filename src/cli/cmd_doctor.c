@@ -1,0 +1,96 @@
+/* cli/cmd_doctor.c: `fhirsync doctor`: run the library's step-by-step authentication checks and
+ * print each step with its verdict, what was found and what to do. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: fhirsync doctor [options]\n"
+            "\n"
+            "Walk the authentication chain step by step and explain what fails and why:\n"
+            "base URL and vendor, discovery, clock skew, key, the JWKS you registered\n"
+            "(set registered_jwks), the decoded assertion, the token request with the\n"
+            "server's answer and its likely causes, granted scopes, one FHIR request.\n"
+            "\n");
+    cli_print_common_help(out);
+}
+
+typedef struct printer {
+    bool color;
+    int failures;
+    int warnings;
+} printer;
+
+static void print_indented(const char *text, const char *indent)
+{
+    const char *p = text;
+    while (*p) {
+        size_t n = strcspn(p, "\n");
+        if (n)
+            printf("%s%.*s\n", indent, (int)n, p);
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+}
+
+static void on_check(const fhirsync_check *check, void *userdata)
+{
+    printer *pr = userdata;
+    const char *color = "";
+    switch (check->status) {
+    case FHIRSYNC_CHECK_OK: color = "\033[32m"; break;
+    case FHIRSYNC_CHECK_WARN: color = "\033[33m"; pr->warnings++; break;
+    case FHIRSYNC_CHECK_FAIL: color = "\033[31m"; pr->failures++; break;
+    default: color = "\033[36m"; break;
+    }
+    printf("[%s%-4s%s] %s\n", pr->color ? color : "", fhirsync_check_status_name(check->status),
+           pr->color ? "\033[0m" : "", check->step);
+    print_indented(check->detail, "       ");
+    if (check->hint)
+        print_indented(check->hint, "       ");
+    fflush(stdout);
+}
+
+int cmd_doctor(int argc, char **argv)
+{
+    char short_opts[32];
+    const struct option *opts = cli_options(NULL, "", short_opts, sizeof short_opts);
+    cli_profile profile = {0};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, short_opts, opts, NULL)) != -1) {
+        int handled = cli_profile_option(&profile, opt, optarg, "doctor");
+        if (handled < 0)
+            return -handled;
+        if (handled)
+            continue;
+        if (opt == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        return cli_usage_error("doctor", "unknown option");
+    }
+    if (optind < argc)
+        return cli_usage_error("doctor", "unexpected argument '%s'", argv[optind]);
+    cli_setup_logging(&profile);
+
+    fhirsync_error err = {0};
+    fhirsync_endpoint *ep = NULL;
+    if (cli_profile_resolve(&profile, &ep, &err) != FHIRSYNC_OK)
+        return cli_fail(&err);
+    printer pr = {.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR")};
+    printf("fhirsync doctor: endpoint '%s'\n", fhirsync_endpoint_name(ep));
+    fhirsync_code rc = fhirsync_doctor(ep, on_check, &pr, &err);
+    fhirsync_endpoint_free(ep);
+    if (rc == FHIRSYNC_OK) {
+        printf("\nall checks passed%s\n", pr.warnings ? " (see the warnings above)" : "");
+        return 0;
+    }
+    printf("\n%d step(s) failed; the first: %s\n", pr.failures, err.message);
+    return cli_exit_code(rc);
+}
