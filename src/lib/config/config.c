@@ -1100,11 +1100,11 @@ static fhirsync_code read_secret_file(const char *path, char **out, fhirsync_err
     char *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return fs_err(err, FHIRSYNC_E_IO, "cannot open client secret file %s: %s", path,
+        return fs_err(err, FHIRSYNC_E_IO, "client secret file %s cannot be opened (%s)", path,
                       strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        rc = fs_err(err, FHIRSYNC_E_IO, "cannot stat client secret file %s: %s", path,
+        rc = fs_err(err, FHIRSYNC_E_IO, "client secret file %s cannot be examined (%s)", path,
                     strerror(errno));
         goto out;
     }
@@ -1129,7 +1129,7 @@ static fhirsync_code read_secret_file(const char *path, char **out, fhirsync_err
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read client secret file %s: %s", path,
+            rc = fs_err(err, FHIRSYNC_E_IO, "client secret file %s cannot be read (%s)", path,
                         strerror(errno));
             goto out;
         }
@@ -1599,7 +1599,7 @@ fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhir
     fs_buf_init(&text);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return fs_err(err, FHIRSYNC_E_IO, "cannot open config file %s: %s", path,
+        return fs_err(err, FHIRSYNC_E_IO, "config file %s cannot be opened (%s)", path,
                       strerror(errno));
     char chunk[8192];
     for (;;) {
@@ -1607,7 +1607,7 @@ fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhir
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read config file %s: %s", path,
+            rc = fs_err(err, FHIRSYNC_E_IO, "config file %s cannot be read (%s)", path,
                         strerror(errno));
             goto out;
         }

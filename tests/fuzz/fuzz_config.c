@@ -1,0 +1,61 @@
+/* fuzz/fuzz_config.c: fuzz target for the INI parser of endpoint profiles. The input is parsed
+ * from memory as a config file (fs_config_load_mem, which fhirsync_config_load also uses); when
+ * it parses, every setting of every endpoint is read back through the public and internal
+ * getters, each endpoint is copied and checked for completeness, and an endpoint is added so
+ * that [defaults] inheritance runs too. Built with -fsanitize=fuzzer under clang, or with
+ * replay_main.c as a corpus replayer under gcc. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+#include "core/core.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void read_back(const fhirsync_endpoint *ep)
+{
+    const char *const *names = fhirsync_setting_names();
+    size_t total = 0;
+    for (size_t i = 0; names[i]; i++) {
+        const char *v = fhirsync_endpoint_get(ep, names[i]);
+        const char *source = fhirsync_endpoint_source(ep, names[i]);
+        /* a value and its source come together */
+        if ((v == NULL) != (source == NULL))
+            __builtin_trap();
+        total += v ? strlen(v) : 0;
+        for (size_t n = 0; n < fhirsync_endpoint_count(ep, names[i]); n++)
+            total += strlen(fhirsync_endpoint_get_at(ep, names[i], n));
+        total += (size_t)fs_endpoint_long(ep, names[i]);
+    }
+    total += strlen(fs_endpoint_vendor(ep)) + fs_endpoint_bool(ep, "delete_job");
+    fhirsync_error err;
+    (void)fhirsync_endpoint_validate(ep, &err);
+    (void)total;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err;
+    fhirsync_code rc = fs_config_load_mem((const char *)data, size, "fuzz.ini", &cfg, &err);
+    if (rc != FHIRSYNC_OK) {
+        /* a failure leaves nothing behind and says where */
+        if (cfg || (rc == FHIRSYNC_E_CONFIG && strncmp(err.message, "fuzz.ini:", 9) != 0))
+            __builtin_trap();
+        return 0;
+    }
+    for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
+        const fhirsync_endpoint *ep = fhirsync_config_endpoint_at(cfg, i);
+        read_back(ep);
+        fhirsync_endpoint *copy = fhirsync_endpoint_dup(ep);
+        if (copy)
+            read_back(copy);
+        fhirsync_endpoint_free(copy);
+    }
+    fhirsync_endpoint *added = fhirsync_config_add_endpoint(cfg, "fuzz-added-endpoint");
+    if (added)
+        read_back(added);
+    fhirsync_config_free(cfg);
+    return 0;
+}
