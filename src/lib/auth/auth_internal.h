@@ -24,9 +24,6 @@ fhirsync_code fs_smart_config_parse(const char *body, size_t len, const char *ba
                                     const char *source_url, bool capability_statement,
                                     fhirsync_smart_config **out, fhirsync_error *err);
 
-/* Settings of a profile, typed (defaults applied). */
-long fs_setting_long(const fhirsync_endpoint *ep, const char *setting, long fallback);
-
 /* Transport options from a profile, for fs_http_request. */
 void fs_http_request_from_profile(const fhirsync_endpoint *ep, fs_http_request *req);
 

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "auth/auth_internal.h"
+#include "config/config_internal.h"
 #include "fhirsync/doctor.h"
 #include "jose/jose.h"
 
@@ -57,28 +58,6 @@ static void fail(doctor *d, const char *step, fhirsync_code code, const char *de
 
 /* ---- vendor -------------------------------------------------------------------------------- */
 
-static const char *detect_vendor(const fhirsync_endpoint *ep)
-{
-    const char *explicit_vendor = fhirsync_endpoint_get(ep, "vendor");
-    const char *src = fhirsync_endpoint_source(ep, "vendor");
-    if (explicit_vendor && src && strcmp(src, "default") != 0)
-        return explicit_vendor;
-    char *host = fs_url_host(fhirsync_endpoint_get(ep, "base_url"));
-    const char *v = "generic";
-    if (host && (strstr(host, "eclinicalworks.com") || strstr(host, "healow.com")))
-        v = "eclinicalworks";
-    else if (host && (strstr(host, "epic.com") || strstr(host, "epichosted")))
-        v = "epic";
-    else if (host && (strstr(host, "cerner.com") || strstr(host, "oraclecloud.com")))
-        v = "cerner";
-    else if (strstr(fhirsync_endpoint_get(ep, "base_url") ? fhirsync_endpoint_get(ep, "base_url")
-                                                          : "",
-                    "/api/FHIR/R4"))
-        v = "epic";
-    fs_free(host);
-    return v;
-}
-
 static const char *vendor_title(const char *v)
 {
     if (strcmp(v, "eclinicalworks") == 0)
@@ -114,7 +93,7 @@ static bool check_base_url(doctor *d)
     fs_buf_printf(&detail, "%s (host %s; vendor: %s)", base, host ? host : "?",
                   vendor_title(d->vendor));
     fhirsync_check_status st = FHIRSYNC_CHECK_OK;
-    if (host && strstr(host, "healow.com")) {
+    if (fs_vendor_patient_facing_host(base)) {
         st = FHIRSYNC_CHECK_FAIL;
         fs_buf_append_str(&hint,
                           "- fhir4.healow.com is eClinicalWorks' patient-facing host; backend "
@@ -627,7 +606,7 @@ fhirsync_code fhirsync_doctor(const fhirsync_endpoint *ep, fhirsync_doctor_cb cb
                               fhirsync_error *err)
 {
     doctor d = {.cb = cb, .userdata = userdata, .err = err, .ep = ep};
-    d.vendor = detect_vendor(ep);
+    d.vendor = fs_endpoint_vendor(ep);
     fhirsync_smart_config *smart = NULL;
     fhirsync_key *key = NULL;
     fhirsync_auth *auth = NULL;

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "auth/auth_internal.h"
+#include "config/config_internal.h"
 
 #define ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -81,11 +82,11 @@ fhirsync_code fhirsync_auth_new(const fhirsync_endpoint *ep, fhirsync_auth **out
     auth->method = fhirsync_endpoint_get(auth->ep, "auth_method");
     if (!auth->method)
         auth->method = "private_key_jwt";
-    auth->lifetime = fs_setting_long(auth->ep, "assertion_lifetime", 300);
+    auth->lifetime = fs_endpoint_long(auth->ep, "assertion_lifetime");
     if (auth->lifetime < 10 || auth->lifetime > 300)
         auth->lifetime = 300;
-    auth->max_retries = fs_setting_long(auth->ep, "max_retries", 5);
-    auth->retry_cap = fs_setting_long(auth->ep, "retry_cap", 300);
+    auth->max_retries = fs_endpoint_long(auth->ep, "max_retries");
+    auth->retry_cap = fs_endpoint_long(auth->ep, "retry_cap");
     rc = fs_url_check_transport(auth->base_url, "FHIR base URL (base_url)", err);
     if (rc != FHIRSYNC_OK)
         goto out;

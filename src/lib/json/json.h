@@ -1,7 +1,7 @@
 /* json/json.h: the one place that includes jansson. Other modules include this header and use
  * the fs_json_* helpers for the common work: parsing outside input with a clear error, reading
- * optional typed members, and serialising compactly. jansson allocates through the library's
- * allocator (set by fhirsync_global_init). */
+ * optional typed members, and serialising compactly. jansson allocates with the system allocator
+ * (see fs_json_init). */
 #ifndef FS_JSON_H
 #define FS_JSON_H
 
@@ -33,7 +33,7 @@ char *fs_json_dump_pretty(const json_t *value);
 /* Whether a body starts like an HTML page (for a clearer error than a parse position). */
 bool fs_looks_like_html(const char *data, size_t len);
 
-/* Install the library allocator into jansson (called by fhirsync_global_init). */
+/* Library set-up for jansson (called by fhirsync_global_init). */
 void fs_json_init(void);
 
 #endif

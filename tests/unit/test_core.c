@@ -1,0 +1,222 @@
+/* unit/test_core.c: the core helpers: redaction (the one path every log line and error message
+ * takes), HTTP dates and Retry-After, FHIR instants, buffers and URL rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/core.h"
+#include "http/http.h"
+
+static void assert_redacted(const char *in, const char *secret, const char *must_keep)
+{
+    char *out = fs_redact(in);
+    assert_non_null(out);
+    if (strstr(out, secret)) {
+        fprintf(stderr, "not redacted: %s -> %s\n", in, out);
+        fail();
+    }
+    if (must_keep && !strstr(out, must_keep)) {
+        fprintf(stderr, "over-redacted: %s -> %s\n", in, out);
+        fail();
+    }
+    fs_free(out);
+}
+
+static void test_redact_headers_and_forms(void **state)
+{
+    (void)state;
+    assert_redacted("Authorization: Bearer abc.DEF-123", "abc.DEF-123", "Authorization: Bearer");
+    assert_redacted("authorization: Basic Zm9vOmJhcg==", "Zm9vOmJhcg", "Basic");
+    assert_redacted("grant_type=client_credentials&client_assertion=AAA.BBB.CCC&scope=x",
+                    "AAA.BBB.CCC", "grant_type=client_credentials");
+    assert_redacted("client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "SECRET-NOT-THERE", "jwt-bearer");
+    assert_redacted("{\"access_token\":\"tok123secret\",\"token_type\":\"bearer\"}",
+                    "tok123secret", "token_type");
+    assert_redacted("{\"access_token\" : \"tok 456\"}", "tok 456", NULL);
+    assert_redacted("client_secret=s3cr3t&client_id=abc", "s3cr3t", "client_id=abc");
+    assert_redacted("refresh_token=rrr", "rrr", NULL);
+    assert_redacted("https://x/cb?code=authcode123&state=1", "authcode123", "state=1");
+    assert_redacted("postgresql://fhir:hunter2@db.local/fhirsync", "hunter2", "db.local");
+    assert_redacted("host=db password=hunter2 dbname=x", "hunter2", "dbname=x");
+    /* a JWT anywhere, even without a name */
+    assert_redacted("got eyJhbGciOiJSUzM4NCJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl here",
+                    "eyJpc3MiOiJ4In0", "here");
+    assert_redacted("-----BEGIN PRIVATE KEY-----\nMIIEv\n-----END PRIVATE KEY-----\nafter",
+                    "MIIEv", "after");
+    /* things that must survive */
+    assert_redacted("\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\"]", "zzz",
+                    "client_secret_basic");
+    assert_redacted("{\"code\":\"transient\"}", "zzz", "transient");
+}
+
+static void test_redact_unterminated_and_empty(void **state)
+{
+    (void)state;
+    assert_redacted("access_token=", "zzz", "access_token");
+    assert_redacted("\"client_secret\":\"unterminated", "unterminated", NULL);
+    char *out = fs_redact("");
+    assert_string_equal(out, "");
+    fs_free(out);
+}
+
+static void test_http_dates(void **state)
+{
+    (void)state;
+    int64_t t;
+    /* RFC 9110's three forms of the same instant */
+    assert_true(fs_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", &t));
+    assert_int_equal(t, 784111777);
+    assert_true(fs_parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", &t));
+    assert_int_equal(t, 784111777);
+    assert_true(fs_parse_http_date("Sun Nov  6 08:49:37 1994", &t));
+    assert_int_equal(t, 784111777);
+    assert_false(fs_parse_http_date("Sun, 06 Nov 1994 08:49:37 PST", &t));
+    assert_false(fs_parse_http_date("Sun, 31 Feb 1994 08:49:37 GMT", &t));
+    assert_false(fs_parse_http_date("", &t));
+    assert_false(fs_parse_http_date("garbage", &t));
+    char buf[40];
+    fs_format_http_date(784111777, buf, sizeof buf);
+    assert_string_equal(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
+}
+
+static void test_retry_after(void **state)
+{
+    (void)state;
+    int64_t s;
+    assert_true(fs_parse_retry_after("120", 0, &s));
+    assert_int_equal(s, 120);
+    assert_true(fs_parse_retry_after(" 0 ", 0, &s));
+    assert_int_equal(s, 0);
+    assert_true(fs_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, &s));
+    assert_int_equal(s, 30);
+    assert_true(fs_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 30, &s));
+    assert_int_equal(s, 0); /* a date in the past means now */
+    assert_true(fs_parse_retry_after("99999999999999999999999", 0, &s));
+    assert_true(s > 0); /* saturates; callers cap it */
+    assert_false(fs_parse_retry_after("-5", 0, &s));
+    assert_false(fs_parse_retry_after("12abc", 0, &s));
+    assert_false(fs_parse_retry_after("soon", 0, &s));
+}
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    assert_int_equal(fs_backoff_ms(0, 7, 300), 7000);
+    assert_int_equal(fs_backoff_ms(3, 100000, 300), 300000); /* Retry-After capped */
+    for (unsigned a = 0; a < 20; a++) {
+        int64_t d = fs_backoff_ms(a, -1, 60);
+        assert_true(d >= 0 && d <= 60000);
+    }
+    int64_t first = fs_backoff_ms(0, -1, 300);
+    assert_true(first >= 500 && first <= 1000);
+}
+
+static void test_instants(void **state)
+{
+    (void)state;
+    int64_t t;
+    assert_true(fs_parse_instant("2026-11-28T21:23:58+00:00", &t));
+    int64_t z;
+    assert_true(fs_parse_instant("2026-11-28T21:23:58.123Z", &z));
+    assert_int_equal(t, z);
+    assert_true(fs_parse_instant("2026-11-28T23:23:58+02:00", &z));
+    assert_int_equal(t, z);
+    assert_false(fs_parse_instant("2026-11-28", &z));
+    assert_false(fs_parse_instant("2026-13-28T21:23:58Z", &z));
+    assert_false(fs_parse_instant("2026-11-28T21:23:58", &z));
+    char buf[32];
+    fs_format_instant(t, buf, sizeof buf);
+    assert_string_equal(buf, "2026-11-28T21:23:58Z");
+}
+
+static void test_urls(void **state)
+{
+    (void)state;
+    char *u = NULL;
+    assert_int_equal(fs_url_resolve("https://h/fhir/r4", "Patient?x=1", true, &u, NULL), 0);
+    assert_string_equal(u, "https://h/fhir/r4/Patient?x=1");
+    fs_free(u);
+    assert_int_equal(fs_url_resolve("https://h/fhir/r4/", "/other/p", true, &u, NULL), 0);
+    assert_string_equal(u, "https://h/other/p");
+    fs_free(u);
+    assert_int_equal(fs_url_resolve("https://h/a", "https://x:8443/b", true, &u, NULL), 0);
+    assert_string_equal(u, "https://x:8443/b");
+    fs_free(u);
+    assert_int_equal(fs_url_origin("HTTPS://Example.COM/x", &u, NULL), 0);
+    assert_string_equal(u, "https://example.com:443");
+    fs_free(u);
+    assert_true(fs_url_same_origin("https://a.com/x", "https://a.com:443/y"));
+    assert_false(fs_url_same_origin("https://a.com/x", "http://a.com/x"));
+    assert_false(fs_url_same_origin("https://a.com/x", "https://a.com:8443/x"));
+    assert_false(fs_url_same_origin("https://a.com/x", "https://b.a.com/x"));
+    assert_false(fs_url_same_origin("http://127.0.0.1:1/x", "http://localhost:1/x"));
+    fhirsync_error err = {0};
+    assert_int_equal(fs_url_check_transport("https://ehr.example/fhir", "base", &err), 0);
+    assert_int_equal(fs_url_check_transport("http://127.0.0.1:8080/fhir", "base", &err), 0);
+    assert_int_equal(fs_url_check_transport("http://localhost/fhir", "base", &err), 0);
+    assert_int_equal(fs_url_check_transport("http://[::1]:80/fhir", "base", &err), 0);
+    assert_int_equal(fs_url_check_transport("http://ehr.example/fhir", "base", &err),
+                     FHIRSYNC_E_URL);
+    assert_non_null(strstr(err.message, "plain http"));
+    assert_int_equal(fs_url_check_transport("http://127.0.0.1.evil.com/", "base", &err),
+                     FHIRSYNC_E_URL);
+    assert_int_equal(fs_url_check_transport("ftp://x/", "base", &err), FHIRSYNC_E_URL);
+    assert_int_equal(fs_url_check_transport("not a url", "base", &err), FHIRSYNC_E_URL);
+    char *j = fs_url_join("https://h/fhir/", "/.well-known/smart-configuration");
+    assert_string_equal(j, "https://h/fhir/.well-known/smart-configuration");
+    fs_free(j);
+}
+
+static void test_buf_and_urlencode(void **state)
+{
+    (void)state;
+    fs_buf b;
+    fs_buf_init(&b);
+    assert_true(fs_buf_append_urlencoded(&b, "system/*.read a+b"));
+    assert_string_equal(b.data, "system%2F%2A.read%20a%2Bb");
+    fs_buf_reset(&b);
+    assert_true(fs_buf_printf(&b, "%d-%s", 42, "x"));
+    assert_string_equal(b.data, "42-x");
+    char *s = fs_buf_steal(&b);
+    assert_string_equal(s, "42-x");
+    fs_free(s);
+    assert_null(b.data);
+}
+
+static void test_error_messages_are_one_redacted_line(void **state)
+{
+    (void)state;
+    fhirsync_error err;
+    fs_err(&err, FHIRSYNC_E_AUTH, "server said:\n{\"access_token\":\"leak\"}\r\nend");
+    assert_int_equal(err.code, FHIRSYNC_E_AUTH);
+    assert_null(strchr(err.message, '\n'));
+    assert_null(strstr(err.message, "leak"));
+    fs_err_prefix(&err, "step %d", 3);
+    assert_true(strncmp(err.message, "step 3: ", 8) == 0);
+    assert_string_equal(fhirsync_strerror(FHIRSYNC_E_NOT_FOUND), "not found");
+}
+
+int main(void)
+{
+    fhirsync_global_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redact_headers_and_forms),
+        cmocka_unit_test(test_redact_unterminated_and_empty),
+        cmocka_unit_test(test_http_dates),
+        cmocka_unit_test(test_retry_after),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_instants),
+        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_buf_and_urlencode),
+        cmocka_unit_test(test_error_messages_are_one_redacted_line),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    fhirsync_global_cleanup();
+    return rc;
+}
