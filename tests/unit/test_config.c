@@ -83,28 +83,27 @@ static const char *write_file(fixture *f, const char *name, const char *text, mo
     return f->path;
 }
 
-static const char full_ini[] =
-    "; two practices and shared settings\n"
-    "[endpoint practice-a]\n"
-    "base_url = https://fhir4.eclinicalworks.com/fhir/r4/ABCD\n"
-    "client_id = app-123\n"
-    "key_file = keys/private.pem\n"
-    "scope = system/Patient.read   system/Observation.read\n"
-    "timeout = 60\n"
-    "\n"
-    "[endpoint epic.main]\n"
-    "base_url = https://fhir.example.org/Interconnect-FHIR/api/FHIR/R4\n"
-    "client_id = 0f3a-epic\n"
-    "header = Epic-Client-ID: 0f3a-epic\n"
-    "header = X-Trace: on\n"
-    "alg = rs384\n"
-    "\n"
-    "# [defaults] after the endpoints still applies to them\n"
-    "[defaults]\n"
-    "key_file = /etc/fhirsync/key.pem\n"
-    "timeout = 90\n"
-    "store = postgresql://sync@127.0.0.1/fhir\n"
-    "types = Patient, Observation ,Condition\n";
+static const char full_ini[] = "; two practices and shared settings\n"
+                               "[endpoint practice-a]\n"
+                               "base_url = https://fhir4.eclinicalworks.com/fhir/r4/ABCD\n"
+                               "client_id = app-123\n"
+                               "key_file = keys/private.pem\n"
+                               "scope = system/Patient.read   system/Observation.read\n"
+                               "timeout = 60\n"
+                               "\n"
+                               "[endpoint epic.main]\n"
+                               "base_url = https://fhir.example.org/Interconnect-FHIR/api/FHIR/R4\n"
+                               "client_id = 0f3a-epic\n"
+                               "header = Epic-Client-ID: 0f3a-epic\n"
+                               "header = X-Trace: on\n"
+                               "alg = rs384\n"
+                               "\n"
+                               "# [defaults] after the endpoints still applies to them\n"
+                               "[defaults]\n"
+                               "key_file = /etc/fhirsync/key.pem\n"
+                               "timeout = 90\n"
+                               "store = postgresql://sync@127.0.0.1/fhir\n"
+                               "types = Patient, Observation ,Condition\n";
 
 static void test_full_file(void **state)
 {
@@ -190,7 +189,8 @@ typedef struct bad_case {
 } bad_case;
 
 static const bad_case bad_cases[] = {
-    {"[endpoint a]\nbase_url = https://x.org\n[practice b]\n", 3,
+    {"[endpoint a]\nbase_url = https://x.org\n[practice b]\n",
+     3,
      {"unknown section", "practice b"}},
     {"[endpoint a]\ntmeout = 5\n", 2, {"unknown setting 'tmeout'", "did you mean 'timeout'"}},
     {"[endpoint a]\nbase-url = https://x.org\n", 2, {"did you mean 'base_url'"}},
@@ -210,7 +210,8 @@ static const bad_case bad_cases[] = {
     {"[endpoint a]\nscope = x\nscope = y\n", 3, {"scope", "given twice", ":2"}},
     {"[defaults]\ntimeout = 1\n\ntimeout = 2\n", 4, {"timeout", "given twice", "[defaults]"}},
     {"[endpoint a]\nscope = x\nthis line is junk\n", 3, {"cannot parse"}},
-    {"[endpoint a]\nclient_secret = hunter2\n", 2,
+    {"[endpoint a]\nclient_secret = hunter2\n",
+     2,
      {"client_secret", "client_secret_file", "client_secret_env"}},
     {"[endpoint a]\npassword = hunter2\n", 2, {"password", "client_secret_file"}},
     {"[endpoint a]\naccess_token = abc\n", 2, {"access_token", "secrets never go"}},
@@ -303,8 +304,7 @@ static void test_errors_in_memory(void **state)
     assert_int_equal(fhirsync_config_endpoint_count(cfg), 0);
     fhirsync_config_free(cfg);
     static const char crlf[] = "\xEF\xBB\xBF; c\r\n[endpoint a]\r\ntimeout = 5\r\nscope = s";
-    assert_int_equal(fs_config_load_mem(crlf, sizeof crlf - 1, "mem.ini", &cfg, &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(fs_config_load_mem(crlf, sizeof crlf - 1, "mem.ini", &cfg, &err), FHIRSYNC_OK);
     fhirsync_endpoint *a = fhirsync_config_endpoint(cfg, "a");
     assert_string_equal(fhirsync_endpoint_get(a, "timeout"), "5");
     assert_string_equal(fhirsync_endpoint_get(a, "scope"), "s");
@@ -334,8 +334,8 @@ static void test_sections_long_and_indented_lines(void **state)
      * inline comments go */
     char text[4096];
     char types[2048] = "";
-    static const char *const names[] = {"Patient", "Observation", "Condition", "Encounter",
-                                        "MedicationRequest", "AllergyIntolerance"};
+    static const char *const names[] = {"Patient",   "Observation",       "Condition",
+                                        "Encounter", "MedicationRequest", "AllergyIntolerance"};
     for (int i = 0; i < 40; i++) {
         if (i)
             strcat(types, ",");
@@ -366,8 +366,8 @@ static void test_sections_long_and_indented_lines(void **state)
 static void test_precedence_file_env_explicit(void **state)
 {
     fixture *f = *state;
-    const char *path = write_file(f, "p.ini",
-                                  "[endpoint a]\ntimeout = 30\nscope = file/scope\n", 0644);
+    const char *path =
+        write_file(f, "p.ini", "[endpoint a]\ntimeout = 30\nscope = file/scope\n", 0644);
     fhirsync_config *cfg = NULL;
     fhirsync_error err = {0};
     assert_int_equal(fhirsync_config_load(path, &cfg, &err), FHIRSYNC_OK);
@@ -432,9 +432,9 @@ static void test_header_repeatable(void **state)
     assert_int_equal(fhirsync_endpoint_set(a, "header", "X-Three: 3", "--header", &err),
                      FHIRSYNC_OK);
     assert_int_equal(fhirsync_endpoint_count(a, "header"), 4);
-    assert_int_equal(fhirsync_endpoint_set(a, "header", "X-Bad: a\r\nInjected: 1", "--header",
-                                           &err),
-                     FHIRSYNC_E_CONFIG);
+    assert_int_equal(
+        fhirsync_endpoint_set(a, "header", "X-Bad: a\r\nInjected: 1", "--header", &err),
+        FHIRSYNC_E_CONFIG);
     assert_non_null(strstr(err.message, "header"));
     assert_int_equal(fhirsync_endpoint_count(a, "header"), 4);
     fhirsync_endpoint_clear(a, "header");
@@ -484,9 +484,9 @@ static void test_vendor_detection(void **state)
     /* an explicit vendor beats detection; detection shows as the default */
     fhirsync_endpoint *ep = fhirsync_endpoint_new("v");
     fhirsync_error err = {0};
-    assert_int_equal(fhirsync_endpoint_set(ep, "base_url", "https://fhir.epic.com/api/FHIR/R4",
-                                           "t", &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(
+        fhirsync_endpoint_set(ep, "base_url", "https://fhir.epic.com/api/FHIR/R4", "t", &err),
+        FHIRSYNC_OK);
     assert_string_equal(fhirsync_endpoint_get(ep, "vendor"), "epic");
     assert_string_equal(fhirsync_endpoint_source(ep, "vendor"), "default");
     assert_int_equal(fhirsync_endpoint_set(ep, "vendor", "Cerner", "t", &err), FHIRSYNC_OK);
@@ -518,12 +518,11 @@ static void test_rate_limit_default(void **state)
     fhirsync_endpoint_free(ep);
 
     ep = fhirsync_endpoint_new("forced");
-    assert_int_equal(fhirsync_endpoint_set(ep, "base_url", "https://proxy.example.org/fhir", "t",
-                                           &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(
+        fhirsync_endpoint_set(ep, "base_url", "https://proxy.example.org/fhir", "t", &err),
+        FHIRSYNC_OK);
     assert_int_equal(fs_endpoint_long(ep, "rate_limit"), 0);
-    assert_int_equal(fhirsync_endpoint_set(ep, "vendor", "eclinicalworks", "t", &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "vendor", "eclinicalworks", "t", &err), FHIRSYNC_OK);
     assert_int_equal(fs_endpoint_long(ep, "rate_limit"), 250);
     fhirsync_endpoint_free(ep);
 }
@@ -630,8 +629,7 @@ static void test_client_secret(void **state)
 
     /* from a file: one trailing newline goes */
     const char *path = write_file(f, "secret", "s3cr3t-value\n", 0600);
-    assert_int_equal(fhirsync_endpoint_set(ep, "client_secret_file", path, "t", &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "client_secret_file", path, "t", &err), FHIRSYNC_OK);
     assert_int_equal(fhirsync_endpoint_client_secret(ep, &secret, &err), FHIRSYNC_OK);
     assert_string_equal(secret, "s3cr3t-value");
     fhirsync_free_secret(secret);

@@ -50,16 +50,16 @@ enum kind {
 typedef struct setting_def {
     const char *name;
     enum kind kind;
-    const char *fallback;        /* the default as text; NULL: none, or computed (see below) */
-    long min, max;               /* K_INT */
-    const char *unit;            /* K_INT: what the number counts, for messages */
-    const char *const *choices;  /* K_ENUM, NULL-terminated */
+    const char *fallback;       /* the default as text; NULL: none, or computed (see below) */
+    long min, max;              /* K_INT */
+    const char *unit;           /* K_INT: what the number counts, for messages */
+    const char *const *choices; /* K_ENUM, NULL-terminated */
     bool repeatable;
     const char *help;
 } setting_def;
 
-static const char *const alg_choices[] = {"RS384", "ES384", "RS256", "RS512", "ES256", "PS384",
-                                          NULL};
+static const char *const alg_choices[] = {"RS384", "ES384", "RS256", "RS512",
+                                          "ES256", "PS384", NULL};
 static const char *const vendor_choices[] = {FS_VENDOR_GENERIC, FS_VENDOR_ECW, FS_VENDOR_EPIC,
                                              FS_VENDOR_CERNER, NULL};
 static const char *const auth_choices[] = {"private_key_jwt", "client_secret_basic",
@@ -69,6 +69,7 @@ static const char *const yes_no[] = {"yes", "no", NULL};
 
 /* `vendor` (detected from base_url) and `rate_limit` (250 for eClinicalWorks, else 0) have
  * computed defaults: see default_text(). */
+/* clang-format off */
 static const setting_def settings[] = {
     {.name = "base_url", .kind = K_URL, .help = "FHIR base URL of the endpoint (required)"},
     {.name = "client_id", .kind = K_STRING,
@@ -130,25 +131,28 @@ static const setting_def settings[] = {
     {.name = "delete_job", .kind = K_ENUM, .fallback = "yes", .choices = yes_no,
      .help = "yes or no: delete the export job on the server when done (default yes)"},
 };
+/* clang-format on */
 
 enum { SETTING_COUNT = sizeof settings / sizeof *settings };
 
 /* The same names, in the same order, for fhirsync_setting_names(). */
+/* clang-format off */
 static const char *const setting_names[] = {
     "base_url", "client_id", "key_file", "alg", "kid", "jku", "scope", "token_url", "vendor",
     "header", "auth_method", "client_secret_file", "client_secret_env", "assertion_lifetime",
     "ca_file", "connect_timeout", "timeout", "max_retries", "retry_cap", "rate_limit",
     "registered_jwks", "group_id", "types", "mode", "store", "every", "since", "max_body",
     "parallel", "delete_job", NULL};
+/* clang-format on */
 
 _Static_assert(sizeof setting_names / sizeof *setting_names == SETTING_COUNT + 1,
                "setting_names must list every setting of the table");
 
-#define MAX_VALUE 4096        /* longest value of any setting */
-#define MAX_LINE 8192         /* longest line of a config file */
-#define MAX_FILE (1L << 20)   /* largest config file */
-#define MAX_NAME 64           /* longest endpoint name */
-#define MAX_SECRET 4096       /* largest client secret */
+#define MAX_VALUE 4096      /* longest value of any setting */
+#define MAX_LINE 8192       /* longest line of a config file */
+#define MAX_FILE (1L << 20) /* largest config file */
+#define MAX_NAME 64         /* longest endpoint name */
+#define MAX_SECRET 4096     /* largest client secret */
 
 static const setting_def *find_setting(const char *name)
 {
@@ -195,7 +199,8 @@ typedef struct slot {
 
 struct fhirsync_endpoint {
     char *name;
-    int line;                    /* line of its [endpoint NAME] header; 0 when not from a file */
+    /* line of its [endpoint NAME] header; 0 when not from a file */
+    int line;
     slot slots[SETTING_COUNT];
 };
 
@@ -577,15 +582,16 @@ static const char *url_problem(const char *url)
         return "has no host";
     size_t i = 0;
     if (p[0] == '[') {
-        for (i = 1; i < auth_len && (isxdigit((unsigned char)p[i]) || p[i] == ':' ||
-                                     p[i] == '.'); i++)
+        for (i = 1; i < auth_len && (isxdigit((unsigned char)p[i]) || p[i] == ':' || p[i] == '.');
+             i++)
             ;
         if (i == 1 || i >= auth_len || p[i] != ']')
             return "has a malformed IPv6 host";
         i++;
     } else {
-        for (; i < auth_len && (isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '.' ||
-                                p[i] == '_'); i++)
+        for (; i < auth_len &&
+               (isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '.' || p[i] == '_');
+             i++)
             ;
         if (i == 0)
             return "has no host";
@@ -610,8 +616,8 @@ static bool is_tchar(unsigned char c)
 
 /* Headers the transport manages, or that would carry a secret in the config. */
 static const char *const reserved_headers[] = {
-    "Authorization", "Proxy-Authorization", "Cookie", "Host", "Content-Length",
-    "Transfer-Encoding", "Connection", NULL};
+    "Authorization",  "Proxy-Authorization", "Cookie",     "Host",
+    "Content-Length", "Transfer-Encoding",   "Connection", NULL};
 
 static fhirsync_code check_header(const char *text, const origin *o, const setting_def *def,
                                   char **out, fhirsync_error *err)
@@ -630,7 +636,8 @@ static fhirsync_code check_header(const char *text, const origin *o, const setti
             strncasecmp(text, reserved_headers[i], name_len) == 0)
             return bad_value(err, o, def,
                              "cannot set %s (fhirsync manages that header itself, and secrets "
-                             "never go in settings)", reserved_headers[i]);
+                             "never go in settings)",
+                             reserved_headers[i]);
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t')
         v++;
@@ -677,7 +684,8 @@ bad:
     fs_buf_free(&b);
     return bad_value(err, o, def,
                      "must be a comma-separated list of FHIR resource types such as "
-                     "Patient,Observation, not '%s'", shown(text, show, sizeof show));
+                     "Patient,Observation, not '%s'",
+                     shown(text, show, sizeof show));
 }
 
 static fhirsync_code check_scope(const char *text, const origin *o, const setting_def *def,
@@ -757,8 +765,7 @@ static fhirsync_code check_kind(const setting_def *def, const char *text, const 
     char show[80];
     const char *problem;
     switch (def->kind) {
-    case K_STRING:
-        break;
+    case K_STRING: break;
     case K_URL:
         if ((problem = url_problem(text)))
             return bad_value(err, o, def, "%s: '%s'", problem, shown(text, show, sizeof show));
@@ -797,13 +804,13 @@ static fhirsync_code check_kind(const setting_def *def, const char *text, const 
         return bad_value(err, o, def, "must be one of %s, not '%s'", list,
                          shown(text, show, sizeof show));
     }
-    case K_HEADER:
-        return check_header(text, o, def, out, err);
+    case K_HEADER: return check_header(text, o, def, out, err);
     case K_DURATION:
         if (!fs_config_parse_duration(text, NULL))
             return bad_value(err, o, def,
                              "must be a duration such as 30s, 15m, 1h or 1h30m (at most 366d), "
-                             "not '%s'", shown(text, show, sizeof show));
+                             "not '%s'",
+                             shown(text, show, sizeof show));
         break;
     case K_INSTANT: {
         int64_t epoch;
@@ -830,8 +837,7 @@ static fhirsync_code check_kind(const setting_def *def, const char *text, const 
             break;
         }
         return resolve_path(text, o, out, err);
-    case K_TYPES:
-        return check_types(text, o, def, out, err);
+    case K_TYPES: return check_types(text, o, def, out, err);
     case K_STORE:
         if (o->from_file && store_has_password(text))
             return bad_value(err, o, def,
@@ -841,8 +847,7 @@ static fhirsync_code check_kind(const setting_def *def, const char *text, const 
             strncmp(text, "file:", 5) == 0)
             break;
         return resolve_path(text, o, out, err);
-    case K_SCOPE:
-        return check_scope(text, o, def, out, err);
+    case K_SCOPE: return check_scope(text, o, def, out, err);
     case K_FHIR_ID: {
         size_t len = strlen(text);
         bool ok = len <= 64;
@@ -851,7 +856,8 @@ static fhirsync_code check_kind(const setting_def *def, const char *text, const 
         if (!ok)
             return bad_value(err, o, def,
                              "must be a FHIR id (letters, digits, '-' and '.', at most 64), "
-                             "not '%s'", shown(text, show, sizeof show));
+                             "not '%s'",
+                             shown(text, show, sizeof show));
         break;
     }
     }
@@ -876,8 +882,7 @@ static fhirsync_code check_value(const setting_def *def, const char *raw, const 
         return bad_value(err, o, def, "is too long (at most %d characters)", MAX_VALUE);
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)start[i] < 0x20 || start[i] == 0x7f)
-            return bad_value(err, o, def,
-                             "must not contain control characters (such as CR or LF)");
+            return bad_value(err, o, def, "must not contain control characters (such as CR or LF)");
     char *text = fs_strndup(start, len);
     if (!text)
         return no_memory(err);
@@ -921,11 +926,16 @@ static size_t edit_distance(const char *a, const char *b)
 static const struct {
     const char *name;
     const char *setting;
-} name_hints[] = {{"key", "key_file"},         {"private_key", "key_file"},
-                  {"base", "base_url"},        {"fhir_base", "base_url"},
-                  {"fhir_base_url", "base_url"}, {"url", "base_url"},
-                  {"token_endpoint", "token_url"}, {"group", "group_id"},
-                  {"resource_types", "types"}, {"interval", "every"}};
+} name_hints[] = {{"key", "key_file"},
+                  {"private_key", "key_file"},
+                  {"base", "base_url"},
+                  {"fhir_base", "base_url"},
+                  {"fhir_base_url", "base_url"},
+                  {"url", "base_url"},
+                  {"token_endpoint", "token_url"},
+                  {"group", "group_id"},
+                  {"resource_types", "types"},
+                  {"interval", "every"}};
 
 static bool looks_like_secret(const char *name)
 {
@@ -952,7 +962,8 @@ static fhirsync_code unknown_setting(fhirsync_error *err, const char *source, co
                       "%s: '%s' is not a setting: secrets never go in the config file or in "
                       "settings. Put the client secret in a file only you can read and set "
                       "client_secret_file to its path, or set client_secret_env to the name of an "
-                      "environment variable that holds it", source, show);
+                      "environment variable that holds it",
+                      source, show);
     const char *best = NULL;
     size_t best_distance = 3;
     for (size_t i = 0; i < SETTING_COUNT; i++) {
@@ -1090,7 +1101,8 @@ fhirsync_code fhirsync_endpoint_validate(const fhirsync_endpoint *ep, fhirsync_e
                       "only you can read, or client_secret_env to the name of an environment "
                       "variable holding it, in [endpoint %s] of the config file, "
                       "FHIRSYNC_CLIENT_SECRET_FILE or FHIRSYNC_CLIENT_SECRET_ENV, or "
-                      "--client-secret-file or --client-secret-env)", method, ep->name);
+                      "--client-secret-file or --client-secret-env)",
+                      method, ep->name);
     return FHIRSYNC_OK;
 }
 
@@ -1115,7 +1127,8 @@ static fhirsync_code read_secret_file(const char *path, char **out, fhirsync_err
     if (st.st_mode & 077) {
         rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
                     "client secret file %s is accessible by group or others (mode %04o); "
-                    "run: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+                    "run: chmod 600 %s",
+                    path, (unsigned)(st.st_mode & 07777), path);
         goto out;
     }
     buf = fs_malloc(MAX_SECRET + 2);
@@ -1140,7 +1153,8 @@ static fhirsync_code read_secret_file(const char *path, char **out, fhirsync_err
     if (len > MAX_SECRET) {
         rc = fs_err(err, FHIRSYNC_E_CONFIG,
                     "client secret file %s is larger than %d bytes: it should hold only the "
-                    "secret", path, MAX_SECRET);
+                    "secret",
+                    path, MAX_SECRET);
         goto out;
     }
     if (len && buf[len - 1] == '\n')
@@ -1181,7 +1195,8 @@ fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep, char 
     if (!env)
         return fs_err(err, FHIRSYNC_E_CONFIG,
                       "no client secret source for [endpoint %s] (set client_secret_file or "
-                      "client_secret_env)", ep->name);
+                      "client_secret_env)",
+                      ep->name);
     const char *secret = getenv(env);
     if (!secret || !*secret)
         return fs_err(err, FHIRSYNC_E_CONFIG,
@@ -1276,16 +1291,16 @@ fhirsync_endpoint *fhirsync_config_add_endpoint(fhirsync_config *cfg, const char
 
 typedef struct parse_ctx {
     fhirsync_config *cfg;
-    const char *name;            /* the file's name, for messages and sources */
-    size_t dir_len;              /* length of its directory part, '/' included (0: none) */
-    const char *pos, *end;       /* what is left to read */
-    int lineno;                  /* the line last handed to inih */
-    const char *raw;             /* that line (leading blanks skipped) and its length */
+    const char *name;      /* the file's name, for messages and sources */
+    size_t dir_len;        /* length of its directory part, '/' included (0: none) */
+    const char *pos, *end; /* what is left to read */
+    int lineno;            /* the line last handed to inih */
+    const char *raw;       /* that line (leading blanks skipped) and its length */
     size_t raw_len;
-    bool long_line;              /* inih got only the start of it (see read_line) */
-    fhirsync_endpoint *target;   /* where the current section's settings go */
-    bool in_section;             /* a section header has been seen */
-    const char *section_kind;    /* "endpoint" or "defaults", for messages */
+    bool long_line;            /* inih got only the start of it (see read_line) */
+    fhirsync_endpoint *target; /* where the current section's settings go */
+    bool in_section;           /* a section header has been seen */
+    const char *section_kind;  /* "endpoint" or "defaults", for messages */
     bool failed;
     int err_line;
     fhirsync_error e;
@@ -1361,8 +1376,9 @@ static void section_line(parse_ctx *ctx, const char *line, size_t len)
     ctx->target = NULL;
     if (inner_len == 8 && strncasecmp(inner, "defaults", 8) == 0) {
         if (ctx->cfg->defaults_line) {
-            parse_fail(ctx, FHIRSYNC_E_CONFIG, "a second [defaults] section (the first is on "
-                       "line %d); merge them", ctx->cfg->defaults_line);
+            parse_fail(ctx, FHIRSYNC_E_CONFIG,
+                       "a second [defaults] section (the first is on line %d); merge them",
+                       ctx->cfg->defaults_line);
             return;
         }
         ctx->cfg->defaults_line = ctx->lineno;
@@ -1384,8 +1400,8 @@ static void section_line(parse_ctx *ctx, const char *line, size_t len)
         }
         char name_buf[MAX_NAME + 1];
         if (!valid_endpoint_name(name, name_len)) {
-            snprintf(name_buf, sizeof name_buf, "%.*s", (int)(name_len > MAX_NAME ? MAX_NAME :
-                                                              name_len), name);
+            snprintf(name_buf, sizeof name_buf, "%.*s",
+                     (int)(name_len > MAX_NAME ? MAX_NAME : name_len), name);
             parse_fail(ctx, FHIRSYNC_E_CONFIG,
                        "bad endpoint name '%s': use at most %d letters, digits, '-', '_' or '.'",
                        shown(name_buf, show, sizeof show), MAX_NAME);
@@ -1434,8 +1450,8 @@ static char *read_line(char *str, int num, void *stream)
     ctx->lineno++;
     if (ctx->lineno == 1 && stop - start >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0)
         start += 3;
-    while (start < stop && (*start == ' ' || *start == '\t' || *start == '\r' || *start == '\f' ||
-                            *start == '\v'))
+    while (start < stop &&
+           (*start == ' ' || *start == '\t' || *start == '\r' || *start == '\f' || *start == '\v'))
         start++;
     size_t len = (size_t)(stop - start);
     ctx->raw = start;
@@ -1444,7 +1460,7 @@ static char *read_line(char *str, int num, void *stream)
     const char *give = start;
     size_t give_len = len;
     if (ctx->failed) {
-        give = ";";  /* nothing more to learn from the rest */
+        give = ";"; /* nothing more to learn from the rest */
         give_len = 1;
     } else if (memchr(start, '\0', len)) {
         parse_fail(ctx, FHIRSYNC_E_CONFIG, "the line contains a NUL byte (not a text file?)");
@@ -1511,9 +1527,9 @@ static int handle_pair(void *user, const char *section, const char *name, const 
     }
     const setting_value *previous = last_value(ctx->target, def);
     if (previous && !def->repeatable) {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG, "%s is given twice in [%s%s%s] (first at %s); only "
-                   "header may repeat", name, ctx->section_kind,
-                   ctx->target == ctx->cfg->defaults ? "" : " ",
+        parse_fail(ctx, FHIRSYNC_E_CONFIG,
+                   "%s is given twice in [%s%s%s] (first at %s); only header may repeat", name,
+                   ctx->section_kind, ctx->target == ctx->cfg->defaults ? "" : " ",
                    ctx->target == ctx->cfg->defaults ? "" : ctx->target->name, previous->source);
         return 1;
     }
@@ -1522,8 +1538,8 @@ static int handle_pair(void *user, const char *section, const char *name, const 
         parse_fail(ctx, FHIRSYNC_E_NOMEM, "out of memory");
         return 1;
     }
-    origin o = {.source = source, .from_file = true, .base_dir = ctx->name,
-                .base_dir_len = ctx->dir_len};
+    origin o = {
+        .source = source, .from_file = true, .base_dir = ctx->name, .base_dir_len = ctx->dir_len};
     fhirsync_code rc = set_setting(ctx->target, def, whole ? whole : val, &o, &ctx->e);
     fs_free(whole);
     if (rc != FHIRSYNC_OK) { /* ctx->e already says what and where */
@@ -1614,8 +1630,7 @@ fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhir
         if (got == 0)
             break;
         if (text.len + (size_t)got > (size_t)MAX_FILE) {
-            rc = fs_err(err, FHIRSYNC_E_CONFIG, "%s: larger than 1 MiB; not a config file?",
-                        path);
+            rc = fs_err(err, FHIRSYNC_E_CONFIG, "%s: larger than 1 MiB; not a config file?", path);
             goto out;
         }
         if (!fs_buf_append(&text, chunk, (size_t)got)) {
