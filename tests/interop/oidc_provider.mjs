@@ -59,6 +59,9 @@ server.listen(0, '127.0.0.1', () => {
     clockTolerance: 5,
   });
   provider.on('server_error', (ctx, err) => console.error('oidc_provider: server_error', err));
+  // The detail of a refusal stays in the server's log, as with a real EHR.
+  provider.on('grant.error', (ctx, err) =>
+    console.error(`oidc_provider: refused: ${err.error} (${err.error_detail || err.message})`));
   server.on('request', provider.callback());
   const tmp = `${ready}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify({ issuer, token_url: `${issuer}/token`, port }));
