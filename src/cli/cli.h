@@ -36,6 +36,10 @@ int cli_fail(const fhirsync_error *err);
 /* Print a usage error for the command and return EXIT_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Report the option getopt_long just refused (unknown, or missing its value) and return
+ * EXIT_USAGE. */
+int cli_bad_option(const char *command, char **argv);
+
 /* Common options of every command that talks to an endpoint. */
 typedef struct cli_profile {
     const char *config_path;    /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */

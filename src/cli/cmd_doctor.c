@@ -73,7 +73,7 @@ int cmd_doctor(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        return cli_usage_error("doctor", "unknown option");
+        return cli_bad_option("doctor", argv);
     }
     if (optind < argc)
         return cli_usage_error("doctor", "unexpected argument '%s'", argv[optind]);

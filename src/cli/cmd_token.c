@@ -44,7 +44,7 @@ int cmd_token(int argc, char **argv)
         case OPT_PRINT: print_token = true; break;
         case OPT_JSON: json = true; break;
         case 'h': usage(stdout); return 0;
-        default: return cli_usage_error("token", "unknown option");
+        default: return cli_bad_option("token", argv);
         }
     }
     if (optind < argc)

@@ -64,6 +64,14 @@ int cli_usage_error(const char *command, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+int cli_bad_option(const char *command, char **argv)
+{
+    const char *arg = optind > 0 ? argv[optind - 1] : "?";
+    if (optopt && optopt < 128 && optopt != '?')
+        return cli_usage_error(command, "option -%c is unknown or needs a value", optopt);
+    return cli_usage_error(command, "option '%s' is unknown or needs a value", arg);
+}
+
 /* ---- options ------------------------------------------------------------------------------- */
 
 enum { OPT_CONFIG = 900, OPT_ENDPOINT, OPT_SET, OPT_SETTING_BASE = 1000 };

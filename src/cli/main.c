@@ -1,4 +1,5 @@
 /* cli/main.c: the fhirsync command: dispatch to sub-commands, global --help and --version. */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,6 +51,7 @@ int main(int argc, char **argv)
         printf("fhirsync %s (libfhirsync %s)\n", FHIRSYNC_VERSION, fhirsync_version());
         return 0;
     }
+    opterr = 0; /* commands report bad options themselves, in one line (cli_bad_option) */
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         if (strcmp(name, commands[i].name) == 0) {
             if (fhirsync_global_init() != FHIRSYNC_OK) {
