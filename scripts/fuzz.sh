@@ -17,7 +17,7 @@ CC=clang cmake -S . -B build/fuzz -DFHIRSYNC_FUZZ=ON -DFHIRSYNC_TESTS=OFF -DCMAK
 cmake --build build/fuzz -j"$(nproc)" --target "fuzz_$target"
 mkdir -p "build/fuzz/corpus-$target"
 dict=()
-for d in tests/fuzz/dict/"$target".dict tests/fuzz/dict/*.dict; do
+for d in tests/fuzz/dict/"$target".dict; do
     [ -f "$d" ] && { dict=(-dict="$d"); break; }
 done
 cd build/fuzz
