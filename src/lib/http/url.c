@@ -22,14 +22,27 @@ static CURLU *parse(const char *url)
     return h;
 }
 
-static char *get_part(CURLU *h, CURLUPart part, unsigned flags)
+/* A part of a parsed URL, copied into our allocator. FHIRSYNC_E_URL when the URL lacks it,
+ * FHIRSYNC_E_NOMEM when the copy fails. */
+static fhirsync_code get_part_rc(CURLU *h, CURLUPart part, unsigned flags, char **out)
 {
     char *raw = NULL;
-    if (curl_url_get(h, part, &raw, flags) != CURLUE_OK)
-        return NULL;
-    char *copy = fs_strdup(raw);
+    *out = NULL;
+    CURLUcode uc = curl_url_get(h, part, &raw, flags);
+    if (uc == CURLUE_OUT_OF_MEMORY)
+        return FHIRSYNC_E_NOMEM;
+    if (uc != CURLUE_OK)
+        return FHIRSYNC_E_URL;
+    *out = fs_strdup(raw);
     curl_free(raw);
-    return copy;
+    return *out ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
+}
+
+static char *get_part(CURLU *h, CURLUPart part, unsigned flags)
+{
+    char *out;
+    get_part_rc(h, part, flags, &out);
+    return out;
 }
 
 fhirsync_code fs_url_resolve(const char *base, const char *ref, bool base_is_dir, char **out,
@@ -62,9 +75,9 @@ fhirsync_code fs_url_resolve(const char *base, const char *ref, bool base_is_dir
         rc = fs_err(err, FHIRSYNC_E_URL, "malformed URL reference '%s'", ref);
         goto out;
     }
-    *out = get_part(h, CURLUPART_URL, 0);
-    if (!*out)
-        rc = FHIRSYNC_E_NOMEM;
+    rc = get_part_rc(h, CURLUPART_URL, 0, out);
+    if (rc == FHIRSYNC_E_URL)
+        rc = fs_err(err, FHIRSYNC_E_URL, "cannot resolve '%s' against '%s'", ref, base);
 out:
     fs_free(dir);
     curl_url_cleanup(h);
@@ -89,14 +102,16 @@ fhirsync_code fs_url_origin(const char *url, char **out, fhirsync_error *err)
     CURLU *h = url ? parse(url) : NULL;
     if (!h)
         return fs_err(err, FHIRSYNC_E_URL, "malformed URL '%s'", url ? url : "(none)");
-    char *scheme = get_part(h, CURLUPART_SCHEME, 0);
-    char *host = get_part(h, CURLUPART_HOST, 0);
-    char *port = get_part(h, CURLUPART_PORT, CURLU_DEFAULT_PORT);
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    fhirsync_code rc = get_part_rc(h, CURLUPART_SCHEME, 0, &scheme);
+    if (rc == FHIRSYNC_OK)
+        rc = get_part_rc(h, CURLUPART_HOST, 0, &host);
+    if (rc == FHIRSYNC_OK)
+        rc = get_part_rc(h, CURLUPART_PORT, CURLU_DEFAULT_PORT, &port);
     curl_url_cleanup(h);
-    fhirsync_code rc = FHIRSYNC_OK;
-    if (!scheme || !host || !port) {
+    if (rc == FHIRSYNC_E_URL) {
         rc = fs_err(err, FHIRSYNC_E_URL, "URL '%s' has no scheme, host or port", url);
-    } else {
+    } else if (rc == FHIRSYNC_OK) {
         for (char *p = host; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         for (char *p = scheme; *p; p++)
@@ -150,11 +165,14 @@ fhirsync_code fs_url_check_transport(const char *url, const char *what, fhirsync
     if (!h)
         return fs_err(err, FHIRSYNC_E_URL, "%s '%s' is not a valid absolute URL", what,
                       url ? url : "(none)");
-    char *scheme = get_part(h, CURLUPART_SCHEME, 0);
-    char *host = get_part(h, CURLUPART_HOST, 0);
+    char *scheme = NULL, *host = NULL;
+    fhirsync_code rc = get_part_rc(h, CURLUPART_SCHEME, 0, &scheme);
+    if (rc == FHIRSYNC_OK)
+        rc = get_part_rc(h, CURLUPART_HOST, 0, &host);
     curl_url_cleanup(h);
-    fhirsync_code rc = FHIRSYNC_OK;
-    if (!scheme || !host) {
+    if (rc == FHIRSYNC_E_NOMEM) {
+        /* reported as is */
+    } else if (rc != FHIRSYNC_OK) {
         rc = fs_err(err, FHIRSYNC_E_URL, "%s '%s' has no scheme or host", what, url);
     } else if (strcasecmp(scheme, "https") == 0) {
         rc = FHIRSYNC_OK;
