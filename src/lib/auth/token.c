@@ -8,6 +8,7 @@
 
 #include "auth/auth_internal.h"
 #include "config/config_internal.h"
+#include "http/ratelimit.h"
 
 #define ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -415,7 +416,10 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
         req.max_body = FS_TOKEN_MAX_BODY;
         fs_log(FHIRSYNC_LOG_INFO, "token: requesting a token from %s for scope '%s' (%s)",
                auth->token_url, auth->scope, auth->method);
-        rc = fs_http_perform(auth->http, &req, &resp, err);
+        rc = fs_ratelimit_acquire(auth->base_url, auth->client_id,
+                                  fs_endpoint_long(auth->ep, "rate_limit"), err);
+        if (rc == FHIRSYNC_OK)
+            rc = fs_http_perform(auth->http, &req, &resp, err);
         fs_buf_free_secret(&form);
         fs_free_secret(basic);
         int64_t retry_after = -1;

@@ -1,0 +1,440 @@
+/* fhir/client.c: the FHIR REST client handle and the one request path every FHIR call takes
+ * (fs_fhir_perform): target resolution under the origin rule, the endpoint's rate limiter, the
+ * bearer token with one renewal on a 401, retries with backoff that honour Retry-After, and the
+ * profile's headers. Reads and raw requests of the public API are thin wrappers around it; the
+ * search iterator (search.c) and the bulk client use it directly. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth/auth_internal.h"
+#include "config/config_internal.h"
+#include "fhir/fhir_internal.h"
+#include "http/ratelimit.h"
+
+/* max_body when the profile somehow has none (the setting's own default is 64 MiB). */
+#define DEFAULT_MAX_BODY (64 * 1024 * 1024)
+
+struct fhirsync_client {
+    fhirsync_endpoint *ep;         /* the client's own copy */
+    fhirsync_auth *auth;
+    fs_http *http;
+    const char *base_url;          /* borrowed from ep */
+    const char *client_id;         /* borrowed from ep */
+    char *origin;                  /* of base_url */
+    size_t max_body;
+    long max_retries;
+    long retry_cap;
+    long rate_limit;               /* requests per minute, 0: off */
+    fhirsync_error err;            /* the last public call's outcome */
+};
+
+struct fhirsync_response {
+    fs_http_response http;
+};
+
+/* ---- the handle ------------------------------------------------------------------------------ */
+
+void fhirsync_client_free(fhirsync_client *client)
+{
+    if (!client)
+        return;
+    fhirsync_auth_free(client->auth);
+    fs_http_free(client->http);
+    fhirsync_endpoint_free(client->ep);
+    fs_free(client->origin);
+    fs_free(client);
+}
+
+fhirsync_code fhirsync_client_new(const fhirsync_endpoint *ep, fhirsync_client **out,
+                                  fhirsync_error *err)
+{
+    if (!out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_client_new: no place for the client");
+    *out = NULL;
+    if (!ep)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_client_new: no endpoint profile");
+    fhirsync_client *c = fs_calloc(1, sizeof *c);
+    if (!c)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory creating the FHIR client");
+    /* the auth handle checks that the profile is complete and loads the key */
+    fhirsync_code rc = fhirsync_auth_new(ep, &c->auth, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    if (!(c->ep = fhirsync_endpoint_dup(ep)) || !(c->http = fs_http_new(NULL))) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory creating the FHIR client");
+        goto out;
+    }
+    c->base_url = fhirsync_endpoint_get(c->ep, "base_url");
+    c->client_id = fhirsync_endpoint_get(c->ep, "client_id");
+    rc = fs_url_check_transport(c->base_url, "FHIR base URL (base_url)", err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    rc = fs_url_origin(c->base_url, &c->origin, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    long max_body = fs_endpoint_long(c->ep, "max_body");
+    c->max_body = max_body > 0 ? (size_t)max_body : DEFAULT_MAX_BODY;
+    c->max_retries = fs_endpoint_long(c->ep, "max_retries");
+    c->retry_cap = fs_endpoint_long(c->ep, "retry_cap");
+    c->rate_limit = fs_endpoint_long(c->ep, "rate_limit");
+    if (c->rate_limit > 0)
+        fs_log(FHIRSYNC_LOG_DEBUG, "client: rate limit %ld requests per minute for %s",
+               c->rate_limit, c->origin);
+out:
+    if (rc != FHIRSYNC_OK)
+        fhirsync_client_free(c);
+    else
+        *out = c;
+    return rc;
+}
+
+const char *fhirsync_client_errmsg(const fhirsync_client *client)
+{
+    return client ? client->err.message : "";
+}
+
+fhirsync_code fhirsync_client_errcode(const fhirsync_client *client)
+{
+    return client ? client->err.code : FHIRSYNC_E_ARG;
+}
+
+fhirsync_code fs_fhir_set_error(fhirsync_client *client, const fhirsync_error *err)
+{
+    if (!err || err->code == FHIRSYNC_OK) {
+        memset(&client->err, 0, sizeof client->err);
+        return FHIRSYNC_OK;
+    }
+    client->err = *err;
+    if (!client->err.message[0])
+        snprintf(client->err.message, sizeof client->err.message, "%s",
+                 fhirsync_strerror(err->code));
+    return err->code;
+}
+
+const fhirsync_endpoint *fs_fhir_client_endpoint(const fhirsync_client *client)
+{
+    return client->ep;
+}
+
+const char *fs_fhir_client_base(const fhirsync_client *client)
+{
+    return client->base_url;
+}
+
+const char *fs_fhir_client_origin(const fhirsync_client *client)
+{
+    return client->origin;
+}
+
+fhirsync_auth *fs_fhir_client_auth(fhirsync_client *client)
+{
+    return client->auth;
+}
+
+/* ---- the origin rule ------------------------------------------------------------------------- */
+
+bool fs_fhir_same_origin(const fhirsync_client *client, const char *url)
+{
+    char *origin = NULL;
+    bool same = url && fs_url_origin(url, &origin, NULL) == FHIRSYNC_OK &&
+                strcmp(origin, client->origin) == 0;
+    fs_free(origin);
+    return same;
+}
+
+fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target,
+                              bool authenticated, char **out, fhirsync_error *err)
+{
+    *out = NULL;
+    if (!target || !*target)
+        return fs_err(err, FHIRSYNC_E_ARG, "no FHIR path or URL to request");
+    char *url = NULL;
+    fhirsync_code rc = fs_url_resolve(client->base_url, target, true, &url, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    /* "//other.host/x" and absolute URLs alike: what counts is where the result points */
+    if (authenticated && !fs_fhir_same_origin(client, url)) {
+        rc = fs_err(err, FHIRSYNC_E_URL,
+                    "refusing to request %s: it is not on the FHIR server's origin %s, and the "
+                    "bearer token is sent only to the FHIR server",
+                    url, client->origin);
+        fs_free(url);
+        return rc;
+    }
+    *out = url;
+    return FHIRSYNC_OK;
+}
+
+/* ---- the request path ------------------------------------------------------------------------ */
+
+static bool retryable_status(long status)
+{
+    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+           status == 504;
+}
+
+static bool header_named(const char *line, const char *name)
+{
+    size_t n = strlen(name);
+    return strncasecmp(line, name, n) == 0 && line[n] == ':';
+}
+
+/* Whether a transport error says the connection was never made, so that nothing reached the
+ * server and even a POST may be sent again. fs_http reports libcurl's message; these are the
+ * texts of CURLE_COULDNT_CONNECT and CURLE_COULDNT_RESOLVE_HOST. */
+static bool never_reached_server(const fhirsync_error *e)
+{
+    static const char *const phrases[] = {"Failed to connect", "Couldn't connect",
+                                          "Could not resolve", "Couldn't resolve",
+                                          "Connection refused", NULL};
+    if (e->code != FHIRSYNC_E_NETWORK)
+        return false;
+    for (size_t i = 0; phrases[i]; i++)
+        if (strstr(e->message, phrases[i]))
+            return true;
+    return false;
+}
+
+/* Accept line, the profile's headers, the caller's; a Content-Type for bodies. NULL-terminated
+ * array of borrowed strings except `accept_line` (owned by the caller of this function). */
+static const char **build_headers(const fhirsync_client *c, const fs_fhir_request *req,
+                                  char **accept_line)
+{
+    *accept_line = NULL;
+    size_t own = 0, has_accept = 0, has_ctype = 0;
+    for (const char *const *h = req->headers; h && *h; h++, own++) {
+        has_accept |= header_named(*h, "Accept");
+        has_ctype |= header_named(*h, "Content-Type");
+    }
+    size_t profile = fhirsync_endpoint_count(c->ep, "header");
+    for (size_t i = 0; i < profile; i++) {
+        const char *h = fhirsync_endpoint_get_at(c->ep, "header", i);
+        has_accept |= header_named(h, "Accept");
+        has_ctype |= header_named(h, "Content-Type");
+    }
+    const char **list = fs_calloc(own + profile + 3, sizeof *list);
+    if (!list)
+        return NULL;
+    size_t n = 0;
+    if (!has_accept) {
+        fs_buf b;
+        fs_buf_init(&b);
+        if (!fs_buf_printf(&b, "Accept: %s", req->accept ? req->accept : FS_FHIR_JSON)) {
+            fs_free(list);
+            return NULL;
+        }
+        *accept_line = fs_buf_steal(&b);
+        list[n++] = *accept_line;
+    }
+    for (size_t i = 0; i < profile; i++)
+        list[n++] = fhirsync_endpoint_get_at(c->ep, "header", i);
+    for (const char *const *h = req->headers; h && *h; h++)
+        list[n++] = *h;
+    if (req->body && !has_ctype)
+        list[n++] = "Content-Type: " FS_FHIR_JSON;
+    list[n] = NULL;
+    return list;
+}
+
+/* Counts what a streamed body delivered, so that a transfer cut after the sink received bytes is
+ * left to the caller (who can resume with a Range) rather than replayed into the same sink. */
+typedef struct counting_sink {
+    fs_http_sink sink;
+    void *userdata;
+    uint64_t delivered;
+} counting_sink;
+
+static bool count_into_sink(const char *data, size_t len, void *userdata)
+{
+    counting_sink *cs = userdata;
+    cs->delivered += len;
+    return cs->sink(data, len, cs->userdata);
+}
+
+fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
+                              fs_http_response *resp, fhirsync_error *err)
+{
+    fs_http_response_clear(resp);
+    fhirsync_error e = {0};
+    char *url = NULL, *accept_line = NULL;
+    const char **headers = NULL;
+    const char *method = req->method ? req->method : "GET";
+    bool idempotent = strcasecmp(method, "POST") != 0 && strcasecmp(method, "PATCH") != 0;
+    counting_sink cs = {.sink = req->sink, .userdata = req->sink_userdata};
+    bool renewed = false, force_new = false;
+    fhirsync_code rc = fs_fhir_resolve(c, req->target, !req->anonymous, &url, &e);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    if (!(headers = build_headers(c, req, &accept_line))) {
+        rc = fs_err(&e, FHIRSYNC_E_NOMEM, "out of memory building a request to %s", url);
+        goto out;
+    }
+    for (unsigned attempt = 0;;) {
+        if (fs_cancel_requested()) {
+            rc = fs_err(&e, FHIRSYNC_E_CANCELLED, "cancelled before requesting %s", url);
+            break;
+        }
+        rc = fs_ratelimit_acquire(c->base_url, c->client_id, c->rate_limit, &e);
+        if (rc != FHIRSYNC_OK)
+            break;
+        fhirsync_token token = {0};
+        if (!req->anonymous) {
+            rc = fhirsync_auth_token(c->auth, force_new, &token, &e);
+            if (rc != FHIRSYNC_OK)
+                break;
+            force_new = false;
+        }
+        fs_http_request hr = {0};
+        fs_http_request_from_profile(c->ep, &hr);
+        hr.method = method;
+        hr.url = url;
+        hr.headers = headers;
+        hr.body = req->body;
+        hr.body_len = req->body ? req->body_len : 0;
+        hr.bearer_token = req->anonymous ? NULL : token.access_token;
+        hr.token_origin = req->anonymous ? NULL : c->base_url;
+        hr.redirects = req->follow_anywhere ? FS_REDIRECT_DROP_TOKEN : FS_REDIRECT_SAME_ORIGIN;
+        hr.max_body = req->max_body ? req->max_body : c->max_body;
+        hr.sink = req->sink ? count_into_sink : NULL;
+        hr.sink_userdata = req->sink ? &cs : NULL;
+        hr.range_from = req->range_from;
+        rc = fs_http_perform(c->http, &hr, resp, &e);
+
+        char reason[sizeof e.message + 64];
+        int64_t retry_after = -1;
+        if (rc == FHIRSYNC_E_NETWORK || rc == FHIRSYNC_E_TIMEOUT) {
+            if (cs.delivered > 0)
+                break; /* the sink has part of the body: the caller decides (resume) */
+            if (!idempotent && !never_reached_server(&e))
+                break; /* a POST may have been processed: never replayed blindly */
+            snprintf(reason, sizeof reason, "%s", e.message);
+        } else if (rc != FHIRSYNC_OK) {
+            break;
+        } else if (resp->status == 401 && resp->token_sent && !renewed) {
+            /* the token was revoked or expired early: one new token, one more try */
+            renewed = true;
+            force_new = true;
+            fhirsync_auth_invalidate(c->auth);
+            fs_log(FHIRSYNC_LOG_INFO, "fhir: HTTP 401 from %s: getting a new token and trying "
+                                      "once more", url);
+            continue;
+        } else if (retryable_status(resp->status) && !req->no_status_retries) {
+            const char *ra = fs_http_header_get(resp, "Retry-After");
+            if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
+                retry_after = -1;
+            if (!idempotent && !((resp->status == 429 || resp->status == 503) && retry_after >= 0))
+                break;
+            int n = snprintf(reason, sizeof reason, "HTTP %ld", resp->status);
+            if (retry_after >= 0 && n > 0 && (size_t)n < sizeof reason)
+                snprintf(reason + n, sizeof reason - (size_t)n, " with Retry-After %s%s", ra,
+                         retry_after > (c->retry_cap > 0 ? c->retry_cap : 300)
+                             ? " (more than retry_cap: capped)" : "");
+        } else {
+            break;
+        }
+        if ((long)attempt >= c->max_retries) {
+            if (c->max_retries > 0)
+                fs_log(FHIRSYNC_LOG_WARN, "fhir: %s %s: %s; giving up after %ld retries", method,
+                       url, reason, c->max_retries);
+            break;
+        }
+        int64_t delay = fs_backoff_ms(attempt, retry_after, c->retry_cap);
+        fs_log(FHIRSYNC_LOG_WARN, "fhir: %s %s: %s; retry %u of %ld in %.1f s", method, url,
+               reason, attempt + 1, c->max_retries, (double)delay / 1000.0);
+        if (!fs_sleep_ms(delay)) {
+            rc = fs_err(&e, FHIRSYNC_E_CANCELLED, "cancelled while waiting to retry %s", url);
+            break;
+        }
+        attempt++;
+        /* a network failure leaves no response: start the next attempt clean */
+        fs_http_response_clear(resp);
+    }
+out:
+    if (rc != FHIRSYNC_OK && err)
+        *err = e;
+    fs_free(headers);
+    fs_free(accept_line);
+    fs_free(url);
+    return rc;
+}
+
+/* ---- public reads ---------------------------------------------------------------------------- */
+
+fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *method,
+                                      const char *path_or_url, const char *const *headers,
+                                      const char *body, size_t body_len, bool accept_any_status,
+                                      fhirsync_response **out)
+{
+    if (out)
+        *out = NULL;
+    if (!client)
+        return FHIRSYNC_E_ARG;
+    fhirsync_error e = {0};
+    fhirsync_code rc;
+    if (!out || !path_or_url) {
+        rc = fs_err(&e, FHIRSYNC_E_ARG, "fhirsync_client_request: no %s",
+                    out ? "path or URL" : "place for the response");
+        return fs_fhir_set_error(client, &e);
+    }
+    fhirsync_response *resp = fs_calloc(1, sizeof *resp);
+    if (!resp) {
+        rc = fs_err(&e, FHIRSYNC_E_NOMEM, "out of memory");
+        return fs_fhir_set_error(client, &e);
+    }
+    fs_http_response_init(&resp->http);
+    fs_fhir_request req = {.method = method, .target = path_or_url, .headers = headers,
+                           .body = body, .body_len = body_len};
+    rc = fs_fhir_perform(client, &req, &resp->http, &e);
+    if (rc == FHIRSYNC_OK && !accept_any_status) {
+        const char *url = resp->http.effective_url ? resp->http.effective_url : path_or_url;
+        rc = fs_fhir_status_error(&resp->http, url, &e);
+        if (resp->http.status == 401)
+            fs_err_prefix(&e, "unauthorized even with a new token");
+        else if (resp->http.status == 403)
+            fs_err_prefix(&e, "forbidden (the token's scope '%s' may not cover it)",
+                          fhirsync_auth_scope(client->auth));
+    }
+    if (rc != FHIRSYNC_OK) {
+        fhirsync_response_free(resp);
+        return fs_fhir_set_error(client, &e);
+    }
+    *out = resp;
+    return fs_fhir_set_error(client, NULL);
+}
+
+fhirsync_code fhirsync_client_get(fhirsync_client *client, const char *path_or_url,
+                                  fhirsync_response **out)
+{
+    return fhirsync_client_request(client, "GET", path_or_url, NULL, NULL, 0, false, out);
+}
+
+void fhirsync_response_free(fhirsync_response *resp)
+{
+    if (!resp)
+        return;
+    fs_http_response_clear(&resp->http);
+    fs_free(resp);
+}
+
+long fhirsync_response_status(const fhirsync_response *resp)
+{
+    return resp ? resp->http.status : 0;
+}
+
+const char *fhirsync_response_body(const fhirsync_response *resp, size_t *len)
+{
+    if (len)
+        *len = resp && resp->http.body.data ? resp->http.body.len : 0;
+    return resp && resp->http.body.data ? resp->http.body.data : "";
+}
+
+const char *fhirsync_response_header(const fhirsync_response *resp, const char *name)
+{
+    return resp && name ? fs_http_header_get(&resp->http, name) : NULL;
+}
+
+const char *fhirsync_response_url(const fhirsync_response *resp)
+{
+    return resp ? resp->http.effective_url : NULL;
+}
