@@ -1170,6 +1170,9 @@ static void test_load_file_checks(void **state)
     mkdir(tmp_path("dir.pem"), 0700);
     assert_int_equal(fhirsync_key_load_file(tmp_path("dir.pem"), &key, &err), FHIRSYNC_E_IO);
     assert_contains(err.message, "not a regular file");
+    assert_int_equal(mkfifo(tmp_path("fifo.pem"), 0600), 0);
+    assert_int_equal(fhirsync_key_load_file(tmp_path("fifo.pem"), &key, &err), FHIRSYNC_E_IO);
+    assert_contains(err.message, "not a regular file");
     char *big = malloc(70000);
     memset(big, 'A', 70000);
     path = write_file("big.pem", big, 70000, 0600);

@@ -655,7 +655,8 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
     fhirsync_code rc = FHIRSYNC_OK;
     char *buf = NULL;
     size_t cap = 0, len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO given as key file must fail the regular-file check, not hang open() */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return fs_err(err, FHIRSYNC_E_IO, "cannot open key file %s: %s", path, strerror(errno));
     struct stat st;
