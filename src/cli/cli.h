@@ -82,5 +82,6 @@ int cmd_keygen(int argc, char **argv);
 int cmd_jwks(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_get(int argc, char **argv);
 
 #endif
