@@ -1,0 +1,114 @@
+/* sandbox/admin.c: the admin API that tests drive the sandbox with (loopback peers only, no
+ * token, not written to the request log): POST /admin/mutate starts a new generator epoch,
+ * GET/DELETE /admin/requests read and clear the request log, POST/GET/DELETE /admin/faults add,
+ * list and clear fault rules. docs/sandbox.md documents these shapes; keep them stable. */
+#include <string.h>
+
+#include "sandbox.h"
+
+static json_t *json_body(sb_request *req, sb_reply *reply, bool allow_empty)
+{
+    fhirsync_error err;
+    fs_err_clear(&err);
+    if (allow_empty && req->body.len == 0)
+        return json_object();
+    json_t *doc = fs_json_parse(req->body.data, req->body.len, true, "request body", &err);
+    if (!doc)
+        sb_reply_outcome(reply, 400, "invalid", "%s", err.message);
+    return doc;
+}
+
+static bool fraction(const json_t *doc, const char *key, double *out, sb_reply *reply)
+{
+    json_t *v = json_object_get(doc, key);
+    if (!v)
+        return true;
+    if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1) {
+        sb_reply_outcome(reply, 400, "invalid", "%s must be a number in [0, 1]", key);
+        return false;
+    }
+    *out = json_number_value(v);
+    return true;
+}
+
+void sb_admin_handle_mutate(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *doc = json_body(req, reply, true);
+    if (!doc)
+        return;
+    double update = 0.1, del = 0.02;
+    if (fraction(doc, "update", &update, reply) && fraction(doc, "delete", &del, reply)) {
+        fhirsync_error err;
+        fs_err_clear(&err);
+        int64_t when = sb_mutation_time(sb);
+        unsigned epoch = sb_data_mutate(sb->data, update, del, when, &err);
+        if (!epoch) {
+            sb_reply_outcome(reply, 409, "not-supported", "%s", err.message);
+        } else {
+            char instant[32];
+            fs_format_instant(when, instant, sizeof instant);
+            json_t *out = json_pack("{s:i, s:s}", "epoch", (int)epoch, "time", instant);
+            sb_reply_json(reply, 200, SB_JSON, out);
+            json_decref(out);
+        }
+    }
+    json_decref(doc);
+}
+
+void sb_admin_handle_requests_get(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    size_t len = 0;
+    char *text = sb_reqlog_dump(sb->log, &len);
+    if (!text) {
+        sb_reply_outcome(reply, 500, "exception", "out of memory");
+        return;
+    }
+    sb_reply_text(reply, 200, "application/x-ndjson", text);
+    fs_free(text);
+}
+
+void sb_admin_handle_requests_delete(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    size_t n = sb_reqlog_clear(sb->log);
+    json_t *out = json_pack("{s:I}", "cleared", (json_int_t)n);
+    sb_reply_json(reply, 200, SB_JSON, out);
+    json_decref(out);
+}
+
+void sb_admin_handle_faults_add(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *doc = json_body(req, reply, false);
+    if (!doc)
+        return;
+    fhirsync_error err;
+    fs_err_clear(&err);
+    unsigned id = sb_faults_add(sb->faults, doc, &err);
+    if (!id) {
+        sb_reply_outcome(reply, 400, "invalid", "%s", err.message);
+    } else {
+        json_t *out = json_deep_copy(doc);
+        json_object_set_new(out, "id", json_integer(id));
+        sb_reply_json(reply, 201, SB_JSON, out);
+        json_decref(out);
+    }
+    json_decref(doc);
+}
+
+void sb_admin_handle_faults_get(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *list = sb_faults_list(sb->faults);
+    if (!list) {
+        sb_reply_outcome(reply, 500, "exception", "out of memory");
+        return;
+    }
+    sb_reply_json(reply, 200, SB_JSON, list);
+    json_decref(list);
+}
+
+void sb_admin_handle_faults_delete(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    sb_faults_clear(sb->faults);
+    json_t *out = json_pack("{s:b}", "cleared", 1);
+    sb_reply_json(reply, 200, SB_JSON, out);
+    json_decref(out);
+}

@@ -1,0 +1,130 @@
+/* sandbox/reqlog.c: the request log that tests read through GET /admin/requests: one JSON line
+ * per request with what a client test needs to assert (method, path and query with secret-looking
+ * values masked, the listener that got it, whether a bearer token came, the status, the client,
+ * the fault that fired). Kept in memory (the last SB_REQLOG_MAX lines) and optionally appended to
+ * the --request-log file. Never holds a token, an assertion or resource content. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "sandbox.h"
+
+#define SB_REQLOG_MAX 100000
+
+struct sb_reqlog {
+    pthread_mutex_t lock;
+    char **lines;          /* ring of SB_REQLOG_MAX */
+    size_t first, count;
+    uint64_t seq;
+    FILE *file;
+};
+
+sb_reqlog *sb_reqlog_new(const char *file, fhirsync_error *err)
+{
+    sb_reqlog *l = fs_calloc(1, sizeof *l);
+    if (!l || !(l->lines = fs_calloc(SB_REQLOG_MAX, sizeof *l->lines))) {
+        fs_free(l);
+        fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (file && !(l->file = fopen(file, "a"))) {
+        fs_free(l->lines);
+        fs_free(l);
+        fs_err(err, FHIRSYNC_E_IO, "cannot open the request log %s", file);
+        return NULL;
+    }
+    pthread_mutex_init(&l->lock, NULL);
+    return l;
+}
+
+void sb_reqlog_free(sb_reqlog *l)
+{
+    if (!l)
+        return;
+    sb_reqlog_clear(l);
+    if (l->file)
+        fclose(l->file);
+    fs_free(l->lines);
+    pthread_mutex_destroy(&l->lock);
+    fs_free(l);
+}
+
+static void format_now(char *buf, size_t size)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    time_t t = ts.tv_sec;
+    gmtime_r(&t, &tm);
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
+{
+    char when[40];
+    format_now(when, sizeof when);
+    pthread_mutex_lock(&l->lock);
+    uint64_t seq = ++l->seq;
+    json_t *line = json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:s, s:b, s:i}", "seq",
+                             (json_int_t)seq, "time", when, "method", e->method, "path", e->uri,
+                             "host", e->host ? e->host : "", "port", (int)e->port, "listener",
+                             e->listener == SB_LISTENER_STORAGE ? "storage" : "main", "bearer",
+                             e->bearer, "status", (int)e->status);
+    if (line && e->client_id && *e->client_id)
+        json_object_set_new(line, "client_id", json_string(e->client_id));
+    if (line && e->fault)
+        json_object_set_new(line, "fault", json_string(e->fault));
+    char *text = line ? fs_json_dump(line) : NULL;
+    json_decref(line);
+    if (text) {
+        size_t at = (l->first + l->count) % SB_REQLOG_MAX;
+        if (l->count == SB_REQLOG_MAX) {
+            fs_free(l->lines[l->first]);
+            l->first = (l->first + 1) % SB_REQLOG_MAX;
+            l->count--;
+        }
+        l->lines[at] = text;
+        l->count++;
+        if (l->file) {
+            fputs(text, l->file);
+            fputc('\n', l->file);
+            fflush(l->file);
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+char *sb_reqlog_dump(sb_reqlog *l, size_t *len)
+{
+    fs_buf out;
+    fs_buf_init(&out);
+    bool ok = fs_buf_append(&out, "", 0);
+    pthread_mutex_lock(&l->lock);
+    for (size_t i = 0; ok && i < l->count; i++) {
+        const char *line = l->lines[(l->first + i) % SB_REQLOG_MAX];
+        ok = fs_buf_append_str(&out, line) && fs_buf_append(&out, "\n", 1);
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (!ok) {
+        fs_buf_free(&out);
+        *len = 0;
+        return NULL;
+    }
+    *len = out.len;
+    return fs_buf_steal(&out);
+}
+
+size_t sb_reqlog_clear(sb_reqlog *l)
+{
+    pthread_mutex_lock(&l->lock);
+    size_t n = l->count;
+    for (size_t i = 0; i < l->count; i++) {
+        fs_free(l->lines[(l->first + i) % SB_REQLOG_MAX]);
+        l->lines[(l->first + i) % SB_REQLOG_MAX] = NULL;
+    }
+    l->first = 0;
+    l->count = 0;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
