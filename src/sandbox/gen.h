@@ -73,13 +73,14 @@ unsigned sb_gen_epoch(const sb_gen *gen);
 /* ---- additions: type indices, id scheme, constants and helpers ----------------------------------
  *
  * Ids (all match [A-Za-z0-9\-\.]{1,64}; numbers are decimal without leading zeros):
- *   Organization "org-<slot>"            Practitioner "prac-<slot>"          Patient "pat-<patient>"
- *   Encounter "enc-<patient>-<slot>"     Observation "obs-<p>-<s>"           Condition "cond-<p>-<s>"
- *   MedicationRequest "medrx-<p>-<s>"    AllergyIntolerance "allergy-<p>-<s>"
- *   Immunization "imm-<p>-<s>"           Procedure "proc-<p>-<s>"            DiagnosticReport "dxr-<p>-<s>"
- *   DocumentReference "docref-<p>-<s>"
- *   Group "all" (slot 0: every patient) and "cohort-<k>" (slot k + 1: patients
- *   [k * SB_GEN_COHORT_SIZE, (k + 1) * SB_GEN_COHORT_SIZE) clipped to the patient count).
+ *   Organization       "org-<slot>"           Practitioner       "prac-<slot>"
+ *   Patient            "pat-<patient>"        Encounter          "enc-<patient>-<slot>"
+ *   Observation        "obs-<p>-<s>"          Condition          "cond-<p>-<s>"
+ *   MedicationRequest  "medrx-<p>-<s>"        AllergyIntolerance "allergy-<p>-<s>"
+ *   Immunization       "imm-<p>-<s>"          Procedure          "proc-<p>-<s>"
+ *   DiagnosticReport   "dxr-<p>-<s>"          DocumentReference  "docref-<p>-<s>"
+ *   Group              "all" (slot 0: every patient) and "cohort-<k>" (slot k + 1: the patients
+ *                      [k * SB_GEN_COHORT_SIZE, (k + 1) * SB_GEN_COHORT_SIZE) that exist).
  * Global counts: Organization max(2, patients / 200), Practitioner max(3, patients / 50),
  * Group 1 + ceil(patients / SB_GEN_COHORT_SIZE). Global types ignore `patient`.
  *

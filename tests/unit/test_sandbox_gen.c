@@ -96,9 +96,10 @@ static void test_types(void **state)
 {
     (void)state;
     static const char *const names[] = {
-        "Organization", "Practitioner", "Patient", "Encounter", "Observation", "Condition",
-        "MedicationRequest", "AllergyIntolerance", "Immunization", "Procedure",
-        "DiagnosticReport", "DocumentReference", "Group"};
+        "Organization", "Practitioner", "Patient",           "Encounter",
+        "Observation",  "Condition",    "MedicationRequest", "AllergyIntolerance",
+        "Immunization", "Procedure",    "DiagnosticReport",  "DocumentReference",
+        "Group"};
     assert_int_equal(sb_gen_type_count(), SB_GEN_TYPE_COUNT);
     assert_int_equal(sb_gen_type_count(), sizeof(names) / sizeof(names[0]));
     for (size_t i = 0; i < sb_gen_type_count(); i++) {
@@ -257,9 +258,17 @@ static void test_concurrent_readers(void **state)
 /* Every date-like string under these keys must parse and lie before created_at. */
 static void check_times(const json_t *v, int64_t created_at, int *checked)
 {
-    static const char *const keys[] = {"effectiveDateTime", "onsetDateTime", "abatementDateTime",
-                                       "recordedDate", "authoredOn", "occurrenceDateTime",
-                                       "issued", "start", "end", "date", "creation"};
+    static const char *const keys[] = {"effectiveDateTime",
+                                       "onsetDateTime",
+                                       "abatementDateTime",
+                                       "recordedDate",
+                                       "authoredOn",
+                                       "occurrenceDateTime",
+                                       "issued",
+                                       "start",
+                                       "end",
+                                       "date",
+                                       "creation"};
     if (json_is_array(v)) {
         size_t i;
         json_t *item;
@@ -298,7 +307,7 @@ static void check_shape(const sb_gen *g, size_t t, uint32_t p, uint32_t s, void 
 {
     shape_ctx *sc = ctx;
     sb_resource_meta meta = gen_one(g, t, p, s, &sc->buf);
-    assert_int_equal(strlen(sc->buf.data), sc->buf.len); /* no NUL inside */
+    assert_int_equal(strlen(sc->buf.data), sc->buf.len);  /* no NUL inside */
     assert_null(memchr(sc->buf.data, '\n', sc->buf.len)); /* one line */
     assert_true(sc->buf.data[sc->buf.len - 1] == '}');
     json_t *doc = parse(&sc->buf);
@@ -358,14 +367,13 @@ static void check_shape(const sb_gen *g, size_t t, uint32_t p, uint32_t s, void 
         assert_string_equal(fs_json_str(vq, "system"), "http://unitsofmeasure.org");
         assert_string_equal(fs_json_str(vq, "unit"), fs_json_str(vq, "code"));
         const char *category = fs_json_str(
-            json_array_get(json_object_get(json_array_get(json_object_get(doc, "category"), 0),
-                                           "coding"),
-                           0),
+            json_array_get(
+                json_object_get(json_array_get(json_object_get(doc, "category"), 0), "coding"), 0),
             "code");
         assert_true(fs_streq(category, "vital-signs") || fs_streq(category, "laboratory"));
     } else if (t == SB_GEN_DOCUMENT_REFERENCE) {
-        json_t *att = json_object_get(json_array_get(json_object_get(doc, "content"), 0),
-                                      "attachment");
+        json_t *att =
+            json_object_get(json_array_get(json_object_get(doc, "content"), 0), "attachment");
         assert_string_equal(fs_json_str(att, "contentType"), "text/plain");
         int64_t size;
         assert_true(fs_json_int(att, "size", &size));
@@ -411,7 +419,8 @@ static void test_json_shape(void **state)
     sb_gen_free(g);
 }
 
-/* ---- ids --------------------------------------------------------------------------------------- */
+/* ---- ids ---------------------------------------------------------------------------------------
+ */
 
 static void roundtrip_one(const sb_gen *g, size_t t, uint32_t p, uint32_t s, void *ctx)
 {
@@ -436,8 +445,7 @@ static void test_ids(void **state)
     (void)state;
     sb_gen *g = new_gen(5, 1500);
     visit_all(g, 12, roundtrip_one, NULL);
-    roundtrip_one(g, SB_GEN_OBSERVATION, 1499, sb_gen_slots(g, SB_GEN_OBSERVATION, 1499) - 1,
-                  NULL);
+    roundtrip_one(g, SB_GEN_OBSERVATION, 1499, sb_gen_slots(g, SB_GEN_OBSERVATION, 1499) - 1, NULL);
     roundtrip_one(g, SB_GEN_GROUP, 0, 2, NULL);
 
     uint32_t p, s;
@@ -455,15 +463,29 @@ static void test_ids(void **state)
         size_t type;
         const char *id;
     } foreign[] = {
-        {SB_GEN_GROUP, "cohort-2"},      {SB_GEN_GROUP, "cohort-"},     {SB_GEN_GROUP, "All"},
-        {SB_GEN_GROUP, "cohort-01"},     {SB_GEN_PATIENT, "pat-1500"},  {SB_GEN_PATIENT, "pat-01"},
-        {SB_GEN_PATIENT, "pat-1-0"},     {SB_GEN_PATIENT, "pat-"},      {SB_GEN_PATIENT, ""},
-        {SB_GEN_PATIENT, "pat--1"},      {SB_GEN_PATIENT, "pat-+1"},    {SB_GEN_PATIENT, "pat-1 "},
-        {SB_GEN_OBSERVATION, "obs-1"},   {SB_GEN_OBSERVATION, "obs-1-"}, {SB_GEN_OBSERVATION, "obs-1-2-3"},
-        {SB_GEN_OBSERVATION, "obs-1-99999"}, {SB_GEN_OBSERVATION, "Obs-1-2"},
-        {SB_GEN_OBSERVATION, "obs-4294967296-1"}, {SB_GEN_OBSERVATION, "obs-1-02"},
-        {SB_GEN_ORGANIZATION, "org-7"},  {SB_GEN_ORGANIZATION, "org-0-0"},
-        {SB_GEN_PRACTITIONER, "prac-30"}, {SB_GEN_ENCOUNTER, "0b5fbe0c-7471-488e-9696-2748143c7320"},
+        {SB_GEN_GROUP, "cohort-2"},
+        {SB_GEN_GROUP, "cohort-"},
+        {SB_GEN_GROUP, "All"},
+        {SB_GEN_GROUP, "cohort-01"},
+        {SB_GEN_PATIENT, "pat-1500"},
+        {SB_GEN_PATIENT, "pat-01"},
+        {SB_GEN_PATIENT, "pat-1-0"},
+        {SB_GEN_PATIENT, "pat-"},
+        {SB_GEN_PATIENT, ""},
+        {SB_GEN_PATIENT, "pat--1"},
+        {SB_GEN_PATIENT, "pat-+1"},
+        {SB_GEN_PATIENT, "pat-1 "},
+        {SB_GEN_OBSERVATION, "obs-1"},
+        {SB_GEN_OBSERVATION, "obs-1-"},
+        {SB_GEN_OBSERVATION, "obs-1-2-3"},
+        {SB_GEN_OBSERVATION, "obs-1-99999"},
+        {SB_GEN_OBSERVATION, "Obs-1-2"},
+        {SB_GEN_OBSERVATION, "obs-4294967296-1"},
+        {SB_GEN_OBSERVATION, "obs-1-02"},
+        {SB_GEN_ORGANIZATION, "org-7"},
+        {SB_GEN_ORGANIZATION, "org-0-0"},
+        {SB_GEN_PRACTITIONER, "prac-30"},
+        {SB_GEN_ENCOUNTER, "0b5fbe0c-7471-488e-9696-2748143c7320"},
     };
     for (size_t i = 0; i < sizeof(foreign) / sizeof(foreign[0]); i++) {
         p = s = 77;
@@ -556,8 +578,8 @@ static void check_refs_one(const sb_gen *g, size_t t, uint32_t p, uint32_t s, vo
     if (sb_gen_type_in_patient_compartment(t) && t != SB_GEN_PATIENT) {
         char expected[64];
         snprintf(expected, sizeof(expected), "Patient/pat-%u", p);
-        const char *subject = ref_of(doc, "subject") ? ref_of(doc, "subject")
-                                                     : ref_of(doc, "patient");
+        const char *subject =
+            ref_of(doc, "subject") ? ref_of(doc, "subject") : ref_of(doc, "patient");
         assert_non_null(subject);
         assert_string_equal(subject, expected);
     }
@@ -613,7 +635,7 @@ typedef struct tracked {
     size_t type;
     uint32_t patient;
     uint32_t slot;
-    uint64_t hash;     /* of the JSON at the last look */
+    uint64_t hash; /* of the JSON at the last look */
     uint32_t version;
     bool deleted;
     int64_t deleted_at;
@@ -684,8 +706,8 @@ static void test_mutate(void **state)
             uint64_t h = fnv1a(body.data, body.len);
             json_t *doc = parse(&body);
             int64_t lu;
-            assert_true(fs_parse_instant(fs_json_str(json_object_get(doc, "meta"), "lastUpdated"),
-                                         &lu));
+            assert_true(
+                fs_parse_instant(fs_json_str(json_object_get(doc, "meta"), "lastUpdated"), &lu));
             assert_int_equal(lu, meta.last_updated);
             char version[16];
             snprintf(version, sizeof(version), "%u", meta.version);
@@ -730,8 +752,8 @@ static void test_mutate(void **state)
     assert_int_equal(sb_gen_mutate(g, 0.0, 1.0, t2 + 60), 4);
     for (size_t t = 0; t < SB_GEN_TYPE_COUNT; t++) {
         sb_resource_meta meta;
-        bool keep = t == SB_GEN_PATIENT || t == SB_GEN_ORGANIZATION ||
-                    t == SB_GEN_PRACTITIONER || t == SB_GEN_GROUP;
+        bool keep = t == SB_GEN_PATIENT || t == SB_GEN_ORGANIZATION || t == SB_GEN_PRACTITIONER ||
+                    t == SB_GEN_GROUP;
         for (uint32_t p = 0; p < 300; p += 37) {
             assert_true(sb_gen_meta(g, t, p, 0, &meta) || sb_gen_slots(g, t, p) == 0);
             if (sb_gen_slots(g, t, p) > 0)
@@ -853,6 +875,32 @@ static void test_large_population(void **state)
     fs_buf_free(&b);
     sb_gen_free(g);
 
+    /* the largest population: ten-digit patient numbers in ids and cohort members */
+    sb_gen_config huge_cfg = {.seed = 2, .patients = UINT32_MAX, .created_at = 0};
+    sb_gen *huge = sb_gen_new(&huge_cfg);
+    assert_non_null(huge);
+    uint32_t last_cohort = sb_gen_slots(huge, SB_GEN_GROUP, 0) - 1;
+    fs_buf_init(&b);
+    meta = gen_one(huge, SB_GEN_GROUP, 0, last_cohort, &b);
+    assert_string_equal(meta.id, "cohort-4294967");
+    doc = parse(&b);
+    members = json_object_get(doc, "member");
+    assert_int_equal(json_array_size(members), UINT32_MAX % SB_GEN_COHORT_SIZE);
+    assert_string_equal(
+        fs_json_str(
+            json_object_get(json_array_get(members, json_array_size(members) - 1), "entity"),
+            "reference"),
+        "Patient/pat-4294967294");
+    json_decref(doc);
+    slots = sb_gen_slots(huge, SB_GEN_DIAGNOSTIC_REPORT, UINT32_MAX - 1);
+    meta = gen_one(huge, SB_GEN_DIAGNOSTIC_REPORT, UINT32_MAX - 1, slots - 1, &b);
+    assert_true(sb_gen_parse_id(huge, SB_GEN_DIAGNOSTIC_REPORT, meta.id, &p, &s));
+    assert_int_equal(p, UINT32_MAX - 1);
+    doc = parse(&b);
+    json_decref(doc);
+    fs_buf_free(&b);
+    sb_gen_free(huge);
+
     /* a last cohort that is not full */
     sb_gen *h = new_gen(1, 2500);
     assert_true(sb_gen_group_members(h, 3, &first, &count));
@@ -953,6 +1001,15 @@ static int bench(void)
         return 1;
     printf("sb_gen bench: 100,000 patients, %llu resources, single thread\n",
            (unsigned long long)target);
+    uint64_t total = 0;
+    for (size_t t = 0; t < SB_GEN_TYPE_COUNT; t++) {
+        uint64_t n = sb_gen_count(g, t);
+        total += n;
+        printf("  %-20s %9llu  (%.2f per patient)\n", sb_gen_type_name(t), (unsigned long long)n,
+               (double)n / cfg.patients);
+    }
+    printf("  %-20s %9llu  (%.2f per patient)\n", "total", (unsigned long long)total,
+           (double)total / cfg.patients);
     bench_run(g, "resources (epoch 0)", target, false);
     bench_run(g, "meta only (epoch 0)", target, true);
     for (unsigned e = 1; e <= 10; e++)
