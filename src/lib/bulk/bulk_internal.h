@@ -1,0 +1,213 @@
+/* bulk/bulk_internal.h: the Bulk Data export client's internals, shared between its files and
+ * with the unit tests and fuzz targets:
+ *
+ *   ndjson.c    the streaming NDJSON line checker (a resumable JSON validator: constant memory,
+ *               whatever the line length)
+ *   manifest.c  the completion manifest: parsing, URL resolution, merging pages
+ *   state.c     state.json (the durable record of an export) and small file helpers
+ *   request.c   the kick-off request: query string or Parameters body, and its canonical form
+ *   export.c    the export handle: kick-off, polls, manifest, events, the public API
+ *   download.c  parallel downloads on the multi engine (http/multi.h), checks, quarantine
+ *
+ * Internal: the prefix is fs_bulk_ / fs_ndjson_; nothing here is exported. */
+#ifndef FS_BULK_INTERNAL_H
+#define FS_BULK_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "fhirsync/bulk.h"
+#include "json/json.h"
+
+/* Defaults and caps. */
+#define FS_BULK_DEFAULT_MAX_LINE ((size_t)64 * 1024 * 1024)
+#define FS_BULK_MANIFEST_MAX_BODY ((size_t)32 * 1024 * 1024)
+#define FS_BULK_MAX_MANIFEST_PAGES 1000
+#define FS_BULK_MAX_TYPE_LEN 64
+
+/* ---- the NDJSON line checker (ndjson.c) ----------------------------------------------------- */
+
+#define FS_NDJSON_MAX_DEPTH 1024
+
+typedef enum fs_ndjson_event {
+    FS_NDJSON_MORE = 0,            /* every byte given was consumed; the line goes on */
+    FS_NDJSON_LINE = 1,            /* a line ended (its '\n' is the last byte consumed) */
+    FS_NDJSON_TOO_LONG = 2         /* the line just passed max_line bytes (reported once; the
+                                      line then goes on until its '\n', reported as a LINE) */
+} fs_ndjson_event;
+
+typedef enum fs_ndjson_verdict {
+    FS_NDJSON_OK = 0,              /* one JSON object with the expected resourceType */
+    FS_NDJSON_EMPTY = 1,           /* an empty (or whitespace-only) line: skipped, reported */
+    FS_NDJSON_BAD = 2              /* anything else: `reason` says what */
+} fs_ndjson_verdict;
+
+typedef struct fs_ndjson_checker {
+    /* settings */
+    char expect_type[FS_BULK_MAX_TYPE_LEN + 1]; /* "" accepts any resourceType */
+    uint64_t max_line;
+    /* position */
+    uint64_t line_no;              /* 1-based number of the line being read */
+    uint64_t line_len;             /* bytes of it so far (without the '\n') */
+    uint64_t file_offset;          /* bytes consumed since the start of the file */
+    bool bom;                      /* the file started with a UTF-8 byte order mark */
+    unsigned bom_seen;             /* bytes of a possible BOM matched so far */
+    /* the verdict of the line that just ended (after FS_NDJSON_LINE or fs_ndjson_finish) */
+    uint64_t verdict_line;         /* its number */
+    uint64_t verdict_offset;       /* file offset of its first byte */
+    uint64_t verdict_len;          /* its length without the '\n' */
+    uint64_t line_start;           /* file offset of the current line's first byte */
+    uint64_t at;                   /* offset in the line of the byte being examined */
+    fs_ndjson_verdict verdict;
+    char reason[200];
+    char resource_type[FS_BULK_MAX_TYPE_LEN + 1];
+    /* scanner state (ndjson.c) */
+    uint8_t state, after_str, lit_left, u_left, u8_need, u8_lo, u8_hi;
+    const char *lit;
+    uint32_t u_value, u_high;
+    bool too_long, failed;
+    unsigned depth;
+    uint8_t stack[FS_NDJSON_MAX_DEPTH / 8];
+    /* resourceType capture at depth 1 */
+    uint8_t key_len, rt_len;
+    char key[16];
+    bool key_overflow, in_key, value_is_rt, capturing_rt, rt_seen, rt_bad;
+} fs_ndjson_checker;
+
+/* Start checking a file: `expect_type` (may be NULL or "") is the resourceType every line must
+ * have; max_line 0 means FS_BULK_DEFAULT_MAX_LINE. */
+void fs_ndjson_init(fs_ndjson_checker *ck, const char *expect_type, uint64_t max_line);
+/* Forget the current file (same settings): for a download restarted from scratch. */
+void fs_ndjson_reset(fs_ndjson_checker *ck);
+
+/* Consume bytes of the file, stopping after the first line end (or when the line passes the
+ * cap): *used receives how many bytes were consumed (at least 1 when len > 0). After
+ * FS_NDJSON_LINE the verdict_* fields, reason and resource_type describe the line that ended;
+ * line_no is then already the next line's number. Constant memory. */
+fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t len,
+                               size_t *used);
+
+/* The end of the file: true when an unterminated last line remains, whose verdict is then set
+ * (OK when it is a complete object: a last line without '\n' is accepted; BAD "truncated last
+ * line" otherwise). False when the file ended with a '\n' (or was empty). */
+bool fs_ndjson_finish(fs_ndjson_checker *ck);
+
+/* Whole-buffer helper for tests and the fuzz target: check one line (without its '\n'). */
+fs_ndjson_verdict fs_ndjson_check_line(const char *line, size_t len, const char *expect_type,
+                                       char *reason, size_t reason_size);
+
+/* ---- the manifest (manifest.c) -------------------------------------------------------------- */
+
+typedef struct fs_bulk_entry {
+    fhirsync_export_file_kind kind;
+    char *type;
+    char *url;                     /* absolute (relative URLs resolved against the status URL) */
+    int64_t count;                 /* -1 when absent */
+} fs_bulk_entry;
+
+typedef struct fs_bulk_manifest {
+    char *transaction_time;
+    char *request;
+    bool requires_token;
+    bool requires_token_missing;   /* the manifest had no requiresAccessToken: assumed true */
+    fs_bulk_entry *entries;
+    size_t count;
+    size_t cap;
+    char *next;                    /* link[relation=next].url (absolute), NULL on the last page */
+    json_t *merged;                /* the whole manifest, pages merged (output/deleted/error
+                                      arrays appended, link removed): saved as manifest.json */
+} fs_bulk_manifest;
+
+void fs_bulk_manifest_init(fs_bulk_manifest *m);
+void fs_bulk_manifest_clear(fs_bulk_manifest *m);
+
+/* Parse one manifest page and append its entries to `m` (first page: m empty; later pages:
+ * entries appended, transactionTime must agree). `base_url` resolves relative URLs (the status
+ * URL or the page's URL). FHIRSYNC_E_PROTOCOL with a message naming what is missing or wrong
+ * (not JSON, an HTML page, no transactionTime, output not an array, an entry without type or
+ * url, a type that is not a resource type name, a negative count, a URL that is not http(s));
+ * FHIRSYNC_E_NOMEM. On failure m keeps the entries of earlier pages. */
+fhirsync_code fs_bulk_manifest_parse(fs_bulk_manifest *m, const char *body, size_t len,
+                                     const char *base_url, fhirsync_error *err);
+
+/* Whether a text is a FHIR resource type name: [A-Z][A-Za-z0-9]{0,63}. */
+bool fs_bulk_type_name_ok(const char *type);
+
+/* ---- state.json and files (state.c) --------------------------------------------------------- */
+
+/* Write `len` bytes to dir/name atomically: dir/.name.tmp (0600), fsync, rename, fsync dir. */
+fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data,
+                                   size_t len, fhirsync_error *err);
+/* fsync a directory. */
+bool fs_bulk_fsync_dir(const char *dir);
+/* mkdir -p with mode 0700 (existing folders are kept as they are). */
+fhirsync_code fs_bulk_mkdirs(const char *path, fhirsync_error *err);
+/* Read a whole small file (capped at `max` bytes) into *out (caller frees, NUL-terminated). */
+fhirsync_code fs_bulk_read_file(const char *path, size_t max, char **out, size_t *len,
+                                fhirsync_error *err);
+
+/* One finished file as state.json records it. */
+typedef struct fs_bulk_done {
+    char *name;
+    int64_t count, quarantined;
+    uint64_t bytes;
+} fs_bulk_done;
+
+/* What state.json holds. */
+typedef struct fs_bulk_state {
+    int version;
+    char *base_url;
+    json_t *request;               /* the canonical request (request.c), owned */
+    char *status_url;              /* NULL before the kick-off */
+    char *kickoff_time;
+    char *transaction_time;        /* NULL before the manifest */
+    bool manifest_saved;
+    bool job_deleted;
+    bool complete;                 /* every file done (DONE reported) */
+    fs_bulk_done *done;
+    size_t done_count, done_cap;
+} fs_bulk_state;
+
+void fs_bulk_state_init(fs_bulk_state *st);
+void fs_bulk_state_clear(fs_bulk_state *st);
+/* Serialise (caller frees) / parse. Parsing is strict: a damaged file is FHIRSYNC_E_JSON naming
+ * the member. */
+char *fs_bulk_state_dump(const fs_bulk_state *st);
+fhirsync_code fs_bulk_state_parse(const char *text, size_t len, fs_bulk_state *st,
+                                  fhirsync_error *err);
+/* Save atomically as dir/state.json. */
+fhirsync_code fs_bulk_state_save(const fs_bulk_state *st, const char *dir, fhirsync_error *err);
+/* Load dir/state.json: FHIRSYNC_E_NOT_FOUND when there is none. */
+fhirsync_code fs_bulk_state_load(const char *dir, fs_bulk_state *st, fhirsync_error *err);
+/* Record a finished file (copied); false on out of memory. A name already there is updated. */
+bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
+                            int64_t quarantined, uint64_t bytes);
+const fs_bulk_done *fs_bulk_state_find_done(const fs_bulk_state *st, const char *name);
+
+/* ---- the kick-off request (request.c) ------------------------------------------------------- */
+
+/* The canonical request as recorded in state.json (and compared on resume): {"level", "group",
+ * "method", "params": [[name, value]...] in a fixed order, "lenient"}. New reference, or NULL
+ * with err filled (FHIRSYNC_E_ARG: bad options). */
+json_t *fs_bulk_request_build(const fhirsync_export_options *opts, const fhirsync_endpoint *ep,
+                              fhirsync_error *err);
+/* The kick-off target relative to the base ("$export", "Patient/$export",
+ * "Group/ID/$export") plus "?query" for GET; the caller's. */
+char *fs_bulk_request_target(const json_t *request);
+/* The POST body: a Parameters resource (caller frees). */
+char *fs_bulk_request_parameters(const json_t *request);
+/* Whether the request uses POST / asks for lenient handling. */
+bool fs_bulk_request_post(const json_t *request);
+bool fs_bulk_request_lenient(const json_t *request);
+
+/* ---- Retry-After for status polls (export.c) ------------------------------------------------ */
+
+/* The wait before status poll number `attempt` (0-based) in ms: the Retry-After header (seconds
+ * or HTTP-date against `now`) when present and valid, capped by cap_s; otherwise exponential
+ * backoff from 1 s (with jitter), capped. */
+int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
+                              int64_t cap_s);
+
+#endif
