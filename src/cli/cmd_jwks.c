@@ -15,20 +15,21 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: fhirsync jwks --key FILE [--key FILE ...] [--alg ALG ...] [--out FILE]\n"
-            "\n"
-            "Print the public JWK Set of one or more private keys, for registration by value or\n"
-            "for hosting at the registered JWKS URL. Nothing private is ever printed.\n"
-            "\n"
-            "  --key FILE   a private key (PEM or JWK, mode 0600); repeat to publish several keys,\n"
-            "               e.g. the old and the new key while rotating\n"
-            "  --alg ALG    the \"alg\" to announce: RS384, ES384, RS256, RS512, ES256 or PS384.\n"
-            "               Once for every key, or once per --key in the same order.\n"
-            "               Default: RS384 for RSA keys, ES384 / ES256 for EC keys\n"
-            "  --out FILE   write the JWK Set to FILE (replaced atomically, mode 0644) instead\n"
-            "               of standard output\n"
-            "  -h, --help   this help\n");
+    fprintf(
+        out,
+        "usage: fhirsync jwks --key FILE [--key FILE ...] [--alg ALG ...] [--out FILE]\n"
+        "\n"
+        "Print the public JWK Set of one or more private keys, for registration by value or\n"
+        "for hosting at the registered JWKS URL. Nothing private is ever printed.\n"
+        "\n"
+        "  --key FILE   a private key (PEM or JWK, mode 0600); repeat to publish several keys,\n"
+        "               e.g. the old and the new key while rotating\n"
+        "  --alg ALG    the \"alg\" to announce: RS384, ES384, RS256, RS512, ES256 or PS384.\n"
+        "               Once for every key, or once per --key in the same order.\n"
+        "               Default: RS384 for RSA keys, ES384 / ES256 for EC keys\n"
+        "  --out FILE   write the JWK Set to FILE (replaced atomically, mode 0644) instead\n"
+        "               of standard output\n"
+        "  -h, --help   this help\n");
 }
 
 /* Print "WHAT PATH: reason" as a local file error; returns the exit code for it. */
@@ -83,10 +84,11 @@ static int write_atomically(const char *path, const char *text)
 
 int cmd_jwks(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"key", required_argument, NULL, 'k'}, {"alg", required_argument, NULL, 'a'},
-        {"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"key", required_argument, NULL, 'k'},
+                                            {"alg", required_argument, NULL, 'a'},
+                                            {"out", required_argument, NULL, 'o'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
     const char *key_files[MAX_KEYS];
     fhirsync_alg algs[MAX_KEYS];
     size_t key_count = 0, alg_count = 0;
@@ -105,19 +107,15 @@ int cmd_jwks(int argc, char **argv)
             if (alg_count == MAX_KEYS)
                 return cli_usage_error("jwks", "at most %d algorithms", MAX_KEYS);
             if ((algs[alg_count++] = fhirsync_alg_from_name(optarg)) == FHIRSYNC_ALG_NONE)
-                return cli_usage_error("jwks", "unknown algorithm '%s' (choose RS384, ES384, "
-                                       "RS256, RS512, ES256 or PS384)", optarg);
+                return cli_usage_error("jwks",
+                                       "unknown algorithm '%s' (choose RS384, ES384, "
+                                       "RS256, RS512, ES256 or PS384)",
+                                       optarg);
             break;
-        case 'o':
-            out_path = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case ':':
-            return cli_usage_error("jwks", "option '%s' needs a value", argv[optind - 1]);
-        default:
-            return cli_usage_error("jwks", "unknown option '%s'", argv[optind - 1]);
+        case 'o': out_path = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage_error("jwks", "option '%s' needs a value", argv[optind - 1]);
+        default: return cli_usage_error("jwks", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -126,8 +124,10 @@ int cmd_jwks(int argc, char **argv)
     if (key_count == 0)
         return cli_usage_error("jwks", "give at least one --key FILE");
     if (alg_count > 1 && alg_count != key_count)
-        return cli_usage_error("jwks", "%zu --alg for %zu --key: give one --alg for all keys, "
-                               "or one per key", alg_count, key_count);
+        return cli_usage_error("jwks",
+                               "%zu --alg for %zu --key: give one --alg for all keys, "
+                               "or one per key",
+                               alg_count, key_count);
     for (size_t i = 1; alg_count == 1 && i < key_count; i++)
         algs[i] = algs[0];
 

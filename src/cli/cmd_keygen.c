@@ -100,9 +100,9 @@ static int write_public_file(const char *path, const char *text)
 int cmd_keygen(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"alg", required_argument, NULL, 'a'},  {"bits", required_argument, NULL, 'b'},
-        {"out", required_argument, NULL, 'o'},  {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
+        {"alg", required_argument, NULL, 'a'}, {"bits", required_argument, NULL, 'b'},
+        {"out", required_argument, NULL, 'o'}, {"name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
     fhirsync_alg alg = FHIRSYNC_ALG_RS384;
     const char *out_dir = NULL, *name = NULL;
     int bits = 0;
@@ -114,8 +114,10 @@ int cmd_keygen(int argc, char **argv)
         case 'a':
             alg = fhirsync_alg_from_name(optarg);
             if (alg == FHIRSYNC_ALG_NONE)
-                return cli_usage_error("keygen", "unknown algorithm '%s' (choose RS384, ES384, "
-                                       "RS256, RS512, ES256 or PS384)", optarg);
+                return cli_usage_error("keygen",
+                                       "unknown algorithm '%s' (choose RS384, ES384, "
+                                       "RS256, RS512, ES256 or PS384)",
+                                       optarg);
             break;
         case 'b':
             bits = atoi(optarg);
@@ -123,19 +125,11 @@ int cmd_keygen(int argc, char **argv)
                 return cli_usage_error("keygen", "--bits must be 2048, 3072 or 4096, not '%s'",
                                        optarg);
             break;
-        case 'o':
-            out_dir = optarg;
-            break;
-        case 'n':
-            name = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case ':':
-            return cli_usage_error("keygen", "option '%s' needs a value", argv[optind - 1]);
-        default:
-            return cli_usage_error("keygen", "unknown option '%s'", argv[optind - 1]);
+        case 'o': out_dir = optarg; break;
+        case 'n': name = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case ':': return cli_usage_error("keygen", "option '%s' needs a value", argv[optind - 1]);
+        default: return cli_usage_error("keygen", "unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -144,8 +138,10 @@ int cmd_keygen(int argc, char **argv)
         return cli_usage_error("keygen", "--out DIR is required (where to write the key files)");
     bool rsa = alg != FHIRSYNC_ALG_ES384 && alg != FHIRSYNC_ALG_ES256;
     if (bits && !rsa)
-        return cli_usage_error("keygen", "--bits applies to RSA algorithms only; %s uses a "
-                               "fixed curve", fhirsync_alg_name(alg));
+        return cli_usage_error("keygen",
+                               "--bits applies to RSA algorithms only; %s uses a "
+                               "fixed curve",
+                               fhirsync_alg_name(alg));
     if (name && (!*name || strchr(name, '/') || name[0] == '.'))
         return cli_usage_error("keygen", "--name must be a plain file name, not '%s'", name);
 
@@ -157,7 +153,8 @@ int cmd_keygen(int argc, char **argv)
     if (access(jwks_path, F_OK) == 0)
         return io_error("%s already exists: fhirsync never overwrites it. Choose another --out "
                         "directory, or publish several keys with 'fhirsync jwks --key OLD --key "
-                        "NEW'", jwks_path);
+                        "NEW'",
+                        jwks_path);
 
     fhirsync_error err = {0};
     fhirsync_key *key = NULL;
@@ -171,8 +168,8 @@ int cmd_keygen(int argc, char **argv)
         if (*c >= 'A' && *c <= 'Z')
             *c = (char)(*c - 'A' + 'a');
     snprintf(default_name, sizeof default_name, "fhirsync-%s-%.8s", alg_lower, kid);
-    if (snprintf(key_path, sizeof key_path, "%s/%s.key.pem", out_dir, name ? name : default_name)
-        >= (int)sizeof key_path) {
+    if (snprintf(key_path, sizeof key_path, "%s/%s.key.pem", out_dir, name ? name : default_name) >=
+        (int)sizeof key_path) {
         fhirsync_key_free(key);
         return io_error("path too long: %s", out_dir);
     }

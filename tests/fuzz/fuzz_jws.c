@@ -21,8 +21,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    static const fhirsync_alg algs[] = {FHIRSYNC_ALG_RS256, FHIRSYNC_ALG_ES256,
-                                        FHIRSYNC_ALG_ES384};
+    static const fhirsync_alg algs[] = {FHIRSYNC_ALG_RS256, FHIRSYNC_ALG_ES256, FHIRSYNC_ALG_ES384};
     if (fhirsync_global_init() != FHIRSYNC_OK)
         __builtin_trap();
     for (size_t i = 0; i < 3; i++)

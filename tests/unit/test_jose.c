@@ -35,17 +35,17 @@
 
 #include "jose/jose.h"
 
-#define assert_contains(haystack, needle)                                                      \
-    do {                                                                                       \
-        const char *hay_ = (haystack);                                                         \
-        if (!hay_ || !strstr(hay_, (needle)))                                                  \
-            fail_msg("\"%s\" does not contain \"%s\"", hay_ ? hay_ : "(null)", (needle));      \
+#define assert_contains(haystack, needle)                                                          \
+    do {                                                                                           \
+        const char *hay_ = (haystack);                                                             \
+        if (!hay_ || !strstr(hay_, (needle)))                                                      \
+            fail_msg("\"%s\" does not contain \"%s\"", hay_ ? hay_ : "(null)", (needle));          \
     } while (0)
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
 
 static char tmpdir[PATH_MAX / 2];
-static fhirsync_key *rsa_key;   /* RSA 2048 */
+static fhirsync_key *rsa_key; /* RSA 2048 */
 static fhirsync_key *p256_key;
 static fhirsync_key *p384_key;
 
@@ -168,8 +168,7 @@ static void body_snippet(const char *pem, char *out, size_t size)
 
 /* Check that loading fails with `code`, a one-line message containing `needle`, and no piece of
  * the key. */
-static void expect_load_error(const char *data, size_t len, fhirsync_code code,
-                              const char *needle)
+static void expect_load_error(const char *data, size_t len, fhirsync_code code, const char *needle)
 {
     fhirsync_key *key = (fhirsync_key *)1;
     fhirsync_error err = {0};
@@ -235,9 +234,9 @@ static json_t *private_jwk(const fhirsync_key *key)
     json_t *jwk = json_object();
     if (fhirsync_key_type_of(key) == FHIRSYNC_KEY_RSA) {
         static const char *const members[][2] = {
-            {"n", OSSL_PKEY_PARAM_RSA_N}, {"e", OSSL_PKEY_PARAM_RSA_E},
-            {"d", OSSL_PKEY_PARAM_RSA_D}, {"p", OSSL_PKEY_PARAM_RSA_FACTOR1},
-            {"q", OSSL_PKEY_PARAM_RSA_FACTOR2}, {"dp", OSSL_PKEY_PARAM_RSA_EXPONENT1},
+            {"n", OSSL_PKEY_PARAM_RSA_N},          {"e", OSSL_PKEY_PARAM_RSA_E},
+            {"d", OSSL_PKEY_PARAM_RSA_D},          {"p", OSSL_PKEY_PARAM_RSA_FACTOR1},
+            {"q", OSSL_PKEY_PARAM_RSA_FACTOR2},    {"dp", OSSL_PKEY_PARAM_RSA_EXPONENT1},
             {"dq", OSSL_PKEY_PARAM_RSA_EXPONENT2}, {"qi", OSSL_PKEY_PARAM_RSA_COEFFICIENT1}};
         json_object_set_new(jwk, "kty", json_string("RSA"));
         for (size_t i = 0; i < sizeof members / sizeof *members; i++) {
@@ -297,10 +296,9 @@ static void test_b64url_vectors(void **state)
 {
     (void)state;
     /* RFC 4648 section 10, which has no padding-free or URL-alphabet vectors of its own */
-    static const char *const vectors[][2] = {{"", ""},          {"f", "Zg"},
-                                             {"fo", "Zm8"},     {"foo", "Zm9v"},
-                                             {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"},
-                                             {"foobar", "Zm9vYmFy"}};
+    static const char *const vectors[][2] = {
+        {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},         {"foo", "Zm9v"},
+        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
         char *enc = fs_b64url_encode((const unsigned char *)vectors[i][0], strlen(vectors[i][0]));
         assert_string_equal(enc, vectors[i][1]);
@@ -329,15 +327,15 @@ static void test_b64url_strict(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "Zg==",     /* padding */
-        "Zm9v\n",   /* whitespace */
-        "Zm 9v",    /* space */
-        "Zm+v",     /* standard alphabet */
-        "Zm/v",     /* standard alphabet */
-        "Z",        /* impossible length */
-        "Zh",       /* non-zero trailing bits: not the canonical encoding */
-        "Zm9=",     /* padding in the middle of a quantum */
-        "Zm\0v",    /* NUL */
+        "Zg==",   /* padding */
+        "Zm9v\n", /* whitespace */
+        "Zm 9v",  /* space */
+        "Zm+v",   /* standard alphabet */
+        "Zm/v",   /* standard alphabet */
+        "Z",      /* impossible length */
+        "Zh",     /* non-zero trailing bits: not the canonical encoding */
+        "Zm9=",   /* padding in the middle of a quantum */
+        "Zm\0v",  /* NUL */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         unsigned char *dec = (unsigned char *)1;
@@ -522,12 +520,12 @@ static void test_jwks_ec(void **state)
         /* coordinates always full length, even with leading zero octets */
         unsigned char *bytes = NULL;
         size_t len = 0;
-        assert_true(fs_b64url_decode(fs_json_str(jwk, "x"), strlen(fs_json_str(jwk, "x")),
-                                     &bytes, &len));
+        assert_true(
+            fs_b64url_decode(fs_json_str(jwk, "x"), strlen(fs_json_str(jwk, "x")), &bytes, &len));
         assert_int_equal(len, size);
         fs_free(bytes);
-        assert_true(fs_b64url_decode(fs_json_str(jwk, "y"), strlen(fs_json_str(jwk, "y")),
-                                     &bytes, &len));
+        assert_true(
+            fs_b64url_decode(fs_json_str(jwk, "y"), strlen(fs_json_str(jwk, "y")), &bytes, &len));
         assert_int_equal(len, size);
         fs_free(bytes);
     }
@@ -583,8 +581,8 @@ static void test_sign_verify_all_algs(void **state)
         const char *payload = strchr(jws, '.') + 1;
         unsigned char *bytes = NULL;
         size_t len = 0;
-        assert_true(fs_b64url_decode(payload, (size_t)(strchr(payload, '.') - payload), &bytes,
-                                     &len));
+        assert_true(
+            fs_b64url_decode(payload, (size_t)(strchr(payload, '.') - payload), &bytes, &len));
         assert_int_equal(len, strlen(claims));
         assert_memory_equal(bytes, claims, len);
         fs_free(bytes);
@@ -635,33 +633,31 @@ static void test_sign_rejects_wrong_alg(void **state)
     (void)state;
     char *jws = (char *)1;
     fhirsync_error err = {0};
-    assert_int_equal(fhirsync_jws_sign(p384_key, FHIRSYNC_ALG_RS384, NULL, NULL, claims, &jws,
-                                       &err),
-                     FHIRSYNC_E_KEY);
+    assert_int_equal(
+        fhirsync_jws_sign(p384_key, FHIRSYNC_ALG_RS384, NULL, NULL, claims, &jws, &err),
+        FHIRSYNC_E_KEY);
     assert_null(jws);
     assert_string_equal(err.message, "key is EC P-384 but algorithm RS384 needs an RSA key");
-    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_ES384, NULL, NULL, claims, &jws,
-                                       &err),
+    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_ES384, NULL, NULL, claims, &jws, &err),
                      FHIRSYNC_E_KEY);
     assert_string_equal(err.message, "key is RSA 2048-bit but algorithm ES384 needs an EC P-384 "
                                      "key");
-    assert_int_equal(fhirsync_jws_sign(p256_key, FHIRSYNC_ALG_ES384, NULL, NULL, claims, &jws,
-                                       &err),
-                     FHIRSYNC_E_KEY);
+    assert_int_equal(
+        fhirsync_jws_sign(p256_key, FHIRSYNC_ALG_ES384, NULL, NULL, claims, &jws, &err),
+        FHIRSYNC_E_KEY);
     assert_contains(err.message, "key is EC P-256");
-    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_NONE, NULL, NULL, claims, &jws,
-                                       &err),
+    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_NONE, NULL, NULL, claims, &jws, &err),
                      FHIRSYNC_E_ARG);
-    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_RS384, NULL, NULL, "[1,2]", &jws,
-                                       &err),
-                     FHIRSYNC_E_JSON);
-    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_RS384, NULL, NULL, "{\"a\":", &jws,
-                                       &err),
-                     FHIRSYNC_E_JSON);
+    assert_int_equal(
+        fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_RS384, NULL, NULL, "[1,2]", &jws, &err),
+        FHIRSYNC_E_JSON);
+    assert_int_equal(
+        fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_RS384, NULL, NULL, "{\"a\":", &jws, &err),
+        FHIRSYNC_E_JSON);
     assert_null(jws);
-    assert_int_equal(fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_RS384, "\xff\xfe", NULL, claims,
-                                       &jws, &err),
-                     FHIRSYNC_E_ARG);
+    assert_int_equal(
+        fhirsync_jws_sign(rsa_key, FHIRSYNC_ALG_RS384, "\xff\xfe", NULL, claims, &jws, &err),
+        FHIRSYNC_E_ARG);
 }
 
 /* Replace segment `index` (0..2) of a compact JWS; returns a new string (free). */
@@ -695,8 +691,8 @@ static char *b64_of(const char *text)
 static void test_verify_rejects_tampering(void **state)
 {
     (void)state;
-    static const fhirsync_alg algs[] = {FHIRSYNC_ALG_RS384, FHIRSYNC_ALG_ES384,
-                                        FHIRSYNC_ALG_PS384, FHIRSYNC_ALG_ES256};
+    static const fhirsync_alg algs[] = {FHIRSYNC_ALG_RS384, FHIRSYNC_ALG_ES384, FHIRSYNC_ALG_PS384,
+                                        FHIRSYNC_ALG_ES256};
     for (size_t i = 0; i < 4; i++) {
         fhirsync_key *key = key_for(algs[i]);
         EVP_PKEY *pub = public_via_jwk(key);
@@ -929,8 +925,8 @@ static void test_load_pkcs1_sec1(void **state)
         assert_string_equal(pem_label(pem), "EC PRIVATE KEY");
         check_same_key(load_ok(pem, strlen(pem)), ec[i]);
         /* `openssl ecparam -genkey` puts an EC PARAMETERS block first */
-        char *params = encode_pem(fs_key_evp(ec[i]), EVP_PKEY_KEY_PARAMETERS, "type-specific",
-                                  NULL);
+        char *params =
+            encode_pem(fs_key_evp(ec[i]), EVP_PKEY_KEY_PARAMETERS, "type-specific", NULL);
         assert_string_equal(pem_label(params), "EC PARAMETERS");
         size_t len = strlen(params) + strlen(pem);
         char *both = malloc(len + 1);
@@ -1100,8 +1096,7 @@ static void test_load_bad_pem(void **state)
     expect_load_error(cert, strlen(cert), FHIRSYNC_E_KEY, "certificate");
     free(cert);
     /* encrypted: PKCS#8 and traditional (Proc-Type) */
-    char *enc = encode_pem(fs_key_evp(rsa_key), EVP_PKEY_KEYPAIR, "PrivateKeyInfo",
-                           "AES-256-CBC");
+    char *enc = encode_pem(fs_key_evp(rsa_key), EVP_PKEY_KEYPAIR, "PrivateKeyInfo", "AES-256-CBC");
     assert_string_equal(pem_label(enc), "ENCRYPTED PRIVATE KEY");
     expect_load_error(enc, strlen(enc), FHIRSYNC_E_KEY, "encrypted");
     expect_load_error(enc, strlen(enc), FHIRSYNC_E_KEY, "openssl pkey");
@@ -1154,9 +1149,10 @@ static void test_load_file_checks(void **state)
         assert_int_equal(fhirsync_key_load_file(path, &key, &err), FHIRSYNC_E_KEY_PERMS);
         assert_null(key);
         char expected[PATH_MAX + 64];
-        snprintf(expected, sizeof expected, "key file %s is %s by group or others (mode %04o): "
-                 "run chmod 600 %s", path, open_modes[i].word, (unsigned)open_modes[i].mode,
-                 path);
+        snprintf(expected, sizeof expected,
+                 "key file %s is %s by group or others (mode %04o): "
+                 "run chmod 600 %s",
+                 path, open_modes[i].word, (unsigned)open_modes[i].mode, path);
         assert_string_equal(err.message, expected);
     }
     /* the same file at 0600 and 0400 loads */
@@ -1256,15 +1252,9 @@ static void test_allocation_failures(void **state)
                 rc = fhirsync_jws_sign(p384_key, FHIRSYNC_ALG_ES384, NULL, "https://x", claims,
                                        &out, &err);
                 break;
-            case 1:
-                rc = fhirsync_jwks_build(keys, NULL, 2, &out, &err);
-                break;
-            case 2:
-                rc = fhirsync_key_load_mem(jwk_text, strlen(jwk_text), &key, &err);
-                break;
-            case 3:
-                rc = fhirsync_key_load_mem(pem, strlen(pem), &key, &err);
-                break;
+            case 1: rc = fhirsync_jwks_build(keys, NULL, 2, &out, &err); break;
+            case 2: rc = fhirsync_key_load_mem(jwk_text, strlen(jwk_text), &key, &err); break;
+            case 3: rc = fhirsync_key_load_mem(pem, strlen(pem), &key, &err); break;
             case 4:
                 rc = fs_jws_decode(jws_text, 16384, &decoded, &err);
                 if (rc == FHIRSYNC_OK)
@@ -1354,9 +1344,11 @@ static int tool_verify(int argc, char **argv)
     }
     json_t *list = json_object_get(jwks, "keys"), *jwk = NULL, *candidate;
     size_t i;
-    json_array_foreach(list, i, candidate)
+    for (i = 0; i < json_array_size(list); i++) {
+        candidate = json_array_get(list, i);
         if (!jws.kid || fs_streq(fs_json_str(candidate, "kid"), jws.kid))
             jwk = candidate;
+    }
     if (!jwk) {
         fprintf(stderr, "test_jose --verify: no key with kid %s in %s\n",
                 jws.kid ? jws.kid : "(none)", argv[2]);

@@ -132,8 +132,10 @@ fhirsync_code fs_jose_err_mismatch(fhirsync_error *err, fhirsync_code code, EVP_
     fs_jose_pkey_describe(pkey, have, sizeof have);
     const fs_jose_alg_info *info = fs_jose_alg(alg);
     if (!info)
-        return fs_err(err, code, "algorithm %d is not one fhirsync supports "
-                      "(RS384 ES384 RS256 RS512 ES256 PS384)", (int)alg);
+        return fs_err(err, code,
+                      "algorithm %d is not one fhirsync supports "
+                      "(RS384 ES384 RS256 RS512 ES256 PS384)",
+                      (int)alg);
     if (info->kty == FHIRSYNC_KEY_RSA)
         return fs_err(err, code, "key is %s but algorithm %s needs an RSA key", have, info->name);
     return fs_err(err, code, "key is %s but algorithm %s needs an EC P-%d key", have, info->name,
@@ -143,8 +145,10 @@ fhirsync_code fs_jose_err_mismatch(fhirsync_error *err, fhirsync_code code, EVP_
 fhirsync_code fs_jose_check_rsa_bits(int bits, fhirsync_code code, fhirsync_error *err)
 {
     if (bits < FS_RSA_MIN_BITS)
-        return fs_err(err, code, "RSA key has %d bits; fhirsync needs at least %d "
-                      "(generate a new one with 'fhirsync keygen')", bits, FS_RSA_MIN_BITS);
+        return fs_err(err, code,
+                      "RSA key has %d bits; fhirsync needs at least %d "
+                      "(generate a new one with 'fhirsync keygen')",
+                      bits, FS_RSA_MIN_BITS);
     if (bits > FS_RSA_MAX_BITS)
         return fs_err(err, code, "RSA key has %d bits; fhirsync accepts at most %d", bits,
                       FS_RSA_MAX_BITS);

@@ -20,12 +20,12 @@
 
 typedef struct fs_jose_alg_info {
     fhirsync_alg alg;
-    const char *name;        /* JWA name, "RS384" */
-    const char *digest;      /* OpenSSL digest name, "SHA384" */
-    size_t digest_len;       /* bytes of the digest (also the PSS salt length) */
-    fhirsync_key_type kty;   /* the key type the algorithm needs */
-    int ec_bits;             /* for ES*: the curve's field size (256, 384); 0 for RSA */
-    bool pss;                /* RSASSA-PSS rather than PKCS#1 v1.5 */
+    const char *name;      /* JWA name, "RS384" */
+    const char *digest;    /* OpenSSL digest name, "SHA384" */
+    size_t digest_len;     /* bytes of the digest (also the PSS salt length) */
+    fhirsync_key_type kty; /* the key type the algorithm needs */
+    int ec_bits;           /* for ES*: the curve's field size (256, 384); 0 for RSA */
+    bool pss;              /* RSASSA-PSS rather than PKCS#1 v1.5 */
 } fs_jose_alg_info;
 
 /* The algorithm's row, NULL for NONE or an unknown value. */

@@ -12,10 +12,10 @@
 
 /* The public members of a key, base64url-encoded as JWA wants them. */
 typedef struct public_parts {
-    int kind;            /* FHIRSYNC_KEY_RSA or FHIRSYNC_KEY_EC */
-    char *n, *e;         /* RSA: big-endian, no leading zero octets (RFC 7518 section 6.3.1) */
-    const char *crv;     /* EC: "P-256" / "P-384" */
-    char *x, *y;         /* EC: padded to the field size (RFC 7518 section 6.2.1.2) */
+    int kind;        /* FHIRSYNC_KEY_RSA or FHIRSYNC_KEY_EC */
+    char *n, *e;     /* RSA: big-endian, no leading zero octets (RFC 7518 section 6.3.1) */
+    const char *crv; /* EC: "P-256" / "P-384" */
+    char *x, *y;     /* EC: padded to the field size (RFC 7518 section 6.2.1.2) */
 } public_parts;
 
 static void public_parts_clear(public_parts *parts)
@@ -55,8 +55,10 @@ static fhirsync_code public_parts_get(EVP_PKEY *pkey, public_parts *parts, fhirs
     } else {
         char what[96];
         fs_jose_pkey_describe(pkey, what, sizeof what);
-        return fs_err(err, FHIRSYNC_E_KEY, "key is %s; a JWK can be made of RSA and EC P-256 / "
-                      "P-384 keys only", what);
+        return fs_err(err, FHIRSYNC_E_KEY,
+                      "key is %s; a JWK can be made of RSA and EC P-256 / "
+                      "P-384 keys only",
+                      what);
     }
     if (!ok) {
         public_parts_clear(parts);
@@ -77,12 +79,12 @@ char *fs_jwk_thumbprint(EVP_PKEY *pkey, fhirsync_error *err)
         goto out;
     /* RFC 7638 section 3: the required members only, in lexicographic order, no whitespace.
      * base64url values need no JSON escaping. */
-    bool ok = parts.kind == FHIRSYNC_KEY_RSA
-                  ? fs_buf_printf(&canonical, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}",
-                                  parts.e, parts.n)
-                  : fs_buf_printf(&canonical,
-                                  "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
-                                  parts.crv, parts.x, parts.y);
+    bool ok =
+        parts.kind == FHIRSYNC_KEY_RSA
+            ? fs_buf_printf(&canonical, "{\"e\":\"%s\",\"kty\":\"RSA\",\"n\":\"%s\"}", parts.e,
+                            parts.n)
+            : fs_buf_printf(&canonical, "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
+                            parts.crv, parts.x, parts.y);
     unsigned char digest[SHA256_DIGEST_LENGTH];
     unsigned int digest_len = 0;
     if (!ok) {
@@ -120,13 +122,12 @@ json_t *fs_jwk_public(EVP_PKEY *pkey, const char *kid, fhirsync_alg alg, fhirsyn
         goto out;
     const char *alg_name = fhirsync_alg_name(alg);
     if (parts.kind == FHIRSYNC_KEY_RSA)
-        jwk = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:s, s:s}", "kty", "RSA", "kid", kid,
-                        "alg", alg_name, "use", "sig", "key_ops", "verify", "n", parts.n, "e",
-                        parts.e);
+        jwk = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:s, s:s}", "kty", "RSA", "kid", kid, "alg",
+                        alg_name, "use", "sig", "key_ops", "verify", "n", parts.n, "e", parts.e);
     else
         jwk = json_pack("{s:s, s:s, s:s, s:s, s:[s], s:s, s:s, s:s}", "kty", "EC", "kid", kid,
-                        "alg", alg_name, "use", "sig", "key_ops", "verify", "crv", parts.crv,
-                        "x", parts.x, "y", parts.y);
+                        "alg", alg_name, "use", "sig", "key_ops", "verify", "crv", parts.crv, "x",
+                        parts.x, "y", parts.y);
     if (!jwk)
         fs_err(err, FHIRSYNC_E_NOMEM, "out of memory building a JWK");
 out:

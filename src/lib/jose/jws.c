@@ -226,8 +226,7 @@ void fs_jws_clear(fs_jws *jws)
 }
 
 /* Decode one base64url segment holding a JSON object. */
-static json_t *decode_json_part(const char *text, size_t len, const char *what,
-                                fhirsync_error *err)
+static json_t *decode_json_part(const char *text, size_t len, const char *what, fhirsync_error *err)
 {
     unsigned char *bytes = NULL;
     size_t n = 0;
@@ -244,8 +243,7 @@ static json_t *decode_json_part(const char *text, size_t len, const char *what,
     return value;
 }
 
-fhirsync_code fs_jws_decode(const char *compact, size_t max_len, fs_jws *out,
-                            fhirsync_error *err)
+fhirsync_code fs_jws_decode(const char *compact, size_t max_len, fs_jws *out, fhirsync_error *err)
 {
     if (!out)
         return fs_err(err, FHIRSYNC_E_ARG, "fs_jws_decode: out is NULL");
@@ -258,7 +256,8 @@ fhirsync_code fs_jws_decode(const char *compact, size_t max_len, fs_jws *out,
     const char *dot1 = memchr(compact, '.', len);
     const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - compact)) : NULL;
     if (!dot1 || !dot2 || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - compact)))
-        return fs_err(err, FHIRSYNC_E_JSON, "not a JWS compact serialization (three base64url "
+        return fs_err(err, FHIRSYNC_E_JSON,
+                      "not a JWS compact serialization (three base64url "
                       "parts separated by '.')");
     fhirsync_code rc = FHIRSYNC_OK;
     const char *sig_text = dot2 + 1;
@@ -300,12 +299,15 @@ fhirsync_code fs_jws_verify(const fs_jws *jws, EVP_PKEY *pkey, fhirsync_error *e
     if (!info) {
         if (alg_name && fs_strcaseeq(alg_name, "none"))
             return fs_err(err, FHIRSYNC_E_CRYPTO, "JWS alg \"none\" (unsigned) is not accepted");
-        return fs_err(err, FHIRSYNC_E_CRYPTO, "JWS alg \"%.32s\" is not supported (RS384 ES384 "
-                      "RS256 RS512 ES256 PS384 are)", alg_name ? alg_name : "");
+        return fs_err(err, FHIRSYNC_E_CRYPTO,
+                      "JWS alg \"%.32s\" is not supported (RS384 ES384 "
+                      "RS256 RS512 ES256 PS384 are)",
+                      alg_name ? alg_name : "");
     }
     /* RFC 7515 section 4.1.11: extensions listed as critical must be understood; we know none */
     if (json_object_get(jws->header, "crit"))
-        return fs_err(err, FHIRSYNC_E_CRYPTO, "JWS header lists critical extensions (\"crit\") "
+        return fs_err(err, FHIRSYNC_E_CRYPTO,
+                      "JWS header lists critical extensions (\"crit\") "
                       "that fhirsync does not understand");
     if (!fs_jose_pkey_fits(pkey, jws->alg))
         return fs_jose_err_mismatch(err, FHIRSYNC_E_CRYPTO, pkey, jws->alg);
@@ -314,12 +316,16 @@ fhirsync_code fs_jws_verify(const fs_jws *jws, EVP_PKEY *pkey, fhirsync_error *e
         if (rc != FHIRSYNC_OK)
             return rc;
         if (jws->signature_len != (size_t)EVP_PKEY_get_size(pkey))
-            return fs_err(err, FHIRSYNC_E_CRYPTO, "%s signature has %zu octets; the %d-bit key "
-                          "makes %d", info->name, jws->signature_len, EVP_PKEY_get_bits(pkey),
+            return fs_err(err, FHIRSYNC_E_CRYPTO,
+                          "%s signature has %zu octets; the %d-bit key "
+                          "makes %d",
+                          info->name, jws->signature_len, EVP_PKEY_get_bits(pkey),
                           EVP_PKEY_get_size(pkey));
     } else if (jws->signature_len != (size_t)info->ec_bits / 4) {
-        return fs_err(err, FHIRSYNC_E_CRYPTO, "%s signature has %zu octets; JWA requires exactly "
-                      "%d (raw R||S, not DER)", info->name, jws->signature_len, info->ec_bits / 4);
+        return fs_err(err, FHIRSYNC_E_CRYPTO,
+                      "%s signature has %zu octets; JWA requires exactly "
+                      "%d (raw R||S, not DER)",
+                      info->name, jws->signature_len, info->ec_bits / 4);
     }
 
     ERR_set_mark();
@@ -339,14 +345,13 @@ fhirsync_code fs_jws_verify(const fs_jws *jws, EVP_PKEY *pkey, fhirsync_error *e
     }
     if (!md || EVP_DigestVerifyInit_ex(md, &pctx, info->digest, NULL, NULL, pkey, NULL) != 1 ||
         !set_padding(pctx, info)) {
-        rc = fs_err(err, FHIRSYNC_E_CRYPTO, "OpenSSL could not set up %s verification",
-                    info->name);
+        rc = fs_err(err, FHIRSYNC_E_CRYPTO, "OpenSSL could not set up %s verification", info->name);
         goto out;
     }
     if (EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)jws->signing_input,
                          strlen(jws->signing_input)) != 1)
-        rc = fs_err(err, FHIRSYNC_E_CRYPTO, "%s signature does not verify with the key",
-                    info->name);
+        rc =
+            fs_err(err, FHIRSYNC_E_CRYPTO, "%s signature does not verify with the key", info->name);
 out:
     OPENSSL_free(der);
     EVP_MD_CTX_free(md);

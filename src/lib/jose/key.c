@@ -105,8 +105,10 @@ static fhirsync_code self_test(EVP_PKEY *pkey, const char *what, fhirsync_error 
         EVP_MD_CTX_reset(md) != 1 ||
         EVP_DigestVerifyInit_ex(md, NULL, "SHA256", NULL, NULL, pkey, NULL) != 1 ||
         EVP_DigestVerify(md, sig, sig_len, message, sizeof message) != 1)
-        rc = fs_err(err, FHIRSYNC_E_KEY, "the %s private key does not match its public half "
-                    "(corrupted key?)", what);
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "the %s private key does not match its public half "
+                    "(corrupted key?)",
+                    what);
 out:
     fs_free(sig);
     EVP_MD_CTX_free(md);
@@ -126,13 +128,17 @@ static fhirsync_code wrap_pkey(EVP_PKEY *pkey, bool test_it, fhirsync_key **out,
     char what[96];
     fs_jose_pkey_describe(pkey, what, sizeof what);
     if (kind == 0) {
-        rc = fs_err(err, FHIRSYNC_E_KEY, "key is %s; fhirsync supports RSA (2048 bits or more) "
-                    "and EC P-256 / P-384 keys", what);
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "key is %s; fhirsync supports RSA (2048 bits or more) "
+                    "and EC P-256 / P-384 keys",
+                    what);
         goto out;
     }
     if (kind == FHIRSYNC_KEY_EC && bits == 0) {
-        rc = fs_err(err, FHIRSYNC_E_KEY, "key is %s; fhirsync supports the EC curves P-256 and "
-                    "P-384 only", what);
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "key is %s; fhirsync supports the EC curves P-256 and "
+                    "P-384 only",
+                    what);
         goto out;
     }
     if (kind == FHIRSYNC_KEY_RSA &&
@@ -174,22 +180,26 @@ fhirsync_code fhirsync_key_generate(fhirsync_alg alg, int bits, fhirsync_key **o
     *out = NULL;
     const fs_jose_alg_info *info = fs_jose_alg(alg);
     if (!info)
-        return fs_err(err, FHIRSYNC_E_ARG, "unknown algorithm %d: choose RS384, ES384, RS256, "
-                      "RS512, ES256 or PS384", (int)alg);
+        return fs_err(err, FHIRSYNC_E_ARG,
+                      "unknown algorithm %d: choose RS384, ES384, RS256, "
+                      "RS512, ES256 or PS384",
+                      (int)alg);
     bool rsa = info->kty == FHIRSYNC_KEY_RSA;
     if (rsa && bits == 0)
         bits = 2048;
     if (rsa && bits != 2048 && bits != 3072 && bits != 4096)
-        return fs_err(err, FHIRSYNC_E_ARG, "RSA key size %d is not offered: choose 2048, 3072 "
-                      "or 4096 bits", bits);
+        return fs_err(err, FHIRSYNC_E_ARG,
+                      "RSA key size %d is not offered: choose 2048, 3072 "
+                      "or 4096 bits",
+                      bits);
     ERR_set_mark();
     fhirsync_code rc = FHIRSYNC_OK;
     EVP_PKEY *pkey = NULL;
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, rsa ? "RSA" : "EC", NULL);
     if (!ctx || EVP_PKEY_keygen_init(ctx) != 1 ||
         (rsa && EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, bits) != 1) ||
-        (!rsa && EVP_PKEY_CTX_set_group_name(ctx, info->ec_bits == 384 ? "P-384" : "P-256") != 1)
-        || EVP_PKEY_generate(ctx, &pkey) != 1) {
+        (!rsa && EVP_PKEY_CTX_set_group_name(ctx, info->ec_bits == 384 ? "P-384" : "P-256") != 1) ||
+        EVP_PKEY_generate(ctx, &pkey) != 1) {
         rc = fs_err(err, FHIRSYNC_E_CRYPTO, "OpenSSL could not generate the %s key", info->name);
         goto out;
     }
@@ -207,16 +217,16 @@ static const char pem_dashes[] = "-----";
 
 /* What was found in a PEM file, block by block. */
 typedef struct pem_scan {
-    const char *key_start;       /* the private key block, from its BEGIN line ... */
-    size_t key_len;              /* ... to the end of its END line */
+    const char *key_start; /* the private key block, from its BEGIN line ... */
+    size_t key_len;        /* ... to the end of its END line */
     char key_label[64];
     int private_blocks;
-    bool encrypted;              /* PKCS#8 encrypted, or traditional with Proc-Type ENCRYPTED */
+    bool encrypted; /* PKCS#8 encrypted, or traditional with Proc-Type ENCRYPTED */
     bool openssh;
     bool dsa;
     bool public_or_cert;
-    char other_label[64];        /* the first label we do not know, for the message */
-    char truncated_label[64];    /* a block with no END line */
+    char other_label[64];     /* the first label we do not know, for the message */
+    char truncated_label[64]; /* a block with no END line */
 } pem_scan;
 
 static bool label_is(const char *label, size_t len, const char *name)
@@ -235,15 +245,14 @@ static void scan_pem(const char *data, size_t len, pem_scan *scan)
             break;
         const char *label = begin + sizeof pem_begin - 1;
         const char *label_end = label;
-        while (label_end < end && *label_end != '-' && *label_end != '\n' &&
-               label_end - label < 63)
+        while (label_end < end && *label_end != '-' && *label_end != '\n' && label_end - label < 63)
             label_end++;
         size_t label_len = (size_t)(label_end - label);
         if ((size_t)(end - label_end) < sizeof pem_dashes - 1 ||
             memcmp(label_end, pem_dashes, sizeof pem_dashes - 1) != 0 || label_len == 0) {
             /* "-----BEGIN PRIV" and the file ends: a header cut short */
-            snprintf(scan->truncated_label, sizeof scan->truncated_label, "%.*s",
-                     (int)label_len, label);
+            snprintf(scan->truncated_label, sizeof scan->truncated_label, "%.*s", (int)label_len,
+                     label);
             if (!scan->truncated_label[0])
                 snprintf(scan->truncated_label, sizeof scan->truncated_label, "(no label)");
             break;
@@ -254,8 +263,8 @@ static void scan_pem(const char *data, size_t len, pem_scan *scan)
         const char *body = label_end + sizeof pem_dashes - 1;
         const char *stop = memmem(body, (size_t)(end - body), end_line, (size_t)n);
         if (!stop) {
-            snprintf(scan->truncated_label, sizeof scan->truncated_label, "%.*s",
-                     (int)label_len, label);
+            snprintf(scan->truncated_label, sizeof scan->truncated_label, "%.*s", (int)label_len,
+                     label);
             break;
         }
         const char *after = stop + n;
@@ -304,42 +313,51 @@ static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
     return -1;
 }
 
-static fhirsync_code load_pem(const char *data, size_t len, fhirsync_key **out,
-                              fhirsync_error *err)
+static fhirsync_code load_pem(const char *data, size_t len, fhirsync_key **out, fhirsync_error *err)
 {
     pem_scan scan;
     scan_pem(data, len, &scan);
     if (scan.encrypted)
-        return fs_err(err, FHIRSYNC_E_KEY, "the private key is encrypted, which fhirsync does "
+        return fs_err(err, FHIRSYNC_E_KEY,
+                      "the private key is encrypted, which fhirsync does "
                       "not support: decrypt it with 'openssl pkey -in KEY -out KEY.plain.pem' "
                       "and protect the file with chmod 600");
     if (scan.private_blocks > 1)
-        return fs_err(err, FHIRSYNC_E_KEY, "the PEM holds %d private keys; keep exactly one key "
-                      "per file", scan.private_blocks);
+        return fs_err(err, FHIRSYNC_E_KEY,
+                      "the PEM holds %d private keys; keep exactly one key "
+                      "per file",
+                      scan.private_blocks);
     if (scan.private_blocks == 0) {
         if (scan.openssh)
-            return fs_err(err, FHIRSYNC_E_KEY, "this is an OpenSSH private key; convert a copy "
+            return fs_err(err, FHIRSYNC_E_KEY,
+                          "this is an OpenSSH private key; convert a copy "
                           "to PKCS#8 with 'ssh-keygen -p -m PKCS8 -f COPY'");
         if (scan.dsa)
-            return fs_err(err, FHIRSYNC_E_KEY, "DSA keys are not supported: use RSA or EC "
+            return fs_err(err, FHIRSYNC_E_KEY,
+                          "DSA keys are not supported: use RSA or EC "
                           "('fhirsync keygen')");
         if (scan.truncated_label[0])
-            return fs_err(err, FHIRSYNC_E_KEY, "malformed PEM: the '%s' block is cut short "
-                          "(no END line; truncated file?)", scan.truncated_label);
+            return fs_err(err, FHIRSYNC_E_KEY,
+                          "malformed PEM: the '%s' block is cut short "
+                          "(no END line; truncated file?)",
+                          scan.truncated_label);
         if (scan.public_or_cert)
-            return fs_err(err, FHIRSYNC_E_KEY, "this is a public key or certificate; fhirsync "
+            return fs_err(err, FHIRSYNC_E_KEY,
+                          "this is a public key or certificate; fhirsync "
                           "needs the private key");
         if (scan.other_label[0])
-            return fs_err(err, FHIRSYNC_E_KEY, "malformed PEM: a '%s' block is not a private "
-                          "key", scan.other_label);
+            return fs_err(err, FHIRSYNC_E_KEY,
+                          "malformed PEM: a '%s' block is not a private "
+                          "key",
+                          scan.other_label);
         return fs_err(err, FHIRSYNC_E_KEY, "malformed PEM: no BEGIN/END block found");
     }
 
     ERR_set_mark();
     fhirsync_code rc = FHIRSYNC_OK;
     EVP_PKEY *pkey = NULL;
-    OSSL_DECODER_CTX *dctx = OSSL_DECODER_CTX_new_for_pkey(&pkey, "PEM", NULL, NULL,
-                                                           EVP_PKEY_KEYPAIR, NULL, NULL);
+    OSSL_DECODER_CTX *dctx =
+        OSSL_DECODER_CTX_new_for_pkey(&pkey, "PEM", NULL, NULL, EVP_PKEY_KEYPAIR, NULL, NULL);
     const unsigned char *pem = (const unsigned char *)scan.key_start;
     size_t pem_len = scan.key_len;
     if (!dctx || OSSL_DECODER_CTX_set_pem_password_cb(dctx, no_passphrase, NULL) != 1) {
@@ -347,8 +365,10 @@ static fhirsync_code load_pem(const char *data, size_t len, fhirsync_key **out,
         goto out;
     }
     if (OSSL_DECODER_from_data(dctx, &pem, &pem_len) != 1 || !pkey) {
-        rc = fs_err(err, FHIRSYNC_E_KEY, "malformed PEM: the '%s' block could not be decoded "
-                    "(truncated or corrupted?)", scan.key_label);
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "malformed PEM: the '%s' block could not be decoded "
+                    "(truncated or corrupted?)",
+                    scan.key_label);
         goto out;
     }
     rc = wrap_pkey(pkey, true, out, err);
@@ -364,8 +384,8 @@ out:
 
 /* Decode a base64url member into a BIGNUM. `exact` > 0 demands that many octets (EC x and y);
  * `max` > 0 caps the length. Secrets go into secure BIGNUMs and their bytes are wiped. */
-static BIGNUM *jwk_bn(const json_t *jwk, const char *member, size_t exact, size_t max,
-                      bool secret, fhirsync_error *err)
+static BIGNUM *jwk_bn(const json_t *jwk, const char *member, size_t exact, size_t max, bool secret,
+                      fhirsync_error *err)
 {
     json_t *value = json_object_get(jwk, member);
     if (!value) {
@@ -380,13 +400,12 @@ static BIGNUM *jwk_bn(const json_t *jwk, const char *member, size_t exact, size_
     size_t len = 0;
     BIGNUM *bn = NULL;
     if (!fs_b64url_decode(json_string_value(value), json_string_length(value), &bytes, &len)) {
-        fs_err(err, FHIRSYNC_E_KEY, "JWK member \"%s\" is not base64url without padding",
-               member);
+        fs_err(err, FHIRSYNC_E_KEY, "JWK member \"%s\" is not base64url without padding", member);
         return NULL;
     }
     if ((exact && len != exact) || (max && len > max)) {
-        fs_err(err, FHIRSYNC_E_KEY, "JWK member \"%s\" has %zu octets, expected %s%zu", member,
-               len, exact ? "" : "at most ", exact ? exact : max);
+        fs_err(err, FHIRSYNC_E_KEY, "JWK member \"%s\" has %zu octets, expected %s%zu", member, len,
+               exact ? "" : "at most ", exact ? exact : max);
         goto out;
     }
     bn = secret ? BN_secure_new() : BN_new();
@@ -415,9 +434,8 @@ static EVP_PKEY *pkey_from_params(const char *type, int selection, OSSL_PARAM_BL
 
 static const char *const rsa_private_members[] = {"d", "p", "q", "dp", "dq", "qi"};
 static const char *const rsa_private_params[] = {
-    OSSL_PKEY_PARAM_RSA_D, OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PKEY_PARAM_RSA_FACTOR2,
-    OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PKEY_PARAM_RSA_EXPONENT2,
-    OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
+    OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,   OSSL_PKEY_PARAM_RSA_FACTOR2,
+    OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1};
 #define RSA_PRIVATE_COUNT (sizeof rsa_private_members / sizeof *rsa_private_members)
 
 static EVP_PKEY *jwk_import_rsa(const json_t *jwk, bool private_key, fhirsync_error *err)
@@ -483,8 +501,10 @@ static EVP_PKEY *jwk_import_ec(const json_t *jwk, bool private_key, fhirsync_err
         if (!crv)
             fs_err(err, FHIRSYNC_E_KEY, "EC JWK lacks the \"crv\" member");
         else
-            fs_err(err, FHIRSYNC_E_KEY, "JWK curve \"%.40s\" is not supported (P-256 and P-384 "
-                   "are)", crv);
+            fs_err(err, FHIRSYNC_E_KEY,
+                   "JWK curve \"%.40s\" is not supported (P-256 and P-384 "
+                   "are)",
+                   crv);
         return NULL;
     }
     /* RFC 7518 section 6.2.1: x and y are exactly the field size; d at most the order size */
@@ -558,22 +578,18 @@ EVP_PKEY *fs_jwk_to_public_pkey(const json_t *jwk, fhirsync_error *err)
 /* Wipe every string of a parsed JSON document (a private JWK) before it is freed. */
 static void wipe_json_strings(json_t *value)
 {
-    const char *name;
-    json_t *member;
-    size_t index;
     if (json_is_string(value)) {
         OPENSSL_cleanse((char *)json_string_value(value), json_string_length(value));
     } else if (json_is_object(value)) {
-        json_object_foreach(value, name, member)
-            wipe_json_strings(member);
+        for (void *it = json_object_iter(value); it; it = json_object_iter_next(value, it))
+            wipe_json_strings(json_object_iter_value(it));
     } else if (json_is_array(value)) {
-        json_array_foreach(value, index, member)
-            wipe_json_strings(member);
+        for (size_t i = 0; i < json_array_size(value); i++)
+            wipe_json_strings(json_array_get(value, i));
     }
 }
 
-static fhirsync_code load_jwk(const char *data, size_t len, fhirsync_key **out,
-                              fhirsync_error *err)
+static fhirsync_code load_jwk(const char *data, size_t len, fhirsync_key **out, fhirsync_error *err)
 {
     /* Not fs_json_parse: jansson's messages quote the text near the error, which here may be a
      * piece of the private key. Only the position is reported. */
@@ -591,13 +607,15 @@ static fhirsync_code load_jwk(const char *data, size_t len, fhirsync_key **out,
         goto out;
     }
     if (json_object_get(jwk, "keys")) {
-        rc = fs_err(err, FHIRSYNC_E_KEY, "this is a JWK Set; fhirsync needs one private JWK "
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "this is a JWK Set; fhirsync needs one private JWK "
                     "(the object with \"d\") or a PEM private key");
         goto out;
     }
     const char *kty = fs_json_str(jwk, "kty");
     if ((fs_streq(kty, "RSA") || fs_streq(kty, "EC")) && !json_object_get(jwk, "d")) {
-        rc = fs_err(err, FHIRSYNC_E_KEY, "this is a public JWK; fhirsync needs the private key "
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "this is a public JWK; fhirsync needs the private key "
                     "(a JWK with \"d\")");
         goto out;
     }
@@ -639,9 +657,11 @@ fhirsync_code fhirsync_key_load_mem(const char *data, size_t len, fhirsync_key *
     if (memmem(data, len, pem_begin, sizeof pem_begin - 1))
         return load_pem(data, len, out, err);
     if ((unsigned char)data[i] == 0x30)
-        return fs_err(err, FHIRSYNC_E_KEY, "key looks like binary DER; fhirsync reads PEM: "
+        return fs_err(err, FHIRSYNC_E_KEY,
+                      "key looks like binary DER; fhirsync reads PEM: "
                       "convert it with 'openssl pkey -inform DER -in KEY -out KEY.pem'");
-    return fs_err(err, FHIRSYNC_E_KEY, "malformed key: neither PEM (no '-----BEGIN' line) nor a "
+    return fs_err(err, FHIRSYNC_E_KEY,
+                  "malformed key: neither PEM (no '-----BEGIN' line) nor a "
                   "JWK (JSON object)");
 }
 
@@ -670,14 +690,18 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
     }
     /* checked on the open descriptor, so the file checked is the file read */
     if (st.st_mode & 077) {
-        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS, "key file %s is %s by group or others (mode "
-                    "%04o): run chmod 600 %s", path, st.st_mode & 044 ? "readable" : "writable",
+        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
+                    "key file %s is %s by group or others (mode "
+                    "%04o): run chmod 600 %s",
+                    path, st.st_mode & 044 ? "readable" : "writable",
                     (unsigned)(st.st_mode & 07777), path);
         goto out;
     }
     if (st.st_size > FS_KEY_MAX_BYTES) {
-        rc = fs_err(err, FHIRSYNC_E_KEY, "key file %s is %lld bytes, more than the %d KiB a key "
-                    "can be: wrong file?", path, (long long)st.st_size, FS_KEY_MAX_BYTES / 1024);
+        rc = fs_err(err, FHIRSYNC_E_KEY,
+                    "key file %s is %lld bytes, more than the %d KiB a key "
+                    "can be: wrong file?",
+                    path, (long long)st.st_size, FS_KEY_MAX_BYTES / 1024);
         goto out;
     }
     cap = (size_t)st.st_size + 1; /* one more byte tells us if the file grew meanwhile */
@@ -690,8 +714,7 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read key file %s: %s", path,
-                        strerror(errno));
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read key file %s: %s", path, strerror(errno));
             goto out;
         }
         if (n == 0)
@@ -741,8 +764,7 @@ static void fsync_parent(const char *path)
     fs_free(copy);
 }
 
-fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path,
-                                     fhirsync_error *err)
+fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path, fhirsync_error *err)
 {
     if (!key || !path || !*path)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_key_write_pem: key or path missing");
@@ -752,8 +774,8 @@ fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path,
     size_t pem_len = 0;
     int fd = -1;
     bool created = false;
-    OSSL_ENCODER_CTX *ectx = OSSL_ENCODER_CTX_new_for_pkey(key->pkey, EVP_PKEY_KEYPAIR, "PEM",
-                                                           "PrivateKeyInfo", NULL);
+    OSSL_ENCODER_CTX *ectx =
+        OSSL_ENCODER_CTX_new_for_pkey(key->pkey, EVP_PKEY_KEYPAIR, "PEM", "PrivateKeyInfo", NULL);
     if (!ectx || OSSL_ENCODER_CTX_get_num_encoders(ectx) == 0 ||
         OSSL_ENCODER_to_data(ectx, &pem, &pem_len) != 1) {
         rc = fs_err(err, FHIRSYNC_E_CRYPTO, "OpenSSL could not encode the key as PKCS#8 PEM");
@@ -762,11 +784,12 @@ fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path,
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         if (errno == EEXIST)
-            rc = fs_err(err, FHIRSYNC_E_IO, "%s already exists: fhirsync never overwrites a key "
-                        "file (move the old one away or choose another name)", path);
+            rc = fs_err(err, FHIRSYNC_E_IO,
+                        "%s already exists: fhirsync never overwrites a key "
+                        "file (move the old one away or choose another name)",
+                        path);
         else
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot create key file %s: %s", path,
-                        strerror(errno));
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot create key file %s: %s", path, strerror(errno));
         goto out;
     }
     created = true;
