@@ -171,3 +171,36 @@ char *fs_jose_bn_b64(const BIGNUM *bn, size_t pad)
     fs_free_wipe(bytes, len);
     return text;
 }
+
+/* Whether `text` is what fs_b64url_decode accepts: the URL alphabet, no padding, a possible
+ * length, and zero bits after the last whole octet (the canonical encoding). */
+static bool b64url_syntax_ok(const char *text, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    if (len % 4 == 1)
+        return false;
+    size_t last = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *at = text[i] ? memchr(alphabet, text[i], sizeof alphabet - 1) : NULL;
+        if (!at)
+            return false;
+        last = (size_t)(at - alphabet);
+    }
+    if (len % 4 == 2)
+        return (last & 0x0f) == 0;
+    if (len % 4 == 3)
+        return (last & 0x03) == 0;
+    return true;
+}
+
+fhirsync_code fs_jose_b64url_decode(const char *text, size_t len, unsigned char **out,
+                                    size_t *out_len, fhirsync_code code, const char *what,
+                                    fhirsync_error *err)
+{
+    if (fs_b64url_decode(text, len, out, out_len))
+        return FHIRSYNC_OK;
+    if (b64url_syntax_ok(text, len))
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    return fs_err(err, code, "%s is not base64url without padding", what);
+}

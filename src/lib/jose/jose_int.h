@@ -52,6 +52,12 @@ fhirsync_code fs_jose_err_mismatch(fhirsync_error *err, fhirsync_code code, EVP_
 /* Check an RSA key's size against the bounds; FHIRSYNC_OK or `code` with a message. */
 fhirsync_code fs_jose_check_rsa_bits(int bits, fhirsync_code code, fhirsync_error *err);
 
+/* fs_b64url_decode with an error that tells bad input (`code`, "<what> is not base64url without
+ * padding") from out of memory (FHIRSYNC_E_NOMEM), which fs_b64url_decode does not. */
+fhirsync_code fs_jose_b64url_decode(const char *text, size_t len, unsigned char **out,
+                                    size_t *out_len, fhirsync_code code, const char *what,
+                                    fhirsync_error *err);
+
 /* A big-endian unsigned integer as base64url: without leading zeros when pad is 0, else
  * left-padded with zeros to exactly `pad` bytes (NULL when it does not fit). Caller frees. */
 char *fs_jose_bn_b64(const BIGNUM *bn, size_t pad);

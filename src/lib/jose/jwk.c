@@ -27,15 +27,20 @@ static void public_parts_clear(public_parts *parts)
     memset(parts, 0, sizeof *parts);
 }
 
-/* Encode the big-number parameter `name` of the key; false on failure. */
-static bool param_b64(EVP_PKEY *pkey, const char *name, size_t pad, char **out)
+/* Encode the big-number parameter `name` of the key (padded to `pad` octets when pad > 0). */
+static fhirsync_code param_b64(EVP_PKEY *pkey, const char *name, size_t pad, char **out,
+                               fhirsync_error *err)
 {
     BIGNUM *bn = NULL;
+    fhirsync_code rc = FHIRSYNC_OK;
     *out = NULL;
-    if (EVP_PKEY_get_bn_param(pkey, name, &bn) == 1 && bn)
-        *out = fs_jose_bn_b64(bn, pad);
+    if (EVP_PKEY_get_bn_param(pkey, name, &bn) != 1 || !bn ||
+        (pad && (size_t)BN_num_bytes(bn) > pad))
+        rc = fs_err(err, FHIRSYNC_E_CRYPTO, "cannot read the public numbers of the key");
+    else if (!(*out = fs_jose_bn_b64(bn, pad)))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     BN_free(bn);
-    return *out != NULL;
+    return rc;
 }
 
 static fhirsync_code public_parts_get(EVP_PKEY *pkey, public_parts *parts, fhirsync_error *err)
@@ -43,26 +48,24 @@ static fhirsync_code public_parts_get(EVP_PKEY *pkey, public_parts *parts, fhirs
     memset(parts, 0, sizeof *parts);
     int bits = 0;
     int kind = fs_jose_pkey_kind(pkey, &bits);
-    bool ok = false;
+    fhirsync_code rc;
     if (kind == FHIRSYNC_KEY_RSA) {
-        ok = param_b64(pkey, OSSL_PKEY_PARAM_RSA_N, 0, &parts->n) &&
-             param_b64(pkey, OSSL_PKEY_PARAM_RSA_E, 0, &parts->e);
+        if ((rc = param_b64(pkey, OSSL_PKEY_PARAM_RSA_N, 0, &parts->n, err)) == FHIRSYNC_OK)
+            rc = param_b64(pkey, OSSL_PKEY_PARAM_RSA_E, 0, &parts->e, err);
     } else if (kind == FHIRSYNC_KEY_EC && bits != 0) {
         size_t size = (size_t)bits / 8;
         parts->crv = bits == 384 ? "P-384" : "P-256";
-        ok = param_b64(pkey, OSSL_PKEY_PARAM_EC_PUB_X, size, &parts->x) &&
-             param_b64(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, size, &parts->y);
+        if ((rc = param_b64(pkey, OSSL_PKEY_PARAM_EC_PUB_X, size, &parts->x, err)) == FHIRSYNC_OK)
+            rc = param_b64(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, size, &parts->y, err);
     } else {
         char what[96];
         fs_jose_pkey_describe(pkey, what, sizeof what);
         return fs_err(err, FHIRSYNC_E_KEY,
-                      "key is %s; a JWK can be made of RSA and EC P-256 / "
-                      "P-384 keys only",
-                      what);
+                      "key is %s; a JWK can be made of RSA and EC P-256 / P-384 keys only", what);
     }
-    if (!ok) {
+    if (rc != FHIRSYNC_OK) {
         public_parts_clear(parts);
-        return fs_err(err, FHIRSYNC_E_CRYPTO, "cannot read the public numbers of the key");
+        return rc;
     }
     parts->kind = kind;
     return FHIRSYNC_OK;

@@ -234,10 +234,10 @@ static json_t *decode_json_part(const char *text, size_t len, const char *what, 
         fs_err(err, FHIRSYNC_E_JSON, "JWS %s is empty", what);
         return NULL;
     }
-    if (!fs_b64url_decode(text, len, &bytes, &n)) {
-        fs_err(err, FHIRSYNC_E_JSON, "JWS %s is not base64url without padding", what);
+    char name[32];
+    snprintf(name, sizeof name, "JWS %s", what);
+    if (fs_jose_b64url_decode(text, len, &bytes, &n, FHIRSYNC_E_JSON, name, err) != FHIRSYNC_OK)
         return NULL;
-    }
     json_t *value = fs_json_parse((const char *)bytes, n, true, what, err);
     fs_free_wipe(bytes, n);
     return value;
@@ -267,10 +267,9 @@ fhirsync_code fs_jws_decode(const char *compact, size_t max_len, fs_jws *out, fh
         rc = err ? err->code : FHIRSYNC_E_JSON;
         goto out;
     }
-    if (!fs_b64url_decode(sig_text, sig_text_len, &out->signature, &out->signature_len)) {
-        rc = fs_err(err, FHIRSYNC_E_JSON, "JWS signature is not base64url without padding");
+    if ((rc = fs_jose_b64url_decode(sig_text, sig_text_len, &out->signature, &out->signature_len,
+                                    FHIRSYNC_E_JSON, "JWS signature", err)) != FHIRSYNC_OK)
         goto out;
-    }
     if (!(out->signing_input = fs_strndup(compact, (size_t)(dot2 - compact)))) {
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         goto out;

@@ -399,10 +399,11 @@ static BIGNUM *jwk_bn(const json_t *jwk, const char *member, size_t exact, size_
     unsigned char *bytes = NULL;
     size_t len = 0;
     BIGNUM *bn = NULL;
-    if (!fs_b64url_decode(json_string_value(value), json_string_length(value), &bytes, &len)) {
-        fs_err(err, FHIRSYNC_E_KEY, "JWK member \"%s\" is not base64url without padding", member);
+    char what[64];
+    snprintf(what, sizeof what, "JWK member \"%s\"", member);
+    if (fs_jose_b64url_decode(json_string_value(value), json_string_length(value), &bytes, &len,
+                              FHIRSYNC_E_KEY, what, err) != FHIRSYNC_OK)
         return NULL;
-    }
     if ((exact && len != exact) || (max && len > max)) {
         fs_err(err, FHIRSYNC_E_KEY, "JWK member \"%s\" has %zu octets, expected %s%zu", member, len,
                exact ? "" : "at most ", exact ? exact : max);
