@@ -210,4 +210,88 @@ bool fs_bulk_request_lenient(const json_t *request);
 int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
                               int64_t cap_s);
 
+/* ---- the export handle (export.c, download.c) ----------------------------------------------- */
+
+struct fhirsync_client;
+
+/* One file of the export while it is being downloaded. */
+typedef struct fs_bulk_file {
+    fhirsync_export_file pub;      /* the public view (strings point at the members below) */
+    char *type, *url, *name, *path, *partial_path;
+    size_t index;
+    /* download state */
+    bool active;                   /* a transfer is running */
+    bool quarantine_mode;          /* the strict attempt failed its checks: keep going, cut the
+                                      bad lines out at the end */
+    unsigned failures;             /* consecutive failures without progress */
+    unsigned check_failures;       /* attempts that failed the line checks */
+    bool renewed_for_401;          /* this attempt already renewed the token once */
+    int64_t not_before_ms;         /* backoff: do not start before this monotonic time */
+    int fd;                        /* the partial file, -1 when closed */
+    char *wbuf;
+    size_t wlen;
+    uint64_t offset;               /* bytes of the server's file in the partial file */
+    uint64_t range_from;           /* the offset asked for in this attempt */
+    uint64_t received;             /* bytes received in this attempt */
+    fs_ndjson_checker ck;
+    int64_t good, bad, empty;      /* lines seen so far in the partial file */
+    uint64_t first_bad_line;
+    char first_bad_reason[200];
+    unsigned token_gen;            /* generation of the token this attempt carried */
+    bool abort_check;              /* the sink stopped the transfer: a line failed (strict) */
+    bool abort_too_long;           /* the sink stopped the transfer: a line passed the cap */
+    bool abort_io;                 /* the sink stopped the transfer: a local write failed */
+    bool restart;                  /* the answer ignored the Range: start the file over */
+    bool html;                     /* the answer is an HTML page */
+    fhirsync_error io_err;
+} fs_bulk_file;
+
+struct fhirsync_export {
+    fhirsync_endpoint *ep;
+    struct fhirsync_client *client;
+    char *base_url;
+    char *dir;
+    char *partial_dir;
+    int lock_fd;
+    int log_fd;
+    json_t *request;
+    fs_bulk_state st;
+    fs_bulk_manifest man;
+    bool manifest_loaded;
+    fs_bulk_file *files;
+    size_t nfiles;
+    int parallel;
+    bool delete_job;
+    uint64_t max_line;
+    long max_retries, retry_cap, rate_limit, timeout_s, connect_timeout_s;
+    fhirsync_export_cb cb;
+    void *cb_userdata;
+    bool cb_stop;                  /* the callback asked to stop */
+    fhirsync_error err;
+    /* this run */
+    int64_t run_start_ms;
+    int64_t last_bytes_event_ms;
+    unsigned retries, renewals;
+    uint64_t bytes_received;       /* this run, all files */
+    bool partial_result;
+    /* the access token for downloads */
+    char *token;                   /* secret */
+    unsigned token_gen;
+};
+
+/* Emit an event (fills the totals) and append it to log.ndjson. Returns false when the callback
+ * asked to stop. */
+bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
+                  const fs_bulk_file *file, const char *message, int64_t delay_ms,
+                  fhirsync_code code);
+/* Append a structured record to log.ndjson (takes the reference). */
+void fs_bulk_log_record(fhirsync_export *ex, json_t *record);
+/* Get the access token for downloads (renewing it when `force` or when it is about to expire);
+ * bumps token_gen and reports TOKEN_RENEWED when it changed. */
+fhirsync_code fs_bulk_token(fhirsync_export *ex, bool force, fhirsync_error *err);
+/* Download every file not done yet (download.c). */
+fhirsync_code fs_bulk_download_all(fhirsync_export *ex);
+/* Release what a file holds (fd, buffer, strings). */
+void fs_bulk_file_clear(fs_bulk_file *f);
+
 #endif

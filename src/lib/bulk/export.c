@@ -1,0 +1,1005 @@
+/* bulk/export.c: the export handle: the folder and its lock, kick-off, status polls, the manifest
+ * (all pages), events and log.ndjson, the DELETE of the job, and the public API. Downloads are
+ * in download.c. Every request to the FHIR server (kick-off, polls, manifest pages, DELETE) goes
+ * through the REST client's fs_fhir_perform, which owns tokens, the 401 renewal, the rate
+ * limiter and retries; status polls pace themselves (Retry-After, backoff, transient outcomes).
+ *
+ * The order of durable steps (each written before the next request):
+ *   kick-off answered 202        -> state.json: status URL, request, kick-off time
+ *   manifest complete             -> manifest.json, then state.json: transaction time
+ *   a file verified and in place  -> state.json: its name, count, bytes (then FILE_DONE)
+ *   every file done               -> state.json: complete; after the DELETE: job_deleted */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "bulk/bulk_internal.h"
+#include "config/config_internal.h"
+#include "fhir/fhir_internal.h"
+#include "http/http.h"
+
+#define MAX_TRANSIENT_POLLS 1000
+
+/* ---- names ---------------------------------------------------------------------------------- */
+
+const char *fhirsync_export_file_kind_name(fhirsync_export_file_kind kind)
+{
+    switch (kind) {
+    case FHIRSYNC_EXPORT_OUTPUT: return "output";
+    case FHIRSYNC_EXPORT_DELETED: return "deleted";
+    case FHIRSYNC_EXPORT_ERROR: return "error";
+    }
+    return "?";
+}
+
+const char *fhirsync_export_event_name(fhirsync_export_event_kind kind)
+{
+    switch (kind) {
+    case FHIRSYNC_EXPORT_EV_KICKOFF: return "kick-off";
+    case FHIRSYNC_EXPORT_EV_PROGRESS: return "progress";
+    case FHIRSYNC_EXPORT_EV_MANIFEST: return "manifest";
+    case FHIRSYNC_EXPORT_EV_FILE_STARTED: return "file-started";
+    case FHIRSYNC_EXPORT_EV_FILE_DONE: return "file-done";
+    case FHIRSYNC_EXPORT_EV_RETRY: return "retry";
+    case FHIRSYNC_EXPORT_EV_TOKEN_RENEWED: return "token-renewed";
+    case FHIRSYNC_EXPORT_EV_WARNING: return "warning";
+    case FHIRSYNC_EXPORT_EV_BYTES: return "bytes";
+    case FHIRSYNC_EXPORT_EV_DONE: return "done";
+    }
+    return "?";
+}
+
+void fhirsync_export_options_init(fhirsync_export_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->level = FHIRSYNC_EXPORT_SYSTEM;
+    opts->delete_job = -1;
+}
+
+/* ---- events and the log --------------------------------------------------------------------- */
+
+static double elapsed_s(const fhirsync_export *ex)
+{
+    return (double)(fs_monotonic_ms() - ex->run_start_ms) / 1000.0;
+}
+
+void fs_bulk_log_record(fhirsync_export *ex, json_t *record)
+{
+    if (!record)
+        return;
+    char when[32];
+    fs_format_instant(fs_now(), when, sizeof when);
+    json_object_set_new(record, "time", json_string(when));
+    char *line = ex->log_fd >= 0 ? fs_json_dump(record) : NULL;
+    if (line) {
+        size_t len = strlen(line);
+        line[len] = '\n'; /* replaces the NUL: written with its length */
+        ssize_t n = write(ex->log_fd, line, len + 1);
+        (void)n; /* the log is a record for people: a full disk shows up in the data files */
+        line[len] = '\0';
+    }
+    fs_free(line);
+    json_decref(record);
+}
+
+static void totals(const fhirsync_export *ex, size_t *done, int64_t *resources)
+{
+    *done = 0;
+    *resources = 0;
+    for (size_t i = 0; i < ex->nfiles; i++) {
+        if (ex->files[i].pub.done) {
+            (*done)++;
+            if (ex->files[i].pub.kind == FHIRSYNC_EXPORT_OUTPUT)
+                *resources += ex->files[i].pub.count;
+        }
+    }
+}
+
+bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
+                  const fs_bulk_file *file, const char *message, int64_t delay_ms,
+                  fhirsync_code code)
+{
+    fhirsync_export_event ev = {
+        .kind = kind,
+        .message = message,
+        .file = file ? &file->pub : NULL,
+        .delay_ms = delay_ms,
+        .code = code,
+        .status_url = ex->st.status_url,
+        .transaction_time = ex->st.transaction_time,
+        .files_total = ex->nfiles,
+        .bytes = ex->bytes_received,
+        .elapsed_s = elapsed_s(ex),
+    };
+    totals(ex, &ev.files_done, &ev.resources);
+    if (kind != FHIRSYNC_EXPORT_EV_BYTES) {
+        json_t *rec = json_pack("{s:s}", "event", fhirsync_export_event_name(kind));
+        if (rec) {
+            if (message)
+                json_object_set_new(rec, "message", json_string(message));
+            if (file) {
+                json_object_set_new(rec, "file", json_string(file->name));
+                json_object_set_new(rec, "kind",
+                                    json_string(fhirsync_export_file_kind_name(file->pub.kind)));
+                json_object_set_new(rec, "type", json_string(file->type));
+                if (kind == FHIRSYNC_EXPORT_EV_FILE_DONE) {
+                    json_object_set_new(rec, "count", json_integer(file->pub.count));
+                    json_object_set_new(rec, "quarantined", json_integer(file->pub.quarantined));
+                    json_object_set_new(rec, "bytes", json_integer((json_int_t)file->pub.bytes));
+                    json_object_set_new(rec, "from_previous_run",
+                                        json_boolean(file->pub.from_previous_run));
+                }
+            }
+            if (delay_ms > 0)
+                json_object_set_new(rec, "delay_ms", json_integer(delay_ms));
+            if (kind == FHIRSYNC_EXPORT_EV_KICKOFF && ex->st.status_url)
+                json_object_set_new(rec, "status_url", json_string(ex->st.status_url));
+            if (kind == FHIRSYNC_EXPORT_EV_MANIFEST) {
+                json_object_set_new(rec, "transaction_time",
+                                    json_string(ex->st.transaction_time));
+                json_object_set_new(rec, "files", json_integer((json_int_t)ex->nfiles));
+            }
+            if (kind == FHIRSYNC_EXPORT_EV_DONE) {
+                fhirsync_export_stats stats;
+                fhirsync_export_get_stats(ex, &stats);
+                json_object_set_new(rec, "code", json_string(fhirsync_strerror(code)));
+                json_object_set_new(rec, "files", json_integer((json_int_t)stats.files));
+                json_object_set_new(rec, "resources", json_integer(stats.resources));
+                json_object_set_new(rec, "deleted", json_integer(stats.deleted));
+                json_object_set_new(rec, "errors", json_integer(stats.errors));
+                json_object_set_new(rec, "quarantined", json_integer(stats.quarantined));
+                json_object_set_new(rec, "bytes", json_integer((json_int_t)stats.bytes));
+                json_object_set_new(rec, "duration_s", json_real(stats.duration_s));
+                json_object_set_new(rec, "retries", json_integer(stats.retries));
+                json_object_set_new(rec, "token_renewals", json_integer(stats.token_renewals));
+            }
+            fs_bulk_log_record(ex, rec);
+        }
+    }
+    if (kind == FHIRSYNC_EXPORT_EV_RETRY)
+        ex->retries++;
+    if (kind == FHIRSYNC_EXPORT_EV_WARNING && message)
+        fs_log(FHIRSYNC_LOG_WARN, "export: %s%s%s", file ? file->name : "", file ? ": " : "",
+               message);
+    if (ex->cb && ex->cb(&ev, ex->cb_userdata) != 0)
+        ex->cb_stop = true;
+    return !ex->cb_stop;
+}
+
+/* ---- tokens --------------------------------------------------------------------------------- */
+
+fhirsync_code fs_bulk_token(fhirsync_export *ex, bool force, fhirsync_error *err)
+{
+    fhirsync_auth *auth = fs_fhir_client_auth(ex->client);
+    fhirsync_token tok;
+    if (force)
+        fhirsync_auth_invalidate(auth);
+    fhirsync_code rc = fhirsync_auth_token(auth, force, &tok, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (ex->token && strcmp(ex->token, tok.access_token) == 0)
+        return FHIRSYNC_OK;
+    char *copy = fs_strdup(tok.access_token);
+    if (!copy)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    bool renewal = ex->token != NULL;
+    fs_free_secret(ex->token);
+    ex->token = copy;
+    ex->token_gen++;
+    if (renewal) {
+        ex->renewals++;
+        fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_TOKEN_RENEWED, NULL,
+                     force ? "the server refused the token (HTTP 401): got a new one"
+                           : "the token was about to expire: got a new one",
+                     0, FHIRSYNC_OK);
+    }
+    return FHIRSYNC_OK;
+}
+
+/* ---- the folder ----------------------------------------------------------------------------- */
+
+static char *join(const char *dir, const char *name)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    if (!fs_buf_printf(&b, "%s/%s", dir, name)) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
+/* Whether a folder has entries (other than . and ..). */
+static bool dir_has_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    struct dirent *e;
+    bool any = false;
+    while (!any && (e = readdir(d)))
+        any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return any;
+}
+
+static fhirsync_code open_folder(fhirsync_export *ex, fhirsync_error *err)
+{
+    fhirsync_code rc = fs_bulk_mkdirs(ex->dir, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    char *lock = join(ex->dir, ".lock");
+    if (!lock)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    ex->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    fs_free(lock);
+    if (ex->lock_fd < 0)
+        return fs_err(err, FHIRSYNC_E_IO, "cannot create %s/.lock: %s", ex->dir,
+                      strerror(errno));
+    if (flock(ex->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return fs_err(err, FHIRSYNC_E_LOCKED,
+                      "another fhirsync process is using the export folder %s", ex->dir);
+    return FHIRSYNC_OK;
+}
+
+static fhirsync_code open_log(fhirsync_export *ex, fhirsync_error *err)
+{
+    char *path = join(ex->dir, "log.ndjson");
+    ex->partial_dir = join(ex->dir, ".partial");
+    if (!path || !ex->partial_dir) {
+        fs_free(path);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    ex->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (ex->log_fd < 0)
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot open %s: %s", path, strerror(errno));
+    fs_free(path);
+    return rc;
+}
+
+/* Settings of the profile the export uses. */
+static void read_settings(fhirsync_export *ex, int parallel, int delete_job)
+{
+    ex->parallel = parallel > 0 ? parallel : (int)fs_endpoint_long(ex->ep, "parallel");
+    if (ex->parallel < 1)
+        ex->parallel = 4;
+    ex->delete_job = delete_job >= 0 ? delete_job != 0 : fs_endpoint_bool(ex->ep, "delete_job");
+    ex->max_retries = fs_endpoint_long(ex->ep, "max_retries");
+    ex->retry_cap = fs_endpoint_long(ex->ep, "retry_cap");
+    if (ex->retry_cap <= 0)
+        ex->retry_cap = 300;
+    ex->rate_limit = fs_endpoint_long(ex->ep, "rate_limit");
+    ex->timeout_s = fs_endpoint_long(ex->ep, "timeout");
+    ex->connect_timeout_s = fs_endpoint_long(ex->ep, "connect_timeout");
+}
+
+static fhirsync_code handle_new(const fhirsync_endpoint *ep, const char *dir,
+                                fhirsync_export **out, fhirsync_error *err)
+{
+    *out = NULL;
+    if (!ep || !dir || !*dir)
+        return fs_err(err, FHIRSYNC_E_ARG, "an export needs an endpoint profile and a folder "
+                      "(--out DIR)");
+    fhirsync_export *ex = fs_calloc(1, sizeof *ex);
+    if (!ex)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    ex->lock_fd = ex->log_fd = -1;
+    fs_bulk_state_init(&ex->st);
+    fs_bulk_manifest_init(&ex->man);
+    fhirsync_code rc = fhirsync_client_new(ep, &ex->client, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    size_t dlen = strlen(dir);
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    if (!(ex->ep = fhirsync_endpoint_dup(ep)) || !(ex->dir = fs_strndup(dir, dlen)) ||
+        !(ex->base_url = fs_strdup(fs_fhir_client_base(ex->client)))) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
+out:
+    if (rc != FHIRSYNC_OK) {
+        fhirsync_export_free(ex);
+        return rc;
+    }
+    *out = ex;
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
+                                  const fhirsync_export_options *opts, fhirsync_export **out,
+                                  fhirsync_error *err)
+{
+    if (!out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_new: no place for the handle");
+    *out = NULL;
+    if (!opts)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_new: no options");
+    fhirsync_export *ex = NULL;
+    json_t *request = fs_bulk_request_build(opts, ep, err);
+    if (!request)
+        return err ? err->code : FHIRSYNC_E_ARG;
+    fhirsync_code rc = handle_new(ep, opts->out_dir, &ex, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    ex->request = request;
+    request = NULL;
+    read_settings(ex, opts->parallel, opts->delete_job);
+    ex->max_line = opts->max_line ? opts->max_line : FS_BULK_DEFAULT_MAX_LINE;
+    struct stat sb;
+    bool existed = stat(ex->dir, &sb) == 0;
+    if (existed && !S_ISDIR(sb.st_mode)) {
+        rc = fs_err(err, FHIRSYNC_E_ARG, "%s exists and is not a folder", ex->dir);
+        goto out;
+    }
+    bool had_entries = existed && dir_has_entries(ex->dir);
+    rc = open_folder(ex, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    fhirsync_error e = {0};
+    rc = fs_bulk_state_load(ex->dir, &ex->st, &e);
+    if (rc == FHIRSYNC_E_NOT_FOUND) {
+        if (had_entries) {
+            rc = fs_err(err, FHIRSYNC_E_ARG, "%s is not empty and holds no fhirsync export "
+                        "(no state.json): choose a new or empty folder", ex->dir);
+            goto out;
+        }
+        fs_bulk_state_init(&ex->st);
+        ex->st.base_url = fs_strdup(ex->base_url);
+        ex->st.request = json_incref(ex->request);
+        if (!ex->st.base_url) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            goto out;
+        }
+        rc = fs_bulk_state_save(&ex->st, ex->dir, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+    } else if (rc != FHIRSYNC_OK) {
+        if (err)
+            *err = e;
+        goto out;
+    } else if (!fs_streq(ex->st.base_url, ex->base_url) ||
+               !json_equal(ex->st.request, ex->request)) {
+        char *recorded = fs_json_dump(ex->st.request);
+        rc = fs_err(err, FHIRSYNC_E_ARG,
+                    "%s holds an export of another request (%s at %s): continue it with "
+                    "--resume %s, or use another folder", ex->dir, recorded ? recorded : "?",
+                    ex->st.base_url, ex->dir);
+        fs_free(recorded);
+        goto out;
+    }
+    rc = open_log(ex, err);
+out:
+    json_decref(request);
+    if (rc != FHIRSYNC_OK) {
+        fhirsync_export_free(ex);
+        return rc;
+    }
+    *out = ex;
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code fhirsync_export_open(const fhirsync_endpoint *ep, const char *dir, int parallel,
+                                   int delete_job, fhirsync_export **out, fhirsync_error *err)
+{
+    if (!out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_open: no place for the handle");
+    *out = NULL;
+    fhirsync_export *ex = NULL;
+    fhirsync_code rc = handle_new(ep, dir, &ex, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    read_settings(ex, parallel, delete_job);
+    ex->max_line = FS_BULK_DEFAULT_MAX_LINE;
+    struct stat sb;
+    if (stat(ex->dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        rc = fs_err(err, FHIRSYNC_E_ARG, "%s is not an export folder (it does not exist)",
+                    ex->dir);
+        goto out;
+    }
+    rc = open_folder(ex, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    rc = fs_bulk_state_load(ex->dir, &ex->st, err);
+    if (rc == FHIRSYNC_E_NOT_FOUND) {
+        rc = fs_err(err, FHIRSYNC_E_ARG, "%s holds no fhirsync export (no state.json)", ex->dir);
+        goto out;
+    }
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    if (!fs_streq(ex->st.base_url, ex->base_url)) {
+        rc = fs_err(err, FHIRSYNC_E_ARG, "%s holds an export from %s, not from %s", ex->dir,
+                    ex->st.base_url, ex->base_url);
+        goto out;
+    }
+    ex->request = json_incref(ex->st.request);
+    rc = open_log(ex, err);
+out:
+    if (rc != FHIRSYNC_OK) {
+        fhirsync_export_free(ex);
+        return rc;
+    }
+    *out = ex;
+    return FHIRSYNC_OK;
+}
+
+void fs_bulk_file_clear(fs_bulk_file *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+    fs_free(f->wbuf);
+    fs_free(f->type);
+    fs_free(f->url);
+    fs_free(f->name);
+    fs_free(f->path);
+    fs_free(f->partial_path);
+}
+
+static void free_files(fhirsync_export *ex)
+{
+    for (size_t i = 0; i < ex->nfiles; i++)
+        fs_bulk_file_clear(&ex->files[i]);
+    fs_free(ex->files);
+    ex->files = NULL;
+    ex->nfiles = 0;
+}
+
+void fhirsync_export_free(fhirsync_export *ex)
+{
+    if (!ex)
+        return;
+    free_files(ex);
+    fs_bulk_manifest_clear(&ex->man);
+    fs_bulk_state_clear(&ex->st);
+    json_decref(ex->request);
+    fhirsync_client_free(ex->client);
+    fhirsync_endpoint_free(ex->ep);
+    if (ex->log_fd >= 0)
+        close(ex->log_fd);
+    if (ex->lock_fd >= 0)
+        close(ex->lock_fd); /* releases the flock */
+    fs_free_secret(ex->token);
+    fs_free(ex->base_url);
+    fs_free(ex->dir);
+    fs_free(ex->partial_dir);
+    fs_free(ex);
+}
+
+void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_export_cb cb, void *userdata)
+{
+    ex->cb = cb;
+    ex->cb_userdata = userdata;
+}
+
+const char *fhirsync_export_errmsg(const fhirsync_export *ex)
+{
+    return ex ? ex->err.message : "";
+}
+
+/* ---- kick-off ------------------------------------------------------------------------------- */
+
+static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
+{
+    char *target = fs_bulk_request_target(ex->request);
+    char *body = fs_bulk_request_post(ex->request) ? fs_bulk_request_parameters(ex->request)
+                                                   : NULL;
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    fhirsync_code rc = FHIRSYNC_OK;
+    char *status_url = NULL;
+    if (!target || (fs_bulk_request_post(ex->request) && !body)) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    const char *headers[] = {fs_bulk_request_lenient(ex->request)
+                                 ? "Prefer: respond-async, handling=lenient"
+                                 : "Prefer: respond-async",
+                             NULL};
+    fs_fhir_request req = {.method = body ? "POST" : "GET",
+                           .target = target,
+                           .accept = FS_FHIR_JSON,
+                           .headers = headers,
+                           .body = body,
+                           .body_len = body ? strlen(body) : 0};
+    fs_log(FHIRSYNC_LOG_INFO, "export: kick-off %s %s", req.method, target);
+    rc = fs_fhir_perform(ex->client, &req, &resp, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    const char *url = resp.effective_url ? resp.effective_url : target;
+    if (resp.status == 429) {
+        char desc[512];
+        fs_fhir_describe_body(resp.body.data, resp.body.len,
+                              fs_http_header_get(&resp, "Content-Type"), desc, sizeof desc);
+        rc = fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
+                         "an export may already be running (HTTP 429 at kick-off): wait for it to "
+                         "finish, or cancel it by DELETE of its status URL, then try again; the "
+                         "server said: %s", desc);
+        goto out;
+    }
+    if (resp.status != 202) {
+        if (resp.status >= 200 && resp.status < 300)
+            rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, resp.status,
+                             "kick-off answered HTTP %ld from %s where 202 Accepted was expected "
+                             "(the server may not support asynchronous $export)", resp.status,
+                             url);
+        else
+            rc = fs_fhir_status_error(&resp, url, err);
+        fs_err_prefix(err, "export kick-off refused");
+        goto out;
+    }
+    const char *location = fs_http_header_get(&resp, "Content-Location");
+    if (!location || !*location) {
+        rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, 202,
+                         "kick-off answered 202 Accepted without a Content-Location header: the "
+                         "server did not say where to poll for the export's status");
+        goto out;
+    }
+    rc = fs_url_resolve(url, location, false, &status_url, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    char when[32];
+    fs_format_instant(fs_now(), when, sizeof when);
+    fs_free(ex->st.status_url);
+    fs_free(ex->st.kickoff_time);
+    ex->st.status_url = status_url;
+    status_url = NULL;
+    ex->st.kickoff_time = fs_strdup(when);
+    if (!ex->st.kickoff_time) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = fs_bulk_state_save(&ex->st, ex->dir, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_KICKOFF, NULL, ex->st.status_url, 0, FHIRSYNC_OK);
+out:
+    fs_http_response_clear(&resp);
+    fs_free(status_url);
+    fs_free(target);
+    fs_free(body);
+    return rc;
+}
+
+/* ---- status polls --------------------------------------------------------------------------- */
+
+int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
+                              int64_t cap_s)
+{
+    int64_t seconds = -1;
+    if (!retry_after || !fs_parse_retry_after(retry_after, now, &seconds))
+        seconds = -1;
+    return fs_backoff_ms(attempt, seconds, cap_s > 0 ? cap_s : 300);
+}
+
+static fhirsync_code wait_ms(fhirsync_export *ex, int64_t ms, fhirsync_error *err)
+{
+    if (ex->cb_stop || !fs_sleep_ms(ms))
+        return fs_err(err, FHIRSYNC_E_CANCELLED, "export interrupted while waiting for the "
+                      "server (resume it by running the same command again)");
+    return FHIRSYNC_OK;
+}
+
+/* GET one manifest page (after the first) and add it. */
+static fhirsync_code fetch_next_page(fhirsync_export *ex, const char *url, fhirsync_error *err)
+{
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    fs_fhir_request req = {.target = url, .accept = "application/json",
+                           .max_body = FS_BULK_MANIFEST_MAX_BODY};
+    fhirsync_code rc = fs_fhir_perform(ex->client, &req, &resp, err);
+    if (rc == FHIRSYNC_OK && resp.status != 200)
+        rc = resp.status >= 200 && resp.status < 300
+                 ? fs_err_http(err, FHIRSYNC_E_PROTOCOL, resp.status,
+                               "manifest page %s answered HTTP %ld, not 200", url, resp.status)
+                 : fs_fhir_status_error(&resp, url, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_bulk_manifest_parse(&ex->man, resp.body.data, resp.body.len,
+                                    resp.effective_url ? resp.effective_url : url, err);
+    fs_http_response_clear(&resp);
+    return rc;
+}
+
+static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
+{
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    fhirsync_code rc = FHIRSYNC_OK;
+    unsigned attempt = 0, failures = 0, transient = 0;
+    const char *url = ex->st.status_url;
+    for (;;) {
+        if (fs_cancel_requested() || ex->cb_stop) {
+            rc = wait_ms(ex, 0, err);
+            break;
+        }
+        fs_fhir_request req = {.target = url, .accept = "application/json",
+                               .no_status_retries = true, .max_body = FS_BULK_MANIFEST_MAX_BODY};
+        rc = fs_fhir_perform(ex->client, &req, &resp, err);
+        if (rc != FHIRSYNC_OK) {
+            fs_err_prefix(err, "export status poll");
+            break;
+        }
+        long status = resp.status;
+        const char *ra = fs_http_header_get(&resp, "Retry-After");
+        if (status == 200) {
+            rc = fs_bulk_manifest_parse(&ex->man, resp.body.data, resp.body.len,
+                                        resp.effective_url ? resp.effective_url : url, err);
+            break;
+        }
+        char msg[1200];
+        int64_t delay;
+        if (status == 202) {
+            failures = 0;
+            transient = 0;
+            delay = fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap);
+            const char *progress = fs_http_header_get(&resp, "X-Progress");
+            fs_log(FHIRSYNC_LOG_INFO, "export: in progress%s%s; next poll in %.1f s",
+                   progress ? ": " : "", progress ? progress : "", (double)delay / 1000.0);
+            fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_PROGRESS, NULL, progress, delay, FHIRSYNC_OK);
+        } else if (status == 429 || status >= 500) {
+            fs_outcome oo;
+            bool has_oo = fs_outcome_parse(resp.body.data, resp.body.len, &oo);
+            if (has_oo && oo.transient && status >= 500) {
+                if (++transient > MAX_TRANSIENT_POLLS) {
+                    rc = fs_err_http(err, FHIRSYNC_E_SERVER, status,
+                                     "export status: the server reported a transient error %u "
+                                     "times in a row: %s", transient, oo.summary);
+                    break;
+                }
+                snprintf(msg, sizeof msg, "status poll: HTTP %ld, transient: %s", status,
+                         oo.summary);
+            } else if (has_oo && oo.has_error && status >= 500) {
+                rc = fs_err_http(err, FHIRSYNC_E_SERVER, status,
+                                 "the export failed on the server (HTTP %ld from %s): %s",
+                                 status, url, oo.summary);
+                break;
+            } else {
+                if (++failures > (unsigned)ex->max_retries) {
+                    rc = fs_fhir_status_error(&resp, url, err);
+                    fs_err_prefix(err, "export status poll failed %u times", failures);
+                    break;
+                }
+                char desc[512];
+                fs_fhir_describe_body(resp.body.data, resp.body.len,
+                                      fs_http_header_get(&resp, "Content-Type"), desc,
+                                      sizeof desc);
+                snprintf(msg, sizeof msg, "status poll: HTTP %ld: %s", status, desc);
+            }
+            delay = fs_bulk_poll_delay_ms(ra, fs_now(), failures + transient - 1, ex->retry_cap);
+            fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_RETRY, NULL, msg, delay, FHIRSYNC_OK);
+        } else if (status == 404 || status == 410) {
+            rc = fs_fhir_status_error(&resp, url, err);
+            fs_err_prefix(err, "the export job is gone (deleted or expired on the server); "
+                               "start a new export in a new folder");
+            break;
+        } else {
+            rc = status >= 200 && status < 300
+                     ? fs_err_http(err, FHIRSYNC_E_PROTOCOL, status,
+                                   "export status answered HTTP %ld (expected 202 or 200)",
+                                   status)
+                     : fs_fhir_status_error(&resp, url, err);
+            fs_err_prefix(err, "export status poll");
+            break;
+        }
+        fs_http_response_clear(&resp);
+        rc = wait_ms(ex, delay, err);
+        if (rc != FHIRSYNC_OK)
+            break;
+    }
+    fs_http_response_clear(&resp);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    /* further pages */
+    char *seen[FS_BULK_MAX_MANIFEST_PAGES];
+    size_t nseen = 0;
+    while (rc == FHIRSYNC_OK && ex->man.next) {
+        char *next = ex->man.next;
+        ex->man.next = NULL;
+        for (size_t i = 0; i < nseen; i++)
+            if (strcmp(seen[i], next) == 0)
+                rc = fs_err(err, FHIRSYNC_E_PROTOCOL, "manifest paging loops back to %s", next);
+        if (rc == FHIRSYNC_OK && nseen == FS_BULK_MAX_MANIFEST_PAGES)
+            rc = fs_err(err, FHIRSYNC_E_PROTOCOL, "manifest has more than %d pages",
+                        FS_BULK_MAX_MANIFEST_PAGES);
+        if (rc != FHIRSYNC_OK) {
+            fs_free(next);
+            break;
+        }
+        seen[nseen++] = next;
+        rc = fetch_next_page(ex, next, err);
+    }
+    for (size_t i = 0; i < nseen; i++)
+        fs_free(seen[i]);
+    return rc;
+}
+
+/* ---- the manifest and the files ------------------------------------------------------------- */
+
+static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
+{
+    free_files(ex);
+    size_t n = ex->man.count;
+    ex->files = n ? fs_calloc(n, sizeof *ex->files) : NULL;
+    if (n && !ex->files)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    /* output first, then deleted, then error, each in manifest order */
+    size_t k = 0;
+    for (int kind = FHIRSYNC_EXPORT_OUTPUT; kind <= FHIRSYNC_EXPORT_ERROR; kind++) {
+        for (size_t i = 0; i < n; i++) {
+            const fs_bulk_entry *e = &ex->man.entries[i];
+            if ((int)e->kind != kind)
+                continue;
+            unsigned seq = 1;
+            for (size_t j = 0; j < k; j++)
+                if (ex->files[j].pub.kind == e->kind && strcmp(ex->files[j].type, e->type) == 0)
+                    seq++;
+            fs_bulk_file *f = &ex->files[k++];
+            ex->nfiles = k;
+            f->fd = -1;
+            f->index = k - 1;
+            fs_buf name, partial;
+            fs_buf_init(&name);
+            fs_buf_init(&partial);
+            const char *prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted/"
+                                 : kind == FHIRSYNC_EXPORT_ERROR ? "error/" : "";
+            bool ok = fs_buf_printf(&name, "%s%s.%u.ndjson", prefix, e->type, seq) &&
+                      fs_buf_printf(&partial, "%s/%s%s.%u.ndjson", ex->partial_dir,
+                                    kind == FHIRSYNC_EXPORT_DELETED ? "deleted-"
+                                    : kind == FHIRSYNC_EXPORT_ERROR ? "error-" : "",
+                                    e->type, seq);
+            f->name = ok ? fs_buf_steal(&name) : NULL;
+            f->partial_path = ok ? fs_buf_steal(&partial) : NULL;
+            fs_buf_free(&name);
+            fs_buf_free(&partial);
+            f->type = fs_strdup(e->type);
+            f->url = fs_strdup(e->url);
+            f->path = f->name ? join(ex->dir, f->name) : NULL;
+            if (!f->name || !f->partial_path || !f->type || !f->url || !f->path)
+                return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            f->pub.kind = e->kind;
+            f->pub.type = f->type;
+            f->pub.url = f->url;
+            f->pub.name = f->name;
+            f->pub.path = f->path;
+            f->pub.manifest_count = e->count;
+            const fs_bulk_done *d = fs_bulk_state_find_done(&ex->st, f->name);
+            if (d) {
+                f->pub.done = true;
+                f->pub.from_previous_run = true;
+                f->pub.count = d->count;
+                f->pub.quarantined = d->quarantined;
+                f->pub.bytes = d->bytes;
+            }
+        }
+    }
+    return FHIRSYNC_OK;
+}
+
+static fhirsync_code save_manifest(fhirsync_export *ex, fhirsync_error *err)
+{
+    char *text = fs_json_dump_pretty(ex->man.merged);
+    if (!text)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_code rc = fs_bulk_write_atomic(ex->dir, "manifest.json", text, strlen(text), err);
+    fs_free(text);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    fs_free(ex->st.transaction_time);
+    ex->st.transaction_time = fs_strdup(ex->man.transaction_time);
+    if (!ex->st.transaction_time)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    ex->st.manifest_saved = true;
+    return fs_bulk_state_save(&ex->st, ex->dir, err);
+}
+
+static fhirsync_code load_manifest(fhirsync_export *ex, fhirsync_error *err)
+{
+    char *path = join(ex->dir, "manifest.json");
+    char *text = NULL;
+    size_t len = 0;
+    fhirsync_code rc = path ? fs_bulk_read_file(path, FS_BULK_MANIFEST_MAX_BODY * 4, &text, &len,
+                                                err)
+                            : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc == FHIRSYNC_OK) {
+        fs_bulk_manifest_clear(&ex->man);
+        rc = fs_bulk_manifest_parse(&ex->man, text, len, ex->st.status_url, err);
+        if (rc != FHIRSYNC_OK)
+            fs_err_prefix(err, "%s (remove the folder to start the export again)", path);
+    }
+    fs_free(text);
+    fs_free(path);
+    return rc;
+}
+
+static fhirsync_code delete_job(fhirsync_export *ex, fhirsync_error *err)
+{
+    if (!ex->st.status_url)
+        return fs_err(err, FHIRSYNC_E_ARG, "no export job to delete (no kick-off yet)");
+    if (ex->st.job_deleted)
+        return FHIRSYNC_OK;
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    fs_fhir_request req = {.method = "DELETE", .target = ex->st.status_url,
+                           .accept = "application/json"};
+    fhirsync_code rc = fs_fhir_perform(ex->client, &req, &resp, err);
+    if (rc == FHIRSYNC_OK && !(resp.status >= 200 && resp.status < 300) &&
+        resp.status != 404 && resp.status != 410)
+        rc = fs_fhir_status_error(&resp, ex->st.status_url, err);
+    if (rc == FHIRSYNC_OK) {
+        fs_log(FHIRSYNC_LOG_INFO, "export: job deleted on the server (HTTP %ld)", resp.status);
+        ex->st.job_deleted = true;
+        fs_bulk_log_record(ex, json_pack("{s:s, s:I}", "event", "job-deleted", "status",
+                                         (json_int_t)resp.status));
+        rc = fs_bulk_state_save(&ex->st, ex->dir, err);
+    }
+    fs_http_response_clear(&resp);
+    return rc;
+}
+
+fhirsync_code fhirsync_export_delete_job(fhirsync_export *ex)
+{
+    if (!ex)
+        return FHIRSYNC_E_ARG;
+    fs_err_clear(&ex->err);
+    return delete_job(ex, &ex->err);
+}
+
+/* ---- run ------------------------------------------------------------------------------------ */
+
+fhirsync_code fhirsync_export_run(fhirsync_export *ex)
+{
+    if (!ex)
+        return FHIRSYNC_E_ARG;
+    fs_err_clear(&ex->err);
+    fhirsync_error *err = &ex->err;
+    ex->run_start_ms = fs_monotonic_ms();
+    ex->retries = ex->renewals = 0;
+    ex->bytes_received = 0;
+    ex->cb_stop = false;
+    fhirsync_code rc = FHIRSYNC_OK;
+    bool resumed = ex->st.status_url != NULL;
+    fs_bulk_log_record(ex, json_pack("{s:s, s:s, s:o, s:b}", "event", "run", "base_url",
+                                     ex->base_url, "request", json_incref(ex->request),
+                                     "resumed", resumed));
+    if (!ex->st.status_url) {
+        rc = kickoff(ex, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+    } else {
+        fs_log(FHIRSYNC_LOG_INFO, "export: resuming %s (status URL %s)", ex->dir,
+               ex->st.status_url);
+    }
+    if (!ex->manifest_loaded) {
+        if (ex->st.manifest_saved) {
+            rc = load_manifest(ex, err);
+        } else {
+            fs_bulk_manifest_clear(&ex->man);
+            rc = poll_status(ex, err);
+            if (rc == FHIRSYNC_OK)
+                rc = save_manifest(ex, err);
+        }
+        if (rc == FHIRSYNC_OK)
+            rc = build_files(ex, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+        ex->manifest_loaded = true;
+        if (ex->man.requires_token_missing)
+            fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, NULL,
+                         "the manifest has no requiresAccessToken: the token is sent (to the "
+                         "FHIR server's origin only)", 0, FHIRSYNC_OK);
+        if (!fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_MANIFEST, NULL, NULL, 0, FHIRSYNC_OK)) {
+            rc = wait_ms(ex, 0, err);
+            goto out;
+        }
+        for (size_t i = 0; i < ex->nfiles; i++) {
+            if (ex->files[i].pub.from_previous_run &&
+                !fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_FILE_DONE, &ex->files[i], NULL, 0,
+                              FHIRSYNC_OK)) {
+                rc = wait_ms(ex, 0, err);
+                goto out;
+            }
+        }
+    }
+    rc = fs_bulk_download_all(ex);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    for (size_t i = 0; i < ex->nfiles; i++)
+        if (ex->files[i].pub.quarantined > 0)
+            ex->partial_result = true;
+    if (!ex->st.complete) {
+        ex->st.complete = true;
+        rc = fs_bulk_state_save(&ex->st, ex->dir, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+    }
+    rmdir(ex->partial_dir);
+    if (ex->delete_job && !ex->st.job_deleted) {
+        fhirsync_error e = {0};
+        if (delete_job(ex, &e) != FHIRSYNC_OK) {
+            char msg[sizeof e.message + 64];
+            snprintf(msg, sizeof msg, "could not delete the job on the server: %s", e.message);
+            fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, NULL, msg, 0, FHIRSYNC_OK);
+        }
+    }
+    rc = ex->partial_result ? FHIRSYNC_E_PARTIAL : FHIRSYNC_OK;
+    if (rc == FHIRSYNC_E_PARTIAL) {
+        fhirsync_export_stats stats;
+        fhirsync_export_get_stats(ex, &stats);
+        fs_err(err, FHIRSYNC_E_PARTIAL, "export complete, but %lld line(s) failed the checks "
+               "and were quarantined (see %s/quarantine/)", (long long)stats.quarantined,
+               ex->dir);
+    }
+    fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_DONE, NULL, NULL, 0, rc);
+out:
+    if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_PARTIAL) {
+        if (!err->message[0])
+            fs_err(err, rc, "%s", fhirsync_strerror(rc));
+        err->code = rc;
+        fs_bulk_log_record(ex, json_pack("{s:s, s:s, s:s}", "event", "failed", "code",
+                                         fhirsync_strerror(rc), "message", err->message));
+    }
+    return rc;
+}
+
+/* ---- results -------------------------------------------------------------------------------- */
+
+const char *fhirsync_export_dir(const fhirsync_export *ex)
+{
+    return ex ? ex->dir : NULL;
+}
+
+const char *fhirsync_export_status_url(const fhirsync_export *ex)
+{
+    return ex ? ex->st.status_url : NULL;
+}
+
+const char *fhirsync_export_transaction_time(const fhirsync_export *ex)
+{
+    return ex ? ex->st.transaction_time : NULL;
+}
+
+bool fhirsync_export_requires_token(const fhirsync_export *ex)
+{
+    return ex && ex->man.requires_token;
+}
+
+size_t fhirsync_export_file_count(const fhirsync_export *ex)
+{
+    return ex ? ex->nfiles : 0;
+}
+
+const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_export *ex, size_t i)
+{
+    return ex && i < ex->nfiles ? &ex->files[i].pub : NULL;
+}
+
+void fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_export_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ex)
+        return;
+    out->files = ex->nfiles;
+    for (size_t i = 0; i < ex->nfiles; i++) {
+        const fhirsync_export_file *f = &ex->files[i].pub;
+        out->quarantined += f->quarantined;
+        if (!f->done)
+            continue;
+        out->files_done++;
+        out->bytes += f->bytes;
+        if (f->kind == FHIRSYNC_EXPORT_OUTPUT)
+            out->resources += f->count;
+        else if (f->kind == FHIRSYNC_EXPORT_DELETED)
+            out->deleted += f->count;
+        else
+            out->errors += f->count;
+    }
+    out->retries = ex->retries;
+    out->token_renewals = ex->renewals;
+    out->duration_s = ex->run_start_ms ? elapsed_s(ex) : 0;
+}
