@@ -167,7 +167,9 @@ static int get_one(fhirsync_client *client, const char *target, output *out)
         fhirsync_error err = {.code = fhirsync_client_errcode(client)};
         snprintf(err.message, sizeof err.message, "%s", fhirsync_client_errmsg(client));
         output_discard(out);
-        return cli_fail(&err);
+        int rc = cli_fail(&err);
+        /* a URL refused by the origin rule is the caller's mistake, not the profile's */
+        return err.code == FHIRSYNC_E_URL ? EXIT_USAGE : rc;
     }
     size_t len;
     const char *body = fhirsync_response_body(resp, &len);
@@ -207,6 +209,8 @@ static int get_all(fhirsync_client *client, const char *query, long limit, outpu
         fhirsync_error err = {.code = code};
         snprintf(err.message, sizeof err.message, "%s", fhirsync_client_errmsg(client));
         rc = cli_fail(&err);
+        if (code == FHIRSYNC_E_URL && !search)
+            rc = EXIT_USAGE; /* the query itself was refused (another origin) */
     }
     if (rc != 0) {
         if (out->path)

@@ -275,9 +275,8 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
             rc = fs_err(&e, FHIRSYNC_E_CANCELLED, "cancelled before requesting %s", url);
             break;
         }
-        rc = fs_ratelimit_acquire(c->base_url, c->client_id, c->rate_limit, &e);
-        if (rc != FHIRSYNC_OK)
-            break;
+        /* the token first: a token request takes its own slot of the rate limit, and the slot
+         * of this request must be taken right before it is sent */
         fhirsync_token token = {0};
         if (!req->anonymous) {
             rc = fhirsync_auth_token(c->auth, force_new, &token, &e);
@@ -285,6 +284,9 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
                 break;
             force_new = false;
         }
+        rc = fs_ratelimit_acquire(c->base_url, c->client_id, c->rate_limit, &e);
+        if (rc != FHIRSYNC_OK)
+            break;
         fs_http_request hr = {0};
         fs_http_request_from_profile(c->ep, &hr);
         hr.method = method;
@@ -392,8 +394,7 @@ fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *metho
         if (resp->http.status == 401)
             fs_err_prefix(&e, "unauthorized even with a new token");
         else if (resp->http.status == 403)
-            fs_err_prefix(&e, "forbidden (the token's scope '%s' may not cover it)",
-                          fhirsync_auth_scope(client->auth));
+            fs_err_prefix(&e, "forbidden (the token's scopes do not cover this request)");
     }
     if (rc != FHIRSYNC_OK) {
         fhirsync_response_free(resp);

@@ -345,8 +345,8 @@ static fhirsync_code accept_next(fhirsync_search *s, fhirsync_error *err)
     if (seen) {
         rc = fs_err(err, FHIRSYNC_E_PROTOCOL,
                     "the next link %s of page %zu (from %s) leads to a page already fetched in "
-                    "this search: the server's paging loops; stopping after %zu resources",
-                    next, s->pages, s->page_url, s->count);
+                    "this search: the server's paging loops; not followed",
+                    next, s->pages, s->page_url);
         fs_free(next);
         return rc;
     }
