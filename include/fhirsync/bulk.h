@@ -199,6 +199,8 @@ FHIRSYNC_API const char *fhirsync_export_status_url(const fhirsync_export *ex);
 /* The manifest's transactionTime (the next incremental export's _since once every file of this
  * one is stored), NULL before the manifest. */
 FHIRSYNC_API const char *fhirsync_export_transaction_time(const fhirsync_export *ex);
+/* Whether the job was deleted on the server (by a run, or fhirsync_export_delete_job()). */
+FHIRSYNC_API bool fhirsync_export_job_deleted(const fhirsync_export *ex);
 /* Whether the manifest said the files need the access token. */
 FHIRSYNC_API bool fhirsync_export_requires_token(const fhirsync_export *ex);
 

@@ -82,6 +82,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_jwks(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_get(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@ static const cli_command commands[] = {
     {"jwks", "print the public JWKS of existing keys (for registration or rotation)", cmd_jwks},
     {"token", "get an access token and show granted scopes and expiry", cmd_token},
     {"doctor", "check every step of authentication and explain what fails", cmd_doctor},
+    {"export", "run a Bulk Data $export into a folder (resumable, every line checked)", cmd_export},
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
 };
 

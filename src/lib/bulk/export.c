@@ -964,6 +964,11 @@ const char *fhirsync_export_transaction_time(const fhirsync_export *ex)
     return ex ? ex->st.transaction_time : NULL;
 }
 
+bool fhirsync_export_job_deleted(const fhirsync_export *ex)
+{
+    return ex && ex->st.job_deleted;
+}
+
 bool fhirsync_export_requires_token(const fhirsync_export *ex)
 {
     return ex && ex->man.requires_token;
