@@ -99,7 +99,8 @@ static fhirsync_code add_entries(fs_bulk_manifest *m, json_t *page, fhirsync_exp
         rc = fs_url_check_transport(abs, "manifest file URL", err);
         if (rc != FHIRSYNC_OK) {
             fs_free(abs);
-            return rc;
+            return rc == FHIRSYNC_E_NOMEM ? rc : fs_err(err, FHIRSYNC_E_PROTOCOL, "%s",
+                                                        err ? err->message : "bad URL");
         }
         if (m->count == m->cap) {
             size_t cap = m->cap ? m->cap * 2 : 16;

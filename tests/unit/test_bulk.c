@@ -1,0 +1,721 @@
+/* unit/test_bulk.c: the Bulk Data client's parsers and records: the streaming NDJSON line checker
+ * (valid lines, CRLF, empty lines, a BOM, lines over the cap, truncated last lines, wrong or
+ * missing resourceType, every JSON error class, the same verdicts whatever the chunking, and
+ * agreement with jansson), the manifest (valid, paged, missing fields, relative URLs, a missing
+ * requiresAccessToken), state.json (round trip, atomic write mode, damage), the kick-off request
+ * (GET query, POST Parameters, bad options) and the status-poll delay (Retry-After in seconds or
+ * as an HTTP-date, capped; backoff without it).
+ *
+ * `test_bulk --bench FILE.ndjson` times the checker against jansson's json_loadb on each line of
+ * a file (the measurement behind the choice of a scanner, see docs/bulk-export.md). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bulk/bulk_internal.h"
+#include "core/core.h"
+#include "fhirsync/config.h"
+#include "json/json.h"
+
+static char tmpdir[512];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (fhirsync_global_init() != FHIRSYNC_OK)
+        return -1;
+    const char *base = getenv("FHIRSYNC_TEST_TMP");
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir(base, 0700);
+    snprintf(tmpdir, sizeof tmpdir, "%s/bulk-XXXXXX", base);
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char cmd[600];
+    if (strstr(tmpdir, "/bulk-")) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+            return -1;
+    }
+    fhirsync_global_cleanup();
+    return 0;
+}
+
+/* ---- the line checker ----------------------------------------------------------------------- */
+
+typedef struct line_result {
+    fs_ndjson_verdict verdict;
+    uint64_t line;
+    char reason[200];
+    char type[FS_BULK_MAX_TYPE_LEN + 1];
+} line_result;
+
+/* Feed a whole file in chunks of `chunk` bytes; collect each line's verdict. */
+static size_t check_file(const char *data, size_t len, const char *type, uint64_t max_line,
+                         size_t chunk, line_result *out, size_t max_out, bool *too_long)
+{
+    fs_ndjson_checker ck;
+    fs_ndjson_init(&ck, type, max_line);
+    size_t n = 0;
+    *too_long = false;
+    for (size_t off = 0; off < len;) {
+        size_t piece = len - off < chunk ? len - off : chunk;
+        size_t pos = 0;
+        while (pos < piece) {
+            size_t used;
+            fs_ndjson_event ev = fs_ndjson_feed(&ck, data + off + pos, piece - pos, &used);
+            assert_true(used > 0);
+            pos += used;
+            if (ev == FS_NDJSON_TOO_LONG)
+                *too_long = true;
+            if (ev == FS_NDJSON_LINE && n < max_out) {
+                out[n].verdict = ck.verdict;
+                out[n].line = ck.verdict_line;
+                snprintf(out[n].reason, sizeof out[n].reason, "%s", ck.reason);
+                snprintf(out[n].type, sizeof out[n].type, "%s",
+                         ck.verdict == FS_NDJSON_OK ? ck.resource_type : "");
+                n++;
+            }
+        }
+        off += piece;
+    }
+    if (fs_ndjson_finish(&ck) && n < max_out) {
+        out[n].verdict = ck.verdict;
+        out[n].line = ck.verdict_line;
+        snprintf(out[n].reason, sizeof out[n].reason, "%s", ck.reason);
+        n++;
+    }
+    return n;
+}
+
+static fs_ndjson_verdict one(const char *line, const char *type)
+{
+    char reason[200];
+    return fs_ndjson_check_line(line, strlen(line), type, reason, sizeof reason);
+}
+
+static void test_checker_valid_lines(void **state)
+{
+    (void)state;
+    assert_int_equal(one("{\"resourceType\":\"Patient\",\"id\":\"1\"}", "Patient"),
+                     FS_NDJSON_OK);
+    assert_int_equal(one("  {\"id\":\"1\", \"resourceType\" : \"Patient\"}  ", "Patient"),
+                     FS_NDJSON_OK);
+    assert_int_equal(one("{\"resourceType\":\"Observation\",\"valueQuantity\":{\"value\":-1.50e+3,"
+                         "\"unit\":\"mg\"},\"a\":[true,false,null,0,[],{}],\"t\":\"\\u00e9\\n"
+                         "\\ud83d\\ude00\\\"\\\\\\/\"}", "Observation"), FS_NDJSON_OK);
+    /* UTF-8 of every length */
+    assert_int_equal(one("{\"resourceType\":\"Patient\",\"n\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98"
+                         "\x80\"}", "Patient"), FS_NDJSON_OK);
+    /* a resourceType name written with an escape is still the name */
+    assert_int_equal(one("{\"\\u0072esourceType\":\"Patient\"}", "Patient"), FS_NDJSON_OK);
+    /* nested resourceType members do not count */
+    assert_int_equal(one("{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":"
+                         "\"Patient\"}}]}", "Bundle"), FS_NDJSON_OK);
+    /* any type accepted when none is expected, but it must be a type name */
+    assert_int_equal(one("{\"resourceType\":\"Encounter\"}", NULL), FS_NDJSON_OK);
+    assert_int_equal(one("{\"resourceType\":\"not a type\"}", NULL), FS_NDJSON_BAD);
+}
+
+static void test_checker_bad_lines(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "[1,2]", "\"text\"", "42", "{\"resourceType\":\"Patient\"", "{\"resourceType\":\"Patient\",}",
+        "{\"resourceType\":\"Patient\"}x", "{\"resourceType\":\"Patient\"} {}",
+        "{\"resourceType\":\"Patient\",\"a\":01}", "{\"resourceType\":\"Patient\",\"a\":1.}",
+        "{\"resourceType\":\"Patient\",\"a\":-}", "{\"resourceType\":\"Patient\",\"a\":1e}",
+        "{\"resourceType\":\"Patient\",\"a\":tru}", "{\"resourceType\":\"Patient\",\"a\":nul}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\\x\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\\u12G4\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\\ud83d\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\\ude00\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\\u0000\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\x01\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xc3\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xc0\x80\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xed\xa0\x80\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xf5\x80\x80\x80\"}",
+        "{\"resourceType\":\"Patient\",\"a\" 1}", "{\"resourceType\":\"Patient\" \"a\":1}",
+        "{'resourceType':'Patient'}", "{\"resourceType\":\"Patient\",\"a\":[1,]}",
+        "{\"resourceType\":\"Patient\",\"a\":[1}", "{\"resourceType\":\"Patient\",\"a\":{]}",
+        "{\"id\":\"1\"}", "{\"resourceType\":7}", "{\"resourceType\":\"\"}",
+        "{\"resourceType\":\"Patient\",\"resourceType\":\"Patient\"}",
+        "{\"resourceType\":\"Observation\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (one(bad[i], "Patient") != FS_NDJSON_BAD) {
+            fprintf(stderr, "accepted: %s\n", bad[i]);
+            fail();
+        }
+    }
+    char reason[200];
+    fs_ndjson_check_line("{\"resourceType\":\"Observation\"}", 30, "Patient", reason,
+                         sizeof reason);
+    assert_non_null(strstr(reason, "Observation"));
+    assert_non_null(strstr(reason, "Patient"));
+    /* deep nesting is refused past the limit, accepted below it */
+    size_t depth = FS_NDJSON_MAX_DEPTH + 5;
+    char *deep = malloc(depth * 2 + 64);
+    assert_non_null(deep);
+    strcpy(deep, "{\"resourceType\":\"Patient\",\"a\":");
+    size_t p = strlen(deep);
+    for (size_t i = 0; i < depth; i++)
+        deep[p++] = '[';
+    for (size_t i = 0; i < depth; i++)
+        deep[p++] = ']';
+    deep[p++] = '}';
+    deep[p] = '\0';
+    assert_int_equal(fs_ndjson_check_line(deep, p, "Patient", reason, sizeof reason),
+                     FS_NDJSON_BAD);
+    assert_non_null(strstr(reason, "nested"));
+    free(deep);
+}
+
+static void test_checker_file_shapes(void **state)
+{
+    (void)state;
+    line_result r[16];
+    bool too_long;
+    /* CRLF line ends, an empty line, a whitespace-only line, a last line without '\n' */
+    const char *file = "{\"resourceType\":\"Patient\",\"id\":\"1\"}\r\n"
+                       "\n"
+                       " \r\n"
+                       "{\"resourceType\":\"Patient\",\"id\":\"2\"}";
+    size_t n = check_file(file, strlen(file), "Patient", 0, 1 << 20, r, 16, &too_long);
+    assert_int_equal(n, 4);
+    assert_int_equal(r[0].verdict, FS_NDJSON_OK);
+    assert_string_equal(r[0].type, "Patient");
+    assert_int_equal(r[1].verdict, FS_NDJSON_EMPTY);
+    assert_int_equal(r[2].verdict, FS_NDJSON_EMPTY);
+    assert_int_equal(r[3].verdict, FS_NDJSON_OK);
+    assert_int_equal(r[3].line, 4);
+    /* a truncated last line */
+    const char *trunc = "{\"resourceType\":\"Patient\",\"id\":\"1\"}\n{\"resourceType\":\"Pat";
+    n = check_file(trunc, strlen(trunc), "Patient", 0, 7, r, 16, &too_long);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[1].verdict, FS_NDJSON_BAD);
+    assert_non_null(strstr(r[1].reason, "truncated last line"));
+    /* a byte order mark at the start is skipped (and reported by the checker's flag) */
+    const char *bom = "\xef\xbb\xbf{\"resourceType\":\"Patient\"}\n";
+    fs_ndjson_checker ck;
+    fs_ndjson_init(&ck, "Patient", 0);
+    size_t used, off = 0;
+    while (off < strlen(bom)) {
+        fs_ndjson_event ev = fs_ndjson_feed(&ck, bom + off, 1, &used);
+        off += used;
+        if (ev == FS_NDJSON_LINE)
+            assert_int_equal(ck.verdict, FS_NDJSON_OK);
+    }
+    assert_true(ck.bom);
+    /* a BOM in the middle of a file is just a bad line */
+    const char *mid = "{\"resourceType\":\"Patient\"}\n\xef\xbb\xbf{\"resourceType\":\"Patient\"}\n";
+    n = check_file(mid, strlen(mid), "Patient", 0, 1 << 20, r, 16, &too_long);
+    assert_int_equal(n, 2);
+    assert_int_equal(r[1].verdict, FS_NDJSON_BAD);
+    /* a broken BOM */
+    const char *broken = "\xef\xbb{\"resourceType\":\"Patient\"}\n";
+    n = check_file(broken, strlen(broken), "Patient", 0, 1, r, 16, &too_long);
+    assert_int_equal(r[0].verdict, FS_NDJSON_BAD);
+    /* an empty file has no lines */
+    n = check_file("", 0, "Patient", 0, 16, r, 16, &too_long);
+    assert_int_equal(n, 0);
+}
+
+static void test_checker_line_cap(void **state)
+{
+    (void)state;
+    line_result r[8];
+    bool too_long;
+    /* exactly max_line bytes is fine, one more is not; the cap does not cost memory */
+    char line[300];
+    snprintf(line, sizeof line, "{\"resourceType\":\"Patient\",\"x\":\"%0200d\"}", 0);
+    size_t len = strlen(line);
+    char file[700];
+    snprintf(file, sizeof file, "%s\n%s\n", line, line);
+    for (size_t chunk = 1; chunk <= 64; chunk *= 4) {
+        size_t n = check_file(file, strlen(file), "Patient", len, chunk, r, 8, &too_long);
+        assert_int_equal(n, 2);
+        assert_false(too_long);
+        assert_int_equal(r[0].verdict, FS_NDJSON_OK);
+        assert_int_equal(r[1].verdict, FS_NDJSON_OK);
+        n = check_file(file, strlen(file), "Patient", len - 1, chunk, r, 8, &too_long);
+        assert_true(too_long);
+        assert_int_equal(n, 2);
+        assert_int_equal(r[0].verdict, FS_NDJSON_BAD);
+        assert_non_null(strstr(r[0].reason, "longer than"));
+        assert_int_equal(r[0].line, 1);
+        assert_int_equal(r[1].line, 2);
+    }
+    /* a 20 MB line streams through without being held */
+    size_t big = 20u * 1024 * 1024;
+    char *huge = malloc(big + 64);
+    assert_non_null(huge);
+    size_t p = (size_t)sprintf(huge, "{\"resourceType\":\"Binary\",\"data\":\"");
+    memset(huge + p, 'A', big);
+    p += big;
+    p += (size_t)sprintf(huge + p, "\"}\n");
+    size_t n = check_file(huge, p, "Binary", 0, 65536, r, 8, &too_long);
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].verdict, FS_NDJSON_OK);
+    n = check_file(huge, p, "Binary", 1024 * 1024, 65536, r, 8, &too_long);
+    assert_true(too_long);
+    assert_int_equal(r[0].verdict, FS_NDJSON_BAD);
+    free(huge);
+}
+
+/* Chunking never changes a verdict, and the checker agrees with jansson on what is valid. */
+static void test_checker_chunking_and_jansson(void **state)
+{
+    (void)state;
+    static const char *const lines[] = {
+        "{\"resourceType\":\"Patient\",\"a\":[1,2.5e-3,{\"b\":\"\\u00e9\\ud83d\\ude00\"}]}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xe2\x82\xac\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\\ud83d\\u0041\"}",
+        "{\"resourceType\":\"Patient\",\"a\":-0.0E+0}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xed\x9f\xbf\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xf4\x8f\xbf\xbf\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xf4\x90\x80\x80\"}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\xe0\x9f\xbf\"}",
+        "{\"resourceType\":\"Patient\",\"a\":[[[[]]]],\"b\":{\"c\":{}}}",
+        "{\"resourceType\":\"Patient\",\"a\":\"\t\"}",
+        "{\"resourceType\":\"Patient\"\t,\t\"a\"\t:\ttrue\t}",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+        const char *l = lines[i];
+        json_error_t je;
+        json_t *j = json_loadb(l, strlen(l), 0, &je);
+        fs_ndjson_verdict v = one(l, "Patient");
+        if ((j != NULL) != (v == FS_NDJSON_OK)) {
+            fprintf(stderr, "jansson %s, checker %d: %s\n", j ? "accepts" : "refuses", v, l);
+            fail();
+        }
+        json_decref(j);
+        /* byte by byte gives the same verdict as all at once */
+        line_result a[2], b[2];
+        bool tl;
+        size_t na = check_file(l, strlen(l), "Patient", 0, 1, a, 2, &tl);
+        size_t nb = check_file(l, strlen(l), "Patient", 0, 4096, b, 2, &tl);
+        assert_int_equal(na, nb);
+        assert_int_equal(a[0].verdict, b[0].verdict);
+    }
+}
+
+/* ---- the manifest --------------------------------------------------------------------------- */
+
+static const char manifest1[] =
+    "{\"transactionTime\":\"2024-05-01T10:00:00.000Z\",\"request\":\"http://h/fhir/$export\","
+    "\"requiresAccessToken\":true,"
+    "\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1:9/files/p1\",\"count\":10},"
+    "{\"type\":\"Observation\",\"url\":\"files/o1\"}],"
+    "\"deleted\":[{\"type\":\"Patient\",\"url\":\"/files/d1\",\"count\":2}],"
+    "\"error\":[{\"type\":\"OperationOutcome\",\"url\":\"https://storage.example/e1?sig=x\"}],"
+    "\"link\":[{\"relation\":\"next\",\"url\":\"status/1?page=2\"}]}";
+
+static const char manifest2[] =
+    "{\"transactionTime\":\"2024-05-01T10:00:00.000Z\",\"request\":\"x\","
+    "\"requiresAccessToken\":true,"
+    "\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1:9/files/p2\",\"count\":5}]}";
+
+static void test_manifest_valid_and_paged(void **state)
+{
+    (void)state;
+    fs_bulk_manifest m;
+    fs_bulk_manifest_init(&m);
+    fhirsync_error err = {0};
+    assert_int_equal(fs_bulk_manifest_parse(&m, manifest1, strlen(manifest1),
+                                            "http://127.0.0.1:9/fhir/status/1", &err),
+                     FHIRSYNC_OK);
+    assert_string_equal(m.transaction_time, "2024-05-01T10:00:00.000Z");
+    assert_true(m.requires_token);
+    assert_false(m.requires_token_missing);
+    assert_int_equal(m.count, 4);
+    assert_string_equal(m.entries[0].type, "Patient");
+    assert_int_equal(m.entries[0].count, 10);
+    assert_int_equal(m.entries[1].count, -1);
+    /* relative URLs resolve against the URL the manifest came from */
+    assert_string_equal(m.entries[1].url, "http://127.0.0.1:9/fhir/status/files/o1");
+    assert_string_equal(m.entries[2].url, "http://127.0.0.1:9/files/d1");
+    assert_int_equal(m.entries[2].kind, FHIRSYNC_EXPORT_DELETED);
+    assert_int_equal(m.entries[3].kind, FHIRSYNC_EXPORT_ERROR);
+    assert_string_equal(m.next, "http://127.0.0.1:9/fhir/status/status/1?page=2");
+    /* page two adds its entries; the merged manifest has no link */
+    assert_int_equal(fs_bulk_manifest_parse(&m, manifest2, strlen(manifest2), m.next, &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(m.count, 5);
+    assert_null(m.next);
+    assert_null(json_object_get(m.merged, "link"));
+    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), 3);
+    assert_int_equal(json_array_size(json_object_get(m.merged, "deleted")), 1);
+    /* a page that disagrees on transactionTime is refused and leaves the rest alone */
+    const char *other = "{\"transactionTime\":\"2024-05-02T10:00:00Z\",\"requiresAccessToken\":"
+                        "true,\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/x\"}]}";
+    assert_int_equal(fs_bulk_manifest_parse(&m, other, strlen(other), "http://127.0.0.1/", &err),
+                     FHIRSYNC_E_PROTOCOL);
+    assert_int_equal(m.count, 5);
+    /* the merged document parses as a manifest of its own (what a resume reads back) */
+    char *text = fs_json_dump(m.merged);
+    fs_bulk_manifest m2;
+    fs_bulk_manifest_init(&m2);
+    assert_int_equal(fs_bulk_manifest_parse(&m2, text, strlen(text), "http://127.0.0.1:9/", &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(m2.count, 5);
+    assert_string_equal(m2.entries[1].url, "http://127.0.0.1:9/fhir/status/files/o1");
+    fs_free(text);
+    fs_bulk_manifest_clear(&m2);
+    fs_bulk_manifest_clear(&m);
+}
+
+static void expect_manifest_error(const char *body, const char *words)
+{
+    fs_bulk_manifest m;
+    fs_bulk_manifest_init(&m);
+    fhirsync_error err = {0};
+    fhirsync_code rc = fs_bulk_manifest_parse(&m, body, strlen(body), "http://127.0.0.1/s", &err);
+    if (rc != FHIRSYNC_E_PROTOCOL || !strstr(err.message, words)) {
+        fprintf(stderr, "manifest %s: code %d, message '%s' (wanted '%s')\n", body, rc,
+                err.message, words);
+        fail();
+    }
+    assert_int_equal(m.count, 0);
+    assert_null(m.merged);
+    fs_bulk_manifest_clear(&m);
+}
+
+static void test_manifest_errors(void **state)
+{
+    (void)state;
+    expect_manifest_error("<html><body>oops</body></html>", "HTML");
+    expect_manifest_error("{\"output\":[]}", "transactionTime");
+    expect_manifest_error("{\"transactionTime\":\"yesterday\",\"output\":[]}", "FHIR instant");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\"}", "output");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":{}}",
+                          "not an array");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
+                          "[{\"url\":\"http://127.0.0.1/x\"}]}", "type");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
+                          "[{\"type\":\"Patient\"}]}", "url");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
+                          "[{\"type\":\"../etc\",\"url\":\"http://127.0.0.1/x\"}]}",
+                          "resource type");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
+                          "[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/x\",\"count\":-1}]}",
+                          "count");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
+                          "[{\"type\":\"Patient\",\"url\":\"ftp://h/x\"}]}", "http");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
+                          "[{\"type\":\"Patient\",\"url\":\"http://example.com/x\"}]}",
+                          "plain http");
+    expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":[],"
+                          "\"requiresAccessToken\":\"yes\"}", "requiresAccessToken");
+    /* no requiresAccessToken: assumed true, and said so */
+    fs_bulk_manifest m;
+    fs_bulk_manifest_init(&m);
+    const char *body = "{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":[]}";
+    assert_int_equal(fs_bulk_manifest_parse(&m, body, strlen(body), "http://127.0.0.1/", NULL),
+                     FHIRSYNC_OK);
+    assert_true(m.requires_token);
+    assert_true(m.requires_token_missing);
+    assert_int_equal(m.count, 0);
+    fs_bulk_manifest_clear(&m);
+}
+
+/* ---- state.json ----------------------------------------------------------------------------- */
+
+static void test_state_round_trip(void **state)
+{
+    (void)state;
+    fs_bulk_state st;
+    fs_bulk_state_init(&st);
+    st.base_url = fs_strdup("http://127.0.0.1:9/fhir");
+    st.request = json_pack("{s:s, s:n, s:s, s:b, s:[[s,s]]}", "level", "system", "group",
+                           "method", "GET", "lenient", 0, "params", "_type", "Patient");
+    st.status_url = fs_strdup("http://127.0.0.1:9/fhir/bulkstatus/1");
+    st.kickoff_time = fs_strdup("2024-05-01T10:00:00Z");
+    st.transaction_time = fs_strdup("2024-05-01T10:00:01Z");
+    st.manifest_saved = true;
+    assert_true(fs_bulk_state_add_done(&st, "Patient.1.ndjson", 10, 0, 1234));
+    assert_true(fs_bulk_state_add_done(&st, "deleted/Patient.1.ndjson", 2, 1, 99));
+    assert_true(fs_bulk_state_add_done(&st, "Patient.1.ndjson", 11, 0, 1300)); /* update */
+    fhirsync_error err = {0};
+    assert_int_equal(fs_bulk_state_save(&st, tmpdir, &err), FHIRSYNC_OK);
+    char path[600];
+    snprintf(path, sizeof path, "%s/state.json", tmpdir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    snprintf(path, sizeof path, "%s/.state.json.tmp", tmpdir);
+    assert_int_not_equal(access(path, F_OK), 0); /* no temp file left */
+
+    fs_bulk_state back;
+    fs_bulk_state_init(&back);
+    assert_int_equal(fs_bulk_state_load(tmpdir, &back, &err), FHIRSYNC_OK);
+    assert_string_equal(back.status_url, st.status_url);
+    assert_string_equal(back.transaction_time, st.transaction_time);
+    assert_true(back.manifest_saved);
+    assert_false(back.complete);
+    assert_true(json_equal(back.request, st.request));
+    assert_int_equal(back.done_count, 2);
+    const fs_bulk_done *d = fs_bulk_state_find_done(&back, "Patient.1.ndjson");
+    assert_non_null(d);
+    assert_int_equal(d->count, 11);
+    assert_int_equal(d->bytes, 1300);
+    d = fs_bulk_state_find_done(&back, "deleted/Patient.1.ndjson");
+    assert_non_null(d);
+    assert_int_equal(d->quarantined, 1);
+    assert_null(fs_bulk_state_find_done(&back, "Observation.1.ndjson"));
+    fs_bulk_state_clear(&back);
+    fs_bulk_state_clear(&st);
+}
+
+static void test_state_damage(void **state)
+{
+    (void)state;
+    fs_bulk_state st;
+    fs_bulk_state_init(&st);
+    fhirsync_error err = {0};
+    static const char *const damaged[] = {
+        "",
+        "{\"fhirsync_export\":1,\"base_url\":\"http://x\"",
+        "{\"fhirsync_export\":2,\"base_url\":\"x\",\"request\":{},\"manifest_saved\":false,"
+        "\"complete\":false,\"job_deleted\":false,\"files\":[]}",
+        "{\"fhirsync_export\":1,\"request\":{},\"manifest_saved\":false,\"complete\":false,"
+        "\"job_deleted\":false,\"files\":[]}",
+        "{\"fhirsync_export\":1,\"base_url\":\"x\",\"request\":{},\"manifest_saved\":true,"
+        "\"complete\":false,\"job_deleted\":false,\"files\":[]}",
+        "{\"fhirsync_export\":1,\"base_url\":\"x\",\"request\":{},\"manifest_saved\":false,"
+        "\"complete\":false,\"job_deleted\":false,\"files\":[{\"name\":\"../x\",\"count\":1,"
+        "\"quarantined\":0,\"bytes\":1}]}",
+        "{\"fhirsync_export\":1,\"base_url\":\"x\",\"request\":{},\"manifest_saved\":false,"
+        "\"complete\":false,\"job_deleted\":false,\"files\":[{\"name\":\"a\",\"count\":-1,"
+        "\"quarantined\":0,\"bytes\":1}]}",
+        "{\"fhirsync_export\":1,\"base_url\":\"x\",\"request\":{},\"manifest_saved\":\"no\","
+        "\"complete\":false,\"job_deleted\":false,\"files\":[]}",
+    };
+    for (size_t i = 0; i < sizeof damaged / sizeof *damaged; i++) {
+        fhirsync_code rc = fs_bulk_state_parse(damaged[i], strlen(damaged[i]), &st, &err);
+        if (rc != FHIRSYNC_E_JSON) {
+            fprintf(stderr, "accepted damaged state %zu: %s\n", i, damaged[i]);
+            fail();
+        }
+        assert_null(st.base_url);
+        assert_int_equal(st.done_count, 0);
+    }
+    /* a missing state.json is "not found", not damage */
+    char empty[600];
+    snprintf(empty, sizeof empty, "%s/empty", tmpdir);
+    assert_int_equal(fs_bulk_mkdirs(empty, &err), FHIRSYNC_OK);
+    assert_int_equal(fs_bulk_state_load(empty, &st, &err), FHIRSYNC_E_NOT_FOUND);
+    fs_bulk_state_clear(&st);
+}
+
+/* ---- the request ---------------------------------------------------------------------------- */
+
+static void test_request_build(void **state)
+{
+    (void)state;
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("t");
+    assert_non_null(ep);
+    fhirsync_export_options o;
+    fhirsync_export_options_init(&o);
+    const char *filters[] = {"Observation?category=laboratory", "Condition?clinical-status=active"};
+    const char *params[] = {"_foo=a b&c"};
+    o.types = "Patient,Observation";
+    o.since = "2024-01-31T12:00:00Z";
+    o.type_filters = filters;
+    o.type_filter_count = 2;
+    o.params = params;
+    o.param_count = 1;
+    fhirsync_error err = {0};
+    json_t *req = fs_bulk_request_build(&o, ep, &err);
+    assert_non_null(req);
+    char *target = fs_bulk_request_target(req);
+    assert_string_equal(target, "$export?_since=2024-01-31T12%3A00%3A00Z&_type=Patient%2C"
+                                "Observation&_typeFilter=Observation%3Fcategory%3Dlaboratory&"
+                                "_typeFilter=Condition%3Fclinical-status%3Dactive&_foo=a%20b%26c");
+    fs_free(target);
+    json_decref(req);
+
+    /* POST with patients at group level: a Parameters body with typed values */
+    const char *patients[] = {"123", "Patient/456"};
+    fhirsync_export_options_init(&o);
+    o.level = FHIRSYNC_EXPORT_GROUP;
+    o.group_id = "g-1";
+    o.post = true;
+    o.patients = patients;
+    o.patient_count = 2;
+    o.since = "2024-01-31T12:00:00Z";
+    o.lenient = true;
+    req = fs_bulk_request_build(&o, ep, &err);
+    assert_non_null(req);
+    assert_true(fs_bulk_request_post(req));
+    assert_true(fs_bulk_request_lenient(req));
+    target = fs_bulk_request_target(req);
+    assert_string_equal(target, "Group/g-1/$export");
+    fs_free(target);
+    char *body = fs_bulk_request_parameters(req);
+    json_t *p = json_loads(body, 0, NULL);
+    assert_non_null(p);
+    assert_string_equal(fs_json_str(p, "resourceType"), "Parameters");
+    json_t *list = json_object_get(p, "parameter");
+    assert_int_equal(json_array_size(list), 3);
+    assert_string_equal(fs_json_str(json_array_get(list, 0), "valueInstant"),
+                        "2024-01-31T12:00:00Z");
+    assert_string_equal(fs_json_str(json_object_get(json_array_get(list, 1), "valueReference"),
+                                    "reference"), "Patient/123");
+    assert_string_equal(fs_json_str(json_object_get(json_array_get(list, 2), "valueReference"),
+                                    "reference"), "Patient/456");
+    json_decref(p);
+    fs_free(body);
+    /* the same options give an equal canonical request (what a resume compares) */
+    json_t *again = fs_bulk_request_build(&o, ep, &err);
+    assert_true(json_equal(req, again));
+    json_decref(again);
+    json_decref(req);
+
+    /* refusals */
+    fhirsync_export_options_init(&o);
+    o.level = FHIRSYNC_EXPORT_GROUP;
+    assert_null(fs_bulk_request_build(&o, ep, &err));
+    assert_non_null(strstr(err.message, "group id"));
+    o.group_id = "bad/id";
+    assert_null(fs_bulk_request_build(&o, ep, &err));
+    fhirsync_export_options_init(&o);
+    o.level = FHIRSYNC_EXPORT_PATIENT;
+    o.patients = patients;
+    o.patient_count = 1;
+    assert_null(fs_bulk_request_build(&o, ep, &err));
+    assert_non_null(strstr(err.message, "POST"));
+    fhirsync_export_options_init(&o);
+    o.since = "last week";
+    assert_null(fs_bulk_request_build(&o, ep, &err));
+    assert_non_null(strstr(err.message, "instant"));
+    fhirsync_export_options_init(&o);
+    o.params = (const char *[]){"novalue"};
+    o.param_count = 1;
+    assert_null(fs_bulk_request_build(&o, ep, &err));
+    /* the profile's group_id and types are the defaults */
+    fhirsync_export_options_init(&o);
+    o.level = FHIRSYNC_EXPORT_GROUP;
+    assert_int_equal(fhirsync_endpoint_set(ep, "group_id", "practice-7", "test", &err),
+                     FHIRSYNC_OK);
+    req = fs_bulk_request_build(&o, ep, &err);
+    assert_non_null(req);
+    target = fs_bulk_request_target(req);
+    assert_string_equal(target, "Group/practice-7/$export");
+    fs_free(target);
+    json_decref(req);
+    fhirsync_endpoint_free(ep);
+}
+
+/* ---- poll delays ---------------------------------------------------------------------------- */
+
+static void test_poll_delay(void **state)
+{
+    (void)state;
+    int64_t now = 1714557600; /* 2024-05-01T10:00:00Z */
+    assert_int_equal(fs_bulk_poll_delay_ms("5", now, 0, 300), 5000);
+    assert_int_equal(fs_bulk_poll_delay_ms("0", now, 3, 300), 0);
+    /* capped */
+    assert_int_equal(fs_bulk_poll_delay_ms("86400", now, 0, 300), 300000);
+    /* an HTTP-date against the (fake) clock */
+    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 10:00:30 GMT", now, 0, 300), 30000);
+    /* a date in the past means now */
+    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 09:00:00 GMT", now, 0, 300), 0);
+    /* without (or with garbage) exponential backoff with jitter in [base/2, base] */
+    for (unsigned attempt = 0; attempt < 12; attempt++) {
+        int64_t base = 1000LL << (attempt < 9 ? attempt : 9);
+        if (base > 300000)
+            base = 300000;
+        int64_t d = fs_bulk_poll_delay_ms(attempt % 2 ? "soon" : NULL, now, attempt, 300);
+        assert_true(d >= base / 2 && d <= base);
+    }
+}
+
+/* ---- --bench -------------------------------------------------------------------------------- */
+
+static int bench(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 1;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = malloc((size_t)size + 1);
+    if (!data || fread(data, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        free(data);
+        return 1;
+    }
+    fclose(f);
+    int64_t t0 = fs_monotonic_ms();
+    size_t lines = 0, ok = 0;
+    fs_ndjson_checker ck;
+    for (int round = 0; round < 5; round++) {
+        fs_ndjson_init(&ck, NULL, 0);
+        for (size_t off = 0; off < (size_t)size;) {
+            size_t used;
+            if (fs_ndjson_feed(&ck, data + off, (size_t)size - off, &used) == FS_NDJSON_LINE) {
+                lines++;
+                ok += ck.verdict == FS_NDJSON_OK;
+            }
+            off += used;
+        }
+    }
+    int64_t t1 = fs_monotonic_ms();
+    size_t jok = 0;
+    for (int round = 0; round < 5; round++) {
+        for (char *line = data; line < data + size;) {
+            char *nl = memchr(line, '\n', (size_t)(data + size - line));
+            size_t n = nl ? (size_t)(nl - line) : (size_t)(data + size - line);
+            json_error_t je;
+            json_t *j = json_loadb(line, n, 0, &je);
+            if (j && json_is_string(json_object_get(j, "resourceType")))
+                jok++;
+            json_decref(j);
+            line += n + 1;
+        }
+    }
+    int64_t t2 = fs_monotonic_ms();
+    double mb = 5.0 * (double)size / 1e6;
+    printf("%zu lines (%zu ok) x5, %.1f MB: checker %.0f MB/s, jansson %.0f MB/s (%zu ok), "
+           "ratio %.1fx\n", lines / 5, ok / 5, mb, mb / ((double)(t1 - t0) / 1000.0 + 1e-9),
+           mb / ((double)(t2 - t1) / 1000.0 + 1e-9), jok / 5,
+           (double)(t2 - t1) / ((double)(t1 - t0) + 1e-9));
+    free(data);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--bench") == 0) {
+        fhirsync_global_init();
+        return bench(argv[2]);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checker_valid_lines),
+        cmocka_unit_test(test_checker_bad_lines),
+        cmocka_unit_test(test_checker_file_shapes),
+        cmocka_unit_test(test_checker_line_cap),
+        cmocka_unit_test(test_checker_chunking_and_jansson),
+        cmocka_unit_test(test_manifest_valid_and_paged),
+        cmocka_unit_test(test_manifest_errors),
+        cmocka_unit_test(test_state_round_trip),
+        cmocka_unit_test(test_state_damage),
+        cmocka_unit_test(test_request_build),
+        cmocka_unit_test(test_poll_delay),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
