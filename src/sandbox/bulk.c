@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox.h"
@@ -419,6 +420,15 @@ static void *job_main(void *arg)
         }
         if (!writer_close(&errors))
             ok = false;
+    }
+    /* --export-delay-ms: stay "in progress" a while, so that tests see 202s deterministically */
+    for (unsigned waited = 0; ok && waited < sb->cfg.export_delay_ms; waited += 10) {
+        if (atomic_load(&job->cancel)) {
+            ok = false;
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
     }
     pthread_mutex_lock(&job->lock);
     if (ok) {

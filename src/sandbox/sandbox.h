@@ -380,6 +380,7 @@ typedef struct sb_config {
     const char *request_log;
     unsigned retry_after;          /* Retry-After on status polls of running exports */
     unsigned max_jobs;             /* concurrently running exports */
+    unsigned export_delay_ms;      /* a job stays "in progress" this long after its files */
 } sb_config;
 
 typedef struct sb_auth sb_auth;

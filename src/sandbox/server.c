@@ -555,6 +555,7 @@ static void usage(FILE *out)
         "  --resources-per-file N    split export files above N resources (default 50000)\n"
         "  --retry-after SECONDS     Retry-After of running-export status polls (default 1)\n"
         "  --max-jobs N              concurrently running exports (default 8)\n"
+        "  --export-delay-ms N       keep each export in progress N ms longer (for tests)\n"
         "  --request-log FILE        append the request log (NDJSON) to FILE\n"
         "  --fault JSON              add a fault rule (repeatable; see docs/sandbox.md)\n"
         "  --help                    this text\n",
@@ -586,7 +587,7 @@ static int parse_options(int argc, char **argv, options *o)
     enum {
         OPT_HOST = 256, OPT_PORT, OPT_READY, OPT_PATIENTS, OPT_SEED, OPT_DATA, OPT_CLIENTS,
         OPT_RS384, OPT_LIFETIME, OPT_CERT, OPT_KEY, OPT_THREADS, OPT_WORKDIR, OPT_PERFILE,
-        OPT_RETRY, OPT_MAXJOBS, OPT_LOG, OPT_FAULT, OPT_HELP
+        OPT_RETRY, OPT_MAXJOBS, OPT_DELAY, OPT_LOG, OPT_FAULT, OPT_HELP
     };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, OPT_HOST},
@@ -605,6 +606,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"resources-per-file", required_argument, NULL, OPT_PERFILE},
         {"retry-after", required_argument, NULL, OPT_RETRY},
         {"max-jobs", required_argument, NULL, OPT_MAXJOBS},
+        {"export-delay-ms", required_argument, NULL, OPT_DELAY},
         {"request-log", required_argument, NULL, OPT_LOG},
         {"fault", required_argument, NULL, OPT_FAULT},
         {"help", no_argument, NULL, OPT_HELP},
@@ -671,6 +673,11 @@ static int parse_options(int argc, char **argv, options *o)
             if (!parse_unsigned(optarg, 1024, &v) || v == 0)
                 bad = "--max-jobs";
             c->max_jobs = (unsigned)v;
+            break;
+        case OPT_DELAY:
+            if (!parse_unsigned(optarg, 3600000, &v))
+                bad = "--export-delay-ms";
+            c->export_delay_ms = (unsigned)v;
             break;
         case OPT_LOG: c->request_log = optarg; break;
         case OPT_FAULT: {
