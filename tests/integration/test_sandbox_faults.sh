@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# test_sandbox_faults.sh: every fault rule of the sandbox fires, does what docs/sandbox.md says,
+# is counted in GET /admin/faults and is visible in the request log (memory and --request-log
+# file). The redirect fault: curl following the 307 without the token reaches the storage
+# listener, and the request log proves that storage got bearer=false.
+set -euo pipefail
+
+: "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
+SRC="${FHIRSYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
+TMP_ROOT="${FHIRSYNC_TEST_TMP:-${TMPDIR:-/tmp}}"
+mkdir -p "$TMP_ROOT"
+WORK=$(mktemp -d "$TMP_ROOT/sandbox-faults.XXXXXX")
+SB_PID=""
+CHECKS=0
+
+fail() { echo "FAIL: $*" >&2; [ -f "$WORK/sandbox.err" ] && tail -20 "$WORK/sandbox.err" >&2; exit 1; }
+ok() { CHECKS=$((CHECKS + 1)); }
+cleanup() {
+    if [ -n "$SB_PID" ]; then kill -TERM "$SB_PID" 2>/dev/null || true; wait "$SB_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+jget() {
+    node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
+            const e = process.argv[1];
+            const f = e.startsWith("=>") ? eval("(d) " + e) : eval("(d) => d" + e);
+            const v = f(JSON.parse(s));
+            console.log(typeof v === "object" ? JSON.stringify(v) : String(v));
+        });' "$1"
+}
+
+start_sandbox() {
+    "$FHIRSYNC_SANDBOX_BIN" --ready-file "$WORK/ready.json" "$@" >"$WORK/sandbox.out" 2>"$WORK/sandbox.err" &
+    SB_PID=$!
+    for _ in $(seq 1 200); do
+        [ -s "$WORK/ready.json" ] && return 0
+        kill -0 "$SB_PID" 2>/dev/null || fail "the sandbox exited during start-up"
+        sleep 0.05
+    done
+    fail "the sandbox did not become ready"
+}
+
+stop_sandbox() {
+    kill -TERM "$SB_PID"
+    local rc=0
+    wait "$SB_PID" || rc=$?
+    SB_PID=""
+    [ "$rc" -eq 0 ] || fail "the sandbox exited with $rc on SIGTERM"
+}
+
+cat >"$WORK/clients.json" <<'EOF'
+{"clients": [
+  {"client_id": "fault-a", "token_endpoint_auth_method": "client_secret_basic",
+   "client_secret": "secret-a", "scope": "system/*.read"},
+  {"client_id": "fault-b", "token_endpoint_auth_method": "client_secret_basic",
+   "client_secret": "secret-b", "scope": "system/*.read"}
+]}
+EOF
+
+start_sandbox --patients 4 --clients "$WORK/clients.json" --request-log "$WORK/requests.ndjson" \
+    --fault '{"fault":"503","on":"metadata","retry_after":9}'
+BASE=$(jget .base_url <"$WORK/ready.json")
+TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
+ADMIN=$(jget .admin_url <"$WORK/ready.json")
+STORAGE=$(jget .storage_base_url <"$WORK/ready.json")
+
+token() { curl -sS -u "$1:$2" --data 'grant_type=client_credentials' "$TOKEN_URL" | jget .access_token; }
+TOKEN=$(token fault-a secret-a)
+
+add_fault() {
+    local st
+    st=$(curl -sS -o "$WORK/fault" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        --data "$1" "$ADMIN/faults")
+    [ "$st" = 201 ] || fail "adding fault $1: $st $(cat "$WORK/fault")"
+}
+clear_faults() { curl -sS -o /dev/null -X DELETE "$ADMIN/faults"; }
+# req ARGS...: status into stdout, body into $WORK/body, headers into $WORK/headers
+req() { curl -sS -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "$@"; }
+header() { tr -d '\r' <"$WORK/headers" | sed -n "s/^$1: //Ip" | head -1; }
+
+# ---- 503 from the command line (count 1: once, then normal)
+st=$(req "$BASE/metadata")
+[ "$st" = 503 ] && [ "$(header Retry-After)" = 9 ] || fail "--fault 503: $st"
+[ "$(jget '=>d.issue[0].code' <"$WORK/body")" = transient ] || fail "503 body"
+st=$(req "$BASE/metadata"); [ "$st" = 200 ] || fail "503 fired twice"
+ok
+
+# ---- 429 with delta-seconds and with an HTTP-date
+add_fault '{"fault":"429","on":"search","retry_after":7}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient")
+[ "$st" = 429 ] && [ "$(header Retry-After)" = 7 ] || fail "429: $st"
+[ "$(jget '=>d.issue[0].code' <"$WORK/body")" = throttled ] || fail "429 body"
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient"); [ "$st" = 200 ] || fail "429 count"
+add_fault '{"fault":"429","on":"search","retry_after":30,"retry_after_date":true}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient")
+ra=$(header Retry-After)
+[ "$st" = 429 ] || fail "429 date: $st"
+node -e 'const t = Date.parse(process.argv[1]) - Date.now();
+         process.exit(/GMT$/.test(process.argv[1]) && t > 20000 && t <= 31000 ? 0 : 1)' "$ra" ||
+    fail "Retry-After '$ra' is not an HTTP-date 30 s ahead"
+ok
+
+# ---- the faults on token requests: html with a status, 429 for one client only
+add_fault '{"fault":"html","on":"token","status":502}'
+st=$(req -u fault-a:secret-a --data grant_type=client_credentials "$TOKEN_URL")
+[ "$st" = 502 ] && header Content-Type | grep -q text/html && grep -q '<!DOCTYPE html>' "$WORK/body" ||
+    fail "html fault: $st"
+add_fault '{"fault":"429","on":"token","client_id":"fault-b"}'
+st=$(req -u fault-a:secret-a --data grant_type=client_credentials "$TOKEN_URL")
+[ "$st" = 200 ] || fail "client-scoped fault hit another client: $st"
+st=$(req -u fault-b:secret-b --data grant_type=client_credentials "$TOKEN_URL")
+[ "$st" = 429 ] || fail "client-scoped fault: $st"
+clear_faults
+ok
+
+# ---- 500-transient on status polls (needs an export)
+curl -sS -o /dev/null -D "$WORK/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
+    -H 'Prefer: respond-async' "$BASE/\$export?_type=Patient,Observation"
+STATUS=$(header Content-Location)
+[ -n "$STATUS" ] || fail "no export"
+add_fault '{"fault":"500-transient","on":"status"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$STATUS")
+[ "$st" = 500 ] && [ "$(jget '=>d.issue[0].code' <"$WORK/body")" = transient ] || fail "500-transient: $st"
+for _ in $(seq 1 400); do
+    st=$(req -H "Authorization: Bearer $TOKEN" "$STATUS")
+    [ "$st" = 200 ] && break
+    [ "$st" = 202 ] || fail "status: $st"
+    sleep 0.05
+done
+[ "$st" = 200 ] || fail "export did not finish"
+cp "$WORK/body" "$WORK/manifest.json"
+FILE=$(jget '=>d.output.find(o=>o.type==="Observation").url' <"$WORK/manifest.json")
+curl -sS -o "$WORK/full.ndjson" -H "Authorization: Bearer $TOKEN" "$FILE"
+ok
+
+# ---- truncate: the last line cut in half
+add_fault '{"fault":"truncate","on":"download"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$FILE")
+[ "$st" = 200 ] || fail "truncate: $st"
+[ "$(wc -c <"$WORK/body")" -lt "$(wc -c <"$WORK/full.ndjson")" ] || fail "truncate did not shorten"
+lines=$(wc -l <"$WORK/full.ndjson")
+head -n $((lines - 1)) "$WORK/full.ndjson" | cmp -s - <(head -n $((lines - 1)) "$WORK/body") || fail "truncate changed early lines"
+tail -n 1 "$WORK/body" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{JSON.parse(s);process.exit(1)}catch{process.exit(0)}})' ||
+    fail "the last line still parses"
+ok
+
+# ---- reset: the connection is cut after N bytes
+add_fault '{"fault":"reset","on":"read","after_bytes":10}'
+rc=0
+curl -sS -o "$WORK/body" -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-0" 2>/dev/null || rc=$?
+[ "$rc" = 18 ] && [ "$(wc -c <"$WORK/body")" = 10 ] || fail "reset: curl rc $rc, $(wc -c <"$WORK/body") bytes"
+add_fault '{"fault":"reset","on":"download","after_bytes":100}'
+rc=0
+curl -sS -o "$WORK/body" -H "Authorization: Bearer $TOKEN" "$FILE" 2>/dev/null || rc=$?
+[ "$rc" = 18 ] && [ "$(wc -c <"$WORK/body")" = 100 ] || fail "reset download: curl rc $rc"
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-0"); [ "$st" = 200 ] || fail "after reset: $st"
+ok
+
+# ---- slow
+add_fault '{"fault":"slow","on":"metadata","delay_ms":400}'
+t=$(curl -sS -o /dev/null -w '%{time_total}' "$BASE/metadata")
+node -e 'process.exit(parseFloat(process.argv[1]) >= 0.39 ? 0 : 1)' "$t" || fail "slow took only $t s"
+ok
+
+# ---- wrong-content-type
+add_fault '{"fault":"wrong-content-type","on":"search"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient")
+[ "$st" = 200 ] && header Content-Type | grep -q '^text/plain' || fail "wrong-content-type"
+ok
+
+# ---- expire-token: the client's tokens expire at once
+T2=$(token fault-a secret-a)
+add_fault '{"fault":"expire-token","on":"read","client_id":"fault-a"}'
+st=$(req -H "Authorization: Bearer $T2" "$BASE/Patient/pat-1")
+[ "$st" = 401 ] && grep -q expired "$WORK/body" || fail "expire-token: $st"
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-1")
+[ "$st" = 401 ] || fail "older token of the client still valid: $st"
+TOKEN=$(token fault-a secret-a)
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-1"); [ "$st" = 200 ] || fail "new token: $st"
+ok
+
+# ---- redirect: 307 to the storage origin, which needs no token
+add_fault '{"fault":"redirect","on":"download"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$FILE")
+loc=$(header Location)
+[ "$st" = 307 ] && case "$loc" in "$STORAGE"/bulkfiles/*) true;; *) false;; esac || fail "redirect: $st $loc"
+curl -sS -o /dev/null -X DELETE "$ADMIN/requests"
+add_fault '{"fault":"redirect","on":"download"}'
+curl -sS -L -o "$WORK/redirected" -H "Authorization: Bearer $TOKEN" "$FILE" || fail "curl -L"
+cmp -s "$WORK/redirected" "$WORK/full.ndjson" || fail "the storage copy differs"
+curl -sS "$ADMIN/requests" >"$WORK/log"
+grep '"listener":"main"' "$WORK/log" | grep '"status":307' | grep -q '"fault":"redirect"' || fail "main 307 not logged"
+grep '"listener":"storage"' "$WORK/log" | grep '"status":200' | grep -q '"bearer":false' ||
+    fail "storage did not log bearer=false: $(cat "$WORK/log")"
+# the log tells the difference: a client that leaks the token shows bearer=true at storage
+curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" "$loc"
+curl -sS "$ADMIN/requests" | grep '"listener":"storage"' | grep -q '"bearer":true' || fail "storage bearer=true not logged"
+ok
+
+# ---- next-other-origin, next-loop, malformed-bundle
+add_fault '{"fault":"next-other-origin","on":"search"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
+next=$(jget '=>d.link.find(l=>l.relation==="next").url' <"$WORK/body")
+case "$next" in "$STORAGE"/fhir/Observation\?*) ;; *) fail "next-other-origin: $next";; esac
+st=$(req "$next")
+[ "$st" = 200 ] && [ "$(jget '=>d.entry.length' <"$WORK/body")" = 2 ] || fail "storage page: $st"
+add_fault '{"fault":"next-loop","on":"search"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
+[ "$(jget '=>d.link.find(l=>l.relation==="next").url===d.link.find(l=>l.relation==="self").url' <"$WORK/body")" = true ] ||
+    fail "next-loop"
+add_fault '{"fault":"malformed-bundle","on":"search"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
+[ "$st" = 200 ] && [ "$(jget '=>Array.isArray(d.entry)' <"$WORK/body")" = false ] || fail "malformed-bundle entry"
+add_fault '{"fault":"malformed-bundle","on":"search","variant":"no-resource-type"}'
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
+[ "$(jget '=>"resourceType" in d.entry[0].resource' <"$WORK/body")" = false ] || fail "malformed-bundle resourceType"
+ok
+
+# ---- rate-limit: 3 a minute for one client (8 quick requests cross at most one minute edge)
+add_fault '{"fault":"rate-limit","on":"read","client_id":"fault-a","per_minute":3}'
+codes=""
+for _ in $(seq 1 8); do codes="$codes $(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-2")"; done
+case "$codes" in " 200 200 200"*429*) ;; *) fail "rate-limit codes:$codes";; esac
+ra=$(header Retry-After)
+st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-2")
+if [ "$st" = 429 ]; then
+    ra=$(header Retry-After)
+    [ "$ra" -ge 1 ] && [ "$ra" -le 60 ] || fail "rate-limit Retry-After $ra"
+fi
+ok
+
+# ---- hit counts and the request log
+curl -sS "$ADMIN/faults" >"$WORK/faults.json"
+[ "$(jget '=>d.faults.find(f=>f.fault==="rate-limit").hits>=1' <"$WORK/faults.json")" = true ] || fail "hits"
+[ "$(jget '=>d.faults.find(f=>f.fault==="next-loop").hits' <"$WORK/faults.json")" = 1 ] || fail "next-loop hits"
+[ "$(jget '=>d.faults.find(f=>f.fault==="next-loop").remaining' <"$WORK/faults.json")" = 0 ] || fail "remaining"
+for f in 503 429 html 500-transient truncate reset slow wrong-content-type expire-token redirect \
+         next-other-origin next-loop malformed-bundle rate-limit; do
+    grep -q "\"fault\":\"$f\"" "$WORK/requests.ndjson" || fail "fault $f not in the --request-log file"
+done
+curl -sS "$ADMIN/requests" | grep -q '"fault":"rate-limit"' || fail "rate-limit not in /admin/requests"
+grep -q 'secret' "$WORK/requests.ndjson" && fail "a secret reached the request log"
+st=$(req -X POST -H 'Content-Type: application/json' --data '{"fault":"teapot"}' "$ADMIN/faults")
+[ "$st" = 400 ] || fail "unknown fault accepted"
+st=$(req -X POST -H 'Content-Type: application/json' --data '{"fault":"truncate","on":"token"}' "$ADMIN/faults")
+[ "$st" = 400 ] || fail "truncate on token accepted"
+clear_faults
+[ "$(curl -sS "$ADMIN/faults" | jget '=>d.faults.length')" = 0 ] || fail "faults not cleared"
+curl -sS -X DELETE "$ADMIN/requests" | grep -q cleared || fail "DELETE /admin/requests"
+[ -z "$(curl -sS "$ADMIN/requests")" ] || fail "the request log is not empty after DELETE"
+ok
+
+stop_sandbox
+echo "PASS test_sandbox_faults ($CHECKS checks)"
