@@ -1,0 +1,378 @@
+/* fhirsync/store.h: the local copy of an EHR's data. One logical schema on two engines: SQLite
+ * (a file, the default, nothing to install) and PostgreSQL (a postgresql:// URL, for scale and for
+ * several workers sharing the work). docs/store.md describes the tables, views and queries.
+ *
+ * What it holds: one table per resource type (the resource's JSON exactly as received, plus its
+ * id, versionId, lastUpdated and the Patient it belongs to), the audit trail of sync runs, the
+ * per-endpoint watermark, the record of deletions, the quarantine of bad lines, endpoint locks and
+ * a work queue.
+ *
+ * Loading: open a batch (fhirsync_store_begin), put lines, commit. Upserts are idempotent and an
+ * older version never overwrites a newer one (see fhirsync_store_put). The run's final commit and
+ * the watermark move together (fhirsync_store_run_finish): killed at any instant, the store holds
+ * either the whole run with its watermark or the previous watermark.
+ *
+ * Conventions: every function returns a fhirsync_code and fills `err` (may be NULL) on failure;
+ * out-parameters are NULL/zero on failure. FHIRSYNC_E_STORE is a database failure (the message
+ * keeps the engine's primary message, never resource content or a password); after it, an open
+ * batch is unusable and can only be rolled back. FHIRSYNC_E_ARG is a misuse.
+ *
+ * Thread safety: a handle is used by one thread at a time. Open one handle per thread or process;
+ * handles on the same database work concurrently (SQLite: one writer at a time, the others wait
+ * up to the busy timeout; PostgreSQL: row-level concurrency). */
+#ifndef FHIRSYNC_STORE_H
+#define FHIRSYNC_STORE_H
+
+#include <stdbool.h>
+
+#include "fhirsync/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fhirsync_store fhirsync_store;
+
+/* The location used when none is configured: an SQLite file in the working directory. */
+#define FHIRSYNC_STORE_DEFAULT "fhirsync.db"
+
+/* ---- opening ---------------------------------------------------------------------------------- */
+
+/* Flags of fhirsync_store_open. */
+#define FHIRSYNC_STORE_READONLY 0x1u /* queries only: no creation, no migration, no writes */
+
+/* Open (and create, and migrate) a store. `location` is a file path for SQLite (NULL: the
+ * default), ":memory:" (a private in-memory SQLite database, for tests), or a postgresql:// /
+ * postgres:// URL or libpq keyword string ("host=... dbname=...") for PostgreSQL.
+ *
+ * SQLite: a new file is created with mode 0600 (its -wal and -shm files too); an existing file
+ * readable by others is tightened to 0600 with a warning in the log. PostgreSQL: the password is
+ * never logged nor put in error messages; put it in ~/.pgpass or PGPASSWORD, not in the URL.
+ *
+ * Migrations run in one transaction each, serialised between processes; opening a database
+ * whose schema is newer than this library fails with FHIRSYNC_E_STORE saying so. With
+ * FHIRSYNC_STORE_READONLY a missing SQLite file or an empty database is FHIRSYNC_E_STORE.
+ * Errors: FHIRSYNC_E_ARG, FHIRSYNC_E_IO (the file cannot be created or opened), FHIRSYNC_E_STORE,
+ * FHIRSYNC_E_NOMEM. On success *out is the caller's: close with fhirsync_store_close(). */
+FHIRSYNC_API fhirsync_code fhirsync_store_open(const char *location, unsigned flags,
+                                               fhirsync_store **out, fhirsync_error *err);
+/* Roll back an open batch, release the handle's locks, close. NULL is a no-op. */
+FHIRSYNC_API void fhirsync_store_close(fhirsync_store *store);
+
+/* "sqlite" or "postgresql". */
+FHIRSYNC_API const char *fhirsync_store_engine_name(const fhirsync_store *store);
+/* The location for display: the path, or the URL without its password. Borrowed. */
+FHIRSYNC_API const char *fhirsync_store_location(const fhirsync_store *store);
+/* The schema version of the open database (this library's current one after migrating). */
+FHIRSYNC_API int fhirsync_store_schema_version(const fhirsync_store *store);
+/* The newest schema version this library knows. */
+FHIRSYNC_API int fhirsync_store_schema_version_supported(void);
+
+/* ---- batches ---------------------------------------------------------------------------------- */
+
+/* Flags of fhirsync_store_begin. */
+#define FHIRSYNC_STORE_BULK 0x1u /* a file load: PostgreSQL streams rows with COPY (see put) */
+
+/* Open a batch (one database transaction). Everything written until commit becomes visible at
+ * once, or not at all after a rollback or a crash. Large loads commit every few thousand rows:
+ * upserts are idempotent, so a load interrupted between commits is simply repeated.
+ * FHIRSYNC_E_ARG when a batch is already open. */
+FHIRSYNC_API fhirsync_code fhirsync_store_begin(fhirsync_store *store, unsigned flags,
+                                                fhirsync_error *err);
+/* Commit the batch. On FHIRSYNC_E_STORE the batch was rolled back (nothing of it is stored). */
+FHIRSYNC_API fhirsync_code fhirsync_store_commit(fhirsync_store *store, fhirsync_error *err);
+/* Roll back the batch (no-op without one). */
+FHIRSYNC_API fhirsync_code fhirsync_store_rollback(fhirsync_store *store, fhirsync_error *err);
+
+/* Make sure the table of a resource type exists (the common US Core types always exist). Cheap
+ * when it does. Call it outside a batch for the types of a manifest before loading: on
+ * PostgreSQL, creating a table inside a long batch serialises other workers' table creations
+ * until that batch commits. FHIRSYNC_E_ARG when `type` is not ^[A-Z][A-Za-z]{1,62}$ or names an
+ * internal table ("Deletions", "Quarantine"). */
+FHIRSYNC_API fhirsync_code fhirsync_store_ensure_type(fhirsync_store *store, const char *type,
+                                                      fhirsync_error *err);
+
+/* ---- resources -------------------------------------------------------------------------------- */
+
+typedef enum fhirsync_put_outcome {
+    FHIRSYNC_PUT_STORED = 0,     /* inserted, or replaced the stored version */
+    FHIRSYNC_PUT_KEPT_NEWER = 1, /* the stored version is newer: left as it was */
+    FHIRSYNC_PUT_STAGED = 2      /* PostgreSQL bulk batch: decided when the batch is merged */
+} fhirsync_put_outcome;
+
+/* Store one resource: `line` is its JSON as received (len bytes; a trailing newline is ignored),
+ * stored byte for byte (never re-serialised: decimals keep their precision). The id, versionId,
+ * lastUpdated and the Patient it belongs to are read from the line by a fast top-level scanner.
+ * `type` is the expected resourceType (the file's type) or NULL to take the line's. `run_id`
+ * (0: none) is recorded on the row.
+ *
+ * Upsert rule: the line replaces the stored row with the same id unless the stored one is newer:
+ * its meta.lastUpdated is later, or (lastUpdated equal or missing on either side) both versionIds
+ * are decimal integers and the stored one is larger. Equal versions are replaced (loading the same
+ * line twice leaves the same row). Within one PostgreSQL bulk batch a repeated id is merged in
+ * order too.
+ *
+ * Outside a batch the put is its own transaction (slow: use batches). FHIRSYNC_E_JSON when the
+ * line cannot be stored (not one JSON object, missing or invalid resourceType or id, a type
+ * other than `type`, invalid UTF-8): the message says why, for the quarantine, and the batch stays
+ * usable. `outcome` may be NULL. */
+FHIRSYNC_API fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type,
+                                              const char *line, size_t len, int64_t run_id,
+                                              fhirsync_put_outcome *outcome, fhirsync_error *err);
+
+/* Delete a resource and record the deletion (type, id, deleted_at, run_id). `deleted_at` is a
+ * FHIR instant (the export's transactionTime, or when a crawl saw it gone; NULL: now). The row is
+ * kept when its lastUpdated is later than deleted_at (it was re-created after the deletion).
+ * Idempotent: the same (type, id, deleted_at) is recorded once. `removed` (may be NULL) says
+ * whether a row was deleted. Joins an open batch (PostgreSQL bulk: staged rows are merged
+ * first, so the order of puts and deletes is kept). */
+FHIRSYNC_API fhirsync_code fhirsync_store_delete(fhirsync_store *store, const char *type,
+                                                 const char *id, const char *deleted_at,
+                                                 int64_t run_id, bool *removed,
+                                                 fhirsync_error *err);
+
+/* A line that could not be stored, kept with the reason. */
+typedef struct fhirsync_quarantine_entry {
+    int64_t id;            /* listing only */
+    int64_t run_id;        /* 0: none */
+    const char *endpoint;  /* may be NULL */
+    const char *source;    /* the file URL or name, or the search URL; may be NULL */
+    int64_t line_number;   /* 1-based; 0 when not from a file */
+    const char *reason;    /* required: why it was refused */
+    const char *line;      /* the raw bytes (any bytes); stored up to
+                              FHIRSYNC_STORE_QUARANTINE_CAP */
+    size_t line_len;       /* bytes at `line` (listing: the stored, possibly capped, length) */
+    int64_t line_bytes;    /* listing only: the original length */
+    const char *created_at;/* listing only */
+} fhirsync_quarantine_entry;
+
+#define FHIRSYNC_STORE_QUARANTINE_CAP 16384
+
+/* Record a bad line. Joins an open batch. The line is stored as bytes (it may not be text). */
+FHIRSYNC_API fhirsync_code fhirsync_store_quarantine(fhirsync_store *store,
+                                                     const fhirsync_quarantine_entry *entry,
+                                                     fhirsync_error *err);
+
+/* ---- runs and the watermark ------------------------------------------------------------------- */
+
+typedef enum fhirsync_run_status {
+    FHIRSYNC_RUN_RUNNING = 0,
+    FHIRSYNC_RUN_OK = 1,
+    FHIRSYNC_RUN_PARTIAL = 2, /* finished, some lines quarantined */
+    FHIRSYNC_RUN_FAILED = 3
+} fhirsync_run_status;
+
+/* "running", "ok", "partial", "failed". */
+FHIRSYNC_API const char *fhirsync_run_status_name(fhirsync_run_status status);
+
+/* Start a run (an audit row with status "running") and return its id. `mode` is e.g. "bulk" or
+ * "crawl"; `since` the _since used (NULL: a full sync). Committed at once (outside a batch), so
+ * the audit shows running and crashed runs. When this handle holds the endpoint's lock, runs of
+ * the endpoint still "running" are first marked "failed" (interrupted): their process is gone. */
+FHIRSYNC_API fhirsync_code fhirsync_store_run_begin(fhirsync_store *store, const char *endpoint,
+                                                    const char *mode, const char *since,
+                                                    int64_t *run_id, fhirsync_error *err);
+
+/* How a run ended. */
+typedef struct fhirsync_run_end {
+    fhirsync_run_status status;   /* OK, PARTIAL or FAILED */
+    const char *transaction_time; /* the export's transactionTime (NULL: none) */
+    const char *counts_json;      /* resources per type, a JSON object ({"Patient":10}); NULL */
+    int64_t resources;            /* resources stored */
+    int64_t deletions;            /* deletions applied */
+    int64_t quarantined;          /* lines quarantined */
+    const char *error;            /* what went wrong (NULL: nothing) */
+    const char *new_watermark;    /* non-NULL: set the endpoint's watermark to this instant (the
+                                     transactionTime; crawl: the crawl's start time). Refused
+                                     (FHIRSYNC_E_ARG) with status FAILED. */
+} fhirsync_run_end;
+
+/* Finish a run: update its audit row and, with new_watermark, the endpoint's watermark. When a
+ * batch is open this IS the batch's final commit: the last rows, the run's end and the watermark
+ * commit together in one transaction. On any failure everything of the batch is rolled back (the
+ * watermark is unchanged) and the error returned. FHIRSYNC_E_ARG when the run is not running. */
+FHIRSYNC_API fhirsync_code fhirsync_store_run_finish(fhirsync_store *store, int64_t run_id,
+                                                     const fhirsync_run_end *end,
+                                                     fhirsync_error *err);
+
+/* The endpoint's watermark (the last fully stored transactionTime). *watermark is the caller's
+ * (fhirsync_free), NULL when the endpoint has none (a first, full sync). */
+FHIRSYNC_API fhirsync_code fhirsync_store_watermark(fhirsync_store *store, const char *endpoint,
+                                                    char **watermark, fhirsync_error *err);
+/* Set (or with NULL, clear: the next sync is full) the watermark outside a run. Joins a batch. */
+FHIRSYNC_API fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store,
+                                                        const char *endpoint,
+                                                        const char *watermark,
+                                                        fhirsync_error *err);
+
+/* ---- locks ------------------------------------------------------------------------------------ */
+
+/* Lock an endpoint so that no other process or handle syncs it at the same time. The lock dies
+ * with its holder: SQLite holds an flock() on a side file "<db>.lock.<hash>", PostgreSQL a
+ * session advisory lock. A row in sync_locks says who holds it (pid, host, owner, heartbeat).
+ * `owner` is free text for that row (e.g. a worker id; may be NULL). `timeout_ms`: 0 tries
+ * once, > 0 waits up to that long, < 0 waits until cancelled (fhirsync_cancel: then
+ * FHIRSYNC_E_CANCELLED). Held: FHIRSYNC_E_LOCKED, the message naming the holder. Locking an
+ * endpoint this handle already holds succeeds. Not inside a batch (FHIRSYNC_E_ARG). */
+FHIRSYNC_API fhirsync_code fhirsync_store_lock(fhirsync_store *store, const char *endpoint,
+                                               const char *owner, long timeout_ms,
+                                               fhirsync_error *err);
+/* Refresh the heartbeat of a held lock (informational: the OS/session lock is the truth). */
+FHIRSYNC_API fhirsync_code fhirsync_store_lock_heartbeat(fhirsync_store *store,
+                                                         const char *endpoint,
+                                                         fhirsync_error *err);
+/* Release a lock this handle holds (FHIRSYNC_E_ARG when it does not). */
+FHIRSYNC_API fhirsync_code fhirsync_store_unlock(fhirsync_store *store, const char *endpoint,
+                                                 fhirsync_error *err);
+
+/* ---- work queue ------------------------------------------------------------------------------- */
+/* Work shared by several workers through the database (PostgreSQL: on several machines; SQLite:
+ * processes of one machine). An item is claimed with a lease; a worker that dies stops renewing
+ * it and, once the lease has expired, another worker claims the item again. PostgreSQL leases use
+ * the database server's clock, so workers' clocks need not agree. */
+
+#define FHIRSYNC_WORK_ENDPOINT_SYNC "endpoint-sync"
+#define FHIRSYNC_WORK_FILE_LOAD "file-load"
+
+typedef struct fhirsync_work_spec {
+    const char *kind;     /* FHIRSYNC_WORK_ENDPOINT_SYNC or FHIRSYNC_WORK_FILE_LOAD */
+    const char *endpoint; /* required */
+    const char *batch;    /* groups items (e.g. one export's files); NULL: none */
+    const char *key;      /* unique: enqueuing an existing key returns its id; NULL: none */
+    const char *payload;  /* JSON object (file url, type, manifest job...); NULL: {} */
+    int max_attempts;     /* claims before the item fails for good (0: 5) */
+} fhirsync_work_spec;
+
+typedef struct fhirsync_work_item {
+    int64_t id;
+    char *kind;
+    char *endpoint;
+    char *batch;   /* NULL when none */
+    char *key;     /* NULL when none */
+    char *payload; /* JSON text */
+    int attempts;  /* claims so far, this one included */
+    int64_t lease_until; /* epoch seconds (database clock) */
+} fhirsync_work_item;
+
+FHIRSYNC_API void fhirsync_work_item_free(fhirsync_work_item *item);
+
+/* Add an item (pending). *id (may be NULL) receives its id, or the existing item's id when `key`
+ * is already queued. Joins an open batch. */
+FHIRSYNC_API fhirsync_code fhirsync_store_work_enqueue(fhirsync_store *store,
+                                                       const fhirsync_work_spec *spec,
+                                                       int64_t *id, fhirsync_error *err);
+/* Claim the oldest claimable item (pending and due, or claimed with an expired lease) of `kind`
+ * (NULL: any) for lease_seconds (> 0). *item is the caller's (fhirsync_work_item_free), NULL when
+ * there is nothing to do (FHIRSYNC_OK). Items whose lease expired max_attempts times are failed
+ * instead. Concurrent claimers never get the same item (PostgreSQL: FOR UPDATE SKIP LOCKED: they
+ * do not wait for each other either). Not inside a batch (FHIRSYNC_E_ARG): a claim must be
+ * visible to others at once. */
+FHIRSYNC_API fhirsync_code fhirsync_store_work_claim(fhirsync_store *store, const char *worker_id,
+                                                     const char *kind, int lease_seconds,
+                                                     fhirsync_work_item **item,
+                                                     fhirsync_error *err);
+/* Extend the lease of an item this worker holds. FHIRSYNC_E_LOCKED when the lease was lost (it
+ * expired and another worker claimed the item). Not inside a batch. */
+FHIRSYNC_API fhirsync_code fhirsync_store_work_heartbeat(fhirsync_store *store, int64_t id,
+                                                         const char *worker_id, int lease_seconds,
+                                                         fhirsync_error *err);
+/* Mark an item done with an optional JSON result. Joins an open batch: a file's last rows and its
+ * completion commit together. FHIRSYNC_E_LOCKED when the lease was lost. */
+FHIRSYNC_API fhirsync_code fhirsync_store_work_complete(fhirsync_store *store, int64_t id,
+                                                        const char *worker_id,
+                                                        const char *result_json,
+                                                        fhirsync_error *err);
+/* Give an item back after a failure: retry_after_seconds >= 0 makes it pending again after that
+ * delay (unless it has used max_attempts, then it fails), < 0 fails it for good. Joins a batch.
+ * FHIRSYNC_E_LOCKED when the lease was lost. */
+FHIRSYNC_API fhirsync_code fhirsync_store_work_fail(fhirsync_store *store, int64_t id,
+                                                    const char *worker_id, const char *error,
+                                                    int retry_after_seconds, fhirsync_error *err);
+
+typedef struct fhirsync_work_summary {
+    int64_t pending, claimed, done, failed;
+} fhirsync_work_summary;
+
+/* Items per state of a batch (NULL: of all items). */
+FHIRSYNC_API fhirsync_code fhirsync_store_work_summary(fhirsync_store *store, const char *batch,
+                                                       fhirsync_work_summary *out,
+                                                       fhirsync_error *err);
+
+/* ---- queries ---------------------------------------------------------------------------------- */
+/* Callbacks receive borrowed values valid during the call only, and return non-zero to stop
+ * early (the function then returns FHIRSYNC_OK). Results are streamed, never held whole. */
+
+typedef struct fhirsync_type_count {
+    char type[64];
+    int64_t count;
+} fhirsync_type_count;
+
+/* Resources per type, for every type that has a table, sorted by type. *counts is the caller's
+ * (fhirsync_free); *n its length. */
+FHIRSYNC_API fhirsync_code fhirsync_store_counts(fhirsync_store *store,
+                                                 fhirsync_type_count **counts, size_t *n,
+                                                 fhirsync_error *err);
+
+typedef struct fhirsync_resource_row {
+    const char *type;
+    const char *id;
+    const char *version_id;   /* may be NULL */
+    const char *last_updated; /* may be NULL */
+    const char *json;         /* exactly as received */
+    size_t json_len;
+} fhirsync_resource_row;
+
+typedef int (*fhirsync_resource_cb)(const fhirsync_resource_row *row, void *userdata);
+
+/* Every resource of one patient (the Patient itself first, then by type and id). */
+FHIRSYNC_API fhirsync_code fhirsync_store_patient_record(fhirsync_store *store,
+                                                         const char *patient_id,
+                                                         fhirsync_resource_cb cb, void *userdata,
+                                                         fhirsync_error *err);
+
+typedef struct fhirsync_run_info {
+    int64_t id;
+    const char *endpoint;
+    const char *mode;
+    fhirsync_run_status status;
+    const char *started_at;
+    const char *finished_at;      /* NULL while running */
+    const char *since;            /* NULL: full */
+    const char *transaction_time; /* NULL: none */
+    const char *counts_json;      /* NULL: none */
+    int64_t resources, deletions, quarantined;
+    const char *error; /* NULL: none */
+} fhirsync_run_info;
+
+typedef int (*fhirsync_run_cb)(const fhirsync_run_info *run, void *userdata);
+
+/* The latest `limit` runs (0: 20), newest first, of one endpoint (NULL: all). */
+FHIRSYNC_API fhirsync_code fhirsync_store_runs(fhirsync_store *store, const char *endpoint,
+                                               size_t limit, fhirsync_run_cb cb, void *userdata,
+                                               fhirsync_error *err);
+
+typedef int (*fhirsync_quarantine_cb)(const fhirsync_quarantine_entry *entry, void *userdata);
+
+/* The latest `limit` quarantined lines (0: 20), newest first, of one run (0: all runs). */
+FHIRSYNC_API fhirsync_code fhirsync_store_quarantine_list(fhirsync_store *store, int64_t run_id,
+                                                          size_t limit,
+                                                          fhirsync_quarantine_cb cb,
+                                                          void *userdata, fhirsync_error *err);
+
+/* One row of a query: column names and values as text (NULL for SQL NULL; binary values as
+ * their bytes), with lengths. */
+typedef int (*fhirsync_row_cb)(size_t ncols, const char *const *names,
+                               const char *const *values, const size_t *lengths, void *userdata);
+
+/* Run one read-only SQL statement and stream its rows. Writes are refused: SQLite checks that the
+ * statement is read-only (and the CLI opens with FHIRSYNC_STORE_READONLY), PostgreSQL runs it in a
+ * READ ONLY transaction. FHIRSYNC_E_ARG for several statements or a write; FHIRSYNC_E_STORE with
+ * the engine's message for bad SQL. Not inside a batch. */
+FHIRSYNC_API fhirsync_code fhirsync_store_query(fhirsync_store *store, const char *sql,
+                                                fhirsync_row_cb cb, void *userdata,
+                                                fhirsync_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

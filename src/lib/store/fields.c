@@ -1,0 +1,675 @@
+/* store/fields.c: the line -> fields extractor (see fields.h). A single left-to-right pass over
+ * the bytes of one resource: a member loop for the three objects whose members matter (the
+ * resource, its meta, and a subject/patient/beneficiary reference) and an iterative skipper with
+ * a bit stack for every other value. String contents are skipped eight bytes at a time while
+ * they hold nothing that needs a look (quote, backslash, control character, non-ASCII).
+ *
+ * Extracted strings normally point into the line; a value written with escapes ("P\u0061tient")
+ * is decoded into a buffer of the result, so the scanner reads what a strict parser reads. */
+#include <string.h>
+
+#include "core/core.h"
+#include "store/fields.h"
+
+typedef struct scanner {
+    const unsigned char *p;
+    const unsigned char *end;
+    const char *why;
+    bool nul_escape;
+    /* one bit per open container of the skipper: 1 = object, 0 = array */
+    unsigned char kinds[FS_STORE_MAX_DEPTH / 8];
+} scanner;
+
+/* A captured string value: raw bytes between the quotes, and whether escapes occur. */
+typedef struct raw_string {
+    const unsigned char *start;
+    size_t len;
+    bool escaped;
+    bool present;
+    bool is_string; /* false when the member exists with another kind of value */
+} raw_string;
+
+/* Where the member callbacks put what they find. */
+typedef struct capture {
+    raw_string resource_type, id, version_id, last_updated;
+    raw_string ref[3]; /* subject, patient, beneficiary */
+    raw_string *current_ref;
+    unsigned seen; /* duplicate detection for extracted members */
+} capture;
+
+enum {
+    SEEN_TYPE = 1u << 0,
+    SEEN_ID = 1u << 1,
+    SEEN_META = 1u << 2,
+    SEEN_SUBJECT = 1u << 3,
+    SEEN_PATIENT = 1u << 4,
+    SEEN_BENEFICIARY = 1u << 5,
+    SEEN_VERSION = 1u << 6,
+    SEEN_UPDATED = 1u << 7
+};
+
+static bool fail(scanner *sc, const char *why)
+{
+    if (!sc->why)
+        sc->why = why;
+    return false;
+}
+
+static void skip_ws(scanner *sc)
+{
+    const unsigned char *p = sc->p;
+    while (p < sc->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    sc->p = p;
+}
+
+/* ---- strings ---------------------------------------------------------------------------------- */
+
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* Whether any of the 8 bytes is a quote, a backslash, a control character or non-ASCII. */
+static inline bool needs_look(uint64_t x)
+{
+    uint64_t quote = x ^ (ONES * '"');
+    uint64_t backslash = x ^ (ONES * '\\');
+    uint64_t t = ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) |
+                 ((x - ONES * 0x20) & ~x) | x;
+    return (t & HIGHS) != 0;
+}
+
+/* Length of the valid UTF-8 sequence starting at p (first byte >= 0x80), or 0. */
+static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t need;
+    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        if (c == 0xe0)
+            lo = 0xa0; /* no overlong forms */
+        else if (c == 0xed)
+            hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f; /* nothing above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) <= need)
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i <= need; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return need + 1;
+}
+
+static int hex_value(unsigned c)
+{
+    if (c >= '0' && c <= '9')
+        return (int)(c - '0');
+    if (c >= 'a' && c <= 'f')
+        return (int)(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F')
+        return (int)(c - 'A' + 10);
+    return -1;
+}
+
+/* Four hex digits at p (p + 4 <= end checked by the caller); -1 when not hex. */
+static long hex4(const unsigned char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_value(p[i]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* At a '"': scan to the closing quote, checking escapes, control characters and UTF-8. */
+static bool scan_string(scanner *sc, raw_string *out)
+{
+    const unsigned char *p = sc->p + 1, *end = sc->end;
+    bool escaped = false;
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            if (needs_look(x))
+                break;
+            p += 8;
+        }
+        if (p >= end)
+            return fail(sc, "unterminated string");
+        unsigned c = *p;
+        if (c == '"')
+            break;
+        if (c == '\\') {
+            escaped = true;
+            if (end - p < 2)
+                return fail(sc, "unterminated string");
+            c = p[1];
+            if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
+                c == 'r' || c == 't') {
+                p += 2;
+                continue;
+            }
+            if (c != 'u' || end - p < 6)
+                return fail(sc, "invalid escape in a string");
+            long u = hex4(p + 2);
+            if (u < 0)
+                return fail(sc, "invalid \\u escape in a string");
+            p += 6;
+            if (u == 0)
+                sc->nul_escape = true;
+            if (u >= 0xdc00 && u <= 0xdfff)
+                return fail(sc, "unpaired UTF-16 surrogate in a string");
+            if (u >= 0xd800 && u <= 0xdbff) {
+                long low = (end - p >= 6 && p[0] == '\\' && p[1] == 'u') ? hex4(p + 2) : -1;
+                if (low < 0xdc00 || low > 0xdfff)
+                    return fail(sc, "unpaired UTF-16 surrogate in a string");
+                p += 6;
+            }
+            continue;
+        }
+        if (c < 0x20)
+            return fail(sc, "control character in a string");
+        if (c >= 0x80) {
+            size_t n = utf8_sequence(p, end);
+            if (n == 0)
+                return fail(sc, "invalid UTF-8");
+            p += n;
+            continue;
+        }
+        p++;
+    }
+    if (out) {
+        out->start = sc->p + 1;
+        out->len = (size_t)(p - out->start);
+        out->escaped = escaped;
+        out->present = true;
+        out->is_string = true;
+    }
+    sc->p = p + 1;
+    return true;
+}
+
+/* Decode a scanned string (already validated) into buf; false when it does not fit. */
+static bool decode_string(const raw_string *s, char *buf, size_t cap, size_t *out_len)
+{
+    const unsigned char *p = s->start, *end = s->start + s->len;
+    size_t n = 0;
+    while (p < end) {
+        unsigned long cp;
+        if (*p != '\\') {
+            if (n >= cap)
+                return false;
+            buf[n++] = (char)*p++;
+            continue;
+        }
+        unsigned c = p[1];
+        p += 2;
+        switch (c) {
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            cp = (unsigned long)hex4(p);
+            p += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                unsigned long low = (unsigned long)hex4(p + 2);
+                p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+            }
+            break;
+        default: cp = c; break;
+        }
+        unsigned char enc[4];
+        size_t k;
+        if (cp < 0x80) {
+            enc[0] = (unsigned char)cp;
+            k = 1;
+        } else if (cp < 0x800) {
+            enc[0] = (unsigned char)(0xc0 | (cp >> 6));
+            enc[1] = (unsigned char)(0x80 | (cp & 0x3f));
+            k = 2;
+        } else if (cp < 0x10000) {
+            enc[0] = (unsigned char)(0xe0 | (cp >> 12));
+            enc[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+            enc[2] = (unsigned char)(0x80 | (cp & 0x3f));
+            k = 3;
+        } else {
+            enc[0] = (unsigned char)(0xf0 | (cp >> 18));
+            enc[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+            enc[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+            enc[3] = (unsigned char)(0x80 | (cp & 0x3f));
+            k = 4;
+        }
+        if (cap - n < k)
+            return false;
+        memcpy(buf + n, enc, k);
+        n += k;
+    }
+    *out_len = n;
+    return true;
+}
+
+/* Whether a scanned member name equals `want` (decoding escapes when there are some). */
+static bool key_is(const raw_string *key, const char *want)
+{
+    size_t want_len = strlen(want);
+    if (!key->escaped)
+        return key->len == want_len && memcmp(key->start, want, want_len) == 0;
+    char buf[32];
+    size_t n;
+    return decode_string(key, buf, sizeof buf, &n) && n == want_len && memcmp(buf, want, n) == 0;
+}
+
+/* ---- values ----------------------------------------------------------------------------------- */
+
+/* A literal or a number: its characters only (the upstream reader validates the grammar). */
+static bool scan_primitive(scanner *sc)
+{
+    const unsigned char *p = sc->p;
+    while (p < sc->end) {
+        unsigned c = *p;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            c == '-' || c == '+' || c == '.')
+            p++;
+        else
+            break;
+    }
+    if (p == sc->p)
+        return fail(sc, "unexpected character");
+    sc->p = p;
+    return true;
+}
+
+static void push_kind(scanner *sc, unsigned level, bool object)
+{
+    if (object)
+        sc->kinds[level / 8] = (unsigned char)(sc->kinds[level / 8] | (1u << (level % 8)));
+    else
+        sc->kinds[level / 8] = (unsigned char)(sc->kinds[level / 8] & ~(1u << (level % 8)));
+}
+
+static bool kind_is_object(const scanner *sc, unsigned level)
+{
+    return (sc->kinds[level / 8] >> (level % 8)) & 1u;
+}
+
+/* Skip one value of any kind; `depth` is the nesting depth of the value's container. */
+static bool skip_value(scanner *sc, unsigned depth)
+{
+    unsigned open = 0; /* containers opened by this call */
+    for (;;) {
+        /* at the start of a value */
+        skip_ws(sc);
+        if (sc->p >= sc->end)
+            return fail(sc, "truncated line");
+        unsigned c = *sc->p;
+        if (c == '"') {
+            if (!scan_string(sc, NULL))
+                return false;
+        } else if (c == '{' || c == '[') {
+            if (depth + open + 1 >= FS_STORE_MAX_DEPTH)
+                return fail(sc, "nested too deeply");
+            push_kind(sc, open, c == '{');
+            open++;
+            sc->p++;
+            skip_ws(sc);
+            if (sc->p < sc->end && *sc->p == (c == '{' ? '}' : ']')) {
+                sc->p++;
+                open--;
+            } else if (c == '{') {
+                /* a member name, then its value */
+                if (sc->p >= sc->end || *sc->p != '"' || !scan_string(sc, NULL))
+                    return fail(sc, "expected a member name");
+                skip_ws(sc);
+                if (sc->p >= sc->end || *sc->p != ':')
+                    return fail(sc, "expected ':'");
+                sc->p++;
+                continue;
+            } else {
+                continue;
+            }
+        } else if (!scan_primitive(sc)) {
+            return false;
+        }
+        /* after a value: close containers, or go on to the next element */
+        for (;;) {
+            if (open == 0)
+                return true;
+            skip_ws(sc);
+            if (sc->p >= sc->end)
+                return fail(sc, "truncated line");
+            c = *sc->p;
+            bool object = kind_is_object(sc, open - 1);
+            if (c == ',') {
+                sc->p++;
+                if (object) {
+                    skip_ws(sc);
+                    if (sc->p >= sc->end || *sc->p != '"' || !scan_string(sc, NULL))
+                        return fail(sc, "expected a member name");
+                    skip_ws(sc);
+                    if (sc->p >= sc->end || *sc->p != ':')
+                        return fail(sc, "expected ':'");
+                    sc->p++;
+                }
+                break;
+            }
+            if (c == (object ? '}' : ']')) {
+                sc->p++;
+                open--;
+                continue;
+            }
+            return fail(sc, object ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    }
+}
+
+/* Capture a string-valued member, or note that the member has another kind of value. */
+static bool capture_string(scanner *sc, unsigned depth, raw_string *slot)
+{
+    if (*sc->p == '"')
+        return scan_string(sc, slot);
+    slot->present = true;
+    slot->is_string = false;
+    return skip_value(sc, depth);
+}
+
+typedef bool (*member_fn)(scanner *sc, unsigned depth, const raw_string *key, capture *cap);
+
+/* At a '{': run `fn` on every member; fn consumes the member's value. */
+static bool scan_object(scanner *sc, unsigned depth, member_fn fn, capture *cap)
+{
+    if (depth >= FS_STORE_MAX_DEPTH)
+        return fail(sc, "nested too deeply");
+    sc->p++;
+    skip_ws(sc);
+    if (sc->p < sc->end && *sc->p == '}') {
+        sc->p++;
+        return true;
+    }
+    for (;;) {
+        skip_ws(sc);
+        raw_string key = {0};
+        if (sc->p >= sc->end || *sc->p != '"' || !scan_string(sc, &key))
+            return fail(sc, "expected a member name");
+        skip_ws(sc);
+        if (sc->p >= sc->end || *sc->p != ':')
+            return fail(sc, "expected ':'");
+        sc->p++;
+        skip_ws(sc);
+        if (sc->p >= sc->end)
+            return fail(sc, "truncated line");
+        if (!fn(sc, depth, &key, cap))
+            return false;
+        skip_ws(sc);
+        if (sc->p >= sc->end)
+            return fail(sc, "truncated line");
+        if (*sc->p == ',') {
+            sc->p++;
+            continue;
+        }
+        if (*sc->p == '}') {
+            sc->p++;
+            return true;
+        }
+        return fail(sc, "expected ',' or '}'");
+    }
+}
+
+static bool once(scanner *sc, capture *cap, unsigned bit)
+{
+    if (cap->seen & bit)
+        return fail(sc, "duplicate member");
+    cap->seen |= bit;
+    return true;
+}
+
+static bool reference_member(scanner *sc, unsigned depth, const raw_string *key, capture *cap)
+{
+    if (key_is(key, "reference")) {
+        if (cap->current_ref->present)
+            return fail(sc, "duplicate member");
+        return capture_string(sc, depth + 1, cap->current_ref);
+    }
+    return skip_value(sc, depth + 1);
+}
+
+static bool meta_member(scanner *sc, unsigned depth, const raw_string *key, capture *cap)
+{
+    if (key_is(key, "versionId"))
+        return once(sc, cap, SEEN_VERSION) && capture_string(sc, depth + 1, &cap->version_id);
+    if (key_is(key, "lastUpdated"))
+        return once(sc, cap, SEEN_UPDATED) && capture_string(sc, depth + 1, &cap->last_updated);
+    return skip_value(sc, depth + 1);
+}
+
+static bool resource_member(scanner *sc, unsigned depth, const raw_string *key, capture *cap)
+{
+    static const char *const ref_names[3] = {"subject", "patient", "beneficiary"};
+    static const unsigned ref_bits[3] = {SEEN_SUBJECT, SEEN_PATIENT, SEEN_BENEFICIARY};
+    if (key_is(key, "resourceType"))
+        return once(sc, cap, SEEN_TYPE) && capture_string(sc, depth + 1, &cap->resource_type);
+    if (key_is(key, "id"))
+        return once(sc, cap, SEEN_ID) && capture_string(sc, depth + 1, &cap->id);
+    if (key_is(key, "meta")) {
+        if (!once(sc, cap, SEEN_META))
+            return false;
+        return *sc->p == '{' ? scan_object(sc, depth + 1, meta_member, cap)
+                             : skip_value(sc, depth + 1);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!key_is(key, ref_names[i]))
+            continue;
+        if (!once(sc, cap, ref_bits[i]))
+            return false;
+        if (*sc->p != '{')
+            return skip_value(sc, depth + 1);
+        cap->current_ref = &cap->ref[i];
+        return scan_object(sc, depth + 1, reference_member, cap);
+    }
+    return skip_value(sc, depth + 1);
+}
+
+/* ---- validation ------------------------------------------------------------------------------- */
+
+bool fs_store_valid_type(const char *name, size_t len)
+{
+    if (len < 2 || len > FS_STORE_TYPE_MAX || name[0] < 'A' || name[0] > 'Z')
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+            return false;
+    }
+    return true;
+}
+
+bool fs_store_valid_id(const char *id, size_t len)
+{
+    if (len < 1 || len > FS_STORE_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+bool fs_store_patient_of_reference(const char *ref, size_t len, const char **id, size_t *id_len)
+{
+    static const char marker[] = "Patient/";
+    const size_t mlen = sizeof marker - 1;
+    const char *start = NULL;
+    if (len > mlen && memcmp(ref, marker, mlen) == 0) {
+        start = ref + mlen;
+    } else {
+        /* an absolute reference: "<base>/Patient/<id>[/_history/<v>]" with a scheme */
+        for (size_t i = len; i-- > 0;) {
+            if (ref[i] == '/' && len - i - 1 > mlen && memcmp(ref + i + 1, marker, mlen) == 0) {
+                start = ref + i + 1 + mlen;
+                break;
+            }
+        }
+        bool has_scheme = false;
+        for (size_t i = 0; start && i + 2 < (size_t)(start - ref); i++)
+            if (ref[i] == ':' && ref[i + 1] == '/' && ref[i + 2] == '/')
+                has_scheme = true;
+        if (!has_scheme)
+            start = NULL;
+    }
+    if (!start)
+        return false;
+    const char *end = ref + len;
+    const char *slash = memchr(start, '/', (size_t)(end - start));
+    size_t n = slash ? (size_t)(slash - start) : (size_t)(end - start);
+    if (slash) {
+        static const char history[] = "/_history/";
+        size_t rest = (size_t)(end - slash);
+        if (rest <= sizeof history - 1 || memcmp(slash, history, sizeof history - 1) != 0)
+            return false;
+    }
+    if (!fs_store_valid_id(start, n))
+        return false;
+    *id = start;
+    *id_len = n;
+    return true;
+}
+
+bool fs_store_parse_instant_ms(const char *text, size_t len, int64_t *out_ms)
+{
+    char buf[72];
+    if (len < 20 || len >= sizeof buf)
+        return false;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    int64_t seconds;
+    if (!fs_parse_instant(buf, &seconds))
+        return false;
+    int64_t ms = 0;
+    if (buf[19] == '.') {
+        /* fs_parse_instant checked that digits follow; take the first three */
+        int digits = 0;
+        for (const char *p = buf + 20; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                ms = ms * 10 + (*p - '0');
+        for (; digits < 3; digits++)
+            ms *= 10;
+    }
+    if (seconds > INT64_MAX / 1000 - 1 || seconds < INT64_MIN / 1000 + 1)
+        return false;
+    *out_ms = seconds * 1000 + ms;
+    return true;
+}
+
+/* ---- the scanner ------------------------------------------------------------------------------ */
+
+/* Point (ptr, len) at a captured string, decoding into buf when it has escapes. */
+static bool resolve(const raw_string *s, char *buf, size_t cap, const char **ptr, size_t *len)
+{
+    if (!s->escaped) {
+        *ptr = (const char *)s->start;
+        *len = s->len;
+        return true;
+    }
+    if (!decode_string(s, buf, cap, len))
+        return false;
+    *ptr = buf;
+    return true;
+}
+
+const char *fs_store_scan_fields(const char *line, size_t len, fs_resource_fields *out)
+{
+    scanner sc;
+    sc.p = (const unsigned char *)line;
+    sc.end = sc.p + len;
+    sc.why = NULL;
+    sc.nul_escape = false;
+    capture cap;
+    memset(&cap, 0, sizeof cap);
+    memset(out, 0, offsetof(fs_resource_fields, type_buf));
+
+    skip_ws(&sc);
+    if (sc.p >= sc.end || *sc.p != '{')
+        return "line is not a JSON object";
+    if (!scan_object(&sc, 0, resource_member, &cap))
+        return sc.why;
+    skip_ws(&sc);
+    if (sc.p != sc.end)
+        return "data after the JSON object";
+    out->has_nul_escape = sc.nul_escape;
+
+    /* resourceType and id: required, and valid as a table name and a primary key */
+    const char *text;
+    size_t text_len;
+    if (!cap.resource_type.present)
+        return "resourceType is missing";
+    if (!cap.resource_type.is_string)
+        return "resourceType is not a string";
+    if (!resolve(&cap.resource_type, out->type_buf, sizeof out->type_buf, &text, &text_len) ||
+        !fs_store_valid_type(text, text_len))
+        return "resourceType is not a valid resource type name";
+    out->resource_type = text;
+    out->resource_type_len = text_len;
+
+    if (!cap.id.present)
+        return "id is missing";
+    if (!cap.id.is_string)
+        return "id is not a string";
+    if (!resolve(&cap.id, out->id_buf, sizeof out->id_buf, &text, &text_len) ||
+        !fs_store_valid_id(text, text_len))
+        return "id is not a valid FHIR id";
+    out->id = text;
+    out->id_len = text_len;
+
+    /* meta: optional; an unusable versionId or lastUpdated is ignored, not fatal */
+    if (cap.version_id.is_string &&
+        resolve(&cap.version_id, out->version_buf, sizeof out->version_buf, &text, &text_len) &&
+        fs_store_valid_id(text, text_len)) {
+        out->version_id = text;
+        out->version_id_len = text_len;
+    }
+    if (cap.last_updated.is_string &&
+        resolve(&cap.last_updated, out->updated_buf, sizeof out->updated_buf, &text,
+                &text_len) &&
+        text_len <= sizeof out->updated_buf) {
+        out->last_updated = text;
+        out->last_updated_len = text_len;
+        out->has_last_updated_ms = fs_store_parse_instant_ms(text, text_len,
+                                                             &out->last_updated_ms);
+    }
+
+    /* the patient compartment */
+    if (out->resource_type_len == 7 && memcmp(out->resource_type, "Patient", 7) == 0) {
+        out->patient_id = out->id;
+        out->patient_id_len = out->id_len;
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        const raw_string *ref = &cap.ref[i];
+        if (!ref->present || !ref->is_string)
+            continue;
+        if (!resolve(ref, out->reference_buf, sizeof out->reference_buf, &text, &text_len))
+            continue;
+        if (fs_store_patient_of_reference(text, text_len, &out->patient_id,
+                                          &out->patient_id_len))
+            break;
+    }
+    return NULL;
+}

@@ -1,0 +1,2144 @@
+/* unit/test_store.c: the store (fhirsync/store.h) on both engines. The engine-independent tests
+ * run against SQLite always, and against PostgreSQL too when FHIRSYNC_TEST_PG holds a connection
+ * URL (tests/integration/test_store_postgresql.sh starts a throwaway server and sets it; each
+ * test then starts from an empty schema). They cover the schema and its migrations (idempotent,
+ * concurrent, a newer schema refused), exact bytes kept (1.50 and 6.0E-3 stay as written), the
+ * upsert rule (an older version never overwrites a newer one, on the row and the COPY path),
+ * deletions recorded once, the quarantine, run audit and a watermark that commits with the run's
+ * last rows or not at all (an injected failure, and a process killed before its commit), locks
+ * between handles and processes (and a holder killed with SIGKILL), the work queue (leases,
+ * expiry takeover, retries, poison items, three competing worker processes), read-only queries
+ * and the views. SQLite only: file modes 0600, the allocation-failure walk, the field scanner.
+ * PostgreSQL only: SKIP LOCKED with a row locked by another session, an advisory lock held by
+ * another session, and the COPY path across several merges.
+ *
+ * Files go under $FHIRSYNC_TEST_TMP (or /tmp) in a fresh directory removed at the end.
+ *
+ * The same binary doubles as a benchmark and a loader (these modes do not run the tests):
+ *   test_store --bench [ROWS] [POSTGRESQL_URL]   load ROWS (default 1,000,000) synthetic
+ *       resources shaped like a Synthea export into SQLite, print resources/s and the ratio to a
+ *       bare loop of SQLite inserts of the same rows; with a URL, also into PostgreSQL (COPY)
+ *   test_store --load LOCATION FILE.ndjson...    load NDJSON files, print counts and timing */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+#include "core/core.h"
+#include "fhirsync/store.h"
+#include "store/fields.h"
+#include "store/store_int.h"
+
+#define assert_contains(haystack, needle)                                                          \
+    do {                                                                                           \
+        const char *hay_ = (haystack);                                                             \
+        if (!hay_ || !strstr(hay_, (needle)))                                                      \
+            fail_msg("\"%s\" does not contain \"%s\"", hay_ ? hay_ : "(null)", (needle));          \
+    } while (0)
+
+#define assert_ok(call)                                                                            \
+    do {                                                                                           \
+        fhirsync_error e_ = {0};                                                                   \
+        (void)e_;                                                                                  \
+        fhirsync_code rc_ = (call);                                                                \
+        if (rc_ != FHIRSYNC_OK)                                                                    \
+            fail_msg("%s: %s (%s)", #call, fhirsync_strerror(rc_), err.message);                  \
+    } while (0)
+
+/* ---- fixtures --------------------------------------------------------------------------------- */
+
+static char tmpdir[PATH_MAX / 2];
+static const char *pg_url; /* FHIRSYNC_TEST_PG */
+
+typedef struct fixture {
+    bool pg;
+    char location[PATH_MAX];
+    char path[PATH_MAX]; /* SQLite: the file */
+} fixture;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("FHIRSYNC_TEST_TMP");
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir(base, 0700);
+    snprintf(tmpdir, sizeof tmpdir, "%s/store-XXXXXX", base);
+    if (!mkdtemp(tmpdir))
+        return -1;
+    return fhirsync_global_init() == FHIRSYNC_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char cmd[PATH_MAX];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    int rc = system(cmd);
+    fhirsync_global_cleanup();
+    return rc == 0 ? 0 : -1;
+}
+
+/* A raw libpq connection for what the tests do behind the store's back. */
+static PGconn *pg_raw(void)
+{
+    PGconn *conn = PQconnectdb(pg_url);
+    if (PQstatus(conn) != CONNECTION_OK)
+        fail_msg("cannot connect to %s: %s", pg_url, PQerrorMessage(conn));
+    PQclear(PQexec(conn, "SET client_min_messages = warning"));
+    return conn;
+}
+
+static void pg_run(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+}
+
+static unsigned test_counter;
+
+static int setup_sqlite(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/t%u.db", tmpdir, ++test_counter);
+    snprintf(f->location, sizeof f->location, "%s", f->path);
+    fs_time_set_offset(0);
+    *state = f;
+    return 0;
+}
+
+static int setup_pg(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->pg = true;
+    snprintf(f->location, sizeof f->location, "%s", pg_url);
+    PGconn *conn = pg_raw();
+    pg_run(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+    PQfinish(conn);
+    fs_time_set_offset(0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fs_alloc_fail_at(0);
+    fs_time_set_offset(0);
+    free(*state);
+    return 0;
+}
+
+static fhirsync_store *open_store(const fixture *f)
+{
+    fhirsync_store *s = NULL;
+    fhirsync_error err = {0};
+    if (fhirsync_store_open(f->location, 0, &s, &err) != FHIRSYNC_OK)
+        fail_msg("open %s: %s", f->location, err.message);
+    return s;
+}
+
+/* One text value of a read-only query. */
+typedef struct scalar {
+    char text[4096];
+    size_t len;
+    bool null;
+    int rows;
+} scalar;
+
+static int scalar_row(size_t ncols, const char *const *names, const char *const *values,
+                      const size_t *lengths, void *userdata)
+{
+    (void)names;
+    scalar *sc = userdata;
+    if (sc->rows++ == 0 && ncols > 0) {
+        sc->null = values[0] == NULL;
+        sc->len = values[0] ? lengths[0] : 0;
+        if (sc->len >= sizeof sc->text)
+            sc->len = sizeof sc->text - 1;
+        if (values[0])
+            memcpy(sc->text, values[0], sc->len);
+        sc->text[sc->len] = '\0';
+    }
+    return 0;
+}
+
+static scalar query1(fhirsync_store *s, const char *sql)
+{
+    scalar sc;
+    memset(&sc, 0, sizeof sc);
+    fhirsync_error err = {0};
+    if (fhirsync_store_query(s, sql, scalar_row, &sc, &err) != FHIRSYNC_OK)
+        fail_msg("%s: %s", sql, err.message);
+    return sc;
+}
+
+static long query_long(fhirsync_store *s, const char *sql)
+{
+    scalar sc = query1(s, sql);
+    return sc.rows ? strtol(sc.text, NULL, 10) : -1;
+}
+
+/* ---- resources used by the tests -------------------------------------------------------------- */
+
+static char line_buf[8][2048];
+static unsigned line_next;
+
+/* An Observation with optional meta; `value` is written as given (a JSON number). */
+static const char *observation(const char *id, const char *patient, const char *version,
+                               const char *updated, const char *value)
+{
+    char meta[256] = "";
+    if (version || updated)
+        snprintf(meta, sizeof meta, "\"meta\":{%s%s%s%s%s%s%s},", version ? "\"versionId\":\"" : "",
+                 version ? version : "", version ? "\"" : "", version && updated ? "," : "",
+                 updated ? "\"lastUpdated\":\"" : "", updated ? updated : "", updated ? "\"" : "");
+    char *buf = line_buf[line_next++ % 8];
+    snprintf(buf, sizeof line_buf[0],
+             "{\"resourceType\":\"Observation\",\"id\":\"%s\",%s\"status\":\"final\","
+             "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"8302-2\","
+             "\"display\":\"Body Height\"}],\"text\":\"Body Height\"},"
+             "\"subject\":{\"reference\":\"Patient/%s\"},"
+             "\"effectiveDateTime\":\"2020-01-01T10:00:00-05:00\","
+             "\"valueQuantity\":{\"value\":%s,\"unit\":\"cm\",\"system\":\"http://unitsofmeasure.org\","
+             "\"code\":\"cm\"}}",
+             id, meta, patient, value);
+    return buf;
+}
+
+static const char *patient(const char *id, const char *family, const char *given)
+{
+    char *buf = line_buf[line_next++ % 8];
+    snprintf(buf, sizeof line_buf[0],
+             "{\"resourceType\":\"Patient\",\"id\":\"%s\",\"meta\":{\"versionId\":\"1\","
+             "\"lastUpdated\":\"2024-03-01T12:00:00.000Z\"},\"name\":[{\"use\":\"official\","
+             "\"family\":\"%s\",\"given\":[\"%s\",\"Maria\"]}],\"gender\":\"female\","
+             "\"birthDate\":\"1970-05-04\",\"extension\":[{\"url\":\"http://example.org/dalys\","
+             "\"valueDecimal\":0.014758995126364135}]}",
+             id, family, given);
+    return buf;
+}
+
+static void put_ok(fhirsync_store *s, const char *type, const char *line,
+                   fhirsync_put_outcome want)
+{
+    fhirsync_error err = {0};
+    fhirsync_put_outcome got = FHIRSYNC_PUT_STAGED;
+    if (fhirsync_store_put(s, type, line, strlen(line), 0, &got, &err) != FHIRSYNC_OK)
+        fail_msg("put: %s", err.message);
+    if (got != want)
+        fail_msg("put outcome %d, wanted %d", got, want);
+}
+
+/* The raw text of a stored row. */
+static scalar raw_of(fhirsync_store *s, const char *type, const char *id)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT raw FROM \"%s\" WHERE id = '%s'", type, id);
+    return query1(s, sql);
+}
+
+/* ---- the field scanner (SQLite group only: no database involved) ------------------------------ */
+
+static void expect_fields(const char *line, const char *type, const char *id, const char *version,
+                          const char *updated, int64_t ms, const char *patient_id)
+{
+    fs_resource_fields f;
+    const char *why = fs_store_scan_fields(line, strlen(line), &f);
+    if (why)
+        fail_msg("scan of %s: %s", line, why);
+    assert_int_equal(f.resource_type_len, strlen(type));
+    assert_memory_equal(f.resource_type, type, f.resource_type_len);
+    assert_int_equal(f.id_len, strlen(id));
+    assert_memory_equal(f.id, id, f.id_len);
+    if (version) {
+        assert_non_null(f.version_id);
+        assert_int_equal(f.version_id_len, strlen(version));
+        assert_memory_equal(f.version_id, version, f.version_id_len);
+    } else {
+        assert_null(f.version_id);
+    }
+    if (updated) {
+        assert_non_null(f.last_updated);
+        assert_memory_equal(f.last_updated, updated, strlen(updated));
+    } else {
+        assert_null(f.last_updated);
+    }
+    if (ms != INT64_MIN) {
+        assert_true(f.has_last_updated_ms);
+        assert_int_equal(f.last_updated_ms, ms);
+    } else {
+        assert_false(f.has_last_updated_ms);
+    }
+    if (patient_id) {
+        if (!f.patient_id)
+            fail_msg("no patient in %s", line);
+        assert_int_equal(f.patient_id_len, strlen(patient_id));
+        assert_memory_equal(f.patient_id, patient_id, f.patient_id_len);
+    } else {
+        assert_null(f.patient_id);
+    }
+}
+
+static void expect_reject(const char *line, size_t len, const char *reason)
+{
+    fs_resource_fields f;
+    const char *why = fs_store_scan_fields(line, len, &f);
+    if (!why)
+        fail_msg("scan accepted %.*s", (int)len, line);
+    assert_contains(why, reason);
+}
+
+static void test_scanner_fields(void **state)
+{
+    (void)state;
+    expect_fields("{\"resourceType\":\"Patient\",\"id\":\"p1\"}", "Patient", "p1", NULL, NULL,
+                  INT64_MIN, "p1");
+    /* meta anywhere, nested values skipped, whitespace */
+    expect_fields(" { \"text\" : {\"div\":\"<div>\\\"}{[\\\\</div>\"} , \"id\" : \"o-1.2\" ,"
+                  "\"meta\":{\"tag\":[{\"code\":\"x\"}],\"versionId\":\"7\","
+                  "\"lastUpdated\":\"2024-01-02T03:04:05.678+01:00\"},"
+                  "\"resourceType\":\"Observation\",\"valueQuantity\":{\"value\":1.50},"
+                  "\"subject\":{\"display\":\"x\",\"reference\":\"Patient/abc\"}}\r\n",
+                  "Observation", "o-1.2", "7", "2024-01-02T03:04:05.678+01:00",
+                  INT64_C(1704161045678), "abc");
+    /* patient / beneficiary, absolute and versioned references, a non-Patient subject */
+    expect_fields("{\"resourceType\":\"Claim\",\"id\":\"c\",\"patient\":{\"reference\":"
+                  "\"Patient/p9/_history/3\"}}",
+                  "Claim", "c", NULL, NULL, INT64_MIN, "p9");
+    expect_fields("{\"resourceType\":\"Coverage\",\"id\":\"c\",\"beneficiary\":{\"reference\":"
+                  "\"https://ehr.example/fhir/r4/Patient/b-2\"}}",
+                  "Coverage", "c", NULL, NULL, INT64_MIN, "b-2");
+    expect_fields("{\"resourceType\":\"Observation\",\"id\":\"o\",\"subject\":{\"reference\":"
+                  "\"Group/g1\"}}",
+                  "Observation", "o", NULL, NULL, INT64_MIN, NULL);
+    expect_fields("{\"resourceType\":\"Observation\",\"id\":\"o\",\"subject\":{\"reference\":"
+                  "\"urn:uuid:7f0c\"},\"patient\":{\"reference\":\"Patient/second\"}}",
+                  "Observation", "o", NULL, NULL, INT64_MIN, "second");
+    /* escapes are decoded where a strict parser would: "\u0050atient\/x" is Patient/x */
+    expect_fields("{\"resourceType\":\"Encounter\",\"\\u0069d\":\"e\\u002d1\",\"subject\":"
+                  "{\"reference\":\"\\u0050atient\\/x\"}}",
+                  "Encounter", "e-1", NULL, NULL, INT64_MIN, "x");
+    /* unusable meta values are ignored, not fatal */
+    expect_fields("{\"resourceType\":\"Patient\",\"id\":\"p\",\"meta\":{\"versionId\":\"a b\","
+                  "\"lastUpdated\":\"yesterday\"}}",
+                  "Patient", "p", NULL, "yesterday", INT64_MIN, "p");
+    expect_fields("{\"resourceType\":\"Patient\",\"id\":\"p\",\"meta\":[1,2]}", "Patient", "p",
+                  NULL, NULL, INT64_MIN, "p");
+    /* UTF-8 and a \u0000 escape (flagged for PostgreSQL) */
+    const char nul_line[] = "{\"resourceType\":\"Basic\",\"id\":\"b\",\"note\":\"caf\xc3\xa9 "
+                            "\\u0000 \xf0\x9f\x98\x80\"}";
+    fs_resource_fields f;
+    assert_null(fs_store_scan_fields(nul_line, strlen(nul_line), &f));
+    assert_true(f.has_nul_escape);
+    assert_null(fs_store_scan_fields("{\"resourceType\":\"Basic\",\"id\":\"b\"}", 33, &f));
+    assert_false(f.has_nul_escape);
+}
+
+static void test_scanner_rejects(void **state)
+{
+    (void)state;
+    struct {
+        const char *line;
+        const char *reason;
+    } cases[] = {
+        {"", "not a JSON object"},
+        {"[1]", "not a JSON object"},
+        {"{\"resourceType\":\"Patient\"}", "id is missing"},
+        {"{\"id\":\"x\"}", "resourceType is missing"},
+        {"{\"resourceType\":\"patient\",\"id\":\"x\"}", "not a valid resource type"},
+        {"{\"resourceType\":\"Pat_ient\",\"id\":\"x\"}", "not a valid resource type"},
+        {"{\"resourceType\":7,\"id\":\"x\"}", "resourceType is not a string"},
+        {"{\"resourceType\":\"Patient\",\"id\":5}", "id is not a string"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"a/b\"}", "not a valid FHIR id"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"\"}", "not a valid FHIR id"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"id\":\"y\"}", "duplicate"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\"} x", "after the JSON object"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\"", "truncated"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":[1,2}", "expected ',' or ']'"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":{\"b\" 1}}", "expected ':'"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\\q\"}", "invalid escape"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\\ud800\"}", "surrogate"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"tab\there\"}", "control character"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xc3\x28\"}", "invalid UTF-8"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xed\xa0\x80\"}", "invalid UTF-8"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xc0\xaf\"}", "invalid UTF-8"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":@}", "unexpected character"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_reject(cases[i].line, strlen(cases[i].line), cases[i].reason);
+    /* a NUL byte inside a string, and nesting deeper than the scanner follows */
+    const char with_nul[] = "{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\0\"}";
+    expect_reject(with_nul, sizeof with_nul - 1, "control character");
+    size_t depth = FS_STORE_MAX_DEPTH + 10;
+    char *deep = malloc(2 * depth + 64);
+    assert_non_null(deep);
+    size_t n = (size_t)sprintf(deep, "{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":");
+    memset(deep + n, '[', depth);
+    memset(deep + n + depth, ']', depth);
+    deep[n + 2 * depth] = '}';
+    expect_reject(deep, n + 2 * depth + 1, "nested too deeply");
+    free(deep);
+}
+
+static void test_scanner_helpers(void **state)
+{
+    (void)state;
+    const char *id;
+    size_t len;
+    assert_true(fs_store_patient_of_reference("Patient/1", 9, &id, &len));
+    assert_int_equal(len, 1);
+    assert_false(fs_store_patient_of_reference("Patient/", 8, &id, &len));
+    assert_false(fs_store_patient_of_reference("Patient/1/x", 11, &id, &len));
+    assert_false(fs_store_patient_of_reference("foo/Patient/1", 13, &id, &len));
+    assert_false(fs_store_patient_of_reference("Patient?identifier=1", 20, &id, &len));
+    assert_true(fs_store_valid_type("Patient", 7));
+    assert_false(fs_store_valid_type("P", 1));
+    char long_type[80];
+    memset(long_type, 'a', sizeof long_type);
+    long_type[0] = 'A';
+    assert_true(fs_store_valid_type(long_type, FS_STORE_TYPE_MAX));
+    assert_false(fs_store_valid_type(long_type, FS_STORE_TYPE_MAX + 1));
+    int64_t ms;
+    assert_true(fs_store_parse_instant_ms("2024-01-01T00:00:00Z", 20, &ms));
+    assert_int_equal(ms, INT64_C(1704067200000));
+    assert_true(fs_store_parse_instant_ms("2024-01-01T00:00:00.5Z", 22, &ms));
+    assert_int_equal(ms, INT64_C(1704067200500));
+    assert_true(fs_store_parse_instant_ms("2024-01-01T00:00:00.123456-01:00", 32, &ms));
+    assert_int_equal(ms, INT64_C(1704070800123));
+    assert_false(fs_store_parse_instant_ms("2024-01-01", 10, &ms));
+}
+
+/* ---- schema and migrations -------------------------------------------------------------------- */
+
+static void test_open_and_migrations(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    assert_int_equal(fhirsync_store_schema_version(s), fhirsync_store_schema_version_supported());
+    assert_string_equal(fhirsync_store_engine_name(s), f->pg ? "postgresql" : "sqlite");
+    assert_int_equal(query_long(s, "SELECT count(*) FROM schema_version"),
+                     fhirsync_store_schema_version_supported());
+    /* the common types exist from the start, with their views */
+    fhirsync_type_count *counts = NULL;
+    size_t n = 0;
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_counts(s, &counts, &n, &err));
+    assert_true(n >= 20);
+    bool has_patient = false;
+    for (size_t i = 0; i < n; i++) {
+        has_patient |= strcmp(counts[i].type, "Patient") == 0;
+        assert_int_equal(counts[i].count, 0);
+        if (i)
+            assert_true(strcmp(counts[i - 1].type, counts[i].type) < 0);
+    }
+    assert_true(has_patient);
+    fhirsync_free(counts);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM observation_view"), 0);
+    fhirsync_store_close(s);
+
+    /* opening again changes nothing */
+    s = open_store(f);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM schema_version"),
+                     fhirsync_store_schema_version_supported());
+    fhirsync_store_close(s);
+
+    /* read-only opening of an existing store works; of a missing one fails clearly */
+    fhirsync_store *ro = NULL;
+    assert_ok(fhirsync_store_open(f->location, FHIRSYNC_STORE_READONLY, &ro, &err));
+    assert_int_equal(fhirsync_store_put(ro, NULL, patient("p", "A", "B"), 20, 0, NULL, &err),
+                     FHIRSYNC_E_ARG);
+    fhirsync_store_close(ro);
+    if (!f->pg) {
+        char missing[PATH_MAX];
+        snprintf(missing, sizeof missing, "%s/missing.db", tmpdir);
+        assert_int_equal(fhirsync_store_open(missing, FHIRSYNC_STORE_READONLY, &ro, &err),
+                         FHIRSYNC_E_STORE);
+        assert_null(ro);
+        assert_contains(err.message, "no store");
+        assert_int_not_equal(access(missing, F_OK), 0);
+    }
+}
+
+/* Three processes open (and migrate) the same new database at once: one migrates, all succeed. */
+static void test_concurrent_migration(void **state)
+{
+    fixture *f = *state;
+    pid_t pids[3];
+    for (int i = 0; i < 3; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            fhirsync_store *s = NULL;
+            fhirsync_error err = {0};
+            int rc = fhirsync_store_open(f->location, 0, &s, &err) == FHIRSYNC_OK ? 0 : 1;
+            if (rc)
+                fprintf(stderr, "child open: %s\n", err.message);
+            fhirsync_store_close(s);
+            _exit(rc);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        int status;
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    fhirsync_store *s = open_store(f);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM schema_version"),
+                     fhirsync_store_schema_version_supported());
+    fhirsync_store_close(s);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store_close(open_store(f));
+    if (f->pg) {
+        PGconn *conn = pg_raw();
+        pg_run(conn, "INSERT INTO schema_version VALUES (999, 'from the future', 'x')");
+        PQfinish(conn);
+    } else {
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db,
+                                      "INSERT INTO schema_version VALUES (999, 'from the future',"
+                                      " 'x')",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+    }
+    fhirsync_store *s = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_store_open(f->location, 0, &s, &err), FHIRSYNC_E_STORE);
+    assert_null(s);
+    assert_contains(err.message, "schema version 999");
+    assert_contains(err.message, "upgrade fhirsync");
+    assert_int_equal(fhirsync_store_open(f->location, FHIRSYNC_STORE_READONLY, &s, &err),
+                     FHIRSYNC_E_STORE);
+    assert_contains(err.message, "newer");
+}
+
+/* ---- loading ---------------------------------------------------------------------------------- */
+
+static void test_exact_bytes(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    /* decimals as written, odd spacing, key order, unicode, escaped slash */
+    const char *line = "{\"resourceType\":\"Observation\", \"id\":\"dec-1\",\"subject\":"
+                       "{\"reference\":\"Patient/p1\"},\"valueQuantity\":{\"value\":1.50,"
+                       "\"unit\":\"mg\"},\"component\":[{\"valueQuantity\":{\"value\":6.0E-3}}],"
+                       "\"note\":[{\"text\":\"Gr\xc3\xbc\xc3\x9f\x65 \\/ \\u00e9\"}]}";
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    put_ok(s, "Observation", line, FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    scalar raw = raw_of(s, "Observation", "dec-1");
+    assert_int_equal(raw.len, strlen(line));
+    assert_memory_equal(raw.text, line, raw.len);
+    scalar value = query1(s, "SELECT value FROM observation_view WHERE id = 'dec-1'");
+    assert_string_equal(value.text, "1.50");
+    assert_string_equal(query1(s, "SELECT patient_id FROM \"Observation\"").text, "p1");
+    if (f->pg) {
+        /* jsonb keeps numeric scale (but not spelling): the raw column is the exact one */
+        assert_string_equal(query1(s, "SELECT resource #>> '{valueQuantity,value}' FROM"
+                                      " \"Observation\"")
+                                .text,
+                            "1.50");
+    }
+    /* a line with its newline: the newline is not part of the resource */
+    fs_buf with_nl;
+    fs_buf_init(&with_nl);
+    assert_true(fs_buf_printf(&with_nl, "%s\r\n", patient("p1", "Lindgren", "Claudia")));
+    assert_ok(fhirsync_store_put(s, "Patient", with_nl.data, with_nl.len, 0, NULL, &err));
+    scalar praw = raw_of(s, "Patient", "p1");
+    assert_int_equal(praw.len, with_nl.len - 2);
+    fs_buf_free(&with_nl);
+    scalar given = query1(s, "SELECT given FROM patient_view WHERE id = 'p1'");
+    assert_string_equal(given.text, "Claudia Maria");
+    fhirsync_store_close(s);
+}
+
+static void test_upsert_rule(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    for (int bulk = 0; bulk < 2; bulk++) {
+        /* the same rule on the row path and, for PostgreSQL, the COPY path */
+        fhirsync_put_outcome staged = FHIRSYNC_PUT_STAGED;
+        bool copy = f->pg && bulk;
+        char id[16];
+        snprintf(id, sizeof id, "u%d", bulk);
+        const char *v2 = observation(id, "p", "2", "2024-02-01T00:00:00Z", "2");
+        const char *v1 = observation(id, "p", "1", "2024-01-01T00:00:00Z", "1");
+        const char *v3 = observation(id, "p", "3", "2024-03-01T00:00:00.001Z", "3");
+        assert_ok(fhirsync_store_begin(s, bulk ? FHIRSYNC_STORE_BULK : 0, &err));
+        put_ok(s, "Observation", v2, copy ? staged : FHIRSYNC_PUT_STORED);
+        assert_ok(fhirsync_store_commit(s, &err));
+        assert_ok(fhirsync_store_begin(s, bulk ? FHIRSYNC_STORE_BULK : 0, &err));
+        put_ok(s, "Observation", v1, copy ? staged : FHIRSYNC_PUT_KEPT_NEWER);
+        assert_ok(fhirsync_store_commit(s, &err));
+        assert_string_equal(raw_of(s, "Observation", id).text, v2);
+        /* the same version again: replaced with itself (idempotent) */
+        assert_ok(fhirsync_store_begin(s, bulk ? FHIRSYNC_STORE_BULK : 0, &err));
+        put_ok(s, "Observation", v2, copy ? staged : FHIRSYNC_PUT_STORED);
+        /* newer, and older again within the same batch */
+        put_ok(s, "Observation", v3, copy ? staged : FHIRSYNC_PUT_STORED);
+        put_ok(s, "Observation", v1, copy ? staged : FHIRSYNC_PUT_KEPT_NEWER);
+        assert_ok(fhirsync_store_commit(s, &err));
+        assert_string_equal(raw_of(s, "Observation", id).text, v3);
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM \"Observation\" WHERE id = '%s'", id);
+        assert_int_equal(query_long(s, sql), 1);
+        snprintf(sql, sizeof sql,
+                 "SELECT last_updated_ms FROM \"Observation\" WHERE id = '%s'", id);
+        assert_int_equal(query_long(s, sql), 1709251200001L);
+    }
+    /* equal lastUpdated: numeric versionIds decide ("10" > "9"); otherwise the newcomer wins */
+    const char *t = "2024-05-05T05:05:05Z";
+    put_ok(s, NULL, observation("v", "p", "10", t, "10"), FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("v", "p", "9", t, "9"), FHIRSYNC_PUT_KEPT_NEWER);
+    put_ok(s, NULL, observation("v", "p", "11", NULL, "11"), FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("v", "p", "abc", NULL, "12"), FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("v", "p", NULL, NULL, "13"), FHIRSYNC_PUT_STORED);
+    assert_string_equal(raw_of(s, "Observation", "v").text,
+                        observation("v", "p", NULL, NULL, "13"));
+    /* a resource without lastUpdated never replaces... unless versions say nothing */
+    put_ok(s, NULL, observation("w", "p", "5", "2024-01-01T00:00:00Z", "1"), FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("w", "p", "4", NULL, "2"), FHIRSYNC_PUT_KEPT_NEWER);
+    fhirsync_store_close(s);
+}
+
+static void test_put_rejects(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    put_ok(s, "Patient", patient("good-1", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
+                                                            : FHIRSYNC_PUT_STORED);
+    const char *bad[] = {"not json", "{\"resourceType\":\"Patient\"}",
+                         "{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xff\"}",
+                         "{\"resourceType\":\"Deletions\",\"id\":\"x\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(fhirsync_store_put(s, NULL, bad[i], strlen(bad[i]), 0, NULL, &err),
+                         FHIRSYNC_E_JSON);
+        assert_true(err.message[0] != '\0');
+    }
+    /* a line of another type than the file's */
+    const char *obs = observation("o1", "p", NULL, NULL, "1");
+    assert_int_equal(fhirsync_store_put(s, "Patient", obs, strlen(obs), 0, NULL, &err),
+                     FHIRSYNC_E_JSON);
+    assert_contains(err.message, "Observation where Patient was expected");
+    /* the batch is still fine */
+    put_ok(s, "Patient", patient("good-2", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
+                                                            : FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 2);
+    /* argument errors */
+    assert_int_equal(fhirsync_store_ensure_type(s, "bad type", &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_store_ensure_type(s, "Quarantine", &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_store_commit(s, &err), FHIRSYNC_E_ARG);
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    assert_int_equal(fhirsync_store_begin(s, 0, &err), FHIRSYNC_E_ARG);
+    assert_ok(fhirsync_store_rollback(s, &err));
+    fhirsync_store_close(s);
+}
+
+/* A type created inside a batch that rolls back is created again next time. */
+static void test_new_type_rollback(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    const char *line = "{\"resourceType\":\"NutritionOrder\",\"id\":\"n1\",\"patient\":"
+                       "{\"reference\":\"Patient/p\"}}";
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    put_ok(s, NULL, line, FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_rollback(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM resource_types"
+                                   " WHERE type = 'NutritionOrder'"),
+                     0);
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    put_ok(s, NULL, line, f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"NutritionOrder\""), 1);
+    assert_ok(fhirsync_store_ensure_type(s, "NutritionOrder", &err));
+    assert_ok(fhirsync_store_ensure_type(s, "VisionPrescription", &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"VisionPrescription\""), 0);
+    fhirsync_store_close(s);
+}
+
+static int collect_record(const fhirsync_resource_row *row, void *userdata)
+{
+    fs_buf *b = userdata;
+    fs_buf_printf(b, "%s/%s;", row->type, row->id);
+    return 0;
+}
+
+static int stop_after_first(const fhirsync_resource_row *row, void *userdata)
+{
+    (void)row;
+    ++*(int *)userdata;
+    return 1;
+}
+
+static void test_patient_record(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    const char *lines[] = {
+        patient("p1", "A", "B"),
+        patient("p2", "C", "D"),
+        observation("o2", "p1", NULL, NULL, "1"),
+        observation("o1", "p1", NULL, NULL, "1"),
+        observation("o3", "p2", NULL, NULL, "1"),
+        "{\"resourceType\":\"Claim\",\"id\":\"c1\",\"patient\":{\"reference\":\"Patient/p1\"}}",
+        "{\"resourceType\":\"Coverage\",\"id\":\"cov\",\"beneficiary\":{\"reference\":"
+        "\"Patient/p1\"}}",
+        "{\"resourceType\":\"Organization\",\"id\":\"org\"}",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+        assert_ok(fhirsync_store_put(s, NULL, lines[i], strlen(lines[i]), 0, NULL, &err));
+    assert_ok(fhirsync_store_commit(s, &err));
+    fs_buf b;
+    fs_buf_init(&b);
+    assert_ok(fhirsync_store_patient_record(s, "p1", collect_record, &b, &err));
+    assert_string_equal(b.data, "Patient/p1;Claim/c1;Coverage/cov;Observation/o1;"
+                                "Observation/o2;");
+    fs_buf_free(&b);
+    int calls = 0;
+    assert_ok(fhirsync_store_patient_record(s, "p1", stop_after_first, &calls, &err));
+    assert_int_equal(calls, 1);
+    assert_int_equal(fhirsync_store_patient_record(s, "bad id!", stop_after_first, &calls, &err),
+                     FHIRSYNC_E_ARG);
+    /* counts per type */
+    fhirsync_type_count *counts = NULL;
+    size_t n = 0;
+    assert_ok(fhirsync_store_counts(s, &counts, &n, &err));
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(counts[i].type, "Observation") == 0)
+            assert_int_equal(counts[i].count, 3);
+        if (strcmp(counts[i].type, "Coverage") == 0)
+            assert_int_equal(counts[i].count, 1);
+    }
+    fhirsync_free(counts);
+    fhirsync_store_close(s);
+}
+
+/* ---- deletions and quarantine ----------------------------------------------------------------- */
+
+static void test_deletions(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    put_ok(s, NULL, observation("d1", "p", "1", "2024-01-01T00:00:00Z", "1"),
+           FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("d2", "p", "1", "2024-06-01T00:00:00Z", "1"),
+           FHIRSYNC_PUT_STORED);
+    bool removed = false;
+    const char *when = "2024-03-01T00:00:00Z";
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    /* a put and a delete of the same id in one bulk batch keep their order */
+    put_ok(s, NULL, observation("d3", "p", "1", "2024-01-01T00:00:00Z", "1"),
+           f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_delete(s, "Observation", "d3", when, 7, &removed, &err));
+    assert_true(removed);
+    assert_ok(fhirsync_store_delete(s, "Observation", "d1", when, 7, &removed, &err));
+    assert_true(removed);
+    assert_ok(fhirsync_store_commit(s, &err));
+    /* again: idempotent, recorded once */
+    assert_ok(fhirsync_store_delete(s, "Observation", "d1", when, 8, &removed, &err));
+    assert_false(removed);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM deletions WHERE id = 'd1'"), 1);
+    assert_int_equal(query_long(s, "SELECT run_id FROM deletions WHERE id = 'd1'"), 7);
+    /* updated after the deletion: kept, but the deletion is recorded */
+    assert_ok(fhirsync_store_delete(s, "Observation", "d2", when, 7, &removed, &err));
+    assert_false(removed);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\""), 1);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM deletions"), 3);
+    /* unknown type or id: recorded, nothing created */
+    assert_ok(fhirsync_store_delete(s, "SupplyDelivery", "x", NULL, 0, &removed, &err));
+    assert_false(removed);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM resource_types"
+                                   " WHERE type = 'SupplyDelivery'"),
+                     0);
+    assert_int_equal(fhirsync_store_delete(s, "Observation", "x", "not a date", 0, NULL, &err),
+                     FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_store_delete(s, "Observation", "a b", NULL, 0, NULL, &err),
+                     FHIRSYNC_E_ARG);
+    fhirsync_store_close(s);
+}
+
+typedef struct quarantine_seen {
+    int count;
+    fhirsync_quarantine_entry first;
+    char line[FHIRSYNC_STORE_QUARANTINE_CAP + 16];
+    char reason[128], source[128];
+} quarantine_seen;
+
+static int collect_quarantine(const fhirsync_quarantine_entry *e, void *userdata)
+{
+    quarantine_seen *q = userdata;
+    if (q->count++ == 0) {
+        q->first = *e;
+        memcpy(q->line, e->line, e->line_len);
+        snprintf(q->reason, sizeof q->reason, "%s", e->reason);
+        snprintf(q->source, sizeof q->source, "%s", e->source ? e->source : "");
+    }
+    return 0;
+}
+
+static void test_quarantine(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    /* any bytes (a NUL, invalid UTF-8), capped */
+    size_t len = FHIRSYNC_STORE_QUARANTINE_CAP + 100;
+    char *line = malloc(len);
+    assert_non_null(line);
+    for (size_t i = 0; i < len; i++)
+        line[i] = (char)(i * 7);
+    line[0] = '\0';
+    line[1] = (char)0xff;
+    fhirsync_quarantine_entry e = {0, 3, "practice-a", "https://ehr/files/Observation.ndjson", 42,
+                                   "line is not a JSON object", line, len, 0, NULL};
+    assert_ok(fhirsync_store_quarantine(s, &e, &err));
+    fhirsync_quarantine_entry small = {0, 4, NULL, NULL, 0, "bad", "xy", 2, 0, NULL};
+    assert_ok(fhirsync_store_quarantine(s, &small, &err));
+    quarantine_seen *q = calloc(1, sizeof *q);
+    assert_non_null(q);
+    assert_ok(fhirsync_store_quarantine_list(s, 3, 0, collect_quarantine, q, &err));
+    assert_int_equal(q->count, 1);
+    assert_int_equal(q->first.run_id, 3);
+    assert_int_equal(q->first.line_number, 42);
+    assert_int_equal(q->first.line_bytes, (int64_t)len);
+    assert_int_equal(q->first.line_len, FHIRSYNC_STORE_QUARANTINE_CAP);
+    assert_memory_equal(q->line, line, FHIRSYNC_STORE_QUARANTINE_CAP);
+    assert_string_equal(q->reason, "line is not a JSON object");
+    assert_string_equal(q->source, "https://ehr/files/Observation.ndjson");
+    memset(q, 0, sizeof *q);
+    assert_ok(fhirsync_store_quarantine_list(s, 0, 0, collect_quarantine, q, &err));
+    assert_int_equal(q->count, 2);
+    assert_int_equal(q->first.run_id, 4); /* newest first */
+    free(q);
+    free(line);
+    fhirsync_quarantine_entry no_reason = {0};
+    assert_int_equal(fhirsync_store_quarantine(s, &no_reason, &err), FHIRSYNC_E_ARG);
+    fhirsync_store_close(s);
+}
+
+/* ---- runs and the watermark ------------------------------------------------------------------- */
+
+typedef struct runs_seen {
+    int count;
+    int64_t ids[8];
+    fhirsync_run_status status[8];
+    char error[8][160];
+    char counts[8][160];
+} runs_seen;
+
+static int collect_run(const fhirsync_run_info *run, void *userdata)
+{
+    runs_seen *r = userdata;
+    if (r->count < 8) {
+        r->ids[r->count] = run->id;
+        r->status[r->count] = run->status;
+        snprintf(r->error[r->count], sizeof r->error[0], "%s", run->error ? run->error : "");
+        snprintf(r->counts[r->count], sizeof r->counts[0], "%s",
+                 run->counts_json ? run->counts_json : "");
+    }
+    r->count++;
+    return 0;
+}
+
+static void test_runs_and_watermark(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    char *mark = (char *)1;
+    assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+    assert_null(mark);
+    int64_t run = 0;
+    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
+    assert_true(run > 0);
+    fhirsync_run_end end = {FHIRSYNC_RUN_OK, "2024-06-01T10:00:00.123Z",
+                            "{\"Patient\":10,\"Observation\":1737}", 1747, 2, 0, NULL,
+                            "2024-06-01T10:00:00.123Z"};
+    assert_ok(fhirsync_store_run_finish(s, run, &end, &err));
+    assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+    assert_string_equal(mark, "2024-06-01T10:00:00.123Z");
+    fhirsync_free(mark);
+    /* finishing twice, bad ends */
+    assert_int_equal(fhirsync_store_run_finish(s, run, &end, &err), FHIRSYNC_E_ARG);
+    assert_contains(err.message, "not running");
+    int64_t run2 = 0;
+    assert_ok(fhirsync_store_run_begin(s, "ep", "crawl", "2024-06-01T10:00:00.123Z", &run2, &err));
+    fhirsync_run_end failed = {FHIRSYNC_RUN_FAILED, NULL, NULL, 0, 0, 0, "network down",
+                               "2024-07-01T00:00:00Z"};
+    assert_int_equal(fhirsync_store_run_finish(s, run2, &failed, &err), FHIRSYNC_E_ARG);
+    fhirsync_run_end bad_counts = {FHIRSYNC_RUN_OK, NULL, "[1]", 0, 0, 0, NULL, NULL};
+    assert_int_equal(fhirsync_store_run_finish(s, run2, &bad_counts, &err), FHIRSYNC_E_ARG);
+    failed.new_watermark = NULL;
+    assert_ok(fhirsync_store_run_finish(s, run2, &failed, &err));
+    assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+    assert_string_equal(mark, "2024-06-01T10:00:00.123Z");
+    fhirsync_free(mark);
+    /* a crashed run stays "running" until the next holder of the lock starts one */
+    int64_t crashed = 0, next = 0;
+    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &crashed, &err));
+    assert_ok(fhirsync_store_lock(s, "ep", "test", 0, &err));
+    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &next, &err));
+    runs_seen r;
+    memset(&r, 0, sizeof r);
+    assert_ok(fhirsync_store_runs(s, "ep", 10, collect_run, &r, &err));
+    assert_int_equal(r.count, 4);
+    assert_int_equal(r.ids[0], next);
+    assert_int_equal(r.status[0], FHIRSYNC_RUN_RUNNING);
+    assert_int_equal(r.ids[1], crashed);
+    assert_int_equal(r.status[1], FHIRSYNC_RUN_FAILED);
+    assert_contains(r.error[1], "interrupted");
+    assert_int_equal(r.status[2], FHIRSYNC_RUN_FAILED);
+    assert_string_equal(r.error[2], "network down");
+    assert_int_equal(r.status[3], FHIRSYNC_RUN_OK);
+    assert_contains(r.counts[3], "1737");
+    memset(&r, 0, sizeof r);
+    assert_ok(fhirsync_store_runs(s, "other", 10, collect_run, &r, &err));
+    assert_int_equal(r.count, 0);
+    assert_ok(fhirsync_store_unlock(s, "ep", &err));
+    /* explicit reset */
+    assert_ok(fhirsync_store_set_watermark(s, "ep", NULL, &err));
+    assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+    assert_null(mark);
+    assert_int_equal(fhirsync_store_set_watermark(s, "ep", "soon", &err), FHIRSYNC_E_ARG);
+    fhirsync_store_close(s);
+}
+
+/* The watermark moves with the run's last rows, or not at all. */
+static void test_watermark_atomic(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_set_watermark(s, "ep", "2024-01-01T00:00:00Z", &err));
+    /* inject a failure of the watermark write, after the rows and the run update */
+    const char *trigger_pg = "CREATE FUNCTION fail_watermark() RETURNS trigger LANGUAGE plpgsql"
+                             " AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;"
+                             "CREATE TRIGGER fail_watermark BEFORE UPDATE ON sync_state"
+                             " FOR EACH ROW EXECUTE FUNCTION fail_watermark()";
+    const char *trigger_sqlite = "CREATE TRIGGER fail_watermark BEFORE UPDATE ON sync_state"
+                                 " BEGIN SELECT RAISE(ABORT, 'injected failure'); END";
+    PGconn *conn = NULL;
+    sqlite3 *db = NULL;
+    if (f->pg) {
+        conn = pg_raw();
+        pg_run(conn, trigger_pg);
+    } else {
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, trigger_sqlite, NULL, NULL, NULL), SQLITE_OK);
+    }
+    int64_t run = 0;
+    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
+    fhirsync_run_end end = {FHIRSYNC_RUN_OK, "2024-02-01T00:00:00Z", NULL, 1, 0, 0, NULL,
+                            "2024-02-01T00:00:00Z"};
+    for (int bulk = 0; bulk < 2; bulk++) {
+        assert_ok(fhirsync_store_begin(s, bulk ? FHIRSYNC_STORE_BULK : 0, &err));
+        put_ok(s, NULL, patient("atomic", "A", "B"),
+               f->pg && bulk ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
+        assert_int_equal(fhirsync_store_run_finish(s, run, &end, &err), FHIRSYNC_E_STORE);
+        assert_contains(err.message, "injected failure");
+        /* nothing of the batch: no row, the run still running, the old watermark */
+        assert_int_equal(fhirsync_store_commit(s, &err), FHIRSYNC_E_ARG); /* already ended */
+        assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 0);
+        char *mark = NULL;
+        assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+        assert_string_equal(mark, "2024-01-01T00:00:00Z");
+        fhirsync_free(mark);
+        runs_seen r;
+        memset(&r, 0, sizeof r);
+        assert_ok(fhirsync_store_runs(s, "ep", 1, collect_run, &r, &err));
+        assert_int_equal(r.status[0], FHIRSYNC_RUN_RUNNING);
+    }
+    if (f->pg) {
+        pg_run(conn, "DROP TRIGGER fail_watermark ON sync_state");
+        PQfinish(conn);
+    } else {
+        assert_int_equal(sqlite3_exec(db, "DROP TRIGGER fail_watermark", NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+    }
+    /* without the failure: all of it */
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    put_ok(s, NULL, patient("atomic", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
+                                                       : FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_run_finish(s, run, &end, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 1);
+    char *mark = NULL;
+    assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+    assert_string_equal(mark, "2024-02-01T00:00:00Z");
+    fhirsync_free(mark);
+
+    /* a process killed in the middle of its final batch leaves the store as it was */
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        fhirsync_store *c = NULL;
+        fhirsync_error cerr = {0};
+        int64_t crun = 0;
+        if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK ||
+            fhirsync_store_run_begin(c, "ep", "bulk", NULL, &crun, &cerr) != FHIRSYNC_OK ||
+            fhirsync_store_begin(c, FHIRSYNC_STORE_BULK, &cerr) != FHIRSYNC_OK)
+            _exit(1);
+        for (int i = 0; i < 500; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "killed-%d", i);
+            const char *line = observation(id, "p", "1", "2024-03-01T00:00:00Z", "1");
+            if (fhirsync_store_put(c, NULL, line, strlen(line), crun, NULL, &cerr) != FHIRSYNC_OK)
+                _exit(1);
+        }
+        if (fhirsync_store_set_watermark(c, "ep", "2024-03-01T00:00:00Z", &cerr) != FHIRSYNC_OK)
+            _exit(1);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(1);
+        pause(); /* killed here, before the commit */
+        _exit(1);
+    }
+    close(ready[1]);
+    char byte;
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    close(ready[0]);
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\""), 0);
+    assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
+    assert_string_equal(mark, "2024-02-01T00:00:00Z");
+    fhirsync_free(mark);
+    fhirsync_store_close(s);
+}
+
+/* ---- locks ------------------------------------------------------------------------------------ */
+
+/* In a child: try to lock `endpoint` with `timeout_ms`; exit 0 when the result is `want`. */
+static pid_t child_lock(const fixture *f, const char *endpoint, long timeout_ms,
+                        fhirsync_code want, int notify_fd)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    fhirsync_store *c = NULL;
+    fhirsync_error err = {0};
+    if (fhirsync_store_open(f->location, 0, &c, &err) != FHIRSYNC_OK)
+        _exit(10);
+    if (notify_fd >= 0 && write(notify_fd, "w", 1) != 1)
+        _exit(11);
+    fhirsync_code rc = fhirsync_store_lock(c, endpoint, "child", timeout_ms, &err);
+    if (rc != want) {
+        fprintf(stderr, "child lock: %s (%s)\n", fhirsync_strerror(rc), err.message);
+        _exit(12);
+    }
+    if (rc == FHIRSYNC_E_LOCKED && !strstr(err.message, "pid "))
+        _exit(13);
+    _exit(0);
+}
+
+static int wait_child(pid_t pid)
+{
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+static void test_locks(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *a = open_store(f), *b = open_store(f);
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_lock(a, "practice-a", "worker-1", 0, &err));
+    assert_ok(fhirsync_store_lock(a, "practice-a", "worker-1", 0, &err)); /* already ours */
+    assert_ok(fhirsync_store_lock_heartbeat(a, "practice-a", &err));
+    /* another handle of this process, and another process */
+    assert_int_equal(fhirsync_store_lock(b, "practice-a", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_contains(err.message, "practice-a");
+    char pid_text[32];
+    snprintf(pid_text, sizeof pid_text, "pid %ld", (long)getpid());
+    assert_contains(err.message, pid_text);
+    assert_contains(err.message, "worker-1");
+    assert_int_equal(wait_child(child_lock(f, "practice-a", 0, FHIRSYNC_E_LOCKED, -1)), 0);
+    /* a bounded wait that runs out */
+    int64_t t0 = fs_monotonic_ms();
+    assert_int_equal(fhirsync_store_lock(b, "practice-a", NULL, 300, &err), FHIRSYNC_E_LOCKED);
+    assert_true(fs_monotonic_ms() - t0 >= 290);
+    /* other endpoints are independent */
+    assert_ok(fhirsync_store_lock(b, "practice-b", NULL, 0, &err));
+    /* a waiter gets the lock once it is released */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t waiter = child_lock(f, "practice-a", 30000, FHIRSYNC_OK, fds[1]);
+    char byte;
+    assert_int_equal(read(fds[0], &byte, 1), 1);
+    assert_ok(fhirsync_store_unlock(a, "practice-a", &err));
+    assert_int_equal(wait_child(waiter), 0);
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(fhirsync_store_unlock(a, "practice-a", &err), FHIRSYNC_E_ARG);
+    /* a holder killed with SIGKILL: its lock dies with it */
+    assert_int_equal(pipe(fds), 0);
+    pid_t holder = fork();
+    assert_true(holder >= 0);
+    if (holder == 0) {
+        fhirsync_store *c = NULL;
+        fhirsync_error cerr = {0};
+        if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK ||
+            fhirsync_store_lock(c, "practice-c", "doomed", 0, &cerr) != FHIRSYNC_OK ||
+            write(fds[1], "l", 1) != 1)
+            _exit(1);
+        pause();
+        _exit(1);
+    }
+    assert_int_equal(read(fds[0], &byte, 1), 1);
+    assert_int_equal(fhirsync_store_lock(a, "practice-c", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_contains(err.message, "doomed");
+    kill(holder, SIGKILL);
+    assert_int_equal(wait_child(holder), 100 + SIGKILL);
+    assert_ok(fhirsync_store_lock(a, "practice-c", "successor", 10000, &err));
+    close(fds[0]);
+    close(fds[1]);
+    /* locks are not taken inside a batch; closing releases them */
+    assert_ok(fhirsync_store_begin(a, 0, &err));
+    assert_int_equal(fhirsync_store_lock(a, "practice-d", NULL, 0, &err), FHIRSYNC_E_ARG);
+    assert_ok(fhirsync_store_rollback(a, &err));
+    fhirsync_store_close(a);
+    assert_ok(fhirsync_store_lock(b, "practice-c", NULL, 0, &err));
+    fhirsync_store_close(b);
+}
+
+/* ---- work queue ------------------------------------------------------------------------------- */
+
+/* Move every lease into the past: the database clock for PostgreSQL, ours for SQLite. */
+static void expire_leases(const fixture *f)
+{
+    if (f->pg) {
+        PGconn *conn = pg_raw();
+        pg_run(conn, "UPDATE work_items SET lease_until = lease_until - 3600"
+                     " WHERE state = 'claimed'");
+        PQfinish(conn);
+    } else {
+        fs_time_set_offset(3600);
+    }
+}
+
+static void test_work_queue(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    int64_t ids[4] = {0};
+    fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", "export-1", "file:1",
+                               "{\"url\":\"https://ehr/1.ndjson\",\"type\":\"Patient\"}", 0};
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[0], &err));
+    int64_t again = 0;
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &again, &err));
+    assert_int_equal(again, ids[0]); /* the same key: the same item */
+    spec.key = "file:2";
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[1], &err));
+    spec.key = NULL;
+    spec.kind = FHIRSYNC_WORK_ENDPOINT_SYNC;
+    spec.batch = NULL;
+    spec.payload = NULL;
+    spec.max_attempts = 2;
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[2], &err));
+    spec.kind = "bogus";
+    assert_int_equal(fhirsync_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
+    spec.kind = FHIRSYNC_WORK_FILE_LOAD;
+    spec.payload = "not json";
+    assert_int_equal(fhirsync_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
+
+    /* claims in order, by kind */
+    fhirsync_work_item *item = NULL, *other = NULL;
+    assert_ok(fhirsync_store_work_claim(s, "w1", FHIRSYNC_WORK_ENDPOINT_SYNC, 60, &item, &err));
+    assert_non_null(item);
+    assert_int_equal(item->id, ids[2]);
+    assert_string_equal(item->kind, FHIRSYNC_WORK_ENDPOINT_SYNC);
+    assert_null(item->batch);
+    assert_int_equal(item->attempts, 1);
+    fhirsync_work_item_free(item);
+    assert_ok(fhirsync_store_work_claim(s, "w1", NULL, 60, &item, &err));
+    assert_int_equal(item->id, ids[0]);
+    assert_string_equal(item->batch, "export-1");
+    assert_string_equal(item->key, "file:1");
+    assert_contains(item->payload, "https://ehr/1.ndjson");
+    assert_ok(fhirsync_store_work_claim(s, "w2", NULL, 60, &other, &err));
+    assert_int_equal(other->id, ids[1]);
+    fhirsync_work_item *none = (fhirsync_work_item *)1;
+    assert_ok(fhirsync_store_work_claim(s, "w3", NULL, 60, &none, &err));
+    assert_null(none);
+
+    /* the file's last rows and its completion commit together */
+    assert_ok(fhirsync_store_work_heartbeat(s, item->id, "w1", 120, &err));
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    put_ok(s, NULL, patient("wq", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_work_complete(s, item->id, "w1", "{\"resources\":1}", &err));
+    assert_int_equal(fhirsync_store_work_claim(s, "w1", NULL, 60, &none, &err), FHIRSYNC_E_ARG);
+    assert_ok(fhirsync_store_commit(s, &err));
+    fhirsync_work_summary sum;
+    assert_ok(fhirsync_store_work_summary(s, "export-1", &sum, &err));
+    assert_int_equal(sum.done, 1);
+    assert_int_equal(sum.claimed, 1);
+    assert_int_equal(sum.pending, 0);
+
+    /* w2 dies: its lease expires, w3 takes the item over; w2's late calls are refused */
+    expire_leases(f);
+    assert_ok(fhirsync_store_work_claim(s, "w3", NULL, 60, &none, &err));
+    assert_non_null(none);
+    assert_int_equal(none->id, ids[1]);
+    assert_int_equal(none->attempts, 2);
+    assert_int_equal(fhirsync_store_work_heartbeat(s, other->id, "w2", 60, &err),
+                     FHIRSYNC_E_LOCKED);
+    assert_int_equal(fhirsync_store_work_complete(s, other->id, "w2", NULL, &err),
+                     FHIRSYNC_E_LOCKED);
+    /* a retryable failure makes it pending again, after its delay */
+    assert_ok(fhirsync_store_work_fail(s, none->id, "w3", "HTTP 503", 0, &err));
+    fhirsync_work_item_free(none);
+    assert_ok(fhirsync_store_work_claim(s, "w4", FHIRSYNC_WORK_FILE_LOAD, 60, &none, &err));
+    assert_non_null(none);
+    assert_int_equal(none->attempts, 3);
+    assert_ok(fhirsync_store_work_fail(s, none->id, "w4", "gone for good", -1, &err));
+    fhirsync_work_item_free(none);
+    assert_ok(fhirsync_store_work_summary(s, "export-1", &sum, &err));
+    assert_int_equal(sum.failed, 1);
+    assert_int_equal(sum.done, 1);
+    fhirsync_work_item_free(item);
+    fhirsync_work_item_free(other);
+
+    /* a poison item (max_attempts 2) whose worker keeps dying ends failed */
+    fs_time_set_offset(0);
+    spec.kind = FHIRSYNC_WORK_ENDPOINT_SYNC;
+    spec.payload = NULL;
+    spec.batch = "poison";
+    int64_t poison = 0;
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &poison, &err));
+    /* the endpoint-sync item claimed first (ids[2]) is still claimed by w1: finish it */
+    assert_ok(fhirsync_store_work_complete(s, ids[2], "w1", NULL, &err));
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        if (!f->pg)
+            fs_time_set_offset(3600 * (attempt - 1) * 2);
+        assert_ok(fhirsync_store_work_claim(s, "dies", NULL, 60, &item, &err));
+        assert_non_null(item);
+        assert_int_equal(item->id, poison);
+        fhirsync_work_item_free(item);
+        expire_leases(f);
+    }
+    if (!f->pg)
+        fs_time_set_offset(3600 * 10);
+    assert_ok(fhirsync_store_work_claim(s, "next", NULL, 60, &item, &err));
+    assert_null(item);
+    assert_ok(fhirsync_store_work_summary(s, "poison", &sum, &err));
+    assert_int_equal(sum.failed, 1);
+    scalar why = query1(s, "SELECT error FROM work_items WHERE batch = 'poison'");
+    assert_contains(why.text, "lease expired 2 times");
+    assert_ok(fhirsync_store_work_summary(s, NULL, &sum, &err));
+    assert_int_equal(sum.pending + sum.claimed + sum.done + sum.failed, 4);
+    fhirsync_store_close(s);
+}
+
+/* Three worker processes drain one queue: every item done exactly once. */
+static void test_work_three_workers(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    enum { ITEMS = 90, WORKERS = 3 };
+    for (int i = 0; i < ITEMS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "item-%d", i);
+        fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", "big", key, NULL, 0};
+        assert_ok(fhirsync_store_work_enqueue(s, &spec, NULL, &err));
+    }
+    pid_t pids[WORKERS];
+    for (int w = 0; w < WORKERS; w++) {
+        pids[w] = fork();
+        assert_true(pids[w] >= 0);
+        if (pids[w] == 0) {
+            fhirsync_store *c = NULL;
+            fhirsync_error cerr = {0};
+            char worker[16], result[64];
+            snprintf(worker, sizeof worker, "worker-%d", w);
+            if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK)
+                _exit(1);
+            for (;;) {
+                fhirsync_work_item *it = NULL;
+                if (fhirsync_store_work_claim(c, worker, NULL, 60, &it, &cerr) != FHIRSYNC_OK)
+                    _exit(2);
+                if (!it)
+                    break;
+                snprintf(result, sizeof result, "{\"worker\":\"%s\"}", worker);
+                fhirsync_code rc = fhirsync_store_work_complete(c, it->id, worker, result, &cerr);
+                fhirsync_work_item_free(it);
+                if (rc != FHIRSYNC_OK)
+                    _exit(3);
+            }
+            fhirsync_store_close(c);
+            _exit(0);
+        }
+    }
+    for (int w = 0; w < WORKERS; w++)
+        assert_int_equal(wait_child(pids[w]), 0);
+    fhirsync_work_summary sum;
+    assert_ok(fhirsync_store_work_summary(s, "big", &sum, &err));
+    assert_int_equal(sum.done, ITEMS);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE attempts <> 1"), 0);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE claimed_by IS NULL"),
+                     0);
+    fhirsync_store_close(s);
+}
+
+/* ---- queries ---------------------------------------------------------------------------------- */
+
+static int count_rows(size_t ncols, const char *const *names, const char *const *values,
+                      const size_t *lengths, void *userdata)
+{
+    (void)ncols;
+    (void)names;
+    (void)values;
+    (void)lengths;
+    ++*(int *)userdata;
+    return 0;
+}
+
+static void test_query_readonly(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    put_ok(s, NULL, patient("q1", "Lindgren", "Claudia"), FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("qo", "q1", NULL, NULL, "6.0E-3"), FHIRSYNC_PUT_STORED);
+    fhirsync_store_close(s);
+    fhirsync_store *ro = NULL;
+    assert_ok(fhirsync_store_open(f->location, FHIRSYNC_STORE_READONLY, &ro, &err));
+    assert_string_equal(query1(ro, "SELECT family FROM patient_view").text, "Lindgren");
+    assert_string_equal(query1(ro, "SELECT birth_date FROM patient_view").text, "1970-05-04");
+    if (!f->pg)
+        assert_string_equal(query1(ro, "SELECT value FROM observation_view").text, "6.0E-3");
+    assert_string_equal(query1(ro, "SELECT display FROM observation_view").text, "Body Height");
+    int rows = 0;
+    assert_ok(fhirsync_store_query(ro, "SELECT * FROM sync_runs", count_rows, &rows, &err));
+    assert_int_equal(rows, 0);
+    const char *writes[] = {"DELETE FROM \"Patient\"", "INSERT INTO sync_state VALUES"
+                                                       " ('x', NULL, 'y', NULL)",
+                            "DROP TABLE \"Patient\""};
+    for (size_t i = 0; i < sizeof writes / sizeof *writes; i++) {
+        fhirsync_code rc = fhirsync_store_query(ro, writes[i], count_rows, &rows, &err);
+        if (rc != FHIRSYNC_E_ARG && rc != FHIRSYNC_E_STORE)
+            fail_msg("%s: %s", writes[i], fhirsync_strerror(rc));
+    }
+    assert_int_equal(query_long(ro, "SELECT count(*) FROM \"Patient\""), 1);
+    fhirsync_code rc = fhirsync_store_query(ro, "SELECT 1; SELECT 2", count_rows, &rows, &err);
+    assert_true(rc == FHIRSYNC_E_ARG || rc == FHIRSYNC_E_STORE);
+    assert_int_equal(fhirsync_store_query(ro, "SELEKT 1", count_rows, &rows, &err),
+                     FHIRSYNC_E_STORE);
+    fhirsync_store_close(ro);
+    /* a read-write handle refuses writes through query() too */
+    s = open_store(f);
+    assert_int_not_equal(fhirsync_store_query(s, "DELETE FROM \"Patient\"", count_rows, &rows,
+                                              &err),
+                         FHIRSYNC_OK);
+    if (!f->pg) {
+        assert_int_equal(fhirsync_store_query(s, "ATTACH 'x.db' AS x", count_rows, &rows, &err),
+                         FHIRSYNC_E_STORE);
+        assert_int_equal(fhirsync_store_query(s, "BEGIN", count_rows, &rows, &err),
+                         FHIRSYNC_E_STORE);
+    }
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 1);
+    fhirsync_store_close(s);
+}
+
+/* ---- SQLite only ------------------------------------------------------------------------------ */
+
+static void test_sqlite_file_modes(void **state)
+{
+    fixture *f = *state;
+    mode_t old = umask(0); /* even with a permissive umask */
+    fhirsync_store *s = open_store(f);
+    put_ok(s, NULL, patient("m", "A", "B"), FHIRSYNC_PUT_STORED);
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_lock(s, "ep", NULL, 0, &err));
+    umask(old);
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[PATH_MAX + 8];
+        snprintf(path, sizeof path, "%s%s", f->path, suffixes[i]);
+        struct stat st;
+        if (stat(path, &st) != 0)
+            fail_msg("%s is missing", path);
+        if (st.st_mode & 077)
+            fail_msg("%s has mode %03o", path, (unsigned)(st.st_mode & 0777));
+    }
+    fhirsync_store_close(s);
+    /* an existing file readable by others is tightened */
+    char loose[PATH_MAX];
+    snprintf(loose, sizeof loose, "%s/loose.db", tmpdir);
+    int fd = open(loose, O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    chmod(loose, 0644);
+    assert_ok(fhirsync_store_open(loose, 0, &s, &err));
+    fhirsync_store_close(s);
+    struct stat st;
+    assert_int_equal(stat(loose, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* an unwritable location is a clear I/O error */
+    assert_int_equal(fhirsync_store_open("/proc/no/such/dir/x.db", 0, &s, &err), FHIRSYNC_E_IO);
+    assert_contains(err.message, "/proc/no/such/dir/x.db");
+}
+
+static void remove_db(const char *path)
+{
+    char p[PATH_MAX + 8];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+}
+
+/* Fail the 1st, 2nd, ... allocation of open + put + commit (and the rest of a small run): each
+ * failure ends in FHIRSYNC_E_NOMEM or FHIRSYNC_E_STORE, and nothing leaks (ASan). */
+static void test_alloc_failure_walk(void **state)
+{
+    fixture *f = *state;
+    bool completed = false;
+    unsigned long n;
+    for (n = 1; n < 20000 && !completed; n++) {
+        remove_db(f->path);
+        fhirsync_store *s = NULL;
+        fhirsync_error err = {0};
+        fhirsync_code rcs[12];
+        int k = 0;
+        fs_alloc_fail_at(n);
+        rcs[k++] = fhirsync_store_open(f->path, 0, &s, &err);
+        if (s) {
+            int64_t run = 0;
+            const char *p = patient("a1", "A", "B");
+            const char *o = observation("o1", "a1", "1", "2024-01-01T00:00:00Z", "1.50");
+            const char *other = "{\"resourceType\":\"BodyStructure\",\"id\":\"b1\",\"patient\":"
+                                "{\"reference\":\"Patient/a1\"}}";
+            rcs[k++] = fhirsync_store_lock(s, "ep", "walk", 0, &err);
+            rcs[k++] = fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err);
+            rcs[k++] = fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err);
+            rcs[k++] = fhirsync_store_put(s, NULL, p, strlen(p), run, NULL, &err);
+            rcs[k++] = fhirsync_store_put(s, NULL, o, strlen(o), run, NULL, &err);
+            rcs[k++] = fhirsync_store_put(s, NULL, other, strlen(other), run, NULL, &err);
+            rcs[k++] = fhirsync_store_delete(s, "Observation", "gone", NULL, run, NULL, &err);
+            fhirsync_run_end end = {FHIRSYNC_RUN_OK, NULL, "{\"Patient\":1}", 3, 1, 0, NULL,
+                                    "2024-01-02T00:00:00Z"};
+            rcs[k++] = run ? fhirsync_store_run_finish(s, run, &end, &err)
+                           : fhirsync_store_commit(s, &err);
+            fhirsync_type_count *counts = NULL;
+            size_t count_n = 0;
+            rcs[k++] = fhirsync_store_counts(s, &counts, &count_n, &err);
+            fhirsync_free(counts);
+            fhirsync_store_close(s);
+        }
+        bool fired = fs_alloc_failure_fired();
+        fs_alloc_fail_at(0);
+        bool all_ok = true;
+        for (int i = 0; i < k; i++) {
+            if (rcs[i] != FHIRSYNC_OK && rcs[i] != FHIRSYNC_E_NOMEM &&
+                rcs[i] != FHIRSYNC_E_STORE && rcs[i] != FHIRSYNC_E_ARG)
+                fail_msg("allocation %lu, call %d: %s (%s)", n, i, fhirsync_strerror(rcs[i]),
+                         err.message);
+            all_ok &= rcs[i] == FHIRSYNC_OK;
+        }
+        if (!fired) {
+            if (!all_ok || k < 10)
+                fail_msg("allocation %lu: no injected failure, yet not all calls succeeded", n);
+            completed = true;
+        }
+    }
+    assert_true(completed);
+    assert_true(n > 20);
+    /* after all that, a clean run works */
+    remove_db(f->path);
+    fhirsync_store_close(open_store(f));
+}
+
+/* ---- PostgreSQL only -------------------------------------------------------------------------- */
+
+static void test_pg_skip_locked(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    int64_t first = 0, second = 0;
+    fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", NULL, NULL, NULL, 0};
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &first, &err));
+    assert_ok(fhirsync_store_work_enqueue(s, &spec, &second, &err));
+    /* another session holds the first row locked (a claimer mid-transaction) */
+    PGconn *conn = pg_raw();
+    pg_run(conn, "SET lock_timeout = '20s'");
+    pg_run(conn, "BEGIN");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT id FROM work_items WHERE id = %lld FOR UPDATE",
+             (long long)first);
+    pg_run(conn, sql);
+    int64_t t0 = fs_monotonic_ms();
+    fhirsync_work_item *item = NULL;
+    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    assert_non_null(item);
+    assert_int_equal(item->id, second); /* skipped, not waited for */
+    assert_true(fs_monotonic_ms() - t0 < 5000);
+    fhirsync_work_item_free(item);
+    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    assert_null(item);
+    pg_run(conn, "COMMIT");
+    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    assert_non_null(item);
+    assert_int_equal(item->id, first);
+    fhirsync_work_item_free(item);
+    PQfinish(conn);
+    fhirsync_store_close(s);
+}
+
+static void test_pg_advisory_lock_other_session(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    PGconn *conn = pg_raw();
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)",
+             (long long)(int64_t)fs_store_hash("fhirsync-sync-lock", "practice-x"));
+    pg_run(conn, sql);
+    assert_int_equal(fhirsync_store_lock(s, "practice-x", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_contains(err.message, "database session pid");
+    char backend[32];
+    snprintf(backend, sizeof backend, "pid %d", PQbackendPID(conn));
+    assert_contains(err.message, backend);
+    PQfinish(conn); /* the session ends: its lock goes with it */
+    assert_ok(fhirsync_store_lock(s, "practice-x", NULL, 10000, &err));
+    fhirsync_store_close(s);
+}
+
+/* The COPY path across several merges, with repeats and a line jsonb cannot hold. */
+static void test_pg_copy_path(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    enum { ROWS = 60000 };
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    for (int i = 0; i < ROWS; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "c%d", i % 50000); /* the last 10,000 repeat, newer */
+        const char *line = observation(id, "p", i < 50000 ? "1" : "2",
+                                       i < 50000 ? "2024-01-01T00:00:00Z" : "2024-02-01T00:00:00Z",
+                                       i < 50000 ? "1" : "2.50");
+        put_ok(s, "Observation", line, FHIRSYNC_PUT_STAGED);
+    }
+    const char *nul = "{\"resourceType\":\"Observation\",\"id\":\"nul\",\"valueString\":"
+                      "\"a\\u0000b\"}";
+    put_ok(s, "Observation", nul, FHIRSYNC_PUT_STAGED);
+    /* an older copy of a repeated id after the merge: kept out */
+    put_ok(s, "Observation", observation("c7", "p", "1", "2024-01-01T00:00:00Z", "1"),
+           FHIRSYNC_PUT_STAGED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\""), 50001);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE version_id = '2'"),
+                     10000);
+    assert_string_equal(query1(s, "SELECT resource #>> '{valueQuantity,value}' FROM"
+                                  " \"Observation\" WHERE id = 'c7'")
+                            .text,
+                        "2.50");
+    scalar r = query1(s, "SELECT resource FROM \"Observation\" WHERE id = 'nul'");
+    assert_true(r.null);
+    assert_string_equal(raw_of(s, "Observation", "nul").text, nul);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE patient_id = 'p'"),
+                     50000);
+    /* a rolled-back bulk batch leaves nothing, and the staging is clean afterwards */
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    put_ok(s, "Observation", observation("rolled", "p", NULL, NULL, "1"), FHIRSYNC_PUT_STAGED);
+    assert_ok(fhirsync_store_rollback(s, &err));
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    put_ok(s, "Observation", observation("kept", "p", NULL, NULL, "1"), FHIRSYNC_PUT_STAGED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE id IN"
+                                   " ('rolled', 'kept')"),
+                     1);
+    fhirsync_store_close(s);
+}
+
+static void test_pg_password_never_shown(void **state)
+{
+    (void)state;
+    fhirsync_store *s = NULL;
+    fhirsync_error err = {0};
+    /* a server that is not there, with a password in the URL */
+    assert_int_equal(fhirsync_store_open("postgresql://alice:Sup3rS3cret@127.0.0.1:1/db", 0, &s,
+                                         &err),
+                     FHIRSYNC_E_STORE);
+    assert_null(strstr(err.message, "Sup3rS3cret"));
+    assert_contains(err.message, "alice@127.0.0.1");
+    assert_int_equal(fhirsync_store_open("postgresql://alice:Sup3rS3cret@h/db?bogus=%zz", 0, &s,
+                                         &err),
+                     FHIRSYNC_E_CONFIG);
+    assert_null(strstr(err.message, "Sup3rS3cret"));
+    assert_int_equal(fhirsync_store_open("host=127.0.0.1 port=1 password=Sup3rS3cret user=bob",
+                                         0, &s, &err),
+                     FHIRSYNC_E_STORE);
+    assert_null(strstr(err.message, "Sup3rS3cret"));
+}
+
+/* ---- benchmark -------------------------------------------------------------------------------- */
+
+/* Synthetic resources shaped like the Synthea export in ../shared/data: the same mix of types
+ * and sizes (average about 1.2 KB; ExplanationOfBenefit up to 16 KB; Patient with a narrative),
+ * nested codings, references, decimals and extensions. A pool of templates is built once; each
+ * row copies one and writes its own id and patient into fixed-width slots. */
+
+#define UUID_LEN 36
+static const char uuid_slot[] = "00000000-0000-4000-8000-000000000000";
+
+typedef struct bench_template {
+    char *text;
+    size_t len;
+    const char *type;
+    size_t id_at, patient_at; /* offsets of the uuid slots (patient_at 0: none) */
+} bench_template;
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+static void write_uuid(char *out, uint64_t seed)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = mix64(seed), b = mix64(seed ^ UINT64_C(0x9e3779b97f4a7c15));
+    for (int i = 0, bit = 0; i < UUID_LEN; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            out[i] = '-';
+            continue;
+        }
+        uint64_t word = bit < 64 ? a : b;
+        out[i] = hex[(word >> ((bit % 64))) & 0xf];
+        bit += 4;
+    }
+    out[14] = '4';
+}
+
+static void coding(fs_buf *b, const char *system, unsigned code, const char *display)
+{
+    fs_buf_printf(b, "{\"system\":\"%s\",\"code\":\"%u\",\"display\":\"%s\"}", system, code,
+                  display);
+}
+
+/* Append the body of one resource of `type` with `variant` steering its size. */
+static void bench_body(fs_buf *b, const char *type, unsigned variant)
+{
+    static const char *displays[] = {"Body Height", "Pain severity - 0-10 verbal numeric rating",
+                                     "Body Weight", "Hemoglobin A1c/Hemoglobin.total in Blood",
+                                     "Systolic Blood Pressure", "Encounter for check up",
+                                     "Viral sinusitis (disorder)", "Acute bronchitis (disorder)"};
+    const char *display = displays[variant % 8];
+    if (strcmp(type, "Observation") == 0) {
+        fs_buf_printf(b, "\"status\":\"final\",\"category\":[{\"coding\":[");
+        coding(b, "http://terminology.hl7.org/CodeSystem/observation-category", 1, "vital-signs");
+        fs_buf_printf(b, "]}],\"code\":{\"coding\":[");
+        coding(b, "http://loinc.org", 8302 + variant % 97, display);
+        fs_buf_printf(b, "],\"text\":\"%s\"},", display);
+    } else if (strcmp(type, "Patient") == 0) {
+        fs_buf_printf(b, "\"text\":{\"status\":\"generated\",\"div\":\"<div xmlns=\\\"http://www."
+                         "w3.org/1999/xhtml\\\">Generated by <a href=\\\"https://github.com/"
+                         "synthetichealth/synthea\\\">Synthea</a>.Version identifier: v2.5.0-385"
+                         "-ge50db853\\n .   Person seed: %u  Population seed: 1588766244164"
+                         "</div>\"},\"extension\":[",
+                      variant * 7919u);
+        for (int i = 0; i < 6; i++)
+            fs_buf_printf(b, "%s{\"url\":\"http://hl7.org/fhir/us/core/StructureDefinition/"
+                             "us-core-ext-%d\",\"valueDecimal\":%u.%06u}",
+                          i ? "," : "", i, variant % 90, (variant * 31 + (unsigned)i) % 1000000);
+        fs_buf_printf(b, "],\"identifier\":[{\"system\":\"https://github.com/synthetichealth/"
+                         "synthea\",\"value\":\"%u\"},{\"type\":{\"coding\":[",
+                      variant);
+        coding(b, "http://terminology.hl7.org/CodeSystem/v2-0203", 203, "Medical Record Number");
+        fs_buf_printf(b, "],\"text\":\"Medical Record Number\"},\"system\":\"http://hospital."
+                         "smarthealthit.org\",\"value\":\"%u\"}],\"name\":[{\"use\":\"official\","
+                         "\"family\":\"Lindgren%u\",\"given\":[\"Claudia\"],\"prefix\":[\"Ms.\"]}],"
+                         "\"telecom\":[{\"system\":\"phone\",\"value\":\"555-846-1088\",\"use\":"
+                         "\"home\"}],\"gender\":\"female\",\"birthDate\":\"1966-01-17\","
+                         "\"address\":[{\"extension\":[{\"url\":\"http://hl7.org/fhir/"
+                         "StructureDefinition/geolocation\",\"extension\":[{\"url\":\"latitude\","
+                         "\"valueDecimal\":42.46765167568827},{\"url\":\"longitude\","
+                         "\"valueDecimal\":-71.02685584006909}]}],\"line\":[\"1003 Hirthe "
+                         "Esplanade\"],\"city\":\"Melrose\",\"state\":\"Massachusetts\","
+                         "\"postalCode\":\"02176\",\"country\":\"US\"}],\"maritalStatus\":"
+                         "{\"coding\":[",
+                      variant, variant);
+        coding(b, "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", 1, "M");
+        fs_buf_printf(b, "],\"text\":\"M\"},\"multipleBirthBoolean\":false,\"communication\":"
+                         "[{\"language\":{\"coding\":[");
+        coding(b, "urn:ietf:bcp:47", 1, "English");
+        fs_buf_printf(b, "],\"text\":\"English\"}}]");
+        return;
+    } else {
+        fs_buf_printf(b, "\"status\":\"active\",\"type\":[{\"coding\":[");
+        coding(b, "http://snomed.info/sct", 185345009 + variant, display);
+        fs_buf_printf(b, "],\"text\":\"%s\"}],", display);
+    }
+    /* references and a period, then the type's repeated part */
+    fs_buf_printf(b, "\"encounter\":{\"reference\":\"Encounter/%08u-e16e-7635-668b-44cc809d62cb\"},"
+                     "\"effectiveDateTime\":\"2010-12-28T03:41:16-05:00\","
+                     "\"issued\":\"2010-12-28T03:41:16.020-05:00\"",
+                  variant);
+    unsigned items = 0;
+    if (strcmp(type, "ExplanationOfBenefit") == 0)
+        items = 4 + variant % 28; /* about 4.5 KB on average, up to 16 KB */
+    else if (strcmp(type, "Claim") == 0)
+        items = 1 + (variant % 10 == 0 ? 6 : variant % 3);
+    else if (strcmp(type, "DiagnosticReport") == 0 || strcmp(type, "CarePlan") == 0 ||
+             strcmp(type, "CareTeam") == 0)
+        items = 2 + variant % 2;
+    else if (strcmp(type, "Encounter") == 0)
+        items = 1;
+    if (items) {
+        fs_buf_printf(b, ",\"item\":[");
+        for (unsigned i = 0; i < items; i++) {
+            fs_buf_printf(b, "%s{\"sequence\":%u,\"productOrService\":{\"coding\":[", i ? "," : "",
+                          i + 1);
+            coding(b, "http://snomed.info/sct", 410620009 + i, displays[(variant + i) % 8]);
+            fs_buf_printf(b, "],\"text\":\"%s\"},\"servicedPeriod\":{\"start\":\"2010-12-28T03:"
+                             "41:16-05:00\",\"end\":\"2010-12-28T03:56:16-05:00\"},"
+                             "\"net\":{\"value\":%u.%02u,\"currency\":\"USD\"}}",
+                          displays[(variant + i) % 8], 100 + i * 13, (variant + i) % 100);
+        }
+        fs_buf_printf(b, "]");
+    }
+    if (strcmp(type, "Observation") == 0)
+        fs_buf_printf(b, ",\"valueQuantity\":{\"value\":%u.%u0,\"unit\":\"cm\",\"system\":"
+                         "\"http://unitsofmeasure.org\",\"code\":\"cm\"}",
+                      100 + variant % 80, variant % 10);
+}
+
+/* Types in the proportions of the Synthea export (per 3,615 resources). */
+static const struct {
+    const char *type;
+    unsigned weight;
+    bool in_patient;
+    const char *link; /* the member that refers to the patient */
+} bench_types[] = {
+    {"Observation", 1737, true, "subject"},        {"Claim", 525, true, "patient"},
+    {"Encounter", 313, true, "subject"},           {"ExplanationOfBenefit", 313, true, "patient"},
+    {"MedicationRequest", 212, true, "subject"},   {"Procedure", 122, true, "subject"},
+    {"Immunization", 119, true, "patient"},        {"DiagnosticReport", 102, true, "subject"},
+    {"Condition", 63, true, "subject"},            {"CarePlan", 31, true, "subject"},
+    {"CareTeam", 31, true, "subject"},             {"Organization", 16, false, NULL},
+    {"Practitioner", 16, false, NULL},             {"Patient", 10, false, NULL},
+    {"AllergyIntolerance", 3, true, "patient"},    {"ImagingStudy", 2, true, "subject"},
+};
+
+#define BENCH_POOL 1024
+
+static bench_template *bench_pool(size_t *total_bytes)
+{
+    bench_template *pool = calloc(BENCH_POOL, sizeof *pool);
+    unsigned total_weight = 0;
+    size_t ntypes = sizeof bench_types / sizeof *bench_types;
+    for (size_t t = 0; t < ntypes; t++)
+        total_weight += bench_types[t].weight;
+    *total_bytes = 0;
+    for (unsigned i = 0; pool && i < BENCH_POOL; i++) {
+        unsigned pick = (unsigned)(mix64(i + 1) % total_weight), t = 0;
+        while (pick >= bench_types[t].weight)
+            pick -= bench_types[t++].weight;
+        fs_buf b;
+        fs_buf_init(&b);
+        fs_buf_printf(&b, "{\"resourceType\":\"%s\",\"id\":\"", bench_types[t].type);
+        pool[i].id_at = b.len;
+        fs_buf_printf(&b, "%s\",\"meta\":{\"versionId\":\"%u\",\"lastUpdated\":\"2024-0%u-1%uT0%u:"
+                          "3%u:00.%03uZ\"},",
+                      uuid_slot, 1 + i % 3, 1 + i % 9, i % 10, i % 10, i % 6, i % 1000);
+        if (bench_types[t].in_patient) {
+            fs_buf_printf(&b, "\"%s\":{\"reference\":\"Patient/", bench_types[t].link);
+            pool[i].patient_at = b.len;
+            fs_buf_printf(&b, "%s\"},", uuid_slot);
+        }
+        bench_body(&b, bench_types[t].type, i);
+        fs_buf_append_str(&b, "}");
+        pool[i].text = b.data;
+        pool[i].len = b.len;
+        pool[i].type = bench_types[t].type;
+        *total_bytes += b.len;
+    }
+    return pool;
+}
+
+/* Row i: its template and bytes (the id and patient written in). */
+static const bench_template *bench_row(bench_template *pool, uint64_t i, char *row)
+{
+    bench_template *t = &pool[mix64(i * 2 + 1) % BENCH_POOL];
+    memcpy(row, t->text, t->len);
+    write_uuid(row + t->id_at, i);
+    if (t->patient_at)
+        write_uuid(row + t->patient_at, UINT64_C(1) << 40 | (i % 10000));
+    return t;
+}
+
+typedef struct bench_result {
+    double seconds;
+    long max_rss_kb;
+    int status;
+} bench_result;
+
+/* Run `fn` in a child process, for its own peak memory. */
+static bench_result bench_in_child(int (*fn)(void *), void *arg)
+{
+    bench_result r = {0, 0, -1};
+    int fds[2];
+    if (pipe(fds) != 0)
+        return r;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        int64_t t0 = fs_monotonic_ms();
+        int rc = fn(arg);
+        double seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
+        if (write(fds[1], &seconds, sizeof seconds) != sizeof seconds)
+            _exit(2);
+        _exit(rc);
+    }
+    close(fds[1]);
+    int status;
+    struct rusage ru;
+    if (pid > 0 && wait4(pid, &status, 0, &ru) == pid) {
+        if (read(fds[0], &r.seconds, sizeof r.seconds) != sizeof r.seconds)
+            r.seconds = 0;
+        r.max_rss_kb = ru.ru_maxrss;
+        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 99;
+    }
+    close(fds[0]);
+    return r;
+}
+
+typedef struct bench_args {
+    const char *location;
+    uint64_t rows;
+    bench_template *pool;
+    size_t batch;
+} bench_args;
+
+static int bench_store_load(void *arg)
+{
+    bench_args *a = arg;
+    fhirsync_store *s = NULL;
+    fhirsync_error err = {0};
+    char *row = malloc(64 * 1024);
+    int rc = 1;
+    if (!row || fhirsync_store_open(a->location, 0, &s, &err) != FHIRSYNC_OK)
+        goto out;
+    for (uint64_t i = 0; i < a->rows; i++) {
+        if (i % a->batch == 0 && fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err) != FHIRSYNC_OK)
+            goto out;
+        const bench_template *t = bench_row(a->pool, i, row);
+        if (fhirsync_store_put(s, t->type, row, t->len, 1, NULL, &err) != FHIRSYNC_OK)
+            goto out;
+        if ((i + 1) % a->batch == 0 || i + 1 == a->rows)
+            if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
+                goto out;
+    }
+    rc = 0;
+out:
+    if (rc)
+        fprintf(stderr, "bench: %s\n", err.message);
+    fhirsync_store_close(s);
+    free(row);
+    return rc;
+}
+
+/* The limit: the same rows into tables of the same shape with plain prepared INSERTs, the
+ * fields handed over ready (no scanning, no upsert), in batches of the same size, with the same
+ * pragmas. */
+static int bench_bare_sqlite(void *arg)
+{
+    bench_args *a = arg;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *insert[sizeof bench_types / sizeof *bench_types] = {0};
+    char *row = malloc(64 * 1024);
+    int rc = 1;
+    if (!row || sqlite3_open(a->location, &db) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                     "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 4096;"
+                     "PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        goto out;
+    size_t ntypes = sizeof bench_types / sizeof *bench_types;
+    for (size_t t = 0; t < ntypes; t++) {
+        char *ddl = fs_schema_type_ddl(FS_ENGINE_SQLITE, bench_types[t].type);
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO \"%s\" (id, version_id, last_updated, last_updated_ms, patient_id,"
+                 " raw, loaded_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 bench_types[t].type);
+        bool ok = ddl && sqlite3_exec(db, ddl, NULL, NULL, NULL) == SQLITE_OK &&
+                  sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &insert[t], NULL) ==
+                      SQLITE_OK;
+        fs_free(ddl);
+        if (!ok)
+            goto out;
+    }
+    for (uint64_t i = 0; i < a->rows; i++) {
+        if (i % a->batch == 0)
+            sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        const bench_template *t = bench_row(a->pool, i, row);
+        size_t k = 0;
+        while (strcmp(bench_types[k].type, t->type) != 0)
+            k++;
+        sqlite3_stmt *st = insert[k];
+        sqlite3_bind_text(st, 1, row + t->id_at, UUID_LEN, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, "1", 1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, "2024-01-10T00:30:00.000Z", 24, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, INT64_C(1704846600000));
+        if (t->patient_at)
+            sqlite3_bind_text(st, 5, row + t->patient_at, UUID_LEN, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 5);
+        sqlite3_bind_text(st, 6, row, (int)t->len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 7, "2026-11-28T21:33:00Z", 20, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 8, 1);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            goto out;
+        sqlite3_reset(st);
+        if ((i + 1) % a->batch == 0 || i + 1 == a->rows)
+            if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+                goto out;
+    }
+    rc = 0;
+out:
+    for (size_t t = 0; t < sizeof insert / sizeof *insert; t++)
+        sqlite3_finalize(insert[t]);
+    sqlite3_close(db);
+    free(row);
+    return rc;
+}
+
+static void bench_print(const char *what, uint64_t rows, size_t bytes, bench_result r)
+{
+    double rate = r.seconds > 0 ? (double)rows / r.seconds : 0;
+    printf("  %-44s %9.2f s %10.0f resources/s %7.1f MB/s  peak RSS %5.1f MB%s\n", what,
+           r.seconds, rate, r.seconds > 0 ? (double)bytes / r.seconds / 1e6 : 0,
+           (double)r.max_rss_kb / 1024.0, r.status == 0 ? "" : "  FAILED");
+}
+
+static int run_bench(int argc, char **argv)
+{
+    uint64_t rows = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000;
+    const char *pg = argc > 3 ? argv[3] : NULL;
+    if (fhirsync_global_init() != FHIRSYNC_OK || rows == 0)
+        return 1;
+    size_t pool_bytes;
+    bench_template *pool = bench_pool(&pool_bytes);
+    if (!pool)
+        return 1;
+    size_t bytes = (size_t)((double)pool_bytes / BENCH_POOL * (double)rows);
+    const char *base = getenv("FHIRSYNC_TEST_TMP");
+    char dir[PATH_MAX / 2], ours[PATH_MAX], bare[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store-bench-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(ours, sizeof ours, "%s/fhirsync.db", dir);
+    snprintf(bare, sizeof bare, "%s/bare.db", dir);
+    printf("store benchmark: %llu synthetic resources, average %zu bytes (%s), batches of "
+           "10,000\n",
+           (unsigned long long)rows, pool_bytes / BENCH_POOL, "Synthea-shaped mix of 16 types");
+    bench_args a = {ours, rows, pool, 10000};
+    bench_result r_ours = bench_in_child(bench_store_load, &a);
+    bench_print("SQLite: fhirsync_store_put (scan + upsert)", rows, bytes, r_ours);
+    bench_result r_again = bench_in_child(bench_store_load, &a);
+    bench_print("SQLite: the same again (every row an update)", rows, bytes, r_again);
+    remove_db(ours);
+    bench_args b = {bare, rows, pool, 10000};
+    bench_result r_bare = bench_in_child(bench_bare_sqlite, &b);
+    bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes, r_bare);
+    remove_db(bare);
+    if (r_ours.seconds > 0 && r_bare.seconds > 0)
+        printf("  ratio fhirsync / bare inserts: %.2f (1.00 = as fast as the bare loop)\n",
+               r_bare.seconds / r_ours.seconds);
+    int status = r_ours.status || r_bare.status;
+    if (pg) {
+        PGconn *conn = PQconnectdb(pg);
+        if (PQstatus(conn) == CONNECTION_OK) {
+            PQclear(PQexec(conn, "SET client_min_messages = warning"));
+            PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
+        }
+        PQfinish(conn);
+        bench_args p = {pg, rows, pool, 100000};
+        bench_result r_pg = bench_in_child(bench_store_load, &p);
+        bench_print("PostgreSQL: bulk batch (COPY + merge)", rows, bytes, r_pg);
+        status |= r_pg.status;
+    }
+    for (unsigned i = 0; i < BENCH_POOL; i++)
+        fs_free(pool[i].text);
+    free(pool);
+    rmdir(dir);
+    fhirsync_global_cleanup();
+    return status ? 1 : 0;
+}
+
+/* --load LOCATION FILE...: load NDJSON files (each line one resource), report. */
+static int run_load(int argc, char **argv)
+{
+    if (argc < 4 || fhirsync_global_init() != FHIRSYNC_OK)
+        return 2;
+    fhirsync_store *s = NULL;
+    fhirsync_error err = {0};
+    if (fhirsync_store_open(argv[2], 0, &s, &err) != FHIRSYNC_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    int64_t t0 = fs_monotonic_ms();
+    long total = 0, rejected = 0;
+    size_t bytes = 0;
+    for (int i = 3; i < argc; i++) {
+        FILE *in = fopen(argv[i], "rb");
+        if (!in) {
+            perror(argv[i]);
+            continue;
+        }
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        long count = 0, bad = 0, lineno = 0;
+        fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err);
+        while ((n = getline(&line, &cap, in)) > 0) {
+            lineno++;
+            bytes += (size_t)n;
+            if (fhirsync_store_put(s, NULL, line, (size_t)n, 0, NULL, &err) == FHIRSYNC_OK) {
+                count++;
+            } else {
+                bad++;
+                fprintf(stderr, "%s:%ld: %s\n", argv[i], lineno, err.message);
+            }
+        }
+        if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
+            fprintf(stderr, "%s: commit: %s\n", argv[i], err.message);
+        free(line);
+        fclose(in);
+        printf("%-50s %7ld stored %5ld rejected\n", argv[i], count, bad);
+        total += count;
+        rejected += bad;
+    }
+    double seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
+    printf("total %ld stored, %ld rejected, %.1f MB in %.2f s (%.0f resources/s)\n", total,
+           rejected, (double)bytes / 1e6, seconds, seconds > 0 ? (double)total / seconds : 0);
+    fhirsync_store_close(s);
+    fhirsync_global_cleanup();
+    return rejected ? 1 : 0;
+}
+
+/* ---- main ------------------------------------------------------------------------------------- */
+
+#define BOTH(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+#define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
+        return run_bench(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "--load") == 0)
+        return run_load(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest sqlite_tests[] = {
+        cmocka_unit_test(test_scanner_fields),
+        cmocka_unit_test(test_scanner_rejects),
+        cmocka_unit_test(test_scanner_helpers),
+        BOTH(test_open_and_migrations),
+        BOTH(test_concurrent_migration),
+        BOTH(test_newer_schema_refused),
+        BOTH(test_exact_bytes),
+        BOTH(test_upsert_rule),
+        BOTH(test_put_rejects),
+        BOTH(test_new_type_rollback),
+        BOTH(test_patient_record),
+        BOTH(test_deletions),
+        BOTH(test_quarantine),
+        BOTH(test_runs_and_watermark),
+        BOTH(test_watermark_atomic),
+        BOTH(test_locks),
+        BOTH(test_work_queue),
+        BOTH(test_work_three_workers),
+        BOTH(test_query_readonly),
+        BOTH(test_sqlite_file_modes),
+        BOTH(test_alloc_failure_walk),
+    };
+    const struct CMUnitTest pg_tests[] = {
+        PG(test_open_and_migrations),
+        PG(test_concurrent_migration),
+        PG(test_newer_schema_refused),
+        PG(test_exact_bytes),
+        PG(test_upsert_rule),
+        PG(test_put_rejects),
+        PG(test_new_type_rollback),
+        PG(test_patient_record),
+        PG(test_deletions),
+        PG(test_quarantine),
+        PG(test_runs_and_watermark),
+        PG(test_watermark_atomic),
+        PG(test_locks),
+        PG(test_work_queue),
+        PG(test_work_three_workers),
+        PG(test_query_readonly),
+        PG(test_pg_skip_locked),
+        PG(test_pg_advisory_lock_other_session),
+        PG(test_pg_copy_path),
+        PG(test_pg_password_never_shown),
+    };
+    pg_url = getenv("FHIRSYNC_TEST_PG");
+    if (pg_url && *pg_url) {
+        /* the PostgreSQL run (from tests/integration/test_store_postgresql.sh) */
+        return cmocka_run_group_tests_name("store on PostgreSQL", pg_tests, group_setup,
+                                           group_teardown);
+    }
+    return cmocka_run_group_tests_name("store on SQLite", sqlite_tests, group_setup,
+                                       group_teardown);
+}
