@@ -63,7 +63,7 @@ void fs_buf_init(fs_buf *b);
 bool fs_buf_append(fs_buf *b, const void *data, size_t n);
 bool fs_buf_append_str(fs_buf *b, const char *s);
 bool fs_buf_printf(fs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-bool fs_buf_vprintf(fs_buf *b, const char *fmt, va_list ap);
+bool fs_buf_vprintf(fs_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Append `s` percent-encoded for application/x-www-form-urlencoded (or a URL query). */
 bool fs_buf_append_urlencoded(fs_buf *b, const char *s);
 void fs_buf_reset(fs_buf *b);

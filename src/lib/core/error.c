@@ -44,7 +44,8 @@ const char *fhirsync_strerror(fhirsync_code code)
     return "unknown error";
 }
 
-static void set_message(fhirsync_error *err, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void set_message(fhirsync_error *err,
+                                                          const char *fmt, va_list ap)
 {
     char raw[sizeof err->message];
     vsnprintf(raw, sizeof raw, fmt, ap);

@@ -1,16 +1,30 @@
 /* json/json.c: jansson behind a few helpers with clear errors for outside input. */
 #include <ctype.h>
+#include <malloc.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
+
 #include "json/json.h"
 
-/* jansson keeps the system allocator, outside the allocation-failure seam: its lexer ignores a
- * failed buffer growth and later trips an assertion (jansson 2.14 load.c, lex_save), so injected
- * failures there would test jansson's bug rather than our error paths. Memory jansson returns
- * (json_dumps) is released with fs_free, which is free(). */
+/* jansson allocates with the system allocator, outside the allocation-failure seam: its lexer
+ * ignores a failed buffer growth and later trips an assertion (jansson 2.14 load.c, lex_save), so
+ * injected failures there would test jansson's bug rather than our error paths. Its frees wipe
+ * the block first: jansson holds token responses and private JWKs while parsing them. Memory
+ * jansson returns (json_dumps) is released with fs_free, which is free(). */
+static void wiping_free(void *p)
+{
+    if (p) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
 void fs_json_init(void)
 {
+    json_set_alloc_funcs(malloc, wiping_free);
 }
 
 bool fs_looks_like_html(const char *data, size_t len)
