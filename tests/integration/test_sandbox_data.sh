@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# test_sandbox_data.sh: --data DIR serves an existing bulk export folder instead of generated
+# data. The test writes a tiny export itself (two Observation files, a Group, a line that is
+# not JSON, a resource whose patient is unknown) and checks read, search (filters and paging)
+# and export (system, Group, _since) over it.
+set -euo pipefail
+
+: "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
+SRC="${FHIRSYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
+TMP_ROOT="${FHIRSYNC_TEST_TMP:-${TMPDIR:-/tmp}}"
+mkdir -p "$TMP_ROOT"
+WORK=$(mktemp -d "$TMP_ROOT/sandbox-data.XXXXXX")
+SB_PID=""
+CHECKS=0
+
+fail() { echo "FAIL: $*" >&2; [ -f "$WORK/sandbox.err" ] && tail -20 "$WORK/sandbox.err" >&2; exit 1; }
+ok() { CHECKS=$((CHECKS + 1)); }
+cleanup() {
+    if [ -n "$SB_PID" ]; then kill -TERM "$SB_PID" 2>/dev/null || true; wait "$SB_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+jget() {
+    node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
+            const e = process.argv[1];
+            const f = e.startsWith("=>") ? eval("(d) " + e) : eval("(d) => d" + e);
+            const v = f(JSON.parse(s));
+            console.log(typeof v === "object" ? JSON.stringify(v) : String(v));
+        });' "$1"
+}
+
+start_sandbox() {
+    "$FHIRSYNC_SANDBOX_BIN" --ready-file "$WORK/ready.json" "$@" >"$WORK/sandbox.out" 2>"$WORK/sandbox.err" &
+    SB_PID=$!
+    for _ in $(seq 1 200); do
+        [ -s "$WORK/ready.json" ] && return 0
+        kill -0 "$SB_PID" 2>/dev/null || fail "the sandbox exited during start-up"
+        sleep 0.05
+    done
+    fail "the sandbox did not become ready"
+}
+
+stop_sandbox() {
+    kill -TERM "$SB_PID"
+    local rc=0
+    wait "$SB_PID" || rc=$?
+    SB_PID=""
+    [ "$rc" -eq 0 ] || fail "the sandbox exited with $rc on SIGTERM"
+}
+
+# ---- the export folder
+D="$WORK/export"
+mkdir -p "$D"
+pat() { printf '{"resourceType":"Patient","id":"%s","meta":{"versionId":"1","lastUpdated":"%s"},"name":[{"family":"%s"}]}\n' "$1" "$2" "$3"; }
+obs() { printf '{"resourceType":"Observation","id":"%s","meta":{"lastUpdated":"%s"},"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"%s"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"%s"}]},"subject":{"reference":"Patient/%s"}}\n' "$1" "$2" "$3" "$4" "$5"; }
+{
+    pat p1 2024-01-01T00:00:00Z Alpha
+    pat p2 2024-03-01T00:00:00Z Beta
+    echo
+    pat p3 2024-06-01T00:00:00Z Gamma
+} >"$D/1.Patient.ndjson"
+{
+    obs o1 2024-01-02T00:00:00Z laboratory 718-7 p1
+    obs o2 2024-02-02T00:00:00Z vital-signs 8867-4 p1
+    echo 'this line is not JSON'
+    obs o3 2024-03-02T00:00:00Z laboratory 718-7 p2
+    obs o4 2024-07-02T00:00:00Z vital-signs 8867-4 p3
+} >"$D/1.Observation.ndjson"
+{
+    obs o5 2024-08-02T00:00:00Z laboratory 2345-7 p1
+    obs o6 2024-09-02T00:00:00Z laboratory 2345-7 nobody
+} >"$D/2.Observation.ndjson"
+printf '{"resourceType":"Organization","id":"org1","name":"Clinic"}\n' >"$D/Organization.ndjson"
+printf '{"resourceType":"Group","id":"g1","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/p1"}},{"entity":{"reference":"Patient/p3"}}]}\n' >"$D/Group.ndjson"
+printf '{"transactionTime":"2024-10-01T00:00:00Z","output":[]}\n' >"$D/manifest.json"
+
+# a folder that does not exist, or holds no NDJSON, is refused at start-up
+rc=0; "$FHIRSYNC_SANDBOX_BIN" --data "$WORK/nope" >/dev/null 2>&1 || rc=$?
+[ "$rc" != 0 ] || fail "--data with a missing folder started"
+mkdir "$WORK/empty"
+rc=0; "$FHIRSYNC_SANDBOX_BIN" --data "$WORK/empty" >/dev/null 2>&1 || rc=$?
+[ "$rc" != 0 ] || fail "--data with an empty folder started"
+ok
+
+cat >"$WORK/clients.json" <<'EOF'
+{"clients": [{"client_id": "data-a", "token_endpoint_auth_method": "client_secret_basic",
+              "client_secret": "secret-a", "scope": "system/*.read"}]}
+EOF
+start_sandbox --data "$D" --clients "$WORK/clients.json" --resources-per-file 2
+grep -q 'not a resource' "$WORK/sandbox.err" || fail "the bad line was not reported"
+BASE=$(jget .base_url <"$WORK/ready.json")
+TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
+ADMIN=$(jget .admin_url <"$WORK/ready.json")
+TOKEN=$(curl -sS -u data-a:secret-a --data grant_type=client_credentials "$TOKEN_URL" | jget .access_token)
+get() { curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$@"; }
+
+# ---- read: the stored line, byte for byte
+st=$(get "$BASE/Patient/p2"); [ "$st" = 200 ] || fail "read p2: $st"
+cmp -s "$WORK/body" <(sed -n 2p "$D/1.Patient.ndjson" | tr -d '\n') || fail "read p2 is not the stored line"
+st=$(get "$BASE/Observation/o5"); [ "$st" = 200 ] && [ "$(jget .id <"$WORK/body")" = o5 ] || fail "read o5 (second file)"
+st=$(get "$BASE/Observation/o6"); [ "$st" = 200 ] || fail "read o6 (unknown patient)"
+st=$(get "$BASE/Observation/nope"); [ "$st" = 404 ] || fail "unknown id: $st"
+st=$(get "$BASE/Encounter"); [ "$st" = 404 ] || fail "a type the folder lacks: $st"
+ok
+
+# ---- search
+total() { get "$BASE/$1${2:+?$2}" >/dev/null; jget '=>(d.entry||[]).length' <"$WORK/body"; }
+[ "$(total Observation _count=100)" = 6 ] || fail "Observation count"
+[ "$(total Patient)" = 3 ] || fail "Patient count"
+[ "$(total Observation patient=p1)" = 3 ] || fail "patient=p1"
+[ "$(total Observation patient=Patient/p3)" = 1 ] || fail "patient=p3"
+[ "$(total Observation category=vital-signs)" = 2 ] || fail "category"
+[ "$(total Observation code=http://loinc.org%7C2345-7)" = 2 ] || fail "code system|code"
+[ "$(total Observation status=final)" = 6 ] || fail "status"
+[ "$(total Observation _lastUpdated=ge2024-07-01)" = 3 ] || fail "_lastUpdated ge"
+[ "$(total Observation _lastUpdated=lt2024-03)" = 2 ] || fail "_lastUpdated lt month"
+[ "$(total Patient _since=2024-02-01T00:00:00Z)" = 2 ] || fail "_since"
+[ "$(total Observation _id=o2,o4)" = 2 ] || fail "_id"
+url="$BASE/Observation?_count=2"; pages=0; seen=""
+while [ -n "$url" ] && [ "$pages" -lt 10 ]; do
+    pages=$((pages + 1))
+    get "$url" >/dev/null
+    seen="$seen $(jget '=>d.entry.map(e=>e.resource.id).join(" ")' <"$WORK/body")"
+    url=$(jget '=>((d.link||[]).find(l=>l.relation==="next")||{}).url||""' <"$WORK/body")
+done
+[ "$pages" = 3 ] || fail "paging took $pages pages"
+[ "$(echo $seen | tr ' ' '\n' | sort | tr '\n' ' ')" = "o1 o2 o3 o4 o5 o6 " ] || fail "paging saw:$seen"
+ok
+
+# ---- export
+kick() {
+    curl -sS -o /dev/null -D "$WORK/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
+        -H 'Prefer: respond-async' "$1"
+    local status
+    status=$(tr -d '\r' <"$WORK/headers" | sed -n 's/^content-location: //Ip')
+    [ -n "$status" ] || fail "kick-off $1"
+    for _ in $(seq 1 400); do
+        st=$(curl -sS -o "$WORK/manifest.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$status")
+        [ "$st" = 200 ] && break
+        sleep 0.05
+    done
+    [ "$st" = 200 ] || fail "export $1 did not finish"
+    node "$SRC/tests/integration/sandbox_bulk_check.mjs" "$WORK/manifest.json" "$TOKEN" >"$WORK/summary.json" ||
+        fail "manifest of $1"
+}
+kick "$BASE/\$export"
+[ "$(jget '=>[d.output.Group,d.output.Observation,d.output.Organization,d.output.Patient].join()' <"$WORK/summary.json")" = "1,6,1,3" ] ||
+    fail "system export: $(jget .output <"$WORK/summary.json")"
+[ "$(jget .files.Observation <"$WORK/summary.json")" = 3 ] || fail "--resources-per-file 2 over 6 observations"
+kick "$BASE/Group/g1/\$export"
+[ "$(jget .patients <"$WORK/summary.json")" = '["p1","p3"]' ] || fail "Group g1 patients"
+[ "$(jget .output.Observation <"$WORK/summary.json")" = 4 ] || fail "Group g1 observations"
+kick "$BASE/Patient/\$export?_since=2024-06-15T00:00:00Z"
+[ "$(jget '=>[d.output.Observation,d.output.Patient||0].join()' <"$WORK/summary.json")" = "3,0" ] ||
+    fail "_since export: $(jget .output <"$WORK/summary.json")"
+ok
+
+# ---- mutations need generated data
+st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data '{}' "$ADMIN/mutate")
+[ "$st" = 409 ] || fail "mutate over --data: $st"
+ok
+
+stop_sandbox
+echo "PASS test_sandbox_data ($CHECKS checks)"
