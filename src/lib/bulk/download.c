@@ -378,6 +378,10 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, bool coun
     fs_ndjson_checker ck;
     fs_ndjson_init(&ck, f->ck.expect_type, ex->max_line);
     uint64_t run_start = 0, pos = 0, size = f->offset;
+    unsigned char head[3];
+    if (size >= 3 && pread(f->fd, head, 3, 0) == 3 && head[0] == 0xef && head[1] == 0xbb &&
+        head[2] == 0xbf)
+        run_start = 3; /* the byte order mark is not copied */
     bool io_ok = true;
     int64_t kept = 0, quarantined = 0;
     bool last_unterminated = false;
