@@ -1,14 +1,21 @@
 /* unit/test_fhir.c: the FHIR REST client's offline parts: the JSON span scanner (exact bytes of
  * entry resources, grammar checks), Bundle page parsing, OperationOutcome messages, the status to
  * error-code mapping, the token-bucket rate limiter (with a fake clock and a fake sleeper: no
- * timing in the assertions), and the origin rule for absolute URLs. Requests against a server are
+ * timing in the assertions), the origin rule for absolute URLs, and which failed requests are
+ * sent again (a local socket that hangs up; a closed port). Requests against a server are
  * covered by tests/integration/test_rest_client.sh with the sandbox. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -512,6 +519,8 @@ static int setup_client(void **state)
         fhirsync_endpoint_set(ep, "client_id", "c1", "t", &err) ||
         fhirsync_endpoint_set(ep, "key_file", f->key, "t", &err) ||
         fhirsync_endpoint_set(ep, "token_url", "http://127.0.0.1:9/auth/token", "t", &err) ||
+        fhirsync_endpoint_set(ep, "max_retries", "1", "t", &err) ||
+        fhirsync_endpoint_set(ep, "retry_cap", "1", "t", &err) ||
         fhirsync_client_new(ep, &f->client, &err) != FHIRSYNC_OK) {
         print_error("client: %s\n", err.message);
         return -1;
@@ -586,6 +595,108 @@ static void test_origin_rule(void **state)
     assert_string_equal(fs_fhir_client_origin(c), "http://127.0.0.1:9");
 }
 
+/* ---- retries of requests that failed on the way ---------------------------------------------- */
+
+/* A server that accepts connections, reads the request and hangs up without answering: the
+ * request reached it, so a POST must not be sent again. */
+typedef struct hang_up_server {
+    int fd;
+    int port;
+    atomic_int accepted;
+    atomic_bool stop;
+    pthread_t thread;
+} hang_up_server;
+
+static void *hang_up(void *arg)
+{
+    hang_up_server *s = arg;
+    while (!atomic_load(&s->stop)) {
+        struct pollfd p = {.fd = s->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        char buf[4096];
+        (void)read(c, buf, sizeof buf);
+        atomic_fetch_add(&s->accepted, 1);
+        close(c);
+    }
+    return NULL;
+}
+
+static void hang_up_start(hang_up_server *s)
+{
+    memset(s, 0, sizeof *s);
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    assert_int_equal(bind(s->fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(s->fd, 8), 0);
+    assert_int_equal(getsockname(s->fd, (struct sockaddr *)&addr, &len), 0);
+    s->port = ntohs(addr.sin_port);
+    assert_int_equal(pthread_create(&s->thread, NULL, hang_up, s), 0);
+}
+
+static void hang_up_stop(hang_up_server *s)
+{
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+    close(s->fd);
+}
+
+static int retry_lines;
+
+static void count_retries(fhirsync_log_level level, const char *line, void *userdata)
+{
+    (void)userdata;
+    if (level == FHIRSYNC_LOG_WARN && strstr(line, "retry 1 of 1 in "))
+        retry_lines++;
+}
+
+static void test_retry_rules(void **state)
+{
+    fixture *f = *state;
+    fhirsync_log_set(count_retries, NULL, FHIRSYNC_LOG_WARN);
+    hang_up_server srv;
+    hang_up_start(&srv);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/fhir/Patient", srv.port);
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    fhirsync_error err = {0};
+
+    /* a GET that got no answer is sent again (max_retries 1: two connections) */
+    retry_lines = 0;
+    fs_fhir_request get = {.target = url, .anonymous = true};
+    assert_int_equal(fs_fhir_perform(f->client, &get, &resp, &err), FHIRSYNC_E_NETWORK);
+    assert_int_equal(atomic_load(&srv.accepted), 2);
+    assert_int_equal(retry_lines, 1);
+
+    /* a POST that reached the server is never replayed */
+    retry_lines = 0;
+    fs_fhir_request post = {.method = "POST", .target = url, .body = "{}", .body_len = 2,
+                            .anonymous = true};
+    assert_int_equal(fs_fhir_perform(f->client, &post, &resp, &err), FHIRSYNC_E_NETWORK);
+    assert_int_equal(atomic_load(&srv.accepted), 3);
+    assert_int_equal(retry_lines, 0);
+    hang_up_stop(&srv);
+
+    /* a POST whose connection was refused never reached anyone: it may be retried */
+    retry_lines = 0;
+    post.target = url; /* the port is closed now */
+    assert_int_equal(fs_fhir_perform(f->client, &post, &resp, &err), FHIRSYNC_E_NETWORK);
+    assert_int_equal(retry_lines, 1);
+
+    /* cancellation stops before anything is sent */
+    fhirsync_cancel();
+    assert_int_equal(fs_fhir_perform(f->client, &get, &resp, &err), FHIRSYNC_E_CANCELLED);
+    fhirsync_cancel_reset();
+    fs_http_response_clear(&resp);
+    fhirsync_log_set(NULL, NULL, FHIRSYNC_LOG_ERROR);
+}
+
 int main(void)
 {
     fhirsync_global_init();
@@ -603,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_ratelimit_registry),
         cmocka_unit_test(test_ratelimit_window),
         cmocka_unit_test_setup_teardown(test_origin_rule, setup_client, teardown_client),
+        cmocka_unit_test_setup_teardown(test_retry_rules, setup_client, teardown_client),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();
