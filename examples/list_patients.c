@@ -15,9 +15,9 @@
 
 #include <fhirsync/fhirsync.h>
 
-/* Copy the string or number that follows `"key":` (or the first item of a list there) into out, starting after the first
- * occurrence of `anchor` (NULL: the start). Naive (no unescaping, first match wins), but enough
- * for the fields shown here. */
+/* Copy the string or number that follows `"key":` (or the first item of a list there) into out,
+ * starting after the first occurrence of `anchor` (NULL: the start). Naive (no unescaping, first
+ * match wins), but enough for the fields shown here. */
 static const char *json_field(const char *json, const char *anchor, const char *key, char *out,
                               size_t size)
 {
@@ -54,8 +54,7 @@ static fhirsync_code print_latest_observation(fhirsync_client *client, const cha
     const char *obs;
     while (rc == FHIRSYNC_OK && (rc = fhirsync_search_next(search, &obs, NULL)) == FHIRSYNC_OK &&
            obs) {
-        if (strcmp(json_field(obs, NULL, "effectiveDateTime", when, sizeof when),
-                   latest_when) <= 0)
+        if (strcmp(json_field(obs, NULL, "effectiveDateTime", when, sizeof when), latest_when) <= 0)
             continue;
         char what[128], value[32], unit[32];
         json_field(obs, "\"code\":{", "text", what, sizeof what);

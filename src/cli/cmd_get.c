@@ -48,7 +48,8 @@ static void on_signal(int sig)
 }
 
 /* Print a local failure as one line with the code's exit status. */
-static int fail_code(fhirsync_code code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail_code(fhirsync_code code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static int fail_code(fhirsync_code code, const char *fmt, ...)
 {
     fhirsync_error err = {.code = code};
@@ -62,7 +63,7 @@ static int fail_code(fhirsync_code code, const char *fmt, ...)
 /* Where the output goes: stdout, or a temporary file renamed to `path` at the end. */
 typedef struct output {
     FILE *f;
-    const char *path;       /* NULL: stdout */
+    const char *path; /* NULL: stdout */
     char temp[PATH_MAX];
     bool force;
 } output;
@@ -185,8 +186,7 @@ static int get_one(fhirsync_client *client, const char *target, output *out)
     return output_commit(out);
 }
 
-static int get_all(fhirsync_client *client, const char *query, long limit, output *out,
-                   bool quiet)
+static int get_all(fhirsync_client *client, const char *query, long limit, output *out, bool quiet)
 {
     fhirsync_search *search = NULL;
     int rc = 0;
@@ -214,11 +214,15 @@ static int get_all(fhirsync_client *client, const char *query, long limit, outpu
     }
     if (rc != 0) {
         if (out->path)
-            fprintf(stderr, "fhirsync: %zu resources had been received before the error; the "
-                            "partial output was removed (%s not written)\n", written, out->path);
+            fprintf(stderr,
+                    "fhirsync: %zu resources had been received before the error; the "
+                    "partial output was removed (%s not written)\n",
+                    written, out->path);
         else
-            fprintf(stderr, "fhirsync: %zu resources were written to stdout before the error: "
-                            "the output is incomplete\n", written);
+            fprintf(stderr,
+                    "fhirsync: %zu resources were written to stdout before the error: "
+                    "the output is incomplete\n",
+                    written);
         output_discard(out);
     } else {
         rc = output_commit(out);

@@ -25,8 +25,8 @@ static void check_span(const char *text, size_t size, fs_span span, const json_t
 {
     if (span.start > size || span.len > size - span.start)
         __builtin_trap();
-    json_t *again = json_loadb(text + span.start, span.len,
-                               JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    json_t *again =
+        json_loadb(text + span.start, span.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
     if (!again || !json_equal(again, want))
         __builtin_trap();
     json_decref(again);
@@ -83,8 +83,8 @@ static void page_parser(const char *text, size_t size)
     fs_fhir_page page;
     fs_fhir_page_init(&page);
     fhirsync_error err = {0};
-    fhirsync_code rc = fs_fhir_page_parse(text, size, "https://fuzz.example/fhir/Observation",
-                                          &page, &err);
+    fhirsync_code rc =
+        fs_fhir_page_parse(text, size, "https://fuzz.example/fhir/Observation", &page, &err);
     if (rc == FHIRSYNC_OK) {
         for (size_t i = 0; i < page.count; i++) {
             fs_span r = page.entries[i].resource;

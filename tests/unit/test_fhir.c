@@ -114,9 +114,21 @@ static void test_span_escaped_names(void **state)
 static void test_span_values(void **state)
 {
     (void)state;
-    const char *ok[] = {"0", "-0", "1.5", "-12.250e-3", "1E+2", "true", "false", "null", "\"\"",
-                        "\"\\u00e9\\n\\/\"", "[]", "{}", "[[[]],{\"a\":[1,{}]}]",
-                        "\"\xc3\xa9\"", NULL};
+    const char *ok[] = {"0",
+                        "-0",
+                        "1.5",
+                        "-12.250e-3",
+                        "1E+2",
+                        "true",
+                        "false",
+                        "null",
+                        "\"\"",
+                        "\"\\u00e9\\n\\/\"",
+                        "[]",
+                        "{}",
+                        "[[[]],{\"a\":[1,{}]}]",
+                        "\"\xc3\xa9\"",
+                        NULL};
     for (size_t i = 0; ok[i]; i++) {
         char text[64];
         snprintf(text, sizeof text, "  %s , rest", ok[i]);
@@ -127,10 +139,30 @@ static void test_span_values(void **state)
         assert_int_equal(text[pos], ' ');
     }
     /* each inside an array, so that a valid prefix ("0" of "01") cannot pass as the value */
-    const char *bad[] = {"01", "1.", ".5", "-", "1e", "+1", "tru", "nul", "\"abc",
-                         "\"a\\x\"", "\"\\u12g4\"", "\"\\u12\"", "\"tab\there\"", "[1,]",
-                         "[1 2]", "{\"a\"}", "{\"a\":}", "{a:1}", "{\"a\":1,}", "[", "{", "}",
-                         "'x'", NULL};
+    const char *bad[] = {"01",
+                         "1.",
+                         ".5",
+                         "-",
+                         "1e",
+                         "+1",
+                         "tru",
+                         "nul",
+                         "\"abc",
+                         "\"a\\x\"",
+                         "\"\\u12g4\"",
+                         "\"\\u12\"",
+                         "\"tab\there\"",
+                         "[1,]",
+                         "[1 2]",
+                         "{\"a\"}",
+                         "{\"a\":}",
+                         "{a:1}",
+                         "{\"a\":1,}",
+                         "[",
+                         "{",
+                         "}",
+                         "'x'",
+                         NULL};
     for (size_t i = 0; bad[i]; i++) {
         char text[64];
         snprintf(text, sizeof text, "[ %s ]", bad[i]);
@@ -153,10 +185,10 @@ static void test_span_malformed_bundles(void **state)
     const char *bad[] = {
         "",
         "[]",
-        "{\"entry\":[{\"resource\":{\"a\":1}}]",     /* truncated */
-        "{\"entry\":[{\"resource\":{\"a\":1}}]} x",  /* trailing garbage */
-        "{\"entry\":[{\"resource\":{\"a\":\"}\"}}]]}", /* bracket mismatch */
-        "{\"entry\":[{\"resource\":{\"a\":1,}}]}",   /* trailing comma */
+        "{\"entry\":[{\"resource\":{\"a\":1}}]",         /* truncated */
+        "{\"entry\":[{\"resource\":{\"a\":1}}]} x",      /* trailing garbage */
+        "{\"entry\":[{\"resource\":{\"a\":\"}\"}}]]}",   /* bracket mismatch */
+        "{\"entry\":[{\"resource\":{\"a\":1,}}]}",       /* trailing comma */
         "{\"entry\":[{\"resource\":{\"a\":\"\x01\"}}]}", /* control character in a string */
         "{\"entry\" [1]}",
         "{\"entry\":[{\"resource\":{\"a\":1}}],}",
@@ -212,7 +244,8 @@ static void test_page_parse(void **state)
                 "{\"value\":98.60}}");
     /* an empty last page */
     assert_int_equal(fs_fhir_page_parse(S("{\"resourceType\":\"Bundle\",\"type\":\"searchset\"}"),
-                                        "u", &page, &err), FHIRSYNC_OK);
+                                        "u", &page, &err),
+                     FHIRSYNC_OK);
     assert_int_equal(page.count, 0);
     assert_null(page.next);
     assert_int_equal(page.total, -1);
@@ -270,7 +303,8 @@ static void test_outcome(void **state)
     fs_outcome o;
     assert_true(fs_outcome_parse(S("{\"resourceType\":\"OperationOutcome\",\"issue\":[{"
                                    "\"severity\":\"error\",\"code\":\"not-found\","
-                                   "\"diagnostics\":\"Patient/999 is not known\"}]}"), &o));
+                                   "\"diagnostics\":\"Patient/999 is not known\"}]}"),
+                                 &o));
     assert_string_equal(o.summary, "error not-found: Patient/999 is not known");
     assert_true(o.has_error);
     assert_false(o.transient);
@@ -301,8 +335,9 @@ static void test_outcome(void **state)
 
     /* a very long diagnostics is cut, not overflowed */
     char big[4096];
-    int n = snprintf(big, sizeof big, "{\"resourceType\":\"OperationOutcome\",\"issue\":[{"
-                                      "\"severity\":\"error\",\"code\":\"x\",\"diagnostics\":\"");
+    int n = snprintf(big, sizeof big,
+                     "{\"resourceType\":\"OperationOutcome\",\"issue\":[{"
+                     "\"severity\":\"error\",\"code\":\"x\",\"diagnostics\":\"");
     memset(big + n, 'a', 3000);
     snprintf(big + n + 3000, sizeof big - (size_t)n - 3000, "\"}]}");
     assert_true(fs_outcome_parse(S(big), &o));
@@ -383,7 +418,7 @@ static void test_bucket_arithmetic(void **state)
     fs_token_bucket b;
     fs_token_bucket_init(&b, 60, 1, 1000); /* one per second */
     assert_int_equal(fs_token_bucket_take(&b, 1000), 0);
-    assert_int_equal(fs_token_bucket_take(&b, 1000), 1000);   /* queued behind the first */
+    assert_int_equal(fs_token_bucket_take(&b, 1000), 1000); /* queued behind the first */
     assert_int_equal(fs_token_bucket_take(&b, 1000), 2000);
     assert_int_equal(fs_token_bucket_take(&b, 3500), 500);    /* the reservations are honoured */
     assert_int_equal(fs_token_bucket_take(&b, 100000), 0);    /* idle: full again, but capped */
@@ -451,8 +486,7 @@ static void test_ratelimit_registry(void **state)
     assert_int_equal(sleeps, 2);
     /* cancellation during the wait */
     cancel_sleep = true;
-    assert_int_equal(fs_ratelimit_acquire("https://a/fhir", "c", 120, &err),
-                     FHIRSYNC_E_CANCELLED);
+    assert_int_equal(fs_ratelimit_acquire("https://a/fhir", "c", 120, &err), FHIRSYNC_E_CANCELLED);
     assert_non_null(strstr(err.message, "cancelled"));
     cancel_sleep = false;
     fs_ratelimit_set_clock(NULL, NULL);
@@ -472,8 +506,8 @@ static void test_ratelimit_window(void **state)
     fhirsync_error err = {0};
     for (int i = 0; i < N; i++) {
         sleeps = 0;
-        assert_int_equal(fs_ratelimit_acquire("https://fhir4.example/fhir/r4/P1", "app", 250,
-                                              &err), FHIRSYNC_OK);
+        assert_int_equal(fs_ratelimit_acquire("https://fhir4.example/fhir/r4/P1", "app", 250, &err),
+                         FHIRSYNC_OK);
         sent[i] = fake_now;
     }
     for (int i = 0, j = 0; i < N; i++) {
@@ -560,8 +594,7 @@ static void test_origin_rule(void **state)
                              "https://127.0.0.1:9/fhir/r4/Patient", /* another scheme */
                              "http://localhost:9/fhir/r4/Patient",  /* another host name */
                              "//evil.example/fhir/Patient",         /* network-path reference */
-                             "https://evil.example/Patient",
-                             NULL};
+                             "https://evil.example/Patient",        NULL};
     for (size_t i = 0; foreign[i]; i++) {
         url = (char *)"unchanged";
         assert_int_equal(fs_fhir_resolve(c, foreign[i], true, &url, &err), FHIRSYNC_E_URL);
@@ -579,8 +612,7 @@ static void test_origin_rule(void **state)
     /* the public API refuses before any traffic (nothing listens on port 9 anyway) and keeps
      * the message in the client */
     fhirsync_response *resp = (fhirsync_response *)1;
-    assert_int_equal(fhirsync_client_get(c, "https://evil.example/Patient", &resp),
-                     FHIRSYNC_E_URL);
+    assert_int_equal(fhirsync_client_get(c, "https://evil.example/Patient", &resp), FHIRSYNC_E_URL);
     assert_null(resp);
     assert_int_equal(fhirsync_client_errcode(c), FHIRSYNC_E_URL);
     assert_non_null(strstr(fhirsync_client_errmsg(c), "https://evil.example/Patient"));
@@ -676,8 +708,8 @@ static void test_retry_rules(void **state)
 
     /* a POST that reached the server is never replayed */
     retry_lines = 0;
-    fs_fhir_request post = {.method = "POST", .target = url, .body = "{}", .body_len = 2,
-                            .anonymous = true};
+    fs_fhir_request post = {
+        .method = "POST", .target = url, .body = "{}", .body_len = 2, .anonymous = true};
     assert_int_equal(fs_fhir_perform(f->client, &post, &resp, &err), FHIRSYNC_E_NETWORK);
     assert_int_equal(atomic_load(&srv.accepted), 3);
     assert_int_equal(retry_lines, 0);

@@ -16,17 +16,17 @@
 #define DEFAULT_MAX_BODY (64 * 1024 * 1024)
 
 struct fhirsync_client {
-    fhirsync_endpoint *ep;         /* the client's own copy */
+    fhirsync_endpoint *ep; /* the client's own copy */
     fhirsync_auth *auth;
     fs_http *http;
-    const char *base_url;          /* borrowed from ep */
-    const char *client_id;         /* borrowed from ep */
-    char *origin;                  /* of base_url */
+    const char *base_url;  /* borrowed from ep */
+    const char *client_id; /* borrowed from ep */
+    char *origin;          /* of base_url */
     size_t max_body;
     long max_retries;
     long retry_cap;
-    long rate_limit;               /* requests per minute, 0: off */
-    fhirsync_error err;            /* the last public call's outcome */
+    long rate_limit;    /* requests per minute, 0: off */
+    fhirsync_error err; /* the last public call's outcome */
 };
 
 struct fhirsync_response {
@@ -143,8 +143,8 @@ bool fs_fhir_same_origin(const fhirsync_client *client, const char *url)
     return same;
 }
 
-fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target,
-                              bool authenticated, char **out, fhirsync_error *err)
+fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target, bool authenticated,
+                              char **out, fhirsync_error *err)
 {
     *out = NULL;
     if (!target || !*target)
@@ -185,8 +185,8 @@ static bool header_named(const char *line, const char *name)
  * texts of CURLE_COULDNT_CONNECT and CURLE_COULDNT_RESOLVE_HOST. */
 static bool never_reached_server(const fhirsync_error *e)
 {
-    static const char *const phrases[] = {"Failed to connect", "Couldn't connect",
-                                          "Could not resolve", "Couldn't resolve",
+    static const char *const phrases[] = {"Failed to connect",  "Couldn't connect",
+                                          "Could not resolve",  "Couldn't resolve",
                                           "Connection refused", NULL};
     if (e->code != FHIRSYNC_E_NETWORK)
         return false;
@@ -318,8 +318,10 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
             renewed = true;
             force_new = true;
             fhirsync_auth_invalidate(c->auth);
-            fs_log(FHIRSYNC_LOG_INFO, "fhir: HTTP 401 from %s: getting a new token and trying "
-                                      "once more", url);
+            fs_log(FHIRSYNC_LOG_INFO,
+                   "fhir: HTTP 401 from %s: getting a new token and trying "
+                   "once more",
+                   url);
             continue;
         } else if (retryable_status(resp->status) && !req->no_status_retries) {
             const char *ra = fs_http_header_get(resp, "Retry-After");
@@ -331,7 +333,8 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
             if (retry_after >= 0 && n > 0 && (size_t)n < sizeof reason)
                 snprintf(reason + n, sizeof reason - (size_t)n, " with Retry-After %s%s", ra,
                          retry_after > (c->retry_cap > 0 ? c->retry_cap : 300)
-                             ? " (more than retry_cap: capped)" : "");
+                             ? " (more than retry_cap: capped)"
+                             : "");
         } else {
             break;
         }
@@ -342,8 +345,8 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
             break;
         }
         int64_t delay = fs_backoff_ms(attempt, retry_after, c->retry_cap);
-        fs_log(FHIRSYNC_LOG_WARN, "fhir: %s %s: %s; retry %u of %ld in %.1f s", method, url,
-               reason, attempt + 1, c->max_retries, (double)delay / 1000.0);
+        fs_log(FHIRSYNC_LOG_WARN, "fhir: %s %s: %s; retry %u of %ld in %.1f s", method, url, reason,
+               attempt + 1, c->max_retries, (double)delay / 1000.0);
         if (!fs_sleep_ms(delay)) {
             rc = fs_err(&e, FHIRSYNC_E_CANCELLED, "cancelled while waiting to retry %s", url);
             break;
@@ -385,8 +388,11 @@ fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *metho
         return fs_fhir_set_error(client, &e);
     }
     fs_http_response_init(&resp->http);
-    fs_fhir_request req = {.method = method, .target = path_or_url, .headers = headers,
-                           .body = body, .body_len = body_len};
+    fs_fhir_request req = {.method = method,
+                           .target = path_or_url,
+                           .headers = headers,
+                           .body = body,
+                           .body_len = body_len};
     rc = fs_fhir_perform(client, &req, &resp->http, &e);
     if (rc == FHIRSYNC_OK && !accept_any_status) {
         const char *url = resp->http.effective_url ? resp->http.effective_url : path_or_url;

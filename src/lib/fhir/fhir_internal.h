@@ -28,26 +28,26 @@
 
 /* One request through a client. Zero-initialise, then set what differs from the defaults. */
 typedef struct fs_fhir_request {
-    const char *method;            /* NULL: "GET" */
-    const char *target;            /* a path relative to the base ("Patient/1", "$export?x") or
-                                      an absolute URL */
-    const char *accept;            /* NULL: "application/fhir+json"; ignored when `headers`
-                                      holds an Accept line */
-    const char *const *headers;    /* more "Name: value" lines, NULL-terminated, may be NULL;
-                                      sent after the profile's `header` settings */
-    const char *body;              /* may be NULL */
+    const char *method;         /* NULL: "GET" */
+    const char *target;         /* a path relative to the base ("Patient/1", "$export?x") or
+                                   an absolute URL */
+    const char *accept;         /* NULL: "application/fhir+json"; ignored when `headers`
+                                   holds an Accept line */
+    const char *const *headers; /* more "Name: value" lines, NULL-terminated, may be NULL;
+                                   sent after the profile's `header` settings */
+    const char *body;           /* may be NULL */
     size_t body_len;
-    bool anonymous;                /* no bearer token: then an absolute URL may be on any origin
-                                      (transport rules still apply: https, or http to loopback) */
-    bool follow_anywhere;          /* follow redirects to other origins, never with the token
-                                      (FS_REDIRECT_DROP_TOKEN: bulk files answered by a 307 to
-                                      storage); default: same-origin redirects only */
-    bool no_status_retries;        /* return 408/429/5xx answers at once (the caller paces its
-                                      own polling); network errors are still retried */
-    size_t max_body;               /* cap of a buffered body; 0: the profile's max_body */
-    fs_http_sink sink;             /* stream a 2xx body here instead of buffering it */
+    bool anonymous;         /* no bearer token: then an absolute URL may be on any origin
+                               (transport rules still apply: https, or http to loopback) */
+    bool follow_anywhere;   /* follow redirects to other origins, never with the token
+                               (FS_REDIRECT_DROP_TOKEN: bulk files answered by a 307 to
+                               storage); default: same-origin redirects only */
+    bool no_status_retries; /* return 408/429/5xx answers at once (the caller paces its
+                               own polling); network errors are still retried */
+    size_t max_body;        /* cap of a buffered body; 0: the profile's max_body */
+    fs_http_sink sink;      /* stream a 2xx body here instead of buffering it */
     void *sink_userdata;
-    int64_t range_from;            /* > 0: ask for the bytes from this offset (Range) */
+    int64_t range_from; /* > 0: ask for the bytes from this offset (Range) */
 } fs_fhir_request;
 
 /* Perform a request with everything a FHIR client owes the server and itself:
@@ -75,8 +75,8 @@ fhirsync_code fs_fhir_perform(fhirsync_client *client, const fs_fhir_request *re
  * into an absolute URL (*out is the caller's). With `authenticated`, a URL on another origin
  * than the base's is refused with FHIRSYNC_E_URL ("... the bearer token is sent only to the FHIR
  * server"); a malformed reference is FHIRSYNC_E_URL too. */
-fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target,
-                              bool authenticated, char **out, fhirsync_error *err);
+fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target, bool authenticated,
+                              char **out, fhirsync_error *err);
 
 /* Whether `url` (absolute) is on the FHIR base's origin: the only place the token may go. */
 bool fs_fhir_same_origin(const fhirsync_client *client, const char *url);
@@ -97,11 +97,11 @@ fhirsync_code fs_fhir_set_error(fhirsync_client *client, const fhirsync_error *e
 
 /* What an OperationOutcome says, condensed for one error line. */
 typedef struct fs_outcome {
-    size_t issues;                 /* number of issue[] entries */
-    bool has_error;                /* an issue of severity fatal or error */
-    bool transient;                /* an issue with code "transient" (bulk: keep polling) */
-    char summary[768];             /* "error not-found: Patient/999 is not known; warning ..."
-                                      (severity, code, then diagnostics or details.text) */
+    size_t issues;     /* number of issue[] entries */
+    bool has_error;    /* an issue of severity fatal or error */
+    bool transient;    /* an issue with code "transient" (bulk: keep polling) */
+    char summary[768]; /* "error not-found: Patient/999 is not known; warning ..."
+                          (severity, code, then diagnostics or details.text) */
 } fs_outcome;
 
 /* Parse `len` bytes as an OperationOutcome (resourceType "OperationOutcome" with an issue
@@ -137,8 +137,8 @@ typedef struct fs_span {
 
 typedef enum fs_span_status {
     FS_SPAN_OK = 0,
-    FS_SPAN_SYNTAX = 1,            /* not one well-formed JSON value (RFC 8259 grammar) */
-    FS_SPAN_DEPTH = 2,             /* nested deeper than FS_SPAN_MAX_DEPTH */
+    FS_SPAN_SYNTAX = 1, /* not one well-formed JSON value (RFC 8259 grammar) */
+    FS_SPAN_DEPTH = 2,  /* nested deeper than FS_SPAN_MAX_DEPTH */
     FS_SPAN_NOMEM = 3
 } fs_span_status;
 
@@ -147,18 +147,18 @@ typedef enum fs_span_status {
 /* Where the parts of a Bundle are in its text. Arrays are owned by the struct and kept between
  * scans (fs_bundle_scan_clear frees them). */
 typedef struct fs_bundle_scan {
-    fs_span resource_type;         /* top-level "resourceType" value (quotes included); len 0
-                                      when absent */
-    bool has_entry;                /* a top-level "entry" member exists */
+    fs_span resource_type; /* top-level "resourceType" value (quotes included); len 0
+                              when absent */
+    bool has_entry;        /* a top-level "entry" member exists */
     bool entry_is_array;
-    fs_span *resources;            /* per entry[i]: its "resource" value; len 0 when the entry
-                                      is not an object or has no "resource" */
+    fs_span *resources; /* per entry[i]: its "resource" value; len 0 when the entry
+                           is not an object or has no "resource" */
     size_t entry_count;
     bool has_link;
     bool link_is_array;
-    fs_span *links;                /* each element of the top-level "link" array */
+    fs_span *links; /* each element of the top-level "link" array */
     size_t link_count;
-    size_t error_offset;           /* where the scan failed */
+    size_t error_offset; /* where the scan failed */
     size_t cap_resources, cap_links;
 } fs_bundle_scan;
 
@@ -179,18 +179,18 @@ fs_span_status fs_json_span_value(const char *text, size_t len, size_t *pos, fs_
 /* ---- Bundle pages (search.c) ----------------------------------------------------------------- */
 
 typedef struct fs_fhir_entry {
-    fs_span resource;              /* the exact bytes of entry[i].resource */
-    bool outcome;                  /* search.mode "outcome": not a result, skipped */
+    fs_span resource; /* the exact bytes of entry[i].resource */
+    bool outcome;     /* search.mode "outcome": not a result, skipped */
 } fs_fhir_entry;
 
 /* One parsed search page. */
 typedef struct fs_fhir_page {
     fs_fhir_entry *entries;
     size_t count;
-    size_t outcomes;               /* entries with search.mode "outcome" */
-    char *next;                    /* link[relation=next].url exactly as given, or NULL */
-    long total;                    /* Bundle.total, -1 when absent */
-    fs_bundle_scan scan;           /* the scanner's buffers, reused between pages */
+    size_t outcomes;     /* entries with search.mode "outcome" */
+    char *next;          /* link[relation=next].url exactly as given, or NULL */
+    long total;          /* Bundle.total, -1 when absent */
+    fs_bundle_scan scan; /* the scanner's buffers, reused between pages */
 } fs_fhir_page;
 
 void fs_fhir_page_init(fs_fhir_page *page);
@@ -204,7 +204,7 @@ void fs_fhir_page_clear(fs_fhir_page *page);
  * of objects; the entry spans from the scanner matching jansson's view. FHIRSYNC_E_PROTOCOL with
  * a message saying what is wrong (an HTML page, not JSON, not a Bundle, ...), FHIRSYNC_E_NOMEM.
  * On failure the page is reset. */
-fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url,
-                                 fs_fhir_page *page, fhirsync_error *err);
+fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url, fs_fhir_page *page,
+                                 fhirsync_error *err);
 
 #endif

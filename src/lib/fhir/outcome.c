@@ -178,7 +178,7 @@ fhirsync_code fs_fhir_status_error(const fs_http_response *resp, const char *url
     if (code == FHIRSYNC_OK)
         return FHIRSYNC_OK;
     char desc[800];
-    fs_fhir_describe_body(resp->body.data, resp->body.len,
-                          fs_http_header_get(resp, "Content-Type"), desc, sizeof desc);
+    fs_fhir_describe_body(resp->body.data, resp->body.len, fs_http_header_get(resp, "Content-Type"),
+                          desc, sizeof desc);
     return fs_err_http(err, code, resp->status, "HTTP %ld from %s: %s", resp->status, url, desc);
 }

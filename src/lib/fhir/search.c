@@ -86,8 +86,8 @@ static fhirsync_code read_links(const json_t *doc, const char *url, fs_fhir_page
     return FHIRSYNC_OK;
 }
 
-fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url,
-                                 fs_fhir_page *page, fhirsync_error *err)
+fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url, fs_fhir_page *page,
+                                 fhirsync_error *err)
 {
     fs_fhir_page_reset(page);
     fhirsync_code rc = FHIRSYNC_OK;
@@ -121,8 +121,8 @@ fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url,
     }
     size_t count = json_array_size(entries);
     int64_t total;
-    page->total = fs_json_int(doc, "total", &total) && total >= 0 && total <= INT32_MAX
-                      ? (long)total : -1;
+    page->total =
+        fs_json_int(doc, "total", &total) && total >= 0 && total <= INT32_MAX ? (long)total : -1;
     rc = read_links(doc, url, page, err);
     if (rc != FHIRSYNC_OK)
         goto out;
@@ -157,14 +157,12 @@ fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url,
         }
         const char *rtype = fs_json_str(resource, "resourceType");
         if (!rtype || !*rtype) {
-            rc = page_fail(page, err, url, "Bundle.entry[%zu].resource has no resourceType",
-                           i);
+            rc = page_fail(page, err, url, "Bundle.entry[%zu].resource has no resourceType", i);
             goto out;
         }
         fs_span span = page->scan.resources[i];
         if (span.len < 2 || body[span.start] != '{') {
-            rc = page_fail(page, err, url, "Bundle.entry[%zu].resource could not be located",
-                           i);
+            rc = page_fail(page, err, url, "Bundle.entry[%zu].resource could not be located", i);
             goto out;
         }
         page->entries[i].resource = span;
@@ -174,8 +172,10 @@ fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url,
             page->outcomes++;
             fs_outcome outcome;
             bool parsed = fs_outcome_parse(body + span.start, span.len, &outcome);
-            fs_log(FHIRSYNC_LOG_WARN, "search: skipped entry %zu of %s (search.mode outcome, a "
-                   "%s): %s", i, url, rtype, parsed ? outcome.summary : "no issues readable");
+            fs_log(FHIRSYNC_LOG_WARN,
+                   "search: skipped entry %zu of %s (search.mode outcome, a "
+                   "%s): %s",
+                   i, url, rtype, parsed ? outcome.summary : "no issues readable");
         }
     }
     page->count = count;
@@ -189,10 +189,10 @@ out:
 /* ---- visited pages --------------------------------------------------------------------------- */
 
 typedef struct visited_set {
-    uint64_t *slots;               /* open addressing; 0 = empty */
-    size_t cap;                    /* power of two */
+    uint64_t *slots; /* open addressing; 0 = empty */
+    size_t cap;      /* power of two */
     size_t used;
-    uint64_t brent_mark;           /* Brent: the hash remembered at the last power of two */
+    uint64_t brent_mark; /* Brent: the hash remembered at the last power of two */
     size_t brent_power;
     size_t brent_steps;
 } visited_set;
@@ -267,18 +267,18 @@ static bool set_contains_or_add(visited_set *v, uint64_t h, bool *seen)
 
 struct fhirsync_search {
     fhirsync_client *client;
-    char *next_url;                /* the page to fetch next, NULL: none */
-    fs_http_response resp;         /* the current page */
-    char *page_url;                /* its URL */
+    char *next_url;        /* the page to fetch next, NULL: none */
+    fs_http_response resp; /* the current page */
+    char *page_url;        /* its URL */
     fs_fhir_page page;
-    size_t index;                  /* next entry of the page to look at */
+    size_t index; /* next entry of the page to look at */
     size_t pages;
     size_t count;
     long total;
     visited_set visited;
-    fhirsync_error pending;        /* a problem with the current page's next link, raised once
-                                      the page has been handed out */
-    fhirsync_error failure;        /* sticky: the search ended with this error */
+    fhirsync_error pending; /* a problem with the current page's next link, raised once
+                               the page has been handed out */
+    fhirsync_error failure; /* sticky: the search ended with this error */
 };
 
 fhirsync_code fhirsync_search_start(fhirsync_client *client, const char *query,
@@ -325,8 +325,8 @@ static fhirsync_code accept_next(fhirsync_search *s, fhirsync_error *err)
     fhirsync_code rc = fs_url_resolve(fs_fhir_client_base(s->client), raw, true, &next, err);
     if (rc == FHIRSYNC_E_URL)
         return fs_err(err, FHIRSYNC_E_PROTOCOL,
-                      "the next link '%s' of page %zu (from %s) is not a usable URL", raw,
-                      s->pages, s->page_url);
+                      "the next link '%s' of page %zu (from %s) is not a usable URL", raw, s->pages,
+                      s->page_url);
     if (rc != FHIRSYNC_OK)
         return rc;
     if (!fs_fhir_same_origin(s->client, next)) {
@@ -372,8 +372,7 @@ static fhirsync_code fetch_page(fhirsync_search *s, fhirsync_error *err)
     rc = fs_fhir_status_error(&s->resp, answered, err);
     if (rc != FHIRSYNC_OK) {
         if (s->pages > 1)
-            fs_err_prefix(err, "page %zu of the search (after %zu resources)", s->pages,
-                          s->count);
+            fs_err_prefix(err, "page %zu of the search (after %zu resources)", s->pages, s->count);
         return rc;
     }
     rc = fs_fhir_page_parse(s->resp.body.data, s->resp.body.len, answered, &s->page, err);

@@ -313,7 +313,7 @@ static bool grow(fs_span **items, size_t *cap, size_t need)
 
 typedef struct walk {
     fs_bundle_scan *out;
-    size_t index;             /* the entry being walked */
+    size_t index; /* the entry being walked */
 } walk;
 
 static bool entry_member(scanner *sc, fs_span name, void *ctx)

@@ -50,7 +50,7 @@ int64_t fs_token_bucket_take(fs_token_bucket *b, int64_t now_ms)
 
 typedef struct endpoint_bucket {
     struct endpoint_bucket *next;
-    char *key;               /* "origin client_id" */
+    char *key; /* "origin client_id" */
     fs_token_bucket bucket;
 } endpoint_bucket;
 
@@ -114,7 +114,10 @@ fhirsync_code fs_ratelimit_acquire(const char *base_url, const char *client_id, 
         origin = NULL;
     fs_buf key;
     fs_buf_init(&key);
-    if (!fs_buf_printf(&key, "%s %s", origin ? origin : base_url ? base_url : "",
+    if (!fs_buf_printf(&key, "%s %s",
+                       origin     ? origin
+                       : base_url ? base_url
+                                  : "",
                        client_id ? client_id : "")) {
         fs_free(origin);
         fs_buf_free(&key);

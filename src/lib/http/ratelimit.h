@@ -21,10 +21,10 @@
 /* ---- the bucket (pure arithmetic, for tests with a fake clock) ------------------------------- */
 
 typedef struct fs_token_bucket {
-    double tokens;       /* may go negative: slots reserved by callers that are still waiting */
-    double capacity;     /* the most slots that can accumulate (the burst), >= 1 */
-    double per_ms;       /* refill rate, slots per millisecond */
-    int64_t last_ms;     /* clock of the last refill */
+    double tokens;   /* may go negative: slots reserved by callers that are still waiting */
+    double capacity; /* the most slots that can accumulate (the burst), >= 1 */
+    double per_ms;   /* refill rate, slots per millisecond */
+    int64_t last_ms; /* clock of the last refill */
 } fs_token_bucket;
 
 /* A full bucket for `per_minute` requests (> 0) with `burst` slots (values below 1 mean 1). */
