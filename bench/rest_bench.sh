@@ -58,7 +58,10 @@ QUERY="Observation?_count=$PAGE_SIZE"
 curl -sf -X DELETE "$ADMIN/requests" >/dev/null
 "$FS" get --limit "$RESOURCES" "$QUERY" >first.ndjson
 GOT=$(wc -l <first.ndjson | tr -d ' ')
-[ "$GOT" -eq "$RESOURCES" ] || { echo "rest_bench: got $GOT resources, wanted $RESOURCES" >&2; exit 1; }
+if [ "$GOT" -ne "$RESOURCES" ]; then
+    echo "rest_bench: got $GOT resources, wanted $RESOURCES" >&2
+    exit 1
+fi
 ORIGIN=${BASE%/fhir*}
 curl -sf "$ADMIN/requests" | node -e '
     let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
@@ -71,7 +74,9 @@ curl -sf "$ADMIN/requests" | node -e '
 URLS=$(grep -c '^url' curl.config)
 
 # the token for curl, in a header file only we can read
-( umask 077; printf 'Authorization: Bearer %s\n' "$("$FS" token --print-token | tail -n 1)" >auth.hdr )
+TOKEN=$("$FS" token --print-token | tail -n 1)
+( umask 077; printf 'Authorization: Bearer %s\n' "$TOKEN" >auth.hdr )
+unset TOKEN
 
 best_client=""
 best_curl=""
@@ -84,8 +89,8 @@ for run in $(seq 1 "$RUNS"); do
     c=$(echo "$t1 - $t0" | bc -l)
     k=$(echo "$t2 - $t1" | bc -l)
     printf 'run %d: fhirsync get --all %.3f s, curl %.3f s\n' "$run" "$c" "$k"
-    if [ -z "$best_client" ] || [ "$(echo "$c < $best_client" | bc -l)" = 1 ]; then best_client=$c; fi
-    if [ -z "$best_curl" ] || [ "$(echo "$k < $best_curl" | bc -l)" = 1 ]; then best_curl=$k; fi
+    [ -z "$best_client" ] || [ "$(echo "$c < $best_client" | bc -l)" = 1 ] && best_client=$c
+    [ -z "$best_curl" ] || [ "$(echo "$k < $best_curl" | bc -l)" = 1 ] && best_curl=$k
 done
 rm -f auth.hdr
 
