@@ -75,6 +75,9 @@ void fs_bulk_log_record(fhirsync_export *ex, json_t *record)
     char when[32];
     fs_format_instant(fs_now(), when, sizeof when);
     json_object_set_new(record, "time", json_string(when));
+    if (ex->run_start_ms)
+        json_object_set_new(record, "elapsed_ms",
+                            json_integer(fs_monotonic_ms() - ex->run_start_ms));
     char *line = ex->log_fd >= 0 ? fs_json_dump(record) : NULL;
     if (line) {
         size_t len = strlen(line);
@@ -154,7 +157,8 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
                 json_object_set_new(rec, "errors", json_integer(stats.errors));
                 json_object_set_new(rec, "quarantined", json_integer(stats.quarantined));
                 json_object_set_new(rec, "bytes", json_integer((json_int_t)stats.bytes));
-                json_object_set_new(rec, "duration_s", json_real(stats.duration_s));
+                json_object_set_new(rec, "duration_ms",
+                                    json_integer((json_int_t)(stats.duration_s * 1000.0)));
                 json_object_set_new(rec, "retries", json_integer(stats.retries));
                 json_object_set_new(rec, "token_renewals", json_integer(stats.token_renewals));
             }
