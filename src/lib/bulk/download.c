@@ -336,8 +336,10 @@ static char *parent_dir(const char *path)
     return slash ? fs_strndup(path, (size_t)(slash - path)) : fs_strdup(".");
 }
 
-/* Rename src to dst (creating dst's folder), then fsync dst's folder. */
-static fhirsync_code put_in_place(const char *src, const char *dst, fhirsync_error *err)
+/* Rename src to dst (creating dst's folder), then fsync dst's folder unless it is the export
+ * folder itself, whose fsync by the state.json save that follows covers this rename too. */
+static fhirsync_code put_in_place(fhirsync_export *ex, const char *src, const char *dst,
+                                  fhirsync_error *err)
 {
     char *dir = parent_dir(dst);
     if (!dir)
@@ -345,7 +347,7 @@ static fhirsync_code put_in_place(const char *src, const char *dst, fhirsync_err
     fhirsync_code rc = fs_bulk_mkdirs(dir, err);
     if (rc == FHIRSYNC_OK && rename(src, dst) != 0)
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot rename %s to %s: %s", src, dst, strerror(errno));
-    if (rc == FHIRSYNC_OK && !fs_bulk_fsync_dir(dir))
+    if (rc == FHIRSYNC_OK && strcmp(dir, ex->dir) != 0 && !fs_bulk_fsync_dir(dir))
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot fsync folder %s: %s", dir, strerror(errno));
     fs_free(dir);
     return rc;
@@ -449,11 +451,11 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, bool coun
     close(q_fd);
     q_fd = -1;
     if (quarantined > 0 || count_mismatch)
-        rc = put_in_place(qtmp.data, qpath.data, err);
+        rc = put_in_place(ex, qtmp.data, qpath.data, err);
     else
         unlink(qtmp.data);
     if (rc == FHIRSYNC_OK)
-        rc = put_in_place(tmp.data, f->path, err);
+        rc = put_in_place(ex, tmp.data, f->path, err);
     f->pub.count = kept;
     f->pub.quarantined = quarantined;
 out:
@@ -528,11 +530,11 @@ static finish_result finish_file(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
     fhirsync_code rc = FHIRSYNC_OK;
     bool bom = f->ck.bom;
     if (f->bad == 0 && f->empty == 0 && !bom && !unterminated && !mismatch) {
-        if (fsync(f->fd) != 0) {
+        if (fdatasync(f->fd) != 0) {
             fs_err(err, FHIRSYNC_E_IO, "cannot fsync %s: %s", f->partial_path, strerror(errno));
             return FAILED;
         }
-        rc = put_in_place(f->partial_path, f->path, err);
+        rc = put_in_place(ex, f->partial_path, f->path, err);
         f->pub.count = f->good;
         f->pub.quarantined = 0;
         f->pub.bytes = f->offset;
