@@ -6,6 +6,8 @@
 #
 # usage: bench/rest_bench.sh BUILD_DIR [PAGES] [PAGE_SIZE] [RUNS]
 #        (defaults: 200 pages of 100 Observations, best of 3 runs each)
+# Use an optimised build (cmake -DCMAKE_BUILD_TYPE=Release): without a build type CMake compiles
+# with no -O at all, and the figures then measure the compiler rather than the client.
 # The bearer token for curl is read from `fhirsync token --print-token` into a header file
 # (mode 0600) that curl reads with -H @FILE: it never appears on a command line.
 set -euo pipefail
@@ -22,6 +24,12 @@ for bin in "$FS" "$SANDBOX"; do
 done
 command -v curl >/dev/null && command -v node >/dev/null ||
     { echo "rest_bench: needs curl and node" >&2; exit 2; }
+
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || true)
+case "$BUILD_TYPE" in
+Release | RelWithDebInfo | MinSizeRel) ;;
+*) echo "rest_bench: warning: $BUILD is not an optimised build (CMAKE_BUILD_TYPE='$BUILD_TYPE')" >&2 ;;
+esac
 
 RESOURCES=$((PAGES * PAGE_SIZE))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rest-bench.XXXXXX")
