@@ -28,7 +28,7 @@ command -v curl >/dev/null && command -v node >/dev/null ||
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || true)
 case "$BUILD_TYPE" in
 Release | RelWithDebInfo | MinSizeRel) ;;
-*) echo "rest_bench: warning: $BUILD is not an optimised build (CMAKE_BUILD_TYPE='$BUILD_TYPE')" >&2 ;;
+*) echo "rest_bench: warning: $BUILD is not optimised (CMAKE_BUILD_TYPE='$BUILD_TYPE')" >&2 ;;
 esac
 
 RESOURCES=$((PAGES * PAGE_SIZE))
