@@ -34,9 +34,10 @@ static void usage(FILE *out)
             "  --force         replace FILE if it exists (otherwise refused)\n"
             "\n"
             "Without --all the response body is printed as received. Errors show the server's\n"
-            "OperationOutcome; exit codes: 5 authentication, 6 not found, 7 server error or\n"
-            "refusal, 8 protocol violation (malformed Bundle, paging loop, foreign next link),\n"
-            "9 network or timeout, 12 interrupted, 13 local file.\n"
+            "OperationOutcome; exit codes: 2 usage (also a URL on another origin),\n"
+            "5 authentication, 6 not found, 7 server error or refusal, 8 protocol violation\n"
+            "(malformed Bundle, paging loop, foreign next link or redirect), 9 network or\n"
+            "timeout, 12 interrupted, 13 local file.\n"
             "\n");
     cli_print_common_help(out);
 }
