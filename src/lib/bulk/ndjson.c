@@ -535,6 +535,9 @@ fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t l
     while (p < end && ck->file_offset < 3 && ck->bom_seen == ck->file_offset && !ck->bom) {
         if (*p != bom[ck->bom_seen]) {
             if (ck->bom_seen > 0) {
+                /* the bytes taken for a BOM belong to the first line after all */
+                ck->line_start = 0;
+                ck->line_len = ck->bom_seen;
                 ck->at = ck->bom_seen;
                 fail(ck, "broken byte order mark", *p);
             }
