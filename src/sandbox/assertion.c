@@ -151,7 +151,7 @@ bool sb_jti_store_add(sb_jti_store *s, const char *client_id, const char *jti, i
     return added;
 }
 
-/* ---- the checks ------------------------------------------------------------------------------- */
+/* ---- the checks ----------------------------------------------------------------------------- */
 
 static void alg_list(unsigned algs, bool rs384_only, char *buf, size_t size)
 {
@@ -192,9 +192,8 @@ static const json_t *find_key(const json_t *jwks, const char *kid, fhirsync_erro
     }
     const json_t *found = NULL;
     size_t matches = 0, i;
-    json_t *key;
-    json_array_foreach(keys, i, key)
-    {
+    for (i = 0; i < json_array_size(keys); i++) {
+        json_t *key = json_array_get(keys, i);
         if (fs_streq(fs_json_str(key, "kid"), kid)) {
             found = key;
             matches++;
@@ -217,7 +216,8 @@ static bool check_claims(const sb_assertion_ctx *ctx, const sb_client *client, c
 {
     const char *sub = fs_json_str(claims, "sub");
     if (!sub) {
-        fs_err(err, FHIRSYNC_E_AUTH, "sub missing from the assertion (must equal iss, the "
+        fs_err(err, FHIRSYNC_E_AUTH,
+               "sub missing from the assertion (must equal iss, the "
                "client_id)");
         return false;
     }
@@ -243,8 +243,8 @@ static bool check_claims(const sb_assertion_ctx *ctx, const sb_client *client, c
     int64_t exp = 0, iat = 0, nbf = 0;
     int has = int_claim(claims, "exp", &exp);
     if (has <= 0) {
-        fs_err(err, FHIRSYNC_E_AUTH, has ? "exp is not an integer number of seconds"
-                                         : "exp missing from the assertion");
+        fs_err(err, FHIRSYNC_E_AUTH,
+               has ? "exp is not an integer number of seconds" : "exp missing from the assertion");
         return false;
     }
     if (exp < ctx->now - SB_ASSERTION_LEEWAY) {
@@ -259,15 +259,17 @@ static bool check_claims(const sb_assertion_ctx *ctx, const sb_client *client, c
     }
     if ((has = int_claim(claims, "iat", &iat)) < 0 ||
         (has > 0 && iat > ctx->now + SB_ASSERTION_LEEWAY)) {
-        fs_err(err, FHIRSYNC_E_AUTH, has < 0 ? "iat is not an integer number of seconds"
-                                             : "iat is %lld seconds in the future",
+        fs_err(err, FHIRSYNC_E_AUTH,
+               has < 0 ? "iat is not an integer number of seconds"
+                       : "iat is %lld seconds in the future",
                (long long)(iat - ctx->now));
         return false;
     }
     if ((has = int_claim(claims, "nbf", &nbf)) < 0 ||
         (has > 0 && nbf > ctx->now + SB_ASSERTION_LEEWAY)) {
-        fs_err(err, FHIRSYNC_E_AUTH, has < 0 ? "nbf is not an integer number of seconds"
-                                             : "nbf is %lld seconds in the future",
+        fs_err(err, FHIRSYNC_E_AUTH,
+               has < 0 ? "nbf is not an integer number of seconds"
+                       : "nbf is %lld seconds in the future",
                (long long)(nbf - ctx->now));
         return false;
     }
@@ -282,8 +284,8 @@ static bool check_claims(const sb_assertion_ctx *ctx, const sb_client *client, c
                SB_MAX_JTI);
         return false;
     }
-    if (ctx->jtis && !sb_jti_store_add(ctx->jtis, client->client_id, jti,
-                                       exp + SB_ASSERTION_LEEWAY, ctx->now)) {
+    if (ctx->jtis &&
+        !sb_jti_store_add(ctx->jtis, client->client_id, jti, exp + SB_ASSERTION_LEEWAY, ctx->now)) {
         fs_err(err, FHIRSYNC_E_AUTH, "jti %.80s was already used (replayed assertion)", jti);
         return false;
     }
@@ -308,8 +310,10 @@ const sb_client *sb_assertion_check(const sb_assertion_ctx *ctx, const char *ass
     }
     const char *typ = fs_json_str(jws.header, "typ");
     if (json_object_get(jws.header, "typ") && (!typ || !fs_strcaseeq(typ, "JWT"))) {
-        fs_err(err, FHIRSYNC_E_AUTH, "client_assertion does not decode as a JWT: header typ is "
-               "%.40s, not JWT", typ ? typ : "not a string");
+        fs_err(err, FHIRSYNC_E_AUTH,
+               "client_assertion does not decode as a JWT: header typ is "
+               "%.40s, not JWT",
+               typ ? typ : "not a string");
         goto out;
     }
     const char *iss = fs_json_str(jws.claims, "iss");
@@ -323,8 +327,10 @@ const sb_client *sb_assertion_check(const sb_assertion_ctx *ctx, const char *ass
         goto out;
     }
     if (client->method != SB_AUTH_PRIVATE_KEY_JWT) {
-        fs_err(err, FHIRSYNC_E_AUTH, "client_id %.80s is registered for client_secret_basic, "
-               "not private_key_jwt", iss);
+        fs_err(err, FHIRSYNC_E_AUTH,
+               "client_id %.80s is registered for client_secret_basic, "
+               "not private_key_jwt",
+               iss);
         goto out;
     }
     const char *alg = fs_json_str(jws.header, "alg");
@@ -345,7 +351,8 @@ const sb_client *sb_assertion_check(const sb_assertion_ctx *ctx, const char *ass
     const char *jku = fs_json_str(jws.header, "jku");
     if (json_object_get(jws.header, "jku")) {
         if (!client->jwks_uri) {
-            fs_err(err, FHIRSYNC_E_AUTH, "jku given in the header but the client registered its "
+            fs_err(err, FHIRSYNC_E_AUTH,
+                   "jku given in the header but the client registered its "
                    "JWKS by value, not by URL");
             goto out;
         }
@@ -373,13 +380,15 @@ const sb_client *sb_assertion_check(const sb_assertion_ctx *ctx, const char *ass
         goto out;
     const char *key_alg = fs_json_str(jwk, "alg");
     if (key_alg && alg && strcmp(key_alg, alg) != 0) {
-        fs_err(err, FHIRSYNC_E_AUTH, "alg %.32s does not match the alg %.32s of key kid %.80s",
-               alg, key_alg, jws.kid);
+        fs_err(err, FHIRSYNC_E_AUTH, "alg %.32s does not match the alg %.32s of key kid %.80s", alg,
+               key_alg, jws.kid);
         goto out;
     }
     if (!(pkey = fs_jwk_to_public_pkey(jwk, &detail))) {
-        fs_err(err, FHIRSYNC_E_AUTH, "signature cannot be checked: the registered key kid %.80s "
-               "is unusable: %s", jws.kid, detail.message);
+        fs_err(err, FHIRSYNC_E_AUTH,
+               "signature cannot be checked: the registered key kid %.80s "
+               "is unusable: %s",
+               jws.kid, detail.message);
         goto out;
     }
     if (fs_jws_verify(&jws, pkey, &detail) != FHIRSYNC_OK) {

@@ -37,7 +37,7 @@ struct sb_auth {
     size_t ntokens;
 };
 
-/* ---- clients ---------------------------------------------------------------------------------- */
+/* ---- clients -------------------------------------------------------------------------------- */
 
 static void client_free(sb_client *c)
 {
@@ -89,16 +89,17 @@ static bool check_jwks(const json_t *jwks, fhirsync_error *err)
         return false;
     }
     size_t i;
-    json_t *key;
-    json_array_foreach(keys, i, key)
-    {
+    for (i = 0; i < json_array_size(keys); i++) {
+        json_t *key = json_array_get(keys, i);
         if (!fs_json_str(key, "kid")) {
             fs_err(err, FHIRSYNC_E_ARG, "jwks.keys[%zu] has no kid", i);
             return false;
         }
         if (json_object_get(key, "d") || json_object_get(key, "p")) {
-            fs_err(err, FHIRSYNC_E_ARG, "jwks.keys[%zu] holds private key material: register "
-                   "the public key only", i);
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "jwks.keys[%zu] holds private key material: register "
+                   "the public key only",
+                   i);
             return false;
         }
         fhirsync_error detail;
@@ -156,7 +157,8 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
     if (!strcmp(method, "private_key_jwt")) {
         c->method = SB_AUTH_PRIVATE_KEY_JWT;
         if (!jwks == !jwks_uri) {
-            fs_err(err, FHIRSYNC_E_ARG, "a private_key_jwt client registers exactly one of jwks "
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "a private_key_jwt client registers exactly one of jwks "
                    "and jwks_uri");
             goto fail;
         }
@@ -182,15 +184,18 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
         c->method = SB_AUTH_CLIENT_SECRET_BASIC;
         const char *s = json_string_value(secret);
         if (!s || !*s || jwks || jwks_uri) {
-            fs_err(err, FHIRSYNC_E_ARG, "a client_secret_basic client registers a non-empty "
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "a client_secret_basic client registers a non-empty "
                    "client_secret and no keys");
             goto fail;
         }
         if (!(c->client_secret = fs_strdup(s)))
             goto oom;
     } else {
-        fs_err(err, FHIRSYNC_E_ARG, "token_endpoint_auth_method %.40s is not private_key_jwt or "
-               "client_secret_basic", method);
+        fs_err(err, FHIRSYNC_E_ARG,
+               "token_endpoint_auth_method %.40s is not private_key_jwt or "
+               "client_secret_basic",
+               method);
         goto fail;
     }
     json_t *scope = json_object_get(desc, "scope");
@@ -208,14 +213,14 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
         c->algs = (1u << FHIRSYNC_ALG_RS384) | (1u << FHIRSYNC_ALG_ES384);
     } else {
         size_t i;
-        json_t *alg;
         if (!json_is_array(algs) || json_array_size(algs) == 0) {
-            fs_err(err, FHIRSYNC_E_ARG, "algs must be a non-empty array such as "
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "algs must be a non-empty array such as "
                    "[\"RS384\",\"ES384\"]");
             goto fail;
         }
-        json_array_foreach(algs, i, alg)
-        {
+        for (i = 0; i < json_array_size(algs); i++) {
+            json_t *alg = json_array_get(algs, i);
             fhirsync_alg value = fhirsync_alg_from_name(json_string_value(alg));
             if (value == FHIRSYNC_ALG_NONE) {
                 fs_err(err, FHIRSYNC_E_ARG, "algs[%zu] is not a supported JWS algorithm", i);
@@ -245,8 +250,9 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
     }
     pthread_rwlock_unlock(&a->clients_lock);
     if (!added) {
-        fs_err(err, FHIRSYNC_E_ARG, duplicate ? "client_id %s is already registered"
-                                              : "cannot register %s: too many clients",
+        fs_err(err, FHIRSYNC_E_ARG,
+               duplicate ? "client_id %s is already registered"
+                         : "cannot register %s: too many clients",
                c->client_id);
         goto fail;
     }
@@ -264,11 +270,10 @@ static json_t *client_json(const sb_client *c)
     for (int a = 1; a < 32; a++)
         if ((c->algs & (1u << a)) && fhirsync_alg_name((fhirsync_alg)a))
             json_array_append_new(algs, json_string(fhirsync_alg_name((fhirsync_alg)a)));
-    json_t *out = json_pack("{s:s, s:s, s:s, s:o*}", "client_id", c->client_id,
-                            "token_endpoint_auth_method",
-                            c->method == SB_AUTH_PRIVATE_KEY_JWT ? "private_key_jwt"
-                                                                 : "client_secret_basic",
-                            "scope", c->scope, "algs", algs);
+    json_t *out =
+        json_pack("{s:s, s:s, s:s, s:o*}", "client_id", c->client_id, "token_endpoint_auth_method",
+                  c->method == SB_AUTH_PRIVATE_KEY_JWT ? "private_key_jwt" : "client_secret_basic",
+                  "scope", c->scope, "algs", algs);
     if (out && c->jwks)
         json_object_set(out, "jwks", c->jwks);
     if (out && c->jwks_uri)
@@ -291,9 +296,8 @@ bool sb_auth_load_clients(sb_auth *a, const char *path, fhirsync_error *err)
         goto out;
     }
     size_t i;
-    json_t *desc;
-    json_array_foreach(list, i, desc)
-    {
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *desc = json_array_get(list, i);
         if (!sb_auth_register_json(a, desc, err)) {
             fs_err_prefix(err, "clients[%zu]", i);
             goto out;
@@ -305,7 +309,7 @@ out:
     return ok;
 }
 
-/* ---- JWKS by URL ------------------------------------------------------------------------------ */
+/* ---- JWKS by URL ---------------------------------------------------------------------------- */
 
 static json_t *fetch_jwks(void *ctx, const char *uri, fhirsync_error *err)
 {
@@ -346,7 +350,7 @@ out:
     return jwks;
 }
 
-/* ---- tokens ----------------------------------------------------------------------------------- */
+/* ---- tokens --------------------------------------------------------------------------------- */
 
 static uint64_t hash_token(const char *s)
 {
@@ -407,11 +411,7 @@ static char *issue_token(sb_auth *a, const char *client_id, const char *scope, i
     return token;
 }
 
-typedef enum token_state {
-    TOKEN_UNKNOWN,
-    TOKEN_EXPIRED,
-    TOKEN_VALID
-} token_state;
+typedef enum token_state { TOKEN_UNKNOWN, TOKEN_EXPIRED, TOKEN_VALID } token_state;
 
 static token_state find_token(sb_auth *a, const char *token, int64_t now, sb_grant *grant)
 {
@@ -444,7 +444,7 @@ void sb_auth_expire_client_tokens(sb_auth *a, const char *client_id, int64_t now
     pthread_mutex_unlock(&a->tokens_lock);
 }
 
-/* ---- life cycle ------------------------------------------------------------------------------- */
+/* ---- life cycle ----------------------------------------------------------------------------- */
 
 sb_auth *sb_auth_new(sb_server *sb, fhirsync_error *err)
 {
@@ -481,7 +481,7 @@ void sb_auth_free(sb_auth *a)
     fs_free(a);
 }
 
-/* ---- the token endpoint ----------------------------------------------------------------------- */
+/* ---- the token endpoint --------------------------------------------------------------------- */
 
 /* Check the requested scopes against the client's; the granted scope string (caller frees) or
  * NULL with the reply set. */
@@ -509,8 +509,10 @@ static char *grant_scopes(const sb_client *client, const char *requested, sb_rep
         sb_scope want;
         fhirsync_error err;
         if (!sb_scope_parse(one, &want, &err)) {
-            sb_reply_oauth_error(reply, 400, "invalid_scope", "%s (a backend service asks for "
-                                 "system/ scopes only)", err.message);
+            sb_reply_oauth_error(reply, 400, "invalid_scope",
+                                 "%s (a backend service asks for "
+                                 "system/ scopes only)",
+                                 err.message);
             goto fail;
         }
         bool within = false;
@@ -530,9 +532,10 @@ static char *grant_scopes(const sb_client *client, const char *requested, sb_rep
             q += m;
         }
         if (!within) {
-            sb_reply_oauth_error(reply, 400, "invalid_scope", "scope %s is not allowed for "
-                                 "client %s (allowed: %s)", one, client->client_id,
-                                 client->scope);
+            sb_reply_oauth_error(reply, 400, "invalid_scope",
+                                 "scope %s is not allowed for "
+                                 "client %s (allowed: %s)",
+                                 one, client->client_id, client->scope);
             goto fail;
         }
         /* keep each scope once, in the order asked */
@@ -564,9 +567,8 @@ static void token_success(sb_server *sb, const sb_client *client, const char *sc
         sb_reply_oauth_error(reply, 500, "server_error", "out of memory issuing a token");
         return;
     }
-    json_t *body = json_pack("{s:s, s:s, s:I, s:s}", "access_token", token, "token_type",
-                             "bearer", "expires_in", (json_int_t)sb->cfg.token_lifetime, "scope",
-                             scope);
+    json_t *body = json_pack("{s:s, s:s, s:I, s:s}", "access_token", token, "token_type", "bearer",
+                             "expires_in", (json_int_t)sb->cfg.token_lifetime, "scope", scope);
     if (body)
         sb_reply_json(reply, 200, SB_JSON, body);
     else
@@ -588,7 +590,8 @@ static void token_basic(sb_server *sb, sb_request *req, const char *authorizatio
 {
     char *user = NULL, *password = NULL, *scope = NULL;
     if (!sb_basic_auth_parse(authorization, &user, &password)) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "the Authorization Basic header is "
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "the Authorization Basic header is "
                              "malformed (client_secret_basic)");
         sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
         goto out;
@@ -596,20 +599,25 @@ static void token_basic(sb_server *sb, sb_request *req, const char *authorizatio
     snprintf(req->client_id, sizeof req->client_id, "%s", user);
     const sb_client *client = find_client(sb->auth, user);
     if (!client) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "unknown client_id %.80s "
-                             "(client_secret_basic)", user);
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "unknown client_id %.80s "
+                             "(client_secret_basic)",
+                             user);
         sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
         goto out;
     }
     if (client->method != SB_AUTH_CLIENT_SECRET_BASIC) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "client_id %.80s is registered for "
-                             "private_key_jwt, not client_secret_basic", user);
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "client_id %.80s is registered for "
+                             "private_key_jwt, not client_secret_basic",
+                             user);
         sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
         goto out;
     }
     if (!fs_consttime_eq(client->client_secret, strlen(client->client_secret), password,
                          strlen(password))) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "the client secret does not match "
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "the client secret does not match "
                              "(client_secret_basic)");
         sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
         goto out;
@@ -633,13 +641,13 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
 
     const char *content_type = sb_req_header(req, "Content-Type");
     if (!sb_media_type_is(content_type, "application/x-www-form-urlencoded")) {
-        sb_reply_oauth_error(reply, 400, "invalid_request", "Content-Type must be "
+        sb_reply_oauth_error(reply, 400, "invalid_request",
+                             "Content-Type must be "
                              "application/x-www-form-urlencoded, not %.80s",
                              content_type ? content_type : "(none)");
         goto out;
     }
-    if (!sb_params_parse_form(&form, req->body.data ? req->body.data : "", req->body.len,
-                              &err)) {
+    if (!sb_params_parse_form(&form, req->body.data ? req->body.data : "", req->body.len, &err)) {
         sb_reply_oauth_error(reply, 400, "invalid_request", "the form body is malformed: %s",
                              err.message);
         goto out;
@@ -661,7 +669,8 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
         fs_free(iss);
     }
     if ((assertion && (authorization || secret)) || (authorization && secret)) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "two client authentication methods "
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "two client authentication methods "
                              "in one request (%s); use exactly one",
                              authorization ? "an Authorization header and a client_assertion"
                                            : "a client_secret and a client_assertion");
@@ -669,18 +678,22 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
     }
     const char *grant_type = sb_params_get(&form, "grant_type");
     if (!grant_type) {
-        sb_reply_oauth_error(reply, 400, "invalid_request", "grant_type missing (must be "
+        sb_reply_oauth_error(reply, 400, "invalid_request",
+                             "grant_type missing (must be "
                              "client_credentials)");
         goto out;
     }
     if (strcmp(grant_type, "client_credentials") != 0) {
-        sb_reply_oauth_error(reply, 400, "unsupported_grant_type", "grant_type %.60s is not "
-                             "supported; only client_credentials", grant_type);
+        sb_reply_oauth_error(reply, 400, "unsupported_grant_type",
+                             "grant_type %.60s is not "
+                             "supported; only client_credentials",
+                             grant_type);
         goto out;
     }
     if (authorization) {
         if (strncasecmp(authorization, "Basic ", 6) != 0) {
-            sb_reply_oauth_error(reply, 401, "invalid_client", "the Authorization header of a "
+            sb_reply_oauth_error(reply, 401, "invalid_client",
+                                 "the Authorization header of a "
                                  "token request must be Basic (client_secret_basic)");
             goto out;
         }
@@ -688,19 +701,23 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
         goto out;
     }
     if (secret) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "client_secret_post is not "
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "client_secret_post is not "
                              "supported; use client_secret_basic or private_key_jwt");
         goto out;
     }
     const char *assertion_type = sb_params_get(&form, "client_assertion_type");
     if (!assertion && !assertion_type) {
-        sb_reply_oauth_error(reply, 401, "invalid_client", "no client authentication: send a "
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "no client authentication: send a "
                              "client_assertion (private_key_jwt) or Basic credentials");
         goto out;
     }
     if (!assertion_type || strcmp(assertion_type, JWT_BEARER) != 0) {
-        sb_reply_oauth_error(reply, 400, "invalid_request", "client_assertion_type must be %s, "
-                             "not %.80s", JWT_BEARER, assertion_type ? assertion_type : "(none)");
+        sb_reply_oauth_error(reply, 400, "invalid_request",
+                             "client_assertion_type must be %s, "
+                             "not %.80s",
+                             JWT_BEARER, assertion_type ? assertion_type : "(none)");
         goto out;
     }
     if (!assertion) {
@@ -734,7 +751,8 @@ void sb_auth_handle_register(sb_server *sb, sb_request *req, sb_reply *reply)
     fhirsync_error err;
     fs_err_clear(&err);
     if (!sb_media_type_is(sb_req_header(req, "Content-Type"), "application/json")) {
-        sb_reply_oauth_error(reply, 400, "invalid_client_metadata", "Content-Type must be "
+        sb_reply_oauth_error(reply, 400, "invalid_client_metadata",
+                             "Content-Type must be "
                              "application/json");
         return;
     }
@@ -761,7 +779,7 @@ void sb_auth_handle_register(sb_server *sb, sb_request *req, sb_reply *reply)
     json_decref(out);
 }
 
-/* ---- resource-server side --------------------------------------------------------------------- */
+/* ---- resource-server side ------------------------------------------------------------------- */
 
 bool sb_auth_require(sb_server *sb, sb_request *req, sb_reply *reply, const char *type,
                      unsigned perms, sb_grant *grant)
@@ -772,7 +790,8 @@ bool sb_auth_require(sb_server *sb, sb_request *req, sb_reply *reply, const char
     memset(grant, 0, sizeof *grant);
     const char *token = sb_req_bearer(req);
     if (!token) {
-        sb_reply_outcome(reply, 401, "login", "no bearer token: send Authorization: Bearer "
+        sb_reply_outcome(reply, 401, "login",
+                         "no bearer token: send Authorization: Bearer "
                          "<access token>");
         sb_reply_header(reply, "WWW-Authenticate", "Bearer realm=\"fhirsync-sandbox\"");
         return false;
@@ -786,15 +805,18 @@ bool sb_auth_require(sb_server *sb, sb_request *req, sb_reply *reply, const char
         sb_reply_outcome(reply, 401, state == TOKEN_EXPIRED ? "expired" : "login", "%s", why);
         sb_reply_header(reply, "WWW-Authenticate",
                         "Bearer realm=\"fhirsync-sandbox\", error=\"invalid_token\", "
-                        "error_description=\"%s\"", why);
+                        "error_description=\"%s\"",
+                        why);
         return false;
     }
     if (type && !sb_scopes_grant(grant->scope, type, perms)) {
-        sb_reply_outcome(reply, 403, "forbidden", "the token's scopes (%s) do not allow %s of "
-                         "%s", grant->scope,
-                         perms & SB_PERM_S ? (perms & SB_PERM_R ? "reading and searching"
-                                                                : "searching")
-                                           : "reading",
+        sb_reply_outcome(reply, 403, "forbidden",
+                         "the token's scopes (%s) do not allow %s of "
+                         "%s",
+                         grant->scope,
+                         perms & SB_PERM_S
+                             ? (perms & SB_PERM_R ? "reading and searching" : "searching")
+                             : "reading",
                          type);
         sb_reply_header(reply, "WWW-Authenticate",
                         "Bearer realm=\"fhirsync-sandbox\", error=\"insufficient_scope\"");

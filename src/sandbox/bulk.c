@@ -28,11 +28,7 @@
 #define MAX_JOBS_KEPT 1024
 #define DELETED_PER_BUNDLE 100
 
-typedef enum file_kind {
-    FILE_OUTPUT = 0,
-    FILE_DELETED = 1,
-    FILE_ERROR = 2
-} file_kind;
+typedef enum file_kind { FILE_OUTPUT = 0, FILE_DELETED = 1, FILE_ERROR = 2 } file_kind;
 
 typedef struct bulk_file {
     char name[96];
@@ -41,14 +37,10 @@ typedef struct bulk_file {
     uint64_t count;
 } bulk_file;
 
-typedef enum job_state {
-    JOB_RUNNING = 0,
-    JOB_DONE = 1,
-    JOB_FAILED = 2
-} job_state;
+typedef enum job_state { JOB_RUNNING = 0, JOB_DONE = 1, JOB_FAILED = 2 } job_state;
 
 typedef struct type_filter {
-    sb_query *queries;   /* OR-ed; none: every resource of the type */
+    sb_query *queries; /* OR-ed; none: every resource of the type */
     size_t count;
 } type_filter;
 
@@ -61,36 +53,36 @@ typedef struct bulk_job {
     int64_t transaction_time;
     bool has_since;
     int64_t since;
-    bool *types;                 /* per data type: exported */
-    type_filter *filters;        /* per data type */
-    uint32_t *buckets;           /* patient restriction (sorted), or NULL */
+    bool *types;          /* per data type: exported */
+    type_filter *filters; /* per data type */
+    uint32_t *buckets;    /* patient restriction (sorted), or NULL */
     size_t nbuckets;
     bool restricted;
-    json_t *warnings;            /* texts of OperationOutcomes for the error file */
+    json_t *warnings; /* texts of OperationOutcomes for the error file */
 
     pthread_t thread;
     bool thread_started;
     atomic_bool cancel;
     _Atomic uint64_t done_units, total_units;
 
-    pthread_mutex_t lock;        /* guards the fields below */
+    pthread_mutex_t lock; /* guards the fields below */
     job_state state;
     char error[256];
     bulk_file *files;
     size_t nfiles;
-    int refs;                    /* the jobs list holds one; handlers one each while they work */
+    int refs; /* the jobs list holds one; handlers one each while they work */
 } bulk_job;
 
 struct sb_bulk {
     sb_server *sb;
     char work_dir[2048];
-    bool temporary;              /* we made the work dir: remove it at exit */
+    bool temporary; /* we made the work dir: remove it at exit */
     pthread_mutex_t lock;
     bulk_job *jobs[MAX_JOBS_KEPT];
     size_t njobs;
 };
 
-/* ---- jobs ------------------------------------------------------------------------------------- */
+/* ---- jobs ----------------------------------------------------------------------------------- */
 
 static void job_remove_files(bulk_job *job)
 {
@@ -177,17 +169,17 @@ static void job_stop(bulk_job *job)
     job_remove_files(job);
 }
 
-/* ---- the writer ------------------------------------------------------------------------------- */
+/* ---- the writer ----------------------------------------------------------------------------- */
 
 typedef struct writer {
     bulk_job *job;
     file_kind kind;
     char type[64];
-    char prefix[80];       /* file name prefix: "Patient", "deleted", "error" */
+    char prefix[80]; /* file name prefix: "Patient", "deleted", "error" */
     unsigned next_index;
     FILE *f;
-    size_t file_index;     /* into job->files */
-    uint64_t lines;        /* in the current file */
+    size_t file_index; /* into job->files */
+    uint64_t lines;    /* in the current file */
 } writer;
 
 static void writer_init(writer *w, bulk_job *job, file_kind kind, const char *type,
@@ -258,7 +250,7 @@ static bool writer_line(writer *w, const char *line, size_t len)
     return true;
 }
 
-/* ---- the job thread --------------------------------------------------------------------------- */
+/* ---- the job thread ------------------------------------------------------------------------- */
 
 typedef struct deleted_batch {
     fs_buf entries;
@@ -271,8 +263,10 @@ static bool flush_deleted(writer *w, deleted_batch *d)
         return true;
     fs_buf line;
     fs_buf_init(&line);
-    bool ok = fs_buf_printf(&line, "{\"resourceType\":\"Bundle\",\"type\":\"transaction\","
-                            "\"entry\":[%s]}", d->entries.data) &&
+    bool ok = fs_buf_printf(&line,
+                            "{\"resourceType\":\"Bundle\",\"type\":\"transaction\","
+                            "\"entry\":[%s]}",
+                            d->entries.data) &&
               writer_line(w, line.data, line.len);
     fs_buf_free(&line);
     fs_buf_reset(&d->entries);
@@ -322,8 +316,7 @@ static bool export_type(bulk_job *job, size_t type, writer *deleted, deleted_bat
     fs_buf json;
     fs_buf_init(&json);
     sb_walk walk;
-    sb_walk_init(&walk, sb->data, type, job->restricted ? job->buckets : NULL, job->nbuckets, 0,
-                 0);
+    sb_walk_init(&walk, sb->data, type, job->restricted ? job->buckets : NULL, job->nbuckets, 0, 0);
     bool ok = true;
     uint32_t bucket, slot, last_bucket = UINT32_MAX;
     uint64_t n = 0;
@@ -408,11 +401,9 @@ static void *job_main(void *arg)
         writer errors;
         writer_init(&errors, job, FILE_ERROR, "OperationOutcome", "error");
         size_t i;
-        json_t *text;
-        json_array_foreach(job->warnings, i, text)
-        {
-            json_t *outcome = sb_outcome_new("warning", "not-supported",
-                                             json_string_value(text));
+        for (i = 0; i < json_array_size(job->warnings); i++) {
+            json_t *text = json_array_get(job->warnings, i);
+            json_t *outcome = sb_outcome_new("warning", "not-supported", json_string_value(text));
             char *line = outcome ? fs_json_dump(outcome) : NULL;
             ok = ok && line && writer_line(&errors, line, strlen(line));
             fs_free(line);
@@ -443,7 +434,7 @@ static void *job_main(void *arg)
     return NULL;
 }
 
-/* ---- module life ------------------------------------------------------------------------------ */
+/* ---- module life ---------------------------------------------------------------------------- */
 
 sb_bulk *sb_bulk_new(sb_server *sb, fhirsync_error *err)
 {
@@ -496,13 +487,9 @@ void sb_bulk_free(sb_bulk *b)
     fs_free(b);
 }
 
-/* ---- kick-off --------------------------------------------------------------------------------- */
+/* ---- kick-off ------------------------------------------------------------------------------- */
 
-typedef enum export_level {
-    LEVEL_SYSTEM,
-    LEVEL_PATIENT,
-    LEVEL_GROUP
-} export_level;
+typedef enum export_level { LEVEL_SYSTEM, LEVEL_PATIENT, LEVEL_GROUP } export_level;
 
 static bool warn(bulk_job *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -563,8 +550,10 @@ static bool add_type_filter(sb_server *sb, bulk_job *job, const char *text, bool
     int type = sb_data_type_index(sb->data, type_name);
     if (type < 0) {
         if (strict) {
-            sb_reply_outcome(reply, 400, "not-supported", "_typeFilter names the unknown type "
-                             "%s", type_name);
+            sb_reply_outcome(reply, 400, "not-supported",
+                             "_typeFilter names the unknown type "
+                             "%s",
+                             type_name);
             return false;
         }
         return warn(job, "_typeFilter for the unknown type %s was ignored", type_name);
@@ -589,8 +578,10 @@ static bool add_type_filter(sb_server *sb, bulk_job *job, const char *text, bool
         }
         if (use == SB_PARAM_UNKNOWN) {
             if (strict) {
-                sb_reply_outcome(reply, 400, "not-supported", "_typeFilter %.80s: search "
-                                 "parameter %s is not supported", text, params.items[i].name);
+                sb_reply_outcome(reply, 400, "not-supported",
+                                 "_typeFilter %.80s: search "
+                                 "parameter %s is not supported",
+                                 text, params.items[i].name);
                 goto out;
             }
             if (!warn(job, "_typeFilter: the unsupported search parameter %s of %s was ignored",
@@ -654,14 +645,18 @@ static bool parse_kickoff(sb_server *sb, sb_request *req, bulk_job *job, export_
         if (!strcmp(name, "_outputFormat")) {
             if (strcmp(value, "application/fhir+ndjson") && strcmp(value, "application/ndjson") &&
                 strcmp(value, "ndjson")) {
-                sb_reply_outcome(reply, 400, "not-supported", "_outputFormat %.80s is not "
-                                 "supported (application/fhir+ndjson is)", value);
+                sb_reply_outcome(reply, 400, "not-supported",
+                                 "_outputFormat %.80s is not "
+                                 "supported (application/fhir+ndjson is)",
+                                 value);
                 goto out;
             }
         } else if (!strcmp(name, "_since")) {
             if (job->has_since || !fs_parse_instant(value, &job->since)) {
-                sb_reply_outcome(reply, 400, "invalid", "_since must be one FHIR instant, not "
-                                 "%.80s", value);
+                sb_reply_outcome(reply, 400, "invalid",
+                                 "_since must be one FHIR instant, not "
+                                 "%.80s",
+                                 value);
                 goto out;
             }
             job->has_since = true;
@@ -677,9 +672,10 @@ static bool parse_kickoff(sb_server *sb, sb_request *req, bulk_job *job, export_
                     bool fits = t >= 0 && (level == LEVEL_SYSTEM ||
                                            sb_data_type_in_compartment(sb->data, (size_t)t));
                     if (!fits && strict) {
-                        sb_reply_outcome(reply, 400, "not-supported", "_type %s is not "
-                                         "exported %s", type_name,
-                                         t < 0 ? "by this server" : "at this level");
+                        sb_reply_outcome(reply, 400, "not-supported",
+                                         "_type %s is not "
+                                         "exported %s",
+                                         type_name, t < 0 ? "by this server" : "at this level");
                         goto out;
                     }
                     if (!fits && !warn(job, "_type %s is not exported %s; ignored", type_name,
@@ -687,9 +683,10 @@ static bool parse_kickoff(sb_server *sb, sb_request *req, bulk_job *job, export_
                         goto oom;
                     if (fits) {
                         if (!sb_scopes_grant(grant->scope, type_name, SB_PERM_R)) {
-                            sb_reply_outcome(reply, 403, "forbidden", "the token's scopes (%s) "
-                                             "do not allow reading %s", grant->scope,
-                                             type_name);
+                            sb_reply_outcome(reply, 403, "forbidden",
+                                             "the token's scopes (%s) "
+                                             "do not allow reading %s",
+                                             grant->scope, type_name);
                             goto out;
                         }
                         job->types[t] = true;
@@ -708,7 +705,8 @@ static bool parse_kickoff(sb_server *sb, sb_request *req, bulk_job *job, export_
                     goto out;
         } else if (!strcmp(name, "patient")) {
             if (!post || level == LEVEL_SYSTEM) {
-                sb_reply_outcome(reply, 400, "invalid", "the patient parameter is only for POST "
+                sb_reply_outcome(reply, 400, "invalid",
+                                 "the patient parameter is only for POST "
                                  "Patient- and Group-level exports");
                 goto out;
             }
@@ -726,8 +724,10 @@ static bool parse_kickoff(sb_server *sb, sb_request *req, bulk_job *job, export_
             has_patients = true;
         } else {
             if (strict) {
-                sb_reply_outcome(reply, 400, "not-supported", "the export parameter %.60s is "
-                                 "not supported (Prefer: handling=strict)", name);
+                sb_reply_outcome(reply, 400, "not-supported",
+                                 "the export parameter %.60s is "
+                                 "not supported (Prefer: handling=strict)",
+                                 name);
                 goto out;
             }
             if (!warn(job, "the export parameter %s is not supported and was ignored", name))
@@ -743,8 +743,10 @@ static bool parse_kickoff(sb_server *sb, sb_request *req, bulk_job *job, export_
             any = any || job->types[t];
         }
         if (!any) {
-            sb_reply_outcome(reply, 403, "forbidden", "the token's scopes (%s) allow reading "
-                             "none of the exported types", grant->scope);
+            sb_reply_outcome(reply, 403, "forbidden",
+                             "the token's scopes (%s) allow reading "
+                             "none of the exported types",
+                             grant->scope);
             goto out;
         }
     }
@@ -800,7 +802,8 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
         group_id = req->captures[0];
     }
     if (!sb_accept_lists(sb_req_header(req, "Accept"), "application/fhir+json")) {
-        sb_reply_outcome(reply, 400, "invalid", "a bulk kick-off needs Accept: "
+        sb_reply_outcome(reply, 400, "invalid",
+                         "a bulk kick-off needs Accept: "
                          "application/fhir+json");
         goto out;
     }
@@ -816,18 +819,19 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
         const char *type = sb_req_header(req, "Content-Type");
         if (!sb_media_type_is(type, "application/fhir+json") &&
             !sb_media_type_is(type, "application/json")) {
-            sb_reply_outcome(reply, 415, "not-supported", "a POST kick-off takes a Parameters "
+            sb_reply_outcome(reply, 415, "not-supported",
+                             "a POST kick-off takes a Parameters "
                              "resource as application/fhir+json");
             goto out;
         }
         bool ok = true;
         for (size_t i = 0; ok && i < req->query.count; i++)
-            ok = sb_params_add(&body_params, req->query.items[i].name,
-                               req->query.items[i].value);
-        if (!ok || !sb_params_parse_parameters(&body_params, req->body.data, req->body.len,
-                                               &err)) {
-            sb_reply_outcome(reply, 400, "invalid", "the kick-off body is not a usable "
-                             "Parameters resource: %s", err.message);
+            ok = sb_params_add(&body_params, req->query.items[i].name, req->query.items[i].value);
+        if (!ok || !sb_params_parse_parameters(&body_params, req->body.data, req->body.len, &err)) {
+            sb_reply_outcome(reply, 400, "invalid",
+                             "the kick-off body is not a usable "
+                             "Parameters resource: %s",
+                             err.message);
             goto out;
         }
         params = &body_params;
@@ -877,8 +881,10 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
     }
     pthread_mutex_unlock(&b->lock);
     if (full) {
-        sb_reply_outcome(reply, 429, "throttled", "%zu exports are running or kept; wait, or "
-                         "DELETE finished ones", running);
+        sb_reply_outcome(reply, 429, "throttled",
+                         "%zu exports are running or kept; wait, or "
+                         "DELETE finished ones",
+                         running);
         sb_reply_header(reply, "Retry-After", "5");
         goto out;
     }
@@ -886,8 +892,10 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
         sb_reply_outcome(reply, 500, "exception", "cannot start the export job");
         goto out;
     }
-    sb_reply_outcome(reply, 202, "informational", "export %s started; poll the "
-                     "Content-Location", job->id);
+    sb_reply_outcome(reply, 202, "informational",
+                     "export %s started; poll the "
+                     "Content-Location",
+                     job->id);
     sb_reply_header(reply, "Content-Location", "%s/bulkstatus/%s", sb->base_url, job->id);
     job = NULL;
 out:
@@ -895,7 +903,7 @@ out:
     sb_params_free(&body_params);
 }
 
-/* ---- status, delete --------------------------------------------------------------------------- */
+/* ---- status, delete ------------------------------------------------------------------------- */
 
 /* The job named by captures[0] for the request's client, or NULL with the reply set. */
 static bulk_job *owned_job(sb_server *sb, sb_request *req, sb_reply *reply)
@@ -952,11 +960,10 @@ void sb_bulk_handle_status(sb_server *sb, sb_request *req, sb_reply *reply)
     } else {
         char when[32];
         fs_format_instant(job->transaction_time, when, sizeof when);
-        json_t *manifest = json_pack("{s:s, s:s, s:b, s:o*, s:o*, s:o*}", "transactionTime",
-                                     when, "request", job->request_url, "requiresAccessToken",
-                                     1, "output", file_list(sb, job, FILE_OUTPUT), "deleted",
-                                     file_list(sb, job, FILE_DELETED), "error",
-                                     file_list(sb, job, FILE_ERROR));
+        json_t *manifest = json_pack(
+            "{s:s, s:s, s:b, s:o*, s:o*, s:o*}", "transactionTime", when, "request",
+            job->request_url, "requiresAccessToken", 1, "output", file_list(sb, job, FILE_OUTPUT),
+            "deleted", file_list(sb, job, FILE_DELETED), "error", file_list(sb, job, FILE_ERROR));
         if (manifest)
             sb_reply_json(reply, 200, SB_JSON, manifest);
         else
@@ -980,7 +987,7 @@ void sb_bulk_handle_delete(sb_server *sb, sb_request *req, sb_reply *reply)
     sb_reply_outcome(reply, 202, "informational", "export %s deleted", req->captures[0]);
 }
 
-/* ---- files ------------------------------------------------------------------------------------ */
+/* ---- files ---------------------------------------------------------------------------------- */
 
 /* Where the last line of a file of `size` bytes starts and how long it is (without its
  * newline); false when the file has no complete line. */
@@ -1022,7 +1029,8 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
             return;
         job = job_get(sb->bulk, job_id);
         if (job && strcmp(job->client_id, grant.client_id) != 0) {
-            sb_reply_outcome(reply, 403, "forbidden", "the file belongs to another client's "
+            sb_reply_outcome(reply, 403, "forbidden",
+                             "the file belongs to another client's "
                              "export");
             job_release(job);
             return;
@@ -1093,9 +1101,8 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
     reply->length = length;
     sb_reply_header(reply, "Accept-Ranges", "bytes");
     if (range == SB_RANGE_OK)
-        sb_reply_header(reply, "Content-Range", "bytes %llu-%llu/%llu",
-                        (unsigned long long)offset, (unsigned long long)(offset + length - 1),
-                        (unsigned long long)size);
+        sb_reply_header(reply, "Content-Range", "bytes %llu-%llu/%llu", (unsigned long long)offset,
+                        (unsigned long long)(offset + length - 1), (unsigned long long)size);
 }
 
 void sb_bulk_handle_file(sb_server *sb, sb_request *req, sb_reply *reply)

@@ -9,7 +9,7 @@
 #include "sandbox.h"
 
 struct sb_data {
-    sb_gen *gen;          /* exactly one of gen and nd is set */
+    sb_gen *gen; /* exactly one of gen and nd is set */
     sb_ndjson *nd;
     pthread_rwlock_t lock;
 };
@@ -33,8 +33,10 @@ sb_data *sb_data_new_generated(const sb_gen_config *cfg, fhirsync_error *err)
     sb_data *d = data_alloc();
     if (!d || !(d->gen = sb_gen_new(cfg))) {
         sb_data_free(d);
-        fs_err(err, FHIRSYNC_E_CONFIG, "the data generator refused the configuration "
-               "(patients %u) or memory ran out", (unsigned)cfg->patients);
+        fs_err(err, FHIRSYNC_E_CONFIG,
+               "the data generator refused the configuration "
+               "(patients %u) or memory ran out",
+               (unsigned)cfg->patients);
         return NULL;
     }
     return d;
@@ -133,8 +135,7 @@ bool sb_data_meta(const sb_data *d, size_t type, uint32_t bucket, uint32_t slot,
     return sb_gen_meta(d->gen, type, bucket, slot, meta);
 }
 
-bool sb_data_find(const sb_data *d, size_t type, const char *id, uint32_t *bucket,
-                  uint32_t *slot)
+bool sb_data_find(const sb_data *d, size_t type, const char *id, uint32_t *bucket, uint32_t *slot)
 {
     if (d->nd)
         return sb_ndjson_find(d->nd, type, id, bucket, slot);
@@ -185,9 +186,8 @@ static bool members_from_resource(sb_data *d, const char *group_id, uint32_t **b
     if (!(list = fs_malloc((json_array_size(members) + 1) * sizeof *list)))
         goto out;
     size_t i;
-    json_t *member;
-    json_array_foreach(members, i, member)
-    {
+    for (i = 0; i < json_array_size(members); i++) {
+        json_t *member = json_array_get(members, i);
         const char *ref = fs_json_str(json_object_get(member, "entity"), "reference");
         if (!fs_starts_with(ref, "Patient/"))
             continue;
@@ -268,7 +268,7 @@ unsigned sb_data_epoch(const sb_data *d)
     return epoch;
 }
 
-/* ---- walks ------------------------------------------------------------------------------------ */
+/* ---- walks ---------------------------------------------------------------------------------- */
 
 void sb_walk_init(sb_walk *w, const sb_data *d, size_t type, const uint32_t *buckets,
                   size_t nbuckets, uint32_t start_bucket, uint32_t start_slot)

@@ -67,7 +67,7 @@ static const struct {
     sb_on on;
     const char *name;
 } categories[] = {
-    {SB_ON_TOKEN, "token"},       {SB_ON_SEARCH, "search"}, {SB_ON_READ, "read"},
+    {SB_ON_TOKEN, "token"},       {SB_ON_SEARCH, "search"},   {SB_ON_READ, "read"},
     {SB_ON_METADATA, "metadata"}, {SB_ON_KICKOFF, "kickoff"}, {SB_ON_STATUS, "status"},
     {SB_ON_DOWNLOAD, "download"}, {SB_ON_ANY, "any"},
 };
@@ -152,17 +152,16 @@ static bool opt_int(const json_t *spec, const char *key, int64_t min, int64_t ma
 unsigned sb_faults_add(sb_faults *f, const json_t *spec, fhirsync_error *err)
 {
     static const char *const known_keys[] = {
-        "fault", "on", "client_id", "count", "retry_after", "retry_after_date", "status",
-        "delay_ms", "after_bytes", "per_minute", "variant",
+        "fault",  "on",       "client_id",   "count",      "retry_after", "retry_after_date",
+        "status", "delay_ms", "after_bytes", "per_minute", "variant",
     };
     if (!json_is_object(spec)) {
         fs_err(err, FHIRSYNC_E_ARG, "a fault rule is a JSON object");
         return 0;
     }
-    const char *key;
-    json_t *value;
-    json_object_foreach((json_t *)spec, key, value)
-    {
+    for (void *it = json_object_iter((json_t *)spec); it;
+         it = json_object_iter_next((json_t *)spec, it)) {
+        const char *key = json_object_iter_key(it);
         bool known = false;
         for (size_t i = 0; i < sizeof known_keys / sizeof known_keys[0]; i++)
             known = known || !strcmp(key, known_keys[i]);
@@ -187,13 +186,14 @@ unsigned sb_faults_add(sb_faults *f, const json_t *spec, fhirsync_error *err)
     }
     sb_on on = on_name ? sb_on_from_name(on_name) : SB_ON_ANY;
     if (on == SB_ON_NONE) {
-        fs_err(err, FHIRSYNC_E_ARG, "fault rule: \"on\" %.40s is not one of token, search, read, "
-               "metadata, kickoff, status, download, any", on_name);
+        fs_err(err, FHIRSYNC_E_ARG,
+               "fault rule: \"on\" %.40s is not one of token, search, read, "
+               "metadata, kickoff, status, download, any",
+               on_name);
         return 0;
     }
     if (!(on & kinds[k].applies)) {
-        fs_err(err, FHIRSYNC_E_ARG, "fault rule: %s does not apply to %s requests", name,
-               on_name);
+        fs_err(err, FHIRSYNC_E_ARG, "fault rule: %s does not apply to %s requests", name, on_name);
         return 0;
     }
     const char *client_id = fs_json_str(spec, "client_id");
@@ -202,8 +202,8 @@ unsigned sb_faults_add(sb_faults *f, const json_t *spec, fhirsync_error *err)
         return 0;
     }
     bool rate = kinds[k].kind == SB_FAULT_RATE_LIMIT;
-    int64_t count = rate ? 0 : 1, retry_after = 1, status = 500, delay_ms = 1000,
-            after_bytes = -1, per_minute = 250;
+    int64_t count = rate ? 0 : 1, retry_after = 1, status = 500, delay_ms = 1000, after_bytes = -1,
+            per_minute = 250;
     bool retry_after_date = false;
     if (!opt_int(spec, "count", 0, INT32_MAX, &count, err) ||
         !opt_int(spec, "retry_after", 0, 86400 * 7, &retry_after, err) ||
@@ -220,7 +220,8 @@ unsigned sb_faults_add(sb_faults *f, const json_t *spec, fhirsync_error *err)
     const char *variant = fs_json_str(spec, "variant");
     if (json_object_get(spec, "variant") &&
         !(fs_streq(variant, "entry-not-array") || fs_streq(variant, "no-resource-type"))) {
-        fs_err(err, FHIRSYNC_E_ARG, "fault rule: variant must be entry-not-array or "
+        fs_err(err, FHIRSYNC_E_ARG,
+               "fault rule: variant must be entry-not-array or "
                "no-resource-type");
         return 0;
     }

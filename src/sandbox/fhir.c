@@ -13,8 +13,8 @@
 
 #include "sandbox.h"
 
-#define SCAN_BUDGET 2000000u    /* resources examined per page before giving a short page */
-#define PEEK_BUDGET 20000u      /* resources examined after a full page to see if more exist */
+#define SCAN_BUDGET 2000000u /* resources examined per page before giving a short page */
+#define PEEK_BUDGET 20000u   /* resources examined after a full page to see if more exist */
 
 bool sb_fhir_strict(const sb_request *req)
 {
@@ -39,21 +39,21 @@ static bool append_json_string(fs_buf *b, const char *s)
     return ok;
 }
 
-/* ---- discovery -------------------------------------------------------------------------------- */
+/* ---- discovery ------------------------------------------------------------------------------ */
 
 void sb_fhir_handle_smart_config(sb_server *sb, sb_request *req, sb_reply *reply)
 {
-    json_t *algs = sb->cfg.rs384_only ? json_pack("[s]", "RS384")
-                                      : json_pack("[s, s]", "RS384", "ES384");
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:s, s:[s], s:[s, s], s:o*, s:[s, s, s, s, s], s:[s, s, s, s]}", "issuer",
-        sb->origin, "token_endpoint", sb->token_url, "registration_endpoint", sb->register_url,
-        "grant_types_supported", "client_credentials", "token_endpoint_auth_methods_supported",
-        "private_key_jwt", "client_secret_basic",
-        "token_endpoint_auth_signing_alg_values_supported", algs, "scopes_supported",
-        "system/*.read", "system/*.rs", "system/*.cruds", "system/Patient.read",
-        "system/Patient.rs", "capabilities", "client-confidential-asymmetric",
-        "client-confidential-symmetric", "permission-v1", "permission-v2");
+    json_t *algs =
+        sb->cfg.rs384_only ? json_pack("[s]", "RS384") : json_pack("[s, s]", "RS384", "ES384");
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:[s], s:[s, s], s:o*, s:[s, s, s, s, s], s:[s, s, s, s]}",
+                  "issuer", sb->origin, "token_endpoint", sb->token_url, "registration_endpoint",
+                  sb->register_url, "grant_types_supported", "client_credentials",
+                  "token_endpoint_auth_methods_supported", "private_key_jwt", "client_secret_basic",
+                  "token_endpoint_auth_signing_alg_values_supported", algs, "scopes_supported",
+                  "system/*.read", "system/*.rs", "system/*.cruds", "system/Patient.read",
+                  "system/Patient.rs", "capabilities", "client-confidential-asymmetric",
+                  "client-confidential-symmetric", "permission-v1", "permission-v2");
     if (!doc) {
         sb_reply_outcome(reply, 500, "exception", "out of memory");
         return;
@@ -73,10 +73,10 @@ void sb_fhir_handle_metadata(sb_server *sb, sb_request *req, sb_reply *reply)
         json_t *params = json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "_id", "type", "token",
                                    "name", "_lastUpdated", "type", "date");
         if (sb_data_type_in_compartment(sb->data, t) && strcmp(name, "Patient") != 0)
-            json_array_append_new(params, json_pack("{s:s, s:s}", "name", "patient", "type",
-                                                    "reference"));
-        json_t *res = json_pack("{s:s, s:[{s:s}, {s:s}], s:o}", "type", name, "interaction",
-                                "code", "read", "code", "search-type", "searchParam", params);
+            json_array_append_new(params,
+                                  json_pack("{s:s, s:s}", "name", "patient", "type", "reference"));
+        json_t *res = json_pack("{s:s, s:[{s:s}, {s:s}], s:o}", "type", name, "interaction", "code",
+                                "read", "code", "search-type", "searchParam", params);
         if (res && !strcmp(name, "Patient"))
             json_object_set_new(res, "operation",
                                 json_pack("[{s:s, s:s}]", "name", "export", "definition",
@@ -93,19 +93,18 @@ void sb_fhir_handle_metadata(sb_server *sb, sb_request *req, sb_reply *reply)
         "{s:[{s:[{s:s, s:s}]}], s:[{s:s, s:[{s:s, s:s}, {s:s, s:s}]}]}", "service", "coding",
         "system", "http://terminology.hl7.org/CodeSystem/restful-security-service", "code",
         "SMART-on-FHIR", "extension", "url",
-        "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension",
-        "url", "token", "valueUri", sb->token_url, "url", "register", "valueUri",
-        sb->register_url);
+        "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension", "url",
+        "token", "valueUri", sb->token_url, "url", "register", "valueUri", sb->register_url);
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:[s], s:{s:s, s:s}, s:{s:s, s:s}, s:[s],"
         " s:[{s:s, s:o*, s:o*, s:[{s:s, s:s}]}]}",
-        "resourceType", "CapabilityStatement", "status", "active", "date", now, "kind",
-        "instance", "fhirVersion", "4.0.1", "format", "json", "software", "name",
-        "fhirsync-sandbox", "version", fhirsync_version(), "implementation", "description",
-        "fhirsync sandbox EHR", "url", sb->base_url, "instantiates",
-        "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data", "rest", "mode",
-        "server", "security", security, "resource", resources, "operation", "name", "export",
-        "definition", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export");
+        "resourceType", "CapabilityStatement", "status", "active", "date", now, "kind", "instance",
+        "fhirVersion", "4.0.1", "format", "json", "software", "name", "fhirsync-sandbox", "version",
+        fhirsync_version(), "implementation", "description", "fhirsync sandbox EHR", "url",
+        sb->base_url, "instantiates",
+        "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data", "rest", "mode", "server",
+        "security", security, "resource", resources, "operation", "name", "export", "definition",
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export");
     if (!doc) {
         sb_reply_outcome(reply, 500, "exception", "out of memory");
         return;
@@ -114,7 +113,7 @@ void sb_fhir_handle_metadata(sb_server *sb, sb_request *req, sb_reply *reply)
     json_decref(doc);
 }
 
-/* ---- cursors ---------------------------------------------------------------------------------- */
+/* ---- cursors -------------------------------------------------------------------------------- */
 
 static char *cursor_encode(const char *type, uint32_t bucket, uint32_t slot)
 {
@@ -157,7 +156,7 @@ static bool cursor_decode(const char *token, const char *type, uint32_t *bucket,
     return ok;
 }
 
-/* ---- search ----------------------------------------------------------------------------------- */
+/* ---- search --------------------------------------------------------------------------------- */
 
 typedef struct search_ctx {
     sb_server *sb;
@@ -166,9 +165,9 @@ typedef struct search_ctx {
     const char *type_name;
     bool is_patient_type;
     sb_query q;
-    uint32_t *buckets;        /* patient restriction, sorted; NULL none */
+    uint32_t *buckets; /* patient restriction, sorted; NULL none */
     size_t nbuckets;
-    bool restricted;          /* a patient filter matched no known patient */
+    bool restricted; /* a patient filter matched no known patient */
 } search_ctx;
 
 /* Does the resource at (bucket, slot) match? Appends its JSON to `json` when it does and `json`
@@ -220,8 +219,7 @@ static bool append_query(fs_buf *url, const sb_params *params, const sb_query *q
         if (unknown || !strcmp(name, "_page_token"))
             continue;
         if (!fs_buf_append_str(url, first ? "?" : "&") || !fs_buf_append_urlencoded(url, name) ||
-            !fs_buf_append(url, "=", 1) ||
-            !fs_buf_append_urlencoded(url, params->items[i].value))
+            !fs_buf_append(url, "=", 1) || !fs_buf_append_urlencoded(url, params->items[i].value))
             return false;
         first = false;
     }
@@ -338,8 +336,8 @@ static void scan_start(search_ctx *c, scan *s, uint32_t bucket, uint32_t slot)
             s->at++;
         return;
     }
-    sb_walk_init(&s->walk, c->sb->data, c->type, c->restricted ? c->buckets : NULL,
-                 c->nbuckets, bucket, slot);
+    sb_walk_init(&s->walk, c->sb->data, c->type, c->restricted ? c->buckets : NULL, c->nbuckets,
+                 bucket, slot);
 }
 
 static bool append_entry(search_ctx *c, fs_buf *bundle, const char *resource, size_t len,
@@ -377,8 +375,8 @@ static void run_search(search_ctx *c, const sb_params *params, const char *link_
     scan s;
     memset(&s, 0, sizeof s);
     uint32_t start_bucket = 0, start_slot = 0;
-    if (c->q.page_token && !cursor_decode(c->q.page_token, c->type_name, &start_bucket,
-                                          &start_slot)) {
+    if (c->q.page_token &&
+        !cursor_decode(c->q.page_token, c->type_name, &start_bucket, &start_slot)) {
         sb_reply_outcome(reply, 400, "invalid", "_page_token is not a cursor of a %s search",
                          c->type_name);
         return;
@@ -409,12 +407,13 @@ static void run_search(search_ctx *c, const sb_params *params, const char *link_
         failed = true;
     char now[32];
     fs_format_instant(fs_now(), now, sizeof now);
-    if (!failed && !fs_buf_printf(&bundle, "{\"resourceType\":\"Bundle\",\"id\":\"%s\",\"meta\":"
+    if (!failed && !fs_buf_printf(&bundle,
+                                  "{\"resourceType\":\"Bundle\",\"id\":\"%s\",\"meta\":"
                                   "{\"lastUpdated\":\"%s\"},\"type\":\"searchset\"",
                                   bundle_id, now))
         failed = true;
-    if (!failed && c->q.total && !fs_buf_printf(&bundle, ",\"total\":%llu",
-                                                (unsigned long long)total))
+    if (!failed && c->q.total &&
+        !fs_buf_printf(&bundle, ",\"total\":%llu", (unsigned long long)total))
         failed = true;
     fs_buf entries;
     fs_buf_init(&entries);
@@ -445,8 +444,8 @@ static void run_search(search_ctx *c, const sb_params *params, const char *link_
         if (!failed && scan_cursor(&s, &next_bucket, &next_slot)) {
             more = examined >= SCAN_BUDGET;
             unsigned peeked = 0;
-            while (!failed && !more && peeked < PEEK_BUDGET && scan_cursor(&s, &next_bucket,
-                                                                           &next_slot)) {
+            while (!failed && !more && peeked < PEEK_BUDGET &&
+                   scan_cursor(&s, &next_bucket, &next_slot)) {
                 if (!scan_next(&s, &b, &sl))
                     break;
                 peeked++;
@@ -542,7 +541,8 @@ static void search(sb_server *sb, sb_request *req, sb_reply *reply, const sb_par
         goto out;
     }
     if (!accepts_json(sb_req_header(req, "Accept"))) {
-        sb_reply_outcome(reply, 406, "not-supported", "only JSON (application/fhir+json) is "
+        sb_reply_outcome(reply, 406, "not-supported",
+                         "only JSON (application/fhir+json) is "
                          "served");
         goto out;
     }
@@ -560,9 +560,10 @@ static void search(sb_server *sb, sb_request *req, sb_reply *reply, const sb_par
         fs_buf_init(&names);
         for (size_t i = 0; i < c.q.nunknown; i++)
             fs_buf_printf(&names, "%s%s", i ? ", " : "", c.q.unknown[i]);
-        sb_reply_outcome(reply, 400, "not-supported", "unknown or unsupported search "
-                         "parameter(s) for %s with handling=strict: %s", c.type_name,
-                         names.data ? names.data : "");
+        sb_reply_outcome(reply, 400, "not-supported",
+                         "unknown or unsupported search "
+                         "parameter(s) for %s with handling=strict: %s",
+                         c.type_name, names.data ? names.data : "");
         fs_buf_free(&names);
         goto out;
     }
@@ -584,15 +585,16 @@ void sb_fhir_handle_search_post(sb_server *sb, sb_request *req, sb_reply *reply)
     fhirsync_error err;
     if (!sb_media_type_is(sb_req_header(req, "Content-Type"),
                           "application/x-www-form-urlencoded")) {
-        sb_reply_outcome(reply, 415, "not-supported", "POST _search takes "
+        sb_reply_outcome(reply, 415, "not-supported",
+                         "POST _search takes "
                          "application/x-www-form-urlencoded");
         goto out;
     }
     bool ok = true;
     for (size_t i = 0; ok && i < req->query.count; i++)
         ok = sb_params_add(&params, req->query.items[i].name, req->query.items[i].value);
-    if (!ok || !sb_params_parse_form(&params, req->body.data ? req->body.data : "", req->body.len,
-                                     &err)) {
+    if (!ok ||
+        !sb_params_parse_form(&params, req->body.data ? req->body.data : "", req->body.len, &err)) {
         sb_reply_outcome(reply, 400, "invalid", "the form body is malformed");
         goto out;
     }
@@ -609,7 +611,7 @@ void sb_fhir_handle_storage_search(sb_server *sb, sb_request *req, sb_reply *rep
     search(sb, req, reply, &req->query, false, base);
 }
 
-/* ---- read ------------------------------------------------------------------------------------- */
+/* ---- read ----------------------------------------------------------------------------------- */
 
 void sb_fhir_handle_read(sb_server *sb, sb_request *req, sb_reply *reply)
 {
@@ -627,7 +629,8 @@ void sb_fhir_handle_read(sb_server *sb, sb_request *req, sb_reply *reply)
         return;
     }
     if (!accepts_json(sb_req_header(req, "Accept"))) {
-        sb_reply_outcome(reply, 406, "not-supported", "only JSON (application/fhir+json) is "
+        sb_reply_outcome(reply, 406, "not-supported",
+                         "only JSON (application/fhir+json) is "
                          "served");
         return;
     }

@@ -31,7 +31,7 @@ typedef struct nd_line {
     uint32_t version;
     uint32_t bucket;
     char *id;
-    char *patient_ref;    /* only while loading */
+    char *patient_ref; /* only while loading */
 } nd_line;
 
 typedef struct nd_type {
@@ -40,8 +40,8 @@ typedef struct nd_type {
     size_t count, cap;
     bool compartment;
     uint32_t nbuckets;
-    uint32_t *bucket_start;   /* nbuckets + 1 entries */
-    uint32_t *ids;            /* open addressing: line index + 1, 0 empty */
+    uint32_t *bucket_start; /* nbuckets + 1 entries */
+    uint32_t *ids;          /* open addressing: line index + 1, 0 empty */
     size_t nids;
 } nd_type;
 
@@ -117,16 +117,18 @@ static char *patient_ref_id(const json_t *resource)
     return NULL;
 }
 
-static bool index_line(sb_ndjson *nd, uint32_t file, uint64_t offset, const char *line,
-                       size_t len, const char *path, size_t lineno)
+static bool index_line(sb_ndjson *nd, uint32_t file, uint64_t offset, const char *line, size_t len,
+                       const char *path, size_t lineno)
 {
     json_t *res = json_loadb(line, len, 0, NULL);
     const char *type = fs_json_str(res, "resourceType");
     const char *id = fs_json_str(res, "id");
     bool ok = true;
     if (!json_is_object(res) || !type || !id || !*id || strlen(id) >= 64) {
-        fprintf(stderr, "fhirsync-sandbox: %s line %zu: not a resource with resourceType and "
-                "id; skipped\n", path, lineno);
+        fprintf(stderr,
+                "fhirsync-sandbox: %s line %zu: not a resource with resourceType and "
+                "id; skipped\n",
+                path, lineno);
         goto out;
     }
     nd_type *ty = type_for(nd, type);

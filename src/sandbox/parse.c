@@ -12,7 +12,7 @@
 #define MAX_PAIRS 1000
 #define MAX_SEGMENTS 16
 
-/* ---- parameter lists -------------------------------------------------------------------------- */
+/* ---- parameter lists ------------------------------------------------------------------------ */
 
 void sb_params_init(sb_params *p)
 {
@@ -76,7 +76,7 @@ size_t sb_params_count(const sb_params *p, const char *name)
     return n;
 }
 
-/* ---- percent-encoding ------------------------------------------------------------------------- */
+/* ---- percent-encoding ----------------------------------------------------------------------- */
 
 static int hex_value(char c)
 {
@@ -147,8 +147,7 @@ bool sb_params_parse_form(sb_params *out, const char *text, size_t len, fhirsync
             if (!ok) {
                 fs_free(name);
                 fs_free_secret(value);
-                fs_err(err, FHIRSYNC_E_ARG,
-                       "malformed percent-encoding in parameter %zu", pairs);
+                fs_err(err, FHIRSYNC_E_ARG, "malformed percent-encoding in parameter %zu", pairs);
                 return false;
             }
             if (!params_add_owned(out, name, value)) {
@@ -163,13 +162,13 @@ bool sb_params_parse_form(sb_params *out, const char *text, size_t len, fhirsync
     return true;
 }
 
-/* ---- FHIR Parameters -------------------------------------------------------------------------- */
+/* ---- FHIR Parameters ------------------------------------------------------------------------ */
 
 static char *parameter_value_text(const json_t *param)
 {
     static const char *const string_keys[] = {
-        "valueString", "valueCode", "valueInstant", "valueDateTime", "valueDate", "valueUri",
-        "valueUrl", "valueCanonical", "valueId",
+        "valueString", "valueCode", "valueInstant",   "valueDateTime", "valueDate",
+        "valueUri",    "valueUrl",  "valueCanonical", "valueId",
     };
     for (size_t i = 0; i < sizeof string_keys / sizeof string_keys[0]; i++) {
         const char *v = fs_json_str(param, string_keys[i]);
@@ -198,8 +197,7 @@ static char *parameter_value_text(const json_t *param)
     return NULL;
 }
 
-bool sb_params_parse_parameters(sb_params *out, const char *body, size_t len,
-                                fhirsync_error *err)
+bool sb_params_parse_parameters(sb_params *out, const char *body, size_t len, fhirsync_error *err)
 {
     bool ok = false;
     json_t *doc = fs_json_parse(body, len, true, "Parameters body", err);
@@ -219,9 +217,8 @@ bool sb_params_parse_parameters(sb_params *out, const char *body, size_t len,
         goto out;
     }
     size_t i;
-    json_t *param;
-    json_array_foreach(list, i, param)
-    {
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *param = json_array_get(list, i);
         const char *name = fs_json_str(param, "name");
         if (!json_is_object(param) || !name || !*name) {
             fs_err(err, FHIRSYNC_E_JSON, "Parameters.parameter[%zu] has no name", i);
@@ -229,8 +226,8 @@ bool sb_params_parse_parameters(sb_params *out, const char *body, size_t len,
         }
         char *value = parameter_value_text(param);
         if (!value) {
-            fs_err(err, FHIRSYNC_E_JSON,
-                   "Parameters.parameter[%zu] (%s) has no supported value[x]", i, name);
+            fs_err(err, FHIRSYNC_E_JSON, "Parameters.parameter[%zu] (%s) has no supported value[x]",
+                   i, name);
             goto out;
         }
         bool added = sb_params_add(out, name, value);
@@ -246,7 +243,7 @@ out:
     return ok;
 }
 
-/* ---- Range ------------------------------------------------------------------------------------ */
+/* ---- Range ---------------------------------------------------------------------------------- */
 
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
 {
@@ -262,8 +259,7 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out)
     return true;
 }
 
-sb_range_result sb_range_parse(const char *header, uint64_t size, uint64_t *start,
-                               uint64_t *length)
+sb_range_result sb_range_parse(const char *header, uint64_t size, uint64_t *start, uint64_t *length)
 {
     *start = 0;
     *length = size;
@@ -318,7 +314,7 @@ sb_range_result sb_range_parse(const char *header, uint64_t size, uint64_t *star
     return SB_RANGE_OK;
 }
 
-/* ---- header values ---------------------------------------------------------------------------- */
+/* ---- header values -------------------------------------------------------------------------- */
 
 static bool media_equal(const char *s, size_t n, const char *type)
 {
@@ -393,7 +389,7 @@ bool sb_prefer_has(const char *header, const char *token)
     return false;
 }
 
-/* ---- credentials ------------------------------------------------------------------------------ */
+/* ---- credentials ---------------------------------------------------------------------------- */
 
 static int b64_value(unsigned char c)
 {
@@ -486,7 +482,7 @@ const char *sb_bearer_token(const char *header)
     return *p ? p : NULL;
 }
 
-/* ---- paths and URIs --------------------------------------------------------------------------- */
+/* ---- paths and URIs ------------------------------------------------------------------------- */
 
 void sb_segments_free(char **segments, size_t count)
 {
@@ -529,8 +525,8 @@ bool sb_path_split(const char *raw_path, char ***segments, size_t *count)
 
 static bool secret_name(const char *name, size_t n)
 {
-    static const char *const words[] = {"token", "secret", "assertion", "password", "code",
-                                        "key", "authorization"};
+    static const char *const words[] = {"token", "secret", "assertion",    "password",
+                                        "code",  "key",    "authorization"};
     for (size_t w = 0; w < sizeof words / sizeof words[0]; w++) {
         size_t wl = strlen(words[w]);
         for (size_t i = 0; i + wl <= n; i++)

@@ -63,7 +63,7 @@ static bool push_string(char ***list, size_t *n, const char *s, size_t len)
     return true;
 }
 
-/* ---- dates ------------------------------------------------------------------------------------ */
+/* ---- dates ---------------------------------------------------------------------------------- */
 
 static bool fixed_digits(const char *s, int n, int *out)
 {
@@ -159,7 +159,7 @@ static bool time_matches(const sb_time_cond *c, int64_t t)
     return false;
 }
 
-/* ---- tokens ----------------------------------------------------------------------------------- */
+/* ---- tokens --------------------------------------------------------------------------------- */
 
 static bool add_token(sb_token_list *t, const char *value)
 {
@@ -199,10 +199,9 @@ static bool coding_matches(const json_t *coding, const sb_token_cond *c)
 
 static bool concept_matches(const json_t *concept, const sb_token_cond *c)
 {
-    size_t i;
-    json_t *coding;
-    json_array_foreach(json_object_get(concept, "coding"), i, coding)
-    {
+    const json_t *codings = json_object_get(concept, "coding");
+    for (size_t i = 0; i < json_array_size(codings); i++) {
+        const json_t *coding = json_array_get(codings, i);
         if (coding_matches(coding, c))
             return true;
     }
@@ -220,9 +219,8 @@ static bool element_matches(const json_t *element, const sb_token_list *t)
                 return true;
         } else if (json_is_array(element)) {
             size_t i;
-            json_t *concept;
-            json_array_foreach(element, i, concept)
-            {
+            for (i = 0; i < json_array_size(element); i++) {
+                json_t *concept = json_array_get(element, i);
                 if (concept_matches(concept, c))
                     return true;
             }
@@ -233,7 +231,7 @@ static bool element_matches(const json_t *element, const sb_token_list *t)
     return false;
 }
 
-/* ---- adding parameters ------------------------------------------------------------------------ */
+/* ---- adding parameters ---------------------------------------------------------------------- */
 
 static bool split_values(const char *value, char ***list, size_t *n)
 {
@@ -354,8 +352,7 @@ sb_param_use sb_query_add(sb_query *q, const char *name, const char *value, bool
         else if (!strcmp(value, "accurate") || !strcmp(value, "estimate"))
             q->total = true;
         else {
-            fs_err(err, FHIRSYNC_E_ARG, "_total: '%.40s' is not none, estimate or accurate",
-                   value);
+            fs_err(err, FHIRSYNC_E_ARG, "_total: '%.40s' is not none, estimate or accurate", value);
             return SB_PARAM_BAD;
         }
         return SB_PARAM_USED;
@@ -379,7 +376,7 @@ too_many:
     return SB_PARAM_BAD;
 }
 
-/* ---- matching --------------------------------------------------------------------------------- */
+/* ---- matching ------------------------------------------------------------------------------- */
 
 bool sb_query_needs_content(const sb_query *q)
 {

@@ -115,8 +115,8 @@ void sb_reply_oauth_error(sb_reply *r, unsigned status, const char *error, const
     va_start(ap, fmt);
     fs_buf_vprintf(&text, fmt, ap);
     va_end(ap);
-    json_t *body = json_pack("{s:s, s:s}", "error", error, "error_description",
-                             text.data ? text.data : "");
+    json_t *body =
+        json_pack("{s:s, s:s}", "error", error, "error_description", text.data ? text.data : "");
     if (body)
         sb_reply_json(r, status, SB_JSON, body);
     else

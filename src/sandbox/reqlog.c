@@ -13,7 +13,7 @@
 
 struct sb_reqlog {
     pthread_mutex_t lock;
-    char **lines;          /* ring of SB_REQLOG_MAX */
+    char **lines; /* ring of SB_REQLOG_MAX */
     size_t first, count;
     uint64_t seq;
     FILE *file;
@@ -66,11 +66,11 @@ void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
     format_now(when, sizeof when);
     pthread_mutex_lock(&l->lock);
     uint64_t seq = ++l->seq;
-    json_t *line = json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:s, s:b, s:i}", "seq",
-                             (json_int_t)seq, "time", when, "method", e->method, "path", e->uri,
-                             "host", e->host ? e->host : "", "port", (int)e->port, "listener",
-                             e->listener == SB_LISTENER_STORAGE ? "storage" : "main", "bearer",
-                             e->bearer, "status", (int)e->status);
+    json_t *line =
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:s, s:b, s:i}", "seq", (json_int_t)seq, "time",
+                  when, "method", e->method, "path", e->uri, "host", e->host ? e->host : "", "port",
+                  (int)e->port, "listener", e->listener == SB_LISTENER_STORAGE ? "storage" : "main",
+                  "bearer", e->bearer, "status", (int)e->status);
     if (line && e->client_id && *e->client_id)
         json_object_set_new(line, "client_id", json_string(e->client_id));
     if (line && e->fault)

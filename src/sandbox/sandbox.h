@@ -34,12 +34,12 @@
 #include "json/json.h"
 
 /* Caps on what the network may make us hold. */
-#define SB_MAX_BODY (1024 * 1024)     /* request bodies; larger ones get 413 */
-#define SB_MAX_ASSERTION 16384        /* client_assertion length */
-#define SB_MAX_JTI 255                /* jti length */
-#define SB_ASSERTION_LEEWAY 60        /* clock leeway for exp/iat/nbf, seconds */
-#define SB_ASSERTION_MAX_LIFE 300     /* exp at most this far ahead (plus the leeway) */
-#define SB_MAX_COUNT 1000             /* largest _count */
+#define SB_MAX_BODY (1024 * 1024) /* request bodies; larger ones get 413 */
+#define SB_MAX_ASSERTION 16384    /* client_assertion length */
+#define SB_MAX_JTI 255            /* jti length */
+#define SB_ASSERTION_LEEWAY 60    /* clock leeway for exp/iat/nbf, seconds */
+#define SB_ASSERTION_MAX_LIFE 300 /* exp at most this far ahead (plus the leeway) */
+#define SB_MAX_COUNT 1000         /* largest _count */
 #define SB_DEFAULT_COUNT 50
 
 /* ---- request categories (what fault rules match on) ------------------------------------------ */
@@ -60,12 +60,9 @@ const char *sb_on_name(sb_on on);
 /* Parse a category name; SB_ON_NONE when unknown. */
 sb_on sb_on_from_name(const char *name);
 
-typedef enum sb_listener {
-    SB_LISTENER_MAIN = 0,
-    SB_LISTENER_STORAGE = 1
-} sb_listener;
+typedef enum sb_listener { SB_LISTENER_MAIN = 0, SB_LISTENER_STORAGE = 1 } sb_listener;
 
-/* ---- parse.c: MHD-free parsers ---------------------------------------------------------------- */
+/* ---- parse.c: MHD-free parsers -------------------------------------------------------------- */
 typedef struct sb_param {
     char *name;
     char *value;
@@ -100,14 +97,13 @@ bool sb_params_parse_form(sb_params *out, const char *text, size_t len, fhirsync
  * valueUrl, valueCanonical, valueId, valueBoolean, valueInteger, valueReference.reference).
  * False with a message when the body is not a Parameters resource or a parameter has no name or
  * no supported value. */
-bool sb_params_parse_parameters(sb_params *out, const char *body, size_t len,
-                                fhirsync_error *err);
+bool sb_params_parse_parameters(sb_params *out, const char *body, size_t len, fhirsync_error *err);
 
 typedef enum sb_range_result {
-    SB_RANGE_NONE = 0,        /* no Range header, or one we ignore (several ranges): send all */
-    SB_RANGE_OK = 1,          /* one satisfiable range: *start, *length */
+    SB_RANGE_NONE = 0, /* no Range header, or one we ignore (several ranges): send all */
+    SB_RANGE_OK = 1,   /* one satisfiable range: *start, *length */
     SB_RANGE_UNSATISFIABLE = 2,
-    SB_RANGE_INVALID = 3      /* syntactically bad: ignored like NONE per RFC 9110 */
+    SB_RANGE_INVALID = 3 /* syntactically bad: ignored like NONE per RFC 9110 */
 } sb_range_result;
 
 /* Parse a Range header ("bytes=a-b", "bytes=a-", "bytes=-n") against a representation of
@@ -144,15 +140,15 @@ char *sb_uri_for_log(const char *raw_uri);
 /* Standard base64 decoding (for HTTP Basic), padding optional; caller frees. */
 bool sb_b64_decode(const char *text, size_t len, unsigned char **out, size_t *out_len);
 
-/* ---- query.c: FHIR search parameters ---------------------------------------------------------- */
+/* ---- query.c: FHIR search parameters -------------------------------------------------------- */
 typedef struct sb_time_cond {
-    char prefix[3];   /* eq ne gt ge lt le sa eb */
-    int64_t lo, hi;   /* the value as the half-open range [lo, hi) of epoch seconds */
+    char prefix[3]; /* eq ne gt ge lt le sa eb */
+    int64_t lo, hi; /* the value as the half-open range [lo, hi) of epoch seconds */
 } sb_time_cond;
 
 typedef struct sb_token_cond {
-    char *system;     /* NULL: any system */
-    char *code;       /* NULL: any code ("system|") */
+    char *system; /* NULL: any system */
+    char *code;   /* NULL: any code ("system|") */
 } sb_token_cond;
 
 typedef struct sb_token_list {
@@ -161,20 +157,20 @@ typedef struct sb_token_list {
 } sb_token_list;
 
 typedef struct sb_query {
-    char **ids;                  /* _id values, OR-ed; NULL when not given */
+    char **ids; /* _id values, OR-ed; NULL when not given */
     size_t nids;
     bool has_ids;
-    sb_time_cond *times;         /* _lastUpdated and _since, AND-ed (each one an OR list) */
+    sb_time_cond *times; /* _lastUpdated and _since, AND-ed (each one an OR list) */
     size_t ntimes;
-    char **patients;             /* patient/subject ids, OR-ed */
+    char **patients; /* patient/subject ids, OR-ed */
     size_t npatients;
     bool has_patients;
-    sb_token_list category, code, status;   /* AND-ed between them */
-    long count;                  /* _count, SB_DEFAULT_COUNT when not given */
-    char *page_token;            /* _page_token */
-    bool total;                  /* _total=accurate|estimate or _summary=count */
-    bool summary_count;          /* _summary=count */
-    char **unknown;              /* names of parameters not understood, in order */
+    sb_token_list category, code, status; /* AND-ed between them */
+    long count;                           /* _count, SB_DEFAULT_COUNT when not given */
+    char *page_token;                     /* _page_token */
+    bool total;                           /* _total=accurate|estimate or _summary=count */
+    bool summary_count;                   /* _summary=count */
+    char **unknown;                       /* names of parameters not understood, in order */
     size_t nunknown;
 } sb_query;
 
@@ -182,9 +178,9 @@ void sb_query_init(sb_query *q);
 void sb_query_free(sb_query *q);
 
 typedef enum sb_param_use {
-    SB_PARAM_USED = 0,      /* understood and applied */
-    SB_PARAM_UNKNOWN = 1,   /* not a parameter the sandbox supports (recorded in q->unknown) */
-    SB_PARAM_BAD = 2        /* a supported parameter with an unusable value (err says why) */
+    SB_PARAM_USED = 0,    /* understood and applied */
+    SB_PARAM_UNKNOWN = 1, /* not a parameter the sandbox supports (recorded in q->unknown) */
+    SB_PARAM_BAD = 2      /* a supported parameter with an unusable value (err says why) */
 } sb_param_use;
 
 /* Add one search parameter. `in_compartment`: the resource type is in the Patient compartment
@@ -204,7 +200,7 @@ bool sb_query_match_meta(const sb_query *q, bool is_patient_type, const sb_resou
 /* Element-level match on the parsed resource. */
 bool sb_query_match_content(const sb_query *q, const json_t *resource);
 
-/* ---- scope.c: SMART system scopes ------------------------------------------------------------- */
+/* ---- scope.c: SMART system scopes ----------------------------------------------------------- */
 enum {
     SB_PERM_C = 1 << 0,
     SB_PERM_R = 1 << 1,
@@ -214,8 +210,8 @@ enum {
 };
 
 typedef struct sb_scope {
-    char type[64];    /* resource type, or "*" */
-    unsigned perms;   /* SB_PERM_* */
+    char type[64];  /* resource type, or "*" */
+    unsigned perms; /* SB_PERM_* */
 } sb_scope;
 
 /* Parse one scope: v1 system/T.read|write|*, v2 system/T.<letters of cruds, in order>. False
@@ -228,7 +224,7 @@ bool sb_scopes_grant(const char *scopes, const char *type, unsigned perms);
 /* Validate a space-separated scope list (each one parses); false with the first bad one. */
 bool sb_scopes_valid(const char *scopes, fhirsync_error *err);
 
-/* ---- assertion.c: private_key_jwt checks ------------------------------------------------------ */
+/* ---- assertion.c: private_key_jwt checks ---------------------------------------------------- */
 typedef enum sb_auth_method {
     SB_AUTH_PRIVATE_KEY_JWT = 0,
     SB_AUTH_CLIENT_SECRET_BASIC = 1
@@ -238,12 +234,12 @@ typedef enum sb_auth_method {
  * found under the registry lock stays valid without it. */
 typedef struct sb_client {
     char *client_id;
-    json_t *jwks;              /* {"keys":[...]} registered by value, or NULL */
-    char *jwks_uri;            /* registered by URL, or NULL */
-    char *scope;               /* allowed scopes, space-separated */
-    unsigned algs;             /* bit (1 << fhirsync_alg) per allowed algorithm */
+    json_t *jwks;   /* {"keys":[...]} registered by value, or NULL */
+    char *jwks_uri; /* registered by URL, or NULL */
+    char *scope;    /* allowed scopes, space-separated */
+    unsigned algs;  /* bit (1 << fhirsync_alg) per allowed algorithm */
     sb_auth_method method;
-    char *client_secret;       /* client_secret_basic clients only (a secret) */
+    char *client_secret; /* client_secret_basic clients only (a secret) */
 } sb_client;
 
 /* Replay store for assertion jtis: remembered until their exp (plus leeway). Thread-safe. */
@@ -260,7 +256,7 @@ typedef const sb_client *(*sb_client_lookup_fn)(void *ctx, const char *client_id
 typedef json_t *(*sb_jwks_fetch_fn)(void *ctx, const char *uri, fhirsync_error *err);
 
 typedef struct sb_assertion_ctx {
-    const char *token_url;     /* the exact aud the assertion must carry */
+    const char *token_url; /* the exact aud the assertion must carry */
     bool rs384_only;
     int64_t now;
     sb_client_lookup_fn lookup;
@@ -307,8 +303,7 @@ bool sb_data_get(const sb_data *d, size_t type, uint32_t bucket, uint32_t slot, 
 bool sb_data_meta(const sb_data *d, size_t type, uint32_t bucket, uint32_t slot,
                   sb_resource_meta *meta);
 /* Locate a resource by id. */
-bool sb_data_find(const sb_data *d, size_t type, const char *id, uint32_t *bucket,
-                  uint32_t *slot);
+bool sb_data_find(const sb_data *d, size_t type, const char *id, uint32_t *bucket, uint32_t *slot);
 /* The bucket of a patient id (its index). */
 bool sb_data_patient_bucket(const sb_data *d, const char *patient_id, uint32_t *bucket);
 /* The patient buckets of a Group's members, sorted and unique (caller frees *buckets). False
@@ -329,9 +324,9 @@ unsigned sb_data_epoch(const sb_data *d);
 typedef struct sb_walk {
     const sb_data *data;
     size_t type;
-    const uint32_t *buckets;   /* sorted; NULL: every bucket */
+    const uint32_t *buckets; /* sorted; NULL: every bucket */
     size_t nbuckets;
-    size_t index;              /* into buckets */
+    size_t index; /* into buckets */
     uint32_t bucket, slot, slots;
     bool loaded;
 } sb_walk;
@@ -361,7 +356,7 @@ bool sb_ndjson_find(const sb_ndjson *nd, size_t type, const char *id, uint32_t *
 /* The index of the Patient type, -1 when the folder has no Patient resources. */
 int sb_ndjson_patient_type(const sb_ndjson *nd);
 
-/* ---- the server ------------------------------------------------------------------------------- */
+/* ---- the server ----------------------------------------------------------------------------- */
 typedef struct sb_config {
     const char *host;
     unsigned port;
@@ -374,13 +369,13 @@ typedef struct sb_config {
     int64_t token_lifetime;
     const char *tls_cert;
     const char *tls_key;
-    unsigned threads;              /* 0: a thread per connection; N: a pool of N */
+    unsigned threads; /* 0: a thread per connection; N: a pool of N */
     const char *work_dir;
     uint64_t resources_per_file;
     const char *request_log;
-    unsigned retry_after;          /* Retry-After on status polls of running exports */
-    unsigned max_jobs;             /* concurrently running exports */
-    unsigned export_delay_ms;      /* a job stays "in progress" this long after its files */
+    unsigned retry_after;     /* Retry-After on status polls of running exports */
+    unsigned max_jobs;        /* concurrently running exports */
+    unsigned export_delay_ms; /* a job stays "in progress" this long after its files */
 } sb_config;
 
 typedef struct sb_auth sb_auth;
@@ -392,24 +387,24 @@ typedef struct sb_server {
     sb_config cfg;
     bool tls;
     unsigned port, storage_port;
-    char origin[128];              /* "http://127.0.0.1:PORT" */
-    char base_url[160];            /* origin + "/fhir" */
+    char origin[128];   /* "http://127.0.0.1:PORT" */
+    char base_url[160]; /* origin + "/fhir" */
     char token_url[160];
     char register_url[160];
     char admin_url[160];
-    char storage_origin[128];      /* "http://localhost:PORT2" */
-    char storage_base_url[160];    /* storage_origin + "/storage" */
+    char storage_origin[128];   /* "http://localhost:PORT2" */
+    char storage_base_url[160]; /* storage_origin + "/storage" */
     sb_data *data;
     sb_auth *auth;
     sb_bulk *bulk;
     sb_faults *faults;
     sb_reqlog *log;
-    pthread_mutex_t clock_lock;    /* orders transaction times against mutations */
+    pthread_mutex_t clock_lock; /* orders transaction times against mutations */
     int64_t last_transaction_time;
     int64_t last_mutation_time;
 } sb_server;
 
-/* ---- fault rules (faults.c) ------------------------------------------------------------------- */
+/* ---- fault rules (faults.c) ----------------------------------------------------------------- */
 typedef enum sb_fault_kind {
     SB_FAULT_NONE = 0,
     SB_FAULT_429,
@@ -432,12 +427,12 @@ typedef enum sb_fault_kind {
 typedef struct sb_fault {
     sb_fault_kind kind;
     unsigned rule_id;
-    int64_t retry_after;       /* seconds (429, 503, rate-limit) */
-    bool retry_after_date;     /* send Retry-After as an HTTP-date */
-    unsigned status;           /* html: the status (500) */
-    int64_t delay_ms;          /* slow */
-    int64_t after_bytes;       /* reset: bytes sent before the connection is cut (-1: half) */
-    char variant[32];          /* malformed-bundle: "entry-not-array" | "no-resource-type" */
+    int64_t retry_after;   /* seconds (429, 503, rate-limit) */
+    bool retry_after_date; /* send Retry-After as an HTTP-date */
+    unsigned status;       /* html: the status (500) */
+    int64_t delay_ms;      /* slow */
+    int64_t after_bytes;   /* reset: bytes sent before the connection is cut (-1: half) */
+    char variant[32];      /* malformed-bundle: "entry-not-array" | "no-resource-type" */
 } sb_fault;
 
 const char *sb_fault_name(sb_fault_kind kind);
@@ -455,25 +450,25 @@ void sb_faults_clear(sb_faults *f);
  * and consume one of its count; fills *out and returns true when one fired. */
 bool sb_faults_match(sb_faults *f, sb_on on, const char *client_id, int64_t now, sb_fault *out);
 
-/* ---- requests and replies (server.c, reply.c) ------------------------------------------------- */
+/* ---- requests and replies (server.c, reply.c) ----------------------------------------------- */
 typedef struct sb_request sb_request;
 
 struct sb_request {
     sb_listener listener;
     const char *method;
-    char *raw_uri;                 /* as received: path and query, still encoded */
-    const char *raw_query;         /* after '?', "" when none (points into raw_uri) */
-    char **segments;               /* decoded path segments */
+    char *raw_uri;         /* as received: path and query, still encoded */
+    const char *raw_query; /* after '?', "" when none (points into raw_uri) */
+    char **segments;       /* decoded path segments */
     size_t nsegments;
-    sb_params query;               /* decoded query parameters */
+    sb_params query; /* decoded query parameters */
     fs_buf body;
     bool body_too_large;
-    const char *captures[4];       /* path segments matched by '*' in the route */
-    sb_on on;                      /* the route's category */
-    void *connection;              /* for sb_req_header (server.c) */
+    const char *captures[4]; /* path segments matched by '*' in the route */
+    sb_on on;                /* the route's category */
+    void *connection;        /* for sb_req_header (server.c) */
     /* Filled while handling, for the request log and the faults */
     char client_id[128];
-    sb_fault fault;                /* kind SB_FAULT_NONE when none fired */
+    sb_fault fault; /* kind SB_FAULT_NONE when none fired */
 };
 
 /* A request header (case-insensitive name), NULL when absent. Borrowed. */
@@ -486,10 +481,10 @@ char *sb_req_url(const sb_server *sb, const sb_request *req);
 #define SB_MAX_REPLY_HEADERS 8
 
 typedef struct sb_reply {
-    unsigned status;               /* 0: not answered yet */
-    const char *content_type;      /* static string */
+    unsigned status;          /* 0: not answered yet */
+    const char *content_type; /* static string */
     fs_buf body;
-    int fd;                        /* >= 0: the body is fd's [offset, offset + length) */
+    int fd; /* >= 0: the body is fd's [offset, offset + length) */
     uint64_t offset, length;
     size_t nheaders;
     char *header_names[SB_MAX_REPLY_HEADERS];
@@ -518,7 +513,7 @@ void sb_reply_oauth_error(sb_reply *r, unsigned status, const char *error, const
 /* An OperationOutcome object (new reference). */
 json_t *sb_outcome_new(const char *severity, const char *code, const char *diagnostics);
 
-/* ---- handlers --------------------------------------------------------------------------------- */
+/* ---- handlers ------------------------------------------------------------------------------- */
 typedef void (*sb_handler)(sb_server *sb, sb_request *req, sb_reply *reply);
 
 /* auth.c */
@@ -581,14 +576,14 @@ void sb_admin_handle_faults_delete(sb_server *sb, sb_request *req, sb_reply *rep
 /* reqlog.c */
 typedef struct sb_reqlog_entry {
     const char *method;
-    const char *uri;               /* raw URI; secret-looking query values are masked */
-    const char *host;              /* Host header, may be NULL */
+    const char *uri;  /* raw URI; secret-looking query values are masked */
+    const char *host; /* Host header, may be NULL */
     unsigned port;
     sb_listener listener;
     bool bearer;
     unsigned status;
-    const char *client_id;         /* "" or NULL when unknown */
-    const char *fault;             /* NULL when none fired */
+    const char *client_id; /* "" or NULL when unknown */
+    const char *fault;     /* NULL when none fired */
 } sb_reqlog_entry;
 
 sb_reqlog *sb_reqlog_new(const char *file, fhirsync_error *err);
@@ -598,7 +593,7 @@ void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e);
 char *sb_reqlog_dump(sb_reqlog *l, size_t *len);
 size_t sb_reqlog_clear(sb_reqlog *l);
 
-/* ---- clocks ----------------------------------------------------------------------------------- */
+/* ---- clocks --------------------------------------------------------------------------------- */
 /* The transaction time for a new export: now, but never before the last mutation, so that a
  * resource changed after an export's transactionTime always has lastUpdated > transactionTime. */
 int64_t sb_transaction_time(sb_server *sb);

@@ -44,7 +44,8 @@ bool sb_scope_parse(const char *text, sb_scope *out, fhirsync_error *err)
             if (!pos || !*p) {
                 fs_err(err, FHIRSYNC_E_ARG,
                        "scope %.80s: permissions must be read, write, * or letters of cruds in "
-                       "that order", text);
+                       "that order",
+                       text);
                 return false;
             }
             at = (size_t)(pos - letters) + 1;

@@ -29,35 +29,34 @@
 
 #include "sandbox.h"
 
-/* ---- routes ----------------------------------------------------------------------------------- */
+/* ---- routes --------------------------------------------------------------------------------- */
 
 enum {
-    ROUTE_ADMIN = 1 << 0,    /* loopback peers only; not written to the request log */
+    ROUTE_ADMIN = 1 << 0, /* loopback peers only; not written to the request log */
 };
 
 typedef struct sb_route {
     sb_listener listener;
-    const char *methods;     /* "GET", "GET|HEAD", ... */
-    const char *pattern;     /* path segments; "*" matches (and captures) one segment */
+    const char *methods; /* "GET", "GET|HEAD", ... */
+    const char *pattern; /* path segments; "*" matches (and captures) one segment */
     sb_handler handler;
-    sb_on on;                /* category for fault rules */
+    sb_on on; /* category for fault rules */
     unsigned flags;
 } sb_route;
 
 /* Adding an endpoint is one line. Order matters: the first matching pattern wins. */
 static const sb_route routes[] = {
-    {SB_LISTENER_MAIN, "GET", "/fhir/.well-known/smart-configuration",
-     sb_fhir_handle_smart_config, SB_ON_METADATA, 0},
+    {SB_LISTENER_MAIN, "GET", "/fhir/.well-known/smart-configuration", sb_fhir_handle_smart_config,
+     SB_ON_METADATA, 0},
     {SB_LISTENER_MAIN, "GET", "/fhir/metadata", sb_fhir_handle_metadata, SB_ON_METADATA, 0},
     {SB_LISTENER_MAIN, "GET|POST", "/fhir/$export", sb_bulk_handle_kickoff, SB_ON_KICKOFF, 0},
-    {SB_LISTENER_MAIN, "GET|POST", "/fhir/Patient/$export", sb_bulk_handle_kickoff,
-     SB_ON_KICKOFF, 0},
-    {SB_LISTENER_MAIN, "GET|POST", "/fhir/Group/*/$export", sb_bulk_handle_kickoff,
-     SB_ON_KICKOFF, 0},
+    {SB_LISTENER_MAIN, "GET|POST", "/fhir/Patient/$export", sb_bulk_handle_kickoff, SB_ON_KICKOFF,
+     0},
+    {SB_LISTENER_MAIN, "GET|POST", "/fhir/Group/*/$export", sb_bulk_handle_kickoff, SB_ON_KICKOFF,
+     0},
     {SB_LISTENER_MAIN, "GET", "/fhir/bulkstatus/*", sb_bulk_handle_status, SB_ON_STATUS, 0},
     {SB_LISTENER_MAIN, "DELETE", "/fhir/bulkstatus/*", sb_bulk_handle_delete, SB_ON_STATUS, 0},
-    {SB_LISTENER_MAIN, "GET|HEAD", "/fhir/bulkfiles/*/*", sb_bulk_handle_file, SB_ON_DOWNLOAD,
-     0},
+    {SB_LISTENER_MAIN, "GET|HEAD", "/fhir/bulkfiles/*/*", sb_bulk_handle_file, SB_ON_DOWNLOAD, 0},
     {SB_LISTENER_MAIN, "POST", "/fhir/*/_search", sb_fhir_handle_search_post, SB_ON_SEARCH, 0},
     {SB_LISTENER_MAIN, "GET", "/fhir/*", sb_fhir_handle_search, SB_ON_SEARCH, 0},
     {SB_LISTENER_MAIN, "GET", "/fhir/*/*", sb_fhir_handle_read, SB_ON_READ, 0},
@@ -70,14 +69,12 @@ static const sb_route routes[] = {
      ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "POST", "/admin/faults", sb_admin_handle_faults_add, SB_ON_NONE,
      ROUTE_ADMIN},
-    {SB_LISTENER_MAIN, "GET", "/admin/faults", sb_admin_handle_faults_get, SB_ON_NONE,
-     ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "GET", "/admin/faults", sb_admin_handle_faults_get, SB_ON_NONE, ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "DELETE", "/admin/faults", sb_admin_handle_faults_delete, SB_ON_NONE,
      ROUTE_ADMIN},
     {SB_LISTENER_STORAGE, "GET|HEAD", "/storage/bulkfiles/*/*", sb_bulk_handle_storage_file,
      SB_ON_NONE, 0},
-    {SB_LISTENER_STORAGE, "GET", "/storage/fhir/*", sb_fhir_handle_storage_search, SB_ON_NONE,
-     0},
+    {SB_LISTENER_STORAGE, "GET", "/storage/fhir/*", sb_fhir_handle_storage_search, SB_ON_NONE, 0},
 };
 
 static bool method_listed(const char *methods, const char *method)
@@ -117,7 +114,7 @@ static bool path_matches(const char *pattern, sb_request *req)
     return seg == req->nsegments;
 }
 
-/* ---- per-request state ------------------------------------------------------------------------ */
+/* ---- per-request state ---------------------------------------------------------------------- */
 
 typedef struct listener_ctx {
     sb_server *sb;
@@ -128,15 +125,15 @@ typedef struct listener_ctx {
 typedef struct request_ctx {
     sb_request req;
     bool started;
-    bool answered;      /* a response is queued (413 before the body, or the final one) */
+    bool answered; /* a response is queued (413 before the body, or the final one) */
 } request_ctx;
 
 const char *sb_req_header(const sb_request *req, const char *name)
 {
     if (!req->connection)
         return NULL;
-    return MHD_lookup_connection_value((struct MHD_Connection *)req->connection,
-                                       MHD_HEADER_KIND, name);
+    return MHD_lookup_connection_value((struct MHD_Connection *)req->connection, MHD_HEADER_KIND,
+                                       name);
 }
 
 const char *sb_req_bearer(const sb_request *req)
@@ -188,13 +185,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-/* ---- responses -------------------------------------------------------------------------------- */
+/* ---- responses ------------------------------------------------------------------------------ */
 
 typedef struct cut_body {
-    int fd;             /* >= 0: read from the file at offset */
+    int fd; /* >= 0: read from the file at offset */
     uint64_t offset;
-    char *data;         /* else from memory */
-    uint64_t cut;       /* bytes sent before the connection is dropped */
+    char *data;   /* else from memory */
+    uint64_t cut; /* bytes sent before the connection is dropped */
 } cut_body;
 
 static ssize_t cut_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -242,8 +239,7 @@ static struct MHD_Response *make_response(sb_reply *reply, const sb_fault *fault
         return resp;
     }
     if (reply->fd >= 0) {
-        resp = MHD_create_response_from_fd_at_offset64(reply->length, reply->fd,
-                                                       reply->offset);
+        resp = MHD_create_response_from_fd_at_offset64(reply->length, reply->fd, reply->offset);
         if (resp)
             reply->fd = -1;
         return resp;
@@ -301,7 +297,7 @@ static enum MHD_Result send_reply(sb_server *sb, listener_ctx *lc, struct MHD_Co
     return ok;
 }
 
-/* ---- faults applied around the handler -------------------------------------------------------- */
+/* ---- faults applied around the handler ------------------------------------------------------ */
 
 static void retry_after_header(sb_reply *reply, const sb_fault *f)
 {
@@ -361,12 +357,11 @@ static bool apply_fault_before(sb_server *sb, sb_request *req, sb_reply *reply)
             sb_auth_expire_client_tokens(sb->auth, who, fs_now());
         return false;
     }
-    default:
-        return false;
+    default: return false;
     }
 }
 
-/* ---- dispatch --------------------------------------------------------------------------------- */
+/* ---- dispatch ------------------------------------------------------------------------------- */
 
 static bool peer_is_loopback(struct MHD_Connection *conn)
 {
@@ -405,13 +400,13 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
     bool path_ok = raw_path && sb_path_split(raw_path, &req->segments, &req->nsegments);
     fs_free(raw_path);
     if (!path_ok) {
-        sb_reply_outcome(&reply, 400, "invalid", "the request path is malformed (bad "
+        sb_reply_outcome(&reply, 400, "invalid",
+                         "the request path is malformed (bad "
                          "percent-encoding or too many segments)");
         return send_reply(sb, lc, conn, req, &reply, true);
     }
     if (!sb_params_parse_form(&req->query, req->raw_query, strlen(req->raw_query), &err)) {
-        sb_reply_outcome(&reply, 400, "invalid", "the query string is malformed: %s",
-                         err.message);
+        sb_reply_outcome(&reply, 400, "invalid", "the query string is malformed: %s", err.message);
         return send_reply(sb, lc, conn, req, &reply, true);
     }
     const sb_route *route = NULL;
@@ -463,9 +458,8 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     listener_ctx *lc = cls;
     request_ctx *rc = *con_cls;
@@ -483,8 +477,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         rc->started = true;
         req->method = method;
         req->connection = conn;
-        const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *length =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         long declared = 0;
         if (length && fs_parse_long(length, &declared) && declared > SB_MAX_BODY) {
             req->body_too_large = true;
@@ -506,7 +500,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return dispatch(lc, conn, rc);
 }
 
-/* ---- clocks ----------------------------------------------------------------------------------- */
+/* ---- clocks --------------------------------------------------------------------------------- */
 
 int64_t sb_transaction_time(sb_server *sb)
 {
@@ -533,33 +527,32 @@ int64_t sb_mutation_time(sb_server *sb)
     return t;
 }
 
-/* ---- options ---------------------------------------------------------------------------------- */
+/* ---- options -------------------------------------------------------------------------------- */
 
 static void usage(FILE *out)
 {
-    fputs(
-        "usage: fhirsync-sandbox [options]\n"
-        "A local, strict SMART Backend Services + FHIR R4 + Bulk Data server for tests.\n\n"
-        "  --host ADDR               listen address (default 127.0.0.1)\n"
-        "  --port N                  port (default 0: a free one)\n"
-        "  --ready-file FILE         write the URLs as JSON to FILE once listening\n"
-        "  --patients N              generated patients (default 100)\n"
-        "  --seed S                  generator seed (default 1)\n"
-        "  --data DIR                serve an existing NDJSON export instead of generated data\n"
-        "  --clients FILE            register clients from a JSON file\n"
-        "  --rs384-only              accept only RS384 client assertions\n"
-        "  --token-lifetime SECONDS  access-token lifetime (default 300)\n"
-        "  --tls-cert FILE --tls-key FILE   serve HTTPS\n"
-        "  --threads N               0: a thread per connection (default); N: a pool of N\n"
-        "  --work-dir DIR            where export files go (default: a temporary folder)\n"
-        "  --resources-per-file N    split export files above N resources (default 50000)\n"
-        "  --retry-after SECONDS     Retry-After of running-export status polls (default 1)\n"
-        "  --max-jobs N              concurrently running exports (default 8)\n"
-        "  --export-delay-ms N       keep each export in progress N ms longer (for tests)\n"
-        "  --request-log FILE        append the request log (NDJSON) to FILE\n"
-        "  --fault JSON              add a fault rule (repeatable; see docs/sandbox.md)\n"
-        "  --help                    this text\n",
-        out);
+    fputs("usage: fhirsync-sandbox [options]\n"
+          "A local, strict SMART Backend Services + FHIR R4 + Bulk Data server for tests.\n\n"
+          "  --host ADDR               listen address (default 127.0.0.1)\n"
+          "  --port N                  port (default 0: a free one)\n"
+          "  --ready-file FILE         write the URLs as JSON to FILE once listening\n"
+          "  --patients N              generated patients (default 100)\n"
+          "  --seed S                  generator seed (default 1)\n"
+          "  --data DIR                serve an existing NDJSON export instead of generated data\n"
+          "  --clients FILE            register clients from a JSON file\n"
+          "  --rs384-only              accept only RS384 client assertions\n"
+          "  --token-lifetime SECONDS  access-token lifetime (default 300)\n"
+          "  --tls-cert FILE --tls-key FILE   serve HTTPS\n"
+          "  --threads N               0: a thread per connection (default); N: a pool of N\n"
+          "  --work-dir DIR            where export files go (default: a temporary folder)\n"
+          "  --resources-per-file N    split export files above N resources (default 50000)\n"
+          "  --retry-after SECONDS     Retry-After of running-export status polls (default 1)\n"
+          "  --max-jobs N              concurrently running exports (default 8)\n"
+          "  --export-delay-ms N       keep each export in progress N ms longer (for tests)\n"
+          "  --request-log FILE        append the request log (NDJSON) to FILE\n"
+          "  --fault JSON              add a fault rule (repeatable; see docs/sandbox.md)\n"
+          "  --help                    this text\n",
+          out);
 }
 
 static bool parse_unsigned(const char *text, unsigned long long max, unsigned long long *out)
@@ -585,9 +578,26 @@ typedef struct options {
 static int parse_options(int argc, char **argv, options *o)
 {
     enum {
-        OPT_HOST = 256, OPT_PORT, OPT_READY, OPT_PATIENTS, OPT_SEED, OPT_DATA, OPT_CLIENTS,
-        OPT_RS384, OPT_LIFETIME, OPT_CERT, OPT_KEY, OPT_THREADS, OPT_WORKDIR, OPT_PERFILE,
-        OPT_RETRY, OPT_MAXJOBS, OPT_DELAY, OPT_LOG, OPT_FAULT, OPT_HELP
+        OPT_HOST = 256,
+        OPT_PORT,
+        OPT_READY,
+        OPT_PATIENTS,
+        OPT_SEED,
+        OPT_DATA,
+        OPT_CLIENTS,
+        OPT_RS384,
+        OPT_LIFETIME,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_THREADS,
+        OPT_WORKDIR,
+        OPT_PERFILE,
+        OPT_RETRY,
+        OPT_MAXJOBS,
+        OPT_DELAY,
+        OPT_LOG,
+        OPT_FAULT,
+        OPT_HELP
     };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, OPT_HOST},
@@ -710,7 +720,7 @@ static int parse_options(int argc, char **argv, options *o)
     return 0;
 }
 
-/* ---- start-up --------------------------------------------------------------------------------- */
+/* ---- start-up ------------------------------------------------------------------------------- */
 
 static char *read_file(const char *path, size_t max)
 {
@@ -753,8 +763,7 @@ static struct MHD_Daemon *start_daemon(sb_server *sb, listener_ctx *lc, const ch
                                        const char *key)
 {
     struct sockaddr_storage addr;
-    if (!resolve_host(sb->cfg.host, lc->listener == SB_LISTENER_MAIN ? sb->cfg.port : 0,
-                      &addr)) {
+    if (!resolve_host(sb->cfg.host, lc->listener == SB_LISTENER_MAIN ? sb->cfg.port : 0, &addr)) {
         fprintf(stderr, "fhirsync-sandbox: cannot resolve --host %s\n", sb->cfg.host);
         return NULL;
     }
@@ -771,20 +780,19 @@ static struct MHD_Daemon *start_daemon(sb_server *sb, listener_ctx *lc, const ch
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, lc};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed,
-                                        NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL};
     if (sb->cfg.threads > 0)
-        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
-                                            (intptr_t)sb->cfg.threads, NULL};
+        opts[n++] =
+            (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)sb->cfg.threads, NULL};
     if (cert) {
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert};
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key};
     }
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, lc,
-                                            MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, lc, MHD_OPTION_ARRAY,
+                                            opts, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "fhirsync-sandbox: cannot listen on %s port %u: %s\n", sb->cfg.host,
                 lc->listener == SB_LISTENER_MAIN ? sb->cfg.port : 0, strerror(errno));
@@ -810,19 +818,18 @@ static void format_urls(sb_server *sb)
     bool loop4 = fs_starts_with(host, "127.") || !strcmp(host, "localhost");
     const char *storage_host = loop4 ? "localhost" : host;
     v6 = strchr(storage_host, ':') != NULL;
-    snprintf(sb->storage_origin, sizeof sb->storage_origin, "%s://%s%s%s:%u", scheme,
-             v6 ? "[" : "", storage_host, v6 ? "]" : "", sb->storage_port);
-    snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s/storage",
-             sb->storage_origin);
+    snprintf(sb->storage_origin, sizeof sb->storage_origin, "%s://%s%s%s:%u", scheme, v6 ? "[" : "",
+             storage_host, v6 ? "]" : "", sb->storage_port);
+    snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s/storage", sb->storage_origin);
 }
 
 static bool write_ready_file(const sb_server *sb, const char *path)
 {
-    json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "base_url", sb->base_url,
-                            "token_url", sb->token_url, "register_url", sb->register_url,
-                            "admin_url", sb->admin_url, "storage_base_url", sb->storage_base_url,
-                            "port", (int)sb->port, "storage_port", (int)sb->storage_port, "pid",
-                            (int)getpid());
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "base_url", sb->base_url, "token_url",
+                  sb->token_url, "register_url", sb->register_url, "admin_url", sb->admin_url,
+                  "storage_base_url", sb->storage_base_url, "port", (int)sb->port, "storage_port",
+                  (int)sb->storage_port, "pid", (int)getpid());
     char *text = doc ? fs_json_dump_pretty(doc) : NULL;
     json_decref(doc);
     if (!text)
@@ -925,8 +932,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (sb->cfg.clients_file && !sb_auth_load_clients(sb->auth, sb->cfg.clients_file, &err)) {
-        fprintf(stderr, "fhirsync-sandbox: --clients %s: %s\n", sb->cfg.clients_file,
-                err.message);
+        fprintf(stderr, "fhirsync-sandbox: --clients %s: %s\n", sb->cfg.clients_file, err.message);
         goto out;
     }
     printf("fhirsync-sandbox %s listening (pid %d)\n", fhirsync_version(), (int)getpid());
@@ -935,8 +941,7 @@ int main(int argc, char **argv)
     printf("storage URL: %s\n", sb->storage_base_url);
     fflush(stdout);
     if (sb->cfg.ready_file && !write_ready_file(sb, sb->cfg.ready_file)) {
-        fprintf(stderr, "fhirsync-sandbox: cannot write the ready file %s\n",
-                sb->cfg.ready_file);
+        fprintf(stderr, "fhirsync-sandbox: cannot write the ready file %s\n", sb->cfg.ready_file);
         goto out;
     }
 

@@ -23,12 +23,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     if (fhirsync_global_init() != FHIRSYNC_OK)
         __builtin_trap();
-    resource = json_loads("{\"resourceType\":\"Observation\",\"id\":\"obs-1-2\",\"status\":\"final\","
-                          "\"category\":[{\"coding\":[{\"system\":\"http://terminology.hl7.org/"
-                          "CodeSystem/observation-category\",\"code\":\"laboratory\"}]}],"
-                          "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":"
-                          "\"718-7\"}]},\"subject\":{\"reference\":\"Patient/pat-1\"}}",
-                          0, NULL);
+    resource =
+        json_loads("{\"resourceType\":\"Observation\",\"id\":\"obs-1-2\",\"status\":\"final\","
+                   "\"category\":[{\"coding\":[{\"system\":\"http://terminology.hl7.org/"
+                   "CodeSystem/observation-category\",\"code\":\"laboratory\"}]}],"
+                   "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":"
+                   "\"718-7\"}]},\"subject\":{\"reference\":\"Patient/pat-1\"}}",
+                   0, NULL);
     if (!resource)
         __builtin_trap();
     return 0;
@@ -41,7 +42,8 @@ static void query_from(const sb_params *params, bool compartment, bool paging)
     fhirsync_error err;
     for (size_t i = 0; i < params->count; i++)
         if (sb_query_add(&q, params->items[i].name, params->items[i].value, compartment, paging,
-                         &err) == SB_PARAM_BAD && !err.message[0])
+                         &err) == SB_PARAM_BAD &&
+            !err.message[0])
             __builtin_trap(); /* a refusal always says why */
     sb_resource_meta meta;
     memset(&meta, 0, sizeof meta);
