@@ -183,6 +183,16 @@ expect_exit 0 "a connection reset mid-body" -- "$FS" get --all 'Patient?_count=1
 expect_match "$(out_lines)" "^$PATIENTS\$" "all patients after the reset"
 expect_match "$ERR" 'network error.*retry 1 of 5' "the reset is retried"
 
+fault '{"fault":"500-transient","on":"search","count":1}'
+expect_exit 0 "500 with a transient OperationOutcome" -- "$FS" get --all 'Patient?_count=100'
+expect_match "$ERR" 'HTTP 500; retry 1 of 5' "the 500 is retried"
+
+fault '{"fault":"wrong-content-type","on":"search","count":1}'
+expect_exit 0 "a Bundle sent as text/plain" -- "$FS" get --all 'Patient?_count=100'
+expect_match "$(out_lines)" "^$PATIENTS\$" "every patient despite the content type"
+expect_match "$ERR" "answered Content-Type 'text/plain; charset=utf-8', not FHIR JSON" \
+    "the odd content type is reported"
+
 fault '{"fault":"html","on":"search","status":502,"count":0}'
 expect_exit 7 "an HTML error page, every time" -- \
     "$FS" get --all --max-retries 1 --retry-cap 1 'Patient?_count=100'

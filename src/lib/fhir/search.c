@@ -279,6 +279,7 @@ struct fhirsync_search {
     fhirsync_error pending; /* a problem with the current page's next link, raised once
                                the page has been handed out */
     fhirsync_error failure; /* sticky: the search ended with this error */
+    bool warned_type;       /* an odd Content-Type was reported once */
 };
 
 fhirsync_code fhirsync_search_start(fhirsync_client *client, const char *query,
@@ -374,6 +375,16 @@ static fhirsync_code fetch_page(fhirsync_search *s, fhirsync_error *err)
         if (s->pages > 1)
             fs_err_prefix(err, "page %zu of the search (after %zu resources)", s->pages, s->count);
         return rc;
+    }
+    /* servers say application/fhir+json or application/json; anything else is parsed anyway
+     * (the Bundle checks decide), and reported once */
+    const char *type = fs_http_header_get(&s->resp, "Content-Type");
+    if (type && !strstr(type, "json") && !s->warned_type) {
+        s->warned_type = true;
+        fs_log(FHIRSYNC_LOG_WARN,
+               "search: %s answered Content-Type '%s', not FHIR JSON; "
+               "reading it as JSON",
+               answered, type);
     }
     rc = fs_fhir_page_parse(s->resp.body.data, s->resp.body.len, answered, &s->page, err);
     if (rc != FHIRSYNC_OK)
