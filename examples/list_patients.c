@@ -56,10 +56,12 @@ static fhirsync_code print_latest_observation(fhirsync_client *client, const cha
            obs) {
         if (strcmp(json_field(obs, NULL, "effectiveDateTime", when, sizeof when), latest_when) <= 0)
             continue;
-        char what[128], value[32], unit[32];
+        char what[128], value[32] = "", unit[32] = "";
         json_field(obs, "\"code\":{", "text", what, sizeof what);
-        json_field(obs, "\"valueQuantity\":", "value", value, sizeof value);
-        json_field(obs, "\"valueQuantity\":", "unit", unit, sizeof unit);
+        if (!strstr(obs, "\"component\":")) { /* panels (blood pressure) have no single value */
+            json_field(obs, "\"valueQuantity\":", "value", value, sizeof value);
+            json_field(obs, "\"valueQuantity\":", "unit", unit, sizeof unit);
+        }
         snprintf(latest_when, sizeof latest_when, "%s", when);
         snprintf(latest, sizeof latest, "%s  %s %s %s", when, what, value, unit);
     }
