@@ -98,6 +98,9 @@ fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url, 
             return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory parsing a search page");
         char desc[200];
         fs_fhir_describe_body(body, len, NULL, desc, sizeof desc);
+        if (fs_looks_like_html(body, len)) /* jansson's position in it would add nothing */
+            return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                          "the search page from %s is not a FHIR Bundle: %s", url, desc);
         return fs_err(err, FHIRSYNC_E_PROTOCOL,
                       "the search page from %s is not a FHIR Bundle: %s (%s)", url, desc,
                       jerr.message);
