@@ -59,7 +59,8 @@ cat >"$WORK/clients.json" <<'EOF'
 ]}
 EOF
 
-start_sandbox --patients 30 --seed 7 --clients "$WORK/clients.json"
+# a pool of epoll threads here (the other tests use a thread per connection)
+start_sandbox --patients 30 --seed 7 --threads 3 --clients "$WORK/clients.json"
 BASE=$(jget .base_url <"$WORK/ready.json")
 TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
 ADMIN=$(jget .admin_url <"$WORK/ready.json")
