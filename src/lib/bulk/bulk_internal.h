@@ -231,6 +231,7 @@ typedef struct fs_bulk_file {
     char *wbuf;
     size_t wlen;
     uint64_t offset;               /* bytes of the server's file in the partial file */
+    uint64_t writeback_from;       /* where the next early write-back starts */
     uint64_t range_from;           /* the offset asked for in this attempt */
     uint64_t received;             /* bytes received in this attempt */
     fs_ndjson_checker ck;
