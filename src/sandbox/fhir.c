@@ -387,6 +387,8 @@ static void run_search(search_ctx *c, const sb_params *params, const char *link_
     bool entry_object = malformed && !strcmp(req->fault.variant, "entry-not-array");
     bool drop_type = malformed && !entry_object;
     long limit = c->q.summary_count ? 0 : c->q.count;
+    if (entry_object && limit > 1)
+        limit = 1; /* the malformed variant has one entry, as an object */
     uint64_t total = 0;
 
     sb_data_read_lock(sb->data);
@@ -432,8 +434,6 @@ static void run_search(search_ctx *c, const sb_params *params, const char *link_
             if (m < 0) {
                 failed = true;
             } else if (m > 0) {
-                if (entry_object && found > 0)
-                    continue; /* the malformed variant keeps one entry, as an object */
                 if (!append_entry(c, &entries, resource.data, resource.len, &meta, found == 0,
                                   drop_type && found == 0))
                     failed = true;
