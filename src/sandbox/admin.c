@@ -58,7 +58,13 @@ void sb_admin_handle_mutate(sb_server *sb, sb_request *req, sb_reply *reply)
 void sb_admin_handle_requests_get(sb_server *sb, sb_request *req, sb_reply *reply)
 {
     size_t len = 0;
-    char *text = sb_reqlog_dump(sb->log, &len);
+    long since = 0;
+    const char *since_text = sb_params_get(&req->query, "since");
+    if (since_text && (!fs_parse_long(since_text, &since) || since < 0)) {
+        sb_reply_outcome(reply, 400, "invalid", "since must be a request-log seq number");
+        return;
+    }
+    char *text = sb_reqlog_dump(sb->log, (uint64_t)since, &len);
     if (!text) {
         sb_reply_outcome(reply, 500, "exception", "out of memory");
         return;

@@ -95,13 +95,16 @@ void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
     pthread_mutex_unlock(&l->lock);
 }
 
-char *sb_reqlog_dump(sb_reqlog *l, size_t *len)
+char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, size_t *len)
 {
     fs_buf out;
     fs_buf_init(&out);
     bool ok = fs_buf_append(&out, "", 0);
     pthread_mutex_lock(&l->lock);
-    for (size_t i = 0; ok && i < l->count; i++) {
+    /* the ring holds consecutive sequence numbers, the last one being l->seq */
+    uint64_t first_seq = l->seq - l->count + 1;
+    size_t skip = since >= first_seq ? (size_t)(since - first_seq + 1) : 0;
+    for (size_t i = skip; ok && i < l->count; i++) {
         const char *line = l->lines[(l->first + i) % SB_REQLOG_MAX];
         ok = fs_buf_append_str(&out, line) && fs_buf_append(&out, "\n", 1);
     }

@@ -589,8 +589,8 @@ typedef struct sb_reqlog_entry {
 sb_reqlog *sb_reqlog_new(const char *file, fhirsync_error *err);
 void sb_reqlog_free(sb_reqlog *l);
 void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e);
-/* All entries as NDJSON (caller frees). */
-char *sb_reqlog_dump(sb_reqlog *l, size_t *len);
+/* The entries with seq > since as NDJSON, oldest first (caller frees). */
+char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, size_t *len);
 size_t sb_reqlog_clear(sb_reqlog *l);
 
 /* ---- clocks --------------------------------------------------------------------------------- */

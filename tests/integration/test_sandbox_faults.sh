@@ -241,6 +241,10 @@ for f in 503 429 html 500-transient truncate reset slow wrong-content-type expir
     grep -q "\"fault\":\"$f\"" "$WORK/requests.ndjson" || fail "fault $f not in the --request-log file"
 done
 curl -sS "$ADMIN/requests" | grep -q '"fault":"rate-limit"' || fail "rate-limit not in /admin/requests"
+last=$(curl -sS "$ADMIN/requests" | tail -n 1 | jget .seq)
+curl -sS -o /dev/null "$BASE/metadata"
+[ "$(curl -sS "$ADMIN/requests?since=$last" | wc -l)" = 1 ] || fail "/admin/requests?since"
+[ "$(curl -sS "$ADMIN/requests?since=$last" | jget .seq)" = $((last + 1)) ] || fail "since seq"
 grep -q 'secret' "$WORK/requests.ndjson" && fail "a secret reached the request log"
 st=$(req -X POST -H 'Content-Type: application/json' --data '{"fault":"teapot"}' "$ADMIN/faults")
 [ "$st" = 400 ] || fail "unknown fault accepted"
