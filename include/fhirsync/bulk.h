@@ -13,7 +13,8 @@
  *   manifest.json         the complete manifest (all pages merged), once received
  *   <Type>.<n>.ndjson     output files, numbered per type from 1 in manifest order
  *   deleted/<Type>.<n>.ndjson, error/<Type>.<n>.ndjson
- *   quarantine.ndjson     lines that failed the checks twice: file, line number, reason, text
+ *   quarantine/NAME       lines of file NAME that failed the checks twice: line number, reason,
+ *                         text (one JSON record a line)
  *   log.ndjson            structured events (kick-off, progress, downloads, retries, completion)
  *   .partial/             files being downloaded; renamed into place once every line was checked
  *
@@ -91,7 +92,7 @@ typedef struct fhirsync_export_file {
     const char *path;              /* the folder joined with `name` */
     int64_t manifest_count;        /* the manifest's `count`, -1 when it gave none */
     int64_t count;                 /* resources (lines) kept in the file */
-    int64_t quarantined;           /* lines that failed the checks (in quarantine.ndjson) */
+    int64_t quarantined;           /* lines that failed the checks (in quarantine/NAME) */
     uint64_t bytes;                /* size of the file on disk */
     bool done;                     /* complete, verified and in place */
     bool from_previous_run;        /* finished by an earlier run of this export (resume) */
@@ -173,7 +174,7 @@ FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_exp
 /* Run the export to its end: kick-off (unless resumed past it), polls, manifest, downloads,
  * then DELETE of the job when configured. Returns FHIRSYNC_OK when every file is complete and
  * every line passed the checks; FHIRSYNC_E_PARTIAL when everything was downloaded but some lines
- * were quarantined or a count did not match (see quarantine.ndjson and the WARNING events);
+ * were quarantined or a count did not match (see quarantine/ and the WARNING events);
  * FHIRSYNC_E_CANCELLED on fhirsync_cancel() or a callback's request (the folder is resumable);
  * otherwise the error that stopped it (FHIRSYNC_E_RATE_LIMITED "an export may already be
  * running" on a 429 at kick-off, FHIRSYNC_E_PROTOCOL for a 202 without Content-Location or a
