@@ -5,6 +5,7 @@
 #define FHIRSYNC_H
 
 #include "fhirsync/auth.h"
+#include "fhirsync/bulk.h"
 #include "fhirsync/client.h"
 #include "fhirsync/common.h"
 #include "fhirsync/config.h"
