@@ -84,5 +84,6 @@ int cmd_token(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_get(int argc, char **argv);
+int cmd_sync(int argc, char **argv);
 
 #endif

@@ -12,6 +12,8 @@ static const cli_command commands[] = {
     {"doctor", "check every step of authentication and explain what fails", cmd_doctor},
     {"export", "run a Bulk Data $export into a folder (resumable, every line checked)", cmd_export},
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
+    {"sync", "keep a local copy of each endpoint current (bulk or crawl; --every: a service)",
+     cmd_sync},
 };
 
 static void print_help(FILE *out)

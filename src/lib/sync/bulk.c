@@ -1,0 +1,930 @@
+/* sync/bulk.c: bulk mode. One run is one Bulk Data export of the endpoint into its work folder
+ * (<work>/<endpoint>/export, the bulk client's resumable folder), loaded into the store:
+ *
+ *   plan       types (the setting, else US Core types the granted scopes allow), level (Group
+ *              with a group_id, else Patient, else system; a level the server refuses at
+ *              kick-off falls back to the next one, logged), _since = the watermark
+ *   export     the bulk client downloads and verifies the files; each FILE_DONE event hands the
+ *              file to a loader thread, which stores it in one batch while the others download
+ *              (or, with FHIRSYNC_SYNC_LOAD_AFTER, every file once the export is complete).
+ *              Deleted files are applied before any output file, so that a resource deleted and
+ *              re-created before the transactionTime ends up present, as it is on the server.
+ *   ledger     after a file's batch commits, a line {"job", "file", "counts"} is appended to
+ *              <work>/<endpoint>/loaded.ndjson (fsync'ed); a resumed run skips files listed
+ *              there for the same job (status URL). A crash between the commit and the ledger
+ *              line only makes the next run load the file again: upserts are idempotent.
+ *   refused    lines the store refuses (no id, ...) go to refused.ndjson, not to the store at
+ *              once: they are quarantined in the final batch, de-duplicated, so a file loaded
+ *              twice does not quarantine its bad lines twice.
+ *   final      one batch: the quarantine (the bulk client's quarantine/ files and refused
+ *              lines), then the run's end with the watermark := the manifest's transactionTime
+ *              (fhirsync_store_run_finish commits them together). Then the folder is removed.
+ *
+ * Killed at any instant, the next run finds the watermark unchanged, plans the same request,
+ * and the bulk client resumes the same job from the folder; files are reloaded or skipped as the
+ * ledger says. docs/sync.md has the whole argument. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config_internal.h"
+#include "json/json.h"
+#include "sync/sync_internal.h"
+
+/* A finished file waiting for the loader. */
+typedef struct pending_file {
+    struct pending_file *next;
+    fhirsync_export_file_kind kind;
+    char *path, *type, *name, *url;
+} pending_file;
+
+typedef struct ledger_entry {
+    char *name;
+    char *counts; /* the JSON of fs_sync_counts_dump */
+} ledger_entry;
+
+typedef struct bulk_ctx {
+    fhirsync_sync *s;
+    fhirsync_export *ex;
+    char *workdir, *export_dir, *ledger_path, *refused_path;
+    int refused_fd;
+    char *job;                   /* the status URL the ledger entries belong to */
+    ledger_entry *ledger;
+    size_t nledger;
+    bool ledger_read;
+    /* the loader */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pending_file *deleted_head, *deleted_tail, *other_head, *other_tail;
+    size_t deleted_expected;     /* deleted files in the manifest */
+    size_t deleted_loaded;
+    bool manifest_seen;
+    bool closing;                /* no more files will come */
+    bool failed;                 /* a load failed: load_err */
+    fhirsync_error load_err;
+    size_t files_loaded;
+} bulk_ctx;
+
+/* ---- small file helpers ----------------------------------------------------------------------- */
+
+static char *join(const char *a, const char *b)
+{
+    fs_buf buf;
+    fs_buf_init(&buf);
+    if (!fs_buf_printf(&buf, "%s/%s", a, b)) {
+        fs_buf_free(&buf);
+        return NULL;
+    }
+    return fs_buf_steal(&buf);
+}
+
+static fhirsync_code mkdirs(const char *path, fhirsync_error *err)
+{
+    char *copy = fs_strdup(path);
+    if (!copy)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_code rc = FHIRSYNC_OK;
+    for (char *p = copy + 1; rc == FHIRSYNC_OK; p++) {
+        if (*p != '/' && *p)
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(copy, 0700) != 0 && errno != EEXIST)
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot create folder %s: %s", copy, strerror(errno));
+        *p = saved;
+        if (!saved)
+            break;
+    }
+    fs_free(copy);
+    return rc;
+}
+
+static bool write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        data += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Append one line to a file and fsync it (the ledger: it must be on disk before it counts). */
+static bool append_line(const char *path, const char *line)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return false;
+    bool ok = write_all(fd, line, strlen(line)) && write_all(fd, "\n", 1) && fsync(fd) == 0;
+    close(fd);
+    return ok;
+}
+
+typedef bool (*line_fn)(void *ud, char *line, size_t len);
+
+/* Call fn for each line of a (small) text file; a missing file has no lines. */
+static fhirsync_code each_line(const char *path, line_fn fn, void *ud, fhirsync_error *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return errno == ENOENT ? FHIRSYNC_OK
+                               : fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path,
+                                        strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    fhirsync_code rc = FHIRSYNC_OK;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n > 0 && !fn(ud, line, (size_t)n)) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading %s", path);
+            break;
+        }
+    }
+    free(line); /* getline's buffer comes from the C library */
+    fclose(f);
+    return rc;
+}
+
+/* ---- the ledger ------------------------------------------------------------------------------- */
+
+static void ledger_clear(bulk_ctx *c)
+{
+    for (size_t i = 0; i < c->nledger; i++) {
+        fs_free(c->ledger[i].name);
+        fs_free(c->ledger[i].counts);
+    }
+    fs_free(c->ledger);
+    c->ledger = NULL;
+    c->nledger = 0;
+    c->ledger_read = false;
+}
+
+static bool ledger_line(void *ud, char *line, size_t len)
+{
+    bulk_ctx *c = ud;
+    fhirsync_error e;
+    json_t *rec = fs_json_parse(line, len, true, "ledger line", &e);
+    if (!rec)
+        return e.code != FHIRSYNC_E_NOMEM; /* a torn last line: ignored */
+    const char *job = fs_json_str(rec, "job");
+    const char *file = fs_json_str(rec, "file");
+    json_t *counts = json_object_get(rec, "counts");
+    bool ok = true;
+    if (fs_streq(job, c->job) && file && json_is_object(counts)) {
+        ledger_entry *grown = fs_realloc(c->ledger, (c->nledger + 1) * sizeof *grown);
+        char *name = fs_strdup(file);
+        char *text = fs_json_dump(counts);
+        if (!grown || !name || !text) {
+            if (grown)
+                c->ledger = grown;
+            fs_free(name);
+            fs_free(text);
+            ok = false;
+        } else {
+            c->ledger = grown;
+            c->ledger[c->nledger++] = (ledger_entry){name, text};
+        }
+    }
+    json_decref(rec);
+    return ok;
+}
+
+/* The ledger entry of `name` for the current job (c->job; the ledger is read once). */
+static const ledger_entry *ledger_find(bulk_ctx *c, const char *name, fhirsync_error *err,
+                                       fhirsync_code *rc)
+{
+    *rc = FHIRSYNC_OK;
+    if (!c->job)
+        return NULL;
+    if (!c->ledger_read) {
+        *rc = each_line(c->ledger_path, ledger_line, c, err);
+        if (*rc != FHIRSYNC_OK)
+            return NULL;
+        c->ledger_read = true;
+    }
+    const ledger_entry *found = NULL;
+    for (size_t i = 0; i < c->nledger; i++)
+        if (strcmp(c->ledger[i].name, name) == 0)
+            found = &c->ledger[i]; /* the last one wins */
+    return found;
+}
+
+/* ---- refused lines ---------------------------------------------------------------------------- */
+
+typedef struct refused_ctx {
+    bulk_ctx *c;
+    const pending_file *f;
+} refused_ctx;
+
+static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no,
+                       const char *reason)
+{
+    refused_ctx *r = ud;
+    bulk_ctx *c = r->c;
+    if (c->refused_fd < 0) {
+        c->refused_fd = open(c->refused_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (c->refused_fd < 0)
+            return false;
+    }
+    size_t keep = len > FHIRSYNC_STORE_QUARANTINE_CAP ? FHIRSYNC_STORE_QUARANTINE_CAP : len;
+    json_t *rec = json_pack("{s:s?, s:s, s:s?, s:s?, s:I, s:s}", "job", c->job, "file",
+                            r->f->name, "url", r->f->url, "type", r->f->type,
+                            "line", (json_int_t)line_no, "reason", reason);
+    bool ok = rec != NULL;
+    if (ok) {
+        json_t *text = json_stringn(line, keep);
+        if (text) {
+            json_object_set_new(rec, "text", text);
+        } else {
+            char *b64 = fs_b64url_encode((const unsigned char *)line, keep);
+            ok = b64 && json_object_set_new(rec, "text_base64url", json_string(b64)) == 0;
+            fs_free(b64);
+        }
+        json_object_set_new(rec, "bytes", json_integer((json_int_t)len));
+    }
+    char *text = ok ? fs_json_dump(rec) : NULL;
+    /* on disk before the file's batch commits: a line the store refused is never lost */
+    ok = text && write_all(c->refused_fd, text, strlen(text)) &&
+         write_all(c->refused_fd, "\n", 1) && fsync(c->refused_fd) == 0;
+    fs_free(text);
+    json_decref(rec);
+    return ok;
+}
+
+/* ---- loading one file ------------------------------------------------------------------------- */
+
+static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    fhirsync_code rc;
+    fs_sync_counts counts;
+    fs_sync_counts_init(&counts);
+    const ledger_entry *done = ledger_find(c, f->name, err, &rc);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (done) {
+        /* loaded by an earlier process of this export: count it, do not load it again */
+        if (!fs_sync_counts_parse(&counts, done->counts, strlen(done->counts)) ||
+            !fs_sync_add_counts(s, &counts)) {
+            fs_sync_counts_clear(&counts);
+            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        }
+    } else {
+        fs_sync_file file = {.kind = f->kind,
+                             .type = f->type,
+                             .name = f->name,
+                             .source = f->url,
+                             .transaction_time = s->transaction_time,
+                             .run_id = s->run_id};
+        refused_ctx r = {c, f};
+        rc = fs_sync_load_path(s->store, f->path, &file, s->name, &counts, on_refused, &r, err);
+        char *dump = rc == FHIRSYNC_OK ? fs_sync_counts_dump(&counts) : NULL;
+        if (rc == FHIRSYNC_OK && !dump)
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        json_t *parsed = dump ? json_loads(dump, 0, NULL) : NULL;
+        json_t *rec = parsed ? json_pack("{s:s?, s:s, s:o}", "job", c->job, "file", f->name,
+                                         "counts", parsed)
+                             : NULL;
+        char *line = rec ? fs_json_dump(rec) : NULL;
+        if (rc == FHIRSYNC_OK && !line)
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        /* the ledger line may be lost (a crash right now): the file is then loaded again */
+        if (rc == FHIRSYNC_OK && !append_line(c->ledger_path, line))
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", c->ledger_path,
+                        strerror(errno));
+        fs_free(line);
+        json_decref(rec);
+        fs_free(dump);
+        if (rc == FHIRSYNC_OK && !fs_sync_add_counts(s, &counts))
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    if (rc == FHIRSYNC_OK) {
+        int64_t loaded, deleted, quarantined;
+        fs_sync_counts_totals(&counts, &loaded, &deleted, &quarantined);
+        fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
+                                  .name = f->name,
+                                  .type = f->kind == FHIRSYNC_EXPORT_OUTPUT ? f->type : NULL,
+                                  .count = loaded,
+                                  .deleted = deleted,
+                                  .quarantined = quarantined,
+                                  .message = done ? "loaded by an earlier run" : NULL};
+        fs_sync_emit(s, &ev);
+    }
+    fs_sync_counts_clear(&counts);
+    return rc;
+}
+
+/* ---- the loader thread ------------------------------------------------------------------------ */
+
+static void free_pending(pending_file *f)
+{
+    while (f) {
+        pending_file *next = f->next;
+        fs_free(f->path);
+        fs_free(f->type);
+        fs_free(f->name);
+        fs_free(f->url);
+        fs_free(f);
+        f = next;
+    }
+}
+
+/* Take the next file to load (deleted files first; outputs once every deleted file of the
+ * manifest is loaded), or NULL when the loader must end. Called with mu held. */
+static pending_file *next_file(bulk_ctx *c)
+{
+    for (;;) {
+        if (c->failed || fs_sync_stopping(c->s))
+            return NULL;
+        pending_file *f = NULL;
+        if (c->deleted_head) {
+            f = c->deleted_head;
+            c->deleted_head = f->next;
+            if (!c->deleted_head)
+                c->deleted_tail = NULL;
+        } else if (c->other_head &&
+                   (c->deleted_loaded >= c->deleted_expected || c->closing)) {
+            f = c->other_head;
+            c->other_head = f->next;
+            if (!c->other_head)
+                c->other_tail = NULL;
+        }
+        if (f) {
+            f->next = NULL;
+            return f;
+        }
+        if (c->closing)
+            return NULL;
+        pthread_cond_wait(&c->cv, &c->mu);
+    }
+}
+
+static void *loader_main(void *arg)
+{
+    bulk_ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    pending_file *f;
+    while ((f = next_file(c)) != NULL) {
+        pthread_mutex_unlock(&c->mu);
+        fhirsync_error e;
+        fs_err_clear(&e);
+        fhirsync_code rc = load_one(c, f, &e);
+        pthread_mutex_lock(&c->mu);
+        if (rc != FHIRSYNC_OK) {
+            c->failed = true;
+            c->load_err = e;
+            c->load_err.code = rc;
+        } else {
+            c->files_loaded++;
+            if (f->kind == FHIRSYNC_EXPORT_DELETED)
+                c->deleted_loaded++;
+        }
+        free_pending(f);
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void queue_file(bulk_ctx *c, pending_file *f)
+{
+    pthread_mutex_lock(&c->mu);
+    if (f->kind == FHIRSYNC_EXPORT_DELETED) {
+        if (c->deleted_tail)
+            c->deleted_tail->next = f;
+        else
+            c->deleted_head = f;
+        c->deleted_tail = f;
+    } else {
+        if (c->other_tail)
+            c->other_tail->next = f;
+        else
+            c->other_head = f;
+        c->other_tail = f;
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Stop taking files (after the current one) and wait for the loader. */
+static void loader_close(bulk_ctx *c)
+{
+    if (!c->thread_started)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->closing = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    c->thread_started = false;
+}
+
+/* Load what is queued in this thread (FHIRSYNC_SYNC_LOAD_AFTER). */
+static void load_queued_here(bulk_ctx *c)
+{
+    c->closing = true;
+    loader_main(c);
+}
+
+/* ---- export events ---------------------------------------------------------------------------- */
+
+static int on_export_event(const fhirsync_export_event *ev, void *userdata)
+{
+    bulk_ctx *c = userdata;
+    fhirsync_sync *s = c->s;
+    if (ev->kind == FHIRSYNC_EXPORT_EV_MANIFEST) {
+        size_t deleted = 0;
+        for (size_t i = 0; i < fhirsync_export_file_count(c->ex); i++)
+            if (fhirsync_export_file_at(c->ex, i)->kind == FHIRSYNC_EXPORT_DELETED)
+                deleted++;
+        pthread_mutex_lock(&c->mu);
+        c->deleted_expected = deleted;
+        c->manifest_seen = true;
+        fs_free(s->transaction_time);
+        s->transaction_time = ev->transaction_time ? fs_strdup(ev->transaction_time) : NULL;
+        if (!c->job && ev->status_url)
+            c->job = fs_strdup(ev->status_url);
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (ev->kind == FHIRSYNC_EXPORT_EV_FILE_DONE && ev->file) {
+        const fhirsync_export_file *f = ev->file;
+        pending_file *p = fs_calloc(1, sizeof *p);
+        if (p) {
+            p->kind = f->kind;
+            p->path = fs_strdup(f->path);
+            p->type = fs_strdup(f->type);
+            p->name = fs_strdup(f->name);
+            p->url = fs_strdup(f->url);
+        }
+        if (!p || !p->path || !p->type || !p->name || !p->url) {
+            free_pending(p);
+            pthread_mutex_lock(&c->mu);
+            c->failed = true;
+            fs_err(&c->load_err, FHIRSYNC_E_NOMEM, "out of memory");
+            pthread_mutex_unlock(&c->mu);
+            return 1;
+        }
+        queue_file(c, p);
+    }
+    fhirsync_sync_event sev = {.kind = FHIRSYNC_SYNC_EV_EXPORT, .export_event = ev};
+    bool go_on = fs_sync_emit(s, &sev);
+    pthread_mutex_lock(&c->mu);
+    bool failed = c->failed;
+    pthread_mutex_unlock(&c->mu);
+    return go_on && !failed ? 0 : 1;
+}
+
+/* ---- the final commit ------------------------------------------------------------------------- */
+
+typedef struct quarantine_pass {
+    bulk_ctx *c;
+    fs_sync_counts *counts;      /* quarantine from the bulk client's files is counted here */
+    char **seen;                 /* "file\nline" keys of refused lines already inserted */
+    size_t nseen;
+    fhirsync_code rc;
+    fhirsync_error *err;
+    bool from_refused;
+} quarantine_pass;
+
+static bool seen_before(quarantine_pass *q, const char *file, int64_t line, bool *nomem)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "%s\n%lld", file, (long long)line);
+    for (size_t i = 0; i < q->nseen; i++)
+        if (strcmp(q->seen[i], key) == 0)
+            return true;
+    char **grown = fs_realloc(q->seen, (q->nseen + 1) * sizeof *grown);
+    char *copy = fs_strdup(key);
+    if (!grown || !copy) {
+        if (grown)
+            q->seen = grown;
+        fs_free(copy);
+        *nomem = true;
+        return false;
+    }
+    q->seen = grown;
+    q->seen[q->nseen++] = copy;
+    return false;
+}
+
+static bool quarantine_line(void *ud, char *text, size_t len)
+{
+    quarantine_pass *q = ud;
+    bulk_ctx *c = q->c;
+    fhirsync_error e;
+    json_t *rec = fs_json_parse(text, len, true, "quarantine record", &e);
+    if (!rec) {
+        if (e.code == FHIRSYNC_E_NOMEM) {
+            q->rc = FHIRSYNC_E_NOMEM;
+            return false;
+        }
+        return true; /* a torn line of a crashed writer: the line is recorded again */
+    }
+    const char *file = fs_json_str(rec, "file");
+    int64_t line_no = 0;
+    fs_json_int(rec, "line", &line_no);
+    bool skip = false, nomem = false;
+    if (q->from_refused)
+        skip = !fs_streq(fs_json_str(rec, "job"), c->job) ||
+               seen_before(q, file ? file : "", line_no, &nomem);
+    if (nomem) {
+        json_decref(rec);
+        q->rc = FHIRSYNC_E_NOMEM;
+        return false;
+    }
+    bool ok = true;
+    if (!skip) {
+        const char *raw = fs_json_str(rec, "text");
+        size_t raw_len = raw ? json_string_length(json_object_get(rec, "text")) : 0;
+        unsigned char *decoded = NULL;
+        const char *b64 = fs_json_str(rec, "text_base64url");
+        if (!raw && b64 && fs_b64url_decode(b64, strlen(b64), &decoded, &raw_len))
+            raw = (const char *)decoded;
+        const char *reason = fs_json_str(rec, "reason");
+        fhirsync_quarantine_entry entry = {.run_id = c->s->run_id,
+                                           .endpoint = c->s->name,
+                                           .source = fs_json_str(rec, "url") ? fs_json_str(rec, "url")
+                                                                             : file,
+                                           .line_number = line_no,
+                                           .reason = reason ? reason : "quarantined",
+                                           .line = raw,
+                                           .line_len = raw ? raw_len : 0};
+        q->rc = fhirsync_store_quarantine(c->s->store, &entry, q->err);
+        fs_free(decoded);
+        ok = q->rc == FHIRSYNC_OK;
+        if (ok && !q->from_refused && line_no > 0) {
+            const char *type = fs_json_str(rec, "type");
+            fs_sync_count *cnt = fs_sync_counts_at(q->counts, type ? type : "Bundle");
+            if (cnt)
+                cnt->quarantined++;
+            else
+                ok = false, q->rc = FHIRSYNC_E_NOMEM;
+        }
+    }
+    json_decref(rec);
+    return ok;
+}
+
+/* Insert the quarantine and finish the run with the watermark, in one transaction. */
+static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    fs_sync_counts extra;
+    fs_sync_counts_init(&extra);
+    quarantine_pass q = {.c = c, .counts = &extra, .rc = FHIRSYNC_OK, .err = err};
+    char *counts_json = NULL;
+    fhirsync_code rc = fhirsync_store_begin(s->store, 0, err);
+    for (size_t i = 0; rc == FHIRSYNC_OK && i < fhirsync_export_file_count(c->ex); i++) {
+        const fhirsync_export_file *f = fhirsync_export_file_at(c->ex, i);
+        char *qpath = join(c->export_dir, "quarantine");
+        char *path = qpath ? join(qpath, f->name) : NULL;
+        fs_free(qpath);
+        if (!path) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            break;
+        }
+        rc = each_line(path, quarantine_line, &q, err);
+        if (rc == FHIRSYNC_OK && q.rc != FHIRSYNC_OK)
+            rc = q.rc;
+        fs_free(path);
+    }
+    if (rc == FHIRSYNC_OK) {
+        q.from_refused = true;
+        rc = each_line(c->refused_path, quarantine_line, &q, err);
+        if (rc == FHIRSYNC_OK && q.rc != FHIRSYNC_OK)
+            rc = q.rc;
+    }
+    for (size_t i = 0; i < q.nseen; i++)
+        fs_free(q.seen[i]);
+    fs_free(q.seen);
+    if (rc == FHIRSYNC_OK && !fs_sync_add_counts(s, &extra))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fs_sync_counts_clear(&extra);
+    int64_t loaded = 0, deleted = 0, quarantined = 0;
+    fs_sync_counts_totals(&s->counts, &loaded, &deleted, &quarantined);
+    bool partial = export_partial || quarantined > 0 || s->counts.server_errors > 0;
+    char why[256] = "";
+    if (s->counts.server_errors > 0)
+        snprintf(why, sizeof why, "the server reported %lld error(s) in its error files",
+                 (long long)s->counts.server_errors);
+    else if (partial)
+        snprintf(why, sizeof why, "%lld line(s) quarantined", (long long)quarantined);
+    if (rc == FHIRSYNC_OK && !(counts_json = fs_sync_counts_loaded_json(&s->counts)))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc == FHIRSYNC_OK) {
+        fhirsync_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
+                                .transaction_time = s->transaction_time,
+                                .counts_json = counts_json,
+                                .resources = loaded,
+                                .deletions = deleted,
+                                .quarantined = quarantined,
+                                .error = why[0] ? why : NULL,
+                                .new_watermark = s->transaction_time};
+        /* the batch's final commit: the quarantine, the run's end and the watermark together */
+        rc = fhirsync_store_run_finish(s->store, s->run_id, &end, err);
+        if (rc == FHIRSYNC_OK) {
+            s->status = end.status;
+            s->watermark = s->transaction_time ? fs_strdup(s->transaction_time) : NULL;
+        }
+    } else {
+        fhirsync_store_rollback(s->store, NULL);
+    }
+    fs_free(counts_json);
+    if (rc == FHIRSYNC_OK && partial)
+        rc = fs_err(err, FHIRSYNC_E_PARTIAL, "sync of %s complete, but %s", s->name, why);
+    return rc;
+}
+
+/* ---- the export ------------------------------------------------------------------------------- */
+
+/* Forget the work of an earlier export: ledger and refused lines first (they name its job), then
+ * the folder. */
+static void wipe(bulk_ctx *c)
+{
+    if (c->refused_fd >= 0) {
+        close(c->refused_fd);
+        c->refused_fd = -1;
+    }
+    unlink(c->ledger_path);
+    unlink(c->refused_path);
+    fs_sync_rmtree(c->export_dir);
+    ledger_clear(c);
+    fs_free(c->job);
+    c->job = NULL;
+}
+
+static bool dir_has_state(const char *dir)
+{
+    char *path = join(dir, "state.json");
+    bool has = path && access(path, F_OK) == 0;
+    fs_free(path);
+    return has;
+}
+
+/* A new (or resumed) export handle for `level`. A folder left by a different request (the
+ * watermark moved after it was loaded, or the settings changed) is discarded. */
+static fhirsync_code open_export(bulk_ctx *c, const fhirsync_endpoint *ep,
+                                 fhirsync_export_level level, const char *types,
+                                 fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    fhirsync_export_options eo;
+    fhirsync_export_options_init(&eo);
+    eo.level = level;
+    eo.group_id = level == FHIRSYNC_EXPORT_GROUP ? fhirsync_endpoint_get(s->ep, "group_id") : NULL;
+    eo.types = types;
+    eo.since = s->since;
+    eo.delete_job = s->opts.delete_job;
+    eo.out_dir = c->export_dir;
+    fhirsync_code rc = fhirsync_export_new(ep, &eo, &c->ex, err);
+    if (rc == FHIRSYNC_E_ARG && dir_has_state(c->export_dir)) {
+        fs_log(FHIRSYNC_LOG_INFO, "sync %s: the work folder holds another export (%s); "
+               "starting afresh", s->name, err->message);
+        wipe(c);
+        rc = fhirsync_export_new(ep, &eo, &c->ex, err);
+    }
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    fhirsync_export_set_callback(c->ex, on_export_event, c);
+    const char *status_url = fhirsync_export_status_url(c->ex);
+    if (status_url) {
+        s->resumed = true;
+        c->job = fs_strdup(status_url);
+        if (!c->job)
+            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        fs_log(FHIRSYNC_LOG_INFO, "sync %s: resuming the export of an interrupted run (%s)",
+               s->name, status_url);
+    } else {
+        /* a new export: ledger and refused lines of any earlier job are meaningless */
+        unlink(c->ledger_path);
+        unlink(c->refused_path);
+    }
+    return FHIRSYNC_OK;
+}
+
+static void reset_loader(bulk_ctx *c)
+{
+    free_pending(c->deleted_head);
+    free_pending(c->other_head);
+    c->deleted_head = c->deleted_tail = c->other_head = c->other_tail = NULL;
+    c->deleted_expected = c->deleted_loaded = 0;
+    c->manifest_seen = c->closing = c->failed = false;
+    fs_err_clear(&c->load_err);
+}
+
+static fhirsync_code start_loader(bulk_ctx *c, fhirsync_error *err)
+{
+    reset_loader(c);
+    if (c->s->opts.load != FHIRSYNC_SYNC_LOAD_STREAM)
+        return FHIRSYNC_OK;
+    if (pthread_create(&c->thread, NULL, loader_main, c) != 0)
+        return fs_err(err, FHIRSYNC_E_INTERNAL, "cannot start the loader thread");
+    c->thread_started = true;
+    return FHIRSYNC_OK;
+}
+
+/* The endpoint profile for the export: explicit settings passed as options are cleared so the
+ * bulk client takes ours; eClinicalWorks Group export gets system/Group.read in its scope. */
+static fhirsync_code export_profile(fhirsync_sync *s, fhirsync_export_level level,
+                                    fhirsync_endpoint **out, fhirsync_error *err)
+{
+    *out = fhirsync_endpoint_dup(s->ep);
+    if (!*out)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_endpoint_clear(*out, "since");
+    fhirsync_endpoint_clear(*out, "types");
+    if (level == FHIRSYNC_EXPORT_GROUP && fs_streq(fs_endpoint_vendor(s->ep), FS_VENDOR_ECW)) {
+        char *scope = fs_sync_scope_with_group(fhirsync_endpoint_get(s->ep, "scope"));
+        fhirsync_code rc = scope ? fhirsync_endpoint_set(*out, "scope", scope,
+                                                         "sync (eClinicalWorks Group export)", err)
+                                 : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        fs_free(scope);
+        if (rc != FHIRSYNC_OK) {
+            fhirsync_endpoint_free(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
+    return FHIRSYNC_OK;
+}
+
+/* The default types without those a Patient or Group export cannot return. */
+static char *compartment_types(const char *types)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    if (!fs_buf_append(&b, "", 0))
+        return NULL;
+    const char *p = types;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char type[FS_SYNC_TYPE_MAX + 1];
+        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
+            memcpy(type, p, n);
+            type[n] = '\0';
+            if (fs_sync_patient_compartment(type) &&
+                ((b.len && !fs_buf_append_str(&b, ",")) || !fs_buf_append_str(&b, type))) {
+                fs_buf_free(&b);
+                return NULL;
+            }
+        }
+        p += n + (p[n] == ',' ? 1 : 0);
+    }
+    return fs_buf_steal(&b);
+}
+
+fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
+{
+    fhirsync_error *err = &s->err;
+    bulk_ctx c = {.s = s, .refused_fd = -1};
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    char *types = NULL, *compartment = NULL;
+    fhirsync_endpoint *ep = NULL;
+    bool types_set = fhirsync_endpoint_get(s->ep, "types") != NULL;
+    s->mode = "bulk";
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (!(c.workdir = fs_sync_endpoint_work_dir(s)) ||
+        !(c.export_dir = join(c.workdir, "export")) ||
+        !(c.ledger_path = join(c.workdir, "loaded.ndjson")) ||
+        !(c.refused_path = join(c.workdir, "refused.ndjson"))) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = mkdirs(c.workdir, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_sync_plan_types(s->ep, 'r', &types, err);
+    if (rc == FHIRSYNC_OK && !types_set && !(compartment = compartment_types(types)))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_store_run_begin(s->store, s->name, "bulk", s->since, &s->run_id, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    fhirsync_export_level chain[3];
+    const char *group = fhirsync_endpoint_get(s->ep, "group_id");
+    size_t nlevels = fs_sync_level_chain(group && *group, chain);
+    bool retried_expired = false;
+    for (size_t li = 0; li < nlevels; li++) {
+        fhirsync_export_level level = chain[li];
+        s->level = fs_sync_level_name(level);
+        const char *level_types = level == FHIRSYNC_EXPORT_SYSTEM || types_set ? types
+                                                                                : compartment;
+        char plan[600];
+        snprintf(plan, sizeof plan, "bulk export at %s level%s%s%s, %s, types %s",
+                 s->level, level == FHIRSYNC_EXPORT_GROUP ? " (Group/" : "",
+                 level == FHIRSYNC_EXPORT_GROUP ? group : "",
+                 level == FHIRSYNC_EXPORT_GROUP ? ")" : "",
+                 s->since ? "changes since the watermark" : "everything (no watermark)",
+                 level_types);
+        fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = plan};
+        fs_sync_emit(s, &pev);
+        fhirsync_endpoint_free(ep);
+        ep = NULL;
+        rc = export_profile(s, level, &ep, err);
+        if (rc == FHIRSYNC_OK)
+            rc = open_export(&c, ep, level, level_types, err);
+        if (rc == FHIRSYNC_OK)
+            rc = start_loader(&c, err);
+        if (rc != FHIRSYNC_OK)
+            goto fail;
+        bool resumed_here = fhirsync_export_status_url(c.ex) != NULL;
+        rc = fhirsync_export_run(c.ex);
+        if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_PARTIAL)
+            fs_err(err, rc, "%s", fhirsync_export_errmsg(c.ex));
+        bool kicked_off = fhirsync_export_status_url(c.ex) != NULL;
+        if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_PARTIAL && rc != FHIRSYNC_E_CANCELLED &&
+            li + 1 < nlevels && fs_sync_level_refused(rc, err->http_status, err->message,
+                                                      kicked_off)) {
+            fs_sync_warn(s, "the server refused a %s-level export (%s); falling back to %s level",
+                         s->level, err->message, fs_sync_level_name(chain[li + 1]));
+            loader_close(&c);
+            fhirsync_export_free(c.ex);
+            c.ex = NULL;
+            wipe(&c);
+            continue;
+        }
+        if (rc == FHIRSYNC_E_NOT_FOUND && resumed_here && !retried_expired) {
+            /* the server forgot the job of the interrupted run (files expire): start over */
+            fs_sync_warn(s, "the interrupted export's job is gone on the server (%s); starting "
+                         "a new export", err->message);
+            retried_expired = true;
+            loader_close(&c);
+            fhirsync_export_free(c.ex);
+            c.ex = NULL;
+            wipe(&c);
+            s->resumed = false;
+            li--;
+            continue;
+        }
+        break;
+    }
+    if (rc == FHIRSYNC_OK || rc == FHIRSYNC_E_PARTIAL) {
+        bool export_partial = rc == FHIRSYNC_E_PARTIAL;
+        if (s->opts.load == FHIRSYNC_SYNC_LOAD_AFTER)
+            load_queued_here(&c);
+        else
+            loader_close(&c);
+        if (c.failed) {
+            *err = c.load_err;
+            rc = c.load_err.code ? c.load_err.code : FHIRSYNC_E_STORE;
+            goto fail;
+        }
+        if (c.other_head || c.deleted_head || fs_sync_stopping(s)) {
+            rc = fs_err(err, FHIRSYNC_E_CANCELLED, "interrupted before every file was stored; "
+                        "the next run resumes");
+            goto fail;
+        }
+        rc = finish_ok(&c, export_partial, err);
+        if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_PARTIAL)
+            goto fail;
+        fhirsync_export_free(c.ex);
+        c.ex = NULL;
+        wipe(&c);
+        rmdir(c.workdir); /* and its parent when no other endpoint uses it */
+        char *slash = strrchr(c.workdir, '/');
+        if (slash) {
+            *slash = '\0';
+            rmdir(c.workdir);
+            *slash = '/';
+        }
+        goto out;
+    }
+fail:
+    loader_close(&c);
+    if (c.failed && rc == FHIRSYNC_E_CANCELLED) {
+        *err = c.load_err;
+        rc = c.load_err.code ? c.load_err.code : FHIRSYNC_E_STORE;
+    }
+    if (rc == FHIRSYNC_E_CANCELLED)
+        fs_err(err, rc, "interrupted; the next run resumes the export in %s", c.export_dir);
+    fs_sync_finish_failed(s, err->message);
+out:
+    loader_close(&c);
+    reset_loader(&c);
+    if (c.refused_fd >= 0)
+        close(c.refused_fd);
+    fhirsync_export_free(c.ex);
+    fhirsync_endpoint_free(ep);
+    ledger_clear(&c);
+    fs_free(c.job);
+    fs_free(c.workdir);
+    fs_free(c.export_dir);
+    fs_free(c.ledger_path);
+    fs_free(c.refused_path);
+    fs_free(types);
+    fs_free(compartment);
+    pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.mu);
+    return rc;
+}

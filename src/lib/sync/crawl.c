@@ -1,0 +1,498 @@
+/* sync/crawl.c: crawl mode, for servers without a usable bulk export (Epic's advice): paged REST
+ * searches per resource type, "Type?_lastUpdated=gt<watermark>&_count=N" (a first run: no
+ * filter), and per patient ("Type?patient=ID&...") where the server wants it (Epic, or
+ * per_patient = 1): Patient is crawled first, then each patient's resources of the other types.
+ * Results are stored a page at a time (a batch per page), in whatever order the server returns
+ * them: upserts are idempotent and an older version never replaces a newer one.
+ *
+ * Watermark: the crawl's start time (client clock) minus a margin (skew_margin_s, default 300 s),
+ * moved in the run's final commit. A resource changed while the crawl runs has a lastUpdated
+ * after the start, so the next crawl sees it; the margin covers a server clock behind ours and
+ * writes committed after the time they are stamped with. The overlap is fetched twice, which the
+ * idempotent upserts make harmless.
+ *
+ * Deletions: an incremental search cannot see them. A reconciliation run (the first run, --full,
+ * --reconcile, and every Nth crawl) searches everything, so every resource the server still has
+ * is stored again with this run's id; a row of this endpoint that the run did not touch is gone
+ * on the server and is deleted with a deletion record dated by the crawl's start. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config_internal.h"
+#include "fhirsync/client.h"
+#include "sync/sync_internal.h"
+
+typedef struct crawl_ctx {
+    fhirsync_sync *s;
+    fhirsync_client *client;
+    const char *since;           /* NULL: everything */
+    int page_size;
+    char *workdir;
+    fs_sync_counts counts;       /* of the type being crawled */
+} crawl_ctx;
+
+/* ---- SQL literals for the read-only queries --------------------------------------------------- */
+
+/* 'text' with quotes doubled; NULL on out of memory or a NUL-free requirement broken. */
+static char *sql_literal(const char *text)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fs_buf_append_str(&b, "'");
+    for (const char *p = text; ok && *p; p++)
+        ok = *p == '\'' ? fs_buf_append_str(&b, "''") : fs_buf_append(&b, p, 1);
+    if (!ok || !fs_buf_append_str(&b, "'")) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
+/* ---- one search ------------------------------------------------------------------------------- */
+
+static fhirsync_code commit_page(crawl_ctx *c, const char *type, int64_t *stored,
+                                 fhirsync_error *err)
+{
+    fhirsync_code rc = fhirsync_store_commit(c->s->store, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!fs_sync_add_counts(c->s, &c->counts))
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    int64_t loaded;
+    fs_sync_counts_totals(&c->counts, &loaded, NULL, NULL);
+    *stored += loaded;
+    fs_sync_counts_clear(&c->counts);
+    fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_PROGRESS, .type = type, .count = *stored};
+    fs_sync_emit(c->s, &ev);
+    return FHIRSYNC_OK;
+}
+
+/* Search `type` (restricted to `patient` when not NULL) and store every result. */
+static fhirsync_code crawl_search(crawl_ctx *c, const char *type, const char *patient,
+                                  int64_t *stored, fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    fs_buf query;
+    fs_buf_init(&query);
+    bool ok = fs_buf_printf(&query, "%s?_count=%d", type, c->page_size);
+    if (ok && patient)
+        ok = fs_buf_append_str(&query, "&patient=") && fs_buf_append_urlencoded(&query, patient);
+    if (ok && c->since)
+        ok = fs_buf_append_str(&query, "&_lastUpdated=gt") &&
+             fs_buf_append_urlencoded(&query, c->since);
+    if (!ok) {
+        fs_buf_free(&query);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    fhirsync_search *search = NULL;
+    fhirsync_code rc = fhirsync_search_start(c->client, query.data, &search);
+    if (rc != FHIRSYNC_OK) {
+        fs_err(err, rc, "%s", fhirsync_client_errmsg(c->client));
+        fs_buf_free(&query);
+        return rc;
+    }
+    fs_sync_file file = {.kind = FHIRSYNC_EXPORT_OUTPUT,
+                         .type = type,
+                         .name = query.data,
+                         .source = query.data,
+                         .run_id = s->run_id};
+    fs_sync_loader ld = {.store = s->store,
+                         .file = &file,
+                         .counts = &c->counts,
+                         .endpoint = s->name,
+                         .err = err,
+                         .rc = FHIRSYNC_OK};
+    bool in_batch = false;
+    size_t pages = 0;
+    for (;;) {
+        const char *resource = NULL;
+        size_t len = 0;
+        rc = fhirsync_search_next(search, &resource, &len);
+        if (rc != FHIRSYNC_OK) {
+            fs_err(err, rc, "searching %s: %s", query.data, fhirsync_client_errmsg(c->client));
+            break;
+        }
+        /* a new page: what the last one gave is complete, commit it */
+        if (in_batch && (fhirsync_search_pages(search) != pages || !resource)) {
+            in_batch = false;
+            rc = commit_page(c, type, stored, err);
+            if (rc != FHIRSYNC_OK)
+                break;
+        }
+        pages = fhirsync_search_pages(search);
+        if (!resource)
+            break;
+        if (!in_batch) {
+            rc = fhirsync_store_begin(s->store, FHIRSYNC_STORE_BULK, err);
+            if (rc != FHIRSYNC_OK)
+                break;
+            in_batch = true;
+        }
+        ld.line_no = 0;
+        if (!fs_sync_load_line(&ld, resource, len)) {
+            rc = ld.rc;
+            break;
+        }
+    }
+    if (in_batch) {
+        /* stopped mid-page (a network failure, a signal): what was received is whole resources,
+         * worth keeping; the watermark does not move, so the next run fetches them again */
+        fhirsync_error ignored;
+        if (rc == FHIRSYNC_E_STORE || rc == FHIRSYNC_E_NOMEM ||
+            commit_page(c, type, stored, &ignored) != FHIRSYNC_OK)
+            fhirsync_store_rollback(s->store, NULL);
+    }
+    fs_sync_counts_clear(&c->counts);
+    pthread_mutex_lock(&s->lock);
+    s->requests += (int64_t)fhirsync_search_pages(search);
+    pthread_mutex_unlock(&s->lock);
+    fhirsync_search_free(search);
+    fs_buf_free(&query);
+    return rc;
+}
+
+/* ---- id lists from the store ------------------------------------------------------------------ */
+
+typedef struct id_file {
+    int fd;
+    bool failed;
+    size_t count;
+} id_file;
+
+static int write_id(size_t ncols, const char *const *names, const char *const *values,
+                    const size_t *lengths, void *userdata)
+{
+    (void)names;
+    id_file *f = userdata;
+    if (ncols < 1 || !values[0])
+        return 0;
+    if (write(f->fd, values[0], lengths[0]) != (ssize_t)lengths[0] || write(f->fd, "\n", 1) != 1) {
+        f->failed = true;
+        return 1;
+    }
+    f->count++;
+    return 0;
+}
+
+/* Run `sql` (one id column) into the file `path` (one id a line); *count receives how many. */
+static fhirsync_code ids_to_file(fhirsync_store *store, const char *sql, const char *path,
+                                 size_t *count, fhirsync_error *err)
+{
+    id_file f = {open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), false, 0};
+    if (f.fd < 0)
+        return fs_err(err, FHIRSYNC_E_IO, "cannot create %s: %s", path, strerror(errno));
+    fhirsync_code rc = fhirsync_store_query(store, sql, write_id, &f, err);
+    if (rc == FHIRSYNC_OK && f.failed)
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", path, strerror(errno));
+    close(f.fd);
+    *count = f.count;
+    return rc;
+}
+
+/* The SQL selecting ids of `type` last written by this endpoint's runs, optionally not by run
+ * `except_run`. Caller frees. */
+static char *endpoint_ids_sql(const char *endpoint, const char *type, int64_t except_run)
+{
+    char *lit = sql_literal(endpoint);
+    if (!lit)
+        return NULL;
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fs_buf_printf(&b, "SELECT id FROM \"%s\" WHERE run_id IN (SELECT id FROM sync_runs"
+                            " WHERE endpoint = %s)", type, lit);
+    if (ok && except_run > 0)
+        ok = fs_buf_printf(&b, " AND run_id <> %lld", (long long)except_run);
+    if (ok)
+        ok = fs_buf_append_str(&b, " ORDER BY id");
+    fs_free(lit);
+    if (!ok) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
+/* Whether the store has a table for `type` (else there is nothing to reconcile). */
+static bool has_table(fhirsync_store *store, const char *type)
+{
+    fhirsync_type_count *counts = NULL;
+    size_t n = 0;
+    fhirsync_error ignored;
+    bool found = false;
+    if (fhirsync_store_counts(store, &counts, &n, &ignored) == FHIRSYNC_OK)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(counts[i].type, type) == 0)
+                found = true;
+    fhirsync_free(counts);
+    return found;
+}
+
+/* ---- per patient ------------------------------------------------------------------------------ */
+
+static fhirsync_code crawl_per_patient(crawl_ctx *c, const char *type, int64_t *stored,
+                                       fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    fs_buf path;
+    fs_buf_init(&path);
+    char *sql = endpoint_ids_sql(s->name, "Patient", 0);
+    if (!sql || !fs_buf_printf(&path, "%s/crawl-patients.txt", c->workdir)) {
+        fs_free(sql);
+        fs_buf_free(&path);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    size_t count = 0;
+    fhirsync_code rc = ids_to_file(s->store, sql, path.data, &count, err);
+    fs_free(sql);
+    FILE *f = rc == FHIRSYNC_OK ? fopen(path.data, "re") : NULL;
+    if (rc == FHIRSYNC_OK && !f)
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path.data, strerror(errno));
+    char id[128];
+    while (rc == FHIRSYNC_OK && fgets(id, sizeof id, f)) {
+        id[strcspn(id, "\n")] = '\0';
+        if (!id[0])
+            continue;
+        if (fs_sync_stopping(s)) {
+            rc = fs_err(err, FHIRSYNC_E_CANCELLED, "interrupted");
+            break;
+        }
+        rc = crawl_search(c, type, id, stored, err);
+    }
+    if (f)
+        fclose(f);
+    unlink(path.data);
+    fs_buf_free(&path);
+    return rc;
+}
+
+/* ---- reconciliation --------------------------------------------------------------------------- */
+
+static fhirsync_code reconcile_type(crawl_ctx *c, const char *type, const char *deleted_at,
+                                    fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    if (!has_table(s->store, type))
+        return FHIRSYNC_OK;
+    fs_buf path;
+    fs_buf_init(&path);
+    char *sql = endpoint_ids_sql(s->name, type, s->run_id);
+    if (!sql || !fs_buf_printf(&path, "%s/crawl-gone.txt", c->workdir)) {
+        fs_free(sql);
+        fs_buf_free(&path);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    size_t count = 0;
+    fhirsync_code rc = ids_to_file(s->store, sql, path.data, &count, err);
+    fs_free(sql);
+    FILE *f = NULL;
+    if (rc == FHIRSYNC_OK && count > 0) {
+        f = fopen(path.data, "re");
+        if (!f)
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path.data, strerror(errno));
+    }
+    fs_sync_counts counts;
+    fs_sync_counts_init(&counts);
+    if (f && rc == FHIRSYNC_OK)
+        rc = fhirsync_store_begin(s->store, 0, err);
+    char id[128];
+    while (f && rc == FHIRSYNC_OK && fgets(id, sizeof id, f)) {
+        id[strcspn(id, "\n")] = '\0';
+        if (!id[0])
+            continue;
+        rc = fhirsync_store_delete(s->store, type, id, deleted_at, s->run_id, NULL, err);
+        fs_sync_count *e = rc == FHIRSYNC_OK ? fs_sync_counts_at(&counts, type) : NULL;
+        if (rc == FHIRSYNC_OK && !e)
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        if (e)
+            e->deleted++;
+    }
+    if (f) {
+        fclose(f);
+        if (rc == FHIRSYNC_OK)
+            rc = fhirsync_store_commit(s->store, err);
+        else
+            fhirsync_store_rollback(s->store, NULL);
+    }
+    if (rc == FHIRSYNC_OK && count > 0) {
+        if (!fs_sync_add_counts(s, &counts))
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
+                                  .name = "reconciliation",
+                                  .type = type,
+                                  .deleted = (int64_t)count,
+                                  .message = "gone on the server"};
+        fs_sync_emit(s, &ev);
+    }
+    fs_sync_counts_clear(&counts);
+    unlink(path.data);
+    fs_buf_free(&path);
+    return rc;
+}
+
+/* ---- the run ---------------------------------------------------------------------------------- */
+
+typedef struct recent_runs {
+    int since_reconcile;
+    bool found_reconcile;
+} recent_runs;
+
+static int count_run(const fhirsync_run_info *run, void *userdata)
+{
+    recent_runs *r = userdata;
+    if (run->status != FHIRSYNC_RUN_OK && run->status != FHIRSYNC_RUN_PARTIAL)
+        return 0;
+    if (fs_streq(run->mode, "crawl-reconcile")) {
+        r->found_reconcile = true;
+        return 1;
+    }
+    if (fs_streq(run->mode, "crawl"))
+        r->since_reconcile++;
+    return 0;
+}
+
+fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
+{
+    fhirsync_error *err = &s->err;
+    crawl_ctx c = {.s = s, .page_size = s->opts.page_size ? s->opts.page_size
+                                                          : FS_SYNC_DEFAULT_PAGE_SIZE};
+    fs_sync_counts_init(&c.counts);
+    char *types = NULL;
+    int every = s->opts.reconcile_every ? s->opts.reconcile_every
+                                        : FS_SYNC_DEFAULT_RECONCILE_EVERY;
+    recent_runs recent = {0, false};
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (!s->opts.full && s->since && every > 0)
+        rc = fhirsync_store_runs(s->store, s->name, (size_t)every, count_run, &recent, err);
+    bool reconcile = rc == FHIRSYNC_OK &&
+                     fs_sync_reconcile_due(s->opts.full, s->since == NULL, s->opts.reconcile,
+                                           every, recent.since_reconcile);
+    if (reconcile) {
+        fs_free(s->since);
+        s->since = NULL;
+    }
+    c.since = s->since;
+    s->mode = reconcile ? "crawl-reconcile" : "crawl";
+    int64_t start = fs_now();
+    char start_instant[40];
+    fs_format_instant(start, start_instant, sizeof start_instant);
+    int per_patient = s->opts.per_patient >= 0
+                          ? s->opts.per_patient
+                          : fs_streq(fs_endpoint_vendor(s->ep), FS_VENDOR_EPIC);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_sync_plan_types(s->ep, 's', &types, err);
+    if (rc == FHIRSYNC_OK && !(c.workdir = fs_sync_endpoint_work_dir(s)))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc == FHIRSYNC_OK) {
+        /* the folder for id lists */
+        fs_buf parent;
+        fs_buf_init(&parent);
+        for (const char *p = c.workdir; rc == FHIRSYNC_OK; p++) {
+            if (*p != '/' && *p)
+                continue;
+            fs_buf_reset(&parent);
+            if (!fs_buf_append(&parent, c.workdir, (size_t)(p - c.workdir)))
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            else if (parent.len && mkdir(parent.data, 0700) != 0 && errno != EEXIST)
+                rc = fs_err(err, FHIRSYNC_E_IO, "cannot create %s: %s", parent.data,
+                            strerror(errno));
+            if (!*p)
+                break;
+        }
+        fs_buf_free(&parent);
+    }
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_client_new(s->ep, &c.client, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    char plan[600];
+    snprintf(plan, sizeof plan, "crawl%s%s, %s, types %s", reconcile ? " with reconciliation" : "",
+             per_patient ? " per patient" : "",
+             s->since ? "changes since the watermark" : "everything", types);
+    fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = plan};
+    fs_sync_emit(s, &pev);
+    /* Patient first: per-patient searches need the patients */
+    for (int pass = 0; pass < 2 && rc == FHIRSYNC_OK; pass++) {
+        const char *p = types;
+        while (*p && rc == FHIRSYNC_OK) {
+            size_t n = strcspn(p, ",");
+            char type[FS_SYNC_TYPE_MAX + 1];
+            bool take = n > 0 && n <= FS_SYNC_TYPE_MAX;
+            if (take) {
+                memcpy(type, p, n);
+                type[n] = '\0';
+                take = (pass == 0) == (strcmp(type, "Patient") == 0);
+            }
+            p += n + (p[n] == ',' ? 1 : 0);
+            if (!take)
+                continue;
+            if (fs_sync_stopping(s)) {
+                rc = fs_err(err, FHIRSYNC_E_CANCELLED, "interrupted");
+                break;
+            }
+            int64_t stored = 0;
+            if (per_patient && pass == 1 && fs_sync_patient_compartment(type))
+                rc = crawl_per_patient(&c, type, &stored, err);
+            else
+                rc = crawl_search(&c, type, NULL, &stored, err);
+            if (rc == FHIRSYNC_OK && reconcile)
+                rc = reconcile_type(&c, type, start_instant, err);
+            if (rc == FHIRSYNC_OK) {
+                fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
+                                          .name = type,
+                                          .type = type,
+                                          .count = stored};
+                fs_sync_emit(s, &ev);
+            }
+        }
+    }
+    if (rc != FHIRSYNC_OK)
+        goto fail;
+    {
+        char watermark[40];
+        fs_sync_crawl_watermark(start, s->opts.skew_margin_s ? s->opts.skew_margin_s
+                                                             : FS_SYNC_DEFAULT_SKEW_MARGIN_S,
+                                watermark, sizeof watermark);
+        int64_t loaded, deleted, quarantined;
+        fs_sync_counts_totals(&s->counts, &loaded, &deleted, &quarantined);
+        char *counts_json = fs_sync_counts_loaded_json(&s->counts);
+        if (!counts_json) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        char why[96] = "";
+        if (quarantined > 0)
+            snprintf(why, sizeof why, "%lld resource(s) quarantined", (long long)quarantined);
+        fhirsync_run_end end = {.status = quarantined ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
+                                .counts_json = counts_json,
+                                .resources = loaded,
+                                .deletions = deleted,
+                                .quarantined = quarantined,
+                                .error = why[0] ? why : NULL,
+                                .new_watermark = watermark};
+        rc = fhirsync_store_run_finish(s->store, s->run_id, &end, err);
+        fs_free(counts_json);
+        if (rc != FHIRSYNC_OK)
+            goto fail;
+        s->status = end.status;
+        s->watermark = fs_strdup(watermark);
+        if (quarantined > 0)
+            rc = fs_err(err, FHIRSYNC_E_PARTIAL, "crawl of %s complete, but %s", s->name, why);
+        goto out;
+    }
+fail:
+    fs_sync_finish_failed(s, err->message);
+out:
+    fhirsync_client_free(c.client);
+    fs_sync_counts_clear(&c.counts);
+    if (c.workdir)
+        rmdir(c.workdir);
+    fs_free(c.workdir);
+    fs_free(types);
+    return rc;
+}

@@ -1,0 +1,279 @@
+/* sync/load.c: loading one NDJSON file of an export into the store, line by line, in one batch:
+ *
+ *   output   each line is put (an idempotent upsert of the exact bytes; an older version never
+ *            replaces a newer one); a line the store refuses (no id, wrong resourceType...) is
+ *            quarantined with the store's reason
+ *   deleted  each line is a transaction Bundle of DELETE entries: each names a resource, which
+ *            is deleted with a deletion record dated by the export's transactionTime
+ *   error    each line is an OperationOutcome from the server: issues of severity error or fatal
+ *            are counted (the run ends partial), warnings are logged
+ *
+ * The same line handler serves files on disk (bulk mode) and streamed downloads (workers). Memory
+ * is one read buffer plus the longest line. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "json/json.h"
+#include "sync/sync_internal.h"
+
+#define READ_BUFFER (1024 * 1024)
+
+static bool stop(fs_sync_loader *ld, fhirsync_code rc, const fhirsync_error *e)
+{
+    ld->rc = rc;
+    if (ld->err && e && ld->err != e)
+        *ld->err = *e;
+    else if (ld->err && !e)
+        fs_err(ld->err, rc, "%s", fhirsync_strerror(rc));
+    return false;
+}
+
+/* A line that cannot be stored: to the caller's sink, or straight into the quarantine. */
+static bool refuse(fs_sync_loader *ld, const char *line, size_t len, const char *type,
+                   const char *reason)
+{
+    fs_sync_count *c = fs_sync_counts_at(ld->counts, type ? type : "Bundle");
+    if (c)
+        c->quarantined++;
+    if (ld->refused) {
+        if (!ld->refused(ld->refused_userdata, line, len, ld->line_no, reason)) {
+            fhirsync_error e;
+            fs_err(&e, FHIRSYNC_E_IO, "cannot record a refused line of %s", ld->file->name);
+            return stop(ld, FHIRSYNC_E_IO, &e);
+        }
+        return true;
+    }
+    fhirsync_quarantine_entry q = {.run_id = ld->file->run_id,
+                                   .endpoint = ld->endpoint,
+                                   .source = ld->file->source ? ld->file->source
+                                                              : ld->file->name,
+                                   .line_number = ld->line_no,
+                                   .reason = reason,
+                                   .line = line,
+                                   .line_len = len};
+    fhirsync_error e;
+    fhirsync_code rc = fhirsync_store_quarantine(ld->store, &q, &e);
+    return rc == FHIRSYNC_OK ? true : stop(ld, rc, &e);
+}
+
+static bool load_output(fs_sync_loader *ld, const char *line, size_t len)
+{
+    fhirsync_error e;
+    fhirsync_put_outcome outcome;
+    fhirsync_code rc = fhirsync_store_put(ld->store, ld->file->type, line, len, ld->file->run_id,
+                                          &outcome, &e);
+    if (rc == FHIRSYNC_E_JSON)
+        return refuse(ld, line, len, ld->file->type, e.message);
+    if (rc != FHIRSYNC_OK)
+        return stop(ld, rc, &e);
+    fs_sync_count *c = fs_sync_counts_at(ld->counts, ld->file->type);
+    if (!c) {
+        fs_err(&e, FHIRSYNC_E_NOMEM, "out of memory");
+        return stop(ld, FHIRSYNC_E_NOMEM, &e);
+    }
+    c->loaded++;
+    return true;
+}
+
+static bool load_deleted(fs_sync_loader *ld, const char *line, size_t len)
+{
+    fhirsync_error e;
+    json_t *bundle = fs_json_parse(line, len, true, "deleted Bundle", &e);
+    if (!bundle) {
+        if (e.code == FHIRSYNC_E_NOMEM)
+            return stop(ld, FHIRSYNC_E_NOMEM, &e);
+        return refuse(ld, line, len, "Bundle", e.message);
+    }
+    json_t *entries = json_object_get(bundle, "entry");
+    bool ok = true;
+    char bad[300] = "";
+    if (!fs_streq(fs_json_str(bundle, "resourceType"), "Bundle") || !json_is_array(entries)) {
+        snprintf(bad, sizeof bad, "a deleted line must be a Bundle with an entry array");
+    } else {
+        for (size_t i = 0; ok && i < json_array_size(entries); i++) {
+            json_t *request = json_object_get(json_array_get(entries, i), "request");
+            const char *method = fs_json_str(request, "method");
+            const char *url = fs_json_str(request, "url");
+            char type[FS_SYNC_TYPE_MAX + 1], id[65];
+            if (!method || strcasecmp(method, "DELETE") != 0 || !url ||
+                !fs_sync_parse_delete_url(url, type, sizeof type, id, sizeof id)) {
+                if (!bad[0])
+                    snprintf(bad, sizeof bad, "entry %zu is not a DELETE of Type/id", i);
+                continue;
+            }
+            fhirsync_code rc = fhirsync_store_delete(ld->store, type, id,
+                                                     ld->file->transaction_time,
+                                                     ld->file->run_id, NULL, &e);
+            if (rc == FHIRSYNC_E_ARG) {
+                if (!bad[0])
+                    snprintf(bad, sizeof bad, "entry %zu: %.200s", i, e.message);
+                continue;
+            }
+            if (rc != FHIRSYNC_OK) {
+                ok = stop(ld, rc, &e);
+                break;
+            }
+            fs_sync_count *c = fs_sync_counts_at(ld->counts, type);
+            if (!c) {
+                ok = stop(ld, FHIRSYNC_E_NOMEM, NULL);
+                break;
+            }
+            c->deleted++;
+        }
+    }
+    json_decref(bundle);
+    if (ok && bad[0])
+        ok = refuse(ld, line, len, "Bundle", bad);
+    return ok;
+}
+
+static bool load_error(fs_sync_loader *ld, const char *line, size_t len)
+{
+    fhirsync_error e;
+    json_t *outcome = fs_json_parse(line, len, true, "OperationOutcome", &e);
+    if (!outcome && e.code == FHIRSYNC_E_NOMEM)
+        return stop(ld, FHIRSYNC_E_NOMEM, &e);
+    if (!outcome) {
+        fs_log(FHIRSYNC_LOG_WARN, "sync: %s line %lld is not an OperationOutcome: %s",
+               ld->file->name, (long long)ld->line_no, e.message);
+        ld->counts->server_errors++;
+        return true;
+    }
+    json_t *issues = json_object_get(outcome, "issue");
+    for (size_t i = 0; i < json_array_size(issues); i++) {
+        json_t *issue = json_array_get(issues, i);
+        const char *severity = fs_json_str(issue, "severity");
+        const char *diagnostics = fs_json_str(issue, "diagnostics");
+        bool serious = fs_streq(severity, "error") || fs_streq(severity, "fatal");
+        if (serious)
+            ld->counts->server_errors++;
+        fs_log(serious ? FHIRSYNC_LOG_WARN : FHIRSYNC_LOG_INFO, "sync: the server reported %s: %s",
+               severity ? severity : "an issue", diagnostics ? diagnostics : "(no diagnostics)");
+    }
+    json_decref(outcome);
+    return true;
+}
+
+bool fs_sync_load_refuse(fs_sync_loader *ld, const char *line, size_t len, const char *reason)
+{
+    ld->line_no++;
+    return refuse(ld, line, len, ld->file->type, reason);
+}
+
+bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len)
+{
+    ld->line_no++;
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+        len--;
+    size_t skip = 0;
+    while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
+        skip++;
+    if (skip == len)
+        return true; /* an empty line: nothing to store (the bulk client reported it) */
+    switch (ld->file->kind) {
+    case FHIRSYNC_EXPORT_OUTPUT: return load_output(ld, line, len);
+    case FHIRSYNC_EXPORT_DELETED: return load_deleted(ld, line, len);
+    case FHIRSYNC_EXPORT_ERROR: return load_error(ld, line, len);
+    }
+    return true;
+}
+
+fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, const fs_sync_file *file,
+                                const char *endpoint, fs_sync_counts *counts,
+                                fs_sync_refused_fn refused, void *refused_userdata,
+                                fhirsync_error *err)
+{
+    fhirsync_code rc = FHIRSYNC_OK;
+    char *buf = NULL;
+    fs_buf line;
+    fs_buf_init(&line);
+    bool in_batch = false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (file->kind == FHIRSYNC_EXPORT_OUTPUT) {
+        /* outside the batch: creating a table inside a long batch serialises other writers */
+        rc = fhirsync_store_ensure_type(store, file->type, err);
+        if (rc != FHIRSYNC_OK)
+            goto out;
+    }
+    buf = fs_malloc(READ_BUFFER);
+    if (!buf) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = fhirsync_store_begin(store, file->kind == FHIRSYNC_EXPORT_OUTPUT ? FHIRSYNC_STORE_BULK : 0,
+                              err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    in_batch = true;
+    fs_sync_loader ld = {.store = store,
+                         .file = file,
+                         .counts = counts,
+                         .refused = refused,
+                         .refused_userdata = refused_userdata,
+                         .endpoint = endpoint,
+                         .err = err,
+                         .rc = FHIRSYNC_OK};
+    bool too_long = false;
+    for (;;) {
+        ssize_t n = read(fd, buf, READ_BUFFER);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        size_t at = 0;
+        while (at < (size_t)n) {
+            const char *nl = memchr(buf + at, '\n', (size_t)n - at);
+            size_t take = nl ? (size_t)(nl - (buf + at)) : (size_t)n - at;
+            bool ok = true;
+            if (!too_long && line.len + take > FS_SYNC_MAX_LINE) {
+                too_long = true;
+                fs_buf_reset(&line);
+            }
+            if (too_long) {
+                if (nl) {
+                    ok = fs_sync_load_refuse(&ld, "", 0, "the line is longer than 64 MiB");
+                    too_long = false;
+                }
+            } else if (nl && line.len == 0) {
+                ok = fs_sync_load_line(&ld, buf + at, take); /* the common case: no copy */
+            } else if (!fs_buf_append(&line, buf + at, take)) {
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+                goto out;
+            } else if (nl) {
+                ok = fs_sync_load_line(&ld, line.data, line.len);
+                fs_buf_reset(&line);
+            }
+            if (!ok) {
+                rc = ld.rc;
+                goto out;
+            }
+            at += take + (nl ? 1 : 0);
+        }
+    }
+    if (line.len > 0 && !fs_sync_load_line(&ld, line.data, line.len)) {
+        rc = ld.rc;
+        goto out;
+    }
+    in_batch = false;
+    rc = fhirsync_store_commit(store, err);
+out:
+    if (in_batch)
+        fhirsync_store_rollback(store, NULL);
+    if (fd >= 0)
+        close(fd);
+    fs_free(buf);
+    fs_buf_free(&line);
+    return rc;
+}

@@ -1,0 +1,398 @@
+/* sync/sync.c: the public sync handle. A run locks the endpoint in the store (a second process
+ * is told who holds it), works out the increment (the `since` setting, else the stored
+ * watermark; --full: everything), hands over to bulk.c or crawl.c, which record the run in the
+ * audit table and finish it with the watermark in the final commit, and unlocks. Events go to the
+ * application's callback, serialised by the handle's mutex because bulk mode also reports from
+ * its loader thread. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+#include "fhirsync/auth.h"
+#include "fhirsync/client.h"
+#include "json/json.h"
+#include "sync/sync_internal.h"
+
+void fhirsync_sync_options_init(fhirsync_sync_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->per_patient = -1;
+    opts->delete_job = -1;
+    opts->load = FHIRSYNC_SYNC_LOAD_STREAM;
+}
+
+fhirsync_code fhirsync_sync_new(const fhirsync_endpoint *ep, fhirsync_store *store,
+                                const fhirsync_sync_options *opts, fhirsync_sync **out,
+                                fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!ep || !store || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "a sync needs an endpoint, a store and a result");
+    fhirsync_sync_options defaults;
+    fhirsync_sync_options_init(&defaults);
+    if (!opts)
+        opts = &defaults;
+    if (opts->load != FHIRSYNC_SYNC_LOAD_STREAM && opts->load != FHIRSYNC_SYNC_LOAD_AFTER)
+        return fs_err(err, FHIRSYNC_E_ARG, "unknown load strategy %d", (int)opts->load);
+    if (opts->page_size < 0 || opts->page_size > 10000)
+        return fs_err(err, FHIRSYNC_E_ARG, "page size %d is outside 0..10000", opts->page_size);
+    fhirsync_code rc = fhirsync_endpoint_validate(ep, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    fhirsync_sync *s = fs_calloc(1, sizeof *s);
+    if (!s)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    fs_sync_counts_init(&s->counts);
+    s->store = store;
+    s->opts = *opts;
+    s->ep = fhirsync_endpoint_dup(ep);
+    s->name = fs_strdup(fhirsync_endpoint_name(ep));
+    s->work_dir_opt = opts->work_dir ? fs_strdup(opts->work_dir) : NULL;
+    s->lock_owner = opts->lock_owner ? fs_strdup(opts->lock_owner) : NULL;
+    if (!s->ep || !s->name || (opts->work_dir && !s->work_dir_opt) ||
+        (opts->lock_owner && !s->lock_owner)) {
+        fhirsync_sync_free(s);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    s->opts.work_dir = s->work_dir_opt;
+    s->opts.lock_owner = s->lock_owner;
+    *out = s;
+    return FHIRSYNC_OK;
+}
+
+static void reset_run(fhirsync_sync *s)
+{
+    fs_free(s->since);
+    fs_free(s->transaction_time);
+    fs_free(s->watermark);
+    fs_free(s->type_stats);
+    s->since = s->transaction_time = s->watermark = NULL;
+    s->type_stats = NULL;
+    fs_sync_counts_clear(&s->counts);
+    s->run_id = 0;
+    s->status = FHIRSYNC_RUN_FAILED;
+    s->mode = NULL;
+    s->level = NULL;
+    s->resumed = false;
+    s->requests = 0;
+    s->duration_s = 0;
+    s->stop = false;
+}
+
+void fhirsync_sync_free(fhirsync_sync *s)
+{
+    if (!s)
+        return;
+    reset_run(s);
+    fhirsync_endpoint_free(s->ep);
+    fs_free(s->name);
+    fs_free(s->work_dir_opt);
+    fs_free(s->lock_owner);
+    pthread_mutex_destroy(&s->lock);
+    fs_free(s);
+}
+
+void fhirsync_sync_set_callback(fhirsync_sync *s, fhirsync_sync_cb cb, void *userdata)
+{
+    if (!s)
+        return;
+    s->cb = cb;
+    s->cb_userdata = userdata;
+}
+
+const char *fhirsync_sync_errmsg(const fhirsync_sync *s)
+{
+    return s ? s->err.message : "";
+}
+
+/* ---- events ----------------------------------------------------------------------------------- */
+
+bool fs_sync_emit(fhirsync_sync *s, fhirsync_sync_event *ev)
+{
+    pthread_mutex_lock(&s->lock);
+    ev->endpoint = s->name;
+    fs_sync_counts_totals(&s->counts, &ev->resources, NULL, NULL);
+    ev->elapsed_s = (double)(fs_monotonic_ms() - s->start_ms) / 1000.0;
+    if (s->cb && s->cb(ev, s->cb_userdata) != 0)
+        s->stop = true;
+    bool go_on = !s->stop;
+    pthread_mutex_unlock(&s->lock);
+    return go_on;
+}
+
+void fs_sync_warn(fhirsync_sync *s, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fs_log(FHIRSYNC_LOG_INFO, "sync %s: %s", s->name, msg);
+    char *clean = fs_redact(msg);
+    fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_WARNING, .message = clean ? clean : ""};
+    fs_sync_emit(s, &ev);
+    fs_free(clean);
+}
+
+bool fs_sync_stopping(fhirsync_sync *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool stop = s->stop;
+    pthread_mutex_unlock(&s->lock);
+    return stop || fs_cancel_requested();
+}
+
+bool fs_sync_add_counts(fhirsync_sync *s, const fs_sync_counts *c)
+{
+    pthread_mutex_lock(&s->lock);
+    bool ok = fs_sync_counts_add(&s->counts, c);
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+/* ---- planning helpers that need the network --------------------------------------------------- */
+
+fhirsync_code fs_sync_granted_scope(const fhirsync_endpoint *ep, char **out, fhirsync_error *err)
+{
+    *out = NULL;
+    fhirsync_auth *auth = NULL;
+    fhirsync_code rc = fhirsync_auth_new(ep, &auth, err);
+    fhirsync_token token;
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_auth_token(auth, false, &token, err);
+    if (rc == FHIRSYNC_OK && !(*out = fs_strdup(token.scope ? token.scope : "")))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_auth_free(auth);
+    return rc;
+}
+
+/* The resource types the server's CapabilityStatement lists (comma-separated, with commas at
+ * both ends for lookups), or NULL when it cannot be had: then nothing is filtered. */
+static char *server_types(const fhirsync_endpoint *ep)
+{
+    fhirsync_client *client = NULL;
+    fhirsync_response *resp = NULL;
+    fhirsync_error err;
+    json_t *doc = NULL;
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fhirsync_client_new(ep, &client, &err) == FHIRSYNC_OK &&
+              fhirsync_client_get(client, "metadata", &resp) == FHIRSYNC_OK;
+    if (!ok)
+        fs_log(FHIRSYNC_LOG_INFO, "sync: no CapabilityStatement (%s): types are not filtered",
+               client ? fhirsync_client_errmsg(client) : err.message);
+    size_t len = 0;
+    const char *body = ok ? fhirsync_response_body(resp, &len) : NULL;
+    if (ok && !(doc = fs_json_parse(body, len, true, "CapabilityStatement", &err)))
+        ok = false;
+    json_t *rest = doc ? json_object_get(doc, "rest") : NULL;
+    ok = ok && fs_buf_append_str(&b, ",");
+    size_t found = 0;
+    for (size_t r = 0; ok && r < json_array_size(rest); r++) {
+        json_t *resources = json_object_get(json_array_get(rest, r), "resource");
+        for (size_t i = 0; ok && i < json_array_size(resources); i++) {
+            const char *type = fs_json_str(json_array_get(resources, i), "type");
+            if (type && strlen(type) <= FS_SYNC_TYPE_MAX) {
+                ok = fs_buf_printf(&b, "%s,", type);
+                found++;
+            }
+        }
+    }
+    json_decref(doc);
+    fhirsync_response_free(resp);
+    fhirsync_client_free(client);
+    if (!ok || found == 0) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
+/* Keep the types of `list` that `allowed` (",A,B,") names. */
+static char *filter_types(const char *list, const char *allowed)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fs_buf_append(&b, "", 0);
+    const char *p = list;
+    while (ok && *p) {
+        size_t n = strcspn(p, ",");
+        char key[FS_SYNC_TYPE_MAX + 3];
+        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
+            snprintf(key, sizeof key, ",%.*s,", (int)n, p);
+            if (strstr(allowed, key))
+                ok = (b.len == 0 || fs_buf_append_str(&b, ",")) && fs_buf_append(&b, p, n);
+        }
+        p += n + (p[n] == ',' ? 1 : 0);
+    }
+    if (!ok) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
+fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
+                                 fhirsync_error *err)
+{
+    *out = NULL;
+    const char *types = fhirsync_endpoint_get(ep, "types");
+    if (types && *types) {
+        *out = fs_strdup(types);
+        return *out ? FHIRSYNC_OK : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    char *granted = NULL;
+    fhirsync_code rc = fs_sync_granted_scope(ep, &granted, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    char *list = fs_sync_default_types(granted, perm);
+    char *supported = list ? server_types(ep) : NULL;
+    if (list && supported) {
+        /* only what the server says it has: asking for others gets warnings (bulk) or 404s
+         * (search) */
+        char *kept = filter_types(list, supported);
+        fs_free(list);
+        list = kept;
+    }
+    fs_free(supported);
+    if (!list) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    } else if (!*list) {
+        rc = fs_err(err, FHIRSYNC_E_FORBIDDEN,
+                    "the granted scopes (%s) allow %s none of the US Core resource types the "
+                    "server has: ask for system/*.read (or list the types in the `types` "
+                    "setting)",
+                    granted, perm == 's' ? "searching" : "reading");
+        fs_free(list);
+        list = NULL;
+    }
+    fs_free(granted);
+    *out = list;
+    return rc;
+}
+
+char *fs_sync_endpoint_work_dir(const fhirsync_sync *s)
+{
+    return fs_sync_work_dir(fhirsync_store_location(s->store),
+                            strcmp(fhirsync_store_engine_name(s->store), "postgresql") == 0,
+                            s->opts.work_dir, s->name);
+}
+
+void fs_sync_finish_failed(fhirsync_sync *s, const char *why)
+{
+    if (s->run_id <= 0)
+        return;
+    fhirsync_store_rollback(s->store, NULL);
+    int64_t loaded, deleted, quarantined;
+    fs_sync_counts_totals(&s->counts, &loaded, &deleted, &quarantined);
+    char *counts = fs_sync_counts_loaded_json(&s->counts);
+    fhirsync_run_end end = {.status = FHIRSYNC_RUN_FAILED,
+                            .transaction_time = s->transaction_time,
+                            .counts_json = counts,
+                            .resources = loaded,
+                            .deletions = deleted,
+                            .quarantined = quarantined,
+                            .error = why && *why ? why : "failed"};
+    fhirsync_error ignored;
+    if (fhirsync_store_run_finish(s->store, s->run_id, &end, &ignored) != FHIRSYNC_OK)
+        fs_log(FHIRSYNC_LOG_WARN, "sync %s: could not record the failed run: %s", s->name,
+               ignored.message);
+    fs_free(counts);
+    s->status = FHIRSYNC_RUN_FAILED;
+}
+
+/* ---- the run ---------------------------------------------------------------------------------- */
+
+static fhirsync_code fill_type_stats(fhirsync_sync *s)
+{
+    if (s->counts.n == 0)
+        return FHIRSYNC_OK;
+    s->type_stats = fs_calloc(s->counts.n, sizeof *s->type_stats);
+    if (!s->type_stats)
+        return FHIRSYNC_E_NOMEM;
+    for (size_t i = 0; i < s->counts.n; i++) {
+        const fs_sync_count *c = &s->counts.items[i];
+        s->type_stats[i] = (fhirsync_sync_type_stats){c->type, c->loaded, c->deleted,
+                                                      c->quarantined};
+    }
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
+{
+    if (!s)
+        return FHIRSYNC_E_ARG;
+    reset_run(s);
+    fs_err_clear(&s->err);
+    s->start_ms = fs_monotonic_ms();
+    fhirsync_code rc = fhirsync_store_lock(s->store, s->name, s->opts.lock_owner,
+                                           s->opts.lock_timeout_ms, &s->err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    const char *mode = fhirsync_endpoint_get(s->ep, "mode");
+    const char *since_setting = fhirsync_endpoint_get(s->ep, "since");
+    if (!s->opts.full) {
+        if (since_setting && *since_setting) {
+            s->since = fs_strdup(since_setting);
+            if (!s->since)
+                rc = fs_err(&s->err, FHIRSYNC_E_NOMEM, "out of memory");
+        } else {
+            rc = fhirsync_store_watermark(s->store, s->name, &s->since, &s->err);
+        }
+    }
+    if (rc == FHIRSYNC_OK)
+        rc = fs_streq(mode, "crawl") ? fs_sync_crawl_run(s) : fs_sync_bulk_run(s);
+    fhirsync_error ignored;
+    fhirsync_store_unlock(s->store, s->name, &ignored);
+out:
+    s->duration_s = (double)(fs_monotonic_ms() - s->start_ms) / 1000.0;
+    if (fill_type_stats(s) != FHIRSYNC_OK && rc == FHIRSYNC_OK)
+        rc = fs_err(&s->err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc != FHIRSYNC_OK && !s->err.message[0])
+        fs_err(&s->err, rc, "%s", fhirsync_strerror(rc));
+    if (rc != FHIRSYNC_OK)
+        s->err.code = rc;
+    fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_DONE,
+                              .code = rc,
+                              .message = rc == FHIRSYNC_OK ? NULL : s->err.message};
+    fs_sync_emit(s, &ev);
+    return rc;
+}
+
+void fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!s)
+        return;
+    out->run_id = s->run_id;
+    out->status = s->status;
+    out->mode = s->mode;
+    out->level = s->level;
+    out->since = s->since;
+    out->transaction_time = s->transaction_time;
+    out->watermark = s->watermark;
+    out->resumed = s->resumed;
+    fs_sync_counts_totals(&s->counts, &out->resources, &out->deleted, &out->quarantined);
+    out->server_errors = s->counts.server_errors;
+    out->requests = s->requests;
+    out->duration_s = s->duration_s;
+}
+
+size_t fhirsync_sync_type_count(const fhirsync_sync *s)
+{
+    return s && s->type_stats ? s->counts.n : 0;
+}
+
+const fhirsync_sync_type_stats *fhirsync_sync_type_at(const fhirsync_sync *s, size_t i)
+{
+    if (!s || !s->type_stats || i >= s->counts.n)
+        return NULL;
+    return &s->type_stats[i];
+}

@@ -1,0 +1,246 @@
+/* sync/sync_internal.h: what the files of the sync module share, and the seam its unit tests use
+ * (tests/unit/test_sync.c links the static library and calls the planning functions directly).
+ *
+ *   plan.c     pure planning: default types from the granted scopes, export level chain and
+ *              fallback, the eClinicalWorks Group scope, watermark rules, work folder names,
+ *              parsing DELETE entries
+ *   counts.c   counts per resource type and their JSON form
+ *   load.c     loading one NDJSON file (output, deleted, error) into the store, line by line
+ *   bulk.c     bulk mode: the export, the loader thread, the ledger, the final commit
+ *   crawl.c    crawl mode: paged searches, per patient when needed, reconciliation
+ *   sync.c     the public handle: lock, run audit, dispatch, stats
+ *   fetch.c    streaming one export file from the server straight into the store (workers)
+ *   worker.c   the worker loop: claims, leases, coordinator, file loads, finalisation
+ *
+ * Internal: the prefix is fs_sync_; nothing here is exported. */
+#ifndef FS_SYNC_INTERNAL_H
+#define FS_SYNC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "fhirsync/bulk.h"
+#include "fhirsync/store.h"
+#include "fhirsync/sync.h"
+
+#define FS_SYNC_TYPE_MAX 64
+#define FS_SYNC_DEFAULT_RECONCILE_EVERY 24
+#define FS_SYNC_DEFAULT_SKEW_MARGIN_S 300
+#define FS_SYNC_DEFAULT_PAGE_SIZE 500
+/* Longest line loaded from a file or a stream (the bulk client's default cap). */
+#define FS_SYNC_MAX_LINE ((size_t)64 * 1024 * 1024)
+
+/* ---- planning (plan.c) ------------------------------------------------------------------------ */
+
+/* The US Core resource types synced when `types` is not set (NULL-terminated, sorted). */
+extern const char *const fs_sync_us_core_types[];
+
+/* Whether a space-separated scope string grants `perm` ('r' read, 's' search) on `type` at the
+ * system level: "system/Type.read", "system/(star).read", "system/Type.(star)" (v1) or
+ * "system/Type.rs", "system/(star).cruds"... (v2, letters in cruds order, an optional ?query
+ * restriction), where (star) is the wildcard '*'. */
+bool fs_sync_scope_allows(const char *scopes, const char *type, char perm);
+
+/* The default types: the US Core types that `granted` allows for `perm`, comma-separated (caller
+ * frees; "" when none). NULL on out of memory. */
+char *fs_sync_default_types(const char *granted, char perm);
+
+/* Whether resources of `type` belong to a patient's compartment (searchable with patient=).
+ * Organization, Practitioner, PractitionerRole, Location, Medication and the like do not. */
+bool fs_sync_patient_compartment(const char *type);
+
+/* The export levels to try in order: Group (with a group id), then Patient, then system. Fills
+ * out[] and returns how many. */
+size_t fs_sync_level_chain(bool has_group, fhirsync_export_level out[3]);
+
+/* Whether a failed kick-off means "this level is not supported here" (fall back to the next
+ * level): the server answered 400, 404, 405, 422 or 501 (or an OperationOutcome saying
+ * not-supported) before giving a status URL. */
+bool fs_sync_level_refused(fhirsync_code code, long http_status, const char *message,
+                           bool kicked_off);
+
+/* "group", "patient", "system". */
+const char *fs_sync_level_name(fhirsync_export_level level);
+
+/* The scope with system/Group.read added (eClinicalWorks wants it on Group export token
+ * requests) unless already granted literally; caller frees. NULL on out of memory. */
+char *fs_sync_scope_with_group(const char *scope);
+
+/* The crawl watermark: start_epoch minus the margin, as a FHIR instant. */
+void fs_sync_crawl_watermark(int64_t start_epoch, int margin_s, char *buf, size_t size);
+
+/* Whether instant `candidate` is later than `current` (NULL current: yes; an unparsable
+ * candidate: no). */
+bool fs_sync_instant_later(const char *candidate, const char *current);
+
+/* Whether a crawl run must reconcile: a full sync, a first run, asked for, or `every` - 1 crawl
+ * runs since the last reconciliation (runs_since_reconcile counts them; every < 0: never). */
+bool fs_sync_reconcile_due(bool full, bool first_run, bool asked, int every,
+                           int runs_since_reconcile);
+
+/* A file-system-safe form of an endpoint name ([A-Za-z0-9._-], others as %XX); caller frees. */
+char *fs_sync_safe_name(const char *endpoint);
+
+/* The work folder of an endpoint: <work_dir>/<safe endpoint>, with work_dir defaulting to
+ * "<store path>.work" (SQLite) or "fhirsync.work" (PostgreSQL, ":memory:"). Caller frees. */
+char *fs_sync_work_dir(const char *store_location, bool postgresql, const char *work_dir,
+                       const char *endpoint);
+
+/* Parse the request.url of a DELETE entry ("Patient/123", "Patient/123/_history/2", an absolute
+ * URL, with or without a query) into type and id. False when it names no resource. */
+bool fs_sync_parse_delete_url(const char *url, char *type, size_t type_size, char *id,
+                              size_t id_size);
+
+/* Remove a folder and everything in it (no symlinks followed). False when something stayed. */
+bool fs_sync_rmtree(const char *path);
+
+/* ---- counts (counts.c) ------------------------------------------------------------------------ */
+
+typedef struct fs_sync_count {
+    char type[FS_SYNC_TYPE_MAX + 1];
+    int64_t loaded, deleted, quarantined;
+} fs_sync_count;
+
+typedef struct fs_sync_counts {
+    fs_sync_count *items;
+    size_t n, cap;
+    int64_t server_errors;
+} fs_sync_counts;
+
+void fs_sync_counts_init(fs_sync_counts *c);
+void fs_sync_counts_clear(fs_sync_counts *c);
+/* The entry of `type` (added, zeroed, kept sorted); NULL on out of memory or a bad type. */
+fs_sync_count *fs_sync_counts_at(fs_sync_counts *c, const char *type);
+/* Add every entry of `from` into `into`; false on out of memory. */
+bool fs_sync_counts_add(fs_sync_counts *into, const fs_sync_counts *from);
+/* Totals. */
+void fs_sync_counts_totals(const fs_sync_counts *c, int64_t *loaded, int64_t *deleted,
+                           int64_t *quarantined);
+/* {"Type": loaded, ...} for the run's audit row (the store's documented shape); caller frees. */
+char *fs_sync_counts_loaded_json(const fs_sync_counts *c);
+/* {"Type": [loaded, deleted, quarantined], ..., "_server_errors": n} for the ledger, and back.
+ * Parsing adds into `into`. */
+char *fs_sync_counts_dump(const fs_sync_counts *c);
+bool fs_sync_counts_parse(fs_sync_counts *into, const char *json, size_t len);
+
+/* ---- loading files (load.c) ------------------------------------------------------------------- */
+
+/* Where a line that the store refused goes: called with the line, its number and the reason.
+ * Return false to stop (an I/O failure). */
+typedef bool (*fs_sync_refused_fn)(void *userdata, const char *line, size_t len,
+                                   int64_t line_no, const char *reason);
+
+/* A file to load. */
+typedef struct fs_sync_file {
+    fhirsync_export_file_kind kind;
+    const char *type;             /* the manifest entry's type */
+    const char *name;             /* for messages and the quarantine's source */
+    const char *source;           /* the URL it came from (quarantine source) */
+    const char *transaction_time; /* deleted_at of deletions */
+    int64_t run_id;
+} fs_sync_file;
+
+/* A line sink that loads into the store: used for files on disk and for streams. */
+typedef struct fs_sync_loader {
+    fhirsync_store *store;
+    const fs_sync_file *file;
+    fs_sync_counts *counts;       /* what this file did */
+    fs_sync_refused_fn refused;   /* NULL: quarantine refused lines in the store at once */
+    void *refused_userdata;
+    const char *endpoint;
+    int64_t line_no;
+    fhirsync_error *err;          /* the failure that stopped the load */
+    fhirsync_code rc;
+} fs_sync_loader;
+
+/* Handle one complete line (without its '\n'). False when the load must stop (rc/err set). */
+bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len);
+
+/* Count a line that is not stored at all (longer than the cap) as refused with `reason`. */
+bool fs_sync_load_refuse(fs_sync_loader *ld, const char *line, size_t len, const char *reason);
+
+/* Load a file on disk in one batch (FHIRSYNC_STORE_BULK for outputs): output lines are put,
+ * deleted Bundles delete, error OperationOutcomes are counted by severity. The batch is
+ * committed on success and rolled back on failure. FHIRSYNC_E_IO, FHIRSYNC_E_STORE,
+ * FHIRSYNC_E_NOMEM. */
+fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, const fs_sync_file *file,
+                                const char *endpoint, fs_sync_counts *counts,
+                                fs_sync_refused_fn refused, void *refused_userdata,
+                                fhirsync_error *err);
+
+/* ---- the handle (sync.c) ---------------------------------------------------------------------- */
+
+struct fhirsync_sync {
+    fhirsync_endpoint *ep;
+    fhirsync_store *store;
+    fhirsync_sync_options opts;
+    char *work_dir_opt;
+    char *lock_owner;
+    char *name;                  /* the endpoint's name */
+    fhirsync_sync_cb cb;
+    void *cb_userdata;
+    pthread_mutex_t lock;        /* the callback, the counts and the stop flag */
+    fhirsync_error err;
+    bool stop;                   /* the callback asked to stop */
+    /* the run */
+    int64_t run_id;
+    fhirsync_run_status status;
+    const char *mode;            /* static */
+    const char *level;           /* static */
+    char *since;
+    char *transaction_time;
+    char *watermark;
+    bool resumed;
+    int64_t requests;
+    int64_t start_ms;
+    double duration_s;
+    fs_sync_counts counts;
+    fhirsync_sync_type_stats *type_stats;
+};
+
+/* Emit an event (fills endpoint, totals, elapsed; serialised). False when the callback asked to
+ * stop. */
+bool fs_sync_emit(fhirsync_sync *s, fhirsync_sync_event *ev);
+/* Emit a WARNING with a formatted message (and log it). */
+void fs_sync_warn(fhirsync_sync *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether the run must stop (cancelled, or the callback asked). */
+bool fs_sync_stopping(fhirsync_sync *s);
+/* Add a file's counts to the run's (under the lock). False on out of memory. */
+bool fs_sync_add_counts(fhirsync_sync *s, const fs_sync_counts *c);
+
+/* The granted scope of a token for the endpoint (caller frees), or the requested one when the
+ * token cannot be had (the sync then fails on its first request with the real error). */
+fhirsync_code fs_sync_granted_scope(const fhirsync_endpoint *ep, char **out, fhirsync_error *err);
+/* The types to sync: the `types` setting, else the US Core types the granted scope allows for
+ * perm. Caller frees. */
+fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
+                                 fhirsync_error *err);
+
+/* Bulk mode and crawl mode runs: called by fhirsync_sync_run() with the lock held and the run
+ * started; they fill the handle's counts, transaction_time and watermark, and finish the run
+ * themselves (the watermark moves with the final commit). */
+fhirsync_code fs_sync_bulk_run(fhirsync_sync *s);
+fhirsync_code fs_sync_crawl_run(fhirsync_sync *s);
+
+/* The work folder of this handle's endpoint (caller frees). */
+char *fs_sync_endpoint_work_dir(const fhirsync_sync *s);
+
+/* Finish the run as failed with the handle's error message (best effort). */
+void fs_sync_finish_failed(fhirsync_sync *s, const char *why);
+
+/* ---- streaming fetch (fetch.c) ---------------------------------------------------------------- */
+
+struct fhirsync_auth;
+
+/* Download `url` (a bulk output/deleted/error file) and hand each line to `ld`, inside the batch
+ * the caller opened. The token is sent when `requires_token` and only to the FHIR server's
+ * origin (redirects elsewhere drop it); a 401 renews it once. Network failures are returned
+ * (the caller rolls back and retries later). */
+fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_auth *auth,
+                                  const char *url, bool requires_token, fs_sync_loader *ld,
+                                  fhirsync_error *err);
+
+#endif
