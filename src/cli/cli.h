@@ -85,5 +85,6 @@ int cmd_doctor(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_get(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
+int cmd_query(int argc, char **argv);
 
 #endif

@@ -14,6 +14,8 @@ static const cli_command commands[] = {
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
     {"sync", "keep a local copy of each endpoint current (bulk or crawl; --every: a service)",
      cmd_sync},
+    {"query", "look into the local store: counts, a patient's record, runs, quarantine, SQL",
+     cmd_query},
 };
 
 static void print_help(FILE *out)

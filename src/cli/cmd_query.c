@@ -1,0 +1,645 @@
+/* cli/cmd_query.c: `fhirsync query`: look into the local store without writing SQL (resources per
+ * type, one patient's record, the sync runs, the quarantine) or with it (`query sql`, read-only:
+ * the store is opened read-only and PostgreSQL runs the statement in a READ ONLY transaction).
+ *
+ * Output: an aligned table on a terminal, tab-separated values otherwise (`--format` chooses:
+ * table, tsv or ndjson). A patient's record as NDJSON is the resources exactly as stored. The
+ * store is --store, else the profile's `store` setting (fhirsync.ini, FHIRSYNC_STORE), else
+ * ./fhirsync.db. Uses only the public API. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fhirsync/store.h"
+
+typedef enum out_format { FORMAT_TABLE, FORMAT_TSV, FORMAT_NDJSON } out_format;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: fhirsync query <what> [options]\n"
+            "\n"
+            "Look into the local store (read-only).\n"
+            "\n"
+            "what:\n"
+            "  counts               resources per type\n"
+            "  patient ID           every resource of one patient (NDJSON: exactly as stored)\n"
+            "  runs                 the latest sync runs (--endpoint NAME: of one endpoint)\n"
+            "  quarantine           the latest lines refused by a sync, with the reason\n"
+            "  sql 'SELECT ...'     one read-only SQL statement (tables and views: docs/store.md)\n"
+            "\n"
+            "options:\n"
+            "  --store LOCATION     SQLite file or postgresql:// URL (default: the profile's\n"
+            "                       store setting, else fhirsync.db)\n"
+            "  --format FORMAT      table (default on a terminal), tsv (default otherwise), "
+            "ndjson\n"
+            "  --limit N            runs, quarantine: how many (default 20)\n"
+            "  --run ID             quarantine: of one run\n"
+            "  --all                counts: also the types with no resources\n"
+            "\n");
+    cli_print_common_help(out);
+}
+
+/* ---- output ----------------------------------------------------------------------------------- */
+
+#define TABLE_BUFFERED 500 /* rows buffered to size the columns; later rows keep those widths */
+#define TABLE_CELL_MAX 60
+
+typedef struct printer {
+    out_format format;
+    size_t ncols;
+    char **names;
+    size_t *widths;
+    char ***rows; /* buffered rows (table) */
+    size_t nrows;
+    bool header_done;
+    bool failed; /* out of memory or a write error */
+} printer;
+
+/* A cell for the table: control characters shown as spaces, cut at TABLE_CELL_MAX columns
+ * (counting UTF-8 characters, not bytes). */
+static char *table_cell(const char *value, size_t len)
+{
+    if (!value)
+        return strdup("NULL");
+    size_t cap = len < TABLE_CELL_MAX * 4 ? len : TABLE_CELL_MAX * 4;
+    char *cell = malloc(cap + 4);
+    if (!cell)
+        return NULL;
+    size_t n = 0, chars = 0;
+    for (size_t i = 0; i < len && n < cap; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if ((c & 0xc0) != 0x80 && ++chars > TABLE_CELL_MAX) {
+            memcpy(cell + n, "...", 3);
+            n += 3;
+            break;
+        }
+        cell[n++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    cell[n] = '\0';
+    return cell;
+}
+
+static size_t display_width(const char *s)
+{
+    size_t w = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xc0) != 0x80)
+            w++;
+    return w;
+}
+
+static void print_padded(const char *s, size_t width, bool last)
+{
+    fputs(s, stdout);
+    if (!last)
+        for (size_t w = display_width(s); w < width + 2; w++)
+            putchar(' ');
+}
+
+static void table_print_row(printer *p, char **cells)
+{
+    for (size_t i = 0; i < p->ncols; i++)
+        print_padded(cells[i], p->widths[i], i + 1 == p->ncols);
+    putchar('\n');
+}
+
+static void table_flush(printer *p)
+{
+    if (!p->header_done) {
+        table_print_row(p, p->names);
+        for (size_t i = 0; i < p->ncols; i++) {
+            for (size_t w = 0; w < p->widths[i]; w++)
+                putchar('-');
+            if (i + 1 < p->ncols)
+                fputs("  ", stdout);
+        }
+        putchar('\n');
+        p->header_done = true;
+    }
+    for (size_t r = 0; r < p->nrows; r++) {
+        table_print_row(p, p->rows[r]);
+        for (size_t i = 0; i < p->ncols; i++)
+            free(p->rows[r][i]);
+        free(p->rows[r]);
+    }
+    p->nrows = 0;
+}
+
+static void tsv_value(const char *value, size_t len)
+{
+    if (!value)
+        return;
+    for (size_t i = 0; i < len; i++) {
+        char c = value[i];
+        if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\r')
+            fputs("\\r", stdout);
+        else if (c == '\\')
+            fputs("\\\\", stdout);
+        else
+            putchar(c);
+    }
+}
+
+/* Length of the valid UTF-8 sequence at s (first byte >= 0x80), 0 when invalid. */
+static size_t utf8_length(const unsigned char *s, size_t left)
+{
+    size_t need = s[0] >= 0xf0 && s[0] <= 0xf4   ? 3
+                  : s[0] >= 0xe0 && s[0] <= 0xef ? 2
+                  : s[0] >= 0xc2 && s[0] <= 0xdf ? 1
+                                                 : 0;
+    if (!need || left <= need)
+        return 0;
+    for (size_t i = 1; i <= need; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return need + 1;
+}
+
+/* A JSON string (invalid UTF-8 becomes U+FFFD: the output must stay JSON). */
+static void json_string(const char *value, size_t len)
+{
+    putchar('"');
+    const unsigned char *s = (const unsigned char *)value;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\') {
+            putchar('\\');
+            putchar(c);
+        } else if (c < 0x20) {
+            printf("\\u%04x", c);
+        } else if (c < 0x80) {
+            putchar(c);
+        } else {
+            size_t n = utf8_length(s + i, len - i);
+            if (n) {
+                fwrite(s + i, 1, n, stdout);
+                i += n - 1;
+            } else {
+                fputs("\\ufffd", stdout);
+            }
+        }
+    }
+    putchar('"');
+}
+
+static bool printer_start(printer *p, out_format format, size_t ncols, const char *const *names)
+{
+    memset(p, 0, sizeof *p);
+    p->format = format;
+    p->ncols = ncols;
+    p->names = calloc(ncols ? ncols : 1, sizeof *p->names);
+    p->widths = calloc(ncols ? ncols : 1, sizeof *p->widths);
+    p->rows = calloc(TABLE_BUFFERED, sizeof *p->rows);
+    if (!p->names || !p->widths || !p->rows)
+        return false;
+    for (size_t i = 0; i < ncols; i++) {
+        if (!(p->names[i] = strdup(names[i] ? names[i] : "?")))
+            return false;
+        p->widths[i] = display_width(p->names[i]);
+    }
+    if (format == FORMAT_TSV) {
+        for (size_t i = 0; i < ncols; i++) {
+            tsv_value(names[i], strlen(names[i]));
+            putchar(i + 1 < ncols ? '\t' : '\n');
+        }
+    }
+    return true;
+}
+
+/* One row; `raw_json` marks columns that hold JSON to embed as is in NDJSON output. */
+static int printer_row(printer *p, const char *const *values, const size_t *lengths,
+                       const bool *raw_json)
+{
+    if (p->format == FORMAT_TSV) {
+        for (size_t i = 0; i < p->ncols; i++) {
+            tsv_value(values[i], lengths[i]);
+            putchar(i + 1 < p->ncols ? '\t' : '\n');
+        }
+    } else if (p->format == FORMAT_NDJSON) {
+        putchar('{');
+        for (size_t i = 0; i < p->ncols; i++) {
+            if (i)
+                putchar(',');
+            json_string(p->names[i], strlen(p->names[i]));
+            putchar(':');
+            if (!values[i])
+                fputs("null", stdout);
+            else if (raw_json && raw_json[i])
+                fwrite(values[i], 1, lengths[i], stdout);
+            else
+                json_string(values[i], lengths[i]);
+        }
+        fputs("}\n", stdout);
+    } else {
+        char **cells = calloc(p->ncols ? p->ncols : 1, sizeof *cells);
+        if (!cells) {
+            p->failed = true;
+            return 1;
+        }
+        for (size_t i = 0; i < p->ncols; i++) {
+            cells[i] = table_cell(values[i], values[i] ? lengths[i] : 0);
+            if (!cells[i]) {
+                p->failed = true;
+                for (size_t k = 0; k < i; k++)
+                    free(cells[k]);
+                free(cells);
+                return 1;
+            }
+            if (!p->header_done) {
+                size_t w = display_width(cells[i]);
+                if (w > p->widths[i])
+                    p->widths[i] = w;
+            }
+        }
+        p->rows[p->nrows++] = cells;
+        if (p->nrows == TABLE_BUFFERED)
+            table_flush(p);
+    }
+    if (ferror(stdout)) {
+        p->failed = true;
+        return 1; /* e.g. a closed pipe: stop the query */
+    }
+    return 0;
+}
+
+static void printer_end(printer *p)
+{
+    if (p->format == FORMAT_TABLE && p->names)
+        table_flush(p);
+    for (size_t i = 0; p->names && i < p->ncols; i++)
+        free(p->names[i]);
+    free(p->names);
+    free(p->widths);
+    free(p->rows);
+    fflush(stdout);
+}
+
+/* ---- the sub-commands ------------------------------------------------------------------------- */
+
+typedef struct query_options {
+    out_format format;
+    long limit;
+    long run;
+    bool all;
+    const char *endpoint;
+} query_options;
+
+static int show_counts(fhirsync_store *store, const query_options *o, fhirsync_error *err)
+{
+    fhirsync_type_count *counts = NULL;
+    size_t n = 0;
+    if (fhirsync_store_counts(store, &counts, &n, err) != FHIRSYNC_OK)
+        return cli_fail(err);
+    static const char *const names[] = {"type", "resources"};
+    printer p;
+    int rc = 0;
+    if (!printer_start(&p, o->format, 2, names)) {
+        p.failed = true;
+    } else {
+        int64_t total = 0;
+        for (size_t i = 0; i < n && !p.failed; i++) {
+            if (counts[i].count == 0 && !o->all)
+                continue;
+            char number[32];
+            snprintf(number, sizeof number, "%lld", (long long)counts[i].count);
+            const char *values[2] = {counts[i].type, number};
+            size_t lengths[2] = {strlen(counts[i].type), strlen(number)};
+            const bool raw[2] = {false, true};
+            printer_row(&p, values, lengths, raw);
+            total += counts[i].count;
+        }
+        if (o->format == FORMAT_TABLE && !p.failed) {
+            char number[32];
+            snprintf(number, sizeof number, "%lld", (long long)total);
+            const char *values[2] = {"total", number};
+            size_t lengths[2] = {5, strlen(number)};
+            printer_row(&p, values, lengths, NULL);
+        }
+    }
+    if (p.failed)
+        rc = EXIT_IO;
+    printer_end(&p);
+    fhirsync_free(counts);
+    return rc;
+}
+
+static int print_resource(const fhirsync_resource_row *row, void *userdata)
+{
+    printer *p = userdata;
+    if (p->format == FORMAT_NDJSON) {
+        /* the resource itself, byte for byte */
+        fwrite(row->json, 1, row->json_len, stdout);
+        putchar('\n');
+        if (ferror(stdout)) {
+            p->failed = true;
+            return 1;
+        }
+        return 0;
+    }
+    const char *values[5] = {row->type, row->id, row->version_id, row->last_updated, NULL};
+    char bytes[32];
+    snprintf(bytes, sizeof bytes, "%zu", row->json_len);
+    values[4] = bytes;
+    size_t lengths[5];
+    for (int i = 0; i < 5; i++)
+        lengths[i] = values[i] ? strlen(values[i]) : 0;
+    return printer_row(p, values, lengths, NULL);
+}
+
+static int show_patient(fhirsync_store *store, const char *patient_id, const query_options *o,
+                        fhirsync_error *err)
+{
+    static const char *const names[] = {"type", "id", "version", "last_updated", "bytes"};
+    printer p;
+    int rc = 0;
+    if (!printer_start(&p, o->format, 5, names)) {
+        printer_end(&p);
+        return EXIT_INTERNAL;
+    }
+    if (fhirsync_store_patient_record(store, patient_id, print_resource, &p, err) !=
+        FHIRSYNC_OK)
+        rc = cli_fail(err);
+    else if (p.failed)
+        rc = EXIT_IO;
+    printer_end(&p);
+    return rc;
+}
+
+static int print_run(const fhirsync_run_info *run, void *userdata)
+{
+    printer *p = userdata;
+    char id[32], resources[32], deletions[32], quarantined[32];
+    snprintf(id, sizeof id, "%lld", (long long)run->id);
+    snprintf(resources, sizeof resources, "%lld", (long long)run->resources);
+    snprintf(deletions, sizeof deletions, "%lld", (long long)run->deletions);
+    snprintf(quarantined, sizeof quarantined, "%lld", (long long)run->quarantined);
+    const char *values[13] = {id,
+                              run->endpoint,
+                              run->mode,
+                              fhirsync_run_status_name(run->status),
+                              run->started_at,
+                              run->finished_at,
+                              run->since,
+                              run->transaction_time,
+                              resources,
+                              deletions,
+                              quarantined,
+                              run->counts_json,
+                              run->error};
+    size_t lengths[13];
+    for (int i = 0; i < 13; i++)
+        lengths[i] = values[i] ? strlen(values[i]) : 0;
+    static const bool raw[13] = {true, false, false, false, false, false, false,
+                                 false, true, true, true, true, false};
+    return printer_row(p, values, lengths, raw);
+}
+
+static int show_runs(fhirsync_store *store, const query_options *o, fhirsync_error *err)
+{
+    static const char *const names[] = {"id",          "endpoint",  "mode",        "status",
+                                        "started_at",  "finished_at", "since",
+                                        "transaction_time", "resources", "deletions",
+                                        "quarantined", "counts",    "error"};
+    printer p;
+    int rc = 0;
+    /* the table leaves out the per-type counts (long): tsv and ndjson have them */
+    if (!printer_start(&p, o->format, o->format == FORMAT_TABLE ? 11 : 13, names)) {
+        printer_end(&p);
+        return EXIT_INTERNAL;
+    }
+    if (fhirsync_store_runs(store, o->endpoint, (size_t)o->limit, print_run, &p, err) !=
+        FHIRSYNC_OK)
+        rc = cli_fail(err);
+    else if (p.failed)
+        rc = EXIT_IO;
+    printer_end(&p);
+    return rc;
+}
+
+static int print_quarantined(const fhirsync_quarantine_entry *e, void *userdata)
+{
+    printer *p = userdata;
+    char id[32], run[32], line_number[32], bytes[32];
+    snprintf(id, sizeof id, "%lld", (long long)e->id);
+    snprintf(run, sizeof run, "%lld", (long long)e->run_id);
+    snprintf(line_number, sizeof line_number, "%lld", (long long)e->line_number);
+    snprintf(bytes, sizeof bytes, "%lld", (long long)e->line_bytes);
+    const char *values[9] = {id, run, e->endpoint, e->source, line_number, e->reason, bytes,
+                             e->created_at, e->line};
+    size_t lengths[9];
+    for (int i = 0; i < 9; i++)
+        lengths[i] = values[i] ? strlen(values[i]) : 0;
+    lengths[8] = e->line ? e->line_len : 0; /* bytes, possibly with NULs */
+    static const bool raw[9] = {true, true, false, false, true, false, true, false, false};
+    return printer_row(p, values, lengths, raw);
+}
+
+static int show_quarantine(fhirsync_store *store, const query_options *o, fhirsync_error *err)
+{
+    static const char *const names[] = {"id",     "run",   "endpoint",   "source", "line_number",
+                                        "reason", "bytes", "created_at", "line"};
+    printer p;
+    int rc = 0;
+    if (!printer_start(&p, o->format, 9, names)) {
+        printer_end(&p);
+        return EXIT_INTERNAL;
+    }
+    if (fhirsync_store_quarantine_list(store, o->run, (size_t)o->limit, print_quarantined, &p,
+                                       err) != FHIRSYNC_OK)
+        rc = cli_fail(err);
+    else if (p.failed)
+        rc = EXIT_IO;
+    printer_end(&p);
+    return rc;
+}
+
+typedef struct sql_ctx {
+    printer p;
+    out_format format;
+    bool started;
+} sql_ctx;
+
+static int print_sql_row(size_t ncols, const char *const *names, const char *const *values,
+                         const size_t *lengths, void *userdata)
+{
+    sql_ctx *c = userdata;
+    if (!c->started) {
+        c->started = true;
+        if (!printer_start(&c->p, c->format, ncols, names)) {
+            c->p.failed = true;
+            return 1;
+        }
+    }
+    return printer_row(&c->p, values, lengths, NULL);
+}
+
+static int run_sql(fhirsync_store *store, const char *sql, const query_options *o,
+                   fhirsync_error *err)
+{
+    sql_ctx c;
+    memset(&c, 0, sizeof c);
+    c.format = o->format;
+    int rc = 0;
+    if (fhirsync_store_query(store, sql, print_sql_row, &c, err) != FHIRSYNC_OK)
+        rc = cli_fail(err);
+    else if (c.p.failed)
+        rc = EXIT_IO;
+    if (c.started)
+        printer_end(&c.p);
+    else if (rc == 0 && o->format == FORMAT_TABLE)
+        printf("(no rows)\n");
+    return rc;
+}
+
+/* ---- the command ------------------------------------------------------------------------------ */
+
+/* The store: --store, else the profile's setting (config, FHIRSYNC_STORE), else the default;
+ * with several endpoints and no --endpoint, the store they all share. *owned receives what the
+ * caller frees. NULL (err filled) when it cannot be told. */
+static const char *store_location(const cli_profile *profile, char **owned, fhirsync_error *err)
+{
+    *owned = NULL;
+    for (size_t i = 0; i < profile->override_count; i++)
+        if (strcmp(profile->overrides[i].setting, "store") == 0)
+            return profile->overrides[i].value;
+    fhirsync_endpoint *ep = NULL;
+    const char *value = NULL;
+    fhirsync_config *cfg = NULL;
+    if (cli_profile_resolve(profile, &ep, err) == FHIRSYNC_OK) {
+        value = fhirsync_endpoint_get(ep, "store");
+    } else if (err->code == FHIRSYNC_E_CONFIG && !profile->endpoint_name &&
+               cli_config_resolve(profile, &cfg, err) == FHIRSYNC_OK) {
+        /* no endpoint chosen among several: fine when they share one store */
+        for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
+            const char *store = fhirsync_endpoint_get(fhirsync_config_endpoint_at(cfg, i), "store");
+            if (i > 0 && (!store || !value || strcmp(store, value) != 0)) {
+                err->code = FHIRSYNC_E_CONFIG;
+                snprintf(err->message, sizeof err->message,
+                         "the endpoints use different stores: choose one with --endpoint NAME "
+                         "or --store LOCATION");
+                value = NULL;
+                break;
+            }
+            value = store;
+        }
+        if (!value && err->code != FHIRSYNC_E_CONFIG)
+            value = FHIRSYNC_STORE_DEFAULT;
+    }
+    if (value && !(*owned = strdup(value))) {
+        err->code = FHIRSYNC_E_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+    }
+    fhirsync_endpoint_free(ep);
+    fhirsync_config_free(cfg);
+    return *owned;
+}
+
+int cmd_query(int argc, char **argv)
+{
+    enum { OPT_FORMAT = 1, OPT_LIMIT, OPT_RUN, OPT_ALL };
+    static const struct option own[] = {{"format", required_argument, NULL, OPT_FORMAT},
+                                        {"limit", required_argument, NULL, OPT_LIMIT},
+                                        {"run", required_argument, NULL, OPT_RUN},
+                                        {"all", no_argument, NULL, OPT_ALL},
+                                        {NULL, 0, NULL, 0}};
+    char short_opts[32];
+    const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
+    cli_profile profile = {0};
+    query_options o = {isatty(STDOUT_FILENO) ? FORMAT_TABLE : FORMAT_TSV, 20, 0, false, NULL};
+    const char *positional[3] = {NULL, NULL, NULL};
+    size_t npositional = 0;
+    int opt;
+    optind = 1;
+    for (;;) {
+        opt = getopt_long(argc, argv, short_opts, opts, NULL);
+        if (opt == -1) {
+            /* options may come after the arguments too */
+            if (optind >= argc)
+                break;
+            if (npositional == 3)
+                return cli_usage_error("query", "unexpected argument '%s'", argv[optind]);
+            positional[npositional++] = argv[optind++];
+            continue;
+        }
+        int handled = cli_profile_option(&profile, opt, optarg, "query");
+        if (handled < 0)
+            return -handled;
+        if (handled)
+            continue;
+        char *end;
+        switch (opt) {
+        case OPT_FORMAT:
+            if (strcmp(optarg, "table") == 0)
+                o.format = FORMAT_TABLE;
+            else if (strcmp(optarg, "tsv") == 0)
+                o.format = FORMAT_TSV;
+            else if (strcmp(optarg, "ndjson") == 0 || strcmp(optarg, "json") == 0)
+                o.format = FORMAT_NDJSON;
+            else
+                return cli_usage_error("query", "--format is table, tsv or ndjson, not '%s'",
+                                       optarg);
+            break;
+        case OPT_LIMIT:
+            o.limit = strtol(optarg, &end, 10);
+            if (*end || o.limit <= 0)
+                return cli_usage_error("query", "--limit needs a positive number");
+            break;
+        case OPT_RUN:
+            o.run = strtol(optarg, &end, 10);
+            if (*end || o.run <= 0)
+                return cli_usage_error("query", "--run needs a run id (see 'fhirsync query "
+                                                "runs')");
+            break;
+        case OPT_ALL: o.all = true; break;
+        case 'h': usage(stdout); return 0;
+        default: return cli_usage_error("query", "unknown option");
+        }
+    }
+    const char *what = positional[0];
+    if (!what)
+        return cli_usage_error("query", "say what to show: counts, patient ID, runs, quarantine "
+                                        "or sql 'SELECT ...'");
+    size_t want = strcmp(what, "patient") == 0 || strcmp(what, "sql") == 0 ? 2 : 1;
+    if (strcmp(what, "counts") != 0 && strcmp(what, "patient") != 0 &&
+        strcmp(what, "runs") != 0 && strcmp(what, "quarantine") != 0 && strcmp(what, "sql") != 0)
+        return cli_usage_error("query", "unknown query '%s'", what);
+    if (npositional < want)
+        return cli_usage_error("query", "%s needs %s", what,
+                               strcmp(what, "sql") == 0 ? "a statement" : "a patient id");
+    if (npositional > want)
+        return cli_usage_error("query", "unexpected argument '%s'", positional[want]);
+    cli_setup_logging(&profile);
+    o.endpoint = profile.endpoint_name;
+
+    fhirsync_error err = {0};
+    char *owned = NULL;
+    const char *location = store_location(&profile, &owned, &err);
+    if (!location)
+        return cli_fail(&err);
+    fhirsync_store *store = NULL;
+    int rc;
+    if (fhirsync_store_open(location, FHIRSYNC_STORE_READONLY, &store, &err) != FHIRSYNC_OK) {
+        rc = cli_fail(&err);
+        goto out;
+    }
+    if (strcmp(what, "counts") == 0)
+        rc = show_counts(store, &o, &err);
+    else if (strcmp(what, "patient") == 0)
+        rc = show_patient(store, positional[1], &o, &err);
+    else if (strcmp(what, "runs") == 0)
+        rc = show_runs(store, &o, &err);
+    else if (strcmp(what, "quarantine") == 0)
+        rc = show_quarantine(store, &o, &err);
+    else
+        rc = run_sql(store, positional[1], &o, &err);
+out:
+    fhirsync_store_close(store);
+    free(owned);
+    return rc;
+}
