@@ -1628,8 +1628,10 @@ static void test_pg_password_never_shown(void **state)
 
 /* Synthetic resources shaped like the Synthea export in ../shared/data: the same mix of types
  * and sizes (average about 1.2 KB; ExplanationOfBenefit up to 16 KB; Patient with a narrative),
- * nested codings, references, decimals and extensions. A pool of templates is built once; each
- * row copies one and writes its own id and patient into fixed-width slots. */
+ * nested codings, references, decimals and extensions, in the order of an export's files: type
+ * by type, each type's resources grouped by patient (about 360 resources per patient). A pool of
+ * templates per type is built once; each row copies one and writes its own id (a random UUID,
+ * as Synthea's) and its patient into fixed-width slots. */
 
 #define UUID_LEN 36
 static const char uuid_slot[] = "00000000-0000-4000-8000-000000000000";
@@ -1778,54 +1780,100 @@ static const struct {
 };
 
 #define BENCH_POOL 1024
+#define RESOURCES_PER_PATIENT 360
 
-static bench_template *bench_pool(size_t *total_bytes)
+/* The rows of one type: a contiguous segment of the run, like one file of an export. */
+typedef struct bench_segment {
+    uint64_t first, count;
+    unsigned template_first, template_count;
+} bench_segment;
+
+static bench_segment bench_segments[sizeof bench_types / sizeof *bench_types];
+
+/* Templates grouped by type (in proportion to the type's weight, at least 4 per type) and the
+ * row segments of a run of `rows`. */
+static bench_template *bench_pool(uint64_t rows, size_t *average_bytes)
 {
-    bench_template *pool = calloc(BENCH_POOL, sizeof *pool);
-    unsigned total_weight = 0;
     size_t ntypes = sizeof bench_types / sizeof *bench_types;
+    unsigned total_weight = 0;
     for (size_t t = 0; t < ntypes; t++)
         total_weight += bench_types[t].weight;
-    *total_bytes = 0;
-    for (unsigned i = 0; pool && i < BENCH_POOL; i++) {
-        unsigned pick = (unsigned)(mix64(i + 1) % total_weight), t = 0;
-        while (pick >= bench_types[t].weight)
-            pick -= bench_types[t++].weight;
-        fs_buf b;
-        fs_buf_init(&b);
-        fs_buf_printf(&b, "{\"resourceType\":\"%s\",\"id\":\"", bench_types[t].type);
-        pool[i].id_at = b.len;
-        fs_buf_printf(&b, "%s\",\"meta\":{\"versionId\":\"%u\",\"lastUpdated\":\"2024-0%u-1%uT0%u:"
-                          "3%u:00.%03uZ\"},",
-                      uuid_slot, 1 + i % 3, 1 + i % 9, i % 10, i % 10, i % 6, i % 1000);
-        if (bench_types[t].in_patient) {
-            fs_buf_printf(&b, "\"%s\":{\"reference\":\"Patient/", bench_types[t].link);
-            pool[i].patient_at = b.len;
-            fs_buf_printf(&b, "%s\"},", uuid_slot);
+    bench_template *pool = calloc(BENCH_POOL + 4 * ntypes, sizeof *pool);
+    if (!pool)
+        return NULL;
+    unsigned n = 0;
+    uint64_t first = 0;
+    double weighted_bytes = 0;
+    for (size_t t = 0; t < ntypes; t++) {
+        unsigned count = BENCH_POOL * bench_types[t].weight / total_weight;
+        if (count < 4)
+            count = 4;
+        bench_segments[t].template_first = n;
+        bench_segments[t].template_count = count;
+        size_t type_bytes = 0;
+        for (unsigned k = 0; k < count; k++, n++) {
+            unsigned variant = (unsigned)mix64(n + 1) % 100000;
+            fs_buf b;
+            fs_buf_init(&b);
+            fs_buf_printf(&b, "{\"resourceType\":\"%s\",\"id\":\"", bench_types[t].type);
+            pool[n].id_at = b.len;
+            fs_buf_printf(&b, "%s\",\"meta\":{\"versionId\":\"%u\",\"lastUpdated\":"
+                              "\"2024-0%u-1%uT0%u:3%u:00.%03uZ\"},",
+                          uuid_slot, 1 + k % 3, 1 + k % 9, k % 10, k % 10, k % 6, k % 1000);
+            if (bench_types[t].in_patient) {
+                fs_buf_printf(&b, "\"%s\":{\"reference\":\"Patient/", bench_types[t].link);
+                pool[n].patient_at = b.len;
+                fs_buf_printf(&b, "%s\"},", uuid_slot);
+            }
+            bench_body(&b, bench_types[t].type, variant);
+            fs_buf_append_str(&b, "}");
+            pool[n].text = b.data;
+            pool[n].len = b.len;
+            pool[n].type = bench_types[t].type;
+            type_bytes += b.len;
         }
-        bench_body(&b, bench_types[t].type, i);
-        fs_buf_append_str(&b, "}");
-        pool[i].text = b.data;
-        pool[i].len = b.len;
-        pool[i].type = bench_types[t].type;
-        *total_bytes += b.len;
+        bench_segments[t].first = first;
+        bench_segments[t].count =
+            t + 1 == ntypes ? rows - first : rows * bench_types[t].weight / total_weight;
+        first += bench_segments[t].count;
+        weighted_bytes += (double)type_bytes / count * bench_types[t].weight / total_weight;
     }
+    *average_bytes = (size_t)weighted_bytes;
     return pool;
 }
 
-/* Row i: its template and bytes (the id and patient written in). */
-static const bench_template *bench_row(bench_template *pool, uint64_t i, char *row)
+static void bench_pool_free(bench_template *pool)
 {
-    bench_template *t = &pool[mix64(i * 2 + 1) % BENCH_POOL];
-    memcpy(row, t->text, t->len);
-    write_uuid(row + t->id_at, i);
-    if (t->patient_at)
-        write_uuid(row + t->patient_at, UINT64_C(1) << 40 | (i % 10000));
-    return t;
+    size_t ntypes = sizeof bench_types / sizeof *bench_types;
+    for (size_t t = 0; t < ntypes; t++)
+        for (unsigned k = 0; k < bench_segments[t].template_count; k++)
+            fs_free(pool[bench_segments[t].template_first + k].text);
+    free(pool);
+}
+
+/* Row i: its template and bytes (the id and patient written in). */
+static const bench_template *bench_row(bench_template *pool, uint64_t rows, uint64_t i, char *row)
+{
+    size_t t = 0;
+    while (i >= bench_segments[t].first + bench_segments[t].count)
+        t++;
+    const bench_segment *seg = &bench_segments[t];
+    bench_template *tpl =
+        &pool[seg->template_first + mix64(i * 2 + 1) % seg->template_count];
+    memcpy(row, tpl->text, tpl->len);
+    write_uuid(row + tpl->id_at, i);
+    if (tpl->patient_at) {
+        /* the segment's rows go through the patients in order, grouped */
+        uint64_t patients = rows / RESOURCES_PER_PATIENT + 1;
+        uint64_t patient_index = (i - seg->first) * patients / seg->count;
+        write_uuid(row + tpl->patient_at, UINT64_C(1) << 40 | patient_index);
+    }
+    return tpl;
 }
 
 typedef struct bench_result {
-    double seconds;
+    double seconds;     /* wall clock */
+    double cpu_seconds; /* user + system of the process */
     long max_rss_kb;
     int status;
 } bench_result;
@@ -1833,7 +1881,7 @@ typedef struct bench_result {
 /* Run `fn` in a child process, for its own peak memory. */
 static bench_result bench_in_child(int (*fn)(void *), void *arg)
 {
-    bench_result r = {0, 0, -1};
+    bench_result r = {0, 0, 0, -1};
     int fds[2];
     if (pipe(fds) != 0)
         return r;
@@ -1854,6 +1902,8 @@ static bench_result bench_in_child(int (*fn)(void *), void *arg)
         if (read(fds[0], &r.seconds, sizeof r.seconds) != sizeof r.seconds)
             r.seconds = 0;
         r.max_rss_kb = ru.ru_maxrss;
+        r.cpu_seconds = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
         r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 99;
     }
     close(fds[0]);
@@ -1867,19 +1917,45 @@ typedef struct bench_args {
     size_t batch;
 } bench_args;
 
+/* The CPU seconds a process has used so far (for a local PostgreSQL backend). */
+static double process_cpu_seconds(long pid)
+{
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *in = fopen(path, "r");
+    if (!in)
+        return -1;
+    size_t n = fread(text, 1, sizeof text - 1, in);
+    fclose(in);
+    text[n] = '\0';
+    const char *p = strrchr(text, ')');
+    unsigned long utime = 0, stime = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                     &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int bench_store_load(void *arg)
 {
     bench_args *a = arg;
+    long backend = 0;
+    double backend_cpu = 0;
     fhirsync_store *s = NULL;
     fhirsync_error err = {0};
     char *row = malloc(64 * 1024);
     int rc = 1;
     if (!row || fhirsync_store_open(a->location, 0, &s, &err) != FHIRSYNC_OK)
         goto out;
+    if (strcmp(fhirsync_store_engine_name(s), "postgresql") == 0) {
+        scalar pid = query1(s, "SELECT pg_backend_pid()");
+        backend = strtol(pid.text, NULL, 10);
+        backend_cpu = process_cpu_seconds(backend);
+    }
     for (uint64_t i = 0; i < a->rows; i++) {
         if (i % a->batch == 0 && fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err) != FHIRSYNC_OK)
             goto out;
-        const bench_template *t = bench_row(a->pool, i, row);
+        const bench_template *t = bench_row(a->pool, a->rows, i, row);
         if (fhirsync_store_put(s, t->type, row, t->len, 1, NULL, &err) != FHIRSYNC_OK)
             goto out;
         if ((i + 1) % a->batch == 0 || i + 1 == a->rows)
@@ -1887,6 +1963,13 @@ static int bench_store_load(void *arg)
                 goto out;
     }
     rc = 0;
+    if (backend > 0 && backend_cpu >= 0) {
+        double used = process_cpu_seconds(backend) - backend_cpu;
+        printf("  (the PostgreSQL server process used %.2f s of CPU: %.0f resources per server "
+               "CPU second)\n",
+               used, used > 0 ? (double)a->rows / used : 0);
+        fflush(stdout);
+    }
 out:
     if (rc)
         fprintf(stderr, "bench: %s\n", err.message);
@@ -1906,11 +1989,7 @@ static int bench_bare_sqlite(void *arg)
     char *row = malloc(64 * 1024);
     int rc = 1;
     if (!row || sqlite3_open(a->location, &db) != SQLITE_OK ||
-        sqlite3_exec(db,
-                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                     "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 4096;"
-                     "PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY",
-                     NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(db, fs_store_sqlite_pragmas, NULL, NULL, NULL) != SQLITE_OK)
         goto out;
     size_t ntypes = sizeof bench_types / sizeof *bench_types;
     for (size_t t = 0; t < ntypes; t++) {
@@ -1930,7 +2009,7 @@ static int bench_bare_sqlite(void *arg)
     for (uint64_t i = 0; i < a->rows; i++) {
         if (i % a->batch == 0)
             sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-        const bench_template *t = bench_row(a->pool, i, row);
+        const bench_template *t = bench_row(a->pool, a->rows, i, row);
         size_t k = 0;
         while (strcmp(bench_types[k].type, t->type) != 0)
             k++;
@@ -1965,9 +2044,11 @@ out:
 static void bench_print(const char *what, uint64_t rows, size_t bytes, bench_result r)
 {
     double rate = r.seconds > 0 ? (double)rows / r.seconds : 0;
-    printf("  %-44s %9.2f s %10.0f resources/s %7.1f MB/s  peak RSS %5.1f MB%s\n", what,
-           r.seconds, rate, r.seconds > 0 ? (double)bytes / r.seconds / 1e6 : 0,
-           (double)r.max_rss_kb / 1024.0, r.status == 0 ? "" : "  FAILED");
+    double cpu_rate = r.cpu_seconds > 0 ? (double)rows / r.cpu_seconds : 0;
+    printf("  %-46s %7.2f s %8.0f /s %6.1f MB/s | CPU %6.2f s %8.0f /s | peak RSS %5.1f MB%s\n",
+           what, r.seconds, rate, r.seconds > 0 ? (double)bytes / r.seconds / 1e6 : 0,
+           r.cpu_seconds, cpu_rate, (double)r.max_rss_kb / 1024.0,
+           r.status == 0 ? "" : "  FAILED");
 }
 
 static int run_bench(int argc, char **argv)
@@ -1976,11 +2057,11 @@ static int run_bench(int argc, char **argv)
     const char *pg = argc > 3 ? argv[3] : NULL;
     if (fhirsync_global_init() != FHIRSYNC_OK || rows == 0)
         return 1;
-    size_t pool_bytes;
-    bench_template *pool = bench_pool(&pool_bytes);
+    size_t average;
+    bench_template *pool = bench_pool(rows, &average);
     if (!pool)
         return 1;
-    size_t bytes = (size_t)((double)pool_bytes / BENCH_POOL * (double)rows);
+    size_t bytes = average * rows;
     const char *base = getenv("FHIRSYNC_TEST_TMP");
     char dir[PATH_MAX / 2], ours[PATH_MAX], bare[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/store-bench-XXXXXX", base && *base ? base : "/tmp");
@@ -1988,22 +2069,37 @@ static int run_bench(int argc, char **argv)
         return 1;
     snprintf(ours, sizeof ours, "%s/fhirsync.db", dir);
     snprintf(bare, sizeof bare, "%s/bare.db", dir);
-    printf("store benchmark: %llu synthetic resources, average %zu bytes (%s), batches of "
-           "10,000\n",
-           (unsigned long long)rows, pool_bytes / BENCH_POOL, "Synthea-shaped mix of 16 types");
-    bench_args a = {ours, rows, pool, 10000};
+    const char *batch_env = getenv("FHIRSYNC_BENCH_BATCH");
+    size_t batch = batch_env && atol(batch_env) > 0 ? (size_t)atol(batch_env) : 50000;
+    bench_args a = {ours, rows, pool, batch};
+    printf("store benchmark: %llu synthetic resources, average %zu bytes (Synthea-shaped mix of "
+           "16 types), SQLite batches of %zu\n",
+           (unsigned long long)rows, average, batch);
+    /* FHIRSYNC_BENCH_ONLY=store (or =postgresql with a URL): just the store's load, in this
+     * process (for profilers) */
+    const char *only = getenv("FHIRSYNC_BENCH_ONLY");
+    if (only && (strcmp(only, "store") == 0 || (pg && strcmp(only, "postgresql") == 0))) {
+        if (pg)
+            a.location = pg;
+        int rc = bench_store_load(&a);
+        remove_db(ours);
+        bench_pool_free(pool);
+        rmdir(dir);
+        return rc;
+    }
     bench_result r_ours = bench_in_child(bench_store_load, &a);
     bench_print("SQLite: fhirsync_store_put (scan + upsert)", rows, bytes, r_ours);
     bench_result r_again = bench_in_child(bench_store_load, &a);
     bench_print("SQLite: the same again (every row an update)", rows, bytes, r_again);
     remove_db(ours);
-    bench_args b = {bare, rows, pool, 10000};
+    bench_args b = {bare, rows, pool, batch};
     bench_result r_bare = bench_in_child(bench_bare_sqlite, &b);
     bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes, r_bare);
     remove_db(bare);
-    if (r_ours.seconds > 0 && r_bare.seconds > 0)
-        printf("  ratio fhirsync / bare inserts: %.2f (1.00 = as fast as the bare loop)\n",
-               r_bare.seconds / r_ours.seconds);
+    if (r_ours.seconds > 0 && r_bare.seconds > 0 && r_ours.cpu_seconds > 0)
+        printf("  ratio fhirsync / bare inserts: %.2f by wall clock, %.2f by CPU time "
+               "(1.00 = as fast as the bare loop)\n",
+               r_bare.seconds / r_ours.seconds, r_bare.cpu_seconds / r_ours.cpu_seconds);
     int status = r_ours.status || r_bare.status;
     if (pg) {
         PGconn *conn = PQconnectdb(pg);
@@ -2017,9 +2113,7 @@ static int run_bench(int argc, char **argv)
         bench_print("PostgreSQL: bulk batch (COPY + merge)", rows, bytes, r_pg);
         status |= r_pg.status;
     }
-    for (unsigned i = 0; i < BENCH_POOL; i++)
-        fs_free(pool[i].text);
-    free(pool);
+    bench_pool_free(pool);
     rmdir(dir);
     fhirsync_global_cleanup();
     return status ? 1 : 0;

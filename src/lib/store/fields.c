@@ -8,6 +8,10 @@
  * is decoded into a buffer of the result, so the scanner reads what a strict parser reads. */
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "core/core.h"
 #include "store/fields.h"
 
@@ -135,19 +139,41 @@ static long hex4(const unsigned char *p)
     return v;
 }
 
+/* Skip the bytes of a string that need no look, 16 (SSE2) or 8 (SWAR) at a time. */
+static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* signed: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII */
+        __m128i hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                                 _mm_cmpeq_epi8(v, backslash)),
+                                    _mm_cmplt_epi8(v, space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hits);
+        if (mask)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if (needs_look(x))
+            break;
+        p += 8;
+    }
+    return p;
+}
+
 /* At a '"': scan to the closing quote, checking escapes, control characters and UTF-8. */
 static bool scan_string(scanner *sc, raw_string *out)
 {
     const unsigned char *p = sc->p + 1, *end = sc->end;
     bool escaped = false;
     for (;;) {
-        while (end - p >= 8) {
-            uint64_t x;
-            memcpy(&x, p, 8);
-            if (needs_look(x))
-                break;
-            p += 8;
-        }
+        p = skip_plain(p, end);
         if (p >= end)
             return fail(sc, "unterminated string");
         unsigned c = *p;
@@ -265,16 +291,17 @@ static bool decode_string(const raw_string *s, char *buf, size_t cap, size_t *ou
     return true;
 }
 
-/* Whether a scanned member name equals `want` (decoding escapes when there are some). */
-static bool key_is(const raw_string *key, const char *want)
+/* Whether a scanned member name equals `want` (want_len bytes), decoding escapes if any. */
+static inline bool key_is(const raw_string *key, const char *want, size_t want_len)
 {
-    size_t want_len = strlen(want);
     if (!key->escaped)
         return key->len == want_len && memcmp(key->start, want, want_len) == 0;
     char buf[32];
     size_t n;
     return decode_string(key, buf, sizeof buf, &n) && n == want_len && memcmp(buf, want, n) == 0;
 }
+
+#define KEY_IS(key, literal) key_is((key), literal, sizeof literal - 1)
 
 /* ---- values ----------------------------------------------------------------------------------- */
 
@@ -441,7 +468,7 @@ static bool once(scanner *sc, capture *cap, unsigned bit)
 
 static bool reference_member(scanner *sc, unsigned depth, const raw_string *key, capture *cap)
 {
-    if (key_is(key, "reference")) {
+    if (KEY_IS(key, "reference")) {
         if (cap->current_ref->present)
             return fail(sc, "duplicate member");
         return capture_string(sc, depth + 1, cap->current_ref);
@@ -451,38 +478,40 @@ static bool reference_member(scanner *sc, unsigned depth, const raw_string *key,
 
 static bool meta_member(scanner *sc, unsigned depth, const raw_string *key, capture *cap)
 {
-    if (key_is(key, "versionId"))
+    if (KEY_IS(key, "versionId"))
         return once(sc, cap, SEEN_VERSION) && capture_string(sc, depth + 1, &cap->version_id);
-    if (key_is(key, "lastUpdated"))
+    if (KEY_IS(key, "lastUpdated"))
         return once(sc, cap, SEEN_UPDATED) && capture_string(sc, depth + 1, &cap->last_updated);
     return skip_value(sc, depth + 1);
 }
 
 static bool resource_member(scanner *sc, unsigned depth, const raw_string *key, capture *cap)
 {
-    static const char *const ref_names[3] = {"subject", "patient", "beneficiary"};
-    static const unsigned ref_bits[3] = {SEEN_SUBJECT, SEEN_PATIENT, SEEN_BENEFICIARY};
-    if (key_is(key, "resourceType"))
+    /* most members are none of these: an unescaped name of another length is skipped at once */
+    size_t len = key->len;
+    if (!key->escaped && len != 2 && len != 4 && len != 7 && len != 11 && len != 12)
+        return skip_value(sc, depth + 1);
+    if (KEY_IS(key, "resourceType"))
         return once(sc, cap, SEEN_TYPE) && capture_string(sc, depth + 1, &cap->resource_type);
-    if (key_is(key, "id"))
+    if (KEY_IS(key, "id"))
         return once(sc, cap, SEEN_ID) && capture_string(sc, depth + 1, &cap->id);
-    if (key_is(key, "meta")) {
+    if (KEY_IS(key, "meta")) {
         if (!once(sc, cap, SEEN_META))
             return false;
         return *sc->p == '{' ? scan_object(sc, depth + 1, meta_member, cap)
                              : skip_value(sc, depth + 1);
     }
-    for (int i = 0; i < 3; i++) {
-        if (!key_is(key, ref_names[i]))
-            continue;
-        if (!once(sc, cap, ref_bits[i]))
-            return false;
-        if (*sc->p != '{')
-            return skip_value(sc, depth + 1);
-        cap->current_ref = &cap->ref[i];
-        return scan_object(sc, depth + 1, reference_member, cap);
-    }
-    return skip_value(sc, depth + 1);
+    int ref = KEY_IS(key, "subject") ? 0 : KEY_IS(key, "patient") ? 1
+              : KEY_IS(key, "beneficiary") ? 2 : -1;
+    if (ref < 0)
+        return skip_value(sc, depth + 1);
+    static const unsigned ref_bits[3] = {SEEN_SUBJECT, SEEN_PATIENT, SEEN_BENEFICIARY};
+    if (!once(sc, cap, ref_bits[ref]))
+        return false;
+    if (*sc->p != '{')
+        return skip_value(sc, depth + 1);
+    cap->current_ref = &cap->ref[ref];
+    return scan_object(sc, depth + 1, reference_member, cap);
 }
 
 /* ---- validation ------------------------------------------------------------------------------- */
@@ -499,14 +528,19 @@ bool fs_store_valid_type(const char *name, size_t len)
     return true;
 }
 
+/* [A-Za-z0-9\-\.] as a bitmap of the first 128 code points */
+static const uint64_t id_bitmap[2] = {
+    UINT64_C(0x03ff600000000000), /* '-' 45, '.' 46, '0'..'9' 48..57 */
+    UINT64_C(0x07fffffe07fffffe)  /* 'A'..'Z' 65..90, 'a'..'z' 97..122 */
+};
+
 bool fs_store_valid_id(const char *id, size_t len)
 {
     if (len < 1 || len > FS_STORE_ID_MAX)
         return false;
     for (size_t i = 0; i < len; i++) {
-        char c = id[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '.'))
+        unsigned c = (unsigned char)id[i];
+        if (c >= 128 || !((id_bitmap[c >> 6] >> (c & 63)) & 1))
             return false;
     }
     return true;
