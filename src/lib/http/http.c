@@ -226,6 +226,18 @@ static fhirsync_code map_curl_error(CURLcode cc, const transfer *t, const char *
     }
 }
 
+/* Stops a transfer in progress when the application asked the library to cancel. */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)userdata;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return fs_cancel_requested() ? 1 : 0;
+}
+
 static bool is_redirect(long status)
 {
     return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
@@ -301,6 +313,8 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
         curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
         curl_easy_setopt(e, CURLOPT_VERBOSE, 1L); /* only feeds on_debug, never stderr */
     }
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     if (req->range_from > 0)
         curl_easy_setopt(e, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)req->range_from);
     if (strcmp(method, "GET") == 0) {
@@ -320,6 +334,13 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
 
     fs_log(FHIRSYNC_LOG_DEBUG, "http: %s %s%s", method, url, attach ? " (with bearer token)" : "");
     CURLcode cc = curl_easy_perform(e);
+    long sent = 0;
+    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+    resp->request_sent = sent > 0;
+    if (cc == CURLE_ABORTED_BY_CALLBACK) {
+        rc = fs_err(err, FHIRSYNC_E_CANCELLED, "transfer from %s cancelled", url);
+        goto out;
+    }
     if (cc != CURLE_OK) {
         rc = map_curl_error(cc, &t, url, errbuf, err);
         goto out;

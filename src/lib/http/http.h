@@ -79,6 +79,8 @@ typedef struct fs_http_response {
     char *effective_url;              /* URL of the final response after redirects */
     int redirects_followed;
     bool token_sent;                  /* whether the final request carried the bearer token */
+    bool request_sent;                /* whether any byte of the last request left this host
+                                         (false: it never reached the server, safe to repeat) */
     double total_time_s;
     const char *http_version;         /* "1.1", "2" */
 } fs_http_response;
@@ -93,8 +95,10 @@ void fs_http_free(fs_http *http);
  * afterwards in every case). Returns FHIRSYNC_OK whenever an HTTP response arrived, whatever its
  * status: the caller interprets the status. Errors: FHIRSYNC_E_URL (transport rules),
  * FHIRSYNC_E_NETWORK, FHIRSYNC_E_TLS, FHIRSYNC_E_TIMEOUT, FHIRSYNC_E_TOO_LARGE,
- * FHIRSYNC_E_REDIRECT (a loop, too many, or to an origin the policy refuses), or what the sink
- * reported. */
+ * FHIRSYNC_E_REDIRECT (a loop, too many, or to an origin the policy refuses),
+ * FHIRSYNC_E_CANCELLED (the sink returned false, or fhirsync_cancel() was called: transfers in
+ * progress stop within about a second). resp->request_sent tells, on failure, whether the request
+ * may have reached the server. */
 fhirsync_code fs_http_perform(fs_http *http, const fs_http_request *req, fs_http_response *resp,
                               fhirsync_error *err);
 void fs_http_response_init(fs_http_response *resp);
