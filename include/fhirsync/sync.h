@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-/* ---- options -------------------------------------------------------------------------------- */
+/* ---- options --------------------------------------------------------------------------------- */
 
 /* When bulk files are loaded into the store. */
 typedef enum fhirsync_sync_load {
@@ -74,7 +74,7 @@ typedef struct fhirsync_sync_options {
 /* Fill `opts` with the defaults. */
 FHIRSYNC_API void fhirsync_sync_options_init(fhirsync_sync_options *opts);
 
-/* ---- events --------------------------------------------------------------------------------- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 typedef enum fhirsync_sync_event_kind {
     FHIRSYNC_SYNC_EV_PLAN = 0,     /* the run starts: message describes mode, level, since and
@@ -91,15 +91,15 @@ typedef enum fhirsync_sync_event_kind {
 typedef struct fhirsync_sync_event {
     fhirsync_sync_event_kind kind;
     const char *endpoint;
-    const char *message;     /* already redacted; may be NULL */
-    const char *name;        /* LOADED: the file name (bulk) or the search (crawl) */
-    const char *type;        /* LOADED, PROGRESS: the resource type, NULL when mixed */
-    int64_t count;           /* LOADED, PROGRESS: resources stored */
-    int64_t deleted;         /* LOADED: deletions applied */
-    int64_t quarantined;     /* LOADED: lines quarantined */
+    const char *message; /* already redacted; may be NULL */
+    const char *name;    /* LOADED: the file name (bulk) or the search (crawl) */
+    const char *type;    /* LOADED, PROGRESS: the resource type, NULL when mixed */
+    int64_t count;       /* LOADED, PROGRESS: resources stored */
+    int64_t deleted;     /* LOADED: deletions applied */
+    int64_t quarantined; /* LOADED: lines quarantined */
     const fhirsync_export_event *export_event; /* EXPORT only */
-    fhirsync_code code;      /* DONE */
-    int64_t resources;       /* totals of the run so far */
+    fhirsync_code code;                        /* DONE */
+    int64_t resources;                         /* totals of the run so far */
     double elapsed_s;
 } fhirsync_sync_event;
 
@@ -107,7 +107,7 @@ typedef struct fhirsync_sync_event {
  * been called (FHIRSYNC_E_CANCELLED; the next run resumes). */
 typedef int (*fhirsync_sync_cb)(const fhirsync_sync_event *event, void *userdata);
 
-/* ---- one sync of one endpoint ----------------------------------------------------------------- */
+/* ---- one sync of one endpoint ---------------------------------------------------------------- */
 
 typedef struct fhirsync_sync fhirsync_sync;
 
@@ -116,8 +116,8 @@ typedef struct fhirsync_sync fhirsync_sync;
  * or locked yet. FHIRSYNC_E_ARG on bad options, FHIRSYNC_E_CONFIG when the profile lacks what
  * the mode needs, FHIRSYNC_E_NOMEM. */
 FHIRSYNC_API fhirsync_code fhirsync_sync_new(const fhirsync_endpoint *ep, fhirsync_store *store,
-                                             const fhirsync_sync_options *opts,
-                                             fhirsync_sync **out, fhirsync_error *err);
+                                             const fhirsync_sync_options *opts, fhirsync_sync **out,
+                                             fhirsync_error *err);
 FHIRSYNC_API void fhirsync_sync_free(fhirsync_sync *sync);
 
 /* Install the event callback (NULL: none). */
@@ -139,19 +139,19 @@ FHIRSYNC_API const char *fhirsync_sync_errmsg(const fhirsync_sync *sync);
 
 /* What the last run did. Strings are borrowed from the handle until the next run or the free. */
 typedef struct fhirsync_sync_stats {
-    int64_t run_id;                /* 0 when no run was started (lock refused, ...) */
-    fhirsync_run_status status;    /* how the run ended */
-    const char *mode;              /* "bulk", "crawl" or "crawl-reconcile" */
-    const char *level;             /* bulk: "group", "patient" or "system" (after fallbacks) */
-    const char *since;             /* the _since / _lastUpdated used; NULL: a full sync */
-    const char *transaction_time;  /* bulk: the manifest's; NULL otherwise */
-    const char *watermark;         /* the new watermark, NULL when it did not move */
-    bool resumed;                  /* bulk: an interrupted export was continued */
-    int64_t resources;             /* stored */
-    int64_t deleted;               /* deletions applied */
-    int64_t quarantined;           /* lines quarantined */
-    int64_t server_errors;         /* OperationOutcomes of severity error/fatal in error files */
-    int64_t requests;              /* crawl: search pages fetched */
+    int64_t run_id;               /* 0 when no run was started (lock refused, ...) */
+    fhirsync_run_status status;   /* how the run ended */
+    const char *mode;             /* "bulk", "crawl" or "crawl-reconcile" */
+    const char *level;            /* bulk: "group", "patient" or "system" (after fallbacks) */
+    const char *since;            /* the _since / _lastUpdated used; NULL: a full sync */
+    const char *transaction_time; /* bulk: the manifest's; NULL otherwise */
+    const char *watermark;        /* the new watermark, NULL when it did not move */
+    bool resumed;                 /* bulk: an interrupted export was continued */
+    int64_t resources;            /* stored */
+    int64_t deleted;              /* deletions applied */
+    int64_t quarantined;          /* lines quarantined */
+    int64_t server_errors;        /* OperationOutcomes of severity error/fatal in error files */
+    int64_t requests;             /* crawl: search pages fetched */
     double duration_s;
 } fhirsync_sync_stats;
 
@@ -168,7 +168,7 @@ FHIRSYNC_API size_t fhirsync_sync_type_count(const fhirsync_sync *sync);
 FHIRSYNC_API const fhirsync_sync_type_stats *fhirsync_sync_type_at(const fhirsync_sync *sync,
                                                                    size_t i);
 
-/* ---- workers sharing the work through the store ------------------------------------------------ */
+/* ---- workers sharing the work through the store ---------------------------------------------- */
 
 /* Queue a sync of `endpoint` for the workers. `slot` makes the item unique (e.g. the scheduling
  * tick; NULL: one per watermark, so that a sync already queued for the same increment is not
@@ -178,11 +178,11 @@ FHIRSYNC_API fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const ch
                                                  fhirsync_error *err);
 
 typedef struct fhirsync_worker_options {
-    const char *worker_id;   /* NULL: "host:pid" */
-    int lease_s;             /* lease of a claimed item, renewed by a heartbeat (0: 30) */
-    int poll_ms;             /* wait between claims when there is nothing to do (0: 500) */
-    bool exit_when_idle;     /* return once nothing is pending or claimed (else: until
-                                cancelled) */
+    const char *worker_id;      /* NULL: "host:pid" */
+    int lease_s;                /* lease of a claimed item, renewed by a heartbeat (0: 30) */
+    int poll_ms;                /* wait between claims when there is nothing to do (0: 500) */
+    bool exit_when_idle;        /* return once nothing is pending or claimed (else: until
+                                   cancelled) */
     fhirsync_sync_options sync; /* for the syncs the worker runs */
 } fhirsync_worker_options;
 
@@ -191,9 +191,9 @@ FHIRSYNC_API void fhirsync_worker_options_init(fhirsync_worker_options *opts);
 
 /* What a worker did. */
 typedef struct fhirsync_worker_stats {
-    int64_t items_done;      /* items completed by this worker */
-    int64_t items_failed;    /* items given back after a failure */
-    int64_t resources;       /* resources this worker stored */
+    int64_t items_done;   /* items completed by this worker */
+    int64_t items_failed; /* items given back after a failure */
+    int64_t resources;    /* resources this worker stored */
 } fhirsync_worker_stats;
 
 /* Run a worker on `store_location` (its own connections: one for the work, one for lease
@@ -205,12 +205,9 @@ typedef struct fhirsync_worker_stats {
  * looked up by name in `cfg` (borrowed). `cb` (may be NULL) receives the events of the work done
  * (from the calling thread). Returns FHIRSYNC_OK (idle or cancelled after finishing its item),
  * or a store failure. `stats` may be NULL. */
-FHIRSYNC_API fhirsync_code fhirsync_sync_worker_run(const char *store_location,
-                                                    const fhirsync_config *cfg,
-                                                    const fhirsync_worker_options *opts,
-                                                    fhirsync_sync_cb cb, void *userdata,
-                                                    fhirsync_worker_stats *stats,
-                                                    fhirsync_error *err);
+FHIRSYNC_API fhirsync_code fhirsync_sync_worker_run(
+    const char *store_location, const fhirsync_config *cfg, const fhirsync_worker_options *opts,
+    fhirsync_sync_cb cb, void *userdata, fhirsync_worker_stats *stats, fhirsync_error *err);
 
 #ifdef __cplusplus
 }

@@ -25,7 +25,8 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: fhirsync sync [options]\n"
         "       fhirsync sync --every 15m [options]        run as a service\n"
         "       fhirsync sync --worker [options]           share the work through the store\n"
@@ -70,16 +71,16 @@ static void usage(FILE *out)
         "\n");
     cli_print_common_help(out);
     fprintf(out,
-        "\n"
-        "signals: SIGTERM/SIGINT finish the file being stored and exit (0 when the last runs\n"
-        "were ok, 12 when interrupted mid-run: the next run resumes); SIGHUP reloads the\n"
-        "configuration before the next run.\n"
-        "exit codes: 0 ok, 2 usage, 3 configuration, 4 key, 5 authentication, 6 not found,\n"
-        "7 server error, 8 protocol, 9 network, 10 partial (lines quarantined), 11 locked,\n"
-        "12 interrupted, 13 store or local file error\n");
+            "\n"
+            "signals: SIGTERM/SIGINT finish the file being stored and exit (0 when the last runs\n"
+            "were ok, 12 when interrupted mid-run: the next run resumes); SIGHUP reloads the\n"
+            "configuration before the next run.\n"
+            "exit codes: 0 ok, 2 usage, 3 configuration, 4 key, 5 authentication, 6 not found,\n"
+            "7 server error, 8 protocol, 9 network, 10 partial (lines quarantined), 11 locked,\n"
+            "12 interrupted, 13 store or local file error\n");
 }
 
-/* ---- signals ---------------------------------------------------------------------------------- */
+/* ---- signals --------------------------------------------------------------------------------- */
 
 static volatile sig_atomic_t terminate_requested;
 static volatile sig_atomic_t reload_requested;
@@ -123,12 +124,12 @@ static void nap(int64_t ms, bool wake_on_hup)
     }
 }
 
-/* ---- output ----------------------------------------------------------------------------------- */
+/* ---- output ---------------------------------------------------------------------------------- */
 
 typedef struct ui {
     bool progress;
     bool json;
-    bool prefix;      /* several endpoints: name each line */
+    bool prefix; /* several endpoints: name each line */
     pthread_mutex_t lock;
 } ui;
 
@@ -220,8 +221,9 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
     fhirsync_sync_stats st;
     fhirsync_sync_get_stats(sync, &st);
     double rate = st.duration_s > 0 ? (double)st.resources / st.duration_s : 0;
-    const char *status = st.run_id ? fhirsync_run_status_name(st.status)
-                                   : rc == FHIRSYNC_E_LOCKED ? "locked" : "failed";
+    const char *status = st.run_id                 ? fhirsync_run_status_name(st.status)
+                         : rc == FHIRSYNC_E_LOCKED ? "locked"
+                                                   : "failed";
     pthread_mutex_lock(&g_ui.lock);
     if (g_ui.json) {
         printf("{\"endpoint\":");
@@ -248,8 +250,8 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
             const fhirsync_sync_type_stats *t = fhirsync_sync_type_at(sync, i);
             printf("%s", i ? "," : "");
             json_string_out(stdout, t->type);
-            printf(":{\"loaded\":%lld,\"deleted\":%lld,\"quarantined\":%lld}",
-                   (long long)t->loaded, (long long)t->deleted, (long long)t->quarantined);
+            printf(":{\"loaded\":%lld,\"deleted\":%lld,\"quarantined\":%lld}", (long long)t->loaded,
+                   (long long)t->deleted, (long long)t->quarantined);
         }
         printf("},\"error\":");
         json_string_out(stdout, rc == FHIRSYNC_OK ? NULL : fhirsync_sync_errmsg(sync));
@@ -287,7 +289,7 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
     pthread_mutex_unlock(&g_ui.lock);
 }
 
-/* ---- running syncs, several at a time --------------------------------------------------------- */
+/* ---- running syncs, several at a time -------------------------------------------------------- */
 
 typedef struct job_list {
     fhirsync_endpoint *const *eps;
@@ -370,7 +372,7 @@ static int exit_for(const fhirsync_code *results, size_t n)
     return worst;
 }
 
-/* ---- durations -------------------------------------------------------------------------------- */
+/* ---- durations ------------------------------------------------------------------------------- */
 
 /* "15m", "1h30m", "30s", "2d" into seconds; 0 when malformed. */
 static long parse_duration(const char *text)
@@ -397,7 +399,7 @@ static long parse_duration(const char *text)
     return total;
 }
 
-/* ---- the configuration ------------------------------------------------------------------------ */
+/* ---- the configuration ----------------------------------------------------------------------- */
 
 typedef struct plan {
     fhirsync_config *cfg;
@@ -428,7 +430,8 @@ static fhirsync_code plan_load(const cli_profile *profile, plan *p, fhirsync_err
         err->code = FHIRSYNC_E_CONFIG;
         snprintf(err->message, sizeof err->message,
                  "endpoint '%s' is not defined in the configuration (add an [endpoint %s] "
-                 "section)", profile->endpoint_name, profile->endpoint_name);
+                 "section)",
+                 profile->endpoint_name, profile->endpoint_name);
         plan_free(p);
         return FHIRSYNC_E_CONFIG;
     }
@@ -446,7 +449,7 @@ static fhirsync_code plan_load(const cli_profile *profile, plan *p, fhirsync_err
     return FHIRSYNC_OK;
 }
 
-/* ---- modes ------------------------------------------------------------------------------------ */
+/* ---- modes ----------------------------------------------------------------------------------- */
 
 typedef struct worker_args {
     const char *worker_id;
@@ -464,8 +467,8 @@ static int run_enqueue(plan *p, const worker_args *wa)
         fhirsync_store *store = NULL;
         fhirsync_error err = {0};
         int64_t id = 0;
-        fhirsync_code rc = fhirsync_store_open(fhirsync_endpoint_get(p->eps[i], "store"), 0,
-                                               &store, &err);
+        fhirsync_code rc =
+            fhirsync_store_open(fhirsync_endpoint_get(p->eps[i], "store"), 0, &store, &err);
         if (rc == FHIRSYNC_OK)
             rc = fhirsync_sync_enqueue(store, name, wa->slot, &id, &err);
         if (rc == FHIRSYNC_OK)
@@ -512,8 +515,7 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
-static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_options *opts,
-                      long every)
+static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_options *opts, long every)
 {
     if (p->count == 0)
         return cli_usage_error("sync", "the configuration has no endpoint for the worker");
@@ -529,8 +531,8 @@ static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_option
         sc.started = true;
     fhirsync_worker_stats stats;
     fhirsync_error err = {0};
-    fhirsync_code rc = fhirsync_sync_worker_run(location, p->cfg, &wo, on_event, NULL, &stats,
-                                                &err);
+    fhirsync_code rc =
+        fhirsync_sync_worker_run(location, p->cfg, &wo, on_event, NULL, &stats, &err);
     if (sc.started) {
         terminate_requested = 1;
         pthread_join(sc.tid, NULL);
@@ -592,8 +594,10 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
                 double jitter = 0.9 + 0.2 * ((double)rand() / (double)RAND_MAX);
                 due[i] = (int64_t)time(NULL) + (int64_t)((double)every * jitter + 0.5);
                 if (!terminate_requested && results[k] != FHIRSYNC_OK)
-                    say(fhirsync_endpoint_name(p->eps[i]), "run ended with %s; next attempt "
-                        "in about %ld s", fhirsync_strerror(results[k]), every);
+                    say(fhirsync_endpoint_name(p->eps[i]),
+                        "run ended with %s; next attempt "
+                        "in about %ld s",
+                        fhirsync_strerror(results[k]), every);
             }
         }
         if (terminate_requested)
@@ -608,14 +612,16 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
         if (terminate_requested)
             break;
     }
-    say(NULL, "stopping (signal): %s", interrupted ? "a run was interrupted; the next start "
-        "resumes it" : "the last runs completed");
+    say(NULL, "stopping (signal): %s",
+        interrupted ? "a run was interrupted; the next start "
+                      "resumes it"
+                    : "the last runs completed");
     /* stopped between runs: a clean stop (failed runs are in the runs table and were retried
      * at each tick) */
     return interrupted ? EXIT_INTERRUPTED : 0;
 }
 
-/* ---- the command ------------------------------------------------------------------------------ */
+/* ---- the command ----------------------------------------------------------------------------- */
 
 static bool parse_int(const char *text, long min, long max, long *out)
 {
@@ -631,9 +637,24 @@ static bool parse_int(const char *text, long min, long max, long *out)
 int cmd_sync(int argc, char **argv)
 {
     enum {
-        OPT_FULL = 1, OPT_RECONCILE, OPT_RECONCILE_EVERY, OPT_PER_PATIENT, OPT_PAGE_SIZE,
-        OPT_SKEW, OPT_LOAD, OPT_WORK_DIR, OPT_JOBS, OPT_WAIT, OPT_JSON, OPT_NO_PROGRESS,
-        OPT_WORKER, OPT_ONCE, OPT_ENQUEUE, OPT_SLOT, OPT_WORKER_ID, OPT_LEASE
+        OPT_FULL = 1,
+        OPT_RECONCILE,
+        OPT_RECONCILE_EVERY,
+        OPT_PER_PATIENT,
+        OPT_PAGE_SIZE,
+        OPT_SKEW,
+        OPT_LOAD,
+        OPT_WORK_DIR,
+        OPT_JOBS,
+        OPT_WAIT,
+        OPT_JSON,
+        OPT_NO_PROGRESS,
+        OPT_WORKER,
+        OPT_ONCE,
+        OPT_ENQUEUE,
+        OPT_SLOT,
+        OPT_WORKER_ID,
+        OPT_LEASE
     };
     static const struct option own[] = {
         {"full", no_argument, NULL, OPT_FULL},

@@ -51,7 +51,7 @@ typedef struct bulk_ctx {
     fhirsync_export *ex;
     char *workdir, *export_dir, *ledger_path, *refused_path;
     int refused_fd;
-    char *job;                   /* the status URL the ledger entries belong to */
+    char *job; /* the status URL the ledger entries belong to */
     ledger_entry *ledger;
     size_t nledger;
     bool ledger_read;
@@ -61,16 +61,16 @@ typedef struct bulk_ctx {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pending_file *deleted_head, *deleted_tail, *other_head, *other_tail;
-    size_t deleted_expected;     /* deleted files in the manifest */
+    size_t deleted_expected; /* deleted files in the manifest */
     size_t deleted_loaded;
     bool manifest_seen;
-    bool closing;                /* no more files will come */
-    bool failed;                 /* a load failed: load_err */
+    bool closing; /* no more files will come */
+    bool failed;  /* a load failed: load_err */
     fhirsync_error load_err;
     size_t files_loaded;
 } bulk_ctx;
 
-/* ---- small file helpers ----------------------------------------------------------------------- */
+/* ---- small file helpers ---------------------------------------------------------------------- */
 
 static char *join(const char *a, const char *b)
 {
@@ -136,9 +136,9 @@ static fhirsync_code each_line(const char *path, line_fn fn, void *ud, fhirsync_
 {
     FILE *f = fopen(path, "re");
     if (!f)
-        return errno == ENOENT ? FHIRSYNC_OK
-                               : fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path,
-                                        strerror(errno));
+        return errno == ENOENT
+                   ? FHIRSYNC_OK
+                   : fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -156,7 +156,7 @@ static fhirsync_code each_line(const char *path, line_fn fn, void *ud, fhirsync_
     return rc;
 }
 
-/* ---- the ledger ------------------------------------------------------------------------------- */
+/* ---- the ledger ------------------------------------------------------------------------------ */
 
 static void ledger_clear(bulk_ctx *c)
 {
@@ -220,15 +220,14 @@ static const ledger_entry *ledger_find(bulk_ctx *c, const char *name, fhirsync_e
     return found;
 }
 
-/* ---- refused lines ---------------------------------------------------------------------------- */
+/* ---- refused lines --------------------------------------------------------------------------- */
 
 typedef struct refused_ctx {
     bulk_ctx *c;
     const pending_file *f;
 } refused_ctx;
 
-static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no,
-                       const char *reason)
+static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no, const char *reason)
 {
     refused_ctx *r = ud;
     bulk_ctx *c = r->c;
@@ -238,9 +237,9 @@ static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no,
             return false;
     }
     size_t keep = len > FHIRSYNC_STORE_QUARANTINE_CAP ? FHIRSYNC_STORE_QUARANTINE_CAP : len;
-    json_t *rec = json_pack("{s:s?, s:s, s:s?, s:s?, s:I, s:s}", "job", c->job, "file",
-                            r->f->name, "url", r->f->url, "type", r->f->type,
-                            "line", (json_int_t)line_no, "reason", reason);
+    json_t *rec =
+        json_pack("{s:s?, s:s, s:s?, s:s?, s:I, s:s}", "job", c->job, "file", r->f->name, "url",
+                  r->f->url, "type", r->f->type, "line", (json_int_t)line_no, "reason", reason);
     bool ok = rec != NULL;
     if (ok) {
         json_t *text = json_stringn(line, keep);
@@ -262,7 +261,7 @@ static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no,
     return ok;
 }
 
-/* ---- loading one file ------------------------------------------------------------------------- */
+/* ---- loading one file ------------------------------------------------------------------------ */
 
 static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error *err)
 {
@@ -293,16 +292,15 @@ static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error
         if (rc == FHIRSYNC_OK && !dump)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         json_t *parsed = dump ? json_loads(dump, 0, NULL) : NULL;
-        json_t *rec = parsed ? json_pack("{s:s?, s:s, s:o}", "job", c->job, "file", f->name,
-                                         "counts", parsed)
-                             : NULL;
+        json_t *rec =
+            parsed ? json_pack("{s:s?, s:s, s:o}", "job", c->job, "file", f->name, "counts", parsed)
+                   : NULL;
         char *line = rec ? fs_json_dump(rec) : NULL;
         if (rc == FHIRSYNC_OK && !line)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         /* the ledger line may be lost (a crash right now): the file is then loaded again */
         if (rc == FHIRSYNC_OK && !append_line(c->ledger_path, line))
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", c->ledger_path,
-                        strerror(errno));
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", c->ledger_path, strerror(errno));
         fs_free(line);
         json_decref(rec);
         fs_free(dump);
@@ -325,7 +323,7 @@ static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error
     return rc;
 }
 
-/* ---- the loader thread ------------------------------------------------------------------------ */
+/* ---- the loader thread ----------------------------------------------------------------------- */
 
 static void free_pending(pending_file *f)
 {
@@ -353,8 +351,7 @@ static pending_file *next_file(bulk_ctx *c)
             c->deleted_head = f->next;
             if (!c->deleted_head)
                 c->deleted_tail = NULL;
-        } else if (c->other_head &&
-                   (c->deleted_loaded >= c->deleted_expected || c->closing)) {
+        } else if (c->other_head && (c->deleted_loaded >= c->deleted_expected || c->closing)) {
             f = c->other_head;
             c->other_head = f->next;
             if (!c->other_head)
@@ -437,7 +434,7 @@ static void load_queued_here(bulk_ctx *c)
     loader_main(c);
 }
 
-/* ---- export events ---------------------------------------------------------------------------- */
+/* ---- export events --------------------------------------------------------------------------- */
 
 static int on_export_event(const fhirsync_export_event *ev, void *userdata)
 {
@@ -485,12 +482,12 @@ static int on_export_event(const fhirsync_export_event *ev, void *userdata)
     return go_on && !failed ? 0 : 1;
 }
 
-/* ---- the final commit ------------------------------------------------------------------------- */
+/* ---- the final commit ------------------------------------------------------------------------ */
 
 typedef struct quarantine_pass {
     bulk_ctx *c;
-    fs_sync_counts *counts;      /* quarantine from the bulk client's files is counted here */
-    char **seen;                 /* "file\nline" keys of refused lines already inserted */
+    fs_sync_counts *counts; /* quarantine from the bulk client's files is counted here */
+    char **seen;            /* "file\nline" keys of refused lines already inserted */
     size_t nseen;
     fhirsync_code rc;
     fhirsync_error *err;
@@ -552,14 +549,14 @@ static bool quarantine_line(void *ud, char *text, size_t len)
         if (!raw && b64 && fs_b64url_decode(b64, strlen(b64), &decoded, &raw_len))
             raw = (const char *)decoded;
         const char *reason = fs_json_str(rec, "reason");
-        fhirsync_quarantine_entry entry = {.run_id = c->s->run_id,
-                                           .endpoint = c->s->name,
-                                           .source = fs_json_str(rec, "url") ? fs_json_str(rec, "url")
-                                                                             : file,
-                                           .line_number = line_no,
-                                           .reason = reason ? reason : "quarantined",
-                                           .line = raw,
-                                           .line_len = raw ? raw_len : 0};
+        fhirsync_quarantine_entry entry = {
+            .run_id = c->s->run_id,
+            .endpoint = c->s->name,
+            .source = fs_json_str(rec, "url") ? fs_json_str(rec, "url") : file,
+            .line_number = line_no,
+            .reason = reason ? reason : "quarantined",
+            .line = raw,
+            .line_len = raw ? raw_len : 0};
         q->rc = fhirsync_store_quarantine(c->s->store, &entry, q->err);
         fs_free(decoded);
         ok = q->rc == FHIRSYNC_OK;
@@ -646,7 +643,7 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
     return rc;
 }
 
-/* ---- the export ------------------------------------------------------------------------------- */
+/* ---- the export ------------------------------------------------------------------------------ */
 
 /* Forget the work of an earlier export: ledger and refused lines first (they name its job), then
  * the folder. */
@@ -689,8 +686,10 @@ static fhirsync_code open_export(bulk_ctx *c, const fhirsync_endpoint *ep,
     eo.out_dir = c->export_dir;
     fhirsync_code rc = fhirsync_export_new(ep, &eo, &c->ex, err);
     if (rc == FHIRSYNC_E_ARG && dir_has_state(c->export_dir)) {
-        fs_log(FHIRSYNC_LOG_INFO, "sync %s: the work folder holds another export (%s); "
-               "starting afresh", s->name, err->message);
+        fs_log(FHIRSYNC_LOG_INFO,
+               "sync %s: the work folder holds another export (%s); "
+               "starting afresh",
+               s->name, err->message);
         wipe(c);
         rc = fhirsync_export_new(ep, &eo, &c->ex, err);
     }
@@ -818,15 +817,14 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
     for (size_t li = 0; li < nlevels; li++) {
         fhirsync_export_level level = chain[li];
         s->level = fs_sync_level_name(level);
-        const char *level_types = level == FHIRSYNC_EXPORT_SYSTEM || types_set ? types
-                                                                                : compartment;
+        const char *level_types =
+            level == FHIRSYNC_EXPORT_SYSTEM || types_set ? types : compartment;
         char plan[600];
-        snprintf(plan, sizeof plan, "bulk export at %s level%s%s%s, %s, types %s",
-                 s->level, level == FHIRSYNC_EXPORT_GROUP ? " (Group/" : "",
-                 level == FHIRSYNC_EXPORT_GROUP ? group : "",
-                 level == FHIRSYNC_EXPORT_GROUP ? ")" : "",
-                 s->since ? "changes since the watermark" : "everything (no watermark)",
-                 level_types);
+        snprintf(
+            plan, sizeof plan, "bulk export at %s level%s%s%s, %s, types %s", s->level,
+            level == FHIRSYNC_EXPORT_GROUP ? " (Group/" : "",
+            level == FHIRSYNC_EXPORT_GROUP ? group : "", level == FHIRSYNC_EXPORT_GROUP ? ")" : "",
+            s->since ? "changes since the watermark" : "everything (no watermark)", level_types);
         fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = plan};
         fs_sync_emit(s, &pev);
         fhirsync_endpoint_free(ep);
@@ -844,8 +842,8 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
             fs_err(err, rc, "%s", fhirsync_export_errmsg(c.ex));
         bool kicked_off = fhirsync_export_status_url(c.ex) != NULL;
         if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_PARTIAL && rc != FHIRSYNC_E_CANCELLED &&
-            li + 1 < nlevels && fs_sync_level_refused(rc, err->http_status, err->message,
-                                                      kicked_off)) {
+            li + 1 < nlevels &&
+            fs_sync_level_refused(rc, err->http_status, err->message, kicked_off)) {
             fs_sync_warn(s, "the server refused a %s-level export (%s); falling back to %s level",
                          s->level, err->message, fs_sync_level_name(chain[li + 1]));
             loader_close(&c);
@@ -856,8 +854,10 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
         }
         if (rc == FHIRSYNC_E_NOT_FOUND && resumed_here && !retried_expired) {
             /* the server forgot the job of the interrupted run (files expire): start over */
-            fs_sync_warn(s, "the interrupted export's job is gone on the server (%s); starting "
-                         "a new export", err->message);
+            fs_sync_warn(s,
+                         "the interrupted export's job is gone on the server (%s); starting "
+                         "a new export",
+                         err->message);
             retried_expired = true;
             loader_close(&c);
             fhirsync_export_free(c.ex);
@@ -881,7 +881,8 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
             goto fail;
         }
         if (c.other_head || c.deleted_head || fs_sync_stopping(s)) {
-            rc = fs_err(err, FHIRSYNC_E_CANCELLED, "interrupted before every file was stored; "
+            rc = fs_err(err, FHIRSYNC_E_CANCELLED,
+                        "interrupted before every file was stored; "
                         "the next run resumes");
             goto fail;
         }

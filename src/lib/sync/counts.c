@@ -99,10 +99,10 @@ char *fs_sync_counts_dump(const fs_sync_counts *c)
     bool ok = obj != NULL;
     for (size_t i = 0; ok && i < c->n; i++) {
         const fs_sync_count *e = &c->items[i];
-        ok = json_object_set_new(obj, e->type,
-                                 json_pack("[I, I, I]", (json_int_t)e->loaded,
-                                           (json_int_t)e->deleted,
-                                           (json_int_t)e->quarantined)) == 0;
+        ok =
+            json_object_set_new(obj, e->type,
+                                json_pack("[I, I, I]", (json_int_t)e->loaded,
+                                          (json_int_t)e->deleted, (json_int_t)e->quarantined)) == 0;
     }
     if (ok)
         ok = json_object_set_new(obj, "_server_errors",

@@ -29,13 +29,13 @@
 typedef struct crawl_ctx {
     fhirsync_sync *s;
     fhirsync_client *client;
-    const char *since;           /* NULL: everything */
+    const char *since; /* NULL: everything */
     int page_size;
     char *workdir;
-    fs_sync_counts counts;       /* of the type being crawled */
+    fs_sync_counts counts; /* of the type being crawled */
 } crawl_ctx;
 
-/* ---- SQL literals for the read-only queries --------------------------------------------------- */
+/* ---- SQL literals for the read-only queries -------------------------------------------------- */
 
 /* 'text' with quotes doubled; NULL on out of memory or a NUL-free requirement broken. */
 static char *sql_literal(const char *text)
@@ -52,7 +52,7 @@ static char *sql_literal(const char *text)
     return fs_buf_steal(&b);
 }
 
-/* ---- one search ------------------------------------------------------------------------------- */
+/* ---- one search ------------------------------------------------------------------------------ */
 
 static fhirsync_code commit_page(crawl_ctx *c, const char *type, int64_t *stored,
                                  fhirsync_error *err)
@@ -155,7 +155,7 @@ static fhirsync_code crawl_search(crawl_ctx *c, const char *type, const char *pa
     return rc;
 }
 
-/* ---- id lists from the store ------------------------------------------------------------------ */
+/* ---- id lists from the store ----------------------------------------------------------------- */
 
 typedef struct id_file {
     int fd;
@@ -202,8 +202,10 @@ static char *endpoint_ids_sql(const char *endpoint, const char *type, int64_t ex
         return NULL;
     fs_buf b;
     fs_buf_init(&b);
-    bool ok = fs_buf_printf(&b, "SELECT id FROM \"%s\" WHERE run_id IN (SELECT id FROM sync_runs"
-                            " WHERE endpoint = %s)", type, lit);
+    bool ok = fs_buf_printf(&b,
+                            "SELECT id FROM \"%s\" WHERE run_id IN (SELECT id FROM sync_runs"
+                            " WHERE endpoint = %s)",
+                            type, lit);
     if (ok && except_run > 0)
         ok = fs_buf_printf(&b, " AND run_id <> %lld", (long long)except_run);
     if (ok)
@@ -231,7 +233,7 @@ static bool has_table(fhirsync_store *store, const char *type)
     return found;
 }
 
-/* ---- per patient ------------------------------------------------------------------------------ */
+/* ---- per patient ----------------------------------------------------------------------------- */
 
 static fhirsync_code crawl_per_patient(crawl_ctx *c, const char *type, int64_t *stored,
                                        fhirsync_error *err)
@@ -269,7 +271,7 @@ static fhirsync_code crawl_per_patient(crawl_ctx *c, const char *type, int64_t *
     return rc;
 }
 
-/* ---- reconciliation --------------------------------------------------------------------------- */
+/* ---- reconciliation -------------------------------------------------------------------------- */
 
 static fhirsync_code reconcile_type(crawl_ctx *c, const char *type, const char *deleted_at,
                                     fhirsync_error *err)
@@ -333,7 +335,7 @@ static fhirsync_code reconcile_type(crawl_ctx *c, const char *type, const char *
     return rc;
 }
 
-/* ---- the run ---------------------------------------------------------------------------------- */
+/* ---- the run --------------------------------------------------------------------------------- */
 
 typedef struct recent_runs {
     int since_reconcile;
@@ -357,19 +359,18 @@ static int count_run(const fhirsync_run_info *run, void *userdata)
 fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
 {
     fhirsync_error *err = &s->err;
-    crawl_ctx c = {.s = s, .page_size = s->opts.page_size ? s->opts.page_size
-                                                          : FS_SYNC_DEFAULT_PAGE_SIZE};
+    crawl_ctx c = {.s = s,
+                   .page_size = s->opts.page_size ? s->opts.page_size : FS_SYNC_DEFAULT_PAGE_SIZE};
     fs_sync_counts_init(&c.counts);
     char *types = NULL;
-    int every = s->opts.reconcile_every ? s->opts.reconcile_every
-                                        : FS_SYNC_DEFAULT_RECONCILE_EVERY;
+    int every = s->opts.reconcile_every ? s->opts.reconcile_every : FS_SYNC_DEFAULT_RECONCILE_EVERY;
     recent_runs recent = {0, false};
     fhirsync_code rc = FHIRSYNC_OK;
     if (!s->opts.full && s->since && every > 0)
         rc = fhirsync_store_runs(s->store, s->name, (size_t)every, count_run, &recent, err);
     bool reconcile = rc == FHIRSYNC_OK &&
-                     fs_sync_reconcile_due(s->opts.full, s->since == NULL, s->opts.reconcile,
-                                           every, recent.since_reconcile);
+                     fs_sync_reconcile_due(s->opts.full, s->since == NULL, s->opts.reconcile, every,
+                                           recent.since_reconcile);
     if (reconcile) {
         fs_free(s->since);
         s->since = NULL;
@@ -443,10 +444,8 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
             if (rc == FHIRSYNC_OK && reconcile)
                 rc = reconcile_type(&c, type, start_instant, err);
             if (rc == FHIRSYNC_OK) {
-                fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
-                                          .name = type,
-                                          .type = type,
-                                          .count = stored};
+                fhirsync_sync_event ev = {
+                    .kind = FHIRSYNC_SYNC_EV_LOADED, .name = type, .type = type, .count = stored};
                 fs_sync_emit(s, &ev);
             }
         }
@@ -455,9 +454,9 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
         goto fail;
     {
         char watermark[40];
-        fs_sync_crawl_watermark(start, s->opts.skew_margin_s ? s->opts.skew_margin_s
-                                                             : FS_SYNC_DEFAULT_SKEW_MARGIN_S,
-                                watermark, sizeof watermark);
+        fs_sync_crawl_watermark(
+            start, s->opts.skew_margin_s ? s->opts.skew_margin_s : FS_SYNC_DEFAULT_SKEW_MARGIN_S,
+            watermark, sizeof watermark);
         int64_t loaded, deleted, quarantined;
         fs_sync_counts_totals(&s->counts, &loaded, &deleted, &quarantined);
         char *counts_json = fs_sync_counts_loaded_json(&s->counts);

@@ -21,7 +21,7 @@ typedef struct fetch_sink {
     fs_sync_loader *ld;
     fs_buf line;
     bool too_long;
-    bool failed;                 /* the loader stopped: its rc/err say why */
+    bool failed; /* the loader stopped: its rc/err say why */
     bool nomem;
 } fetch_sink;
 
@@ -117,11 +117,11 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
             char what[600];
             fs_http_describe(&resp, url, what, sizeof what);
             fhirsync_code code = resp.status == 404 || resp.status == 410 ? FHIRSYNC_E_NOT_FOUND
-                                 : resp.status == 401                      ? FHIRSYNC_E_UNAUTHORIZED
-                                 : resp.status == 403                      ? FHIRSYNC_E_FORBIDDEN
-                                 : resp.status == 429 ? FHIRSYNC_E_RATE_LIMITED
-                                 : resp.status >= 500 ? FHIRSYNC_E_SERVER
-                                                      : FHIRSYNC_E_HTTP;
+                                 : resp.status == 401                     ? FHIRSYNC_E_UNAUTHORIZED
+                                 : resp.status == 403                     ? FHIRSYNC_E_FORBIDDEN
+                                 : resp.status == 429                     ? FHIRSYNC_E_RATE_LIMITED
+                                 : resp.status >= 500                     ? FHIRSYNC_E_SERVER
+                                                                          : FHIRSYNC_E_HTTP;
             rc = fs_err_http(err, code, resp.status, "%s", what);
         } else if (rc == FHIRSYNC_OK && sink.line.len > 0 &&
                    !fs_sync_load_line(ld, sink.line.data, sink.line.len)) {

@@ -49,8 +49,7 @@ static bool refuse(fs_sync_loader *ld, const char *line, size_t len, const char 
     }
     fhirsync_quarantine_entry q = {.run_id = ld->file->run_id,
                                    .endpoint = ld->endpoint,
-                                   .source = ld->file->source ? ld->file->source
-                                                              : ld->file->name,
+                                   .source = ld->file->source ? ld->file->source : ld->file->name,
                                    .line_number = ld->line_no,
                                    .reason = reason,
                                    .line = line,
@@ -64,8 +63,8 @@ static bool load_output(fs_sync_loader *ld, const char *line, size_t len)
 {
     fhirsync_error e;
     fhirsync_put_outcome outcome;
-    fhirsync_code rc = fhirsync_store_put(ld->store, ld->file->type, line, len, ld->file->run_id,
-                                          &outcome, &e);
+    fhirsync_code rc =
+        fhirsync_store_put(ld->store, ld->file->type, line, len, ld->file->run_id, &outcome, &e);
     if (rc == FHIRSYNC_E_JSON)
         return refuse(ld, line, len, ld->file->type, e.message);
     if (rc != FHIRSYNC_OK)
@@ -105,9 +104,8 @@ static bool load_deleted(fs_sync_loader *ld, const char *line, size_t len)
                     snprintf(bad, sizeof bad, "entry %zu is not a DELETE of Type/id", i);
                 continue;
             }
-            fhirsync_code rc = fhirsync_store_delete(ld->store, type, id,
-                                                     ld->file->transaction_time,
-                                                     ld->file->run_id, NULL, &e);
+            fhirsync_code rc = fhirsync_store_delete(
+                ld->store, type, id, ld->file->transaction_time, ld->file->run_id, NULL, &e);
             if (rc == FHIRSYNC_E_ARG) {
                 if (!bad[0])
                     snprintf(bad, sizeof bad, "entry %zu: %.200s", i, e.message);

@@ -12,24 +12,21 @@
 #include "sync/sync_internal.h"
 
 /* US Core 6.1 profiles' base resource types, sorted. */
+/* clang-format off */
 const char *const fs_sync_us_core_types[] = {
-    "AllergyIntolerance", "CarePlan",           "CareTeam",
-    "Condition",          "Coverage",           "Device",
-    "DiagnosticReport",   "DocumentReference",  "Encounter",
-    "Goal",               "Immunization",       "Location",
-    "Medication",         "MedicationDispense", "MedicationRequest",
-    "Observation",        "Organization",       "Patient",
-    "Practitioner",       "PractitionerRole",   "Procedure",
-    "Provenance",         "QuestionnaireResponse", "RelatedPerson",
-    "ServiceRequest",     "Specimen",           NULL};
+    "AllergyIntolerance", "CarePlan", "CareTeam", "Condition", "Coverage", "Device",
+    "DiagnosticReport", "DocumentReference", "Encounter", "Goal", "Immunization", "Location",
+    "Medication", "MedicationDispense", "MedicationRequest", "Observation", "Organization",
+    "Patient", "Practitioner", "PractitionerRole", "Procedure", "Provenance",
+    "QuestionnaireResponse", "RelatedPerson", "ServiceRequest", "Specimen", NULL};
+/* clang-format on */
 
 /* Types outside the Patient compartment: a Patient or Group export does not return them, and a
  * per-patient crawl searches them without patient=. */
-static const char *const non_compartment[] = {"Organization", "Practitioner", "PractitionerRole",
-                                              "Location",     "Medication",   "Group",
-                                              NULL};
+static const char *const non_compartment[] = {
+    "Organization", "Practitioner", "PractitionerRole", "Location", "Medication", "Group", NULL};
 
-/* ---- scopes ----------------------------------------------------------------------------------- */
+/* ---- scopes ---------------------------------------------------------------------------------- */
 
 /* Does one scope token ("system/Observation.rs?category=x") grant perm on type? */
 static bool token_allows(const char *tok, size_t len, const char *type, char perm)
@@ -132,7 +129,7 @@ char *fs_sync_scope_with_group(const char *scope)
     return fs_buf_steal(&b);
 }
 
-/* ---- export levels ---------------------------------------------------------------------------- */
+/* ---- export levels --------------------------------------------------------------------------- */
 
 size_t fs_sync_level_chain(bool has_group, fhirsync_export_level out[3])
 {
@@ -177,7 +174,7 @@ const char *fs_sync_level_name(fhirsync_export_level level)
     return "system";
 }
 
-/* ---- watermarks ------------------------------------------------------------------------------- */
+/* ---- watermarks ------------------------------------------------------------------------------ */
 
 void fs_sync_crawl_watermark(int64_t start_epoch, int margin_s, char *buf, size_t size)
 {
@@ -206,7 +203,7 @@ bool fs_sync_reconcile_due(bool full, bool first_run, bool asked, int every,
     return every > 0 && runs_since_reconcile >= every - 1;
 }
 
-/* ---- names and folders ------------------------------------------------------------------------ */
+/* ---- names and folders ----------------------------------------------------------------------- */
 
 char *fs_sync_safe_name(const char *endpoint)
 {

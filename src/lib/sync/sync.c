@@ -110,7 +110,7 @@ const char *fhirsync_sync_errmsg(const fhirsync_sync *s)
     return s ? s->err.message : "";
 }
 
-/* ---- events ----------------------------------------------------------------------------------- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 bool fs_sync_emit(fhirsync_sync *s, fhirsync_sync_event *ev)
 {
@@ -155,7 +155,7 @@ bool fs_sync_add_counts(fhirsync_sync *s, const fs_sync_counts *c)
     return ok;
 }
 
-/* ---- planning helpers that need the network --------------------------------------------------- */
+/* ---- planning helpers that need the network -------------------------------------------------- */
 
 fhirsync_code fs_sync_granted_scope(const fhirsync_endpoint *ep, char **out, fhirsync_error *err)
 {
@@ -306,7 +306,7 @@ void fs_sync_finish_failed(fhirsync_sync *s, const char *why)
     s->status = FHIRSYNC_RUN_FAILED;
 }
 
-/* ---- the run ---------------------------------------------------------------------------------- */
+/* ---- the run --------------------------------------------------------------------------------- */
 
 static fhirsync_code fill_type_stats(fhirsync_sync *s)
 {
@@ -317,8 +317,8 @@ static fhirsync_code fill_type_stats(fhirsync_sync *s)
         return FHIRSYNC_E_NOMEM;
     for (size_t i = 0; i < s->counts.n; i++) {
         const fs_sync_count *c = &s->counts.items[i];
-        s->type_stats[i] = (fhirsync_sync_type_stats){c->type, c->loaded, c->deleted,
-                                                      c->quarantined};
+        s->type_stats[i] =
+            (fhirsync_sync_type_stats){c->type, c->loaded, c->deleted, c->quarantined};
     }
     return FHIRSYNC_OK;
 }

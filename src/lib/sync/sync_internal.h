@@ -33,7 +33,7 @@
 /* Longest line loaded from a file or a stream (the bulk client's default cap). */
 #define FS_SYNC_MAX_LINE ((size_t)64 * 1024 * 1024)
 
-/* ---- planning (plan.c) ------------------------------------------------------------------------ */
+/* ---- planning (plan.c) ----------------------------------------------------------------------- */
 
 /* The US Core resource types synced when `types` is not set (NULL-terminated, sorted). */
 extern const char *const fs_sync_us_core_types[];
@@ -97,7 +97,7 @@ bool fs_sync_parse_delete_url(const char *url, char *type, size_t type_size, cha
 /* Remove a folder and everything in it (no symlinks followed). False when something stayed. */
 bool fs_sync_rmtree(const char *path);
 
-/* ---- counts (counts.c) ------------------------------------------------------------------------ */
+/* ---- counts (counts.c) ----------------------------------------------------------------------- */
 
 typedef struct fs_sync_count {
     char type[FS_SYNC_TYPE_MAX + 1];
@@ -126,12 +126,12 @@ char *fs_sync_counts_loaded_json(const fs_sync_counts *c);
 char *fs_sync_counts_dump(const fs_sync_counts *c);
 bool fs_sync_counts_parse(fs_sync_counts *into, const char *json, size_t len);
 
-/* ---- loading files (load.c) ------------------------------------------------------------------- */
+/* ---- loading files (load.c) ------------------------------------------------------------------ */
 
 /* Where a line that the store refused goes: called with the line, its number and the reason.
  * Return false to stop (an I/O failure). */
-typedef bool (*fs_sync_refused_fn)(void *userdata, const char *line, size_t len,
-                                   int64_t line_no, const char *reason);
+typedef bool (*fs_sync_refused_fn)(void *userdata, const char *line, size_t len, int64_t line_no,
+                                   const char *reason);
 
 /* A file to load. */
 typedef struct fs_sync_file {
@@ -147,12 +147,12 @@ typedef struct fs_sync_file {
 typedef struct fs_sync_loader {
     fhirsync_store *store;
     const fs_sync_file *file;
-    fs_sync_counts *counts;       /* what this file did */
-    fs_sync_refused_fn refused;   /* NULL: quarantine refused lines in the store at once */
+    fs_sync_counts *counts;     /* what this file did */
+    fs_sync_refused_fn refused; /* NULL: quarantine refused lines in the store at once */
     void *refused_userdata;
     const char *endpoint;
     int64_t line_no;
-    fhirsync_error *err;          /* the failure that stopped the load */
+    fhirsync_error *err; /* the failure that stopped the load */
     fhirsync_code rc;
 } fs_sync_loader;
 
@@ -171,7 +171,7 @@ fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, const f
                                 fs_sync_refused_fn refused, void *refused_userdata,
                                 fhirsync_error *err);
 
-/* ---- the handle (sync.c) ---------------------------------------------------------------------- */
+/* ---- the handle (sync.c) --------------------------------------------------------------------- */
 
 struct fhirsync_sync {
     fhirsync_endpoint *ep;
@@ -179,17 +179,17 @@ struct fhirsync_sync {
     fhirsync_sync_options opts;
     char *work_dir_opt;
     char *lock_owner;
-    char *name;                  /* the endpoint's name */
+    char *name; /* the endpoint's name */
     fhirsync_sync_cb cb;
     void *cb_userdata;
-    pthread_mutex_t lock;        /* the callback, the counts and the stop flag */
+    pthread_mutex_t lock; /* the callback, the counts and the stop flag */
     fhirsync_error err;
-    bool stop;                   /* the callback asked to stop */
+    bool stop; /* the callback asked to stop */
     /* the run */
     int64_t run_id;
     fhirsync_run_status status;
-    const char *mode;            /* static */
-    const char *level;           /* static */
+    const char *mode;  /* static */
+    const char *level; /* static */
     char *since;
     char *transaction_time;
     char *watermark;
@@ -231,7 +231,7 @@ char *fs_sync_endpoint_work_dir(const fhirsync_sync *s);
 /* Finish the run as failed with the handle's error message (best effort). */
 void fs_sync_finish_failed(fhirsync_sync *s, const char *why);
 
-/* ---- streaming fetch (fetch.c) ---------------------------------------------------------------- */
+/* ---- streaming fetch (fetch.c) --------------------------------------------------------------- */
 
 struct fhirsync_auth;
 

@@ -42,8 +42,8 @@ typedef struct worker {
     const fhirsync_config *cfg;
     fhirsync_worker_options opts;
     char id[300];
-    fhirsync_store *store;       /* the work connection */
-    fhirsync_store *hb_store;    /* the heartbeat connection */
+    fhirsync_store *store;    /* the work connection */
+    fhirsync_store *hb_store; /* the heartbeat connection */
     fhirsync_sync_cb cb;
     void *cb_userdata;
     fhirsync_worker_stats stats;
@@ -57,7 +57,7 @@ typedef struct worker {
     bool lease_lost;
 } worker;
 
-/* ---- events ----------------------------------------------------------------------------------- */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 static void emit(worker *w, fhirsync_sync_event *ev, const char *endpoint)
 {
@@ -80,7 +80,7 @@ static void note(worker *w, const char *endpoint, const char *fmt, ...)
     emit(w, &ev, endpoint);
 }
 
-/* ---- heartbeats ------------------------------------------------------------------------------- */
+/* ---- heartbeats ------------------------------------------------------------------------------ */
 
 static void *heartbeat_main(void *arg)
 {
@@ -106,8 +106,8 @@ static void *heartbeat_main(void *arg)
             continue;
         pthread_mutex_unlock(&w->mu);
         fhirsync_error e;
-        fhirsync_code rc = fhirsync_store_work_heartbeat(w->hb_store, item, w->id,
-                                                         w->opts.lease_s, &e);
+        fhirsync_code rc =
+            fhirsync_store_work_heartbeat(w->hb_store, item, w->id, w->opts.lease_s, &e);
         pthread_mutex_lock(&w->mu);
         if (rc == FHIRSYNC_E_LOCKED && w->hb_item == item) {
             w->lease_lost = true;
@@ -128,7 +128,7 @@ static void hold_item(worker *w, int64_t id)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------------------- */
 
 static char *sql_literal(const char *text)
 {
@@ -163,8 +163,8 @@ static fhirsync_code count_sql(fhirsync_store *store, const char *sql, int64_t *
 }
 
 /* Give an item back: transient failures are retried after `retry_s`, the others fail for good. */
-static void give_back(worker *w, const fhirsync_work_item *item, fhirsync_code rc,
-                      const char *why, int retry_s)
+static void give_back(worker *w, const fhirsync_work_item *item, fhirsync_code rc, const char *why,
+                      int retry_s)
 {
     fhirsync_error e;
     fhirsync_store_rollback(w->store, NULL);
@@ -186,7 +186,7 @@ static fhirsync_code complete(worker *w, const fhirsync_work_item *item, const c
     return rc;
 }
 
-/* ---- file loads ------------------------------------------------------------------------------- */
+/* ---- file loads ------------------------------------------------------------------------------ */
 
 static void process_file(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep,
                          json_t *payload)
@@ -201,7 +201,7 @@ static void process_file(worker *w, const fhirsync_work_item *item, const fhirsy
     fs_json_int(payload, "run_id", &run_id);
     bool requires_token = true;
     fs_json_bool(payload, "requires_token", &requires_token);
-    fhirsync_export_file_kind kind = fs_streq(kind_name, "error") ? FHIRSYNC_EXPORT_ERROR
+    fhirsync_export_file_kind kind = fs_streq(kind_name, "error")     ? FHIRSYNC_EXPORT_ERROR
                                      : fs_streq(kind_name, "deleted") ? FHIRSYNC_EXPORT_DELETED
                                                                       : FHIRSYNC_EXPORT_OUTPUT;
     if (!url || !type || !name) {
@@ -261,15 +261,14 @@ static void process_file(worker *w, const fhirsync_work_item *item, const fhirsy
     }
     if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_LOCKED) {
         note(w, item->endpoint, "%s: %s (given back)", name, err.message);
-        give_back(w, item, rc == FHIRSYNC_E_NOT_FOUND ? FHIRSYNC_E_FORBIDDEN : rc, err.message,
-                  5);
+        give_back(w, item, rc == FHIRSYNC_E_NOT_FOUND ? FHIRSYNC_E_FORBIDDEN : rc, err.message, 5);
     }
     fhirsync_store_rollback(w->store, NULL);
     fs_sync_counts_clear(&counts);
     fhirsync_auth_free(auth);
 }
 
-/* ---- finalisation ----------------------------------------------------------------------------- */
+/* ---- finalisation ---------------------------------------------------------------------------- */
 
 typedef struct result_sum {
     int64_t server_errors;
@@ -320,8 +319,8 @@ static fhirsync_code run_counts(worker *w, int64_t run_id, json_t *types, fs_syn
     return rc;
 }
 
-static void process_finalise(worker *w, const fhirsync_work_item *item,
-                             const fhirsync_endpoint *ep, json_t *payload)
+static void process_finalise(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep,
+                             json_t *payload)
 {
     fhirsync_error err;
     fs_err_clear(&err);
@@ -365,8 +364,10 @@ static void process_finalise(worker *w, const fhirsync_work_item *item,
         rc = count_sql(w->store, sql, &quarantined, &err);
     }
     if (rc == FHIRSYNC_OK && strlen(lit) < 400) {
-        snprintf(sql, sizeof sql, "SELECT result FROM work_items WHERE batch = %s AND"
-                 " state = 'done'", lit);
+        snprintf(sql, sizeof sql,
+                 "SELECT result FROM work_items WHERE batch = %s AND"
+                 " state = 'done'",
+                 lit);
         rc = fhirsync_store_query(w->store, sql, sum_results, &results, &err);
     }
     if (rc == FHIRSYNC_OK)
@@ -412,8 +413,8 @@ static void process_finalise(worker *w, const fhirsync_work_item *item,
         if (rc == FHIRSYNC_E_ARG) {
             /* the run was closed elsewhere (a plain `fhirsync sync` of the endpoint marked it
              * interrupted): the data is stored, only the watermark does not move */
-            note(w, item->endpoint, "run %lld was closed by another process: %s",
-                 (long long)run_id, err.message);
+            note(w, item->endpoint, "run %lld was closed by another process: %s", (long long)run_id,
+                 err.message);
             rc = complete(w, item, result, &err);
         }
     }
@@ -426,8 +427,8 @@ static void process_finalise(worker *w, const fhirsync_work_item *item,
             fhirsync_response *resp = NULL;
             fhirsync_error ignored;
             if (fhirsync_client_new(ep, &client, &ignored) == FHIRSYNC_OK &&
-                fhirsync_client_request(client, "DELETE", status_url, NULL, NULL, 0, true,
-                                        &resp) != FHIRSYNC_OK)
+                fhirsync_client_request(client, "DELETE", status_url, NULL, NULL, 0, true, &resp) !=
+                    FHIRSYNC_OK)
                 fs_log(FHIRSYNC_LOG_INFO, "worker %s: could not delete the job %s: %s", w->id,
                        status_url, fhirsync_client_errmsg(client));
             fhirsync_response_free(resp);
@@ -442,7 +443,7 @@ static void process_finalise(worker *w, const fhirsync_work_item *item,
     fs_sync_counts_clear(&counts);
 }
 
-/* ---- coordinating a bulk export --------------------------------------------------------------- */
+/* ---- coordinating a bulk export -------------------------------------------------------------- */
 
 typedef struct coord {
     worker *w;
@@ -502,11 +503,10 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
         const fhirsync_export_file *f = fhirsync_export_file_at(ex, i);
         if (f->kind == FHIRSYNC_EXPORT_DELETED)
             continue; /* applied by the coordinator already */
-        json_t *payload = json_pack("{s:I, s:s, s:s, s:s, s:s, s:b, s:s?}", "run_id",
-                                    (json_int_t)run_id, "url", f->url, "type", f->type, "name",
-                                    f->name, "kind", fhirsync_export_file_kind_name(f->kind),
-                                    "requires_token", fhirsync_export_requires_token(ex),
-                                    "transaction_time", tt);
+        json_t *payload = json_pack(
+            "{s:I, s:s, s:s, s:s, s:s, s:b, s:s?}", "run_id", (json_int_t)run_id, "url", f->url,
+            "type", f->type, "name", f->name, "kind", fhirsync_export_file_kind_name(f->kind),
+            "requires_token", fhirsync_export_requires_token(ex), "transaction_time", tt);
         char *text = payload ? fs_json_dump(payload) : NULL;
         json_decref(payload);
         if (!text) {
@@ -526,12 +526,11 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
             json_array_append_new(types, json_string(f->type));
         (*nfiles)++;
     }
-    json_t *fin = rc == FHIRSYNC_OK
-                      ? json_pack("{s:b, s:I, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
-                                  (json_int_t)run_id, "transaction_time", tt, "status_url",
-                                  fhirsync_export_status_url(ex), "files_batch", batch, "types",
-                                  types)
-                      : NULL;
+    json_t *fin = rc == FHIRSYNC_OK ? json_pack("{s:b, s:I, s:s?, s:s?, s:s, s:O}", "finalise", 1,
+                                                "run_id", (json_int_t)run_id, "transaction_time",
+                                                tt, "status_url", fhirsync_export_status_url(ex),
+                                                "files_batch", batch, "types", types)
+                                    : NULL;
     char *text = fin ? fs_json_dump(fin) : NULL;
     if (rc == FHIRSYNC_OK && !text)
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -553,8 +552,8 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
 
 /* Apply the deleted files of the export (each in its own transaction; idempotent). */
 static fhirsync_code apply_deleted(worker *w, const fhirsync_work_item *item,
-                                   const fhirsync_endpoint *ep, fhirsync_export *ex,
-                                   int64_t run_id, fhirsync_error *err)
+                                   const fhirsync_endpoint *ep, fhirsync_export *ex, int64_t run_id,
+                                   fhirsync_error *err)
 {
     fhirsync_auth *auth = NULL;
     fhirsync_code rc = FHIRSYNC_OK;
@@ -580,8 +579,8 @@ static fhirsync_code apply_deleted(worker *w, const fhirsync_work_item *item,
                              .rc = FHIRSYNC_OK};
         rc = fhirsync_store_begin(w->store, 0, err);
         if (rc == FHIRSYNC_OK)
-            rc = fs_sync_fetch_lines(ep, auth, f->url, fhirsync_export_requires_token(ex), &ld,
-                                     err);
+            rc =
+                fs_sync_fetch_lines(ep, auth, f->url, fhirsync_export_requires_token(ex), &ld, err);
         if (rc == FHIRSYNC_OK)
             rc = fhirsync_store_commit(w->store, err);
         else
@@ -589,9 +588,8 @@ static fhirsync_code apply_deleted(worker *w, const fhirsync_work_item *item,
         int64_t deleted = 0;
         fs_sync_counts_totals(&counts, NULL, &deleted, NULL);
         if (rc == FHIRSYNC_OK) {
-            fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
-                                      .name = f->name,
-                                      .deleted = deleted};
+            fhirsync_sync_event ev = {
+                .kind = FHIRSYNC_SYNC_EV_LOADED, .name = f->name, .deleted = deleted};
             emit(w, &ev, item->endpoint);
         }
         fs_sync_counts_clear(&counts);
@@ -735,8 +733,10 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         else
             fhirsync_store_rollback(store, NULL);
         if (rc == FHIRSYNC_OK)
-            note(w, name, "export of run %lld queued: %zu file(s) for the workers, transaction "
-                 "time %s", (long long)run_id, nfiles, fhirsync_export_transaction_time(ex));
+            note(w, name,
+                 "export of run %lld queued: %zu file(s) for the workers, transaction "
+                 "time %s",
+                 (long long)run_id, nfiles, fhirsync_export_transaction_time(ex));
     }
     if (rc == FHIRSYNC_OK || rc == FHIRSYNC_E_LOCKED)
         goto out;
@@ -764,7 +764,7 @@ out:
     return rc;
 }
 
-/* ---- endpoint syncs --------------------------------------------------------------------------- */
+/* ---- endpoint syncs -------------------------------------------------------------------------- */
 
 static void process_endpoint(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep)
 {
@@ -796,12 +796,14 @@ static void process_endpoint(worker *w, const fhirsync_work_item *item, const fh
                  err.message);
     } else {
         give_back(w, item, rc, err.message,
-                  rc == FHIRSYNC_E_LOCKED ? 30 : rc == FHIRSYNC_E_CANCELLED ? 0 : 60);
+                  rc == FHIRSYNC_E_LOCKED      ? 30
+                  : rc == FHIRSYNC_E_CANCELLED ? 0
+                                               : 60);
     }
     fhirsync_sync_free(s);
 }
 
-/* ---- the loop --------------------------------------------------------------------------------- */
+/* ---- the loop -------------------------------------------------------------------------------- */
 
 static void process(worker *w, const fhirsync_work_item *item)
 {
@@ -818,8 +820,8 @@ static void process(worker *w, const fhirsync_work_item *item)
         return;
     }
     fhirsync_error err;
-    json_t *payload = fs_json_parse(item->payload, strlen(item->payload), true, "work payload",
-                                    &err);
+    json_t *payload =
+        fs_json_parse(item->payload, strlen(item->payload), true, "work payload", &err);
     if (!payload) {
         give_back(w, item, err.code == FHIRSYNC_E_NOMEM ? FHIRSYNC_E_NOMEM : FHIRSYNC_E_ARG,
                   err.message, 5);
@@ -840,8 +842,8 @@ void fhirsync_worker_options_init(fhirsync_worker_options *opts)
     fhirsync_sync_options_init(&opts->sync);
 }
 
-fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint,
-                                    const char *slot, int64_t *id, fhirsync_error *err)
+fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint, const char *slot,
+                                    int64_t *id, fhirsync_error *err)
 {
     if (id)
         *id = 0;
@@ -855,9 +857,9 @@ fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint,
         return rc;
     fs_buf key;
     fs_buf_init(&key);
-    bool ok = slot ? fs_buf_printf(&key, "sync/%s/%s", endpoint, slot)
-                   : fs_buf_printf(&key, "sync/%s/since/%s", endpoint,
-                                   watermark ? watermark : "full");
+    bool ok =
+        slot ? fs_buf_printf(&key, "sync/%s/%s", endpoint, slot)
+             : fs_buf_printf(&key, "sync/%s/since/%s", endpoint, watermark ? watermark : "full");
     fs_free(watermark);
     if (!ok) {
         fs_buf_free(&key);

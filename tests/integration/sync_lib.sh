@@ -1,0 +1,94 @@
+# tests/integration/sync_lib.sh: helpers for the test_sync_*.sh scripts, sourced after lib.sh:
+# start the sandbox with a registered client and an endpoint profile, read and clear its request
+# log, mutate its data, dump a store in a comparable form, and bounded waits. Sourced, not run.
+
+: "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
+: "${FHIRSYNC_BUILD_DIR:?}"
+TEST_SYNC=$FHIRSYNC_BUILD_DIR/tests/test_sync
+F=$FHIRSYNC_BIN
+
+# start_sandbox NAME [sandbox options...]: start a sandbox in $TMP/NAME, register client
+# "sync-test" with a fresh RS384 key, write $TMP/NAME/fhirsync.ini ([endpoint NAME]). Sets
+# BASE_URL, ADMIN_URL, SANDBOX_PID, SANDBOX_DIR, and exports FHIRSYNC_CONFIG.
+start_sandbox() {
+    local name=$1
+    shift
+    SANDBOX_DIR=$TMP/$name
+    mkdir -p "$SANDBOX_DIR"
+    "$FHIRSYNC_SANDBOX_BIN" --ready-file "$SANDBOX_DIR/ready.json" "$@" \
+        >"$SANDBOX_DIR/sandbox.log" 2>&1 &
+    SANDBOX_PID=$!
+    PIDS+=("$SANDBOX_PID")
+    wait_for_file "$SANDBOX_DIR/ready.json"
+    BASE_URL=$(json_get "$SANDBOX_DIR/ready.json" j.base_url)
+    ADMIN_URL=$(json_get "$SANDBOX_DIR/ready.json" j.admin_url)
+    local register_url
+    register_url=$(json_get "$SANDBOX_DIR/ready.json" j.register_url)
+    [ -f "$TMP/keys/sync.key.pem" ] || "$F" keygen --alg RS384 --out "$TMP/keys" --name sync >/dev/null
+    printf '{"client_id":"sync-test","scope":"system/*.read","jwks":%s}' \
+        "$(cat "$TMP/keys/jwks.json")" |
+        curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' --data-binary @- \
+            "$register_url" >/dev/null
+    cat >"$SANDBOX_DIR/fhirsync.ini" <<INI
+[endpoint $name]
+base_url  = $BASE_URL
+client_id = sync-test
+key_file  = $TMP/keys/sync.key.pem
+alg       = RS384
+INI
+    export FHIRSYNC_CONFIG=$SANDBOX_DIR/fhirsync.ini
+}
+
+# mutate UPDATE DELETE: change the sandbox's data (fractions); prints the mutation time
+mutate() {
+    curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' \
+        --data "{\"update\":$1,\"delete\":$2}" "$ADMIN_URL/mutate" |
+        node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).time))'
+}
+
+# add_fault JSON / clear_faults
+add_fault() {
+    curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' --data "$1" \
+        "$ADMIN_URL/faults" >/dev/null
+}
+clear_faults() { curl -sS -X DELETE "$ADMIN_URL/faults" >/dev/null; }
+
+# requests: the request log (NDJSON); clear_requests empties it
+requests() { curl -sS "$ADMIN_URL/requests"; }
+clear_requests() { curl -sS -X DELETE "$ADMIN_URL/requests" >/dev/null; }
+
+# dump STORE: per type, id, versionId, sha256 of the raw bytes; then deletions (sorted)
+dump() { "$TEST_SYNC" --dump "$1"; }
+# sql STORE QUERY: one read-only query, rows tab-separated
+sql() { "$TEST_SYNC" --sql "$1" "$2"; }
+
+# same_dump A B DESCRIPTION [all]: the two stores hold exactly the same resources (with "all":
+# and the same deletion records)
+same_dump() {
+    local keep='^deleted'
+    [ "${4:-}" = all ] && keep='^$'
+    { dump "$1" | grep -v "$keep" >"$TMP/dump.a"; } && { dump "$2" | grep -v "$keep" >"$TMP/dump.b"; } ||
+        { not_ok "$3: dump failed"; return; }
+    if cmp -s "$TMP/dump.a" "$TMP/dump.b" && [ -s "$TMP/dump.a" ]; then
+        ok "$3 ($(grep -vc '^deleted' "$TMP/dump.a") resources, $(grep -c '^deleted' "$TMP/dump.a") deletions)"
+    else
+        not_ok "$3: the stores differ"
+        diff "$TMP/dump.a" "$TMP/dump.b" | head -20
+    fi
+}
+
+# json_field TEXT EXPR: a field of a JSON text (EXPR on `j`)
+json_field() {
+    node -e "const j=JSON.parse(process.argv[1]); const v=($2); \
+             console.log(typeof v==='string'?v:JSON.stringify(v))" "$1"
+}
+
+# wait_for COMMAND... : poll a condition every 0.1 s for up to 30 s
+wait_for() {
+    local i=0
+    until "$@"; do
+        i=$((i + 1))
+        [ "$i" -le 300 ] || return 1
+        sleep 0.1
+    done
+}
