@@ -27,7 +27,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build/asan --output-on-failure -j"$jobs"
 
-stage "valgrind memcheck (unit tests)"
+stage "valgrind memcheck (unit tests, and the CLI on a small flow)"
 scripts/valgrind-units.sh build/release
+scripts/valgrind-cli.sh build/release
 
 stage "all stages passed"

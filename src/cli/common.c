@@ -113,7 +113,7 @@ const struct option *cli_options(const struct option *command_options, const cha
                                                    OPT_SETTING_BASE + (int)i};
     }
     all_options[n] = (struct option){NULL, 0, NULL, 0};
-    snprintf(short_opts, short_size, "+%svqh", command_short ? command_short : "");
+    snprintf(short_opts, short_size, "%svqh", command_short ? command_short : "");
     return all_options;
 }
 
