@@ -8,18 +8,19 @@
 #   scripts/pg-test-server.sh url [DIR]             print the URL of a running cluster
 #   scripts/pg-test-server.sh stop [DIR]            stop it and remove DIR
 #
-# DIR defaults to ${FHIRSYNC_TEST_TMP:-/tmp}/fhirsync-pg. PostgreSQL refuses to run as root, so
-# as root the cluster belongs to the `postgres` user (runuser, or su when runuser is missing).
+# DIR defaults to ${TMPDIR:-/tmp}/fhirsync-pg. PostgreSQL refuses to run as root, so as root the
+# cluster belongs to the `postgres` user (runuser, or su when runuser is missing), who must be
+# able to reach DIR: its parent directories must not be private (0700) to root.
 # Idempotent: `start` on a running cluster prints its URL; `start` over the leftovers of a
 # crashed run (stale postmaster.pid, half-made directory) cleans them up first; `stop` on
 # nothing succeeds.
 set -euo pipefail
 
 cmd=${1:-}
-dir=${2:-${FHIRSYNC_TEST_TMP:-/tmp}/fhirsync-pg}
+dir=${2:-${TMPDIR:-/tmp}/fhirsync-pg}
 tcp=false
 for arg in "$@"; do [ "$arg" = "--tcp" ] && tcp=true; done
-[ "$dir" = "--tcp" ] && dir=${FHIRSYNC_TEST_TMP:-/tmp}/fhirsync-pg
+[ "$dir" = "--tcp" ] && dir=${TMPDIR:-/tmp}/fhirsync-pg
 dir=$(realpath -m "$dir") # the server runs elsewhere: relative paths would not resolve
 dbname=fhirsync_test
 

@@ -300,7 +300,9 @@ FHIRSYNC_API fhirsync_code fhirsync_store_work_summary(fhirsync_store *store, co
 
 /* ---- queries ---------------------------------------------------------------------------------- */
 /* Callbacks receive borrowed values valid during the call only, and return non-zero to stop
- * early (the function then returns FHIRSYNC_OK). Results are streamed, never held whole. */
+ * early (the function then returns FHIRSYNC_OK; PostgreSQL still reads and drops the rest of the
+ * result: a cancel request could hit the next statement). Results are streamed, never held
+ * whole. */
 
 typedef struct fhirsync_type_count {
     char type[64];

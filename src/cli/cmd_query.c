@@ -542,29 +542,30 @@ static const char *store_location(const cli_profile *profile, char **owned, fhir
 
 int cmd_query(int argc, char **argv)
 {
-    enum { OPT_FORMAT = 1, OPT_LIMIT, OPT_RUN, OPT_ALL };
+    enum { OPT_FORMAT = 600, OPT_LIMIT, OPT_RUN, OPT_ALL }; /* 1 is an argument */
     static const struct option own[] = {{"format", required_argument, NULL, OPT_FORMAT},
                                         {"limit", required_argument, NULL, OPT_LIMIT},
                                         {"run", required_argument, NULL, OPT_RUN},
                                         {"all", no_argument, NULL, OPT_ALL},
                                         {NULL, 0, NULL, 0}};
     char short_opts[32];
-    const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
+    const struct option *opts = cli_options(own, "", short_opts + 1, sizeof short_opts - 1);
+    /* a leading '-': arguments come back in order as "options" of code 1, so that options may
+     * come before or after them whether or not the common optstring asks for permutation */
+    if (short_opts[1] == '+')
+        memmove(short_opts + 1, short_opts + 2, strlen(short_opts + 2) + 1);
+    short_opts[0] = '-';
     cli_profile profile = {0};
     query_options o = {isatty(STDOUT_FILENO) ? FORMAT_TABLE : FORMAT_TSV, 20, 0, false, NULL};
     const char *positional[3] = {NULL, NULL, NULL};
     size_t npositional = 0;
     int opt;
     optind = 1;
-    for (;;) {
-        opt = getopt_long(argc, argv, short_opts, opts, NULL);
-        if (opt == -1) {
-            /* options may come after the arguments too */
-            if (optind >= argc)
-                break;
+    while ((opt = getopt_long(argc, argv, short_opts, opts, NULL)) != -1) {
+        if (opt == 1) {
             if (npositional == 3)
-                return cli_usage_error("query", "unexpected argument '%s'", argv[optind]);
-            positional[npositional++] = argv[optind++];
+                return cli_usage_error("query", "unexpected argument '%s'", optarg);
+            positional[npositional++] = optarg;
             continue;
         }
         int handled = cli_profile_option(&profile, opt, optarg, "query");
@@ -601,6 +602,10 @@ int cmd_query(int argc, char **argv)
         default: return cli_usage_error("query", "unknown option");
         }
     }
+    while (optind < argc && npositional < 3) /* after "--" */
+        positional[npositional++] = argv[optind++];
+    if (optind < argc)
+        return cli_usage_error("query", "unexpected argument '%s'", argv[optind]);
     const char *what = positional[0];
     if (!what)
         return cli_usage_error("query", "say what to show: counts, patient ID, runs, quarantine "

@@ -413,14 +413,14 @@ static const char *decode_bytea(pg_impl *impl, const char *text, size_t len, siz
     return impl->scratch.data ? impl->scratch.data : "";
 }
 
-/* Hand every row of a single-row-mode query to cb; cancel the rest when cb stops. */
+/* Hand every row of a single-row-mode query to cb (until it stops: the rest is drained). */
 static fhirsync_code stream_rows(fhirsync_store *s, fs_sql_row_fn cb, void *userdata,
                                  fhirsync_row_cb user_cb, void *user_data, int64_t *changes,
                                  const char *what, fhirsync_error *err)
 {
     pg_impl *impl = impl_of(s);
     fhirsync_code rc = FHIRSYNC_OK;
-    bool stopped = false, cancelled = false;
+    bool stopped = false;
     const char *fixed_values[MAX_COLUMNS], *fixed_names[MAX_COLUMNS];
     size_t fixed_lengths[MAX_COLUMNS];
     const char **values = fixed_values, **names = fixed_names;
@@ -469,20 +469,13 @@ static fhirsync_code stream_rows(fhirsync_store *s, fs_sql_row_fn cb, void *user
                                    : cb(userdata, ncols, values, lengths, names);
                 stopped = stop != 0;
             }
-            if ((stopped || rc != FHIRSYNC_OK) && !cancelled) {
-                /* no need to receive what nobody reads */
-                PGcancel *cancel = PQgetCancel(impl->conn);
-                char errbuf[256];
-                if (cancel) {
-                    PQcancel(cancel, errbuf, sizeof errbuf);
-                    PQfreeCancel(cancel);
-                }
-                cancelled = true;
-            }
+            /* after a stop the rest is read and dropped: a cancel request is not tied to a
+             * statement and, arriving late on a busy machine, would hit the next one (the
+             * COMMIT after an INSERT ... RETURNING, say) */
         } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
             if (changes)
                 *changes = strtoll(PQcmdTuples(res), NULL, 10);
-        } else if (st != PGRES_SINGLE_TUPLE && rc == FHIRSYNC_OK && !cancelled) {
+        } else if (st != PGRES_SINGLE_TUPLE && rc == FHIRSYNC_OK) {
             rc = result_error(s, res, what, err);
         }
         PQclear(res);
