@@ -1622,6 +1622,14 @@ static void test_pg_password_never_shown(void **state)
                                          0, &s, &err),
                      FHIRSYNC_E_STORE);
     assert_null(strstr(err.message, "Sup3rS3cret"));
+    /* a keyword string with a socket directory is PostgreSQL too, not a file path */
+    assert_int_equal(fhirsync_store_open("host=/nonexistent/socket-dir port=1 dbname=x "
+                                         "password=Sup3rS3cret",
+                                         0, &s, &err),
+                     FHIRSYNC_E_STORE);
+    assert_contains(err.message, "PostgreSQL");
+    assert_null(strstr(err.message, "Sup3rS3cret"));
+    assert_int_equal(access("host=", F_OK), -1);
 }
 
 /* ---- benchmark -------------------------------------------------------------------------------- */
@@ -1885,6 +1893,7 @@ static bench_result bench_in_child(int (*fn)(void *), void *arg)
     int fds[2];
     if (pipe(fds) != 0)
         return r;
+    fflush(stdout); /* or the child prints what the parent has buffered again */
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);

@@ -1338,11 +1338,29 @@ fhirsync_code fhirsync_store_query(fhirsync_store *store, const char *sql, fhirs
 
 /* ---- opening and closing ---------------------------------------------------------------------- */
 
+/* A postgresql:// URL, or a libpq keyword string ("host=/run/postgresql dbname=fhir"). */
 static bool is_postgresql(const char *location)
 {
-    return strncasecmp(location, "postgresql://", 13) == 0 ||
-           strncasecmp(location, "postgres://", 11) == 0 ||
-           (strchr(location, '=') != NULL && strchr(location, '/') == NULL);
+    static const char *const keywords[] = {
+        "host",    "hostaddr",   "port",       "dbname",  "user",
+        "passfile", "service",   "sslmode",    "options", "application_name",
+        "connect_timeout", "target_session_attrs", NULL};
+    if (strncasecmp(location, "postgresql://", 13) == 0 ||
+        strncasecmp(location, "postgres://", 11) == 0)
+        return true;
+    while (*location == ' ')
+        location++;
+    for (size_t i = 0; keywords[i]; i++) {
+        size_t n = strlen(keywords[i]);
+        if (strncmp(location, keywords[i], n) != 0)
+            continue;
+        const char *p = location + n;
+        while (*p == ' ')
+            p++;
+        if (*p == '=')
+            return true;
+    }
+    return false;
 }
 
 fhirsync_code fhirsync_store_open(const char *location, unsigned flags, fhirsync_store **out,
