@@ -56,8 +56,10 @@ static void format_now(char *buf, size_t size)
     struct tm tm;
     time_t t = ts.tv_sec;
     gmtime_r(&t, &tm);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    /* strftime for the calendar part: its bounds are known, unlike snprintf's view of tm ints */
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, size, "%.24s.%03dZ", date, (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
 void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
