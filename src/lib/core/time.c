@@ -55,12 +55,29 @@ static int64_t to_epoch(int y, int mon, int d, int h, int mi, int s)
     return days_from_civil(y, mon, d) * 86400 + h * 3600 + mi * 60 + s;
 }
 
+/* Whether `text` starts with `prefix`; never reads past text's terminator. */
+static bool has_prefix(const char *text, const char *prefix)
+{
+    while (*prefix)
+        if (*text++ != *prefix++)
+            return false;
+    return true;
+}
+
 static int month_index(const char *p)
 {
     for (int i = 0; i < 12; i++)
-        if (strncmp(p, months[i], 3) == 0)
+        if (has_prefix(p, months[i]))
             return i + 1;
     return 0;
+}
+
+static bool weekday(const char *p)
+{
+    for (int i = 0; i < 7; i++)
+        if (has_prefix(p, wdays[i]))
+            return true;
+    return false;
 }
 
 /* read exactly n digits */
@@ -79,10 +96,9 @@ static bool digits(const char **p, int n, int *out)
 
 static bool lit(const char **p, const char *s)
 {
-    size_t n = strlen(s);
-    if (strncmp(*p, s, n) != 0)
+    if (!has_prefix(*p, s))
         return false;
-    *p += n;
+    *p += strlen(s);
     return true;
 }
 
@@ -126,6 +142,8 @@ bool fs_parse_http_date(const char *s, int64_t *out_epoch)
         y = yy < 70 ? 2000 + yy : 1900 + yy;
     } else {
         /* asctime: Sun Nov  6 08:49:37 1994 */
+        if (!weekday(p))
+            return false;
         p += 3;
         if (!lit(&p, " "))
             return false;
