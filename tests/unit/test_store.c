@@ -1921,10 +1921,42 @@ static bench_result bench_in_child(int (*fn)(void *), void *arg)
 
 typedef struct bench_args {
     const char *location;
-    uint64_t rows;
+    uint64_t rows; /* rows of the whole run */
     bench_template *pool;
     size_t batch;
+    uint64_t first, count; /* the rows this loader stores (count 0: all) */
 } bench_args;
+
+/* Run fn on each of n args in n child processes at once: the wall clock of the whole, the sum
+ * of their CPU, the largest peak memory. */
+static bench_result bench_in_children(int (*fn)(void *), void *args, size_t n)
+{
+    bench_result total = {0, 0, 0, 0};
+    pid_t pids[8];
+    fflush(stdout);
+    int64_t t0 = fs_monotonic_ms();
+    for (size_t i = 0; i < n && i < 8; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0)
+            _exit(fn((bench_args *)args + i));
+    }
+    for (size_t i = 0; i < n && i < 8; i++) {
+        int status;
+        struct rusage ru;
+        if (pids[i] < 0 || wait4(pids[i], &status, 0, &ru) != pids[i]) {
+            total.status = -1;
+            continue;
+        }
+        total.cpu_seconds += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+        if (ru.ru_maxrss > total.max_rss_kb)
+            total.max_rss_kb = ru.ru_maxrss;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            total.status = 1;
+    }
+    total.seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
+    return total;
+}
 
 /* The CPU seconds a process has used so far (for a local PostgreSQL backend). */
 static double process_cpu_seconds(long pid)
@@ -1961,13 +1993,14 @@ static int bench_store_load(void *arg)
         backend = strtol(pid.text, NULL, 10);
         backend_cpu = process_cpu_seconds(backend);
     }
-    for (uint64_t i = 0; i < a->rows; i++) {
-        if (i % a->batch == 0 && fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err) != FHIRSYNC_OK)
+    uint64_t count = a->count ? a->count : a->rows;
+    for (uint64_t k = 0; k < count; k++) {
+        if (k % a->batch == 0 && fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err) != FHIRSYNC_OK)
             goto out;
-        const bench_template *t = bench_row(a->pool, a->rows, i, row);
+        const bench_template *t = bench_row(a->pool, a->rows, a->first + k, row);
         if (fhirsync_store_put(s, t->type, row, t->len, 1, NULL, &err) != FHIRSYNC_OK)
             goto out;
-        if ((i + 1) % a->batch == 0 || i + 1 == a->rows)
+        if ((k + 1) % a->batch == 0 || k + 1 == count)
             if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
                 goto out;
     }
@@ -1976,7 +2009,7 @@ static int bench_store_load(void *arg)
         double used = process_cpu_seconds(backend) - backend_cpu;
         printf("  (the PostgreSQL server process used %.2f s of CPU: %.0f resources per server "
                "CPU second)\n",
-               used, used > 0 ? (double)a->rows / used : 0);
+               used, used > 0 ? (double)count / used : 0);
         fflush(stdout);
     }
 out:
@@ -2080,7 +2113,7 @@ static int run_bench(int argc, char **argv)
     snprintf(bare, sizeof bare, "%s/bare.db", dir);
     const char *batch_env = getenv("FHIRSYNC_BENCH_BATCH");
     size_t batch = batch_env && atol(batch_env) > 0 ? (size_t)atol(batch_env) : 50000;
-    bench_args a = {ours, rows, pool, batch};
+    bench_args a = {ours, rows, pool, batch, 0, 0};
     printf("store benchmark: %llu synthetic resources, average %zu bytes (Synthea-shaped mix of "
            "16 types), SQLite batches of %zu\n",
            (unsigned long long)rows, average, batch);
@@ -2101,7 +2134,7 @@ static int run_bench(int argc, char **argv)
     bench_result r_again = bench_in_child(bench_store_load, &a);
     bench_print("SQLite: the same again (every row an update)", rows, bytes, r_again);
     remove_db(ours);
-    bench_args b = {bare, rows, pool, batch};
+    bench_args b = {bare, rows, pool, batch, 0, 0};
     bench_result r_bare = bench_in_child(bench_bare_sqlite, &b);
     bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes, r_bare);
     remove_db(bare);
@@ -2117,10 +2150,28 @@ static int run_bench(int argc, char **argv)
             PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
         }
         PQfinish(conn);
-        bench_args p = {pg, rows, pool, 100000};
+        bench_args p = {pg, rows, pool, 100000, 0, 0};
         bench_result r_pg = bench_in_child(bench_store_load, &p);
         bench_print("PostgreSQL: bulk batch (COPY + merge)", rows, bytes, r_pg);
         status |= r_pg.status;
+        /* two loaders at once on the two halves (two files of an export, as two workers of
+         * the work queue would), into a fresh schema */
+        conn = PQconnectdb(pg);
+        if (PQstatus(conn) == CONNECTION_OK) {
+            PQclear(PQexec(conn, "SET client_min_messages = warning"));
+            PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
+        }
+        PQfinish(conn);
+        fhirsync_store *schema = NULL;
+        fhirsync_error err = {0};
+        if (fhirsync_store_open(pg, 0, &schema, &err) != FHIRSYNC_OK) /* migrate once first */
+            status = 1;
+        fhirsync_store_close(schema);
+        bench_args halves[2] = {{pg, rows, pool, 100000, 0, rows / 2},
+                                {pg, rows, pool, 100000, rows / 2, rows - rows / 2}};
+        bench_result r_par = bench_in_children(bench_store_load, halves, 2);
+        bench_print("PostgreSQL: 2 loaders at once (half each)", rows, bytes, r_par);
+        status |= r_par.status;
     }
     bench_pool_free(pool);
     rmdir(dir);
