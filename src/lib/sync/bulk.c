@@ -685,11 +685,12 @@ static fhirsync_code open_export(bulk_ctx *c, const fhirsync_endpoint *ep,
     eo.delete_job = s->opts.delete_job;
     eo.out_dir = c->export_dir;
     fhirsync_code rc = fhirsync_export_new(ep, &eo, &c->ex, err);
-    if (rc == FHIRSYNC_E_ARG && dir_has_state(c->export_dir)) {
-        fs_log(FHIRSYNC_LOG_INFO,
-               "sync %s: the work folder holds another export (%s); "
-               "starting afresh",
-               s->name, err->message);
+    if (rc == FHIRSYNC_E_ARG && access(c->export_dir, F_OK) == 0) {
+        /* The folder is ours alone (<work>/<endpoint>/export): it holds the export of another
+         * request (the watermark moved after it was loaded, or the settings changed), or the
+         * remains of a process killed while creating or removing it. Start afresh. */
+        fs_log(FHIRSYNC_LOG_INFO, "sync %s: the work folder holds %s export (%s); starting afresh",
+               s->name, dir_has_state(c->export_dir) ? "another" : "no complete", err->message);
         wipe(c);
         rc = fhirsync_export_new(ep, &eo, &c->ex, err);
     }
