@@ -606,7 +606,7 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
         for (size_t i = 0; i < p->count; i++)
             if (due[i] < next)
                 next = due[i];
-        if (g_ui.progress && !g_ui.json)
+        if (g_ui.progress)
             say(NULL, "next run in %lld s", (long long)(next - (int64_t)time(NULL)));
         nap((next - (int64_t)time(NULL)) * 1000, true);
         if (terminate_requested)
