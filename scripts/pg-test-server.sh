@@ -57,7 +57,8 @@ url_of() {
 }
 
 running() {
-    [ -f "$dir/data/postmaster.pid" ] && as_owner "$BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
+    [ -f "$dir/data/postmaster.pid" ] &&
+        as_owner "$BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
 
 free_port() {

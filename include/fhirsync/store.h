@@ -36,7 +36,7 @@ typedef struct fhirsync_store fhirsync_store;
 /* The location used when none is configured: an SQLite file in the working directory. */
 #define FHIRSYNC_STORE_DEFAULT "fhirsync.db"
 
-/* ---- opening ---------------------------------------------------------------------------------- */
+/* ---- opening --------------------------------------------------------------------------------- */
 
 /* Flags of fhirsync_store_open. */
 #define FHIRSYNC_STORE_READONLY 0x1u /* queries only: no creation, no migration, no writes */
@@ -68,7 +68,7 @@ FHIRSYNC_API int fhirsync_store_schema_version(const fhirsync_store *store);
 /* The newest schema version this library knows. */
 FHIRSYNC_API int fhirsync_store_schema_version_supported(void);
 
-/* ---- batches ---------------------------------------------------------------------------------- */
+/* ---- batches --------------------------------------------------------------------------------- */
 
 /* Flags of fhirsync_store_begin. */
 #define FHIRSYNC_STORE_BULK 0x1u /* a file load: PostgreSQL streams rows with COPY (see put) */
@@ -92,7 +92,7 @@ FHIRSYNC_API fhirsync_code fhirsync_store_rollback(fhirsync_store *store, fhirsy
 FHIRSYNC_API fhirsync_code fhirsync_store_ensure_type(fhirsync_store *store, const char *type,
                                                       fhirsync_error *err);
 
-/* ---- resources -------------------------------------------------------------------------------- */
+/* ---- resources ------------------------------------------------------------------------------- */
 
 typedef enum fhirsync_put_outcome {
     FHIRSYNC_PUT_STORED = 0,     /* inserted, or replaced the stored version */
@@ -153,7 +153,7 @@ FHIRSYNC_API fhirsync_code fhirsync_store_quarantine(fhirsync_store *store,
                                                      const fhirsync_quarantine_entry *entry,
                                                      fhirsync_error *err);
 
-/* ---- runs and the watermark ------------------------------------------------------------------- */
+/* ---- runs and the watermark ------------------------------------------------------------------ */
 
 typedef enum fhirsync_run_status {
     FHIRSYNC_RUN_RUNNING = 0,
@@ -205,7 +205,7 @@ FHIRSYNC_API fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store,
                                                         const char *watermark,
                                                         fhirsync_error *err);
 
-/* ---- locks ------------------------------------------------------------------------------------ */
+/* ---- locks ----------------------------------------------------------------------------------- */
 
 /* Lock an endpoint so that no other process or handle syncs it at the same time. The lock dies
  * with its holder: SQLite holds an flock() on a side file "<db>.lock.<hash>", PostgreSQL a
@@ -225,7 +225,7 @@ FHIRSYNC_API fhirsync_code fhirsync_store_lock_heartbeat(fhirsync_store *store,
 FHIRSYNC_API fhirsync_code fhirsync_store_unlock(fhirsync_store *store, const char *endpoint,
                                                  fhirsync_error *err);
 
-/* ---- work queue ------------------------------------------------------------------------------- */
+/* ---- work queue ------------------------------------------------------------------------------ */
 /* Work shared by several workers through the database (PostgreSQL: on several machines; SQLite:
  * processes of one machine). An item is claimed with a lease; a worker that dies stops renewing
  * it and, once the lease has expired, another worker claims the item again. PostgreSQL leases use
@@ -298,7 +298,7 @@ FHIRSYNC_API fhirsync_code fhirsync_store_work_summary(fhirsync_store *store, co
                                                        fhirsync_work_summary *out,
                                                        fhirsync_error *err);
 
-/* ---- queries ---------------------------------------------------------------------------------- */
+/* ---- queries --------------------------------------------------------------------------------- */
 /* Callbacks receive borrowed values valid during the call only, and return non-zero to stop
  * early (the function then returns FHIRSYNC_OK; PostgreSQL still reads and drops the rest of the
  * result: a cancel request could hit the next statement). Results are streamed, never held

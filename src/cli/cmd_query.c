@@ -41,7 +41,7 @@ static void usage(FILE *out)
     cli_print_common_help(out);
 }
 
-/* ---- output ----------------------------------------------------------------------------------- */
+/* ---- output ---------------------------------------------------------------------------------- */
 
 #define TABLE_BUFFERED 500 /* rows buffered to size the columns; later rows keep those widths */
 #define TABLE_CELL_MAX 60
@@ -280,7 +280,7 @@ static void printer_end(printer *p)
     fflush(stdout);
 }
 
-/* ---- the sub-commands ------------------------------------------------------------------------- */
+/* ---- the sub-commands ------------------------------------------------------------------------ */
 
 typedef struct query_options {
     out_format format;
@@ -497,7 +497,7 @@ static int run_sql(fhirsync_store *store, const char *sql, const query_options *
     return rc;
 }
 
-/* ---- the command ------------------------------------------------------------------------------ */
+/* ---- the command ----------------------------------------------------------------------------- */
 
 /* The store: --store, else the profile's setting (config, FHIRSYNC_STORE), else the default;
  * with several endpoints and no --endpoint, the store they all share. *owned receives what the

@@ -63,7 +63,7 @@
             fail_msg("%s: %s (%s)", #call, fhirsync_strerror(rc_), err.message);                  \
     } while (0)
 
-/* ---- fixtures --------------------------------------------------------------------------------- */
+/* ---- fixtures -------------------------------------------------------------------------------- */
 
 static char tmpdir[PATH_MAX / 2];
 static const char *pg_url; /* FHIRSYNC_TEST_PG */
@@ -203,7 +203,7 @@ static long query_long(fhirsync_store *s, const char *sql)
     return sc.rows ? strtol(sc.text, NULL, 10) : -1;
 }
 
-/* ---- resources used by the tests -------------------------------------------------------------- */
+/* ---- resources used by the tests ------------------------------------------------------------- */
 
 static char line_buf[8][2048];
 static unsigned line_next;
@@ -224,8 +224,8 @@ static const char *observation(const char *id, const char *patient, const char *
              "\"display\":\"Body Height\"}],\"text\":\"Body Height\"},"
              "\"subject\":{\"reference\":\"Patient/%s\"},"
              "\"effectiveDateTime\":\"2020-01-01T10:00:00-05:00\","
-             "\"valueQuantity\":{\"value\":%s,\"unit\":\"cm\",\"system\":\"http://unitsofmeasure.org\","
-             "\"code\":\"cm\"}}",
+             "\"valueQuantity\":{\"value\":%s,\"unit\":\"cm\","
+             "\"system\":\"http://unitsofmeasure.org\",\"code\":\"cm\"}}",
              id, meta, patient, value);
     return buf;
 }
@@ -262,7 +262,7 @@ static scalar raw_of(fhirsync_store *s, const char *type, const char *id)
     return query1(s, sql);
 }
 
-/* ---- the field scanner (SQLite group only: no database involved) ------------------------------ */
+/* ---- the field scanner (SQLite group only: no database involved) ----------------------------- */
 
 static void expect_fields(const char *line, const char *type, const char *id, const char *version,
                           const char *updated, int64_t ms, const char *patient_id)
@@ -433,7 +433,7 @@ static void test_scanner_helpers(void **state)
     assert_false(fs_store_parse_instant_ms("2024-01-01", 10, &ms));
 }
 
-/* ---- schema and migrations -------------------------------------------------------------------- */
+/* ---- schema and migrations ------------------------------------------------------------------- */
 
 static void test_open_and_migrations(void **state)
 {
@@ -542,7 +542,7 @@ static void test_newer_schema_refused(void **state)
     assert_contains(err.message, "newer");
 }
 
-/* ---- loading ---------------------------------------------------------------------------------- */
+/* ---- loading --------------------------------------------------------------------------------- */
 
 static void test_exact_bytes(void **state)
 {
@@ -753,7 +753,7 @@ static void test_patient_record(void **state)
     fhirsync_store_close(s);
 }
 
-/* ---- deletions and quarantine ----------------------------------------------------------------- */
+/* ---- deletions and quarantine ---------------------------------------------------------------- */
 
 static void test_deletions(void **state)
 {
@@ -857,7 +857,7 @@ static void test_quarantine(void **state)
     fhirsync_store_close(s);
 }
 
-/* ---- runs and the watermark ------------------------------------------------------------------- */
+/* ---- runs and the watermark ------------------------------------------------------------------ */
 
 typedef struct runs_seen {
     int count;
@@ -1051,7 +1051,7 @@ static void test_watermark_atomic(void **state)
     fhirsync_store_close(s);
 }
 
-/* ---- locks ------------------------------------------------------------------------------------ */
+/* ---- locks ----------------------------------------------------------------------------------- */
 
 /* In a child: try to lock `endpoint` with `timeout_ms`; exit 0 when the result is `want`. */
 static pid_t child_lock(const fixture *f, const char *endpoint, long timeout_ms,
@@ -1081,7 +1081,9 @@ static int wait_child(pid_t pid)
     int status;
     if (waitpid(pid, &status, 0) != pid)
         return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 static void test_locks(void **state)
@@ -1148,7 +1150,7 @@ static void test_locks(void **state)
     fhirsync_store_close(b);
 }
 
-/* ---- work queue ------------------------------------------------------------------------------- */
+/* ---- work queue ------------------------------------------------------------------------------ */
 
 /* Move every lease into the past: the database clock for PostgreSQL, ours for SQLite. */
 static void expire_leases(const fixture *f)
@@ -1328,7 +1330,7 @@ static void test_work_three_workers(void **state)
     fhirsync_store_close(s);
 }
 
-/* ---- queries ---------------------------------------------------------------------------------- */
+/* ---- queries --------------------------------------------------------------------------------- */
 
 static int count_rows(size_t ncols, const char *const *names, const char *const *values,
                       const size_t *lengths, void *userdata)
@@ -1388,7 +1390,7 @@ static void test_query_readonly(void **state)
     fhirsync_store_close(s);
 }
 
-/* ---- SQLite only ------------------------------------------------------------------------------ */
+/* ---- SQLite only ----------------------------------------------------------------------------- */
 
 static void test_sqlite_file_modes(void **state)
 {
@@ -1498,7 +1500,7 @@ static void test_alloc_failure_walk(void **state)
     fhirsync_store_close(open_store(f));
 }
 
-/* ---- PostgreSQL only -------------------------------------------------------------------------- */
+/* ---- PostgreSQL only ------------------------------------------------------------------------- */
 
 static void test_pg_skip_locked(void **state)
 {
@@ -1632,7 +1634,7 @@ static void test_pg_password_never_shown(void **state)
     assert_int_equal(access("host=", F_OK), -1);
 }
 
-/* ---- benchmark -------------------------------------------------------------------------------- */
+/* ---- benchmark ------------------------------------------------------------------------------- */
 
 /* Synthetic resources shaped like the Synthea export in ../shared/data: the same mix of types
  * and sizes (average about 1.2 KB; ExplanationOfBenefit up to 16 KB; Patient with a narrative),
@@ -2230,7 +2232,7 @@ static int run_load(int argc, char **argv)
     return rejected ? 1 : 0;
 }
 
-/* ---- main ------------------------------------------------------------------------------------- */
+/* ---- main ------------------------------------------------------------------------------------ */
 
 #define BOTH(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
 #define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)

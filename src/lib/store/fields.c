@@ -67,7 +67,7 @@ static void skip_ws(scanner *sc)
     sc->p = p;
 }
 
-/* ---- strings ---------------------------------------------------------------------------------- */
+/* ---- strings --------------------------------------------------------------------------------- */
 
 #define ONES UINT64_C(0x0101010101010101)
 #define HIGHS UINT64_C(0x8080808080808080)
@@ -303,7 +303,7 @@ static inline bool key_is(const raw_string *key, const char *want, size_t want_l
 
 #define KEY_IS(key, literal) key_is((key), literal, sizeof literal - 1)
 
-/* ---- values ----------------------------------------------------------------------------------- */
+/* ---- values ---------------------------------------------------------------------------------- */
 
 /* A literal or a number: its characters only (the upstream reader validates the grammar). */
 static bool scan_primitive(scanner *sc)
@@ -514,7 +514,7 @@ static bool resource_member(scanner *sc, unsigned depth, const raw_string *key, 
     return scan_object(sc, depth + 1, reference_member, cap);
 }
 
-/* ---- validation ------------------------------------------------------------------------------- */
+/* ---- validation ------------------------------------------------------------------------------ */
 
 bool fs_store_valid_type(const char *name, size_t len)
 {
@@ -612,7 +612,7 @@ bool fs_store_parse_instant_ms(const char *text, size_t len, int64_t *out_ms)
     return true;
 }
 
-/* ---- the scanner ------------------------------------------------------------------------------ */
+/* ---- the scanner ----------------------------------------------------------------------------- */
 
 /* Point (ptr, len) at a captured string, decoding into buf when it has escapes. */
 static bool resolve(const raw_string *s, char *buf, size_t cap, const char **ptr, size_t *len)

@@ -54,7 +54,7 @@ static pg_impl *impl_of(fhirsync_store *s)
     return s->impl;
 }
 
-/* ---- errors ----------------------------------------------------------------------------------- */
+/* ---- errors ---------------------------------------------------------------------------------- */
 
 /* Copy a libpq message without the password. */
 static void scrub(const pg_impl *impl, const char *message, char *buf, size_t size)
@@ -109,7 +109,7 @@ static fhirsync_code command(fhirsync_store *s, const char *sql, const char *wha
     return rc;
 }
 
-/* ---- bulk staging ----------------------------------------------------------------------------- */
+/* ---- bulk staging ---------------------------------------------------------------------------- */
 
 static bool put_u16(fs_buf *b, unsigned v)
 {
@@ -341,7 +341,7 @@ static fhirsync_code stage(fhirsync_store *s, fs_store_type *t, const fs_resourc
     return FHIRSYNC_OK;
 }
 
-/* ---- statements ------------------------------------------------------------------------------- */
+/* ---- statements ------------------------------------------------------------------------------ */
 
 /* "?N" placeholders of the shared SQL become "$N". */
 static char *convert_placeholders(const char *sql)
@@ -571,7 +571,7 @@ static fhirsync_code pg_commit(fhirsync_store *s, fhirsync_error *err)
     return rc;
 }
 
-/* ---- resources -------------------------------------------------------------------------------- */
+/* ---- resources ------------------------------------------------------------------------------- */
 
 static fhirsync_code prepare_named(fhirsync_store *s, const char *name, const char *sql, int n,
                                    const Oid *types, fhirsync_error *err)
@@ -690,7 +690,7 @@ static void pg_forget_type(fhirsync_store *s, fs_store_type *t)
     t->delete_stmt = NULL;
 }
 
-/* ---- locks and clock -------------------------------------------------------------------------- */
+/* ---- locks and clock ------------------------------------------------------------------------- */
 
 /* A session-level advisory lock: PostgreSQL releases it when the session ends, so a dead worker
  * (or a lost connection) never leaves a stale lock. */
@@ -765,7 +765,7 @@ static fhirsync_code pg_now(fhirsync_store *s, int64_t *epoch, fhirsync_error *e
     return rc;
 }
 
-/* ---- read-only user SQL ----------------------------------------------------------------------- */
+/* ---- read-only user SQL ---------------------------------------------------------------------- */
 
 static fhirsync_code pg_query(fhirsync_store *s, const char *sql, fhirsync_row_cb cb,
                               void *userdata, fhirsync_error *err)
@@ -789,7 +789,7 @@ static fhirsync_code pg_query(fhirsync_store *s, const char *sql, fhirsync_row_c
     return rc;
 }
 
-/* ---- opening ---------------------------------------------------------------------------------- */
+/* ---- opening --------------------------------------------------------------------------------- */
 
 static void log_notice(void *arg, const char *message)
 {

@@ -25,7 +25,7 @@ static const char *const common_types[] = {
     "Coverage",         "Claim",             "ExplanationOfBenefit", "ImagingStudy",
     NULL};
 
-/* ---- version 1 -------------------------------------------------------------------------------- */
+/* ---- version 1 ------------------------------------------------------------------------------- */
 
 static const char v1_sqlite[] =
     "CREATE TABLE IF NOT EXISTS sync_runs ("
@@ -326,7 +326,7 @@ int fs_schema_current(void)
     return migrations[MIGRATION_COUNT - 1].version;
 }
 
-/* ---- per-type tables -------------------------------------------------------------------------- */
+/* ---- per-type tables ------------------------------------------------------------------------- */
 
 char *fs_schema_type_ddl(fs_store_engine engine, const char *type)
 {
@@ -380,7 +380,7 @@ char *fs_schema_type_ddl(fs_store_engine engine, const char *type)
     return fs_buf_steal(&b);
 }
 
-/* ---- the driver ------------------------------------------------------------------------------- */
+/* ---- the driver ------------------------------------------------------------------------------ */
 
 static int read_int(void *userdata, int ncols, const char *const *values, const size_t *lengths,
                     const char *const *names)

@@ -237,7 +237,7 @@ static fhirsync_code sq_commit(fhirsync_store *s, fhirsync_error *err)
     return rc;
 }
 
-/* ---- resources -------------------------------------------------------------------------------- */
+/* ---- resources ------------------------------------------------------------------------------- */
 
 /* A decimal versionId as a number, for the "older never overwrites newer" rule. */
 static bool append_version_number(fs_buf *b, const char *column)
@@ -364,7 +364,7 @@ static void sq_forget_type(fhirsync_store *s, fs_store_type *t)
     t->put_stmt = t->delete_stmt = NULL;
 }
 
-/* ---- locks and clock -------------------------------------------------------------------------- */
+/* ---- locks and clock ------------------------------------------------------------------------- */
 
 /* An flock() on a side file "<db>.lock.<hash>", one per endpoint: the kernel releases it when
  * the holder exits or dies, so a crashed sync never leaves a stale lock, and it excludes other
@@ -436,7 +436,7 @@ static fhirsync_code sq_now(fhirsync_store *s, int64_t *epoch, fhirsync_error *e
     return FHIRSYNC_OK;
 }
 
-/* ---- read-only user SQL ----------------------------------------------------------------------- */
+/* ---- read-only user SQL ---------------------------------------------------------------------- */
 
 /* Refuse what stmt_readonly lets through but a query must not do: attaching other files (which
  * would create them) and transaction control (which would leave a transaction open). */
@@ -513,7 +513,7 @@ out:
     return result;
 }
 
-/* ---- opening ---------------------------------------------------------------------------------- */
+/* ---- opening --------------------------------------------------------------------------------- */
 
 /* Create the file 0600 (or tighten an existing one) before SQLite opens it. */
 static fhirsync_code create_private_file(const char *path, fhirsync_error *err)

@@ -12,7 +12,7 @@
 #include "json/json.h"
 #include "store/store_int.h"
 
-/* ---- small helpers ---------------------------------------------------------------------------- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 static fhirsync_code no_memory(fhirsync_error *err)
 {
@@ -150,7 +150,7 @@ static fhirsync_code query_string(fhirsync_store *s, const char *sql, const fs_s
     return rc;
 }
 
-/* ---- transactions ----------------------------------------------------------------------------- */
+/* ---- transactions ---------------------------------------------------------------------------- */
 
 /* Types whose table was created in the transaction that just ended: kept on commit, forgotten
  * (with their statements) on rollback, since the table went with it. */
@@ -247,7 +247,7 @@ fhirsync_code fhirsync_store_rollback(fhirsync_store *store, fhirsync_error *err
     return FHIRSYNC_OK;
 }
 
-/* ---- resource types --------------------------------------------------------------------------- */
+/* ---- resource types -------------------------------------------------------------------------- */
 
 /* The cache entry of a type (added when new). NULL on out of memory. */
 static fs_store_type *type_entry(fhirsync_store *s, const char *name, size_t len)
@@ -352,7 +352,7 @@ fhirsync_code fhirsync_store_ensure_type(fhirsync_store *store, const char *type
     return tx_close(store, own, rc, err);
 }
 
-/* ---- resources -------------------------------------------------------------------------------- */
+/* ---- resources ------------------------------------------------------------------------------- */
 
 fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const char *line,
                                  size_t len, int64_t run_id, fhirsync_put_outcome *outcome,
@@ -469,7 +469,7 @@ fhirsync_code fhirsync_store_quarantine(fhirsync_store *store,
     return tx_close(store, own, rc, err);
 }
 
-/* ---- runs and the watermark ------------------------------------------------------------------- */
+/* ---- runs and the watermark ------------------------------------------------------------------ */
 
 const char *fhirsync_run_status_name(fhirsync_run_status status)
 {
@@ -651,7 +651,7 @@ fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store, const char *en
     return tx_close(store, own, rc, err);
 }
 
-/* ---- locks ------------------------------------------------------------------------------------ */
+/* ---- locks ----------------------------------------------------------------------------------- */
 
 typedef struct holder_row {
     char text[512];
@@ -827,7 +827,7 @@ fhirsync_code fhirsync_store_unlock(fhirsync_store *store, const char *endpoint,
     return release_lock(store, link, err);
 }
 
-/* ---- work queue ------------------------------------------------------------------------------- */
+/* ---- work queue ------------------------------------------------------------------------------ */
 
 void fhirsync_work_item_free(fhirsync_work_item *item)
 {
@@ -1116,7 +1116,7 @@ fhirsync_code fhirsync_store_work_summary(fhirsync_store *store, const char *bat
     return rc;
 }
 
-/* ---- queries ---------------------------------------------------------------------------------- */
+/* ---- queries --------------------------------------------------------------------------------- */
 
 typedef struct type_list {
     char (*names)[FS_STORE_TYPE_MAX + 1];
@@ -1336,7 +1336,7 @@ fhirsync_code fhirsync_store_query(fhirsync_store *store, const char *sql, fhirs
     return store->ops->query(store, sql, cb, userdata, err);
 }
 
-/* ---- opening and closing ---------------------------------------------------------------------- */
+/* ---- opening and closing --------------------------------------------------------------------- */
 
 /* A postgresql:// URL, or a libpq keyword string ("host=/run/postgresql dbname=fhir"). */
 static bool is_postgresql(const char *location)

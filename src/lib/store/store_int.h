@@ -17,7 +17,7 @@
 #include "fhirsync/store.h"
 #include "store/fields.h"
 
-/* ---- statement parameters --------------------------------------------------------------------- */
+/* ---- statement parameters -------------------------------------------------------------------- */
 
 typedef enum fs_sql_kind {
     FS_SQL_NULL = 0,
@@ -65,7 +65,7 @@ static inline fs_sql_value fs_sql_blob(const void *p, size_t len)
 typedef int (*fs_sql_row_fn)(void *userdata, int ncols, const char *const *values,
                              const size_t *lengths, const char *const *names);
 
-/* ---- the handle ------------------------------------------------------------------------------- */
+/* ---- the handle ------------------------------------------------------------------------------ */
 
 typedef enum fs_store_engine { FS_ENGINE_SQLITE = 1, FS_ENGINE_POSTGRESQL = 2 } fs_store_engine;
 
@@ -117,9 +117,9 @@ struct fs_store_ops {
     void (*close)(fhirsync_store *s);
     /* One statement; rows go to cb (may be NULL). `cache`: sql is a string literal the engine may
      * keep prepared. *changes (may be NULL): rows inserted/updated/deleted. */
-    fhirsync_code (*exec)(fhirsync_store *s, const char *sql, bool cache, const fs_sql_value *params,
-                          int nparams, fs_sql_row_fn cb, void *userdata, int64_t *changes,
-                          fhirsync_error *err);
+    fhirsync_code (*exec)(fhirsync_store *s, const char *sql, bool cache,
+                          const fs_sql_value *params, int nparams, fs_sql_row_fn cb,
+                          void *userdata, int64_t *changes, fhirsync_error *err);
     /* Several statements separated by ';', no parameters, no rows (DDL). */
     fhirsync_code (*script)(fhirsync_store *s, const char *sql, fhirsync_error *err);
     fhirsync_code (*begin)(fhirsync_store *s, fhirsync_error *err);
@@ -152,7 +152,7 @@ extern const fs_store_ops fs_store_sqlite_ops;
 extern const char fs_store_sqlite_pragmas[];
 extern const fs_store_ops fs_store_postgresql_ops;
 
-/* ---- helpers shared by the files -------------------------------------------------------------- */
+/* ---- helpers shared by the files ------------------------------------------------------------- */
 
 /* The formatted `loaded_at` for rows written now (cached per second). */
 const char *fs_store_loaded_at(fhirsync_store *s);
@@ -163,7 +163,7 @@ void fs_store_quote_type(const char *type, char *buf, size_t size);
 /* Whether a database error happened in the open batch; fills err when so. */
 bool fs_store_batch_unusable(fhirsync_store *s, fhirsync_error *err);
 
-/* ---- schema (schema.c) ------------------------------------------------------------------------ */
+/* ---- schema (schema.c) ----------------------------------------------------------------------- */
 
 /* The newest schema version. */
 int fs_schema_current(void);
