@@ -12,5 +12,6 @@
 #include "fhirsync/doctor.h"
 #include "fhirsync/keys.h"
 #include "fhirsync/log.h"
+#include "fhirsync/store.h"
 
 #endif
