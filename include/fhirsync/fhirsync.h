@@ -13,5 +13,6 @@
 #include "fhirsync/keys.h"
 #include "fhirsync/log.h"
 #include "fhirsync/store.h"
+#include "fhirsync/sync.h"
 
 #endif
