@@ -14,6 +14,9 @@
  * mode). */
 #include <stdio.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "bulk/bulk_internal.h"
 
@@ -525,6 +528,305 @@ static void conclude(fs_ndjson_checker *ck, bool at_eof)
     }
 }
 
+/* ---- the fast path: a whole line in the buffer ------------------------------------------------
+ *
+ * Most lines arrive whole in one chunk. For those a plain recursive-descent-shaped loop over the
+ * line (locals in registers, no state saved per byte) decides the common case, a good line, several
+ * times faster than the resumable machine above. It only ever answers "good, with this
+ * resourceType" or "not sure": anything else (a bad line, an empty one, an escape in a depth-1
+ * name or in the resourceType, nesting past FAST_MAX_DEPTH) goes back to the resumable machine,
+ * which scans the same line from its start and gives the verdict and the reason. So the fast path
+ * can only make checking faster, never change a verdict. The fuzz target (tests/fuzz/
+ * fuzz_ndjson.c) holds it to that: it feeds each input whole (fast path) and in small chunks
+ * (lines split across chunks take the resumable machine) and requires the same verdicts.
+ *
+ * The line's '\n' ends every scan: it is not whitespace, not a string byte, not a digit, so the
+ * loops below stop there without a bounds check, and every multi-byte look-ahead reads its bytes
+ * one at a time (stopping at the first that does not match, at the latest at the '\n'). */
+
+#define FAST_MAX_DEPTH 64
+
+static const unsigned char *fast_ws(const unsigned char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\r')
+        s++;
+    return s;
+}
+
+static bool fast_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Four hex digits at s (value in *v), or false. */
+static bool fast_hex4(const unsigned char *s, uint32_t *v)
+{
+    uint32_t value = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_digit(s[i]);
+        if (h < 0)
+            return false;
+        value = value << 4 | (uint32_t)h;
+    }
+    *v = value;
+    return true;
+}
+
+/* The first byte at or after s that needs attention in a string: '"', '\', a control byte (the
+ * line's '\n' among them) or a non-ASCII byte. Sixteen (SSE2) or eight (any 64-bit machine) bytes
+ * at a time while that many remain before `e` (the '\n'), then one at a time up to it. */
+static const unsigned char *fast_plain(const unsigned char *s, const unsigned char *e)
+{
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                  space = _mm_set1_epi8(0x20);
+    while (e - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+        /* signed compare: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII */
+        __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                                 _mm_cmpeq_epi8(v, backslash)),
+                                    _mm_cmplt_epi8(v, space));
+        int mask = _mm_movemask_epi8(stop);
+        if (mask)
+            return s + __builtin_ctz((unsigned)mask);
+        s += 16;
+    }
+#else
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (e - s >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        /* high bit of a byte set when it is '"' or '\' (a zero byte of q or b), below 0x20 or
+         * >= 0x80; a borrow can flag a byte above a flagged one, never one below, and none
+         * when no byte needs attention */
+        uint64_t stop = (((q - ones) & ~q) | ((b - ones) & ~b) | (w - ones * 0x20) | w) & highs;
+        if (stop)
+            break; /* the byte loop below finds it within these eight */
+        s += 8;
+    }
+#endif
+    while (plain[*s])
+        s++;
+    return s;
+}
+
+/* The rest of a string after its opening quote: just past the closing quote, or NULL when the
+ * string is not valid JSON (the resumable machine then says why). *simple becomes false when the
+ * string holds an escape or a non-ASCII character (its raw bytes are then not its value). */
+static const unsigned char *fast_string(const unsigned char *s, const unsigned char *e,
+                                        bool *simple)
+{
+    *simple = true;
+    for (;;) {
+        s = fast_plain(s, e);
+        unsigned char c = *s;
+        if (c == '"')
+            return s + 1;
+        if (c == '\\') {
+            *simple = false;
+            c = s[1];
+            if (c == 'u') {
+                uint32_t v, low;
+                if (!fast_hex4(s + 2, &v))
+                    return NULL;
+                if (v >= 0xd800 && v <= 0xdbff) {
+                    if (s[6] != '\\' || s[7] != 'u' || !fast_hex4(s + 8, &low) || low < 0xdc00 ||
+                        low > 0xdfff)
+                        return NULL;
+                    s += 12;
+                } else if ((v >= 0xdc00 && v <= 0xdfff) || v == 0) {
+                    return NULL;
+                } else {
+                    s += 6;
+                }
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
+                       c == 'r' || c == 't') {
+                s += 2;
+            } else {
+                return NULL;
+            }
+            continue;
+        }
+        if (c < 0x80)
+            return NULL; /* a control byte, or the end of the line */
+        /* UTF-8: the same table as utf8_lead() */
+        *simple = false;
+        unsigned need;
+        unsigned char lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf)
+            need = 1;
+        else if (c == 0xe0)
+            need = 2, lo = 0xa0;
+        else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef)
+            need = 2;
+        else if (c == 0xed)
+            need = 2, hi = 0x9f;
+        else if (c == 0xf0)
+            need = 3, lo = 0x90;
+        else if (c >= 0xf1 && c <= 0xf3)
+            need = 3;
+        else if (c == 0xf4)
+            need = 3, hi = 0x8f;
+        else
+            return NULL;
+        s++;
+        for (unsigned i = 0; i < need; i++, s++) {
+            if (*s < lo || *s > hi)
+                return NULL;
+            lo = 0x80;
+            hi = 0xbf;
+        }
+    }
+}
+
+/* A number at s: just past it, or NULL. */
+static const unsigned char *fast_number(const unsigned char *s)
+{
+    if (*s == '-')
+        s++;
+    if (*s == '0') {
+        s++;
+    } else if (*s >= '1' && *s <= '9') {
+        while (fast_digit(*++s))
+            ;
+    } else {
+        return NULL;
+    }
+    if (*s == '.') {
+        if (!fast_digit(*++s))
+            return NULL;
+        while (fast_digit(*++s))
+            ;
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-')
+            s++;
+        if (!fast_digit(*s))
+            return NULL;
+        while (fast_digit(*++s))
+            ;
+    }
+    return s;
+}
+
+/* Check the line [s, e) (e is its '\n'). True when it is a good line: ck->resource_type then
+ * holds its type. False when the resumable machine must decide. */
+static bool fast_line(fs_ndjson_checker *ck, const unsigned char *s, const unsigned char *e)
+{
+    uint64_t objects = 0; /* bit d: the container at depth d+1 is an object */
+    unsigned depth = 0;
+    const unsigned char *rt = NULL;
+    size_t rt_len = 0;
+    bool simple;
+
+    s = fast_ws(s);
+    if (*s != '{')
+        return false;
+    s++;
+    depth = 1;
+    objects = 1;
+obj_first:
+    s = fast_ws(s);
+    if (*s == '}')
+        goto close;
+key:
+    if (*s != '"')
+        return false;
+    {
+        const unsigned char *name = s + 1;
+        if (!(s = fast_string(name, e, &simple)))
+            return false;
+        bool is_rt = false;
+        if (depth == 1) {
+            if (!simple)
+                return false; /* an escape could spell resourceType: let the machine decode */
+            is_rt = s - 1 - name == 12 && memcmp(name, "resourceType", 12) == 0;
+        }
+        s = fast_ws(s);
+        if (*s != ':')
+            return false;
+        s = fast_ws(s + 1);
+        if (is_rt) {
+            if (rt || *s != '"')
+                return false;
+            rt = s + 1;
+            if (!(s = fast_string(rt, e, &simple)) || !simple)
+                return false;
+            rt_len = (size_t)(s - 1 - rt);
+            if (rt_len == 0 || rt_len > FS_BULK_MAX_TYPE_LEN)
+                return false;
+            goto after;
+        }
+    }
+    goto value;
+arr_first:
+    s = fast_ws(s);
+    if (*s == ']')
+        goto close;
+value:
+    switch (*s) {
+    case '"':
+        if (!(s = fast_string(s + 1, e, &simple)))
+            return false;
+        goto after;
+    case '{':
+    case '[':
+        if (depth >= FAST_MAX_DEPTH)
+            return false;
+        if (*s == '{')
+            objects |= (uint64_t)1 << depth;
+        else
+            objects &= ~((uint64_t)1 << depth);
+        depth++;
+        if (*s++ == '{')
+            goto obj_first;
+        goto arr_first;
+    case 't':
+        if (s[1] != 'r' || s[2] != 'u' || s[3] != 'e')
+            return false;
+        s += 4;
+        goto after;
+    case 'f':
+        if (s[1] != 'a' || s[2] != 'l' || s[3] != 's' || s[4] != 'e')
+            return false;
+        s += 5;
+        goto after;
+    case 'n':
+        if (s[1] != 'u' || s[2] != 'l' || s[3] != 'l')
+            return false;
+        s += 4;
+        goto after;
+    default:
+        if (!(s = fast_number(s)))
+            return false;
+        goto after;
+    }
+after:
+    s = fast_ws(s);
+    if (*s == ',') {
+        s = fast_ws(s + 1);
+        if ((objects >> (depth - 1)) & 1)
+            goto key;
+        goto value;
+    }
+    if (*s != ((objects >> (depth - 1)) & 1 ? '}' : ']'))
+        return false;
+close:
+    s++;
+    if (--depth > 0)
+        goto after;
+    if (fast_ws(s) != e || !rt)
+        return false;
+    memcpy(ck->resource_type, rt, rt_len);
+    ck->resource_type[rt_len] = '\0';
+    if (ck->expect_type[0] ? strcmp(ck->expect_type, ck->resource_type) != 0
+                           : !fs_bulk_type_name_ok(ck->resource_type))
+        return false;
+    return true;
+}
+
 fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t len,
                                size_t *used)
 {
@@ -553,6 +855,25 @@ fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t l
     if (p == end) {
         *used = len;
         return FS_NDJSON_MORE;
+    }
+    if (ck->state == ST_START && ck->line_len == 0 && !ck->failed && !ck->too_long) {
+        /* a line starts here: if all of it is in the buffer, try the fast path */
+        size_t span = (uint64_t)(end - p) > ck->max_line ? (size_t)ck->max_line + 1
+                                                          : (size_t)(end - p);
+        const unsigned char *eol = memchr(p, '\n', span);
+        if (eol && fast_line(ck, p, eol)) {
+            ck->line_len = (uint64_t)(eol - p);
+            ck->verdict_line = ck->line_no;
+            ck->verdict_offset = ck->line_start;
+            ck->verdict_len = ck->line_len;
+            ck->verdict = FS_NDJSON_OK;
+            ck->reason[0] = '\0';
+            ck->file_offset += (uint64_t)(eol + 1 - p);
+            *used = (size_t)(eol + 1 - (const unsigned char *)data);
+            next_line(ck);
+            ck->line_start = ck->file_offset;
+            return FS_NDJSON_LINE;
+        }
     }
     const unsigned char *start = p;
     uint64_t room = ck->max_line - ck->line_len; /* line_len <= max_line unless too_long */
