@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job, end to end, on one machine with no manual step: installs what is missing, builds,
 # starts the sandbox EHR with generated data, makes a key, registers it with the sandbox, checks
-# the chain with `fhirsync doctor`, gets a token, syncs the sandbox into ./fhirsync.db, changes
-# some data in the sandbox, runs an incremental sync that picks up only the changes and the
-# deletions, prints what happened, and stops the sandbox.
+# the chain with `fhirsync doctor`, gets a token, syncs the sandbox into ./fhirsync.db (a summary
+# table: resources per type, time taken), changes some data in the sandbox, runs an incremental
+# sync that picks up only the changes and the deletions, prints what happened, and stops the
+# sandbox.
 # Environment: PATIENTS (default 100), DEMO_DIR (default ./demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,24 +69,26 @@ step "fhirsync doctor"
 step "fhirsync token"
 "$F" token
 
-if "$F" --help | grep -q '^  sync '; then
-    step "fhirsync sync (first run: everything)"
-    rm -f "$root/fhirsync.db" "$root/fhirsync.db-wal" "$root/fhirsync.db-shm"
-    "$F" sync
-    step "changing data in the sandbox: 10% updated, 2% deleted"
-    curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' \
-        --data '{"update":0.10,"delete":0.02}' "$admin_url/mutate"
-    echo
-    step "fhirsync sync (incremental: only the changes and deletions)"
-    "$F" sync
-    step "what is in $root/fhirsync.db"
-    "$F" query counts --store "$root/fhirsync.db"
-    "$F" query runs --store "$root/fhirsync.db"
-else
-    step "a search through the REST API"
-    if "$F" --help | grep -q '^  get '; then
-        "$F" get 'Patient?_count=3' | head -c 600
-        echo
-    fi
+db=$root/fhirsync.db
+step "fhirsync sync: the first run copies everything into ./fhirsync.db"
+rm -rf "$db" "$db-wal" "$db-shm" "$db".lock.* "$db.work"
+"$F" sync
+
+step "changing data in the sandbox: 10% of the resources updated, 2% deleted"
+curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' \
+    --data '{"update":0.10,"delete":0.02}' "$admin_url/mutate"
+echo
+
+step "fhirsync sync again: only the changes and the deletions (the _since is the watermark)"
+"$F" sync
+
+step "what is in ./fhirsync.db"
+if "$F" --help | grep -q '^  query '; then
+    "$F" query counts --store "$db" || true
+    "$F" query runs --store "$db" || true
+elif command -v sqlite3 >/dev/null; then
+    sqlite3 -header -column "$db" \
+        "SELECT id, mode, status, since, transaction_time, resources, deletions FROM sync_runs"
 fi
+echo "the database: $db (SQLite; open it with any SQLite tool; see docs/store.md and docs/sync.md)"
 step "done; stopping the sandbox"

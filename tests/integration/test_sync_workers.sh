@@ -54,13 +54,16 @@ victim_busy() {
         [ "$(q "SELECT count(*) FROM work_items WHERE state = 'claimed' AND claimed_by = 'w2' AND kind = 'file-load'")" -ge 1 ]
 }
 if wait_for victim_busy; then
-    HELD=$(q "SELECT id FROM work_items WHERE state = 'claimed' AND claimed_by = 'w2' LIMIT 1")
     kill -9 "$W2"
-    ok "worker w2 killed with SIGKILL while holding item $HELD"
+    wait "$W2" 2>/dev/null || true
+    # what it held when it died: still claimed by it, with a lease that will expire
+    HELD=$(q "SELECT id FROM work_items WHERE state = 'claimed' AND claimed_by = 'w2' LIMIT 1")
+    [ -n "$HELD" ] && ok "worker w2 killed with SIGKILL while holding item $HELD" ||
+        not_ok "worker w2 held nothing when it was killed"
 else
     not_ok "worker w2 never held a file while files were being loaded"
-    HELD=0
 fi
+HELD=${HELD:-0}
 wait_exit "$W1" 180
 expect_match "$WCODE" '^0$' "worker w1 finished the queue (exit $WCODE)"
 wait_exit "$W3" 180
