@@ -7,12 +7,15 @@
  *   state.c     state.json (the durable record of an export) and small file helpers
  *   request.c   the kick-off request: query string or Parameters body, and its canonical form
  *   export.c    the export handle: kick-off, polls, manifest, events, the public API
- *   download.c  parallel downloads on the multi engine (http/multi.h), checks, quarantine
+ *   download.c  parallel downloads on the multi engine (http/multi.h), retries, recording files
+ *   writer.c    the file side of the downloads on a thread of its own: line checks, the partial
+ *               files, fsync and rename into place, quarantine
  *
  * Internal: the prefix is fs_bulk_ / fs_ndjson_; nothing here is exported. */
 #ifndef FS_BULK_INTERNAL_H
 #define FS_BULK_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -137,6 +140,8 @@ bool fs_bulk_type_name_ok(const char *type);
 
 /* ---- state.json and files (state.c) --------------------------------------------------------- */
 
+#define FS_BULK_STATE_FILE "state.json"
+
 /* Write `len` bytes to dir/name atomically: dir/.name.tmp (0600), fsync, rename, fsync dir. */
 fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data,
                                    size_t len, fhirsync_error *err);
@@ -214,37 +219,64 @@ int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned att
 
 struct fhirsync_client;
 
-/* One file of the export while it is being downloaded. */
+/* What the writer made of a file whose transfer ended (writer.c). */
+typedef enum fs_bulk_outcome {
+    FS_BULK_NOT_FINISHED = 0,      /* not a whole file (the transfer stopped or failed), or it
+                                      was stopped early (abort_* say why) */
+    FS_BULK_FINISHED = 1,          /* checked, fsync'ed and in place: record it (result_*) */
+    FS_BULK_RETRY_STRICT = 2,      /* the strict attempt failed its checks at the end (bad lines,
+                                      a truncated last line or a count mismatch): again */
+    FS_BULK_FAILED = 3             /* a local error finishing it: io_err */
+} fs_bulk_outcome;
+
+struct fs_bulk_item;
+
+/* One file of the export while it is being downloaded. Two threads use it (see writer.c): the
+ * export's thread (transfers, retries, events) and the writer (checks, the partial file). The
+ * fields marked [w] belong to the writer from the first bytes of a transfer until the file
+ * settles (fs_bulk_writer_settled), and to the export's thread otherwise; `stop` is the only
+ * field both use at any time. */
 typedef struct fs_bulk_file {
     fhirsync_export_file pub;      /* the public view (strings point at the members below) */
     char *type, *url, *name, *path, *partial_path;
     size_t index;
-    /* download state */
+    /* download state (the export's thread) */
     bool active;                   /* a transfer is running */
+    bool settling;                 /* its transfer ended; the writer has not settled it yet */
+    bool recorded;                 /* finished and in ex->st; FILE_DONE once state.json is saved */
     bool quarantine_mode;          /* the strict attempt failed its checks: keep going, cut the
                                       bad lines out at the end */
     unsigned failures;             /* consecutive failures without progress */
     unsigned check_failures;       /* attempts that failed the line checks */
     bool renewed_for_401;          /* this attempt already renewed the token once */
     int64_t not_before_ms;         /* backoff: do not start before this monotonic time */
-    int fd;                        /* the partial file, -1 when closed */
-    char *wbuf;
-    size_t wlen;
-    uint64_t offset;               /* bytes of the server's file in the partial file */
-    uint64_t writeback_from;       /* where the next early write-back starts */
     uint64_t range_from;           /* the offset asked for in this attempt */
     uint64_t received;             /* bytes received in this attempt */
+    unsigned token_gen;            /* generation of the token this attempt carried */
+    bool restart;                  /* the answer ignored the Range: start the file over */
+    bool html;                     /* the answer is an HTML page */
+    struct fs_bulk_item *block;    /* the block being filled for the writer */
+    atomic_bool stop;              /* set by the writer: end this transfer (abort_* say why) */
+    struct fs_bulk_file *settled_next;
+    /* the partial file and its checks [w] */
+    int fd;                        /* the partial file, -1 when closed */
+    uint64_t offset;               /* bytes of the server's file in the partial file */
+    uint64_t writeback_from;       /* where the next early write-back starts */
     fs_ndjson_checker ck;
     int64_t good, bad, empty;      /* lines seen so far in the partial file */
     uint64_t first_bad_line;
     char first_bad_reason[200];
-    unsigned token_gen;            /* generation of the token this attempt carried */
-    bool abort_check;              /* the sink stopped the transfer: a line failed (strict) */
-    bool abort_too_long;           /* the sink stopped the transfer: a line passed the cap */
-    bool abort_io;                 /* the sink stopped the transfer: a local write failed */
-    bool restart;                  /* the answer ignored the Range: start the file over */
-    bool html;                     /* the answer is an HTML page */
+    bool abort_check;              /* a line failed (strict attempt): the transfer stops */
+    bool abort_too_long;           /* a line passed the cap: the export stops */
+    bool abort_io;                 /* a local write failed: the export stops (io_err) */
     fhirsync_error io_err;
+    fs_bulk_outcome outcome;       /* of the last transfer, once settled */
+    uint64_t lines;                /* lines of the whole file (good + bad), once finished */
+    bool mismatch;                 /* lines differ from the manifest's count */
+    bool bom;                      /* it started with a byte order mark (removed) */
+    bool clean;                    /* nothing to drop: renamed into place as it is */
+    int64_t result_count, result_quarantined;
+    uint64_t result_bytes;
 } fs_bulk_file;
 
 struct fhirsync_export {
@@ -292,7 +324,51 @@ void fs_bulk_log_record(fhirsync_export *ex, json_t *record);
 fhirsync_code fs_bulk_token(fhirsync_export *ex, bool force, fhirsync_error *err);
 /* Download every file not done yet (download.c). */
 fhirsync_code fs_bulk_download_all(fhirsync_export *ex);
-/* Release what a file holds (fd, buffer, strings). */
+/* Release what a file holds (fd, strings). */
 void fs_bulk_file_clear(fs_bulk_file *f);
+
+/* ---- the file side of the downloads (writer.c) ---------------------------------------------- */
+
+typedef struct fs_bulk_writer fs_bulk_writer;
+
+/* Start the writer for `ex` with room for `parallel` transfers: two threads (checks, disk
+ * flushes) and a fixed pool of blocks (memory is bounded by it). `wake(wake_arg)` is called from
+ * a writer thread each time a file settles or a save completes (to interrupt the export's thread
+ * waiting on the network). If the threads cannot be started the writer works inline, in the
+ * calling thread. FHIRSYNC_E_NOMEM. */
+fhirsync_code fs_bulk_writer_new(fhirsync_export *ex, int parallel, void (*wake)(void *),
+                                 void *wake_arg, fs_bulk_writer **out, fhirsync_error *err);
+/* Finish the work queued so far (every block is checked and written, every file and save handed
+ * over is done) and stop the threads; what comes after is done inline. Files that settled stay
+ * to be collected. */
+void fs_bulk_writer_stop(fs_bulk_writer *w);
+/* Stop (as above) and free. NULL is a no-op. */
+void fs_bulk_writer_free(fs_bulk_writer *w);
+/* Bytes of f's transfer, in order (export's thread): copied into blocks and queued. Waits while
+ * every block is in use. */
+void fs_bulk_writer_data(fs_bulk_writer *w, fs_bulk_file *f, const char *data, size_t len);
+/* Queue what f's open block holds (at the end of a transfer, or before stopping). */
+void fs_bulk_writer_flush(fs_bulk_writer *w, fs_bulk_file *f);
+/* f's transfer ended: after its bytes, the writer settles f. With `finish` (a 200 or 206 that
+ * arrived whole), or when the partial file holds exactly `whole_at` bytes (a 416 naming the
+ * size; -1: no such answer), it finishes the file first (checks, fsync, rename or filtered
+ * copy). The caller sets f->settling and waits for fs_bulk_writer_settled to return f. */
+void fs_bulk_writer_end(fs_bulk_writer *w, fs_bulk_file *f, bool finish, int64_t whole_at);
+/* The next settled file (f->outcome set), waiting up to timeout_ms for one (or for a save to
+ * complete); NULL if none. */
+fs_bulk_file *fs_bulk_writer_settled(fs_bulk_writer *w, int timeout_ms);
+/* Save state.json atomically (fs_bulk_write_atomic) with `text` (taken), on the writer's I/O
+ * thread after the files it finished before. One save at a time: the next only after
+ * fs_bulk_writer_saved() reported this one. */
+void fs_bulk_writer_save(fs_bulk_writer *w, char *text);
+/* Whether the save handed over has completed (reported once); err->code says how. */
+bool fs_bulk_writer_saved(fs_bulk_writer *w, fhirsync_error *err);
+
+/* The partial file, used by the export's thread while no transfer of f runs (writer.c).
+ * Open .partial/NAME for the first attempt of this process: what an earlier run left is
+ * re-scanned (counts rebuilt) and cut back to its last complete line. */
+fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsync_error *err);
+/* Start the file over: empty it, fresh counts. False with f->io_err on failure. */
+bool fs_bulk_partial_truncate(fhirsync_export *ex, fs_bulk_file *f);
 
 #endif

@@ -438,7 +438,6 @@ void fs_bulk_file_clear(fs_bulk_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    fs_free(f->wbuf);
     fs_free(f->type);
     fs_free(f->url);
     fs_free(f->name);

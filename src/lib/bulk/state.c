@@ -18,7 +18,6 @@
 
 #include "bulk/bulk_internal.h"
 
-#define STATE_FILE "state.json"
 #define STATE_MAX_BYTES (64 * 1024 * 1024)
 
 /* ---- files ----------------------------------------------------------------------------------- */
@@ -337,7 +336,7 @@ fhirsync_code fs_bulk_state_save(const fs_bulk_state *st, const char *dir, fhirs
     char *text = fs_bulk_state_dump(st);
     if (!text)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory writing state.json");
-    fhirsync_code rc = fs_bulk_write_atomic(dir, STATE_FILE, text, strlen(text), err);
+    fhirsync_code rc = fs_bulk_write_atomic(dir, FS_BULK_STATE_FILE, text, strlen(text), err);
     fs_free(text);
     return rc;
 }
@@ -346,7 +345,7 @@ fhirsync_code fs_bulk_state_load(const char *dir, fs_bulk_state *st, fhirsync_er
 {
     fs_buf path;
     fs_buf_init(&path);
-    if (!fs_buf_printf(&path, "%s/%s", dir, STATE_FILE))
+    if (!fs_buf_printf(&path, "%s/%s", dir, FS_BULK_STATE_FILE))
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     char *text = NULL;
     size_t len = 0;

@@ -554,32 +554,40 @@ static bool pop_finished(fs_multi *m, fs_multi_done *done)
     return true;
 }
 
+/* Run what is ready without waiting; true with *done filled when a transfer finished. */
+static bool drive(fs_multi *m, fs_multi_done *done)
+{
+    if (pop_finished(m, done))
+        return true;
+    int running = 0;
+    curl_multi_perform(m->multi, &running);
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        char *priv = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        transfer *t = (transfer *)(void *)priv;
+        if (t)
+            on_done(m, t, msg->data.result);
+    }
+    return pop_finished(m, done);
+}
+
 bool fs_multi_poll(fs_multi *m, int timeout_ms, fs_multi_done *done)
 {
-    int64_t deadline = fs_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
-    for (;;) {
-        if (pop_finished(m, done))
-            return true;
-        int running = 0;
-        curl_multi_perform(m->multi, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(m->multi, &left))) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            char *priv = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-            transfer *t = (transfer *)(void *)priv;
-            if (t)
-                on_done(m, t, msg->data.result);
-        }
-        if (pop_finished(m, done))
-            return true;
-        int64_t left_ms = deadline - fs_monotonic_ms();
-        if (left_ms <= 0 || !m->running)
-            return false;
-        curl_multi_poll(m->multi, NULL, 0, (int)left_ms, NULL);
-    }
+    if (drive(m, done))
+        return true;
+    if (!m->running || timeout_ms <= 0)
+        return false;
+    curl_multi_poll(m->multi, NULL, 0, timeout_ms, NULL);
+    return drive(m, done);
+}
+
+void fs_multi_wakeup(fs_multi *m)
+{
+    curl_multi_wakeup(m->multi);
 }
 
 bool fs_multi_abort(fs_multi *m, void *userdata)

@@ -10,7 +10,7 @@
  * loop; each finished transfer comes back once. HTTP/2 connections are multiplexed when the
  * server offers them; HTTP/1.1 connections are reused between transfers.
  *
- * Not thread-safe: one fs_multi per thread. */
+ * Not thread-safe: one fs_multi per thread (but for fs_multi_wakeup). */
 #ifndef FS_HTTP_MULTI_H
 #define FS_HTTP_MULTI_H
 
@@ -64,9 +64,14 @@ fhirsync_code fs_multi_add(fs_multi *m, const fs_multi_request *req, fhirsync_er
 /* Transfers added and not yet returned by fs_multi_poll(). */
 size_t fs_multi_pending(const fs_multi *m);
 
-/* Drive the transfers for at most timeout_ms (>= 0). Returns true with *done filled (the
- * caller's) when a transfer finished, false when none did in that time. */
+/* Drive the transfers, waiting once for network activity (or fs_multi_wakeup) for at most
+ * timeout_ms (>= 0). Returns true with *done filled (the caller's) when a transfer finished,
+ * false otherwise (also before timeout_ms has passed: call it in a loop). */
 bool fs_multi_poll(fs_multi *m, int timeout_ms, fs_multi_done *done);
+
+/* Make a fs_multi_poll() that is waiting (or the next one) return at once. The one function
+ * here that may be called from another thread. */
+void fs_multi_wakeup(fs_multi *m);
 
 /* Abort the transfer of `userdata` if it is still running (it is then not returned by
  * fs_multi_poll). Returns whether one was found. */
