@@ -562,10 +562,17 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
             plan fresh;
             fhirsync_error err = {0};
             if (plan_load(profile, &fresh, &err) == FHIRSYNC_OK) {
+                /* an endpoint keeps its schedule; a new one runs now */
+                int64_t kept[MAX_ENDPOINTS] = {0};
+                for (size_t i = 0; i < fresh.count; i++)
+                    for (size_t j = 0; j < p->count; j++)
+                        if (strcmp(fhirsync_endpoint_name(fresh.eps[i]),
+                                   fhirsync_endpoint_name(p->eps[j])) == 0)
+                            kept[i] = due[j];
                 plan_free(p);
                 *p = fresh;
+                memcpy(due, kept, sizeof due);
                 say(NULL, "configuration reloaded (SIGHUP): %zu endpoint(s)", p->count);
-                memset(due, 0, sizeof due);
             } else {
                 say(NULL, "configuration NOT reloaded (SIGHUP): %s; keeping the previous one",
                     err.message);
@@ -582,6 +589,8 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
         if (n > 0) {
             fhirsync_code results[MAX_ENDPOINTS];
             fhirsync_cancel_reset();
+            if (terminate_requested) /* a signal just before the reset: keep it */
+                break;
             run_syncs(run, n, jobs, opts, results);
             for (size_t k = 0; k < n; k++) {
                 size_t i = idx[k];

@@ -747,7 +747,7 @@ fail:
         fhirsync_store_run_finish(store, run_id, &end, &ignored);
     }
     note(w, name, "sync failed: %s", err.message);
-    give_back(w, item, rc, err.message, 60);
+    give_back(w, item, rc, err.message, rc == FHIRSYNC_E_CANCELLED ? 0 : 60);
 out:
     if (locked) {
         fhirsync_error ignored;
