@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # bench/rest_bench.sh: resources per second through the REST client's search iterator
-# (`fhirsync get --all`: token, paging, Bundle validation, span scanning, NDJSON output) beside
-# curl fetching the same pages in sequence over one connection, against the sandbox. The ratio is
-# the client's own overhead. Builds nothing; prints figures, fails only if something breaks.
+# (`fhirsync get --all`: start-up, token, paging, Bundle validation by the scanner, NDJSON output)
+# beside curl fetching the same pages in sequence over one connection, against the sandbox. The
+# ratio is the client's own overhead. Builds nothing; prints figures, fails only if something
+# breaks.
+#
+# The two are run alternately, and the best of the runs is kept for each, so that load from
+# other work on the machine hits both alike. Wall time is the figure asked for; CPU time
+# (user + system, of the client or curl process only) is printed beside it because it is far
+# less sensitive to a busy machine, and so is the sandbox's CPU time, which both wait for.
 #
 # usage: bench/rest_bench.sh BUILD_DIR [PAGES] [PAGE_SIZE] [RUNS]
 #        (defaults: 200 pages of 100 Observations, best of 3 runs each)
@@ -42,7 +48,6 @@ trap cleanup EXIT
 cd "$WORK"
 json() { node -e "const j=JSON.parse(require('fs').readFileSync(process.argv[1],'utf8')); \
                   console.log($2)" "$1"; }
-now() { date +%s.%N; }
 
 # about 53 Observations per generated patient: enough patients for every page to be full
 PATIENTS=$((RESOURCES / 45 + 10))
@@ -86,19 +91,42 @@ TOKEN=$("$FS" token --print-token | tail -n 1)
 ( umask 077; printf 'Authorization: Bearer %s\n' "$TOKEN" >auth.hdr )
 unset TOKEN
 
-best_client=""
-best_curl=""
+# timed OUT -- command...: run it, write "wall user+sys" (seconds) to OUT
+timed() {
+    local out=$1
+    shift 2
+    local TIMEFORMAT='%3R %3U %3S' wall user sys
+    { time "$@" 2>"$out.err"; } 2>"$out.t" || { cat "$out.err" >&2; return 1; }
+    read -r wall user sys <"$out.t"
+    echo "$wall $(echo "$user + $sys" | bc -l)" >"$out"
+}
+# the sandbox's CPU time so far, in seconds (utime + stime of /proc/PID/stat)
+server_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' \
+        "/proc/$SB_PID/stat"
+}
+min() { if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc -l)" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+
+best_client="" best_curl="" cpu_client="" cpu_curl="" srv_client="" srv_curl=""
 for run in $(seq 1 "$RUNS"); do
-    t0=$(now)
-    "$FS" get --limit "$RESOURCES" "$QUERY" >/dev/null
-    t1=$(now)
-    curl -sf --compressed -H @auth.hdr -H 'Accept: application/fhir+json' -K curl.config
-    t2=$(now)
-    c=$(echo "$t1 - $t0" | bc -l)
-    k=$(echo "$t2 - $t1" | bc -l)
-    printf 'run %d: fhirsync get --all %.3f s, curl %.3f s\n' "$run" "$c" "$k"
-    [ -z "$best_client" ] || [ "$(echo "$c < $best_client" | bc -l)" = 1 ] && best_client=$c
-    [ -z "$best_curl" ] || [ "$(echo "$k < $best_curl" | bc -l)" = 1 ] && best_curl=$k
+    s0=$(server_cpu)
+    timed client.t -- "$FS" get --limit "$RESOURCES" "$QUERY" >/dev/null
+    s1=$(server_cpu)
+    timed curl.t -- curl -sf --compressed -H @auth.hdr -H 'Accept: application/fhir+json' \
+        -K curl.config
+    s2=$(server_cpu)
+    read -r c cc <client.t
+    read -r k kc <curl.t
+    sc=$(echo "$s1 - $s0" | bc -l)
+    sk=$(echo "$s2 - $s1" | bc -l)
+    printf 'run %d: fhirsync get --all %.3f s (CPU %.3f s, sandbox %.2f s), ' "$run" "$c" "$cc" "$sc"
+    printf 'curl %.3f s (CPU %.3f s, sandbox %.2f s)\n' "$k" "$kc" "$sk"
+    best_client=$(min "$best_client" "$c")
+    best_curl=$(min "$best_curl" "$k")
+    cpu_client=$(min "$cpu_client" "$cc")
+    cpu_curl=$(min "$cpu_curl" "$kc")
+    srv_client=$(min "$srv_client" "$sc")
+    srv_curl=$(min "$srv_curl" "$sk")
 done
 rm -f auth.hdr
 
@@ -113,3 +141,6 @@ printf '  curl, same pages in sequence:         %10.0f resources/s  (%.3f s)\n' 
 printf '  ratio client/curl time: %.2f (client overhead %.0f%%)\n' \
     "$(echo "$best_client / $best_curl" | bc -l)" \
     "$(echo "($best_client / $best_curl - 1) * 100" | bc -l)"
+printf '  CPU time (user + system), best: client %.3f s, curl %.3f s (ratio %.2f); ' \
+    "$cpu_client" "$cpu_curl" "$(echo "$cpu_client / $cpu_curl" | bc -l)"
+printf 'sandbox %.2f s / %.2f s\n' "$srv_client" "$srv_curl"

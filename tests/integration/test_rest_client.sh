@@ -303,6 +303,21 @@ expect_match "$(grep -c '"value": 1\.50[^0-9]' "$TMP/fake.ndjson")" '^3$' \
     "decimals keep their digits (1.50)"
 expect_match "$(grep -c '"value": 0\.000120[^0-9]' "$TMP/fake.ndjson")" '^3$' \
     "decimals keep their digits (0.000120)"
+# the scanner is the only check a page gets: it must refuse what a strict JSON parser refuses
+expect_exit 8 "a Bundle with a repeated member name" -- \
+    "$FS" get --base-url "$FAKE" --token-url "$TOKEN_URL" --all 'Patient?bad=duplicate'
+expect_match "$ERR" 'malformed search page from .*: duplicate member "entry" in the Bundle' \
+    "the repeated name is named"
+expect_exit 8 "a Bundle that is not UTF-8" -- \
+    "$FS" get --base-url "$FAKE" --token-url "$TOKEN_URL" --all 'Patient?bad=utf8'
+expect_match "$ERR" 'not valid JSON: invalid UTF-8 in a string at byte 78' "where, and why"
+expect_exit 0 "escaped next links; repeated names inside resources" -- \
+    "$FS" get --base-url "$FAKE" --token-url "$TOKEN_URL" --all Encounter
+printf '%s\n' "$OUT" >"$TMP/enc.ndjson"
+expect_match "$(lines "$TMP/enc.ndjson")" '^4$' "two pages followed through an escaped next link"
+WANT='"status":"planned","status":"finished","text":{"div":"<div>caf\\u00e9 \\/ \\"x\\"<\\/div>"}}$'
+expect_match "$(grep -c "$WANT" "$TMP/enc.ndjson")" '^4$' \
+    "resources are passed on as received, repeated names and escapes too"
 
 # ---- the client-side rate limiter counts token requests too --------------------------------
 # (reads of Patient/pat-1 slowed down by the timeout test may still be logged meanwhile: only the

@@ -1,9 +1,11 @@
-/* unit/test_fhir.c: the FHIR REST client's offline parts: the JSON span scanner (exact bytes of
- * entry resources, grammar checks), Bundle page parsing, OperationOutcome messages, the status to
- * error-code mapping, the token-bucket rate limiter (with a fake clock and a fake sleeper: no
- * timing in the assertions), the origin rule for absolute URLs, and which failed requests are
- * sent again (a local socket that hangs up; a closed port). Requests against a server are
- * covered by tests/integration/test_rest_client.sh with the sandbox. */
+/* unit/test_fhir.c: the FHIR REST client's offline parts: the Bundle scanner (exact bytes of
+ * entry resources, the JSON grammar, UTF-8 and escapes, repeated member names, the values it
+ * reads), Bundle page parsing, OperationOutcome messages, the status to error-code mapping, the
+ * token-bucket rate limiter (with a fake clock and a fake sleeper: no timing in the assertions)
+ * and its per-base-URL keys, the origin rule for absolute URLs, and which failed requests are
+ * sent again (a local socket that hangs up; a closed port; a transfer cancelled mid-way).
+ * Requests against a server are covered by tests/integration/test_rest_client.sh with the
+ * sandbox. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -69,11 +71,11 @@ static void test_span_resources_exact(void **state)
     assert_int_equal(fs_bundle_scan_run(S(bundle), &scan), FS_SPAN_OK);
     assert_true(scan.has_entry && scan.entry_is_array);
     assert_int_equal(scan.entry_count, 2);
-    assert_span(bundle, scan.resources[0], r0);
-    assert_span(bundle, scan.resources[1], r1);
+    assert_span(bundle, scan.entries[0].resource, r0);
+    assert_span(bundle, scan.entries[1].resource, r1);
     assert_span(bundle, scan.resource_type, "\"Bundle\"");
     assert_int_equal(scan.link_count, 2);
-    assert_span(bundle, scan.links[1],
+    assert_span(bundle, scan.links[1].value,
                 "{\"relation\":\"next\",\"url\":\"Observation?_page_token=a}b\"}");
     /* the buffers are reused by the next scan */
     assert_int_equal(fs_bundle_scan_run(S("{\"entry\":[]}"), &scan), FS_SPAN_OK);
@@ -93,16 +95,16 @@ static void test_span_escaped_names(void **state)
     fs_bundle_scan_init(&scan);
     assert_int_equal(fs_bundle_scan_run(S(bundle), &scan), FS_SPAN_OK);
     assert_int_equal(scan.entry_count, 1);
-    assert_span(bundle, scan.resources[0], "{\"resourceType\":\"A\"}");
+    assert_span(bundle, scan.entries[0].resource, "{\"resourceType\":\"A\"}");
     assert_int_equal(scan.link_count, 1);
     /* an entry that is not an object or has no resource: an empty span */
     const char *odd = "{\"entry\":[1,{\"fullUrl\":\"x\"},null,{\"resource\":[1]}]}";
     assert_int_equal(fs_bundle_scan_run(S(odd), &scan), FS_SPAN_OK);
     assert_int_equal(scan.entry_count, 4);
-    assert_int_equal(scan.resources[0].len, 0);
-    assert_int_equal(scan.resources[1].len, 0);
-    assert_int_equal(scan.resources[2].len, 0);
-    assert_span(odd, scan.resources[3], "[1]");
+    assert_int_equal(scan.entries[0].resource.len, 0);
+    assert_int_equal(scan.entries[1].resource.len, 0);
+    assert_int_equal(scan.entries[2].resource.len, 0);
+    assert_span(odd, scan.entries[3].resource, "[1]");
     /* entry present but not an array */
     assert_int_equal(fs_bundle_scan_run(S("{\"entry\":{\"resource\":{}}}"), &scan), FS_SPAN_OK);
     assert_true(scan.has_entry);
@@ -213,6 +215,217 @@ static void test_span_malformed_bundles(void **state)
     fs_bundle_scan_clear(&scan);
 }
 
+/* Scan a Bundle whose only entry's resource is {"resourceType":"A","v":VALUE}. */
+static fs_span_status scan_value_in_resource(const char *value)
+{
+    char text[256];
+    snprintf(text, sizeof text, "{\"entry\":[{\"resource\":{\"resourceType\":\"A\",\"v\":%s}}]}",
+             value);
+    fs_bundle_scan scan;
+    fs_bundle_scan_init(&scan);
+    fs_span_status st = fs_bundle_scan_run(S(text), &scan);
+    fs_bundle_scan_clear(&scan);
+    return st;
+}
+
+static void test_span_strings(void **state)
+{
+    (void)state;
+    /* what jansson accepts in strings, the scanner accepts */
+    const char *ok[] = {"\"\xc3\xa9\"",                     /* é, two bytes */
+                        "\"\xe2\x82\xac\"",                 /* €, three */
+                        "\"\xf0\x9f\x98\x80\"",             /* U+1F600, four */
+                        "\"\xef\xbf\xbf\xf4\x8f\xbf\xbf\"", /* U+FFFF, U+10FFFF */
+                        "\"\\ud83d\\ude00\"",               /* a surrogate pair */
+                        "\"\\u00e9\\u20AC\\uffff\"",
+                        "\"a long string of plain ASCII text, longer than sixteen bytes \"",
+                        "\"sixteen bytes, then \xc3\xa9 and \\\" and \\\\ at odd places\"",
+                        NULL};
+    for (size_t i = 0; ok[i]; i++)
+        if (scan_value_in_resource(ok[i]) != FS_SPAN_OK)
+            fail_msg("refused the valid string %s", ok[i]);
+    /* what it refuses: malformed UTF-8, escapes jansson refuses too */
+    const char *bad[] = {"\"\x80\"",             /* a stray continuation byte */
+                         "\"\xc3\"",             /* a truncated sequence */
+                         "\"\xc3(\"",            /* a lead byte without its tail */
+                         "\"\xc0\xaf\"",         /* overlong '/' */
+                         "\"\xe0\x80\xaf\"",     /* overlong, three bytes */
+                         "\"\xf0\x80\x80\xaf\"", /* overlong, four bytes */
+                         "\"\xed\xa0\x80\"",     /* U+D800 encoded */
+                         "\"\xf4\x90\x80\x80\"", /* beyond U+10FFFF */
+                         "\"\xf5\x80\x80\x80\"", /* an invalid lead byte */
+                         "\"\xff\"",             /* never in UTF-8 */
+                         "\"0123456789abcdef\x80 past the first sixteen\"",
+                         "\"\\ud800\"",        /* a lone high surrogate */
+                         "\"\\ud800x\"",       /* ...followed by text */
+                         "\"\\ud800\\u0041\"", /* ...followed by no low half */
+                         "\"\\udc00\"",        /* a lone low surrogate */
+                         "\"\\u0000\"",        /* NUL: jansson refuses it too */
+                         "\"a\\u00\"",         /* a short escape */
+                         "\"\x7f\x1f\"",       /* a control character */
+                         NULL};
+    for (size_t i = 0; bad[i]; i++)
+        if (scan_value_in_resource(bad[i]) != FS_SPAN_SYNTAX)
+            fail_msg("accepted the malformed string %s", bad[i]);
+    /* invalid UTF-8 in a member name, and outside strings */
+    fs_bundle_scan scan;
+    fs_bundle_scan_init(&scan);
+    assert_int_equal(fs_bundle_scan_run(S("{\"entr\xff\":[]}"), &scan), FS_SPAN_SYNTAX);
+    assert_non_null(strstr(scan.error, "UTF-8"));
+    assert_int_equal(scan.error_offset, 6);
+    assert_int_equal(fs_bundle_scan_run(S("\xef\xbb\xbf{}"), &scan), FS_SPAN_SYNTAX); /* BOM */
+    fs_bundle_scan_clear(&scan);
+}
+
+static void test_span_numbers_and_tops(void **state)
+{
+    (void)state;
+    /* numbers are checked against the grammar only: beyond 64 bits or a double, still JSON */
+    assert_int_equal(scan_value_in_resource("123456789012345678901234567890"), FS_SPAN_OK);
+    assert_int_equal(scan_value_in_resource("1e400"), FS_SPAN_OK);
+    assert_int_equal(scan_value_in_resource("-0.000120"), FS_SPAN_OK);
+    assert_int_equal(scan_value_in_resource("1.5e"), FS_SPAN_SYNTAX);
+    assert_int_equal(scan_value_in_resource("[1,[2,{\"a\":[]}],{}]"), FS_SPAN_OK);
+    assert_int_equal(scan_value_in_resource("[1,[2,{\"a\":[]}],{}"), FS_SPAN_SYNTAX);
+    assert_int_equal(scan_value_in_resource("{\"a\" 1}"), FS_SPAN_SYNTAX);
+    assert_int_equal(scan_value_in_resource("{1:2}"), FS_SPAN_SYNTAX);
+    /* a valid text that is not an object, and texts that are not one value */
+    fs_bundle_scan scan;
+    fs_bundle_scan_init(&scan);
+    assert_int_equal(fs_bundle_scan_run(S(" [1, {\"entry\":[]}] "), &scan), FS_SPAN_NOT_OBJECT);
+    assert_int_equal(fs_bundle_scan_run(S("\"Bundle\""), &scan), FS_SPAN_NOT_OBJECT);
+    assert_int_equal(fs_bundle_scan_run(S("[] []"), &scan), FS_SPAN_SYNTAX);
+    assert_int_equal(fs_bundle_scan_run(S("{} {}"), &scan), FS_SPAN_SYNTAX);
+    assert_non_null(strstr(scan.error, "after the JSON value"));
+    assert_int_equal(fs_bundle_scan_run(S("  \n"), &scan), FS_SPAN_SYNTAX);
+    assert_int_equal(fs_bundle_scan_run(NULL, 0, &scan), FS_SPAN_SYNTAX);
+    fs_bundle_scan_clear(&scan);
+
+    int64_t v = 0;
+    const char *text = "[7, -12, 2.0, 3e2, 2.5, 99999999999999999999, -9223372036854775808]";
+    fs_span n[] = {{1, 1}, {4, 3}, {9, 3}, {14, 3}, {19, 3}, {24, 20}, {46, 20}};
+    assert_true(fs_span_number_integer(text, n[0], &v) && v == 7);
+    assert_true(fs_span_number_integer(text, n[1], &v) && v == -12);
+    assert_true(fs_span_number_integer(text, n[2], &v) && v == 2); /* as jansson-based code did */
+    assert_true(fs_span_number_integer(text, n[3], &v) && v == 300);
+    assert_false(fs_span_number_integer(text, n[4], &v));
+    assert_false(fs_span_number_integer(text, n[5], &v));
+    assert_true(fs_span_number_integer(text, n[6], &v) && v == INT64_MIN);
+}
+
+static void test_span_read_values(void **state)
+{
+    (void)state;
+    /* what the iterator reads: each entry's resource type and search mode, each link's relation
+     * and url, escapes decoded */
+    const char *bundle =
+        "{\"resourceType\":\"B\\u0075ndle\",\"total\":12,"
+        "\"link\":[{\"relation\":\"self\",\"url\":\"a\"},\"odd\","
+        "{\"url\":\"https:\\/\\/h\\/fhir?a=1\\u0026b=\\u00e9\",\"relation\":\"n\\u0065xt\"}],"
+        "\"entry\":[{\"resource\":{\"id\":\"1\",\"resourceType\":\"Observation\","
+        "\"contained\":[{\"resourceType\":\"Patient\"}]},\"search\":{\"mode\":\"match\"}},"
+        "{\"search\":{\"mode\":\"outc\\u006fme\"},\"resource\":{\"resourceType\":"
+        "\"OperationOutcome\"}},"
+        "{\"resource\":{\"resourceType\":{\"not\":\"a string\"},\"x\":\"Patient\"}},"
+        "{\"resource\":{\"resourceType\":\"A\",\"resourceType\":7}},"
+        "{\"resource\":{\"resourceType\":7,\"resourceType\":\"B\"}},"
+        "{\"resource\":[1]}]}";
+    fs_bundle_scan scan;
+    fs_bundle_scan_init(&scan);
+    assert_int_equal(fs_bundle_scan_run(S(bundle), &scan), FS_SPAN_OK);
+    assert_span(bundle, scan.resource_type, "\"B\\u0075ndle\"");
+    assert_span(bundle, scan.total, "12");
+    assert_int_equal(scan.link_count, 3);
+    assert_true(scan.links[0].is_object && !scan.links[0].next && scan.links[0].has_url);
+    assert_false(scan.links[1].is_object);
+    assert_span(bundle, scan.links[1].value, "\"odd\"");
+    assert_true(scan.links[2].next && scan.links[2].has_url);
+    char *url = fs_span_string_decode(bundle, scan.links[2].url);
+    assert_string_equal(url, "https://h/fhir?a=1&b=\xc3\xa9");
+    fs_free(url);
+    assert_true(fs_span_string_equals(bundle, scan.links[2].url, "https://h/fhir?a=1&b=\xc3\xa9"));
+    assert_false(fs_span_string_equals(bundle, scan.links[2].url, "https://h/fhir?a=1&b="));
+
+    assert_int_equal(scan.entry_count, 6);
+    const fs_bundle_entry *e = scan.entries;
+    assert_true(e[0].is_object && e[0].resource_object && e[0].has_type && !e[0].outcome);
+    assert_span(bundle, e[0].resource_type, "Observation"); /* not the contained Patient */
+    assert_true(e[1].has_type && e[1].outcome);
+    assert_false(e[2].has_type); /* an object is no type, nor is a string inside it */
+    assert_false(e[3].has_type); /* a repeated name: the last one counts */
+    assert_true(e[4].has_type);
+    assert_span(bundle, e[4].resource_type, "B");
+    assert_false(e[5].resource_object);
+    assert_span(bundle, e[5].resource, "[1]");
+    fs_bundle_scan_clear(&scan);
+}
+
+static void test_span_duplicates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        fs_span_where where;
+        size_t index;
+        const char *name;
+    } cases[] = {
+        {"{\"entry\":[],\"type\":\"searchset\",\"entry\":[]}", FS_IN_BUNDLE, 0, "entry"},
+        {"{\"\\u0065ntry\":[],\"entry\":[]}", FS_IN_BUNDLE, 0, "entry"}, /* escapes decoded */
+        {"{\"entry\":[{},{\"resource\":{},\"resource\":{}}]}", FS_IN_ENTRY, 1, "resource"},
+        {"{\"entry\":[{\"search\":{\"mode\":\"match\",\"mode\":\"outcome\"}}]}", FS_IN_SEARCH, 0,
+         "mode"},
+        {"{\"link\":[{\"relation\":\"next\",\"url\":\"a\",\"url\":\"b\"}]}", FS_IN_LINK, 0, "url"},
+    };
+    fs_bundle_scan scan;
+    fs_bundle_scan_init(&scan);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        if (fs_bundle_scan_run(S(cases[i].text), &scan) != FS_SPAN_DUPLICATE)
+            fail_msg("case %zu: a repeated name was accepted", i);
+        assert_int_equal(scan.duplicate_in, cases[i].where);
+        assert_int_equal(scan.duplicate_index, cases[i].index);
+        assert_true(fs_span_string_equals(cases[i].text, scan.duplicate, cases[i].name));
+        assert_int_equal(cases[i].text[scan.error_offset], '"');
+    }
+    /* outside the resources every object counts, however deep: Bundle.meta, entry.request,
+     * link extensions, an OperationOutcome answered instead of a Bundle */
+    const char *nested[] = {
+        "{\"resourceType\":\"Bundle\",\"meta\":{\"tag\":[{\"code\":\"a\",\"code\":\"b\"}]}}",
+        "{\"entry\":[{\"request\":{\"method\":\"GET\",\"url\":\"x\",\"method\":\"PUT\"}}]}",
+        "{\"link\":[{\"extension\":[{\"url\":\"a\",\"url\":\"b\"}]}]}",
+        "{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"code\":\"x\",\"code\":\"y\"}]}",
+        NULL};
+    for (size_t i = 0; nested[i]; i++) {
+        if (fs_bundle_scan_run(S(nested[i]), &scan) != FS_SPAN_DUPLICATE)
+            fail_msg("nested case %zu: a repeated name was accepted", i);
+        assert_true(scan.duplicate_nested);
+    }
+    assert_int_equal(scan.duplicate_in, FS_IN_BUNDLE);
+    assert_int_equal(fs_bundle_scan_run(S(nested[1]), &scan), FS_SPAN_DUPLICATE);
+    assert_int_equal(scan.duplicate_in, FS_IN_ENTRY);
+    assert_true(fs_span_string_equals(nested[1], scan.duplicate, "method"));
+    /* inside a resource, names are passed on as received: not checked */
+    const char *inside = "{\"entry\":[{\"resource\":{\"resourceType\":\"A\",\"id\":\"1\",\"id\":"
+                         "\"2\",\"x\":{\"a\":1,\"a\":2}}}]}";
+    assert_int_equal(fs_bundle_scan_run(S(inside), &scan), FS_SPAN_OK);
+    /* names that only look alike are distinct */
+    assert_int_equal(
+        fs_bundle_scan_run(S("{\"entry\":[],\"Entry\":[],\"entry \":[],\"e\":1}"), &scan),
+        FS_SPAN_OK);
+    /* many members: the sorted check finds the repeat, and only a real one */
+    char many[8192];
+    size_t n = (size_t)snprintf(many, sizeof many, "{");
+    for (int i = 0; i < 200; i++)
+        n += (size_t)snprintf(many + n, sizeof many - n, "\"m%d\":%d,", i, i);
+    snprintf(many + n, sizeof many - n, "\"m17\":0}");
+    assert_int_equal(fs_bundle_scan_run(S(many), &scan), FS_SPAN_DUPLICATE);
+    assert_true(fs_span_string_equals(many, scan.duplicate, "m17"));
+    snprintf(many + n, sizeof many - n, "\"m\\u0031\\u0039\\u0039\":0}"); /* "m199" escaped */
+    assert_int_equal(fs_bundle_scan_run(S(many), &scan), FS_SPAN_DUPLICATE);
+    snprintf(many + n, sizeof many - n, "\"m200\":0}");
+    assert_int_equal(fs_bundle_scan_run(S(many), &scan), FS_SPAN_OK);
+    fs_bundle_scan_clear(&scan);
+}
+
 /* ---- pages ----------------------------------------------------------------------------------- */
 
 static void test_page_parse(void **state)
@@ -249,6 +462,26 @@ static void test_page_parse(void **state)
     assert_int_equal(page.count, 0);
     assert_null(page.next);
     assert_int_equal(page.total, -1);
+    /* escapes are decoded where values are read; a resource with a repeated name inside is
+     * handed on as received */
+    const char *escaped =
+        "{\"resourceType\":\"B\\u0075ndle\",\"total\":2.0,\"link\":[{\"relation\":\"next\","
+        "\"url\":\"https:\\/\\/h\\/fhir\\/Observation?page=2\\u0026x=\\\"y\\\"\"}],\"entry\":["
+        "{\"resource\":{\"resourceType\":\"Observation\",\"id\":\"1\",\"id\":\"2\"}}]}";
+    assert_int_equal(fs_fhir_page_parse(S(escaped), "u", &page, &err), FHIRSYNC_OK);
+    assert_string_equal(page.next, "https://h/fhir/Observation?page=2&x=\"y\"");
+    assert_int_equal(page.total, 2);
+    assert_int_equal(page.count, 1);
+    assert_span(escaped, page.entries[0].resource,
+                "{\"resourceType\":\"Observation\",\"id\":\"1\",\"id\":\"2\"}");
+    /* a failure resets the page, and the next parse starts clean */
+    assert_int_equal(
+        fs_fhir_page_parse(S("{\"resourceType\":\"Bundle\",\"entry\":[7]}"), "u", &page, &err),
+        FHIRSYNC_E_PROTOCOL);
+    assert_int_equal(page.count, 0);
+    assert_null(page.next);
+    assert_int_equal(fs_fhir_page_parse(S(body), "u", &page, &err), FHIRSYNC_OK);
+    assert_int_equal(page.count, 3);
     fs_fhir_page_clear(&page);
 }
 
@@ -278,8 +511,31 @@ static void test_page_parse_errors(void **state)
          "Bundle.link is not an array"},
         {"{\"resourceType\":\"Bundle\",\"link\":[{\"relation\":\"next\"}]}",
          "Bundle.link[0] (next) has no url"},
-        {"{\"resourceType\":\"Bundle\",\"entry\":[],\"entry\":[]}", "duplicate"},
+        {"{\"resourceType\":\"Bundle\",\"entry\":[],\"entry\":[]}",
+         "duplicate member \"entry\" in the Bundle"},
+        {"{\"resourceType\":\"Bundle\",\"link\":[{\"relation\":\"next\",\"url\":\"a\","
+         "\"relation\":\"self\"}]}",
+         "duplicate member \"relation\" in Bundle.link[0]"},
+        {"{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":\"A\"},"
+         "\"resource\":{\"resourceType\":\"B\"}}]}",
+         "duplicate member \"resource\" in Bundle.entry[0]"},
+        {"{\"resourceType\":\"Bundle\",\"entry\":[{\"response\":{\"status\":\"200\","
+         "\"status\":\"201\"}}]}",
+         "duplicate member \"status\" in an object inside Bundle.entry[0]"},
         {"{\"resourceType\":\"Bundle\",\"entry\":[", "not a FHIR Bundle"},
+        {"{\"resourceType\":\"Bundle\",\"entry\":[", "not valid JSON: the end of the text"},
+        {"{\"resourceType\":\"Bundle\",\"id\":\"\xc3\x28\"}",
+         "not valid JSON: invalid UTF-8 in a string at byte 31"},
+        {"{\"resourceType\":\"Bundle\",\"id\":\"\\ud800\"}", "surrogate"},
+        {"[{\"resourceType\":\"Bundle\"}]", "(JSON, but not an object)"},
+        {"{\"resourceType\":\"Bundle\"} {}", "more bytes after the JSON value"},
+        {"{\"resourceType\":\"Bund\\nle\"}", "resourceType is 'Bund?le', not Bundle"},
+        {"{\"resourceType\":[\"Bundle\"]}", "resourceType is 'missing'"},
+        {"{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":\"\"}}]}",
+         "Bundle.entry[0].resource has no resourceType"},
+        {"{\"resourceType\":\"Bundle\",\"link\":[{\"relation\":\"next\",\"url\":\"\"}]}",
+         "Bundle.link[0] (next) has no url"},
+        {"{\"resourceType\":\"Bundle\",\"link\":[\"next\"]}", "Bundle.link[0] is not an object"},
     };
     fs_fhir_page page;
     fs_fhir_page_init(&page);
@@ -293,6 +549,51 @@ static void test_page_parse_errors(void **state)
         assert_null(page.next);
     }
     fs_fhir_page_clear(&page);
+}
+
+/* Every allocation of a page parse failing in turn: each run ends in FHIRSYNC_E_NOMEM with an
+ * empty page, or succeeds once no failure fired; nothing leaks (ASan). The page has more than
+ * PAIRWISE_NAMES top-level members (the sorted repeat check allocates), nested objects outside
+ * the resources (the name stacks grow), links and an escaped next URL. */
+static void test_page_parse_alloc_walk(void **state)
+{
+    (void)state;
+    char body[8192];
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"resourceType\":\"Bundle\",");
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n, "\"x%d\":{\"a\":[{\"b\":%d}]},", i, i);
+    n += (size_t)snprintf(body + n, sizeof body - n,
+                          "\"link\":[{\"relation\":\"self\",\"url\":\"a\"},{\"relation\":"
+                          "\"next\",\"url\":\"b?\\u0026c\"}],\"entry\":[");
+    for (int i = 0; i < 150; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n,
+                              "%s{\"resource\":{\"resourceType\":\"A\",\"id\":\"%d\"}}",
+                              i ? "," : "", i);
+    snprintf(body + n, sizeof body - n, "]}");
+    unsigned long failures = 0;
+    for (unsigned long at = 1; at < 1000; at++) {
+        fs_fhir_page page;
+        fs_fhir_page_init(&page);
+        fhirsync_error err = {0};
+        fs_alloc_fail_at(at);
+        fhirsync_code rc = fs_fhir_page_parse(S(body), "u", &page, &err);
+        bool fired = fs_alloc_failure_fired();
+        fs_alloc_fail_at(0);
+        if (!fired) {
+            assert_int_equal(rc, FHIRSYNC_OK);
+            assert_int_equal(page.count, 150);
+            assert_string_equal(page.next, "b?&c");
+            fs_fhir_page_clear(&page);
+            break;
+        }
+        failures++;
+        if (rc != FHIRSYNC_E_NOMEM)
+            fail_msg("allocation %lu failed: code %d, '%s'", at, rc, err.message);
+        assert_int_equal(page.count, 0);
+        assert_null(page.next);
+        fs_fhir_page_clear(&page);
+    }
+    assert_true(failures >= 5);
 }
 
 /* ---- OperationOutcome, statuses, messages ---------------------------------------------------- */
@@ -473,20 +774,44 @@ static void test_ratelimit_registry(void **state)
     for (int i = 0; i < 5; i++)
         assert_int_equal(fs_ratelimit_acquire("https://a/fhir", "c", 0, &err), FHIRSYNC_OK);
     assert_int_equal(sleeps, 0);
-    /* 120 per minute: 500 ms apart; same origin and client share a bucket, whatever the path */
-    assert_int_equal(fs_ratelimit_acquire("https://a/fhir", "c", 120, &err), FHIRSYNC_OK);
-    assert_int_equal(fs_ratelimit_acquire("https://A:443/other/path", "c", 120, &err), 0);
-    assert_int_equal(fs_ratelimit_acquire("https://a/fhir/Patient", "c", 120, &err), 0);
+    /* 120 per minute: 500 ms apart; the same base URL and client share a bucket, however the
+     * URL's origin is spelled, with or without a trailing slash, query or fragment */
+    const char *p1 = "https://fhir4.eclinicalworks.com/fhir/r4/PRACTICE1";
+    assert_int_equal(fs_ratelimit_acquire(p1, "c", 120, &err), FHIRSYNC_OK);
+    assert_int_equal(fs_ratelimit_acquire("HTTPS://FHIR4.eClinicalWorks.com:443/fhir/r4/PRACTICE1/",
+                                          "c", 120, &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(
+        fs_ratelimit_acquire("https://fhir4.eclinicalworks.com/fhir/r4/PRACTICE1//?x=1#f", "c", 120,
+                             &err),
+        FHIRSYNC_OK);
     assert_int_equal(sleeps, 2);
     assert_int_equal(slept[0], 500);
     assert_int_equal(slept[1], 500);
-    /* another client or another origin: its own bucket */
-    assert_int_equal(fs_ratelimit_acquire("https://a/fhir", "other", 120, &err), FHIRSYNC_OK);
+    /* eClinicalWorks counts per practice, named in the path: another practice on the same
+     * origin is another bucket; so are another client and another host */
+    assert_int_equal(
+        fs_ratelimit_acquire("https://fhir4.eclinicalworks.com/fhir/r4/PRACTICE2", "c", 120, &err),
+        FHIRSYNC_OK);
+    assert_int_equal(
+        fs_ratelimit_acquire("https://fhir4.eclinicalworks.com/fhir/r4/practice1", "c", 120, &err),
+        FHIRSYNC_OK); /* paths are case-sensitive */
+    assert_int_equal(
+        fs_ratelimit_acquire("https://fhir4.eclinicalworks.com/fhir/r4", "c", 120, &err),
+        FHIRSYNC_OK);
+    assert_int_equal(fs_ratelimit_acquire(p1, "other", 120, &err), FHIRSYNC_OK);
     assert_int_equal(fs_ratelimit_acquire("https://b/fhir", "c", 120, &err), FHIRSYNC_OK);
+    assert_int_equal(fs_ratelimit_acquire("not a url", "c", 120, &err), FHIRSYNC_OK);
     assert_int_equal(sleeps, 2);
+    /* a longer path on the same origin (a resource URL) is not the base: its own bucket, so
+     * callers pass the FHIR base URL, as client.c and token.c do */
+    assert_int_equal(fs_ratelimit_acquire("https://b/fhir/Patient", "c", 120, &err), FHIRSYNC_OK);
+    assert_int_equal(sleeps, 2);
+    assert_int_equal(fs_ratelimit_acquire("https://b/fhir/", "c", 120, &err), FHIRSYNC_OK);
+    assert_int_equal(sleeps, 3);
     /* cancellation during the wait */
     cancel_sleep = true;
-    assert_int_equal(fs_ratelimit_acquire("https://a/fhir", "c", 120, &err), FHIRSYNC_E_CANCELLED);
+    assert_int_equal(fs_ratelimit_acquire("https://b/fhir", "c", 120, &err), FHIRSYNC_E_CANCELLED);
     assert_non_null(strstr(err.message, "cancelled"));
     cancel_sleep = false;
     fs_ratelimit_set_clock(NULL, NULL);
@@ -630,12 +955,15 @@ static void test_origin_rule(void **state)
 /* ---- retries of requests that failed on the way ---------------------------------------------- */
 
 /* A server that accepts connections, reads the request and hangs up without answering: the
- * request reached it, so a POST must not be sent again. */
+ * request reached it, so a POST must not be sent again. With `hold`, it answers nothing and keeps
+ * the connection open instead, after calling fhirsync_cancel(): the client's transfer is in
+ * progress when the cancellation comes. */
 typedef struct hang_up_server {
     int fd;
     int port;
     atomic_int accepted;
     atomic_bool stop;
+    atomic_bool hold;
     pthread_t thread;
 } hang_up_server;
 
@@ -652,6 +980,13 @@ static void *hang_up(void *arg)
         char buf[4096];
         (void)read(c, buf, sizeof buf);
         atomic_fetch_add(&s->accepted, 1);
+        if (atomic_load(&s->hold)) {
+            fhirsync_cancel();
+            /* until the client gives up (its end closes) or the test ends */
+            struct pollfd q = {.fd = c, .events = POLLIN};
+            while (!atomic_load(&s->stop) && (poll(&q, 1, 50) <= 0 || read(c, buf, 1) > 0))
+                ;
+        }
         close(c);
     }
     return NULL;
@@ -705,14 +1040,28 @@ static void test_retry_rules(void **state)
     assert_int_equal(fs_fhir_perform(f->client, &get, &resp, &err), FHIRSYNC_E_NETWORK);
     assert_int_equal(atomic_load(&srv.accepted), 2);
     assert_int_equal(retry_lines, 1);
+    assert_true(resp.request_sent);
 
-    /* a POST that reached the server is never replayed */
+    /* a POST that reached the server is never replayed: the http layer says it was sent,
+     * whatever libcurl's message (the decision no longer reads message texts) */
     retry_lines = 0;
     fs_fhir_request post = {
         .method = "POST", .target = url, .body = "{}", .body_len = 2, .anonymous = true};
     assert_int_equal(fs_fhir_perform(f->client, &post, &resp, &err), FHIRSYNC_E_NETWORK);
     assert_int_equal(atomic_load(&srv.accepted), 3);
     assert_int_equal(retry_lines, 0);
+    assert_true(resp.request_sent);
+
+    /* fhirsync_cancel() during a transfer: it stops (libcurl's progress callback), is reported
+     * as a cancellation, and is not retried as a network error would be */
+    atomic_store(&srv.hold, true);
+    retry_lines = 0;
+    assert_int_equal(fs_fhir_perform(f->client, &get, &resp, &err), FHIRSYNC_E_CANCELLED);
+    assert_int_equal(err.code, FHIRSYNC_E_CANCELLED);
+    assert_non_null(strstr(err.message, "cancelled"));
+    assert_int_equal(atomic_load(&srv.accepted), 4);
+    assert_int_equal(retry_lines, 0);
+    fhirsync_cancel_reset();
     hang_up_stop(&srv);
 
     /* a POST whose connection was refused never reached anyone: it may be retried */
@@ -720,6 +1069,7 @@ static void test_retry_rules(void **state)
     post.target = url; /* the port is closed now */
     assert_int_equal(fs_fhir_perform(f->client, &post, &resp, &err), FHIRSYNC_E_NETWORK);
     assert_int_equal(retry_lines, 1);
+    assert_false(resp.request_sent);
 
     /* cancellation stops before anything is sent */
     fhirsync_cancel();
@@ -727,6 +1077,67 @@ static void test_retry_rules(void **state)
     fhirsync_cancel_reset();
     fs_http_response_clear(&resp);
     fhirsync_log_set(NULL, NULL, FHIRSYNC_LOG_ERROR);
+}
+
+/* A body buffered into the caller's buffer (fs_fhir_request.into): capped like a response body,
+ * and the cap is reported as such, not as a cancellation. A one-shot server answers 200 with a
+ * body larger than the cap. */
+static void *answer_big(void *arg)
+{
+    int fd = *(int *)arg;
+    int c = accept(fd, NULL, NULL);
+    if (c < 0)
+        return NULL;
+    char buf[4096];
+    (void)read(c, buf, sizeof buf);
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n"
+                               "Content-Length: 5000\r\nConnection: close\r\n\r\n";
+    char body[5000];
+    memset(body, ' ', sizeof body);
+    body[0] = '{';
+    body[sizeof body - 1] = '}';
+    (void)!write(c, head, sizeof head - 1);
+    (void)!write(c, body, sizeof body);
+    close(c);
+    return NULL;
+}
+
+static void test_buffer_cap(void **state)
+{
+    fixture *f = *state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/fhir/Patient", ntohs(addr.sin_port));
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, answer_big, &fd), 0);
+    fs_buf into;
+    fs_buf_init(&into);
+    assert_true(fs_buf_append(&into, "stale", 5));
+    fs_http_response resp;
+    fs_http_response_init(&resp);
+    fhirsync_error err = {0};
+    fs_fhir_request req = {.target = url, .anonymous = true, .into = &into, .max_body = 4096};
+    assert_int_equal(fs_fhir_perform(f->client, &req, &resp, &err), FHIRSYNC_E_TOO_LARGE);
+    assert_non_null(strstr(err.message, "larger than the 4096-byte limit"));
+    pthread_join(thread, NULL);
+    /* the same request with room for it: the body lands in the buffer, emptied first */
+    assert_int_equal(pthread_create(&thread, NULL, answer_big, &fd), 0);
+    req.max_body = 5000;
+    assert_int_equal(fs_fhir_perform(f->client, &req, &resp, &err), FHIRSYNC_OK);
+    pthread_join(thread, NULL);
+    assert_int_equal(resp.status, 200);
+    assert_int_equal(into.len, 5000);
+    assert_int_equal(into.data[0], '{');
+    assert_int_equal(resp.body.len, 0);
+    fs_buf_free(&into);
+    fs_http_response_clear(&resp);
+    close(fd);
 }
 
 int main(void)
@@ -737,8 +1148,13 @@ int main(void)
         cmocka_unit_test(test_span_escaped_names),
         cmocka_unit_test(test_span_values),
         cmocka_unit_test(test_span_malformed_bundles),
+        cmocka_unit_test(test_span_strings),
+        cmocka_unit_test(test_span_numbers_and_tops),
+        cmocka_unit_test(test_span_read_values),
+        cmocka_unit_test(test_span_duplicates),
         cmocka_unit_test(test_page_parse),
         cmocka_unit_test(test_page_parse_errors),
+        cmocka_unit_test(test_page_parse_alloc_walk),
         cmocka_unit_test(test_outcome),
         cmocka_unit_test(test_status_codes),
         cmocka_unit_test(test_describe_and_status_error),
@@ -747,6 +1163,7 @@ int main(void)
         cmocka_unit_test(test_ratelimit_window),
         cmocka_unit_test_setup_teardown(test_origin_rule, setup_client, teardown_client),
         cmocka_unit_test_setup_teardown(test_retry_rules, setup_client, teardown_client),
+        cmocka_unit_test_setup_teardown(test_buffer_cap, setup_client, teardown_client),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();

@@ -416,6 +416,8 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
         req.max_body = FS_TOKEN_MAX_BODY;
         fs_log(FHIRSYNC_LOG_INFO, "token: requesting a token from %s for scope '%s' (%s)",
                auth->token_url, auth->scope, auth->method);
+        /* keyed like the FHIR requests, by the FHIR base URL (not the token URL) and the
+         * client id: the token request counts against the same practice's budget */
         rc = fs_ratelimit_acquire(auth->base_url, auth->client_id,
                                   fs_endpoint_long(auth->ep, "rate_limit"), err);
         if (rc == FHIRSYNC_OK)

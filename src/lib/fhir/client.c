@@ -79,8 +79,8 @@ fhirsync_code fhirsync_client_new(const fhirsync_endpoint *ep, fhirsync_client *
     c->retry_cap = fs_endpoint_long(c->ep, "retry_cap");
     c->rate_limit = fs_endpoint_long(c->ep, "rate_limit");
     if (c->rate_limit > 0)
-        fs_log(FHIRSYNC_LOG_DEBUG, "client: rate limit %ld requests per minute for %s",
-               c->rate_limit, c->origin);
+        fs_log(FHIRSYNC_LOG_DEBUG, "client: rate limit %ld requests per minute for %s (client %s)",
+               c->rate_limit, c->base_url, c->client_id ? c->client_id : "?");
 out:
     if (rc != FHIRSYNC_OK)
         fhirsync_client_free(c);
@@ -102,7 +102,9 @@ fhirsync_code fhirsync_client_errcode(const fhirsync_client *client)
 fhirsync_code fs_fhir_set_error(fhirsync_client *client, const fhirsync_error *err)
 {
     if (!err || err->code == FHIRSYNC_OK) {
-        memset(&client->err, 0, sizeof client->err);
+        /* called for every resource a search hands out: clear the 1 KiB message only when set */
+        if (client->err.code != FHIRSYNC_OK || client->err.http_status || client->err.message[0])
+            memset(&client->err, 0, sizeof client->err);
         return FHIRSYNC_OK;
     }
     client->err = *err;
@@ -180,22 +182,6 @@ static bool header_named(const char *line, const char *name)
     return strncasecmp(line, name, n) == 0 && line[n] == ':';
 }
 
-/* Whether a transport error says the connection was never made, so that nothing reached the
- * server and even a POST may be sent again. fs_http reports libcurl's message; these are the
- * texts of CURLE_COULDNT_CONNECT and CURLE_COULDNT_RESOLVE_HOST. */
-static bool never_reached_server(const fhirsync_error *e)
-{
-    static const char *const phrases[] = {"Failed to connect",  "Couldn't connect",
-                                          "Could not resolve",  "Couldn't resolve",
-                                          "Connection refused", NULL};
-    if (e->code != FHIRSYNC_E_NETWORK)
-        return false;
-    for (size_t i = 0; phrases[i]; i++)
-        if (strstr(e->message, phrases[i]))
-            return true;
-    return false;
-}
-
 /* Accept line, the profile's headers, the caller's; a Content-Type for bodies. NULL-terminated
  * array of borrowed strings except `accept_line` (owned by the caller of this function). */
 static const char **build_headers(const fhirsync_client *c, const fs_fhir_request *req,
@@ -252,6 +238,28 @@ static bool count_into_sink(const char *data, size_t len, void *userdata)
     return cs->sink(data, len, cs->userdata);
 }
 
+/* A 2xx body buffered in the caller's buffer (fs_fhir_request.into), capped like resp->body. */
+typedef struct buffer_sink {
+    fs_buf *into;
+    size_t max_body;
+    bool too_large;
+    bool oom;
+} buffer_sink;
+
+static bool append_to_buffer(const char *data, size_t len, void *userdata)
+{
+    buffer_sink *bs = userdata;
+    if (len > bs->max_body - bs->into->len) {
+        bs->too_large = true;
+        return false;
+    }
+    if (!fs_buf_append(bs->into, data, len)) {
+        bs->oom = true;
+        return false;
+    }
+    return true;
+}
+
 fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
                               fs_http_response *resp, fhirsync_error *err)
 {
@@ -262,6 +270,7 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
     const char *method = req->method ? req->method : "GET";
     bool idempotent = strcasecmp(method, "POST") != 0 && strcasecmp(method, "PATCH") != 0;
     counting_sink cs = {.sink = req->sink, .userdata = req->sink_userdata};
+    buffer_sink bs = {.into = req->into, .max_body = req->max_body ? req->max_body : c->max_body};
     bool renewed = false, force_new = false;
     fhirsync_code rc = fs_fhir_resolve(c, req->target, !req->anonymous, &url, &e);
     if (rc != FHIRSYNC_OK)
@@ -275,8 +284,9 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
             rc = fs_err(&e, FHIRSYNC_E_CANCELLED, "cancelled before requesting %s", url);
             break;
         }
-        /* the token first: a token request takes its own slot of the rate limit, and the slot
-         * of this request must be taken right before it is sent */
+        /* the token first: a token request takes its own slot of the rate limit (the bucket of
+         * this base URL and client id: token.c keys it the same way), and the slot of this
+         * request must be taken right before it is sent */
         fhirsync_token token = {0};
         if (!req->anonymous) {
             rc = fhirsync_auth_token(c->auth, force_new, &token, &e);
@@ -300,18 +310,33 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
         hr.max_body = req->max_body ? req->max_body : c->max_body;
         hr.sink = req->sink ? count_into_sink : NULL;
         hr.sink_userdata = req->sink ? &cs : NULL;
+        if (req->into) {
+            /* every attempt starts from an empty buffer: a retry replaces, never appends */
+            fs_buf_reset(req->into);
+            bs.too_large = bs.oom = false;
+            hr.sink = append_to_buffer;
+            hr.sink_userdata = &bs;
+        }
         hr.range_from = req->range_from;
         rc = fs_http_perform(c->http, &hr, resp, &e);
+        if (rc == FHIRSYNC_E_CANCELLED && bs.too_large)
+            rc = fs_err(&e, FHIRSYNC_E_TOO_LARGE,
+                        "response from %s is larger than the %zu-byte limit (refused)", url,
+                        bs.max_body);
+        else if (rc == FHIRSYNC_E_CANCELLED && bs.oom)
+            rc = fs_err(&e, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
 
         char reason[sizeof e.message + 64];
         int64_t retry_after = -1;
         if (rc == FHIRSYNC_E_NETWORK || rc == FHIRSYNC_E_TIMEOUT) {
             if (cs.delivered > 0)
                 break; /* the sink has part of the body: the caller decides (resume) */
-            if (!idempotent && !never_reached_server(&e))
+            if (!idempotent && resp->request_sent)
                 break; /* a POST may have been processed: never replayed blindly */
             snprintf(reason, sizeof reason, "%s", e.message);
         } else if (rc != FHIRSYNC_OK) {
+            /* FHIRSYNC_E_CANCELLED (fhirsync_cancel() stopped the transfer, or a sink refused
+             * the body), TLS, URL, redirect, size and memory errors: final */
             break;
         } else if (resp->status == 401 && resp->token_sent && !renewed) {
             /* the token was revoked or expired early: one new token, one more try */

@@ -1,7 +1,8 @@
 /* fhir/search.c: paged FHIR searches, one resource at a time. A search holds exactly one page:
- * its body as received, and where each entry.resource lies in it (span.c); resources are handed
- * out as those exact bytes. The page is freed before the next one is fetched, so memory stays
- * flat however many pages a search has.
+ * its body as received, and where each entry.resource lies in it; resources are handed out as
+ * those exact bytes. The page is validated once, by the Bundle scanner (span.c), which also finds
+ * those places: no parse tree is built. The next page replaces it in the same buffer, so memory
+ * stays flat however many pages a search has (the largest page's size).
  *
  * Paging follows Bundle.link[relation=next] as an opaque URL, resolved against the base when
  * relative. A next link on another origin is not followed (the token goes only to the FHIR
@@ -15,7 +16,7 @@
 #include <string.h>
 
 #include "fhir/fhir_internal.h"
-#include "json/json.h"
+#include "json/json.h" /* fs_looks_like_html only: pages are validated by span.c */
 
 /* Pages whose URL hashes are kept in the exact set: 16384 pages of 8 bytes (in a table at most
  * twice that size), far beyond any real search at _count=100 that a loop would mimic. */
@@ -32,7 +33,6 @@ void fs_fhir_page_init(fs_fhir_page *page)
 
 void fs_fhir_page_reset(fs_fhir_page *page)
 {
-    fs_free(page->entries);
     fs_free(page->next);
     page->entries = NULL;
     page->next = NULL;
@@ -62,128 +62,178 @@ static fhirsync_code page_fail(fs_fhir_page *page, fhirsync_error *err, const ch
     return fs_err(err, FHIRSYNC_E_PROTOCOL, "malformed search page from %s: %s", url, what);
 }
 
-/* The Bundle's first link with relation "next"; FHIRSYNC_E_PROTOCOL on malformed links. */
-static fhirsync_code read_links(const json_t *doc, const char *url, fs_fhir_page *page,
-                                fhirsync_error *err)
+/* A string value for a message: decoded, cut to fit on a character boundary, control characters
+ * shown as '?' (a message is one line). */
+static void quote_value(const char *body, fs_span content, char *buf, size_t size)
 {
-    const json_t *links = json_object_get(doc, "link");
-    if (!links)
-        return FHIRSYNC_OK;
-    if (!json_is_array(links))
-        return page_fail(page, err, url, "Bundle.link is not an array");
-    for (size_t i = 0; i < json_array_size(links); i++) {
-        const json_t *link = json_array_get(links, i);
-        if (!json_is_object(link))
-            return page_fail(page, err, url, "Bundle.link[%zu] is not an object", i);
-        if (!fs_streq(fs_json_str(link, "relation"), "next") || page->next)
-            continue;
-        const char *next = fs_json_str(link, "url");
-        if (!next || !*next)
-            return page_fail(page, err, url, "Bundle.link[%zu] (next) has no url", i);
-        if (!(page->next = fs_strdup(next)))
-            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading a search page");
+    buf[0] = '\0';
+    char *value = fs_span_string_decode(body, content);
+    if (!value)
+        return;
+    size_t n = strlen(value);
+    if (n >= size) {
+        n = size - 1;
+        while (n > 0 && ((unsigned char)value[n] & 0xC0) == 0x80)
+            n--; /* value[n], the first byte left out, must start a character */
     }
-    return FHIRSYNC_OK;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)value[i];
+        buf[i] = (char)(c < 0x20 || c == 0x7F ? '?' : c);
+    }
+    buf[n] = '\0';
+    fs_free(value);
+}
+
+/* The page is not one JSON object: say what it is instead. */
+static fhirsync_code not_json(const char *body, size_t len, const char *url, fs_span_status st,
+                              const fs_bundle_scan *scan, fhirsync_error *err)
+{
+    char desc[200];
+    fs_fhir_describe_body(body, len, NULL, desc, sizeof desc);
+    if (fs_looks_like_html(body, len)) /* where the JSON failed in it would add nothing */
+        return fs_err(err, FHIRSYNC_E_PROTOCOL, "the search page from %s is not a FHIR Bundle: %s",
+                      url, desc);
+    if (st == FS_SPAN_NOT_OBJECT)
+        return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                      "the search page from %s is not a FHIR Bundle: %s (JSON, but not an object)",
+                      url, desc);
+    if (st == FS_SPAN_DEPTH)
+        return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                      "the search page from %s is not a FHIR Bundle: %s (nested more than %d "
+                      "levels deep, near byte %zu)",
+                      url, desc, FS_SPAN_MAX_DEPTH, scan->error_offset);
+    return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                  "the search page from %s is not a FHIR Bundle: %s (not valid JSON: %s at byte "
+                  "%zu)",
+                  url, desc, scan->error ? scan->error : "malformed", scan->error_offset);
+}
+
+/* A member name repeated where it makes the page ambiguous. */
+static fhirsync_code duplicate(fs_fhir_page *page, const char *body, const char *url,
+                               fhirsync_error *err)
+{
+    const fs_bundle_scan *scan = &page->scan;
+    char name[72], where[64];
+    quote_value(body, scan->duplicate, name, sizeof name);
+    switch (scan->duplicate_in) {
+    case FS_IN_ENTRY:
+        snprintf(where, sizeof where, "Bundle.entry[%zu]", scan->duplicate_index);
+        break;
+    case FS_IN_SEARCH:
+        snprintf(where, sizeof where, "Bundle.entry[%zu].search", scan->duplicate_index);
+        break;
+    case FS_IN_LINK:
+        snprintf(where, sizeof where, "Bundle.link[%zu]", scan->duplicate_index);
+        break;
+    default: snprintf(where, sizeof where, "the Bundle"); break;
+    }
+    return page_fail(page, err, url, "duplicate member \"%s\" in %s%s (byte %zu)", name,
+                     scan->duplicate_nested ? "an object inside " : "", where, scan->error_offset);
 }
 
 fhirsync_code fs_fhir_page_parse(const char *body, size_t len, const char *url, fs_fhir_page *page,
                                  fhirsync_error *err)
 {
     fs_fhir_page_reset(page);
-    fhirsync_code rc = FHIRSYNC_OK;
-    fhirsync_error jerr = {0};
-    json_t *doc = fs_json_parse(body, len, true, "the body", &jerr);
-    if (!doc) {
-        if (jerr.code == FHIRSYNC_E_NOMEM)
-            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory parsing a search page");
-        char desc[200];
-        fs_fhir_describe_body(body, len, NULL, desc, sizeof desc);
-        if (fs_looks_like_html(body, len)) /* jansson's position in it would add nothing */
-            return fs_err(err, FHIRSYNC_E_PROTOCOL,
-                          "the search page from %s is not a FHIR Bundle: %s", url, desc);
-        return fs_err(err, FHIRSYNC_E_PROTOCOL,
-                      "the search page from %s is not a FHIR Bundle: %s (%s)", url, desc,
-                      jerr.message);
-    }
-    const char *type = fs_json_str(doc, "resourceType");
-    if (!fs_streq(type, "Bundle")) {
-        fs_outcome outcome;
-        if (fs_streq(type, "OperationOutcome") && fs_outcome_parse(body, len, &outcome))
-            rc = fs_err(err, FHIRSYNC_E_PROTOCOL,
-                        "the search page from %s is an OperationOutcome, not a Bundle: %s", url,
-                        outcome.summary);
-        else
-            rc = page_fail(page, err, url, "resourceType is '%.64s', not Bundle",
-                           type ? type : "missing");
-        goto out;
-    }
-    const json_t *entries = json_object_get(doc, "entry");
-    if (entries && !json_is_array(entries)) {
-        rc = page_fail(page, err, url, "Bundle.entry is not an array");
-        goto out;
-    }
-    size_t count = json_array_size(entries);
-    int64_t total;
-    page->total =
-        fs_json_int(doc, "total", &total) && total >= 0 && total <= INT32_MAX ? (long)total : -1;
-    rc = read_links(doc, url, page, err);
-    if (rc != FHIRSYNC_OK)
-        goto out;
-
-    /* the bytes come from the scanner; jansson's view must agree with it */
+    const fs_bundle_scan *scan = &page->scan;
+    fhirsync_code rc;
     fs_span_status st = fs_bundle_scan_run(body, len, &page->scan);
     if (st == FS_SPAN_NOMEM) {
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory scanning a search page");
         goto out;
     }
-    if (st != FS_SPAN_OK || page->scan.entry_count != count) {
-        char detail[64];
-        snprintf(detail, sizeof detail, " near byte %zu", page->scan.error_offset);
-        rc = page_fail(page, err, url, "its entries could not be located%s",
-                       st == FS_SPAN_DEPTH ? " (nested too deeply)" : detail);
+    if (st == FS_SPAN_DUPLICATE) {
+        rc = duplicate(page, body, url, err);
         goto out;
     }
-    if (count && !(page->entries = fs_calloc(count, sizeof *page->entries))) {
-        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading a search page");
+    if (st != FS_SPAN_OK) {
+        rc = not_json(body, len, url, st, scan, err);
         goto out;
     }
-    for (size_t i = 0; i < count; i++) {
-        const json_t *entry = json_array_get(entries, i);
-        if (!json_is_object(entry)) {
+
+    /* a Bundle? (the value's content is between its quotes) */
+    fs_span type = scan->resource_type;
+    bool type_is_string = type.len >= 2 && body[type.start] == '"';
+    fs_span type_content = {type.start + 1, type_is_string ? type.len - 2 : 0};
+    if (!type_is_string || !fs_span_string_equals(body, type_content, "Bundle")) {
+        fs_outcome outcome;
+        char shown[72] = "missing";
+        if (type_is_string && fs_span_string_equals(body, type_content, "OperationOutcome") &&
+            fs_outcome_parse(body, len, &outcome)) {
+            rc = fs_err(err, FHIRSYNC_E_PROTOCOL,
+                        "the search page from %s is an OperationOutcome, not a Bundle: %s", url,
+                        outcome.summary);
+            goto out;
+        }
+        if (type_is_string)
+            quote_value(body, type_content, shown, sizeof shown);
+        rc = page_fail(page, err, url, "resourceType is '%s', not Bundle", shown);
+        goto out;
+    }
+    if (scan->has_entry && !scan->entry_is_array) {
+        rc = page_fail(page, err, url, "Bundle.entry is not an array");
+        goto out;
+    }
+    int64_t total;
+    page->total = scan->total.len && fs_span_number_integer(body, scan->total, &total) &&
+                          total >= 0 && total <= INT32_MAX
+                      ? (long)total
+                      : -1;
+
+    /* the first link with relation "next" */
+    if (scan->has_link && !scan->link_is_array) {
+        rc = page_fail(page, err, url, "Bundle.link is not an array");
+        goto out;
+    }
+    for (size_t i = 0; i < scan->link_count; i++) {
+        const fs_bundle_link *link = &scan->links[i];
+        if (!link->is_object) {
+            rc = page_fail(page, err, url, "Bundle.link[%zu] is not an object", i);
+            goto out;
+        }
+        if (!link->next || page->next)
+            continue;
+        if (!link->has_url || link->url.len == 0) {
+            rc = page_fail(page, err, url, "Bundle.link[%zu] (next) has no url", i);
+            goto out;
+        }
+        if (!(page->next = fs_span_string_decode(body, link->url))) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading a search page");
+            goto out;
+        }
+    }
+
+    /* every entry a resource with a type */
+    size_t outcomes = 0;
+    for (size_t i = 0; i < scan->entry_count; i++) {
+        const fs_bundle_entry *entry = &scan->entries[i];
+        if (!entry->is_object) {
             rc = page_fail(page, err, url, "Bundle.entry[%zu] is not an object", i);
             goto out;
         }
-        const json_t *resource = json_object_get(entry, "resource");
-        if (!json_is_object(resource)) {
+        if (!entry->resource_object) {
             rc = page_fail(page, err, url, "Bundle.entry[%zu] has no resource object", i);
             goto out;
         }
-        const char *rtype = fs_json_str(resource, "resourceType");
-        if (!rtype || !*rtype) {
+        if (!entry->has_type || entry->resource_type.len == 0) {
             rc = page_fail(page, err, url, "Bundle.entry[%zu].resource has no resourceType", i);
             goto out;
         }
-        fs_span span = page->scan.resources[i];
-        if (span.len < 2 || body[span.start] != '{') {
-            rc = page_fail(page, err, url, "Bundle.entry[%zu].resource could not be located", i);
-            goto out;
-        }
-        page->entries[i].resource = span;
-        page->entries[i].outcome =
-            fs_streq(fs_json_str(json_object_get(entry, "search"), "mode"), "outcome");
-        if (page->entries[i].outcome) {
-            page->outcomes++;
-            fs_outcome outcome;
-            bool parsed = fs_outcome_parse(body + span.start, span.len, &outcome);
-            fs_log(FHIRSYNC_LOG_WARN,
-                   "search: skipped entry %zu of %s (search.mode outcome, a "
-                   "%s): %s",
-                   i, url, rtype, parsed ? outcome.summary : "no issues readable");
-        }
+        if (!entry->outcome)
+            continue;
+        outcomes++;
+        fs_outcome outcome;
+        char rtype[72];
+        quote_value(body, entry->resource_type, rtype, sizeof rtype);
+        bool parsed = fs_outcome_parse(body + entry->resource.start, entry->resource.len, &outcome);
+        fs_log(FHIRSYNC_LOG_WARN, "search: skipped entry %zu of %s (search.mode outcome, a %s): %s",
+               i, url, rtype, parsed ? outcome.summary : "no issues readable");
     }
-    page->count = count;
+    page->entries = scan->entries;
+    page->count = scan->entry_count;
+    page->outcomes = outcomes;
+    rc = FHIRSYNC_OK;
 out:
-    json_decref(doc);
     if (rc != FHIRSYNC_OK)
         fs_fhir_page_reset(page);
     return rc;
@@ -271,7 +321,8 @@ static bool set_contains_or_add(visited_set *v, uint64_t h, bool *seen)
 struct fhirsync_search {
     fhirsync_client *client;
     char *next_url;        /* the page to fetch next, NULL: none */
-    fs_http_response resp; /* the current page */
+    fs_http_response resp; /* the current page's response (a non-2xx body) */
+    fs_buf body;           /* the current page's body, its memory kept from page to page */
     char *page_url;        /* its URL */
     fs_fhir_page page;
     size_t index; /* next entry of the page to look at */
@@ -306,6 +357,7 @@ fhirsync_code fhirsync_search_start(fhirsync_client *client, const char *query,
     s->client = client;
     s->total = -1;
     fs_http_response_init(&s->resp);
+    fs_buf_init(&s->body);
     fs_fhir_page_init(&s->page);
     fhirsync_code rc = fs_fhir_resolve(client, query, true, &s->next_url, &e);
     bool seen;
@@ -367,7 +419,7 @@ static fhirsync_code fetch_page(fhirsync_search *s, fhirsync_error *err)
     s->page_url = s->next_url;
     s->next_url = NULL;
     s->index = 0;
-    fs_fhir_request req = {.target = s->page_url};
+    fs_fhir_request req = {.target = s->page_url, .into = &s->body};
     fhirsync_code rc = fs_fhir_perform(s->client, &req, &s->resp, err);
     if (rc != FHIRSYNC_OK)
         return rc;
@@ -389,7 +441,7 @@ static fhirsync_code fetch_page(fhirsync_search *s, fhirsync_error *err)
                "reading it as JSON",
                answered, type);
     }
-    rc = fs_fhir_page_parse(s->resp.body.data, s->resp.body.len, answered, &s->page, err);
+    rc = fs_fhir_page_parse(s->body.data, s->body.len, answered, &s->page, err);
     if (rc != FHIRSYNC_OK)
         return rc;
     if (s->pages == 1)
@@ -418,12 +470,12 @@ fhirsync_code fhirsync_search_next(fhirsync_search *s, const char **resource, si
         return fs_fhir_set_error(s->client, &s->failure);
     for (;;) {
         while (s->index < s->page.count) {
-            const fs_fhir_entry *entry = &s->page.entries[s->index++];
+            const fs_bundle_entry *entry = &s->page.entries[s->index++];
             if (entry->outcome)
                 continue;
             /* the byte after a resource is a separator the parse no longer needs: terminate the
              * resource in place so that callers may also treat it as a C string */
-            char *bytes = s->resp.body.data + entry->resource.start;
+            char *bytes = s->body.data + entry->resource.start;
             bytes[entry->resource.len] = '\0';
             s->count++;
             *resource = bytes;
@@ -439,6 +491,7 @@ fhirsync_code fhirsync_search_next(fhirsync_search *s, const char **resource, si
             /* the end: release the last page now rather than at the free */
             fs_fhir_page_reset(&s->page);
             fs_http_response_clear(&s->resp);
+            fs_buf_free(&s->body);
             s->index = 0;
             return fs_fhir_set_error(s->client, NULL);
         }
@@ -447,6 +500,7 @@ fhirsync_code fhirsync_search_next(fhirsync_search *s, const char **resource, si
     }
     fs_fhir_page_reset(&s->page);
     fs_http_response_clear(&s->resp);
+    fs_buf_free(&s->body);
     fs_free(s->next_url);
     s->next_url = NULL;
     return fs_fhir_set_error(s->client, &s->failure);
@@ -472,6 +526,7 @@ void fhirsync_search_free(fhirsync_search *search)
     if (!search)
         return;
     fs_http_response_clear(&search->resp);
+    fs_buf_free(&search->body);
     fs_fhir_page_clear(&search->page);
     fs_free(search->next_url);
     fs_free(search->page_url);

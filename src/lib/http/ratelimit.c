@@ -1,6 +1,6 @@
 /* http/ratelimit.c: the token-bucket rate limiter shared by FHIR and token requests (see
- * ratelimit.h). A small linked list of buckets, one per (origin, client id), behind one mutex:
- * a process talks to a handful of endpoints, so a list is enough. */
+ * ratelimit.h). A small linked list of buckets, one per (FHIR base URL, client id), behind one
+ * mutex: a process talks to a handful of endpoints, so a list is enough. */
 #include <pthread.h>
 #include <string.h>
 
@@ -50,7 +50,7 @@ int64_t fs_token_bucket_take(fs_token_bucket *b, int64_t now_ms)
 
 typedef struct endpoint_bucket {
     struct endpoint_bucket *next;
-    char *key; /* "origin client_id" */
+    char *key; /* "base client_id", base as made by endpoint_base() */
     fs_token_bucket bucket;
 } endpoint_bucket;
 
@@ -104,22 +104,44 @@ static fs_token_bucket *bucket_for(const char *key, long per_minute, int64_t now
     return &e->bucket;
 }
 
+/* The endpoint part of a key: the base URL with its origin normalised (scheme and host
+ * lower-cased, the default port explicit), its path kept as written (paths are case-sensitive:
+ * eClinicalWorks practice codes are part of it) minus trailing slashes, its query and fragment
+ * dropped. "HTTPS://Fhir4.example/fhir/r4/P1/" and "https://fhir4.example:443/fhir/r4/P1" are
+ * one endpoint; ".../r4/P2" is another. A base URL without an origin is used as written. NULL on
+ * out of memory. */
+static char *endpoint_base(const char *base_url)
+{
+    char *origin = NULL;
+    if (fs_url_origin(base_url, &origin, NULL) != FHIRSYNC_OK)
+        return fs_strdup(base_url);
+    const char *authority = strstr(base_url, "://");
+    const char *path = authority ? authority + 3 + strcspn(authority + 3, "/?#") : "";
+    size_t path_len = strcspn(path, "?#");
+    while (path_len > 0 && path[path_len - 1] == '/')
+        path_len--;
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fs_buf_append_str(&b, origin) && fs_buf_append(&b, path, path_len);
+    fs_free(origin);
+    if (!ok) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
 fhirsync_code fs_ratelimit_acquire(const char *base_url, const char *client_id, long per_minute,
                                    fhirsync_error *err)
 {
     if (per_minute <= 0)
         return FHIRSYNC_OK;
-    char *origin = NULL;
-    if (!base_url || fs_url_origin(base_url, &origin, NULL) != FHIRSYNC_OK)
-        origin = NULL;
+    char *base = endpoint_base(base_url ? base_url : "");
     fs_buf key;
     fs_buf_init(&key);
-    if (!fs_buf_printf(&key, "%s %s",
-                       origin     ? origin
-                       : base_url ? base_url
-                                  : "",
-                       client_id ? client_id : "")) {
-        fs_free(origin);
+    /* a URL holds no space: the first one ends the base */
+    if (!base || !fs_buf_printf(&key, "%s %s", base, client_id ? client_id : "")) {
+        fs_free(base);
         fs_buf_free(&key);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory in the rate limiter");
     }
@@ -136,13 +158,13 @@ fhirsync_code fs_ratelimit_acquire(const char *base_url, const char *client_id, 
         if (wait > 1000)
             fs_log(FHIRSYNC_LOG_INFO,
                    "rate limit: waiting %.1f s for a request slot of %s (%ld requests per minute)",
-                   (double)wait / 1000.0, origin ? origin : "the endpoint", per_minute);
+                   (double)wait / 1000.0, *base ? base : "the endpoint", per_minute);
         if (!sleep_fn(wait))
             rc = fs_err(err, FHIRSYNC_E_CANCELLED,
                         "cancelled while waiting for a request slot (rate limit %ld per minute)",
                         per_minute);
     }
-    fs_free(origin);
+    fs_free(base);
     fs_buf_free(&key);
     return rc;
 }

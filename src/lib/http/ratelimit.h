@@ -2,8 +2,12 @@
  * practice (eClinicalWorks: 250 per minute, token requests included) and answer 429 until the
  * next minute once the cap is hit; pacing ourselves is cheaper than being refused. Every request
  * to an endpoint, FHIR and token alike, takes one slot from a token bucket shared by the whole
- * process and keyed by the FHIR base URL's origin and the client id, so that several clients and
- * threads talking to the same endpoint share one budget.
+ * process and keyed by the full FHIR base URL and the client id, so that several clients and
+ * threads talking to the same endpoint share one budget. The full URL, not just its origin:
+ * eClinicalWorks serves every practice from one host and names the practice in the path
+ * (https://fhir4.eclinicalworks.com/fhir/r4/{PRACTICE}), each with its own cap. A token request
+ * is keyed by the base URL of the endpoint it is for, not by the token URL, so that it counts
+ * against that practice's bucket.
  *
  * The bucket holds one slot (no burst): requests are spaced evenly at 60/rate seconds, which
  * guarantees that no window of 60 seconds, aligned to the minute or not, sees more than `rate`
@@ -39,10 +43,12 @@ int64_t fs_token_bucket_take(fs_token_bucket *b, int64_t now_ms);
 
 /* ---- the process-wide registry --------------------------------------------------------------- */
 
-/* Wait for a request slot of the endpoint (`base_url`'s origin, `client_id`) at `per_minute`
- * requests per minute; a no-op returning FHIRSYNC_OK when per_minute <= 0 (the limiter is off).
- * A base URL without an origin is keyed by its text. Waits longer than one second are logged at
- * info. FHIRSYNC_E_CANCELLED (err filled) when fhirsync_cancel() interrupts the wait;
+/* Wait for a request slot of the endpoint (`base_url`, the FHIR base, and `client_id`) at
+ * `per_minute` requests per minute; a no-op returning FHIRSYNC_OK when per_minute <= 0 (the
+ * limiter is off). Base URLs that differ only in the case of scheme or host, an explicit default
+ * port, trailing slashes, a query or a fragment are the same endpoint; the path is compared as
+ * written. A base URL without an origin is keyed by its text. Waits longer than one second are
+ * logged at info. FHIRSYNC_E_CANCELLED (err filled) when fhirsync_cancel() interrupts the wait;
  * FHIRSYNC_E_NOMEM when a new endpoint's bucket cannot be allocated. Thread-safe. */
 fhirsync_code fs_ratelimit_acquire(const char *base_url, const char *client_id, long per_minute,
                                    fhirsync_error *err);
