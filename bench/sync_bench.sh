@@ -50,8 +50,8 @@ measure() {
     t1=$(date +%s.%N)
     SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 }
-rate() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.0f", s > 0 ? n / s : 0}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b > 0 ? a / b : 0}'; }
+rate() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.0f", (s > 0 ? n / s : 0)}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 
 "$F" keygen --alg RS384 --out keys --name bench >/dev/null
 printf 'machine: %s, %s CPU(s), %s\n' "$(uname -m)" "$(nproc)" \
@@ -93,6 +93,13 @@ INI
     printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: bare INSERT loop" "$n" "$bare" \
         "$(rate "$n" "$bare")" "-"
     rm -f bare.db*
+    if [ -x "$build/tests/test_store" ]; then
+        # the store's own load path (scan + upsert, one batch per file) on the same files
+        measure store "$build/tests/test_store" --load "$work/store.db" export/*.ndjson
+        printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: store put alone (test_store)" \
+            "$n" "$SECS" "$(rate "$n" "$SECS")" "$RSS"
+        rm -f store.db*
+    fi
 
     for load in stream after; do
         rm -rf s.db*
@@ -106,7 +113,7 @@ INI
 
     if [ -n "$pg_url" ]; then
         db="bench_$patients"
-        (cd / && psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db") >/dev/null
+        (cd / && psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db") >/dev/null 2>&1
         url=$(printf '%s' "$pg_url" | sed "s|/fhirsync_test|/$db|")
         (cd / && psql -q "$url" -c "CREATE TABLE bare (raw text)") >/dev/null
         t0=$(date +%s.%N)

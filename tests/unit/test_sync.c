@@ -35,8 +35,7 @@
 #include "fhirsync/sync.h"
 #include "sync/sync_internal.h"
 
-/* ---- tool modes -------------------------------------------------------------------------------
- */
+/* ---- tool modes ------------------------------------------------------------------------------ */
 
 typedef struct dump_ctx {
     const char *type;
@@ -168,8 +167,7 @@ static int run_bare_sqlite(int argc, char **argv)
     return 0;
 }
 
-/* ---- fixtures ---------------------------------------------------------------------------------
- */
+/* ---- fixtures -------------------------------------------------------------------------------- */
 
 static char tmpdir[512];
 
@@ -198,8 +196,7 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
-/* ---- planning ---------------------------------------------------------------------------------
- */
+/* ---- planning -------------------------------------------------------------------------------- */
 
 static void test_scopes(void **state)
 {
@@ -415,8 +412,7 @@ static void test_counts(void **state)
     fs_sync_counts_clear(&b);
 }
 
-/* ---- loading files into a real store ----------------------------------------------------------
- */
+/* ---- loading files into a real store --------------------------------------------------------- */
 
 static void test_load_files(void **state)
 {
@@ -488,8 +484,7 @@ static void test_load_files(void **state)
     fhirsync_store_close(store);
 }
 
-/* ---- options and handles ----------------------------------------------------------------------
- */
+/* ---- options and handles --------------------------------------------------------------------- */
 
 static void test_sync_new(void **state)
 {
@@ -533,8 +528,7 @@ static void test_sync_new(void **state)
     fhirsync_store_close(store);
 }
 
-/* ---- the allocation-failure walk over a small sync --------------------------------------------
- */
+/* ---- the allocation-failure walk over a small sync ------------------------------------------- */
 
 typedef struct walk_ctx {
     char dir[600];

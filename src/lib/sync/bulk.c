@@ -759,31 +759,6 @@ static fhirsync_code export_profile(fhirsync_sync *s, fhirsync_export_level leve
     return FHIRSYNC_OK;
 }
 
-/* The default types without those a Patient or Group export cannot return. */
-static char *compartment_types(const char *types)
-{
-    fs_buf b;
-    fs_buf_init(&b);
-    if (!fs_buf_append(&b, "", 0))
-        return NULL;
-    const char *p = types;
-    while (*p) {
-        size_t n = strcspn(p, ",");
-        char type[FS_SYNC_TYPE_MAX + 1];
-        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
-            memcpy(type, p, n);
-            type[n] = '\0';
-            if (fs_sync_patient_compartment(type) &&
-                ((b.len && !fs_buf_append_str(&b, ",")) || !fs_buf_append_str(&b, type))) {
-                fs_buf_free(&b);
-                return NULL;
-            }
-        }
-        p += n + (p[n] == ',' ? 1 : 0);
-    }
-    return fs_buf_steal(&b);
-}
-
 fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
 {
     fhirsync_error *err = &s->err;
@@ -805,7 +780,7 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
     rc = mkdirs(c.workdir, err);
     if (rc == FHIRSYNC_OK)
         rc = fs_sync_plan_types(s->ep, 'r', &types, err);
-    if (rc == FHIRSYNC_OK && !types_set && !(compartment = compartment_types(types)))
+    if (rc == FHIRSYNC_OK && !types_set && !(compartment = fs_sync_compartment_types(types)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_store_run_begin(s->store, s->name, "bulk", s->since, &s->run_id, err);

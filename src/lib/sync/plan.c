@@ -108,6 +108,30 @@ bool fs_sync_patient_compartment(const char *type)
     return type != NULL;
 }
 
+char *fs_sync_compartment_types(const char *types)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    if (!fs_buf_append(&b, "", 0))
+        return NULL;
+    const char *p = types;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char type[FS_SYNC_TYPE_MAX + 1];
+        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
+            memcpy(type, p, n);
+            type[n] = '\0';
+            if (fs_sync_patient_compartment(type) &&
+                ((b.len && !fs_buf_append_str(&b, ",")) || !fs_buf_append_str(&b, type))) {
+                fs_buf_free(&b);
+                return NULL;
+            }
+        }
+        p += n + (p[n] == ',' ? 1 : 0);
+    }
+    return fs_buf_steal(&b);
+}
+
 char *fs_sync_scope_with_group(const char *scope)
 {
     static const char group[] = "system/Group.read";

@@ -52,6 +52,10 @@ char *fs_sync_default_types(const char *granted, char perm);
  * Organization, Practitioner, PractitionerRole, Location, Medication and the like do not. */
 bool fs_sync_patient_compartment(const char *type);
 
+/* The types of a comma-separated list that a Patient or Group export can return (those in the
+ * Patient compartment); caller frees, NULL on out of memory. */
+char *fs_sync_compartment_types(const char *types);
+
 /* The export levels to try in order: Group (with a group id), then Patient, then system. Fills
  * out[] and returns how many. */
 size_t fs_sync_level_chain(bool has_group, fhirsync_export_level out[3]);

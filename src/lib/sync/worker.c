@@ -606,7 +606,7 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
     fs_err_clear(&err);
     fhirsync_store *store = w->store;
     const char *name = item->endpoint;
-    char *since = NULL, *types = NULL, *workdir = NULL, *dir = NULL;
+    char *since = NULL, *types = NULL, *compartment = NULL, *workdir = NULL, *dir = NULL;
     fhirsync_endpoint *ep2 = NULL;
     fhirsync_export *ex = NULL;
     int64_t run_id = 0;
@@ -640,6 +640,8 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
     }
     if (rc == FHIRSYNC_OK)
         rc = fs_sync_plan_types(ep, 'r', &types, &err);
+    if (rc == FHIRSYNC_OK && !(compartment = fs_sync_compartment_types(types)))
+        rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
         workdir = fs_sync_work_dir(fhirsync_store_location(store),
                                    strcmp(fhirsync_store_engine_name(store), "postgresql") == 0,
@@ -684,7 +686,10 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         fhirsync_export_options_init(&eo);
         eo.level = chain[li];
         eo.group_id = chain[li] == FHIRSYNC_EXPORT_GROUP ? group : NULL;
-        eo.types = types;
+        /* as in bulk.c: the setting as given; by default, what the level can return */
+        eo.types = chain[li] == FHIRSYNC_EXPORT_SYSTEM || fhirsync_endpoint_get(ep, "types")
+                       ? types
+                       : compartment;
         eo.since = since;
         eo.delete_job = 0; /* the finalising item deletes it once every file is loaded */
         eo.out_dir = dir;
@@ -759,6 +764,7 @@ out:
     fhirsync_endpoint_free(ep2);
     fs_free(since);
     fs_free(types);
+    fs_free(compartment);
     fs_free(workdir);
     fs_free(dir);
     return rc;
