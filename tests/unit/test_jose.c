@@ -269,7 +269,8 @@ static fhirsync_key *key_for(fhirsync_alg alg)
     return rsa_key;
 }
 
-static char *sign(const fhirsync_key *key, fhirsync_alg alg)
+/* noinline: at -O3 gcc 12 mistakes the returned buffer for a dangling stack pointer */
+__attribute__((noinline)) static char *sign(const fhirsync_key *key, fhirsync_alg alg)
 {
     char *jws = NULL;
     fhirsync_error err = {0};
