@@ -71,7 +71,8 @@ FHIRSYNC_API fhirsync_code fhirsync_search_start(fhirsync_client *client, const 
  * search returns FHIRSYNC_OK with *resource NULL. Follows Bundle.link[next] exactly as given
  * (relative links resolved against the base), one page in memory at a time; a `next` link that
  * repeats, points to another origin, or a malformed Bundle ends the search with
- * FHIRSYNC_E_PROTOCOL. Entries with search.mode "outcome" are skipped (and logged). */
+ * FHIRSYNC_E_PROTOCOL. A page must be strict JSON (grammar, UTF-8, no repeated member names in the
+ * Bundle's own structure); names repeated inside a resource are passed through as received. Entries with search.mode "outcome" are skipped (and logged). */
 FHIRSYNC_API fhirsync_code fhirsync_search_next(fhirsync_search *search, const char **resource,
                                                 size_t *len);
 /* Pages fetched and resources returned so far; Bundle.total of the first page or -1. */
