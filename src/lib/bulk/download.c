@@ -479,8 +479,7 @@ static void stop_writer(loop *lp)
     fs_bulk_file *f;
     while ((f = fs_bulk_writer_settled(lp->writer, 0))) {
         f->settling = false;
-        if (f->outcome == FS_BULK_FINISHED && !f->abort_check && !f->abort_io &&
-            !f->abort_too_long && record(ex, f))
+        if (f->outcome == FS_BULK_FINISHED && record(ex, f))
             lp->unsaved[lp->nunsaved++] = f;
         fs_http_response_clear(&lp->ctx[f->index].done.resp);
     }
@@ -488,9 +487,12 @@ static void stop_writer(loop *lp)
     bool saved = !lp->save_running || (fs_bulk_writer_saved(lp->writer, &e) && !e.code);
     if (!saved || lp->nunsaved > 0)
         saved = fs_bulk_state_save(&ex->st, ex->dir, &e) == FHIRSYNC_OK;
-    for (size_t i = 0; saved && i < lp->nsaving + lp->nunsaved; i++) {
+    for (size_t i = 0; i < lp->nsaving + lp->nunsaved; i++) {
         f = i < lp->nsaving ? lp->saving[i] : lp->unsaved[i - lp->nsaving];
-        f->pub.done = true;
+        if (saved)
+            f->pub.done = true;
+        else
+            f->recorded = false; /* not recorded after all: a next run fetches it again */
     }
     lp->nsaving = lp->nunsaved = 0;
     lp->save_running = false;

@@ -1,32 +1,31 @@
-/* bulk/writer.c: the file side of the downloads, on a thread of its own. The transfers
+/* bulk/writer.c: the file side of the downloads, on two threads of its own. The transfers
  * (download.c) run on the export's thread, which copies every received byte into blocks and
- * queues them here; this thread checks each line (ndjson.c), appends the bytes to .partial/NAME
- * and starts their write-back, and once a transfer has ended it finishes the file: fsync and
- * rename into place, or a filtered copy with the bad lines in quarantine/NAME. It then hands the
- * file back ("settles" it); the export's thread records it in state.json and reports it. So
- * events and state.json stay on the export's thread, and a file is recorded only after its bytes
- * were checked, fsync'ed and renamed here.
+ * queues them here:
+ *   checker  checks each line of each block (ndjson.c), appends the block to .partial/NAME and
+ *            starts its write-back; at the end of a transfer, checks the end of the file;
+ *   syncer   puts a finished file in place: fdatasync and rename, or a filtered copy with the
+ *            bad lines in quarantine/NAME; and writes the state.json saves handed to it.
+ * A file whose transfer ended is then handed back ("settled"); the export's thread records it in
+ * state.json and reports it. So events and state.json stay on the export's thread, and a file is
+ * recorded only after its bytes were checked, fsync'ed and renamed here.
  *
- * Two threads: the checker (checks and writes every block) and the syncer (fdatasync and
- * rename of finished files, filtered copies, and the state.json saves the export's thread hands
- * over). Why: checking and writing cost about as much CPU as receiving, and every fsync waits for
- * the disk (tens of ms when it is busy); on one thread the transfers stood still meanwhile. Now
- * the network, the checks and the disk overlap, and the export's thread never waits for a disk
- * flush while transfers run.
+ * Why: checking and writing cost about as much CPU as receiving, and every fsync waits for the
+ * disk (tens of ms when it is busy); on one thread the transfers stood still meanwhile. Now the
+ * network, the checks and the disk overlap, and the export's thread never waits for a disk flush
+ * while transfers run.
  *
  * Memory is bounded: a fixed pool of blocks (one being filled per transfer, plus QUEUE_BLOCKS
  * queued), BLOCK_SIZE each. When every block is in use the export's thread waits for one, so the
  * transfers pause (TCP pushes back on the server) and a slow disk slows the downloads instead of
  * filling memory.
  *
- * Ownership of a file's fields is handed over through the queue's mutex (see fs_bulk_file in
- * bulk_internal.h): the partial file, the checker and the counts are this thread's from the
- * first queued bytes of a transfer until the file settles. The one field both threads use at
- * any time is the atomic `stop`: set here when the transfer should end early (a bad line in a
- * strict attempt, a line over the cap, a write error), seen by the receiving side at its next
- * bytes. A file whose transfer ended goes from the checker to the syncer (when it is to be
- * finished) and back to the export's thread, always through the queues. If the threads cannot be
- * started, the same work runs inline on the export's thread.
+ * Ownership of a file's fields is handed over through the queues' mutex (see fs_bulk_file in
+ * bulk_internal.h): the partial file, the line checker and the counts belong to the checker from
+ * the first queued bytes of a transfer, then (with the end item, when the file is to be put in
+ * place) to the syncer, until the file settles. The one field used by several threads at any time
+ * is the atomic `stop`: set here when the transfer should end early (a bad line in a strict
+ * attempt, a line over the cap, a write error), seen by the receiving side at its next bytes. If
+ * the threads cannot be started, the same work runs inline on the export's thread.
  *
  * The partial file always holds exactly the bytes the server sent, in order (its size is the
  * offset to resume from); nothing is removed from it while it downloads. A finished file with
@@ -92,7 +91,7 @@ struct fs_bulk_writer {
     fs_bulk_file *settled_head, *settled_tail;
     void (*wake)(void *);
     void *wake_arg;
-    bool threaded;                 /* both threads run */
+    bool threaded;                 /* both threads run (else everything runs inline) */
 };
 
 /* ---- the partial file ----------------------------------------------------------------------- */
