@@ -602,14 +602,15 @@ static void test_walk_sync(void **state)
     unsigned long total = fs_alloc_fail_at(0);
     const char *max_env = getenv("FHIRSYNC_SYNC_WALK_STEPS");
     unsigned long steps = max_env && atol(max_env) > 0 ? (unsigned long)atol(max_env) : 400;
-    unsigned long dense = 150;
-    unsigned long stride =
-        total > dense ? (total - dense) / (steps > dense ? steps - dense : 1) : 1;
+    if (steps < 2)
+        steps = 2;
+    unsigned long dense = steps < 300 ? steps / 2 : 150;
+    unsigned long stride = total > dense ? (total - dense) / (steps - dense) : 1;
     if (stride < 1)
         stride = 1;
-    printf("sync walk: a small sync makes %lu allocations; every one of the first %lu, then "
-           "every %lu%s\n",
-           total, dense, stride, stride > 1 ? "th" : "");
+    printf("sync walk: a small sync makes %lu allocations; each of the first %lu fails in turn, "
+           "then one in %lu\n",
+           total, dense, stride);
     unsigned long tested = 0, absorbed = 0, misreported = 0, n;
     for (n = 1; n < total + 1000; n += n < dense ? 1 : stride) {
         clean_walk_dir(&w);
