@@ -1,10 +1,11 @@
-/* bulk/writer.c: the file side of the downloads, on two threads of its own. The transfers
+/* bulk/writer.c: the file side of the downloads, on threads of its own. The transfers
  * (download.c) run on the export's thread, which copies every received byte into blocks and
  * queues them here:
  *   checker  checks each line of each block (ndjson.c), appends the block to .partial/NAME and
  *            starts its write-back; at the end of a transfer, checks the end of the file;
- *   syncer   puts a finished file in place: fdatasync and rename, or a filtered copy with the
- *            bad lines in quarantine/NAME; and writes the state.json saves handed to it.
+ *   syncers  (up to MAX_SYNCERS, one queue) put a finished file in place: fdatasync and rename,
+ *            or a filtered copy with the bad lines in quarantine/NAME; and write the state.json
+ *            saves handed to them.
  * A file whose transfer ended is then handed back ("settled"); the export's thread records it in
  * state.json and reports it. So events and state.json stay on the export's thread, and a file is
  * recorded only after its bytes were checked, fsync'ed and renamed here.
@@ -51,7 +52,7 @@
 /* Start the kernel's write-back of what was written since the last call once it passes this,
  * without waiting: the disk then works while the network does, and the fdatasync() that makes a
  * finished file durable has little left to do. */
-#define WRITEBACK_STEP (4 * 1024 * 1024)
+#define WRITEBACK_STEP (1024 * 1024)
 
 /* A queued piece of work: a block of a file's bytes, the end of its transfer, or a save. */
 typedef struct fs_bulk_item {
@@ -64,21 +65,31 @@ typedef struct fs_bulk_item {
     char *text;                    /* save item: the new state.json */
 } fs_bulk_item;
 
+/* The syncers: fsyncs issued together share the file system's journal commits and the disk's
+ * cache flushes, which cost the most at the end of an export (several files finishing at once). */
+#define MAX_SYNCERS 4
+
 enum { CHECKER = 0, SYNCER = 1 };
+
+typedef struct queue {
+    fs_bulk_item *head, *tail;
+    pthread_cond_t work;           /* an item was queued, or quit */
+    bool quit;
+} queue;
 
 typedef struct worker {
     struct fs_bulk_writer *w;
-    int which;
-    fs_bulk_item *head, *tail;     /* its queue */
-    pthread_cond_t work;           /* an item was queued, or quit */
+    int which;                     /* the queue it serves */
     pthread_t thread;
-    bool running, quit;
+    bool running;
 } worker;
 
 struct fs_bulk_writer {
     fhirsync_export *ex;
     pthread_mutex_t lock;          /* everything below */
-    worker workers[2];
+    queue queues[2];               /* the checker's, the syncers' */
+    worker workers[1 + MAX_SYNCERS]; /* the checker, then the syncers */
+    size_t nworkers;
     pthread_cond_t space;          /* a block came back to the pool */
     pthread_cond_t news;           /* a file settled, or a save completed */
     fs_bulk_item *pool;            /* free blocks */
@@ -91,7 +102,7 @@ struct fs_bulk_writer {
     fs_bulk_file *settled_head, *settled_tail;
     void (*wake)(void *);
     void *wake_arg;
-    bool threaded;                 /* both threads run (else everything runs inline) */
+    bool threaded;                 /* the threads run (else everything runs inline) */
 };
 
 /* ---- the partial file ----------------------------------------------------------------------- */
@@ -514,14 +525,14 @@ static bool end_transfer(fs_bulk_file *f, const fs_bulk_item *it)
 
 static void push_locked(fs_bulk_writer *w, int which, fs_bulk_item *it)
 {
-    worker *k = &w->workers[which];
+    queue *q = &w->queues[which];
     it->next = NULL;
-    if (k->tail)
-        k->tail->next = it;
+    if (q->tail)
+        q->tail->next = it;
     else
-        k->head = it;
-    k->tail = it;
-    pthread_cond_signal(&k->work);
+        q->head = it;
+    q->tail = it;
+    pthread_cond_signal(&q->work);
 }
 
 static void news_locked(fs_bulk_writer *w)
@@ -599,16 +610,17 @@ static void *worker_main(void *arg)
     worker *k = arg;
     fs_bulk_writer *w = k->w;
     int which = k->which;
+    queue *q = &w->queues[which];
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (!k->head && !k->quit)
-            pthread_cond_wait(&k->work, &w->lock);
-        fs_bulk_item *it = k->head;
+        while (!q->head && !q->quit)
+            pthread_cond_wait(&q->work, &w->lock);
+        fs_bulk_item *it = q->head;
         if (!it)
             break; /* quit, and the queue is empty */
-        k->head = it->next;
-        if (!k->head)
-            k->tail = NULL;
+        q->head = it->next;
+        if (!q->head)
+            q->tail = NULL;
         pthread_mutex_unlock(&w->lock);
         process(w, which, it);
         pthread_mutex_lock(&w->lock);
@@ -638,10 +650,14 @@ fhirsync_code fs_bulk_writer_new(fhirsync_export *ex, int parallel, void (*wake)
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->space, &ca);
     pthread_cond_init(&w->news, &ca);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++)
+        pthread_cond_init(&w->queues[i].work, &ca);
+    /* one syncer per file that can finish at the same time, up to MAX_SYNCERS */
+    size_t syncers = parallel < 1 ? 1 : parallel > MAX_SYNCERS ? MAX_SYNCERS : (size_t)parallel;
+    w->nworkers = 1 + syncers;
+    for (size_t i = 0; i < w->nworkers; i++) {
         w->workers[i].w = w;
-        w->workers[i].which = i;
-        pthread_cond_init(&w->workers[i].work, &ca);
+        w->workers[i].which = i == 0 ? CHECKER : SYNCER;
     }
     pthread_condattr_destroy(&ca);
     if (!w->blocks || !w->memory || !w->ends) {
@@ -657,11 +673,14 @@ fhirsync_code fs_bulk_writer_new(fhirsync_export *ex, int parallel, void (*wake)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    for (int i = 0; i < 2; i++)
+    bool started = true;
+    for (size_t i = 0; i < w->nworkers; i++) {
         w->workers[i].running =
             pthread_create(&w->workers[i].thread, NULL, worker_main, &w->workers[i]) == 0;
+        started = started && w->workers[i].running;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    w->threaded = w->workers[CHECKER].running && w->workers[SYNCER].running;
+    w->threaded = started; /* before any item is queued: the threads read it under the lock */
     if (!w->threaded) {
         fs_bulk_writer_stop(w);
         fs_log(FHIRSYNC_LOG_WARN, "export: cannot start the writer threads; checking and writing "
@@ -675,17 +694,19 @@ void fs_bulk_writer_stop(fs_bulk_writer *w)
 {
     if (!w)
         return;
-    /* the checker first: what it finishes goes on to the syncer */
-    for (int i = 0; i < 2; i++) {
-        worker *k = &w->workers[i];
-        if (!k->running)
-            continue;
+    /* the checker first: what it finishes goes on to the syncers */
+    for (int which = CHECKER; which <= SYNCER; which++) {
         pthread_mutex_lock(&w->lock);
-        k->quit = true;
-        pthread_cond_signal(&k->work);
+        w->queues[which].quit = true;
+        pthread_cond_broadcast(&w->queues[which].work);
         pthread_mutex_unlock(&w->lock);
-        pthread_join(k->thread, NULL);
-        k->running = false;
+        for (size_t i = 0; i < w->nworkers; i++) {
+            worker *k = &w->workers[i];
+            if (k->which == which && k->running) {
+                pthread_join(k->thread, NULL);
+                k->running = false;
+            }
+        }
     }
     w->threaded = false;
 }
@@ -696,7 +717,7 @@ void fs_bulk_writer_free(fs_bulk_writer *w)
         return;
     fs_bulk_writer_stop(w);
     for (int i = 0; i < 2; i++)
-        pthread_cond_destroy(&w->workers[i].work);
+        pthread_cond_destroy(&w->queues[i].work);
     pthread_cond_destroy(&w->space);
     pthread_cond_destroy(&w->news);
     pthread_mutex_destroy(&w->lock);
