@@ -118,8 +118,13 @@ static fhirsync_code add_entries(fs_bulk_manifest *m, json_t *page, fhirsync_exp
         e->url = abs;
         e->type = fs_strdup(type);
         json_t *copy = json_deep_copy(item);
-        if (!e->type || !copy || json_object_set_new(copy, "url", json_string(abs)) != 0 ||
-            json_array_append_new(merged_arr, copy) != 0) {
+        bool ok = e->type && copy && json_object_set_new(copy, "url", json_string(abs)) == 0;
+        if (ok) {
+            ok = json_array_append_new(merged_arr, copy) == 0;
+            copy = NULL; /* taken by the array, even when appending fails */
+        }
+        if (!ok) {
+            json_decref(copy);
             fs_free(e->type);
             fs_free(e->url);
             return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading the manifest");
