@@ -179,6 +179,12 @@ static fhirsync_code prepare(fhirsync_auth *auth, fhirsync_error *err)
 {
     if (auth->token_url && auth->scope)
         return FHIRSYNC_OK;
+    /* a previous call may have failed half-way (out of memory): start afresh */
+    fs_free(auth->token_url);
+    fs_free(auth->scope);
+    fhirsync_smart_config_free(auth->smart);
+    auth->token_url = auth->scope = NULL;
+    auth->smart = NULL;
     fhirsync_code rc;
     const char *override = fhirsync_endpoint_get(auth->ep, "token_url");
     if (override) {
