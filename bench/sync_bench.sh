@@ -89,13 +89,13 @@ INI
 
     # the store's limits on the same lines
     rm -f bare.db*
-    bare=$("$TEST_SYNC" --bare-sqlite bare.db export/*.ndjson | cut -f3)
+    bare=$("$TEST_SYNC" --bare-sqlite bare.db export/[A-Z]*.ndjson | cut -f3)
     printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: bare INSERT loop" "$n" "$bare" \
         "$(rate "$n" "$bare")" "-"
     rm -f bare.db*
     if [ -x "$build/tests/test_store" ]; then
         # the store's own load path (scan + upsert, one batch per file) on the same files
-        measure store "$build/tests/test_store" --load "$work/store.db" export/*.ndjson
+        measure store "$build/tests/test_store" --load "$work/store.db" export/[A-Z]*.ndjson
         printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: store put alone (test_store)" \
             "$n" "$SECS" "$(rate "$n" "$SECS")" "$RSS"
         rm -f store.db*
@@ -117,7 +117,7 @@ INI
         url=$(printf '%s' "$pg_url" | sed "s|/fhirsync_test|/$db|")
         (cd / && psql -q "$url" -c "CREATE TABLE bare (raw text)") >/dev/null
         t0=$(date +%s.%N)
-        cat export/*.ndjson | (cd / && psql -q "$url" -c \
+        cat export/[A-Z]*.ndjson | (cd / && psql -q "$url" -c \
             "\\copy bare (raw) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')") >/dev/null
         t1=$(date +%s.%N)
         pgbare=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
