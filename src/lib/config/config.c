@@ -115,7 +115,8 @@ static const setting_def settings[] = {
      .help = "the JWKS registered with the EHR (file or https URL), checked by doctor"},
     {.name = "group_id", .kind = K_FHIR_ID, .help = "Group to export (bulk mode)"},
     {.name = "types", .kind = K_TYPES,
-     .help = "resource types to sync, comma-separated (default: the US Core types the scopes allow)"},
+     .help = "resource types to sync, comma-separated "
+             "(default: the US Core types the scopes allow)"},
     {.name = "mode", .kind = K_ENUM, .fallback = "bulk", .choices = mode_choices,
      .help = "bulk (Bulk Data export) or crawl (paged search) (default bulk)"},
     {.name = "store", .kind = K_STORE, .fallback = "fhirsync.db",
