@@ -593,7 +593,19 @@ static fhirsync_code sq_open(fhirsync_store *s, const char *location, fhirsync_e
     if (readonly) {
         result = sq_script(s, "PRAGMA query_only = ON", err);
     } else {
-        result = sq_script(s, fs_store_sqlite_pragmas, err);
+        /* Switching a new database to WAL needs an exclusive lock, and SQLite answers BUSY at
+         * once there without calling the busy handler (it would risk a deadlock). The pragmas
+         * are idempotent: retry them until the busy timeout, so that several processes opening
+         * a new store together all succeed. */
+        int64_t deadline = fs_monotonic_ms() + BUSY_TIMEOUT_MS;
+        int xrc;
+        for (;;) {
+            xrc = sqlite3_exec(impl->db, fs_store_sqlite_pragmas, NULL, NULL, NULL);
+            if (xrc == SQLITE_OK || (xrc & 0xff) != SQLITE_BUSY || fs_monotonic_ms() >= deadline)
+                break;
+            fs_sleep_ms(20);
+        }
+        result = xrc == SQLITE_OK ? FHIRSYNC_OK : db_error(s, xrc, "changing the schema", err);
     }
     if (result != FHIRSYNC_OK)
         goto out;
