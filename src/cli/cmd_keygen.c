@@ -106,6 +106,7 @@ int cmd_keygen(int argc, char **argv)
     fhirsync_alg alg = FHIRSYNC_ALG_RS384;
     const char *out_dir = NULL, *name = NULL;
     int bits = 0;
+    char *end = NULL;
     int opt;
     opterr = 0;
     optind = 1;
@@ -120,8 +121,8 @@ int cmd_keygen(int argc, char **argv)
                                        optarg);
             break;
         case 'b':
-            bits = atoi(optarg);
-            if (bits != 2048 && bits != 3072 && bits != 4096)
+            bits = (int)strtol(optarg, &end, 10);
+            if (*end || (bits != 2048 && bits != 3072 && bits != 4096))
                 return cli_usage_error("keygen", "--bits must be 2048, 3072 or 4096, not '%s'",
                                        optarg);
             break;

@@ -644,10 +644,11 @@ static fhirsync_code check_header(const char *text, const origin *o, const setti
         v++;
     if (!*v)
         return bad_value(err, o, def, "'%.*s' has no value", (int)name_len, text);
-    char *canonical = fs_malloc(name_len + 2 + strlen(v) + 1);
+    size_t size = name_len + 2 + strlen(v) + 1;
+    char *canonical = fs_malloc(size);
     if (!canonical)
         return no_memory(err);
-    sprintf(canonical, "%.*s: %s", (int)name_len, text, v);
+    snprintf(canonical, size, "%.*s: %s", (int)name_len, text, v);
     *out = canonical;
     return FHIRSYNC_OK;
 }
