@@ -352,7 +352,7 @@ LATEST=$(node -e '
     const d = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter((l) => l)
         .map((l) => JSON.parse(l).effectiveDateTime).filter((x) => x).sort();
     console.log(d[d.length - 1]);' "$TMP/pat0.ndjson")
-if printf '%s\n' "$OUT" | sed -n 2p | grep -qF "latest observation: $LATEST "; then
+if printf '%s\n' "$OUT" | sed -n 2p | grep -cF "latest observation: $LATEST " >/dev/null; then
     ok "the latest observation is the one with the latest effectiveDateTime ($LATEST)"
 else
     not_ok "the example's latest observation of pat-0 is not $LATEST: $(sed -n 2p <<<"$OUT")"

@@ -59,7 +59,7 @@ rc=0; "$FHIRSYNC_SANDBOX_BIN" --fault '{"fault":"nope"}' >/dev/null 2>&1 || rc=$
 [ "$rc" = 2 ] || fail "--fault with an unknown fault exited $rc"
 rc=0; "$FHIRSYNC_SANDBOX_BIN" --tls-cert /nonexistent >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || fail "--tls-cert without --tls-key exited $rc"
-"$FHIRSYNC_SANDBOX_BIN" --help | grep -q -- '--resources-per-file' || fail "--help"
+"$FHIRSYNC_SANDBOX_BIN" --help | grep -c -- '--resources-per-file' >/dev/null || fail "--help"
 ok
 
 cat >"$WORK/clients.json" <<'EOF'

@@ -85,7 +85,7 @@ sed -i 's/^types = Patient$/types = Patient,Observation/' "$TMP/svc/reload.ini"
 kill -HUP "$SVC"
 reloaded() { grep -q 'configuration reloaded (SIGHUP)' "$TMP/svc.err"; }
 wait_for reloaded && ok "SIGHUP: 'configuration reloaded' is logged" || not_ok "no reload logged"
-after_reload() { requests | grep '\$export' | grep -q 'Observation'; }
+after_reload() { requests | grep '\$export' | grep -c 'Observation' >/dev/null; }
 wait_for after_reload && ok "the next run uses the new types (Patient,Observation)" ||
     not_ok "the kick-offs did not change: $(requests | grep '\$export' | tail -2)"
 expect_no_match "$(requests | grep '\$export' | head -1)" 'Observation' "the first run used the old types"
