@@ -8,7 +8,7 @@
 
 #include <curl/curl.h>
 
-#include "http/http.h"
+#include "http/curl_shared.h"
 
 #define MAX_REDIRECTS 10
 #define MAX_HEADERS 128
@@ -50,7 +50,7 @@ void fs_http_response_init(fs_http_response *resp)
     fs_buf_init(&resp->body);
 }
 
-static void clear_headers(fs_http_response *resp)
+void fs_http_clear_headers(fs_http_response *resp)
 {
     for (size_t i = 0; i < resp->header_count; i++) {
         fs_free(resp->headers[i].name);
@@ -63,7 +63,7 @@ static void clear_headers(fs_http_response *resp)
 
 void fs_http_response_clear(fs_http_response *resp)
 {
-    clear_headers(resp);
+    fs_http_clear_headers(resp);
     fs_buf_free(&resp->body);
     fs_free(resp->effective_url);
     fs_http_response_init(resp);
@@ -100,7 +100,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
     }
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         /* a new response (after 1xx or a redirect): forget the previous one's headers */
-        clear_headers(t->resp);
+        fs_http_clear_headers(t->resp);
         const char *sp = memchr(data, ' ', len);
         t->resp->status = 0;
         if (sp && (size_t)(sp - data) + 4 <= len && isdigit((unsigned char)sp[1]) &&
@@ -161,9 +161,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
     return len;
 }
 
-/* libcurl's debug output, through the redaction path, at debug level: headers and info only,
- * never bodies. */
-static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
+int fs_http_curl_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
 {
     (void)easy;
     (void)userdata;
@@ -238,7 +236,7 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
     return fs_cancel_requested() ? 1 : 0;
 }
 
-static bool is_redirect(long status)
+bool fs_http_is_redirect(long status)
 {
     return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
@@ -295,7 +293,8 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, req->connect_timeout_s ? req->connect_timeout_s : 10L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT,
+                     req->connect_timeout_s ? req->connect_timeout_s : 10L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT, req->timeout_s ? req->timeout_s : 120L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, http->user_agent);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
@@ -310,8 +309,8 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &t);
     if (fs_log_enabled(FHIRSYNC_LOG_DEBUG)) {
-        curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
-        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L); /* only feeds on_debug, never stderr */
+        curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, fs_http_curl_debug);
+        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L); /* only feeds fs_http_curl_debug, never stderr */
     }
     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
@@ -385,12 +384,13 @@ fhirsync_code fs_http_perform(fs_http *http, const fs_http_request *req, fs_http
         if (rc != FHIRSYNC_OK)
             goto out;
         fs_buf_reset(&resp->body);
-        clear_headers(resp);
+        fs_http_clear_headers(resp);
         rc = perform_once(http, req, url, method, with_body, resp, err);
         if (rc != FHIRSYNC_OK)
             goto out;
         const char *location = fs_http_header_get(resp, "Location");
-        if (!is_redirect(resp->status) || req->redirects == FS_REDIRECT_NONE || !location)
+        if (!fs_http_is_redirect(resp->status) || req->redirects == FS_REDIRECT_NONE ||
+            !location)
             break;
         char *next = NULL;
         rc = fs_url_resolve(url, location, false, &next, err);

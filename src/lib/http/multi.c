@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 
+#include "http/curl_shared.h"
 #include "http/multi.h"
 
 #define MAX_REDIRECTS 10
@@ -86,30 +87,13 @@ static void transfer_free(transfer *t)
     fs_free(t);
 }
 
-static void clear_headers(fs_http_response *resp)
-{
-    for (size_t i = 0; i < resp->header_count; i++) {
-        fs_free(resp->headers[i].name);
-        fs_free(resp->headers[i].value);
-    }
-    fs_free(resp->headers);
-    resp->headers = NULL;
-    resp->header_count = 0;
-}
-
-static bool is_redirect(long status)
-{
-    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
-}
-
-/* The headers of a response are complete: decide whether it is the final one. */
 static bool headers_complete(transfer *t)
 {
     long status = t->resp.status;
     if (status >= 100 && status < 200)
         return true; /* an interim response: the real one follows */
     t->headers_done = true;
-    if (is_redirect(status) && t->redirects != FS_REDIRECT_NONE &&
+    if (fs_http_is_redirect(status) && t->redirects != FS_REDIRECT_NONE &&
         fs_http_header_get(&t->resp, "Location")) {
         t->redirecting = true;
         return true;
@@ -143,7 +127,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
         return 0;
     }
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        clear_headers(&t->resp);
+        fs_http_clear_headers(&t->resp);
         const char *sp = memchr(data, ' ', len);
         t->resp.status = 0;
         if (sp && (size_t)(sp - data) + 4 <= len && isdigit((unsigned char)sp[1]) &&
@@ -211,33 +195,6 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
     return len;
 }
 
-/* libcurl's debug output through the redaction path: headers and info lines, never bodies. */
-static int on_debug(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
-{
-    (void)easy;
-    (void)userdata;
-    const char *prefix;
-    switch (type) {
-    case CURLINFO_TEXT: prefix = "*"; break;
-    case CURLINFO_HEADER_IN: prefix = "<"; break;
-    case CURLINFO_HEADER_OUT: prefix = ">"; break;
-    default: return 0;
-    }
-    size_t start = 0;
-    for (size_t i = 0; i <= size; i++) {
-        if (i == size || data[i] == '\n') {
-            size_t end = i;
-            while (end > start && (data[end - 1] == '\r' || data[end - 1] == '\n'))
-                end--;
-            if (end > start)
-                fs_log(FHIRSYNC_LOG_DEBUG, "http-multi %s %.*s", prefix, (int)(end - start),
-                       data + start);
-            start = i + 1;
-        }
-    }
-    return 0;
-}
-
 /* Configure the easy handle for the current hop and add it to the multi handle. */
 static fhirsync_code start_hop(transfer *t, fhirsync_error *err)
 {
@@ -252,7 +209,7 @@ static fhirsync_code start_hop(transfer *t, fhirsync_error *err)
     t->headers_done = t->is_final = t->redirecting = false;
     t->body_bytes = 0;
     t->errbuf[0] = '\0';
-    clear_headers(&t->resp);
+    fs_http_clear_headers(&t->resp);
     fs_buf_reset(&t->resp.body);
     t->resp.status = 0;
 
@@ -305,8 +262,8 @@ static fhirsync_code start_hop(transfer *t, fhirsync_error *err)
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     if (fs_log_enabled(FHIRSYNC_LOG_DEBUG)) {
-        curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, on_debug);
-        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L); /* only feeds on_debug, never stderr */
+        curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, fs_http_curl_debug);
+        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L); /* only feeds fs_http_curl_debug, never stderr */
     }
     char range[48];
     if (t->range_from > 0) {
