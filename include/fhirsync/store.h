@@ -63,6 +63,10 @@ FHIRSYNC_API void fhirsync_store_close(fhirsync_store *store);
 FHIRSYNC_API const char *fhirsync_store_engine_name(const fhirsync_store *store);
 /* The location for display: the path, or the URL without its password. Borrowed. */
 FHIRSYNC_API const char *fhirsync_store_location(const fhirsync_store *store);
+/* Open another handle on the same database, with the same flags (another PostgreSQL session, or
+ * SQLite connection), for another thread: a handle is used by one thread at a time. */
+FHIRSYNC_API fhirsync_code fhirsync_store_reopen(const fhirsync_store *store, fhirsync_store **out,
+                                                 fhirsync_error *err);
 /* The schema version of the open database (this library's current one after migrating). */
 FHIRSYNC_API int fhirsync_store_schema_version(const fhirsync_store *store);
 /* The newest schema version this library knows. */
@@ -72,6 +76,12 @@ FHIRSYNC_API int fhirsync_store_schema_version_supported(void);
 
 /* Flags of fhirsync_store_begin. */
 #define FHIRSYNC_STORE_BULK 0x1u /* a file load: PostgreSQL streams rows with COPY (see put) */
+/* With FHIRSYNC_STORE_BULK: the rows are expected to be new (a first full load). PostgreSQL
+ * copies them straight into the type tables instead of staging and merging them (about twice
+ * the rate). When an id is already stored, or repeated in the batch, the batch fails with
+ * FHIRSYNC_E_CONFLICT and nothing of it is stored: load it again without this flag. SQLite
+ * ignores the flag (its upsert costs the same). */
+#define FHIRSYNC_STORE_APPEND 0x2u
 
 /* Open a batch (one database transaction). Everything written until commit becomes visible at
  * once, or not at all after a rollback or a crash. Large loads commit every few thousand rows:

@@ -69,6 +69,8 @@ typedef struct fhirsync_sync_options {
     fhirsync_sync_load load; /* bulk: when files are loaded */
     int delete_job;          /* bulk: delete the job on the server when done: 1, 0, or -1
                                 (default) the profile's `delete_job` */
+    int loaders;             /* bulk into PostgreSQL: files loaded at once, each over its own
+                                session (0: 2; at most 16). SQLite loads one file at a time */
 } fhirsync_sync_options;
 
 /* Fill `opts` with the defaults. */

@@ -52,6 +52,8 @@ static void usage(FILE *out)
         "  --page-size N          crawl: _count of searches (default 500)\n"
         "  --skew-margin SECONDS  crawl: the watermark is the start minus this (default 300)\n"
         "  --load stream|after    bulk: store files as they arrive (default) or after the export\n"
+        "  --loaders N            bulk into PostgreSQL: files stored at once, one session each\n"
+        "                         (default 2; SQLite stores one at a time)\n"
         "  --work-dir DIR         where exports download (default: <store>.work/)\n"
         "\n"
         "running:\n"
@@ -653,6 +655,7 @@ int cmd_sync(int argc, char **argv)
         OPT_PAGE_SIZE,
         OPT_SKEW,
         OPT_LOAD,
+        OPT_LOADERS,
         OPT_WORK_DIR,
         OPT_JOBS,
         OPT_WAIT,
@@ -673,6 +676,7 @@ int cmd_sync(int argc, char **argv)
         {"page-size", required_argument, NULL, OPT_PAGE_SIZE},
         {"skew-margin", required_argument, NULL, OPT_SKEW},
         {"load", required_argument, NULL, OPT_LOAD},
+        {"loaders", required_argument, NULL, OPT_LOADERS},
         {"work-dir", required_argument, NULL, OPT_WORK_DIR},
         {"jobs", required_argument, NULL, OPT_JOBS},
         {"wait", optional_argument, NULL, OPT_WAIT},
@@ -732,6 +736,11 @@ int cmd_sync(int argc, char **argv)
                 so.load = FHIRSYNC_SYNC_LOAD_AFTER;
             else
                 return cli_usage_error("sync", "--load is stream or after, not '%s'", optarg);
+            break;
+        case OPT_LOADERS:
+            if (!parse_int(optarg, 1, 16, &v))
+                return cli_usage_error("sync", "--loaders expects 1..16, got '%s'", optarg);
+            so.loaders = (int)v;
             break;
         case OPT_WORK_DIR: so.work_dir = optarg; break;
         case OPT_JOBS:

@@ -38,7 +38,8 @@ int cli_exit_code(fhirsync_code code)
     case FHIRSYNC_E_LOCKED: return EXIT_LOCKED;
     case FHIRSYNC_E_CANCELLED: return EXIT_INTERRUPTED;
     case FHIRSYNC_E_IO:
-    case FHIRSYNC_E_STORE: return EXIT_IO;
+    case FHIRSYNC_E_STORE:
+    case FHIRSYNC_E_CONFLICT: return EXIT_IO;
     case FHIRSYNC_E_NOMEM:
     case FHIRSYNC_E_CRYPTO:
     case FHIRSYNC_E_INTERNAL: return EXIT_INTERNAL;

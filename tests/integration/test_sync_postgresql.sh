@@ -2,7 +2,8 @@
 # integration/test_sync_postgresql.sh: `fhirsync sync` into a real PostgreSQL server (a throwaway
 # cluster from scripts/pg-test-server.sh, stopped and removed at the end): bulk full and
 # incremental syncs hold the same data as SQLite ones from the same sandbox state, deletions
-# leave records, bad lines are quarantined (exit 10), a crawl gives the same data, and kill -9 at
+# leave records, several loaders and appends (with their fallback to merges) give the same data,
+# bad lines are quarantined (exit 10), a crawl gives the same data, and kill -9 at
 # random points (fewer rounds than the SQLite test; seeded, the seed printed) ends with the data
 # of an uninterrupted sync.
 source "$(dirname "$0")/lib.sh"
@@ -35,6 +36,27 @@ expect_match "$(sql "$PG" "SELECT jsonb_typeof(resource) FROM \"Patient\" LIMIT 
     "resources are also jsonb"
 expect_match "$(sql "$PG" "SELECT count(*) FROM sync_state WHERE watermark = '$(json_field "$RUN1" j.transaction_time)'")" \
     '^1$' "the watermark is the transactionTime"
+
+# ---- loaders and appends ---------------------------------------------------------------------------
+# a first full sync appends (COPY straight into the tables) with 2 loaders by default; the same
+# with one loader after the download, and a run without a watermark over stored data (its
+# appends conflict: the files are merged instead) all end with the same resources
+PGA=$(db sync_append)
+expect_exit 0 "one loader, after the download" -- "$F" sync --store "$PGA" --loaders 1 \
+    --load after --no-progress -v
+expect_match "$ERR" 'files are stored over 1 PostgreSQL session, as appends' "one loader, appends"
+same_dump "$PGA" "$TMP/ref1.db" "one loader == SQLite"
+expect_match "$(cd / && psql -qAt "$PGA" -c \
+    "WITH d AS (DELETE FROM sync_state RETURNING 1) SELECT count(*) FROM d")" '^1$' \
+    "forget the watermark"
+expect_exit 0 "a full sync over the stored data, appending" -- "$F" sync --store "$PGA" \
+    --loaders 3 --no-progress -v
+expect_match "$ERR" 'files are stored over 3 PostgreSQL sessions, as appends' "three loaders"
+expect_match "$ERR" 'SQLSTATE 23505.*loading it again as merges' "an append met stored ids"
+expect_match "$ERR" 'the files left are merged, not appended' "the rest of the run merged"
+same_dump "$PGA" "$TMP/ref1.db" "after the conflicts, the same resources"
+expect_match "$(sql "$PGA" "SELECT count(*) FROM sync_runs WHERE status = 'ok'")" '^2$' \
+    "both runs ok"
 
 mutate 0.1 0.05 >/dev/null
 expect_exit 0 "incremental sync into PostgreSQL" -- "$F" sync --store "$PG" --json

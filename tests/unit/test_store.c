@@ -634,6 +634,93 @@ static void test_upsert_rule(void **state)
     fhirsync_store_close(s);
 }
 
+/* Append batches (FHIRSYNC_STORE_APPEND). PostgreSQL copies the rows straight into the tables;
+ * an id already stored, or repeated in the batch, fails the batch with FHIRSYNC_E_CONFLICT and
+ * leaves nothing of it. SQLite ignores the flag: the same puts are upserts. Either way a merge
+ * batch of the same rows afterwards gives the same table. Also: a second handle (reopen). */
+static void test_append(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    const unsigned append = FHIRSYNC_STORE_BULK | FHIRSYNC_STORE_APPEND;
+    const fhirsync_put_outcome new_row = f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED;
+    const char *v1 = "2024-01-01T00:00:00Z", *v2 = "2024-02-01T00:00:00Z";
+    const char *nul = "{\"resourceType\":\"Observation\",\"id\":\"nul\",\"valueString\":"
+                      "\"a\\u0000b\"}";
+    assert_ok(fhirsync_store_begin(s, append, &err));
+    for (int i = 0; i < 3000; i++) { /* several COPY chunks */
+        char id[16];
+        snprintf(id, sizeof id, "a%d", i);
+        put_ok(s, "Observation", observation(id, "p", "1", v1, "1.50"), new_row);
+    }
+    put_ok(s, "Observation", nul, new_row);
+    put_ok(s, "Patient", patient("p", "Lindgren", "Claudia"), new_row); /* another table */
+    put_ok(s, "Observation", observation("after", "q", NULL, NULL, "6.0E-3"), new_row);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\""), 3002);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE patient_id = 'p'"
+                                   " AND version_id = '1' AND last_updated_ms = 1704067200000"
+                                   " AND loaded_at IS NOT NULL AND run_id IS NULL"),
+                     3000);
+    assert_string_equal(raw_of(s, "Observation", "after").text,
+                        observation("after", "q", NULL, NULL, "6.0E-3"));
+    assert_string_equal(raw_of(s, "Observation", "nul").text, nul);
+    assert_string_equal(query1(s, "SELECT given FROM patient_view WHERE id = 'p'").text,
+                        "Claudia Maria");
+    if (f->pg) {
+        assert_string_equal(query1(s, "SELECT resource #>> '{valueQuantity,value}' FROM"
+                                      " \"Observation\" WHERE id = 'a7'")
+                                .text,
+                            "1.50");
+        assert_true(query1(s, "SELECT resource FROM \"Observation\" WHERE id = 'nul'").null);
+    }
+    /* an id already stored (a5, newer) among new ones */
+    fhirsync_code want = f->pg ? FHIRSYNC_E_CONFLICT : FHIRSYNC_OK;
+    assert_ok(fhirsync_store_begin(s, append, &err));
+    put_ok(s, "Observation", observation("b1", "p", "1", v1, "1"), new_row);
+    put_ok(s, "Observation", observation("a5", "p", "2", v2, "2"), new_row);
+    assert_int_equal(fhirsync_store_commit(s, &err), want);
+    if (f->pg) {
+        assert_contains(err.message, "SQLSTATE 23505");
+        assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE id = 'b1'"), 0);
+        assert_string_equal(
+            query1(s, "SELECT version_id FROM \"Observation\" WHERE id = 'a5'").text, "1");
+    }
+    /* an id repeated within the batch */
+    assert_ok(fhirsync_store_begin(s, append, &err));
+    put_ok(s, "Observation", observation("c1", "p", "1", v1, "1"), new_row);
+    put_ok(s, "Observation", observation("c1", "p", "2", v2, "2"), new_row);
+    assert_int_equal(fhirsync_store_commit(s, &err), want);
+    if (f->pg)
+        assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE id = 'c1'"), 0);
+    /* the handle goes on: the same rows as a merge batch */
+    assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
+    const char *again[4] = {
+        observation("b1", "p", "1", v1, "1"), observation("a5", "p", "2", v2, "2"),
+        observation("c1", "p", "1", v1, "1"), observation("c1", "p", "2", v2, "2")};
+    for (int i = 0; i < 4; i++) /* outcomes differ: SQLite stored these rows already */
+        assert_ok(fhirsync_store_put(s, "Observation", again[i], strlen(again[i]), 0, NULL, &err));
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE id IN"
+                                   " ('a5', 'b1', 'c1') AND version_id = CASE id WHEN 'b1'"
+                                   " THEN '1' ELSE '2' END"),
+                     3);
+    /* a rolled-back append leaves nothing */
+    assert_ok(fhirsync_store_begin(s, append, &err));
+    put_ok(s, "Observation", observation("gone", "p", "1", v1, "1"), new_row);
+    assert_ok(fhirsync_store_rollback(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM \"Observation\" WHERE id = 'gone'"), 0);
+    /* another handle on the same database sees the same rows */
+    fhirsync_store *other = NULL;
+    assert_ok(fhirsync_store_reopen(s, &other, &err));
+    assert_int_equal(query_long(other, "SELECT count(*) FROM \"Observation\""), 3004);
+    assert_string_equal(fhirsync_store_location(other), fhirsync_store_location(s));
+    fhirsync_store_close(other);
+    assert_int_equal(fhirsync_store_reopen(NULL, &other, &err), FHIRSYNC_E_ARG);
+    fhirsync_store_close(s);
+}
+
 static void test_put_rejects(void **state)
 {
     fixture *f = *state;
@@ -2253,6 +2340,7 @@ int main(int argc, char **argv)
         BOTH(test_newer_schema_refused),
         BOTH(test_exact_bytes),
         BOTH(test_upsert_rule),
+        BOTH(test_append),
         BOTH(test_put_rejects),
         BOTH(test_new_type_rollback),
         BOTH(test_patient_record),
@@ -2273,6 +2361,7 @@ int main(int argc, char **argv)
         PG(test_newer_schema_refused),
         PG(test_exact_bytes),
         PG(test_upsert_rule),
+        PG(test_append),
         PG(test_put_rejects),
         PG(test_new_type_rollback),
         PG(test_patient_record),

@@ -40,6 +40,7 @@ const char *fhirsync_strerror(fhirsync_code code)
     case FHIRSYNC_E_UNSUPPORTED: return "not supported";
     case FHIRSYNC_E_BAD_REQUEST: return "request refused by the server";
     case FHIRSYNC_E_INTERNAL: return "internal error";
+    case FHIRSYNC_E_CONFLICT: return "conflict with another writer or with stored rows";
     }
     return "unknown error";
 }

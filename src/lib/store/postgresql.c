@@ -6,13 +6,18 @@
  * keys, number spelling such as 6.0E-3). A line containing the escape \u0000, which jsonb cannot
  * hold, gets a NULL `resource` and keeps its `raw`.
  *
- * Two write paths:
+ * Three write paths:
  *   - rows: one prepared upsert per resource type (crawl batches, single puts);
  *   - bulk (a batch opened with FHIRSYNC_STORE_BULK): rows stream with COPY ... (FORMAT binary)
  *     into a session-private temporary staging table, and are merged into the type tables with
  *     INSERT ... SELECT ... ON CONFLICT when the batch commits, every STAGE_ROWS rows, or before
  *     any other statement (so deletes and run updates see them). An id seen twice in the staging
  *     set triggers a merge first, so repeated ids apply in order, as on the row path.
+ *   - append (FHIRSYNC_STORE_BULK | FHIRSYNC_STORE_APPEND: rows the caller expects to be new, a
+ *     first full load): rows stream with COPY straight into the type's table, which costs the
+ *     server about half of staging and merging (no second write, no upsert). An id already
+ *     stored, or repeated in the batch, violates the primary key: the batch fails with
+ *     FHIRSYNC_E_CONFLICT and the caller loads it again without the flag.
  *
  * The connection string's password never reaches a log or an error: libpq's messages are
  * scrubbed of it, and the location kept for display is rebuilt without it. Notices go to the
@@ -41,6 +46,7 @@ typedef struct pg_impl {
     char *password; /* to scrub from libpq's messages; wiped on close */
     /* bulk staging */
     bool copy_active;
+    int copy_table; /* the COPY's target: -1 the staging table, else the slot of a type table */
     fs_buf copy;
     size_t staged_rows;
     uint64_t *staged_ids;
@@ -89,6 +95,11 @@ static fhirsync_code result_error(fhirsync_store *s, const PGresult *res, const 
     fhirsync_code code = FHIRSYNC_E_STORE;
     if (state && strcmp(state, "25006") == 0)
         code = FHIRSYNC_E_ARG; /* a write in a read-only transaction */
+    /* another writer got in the way (a deadlock, a serialization failure), or an append batch
+     * met an id already stored: the transaction is lost, running it again is the cure */
+    if (state && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0 ||
+                  (strcmp(state, "23505") == 0 && s->append)))
+        code = FHIRSYNC_E_CONFLICT;
     return fs_err(err, code, "PostgreSQL: %s%s%s%s (%s)", message, state ? " (SQLSTATE " : "",
                   state ? state : "", state ? ")" : "", what);
 }
@@ -139,13 +150,35 @@ static bool put_int8(fs_buf *b, bool present, int64_t v)
     return put_u32(b, 8) && put_u32(b, (uint32_t)(u >> 32)) && put_u32(b, (uint32_t)u);
 }
 
+/* The COPY ended early (the server refused a row, or the connection broke): report the
+ * server's error rather than libpq's "no COPY in progress", and leave the connection usable. */
+static fhirsync_code copy_failed(fhirsync_store *s, const char *what, fhirsync_error *err)
+{
+    pg_impl *impl = impl_of(s);
+    impl->copy_active = false;
+    impl->copy.len = 0;
+    fhirsync_code rc = FHIRSYNC_OK;
+    PGresult *res;
+    while ((res = PQgetResult(impl->conn)) != NULL) {
+        if (rc == FHIRSYNC_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = result_error(s, res, what, err);
+        PQclear(res);
+    }
+    return rc != FHIRSYNC_OK ? rc : result_error(s, NULL, what, err);
+}
+
+static const char *copy_what(const pg_impl *impl)
+{
+    return impl->copy_table >= 0 ? "appending rows with COPY" : "staging rows with COPY";
+}
+
 static fhirsync_code send_copy_data(fhirsync_store *s, fhirsync_error *err)
 {
     pg_impl *impl = impl_of(s);
     if (impl->copy.len == 0)
         return FHIRSYNC_OK;
     if (PQputCopyData(impl->conn, impl->copy.data, (int)impl->copy.len) != 1)
-        return result_error(s, NULL, "streaming rows with COPY", err);
+        return copy_failed(s, copy_what(impl), err);
     impl->copy.len = 0;
     return FHIRSYNC_OK;
 }
@@ -156,21 +189,25 @@ static fhirsync_code end_copy(fhirsync_store *s, bool abort_it, fhirsync_error *
     pg_impl *impl = impl_of(s);
     if (!impl->copy_active)
         return FHIRSYNC_OK;
-    impl->copy_active = false;
     fhirsync_code rc = FHIRSYNC_OK;
     if (!abort_it) {
         if (!put_u16(&impl->copy, 0xffffu)) /* the trailer */
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         else
             rc = send_copy_data(s, err);
+        if (!impl->copy_active)
+            return rc; /* the server ended it: send_copy_data reported why */
     }
-    if (PQputCopyEnd(impl->conn, rc == FHIRSYNC_OK && !abort_it ? NULL : "aborted") != 1 &&
-        rc == FHIRSYNC_OK)
-        rc = result_error(s, NULL, "ending COPY", err);
+    impl->copy_active = false;
+    bool clean = rc == FHIRSYNC_OK && !abort_it;
+    if (PQputCopyEnd(impl->conn, clean ? NULL : "aborted") != 1) {
+        fhirsync_code failed = copy_failed(s, copy_what(impl), clean ? err : NULL);
+        return clean ? failed : rc;
+    }
     PGresult *res;
     while ((res = PQgetResult(impl->conn)) != NULL) {
         if (rc == FHIRSYNC_OK && !abort_it && PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = result_error(s, res, "staging rows with COPY", err);
+            rc = result_error(s, res, copy_what(impl), err);
         PQclear(res);
     }
     impl->copy.len = 0;
@@ -179,6 +216,7 @@ static fhirsync_code end_copy(fhirsync_store *s, bool abort_it, fhirsync_error *
 
 static void reset_staging(pg_impl *impl)
 {
+    impl->copy_table = -1;
     impl->staged_rows = 0;
     impl->staged_type_count = 0;
     if (impl->staged_ids)
@@ -229,27 +267,40 @@ static fhirsync_code flush_staged(fhirsync_store *s, fhirsync_error *err)
     pg_impl *impl = impl_of(s);
     if (!impl->copy_active && impl->staged_rows == 0)
         return FHIRSYNC_OK;
+    bool appended = impl->copy_table >= 0; /* straight into a type table: nothing to merge */
     fhirsync_code rc = end_copy(s, false, err);
-    for (size_t i = 0; rc == FHIRSYNC_OK && i < impl->staged_type_count; i++)
+    for (size_t i = 0; rc == FHIRSYNC_OK && !appended && i < impl->staged_type_count; i++)
         rc = merge_type(s, &s->types[impl->staged_types[i]], err);
-    if (rc == FHIRSYNC_OK && impl->staged_rows)
+    if (rc == FHIRSYNC_OK && !appended && impl->staged_rows)
         rc = command(s, "TRUNCATE fhirsync_staging", "emptying the staging table", err);
     reset_staging(impl);
     return rc;
 }
 
-static fhirsync_code start_copy(fhirsync_store *s, fhirsync_error *err)
+/* Start a COPY into the staging table (direct NULL) or straight into direct's table. */
+static fhirsync_code start_copy(fhirsync_store *s, const fs_store_type *direct, fhirsync_error *err)
 {
     pg_impl *impl = impl_of(s);
-    if (!impl->staged_ids) {
+    if (!direct && !impl->staged_ids) {
         impl->staged_ids = fs_calloc(STAGE_SET_SIZE, sizeof *impl->staged_ids);
         if (!impl->staged_ids)
             return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
-    PGresult *res = PQexec(impl->conn,
-                           "COPY fhirsync_staging (type, id, version_id, last_updated,"
-                           " last_updated_ms, patient_id, raw, jsonb_ok, run_id)"
-                           " FROM STDIN (FORMAT binary)");
+    char sql[FS_STORE_TYPE_MAX + 160];
+    if (direct) {
+        char quoted[FS_STORE_TYPE_MAX + 3];
+        fs_store_quote_type(direct->name, quoted, sizeof quoted);
+        snprintf(sql, sizeof sql,
+                 "COPY %s (id, version_id, last_updated, last_updated_ms, patient_id, resource,"
+                 " raw, loaded_at, run_id) FROM STDIN (FORMAT binary)",
+                 quoted);
+    } else {
+        snprintf(sql, sizeof sql,
+                 "COPY fhirsync_staging (type, id, version_id, last_updated,"
+                 " last_updated_ms, patient_id, raw, jsonb_ok, run_id)"
+                 " FROM STDIN (FORMAT binary)");
+    }
+    PGresult *res = PQexec(impl->conn, sql);
     fhirsync_code rc = FHIRSYNC_OK;
     if (!res || PQresultStatus(res) != PGRES_COPY_IN)
         rc = result_error(s, res, "starting COPY", err);
@@ -257,6 +308,7 @@ static fhirsync_code start_copy(fhirsync_store *s, fhirsync_error *err)
     if (rc != FHIRSYNC_OK)
         return rc;
     impl->copy_active = true;
+    impl->copy_table = direct ? (int)direct->slot : -1;
     impl->copy.len = 0;
     /* signature, flags, header extension length */
     static const char signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n',
@@ -298,7 +350,7 @@ static fhirsync_code stage(fhirsync_store *s, fs_store_type *t, const fs_resourc
             return rc;
     }
     if (!impl->copy_active) {
-        rc = start_copy(s, err);
+        rc = start_copy(s, NULL, err);
         if (rc != FHIRSYNC_OK)
             return rc;
         stage_id(impl, t, f);
@@ -339,6 +391,44 @@ static fhirsync_code stage(fhirsync_store *s, fs_store_type *t, const fs_resourc
     if (impl->staged_rows >= STAGE_ROWS)
         return flush_staged(s, err);
     return FHIRSYNC_OK;
+}
+
+/* An append batch: the row goes straight into t's table (see the top of the file). */
+static fhirsync_code append(fhirsync_store *s, fs_store_type *t, const fs_resource_fields *f,
+                            const char *line, size_t len, int64_t run_id, fhirsync_error *err)
+{
+    pg_impl *impl = impl_of(s);
+    fhirsync_code rc;
+    if (impl->copy_active && impl->copy_table != (int)t->slot) {
+        rc = flush_staged(s, err); /* another type (or staged rows) before this one */
+        if (rc != FHIRSYNC_OK)
+            return rc;
+    }
+    if (!impl->copy_active) {
+        rc = start_copy(s, t, err);
+        if (rc != FHIRSYNC_OK)
+            return rc;
+    }
+    const char *loaded_at = fs_store_loaded_at(s);
+    fs_buf *b = &impl->copy;
+    size_t mark = b->len;
+    /* jsonb's binary input is a version byte (1) and the text; \u0000 cannot be held: NULL */
+    bool ok = put_u16(b, 9) && put_field(b, f->id, f->id_len) &&
+              put_field(b, f->version_id, f->version_id_len) &&
+              put_field(b, f->last_updated, f->last_updated_len) &&
+              put_int8(b, f->has_last_updated_ms, f->last_updated_ms) &&
+              put_field(b, f->patient_id, f->patient_id_len) &&
+              (f->has_nul_escape ? put_u32(b, 0xffffffffu)
+                                 : put_u32(b, (uint32_t)len + 1) && fs_buf_append(b, "\1", 1) &&
+                                       fs_buf_append(b, line, len)) &&
+              put_field(b, line, len) && put_field(b, loaded_at, strlen(loaded_at)) &&
+              put_int8(b, run_id > 0, run_id);
+    if (!ok) {
+        b->len = mark; /* never send half a row */
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    impl->staged_rows++;
+    return b->len >= COPY_CHUNK ? send_copy_data(s, err) : FHIRSYNC_OK;
 }
 
 /* ---- statements ------------------------------------------------------------------------------ */
@@ -625,7 +715,8 @@ static fhirsync_code pg_put(fhirsync_store *s, fs_store_type *t, const fs_resour
                             fhirsync_put_outcome *outcome, fhirsync_error *err)
 {
     if (s->in_batch && s->bulk) {
-        fhirsync_code rc = stage(s, t, f, line, len, run_id, err);
+        fhirsync_code rc = s->append ? append(s, t, f, line, len, run_id, err)
+                                     : stage(s, t, f, line, len, run_id, err);
         if (rc == FHIRSYNC_OK && outcome)
             *outcome = FHIRSYNC_PUT_STAGED;
         return rc;
@@ -850,6 +941,7 @@ static fhirsync_code pg_open(fhirsync_store *s, const char *location, fhirsync_e
     pg_impl *impl = fs_calloc(1, sizeof *impl);
     if (!impl)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    impl->copy_table = -1;
     s->impl = impl;
     fs_buf_init(&impl->copy);
     fs_buf_init(&impl->scratch);

@@ -191,7 +191,7 @@ static fhirsync_code tx_open(fhirsync_store *s, bool *own, fhirsync_error *err)
 static fhirsync_code tx_close(fhirsync_store *s, bool own, fhirsync_code rc, fhirsync_error *err)
 {
     if (!own) {
-        if (rc == FHIRSYNC_E_STORE && s->in_batch)
+        if ((rc == FHIRSYNC_E_STORE || rc == FHIRSYNC_E_CONFLICT) && s->in_batch)
             s->batch_failed = true;
         return rc;
     }
@@ -216,6 +216,7 @@ fhirsync_code fhirsync_store_begin(fhirsync_store *store, unsigned flags, fhirsy
         return rc;
     store->in_batch = true;
     store->bulk = (flags & FHIRSYNC_STORE_BULK) != 0;
+    store->append = store->bulk && (flags & FHIRSYNC_STORE_APPEND) != 0;
     store->batch_failed = false;
     return FHIRSYNC_OK;
 }
@@ -233,7 +234,7 @@ fhirsync_code fhirsync_store_commit(fhirsync_store *store, fhirsync_error *err)
         rc = store->ops->commit(store, err);
         settle_types(store, rc == FHIRSYNC_OK);
     }
-    store->in_batch = store->bulk = store->batch_failed = false;
+    store->in_batch = store->bulk = store->append = store->batch_failed = false;
     return rc;
 }
 
@@ -243,7 +244,7 @@ fhirsync_code fhirsync_store_rollback(fhirsync_store *store, fhirsync_error *err
     if (!store || !store->in_batch)
         return FHIRSYNC_OK;
     end_rollback(store);
-    store->in_batch = store->bulk = store->batch_failed = false;
+    store->in_batch = store->bulk = store->append = store->batch_failed = false;
     return FHIRSYNC_OK;
 }
 
@@ -1377,6 +1378,10 @@ fhirsync_code fhirsync_store_open(const char *location, unsigned flags, fhirsync
         return no_memory(err);
     s->flags = flags;
     s->pid = (long)getpid();
+    if (!(s->opened = fs_strdup(location))) {
+        fs_free(s);
+        return no_memory(err);
+    }
     if (gethostname(s->hostname, sizeof s->hostname - 1) != 0)
         snprintf(s->hostname, sizeof s->hostname, "unknown");
     s->hostname[sizeof s->hostname - 1] = '\0';
@@ -1414,7 +1419,18 @@ void fhirsync_store_close(fhirsync_store *store)
     store->ops->close(store);
     fs_free(store->types);
     fs_free(store->location);
+    fs_free_secret(store->opened);
     fs_free(store);
+}
+
+fhirsync_code fhirsync_store_reopen(const fhirsync_store *store, fhirsync_store **out,
+                                    fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!store || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "no store, or no output");
+    return fhirsync_store_open(store->opened, store->flags, out, err);
 }
 
 const char *fhirsync_store_engine_name(const fhirsync_store *store)

@@ -96,10 +96,12 @@ struct fhirsync_store {
     fs_store_engine engine;
     void *impl;          /* the engine's connection state */
     char *location;      /* for display: path, or URL without password */
+    char *opened;        /* the location as given (may hold a password: wiped on close) */
     unsigned flags;      /* FHIRSYNC_STORE_READONLY */
     int schema_version;
     bool in_batch;
     bool bulk;           /* the open batch is a bulk load */
+    bool append;         /* ... of rows expected to be new (FHIRSYNC_STORE_APPEND) */
     bool batch_failed;   /* a database error happened in the open batch */
     fs_store_type *types;
     size_t type_count, type_cap, last_type;

@@ -7,6 +7,12 @@
  *   export     the bulk client downloads and verifies the files; each FILE_DONE event hands the
  *              file to a loader thread, which stores it in one batch while the others download
  *              (or, with FHIRSYNC_SYNC_LOAD_AFTER, every file once the export is complete).
+ *              PostgreSQL gets several loaders (options.loaders, default 2), each with its own
+ *              session: the server parses jsonb and maintains indexes in one process per
+ *              session, so that is where a second core helps. SQLite writes one at a time.
+ *   append     a run without _since (a first full load) loads its files as appends (rows
+ *              expected to be new: COPY straight into the tables on PostgreSQL); the first
+ *              file that meets stored ids is loaded again as merges, and so are all after it.
  *              Deleted files are applied before any output file, so that a resource deleted and
  *              re-created before the transactionTime ends up present, as it is on the server.
  *   ledger     after a file's batch commits, a line {"job", "file", "counts"} is appended to
@@ -46,7 +52,19 @@ typedef struct ledger_entry {
     char *counts; /* the JSON of fs_sync_counts_dump */
 } ledger_entry;
 
-typedef struct bulk_ctx {
+#define MAX_LOADERS 16
+
+typedef struct bulk_ctx bulk_ctx;
+
+/* One loader thread and the store handle it alone uses. */
+typedef struct loader {
+    bulk_ctx *c;
+    fhirsync_store *store; /* the sync's own handle for the first loader, else opened for it */
+    pthread_t thread;
+    bool started;
+} loader;
+
+struct bulk_ctx {
     fhirsync_sync *s;
     fhirsync_export *ex;
     char *workdir, *export_dir, *ledger_path, *refused_path;
@@ -55,10 +73,12 @@ typedef struct bulk_ctx {
     ledger_entry *ledger;
     size_t nledger;
     bool ledger_read;
-    /* the loader */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
+    /* the loaders */
+    loader loaders[MAX_LOADERS];
+    size_t nloaders;
+    bool append;        /* load outputs as appends (see the top of the file) */
+    pthread_mutex_t mu; /* the queue, the ledger, append, failed */
+    pthread_mutex_t refused_mu;
     pthread_cond_t cv;
     pending_file *deleted_head, *deleted_tail, *other_head, *other_tail;
     size_t deleted_expected; /* deleted files in the manifest */
@@ -68,7 +88,7 @@ typedef struct bulk_ctx {
     bool failed;  /* a load failed: load_err */
     fhirsync_error load_err;
     size_t files_loaded;
-} bulk_ctx;
+};
 
 /* ---- small file helpers ---------------------------------------------------------------------- */
 
@@ -227,9 +247,9 @@ typedef struct refused_ctx {
     const pending_file *f;
 } refused_ctx;
 
-static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no, const char *reason)
+static bool write_refused(refused_ctx *r, const char *line, size_t len, int64_t line_no,
+                          const char *reason)
 {
-    refused_ctx *r = ud;
     bulk_ctx *c = r->c;
     if (c->refused_fd < 0) {
         c->refused_fd = open(c->refused_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -261,15 +281,28 @@ static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no, 
     return ok;
 }
 
+static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no, const char *reason)
+{
+    refused_ctx *r = ud;
+    pthread_mutex_lock(&r->c->refused_mu); /* loaders share the file */
+    bool ok = write_refused(r, line, len, line_no, reason);
+    pthread_mutex_unlock(&r->c->refused_mu);
+    return ok;
+}
+
 /* ---- loading one file ------------------------------------------------------------------------ */
 
-static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error *err)
+static fhirsync_code load_one(bulk_ctx *c, fhirsync_store *store, const pending_file *f,
+                              fhirsync_error *err)
 {
     fhirsync_sync *s = c->s;
     fhirsync_code rc;
     fs_sync_counts counts;
     fs_sync_counts_init(&counts);
+    pthread_mutex_lock(&c->mu);
     const ledger_entry *done = ledger_find(c, f->name, err, &rc);
+    bool append = c->append;
+    pthread_mutex_unlock(&c->mu);
     if (rc != FHIRSYNC_OK)
         return rc;
     if (done) {
@@ -285,9 +318,20 @@ static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error
                              .name = f->name,
                              .source = f->url,
                              .transaction_time = s->transaction_time,
-                             .run_id = s->run_id};
+                             .run_id = s->run_id,
+                             .append = append};
         refused_ctx r = {c, f};
-        rc = fs_sync_load_path(s->store, f->path, &file, s->name, &counts, on_refused, &r, err);
+        rc = fs_sync_load_path(store, f->path, &file, s->name, &counts, on_refused, &r, err);
+        if (append && !file.append) {
+            pthread_mutex_lock(&c->mu);
+            if (c->append)
+                fs_log(FHIRSYNC_LOG_INFO,
+                       "sync %s: the store already holds resources of this export: the files "
+                       "left are merged, not appended",
+                       s->name);
+            c->append = false;
+            pthread_mutex_unlock(&c->mu);
+        }
         char *dump = rc == FHIRSYNC_OK ? fs_sync_counts_dump(&counts) : NULL;
         if (rc == FHIRSYNC_OK && !dump)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -299,8 +343,10 @@ static fhirsync_code load_one(bulk_ctx *c, const pending_file *f, fhirsync_error
         if (rc == FHIRSYNC_OK && !line)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         /* the ledger line may be lost (a crash right now): the file is then loaded again */
+        pthread_mutex_lock(&c->mu);
         if (rc == FHIRSYNC_OK && !append_line(c->ledger_path, line))
             rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", c->ledger_path, strerror(errno));
+        pthread_mutex_unlock(&c->mu);
         fs_free(line);
         json_decref(rec);
         fs_free(dump);
@@ -369,14 +415,15 @@ static pending_file *next_file(bulk_ctx *c)
 
 static void *loader_main(void *arg)
 {
-    bulk_ctx *c = arg;
+    loader *l = arg;
+    bulk_ctx *c = l->c;
     pthread_mutex_lock(&c->mu);
     pending_file *f;
     while ((f = next_file(c)) != NULL) {
         pthread_mutex_unlock(&c->mu);
         fhirsync_error e;
         fs_err_clear(&e);
-        fhirsync_code rc = load_one(c, f, &e);
+        fhirsync_code rc = load_one(c, l->store, f, &e);
         pthread_mutex_lock(&c->mu);
         if (rc != FHIRSYNC_OK) {
             c->failed = true;
@@ -414,24 +461,88 @@ static void queue_file(bulk_ctx *c, pending_file *f)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Stop taking files (after the current one) and wait for the loader. */
+/* Stop taking files (after the current ones) and wait for the loaders. */
 static void loader_close(bulk_ctx *c)
 {
-    if (!c->thread_started)
-        return;
     pthread_mutex_lock(&c->mu);
     c->closing = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, NULL);
-    c->thread_started = false;
+    for (size_t i = 0; i < c->nloaders; i++) {
+        if (c->loaders[i].started)
+            pthread_join(c->loaders[i].thread, NULL);
+        c->loaders[i].started = false;
+    }
 }
 
-/* Load what is queued in this thread (FHIRSYNC_SYNC_LOAD_AFTER). */
+/* Start loader threads from `first` on; false (and the threads started so far stay) when the
+ * system refuses one. */
+static bool spawn_loaders(bulk_ctx *c, size_t first)
+{
+    for (size_t i = first; i < c->nloaders; i++) {
+        if (pthread_create(&c->loaders[i].thread, NULL, loader_main, &c->loaders[i]) != 0)
+            return false;
+        c->loaders[i].started = true;
+    }
+    return true;
+}
+
+/* Load what is queued once the export is complete (FHIRSYNC_SYNC_LOAD_AFTER): this thread is the
+ * first loader. */
 static void load_queued_here(bulk_ctx *c)
 {
     c->closing = true;
-    loader_main(c);
+    if (!spawn_loaders(c, 1)) {
+        pthread_mutex_lock(&c->mu);
+        if (!c->failed)
+            fs_err(&c->load_err, FHIRSYNC_E_INTERNAL, "cannot start a loader thread");
+        c->failed = true;
+        pthread_mutex_unlock(&c->mu);
+    }
+    loader_main(&c->loaders[0]);
+    loader_close(c);
+}
+
+/* The loaders' store handles: the sync's own, and one more session each for the others (fewer,
+ * with a warning, when the database refuses more connections). */
+static fhirsync_code open_loaders(bulk_ctx *c, fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    if (c->nloaders)
+        return FHIRSYNC_OK;
+    bool pg = fs_streq(fhirsync_store_engine_name(s->store), "postgresql");
+    size_t want = 1;
+    if (pg)
+        want = s->opts.loaders > 0 ? (size_t)s->opts.loaders : 2;
+    if (want > MAX_LOADERS)
+        want = MAX_LOADERS;
+    c->loaders[0] = (loader){.c = c, .store = s->store};
+    c->nloaders = 1;
+    while (c->nloaders < want) {
+        fhirsync_store *more = NULL;
+        fhirsync_error e;
+        if (fhirsync_store_reopen(s->store, &more, &e) != FHIRSYNC_OK) {
+            if (e.code == FHIRSYNC_E_NOMEM)
+                return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            fs_sync_warn(s, "loading with %zu session(s) instead of %zu: %s", c->nloaders, want,
+                         e.message);
+            break;
+        }
+        c->loaders[c->nloaders++] = (loader){.c = c, .store = more};
+    }
+    if (pg)
+        fs_log(FHIRSYNC_LOG_INFO, "sync %s: files are stored over %zu PostgreSQL session%s, as %s",
+               s->name, c->nloaders, c->nloaders == 1 ? "" : "s",
+               c->append ? "appends (a first full load)" : "merges");
+    return FHIRSYNC_OK;
+}
+
+static void close_loaders(bulk_ctx *c)
+{
+    loader_close(c);
+    for (size_t i = 1; i < c->nloaders; i++)
+        fhirsync_store_close(c->loaders[i].store);
+    c->nloaders = 0;
 }
 
 /* ---- export events --------------------------------------------------------------------------- */
@@ -726,11 +837,13 @@ static void reset_loader(bulk_ctx *c)
 static fhirsync_code start_loader(bulk_ctx *c, fhirsync_error *err)
 {
     reset_loader(c);
-    if (c->s->opts.load != FHIRSYNC_SYNC_LOAD_STREAM)
-        return FHIRSYNC_OK;
-    if (pthread_create(&c->thread, NULL, loader_main, c) != 0)
-        return fs_err(err, FHIRSYNC_E_INTERNAL, "cannot start the loader thread");
-    c->thread_started = true;
+    fhirsync_code rc = open_loaders(c, err);
+    if (rc != FHIRSYNC_OK || c->s->opts.load != FHIRSYNC_SYNC_LOAD_STREAM)
+        return rc;
+    if (!spawn_loaders(c, 0)) {
+        loader_close(c);
+        return fs_err(err, FHIRSYNC_E_INTERNAL, "cannot start a loader thread");
+    }
     return FHIRSYNC_OK;
 }
 
@@ -762,8 +875,10 @@ static fhirsync_code export_profile(fhirsync_sync *s, fhirsync_export_level leve
 fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
 {
     fhirsync_error *err = &s->err;
-    bulk_ctx c = {.s = s, .refused_fd = -1};
+    /* a first full load: the rows are new (the ledger skips files an earlier process stored) */
+    bulk_ctx c = {.s = s, .refused_fd = -1, .append = !s->since && !s->opts.full};
     pthread_mutex_init(&c.mu, NULL);
+    pthread_mutex_init(&c.refused_mu, NULL);
     pthread_cond_init(&c.cv, NULL);
     char *types = NULL, *compartment = NULL;
     fhirsync_endpoint *ep = NULL;
@@ -887,7 +1002,7 @@ fail:
         fs_err(err, rc, "interrupted; the next run resumes the export in %s", c.export_dir);
     fs_sync_finish_failed(s, err->message);
 out:
-    loader_close(&c);
+    close_loaders(&c);
     reset_loader(&c);
     if (c.refused_fd >= 0)
         close(c.refused_fd);
@@ -902,6 +1017,7 @@ out:
     fs_free(types);
     fs_free(compartment);
     pthread_cond_destroy(&c.cv);
+    pthread_mutex_destroy(&c.refused_mu);
     pthread_mutex_destroy(&c.mu);
     return rc;
 }

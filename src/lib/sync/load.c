@@ -21,6 +21,7 @@
 #include "sync/sync_internal.h"
 
 #define READ_BUFFER (1024 * 1024)
+#define LOAD_ATTEMPTS 4 /* tries of a file whose batch conflicts with other writers */
 
 static bool stop(fs_sync_loader *ld, fhirsync_code rc, const fhirsync_error *e)
 {
@@ -180,10 +181,10 @@ bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len)
     return true;
 }
 
-fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, const fs_sync_file *file,
-                                const char *endpoint, fs_sync_counts *counts,
-                                fs_sync_refused_fn refused, void *refused_userdata,
-                                fhirsync_error *err)
+static fhirsync_code load_once(fhirsync_store *store, const char *path, const fs_sync_file *file,
+                               const char *endpoint, fs_sync_counts *counts,
+                               fs_sync_refused_fn refused, void *refused_userdata,
+                               fhirsync_error *err)
 {
     fhirsync_code rc = FHIRSYNC_OK;
     char *buf = NULL;
@@ -206,8 +207,10 @@ fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, const f
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         goto out;
     }
-    rc = fhirsync_store_begin(store, file->kind == FHIRSYNC_EXPORT_OUTPUT ? FHIRSYNC_STORE_BULK : 0,
-                              err);
+    unsigned flags = 0;
+    if (file->kind == FHIRSYNC_EXPORT_OUTPUT)
+        flags = FHIRSYNC_STORE_BULK | (file->append ? FHIRSYNC_STORE_APPEND : 0);
+    rc = fhirsync_store_begin(store, flags, err);
     if (rc != FHIRSYNC_OK)
         goto out;
     in_batch = true;
@@ -274,4 +277,25 @@ out:
     fs_free(buf);
     fs_buf_free(&line);
     return rc;
+}
+
+fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, fs_sync_file *file,
+                                const char *endpoint, fs_sync_counts *counts,
+                                fs_sync_refused_fn refused, void *refused_userdata,
+                                fhirsync_error *err)
+{
+    for (unsigned attempt = 1;; attempt++) {
+        fhirsync_code rc =
+            load_once(store, path, file, endpoint, counts, refused, refused_userdata, err);
+        if (rc != FHIRSYNC_E_CONFLICT || attempt == LOAD_ATTEMPTS)
+            return rc;
+        fs_log(FHIRSYNC_LOG_INFO, "sync: %s: %s; loading it again%s", file->name, err->message,
+               file->append ? " as merges" : "");
+        file->append = false;
+        fs_sync_counts_clear(counts);
+        fs_sync_counts_init(counts);
+        /* a deadlock's other party is still committing: give it a moment, not the same one */
+        if (!fs_sleep_ms(fs_backoff_ms(attempt - 1, -1, 1) / 4))
+            return fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled");
+    }
 }

@@ -40,6 +40,8 @@ fhirsync_code fhirsync_sync_new(const fhirsync_endpoint *ep, fhirsync_store *sto
         return fs_err(err, FHIRSYNC_E_ARG, "unknown load strategy %d", (int)opts->load);
     if (opts->page_size < 0 || opts->page_size > 10000)
         return fs_err(err, FHIRSYNC_E_ARG, "page size %d is outside 0..10000", opts->page_size);
+    if (opts->loaders < 0 || opts->loaders > 16)
+        return fs_err(err, FHIRSYNC_E_ARG, "loaders %d is outside 0..16", opts->loaders);
     fhirsync_code rc = fhirsync_endpoint_validate(ep, err);
     if (rc != FHIRSYNC_OK)
         return rc;

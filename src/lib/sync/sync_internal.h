@@ -145,6 +145,8 @@ typedef struct fs_sync_file {
     const char *source;           /* the URL it came from (quarantine source) */
     const char *transaction_time; /* deleted_at of deletions */
     int64_t run_id;
+    bool append; /* outputs: the rows are expected to be new (FHIRSYNC_STORE_APPEND); cleared by
+                    fs_sync_load_path when the store found stored ids and it merged instead */
 } fs_sync_file;
 
 /* A line sink that loads into the store: used for files on disk and for streams. */
@@ -166,11 +168,14 @@ bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len);
 /* Count a line that is not stored at all (longer than the cap) as refused with `reason`. */
 bool fs_sync_load_refuse(fs_sync_loader *ld, const char *line, size_t len, const char *reason);
 
-/* Load a file on disk in one batch (FHIRSYNC_STORE_BULK for outputs): output lines are put,
- * deleted Bundles delete, error OperationOutcomes are counted by severity. The batch is
- * committed on success and rolled back on failure. FHIRSYNC_E_IO, FHIRSYNC_E_STORE,
- * FHIRSYNC_E_NOMEM. */
-fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, const fs_sync_file *file,
+/* Load a file on disk in one batch (FHIRSYNC_STORE_BULK for outputs, with FHIRSYNC_STORE_APPEND
+ * when file->append): output lines are put, deleted Bundles delete, error OperationOutcomes are
+ * counted by severity. The batch is committed on success and rolled back on failure. A batch the
+ * store refuses with FHIRSYNC_E_CONFLICT (stored ids met by an append, a deadlock with another
+ * loader) is loaded again, as merges, with `counts` started afresh (refused lines reach
+ * `refused` again: the caller de-duplicates). FHIRSYNC_E_IO, FHIRSYNC_E_STORE, FHIRSYNC_E_NOMEM,
+ * FHIRSYNC_E_CONFLICT after LOAD_ATTEMPTS tries. */
+fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, fs_sync_file *file,
                                 const char *endpoint, fs_sync_counts *counts,
                                 fs_sync_refused_fn refused, void *refused_userdata,
                                 fhirsync_error *err);
