@@ -5,7 +5,10 @@
 # the ratios to what bounds them, measured in the same run on the same files:
 #   - the bulk download alone (`fhirsync export` of the same request: the network side)
 #   - a bare prepared-INSERT loop of the same lines into SQLite (test_sync --bare-sqlite) and a
-#     bare COPY of the same lines into PostgreSQL (psql \copy): the store side
+#     bare COPY of the same lines into PostgreSQL (psql \copy; into `raw text`, then into
+#     `raw text, resource jsonb`, what the store keeps): the store side
+#   - the store's own load path on the same files (test_store --load; for PostgreSQL by one
+#     session merging, and by two appending)
 # No number here fails anything; docs/sync.md keeps the latest table.
 #
 #   bench/sync_bench.sh [BUILD_DIR]          (default: build-sync; a release build is best)
@@ -113,22 +116,54 @@ INI
 
     if [ -n "$pg_url" ]; then
         db="bench_$patients"
-        (cd / && psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db") >/dev/null 2>&1
         url=$(printf '%s' "$pg_url" | sed "s|/fhirsync_test|/$db|")
-        (cd / && psql -q "$url" -c "CREATE TABLE bare (raw text)") >/dev/null
-        t0=$(date +%s.%N)
-        cat export/[A-Z]*.ndjson | (cd / && psql -q "$url" -c \
-            "\\copy bare (raw) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')") >/dev/null
-        t1=$(date +%s.%N)
-        pgbare=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
-        printf '%-10s %-34s %9s %8s %11s %9s\n' "" "PostgreSQL: bare COPY" "$n" "$pgbare" \
-            "$(rate "$n" "$pgbare")" "-"
-        (cd / && psql -q "$url" -c "DROP TABLE bare") >/dev/null
-        measure sync-pg "$F" sync --store "$url" --work-dir "$work/pgwork" --json --no-progress
-        got=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sync-pg.out','utf8').trim().split('\n').pop()).resources)")
-        printf '%-10s %-34s %9s %8s %11s %9s  %s x download, %s x bare COPY\n' "" \
-            "sync into PostgreSQL" "$got" "$SECS" "$(rate "$got" "$SECS")" "$RSS" \
-            "$(ratio "$SECS" "$dl")" "$(ratio "$(rate "$got" "$SECS")" "$(rate "$n" "$pgbare")")"
+        fresh_db() {
+            (cd / && psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db") \
+                >/dev/null 2>&1
+        }
+        # the limits: COPY of the same lines into a bare table, text only, then text and jsonb
+        # (what the store keeps of each line), with no scan, key, index or upsert
+        pgbare=
+        for cols in "raw text" "raw text, resource jsonb"; do
+            fresh_db
+            (cd / && psql -q "$url" -c "CREATE TABLE bare ($cols)") >/dev/null
+            t0=$(date +%s.%N)
+            cat export/[A-Z]*.ndjson | if [ "$cols" = "raw text" ]; then cat; else
+                awk '{print $0 "\002" $0}'; fi | (cd / && psql -q "$url" \
+                -c "SET default_toast_compression = 'lz4'" -c \
+                "\\copy bare FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')") >/dev/null
+            t1=$(date +%s.%N)
+            pgbare=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+            printf '%-10s %-34s %9s %8s %11s %9s\n' "" "PostgreSQL: bare COPY ($cols)" "$n" \
+                "$pgbare" "$(rate "$n" "$pgbare")" "-"
+        done
+        # the store's own load path on the same files, one batch per file: merges by one
+        # session (the path of later runs), appends by two sessions (a first run's default)
+        for variant in "1 loader, merges|" "2 loaders, appends|--loaders 2 --append"; do
+            label=${variant%%|*}
+            flags=${variant#*|}
+            fresh_db
+            # shellcheck disable=SC2086 # flags are words
+            measure store-pg "$build/tests/test_store" --load $flags "$url" export/[A-Z]*.ndjson
+            printf '%-10s %-34s %9s %8s %11s %9s  %s x bare COPY (text, jsonb)\n' "" \
+                "PostgreSQL: store load ($label)" "$n" "$SECS" "$(rate "$n" "$SECS")" "$RSS" \
+                "$(ratio "$(rate "$n" "$SECS")" "$(rate "$n" "$pgbare")")"
+        done
+        # the sync: 2 loaders appending (the default of a first run), one loader, and merges
+        for variant in "2 loaders, appends|" "1 loader, appends|--loaders 1" \
+            "2 loaders, merges (--full)|--full"; do
+            label=${variant%%|*}
+            flags=${variant#*|}
+            fresh_db
+            rm -rf "$work/pgwork"
+            # shellcheck disable=SC2086 # flags are words
+            measure sync-pg "$F" sync --store "$url" --work-dir "$work/pgwork" --json \
+                --no-progress $flags
+            got=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$work/sync-pg.out','utf8').trim().split('\n').pop()).resources)")
+            printf '%-10s %-34s %9s %8s %11s %9s  %s x download, %s x bare COPY (text, jsonb)\n' \
+                "" "PostgreSQL sync: $label" "$got" "$SECS" "$(rate "$got" "$SECS")" "$RSS" \
+                "$(ratio "$SECS" "$dl")" "$(ratio "$(rate "$got" "$SECS")" "$(rate "$n" "$pgbare")")"
+        done
         (cd / && psql -q "$pg_url" -c "DROP DATABASE $db") >/dev/null
     fi
     rm -rf export

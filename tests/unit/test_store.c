@@ -18,7 +18,8 @@
  *   test_store --bench [ROWS] [POSTGRESQL_URL]   load ROWS (default 1,000,000) synthetic
  *       resources shaped like a Synthea export into SQLite, print resources/s and the ratio to a
  *       bare loop of SQLite inserts of the same rows; with a URL, also into PostgreSQL (COPY)
- *   test_store --load LOCATION FILE.ndjson...    load NDJSON files, print counts and timing */
+ *   test_store --load [--append] [--loaders N] LOCATION FILE.ndjson...   load NDJSON files, one
+ *       batch per file (appends), by N processes at once; print counts and the total rate */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -2013,7 +2014,9 @@ typedef struct bench_args {
     uint64_t rows; /* rows of the whole run */
     bench_template *pool;
     size_t batch;
-    uint64_t first, count; /* the rows this loader stores (count 0: all) */
+    unsigned index, stride; /* this loader stores batches index, index + stride, ... (stride 0:
+                               all) */
+    unsigned flags;         /* more batch flags (FHIRSYNC_STORE_APPEND); bare PostgreSQL: jsonb */
 } bench_args;
 
 /* Run fn on each of n args in n child processes at once: the wall clock of the whole, the sum
@@ -2082,16 +2085,19 @@ static int bench_store_load(void *arg)
         backend = strtol(pid.text, NULL, 10);
         backend_cpu = process_cpu_seconds(backend);
     }
-    uint64_t count = a->count ? a->count : a->rows;
-    for (uint64_t k = 0; k < count; k++) {
-        if (k % a->batch == 0 && fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err) != FHIRSYNC_OK)
+    uint64_t count = 0, stride = a->stride ? a->stride : 1;
+    for (uint64_t first = a->index * a->batch; first < a->rows; first += stride * a->batch) {
+        uint64_t end = first + a->batch < a->rows ? first + a->batch : a->rows;
+        if (fhirsync_store_begin(s, FHIRSYNC_STORE_BULK | a->flags, &err) != FHIRSYNC_OK)
             goto out;
-        const bench_template *t = bench_row(a->pool, a->rows, a->first + k, row);
-        if (fhirsync_store_put(s, t->type, row, t->len, 1, NULL, &err) != FHIRSYNC_OK)
-            goto out;
-        if ((k + 1) % a->batch == 0 || k + 1 == count)
-            if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
+        for (uint64_t k = first; k < end; k++) {
+            const bench_template *t = bench_row(a->pool, a->rows, k, row);
+            if (fhirsync_store_put(s, t->type, row, t->len, 1, NULL, &err) != FHIRSYNC_OK)
                 goto out;
+        }
+        if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
+            goto out;
+        count += end - first;
     }
     rc = 0;
     if (backend > 0 && backend_cpu >= 0) {
@@ -2182,6 +2188,55 @@ static void bench_print(const char *what, uint64_t rows, size_t bytes, bench_res
            r.status == 0 ? "" : "  FAILED");
 }
 
+/* The limit on PostgreSQL: COPY of the same lines into a bare table, `raw text` (flags 0) or
+ * `raw text, resource jsonb` (flags 1: every line parsed as jsonb too), without the scan, the
+ * primary key, the index or the upsert. */
+static int bench_bare_pg(void *arg)
+{
+    bench_args *a = arg;
+    PGconn *conn = PQconnectdb(a->location);
+    char *row = malloc(64 * 1024);
+    fs_buf b;
+    fs_buf_init(&b);
+    int rc = 1;
+    if (!row || PQstatus(conn) != CONNECTION_OK)
+        goto out;
+    PQclear(PQexec(conn, "SET default_toast_compression = 'lz4'")); /* as the store does */
+    PQclear(PQexec(conn, a->flags ? "CREATE TABLE bare (raw text, resource jsonb)"
+                                  : "CREATE TABLE bare (raw text)"));
+    PGresult *res = PQexec(conn, "COPY bare FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01',"
+                                 " DELIMITER E'\\x02')");
+    bool copying = PQresultStatus(res) == PGRES_COPY_IN;
+    PQclear(res);
+    if (!copying)
+        goto out;
+    for (uint64_t k = 0; k < a->rows; k++) {
+        const bench_template *t = bench_row(a->pool, a->rows, k, row);
+        if (!fs_buf_append(&b, row, t->len) ||
+            (a->flags && (!fs_buf_append(&b, "\2", 1) || !fs_buf_append(&b, row, t->len))) ||
+            !fs_buf_append(&b, "\n", 1))
+            goto out;
+        if (b.len >= 256 * 1024 || k + 1 == a->rows) {
+            if (PQputCopyData(conn, b.data, (int)b.len) != 1)
+                goto out;
+            b.len = 0;
+        }
+    }
+    rc = PQputCopyEnd(conn, NULL) == 1 ? 0 : 1;
+    while ((res = PQgetResult(conn)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = 1;
+        PQclear(res);
+    }
+out:
+    if (rc)
+        fprintf(stderr, "bench: %s", PQerrorMessage(conn));
+    PQfinish(conn);
+    fs_buf_free(&b);
+    free(row);
+    return rc;
+}
+
 static int run_bench(int argc, char **argv)
 {
     uint64_t rows = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000;
@@ -2202,7 +2257,7 @@ static int run_bench(int argc, char **argv)
     snprintf(bare, sizeof bare, "%s/bare.db", dir);
     const char *batch_env = getenv("FHIRSYNC_BENCH_BATCH");
     size_t batch = batch_env && atol(batch_env) > 0 ? (size_t)atol(batch_env) : 50000;
-    bench_args a = {ours, rows, pool, batch, 0, 0};
+    bench_args a = {ours, rows, pool, batch, 0, 0, 0};
     printf("store benchmark: %llu synthetic resources, average %zu bytes (Synthea-shaped mix of "
            "16 types), SQLite batches of %zu\n",
            (unsigned long long)rows, average, batch);
@@ -2223,7 +2278,7 @@ static int run_bench(int argc, char **argv)
     bench_result r_again = bench_in_child(bench_store_load, &a);
     bench_print("SQLite: the same again (every row an update)", rows, bytes, r_again);
     remove_db(ours);
-    bench_args b = {bare, rows, pool, batch, 0, 0};
+    bench_args b = {bare, rows, pool, batch, 0, 0, 0};
     bench_result r_bare = bench_in_child(bench_bare_sqlite, &b);
     bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes, r_bare);
     remove_db(bare);
@@ -2233,34 +2288,56 @@ static int run_bench(int argc, char **argv)
                r_bare.seconds / r_ours.seconds, r_bare.cpu_seconds / r_ours.cpu_seconds);
     int status = r_ours.status || r_bare.status;
     if (pg) {
-        PGconn *conn = PQconnectdb(pg);
-        if (PQstatus(conn) == CONNECTION_OK) {
-            PQclear(PQexec(conn, "SET client_min_messages = warning"));
-            PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
+        /* each into a fresh schema: the limits (bare COPY of the same lines, no scan, no key,
+         * no index), then the store's bulk batches, merged or appended, by one loader and by
+         * two at once taking every other batch (files of an export, as `sync --loaders 2`) */
+        static const struct {
+            const char *what;
+            int (*fn)(void *);
+            unsigned flags;
+            bool halves;
+        } runs[] = {
+            {"PostgreSQL: bare COPY into (raw text)", bench_bare_pg, 0, false},
+            {"PostgreSQL: bare COPY into (raw text, jsonb)", bench_bare_pg, 1, false},
+            {"PostgreSQL: bulk batch (COPY + merge)", bench_store_load, 0, false},
+            {"PostgreSQL: append batch (COPY straight in)", bench_store_load, FHIRSYNC_STORE_APPEND,
+             false},
+            {"PostgreSQL: 2 loaders merging at once (every other batch)", bench_store_load, 0,
+             true},
+            {"PostgreSQL: 2 loaders appending at once", bench_store_load, FHIRSYNC_STORE_APPEND,
+             true},
+        };
+        double bare_rate = 0;
+        for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+            PGconn *conn = PQconnectdb(pg);
+            if (PQstatus(conn) == CONNECTION_OK) {
+                PQclear(PQexec(conn, "SET client_min_messages = warning"));
+                PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
+            }
+            PQfinish(conn);
+            fhirsync_store *schema = NULL;
+            fhirsync_error err = {0};
+            if (fhirsync_store_open(pg, 0, &schema, &err) != FHIRSYNC_OK) /* migrate once */
+                status = 1;
+            fhirsync_store_close(schema);
+            bench_result r;
+            if (runs[i].halves) {
+                /* every other batch each: both see the same mix of types */
+                bench_args halves[2] = {{pg, rows, pool, 50000, 0, 2, runs[i].flags},
+                                        {pg, rows, pool, 50000, 1, 2, runs[i].flags}};
+                r = bench_in_children(runs[i].fn, halves, 2);
+            } else {
+                bench_args p = {pg, rows, pool, 50000, 0, 0, runs[i].flags};
+                r = bench_in_child(runs[i].fn, &p);
+            }
+            bench_print(runs[i].what, rows, bytes, r);
+            status |= r.status;
+            double rate = r.seconds > 0 ? (double)rows / r.seconds : 0;
+            if (i == 1)
+                bare_rate = rate;
+            else if (i > 1 && bare_rate > 0)
+                printf("  ratio to the bare COPY into (raw text, jsonb): %.2f\n", rate / bare_rate);
         }
-        PQfinish(conn);
-        bench_args p = {pg, rows, pool, 100000, 0, 0};
-        bench_result r_pg = bench_in_child(bench_store_load, &p);
-        bench_print("PostgreSQL: bulk batch (COPY + merge)", rows, bytes, r_pg);
-        status |= r_pg.status;
-        /* two loaders at once on the two halves (two files of an export, as two workers of
-         * the work queue would), into a fresh schema */
-        conn = PQconnectdb(pg);
-        if (PQstatus(conn) == CONNECTION_OK) {
-            PQclear(PQexec(conn, "SET client_min_messages = warning"));
-            PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
-        }
-        PQfinish(conn);
-        fhirsync_store *schema = NULL;
-        fhirsync_error err = {0};
-        if (fhirsync_store_open(pg, 0, &schema, &err) != FHIRSYNC_OK) /* migrate once first */
-            status = 1;
-        fhirsync_store_close(schema);
-        bench_args halves[2] = {{pg, rows, pool, 100000, 0, rows / 2},
-                                {pg, rows, pool, 100000, rows / 2, rows - rows / 2}};
-        bench_result r_par = bench_in_children(bench_store_load, halves, 2);
-        bench_print("PostgreSQL: 2 loaders at once (half each)", rows, bytes, r_par);
-        status |= r_par.status;
     }
     bench_pool_free(pool);
     rmdir(dir);
@@ -2268,55 +2345,132 @@ static int run_bench(int argc, char **argv)
     return status ? 1 : 0;
 }
 
-/* --load LOCATION FILE...: load NDJSON files (each line one resource), report. */
-static int run_load(int argc, char **argv)
+/* Load some NDJSON files (each line one resource) into one store handle, one batch per file;
+ * the counts go to *stored and *rejected. */
+static int load_files(const char *location, unsigned flags, char **files, int nfiles, int step,
+                      long *stored, long *rejected, size_t *bytes)
 {
-    if (argc < 4 || fhirsync_global_init() != FHIRSYNC_OK)
-        return 2;
     fhirsync_store *s = NULL;
     fhirsync_error err = {0};
-    if (fhirsync_store_open(argv[2], 0, &s, &err) != FHIRSYNC_OK) {
+    if (fhirsync_store_open(location, 0, &s, &err) != FHIRSYNC_OK) {
         fprintf(stderr, "%s\n", err.message);
         return 1;
     }
-    int64_t t0 = fs_monotonic_ms();
-    long total = 0, rejected = 0;
-    size_t bytes = 0;
-    for (int i = 3; i < argc; i++) {
-        FILE *in = fopen(argv[i], "rb");
+    int status = 0;
+    for (int i = 0; i < nfiles; i += step) {
+        FILE *in = fopen(files[i], "rb");
         if (!in) {
-            perror(argv[i]);
+            perror(files[i]);
+            status = 1;
             continue;
         }
         char *line = NULL;
         size_t cap = 0;
         ssize_t n;
         long count = 0, bad = 0, lineno = 0;
-        fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err);
+        fhirsync_store_begin(s, FHIRSYNC_STORE_BULK | flags, &err);
         while ((n = getline(&line, &cap, in)) > 0) {
             lineno++;
-            bytes += (size_t)n;
+            *bytes += (size_t)n;
             if (fhirsync_store_put(s, NULL, line, (size_t)n, 0, NULL, &err) == FHIRSYNC_OK) {
                 count++;
             } else {
                 bad++;
-                fprintf(stderr, "%s:%ld: %s\n", argv[i], lineno, err.message);
+                fprintf(stderr, "%s:%ld: %s\n", files[i], lineno, err.message);
             }
         }
-        if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
-            fprintf(stderr, "%s: commit: %s\n", argv[i], err.message);
+        if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK) {
+            fprintf(stderr, "%s: commit: %s\n", files[i], err.message);
+            status = 1;
+        }
         free(line);
         fclose(in);
-        printf("%-50s %7ld stored %5ld rejected\n", argv[i], count, bad);
-        total += count;
-        rejected += bad;
+        printf("%-50s %7ld stored %5ld rejected\n", files[i], count, bad);
+        fflush(stdout);
+        *stored += count;
+        *rejected += bad;
+    }
+    fhirsync_store_close(s);
+    return status || *rejected ? 1 : 0;
+}
+
+/* --load [--append] [--loaders N] LOCATION FILE...: load NDJSON files, one batch per file
+ * (FHIRSYNC_STORE_APPEND with --append), by N processes at once taking every Nth file (each its
+ * own store handle, as `sync --loaders N` does), and report the total rate. */
+static int run_load(int argc, char **argv)
+{
+    unsigned flags = 0;
+    int loaders = 1, i = 2;
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--append") == 0)
+            flags |= FHIRSYNC_STORE_APPEND;
+        else if (strcmp(argv[i], "--loaders") == 0 && i + 1 < argc)
+            loaders = atoi(argv[++i]);
+        else
+            return 2;
+    }
+    if (argc - i < 2 || loaders < 1 || loaders > 16 || fhirsync_global_init() != FHIRSYNC_OK)
+        return 2;
+    const char *location = argv[i];
+    char **files = argv + i + 1;
+    int nfiles = argc - i - 1;
+    { /* create (and migrate) the schema once, before the loaders race for it */
+        fhirsync_store *s = NULL;
+        fhirsync_error err = {0};
+        if (fhirsync_store_open(location, 0, &s, &err) != FHIRSYNC_OK) {
+            fprintf(stderr, "%s\n", err.message);
+            return 1;
+        }
+        fhirsync_store_close(s);
+    }
+    int64_t t0 = fs_monotonic_ms();
+    long total = 0, rejected = 0;
+    size_t bytes = 0;
+    int status = 0;
+    if (loaders == 1) {
+        status = load_files(location, flags, files, nfiles, 1, &total, &rejected, &bytes);
+    } else {
+        int pipes[16][2];
+        pid_t pids[16];
+        for (int k = 0; k < loaders; k++) {
+            if (pipe(pipes[k]) != 0 || (pids[k] = fork()) < 0)
+                return 1;
+            if (pids[k] == 0) {
+                long st = 0, rj = 0;
+                size_t by = 0;
+                int rc = k < nfiles ? load_files(location, flags, files + k, nfiles - k, loaders,
+                                                 &st, &rj, &by)
+                                    : 0;
+                char msg[96];
+                int len = snprintf(msg, sizeof msg, "%ld %ld %zu\n", st, rj, by);
+                if (write(pipes[k][1], msg, (size_t)len) != len)
+                    rc = 1;
+                _exit(rc);
+            }
+            close(pipes[k][1]);
+        }
+        for (int k = 0; k < loaders; k++) {
+            char msg[96] = "";
+            ssize_t got = read(pipes[k][0], msg, sizeof msg - 1);
+            close(pipes[k][0]);
+            long st = 0, rj = 0;
+            size_t by = 0;
+            if (got <= 0 || sscanf(msg, "%ld %ld %zu", &st, &rj, &by) != 3)
+                status = 1;
+            total += st;
+            rejected += rj;
+            bytes += by;
+            int ws = 0;
+            if (waitpid(pids[k], &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+                status = 1;
+        }
     }
     double seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
-    printf("total %ld stored, %ld rejected, %.1f MB in %.2f s (%.0f resources/s)\n", total,
-           rejected, (double)bytes / 1e6, seconds, seconds > 0 ? (double)total / seconds : 0);
-    fhirsync_store_close(s);
+    printf("total %ld stored, %ld rejected, %.1f MB in %.2f s (%.0f resources/s; %d loader%s%s)\n",
+           total, rejected, (double)bytes / 1e6, seconds, seconds > 0 ? (double)total / seconds : 0,
+           loaders, loaders == 1 ? "" : "s", flags ? ", appends" : "");
     fhirsync_global_cleanup();
-    return rejected ? 1 : 0;
+    return status;
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
