@@ -1180,6 +1180,13 @@ static void test_load_file_checks(void **state)
     path = write_file("garbage.pem", "not a key\n", 10, 0600);
     assert_int_equal(fhirsync_key_load_file(path, &key, &err), FHIRSYNC_E_KEY);
     assert_contains(err.message, "garbage.pem: malformed key");
+    /* what the file is comes before its mode: a public JWK Set (often 0644) is the wrong file */
+    static const char jwks[] = "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\","
+                               "\"y\":\"AA\"}]}";
+    path = write_file("jwks.json", jwks, sizeof jwks - 1, 0644);
+    assert_int_equal(fhirsync_key_load_file(path, &key, &err), FHIRSYNC_E_KEY);
+    assert_contains(err.message, "jwks.json: this is a JWK Set");
+    assert_null(key);
     assert_int_equal(fhirsync_key_load_file(NULL, &key, &err), FHIRSYNC_E_ARG);
     free(pem);
 }

@@ -689,15 +689,6 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
         rc = fs_err(err, FHIRSYNC_E_IO, "key file %s is not a regular file", path);
         goto out;
     }
-    /* checked on the open descriptor, so the file checked is the file read */
-    if (st.st_mode & 077) {
-        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
-                    "key file %s is %s by group or others (mode "
-                    "%04o): run chmod 600 %s",
-                    path, st.st_mode & 044 ? "readable" : "writable",
-                    (unsigned)(st.st_mode & 07777), path);
-        goto out;
-    }
     if (st.st_size > FS_KEY_MAX_BYTES) {
         rc = fs_err(err, FHIRSYNC_E_KEY,
                     "key file %s is %lld bytes, more than the %d KiB a key "
@@ -727,8 +718,20 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
         goto out;
     }
     rc = fhirsync_key_load_mem(buf, len, out, err);
-    if (rc != FHIRSYNC_OK)
+    if (rc != FHIRSYNC_OK) {
+        /* what the file is comes first: a public JWK Set at 0644 is the wrong file, not an
+         * exposed key */
         fs_err_prefix(err, "key file %s", path);
+    } else if (st.st_mode & 077) {
+        /* checked on the open descriptor, so the file checked is the file read */
+        fhirsync_key_free(*out);
+        *out = NULL;
+        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
+                    "key file %s is %s by group or others (mode "
+                    "%04o): run chmod 600 %s",
+                    path, st.st_mode & 044 ? "readable" : "writable",
+                    (unsigned)(st.st_mode & 07777), path);
+    }
 out:
     fs_free_wipe(buf, cap);
     close(fd);
