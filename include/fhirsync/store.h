@@ -72,6 +72,16 @@ FHIRSYNC_API int fhirsync_store_schema_version(const fhirsync_store *store);
 /* The newest schema version this library knows. */
 FHIRSYNC_API int fhirsync_store_schema_version_supported(void);
 
+/* Record that `endpoint` syncs the FHIR server at `base_url` into this store, refusing
+ * (FHIRSYNC_E_CONFIG, naming the other endpoint) when another endpoint of the store syncs a
+ * different server: resource ids are unique within one server only, so two servers' resources
+ * would overwrite each other. `shared`: record without the check (the user says both base URLs
+ * are one server). URLs compare without a trailing '/' and with scheme and host in lower case.
+ * The sync calls it before each run, holding the endpoint's lock. */
+FHIRSYNC_API fhirsync_code fhirsync_store_bind_endpoint(fhirsync_store *store, const char *endpoint,
+                                                        const char *base_url, bool shared,
+                                                        fhirsync_error *err);
+
 /* ---- batches --------------------------------------------------------------------------------- */
 
 /* Flags of fhirsync_store_begin. */

@@ -93,9 +93,11 @@ stop_service INT
 expect_match "$CODE" '^(0|12)$' "SIGINT stops the service (exit $CODE)"
 
 # ---- several endpoints at once ----------------------------------------------------------------------
-cat "$TMP/svc/fhirsync.ini" "$TMP/slow/fhirsync.ini" >"$TMP/multi.ini"
+# two sandboxes are two FHIR servers: a store each (one store holds one server's data)
+{ cat "$TMP/svc/fhirsync.ini"; echo "store = $TMP/svc.db"; cat "$TMP/slow/fhirsync.ini"
+  echo "store = $TMP/slow.db"; } >"$TMP/multi.ini"
 expect_exit 0 "two endpoints synced concurrently (--jobs 2)" -- env FHIRSYNC_CONFIG="$TMP/multi.ini" \
-    "$F" sync --store "$TMP/multi.db" --jobs 2 --json
+    "$F" sync --jobs 2 --json
 expect_match "$(grep -c '"status":"ok"' <<<"$OUT")" '^2$' "both endpoints ok"
 expect_match "$ERR" '\[slow\] ' "progress lines name the endpoint"
 # the slow endpoint's export (4 s in progress) started before the fast one had stored its files

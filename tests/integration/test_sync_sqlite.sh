@@ -5,7 +5,7 @@
 # _since = the previous watermark; deletions applied with records), the same data as a fresh full
 # sync, Group level and the fallback when the server refuses a level, bad lines quarantined
 # (exit 10, run "partial"), two syncs of one endpoint at once (exit 11 naming the holder, --wait),
-# JSON output and exit codes.
+# endpoints of two FHIR servers refused in one store (ids would collide), JSON output and exit codes.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 cd "$TMP"
@@ -117,6 +117,46 @@ expect_match "$ERR" "being synced by pid $A" "it names the process holding the l
 expect_exit 0 "--wait waits for the lock, then syncs" -- \
     "$F" sync --store "$TMP/lock.db" --no-progress --wait 60
 wait "$A" && ok "the first sync finished (exit 0)" || not_ok "the first sync failed: $(cat "$TMP/a.err")"
+
+# ---- one store, one FHIR server ------------------------------------------------------------------------
+# endpoints of two base URLs (here the sandbox as 127.0.0.1 and as localhost: to fhirsync, two
+# servers) never share a store: their ids would collide. The same server under another endpoint
+# name (or with a trailing slash) may; shared_store = yes says two URLs are one server.
+LOCAL=$(sed 's|//127.0.0.1:|//localhost:|' <<<"$BASE_URL")
+cat >"$TMP/two.ini" <<INI
+[defaults]
+client_id = sync-test
+key_file  = $TMP/keys/sync.key.pem
+alg       = RS384
+[endpoint first]
+base_url  = $BASE_URL
+[endpoint same]
+base_url  = $BASE_URL/
+[endpoint other]
+base_url  = $LOCAL
+INI
+expect_exit 0 "endpoint 'first' into shared.db" -- env FHIRSYNC_CONFIG="$TMP/two.ini" \
+    "$F" sync --endpoint first --store "$TMP/shared.db" --no-progress
+expect_exit 0 "the same server as endpoint 'same' into shared.db" -- \
+    env FHIRSYNC_CONFIG="$TMP/two.ini" "$F" sync --endpoint same --store "$TMP/shared.db" --no-progress
+expect_exit 3 "another base URL into the same store is refused" -- \
+    env FHIRSYNC_CONFIG="$TMP/two.ini" "$F" sync --endpoint other --store "$TMP/shared.db" --no-progress
+expect_match "$ERR" "holds the data of endpoint first .*another FHIR server than http://localhost" \
+    "the refusal names the other endpoint and says why"
+expect_match "$(sql "$TMP/shared.db" "SELECT count(*) FROM sync_runs WHERE endpoint = 'other'")" '^0$' \
+    "no run was started for it"
+expect_exit 0 "in its own store it syncs" -- env FHIRSYNC_CONFIG="$TMP/two.ini" \
+    "$F" sync --endpoint other --store "$TMP/other.db" --no-progress --types Patient --mode crawl \
+    --per-patient no
+expect_match "$(sql "$TMP/shared.db" "SELECT group_concat(name, ',') FROM (SELECT name FROM endpoints ORDER BY name)")" \
+    '^first,same$' "the store records the endpoints and their server"
+set +e
+env FHIRSYNC_CONFIG="$TMP/two.ini" "$F" sync --endpoint other --store "$TMP/shared.db" \
+    --shared-store yes --no-progress >/dev/null 2>"$TMP/shared.err"
+set -e
+expect_no_match "$(cat "$TMP/shared.err")" "holds the data" "shared_store = yes: not refused"
+expect_match "$(sql "$TMP/shared.db" "SELECT count(*) FROM sync_runs WHERE endpoint = 'other'")" '^1$' \
+    "shared_store = yes: the run started"
 
 # ---- exit codes --------------------------------------------------------------------------------------
 expect_exit 3 "no base_url: configuration error" -- env FHIRSYNC_CONFIG=/dev/null \

@@ -722,6 +722,53 @@ static void test_append(void **state)
     fhirsync_store_close(s);
 }
 
+/* One store, one FHIR server: a second endpoint of another base URL is refused (ids would
+ * collide), the same server under another name or spelling is not, shared = true records it
+ * anyway, and an endpoint may move its own base URL. */
+static void test_bind_endpoint(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    const char *a = "https://ehr.example.org/fhir/r4";
+    /* alone in the store, an endpoint may move to another base URL (the EHR moved) */
+    assert_ok(
+        fhirsync_store_bind_endpoint(s, "clinic-a", "https://old.example.org/fhir", false, &err));
+    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a", a, false, &err));
+    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a", a, false, &err)); /* again */
+    assert_string_equal(query1(s, "SELECT base_url FROM endpoints").text, a);
+    /* the same server: another endpoint name, a trailing slash, scheme and host in capitals */
+    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a-group", "HTTPS://EHR.example.org/fhir/r4/",
+                                           false, &err));
+    /* another server, or another path on it */
+    static const char *const others[] = {"https://other.example.org/fhir/r4",
+                                         "https://ehr.example.org/fhir/R4"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(fhirsync_store_bind_endpoint(s, "clinic-b", others[i], false, &err),
+                         FHIRSYNC_E_CONFIG);
+        assert_contains(err.message, "holds the data of endpoint clinic-a");
+        assert_contains(err.message, "shared_store = yes");
+    }
+    assert_int_equal(query_long(s, "SELECT count(*) FROM endpoints WHERE name = 'clinic-b'"), 0);
+    /* the user says it is the same server */
+    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-b", others[0], true, &err));
+    assert_string_equal(query1(s, "SELECT base_url FROM endpoints WHERE name = 'clinic-b'").text,
+                        others[0]);
+    /* with clinic-b's server recorded, a new endpoint of clinic-a's server is refused too */
+    assert_int_equal(fhirsync_store_bind_endpoint(s, "clinic-c", a, false, &err),
+                     FHIRSYNC_E_CONFIG);
+    assert_contains(err.message, "holds the data of endpoint clinic-b");
+    /* inside a batch: the refusal leaves the batch usable */
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    assert_int_equal(
+        fhirsync_store_bind_endpoint(s, "clinic-d", "https://d.example/fhir", false, &err),
+        FHIRSYNC_E_CONFIG);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(fhirsync_store_bind_endpoint(s, NULL, a, false, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_store_bind_endpoint(s, "x", "", false, &err), FHIRSYNC_E_ARG);
+    fhirsync_store_close(s);
+}
+
 static void test_put_rejects(void **state)
 {
     fixture *f = *state;
@@ -2495,6 +2542,7 @@ int main(int argc, char **argv)
         BOTH(test_exact_bytes),
         BOTH(test_upsert_rule),
         BOTH(test_append),
+        BOTH(test_bind_endpoint),
         BOTH(test_put_rejects),
         BOTH(test_new_type_rollback),
         BOTH(test_patient_record),
@@ -2516,6 +2564,7 @@ int main(int argc, char **argv)
         PG(test_exact_bytes),
         PG(test_upsert_rule),
         PG(test_append),
+        PG(test_bind_endpoint),
         PG(test_put_rejects),
         PG(test_new_type_rollback),
         PG(test_patient_record),

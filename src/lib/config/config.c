@@ -131,6 +131,9 @@ static const setting_def settings[] = {
      .unit = "downloads", .help = "parallel downloads, 1..32 (default 4)"},
     {.name = "delete_job", .kind = K_ENUM, .fallback = "yes", .choices = yes_no,
      .help = "yes or no: delete the export job on the server when done (default yes)"},
+    {.name = "shared_store", .kind = K_ENUM, .fallback = "no", .choices = yes_no,
+     .help = "yes or no: let the store hold endpoints of other base URLs, the same server "
+             "(default no: refused, ids would collide)"},
 };
 /* clang-format on */
 
@@ -143,7 +146,7 @@ static const char *const setting_names[] = {
     "header", "auth_method", "client_secret_file", "client_secret_env", "assertion_lifetime",
     "ca_file", "connect_timeout", "timeout", "max_retries", "retry_cap", "rate_limit",
     "registered_jwks", "group_id", "types", "mode", "store", "every", "since", "max_body",
-    "parallel", "delete_job", NULL};
+    "parallel", "delete_job", "shared_store", NULL};
 /* clang-format on */
 
 _Static_assert(sizeof setting_names / sizeof *setting_names == SETTING_COUNT + 1,

@@ -306,6 +306,19 @@ static const char v1_postgresql[] =
     "  AS performed,"
     " last_updated FROM \"Procedure\";";
 
+/* ---- version 2 ------------------------------------------------------------------------------- */
+
+/* Which FHIR server each endpoint syncs: resource ids are unique within one server only, so a
+ * store refuses a second server (fhirsync_store_bind_endpoint). */
+static const char v2_sqlite[] = "CREATE TABLE IF NOT EXISTS endpoints ("
+                                " name TEXT PRIMARY KEY NOT NULL,"
+                                " base_url TEXT NOT NULL,"
+                                " bound_at TEXT NOT NULL)";
+static const char v2_postgresql[] = "CREATE TABLE IF NOT EXISTS endpoints ("
+                                    " name text PRIMARY KEY,"
+                                    " base_url text NOT NULL,"
+                                    " bound_at text NOT NULL)";
+
 typedef struct migration {
     int version;
     const char *description;
@@ -317,6 +330,7 @@ typedef struct migration {
 static const migration migrations[] = {
     {1, "resource tables, runs, state, deletions, quarantine, locks, work queue, views", true,
      v1_sqlite, v1_postgresql},
+    {2, "endpoints: the FHIR server each endpoint syncs", false, v2_sqlite, v2_postgresql},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof *migrations)

@@ -3,6 +3,7 @@
  * types, runs and the watermark, deletions, the quarantine, the rows of endpoint locks, the work
  * queue and the queries. The engines (sqlite.c, postgresql.c) implement the vtable of
  * store_int.h; the SQL here is shared and written with ?N placeholders. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -650,6 +651,73 @@ fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store, const char *en
         return rc;
     rc = upsert_watermark(store, endpoint, watermark, 0, err);
     return tx_close(store, own, rc, err);
+}
+
+/* ---- endpoints and their servers --------------------------------------------------------------
+ */
+
+/* base_url with scheme and host in lower case and no trailing '/'; caller frees. */
+static char *normal_base_url(const char *url)
+{
+    char *n = fs_strdup(url);
+    if (!n)
+        return NULL;
+    char *host = strstr(n, "://");
+    char *end = host ? strchr(host + 3, '/') : NULL;
+    for (char *p = n; *p && p != end; p++)
+        *p = (char)tolower((unsigned char)*p);
+    size_t len = strlen(n);
+    while (len > 0 && n[len - 1] == '/')
+        n[--len] = '\0';
+    return n;
+}
+
+fhirsync_code fhirsync_store_bind_endpoint(fhirsync_store *store, const char *endpoint,
+                                           const char *base_url, bool shared, fhirsync_error *err)
+{
+    fhirsync_code rc = check_writable(store, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!endpoint || !*endpoint || !base_url || !*base_url)
+        return fs_err(err, FHIRSYNC_E_ARG, "binding needs an endpoint and a base URL");
+    char *url = normal_base_url(base_url);
+    if (!url)
+        return no_memory(err);
+    bool own;
+    rc = tx_open(store, &own, err);
+    if (rc == FHIRSYNC_OK && store->engine == FS_ENGINE_POSTGRESQL) {
+        /* two endpoints binding at once must see each other */
+        fs_sql_value key = fs_sql_int(FS_STORE_PG_BIND_KEY);
+        rc = store->ops->exec(store, "SELECT pg_advisory_xact_lock(?1)", true, &key, 1, NULL, NULL,
+                              NULL, err);
+    }
+    char *other = NULL;
+    fs_sql_value params[3] = {fs_sql_text(endpoint), fs_sql_text(url),
+                              fs_sql_text(fs_store_loaded_at(store))};
+    if (rc == FHIRSYNC_OK && !shared)
+        rc = query_string(store,
+                          "SELECT name || ' (' || base_url || ')' FROM endpoints"
+                          " WHERE name <> ?1 AND base_url <> ?2 ORDER BY name LIMIT 1",
+                          params, 2, &other, err);
+    if (rc == FHIRSYNC_OK && other)
+        rc = fs_err(err, FHIRSYNC_E_CONFIG,
+                    "store %s holds the data of endpoint %s, another FHIR server than %s of "
+                    "endpoint %s: resource ids are unique only within one server, so the two "
+                    "would overwrite each other's resources. Give %s its own store (store = "
+                    "another.db in its [endpoint] section; PostgreSQL: another database, or a "
+                    "schema with ?options=-csearch_path%%3D...), or set shared_store = yes "
+                    "if both URLs are the same server",
+                    store->location, other, url, endpoint, endpoint);
+    if (rc == FHIRSYNC_OK)
+        rc = store->ops->exec(store,
+                              "INSERT INTO endpoints (name, base_url, bound_at)"
+                              " VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE"
+                              " SET base_url = excluded.base_url, bound_at = excluded.bound_at",
+                              true, params, 3, NULL, NULL, NULL, err);
+    rc = tx_close(store, own, rc, err);
+    fs_free(other);
+    fs_free(url);
+    return rc;
 }
 
 /* ---- locks ----------------------------------------------------------------------------------- */

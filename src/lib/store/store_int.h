@@ -178,5 +178,6 @@ char *fs_schema_type_ddl(fs_store_engine engine, const char *type);
 /* Advisory lock keys of PostgreSQL for schema changes (migrations, new type tables). */
 #define FS_STORE_PG_MIGRATE_KEY INT64_C(0x66687379636d6967) /* "fhsycmig" */
 #define FS_STORE_PG_DDL_KEY INT64_C(0x6668737963646466)     /* "fhsycddf" */
+#define FS_STORE_PG_BIND_KEY INT64_C(0x6668737962696e64)    /* "fhsybind" */
 
 #endif

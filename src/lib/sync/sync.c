@@ -336,9 +336,11 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
                                            s->opts.lock_timeout_ms, &s->err);
     if (rc != FHIRSYNC_OK)
         goto out;
+    rc = fhirsync_store_bind_endpoint(s->store, s->name, fhirsync_endpoint_get(s->ep, "base_url"),
+                                      fs_endpoint_bool(s->ep, "shared_store"), &s->err);
     const char *mode = fhirsync_endpoint_get(s->ep, "mode");
     const char *since_setting = fhirsync_endpoint_get(s->ep, "since");
-    if (!s->opts.full) {
+    if (rc == FHIRSYNC_OK && !s->opts.full) {
         if (since_setting && *since_setting) {
             s->since = fs_strdup(since_setting);
             if (!s->since)

@@ -618,9 +618,12 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         return rc;
     }
     locked = true;
+    rc = fhirsync_store_bind_endpoint(store, name, fhirsync_endpoint_get(ep, "base_url"),
+                                      fs_endpoint_bool(ep, "shared_store"), &err);
     /* an export of this endpoint whose files are still being loaded: this sync is not needed */
     inflight fl = {w, name, false, FHIRSYNC_OK, &err};
-    rc = fhirsync_store_runs(store, name, 20, check_inflight, &fl, &err);
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_store_runs(store, name, 20, check_inflight, &fl, &err);
     if (rc == FHIRSYNC_OK)
         rc = fl.rc;
     if (rc == FHIRSYNC_OK && fl.busy) {
