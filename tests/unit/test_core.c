@@ -157,6 +157,18 @@ static void test_urls(void **state)
     assert_false(fs_url_same_origin("https://a.com/x", "https://a.com:8443/x"));
     assert_false(fs_url_same_origin("https://a.com/x", "https://b.a.com/x"));
     assert_false(fs_url_same_origin("http://127.0.0.1:1/x", "http://localhost:1/x"));
+    bool same = true;
+    assert_int_equal(fs_url_compare_origins("https://a.com/x", "not a url", &same), FHIRSYNC_OK);
+    assert_false(same);
+    assert_int_equal(fs_url_compare_origins(NULL, "https://a.com/x", &same), FHIRSYNC_OK);
+    assert_false(same);
+    /* out of memory is said, not taken for "another origin" */
+    fs_alloc_fail_at(1);
+    assert_int_equal(fs_url_compare_origins("https://a.com/x", "https://a.com/y", &same),
+                     FHIRSYNC_E_NOMEM);
+    fs_alloc_fail_at(0);
+    assert_false(same);
+    assert_false(fs_url_same_origin(NULL, NULL));
     fhirsync_error err = {0};
     assert_int_equal(fs_url_check_transport("https://ehr.example/fhir", "base", &err), 0);
     assert_int_equal(fs_url_check_transport("http://127.0.0.1:8080/fhir", "base", &err), 0);

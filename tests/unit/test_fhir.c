@@ -929,9 +929,15 @@ static void test_origin_rule(void **state)
         assert_int_equal(fs_fhir_resolve(c, foreign[i], false, &url, &err), FHIRSYNC_OK);
         fs_free(url);
     }
-    assert_true(fs_fhir_same_origin(c, "http://127.0.0.1:9/x"));
-    assert_false(fs_fhir_same_origin(c, "http://127.0.0.1:90/x"));
-    assert_false(fs_fhir_same_origin(c, NULL));
+    bool same = false;
+    assert_int_equal(fs_fhir_same_origin(c, "http://127.0.0.1:9/x", &same), FHIRSYNC_OK);
+    assert_true(same);
+    assert_int_equal(fs_fhir_same_origin(c, "http://127.0.0.1:90/x", &same), FHIRSYNC_OK);
+    assert_false(same);
+    assert_int_equal(fs_fhir_same_origin(c, NULL, &same), FHIRSYNC_OK);
+    assert_false(same);
+    assert_int_equal(fs_fhir_same_origin(c, "not a url", &same), FHIRSYNC_OK);
+    assert_false(same);
     assert_int_equal(fs_fhir_resolve(c, "", true, &url, &err), FHIRSYNC_E_ARG);
 
     /* the public API refuses before any traffic (nothing listens on port 9 anyway) and keeps

@@ -136,13 +136,15 @@ fhirsync_auth *fs_fhir_client_auth(fhirsync_client *client)
 
 /* ---- the origin rule ------------------------------------------------------------------------- */
 
-bool fs_fhir_same_origin(const fhirsync_client *client, const char *url)
+fhirsync_code fs_fhir_same_origin(const fhirsync_client *client, const char *url, bool *same)
 {
+    *same = false;
     char *origin = NULL;
-    bool same = url && fs_url_origin(url, &origin, NULL) == FHIRSYNC_OK &&
-                strcmp(origin, client->origin) == 0;
+    fhirsync_code rc = url ? fs_url_origin(url, &origin, NULL) : FHIRSYNC_E_URL;
+    if (rc == FHIRSYNC_OK)
+        *same = strcmp(origin, client->origin) == 0;
     fs_free(origin);
-    return same;
+    return rc == FHIRSYNC_E_NOMEM ? rc : FHIRSYNC_OK; /* a malformed URL: another origin */
 }
 
 fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target, bool authenticated,
@@ -156,7 +158,12 @@ fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target,
     if (rc != FHIRSYNC_OK)
         return rc;
     /* "//other.host/x" and absolute URLs alike: what counts is where the result points */
-    if (authenticated && !fs_fhir_same_origin(client, url)) {
+    bool same = false;
+    if (authenticated && fs_fhir_same_origin(client, url, &same) != FHIRSYNC_OK) {
+        fs_free(url);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    if (authenticated && !same) {
         rc = fs_err(err, FHIRSYNC_E_URL,
                     "refusing to request %s: it is not on the FHIR server's origin %s, and the "
                     "bearer token is sent only to the FHIR server",

@@ -83,8 +83,9 @@ fhirsync_code fs_fhir_perform(fhirsync_client *client, const fs_fhir_request *re
 fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target, bool authenticated,
                               char **out, fhirsync_error *err);
 
-/* Whether `url` (absolute) is on the FHIR base's origin: the only place the token may go. */
-bool fs_fhir_same_origin(const fhirsync_client *client, const char *url);
+/* Whether `url` (absolute) is on the FHIR base's origin, the only place the token may go:
+ * FHIRSYNC_OK with *same (false for a malformed URL or NULL), or FHIRSYNC_E_NOMEM. */
+fhirsync_code fs_fhir_same_origin(const fhirsync_client *client, const char *url, bool *same);
 
 /* Borrowed views of the client: its profile (a copy owned by the client), its FHIR base URL,
  * the base's origin ("scheme://host:port"), its auth handle. */

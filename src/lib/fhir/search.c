@@ -385,7 +385,12 @@ static fhirsync_code accept_next(fhirsync_search *s, fhirsync_error *err)
                       s->page_url);
     if (rc != FHIRSYNC_OK)
         return rc;
-    if (!fs_fhir_same_origin(s->client, next)) {
+    bool same = false;
+    if (fs_fhir_same_origin(s->client, next, &same) != FHIRSYNC_OK) {
+        fs_free(next);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    if (!same) {
         rc = fs_err(err, FHIRSYNC_E_PROTOCOL,
                     "the next link %s of page %zu (from %s) points to another origin; not "
                     "followed (the bearer token is sent only to the FHIR server %s)",

@@ -255,8 +255,12 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
     transfer t = {.req = req, .resp = resp,
                   .max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY};
 
-    bool attach = req->bearer_token && req->token_origin &&
-                  fs_url_same_origin(url, req->token_origin);
+    bool attach = false;
+    if (req->bearer_token && req->token_origin &&
+        fs_url_compare_origins(url, req->token_origin, &attach) != FHIRSYNC_OK) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto out;
+    }
     for (const char *const *h = req->headers; h && *h; h++) {
         struct curl_slist *n = curl_slist_append(headers, *h);
         if (!n) {
@@ -396,7 +400,14 @@ fhirsync_code fs_http_perform(fs_http *http, const fs_http_request *req, fs_http
         rc = fs_url_resolve(url, location, false, &next, err);
         if (rc != FHIRSYNC_OK)
             goto out;
-        if (req->redirects == FS_REDIRECT_SAME_ORIGIN && !fs_url_same_origin(url, next)) {
+        bool same = false;
+        if (req->redirects == FS_REDIRECT_SAME_ORIGIN &&
+            fs_url_compare_origins(url, next, &same) != FHIRSYNC_OK) {
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            fs_free(next);
+            goto out;
+        }
+        if (req->redirects == FS_REDIRECT_SAME_ORIGIN && !same) {
             rc = fs_err_http(err, FHIRSYNC_E_REDIRECT, resp->status,
                              "refused to follow a redirect from %s to another origin (%s)", url,
                              next);

@@ -25,7 +25,11 @@ fhirsync_code fs_url_resolve(const char *base, const char *ref, bool base_is_dir
 /* "scheme://host:port" with the default port made explicit and the host lower-cased; caller
  * frees. FHIRSYNC_E_URL on a malformed URL. */
 fhirsync_code fs_url_origin(const char *url, char **out, fhirsync_error *err);
-/* Whether two URLs have the same origin (scheme, host, port). False if either is malformed. */
+/* Whether two URLs have the same origin (scheme, host, port): FHIRSYNC_OK with *same (false when
+ * either is malformed or NULL), or FHIRSYNC_E_NOMEM (*same false). The decisions that send or
+ * withhold the token use this one, so that running out of memory is reported as such. */
+fhirsync_code fs_url_compare_origins(const char *a, const char *b, bool *same);
+/* The same as a plain answer: false also when out of memory (for messages and logs). */
 bool fs_url_same_origin(const char *a, const char *b);
 /* Check that a URL is absolute http(s), and that plain http goes only to a loopback host
  * (localhost, 127.0.0.0/8, ::1). `what` names the URL in the error ("FHIR base URL"). */

@@ -213,8 +213,11 @@ static fhirsync_code start_hop(transfer *t, fhirsync_error *err)
     fs_buf_reset(&t->resp.body);
     t->resp.status = 0;
 
-    bool attach = t->token && t->token_origin && fs_url_same_origin(t->url, t->token_origin);
+    bool attach = false;
     char *auth = NULL;
+    if (t->token && t->token_origin &&
+        fs_url_compare_origins(t->url, t->token_origin, &attach) != FHIRSYNC_OK)
+        goto nomem;
     for (size_t i = 0; i < t->header_count; i++) {
         struct curl_slist *n = curl_slist_append(t->slist, t->headers[i]);
         if (!n)
@@ -326,7 +329,14 @@ static bool follow(transfer *t)
     t->code = fs_url_resolve(t->url, location, false, &next, &t->err);
     if (t->code != FHIRSYNC_OK)
         return false;
-    if (t->redirects == FS_REDIRECT_SAME_ORIGIN && !fs_url_same_origin(t->url, next)) {
+    bool same = false;
+    if (t->redirects == FS_REDIRECT_SAME_ORIGIN &&
+        fs_url_compare_origins(t->url, next, &same) != FHIRSYNC_OK) {
+        t->code = fs_err(&t->err, FHIRSYNC_E_NOMEM, "out of memory following a redirect");
+        fs_free(next);
+        return false;
+    }
+    if (t->redirects == FS_REDIRECT_SAME_ORIGIN && !same) {
         t->code = fs_err_http(&t->err, FHIRSYNC_E_REDIRECT, status,
                               "refused to follow a redirect from %s to another origin (%s)",
                               t->url, next);

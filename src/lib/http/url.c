@@ -10,15 +10,27 @@
 
 #include "http/http.h"
 
-static CURLU *parse(const char *url)
+/* Parse an absolute URL: FHIRSYNC_E_URL when it is not one, FHIRSYNC_E_NOMEM when libcurl ran
+ * out of memory. */
+static fhirsync_code parse_rc(const char *url, CURLU **out)
 {
+    *out = NULL;
     CURLU *h = curl_url();
     if (!h)
-        return NULL;
-    if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        return FHIRSYNC_E_NOMEM;
+    CURLUcode uc = curl_url_set(h, CURLUPART_URL, url, 0);
+    if (uc != CURLUE_OK) {
         curl_url_cleanup(h);
-        return NULL;
+        return uc == CURLUE_OUT_OF_MEMORY ? FHIRSYNC_E_NOMEM : FHIRSYNC_E_URL;
     }
+    *out = h;
+    return FHIRSYNC_OK;
+}
+
+static CURLU *parse(const char *url)
+{
+    CURLU *h;
+    parse_rc(url, &h);
     return h;
 }
 
@@ -99,11 +111,14 @@ char *fs_url_host(const char *url)
 fhirsync_code fs_url_origin(const char *url, char **out, fhirsync_error *err)
 {
     *out = NULL;
-    CURLU *h = url ? parse(url) : NULL;
-    if (!h)
+    CURLU *h = NULL;
+    fhirsync_code rc = url ? parse_rc(url, &h) : FHIRSYNC_E_URL;
+    if (rc == FHIRSYNC_E_NOMEM)
+        return fs_err(err, rc, "out of memory");
+    if (rc != FHIRSYNC_OK)
         return fs_err(err, FHIRSYNC_E_URL, "malformed URL '%s'", url ? url : "(none)");
     char *scheme = NULL, *host = NULL, *port = NULL;
-    fhirsync_code rc = get_part_rc(h, CURLUPART_SCHEME, 0, &scheme);
+    rc = get_part_rc(h, CURLUPART_SCHEME, 0, &scheme);
     if (rc == FHIRSYNC_OK)
         rc = get_part_rc(h, CURLUPART_HOST, 0, &host);
     if (rc == FHIRSYNC_OK)
@@ -124,22 +139,34 @@ fhirsync_code fs_url_origin(const char *url, char **out, fhirsync_error *err)
             rc = FHIRSYNC_E_NOMEM;
         fs_buf_free(&b);
     }
+    if (rc == FHIRSYNC_E_NOMEM)
+        fs_err(err, rc, "out of memory");
     fs_free(scheme);
     fs_free(host);
     fs_free(port);
     return rc;
 }
 
-bool fs_url_same_origin(const char *a, const char *b)
+fhirsync_code fs_url_compare_origins(const char *a, const char *b, bool *same)
 {
+    *same = false;
+    if (!a || !b)
+        return FHIRSYNC_OK;
     char *oa = NULL, *ob = NULL;
-    bool same = false;
-    if (a && b && fs_url_origin(a, &oa, NULL) == FHIRSYNC_OK &&
-        fs_url_origin(b, &ob, NULL) == FHIRSYNC_OK)
-        same = strcmp(oa, ob) == 0;
+    fhirsync_code rc = fs_url_origin(a, &oa, NULL);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_url_origin(b, &ob, NULL);
+    if (rc == FHIRSYNC_OK)
+        *same = strcmp(oa, ob) == 0;
     fs_free(oa);
     fs_free(ob);
-    return same;
+    return rc == FHIRSYNC_E_NOMEM ? rc : FHIRSYNC_OK; /* a malformed URL: another origin */
+}
+
+bool fs_url_same_origin(const char *a, const char *b)
+{
+    bool same;
+    return fs_url_compare_origins(a, b, &same) == FHIRSYNC_OK && same;
 }
 
 static bool is_loopback_host(const char *host)
