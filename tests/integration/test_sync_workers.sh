@@ -3,8 +3,9 @@
 # many files through a real PostgreSQL server (the work queue: SKIP LOCKED claims with leases).
 # One worker is killed with SIGKILL while it holds a file; the others take its file over once
 # the lease expires and finish; the database then equals that of a single-process sync of the
-# same sandbox state. Then an increment (with deletions) through two workers. Each worker has its
-# own work folder, as on separate machines.
+# same sandbox state (the first full load appends). Then an increment (with deletions) through two
+# workers, and a full load over the stored data (its appends conflict and are merged). Each
+# worker has its own work folder, as on separate machines.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-pg-workers.XXXXXX")
@@ -114,4 +115,22 @@ DELS=$(q "SELECT deletions FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id
 [ "${DELS:-0}" -gt 0 ] && ok "the increment applied $DELS deletions" || not_ok "no deletions applied"
 expect_exit 0 "a fresh single-process sync" -- "$F" sync --store "$TMP/single2.db" --no-progress
 same_dump "$PG" "$TMP/single2.db" "the incremental worker sync == a fresh full sync"
+
+# ---- a full load over stored data -----------------------------------------------------------------
+# A first full load's files are appended (COPY straight into the tables) at their first claim.
+# With the watermark lost, the next worker sync is such a load over stored data: each file meets
+# stored ids, is given back at once and merged at its next claim; the data stays the same.
+expect_match "$(cd / && psql -qAt "$PG" -c \
+    "WITH d AS (DELETE FROM sync_state RETURNING 1) SELECT count(*) FROM d")" '^1$' \
+    "the watermark is lost"
+expect_exit 0 "queue a full sync" -- "$F" sync --enqueue --store "$PG" --slot relearn
+worker w6; W6=$WPID
+wait_exit "$W6" 180
+expect_match "$WCODE" '^0$' "worker w6 done"
+expect_match "$(cat "$TMP/w6.err")" 'SQLSTATE 23505.*loading it again as merges' \
+    "appends met the stored ids and were merged"
+expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")" \
+    '^ok$' "the run is ok"
+expect_match "$(q "SELECT count(*) FROM work_items WHERE state <> 'done'")" '^0$' "no item failed"
+same_dump "$PG" "$TMP/single2.db" "the same data as before"
 finish

@@ -199,8 +199,12 @@ static void process_file(worker *w, const fhirsync_work_item *item, const fhirsy
     const char *kind_name = fs_json_str(payload, "kind");
     int64_t run_id = 0;
     fs_json_int(payload, "run_id", &run_id);
-    bool requires_token = true;
+    bool requires_token = true, append = false;
     fs_json_bool(payload, "requires_token", &requires_token);
+    /* a first full load appends on the item's first claim; a claim after a conflict (stored ids:
+     * FHIRSYNC_E_CONFLICT gives the item back), or after a worker died, merges */
+    fs_json_bool(payload, "append", &append);
+    append = append && item->attempts <= 1;
     fhirsync_export_file_kind kind = fs_streq(kind_name, "error")     ? FHIRSYNC_EXPORT_ERROR
                                      : fs_streq(kind_name, "deleted") ? FHIRSYNC_EXPORT_DELETED
                                                                       : FHIRSYNC_EXPORT_OUTPUT;
@@ -216,7 +220,10 @@ static void process_file(worker *w, const fhirsync_work_item *item, const fhirsy
         rc = fhirsync_store_ensure_type(w->store, type, &err);
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_store_begin(w->store,
-                                  kind == FHIRSYNC_EXPORT_OUTPUT ? FHIRSYNC_STORE_BULK : 0, &err);
+                                  kind == FHIRSYNC_EXPORT_OUTPUT
+                                      ? FHIRSYNC_STORE_BULK | (append ? FHIRSYNC_STORE_APPEND : 0)
+                                      : 0,
+                                  &err);
     fs_sync_file file = {.kind = kind,
                          .type = type,
                          .name = name,
@@ -259,7 +266,12 @@ static void process_file(worker *w, const fhirsync_work_item *item, const fhirsy
             note(w, item->endpoint, "lost the lease of %s: another worker loads it", name);
         }
     }
-    if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_LOCKED) {
+    if (rc == FHIRSYNC_E_CONFLICT) {
+        /* stored ids met by an append, or a deadlock: the next claim (at once) merges */
+        note(w, item->endpoint, "%s: %s; loading it again%s", name, err.message,
+             append ? " as merges" : "");
+        give_back(w, item, rc, err.message, 0);
+    } else if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_LOCKED) {
         note(w, item->endpoint, "%s: %s (given back)", name, err.message);
         give_back(w, item, rc == FHIRSYNC_E_NOT_FOUND ? FHIRSYNC_E_FORBIDDEN : rc, err.message, 5);
     }
@@ -489,8 +501,10 @@ static int check_inflight(const fhirsync_run_info *run, void *userdata)
     return 0;
 }
 
+/* Queue a file-load item per output and error file. `append`: a first full load, whose rows are
+ * expected to be new (each item's first claim appends; see process_file). */
 static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhirsync_export *ex,
-                                 int64_t run_id, const char *batch, size_t *nfiles,
+                                 int64_t run_id, const char *batch, bool append, size_t *nfiles,
                                  fhirsync_error *err)
 {
     char final_batch[600], key[1200];
@@ -503,10 +517,11 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
         const fhirsync_export_file *f = fhirsync_export_file_at(ex, i);
         if (f->kind == FHIRSYNC_EXPORT_DELETED)
             continue; /* applied by the coordinator already */
-        json_t *payload = json_pack(
-            "{s:I, s:s, s:s, s:s, s:s, s:b, s:s?}", "run_id", (json_int_t)run_id, "url", f->url,
-            "type", f->type, "name", f->name, "kind", fhirsync_export_file_kind_name(f->kind),
-            "requires_token", fhirsync_export_requires_token(ex), "transaction_time", tt);
+        json_t *payload =
+            json_pack("{s:I, s:s, s:s, s:s, s:s, s:b, s:s?, s:b}", "run_id", (json_int_t)run_id,
+                      "url", f->url, "type", f->type, "name", f->name, "kind",
+                      fhirsync_export_file_kind_name(f->kind), "requires_token",
+                      fhirsync_export_requires_token(ex), "transaction_time", tt, "append", append);
         char *text = payload ? fs_json_dump(payload) : NULL;
         json_decref(payload);
         if (!text) {
@@ -730,7 +745,8 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         char result[700];
         rc = fhirsync_store_begin(store, 0, &err);
         if (rc == FHIRSYNC_OK)
-            rc = queue_files(w, item, ex, run_id, batch, &nfiles, &err);
+            rc = queue_files(w, item, ex, run_id, batch, !since && !w->opts.sync.full, &nfiles,
+                             &err);
         snprintf(result, sizeof result, "{\"run_id\":%lld,\"files\":%zu}", (long long)run_id,
                  nfiles);
         /* the files, the finalising item and this item's completion: one transaction */
