@@ -6,50 +6,7 @@
 # deleted Bundles), _type and _typeFilter, and the 400s for missing Prefer/Accept.
 set -euo pipefail
 
-: "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
-SRC="${FHIRSYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
-TMP_ROOT="${FHIRSYNC_TEST_TMP:-${TMPDIR:-/tmp}}"
-mkdir -p "$TMP_ROOT"
-WORK=$(mktemp -d "$TMP_ROOT/sandbox-bulk.XXXXXX")
-SB_PID=""
-CHECKS=0
-
-fail() { echo "FAIL: $*" >&2; [ -f "$WORK/sandbox.err" ] && tail -20 "$WORK/sandbox.err" >&2; exit 1; }
-ok() { CHECKS=$((CHECKS + 1)); }
-cleanup() {
-    if [ -n "$SB_PID" ]; then kill -TERM "$SB_PID" 2>/dev/null || true; wait "$SB_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-jget() {
-    node -e '
-        let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
-            const e = process.argv[1];
-            const f = e.startsWith("=>") ? eval("(d) " + e) : eval("(d) => d" + e);
-            const v = f(JSON.parse(s));
-            console.log(typeof v === "object" ? JSON.stringify(v) : String(v));
-        });' "$1"
-}
-
-start_sandbox() {
-    "$FHIRSYNC_SANDBOX_BIN" --ready-file "$WORK/ready.json" "$@" >"$WORK/sandbox.out" 2>"$WORK/sandbox.err" &
-    SB_PID=$!
-    for _ in $(seq 1 200); do
-        [ -s "$WORK/ready.json" ] && return 0
-        kill -0 "$SB_PID" 2>/dev/null || fail "the sandbox exited during start-up"
-        sleep 0.05
-    done
-    fail "the sandbox did not become ready"
-}
-
-stop_sandbox() {
-    kill -TERM "$SB_PID"
-    local rc=0
-    wait "$SB_PID" || rc=$?
-    SB_PID=""
-    [ "$rc" -eq 0 ] || fail "the sandbox exited with $rc on SIGTERM"
-}
+source "$(dirname "$0")/sandbox_lib.sh" bulk
 
 cat >"$WORK/clients.json" <<'EOF'
 {"clients": [

@@ -5,32 +5,7 @@
 # and the token endpoint's aud is the https token URL.
 set -euo pipefail
 
-: "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
-SRC="${FHIRSYNC_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
-export FHIRSYNC_SOURCE_DIR="$SRC"
-TMP_ROOT="${FHIRSYNC_TEST_TMP:-${TMPDIR:-/tmp}}"
-mkdir -p "$TMP_ROOT"
-WORK=$(mktemp -d "$TMP_ROOT/sandbox-https.XXXXXX")
-SB_PID=""
-CHECKS=0
-
-fail() { echo "FAIL: $*" >&2; [ -f "$WORK/sandbox.err" ] && tail -20 "$WORK/sandbox.err" >&2; exit 1; }
-ok() { CHECKS=$((CHECKS + 1)); }
-cleanup() {
-    if [ -n "$SB_PID" ]; then kill -TERM "$SB_PID" 2>/dev/null || true; wait "$SB_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-jget() {
-    node -e '
-        let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
-            const e = process.argv[1];
-            const f = e.startsWith("=>") ? eval("(d) " + e) : eval("(d) => d" + e);
-            const v = f(JSON.parse(s));
-            console.log(typeof v === "object" ? JSON.stringify(v) : String(v));
-        });' "$1"
-}
+source "$(dirname "$0")/sandbox_lib.sh" https
 
 command -v openssl >/dev/null || { echo "SKIP: no openssl"; exit 0; }
 (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
@@ -41,15 +16,8 @@ cat >"$WORK/clients.json" <<'EOF'
 {"clients": [{"client_id": "tls-a", "token_endpoint_auth_method": "client_secret_basic",
               "client_secret": "secret-a", "scope": "system/*.read"}]}
 EOF
-"$FHIRSYNC_SANDBOX_BIN" --ready-file "$WORK/ready.json" --patients 3 --clients "$WORK/clients.json" \
-    --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" >"$WORK/sandbox.out" 2>"$WORK/sandbox.err" &
-SB_PID=$!
-for _ in $(seq 1 200); do
-    [ -s "$WORK/ready.json" ] && break
-    kill -0 "$SB_PID" 2>/dev/null || fail "the sandbox exited during start-up"
-    sleep 0.05
-done
-[ -s "$WORK/ready.json" ] || fail "the sandbox did not become ready"
+start_sandbox --patients 3 --clients "$WORK/clients.json" --tls-cert "$WORK/cert.pem" \
+    --tls-key "$WORK/key.pem"
 
 BASE=$(jget .base_url <"$WORK/ready.json")
 TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
@@ -95,8 +63,5 @@ FILE=$(jget '=>d.output[0].url' <"$WORK/body")
 [ "$(wc -l <"$WORK/patients.ndjson")" = 3 ] || fail "storage copy over https"
 ok
 
-kill -TERM "$SB_PID"
-rc=0; wait "$SB_PID" || rc=$?
-SB_PID=""
-[ "$rc" = 0 ] || fail "the sandbox exited with $rc on SIGTERM"
+stop_sandbox
 echo "PASS test_sandbox_https ($CHECKS checks)"

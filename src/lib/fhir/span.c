@@ -1,4 +1,4 @@
-/* fhir/span.c: the one check a search page gets. The search iterator hands each entry.resource
+/* fhir/span.c: the one check made on a search page. The search iterator hands each entry.resource
  * to the caller as the exact bytes the server sent, because re-serialising through a parser would
  * change FHIR decimals (1.50 is not 1.5 in FHIR: precision is part of the value) and key order.
  * So rather than parsing a page into a tree (which costs far more than fetching it) and then

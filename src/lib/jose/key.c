@@ -2,7 +2,7 @@
  * PKCS#1, SEC1) or a private JWK, importing public keys from JWKs, and writing a key as PKCS#8.
  *
  * Reading is where users make mistakes (a public key, a certificate, an encrypted or OpenSSH key,
- * a key file the whole machine can read), so every such case gets its own one-line message that
+ * a key file the whole machine can read), so every such case has its own one-line message that
  * says what to do, and no message ever quotes the input: it may be key material. Buffers that held
  * key material are wiped before they are freed. A key that loads has passed a sign-and-verify
  * self-test, so a corrupted key fails here rather than at the token endpoint. */

@@ -4,7 +4,7 @@
  * Resources are kept twice per row: `resource jsonb` for querying and `raw text` with the exact
  * bytes received, because jsonb normalises what FHIR needs kept (whitespace, key order, duplicate
  * keys, number spelling such as 6.0E-3). A line containing the escape \u0000, which jsonb cannot
- * hold, gets a NULL `resource` and keeps its `raw`.
+ * hold, is stored with a NULL `resource` and keeps its `raw`.
  *
  * Three write paths:
  *   - rows: one prepared upsert per resource type (crawl batches, single puts);

@@ -7,7 +7,7 @@
  *   export     the bulk client downloads and verifies the files; each FILE_DONE event hands the
  *              file to a loader thread, which stores it in one batch while the others download
  *              (or, with FHIRSYNC_SYNC_LOAD_AFTER, every file once the export is complete).
- *              PostgreSQL gets several loaders (options.loaders, default 2), each with its own
+ *              PostgreSQL has several loaders (options.loaders, default 2), each with its own
  *              session: the server parses jsonb and maintains indexes in one process per
  *              session, so that is where a second core helps. SQLite writes one at a time.
  *   append     a run without _since (a first full load) loads its files as appends (rows
@@ -848,7 +848,7 @@ static fhirsync_code start_loader(bulk_ctx *c, fhirsync_error *err)
 }
 
 /* The endpoint profile for the export: explicit settings passed as options are cleared so the
- * bulk client takes ours; eClinicalWorks Group export gets system/Group.read in its scope. */
+ * bulk client takes ours; eClinicalWorks Group export adds system/Group.read to its scope. */
 static fhirsync_code export_profile(fhirsync_sync *s, fhirsync_export_level level,
                                     fhirsync_endpoint **out, fhirsync_error *err)
 {
