@@ -87,8 +87,8 @@ FHIRSYNC_API fhirsync_code fhirsync_store_bind_endpoint(fhirsync_store *store, c
 /* Flags of fhirsync_store_begin. */
 #define FHIRSYNC_STORE_BULK 0x1u /* a file load: PostgreSQL streams rows with COPY (see put) */
 /* With FHIRSYNC_STORE_BULK: the rows are expected to be new (a first full load). PostgreSQL
- * copies them straight into the type tables instead of staging and merging them (about twice
- * the rate). When an id is already stored, or repeated in the batch, the batch fails with
+ * copies them straight into the type tables instead of staging and merging them (10-20% less
+ * server CPU per row). When an id is already stored, or repeated in the batch, the batch fails with
  * FHIRSYNC_E_CONFLICT and nothing of it is stored: load it again without this flag. SQLite
  * ignores the flag (its upsert costs the same). */
 #define FHIRSYNC_STORE_APPEND 0x2u

@@ -14,8 +14,8 @@
  *     any other statement (so deletes and run updates see them). An id seen twice in the staging
  *     set triggers a merge first, so repeated ids apply in order, as on the row path.
  *   - append (FHIRSYNC_STORE_BULK | FHIRSYNC_STORE_APPEND: rows the caller expects to be new, a
- *     first full load): rows stream with COPY straight into the type's table, which costs the
- *     server about half of staging and merging (no second write, no upsert). An id already
+ *     first full load): rows stream with COPY straight into the type's table, sparing the
+ *     server the staging write and the upsert (10-20% of its CPU per row). An id already
  *     stored, or repeated in the batch, violates the primary key: the batch fails with
  *     FHIRSYNC_E_CONFLICT and the caller loads it again without the flag.
  *
