@@ -289,13 +289,15 @@ fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, fs_sync
             load_once(store, path, file, endpoint, counts, refused, refused_userdata, err);
         if (rc != FHIRSYNC_E_CONFLICT || attempt == LOAD_ATTEMPTS)
             return rc;
+        bool appended = file->append;
         fs_log(FHIRSYNC_LOG_INFO, "sync: %s: %s; loading it again%s", file->name, err->message,
-               file->append ? " as merges" : "");
+               appended ? " as merges" : "");
         file->append = false;
         fs_sync_counts_clear(counts);
         fs_sync_counts_init(counts);
-        /* a deadlock's other party is still committing: give it a moment, not the same one */
-        if (!fs_sleep_ms(fs_backoff_ms(attempt - 1, -1, 1) / 4))
+        /* after a deadlock the other party is still committing: give it a moment, not the same
+         * one (an append that met stored ids needs no wait) */
+        if (!appended && !fs_sleep_ms(fs_backoff_ms(attempt - 1, -1, 1) / 4))
             return fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled");
     }
 }
