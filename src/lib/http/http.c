@@ -11,8 +11,6 @@
 #include "http/curl_shared.h"
 
 #define MAX_REDIRECTS 10
-#define MAX_HEADERS 128
-#define MAX_HEADER_BYTES (64 * 1024)
 #define DEFAULT_MAX_BODY (1024 * 1024)
 
 struct fs_http {
@@ -89,52 +87,55 @@ typedef struct transfer {
     bool oom;
 } transfer;
 
+bool fs_http_take_header(fs_http_response *resp, const char *data, size_t len)
+{
+    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        /* a new response (after 1xx or a redirect): forget the previous one's headers */
+        fs_http_clear_headers(resp);
+        const char *sp = memchr(data, ' ', len);
+        resp->status = 0;
+        if (sp && (size_t)(sp - data) + 4 <= len && isdigit((unsigned char)sp[1]) &&
+            isdigit((unsigned char)sp[2]) && isdigit((unsigned char)sp[3]))
+            resp->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
+        return true;
+    }
+    const char *colon = memchr(data, ':', len);
+    if (!colon || resp->header_count >= FS_HTTP_MAX_HEADERS)
+        return true;
+    const char *v = colon + 1, *end = data + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    fs_http_header *grown = fs_realloc(resp->headers, (resp->header_count + 1) * sizeof *grown);
+    if (!grown)
+        return false;
+    resp->headers = grown;
+    fs_http_header *h = &grown[resp->header_count];
+    h->name = fs_strndup(data, (size_t)(colon - data));
+    h->value = fs_strndup(v, (size_t)(end - v));
+    if (!h->name || !h->value) {
+        fs_free(h->name);
+        fs_free(h->value);
+        return false;
+    }
+    resp->header_count++;
+    return true;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 {
     transfer *t = userdata;
     size_t len = size * n;
     t->header_bytes += len;
-    if (t->header_bytes > MAX_HEADER_BYTES) {
+    if (t->header_bytes > FS_HTTP_MAX_HEADER_BYTES) {
         t->too_large = true;
         return 0;
     }
-    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        /* a new response (after 1xx or a redirect): forget the previous one's headers */
-        fs_http_clear_headers(t->resp);
-        const char *sp = memchr(data, ' ', len);
-        t->resp->status = 0;
-        if (sp && (size_t)(sp - data) + 4 <= len && isdigit((unsigned char)sp[1]) &&
-            isdigit((unsigned char)sp[2]) && isdigit((unsigned char)sp[3]))
-            t->resp->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
-        return len;
-    }
-    const char *colon = memchr(data, ':', len);
-    if (!colon || t->resp->header_count >= MAX_HEADERS)
-        return len;
-    size_t name_len = (size_t)(colon - data);
-    const char *v = colon + 1;
-    const char *end = data + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    fs_http_header *grown =
-        fs_realloc(t->resp->headers, (t->resp->header_count + 1) * sizeof *grown);
-    if (!grown) {
+    if (!fs_http_take_header(t->resp, data, len)) {
         t->oom = true;
         return 0;
     }
-    t->resp->headers = grown;
-    fs_http_header *h = &grown[t->resp->header_count];
-    h->name = fs_strndup(data, name_len);
-    h->value = fs_strndup(v, (size_t)(end - v));
-    if (!h->name || !h->value) {
-        fs_free(h->name);
-        fs_free(h->value);
-        t->oom = true;
-        return 0;
-    }
-    t->resp->header_count++;
     return len;
 }
 
@@ -188,18 +189,10 @@ int fs_http_curl_debug(CURL *easy, curl_infotype type, char *data, size_t size, 
     return 0;
 }
 
-static fhirsync_code map_curl_error(CURLcode cc, const transfer *t, const char *url,
-                                    const char *detail, fhirsync_error *err)
+fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detail,
+                                 fhirsync_code bad_encoding, fhirsync_error *err)
 {
     const char *why = detail && *detail ? detail : curl_easy_strerror(cc);
-    if (t->oom)
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
-    if (t->too_large)
-        return fs_err(err, FHIRSYNC_E_TOO_LARGE,
-                      "response from %s is larger than the %zu-byte limit (refused)", url,
-                      t->max_body);
-    if (t->sink_aborted)
-        return fs_err(err, FHIRSYNC_E_CANCELLED, "transfer from %s stopped by its receiver", url);
     switch (cc) {
     case CURLE_OPERATION_TIMEDOUT:
         return fs_err(err, FHIRSYNC_E_TIMEOUT, "timed out talking to %s: %s", url, why);
@@ -216,12 +209,27 @@ static fhirsync_code map_curl_error(CURLcode cc, const transfer *t, const char *
     case CURLE_URL_MALFORMAT:
         return fs_err(err, FHIRSYNC_E_URL, "cannot use URL %s: %s", url, why);
     case CURLE_BAD_CONTENT_ENCODING:
-        return fs_err(err, FHIRSYNC_E_PROTOCOL, "bad content encoding from %s: %s", url, why);
+        return fs_err(err, bad_encoding, "bad content encoding from %s: %s", url, why);
     case CURLE_OUT_OF_MEMORY:
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory talking to %s", url);
     default:
         return fs_err(err, FHIRSYNC_E_NETWORK, "network error with %s: %s", url, why);
     }
+}
+
+/* What our callbacks stopped, or else what libcurl says. */
+static fhirsync_code map_curl_error(CURLcode cc, const transfer *t, const char *url,
+                                    const char *detail, fhirsync_error *err)
+{
+    if (t->oom)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
+    if (t->too_large)
+        return fs_err(err, FHIRSYNC_E_TOO_LARGE,
+                      "response from %s is larger than the %zu-byte limit (refused)", url,
+                      t->max_body);
+    if (t->sink_aborted)
+        return fs_err(err, FHIRSYNC_E_CANCELLED, "transfer from %s stopped by its receiver", url);
+    return fs_http_curl_error(cc, url, detail, FHIRSYNC_E_PROTOCOL, err);
 }
 
 /* Stops a transfer in progress when the application asked the library to cancel. */

@@ -15,8 +15,6 @@
 #include "http/multi.h"
 
 #define MAX_REDIRECTS 10
-#define MAX_HEADERS 128
-#define MAX_HEADER_BYTES (64 * 1024)
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define RECEIVE_BUFFER (256 * 1024)
 
@@ -122,46 +120,16 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
     transfer *t = userdata;
     size_t len = size * n;
     t->header_bytes += len;
-    if (t->header_bytes > MAX_HEADER_BYTES) {
+    if (t->header_bytes > FS_HTTP_MAX_HEADER_BYTES) {
         t->too_large = true;
         return 0;
     }
-    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        fs_http_clear_headers(&t->resp);
-        const char *sp = memchr(data, ' ', len);
-        t->resp.status = 0;
-        if (sp && (size_t)(sp - data) + 4 <= len && isdigit((unsigned char)sp[1]) &&
-            isdigit((unsigned char)sp[2]) && isdigit((unsigned char)sp[3]))
-            t->resp.status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
-        return len;
-    }
     if ((len == 2 && data[0] == '\r' && data[1] == '\n') || (len == 1 && data[0] == '\n'))
         return headers_complete(t) ? len : 0;
-    const char *colon = memchr(data, ':', len);
-    if (!colon || t->resp.header_count >= MAX_HEADERS)
-        return len;
-    const char *v = colon + 1, *end = data + len;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    fs_http_header *grown =
-        fs_realloc(t->resp.headers, (t->resp.header_count + 1) * sizeof *grown);
-    if (!grown) {
+    if (!fs_http_take_header(&t->resp, data, len)) {
         t->oom = true;
         return 0;
     }
-    t->resp.headers = grown;
-    fs_http_header *h = &grown[t->resp.header_count];
-    h->name = fs_strndup(data, (size_t)(colon - data));
-    h->value = fs_strndup(v, (size_t)(end - v));
-    if (!h->name || !h->value) {
-        fs_free(h->name);
-        fs_free(h->value);
-        t->oom = true;
-        return 0;
-    }
-    t->resp.header_count++;
     return len;
 }
 
@@ -284,9 +252,9 @@ nomem:
     return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory starting the transfer of %s", t->url);
 }
 
+/* What our callbacks stopped, or else what libcurl says (a broken encoding: retried). */
 static fhirsync_code map_error(CURLcode cc, transfer *t)
 {
-    const char *why = t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc);
     fhirsync_error *err = &t->err;
     const char *url = t->url;
     if (t->oom)
@@ -295,28 +263,7 @@ static fhirsync_code map_error(CURLcode cc, transfer *t)
         return fs_err(err, FHIRSYNC_E_TOO_LARGE, "response from %s is too large (refused)", url);
     if (t->sink_aborted || t->aborted_by_cb)
         return fs_err(err, FHIRSYNC_E_CANCELLED, "transfer from %s stopped by its receiver", url);
-    switch (cc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return fs_err(err, FHIRSYNC_E_TIMEOUT, "timed out receiving %s: %s", url, why);
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-        return fs_err(err, FHIRSYNC_E_TLS, "TLS with %s failed: %s", url, why);
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-        return fs_err(err, FHIRSYNC_E_URL, "cannot use URL %s: %s", url, why);
-    case CURLE_BAD_CONTENT_ENCODING:
-        return fs_err(err, FHIRSYNC_E_NETWORK, "bad content encoding from %s: %s", url, why);
-    case CURLE_OUT_OF_MEMORY:
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
-    default:
-        return fs_err(err, FHIRSYNC_E_NETWORK, "network error receiving %s: %s", url, why);
-    }
+    return fs_http_curl_error(cc, url, t->errbuf, FHIRSYNC_E_NETWORK, err);
 }
 
 /* A hop ended with a redirect to follow: move to the next URL. False when the transfer is
