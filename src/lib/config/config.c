@@ -132,8 +132,8 @@ static const setting_def settings[] = {
     {.name = "delete_job", .kind = K_ENUM, .fallback = "yes", .choices = yes_no,
      .help = "yes or no: delete the export job on the server when done (default yes)"},
     {.name = "shared_store", .kind = K_ENUM, .fallback = "no", .choices = yes_no,
-     .help = "yes or no: let the store hold endpoints of other base URLs, the same server "
-             "(default no: refused, ids would collide)"},
+     .help = "yes or no: share the store with endpoints of other base URLs that are the same "
+             "server (default no: refused, ids of two servers collide)"},
 };
 /* clang-format on */
 
