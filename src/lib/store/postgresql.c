@@ -223,20 +223,13 @@ static void reset_staging(pg_impl *impl)
         memset(impl->staged_ids, 0, STAGE_SET_SIZE * sizeof *impl->staged_ids);
 }
 
-/* Merge the staged rows of one type into its table. */
-static fhirsync_code merge_type(fhirsync_store *s, const fs_store_type *t, fhirsync_error *err)
+/* The upsert rule of both PostgreSQL write paths (fhirsync_store_put says it in words): the
+ * incoming row replaces the stored one unless the stored one is newer (lastUpdated, then numeric
+ * versionId). `quoted`: the type's table. */
+static bool append_upsert_rule(fs_buf *sql, const char *quoted)
 {
-    char quoted[FS_STORE_TYPE_MAX + 3];
-    fs_store_quote_type(t->name, quoted, sizeof quoted);
-    fs_buf sql;
-    fs_buf_init(&sql);
-    bool ok = fs_buf_printf(
-        &sql,
-        "INSERT INTO %s (id, version_id, last_updated, last_updated_ms, patient_id, resource,"
-        " raw, loaded_at, run_id)"
-        " SELECT id, version_id, last_updated, last_updated_ms, patient_id,"
-        " CASE WHEN jsonb_ok THEN raw::jsonb END, raw, $1, run_id"
-        " FROM fhirsync_staging WHERE type = $2"
+    return fs_buf_printf(
+        sql,
         " ON CONFLICT (id) DO UPDATE SET version_id = excluded.version_id,"
         " last_updated = excluded.last_updated, last_updated_ms = excluded.last_updated_ms,"
         " patient_id = excluded.patient_id, resource = excluded.resource, raw = excluded.raw,"
@@ -247,7 +240,24 @@ static fhirsync_code merge_type(fhirsync_store *s, const fs_store_type *t, fhirs
         " THEN excluded.version_id::bigint END)"
         " < (CASE WHEN %s.version_id ~ '^[0-9]{1,18}$' THEN %s.version_id::bigint END),"
         " false)))",
-        quoted, quoted, quoted, quoted, quoted);
+        quoted, quoted, quoted, quoted);
+}
+
+/* Merge the staged rows of one type into its table. */
+static fhirsync_code merge_type(fhirsync_store *s, const fs_store_type *t, fhirsync_error *err)
+{
+    char quoted[FS_STORE_TYPE_MAX + 3];
+    fs_store_quote_type(t->name, quoted, sizeof quoted);
+    fs_buf sql;
+    fs_buf_init(&sql);
+    bool ok = fs_buf_printf(&sql,
+                            "INSERT INTO %s (id, version_id, last_updated, last_updated_ms,"
+                            " patient_id, resource, raw, loaded_at, run_id)"
+                            " SELECT id, version_id, last_updated, last_updated_ms, patient_id,"
+                            " CASE WHEN jsonb_ok THEN raw::jsonb END, raw, $1, run_id"
+                            " FROM fhirsync_staging WHERE type = $2",
+                            quoted) &&
+              append_upsert_rule(&sql, quoted);
     if (!ok) {
         fs_buf_free(&sql);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -681,22 +691,13 @@ static fhirsync_code prepare_put(fhirsync_store *s, fs_store_type *t, fhirsync_e
     snprintf(name, sizeof name, "fs_put_%u", t->slot);
     fs_buf sql;
     fs_buf_init(&sql);
-    bool ok = fs_buf_printf(
-        &sql,
-        "INSERT INTO %s (id, version_id, last_updated, last_updated_ms, patient_id, resource,"
-        " raw, loaded_at, run_id)"
-        " VALUES ($1, $2, $3, $4, $5, CASE WHEN $9 THEN $6::jsonb END, $6, $7, $8)"
-        " ON CONFLICT (id) DO UPDATE SET version_id = excluded.version_id,"
-        " last_updated = excluded.last_updated, last_updated_ms = excluded.last_updated_ms,"
-        " patient_id = excluded.patient_id, resource = excluded.resource, raw = excluded.raw,"
-        " loaded_at = excluded.loaded_at, run_id = excluded.run_id"
-        " WHERE NOT (coalesce(excluded.last_updated_ms < %s.last_updated_ms, false)"
-        " OR (coalesce(excluded.last_updated_ms = %s.last_updated_ms, true)"
-        " AND coalesce((CASE WHEN excluded.version_id ~ '^[0-9]{1,18}$'"
-        " THEN excluded.version_id::bigint END)"
-        " < (CASE WHEN %s.version_id ~ '^[0-9]{1,18}$' THEN %s.version_id::bigint END),"
-        " false)))",
-        quoted, quoted, quoted, quoted, quoted);
+    bool ok = fs_buf_printf(&sql,
+                            "INSERT INTO %s (id, version_id, last_updated, last_updated_ms,"
+                            " patient_id, resource, raw, loaded_at, run_id)"
+                            " VALUES ($1, $2, $3, $4, $5, CASE WHEN $9 THEN $6::jsonb END, $6,"
+                            " $7, $8)",
+                            quoted) &&
+              append_upsert_rule(&sql, quoted);
     if (!ok) {
         fs_buf_free(&sql);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");

@@ -35,23 +35,6 @@ typedef struct crawl_ctx {
     fs_sync_counts counts; /* of the type being crawled */
 } crawl_ctx;
 
-/* ---- SQL literals for the read-only queries -------------------------------------------------- */
-
-/* 'text' with quotes doubled; NULL on out of memory or a NUL-free requirement broken. */
-static char *sql_literal(const char *text)
-{
-    fs_buf b;
-    fs_buf_init(&b);
-    bool ok = fs_buf_append_str(&b, "'");
-    for (const char *p = text; ok && *p; p++)
-        ok = *p == '\'' ? fs_buf_append_str(&b, "''") : fs_buf_append(&b, p, 1);
-    if (!ok || !fs_buf_append_str(&b, "'")) {
-        fs_buf_free(&b);
-        return NULL;
-    }
-    return fs_buf_steal(&b);
-}
-
 /* ---- one search ------------------------------------------------------------------------------ */
 
 static fhirsync_code commit_page(crawl_ctx *c, const char *type, int64_t *stored,
@@ -197,7 +180,7 @@ static fhirsync_code ids_to_file(fhirsync_store *store, const char *sql, const c
  * `except_run`. Caller frees. */
 static char *endpoint_ids_sql(const char *endpoint, const char *type, int64_t except_run)
 {
-    char *lit = sql_literal(endpoint);
+    char *lit = fs_sync_sql_literal(endpoint);
     if (!lit)
         return NULL;
     fs_buf b;

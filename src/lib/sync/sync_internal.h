@@ -210,6 +210,9 @@ struct fhirsync_sync {
     fhirsync_sync_type_stats *type_stats;
 };
 
+/* `text` as an SQL string literal ('...' with quotes doubled), for the store's read-only queries,
+ * which take no parameters; caller frees; NULL when out of memory. */
+char *fs_sync_sql_literal(const char *text);
 /* Emit an event (fills endpoint, totals, elapsed; serialised). False when the callback asked to
  * stop. */
 bool fs_sync_emit(fhirsync_sync *s, fhirsync_sync_event *ev);

@@ -130,20 +130,6 @@ static void hold_item(worker *w, int64_t id)
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-static char *sql_literal(const char *text)
-{
-    fs_buf b;
-    fs_buf_init(&b);
-    bool ok = fs_buf_append_str(&b, "'");
-    for (const char *p = text; ok && *p; p++)
-        ok = *p == '\'' ? fs_buf_append_str(&b, "''") : fs_buf_append(&b, p, 1);
-    if (!ok || !fs_buf_append_str(&b, "'")) {
-        fs_buf_free(&b);
-        return NULL;
-    }
-    return fs_buf_steal(&b);
-}
-
 static int read_count(size_t ncols, const char *const *names, const char *const *values,
                       const size_t *lengths, void *userdata)
 {
@@ -357,7 +343,7 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     }
     fs_sync_counts counts;
     fs_sync_counts_init(&counts);
-    char *current = NULL, *counts_json = NULL, *lit = sql_literal(files_batch);
+    char *current = NULL, *counts_json = NULL, *lit = fs_sync_sql_literal(files_batch);
     int64_t deleted = 0, quarantined = 0;
     result_sum results = {0};
     char sql[512];
