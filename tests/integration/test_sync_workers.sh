@@ -4,8 +4,9 @@
 # One worker is killed with SIGKILL while it holds a file; the others take its file over once
 # the lease expires and finish; the database then equals that of a single-process sync of the
 # same sandbox state (the first full load appends). Then an increment (with deletions) through two
-# workers, and a full load over the stored data (its appends conflict and are merged). Each
-# worker has its own work folder, as on separate machines.
+# workers, a full load over the stored data (its appends conflict and are merged), and a plain
+# sync refused while workers load an export. Each worker has its own work folder, as on separate
+# machines.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-pg-workers.XXXXXX")
@@ -133,4 +134,30 @@ expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER
     '^ok$' "the run is ok"
 expect_match "$(q "SELECT count(*) FROM work_items WHERE state <> 'done'")" '^0$' "no item failed"
 same_dump "$PG" "$TMP/single2.db" "the same data as before"
+
+# ---- a plain sync while workers load an export ------------------------------------------------------
+# It would mark the workers' run interrupted and their watermark move would be lost: refused (11).
+mutate 0.05 0.01 >/dev/null
+expect_exit 0 "queue another sync" -- "$F" sync --enqueue --store "$PG"
+worker w7; W7=$WPID
+files_pending() {
+    [ "$(q "SELECT count(*) FROM work_items WHERE kind = 'file-load' AND state IN ('pending', 'claimed')")" -gt 0 ]
+}
+if wait_for files_pending; then
+    kill -STOP "$W7"
+    expect_exit 11 "a plain sync while the workers' files load is refused" -- \
+        "$F" sync --store "$PG" --no-progress
+    expect_match "$ERR" "endpoint 'practice' is being synced by workers: [0-9]+ file\\(s\\) of their run" \
+        "it says why"
+    kill -CONT "$W7"
+else
+    not_ok "the workers' files were never pending"
+fi
+wait_exit "$W7" 180
+expect_match "$WCODE" '^0$' "worker w7 done"
+expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")" \
+    '^ok$' "the workers' run ended ok"
+WM=$(q "SELECT watermark FROM sync_state WHERE endpoint = 'practice'")
+TT=$(q "SELECT transaction_time FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
+[ -n "$WM" ] && [ "$WM" = "$TT" ] && ok "and moved the watermark" || not_ok "watermark '$WM', run '$TT'"
 finish

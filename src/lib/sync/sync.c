@@ -352,6 +352,16 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
         goto out;
     rc = fhirsync_store_bind_endpoint(s->store, s->name, fhirsync_endpoint_get(s->ep, "base_url"),
                                       fs_endpoint_bool(s->ep, "shared_store"), &s->err);
+    /* workers loading an export of this endpoint: this run would mark theirs interrupted and
+     * their watermark move would be lost */
+    int64_t worker_run = 0, files = 0;
+    if (rc == FHIRSYNC_OK)
+        rc = fs_sync_worker_run_in_flight(s->store, s->name, &worker_run, &files, &s->err);
+    if (rc == FHIRSYNC_OK && worker_run)
+        rc = fs_err(&s->err, FHIRSYNC_E_LOCKED,
+                    "endpoint '%s' is being synced by workers: %lld file(s) of their run %lld are "
+                    "still being loaded (fhirsync sync --worker); sync again once they are done",
+                    s->name, (long long)files, (long long)worker_run);
     const char *mode = fhirsync_endpoint_get(s->ep, "mode");
     const char *since_setting = fhirsync_endpoint_get(s->ep, "since");
     if (rc == FHIRSYNC_OK && !s->opts.full) {

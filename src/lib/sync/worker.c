@@ -456,35 +456,46 @@ static int stop_at_manifest(const fhirsync_export_event *ev, void *userdata)
     return ev->kind == FHIRSYNC_EXPORT_EV_MANIFEST ? 1 : 0;
 }
 
-typedef struct inflight {
-    worker *w;
-    const char *endpoint;
-    bool busy;
-    fhirsync_code rc;
-    fhirsync_error *err;
-} inflight;
+/* The running workers' runs among an endpoint's latest runs (collected first: the store cannot
+ * run another query while it streams the runs). */
+typedef struct running_runs {
+    int64_t ids[20];
+    size_t n;
+} running_runs;
 
-static int check_inflight(const fhirsync_run_info *run, void *userdata)
+static int collect_running(const fhirsync_run_info *run, void *userdata)
 {
-    inflight *f = userdata;
-    if (run->status != FHIRSYNC_RUN_RUNNING || !fs_streq(run->mode, "bulk-worker"))
-        return 0;
-    char batch[512];
-    snprintf(batch, sizeof batch, "export/%s/%lld", f->endpoint, (long long)run->id);
-    fhirsync_work_summary sum;
-    char final_batch[600];
-    snprintf(final_batch, sizeof final_batch, "%s/final", batch);
-    fhirsync_work_summary fin;
-    f->rc = fhirsync_store_work_summary(f->w->store, batch, &sum, f->err);
-    if (f->rc == FHIRSYNC_OK)
-        f->rc = fhirsync_store_work_summary(f->w->store, final_batch, &fin, f->err);
-    if (f->rc != FHIRSYNC_OK)
-        return 1;
-    if (sum.pending + sum.claimed + fin.pending + fin.claimed > 0) {
-        f->busy = true;
-        return 1;
-    }
+    running_runs *r = userdata;
+    if (run->status == FHIRSYNC_RUN_RUNNING && fs_streq(run->mode, "bulk-worker") &&
+        r->n < sizeof r->ids / sizeof r->ids[0])
+        r->ids[r->n++] = run->id;
     return 0;
+}
+
+fhirsync_code fs_sync_worker_run_in_flight(fhirsync_store *store, const char *endpoint,
+                                           int64_t *run_id, int64_t *files, fhirsync_error *err)
+{
+    *run_id = 0;
+    if (files)
+        *files = 0;
+    running_runs runs = {.n = 0};
+    fhirsync_code rc = fhirsync_store_runs(store, endpoint, 20, collect_running, &runs, err);
+    for (size_t i = 0; rc == FHIRSYNC_OK && i < runs.n; i++) {
+        char batch[512], final_batch[600];
+        snprintf(batch, sizeof batch, "export/%s/%lld", endpoint, (long long)runs.ids[i]);
+        snprintf(final_batch, sizeof final_batch, "%s/final", batch);
+        fhirsync_work_summary sum, fin;
+        rc = fhirsync_store_work_summary(store, batch, &sum, err);
+        if (rc == FHIRSYNC_OK)
+            rc = fhirsync_store_work_summary(store, final_batch, &fin, err);
+        if (rc == FHIRSYNC_OK && sum.pending + sum.claimed + fin.pending + fin.claimed > 0) {
+            *run_id = runs.ids[i];
+            if (files)
+                *files = sum.pending + sum.claimed;
+            break;
+        }
+    }
+    return rc;
 }
 
 /* Queue a file-load item per output and error file. `append`: a first full load, whose rows are
@@ -622,12 +633,10 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
     rc = fhirsync_store_bind_endpoint(store, name, fhirsync_endpoint_get(ep, "base_url"),
                                       fs_endpoint_bool(ep, "shared_store"), &err);
     /* an export of this endpoint whose files are still being loaded: this sync is not needed */
-    inflight fl = {w, name, false, FHIRSYNC_OK, &err};
+    int64_t in_flight = 0;
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_runs(store, name, 20, check_inflight, &fl, &err);
-    if (rc == FHIRSYNC_OK)
-        rc = fl.rc;
-    if (rc == FHIRSYNC_OK && fl.busy) {
+        rc = fs_sync_worker_run_in_flight(store, name, &in_flight, NULL, &err);
+    if (rc == FHIRSYNC_OK && in_flight) {
         note(w, name, "an export of %s is still being loaded; skipping this sync", name);
         rc = complete(w, item, "{\"skipped\":\"an export is in flight\"}", &err);
         goto out;
