@@ -269,7 +269,7 @@ fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **
     char *list = fs_sync_default_types(granted, perm);
     char *supported = list ? server_types(ep) : NULL;
     if (list && supported) {
-        /* only what the server says it has: asking for others gets warnings (bulk) or 404s
+        /* only what the server says it has: asking for others brings warnings (bulk) or 404s
          * (search) */
         char *kept = filter_types(list, supported);
         fs_free(list);
