@@ -58,3 +58,19 @@ char *fs_random_id(size_t nbytes)
     OPENSSL_cleanse(raw, sizeof raw);
     return id;
 }
+
+long fs_hex4(const unsigned char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i];
+        int h = c >= '0' && c <= '9'   ? (int)(c - '0')
+                : c >= 'a' && c <= 'f' ? (int)(c - 'a' + 10)
+                : c >= 'A' && c <= 'F' ? (int)(c - 'A' + 10)
+                                       : -1;
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}

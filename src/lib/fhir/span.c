@@ -69,30 +69,6 @@ static int peek(const scanner *sc)
     return sc->pos < sc->len ? sc->s[sc->pos] : -1;
 }
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* The four hex digits at p (bounds checked by the caller), or -1. */
-static long hex4(const unsigned char *p)
-{
-    long v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hex_value(p[i]);
-        if (h < 0)
-            return -1;
-        v = v * 16 + h;
-    }
-    return v;
-}
-
 /* ---- strings --------------------------------------------------------------------------------- */
 
 /* Length of the well-formed UTF-8 sequence of a non-ASCII character at p, 0 when it is not one:
@@ -142,7 +118,7 @@ static size_t escape_length(const unsigned char *s, size_t pos, size_t len, cons
     case 'u': break;
     default: *why = "an invalid escape in a string"; return 0;
     }
-    long cp = len - pos >= 6 ? hex4(s + pos + 2) : -1;
+    long cp = len - pos >= 6 ? fs_hex4(s + pos + 2) : -1;
     if (cp < 0) {
         *why = "an invalid \\u escape in a string";
         return 0;
@@ -157,7 +133,8 @@ static size_t escape_length(const unsigned char *s, size_t pos, size_t len, cons
     }
     if (cp < 0xD800 || cp > 0xDBFF)
         return 6;
-    long low = len - pos >= 12 && s[pos + 6] == '\\' && s[pos + 7] == 'u' ? hex4(s + pos + 8) : -1;
+    long low =
+        len - pos >= 12 && s[pos + 6] == '\\' && s[pos + 7] == 'u' ? fs_hex4(s + pos + 8) : -1;
     if (low < 0xDC00 || low > 0xDFFF) {
         *why = "a high surrogate escape without its low surrogate in a string";
         return 0;
@@ -506,10 +483,10 @@ static int decoder_byte(decoder *d)
         static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
         return (unsigned char)to[strchr(from, e) - from];
     }
-    unsigned long cp = (unsigned long)hex4(d->p);
+    unsigned long cp = (unsigned long)fs_hex4(d->p);
     d->p += 4;
     if (cp >= 0xD800 && cp <= 0xDBFF) { /* validated: the low half follows */
-        cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned long)hex4(d->p + 2) - 0xDC00);
+        cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned long)fs_hex4(d->p + 2) - 0xDC00);
         d->p += 6;
     }
     unsigned char *u = d->pending;

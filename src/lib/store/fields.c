@@ -115,30 +115,6 @@ static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
     return need + 1;
 }
 
-static int hex_value(unsigned c)
-{
-    if (c >= '0' && c <= '9')
-        return (int)(c - '0');
-    if (c >= 'a' && c <= 'f')
-        return (int)(c - 'a' + 10);
-    if (c >= 'A' && c <= 'F')
-        return (int)(c - 'A' + 10);
-    return -1;
-}
-
-/* Four hex digits at p (p + 4 <= end checked by the caller); -1 when not hex. */
-static long hex4(const unsigned char *p)
-{
-    long v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hex_value(p[i]);
-        if (h < 0)
-            return -1;
-        v = v * 16 + h;
-    }
-    return v;
-}
-
 /* Skip the bytes of a string that need no look, 16 (SSE2) or 8 (SWAR) at a time. */
 static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
 {
@@ -191,7 +167,7 @@ static bool scan_string(scanner *sc, raw_string *out)
             }
             if (c != 'u' || end - p < 6)
                 return fail(sc, "invalid escape in a string");
-            long u = hex4(p + 2);
+            long u = fs_hex4(p + 2);
             if (u < 0)
                 return fail(sc, "invalid \\u escape in a string");
             p += 6;
@@ -200,7 +176,7 @@ static bool scan_string(scanner *sc, raw_string *out)
             if (u >= 0xdc00 && u <= 0xdfff)
                 return fail(sc, "unpaired UTF-16 surrogate in a string");
             if (u >= 0xd800 && u <= 0xdbff) {
-                long low = (end - p >= 6 && p[0] == '\\' && p[1] == 'u') ? hex4(p + 2) : -1;
+                long low = (end - p >= 6 && p[0] == '\\' && p[1] == 'u') ? fs_hex4(p + 2) : -1;
                 if (low < 0xdc00 || low > 0xdfff)
                     return fail(sc, "unpaired UTF-16 surrogate in a string");
                 p += 6;
@@ -251,10 +227,10 @@ static bool decode_string(const raw_string *s, char *buf, size_t cap, size_t *ou
         case 'r': cp = '\r'; break;
         case 't': cp = '\t'; break;
         case 'u':
-            cp = (unsigned long)hex4(p);
+            cp = (unsigned long)fs_hex4(p);
             p += 4;
             if (cp >= 0xd800 && cp <= 0xdbff) {
-                unsigned long low = (unsigned long)hex4(p + 2);
+                unsigned long low = (unsigned long)fs_hex4(p + 2);
                 p += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
             }
