@@ -18,6 +18,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start_pg NAME: a throwaway PostgreSQL cluster (scripts/pg-test-server.sh) in a fresh directory,
+# stopped and removed at exit; its URL in PG_URL. Not under $TMP or $FHIRSYNC_TEST_TMP: those may
+# be private (0700), and as root the cluster runs as the postgres user, who must reach it.
+start_pg() {
+    PG_SCRIPT="$FHIRSYNC_SOURCE_DIR/scripts/pg-test-server.sh"
+    PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-pg-$1.XXXXXX")
+    trap stop_pg EXIT
+    PG_URL=$(cd / && "$PG_SCRIPT" start "$PG_DIR")
+}
+stop_pg() {
+    "$PG_SCRIPT" stop "$PG_DIR" >/dev/null 2>&1 || true
+    cleanup
+}
+
 ensure_npm_peers() {
     if [ ! -d "$FHIRSYNC_SOURCE_DIR/tests/interop/node_modules" ]; then
         (cd "$FHIRSYNC_SOURCE_DIR/tests/interop" && npm ci --no-audit --no-fund --loglevel=error)

@@ -12,19 +12,9 @@ source "$(dirname "$0")/lib.sh"
 : "${FHIRSYNC_BUILD_DIR:?FHIRSYNC_BUILD_DIR must point at the build directory}"
 
 TEST_STORE="$FHIRSYNC_BUILD_DIR/tests/test_store"
-# not under $TMP or $FHIRSYNC_TEST_TMP: those may be private (0700), and as root the cluster
-# runs as the postgres user, who must reach its directory
-PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-pg-store.XXXXXX")
-PG_SCRIPT="$FHIRSYNC_SOURCE_DIR/scripts/pg-test-server.sh"
-
-stop_pg() {
-    "$PG_SCRIPT" stop "$PG_DIR" >/dev/null 2>&1 || true
-    cleanup
-}
-trap stop_pg EXIT
-
 [ -x "$TEST_STORE" ] || { echo "FAIL - $TEST_STORE is not built"; exit 1; }
-URL=$("$PG_SCRIPT" start "$PG_DIR")
+start_pg store
+URL=$PG_URL
 ok "PostgreSQL started: $URL"
 # idempotent: a second start reuses the running cluster
 AGAIN=$("$PG_SCRIPT" start "$PG_DIR")

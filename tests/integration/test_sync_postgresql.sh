@@ -8,15 +8,8 @@
 # of an uninterrupted sync.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
-# not under $TMP: as root the cluster runs as the postgres user, who must reach its directory
-PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-pg-sync.XXXXXX")
-PG_SCRIPT="$FHIRSYNC_SOURCE_DIR/scripts/pg-test-server.sh"
-stop_pg() {
-    "$PG_SCRIPT" stop "$PG_DIR" >/dev/null 2>&1 || true
-    cleanup
-}
-trap stop_pg EXIT
-URL=$(cd / && "$PG_SCRIPT" start "$PG_DIR")
+start_pg sync
+URL=$PG_URL
 ok "PostgreSQL started"
 cd "$TMP"
 # db NAME: a fresh database on the cluster, as a URL

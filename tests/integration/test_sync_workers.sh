@@ -9,14 +9,8 @@
 # machines.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
-PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-pg-workers.XXXXXX")
-PG_SCRIPT="$FHIRSYNC_SOURCE_DIR/scripts/pg-test-server.sh"
-stop_pg() {
-    "$PG_SCRIPT" stop "$PG_DIR" >/dev/null 2>&1 || true
-    cleanup
-}
-trap stop_pg EXIT
-PG=$(cd / && "$PG_SCRIPT" start "$PG_DIR")
+start_pg workers
+PG=$PG_URL
 ok "PostgreSQL started"
 cd "$TMP"
 start_sandbox practice --patients 60 --resources-per-file 25
