@@ -200,6 +200,12 @@ FHIRSYNC_API const char *fhirsync_export_status_url(const fhirsync_export *ex);
 /* The manifest's transactionTime (the next incremental export's _since once every file of this
  * one is stored), NULL before the manifest. */
 FHIRSYNC_API const char *fhirsync_export_transaction_time(const fhirsync_export *ex);
+/* When the server accepted the kick-off, as a FHIR instant on the server's clock (its Date
+ * header; the local clock when it sent none), NULL before the kick-off. A server that sets the
+ * manifest's transactionTime when the export finished, not when it started, leaves out changes
+ * made meanwhile: an incremental client's next _since must not be later than this. */
+FHIRSYNC_API const char *fhirsync_export_kickoff_time(const fhirsync_export *ex);
+
 /* Whether the job was deleted on the server (by a run, or fhirsync_export_delete_job()). */
 FHIRSYNC_API bool fhirsync_export_job_deleted(const fhirsync_export *ex);
 /* Whether the manifest said the files need the access token. */

@@ -58,11 +58,13 @@ typedef struct fhirsync_sync_options {
     const char *lock_owner;  /* free text recorded with the lock (NULL: none) */
     bool full;               /* ignore the watermark and the `since` setting: a full sync (crawl:
                                 also a reconciliation that detects deletions) */
-    bool reconcile;          /* crawl: make this run a full crawl that detects deletions */
-    int reconcile_every;     /* crawl: every Nth crawl run reconciles (0: 24; < 0: never, only
-                                first runs, --full and --reconcile) */
-    int skew_margin_s;       /* crawl: the watermark is the crawl's start time minus this many
-                                seconds, for clock skew and late commits (0: 300; < 0: none) */
+    bool reconcile;          /* make this run a full export (bulk) or crawl that deletes what
+                                the server no longer has */
+    int reconcile_every;     /* every Nth run reconciles (0: the profile's `reconcile_every`,
+                                default 24; < 0: never, only first runs, --full and --reconcile) */
+    int skew_margin_s;       /* the watermark is never later than the crawl's start or the
+                                export's kick-off (server clock) minus this many seconds, for
+                                clock skew and late commits (0: 300; < 0: none) */
     int per_patient;         /* crawl: search each patient's resources with patient=ID: 1 yes,
                                 0 no, -1 (default) when the vendor is Epic */
     int page_size;           /* crawl: _count of searches (0: 500) */
@@ -71,6 +73,10 @@ typedef struct fhirsync_sync_options {
                                 (default) the profile's `delete_job` */
     int loaders;             /* bulk into PostgreSQL: files loaded at once, each over its own
                                 session (0: 2; at most 16). SQLite loads one file at a time */
+    int max_delete_share;    /* reconciliation deletes at most this percentage of a type's rows
+                                in one run, else refuses that type and the run ends partial (0:
+                                the profile's `max_delete_share`, default 50) */
+    bool allow_mass_delete;  /* no such limit for this run */
 } fhirsync_sync_options;
 
 /* Fill `opts` with the defaults. */
@@ -155,6 +161,7 @@ typedef struct fhirsync_sync_stats {
     int64_t server_errors;        /* OperationOutcomes of severity error/fatal in error files */
     int64_t requests;             /* crawl: search pages fetched */
     double duration_s;
+    int64_t reconciled;           /* of `deleted`: rows a reconciliation found gone */
 } fhirsync_sync_stats;
 
 FHIRSYNC_API void fhirsync_sync_get_stats(const fhirsync_sync *sync, fhirsync_sync_stats *out);

@@ -40,17 +40,23 @@ static void usage(FILE *out)
         "\n"
         "modes (the `mode` setting):\n"
         "  bulk    Bulk Data $export: Group level with a group_id, else Patient, else system\n"
-        "          level; files are stored as they arrive; deleted outputs delete\n"
-        "  crawl   paged searches per type (per patient for Epic) with _lastUpdated; a full\n"
-        "          crawl (first run, --full, --reconcile, every Nth run) also finds deletions\n"
+        "          level; every type the export offers (no _type) unless `types` is set or the\n"
+        "          scopes name types; files are stored as they arrive; deleted outputs delete\n"
+        "  crawl   paged searches per type (per patient for Epic) with _lastUpdated\n"
+        "  Both: a full run (first run, --full, --reconcile, every Nth run) also deletes what\n"
+        "  the server no longer has (servers that never list deletions); see docs/sync.md\n"
         "\n"
         "what to sync:\n"
         "  --full                 ignore the watermark: everything again\n"
-        "  --reconcile            crawl: a full crawl that deletes what the server no longer has\n"
-        "  --reconcile-every N    crawl: reconcile every Nth run (default 24, 0: never)\n"
+        "  --reconcile            a full export or crawl that deletes what the server no longer has\n"
+        "  --reconcile-every N    reconcile every Nth run (default: `reconcile_every`, 24; 0: never)\n"
+        "  --max-delete-share PCT a reconciliation deleting more than PCT%% of a type's rows is\n"
+        "                         refused for that type, run partial (default 50)\n"
+        "  --allow-mass-delete    no such limit for this run (the server really lost them)\n"
         "  --per-patient yes|no   crawl: patient=ID searches (default: yes for Epic)\n"
         "  --page-size N          crawl: _count of searches (default 500)\n"
-        "  --skew-margin SECONDS  crawl: the watermark is the start minus this (default 300)\n"
+        "  --skew-margin SECONDS  the watermark is never later than the crawl's start or the\n"
+        "                         export's kick-off (server clock) minus this (default 300)\n"
         "  --load stream|after    bulk: store files as they arrive (default) or after the export\n"
         "  --loaders N            bulk into PostgreSQL: files stored at once, one session each\n"
         "                         (default 2; SQLite stores one at a time)\n"
@@ -242,12 +248,12 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
         json_string_out(stdout, st.transaction_time);
         printf(",\"watermark\":");
         json_string_out(stdout, st.watermark);
-        printf(",\"resumed\":%s,\"resources\":%lld,\"deleted\":%lld,\"quarantined\":%lld,"
-               "\"server_errors\":%lld,\"requests\":%lld,\"duration_s\":%.3f,\"rate\":%.1f,"
-               "\"types\":{",
+        printf(",\"resumed\":%s,\"resources\":%lld,\"deleted\":%lld,\"reconciled\":%lld,"
+               "\"quarantined\":%lld,\"server_errors\":%lld,\"requests\":%lld,"
+               "\"duration_s\":%.3f,\"rate\":%.1f,\"types\":{",
                st.resumed ? "true" : "false", (long long)st.resources, (long long)st.deleted,
-               (long long)st.quarantined, (long long)st.server_errors, (long long)st.requests,
-               st.duration_s, rate);
+               (long long)st.reconciled, (long long)st.quarantined, (long long)st.server_errors,
+               (long long)st.requests, st.duration_s, rate);
         for (size_t i = 0; i < fhirsync_sync_type_count(sync); i++) {
             const fhirsync_sync_type_stats *t = fhirsync_sync_type_at(sync, i);
             printf("%s", i ? "," : "");
@@ -278,6 +284,10 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
         }
         printf("  %lld resource(s) in %.2f s (%.0f resources/s)%s\n", (long long)st.resources,
                st.duration_s, rate, st.resumed ? ", resumed an interrupted export" : "");
+        if (st.reconciled)
+            printf("  reconciled  %lld resource(s) gone on the server (not in the full %s)\n",
+                   (long long)st.reconciled, st.mode && strncmp(st.mode, "crawl", 5) == 0
+                                                 ? "crawl" : "export");
         if (st.server_errors)
             printf("  server errors: %lld (see the log)\n", (long long)st.server_errors);
         if (st.watermark)
@@ -666,7 +676,9 @@ int cmd_sync(int argc, char **argv)
         OPT_ENQUEUE,
         OPT_SLOT,
         OPT_WORKER_ID,
-        OPT_LEASE
+        OPT_LEASE,
+        OPT_MAX_DELETE_SHARE,
+        OPT_ALLOW_MASS_DELETE
     };
     static const struct option own[] = {
         {"full", no_argument, NULL, OPT_FULL},
@@ -688,6 +700,8 @@ int cmd_sync(int argc, char **argv)
         {"slot", required_argument, NULL, OPT_SLOT},
         {"worker-id", required_argument, NULL, OPT_WORKER_ID},
         {"lease", required_argument, NULL, OPT_LEASE},
+        {"max-delete-share", required_argument, NULL, OPT_MAX_DELETE_SHARE},
+        {"allow-mass-delete", no_argument, NULL, OPT_ALLOW_MASS_DELETE},
         {NULL, 0, NULL, 0}};
     char short_opts[32];
     const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
@@ -708,6 +722,14 @@ int cmd_sync(int argc, char **argv)
         switch (opt) {
         case OPT_FULL: so.full = true; break;
         case OPT_RECONCILE: so.reconcile = true; break;
+        case OPT_ALLOW_MASS_DELETE: so.allow_mass_delete = true; break;
+        case OPT_MAX_DELETE_SHARE:
+            if (!parse_int(optarg, 1, 100, &v))
+                return cli_usage_error("sync", "--max-delete-share expects 1..100 (percent), got "
+                                               "'%s'",
+                                       optarg);
+            so.max_delete_share = (int)v;
+            break;
         case OPT_RECONCILE_EVERY:
             if (!parse_int(optarg, 0, 100000, &v))
                 return cli_usage_error("sync", "--reconcile-every expects a number, got '%s'",

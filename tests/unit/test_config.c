@@ -580,7 +580,7 @@ static void test_durations_and_getters(void **state)
         for (size_t m = 0; m < n; m++)
             assert_string_not_equal(names[m], names[n]);
     }
-    assert_int_equal(n, 31);
+    assert_int_equal(n, 33);
     assert_null(fhirsync_setting_help("client_secret"));
 }
 

@@ -433,7 +433,11 @@ static void test_load_files(void **state)
                     "{\"request\":{\"method\":\"DELETE\",\"url\":\"Observation/o9\"}}]}\n"
                     "not json\n"
                     "{\"resourceType\":\"Bundle\",\"entry\":[{\"request\":{\"method\":\"GET\","
-                    "\"url\":\"Patient/p1\"}}]}\n");
+                    "\"url\":\"Patient/p1\"}}]}\n"
+                    /* one unit: a good DELETE of p3 beside a bad entry deletes nothing */
+                    "{\"resourceType\":\"Bundle\",\"entry\":["
+                    "{\"request\":{\"method\":\"DELETE\",\"url\":\"Patient/p3\"}},"
+                    "{\"request\":{\"method\":\"DELETE\",\"url\":\"Patient\"}}]}\n");
     write_file(errf, "{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\","
                      "\"code\":\"processing\",\"diagnostics\":\"x\"},{\"severity\":\"warning\","
                      "\"code\":\"informational\"}]}\n");
@@ -467,8 +471,14 @@ static void test_load_files(void **state)
                       .transaction_time = "2026-11-28T21:33:00Z"};
     assert_int_equal(fs_sync_load_path(store, del, &d, "ep", &c, NULL, NULL, &err), FHIRSYNC_OK);
     assert_int_equal(fs_sync_counts_at(&c, "Patient")->deleted, 1);
-    assert_int_equal(fs_sync_counts_at(&c, "Observation")->deleted, 1);
-    assert_int_equal(fs_sync_counts_at(&c, "Bundle")->quarantined, 2);
+    /* counts say what the store changed: o9 was never stored (its deletion is recorded) */
+    assert_int_equal(fs_sync_counts_at(&c, "Observation")->deleted, 0);
+    assert_int_equal(fs_sync_counts_at(&c, "Bundle")->quarantined, 3);
+    assert_int_equal(fhirsync_store_counts(store, &counts, &n, &err), FHIRSYNC_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(counts[i].type, "Patient") == 0)
+            assert_int_equal(counts[i].count, 2); /* p1, p3: the quarantined line deleted none */
+    fhirsync_free(counts);
     fs_sync_counts_clear(&c);
     /* error files count errors, not warnings */
     fs_sync_file e = {.kind = FHIRSYNC_EXPORT_ERROR, .type = "OperationOutcome", .name = "e"};

@@ -512,6 +512,7 @@ static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
                            .body = body,
                            .body_len = body ? strlen(body) : 0};
     fs_log(FHIRSYNC_LOG_INFO, "export: kick-off %s %s", req.method, target);
+    int64_t sent_at = fs_now();
     rc = fs_fhir_perform(ex->client, &req, &resp, err);
     if (rc != FHIRSYNC_OK)
         goto out;
@@ -547,8 +548,15 @@ static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
     rc = fs_url_resolve(url, location, false, &status_url, err);
     if (rc != FHIRSYNC_OK)
         goto out;
+    /* The kick-off time on the server's clock (its Date header), else ours when we sent it: the
+     * sync's watermark never goes past it, whatever transactionTime the manifest gives. */
+    int64_t kicked_off = sent_at;
+    const char *date = fs_http_header_get(&resp, "Date");
+    int64_t server_time;
+    if (date && fs_parse_http_date(date, &server_time))
+        kicked_off = server_time;
     char when[32];
-    fs_format_instant(fs_now(), when, sizeof when);
+    fs_format_instant(kicked_off, when, sizeof when);
     fs_free(ex->st.status_url);
     fs_free(ex->st.kickoff_time);
     ex->st.status_url = status_url;
@@ -960,6 +968,11 @@ const char *fhirsync_export_dir(const fhirsync_export *ex)
 const char *fhirsync_export_status_url(const fhirsync_export *ex)
 {
     return ex ? ex->st.status_url : NULL;
+}
+
+const char *fhirsync_export_kickoff_time(const fhirsync_export *ex)
+{
+    return ex ? ex->st.kickoff_time : NULL;
 }
 
 const char *fhirsync_export_transaction_time(const fhirsync_export *ex)

@@ -116,13 +116,22 @@ static const setting_def settings[] = {
     {.name = "group_id", .kind = K_FHIR_ID, .help = "Group to export (bulk mode)"},
     {.name = "types", .kind = K_TYPES,
      .help = "resource types to sync, comma-separated "
-             "(default: the US Core types the scopes allow)"},
+             "(default: bulk, every type the export offers when the scopes read every type; "
+             "crawl, the US Core types the scopes allow)"},
     {.name = "mode", .kind = K_ENUM, .fallback = "bulk", .choices = mode_choices,
      .help = "bulk (Bulk Data export) or crawl (paged search) (default bulk)"},
     {.name = "store", .kind = K_STORE, .fallback = "fhirsync.db",
      .help = "SQLite database path or postgresql:// URL (default fhirsync.db)"},
     {.name = "every", .kind = K_DURATION,
      .help = "interval between syncs, such as 15m, 1h or 30s"},
+    {.name = "reconcile_every", .kind = K_INT, .fallback = "24", .min = 0, .max = 100000,
+     .unit = "runs",
+     .help = "every Nth sync is a full export (bulk) or crawl that deletes what the server no "
+             "longer has, 0 = only first runs and --full (default 24)"},
+    {.name = "max_delete_share", .kind = K_INT, .fallback = "50", .min = 1, .max = 100,
+     .unit = "percent",
+     .help = "reconciliation deletes at most this share of a type's rows in one run unless "
+             "--allow-mass-delete, 1..100 (default 50)"},
     {.name = "since", .kind = K_INSTANT,
      .help = "sync changes since this FHIR instant instead of the stored watermark"},
     {.name = "max_body", .kind = K_INT, .fallback = "67108864", .min = 1024, .max = 1073741824,
@@ -145,7 +154,8 @@ static const char *const setting_names[] = {
     "base_url", "client_id", "key_file", "alg", "kid", "jku", "scope", "token_url", "vendor",
     "header", "auth_method", "client_secret_file", "client_secret_env", "assertion_lifetime",
     "ca_file", "connect_timeout", "timeout", "max_retries", "retry_cap", "rate_limit",
-    "registered_jwks", "group_id", "types", "mode", "store", "every", "since", "max_body",
+    "registered_jwks", "group_id", "types", "mode", "store", "every", "reconcile_every",
+    "max_delete_share", "since", "max_body",
     "parallel", "delete_job", "shared_store", NULL};
 /* clang-format on */
 

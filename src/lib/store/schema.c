@@ -319,6 +319,13 @@ static const char v2_postgresql[] = "CREATE TABLE IF NOT EXISTS endpoints ("
                                     " base_url text NOT NULL,"
                                     " bound_at text NOT NULL)";
 
+/* ---- version 3 ------------------------------------------------------------------------------- */
+
+/* Why a resource was deleted: listed in an export's deleted file, or missing from a complete
+ * full export or reconciliation crawl (the store compares what the server returned). */
+static const char v3_sqlite[] = "ALTER TABLE deletions ADD COLUMN reason TEXT";
+static const char v3_postgresql[] = "ALTER TABLE deletions ADD COLUMN IF NOT EXISTS reason text";
+
 typedef struct migration {
     int version;
     const char *description;
@@ -331,6 +338,7 @@ static const migration migrations[] = {
     {1, "resource tables, runs, state, deletions, quarantine, locks, work queue, views", true,
      v1_sqlite, v1_postgresql},
     {2, "endpoints: the FHIR server each endpoint syncs", false, v2_sqlite, v2_postgresql},
+    {3, "deletions.reason: why a resource was deleted", false, v3_sqlite, v3_postgresql},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof *migrations)

@@ -12,6 +12,7 @@
 
 #include "json/json.h"
 #include "store/store_int.h"
+#include "store/store_lib.h"
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
@@ -393,9 +394,22 @@ fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const 
     return tx_close(store, own, rc, err);
 }
 
+bool fs_store_resource_key_ok(const char *type, const char *id)
+{
+    return type && fs_store_valid_type(type, strlen(type)) && !reserved_type(type) && id &&
+           fs_store_valid_id(id, strlen(id));
+}
+
 fhirsync_code fhirsync_store_delete(fhirsync_store *store, const char *type, const char *id,
                                     const char *deleted_at, int64_t run_id, bool *removed,
                                     fhirsync_error *err)
+{
+    return fs_store_delete_why(store, type, id, deleted_at, run_id, NULL, removed, err);
+}
+
+fhirsync_code fs_store_delete_why(fhirsync_store *store, const char *type, const char *id,
+                                  const char *deleted_at, int64_t run_id, const char *reason,
+                                  bool *removed, fhirsync_error *err)
 {
     if (removed)
         *removed = false;
@@ -425,18 +439,119 @@ fhirsync_code fhirsync_store_delete(fhirsync_store *store, const char *type, con
     if (rc == FHIRSYNC_OK && exists)
         rc = store->ops->remove(store, t, id, fs_sql_int(deleted_ms), &gone, err);
     if (rc == FHIRSYNC_OK) {
-        fs_sql_value p[5] = {fs_sql_text(type), fs_sql_text(id), fs_sql_text(deleted_at),
+        fs_sql_value p[6] = {fs_sql_text(type),
+                             fs_sql_text(id),
+                             fs_sql_text(deleted_at),
                              run_id > 0 ? fs_sql_int(run_id) : fs_sql_null(),
-                             fs_sql_text(fs_store_loaded_at(store))};
+                             fs_sql_text(fs_store_loaded_at(store)),
+                             fs_sql_text(reason)};
         rc = store->ops->exec(store,
                               "INSERT INTO deletions (resource_type, id, deleted_at, run_id,"
-                              " recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+                              " recorded_at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                               " ON CONFLICT (resource_type, id, deleted_at) DO NOTHING",
-                              true, p, 5, NULL, NULL, NULL, err);
+                              true, p, 6, NULL, NULL, NULL, err);
     }
     rc = tx_close(store, own, rc, err);
     if (rc == FHIRSYNC_OK && removed)
         *removed = gone;
+    return rc;
+}
+
+/* ---- reconciliation (store_lib.h) ------------------------------------------------------------ */
+
+/* The rows a reconciliation removes: ?1 endpoint, ?2 first run of the export, ?3 deleted_at in
+ * ms. Rows written by this endpoint's earlier runs, not changed after the deletion instant. */
+#define GONE_ROWS                                                                                  \
+    " WHERE run_id IN (SELECT id FROM sync_runs WHERE endpoint = ?1) AND run_id < ?2"             \
+    " AND (last_updated_ms IS NULL OR last_updated_ms <= ?3)"
+
+static int read_two(void *userdata, int ncols, const char *const *values, const size_t *lengths,
+                    const char *const *names)
+{
+    (void)lengths;
+    (void)names;
+    int64_t *out = userdata;
+    for (int i = 0; i < ncols && i < 2; i++) {
+        long v = 0;
+        if (values[i] && fs_parse_long(values[i], &v))
+            out[i] = v;
+    }
+    return 1;
+}
+
+fhirsync_code fs_store_reconcile_type(fhirsync_store *store, const fs_store_reconcile *r,
+                                      fs_store_reconcile_result *out, fhirsync_error *err)
+{
+    memset(out, 0, sizeof *out);
+    fhirsync_code rc = check_writable(store, err);
+    if (rc == FHIRSYNC_OK)
+        rc = check_type(r->type, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    int64_t deleted_ms;
+    if (!r->endpoint || !r->deleted_at ||
+        !fs_store_parse_instant_ms(r->deleted_at, strlen(r->deleted_at), &deleted_ms))
+        return fs_err(err, FHIRSYNC_E_ARG, "reconciliation needs an endpoint and an instant");
+    fs_store_type *t = type_entry(store, r->type, strlen(r->type));
+    if (!t)
+        return no_memory(err);
+    bool own, exists = false;
+    rc = tx_open(store, &own, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    rc = type_exists(store, t, &exists, err);
+    char quoted[FS_STORE_TYPE_MAX + 3];
+    fs_store_quote_type(r->type, quoted, sizeof quoted);
+    fs_buf sql;
+    fs_buf_init(&sql);
+    fs_sql_value p[8] = {fs_sql_text(r->endpoint),
+                         fs_sql_int(r->first_run),
+                         fs_sql_int(deleted_ms),
+                         fs_sql_text(r->type),
+                         fs_sql_text(r->deleted_at),
+                         r->run_id > 0 ? fs_sql_int(r->run_id) : fs_sql_null(),
+                         fs_sql_text(fs_store_loaded_at(store)),
+                         fs_sql_text(r->reason)};
+    int64_t counts[2] = {0, 0};
+    if (rc == FHIRSYNC_OK && exists) {
+        if (!fs_buf_printf(&sql,
+                           "SELECT count(*), coalesce(sum(CASE WHEN run_id < ?2 AND"
+                           " (last_updated_ms IS NULL OR last_updated_ms <= ?3) THEN 1 ELSE 0"
+                           " END), 0) FROM %s WHERE run_id IN (SELECT id FROM sync_runs"
+                           " WHERE endpoint = ?1)",
+                           quoted))
+            rc = no_memory(err);
+        else
+            rc = store->ops->exec(store, sql.data, false, p, 3, read_two, counts, NULL, err);
+    }
+    out->rows = counts[0];
+    out->gone = counts[1];
+    bool over = out->gone > 0 && !r->force && r->max_share > 0 && r->max_share < 1 &&
+                (double)out->gone > r->max_share * (double)out->rows;
+    if (rc == FHIRSYNC_OK && out->gone > 0 && over)
+        out->refused = true;
+    if (rc == FHIRSYNC_OK && out->gone > 0 && !over) {
+        /* the deletion records first: the DELETE removes the rows they are chosen from */
+        fs_buf_reset(&sql);
+        if (!fs_buf_printf(&sql,
+                           "INSERT INTO deletions (resource_type, id, deleted_at, run_id,"
+                           " recorded_at, reason) SELECT ?4, id, ?5, CAST(?6 AS bigint), ?7, ?8 FROM %s"
+                           GONE_ROWS
+                           " ON CONFLICT (resource_type, id, deleted_at) DO NOTHING",
+                           quoted))
+            rc = no_memory(err);
+        else
+            rc = store->ops->exec(store, sql.data, false, p, 8, NULL, NULL, NULL, err);
+        fs_buf_reset(&sql);
+        if (rc == FHIRSYNC_OK && !fs_buf_printf(&sql, "DELETE FROM %s" GONE_ROWS, quoted))
+            rc = no_memory(err);
+        else if (rc == FHIRSYNC_OK)
+            rc = store->ops->exec(store, sql.data, false, p, 3, NULL, NULL, &out->deleted, err);
+    }
+    fs_buf_free(&sql);
+    rc = tx_close(store, own, rc, err);
+    if (rc != FHIRSYNC_OK)
+        memset(out, 0, sizeof *out);
     return rc;
 }
 
@@ -1233,6 +1348,62 @@ static fhirsync_code list_types(fhirsync_store *s, bool patient_first, type_list
     if (rc != FHIRSYNC_OK) {
         fs_free(l->names);
         memset(l, 0, sizeof *l);
+    }
+    return rc;
+}
+
+fhirsync_code fs_store_endpoint_types(fhirsync_store *store, const char *endpoint, char ***types,
+                                      fhirsync_error *err)
+{
+    *types = NULL;
+    type_list all;
+    fhirsync_code rc = list_types(store, false, &all, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    char **out = fs_calloc(all.count + 1, sizeof *out);
+    size_t n = 0;
+    if (!out)
+        rc = no_memory(err);
+    fs_sql_value p = fs_sql_text(endpoint);
+    for (size_t i = 0; rc == FHIRSYNC_OK && i < all.count; i++) {
+        char sql[256], quoted[FS_STORE_TYPE_MAX + 3];
+        fs_store_quote_type(all.names[i], quoted, sizeof quoted);
+        snprintf(sql, sizeof sql,
+                 "SELECT 1 FROM %s WHERE run_id IN (SELECT id FROM sync_runs WHERE endpoint = ?1)"
+                 " LIMIT 1",
+                 quoted);
+        bool found = false;
+        rc = store->ops->exec(store, sql, false, &p, 1, row_exists, &found, NULL, err);
+        if (rc == FHIRSYNC_OK && found && !(out[n++] = fs_strdup(all.names[i])))
+            rc = no_memory(err);
+    }
+    fs_free(all.names);
+    if (rc != FHIRSYNC_OK) {
+        for (size_t i = 0; out && i < n; i++)
+            fs_free(out[i]);
+        fs_free(out);
+        return rc;
+    }
+    *types = out;
+    return FHIRSYNC_OK;
+}
+
+fhirsync_code fs_store_type_rows(fhirsync_store *store, const char *type, int64_t *rows,
+                                 fhirsync_error *err)
+{
+    *rows = 0;
+    fhirsync_code rc = check_type(type, err);
+    fs_store_type *t = rc == FHIRSYNC_OK ? type_entry(store, type, strlen(type)) : NULL;
+    if (rc == FHIRSYNC_OK && !t)
+        rc = no_memory(err);
+    bool exists = false;
+    if (rc == FHIRSYNC_OK)
+        rc = type_exists(store, t, &exists, err);
+    if (rc == FHIRSYNC_OK && exists) {
+        char sql[128], quoted[FS_STORE_TYPE_MAX + 3];
+        fs_store_quote_type(type, quoted, sizeof quoted);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", quoted);
+        rc = store->ops->exec(store, sql, false, NULL, 0, row_int, rows, NULL, err);
     }
     return rc;
 }

@@ -38,6 +38,7 @@
 
 #include "config/config_internal.h"
 #include "json/json.h"
+#include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
 /* A finished file waiting for the loader. */
@@ -88,6 +89,14 @@ struct bulk_ctx {
     bool failed;  /* a load failed: load_err */
     fhirsync_error load_err;
     size_t files_loaded;
+    /* reconciliation (see reconcile()) */
+    bool full;                   /* a full export (no _since): its end reconciles */
+    const char *requested;       /* the _type sent; NULL: every type */
+    fhirsync_export_level level; /* the level that ran */
+    int64_t first_run;           /* the first run that loaded files of this job (ledger) */
+    bool first_run_unknown;      /* a ledger line of this job names no run */
+    int incremental_runs;        /* incremental runs since the last full export ... */
+    int64_t listed_deletions;    /* ... and the deletions their deleted files listed */
 };
 
 /* ---- small file helpers ---------------------------------------------------------------------- */
@@ -201,6 +210,13 @@ static bool ledger_line(void *ud, char *line, size_t len)
     const char *file = fs_json_str(rec, "file");
     json_t *counts = json_object_get(rec, "counts");
     bool ok = true;
+    int64_t run = 0;
+    if (fs_streq(job, c->job) && file && json_is_object(counts)) {
+        if (!fs_json_int(rec, "run", &run) || run <= 0)
+            c->first_run_unknown = true;
+        else if (run < c->first_run)
+            c->first_run = run;
+    }
     if (fs_streq(job, c->job) && file && json_is_object(counts)) {
         ledger_entry *grown = fs_realloc(c->ledger, (c->nledger + 1) * sizeof *grown);
         char *name = fs_strdup(file);
@@ -337,7 +353,8 @@ static fhirsync_code load_one(bulk_ctx *c, fhirsync_store *store, const pending_
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         json_t *parsed = dump ? json_loads(dump, 0, NULL) : NULL;
         json_t *rec =
-            parsed ? json_pack("{s:s?, s:s, s:o}", "job", c->job, "file", f->name, "counts", parsed)
+            parsed ? json_pack("{s:s?, s:s, s:I, s:o}", "job", c->job, "file", f->name, "run",
+                               (json_int_t)s->run_id, "counts", parsed)
                    : NULL;
         char *line = rec ? fs_json_dump(rec) : NULL;
         if (rc == FHIRSYNC_OK && !line)
@@ -593,6 +610,173 @@ static int on_export_event(const fhirsync_export_event *ev, void *userdata)
     return go_on && !failed ? 0 : 1;
 }
 
+/* ---- reconciliation -------------------------------------------------------------------------- */
+
+/* The run's count entry of `type`, NULL when it has none (not added). */
+static const fs_sync_count *count_of(const fs_sync_counts *counts, const char *type)
+{
+    for (size_t i = 0; i < counts->n; i++)
+        if (strcmp(counts->items[i].type, type) == 0)
+            return &counts->items[i];
+    return NULL;
+}
+
+/* Append the comma-separated `types` to `list`, each once. */
+static bool add_types(fs_buf *list, const char *types)
+{
+    const char *p = types;
+    while (p && *p) {
+        size_t n = strcspn(p, ",");
+        char type[FS_SYNC_TYPE_MAX + 1];
+        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
+            memcpy(type, p, n);
+            type[n] = '\0';
+            if (!fs_sync_list_has(list->data, type) &&
+                ((list->len && !fs_buf_append_str(list, ",")) || !fs_buf_append_str(list, type)))
+                return false;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return true;
+}
+
+/* Types of the manifest's output files that were not asked for: stored, never reconciled, one
+ * warning each. */
+static void warn_unrequested(bulk_ctx *c)
+{
+    if (!c->requested)
+        return;
+    fs_buf seen;
+    fs_buf_init(&seen);
+    if (!fs_buf_append(&seen, "", 0))
+        return;
+    for (size_t i = 0; i < fhirsync_export_file_count(c->ex); i++) {
+        const fhirsync_export_file *f = fhirsync_export_file_at(c->ex, i);
+        if (f->kind != FHIRSYNC_EXPORT_OUTPUT || fs_sync_list_has(c->requested, f->type) ||
+            fs_sync_list_has(seen.data, f->type))
+            continue;
+        if (!add_types(&seen, f->type))
+            break;
+        fs_sync_warn(c->s,
+                     "the server returned %s, which was not asked for (_type=%s): stored, but "
+                     "never reconciled (a later export may not return it)",
+                     f->type, c->requested);
+    }
+    fs_buf_free(&seen);
+}
+
+/* After a complete full export: every row of a reconciled type that this endpoint's earlier runs
+ * wrote and this export did not return is gone on the server (within the export's scope), and is
+ * deleted with the reason "full-export" (docs/sync.md, "Reconciliation"). In the final batch.
+ * `why` collects what makes the run partial (a type refused by the share guard). */
+static fhirsync_code reconcile(bulk_ctx *c, fs_buf *why, fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    const char *kicked = fhirsync_export_kickoff_time(c->ex);
+    const char *deleted_at = kicked ? kicked : s->transaction_time;
+    if (c->first_run_unknown || !deleted_at) {
+        fs_sync_warn(s, "this export was started by an older fhirsync or has no kick-off time: "
+                        "deletions are not reconciled this time (the next full export will)");
+        return FHIRSYNC_OK;
+    }
+    fs_buf list;
+    fs_buf_init(&list);
+    char **stored = NULL;
+    fhirsync_code rc = fs_buf_append(&list, "", 0) ? FHIRSYNC_OK
+                                                   : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc == FHIRSYNC_OK && c->requested && !add_types(&list, c->requested))
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (rc == FHIRSYNC_OK && !c->requested) {
+        /* no _type: every type this endpoint holds, and every type the export returned */
+        rc = fs_store_endpoint_types(s->store, s->name, &stored, err);
+        for (size_t i = 0; rc == FHIRSYNC_OK && stored[i]; i++)
+            if (!add_types(&list, stored[i]))
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        for (size_t i = 0; rc == FHIRSYNC_OK && i < fhirsync_export_file_count(c->ex); i++) {
+            const fhirsync_export_file *f = fhirsync_export_file_at(c->ex, i);
+            if (f->kind == FHIRSYNC_EXPORT_OUTPUT && !add_types(&list, f->type))
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        }
+    }
+    int share = s->opts.max_delete_share > 0 ? s->opts.max_delete_share
+                                              : (int)fs_endpoint_long(s->ep, "max_delete_share");
+    if (share <= 0 || share > 100)
+        share = 50;
+    const char *p = list.data;
+    while (rc == FHIRSYNC_OK && p && *p) {
+        size_t n = strcspn(p, ",");
+        char type[FS_SYNC_TYPE_MAX + 1];
+        snprintf(type, sizeof type, "%.*s", (int)(n < sizeof type ? n : sizeof type - 1), p);
+        p += n;
+        if (*p == ',')
+            p++;
+        if (c->level != FHIRSYNC_EXPORT_SYSTEM && !fs_sync_patient_compartment(type))
+            continue; /* Patient and Group exports return these only when referenced */
+        const fs_sync_count *cnt = count_of(&s->counts, type);
+        if (cnt && cnt->quarantined > 0) {
+            fs_sync_warn(s, "%s is not reconciled: %lld line(s) of it were quarantined in this run",
+                         type, (long long)cnt->quarantined);
+            continue;
+        }
+        fs_store_reconcile r = {.endpoint = s->name,
+                                .type = type,
+                                .first_run = c->first_run,
+                                .run_id = s->run_id,
+                                .deleted_at = deleted_at,
+                                .reason = FS_STORE_DELETED_RECONCILED,
+                                .max_share = share / 100.0,
+                                .force = s->opts.allow_mass_delete};
+        fs_store_reconcile_result res;
+        rc = fs_store_reconcile_type(s->store, &r, &res, err);
+        if (rc != FHIRSYNC_OK)
+            break;
+        if (res.refused) {
+            fs_sync_warn(s,
+                         "reconciliation of %s refused: the full export did not return %lld of "
+                         "the %lld stored (more than %d%%); nothing of it was deleted. If the "
+                         "server really lost them, run again with --allow-mass-delete",
+                         type, (long long)res.gone, (long long)res.rows, share);
+            if (!fs_buf_printf(why, "%sreconciliation of %s refused (%lld of %lld gone)",
+                               why->len ? "; " : "", type, (long long)res.gone,
+                               (long long)res.rows))
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            continue;
+        }
+        if (res.deleted > 0) {
+            fs_sync_counts one;
+            fs_sync_counts_init(&one);
+            fs_sync_count *e = fs_sync_counts_at(&one, type);
+            if (e)
+                e->deleted = res.deleted;
+            if (!e || !fs_sync_add_counts(s, &one))
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            fs_sync_counts_clear(&one);
+            s->reconciled += res.deleted;
+            fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
+                                      .name = "reconciliation",
+                                      .type = type,
+                                      .deleted = res.deleted,
+                                      .message = "not in the full export: gone on the server"};
+            fs_sync_emit(s, &ev);
+        }
+    }
+    if (rc == FHIRSYNC_OK && s->reconciled > 0 && c->incremental_runs > 0 &&
+        c->listed_deletions == 0)
+        fs_sync_warn(s,
+                     "the server listed no deletions in the %d incremental export(s) since the "
+                     "last full one, yet %lld resource(s) were gone: it likely leaves `deleted` "
+                     "empty. fhirsync finds deletions by a full export every `reconcile_every` "
+                     "runs: lower it to see them sooner",
+                     c->incremental_runs, (long long)s->reconciled);
+    for (size_t i = 0; stored && stored[i]; i++)
+        fs_free(stored[i]);
+    fs_free(stored);
+    fs_buf_free(&list);
+    return rc;
+}
+
 /* ---- the final commit ------------------------------------------------------------------------ */
 
 typedef struct quarantine_pass {
@@ -719,15 +903,36 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
     if (rc == FHIRSYNC_OK && !fs_sync_add_counts(s, &extra))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     fs_sync_counts_clear(&extra);
+    warn_unrequested(c);
+    fs_buf refused;
+    fs_buf_init(&refused);
+    if (rc == FHIRSYNC_OK && c->full) {
+        if (export_partial || s->counts.server_errors > 0)
+            fs_sync_warn(s, "deletions are not reconciled: the export is incomplete (%s)",
+                         export_partial ? "files failed their checks or counts"
+                                        : "the server reported errors");
+        else
+            rc = reconcile(c, &refused, err);
+    }
     int64_t loaded = 0, deleted = 0, quarantined = 0;
     fs_sync_counts_totals(&s->counts, &loaded, &deleted, &quarantined);
-    bool partial = export_partial || quarantined > 0 || s->counts.server_errors > 0;
-    char why[256] = "";
+    bool partial =
+        export_partial || quarantined > 0 || s->counts.server_errors > 0 || refused.len > 0;
+    char why[512] = "";
     if (s->counts.server_errors > 0)
         snprintf(why, sizeof why, "the server reported %lld error(s) in its error files",
                  (long long)s->counts.server_errors);
-    else if (partial)
+    else if (quarantined > 0)
         snprintf(why, sizeof why, "%lld line(s) quarantined", (long long)quarantined);
+    else if (refused.len > 0)
+        snprintf(why, sizeof why, "%s", refused.data);
+    else if (partial)
+        snprintf(why, sizeof why, "the export ended partial (see the warnings above)");
+    fs_buf_free(&refused);
+    int margin = s->opts.skew_margin_s ? s->opts.skew_margin_s : FS_SYNC_DEFAULT_SKEW_MARGIN_S;
+    char mark[64];
+    bool moves = fs_sync_bulk_watermark(s->transaction_time, fhirsync_export_kickoff_time(c->ex),
+                                        margin, mark, sizeof mark);
     if (rc == FHIRSYNC_OK && !(counts_json = fs_sync_counts_loaded_json(&s->counts)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
@@ -738,12 +943,12 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
                                 .deletions = deleted,
                                 .quarantined = quarantined,
                                 .error = why[0] ? why : NULL,
-                                .new_watermark = s->transaction_time};
+                                .new_watermark = moves ? mark : NULL};
         /* the batch's final commit: the quarantine, the run's end and the watermark together */
         rc = fhirsync_store_run_finish(s->store, s->run_id, &end, err);
         if (rc == FHIRSYNC_OK) {
             s->status = end.status;
-            s->watermark = s->transaction_time ? fs_strdup(s->transaction_time) : NULL;
+            s->watermark = moves ? fs_strdup(mark) : NULL;
         }
     } else {
         fhirsync_store_rollback(s->store, NULL);
@@ -770,6 +975,8 @@ static void wipe(bulk_ctx *c)
     ledger_clear(c);
     fs_free(c->job);
     c->job = NULL;
+    c->first_run = c->s->run_id;
+    c->first_run_unknown = false;
 }
 
 static bool dir_has_state(const char *dir)
@@ -872,6 +1079,54 @@ static fhirsync_code export_profile(fhirsync_sync *s, fhirsync_export_level leve
     return FHIRSYNC_OK;
 }
 
+/* The bulk runs of the endpoint since its last full export (newest first): how many incremental
+ * runs, and how many deletions their deleted files listed. */
+static int count_bulk_run(const fhirsync_run_info *run, void *userdata)
+{
+    bulk_ctx *c = userdata;
+    if (run->status != FHIRSYNC_RUN_OK && run->status != FHIRSYNC_RUN_PARTIAL)
+        return 0;
+    if (fs_streq(run->mode, "bulk-full"))
+        return 1;
+    if (fs_streq(run->mode, "bulk")) {
+        c->incremental_runs++;
+        c->listed_deletions += run->deletions;
+    }
+    return 0;
+}
+
+/* Whether this run is a full export that reconciles: no watermark (a first run, --full), asked
+ * for (--reconcile), or reconcile_every - 1 incremental runs since the last one. A `since`
+ * setting is the user's choice of increment: only --full overrides it. Killed runs do not count,
+ * so a resumed run plans the same request. */
+static fhirsync_code plan_full(bulk_ctx *c, fhirsync_error *err)
+{
+    fhirsync_sync *s = c->s;
+    const char *setting = fhirsync_endpoint_get(s->ep, "since");
+    int every = s->opts.reconcile_every ? s->opts.reconcile_every
+                                        : (int)fs_endpoint_long(s->ep, "reconcile_every");
+    if (every == 0)
+        every = -1; /* the profile's 0: never on its own */
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (s->since)
+        rc = fhirsync_store_runs(s->store, s->name, every > 0 ? (size_t)every : 100,
+                                 count_bulk_run, c, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    bool due = !(setting && *setting) &&
+               fs_sync_reconcile_due(false, false, s->opts.reconcile, every, c->incremental_runs);
+    c->full = !s->since || due;
+    if (c->full && s->since) {
+        fs_log(FHIRSYNC_LOG_INFO,
+               "sync %s: a full export this time, to find deletions (%d incremental run(s) since "
+               "the last one; reconcile_every %d)",
+               s->name, c->incremental_runs, every);
+        fs_free(s->since);
+        s->since = NULL;
+    }
+    return FHIRSYNC_OK;
+}
+
 fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
 {
     fhirsync_error *err = &s->err;
@@ -880,11 +1135,11 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
     pthread_mutex_init(&c.mu, NULL);
     pthread_mutex_init(&c.refused_mu, NULL);
     pthread_cond_init(&c.cv, NULL);
-    char *types = NULL, *compartment = NULL;
+    char *types = NULL, *compartment = NULL, *left_out = NULL;
     fhirsync_endpoint *ep = NULL;
     bool types_set = fhirsync_endpoint_get(s->ep, "types") != NULL;
-    s->mode = "bulk";
-    fhirsync_code rc = FHIRSYNC_OK;
+    fhirsync_code rc = plan_full(&c, err);
+    s->mode = c.full ? "bulk-full" : "bulk";
     if (!(c.workdir = fs_sync_endpoint_work_dir(s)) ||
         !(c.export_dir = join(c.workdir, "export")) ||
         !(c.ledger_path = join(c.workdir, "loaded.ndjson")) ||
@@ -892,15 +1147,20 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         goto out;
     }
-    rc = mkdirs(c.workdir, err);
     if (rc == FHIRSYNC_OK)
-        rc = fs_sync_plan_types(s->ep, 'r', &types, err);
-    if (rc == FHIRSYNC_OK && !types_set && !(compartment = fs_sync_compartment_types(types)))
+        rc = mkdirs(c.workdir, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_sync_plan_bulk_types(s->ep, &types, &left_out, err);
+    if (rc == FHIRSYNC_OK && types && !types_set &&
+        !(compartment = fs_sync_compartment_types(types)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_run_begin(s->store, s->name, "bulk", s->since, &s->run_id, err);
+        rc = fhirsync_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
     if (rc != FHIRSYNC_OK)
         goto out;
+    c.first_run = s->run_id;
+    if (left_out)
+        fs_sync_warn(s, "types: %s", left_out);
     fhirsync_export_level chain[3];
     const char *group = fhirsync_endpoint_get(s->ep, "group_id");
     size_t nlevels = fs_sync_level_chain(group && *group, chain);
@@ -910,12 +1170,17 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
         s->level = fs_sync_level_name(level);
         const char *level_types =
             level == FHIRSYNC_EXPORT_SYSTEM || types_set ? types : compartment;
-        char plan[600];
-        snprintf(
-            plan, sizeof plan, "bulk export at %s level%s%s%s, %s, types %s", s->level,
-            level == FHIRSYNC_EXPORT_GROUP ? " (Group/" : "",
-            level == FHIRSYNC_EXPORT_GROUP ? group : "", level == FHIRSYNC_EXPORT_GROUP ? ")" : "",
-            s->since ? "changes since the watermark" : "everything (no watermark)", level_types);
+        c.requested = level_types;
+        c.level = level;
+        char plan[700];
+        snprintf(plan, sizeof plan, "bulk export at %s level%s%s%s, %s, types %s", s->level,
+                 level == FHIRSYNC_EXPORT_GROUP ? " (Group/" : "",
+                 level == FHIRSYNC_EXPORT_GROUP ? group : "",
+                 level == FHIRSYNC_EXPORT_GROUP ? ")" : "",
+                 s->since ? "changes since the watermark"
+                 : c.full ? "everything, then deletions reconciled"
+                          : "everything",
+                 level_types ? level_types : "all (no _type)");
         fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = plan};
         fs_sync_emit(s, &pev);
         fhirsync_endpoint_free(ep);
@@ -1016,6 +1281,7 @@ out:
     fs_free(c.refused_path);
     fs_free(types);
     fs_free(compartment);
+    fs_free(left_out);
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.refused_mu);
     pthread_mutex_destroy(&c.mu);

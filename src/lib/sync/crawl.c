@@ -24,6 +24,7 @@
 
 #include "config/config_internal.h"
 #include "fhirsync/client.h"
+#include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
 typedef struct crawl_ctx {
@@ -201,21 +202,6 @@ static char *endpoint_ids_sql(const char *endpoint, const char *type, int64_t ex
     return fs_buf_steal(&b);
 }
 
-/* Whether the store has a table for `type` (else there is nothing to reconcile). */
-static bool has_table(fhirsync_store *store, const char *type)
-{
-    fhirsync_type_count *counts = NULL;
-    size_t n = 0;
-    fhirsync_error ignored;
-    bool found = false;
-    if (fhirsync_store_counts(store, &counts, &n, &ignored) == FHIRSYNC_OK)
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(counts[i].type, type) == 0)
-                found = true;
-    fhirsync_free(counts);
-    return found;
-}
-
 /* ---- per patient ----------------------------------------------------------------------------- */
 
 static fhirsync_code crawl_per_patient(crawl_ctx *c, const char *type, int64_t *stored,
@@ -256,65 +242,58 @@ static fhirsync_code crawl_per_patient(crawl_ctx *c, const char *type, int64_t *
 
 /* ---- reconciliation -------------------------------------------------------------------------- */
 
+/* Rows of `type` that earlier runs of this endpoint wrote and this complete crawl did not touch
+ * are gone on the server (the store's reconciliation, with the share guard). `refused` collects
+ * the types the guard kept. */
 static fhirsync_code reconcile_type(crawl_ctx *c, const char *type, const char *deleted_at,
-                                    fhirsync_error *err)
+                                    fs_buf *refused, fhirsync_error *err)
 {
     fhirsync_sync *s = c->s;
-    if (!has_table(s->store, type))
+    int share = s->opts.max_delete_share > 0 ? s->opts.max_delete_share
+                                              : (int)fs_endpoint_long(s->ep, "max_delete_share");
+    if (share <= 0 || share > 100)
+        share = 50;
+    fs_store_reconcile r = {.endpoint = s->name,
+                            .type = type,
+                            .first_run = s->run_id,
+                            .run_id = s->run_id,
+                            .deleted_at = deleted_at,
+                            .reason = FS_STORE_DELETED_CRAWLED,
+                            .max_share = share / 100.0,
+                            .force = s->opts.allow_mass_delete};
+    fs_store_reconcile_result res;
+    fhirsync_code rc = fs_store_reconcile_type(s->store, &r, &res, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (res.refused) {
+        fs_sync_warn(s,
+                     "reconciliation of %s refused: the crawl did not find %lld of the %lld "
+                     "stored (more than %d%%); nothing of it was deleted. If the server really "
+                     "lost them, run again with --allow-mass-delete",
+                     type, (long long)res.gone, (long long)res.rows, share);
+        if (!fs_buf_printf(refused, "%sreconciliation of %s refused (%lld of %lld gone)",
+                           refused->len ? "; " : "", type, (long long)res.gone,
+                           (long long)res.rows))
+            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         return FHIRSYNC_OK;
-    fs_buf path;
-    fs_buf_init(&path);
-    char *sql = endpoint_ids_sql(s->name, type, s->run_id);
-    if (!sql || !fs_buf_printf(&path, "%s/crawl-gone.txt", c->workdir)) {
-        fs_free(sql);
-        fs_buf_free(&path);
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
-    size_t count = 0;
-    fhirsync_code rc = ids_to_file(s->store, sql, path.data, &count, err);
-    fs_free(sql);
-    FILE *f = NULL;
-    if (rc == FHIRSYNC_OK && count > 0) {
-        f = fopen(path.data, "re");
-        if (!f)
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path.data, strerror(errno));
-    }
-    fs_sync_counts counts;
-    fs_sync_counts_init(&counts);
-    if (f && rc == FHIRSYNC_OK)
-        rc = fhirsync_store_begin(s->store, 0, err);
-    char id[128];
-    while (f && rc == FHIRSYNC_OK && fgets(id, sizeof id, f)) {
-        id[strcspn(id, "\n")] = '\0';
-        if (!id[0])
-            continue;
-        rc = fhirsync_store_delete(s->store, type, id, deleted_at, s->run_id, NULL, err);
-        fs_sync_count *e = rc == FHIRSYNC_OK ? fs_sync_counts_at(&counts, type) : NULL;
-        if (rc == FHIRSYNC_OK && !e)
-            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (res.deleted > 0) {
+        fs_sync_counts counts;
+        fs_sync_counts_init(&counts);
+        fs_sync_count *e = fs_sync_counts_at(&counts, type);
         if (e)
-            e->deleted++;
-    }
-    if (f) {
-        fclose(f);
-        if (rc == FHIRSYNC_OK)
-            rc = fhirsync_store_commit(s->store, err);
-        else
-            fhirsync_store_rollback(s->store, NULL);
-    }
-    if (rc == FHIRSYNC_OK && count > 0) {
-        if (!fs_sync_add_counts(s, &counts))
+            e->deleted = res.deleted;
+        if (!e || !fs_sync_add_counts(s, &counts))
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        fs_sync_counts_clear(&counts);
+        s->reconciled += res.deleted;
         fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
                                   .name = "reconciliation",
                                   .type = type,
-                                  .deleted = (int64_t)count,
+                                  .deleted = res.deleted,
                                   .message = "gone on the server"};
         fs_sync_emit(s, &ev);
     }
-    fs_sync_counts_clear(&counts);
-    unlink(path.data);
-    fs_buf_free(&path);
     return rc;
 }
 
@@ -345,8 +324,13 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
     crawl_ctx c = {.s = s,
                    .page_size = s->opts.page_size ? s->opts.page_size : FS_SYNC_DEFAULT_PAGE_SIZE};
     fs_sync_counts_init(&c.counts);
+    fs_buf refused;
+    fs_buf_init(&refused);
     char *types = NULL;
-    int every = s->opts.reconcile_every ? s->opts.reconcile_every : FS_SYNC_DEFAULT_RECONCILE_EVERY;
+    int every = s->opts.reconcile_every ? s->opts.reconcile_every
+                                        : (int)fs_endpoint_long(s->ep, "reconcile_every");
+    if (every == 0)
+        every = -1; /* the profile's 0: never on its own */
     recent_runs recent = {0, false};
     fhirsync_code rc = FHIRSYNC_OK;
     if (!s->opts.full && s->since && every > 0)
@@ -424,8 +408,15 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
                 rc = crawl_per_patient(&c, type, &stored, err);
             else
                 rc = crawl_search(&c, type, NULL, &stored, err);
-            if (rc == FHIRSYNC_OK && reconcile)
-                rc = reconcile_type(&c, type, start_instant, err);
+            const fs_sync_count *cnt = NULL;
+            for (size_t i = 0; i < s->counts.n; i++)
+                if (strcmp(s->counts.items[i].type, type) == 0)
+                    cnt = &s->counts.items[i];
+            if (rc == FHIRSYNC_OK && reconcile && cnt && cnt->quarantined > 0)
+                fs_sync_warn(s, "%s is not reconciled: %lld resource(s) of it were quarantined",
+                             type, (long long)cnt->quarantined);
+            else if (rc == FHIRSYNC_OK && reconcile)
+                rc = reconcile_type(&c, type, start_instant, &refused, err);
             if (rc == FHIRSYNC_OK) {
                 fhirsync_sync_event ev = {
                     .kind = FHIRSYNC_SYNC_EV_LOADED, .name = type, .type = type, .count = stored};
@@ -447,10 +438,13 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
             goto fail;
         }
-        char why[96] = "";
+        char why[512] = "";
         if (quarantined > 0)
             snprintf(why, sizeof why, "%lld resource(s) quarantined", (long long)quarantined);
-        fhirsync_run_end end = {.status = quarantined ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
+        else if (refused.len > 0)
+            snprintf(why, sizeof why, "%s", refused.data);
+        bool partial = why[0] != '\0';
+        fhirsync_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
                                 .counts_json = counts_json,
                                 .resources = loaded,
                                 .deletions = deleted,
@@ -463,7 +457,7 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
             goto fail;
         s->status = end.status;
         s->watermark = fs_strdup(watermark);
-        if (quarantined > 0)
+        if (partial)
             rc = fs_err(err, FHIRSYNC_E_PARTIAL, "crawl of %s complete, but %s", s->name, why);
         goto out;
     }
@@ -476,5 +470,6 @@ out:
         rmdir(c.workdir);
     fs_free(c.workdir);
     fs_free(types);
+    fs_buf_free(&refused);
     return rc;
 }

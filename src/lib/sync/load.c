@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "json/json.h"
+#include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
 #define READ_BUFFER (1024 * 1024)
@@ -79,6 +80,8 @@ static bool load_output(fs_sync_loader *ld, const char *line, size_t len)
     return true;
 }
 
+/* A deleted line is one unit: every entry is checked before any is applied, so that a line with
+ * one bad entry is quarantined whole and deletes nothing. */
 static bool load_deleted(fs_sync_loader *ld, const char *line, size_t len)
 {
     fhirsync_error e;
@@ -91,38 +94,39 @@ static bool load_deleted(fs_sync_loader *ld, const char *line, size_t len)
     json_t *entries = json_object_get(bundle, "entry");
     bool ok = true;
     char bad[300] = "";
-    if (!fs_streq(fs_json_str(bundle, "resourceType"), "Bundle") || !json_is_array(entries)) {
+    if (!fs_streq(fs_json_str(bundle, "resourceType"), "Bundle") || !json_is_array(entries))
         snprintf(bad, sizeof bad, "a deleted line must be a Bundle with an entry array");
-    } else {
-        for (size_t i = 0; ok && i < json_array_size(entries); i++) {
-            json_t *request = json_object_get(json_array_get(entries, i), "request");
-            const char *method = fs_json_str(request, "method");
-            const char *url = fs_json_str(request, "url");
-            char type[FS_SYNC_TYPE_MAX + 1], id[65];
-            if (!method || strcasecmp(method, "DELETE") != 0 || !url ||
-                !fs_sync_parse_delete_url(url, type, sizeof type, id, sizeof id)) {
-                if (!bad[0])
-                    snprintf(bad, sizeof bad, "entry %zu is not a DELETE of Type/id", i);
-                continue;
-            }
-            fhirsync_code rc = fhirsync_store_delete(
-                ld->store, type, id, ld->file->transaction_time, ld->file->run_id, NULL, &e);
-            if (rc == FHIRSYNC_E_ARG) {
-                if (!bad[0])
-                    snprintf(bad, sizeof bad, "entry %zu: %.200s", i, e.message);
-                continue;
-            }
-            if (rc != FHIRSYNC_OK) {
-                ok = stop(ld, rc, &e);
-                break;
-            }
-            fs_sync_count *c = fs_sync_counts_at(ld->counts, type);
-            if (!c) {
-                ok = stop(ld, FHIRSYNC_E_NOMEM, NULL);
-                break;
-            }
-            c->deleted++;
+    for (size_t i = 0; !bad[0] && i < json_array_size(entries); i++) {
+        json_t *request = json_object_get(json_array_get(entries, i), "request");
+        const char *method = fs_json_str(request, "method");
+        const char *url = fs_json_str(request, "url");
+        char type[FS_SYNC_TYPE_MAX + 1], id[65];
+        if (!method || strcasecmp(method, "DELETE") != 0 || !url ||
+            !fs_sync_parse_delete_url(url, type, sizeof type, id, sizeof id))
+            snprintf(bad, sizeof bad, "entry %zu is not a DELETE of Type/id", i);
+        else if (!fs_store_resource_key_ok(type, id))
+            snprintf(bad, sizeof bad, "entry %zu: '%.64s/%.64s' names no resource the store can hold",
+                     i, type, id);
+    }
+    for (size_t i = 0; ok && !bad[0] && i < json_array_size(entries); i++) {
+        json_t *request = json_object_get(json_array_get(entries, i), "request");
+        char type[FS_SYNC_TYPE_MAX + 1], id[65];
+        fs_sync_parse_delete_url(fs_json_str(request, "url"), type, sizeof type, id, sizeof id);
+        bool removed = false;
+        fhirsync_code rc =
+            fs_store_delete_why(ld->store, type, id, ld->file->transaction_time, ld->file->run_id,
+                                FS_STORE_DELETED_LISTED, &removed, &e);
+        if (rc != FHIRSYNC_OK) {
+            ok = stop(ld, rc, &e);
+            break;
         }
+        fs_sync_count *c = fs_sync_counts_at(ld->counts, type);
+        if (!c) {
+            ok = stop(ld, FHIRSYNC_E_NOMEM, NULL);
+            break;
+        }
+        if (removed)
+            c->deleted++; /* what the store changed; a resource never stored is not counted */
     }
     json_decref(bundle);
     if (ok && bad[0])

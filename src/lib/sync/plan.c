@@ -100,6 +100,54 @@ char *fs_sync_default_types(const char *granted, char perm)
     return fs_buf_steal(&b);
 }
 
+char *fs_sync_scope_named_types(const char *granted, char perm)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    if (!fs_buf_append(&b, "", 0))
+        return NULL;
+    static const char prefix[] = "system/";
+    const char *p = granted ? granted : "";
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        const char *dot = memchr(p, '.', n);
+        size_t plen = sizeof prefix - 1;
+        if (n > plen && dot && memcmp(p, prefix, plen) == 0) {
+            size_t tlen = (size_t)(dot - p) - plen;
+            char type[FS_SYNC_TYPE_MAX + 1];
+            if (tlen > 0 && tlen <= FS_SYNC_TYPE_MAX && p[plen] != '*') {
+                memcpy(type, p + plen, tlen);
+                type[tlen] = '\0';
+                bool listed = fs_sync_list_has(b.data, type); /* each type once */
+                if (!listed && fs_sync_scope_allows(granted, type, perm) &&
+                    ((b.len && !fs_buf_append_str(&b, ",")) || !fs_buf_append_str(&b, type))) {
+                    fs_buf_free(&b);
+                    return NULL;
+                }
+            }
+        }
+        p += n;
+    }
+    return fs_buf_steal(&b);
+}
+
+bool fs_sync_list_has(const char *list, const char *type)
+{
+    size_t tlen = type ? strlen(type) : 0;
+    const char *p = list;
+    while (p && *p && tlen) {
+        size_t n = strcspn(p, ",");
+        if (n == tlen && memcmp(p, type, n) == 0)
+            return true;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
 bool fs_sync_patient_compartment(const char *type)
 {
     for (size_t i = 0; non_compartment[i]; i++)
@@ -204,6 +252,23 @@ void fs_sync_crawl_watermark(int64_t start_epoch, int margin_s, char *buf, size_
 {
     int64_t margin = margin_s > 0 ? margin_s : 0;
     fs_format_instant(start_epoch - margin, buf, size);
+}
+
+bool fs_sync_bulk_watermark(const char *transaction_time, const char *kickoff_time, int margin_s,
+                            char *buf, size_t size)
+{
+    int64_t margin = margin_s > 0 ? margin_s : 0;
+    int64_t tt = 0, kicked = 0;
+    bool has_tt = transaction_time && fs_parse_instant(transaction_time, &tt);
+    bool has_kick = kickoff_time && fs_parse_instant(kickoff_time, &kicked);
+    if (!has_tt && !has_kick)
+        return false;
+    if (has_tt && has_kick && tt <= kicked - margin) {
+        snprintf(buf, size, "%s", transaction_time);
+        return true;
+    }
+    fs_format_instant((has_kick ? kicked : tt) - margin, buf, size);
+    return true;
 }
 
 bool fs_sync_instant_later(const char *candidate, const char *current)

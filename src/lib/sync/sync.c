@@ -74,6 +74,7 @@ static void reset_run(fhirsync_sync *s)
     fs_free(s->watermark);
     fs_free(s->type_stats);
     s->since = s->transaction_time = s->watermark = NULL;
+    s->reconciled = 0;
     s->type_stats = NULL;
     fs_sync_counts_clear(&s->counts);
     s->run_id = 0;
@@ -292,6 +293,52 @@ fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **
     return rc;
 }
 
+fhirsync_code fs_sync_plan_bulk_types(const fhirsync_endpoint *ep, char **out, char **left_out,
+                                      fhirsync_error *err)
+{
+    *out = NULL;
+    *left_out = NULL;
+    const char *types = fhirsync_endpoint_get(ep, "types");
+    if (types && *types) {
+        *out = fs_strdup(types);
+        return *out ? FHIRSYNC_OK : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    char *granted = NULL;
+    fhirsync_code rc = fs_sync_granted_scope(ep, &granted, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (fs_sync_scope_allows(granted, "*", 'r')) {
+        fs_free(granted); /* everything the export offers: no _type */
+        return FHIRSYNC_OK;
+    }
+    char *named = fs_sync_scope_named_types(granted, 'r');
+    fs_buf note;
+    fs_buf_init(&note);
+    if (!named) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    } else if (!*named) {
+        rc = fs_err(err, FHIRSYNC_E_FORBIDDEN,
+                    "the granted scopes (%s) allow reading no resource type: ask for "
+                    "system/*.read (or list the types in the `types` setting)",
+                    granted);
+    } else if (!fs_buf_printf(&note,
+                              "only %s: the granted scopes (%s) name no other type; other types "
+                              "are left out of this mirror (ask for system/*.read to mirror "
+                              "everything)",
+                              named, granted)) {
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    if (rc == FHIRSYNC_OK) {
+        *out = named;
+        *left_out = fs_buf_steal(&note);
+    } else {
+        fs_free(named);
+        fs_buf_free(&note);
+    }
+    fs_free(granted);
+    return rc;
+}
+
 char *fs_sync_endpoint_work_dir(const fhirsync_sync *s)
 {
     return fs_sync_work_dir(fhirsync_store_location(s->store),
@@ -411,6 +458,7 @@ void fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)
     out->server_errors = s->counts.server_errors;
     out->requests = s->requests;
     out->duration_s = s->duration_s;
+    out->reconciled = s->reconciled;
 }
 
 size_t fhirsync_sync_type_count(const fhirsync_sync *s)

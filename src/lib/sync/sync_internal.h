@@ -48,6 +48,14 @@ bool fs_sync_scope_allows(const char *scopes, const char *type, char perm);
  * frees; "" when none). NULL on out of memory. */
 char *fs_sync_default_types(const char *granted, char perm);
 
+/* The types that scope tokens name explicitly ("system/Observation.rs": Observation; wildcards
+ * name none) and that they grant `perm` on, comma-separated, each once (caller frees; "" when
+ * none). NULL on out of memory. */
+char *fs_sync_scope_named_types(const char *granted, char perm);
+
+/* Whether a comma-separated list holds `type`. */
+bool fs_sync_list_has(const char *list, const char *type);
+
 /* Whether resources of `type` belong to a patient's compartment (searchable with patient=).
  * Organization, Practitioner, PractitionerRole, Location, Medication and the like do not. */
 bool fs_sync_patient_compartment(const char *type);
@@ -75,6 +83,15 @@ char *fs_sync_scope_with_group(const char *scope);
 
 /* The crawl watermark: start_epoch minus the margin, as a FHIR instant. */
 void fs_sync_crawl_watermark(int64_t start_epoch, int margin_s, char *buf, size_t size);
+
+/* The bulk watermark (the next _since): the earlier of the manifest's transactionTime and the
+ * kick-off time on the server's clock minus margin_s seconds. A server that sets transactionTime
+ * when the export finished left out what changed while it ran; a late commit or a clock that
+ * disagrees is covered by the margin. Fetching a few resources twice is harmless (idempotent
+ * upserts); missing one is not. Missing kick-off time: transactionTime minus the margin. False
+ * when neither instant parses (the watermark does not move). */
+bool fs_sync_bulk_watermark(const char *transaction_time, const char *kickoff_time, int margin_s,
+                            char *buf, size_t size);
 
 /* Whether instant `candidate` is later than `current` (NULL current: yes; an unparsable
  * candidate: no). */
@@ -204,6 +221,7 @@ struct fhirsync_sync {
     char *watermark;
     bool resumed;
     int64_t requests;
+    int64_t reconciled; /* rows a reconciliation deleted */
     int64_t start_ms;
     double duration_s;
     fs_sync_counts counts;
@@ -234,6 +252,13 @@ fhirsync_code fs_sync_granted_scope(const fhirsync_endpoint *ep, char **out, fhi
  * perm. Caller frees. */
 fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
                                  fhirsync_error *err);
+
+/* The _type of a bulk export: the `types` setting; else nothing (*out NULL: every type the export
+ * offers) when the granted scopes read every type; else the types the scopes name, with
+ * *left_out saying so for the run's warnings (caller frees both). A mirror holds what the server
+ * gives: the CapabilityStatement is not consulted (servers list fewer types than they export). */
+fhirsync_code fs_sync_plan_bulk_types(const fhirsync_endpoint *ep, char **out, char **left_out,
+                                      fhirsync_error *err);
 
 /* Bulk mode and crawl mode runs: called by fhirsync_sync_run() with the lock held and the run
  * started; they fill the handle's counts, transaction_time and watermark, and finish the run
