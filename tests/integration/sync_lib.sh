@@ -92,3 +92,14 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# The bulk watermark rule (docs/sync.md): the earlier of the manifest's transactionTime and the
+# kick-off on the server's clock minus the margin (300 s by default). The sandbox stamps its
+# transactionTime at the kick-off, so the watermark lies within the margin (and a second of Date
+# rounding) before it. Usage: expect_bulk_watermark WATERMARK TRANSACTION_TIME WHAT [MARGIN]
+expect_bulk_watermark() {
+    local margin=${4:-300} wm tt
+    wm=$(date -u -d "$1" +%s 2>/dev/null) && tt=$(date -u -d "$2" +%s 2>/dev/null) &&
+        [ "$wm" -le "$tt" ] && [ "$wm" -ge $((tt - margin - 2)) ] && ok "$3" ||
+        not_ok "$3: watermark '$1', transactionTime '$2'"
+}

@@ -88,8 +88,7 @@ expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER
     '^ok$' "the run is finalised ok"
 WM=$(q "SELECT watermark FROM sync_state WHERE endpoint = 'practice'")
 TT=$(q "SELECT transaction_time FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
-[ -n "$WM" ] && [ "$WM" = "$TT" ] && ok "the watermark moved to the export's transactionTime" ||
-    not_ok "watermark '$WM', transaction time '$TT'"
+expect_bulk_watermark "$WM" "$TT" "the watermark moved to the export's kick-off minus the margin"
 RES=$(q "SELECT resources FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
 expect_exit 0 "a single-process sync of the same sandbox state" -- \
     "$F" sync --store "$TMP/single.db" --no-progress
@@ -153,5 +152,5 @@ expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER
     '^ok$' "the workers' run ended ok"
 WM=$(q "SELECT watermark FROM sync_state WHERE endpoint = 'practice'")
 TT=$(q "SELECT transaction_time FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
-[ -n "$WM" ] && [ "$WM" = "$TT" ] && ok "and moved the watermark" || not_ok "watermark '$WM', run '$TT'"
+expect_bulk_watermark "$WM" "$TT" "and moved the watermark"
 finish

@@ -33,6 +33,7 @@
 #include "fhirsync/fhirsync.h"
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
+#include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
 /* ---- tool modes ------------------------------------------------------------------------------ */
@@ -328,6 +329,137 @@ static void test_watermarks(void **state)
     assert_true(fs_sync_reconcile_due(false, false, false, 24, 23));    /* 24th run */
     assert_false(fs_sync_reconcile_due(false, false, false, -1, 1000)); /* never */
     assert_true(fs_sync_reconcile_due(false, false, false, 1, 0));      /* every run */
+    /* bulk: the earlier of transactionTime and the kick-off (server clock) minus the margin */
+    assert_true(fs_sync_bulk_watermark("2026-11-28T21:00:00.123Z", "2026-11-28T21:33:00Z", 300,
+                                       buf, sizeof buf));
+    assert_string_equal(buf, "2026-11-28T21:00:00.123Z"); /* kept exactly as the server gave it */
+    /* a server that sets transactionTime when the export finished: the kick-off wins */
+    assert_true(fs_sync_bulk_watermark("2026-11-28T22:10:00Z", "2026-11-28T21:33:00Z", 300, buf,
+                                       sizeof buf));
+    assert_string_equal(buf, "2026-11-28T21:28:00Z");
+    /* an honest transactionTime equal to the kick-off still gets the margin */
+    assert_true(fs_sync_bulk_watermark("2026-11-28T21:33:00Z", "2026-11-28T21:33:00Z", 300, buf,
+                                       sizeof buf));
+    assert_string_equal(buf, "2026-11-28T21:28:00Z");
+    assert_true(fs_sync_bulk_watermark("2026-11-28T21:33:00Z", NULL, 300, buf, sizeof buf));
+    assert_string_equal(buf, "2026-11-28T21:28:00Z");
+    assert_true(fs_sync_bulk_watermark(NULL, "2026-11-28T21:33:00Z", -1, buf, sizeof buf));
+    assert_string_equal(buf, "2026-11-28T21:33:00Z");
+    assert_false(fs_sync_bulk_watermark("soon", NULL, 300, buf, sizeof buf));
+}
+
+static void test_scope_types(void **state)
+{
+    (void)state;
+    char *t = fs_sync_scope_named_types("openid system/Observation.rs system/Patient.read "
+                                        "system/Observation.read system/Claim.c",
+                                        'r');
+    assert_string_equal(t, "Observation,Patient");
+    fs_free(t);
+    t = fs_sync_scope_named_types("system/*.read", 'r');
+    assert_string_equal(t, "");
+    fs_free(t);
+    assert_true(fs_sync_scope_allows("system/*.rs", "*", 'r'));
+    assert_false(fs_sync_scope_allows("system/Patient.rs", "*", 'r'));
+    assert_true(fs_sync_list_has("Patient,Observation", "Observation"));
+    assert_false(fs_sync_list_has("Patient,Observation", "Obs"));
+    assert_false(fs_sync_list_has("", "Patient"));
+}
+
+/* The store's reconciliation: rows of this endpoint's earlier runs not returned go, with the
+ * share guard; other endpoints' rows, this export's rows and rows changed later stay. */
+static void test_reconcile(void **state)
+{
+    (void)state;
+    char db[600];
+    snprintf(db, sizeof db, "%s/reconcile.db", tmpdir);
+    unlink(db);
+    fhirsync_store *store = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_store_open(db, 0, &store, &err), FHIRSYNC_OK);
+    int64_t old_run = 0, other_run = 0, run = 0;
+    assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &old_run, &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_store_run_begin(store, "other", "bulk", NULL, &other_run, &err),
+                     FHIRSYNC_OK);
+    char line[200];
+    for (int i = 0; i < 10; i++) {
+        snprintf(line, sizeof line,
+                 "{\"resourceType\":\"Observation\",\"id\":\"o%d\",\"meta\":{\"lastUpdated\":"
+                 "\"2026-01-01T00:00:0%dZ\"}}",
+                 i, i);
+        assert_int_equal(fhirsync_store_put(store, "Observation", line, strlen(line),
+                                            i == 9 ? other_run : old_run, NULL, &err),
+                         FHIRSYNC_OK);
+    }
+    /* changed after the kick-off: kept even though this export did not return it */
+    snprintf(line, sizeof line,
+             "{\"resourceType\":\"Observation\",\"id\":\"late\",\"meta\":{\"lastUpdated\":"
+             "\"2026-06-01T00:00:00Z\"}}");
+    assert_int_equal(fhirsync_store_put(store, "Observation", line, strlen(line), old_run, NULL,
+                                        &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &run, &err),
+                     FHIRSYNC_OK);
+    /* this export returned o0..o4 */
+    for (int i = 0; i < 5; i++) {
+        snprintf(line, sizeof line, "{\"resourceType\":\"Observation\",\"id\":\"o%d\"}", i);
+        assert_int_equal(fhirsync_store_put(store, "Observation", line, strlen(line), run, NULL,
+                                            &err),
+                         FHIRSYNC_OK);
+    }
+    fs_store_reconcile r = {.endpoint = "ep",
+                            .type = "Observation",
+                            .first_run = run,
+                            .run_id = run,
+                            .deleted_at = "2026-03-01T00:00:00Z",
+                            .reason = FS_STORE_DELETED_RECONCILED,
+                            .max_share = 0.3};
+    fs_store_reconcile_result res;
+    /* 4 of the endpoint's 10 rows are gone (o5..o8): over 30%: refused, nothing deleted */
+    assert_int_equal(fs_store_reconcile_type(store, &r, &res, &err), FHIRSYNC_OK);
+    assert_true(res.refused);
+    assert_int_equal(res.rows, 10);
+    assert_int_equal(res.gone, 4);
+    assert_int_equal(res.deleted, 0);
+    r.max_share = 0.5;
+    assert_int_equal(fs_store_reconcile_type(store, &r, &res, &err), FHIRSYNC_OK);
+    assert_false(res.refused);
+    assert_int_equal(res.deleted, 4);
+    fhirsync_type_count *counts = NULL;
+    size_t n = 0;
+    assert_int_equal(fhirsync_store_counts(store, &counts, &n, &err), FHIRSYNC_OK);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(counts[i].type, "Observation") == 0)
+            assert_int_equal(counts[i].count, 7); /* o0..o4, o9 (other), late */
+    fhirsync_free(counts);
+    /* again: nothing more (idempotent); a type without a table: nothing */
+    assert_int_equal(fs_store_reconcile_type(store, &r, &res, &err), FHIRSYNC_OK);
+    assert_int_equal(res.deleted, 0);
+    r.type = "Immunization";
+    assert_int_equal(fs_store_reconcile_type(store, &r, &res, &err), FHIRSYNC_OK);
+    assert_int_equal(res.rows, 0);
+    r.type = "deletions";
+    assert_int_equal(fs_store_reconcile_type(store, &r, &res, &err), FHIRSYNC_E_ARG);
+    char **types = NULL;
+    assert_int_equal(fs_store_endpoint_types(store, "ep", &types, &err), FHIRSYNC_OK);
+    assert_string_equal(types[0], "Observation");
+    assert_null(types[1]);
+    fs_free(types[0]);
+    fs_free(types);
+    fhirsync_store_close(store);
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(raw,
+                                        "SELECT count(*) FROM deletions WHERE reason = "
+                                        "'full-export' AND resource_type = 'Observation'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 4);
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
 }
 
 static void test_names(void **state)
@@ -670,7 +802,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_watermarks),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_delete_urls), cmocka_unit_test(test_counts),
         cmocka_unit_test(test_load_files),  cmocka_unit_test(test_sync_new),
-        cmocka_unit_test(test_walk_sync),
+        cmocka_unit_test(test_walk_sync),   cmocka_unit_test(test_scope_types),
+        cmocka_unit_test(test_reconcile),
     };
     int rc = cmocka_run_group_tests(tests, make_tmp, remove_tmp);
     fhirsync_global_cleanup();

@@ -374,7 +374,7 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
         rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
     int64_t loaded = 0;
     fs_sync_counts_totals(&counts, &loaded, NULL, NULL);
-    char why[200] = "";
+    char why[200] = "", mark[64];
     fhirsync_run_end end = {.status = FHIRSYNC_RUN_OK,
                             .transaction_time = tt,
                             .counts_json = counts_json,
@@ -391,9 +391,14 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
             snprintf(why, sizeof why, "%lld line(s) quarantined, %lld server error(s)",
                      (long long)quarantined, (long long)results.server_errors);
         }
-        /* never backwards: a later export of the endpoint may have finished first */
-        if (fs_sync_instant_later(tt, current))
-            end.new_watermark = tt;
+        /* the earlier of transactionTime and the kick-off minus the margin (docs/sync.md);
+         * never backwards: a later export of the endpoint may have finished first */
+        int margin = w->opts.sync.skew_margin_s ? w->opts.sync.skew_margin_s
+                                                : FS_SYNC_DEFAULT_SKEW_MARGIN_S;
+        if (fs_sync_bulk_watermark(tt, fs_json_str(payload, "kickoff_time"), margin, mark,
+                                   sizeof mark) &&
+            fs_sync_instant_later(mark, current))
+            end.new_watermark = mark;
     }
     end.error = why[0] ? why : NULL;
     char result[300];
@@ -538,11 +543,13 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
             json_array_append_new(types, json_string(f->type));
         (*nfiles)++;
     }
-    json_t *fin = rc == FHIRSYNC_OK ? json_pack("{s:b, s:I, s:s?, s:s?, s:s, s:O}", "finalise", 1,
-                                                "run_id", (json_int_t)run_id, "transaction_time",
-                                                tt, "status_url", fhirsync_export_status_url(ex),
-                                                "files_batch", batch, "types", types)
-                                    : NULL;
+    json_t *fin = rc == FHIRSYNC_OK
+                      ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
+                                  (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
+                                  fhirsync_export_kickoff_time(ex), "status_url",
+                                  fhirsync_export_status_url(ex), "files_batch", batch, "types",
+                                  types)
+                      : NULL;
     char *text = fin ? fs_json_dump(fin) : NULL;
     if (rc == FHIRSYNC_OK && !text)
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
