@@ -25,7 +25,7 @@ start_sandbox() {
     local register_url
     register_url=$(json_get "$SANDBOX_DIR/ready.json" j.register_url)
     [ -f "$TMP/keys/sync.key.pem" ] || "$F" keygen --alg RS384 --out "$TMP/keys" --name sync >/dev/null
-    printf '{"client_id":"sync-test","scope":"system/*.read","jwks":%s}' \
+    printf '{"client_id":"sync-test","scope":"%s","jwks":%s}' "${SANDBOX_SCOPE:-system/*.read}" \
         "$(cat "$TMP/keys/jwks.json")" |
         curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' --data-binary @- \
             "$register_url" >/dev/null
@@ -36,7 +36,45 @@ client_id = sync-test
 key_file  = $TMP/keys/sync.key.pem
 alg       = RS384
 INI
+    [ -z "${SANDBOX_SCOPE:-}" ] || echo "scope     = $SANDBOX_SCOPE" >>"$SANDBOX_DIR/fhirsync.ini"
     export FHIRSYNC_CONFIG=$SANDBOX_DIR/fhirsync.ini
+}
+
+# stop_sandbox: stop the sandbox started last (a script may start several in turn)
+stop_sandbox() {
+    kill "$SANDBOX_PID" 2>/dev/null || true
+    wait "$SANDBOX_PID" 2>/dev/null || true
+}
+
+# arm_mutation UPDATE DELETE: the next export the sandbox runs changes that share of its data
+# right after its snapshot, while it runs (docs/sandbox.md, "Mutations during an export")
+arm_mutation() {
+    curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' \
+        --data "{\"update\":$1,\"delete\":$2,\"when\":\"export-running\"}" \
+        "$ADMIN_URL/mutate" >/dev/null
+}
+
+# server_state: what the sandbox holds now, in dump's form (type, id, versionId, sha256 of the
+# exact bytes it serves), sorted bytewise
+server_state() {
+    curl -sS --fail-with-body "$ADMIN_URL/state" |
+        node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n")){
+            if(!l.trim())continue;const r=JSON.parse(l);
+            console.log([r.resourceType,r.id,r.versionId??"-",r.sha256].join("\t"));}})' |
+        LC_ALL=C sort
+}
+
+# store_equals_server STORE WHAT: the store holds exactly the server's resources (type, id,
+# versionId and the SHA-256 of the bytes), no more, no fewer
+store_equals_server() {
+    { dump "$1" | grep -v '^deleted' | LC_ALL=C sort >"$TMP/state.store"; } &&
+        server_state >"$TMP/state.server" || { not_ok "$2: dump failed"; return; }
+    if cmp -s "$TMP/state.store" "$TMP/state.server" && [ -s "$TMP/state.server" ]; then
+        ok "$2 (store = server: $(wc -l <"$TMP/state.server") resources)"
+    else
+        not_ok "$2: the store differs from the server ($(wc -l <"$TMP/state.store") vs $(wc -l <"$TMP/state.server") resources)"
+        diff "$TMP/state.store" "$TMP/state.server" | head -10
+    fi
 }
 
 # mutate UPDATE DELETE: change the sandbox's data (fractions); prints the mutation time
