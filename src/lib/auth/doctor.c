@@ -38,7 +38,8 @@ static void report(doctor *d, const char *step, fhirsync_check_status status, co
                    const char *hint)
 {
     char *rd = fs_redact(detail ? detail : "");
-    char *rh = hint ? fs_redact(hint) : NULL;
+    /* hints are fhirsync's own words: only live secrets are masked in them, never patterns */
+    char *rh = hint ? fs_redact_live(hint) : NULL;
     fhirsync_check check = {step, status, rd ? rd : "(out of memory)", rh};
     if (d->cb)
         d->cb(&check, d->userdata);
@@ -439,7 +440,7 @@ static void show_assertion(doctor *d, fhirsync_auth *auth, const char *token_url
     fs_jws jws = {0};
     if (fs_jws_decode(jwt, strlen(jwt) + 1, &jws, &e) != FHIRSYNC_OK) {
         fail(d, "assertion", FHIRSYNC_E_INTERNAL, e.message, NULL);
-        fs_free_secret(jwt);
+        fs_secret_free(jwt);
         return;
     }
     int64_t exp = 0, iat = 0;
@@ -463,7 +464,7 @@ static void show_assertion(doctor *d, fhirsync_auth *auth, const char *token_url
            "- aud is the token endpoint URL exactly (not the FHIR base); iss and sub are the "
            "client_id; a new jti and exp for every request");
     fs_jws_clear(&jws);
-    fs_free_secret(jwt);
+    fs_secret_free(jwt);
 }
 
 static void causes_for(doctor *d, const char *oauth_error, fs_buf *hint)

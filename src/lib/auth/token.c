@@ -52,7 +52,7 @@ void fhirsync_auth_free(fhirsync_auth *auth)
         return;
     fhirsync_endpoint_free(auth->ep);
     fhirsync_key_free(auth->key);
-    fs_free_secret(auth->client_secret);
+    fs_secret_free(auth->client_secret);
     fhirsync_smart_config_free(auth->smart);
     fs_free(auth->token_url);
     fs_free(auth->scope);
@@ -262,7 +262,7 @@ fhirsync_code fhirsync_auth_assertion(fhirsync_auth *auth, const char *token_url
 
 void fs_token_response_clear(fs_token_response *tr)
 {
-    fs_free_secret(tr->access_token);
+    fs_secret_free(tr->access_token);
     fs_free(tr->token_type);
     fs_free(tr->scope);
     memset(tr, 0, sizeof *tr);
@@ -322,7 +322,8 @@ fhirsync_code fs_token_response_parse(const char *body, size_t len, fs_token_res
         ; /* some servers send it as a string */
     else
         out->expires_in = -1;
-    out->access_token = fs_strdup(json_string_value(at));
+    /* registered the moment it exists: masked by value wherever it would appear */
+    out->access_token = fs_secret_strdup(json_string_value(at));
     out->token_type = fs_strdup(type);
     const char *scope = fs_json_str(doc, "scope");
     out->scope = scope ? fs_strdup(scope) : NULL;
@@ -363,7 +364,7 @@ static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
         ok = fs_buf_append_str(form, "&client_assertion_type=") &&
              fs_buf_append_urlencoded(form, ASSERTION_TYPE) &&
              fs_buf_append_str(form, "&client_assertion=") && fs_buf_append_str(form, jwt);
-        fs_free_secret(jwt);
+        fs_secret_free(jwt);
     } else if (strcmp(auth->method, "client_secret_post") == 0) {
         ok = fs_buf_append_str(form, "&client_id=") &&
              fs_buf_append_urlencoded(form, auth->client_id) &&
