@@ -27,7 +27,7 @@
 #include "core/core.h"
 
 typedef struct secret_entry {
-    char *value;         /* secure heap copy, NUL-terminated */
+    char *value; /* secure heap copy, NUL-terminated */
     size_t len;
     unsigned refs;
     unsigned long serial; /* registration order, to drop the oldest when full */
