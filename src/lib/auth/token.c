@@ -313,15 +313,36 @@ fhirsync_code fs_token_response_parse(const char *body, size_t len, fs_token_res
                     "token_type '%s' is not supported (only bearer tokens)", type);
         goto out;
     }
+    /* expires_in: absent means "not said" (a short assumed life, with a warning); present, it
+     * must be a positive number of seconds (some servers send it as a string). 0 or negative
+     * would be a token that is expired when issued: a protocol error naming the value, rather
+     * than a guess that ends in 401s */
     json_t *ei = json_object_get(doc, "expires_in");
-    int64_t seconds;
-    if (fs_json_int(doc, "expires_in", &seconds) && seconds > 0)
-        out->expires_in = seconds > 86400 * 365 ? 86400 * 365 : (long)seconds;
-    else if (json_is_string(ei) && fs_parse_long(json_string_value(ei), &out->expires_in) &&
-             out->expires_in > 0)
-        ; /* some servers send it as a string */
-    else
+    int64_t seconds = 0;
+    long parsed = 0;
+    bool number = fs_json_int(doc, "expires_in", &seconds);
+    if (!number && json_is_string(ei) && fs_parse_long(json_string_value(ei), &parsed)) {
+        number = true;
+        seconds = parsed;
+    }
+    if (!ei || json_is_null(ei)) {
         out->expires_in = -1;
+    } else if (!number) {
+        char *shown = json_dumps(ei, JSON_ENCODE_ANY | JSON_COMPACT);
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "the token response's expires_in %s is not a number of seconds",
+                    shown ? shown : "(unprintable)");
+        fs_free(shown);
+        goto out;
+    } else if (seconds <= 0) {
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "the token response's expires_in %lld is not a usable lifetime (the token "
+                    "would be expired when issued)",
+                    (long long)seconds);
+        goto out;
+    } else {
+        out->expires_in = seconds > 86400 * 365 ? 86400 * 365 : (long)seconds;
+    }
     /* registered the moment it exists: masked by value wherever it would appear */
     out->access_token = fs_secret_strdup(json_string_value(at));
     out->token_type = fs_strdup(type);
