@@ -105,7 +105,9 @@ CORES=$(find crash-default -name 'core*' | wc -l)
 
 PATTERN=$(cat /proc/sys/kernel/core_pattern)
 crash crash-allowed FHIRSYNC_ALLOW_CORE_DUMPS=1
-expect_match "$LIMITS" 'Max core file size +unlimited' "FHIRSYNC_ALLOW_CORE_DUMPS=1 keeps the limit"
+# the hard limit: a sanitizer runtime lowers the soft one on its own
+expect_match "$LIMITS" 'Max core file size +[0-9a-z]+ +unlimited' \
+    "FHIRSYNC_ALLOW_CORE_DUMPS=1 leaves the limits alone"
 CORE=$(find crash-allowed -name 'core*' | head -1)
 if [ -n "$CORE" ]; then
     ok "control: with FHIRSYNC_ALLOW_CORE_DUMPS=1 a core file is written ($CORE)"
