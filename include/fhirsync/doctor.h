@@ -38,13 +38,11 @@ typedef void (*fhirsync_doctor_cb)(const fhirsync_check *check, void *userdata);
 FHIRSYNC_API fhirsync_code fhirsync_doctor(const fhirsync_endpoint *ep, fhirsync_doctor_cb cb,
                                            void *userdata, fhirsync_error *err);
 
-/* Flags of fhirsync_doctor_run(). */
-#define FHIRSYNC_DOCTOR_PROBE_EXPORT 1u /* after a working token: kick off a small export
-                                           (_type=Patient, at the level sync uses first: Group with
-                                           group_id, else Patient) and cancel it at once (DELETE
-                                           on its status URL), so that a missing export
-                                           permission (403 at kick-off) shows before the first
-                                           sync; reported as step "export permission" */
+/* Flags of fhirsync_doctor_run(). FHIRSYNC_DOCTOR_PROBE_EXPORT: after a working token, kick off
+ * a small export (_type=Patient, at the level sync uses first: Group with group_id, else Patient)
+ * and cancel it at once (DELETE on its status URL), so that a missing export permission (403 at
+ * kick-off) shows before the first sync; reported as the step "export permission". */
+#define FHIRSYNC_DOCTOR_PROBE_EXPORT 1u
 
 /* fhirsync_doctor() with flags (0: the same checks). Same contract. A 401/403 at the probe's
  * kick-off is a failure with FHIRSYNC_E_FORBIDDEN; a level the server refuses (400/404/405/422/

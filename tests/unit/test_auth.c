@@ -147,7 +147,9 @@ static void test_token_response(void **state)
     }
     /* null is "not said" */
     assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"abc\",\"token_type\":"
-                                               "\"bearer\",\"expires_in\":null}"), &tr, &err), 0);
+                                               "\"bearer\",\"expires_in\":null}"),
+                                             &tr, &err),
+                     0);
     assert_int_equal(tr.expires_in, -1);
     fs_token_response_clear(&tr);
 }

@@ -484,8 +484,8 @@ static void show_assertion(doctor *d, fhirsync_auth *auth, const char *token_url
               fs_streq(fs_json_str(jws.claims, "sub"), client_id) &&
               fs_streq(fs_json_str(jws.claims, "aud"), token_url) && exp - iat <= 300;
     report_plain(d, "assertion", ok ? FHIRSYNC_CHECK_INFO : FHIRSYNC_CHECK_WARN, detail,
-           "- aud is the token endpoint URL exactly (not the FHIR base); iss and sub are the "
-           "client_id; a new jti and exp for every request");
+                 "- aud is the token endpoint URL exactly (not the FHIR base); iss and sub are the "
+                 "client_id; a new jti and exp for every request");
     fs_jws_clear(&jws);
     fs_secret_free(jwt);
 }
@@ -556,16 +556,15 @@ static void kid_hint(doctor *d, fhirsync_auth *auth, fs_buf *hint)
     const fhirsync_key *key = fs_auth_key(auth, &alg);
     const char *kid = fhirsync_endpoint_get(d->ep, "kid");
     const char *key_file = fhirsync_endpoint_get(d->ep, "key_file");
-    fs_buf_printf(hint,
-                  "- the server has no key with kid %s for this client: the key in %s (%s, kid "
-                  "%s%s) is not in the JWKS the server holds. Register its JWKS ('fhirsync jwks "
-                  "--key %s'), or point key_file (and kid) at the key you registered; a server "
-                  "may cache an old JWKS for a while after a change\n",
-                  kid ? kid : (key ? fhirsync_key_kid(key) : "?"), key_file ? key_file : "?",
-                  key ? fhirsync_alg_name(alg) : "?",
-                  kid ? kid : (key ? fhirsync_key_kid(key) : "?"),
-                  kid ? ", set by kid" : ", its RFC 7638 thumbprint",
-                  key_file ? key_file : "KEYFILE");
+    fs_buf_printf(
+        hint,
+        "- the server has no key with kid %s for this client: the key in %s (%s, kid "
+        "%s%s) is not in the JWKS the server holds. Register its JWKS ('fhirsync jwks "
+        "--key %s'), or point key_file (and kid) at the key you registered; a server "
+        "may cache an old JWKS for a while after a change\n",
+        kid ? kid : (key ? fhirsync_key_kid(key) : "?"), key_file ? key_file : "?",
+        key ? fhirsync_alg_name(alg) : "?", kid ? kid : (key ? fhirsync_key_kid(key) : "?"),
+        kid ? ", set by kid" : ", its RFC 7638 thumbprint", key_file ? key_file : "KEYFILE");
 }
 
 static fhirsync_code token_and_request(doctor *d, fhirsync_auth *auth)
