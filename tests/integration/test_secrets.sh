@@ -13,7 +13,7 @@
 #     is shown, a "no key matches the kid" answer names the key and the kid, --probe-export finds
 #     a kick-off refused with 403 (exit 5);
 #   - get answered by an HTML page with 200 is exit 8; expires_in 0 / -5 are named (exit 8).
-# Each command is bounded by the fake server answering at once; the crash test waits for an event
+# The export probe also runs against the sandbox (202, then DELETE). Each command is bounded by the fake server answering at once; the crash test waits for an event
 # (the server's hang marker), at most 30 s.
 source "$(dirname "$0")/lib.sh"
 FS=$FHIRSYNC_BIN
@@ -146,6 +146,26 @@ expect_exit 5 "doctor --probe-export: the kick-off is refused (403)" -- "$FS" do
 expect_match "$OUT" 'FAIL\] export permission' "the probe is the failing step"
 expect_match "$OUT" 'system/\*\.\*' "the hint names the scope some servers want"
 no_secret "$TMP/out" "the probe's output holds no token"
+
+# the probe against the sandbox: kick-off accepted (202), then the job is DELETEd at once
+: "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
+mkdir -p "$TMP/sb"
+"$FHIRSYNC_SANDBOX_BIN" --port 0 --ready-file "$TMP/sb/ready.json" --patients 3 >"$TMP/sb/log" 2>&1 &
+PIDS+=($!)
+wait_for_file "$TMP/sb/ready.json"
+SB_ADMIN=$(json_get "$TMP/sb/ready.json" j.admin_url)
+printf '{"client_id":"probe-test","scope":"system/*.read","jwks":%s}' "$(cat "$TMP/srv/keys/jwks.json")" |
+    curl -sf -X POST -H 'Content-Type: application/json' --data-binary @- \
+        "$(json_get "$TMP/sb/ready.json" j.register_url)" >/dev/null
+expect_exit 0 "doctor --probe-export against the sandbox" -- env \
+    FHIRSYNC_BASE_URL="$(json_get "$TMP/sb/ready.json" j.base_url)" FHIRSYNC_CLIENT_ID=probe-test \
+    "$FS" doctor --probe-export
+expect_match "$OUT" 'ok  \] export permission' "the probe passes"
+expect_match "$OUT" 'Patient/\$export\?_type=Patient .*HTTP 202' "a Patient-level kick-off was accepted"
+expect_match "$OUT" 'job cancelled: DELETE .*HTTP 202' "the job was cancelled at once"
+SB_LOG=$(curl -sf "$SB_ADMIN/requests")
+[ "$(grep -c '"method":"DELETE"' <<<"$SB_LOG")" = 1 ] && ok "the sandbox logged one DELETE" ||
+    not_ok "sandbox requests: $(grep -o '"method":"[A-Z]*","[a-z]*":"[^"]*' <<<"$SB_LOG" | tail -5)"
 
 # ---- codes and messages ------------------------------------------------------------------------
 expect_exit 8 "get answered by an HTML page with 200" -- "$FS" get Patient/html
