@@ -74,6 +74,13 @@ typedef struct fhirsync_export_options {
 /* Fill `opts` with the defaults: system level, GET, everything else unset. */
 FHIRSYNC_API void fhirsync_export_options_init(fhirsync_export_options *opts);
 
+/* The export levels for a profile in the order `fhirsync sync` tries them, the one rule shared
+ * by sync and the export command: Group (only when the profile sets `group_id`), then Patient,
+ * then system. Fills out[] and returns how many (2 or 3); out[0] is the level to use when the
+ * user names none. Thread-safe; `ep` may be NULL (no group). */
+FHIRSYNC_API size_t fhirsync_export_level_chain(const fhirsync_endpoint *ep,
+                                                fhirsync_export_level out[3]);
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef enum fhirsync_export_file_kind {

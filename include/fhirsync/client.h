@@ -37,8 +37,10 @@ FHIRSYNC_API fhirsync_code fhirsync_client_errcode(const fhirsync_client *client
 /* GET a path relative to the base ("Patient/123", "Patient?family=smith") or an absolute URL.
  * Returns FHIRSYNC_OK only for a 2xx; otherwise the code of the failure (FHIRSYNC_E_NOT_FOUND,
  * FHIRSYNC_E_FORBIDDEN, FHIRSYNC_E_UNAUTHORIZED, FHIRSYNC_E_SERVER, FHIRSYNC_E_RATE_LIMITED,
- * FHIRSYNC_E_BAD_REQUEST, ...) with fhirsync_client_errmsg() set; *out is then NULL. The body is
- * capped by the profile's max_body. */
+ * FHIRSYNC_E_BAD_REQUEST, ...) with fhirsync_client_errmsg() set; *out is then NULL. A 2xx
+ * answer that is an HTML page (Content-Type text/html, or a body whose first byte is '<': a
+ * "session expired" page served with 200) is FHIRSYNC_E_PROTOCOL. The body is capped by the
+ * profile's max_body. */
 FHIRSYNC_API fhirsync_code fhirsync_client_get(fhirsync_client *client, const char *path_or_url,
                                                fhirsync_response **out);
 

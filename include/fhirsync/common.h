@@ -9,6 +9,7 @@
 #ifndef FHIRSYNC_COMMON_H
 #define FHIRSYNC_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,15 @@ typedef struct fhirsync_error {
  * threads start; idempotent. fhirsync_global_cleanup() undoes it at the end of the program. */
 FHIRSYNC_API fhirsync_code fhirsync_global_init(void);
 FHIRSYNC_API void fhirsync_global_cleanup(void);
+
+/* Turn core dumps off for the whole process (RLIMIT_CORE 0, and PR_SET_DUMPABLE 0 so that no
+ * core is written even through a core_pattern pipe and other processes of the user cannot
+ * ptrace it): a core file of a process that holds an access token or a private key holds them
+ * too. Does nothing and returns false when the environment variable FHIRSYNC_ALLOW_CORE_DUMPS is
+ * "1"; returns true otherwise. Process-wide and not undoable: the fhirsync command calls it first
+ * thing; an application embedding the library decides for itself (fhirsync_global_init does not
+ * call it). Call it before threads start. */
+FHIRSYNC_API bool fhirsync_process_harden(void);
 
 /* Free memory the library returned as `char *` (or any buffer documented as the caller's). */
 FHIRSYNC_API void fhirsync_free(void *ptr);

@@ -15,6 +15,16 @@ static void usage(FILE *out)
             "base URL and vendor, discovery, clock skew, key, the JWKS you registered\n"
             "(set registered_jwks), the decoded assertion, the token request with the\n"
             "server's answer and its likely causes, granted scopes, one FHIR request.\n"
+            "\n"
+            "  --probe-export       also kick off a small export (_type=Patient, at the level\n"
+            "                       sync uses first: Group with group_id, else Patient) and\n"
+            "                       cancel it at once (DELETE), so that a server refusing the\n"
+            "                       kick-off (403: some want a write scope) shows before the\n"
+            "                       first sync\n"
+            "\n"
+            "Exit codes: 0 every check passed (warnings allowed), else the code of the first\n"
+            "failure (3 configuration, 4 key, 5 authentication, including a 403 at the export\n"
+            "probe, 7 server, 8 protocol, 9 network).\n"
             "\n");
     cli_print_common_help(out);
 }
@@ -58,8 +68,14 @@ static void on_check(const fhirsync_check *check, void *userdata)
 
 int cmd_doctor(int argc, char **argv)
 {
+    enum { OPT_PROBE_EXPORT = 1 };
+    static const struct option own[] = {
+        {"probe-export", no_argument, NULL, OPT_PROBE_EXPORT},
+        {NULL, 0, NULL, 0},
+    };
     char short_opts[32];
-    const struct option *opts = cli_options(NULL, "", short_opts, sizeof short_opts);
+    const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
+    unsigned flags = 0;
     cli_profile profile = {0};
     int opt;
     optind = 1;
@@ -69,6 +85,10 @@ int cmd_doctor(int argc, char **argv)
             return -handled;
         if (handled)
             continue;
+        if (opt == OPT_PROBE_EXPORT) {
+            flags |= FHIRSYNC_DOCTOR_PROBE_EXPORT;
+            continue;
+        }
         if (opt == 'h') {
             usage(stdout);
             return 0;
@@ -85,7 +105,7 @@ int cmd_doctor(int argc, char **argv)
         return cli_fail(&err);
     printer pr = {.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR")};
     printf("fhirsync doctor: endpoint '%s'\n", fhirsync_endpoint_name(ep));
-    fhirsync_code rc = fhirsync_doctor(ep, on_check, &pr, &err);
+    fhirsync_code rc = fhirsync_doctor_run(ep, flags, on_check, &pr, &err);
     fhirsync_endpoint_free(ep);
     if (rc == FHIRSYNC_OK) {
         printf("\nall checks passed%s\n", pr.warnings ? " (see the warnings above)" : "");

@@ -30,8 +30,11 @@ static void usage(FILE *out)
         "holds an export is refused.\n"
         "\n"
         "what to export:\n"
-        "  --level LEVEL          system (default: [base]/$export), patient\n"
-        "                         ([base]/Patient/$export) or group ([base]/Group/ID/$export)\n"
+        "  --level LEVEL          system ([base]/$export), patient ([base]/Patient/$export)\n"
+        "                         or group ([base]/Group/ID/$export). Default: the level sync\n"
+        "                         uses first: group when the profile sets group_id, else\n"
+        "                         patient. Unlike sync, export does not fall back to the next\n"
+        "                         level when the server refuses one: say --level system then\n"
         "  --group ID             the Group of a group-level export (default: group_id setting;\n"
         "                         giving it implies --level group)\n"
         "  --type T,T,...         _type: resource types (default: the types setting)\n"
@@ -420,6 +423,12 @@ int cmd_export(int argc, char **argv)
     if (cli_profile_resolve(&profile, &ep, &err) != FHIRSYNC_OK) {
         rc = cli_fail(&err);
         goto out;
+    }
+    if (!level && !eo.group_id) {
+        /* the level sync would use first: Group with group_id, else Patient */
+        fhirsync_export_level chain[3];
+        fhirsync_export_level_chain(ep, chain);
+        eo.level = chain[0];
     }
     fhirsync_code code = resume ? fhirsync_export_open(ep, resume, eo.parallel, eo.delete_job,
                                                        &ex, &err)

@@ -38,12 +38,18 @@ static void print_help(FILE *out)
             "  8 protocol      9 network         10 partial data  11 locked\n"
             " 12 interrupted  13 local file/store\n"
             "\n"
+            "Core dumps are off (they would hold tokens and keys); FHIRSYNC_ALLOW_CORE_DUMPS=1\n"
+            "keeps them for debugging.\n"
+            "\n"
             "Settings come from fhirsync.ini ([endpoint NAME] sections), then FHIRSYNC_*\n"
             "environment variables, then flags. See fhirsync(1) and docs/.\n");
 }
 
 int main(int argc, char **argv)
 {
+    /* before any key or token exists: no core file may hold them (FHIRSYNC_ALLOW_CORE_DUMPS=1
+     * keeps core dumps for debugging) */
+    fhirsync_process_harden();
     if (argc < 2) {
         print_help(stderr);
         return EXIT_USAGE;

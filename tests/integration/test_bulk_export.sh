@@ -84,14 +84,14 @@ events() { grep -c "\"event\":\"$2\"" "$1/log.ndjson" || true; }
 export_ok() { # DIR DESCRIPTION [flags...]: an export that must succeed with the baseline's data
     local dir=$1 what=$2
     shift 2
-    expect_exit 0 "$what" -- "$FS" export --out "$dir" --no-progress "$@"
+    expect_exit 0 "$what" -- "$FS" export --out "$dir" --level system --no-progress "$@"
     same_ids "$dir" "$what"
     clear_faults
 }
 
 # ---- baseline: system level, GET ------------------------------------------------------------
 clear_log
-expect_exit 0 "system-level export" -- "$FS" export --out base --no-progress
+expect_exit 0 "system-level export" -- "$FS" export --out base --level system --no-progress
 ids base >"$TMP/ids.base"
 N=$(wc -l <"$TMP/ids.base" | tr -d ' ')
 [ "$N" -gt 2000 ] && ok "baseline has $N resources" || not_ok "baseline has only $N resources"
@@ -117,7 +117,7 @@ done
 TT=$(json_get base/state.json j.transaction_time)
 
 # ---- folder rules ---------------------------------------------------------------------------
-expect_exit 0 "the same command on a finished folder" -- "$FS" export --out base --no-progress
+expect_exit 0 "the same command on a finished folder" -- "$FS" export --out base --level system --no-progress
 expect_match "$ERR" 'done by an earlier run' "nothing is downloaded again"
 expect_exit 2 "a different request into the same folder" -- "$FS" export --out base --type Patient
 expect_match "$ERR" 'another request.*--resume' "the refusal says what to do"
@@ -149,10 +149,23 @@ GN=$(ids grp | grep -c '^Patient/' || true)
 [ "$GN" -gt 0 ] && [ "$GN" -le 40 ] && ok "group export has the group's $GN patients" || not_ok "group export has $GN patients"
 expect_exit 0 "Group level, POST" -- "$FS" export --out grp-post --group "$GROUP" --type Patient --post --no-progress
 [ "$(ids grp-post)" = "$(ids grp)" ] && ok "POST gives what GET gives" || not_ok "POST and GET differ"
+# the default level is sync's rule (fhirsync_export_level_chain): Group with group_id, else Patient
+clear_log
+expect_exit 0 "group_id in the profile, no --level" -- env FHIRSYNC_GROUP_ID="$GROUP" "$FS" export --out grp-profile --type Patient --no-progress
+KICK=$(curl -sf "$ADMIN/requests" | grep -F '$export' | head -1)
+[[ "$KICK" == *"/Group/$GROUP/\$export"* ]] &&
+    ok "export with group_id set kicks off at Group level, as sync does" || not_ok "kick-off: $KICK"
+[ "$(ids grp-profile)" = "$(ids grp)" ] && ok "the profile's group gives the --group export" || not_ok "group_id export differs"
+clear_log
+expect_exit 0 "no group_id, no --level" -- "$FS" export --out pat-default --type Patient --no-progress
+KICK=$(curl -sf "$ADMIN/requests" | grep -F '$export' | head -1)
+[[ "$KICK" == *"/Patient/\$export"* ]] &&
+    ok "export without group_id kicks off at Patient level, as sync does" || not_ok "kick-off: $KICK"
+expect_match "$("$FS" export --help)" 'group when the profile sets group_id' "--help states the default level"
 FIRST=$(ids grp | head -1 | cut -d/ -f2)
 expect_exit 0 "Patient level, POST with a patient" -- "$FS" export --out one --level patient --post --patient "$FIRST" --type Patient --no-progress
 [ "$(ids one)" = "Patient/$FIRST" ] && ok "the patient parameter limits the export" || not_ok "patient parameter: $(ids one | head -3)"
-expect_exit 0 "system level, POST, lenient, custom parameter" -- "$FS" export --out post --post --lenient --param _foo=bar --type Patient --no-progress
+expect_exit 0 "system level, POST, lenient, custom parameter" -- "$FS" export --out post --level system --post --lenient --param _foo=bar --type Patient --no-progress
 [ "$(ids post | wc -l)" = 40 ] && ok "POST system export" || not_ok "POST system export: $(ids post | wc -l)"
 
 # ---- kick-off faults ------------------------------------------------------------------------
@@ -240,7 +253,7 @@ partial_bytes() { cat "$1"/.partial/*.ndjson 2>/dev/null | wc -c; }
 kill9_resume() {
     local dir=$1 what=$2
     fault "$3"
-    "$FS" export --out "$dir" --parallel 2 --no-progress >"$TMP/k.out" 2>"$TMP/k.err" &
+    "$FS" export --out "$dir" --level system --parallel 2 --no-progress >"$TMP/k.out" 2>"$TMP/k.err" &
     local pid=$! i=0
     while [ "$i" -lt 600 ] && ! eval "$4"; do
         i=$((i + 1))
@@ -252,7 +265,7 @@ kill9_resume() {
     eval "$4" && [ "$(json_get "$dir/state.json" j.complete)" = false ] &&
         ok "$what: killed in the middle ($(done_files "$dir") file(s) done, $(partial_bytes "$dir") partial bytes)" ||
         not_ok "$what: the kill came too late or too early"
-    expect_exit 0 "$what: resumed" -- "$FS" export --out "$dir" --no-progress
+    expect_exit 0 "$what: resumed" -- "$FS" export --out "$dir" --level system --no-progress
     same_ids "$dir" "$what"
 }
 kill9_resume k9slow "kill -9 during slow downloads" '{"fault":"slow","on":"download","count":0,"delay_ms":400}' \
@@ -265,7 +278,7 @@ expect_match "$(cat k9reset/log.ndjson)" 'resuming at byte' "the partial files w
 
 # --resume DIR after Ctrl-C
 fault '{"fault":"slow","on":"download","count":0,"delay_ms":300}'
-"$FS" export --out sigint --parallel 1 --no-progress >"$TMP/s.out" 2>"$TMP/s.err" &
+"$FS" export --out sigint --level system --parallel 1 --no-progress >"$TMP/s.out" 2>"$TMP/s.err" &
 SPID=$!
 for _ in $(seq 1 200); do [ -s sigint/state.json ] && grep -q '"name"' sigint/state.json && break; sleep 0.05; done
 kill -INT "$SPID"
@@ -282,7 +295,7 @@ same_ids sigint "--resume after Ctrl-C"
 # ---- _since after a mutation: deleted outputs ------------------------------------------------
 sleep 1.1 # the mutation must land after the baseline's transactionTime
 curl -sf -X POST -H 'Content-Type: application/json' -d '{"update":0.1,"delete":0.05}' "$ADMIN/mutate" >/dev/null
-expect_exit 0 "_since export after a mutation" -- "$FS" export --out since --since "$TT" --no-progress
+expect_exit 0 "_since export after a mutation" -- "$FS" export --out since --level system --since "$TT" --no-progress
 DEL=$(ids since deleted | grep -c '^Bundle/' || true)
 [ "$DEL" -ge 1 ] && ok "deleted outputs saved in deleted/ ($DEL Bundles)" || not_ok "no deleted output"
 expect_match "$OUT" 'deleted: +[1-9]' "the summary counts deleted entries"
@@ -297,7 +310,7 @@ FAKE=$(json_get "$TMP/fake.json" j.origin)
 fake() { # SCENARIO EXIT DESCRIPTION [flags]
     local s=$1 want=$2 what=$3
     shift 3
-    expect_exit "$want" "$what" -- "$FS" export --base-url "$FAKE/$s/fhir" --token-url "$TOKEN_URL" \
+    expect_exit "$want" "$what" -- "$FS" export --level system --base-url "$FAKE/$s/fhir" --token-url "$TOKEN_URL" \
         --out "fake-$s" --no-progress "$@"
 }
 fake nolocation 8 "202 without Content-Location"

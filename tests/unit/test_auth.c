@@ -126,6 +126,32 @@ static void test_token_response(void **state)
                      FHIRSYNC_E_TOKEN_RESPONSE);
     assert_non_null(strstr(err.message, "HTML"));
     assert_null(tr.access_token);
+    /* expires_in present but unusable: named as such, never "has no expires_in" */
+    const char *unusable[][2] = {{"0", "expires_in 0 is not a usable lifetime"},
+                                 {"-5", "expires_in -5 is not a usable lifetime"},
+                                 {"\"0\"", "expires_in 0 is not a usable lifetime"},
+                                 {"\"soon\"", "expires_in \"soon\" is not a number"},
+                                 {"1.5", "expires_in 1.5 is not a number"}};
+    for (size_t i = 0; i < sizeof unusable / sizeof *unusable; i++) {
+        char body[200];
+        snprintf(body, sizeof body,
+                 "{\"access_token\":\"abc\",\"token_type\":\"bearer\",\"expires_in\":%s}",
+                 unusable[i][0]);
+        fs_err_clear(&err);
+        assert_int_equal(fs_token_response_parse(body, strlen(body), &tr, &err),
+                         FHIRSYNC_E_TOKEN_RESPONSE);
+        if (!strstr(err.message, unusable[i][1]))
+            fail_msg("expires_in %s: %s", unusable[i][0], err.message);
+        assert_null(strstr(err.message, "has no expires_in"));
+        assert_null(tr.access_token);
+    }
+    /* null is "not said" */
+    assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"abc\",\"token_type\":"
+                                               "\"bearer\",\"expires_in\":null}"),
+                                             &tr, &err),
+                     0);
+    assert_int_equal(tr.expires_in, -1);
+    fs_token_response_clear(&tr);
 }
 
 static void test_oauth_error(void **state)

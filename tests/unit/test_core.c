@@ -215,6 +215,79 @@ static void test_error_messages_are_one_redacted_line(void **state)
     assert_string_equal(fhirsync_strerror(FHIRSYNC_E_NOT_FOUND), "not found");
 }
 
+/* A registered live secret is masked whatever surrounds it, in logs and error messages alike;
+ * released, it no longer is (and the registry is empty again). */
+static void test_live_secrets_masked_by_value(void **state)
+{
+    (void)state;
+    const char *token = "Zq81opaqueTOKENvalue";
+    size_t before = fs_secret_count();
+    char *held = fs_secret_strdup(token);
+    assert_non_null(held);
+    assert_int_equal(fs_secret_count(), before + 1);
+    /* no pattern would catch this: plain prose around the token */
+    assert_redacted("invalid token Zq81opaqueTOKENvalue for patient 7", token, "for patient 7");
+    assert_redacted("xZq81opaqueTOKENvaluex", token, "x***x");
+    fhirsync_error err;
+    fs_err(&err, FHIRSYNC_E_AUTH, "OperationOutcome: diagnostics 'bad %s'", token);
+    assert_null(strstr(err.message, token));
+    char *live = fs_redact_live("hint with Zq81opaqueTOKENvalue inside");
+    assert_string_equal(live, "hint with *** inside");
+    fs_free(live);
+    /* two holders, two registrations: the first release keeps it masked */
+    assert_true(fs_secret_register(token));
+    assert_int_equal(fs_secret_count(), before + 1);
+    fs_secret_free(held);
+    assert_redacted("still Zq81opaqueTOKENvalue", token, "still");
+    fs_secret_unregister(token);
+    assert_int_equal(fs_secret_count(), before);
+    char *out = fs_redact("now Zq81opaqueTOKENvalue");
+    assert_string_equal(out, "now Zq81opaqueTOKENvalue");
+    fs_free(out);
+    /* too short to mask by value: registering is accepted but changes nothing */
+    assert_true(fs_secret_register("abc"));
+    assert_int_equal(fs_secret_count(), before);
+    fs_secret_unregister("abc");
+}
+
+/* The registry is bounded: registering more than FS_SECRET_MAX values drops the oldest. */
+static void test_live_secret_registry_bounded(void **state)
+{
+    (void)state;
+    char value[32];
+    for (int i = 0; i < FS_SECRET_MAX + 5; i++) {
+        snprintf(value, sizeof value, "bounded-secret-%04d", i);
+        assert_true(fs_secret_register(value));
+    }
+    assert_int_equal(fs_secret_count(), FS_SECRET_MAX);
+    assert_redacted("newest bounded-secret-0068", "bounded-secret-0068", "newest");
+    char *out = fs_redact("oldest bounded-secret-0000");
+    assert_non_null(strstr(out, "bounded-secret-0000"));
+    fs_free(out);
+    fs_secret_clear_all();
+    assert_int_equal(fs_secret_count(), 0);
+}
+
+/* fhirsync's own hints are prose: a sensitive name followed by "name: word" is not a value. */
+static void test_redact_leaves_prose_alone(void **state)
+{
+    (void)state;
+    const char *hint = "- the server cannot verify your assertion: register the JWKS of this key";
+    char *out = fs_redact(hint);
+    assert_string_equal(out, hint);
+    fs_free(out);
+    out = fs_redact_live(hint);
+    assert_string_equal(out, hint);
+    fs_free(out);
+    /* still masked: header lines, secret-looking values, '=' and quoted JSON */
+    assert_redacted("Authorization: token", "token", "Authorization:");
+    assert_redacted("client_secret: s3cr3t-Value", "s3cr3t-Value", "client_secret");
+    assert_redacted("assertion: eyJhbGciOiJSUzM4NCJ9x.eyJpc3MiOiJ4In0", "eyJpc3MiOiJ4In0", NULL);
+    assert_redacted("password=plainword", "plainword", NULL);
+    assert_redacted("{\"client_secret\": \"plainword\"}", "plainword", NULL);
+    assert_redacted("client_secret:plainword", "plainword", NULL);
+}
+
 int main(void)
 {
     fhirsync_global_init();
@@ -228,6 +301,9 @@ int main(void)
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_buf_and_urlencode),
         cmocka_unit_test(test_error_messages_are_one_redacted_line),
+        cmocka_unit_test(test_live_secrets_masked_by_value),
+        cmocka_unit_test(test_live_secret_registry_bounded),
+        cmocka_unit_test(test_redact_leaves_prose_alone),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();

@@ -20,7 +20,7 @@ static entry *entries;
 
 void fs_cached_token_clear(fs_cached_token *tok)
 {
-    fs_free_secret(tok->access_token);
+    fs_secret_free(tok->access_token); /* each copy holds its own registration */
     fs_free(tok->token_type);
     fs_free(tok->scope);
     memset(tok, 0, sizeof *tok);
@@ -29,7 +29,7 @@ void fs_cached_token_clear(fs_cached_token *tok)
 static bool copy_token(fs_cached_token *dst, const fs_cached_token *src)
 {
     memset(dst, 0, sizeof *dst);
-    dst->access_token = fs_strdup(src->access_token);
+    dst->access_token = fs_secret_strdup(src->access_token);
     dst->token_type = fs_strdup(src->token_type);
     dst->scope = fs_strdup(src->scope);
     dst->obtained_at = src->obtained_at;

@@ -9,7 +9,10 @@
 
 #include "auth/auth_internal.h"
 #include "config/config_internal.h"
+#include "fhirsync/bulk.h"
+#include "fhirsync/client.h"
 #include "fhirsync/doctor.h"
+#include "fhir/fhir_internal.h"
 #include "jose/jose.h"
 
 typedef struct doctor {
@@ -38,7 +41,23 @@ static void report(doctor *d, const char *step, fhirsync_check_status status, co
                    const char *hint)
 {
     char *rd = fs_redact(detail ? detail : "");
-    char *rh = hint ? fs_redact(hint) : NULL;
+    /* hints are fhirsync's own words: only live secrets are masked in them, never patterns */
+    char *rh = hint ? fs_redact_live(hint) : NULL;
+    fhirsync_check check = {step, status, rd ? rd : "(out of memory)", rh};
+    if (d->cb)
+        d->cb(&check, d->userdata);
+    fs_free(rd);
+    fs_free(rh);
+}
+
+/* A step whose detail is fhirsync's own decoding of values that are not secrets (the client_id,
+ * the assertion's claims): only live secrets are masked, never patterns, so a client_id shaped
+ * like a JWT (some servers issue those) is shown as it is. */
+static void report_plain(doctor *d, const char *step, fhirsync_check_status status,
+                         const char *detail, const char *hint)
+{
+    char *rd = fs_redact_live(detail ? detail : "");
+    char *rh = hint ? fs_redact_live(hint) : NULL;
     fhirsync_check check = {step, status, rd ? rd : "(out of memory)", rh};
     if (d->cb)
         d->cb(&check, d->userdata);
@@ -439,7 +458,7 @@ static void show_assertion(doctor *d, fhirsync_auth *auth, const char *token_url
     fs_jws jws = {0};
     if (fs_jws_decode(jwt, strlen(jwt) + 1, &jws, &e) != FHIRSYNC_OK) {
         fail(d, "assertion", FHIRSYNC_E_INTERNAL, e.message, NULL);
-        fs_free_secret(jwt);
+        fs_secret_free(jwt);
         return;
     }
     int64_t exp = 0, iat = 0;
@@ -447,23 +466,28 @@ static void show_assertion(doctor *d, fhirsync_auth *auth, const char *token_url
     fs_json_int(jws.claims, "iat", &iat);
     const char *jti = fs_json_str(jws.claims, "jti");
     const char *client_id = fhirsync_endpoint_get(d->ep, "client_id");
-    char detail[1200];
+    char exp_text[32];
+    fs_format_instant(exp, exp_text, sizeof exp_text);
+    /* the claims are not secrets (only the signed whole is, and it is never shown): this example
+     * assertion is not the one the token request sends, which gets its own jti */
+    char detail[1600];
     snprintf(detail, sizeof detail,
              "header: alg %s, kid %s, typ %s%s%s\n"
-             "iss: %s\nsub: %s\naud: %s\nexp: iat + %lld s\njti: %zu random characters",
+             "iss: %s\nsub: %s\naud: %s\nexp: %lld (%s, iat + %lld s)\njti: %s",
              fs_json_str(jws.header, "alg"), fs_json_str(jws.header, "kid"),
              fs_json_str(jws.header, "typ"), fs_json_str(jws.header, "jku") ? ", jku " : "",
              fs_json_str(jws.header, "jku") ? fs_json_str(jws.header, "jku") : "",
              fs_json_str(jws.claims, "iss"), fs_json_str(jws.claims, "sub"),
-             fs_json_str(jws.claims, "aud"), (long long)(exp - iat), jti ? strlen(jti) : 0);
+             fs_json_str(jws.claims, "aud"), (long long)exp, exp_text, (long long)(exp - iat),
+             jti ? jti : "(none)");
     bool ok = fs_streq(fs_json_str(jws.claims, "iss"), client_id) &&
               fs_streq(fs_json_str(jws.claims, "sub"), client_id) &&
               fs_streq(fs_json_str(jws.claims, "aud"), token_url) && exp - iat <= 300;
-    report(d, "assertion", ok ? FHIRSYNC_CHECK_INFO : FHIRSYNC_CHECK_WARN, detail,
-           "- aud is the token endpoint URL exactly (not the FHIR base); iss and sub are the "
-           "client_id; a new jti and exp for every request");
+    report_plain(d, "assertion", ok ? FHIRSYNC_CHECK_INFO : FHIRSYNC_CHECK_WARN, detail,
+                 "- aud is the token endpoint URL exactly (not the FHIR base); iss and sub are the "
+                 "client_id; a new jti and exp for every request");
     fs_jws_clear(&jws);
-    fs_free_secret(jwt);
+    fs_secret_free(jwt);
 }
 
 static void causes_for(doctor *d, const char *oauth_error, fs_buf *hint)
@@ -510,6 +534,39 @@ static void causes_for(doctor *d, const char *oauth_error, fs_buf *hint)
                                 "exactly\n");
 }
 
+/* Whether a refused token request says the server has no key with the assertion's kid (wording
+ * differs by server: "no key in the JWKS matches kid X", "Unable to find key with kid", "unknown
+ * kid", "kid not found"). */
+static bool kid_unknown(const char *body)
+{
+    json_t *doc = body ? fs_json_parse(body, strlen(body), true, "error body", NULL) : NULL;
+    const char *desc = doc ? fs_json_str(doc, "error_description") : NULL;
+    const char *text = desc ? desc : body;
+    bool found = text && strcasestr(text, "kid") &&
+                 (strcasestr(text, "no key") || strcasestr(text, "not found") ||
+                  strcasestr(text, "unknown") || strcasestr(text, "match") ||
+                  strcasestr(text, "find") || strcasestr(text, "no such"));
+    json_decref(doc);
+    return found;
+}
+
+static void kid_hint(doctor *d, fhirsync_auth *auth, fs_buf *hint)
+{
+    fhirsync_alg alg;
+    const fhirsync_key *key = fs_auth_key(auth, &alg);
+    const char *kid = fhirsync_endpoint_get(d->ep, "kid");
+    const char *key_file = fhirsync_endpoint_get(d->ep, "key_file");
+    fs_buf_printf(
+        hint,
+        "- the server has no key with kid %s for this client: the key in %s (%s, kid "
+        "%s%s) is not in the JWKS the server holds. Register its JWKS ('fhirsync jwks "
+        "--key %s'), or point key_file (and kid) at the key you registered; a server "
+        "may cache an old JWKS for a while after a change\n",
+        kid ? kid : (key ? fhirsync_key_kid(key) : "?"), key_file ? key_file : "?",
+        key ? fhirsync_alg_name(alg) : "?", kid ? kid : (key ? fhirsync_key_kid(key) : "?"),
+        kid ? ", set by kid" : ", its RFC 7638 thumbprint", key_file ? key_file : "KEYFILE");
+}
+
 static fhirsync_code token_and_request(doctor *d, fhirsync_auth *auth)
 {
     fhirsync_token tok;
@@ -521,7 +578,9 @@ static fhirsync_code token_and_request(doctor *d, fhirsync_auth *auth)
         char code[64] = "";
         fs_buf hint;
         fs_buf_init(&hint);
-        if (body && fs_oauth_error_code(body, strlen(body), code, sizeof code))
+        if (body && kid_unknown(body))
+            kid_hint(d, auth, &hint); /* the cause is known: no list of other guesses */
+        else if (body && fs_oauth_error_code(body, strlen(body), code, sizeof code))
             causes_for(d, code, &hint);
         else if (rc == FHIRSYNC_E_AUTH)
             causes_for(d, "", &hint);
@@ -602,8 +661,124 @@ static fhirsync_code token_and_request(doctor *d, fhirsync_auth *auth)
     return rc;
 }
 
+/* ---- export permission probe -------------------------------------------------------------- */
+
+/* Kick off a small export (_type=Patient at the level sync would use first) and cancel it at
+ * once (DELETE on its status URL): a server that lets the client read but not start an export
+ * (403 at kick-off: some store the job as the caller and want a write scope) is found here, not at
+ * the first sync. Uses the REST client, not the bulk client: nothing is polled or downloaded. */
+static void probe_export(doctor *d)
+{
+    fhirsync_export_level chain[3];
+    fhirsync_export_level_chain(d->ep, chain);
+    const char *group = fhirsync_endpoint_get(d->ep, "group_id");
+    fs_buf path, detail;
+    fs_buf_init(&path);
+    fs_buf_init(&detail);
+    const char *level = chain[0] == FHIRSYNC_EXPORT_GROUP     ? "Group"
+                        : chain[0] == FHIRSYNC_EXPORT_PATIENT ? "Patient"
+                                                              : "system";
+    if (chain[0] == FHIRSYNC_EXPORT_GROUP) {
+        fs_buf_append_str(&path, "Group/");
+        fs_buf_append_urlencoded(&path, group);
+        fs_buf_append_str(&path, "/$export?_type=Patient");
+    } else if (chain[0] == FHIRSYNC_EXPORT_PATIENT) {
+        fs_buf_append_str(&path, "Patient/$export?_type=Patient");
+    } else {
+        fs_buf_append_str(&path, "$export?_type=Patient");
+    }
+    fhirsync_client *client = NULL;
+    fhirsync_response *resp = NULL, *del = NULL;
+    fhirsync_error e = {0};
+    const char *headers[] = {"Accept: application/fhir+json", "Prefer: respond-async", NULL};
+    fhirsync_code rc = path.data ? fhirsync_client_new(d->ep, &client, &e) : FHIRSYNC_E_NOMEM;
+    if (rc == FHIRSYNC_OK) {
+        rc = fhirsync_client_request(client, "GET", path.data, headers, NULL, 0, true, &resp);
+        if (rc != FHIRSYNC_OK)
+            fs_err(&e, rc, "%s", fhirsync_client_errmsg(client));
+    }
+    if (rc != FHIRSYNC_OK) {
+        fail(d, "export permission", rc, e.message, NULL);
+        goto out;
+    }
+    long status = fhirsync_response_status(resp);
+    size_t body_len = 0;
+    const char *body = fhirsync_response_body(resp, &body_len);
+    char said[400];
+    fs_fhir_describe_body(body, body_len, fhirsync_response_header(resp, "Content-Type"), said,
+                          sizeof said);
+    fs_buf_printf(&detail, "GET %s (%s level, the level sync uses first): HTTP %ld", path.data,
+                  level, status);
+    if (status == 202) {
+        const char *status_url = fhirsync_response_header(resp, "Content-Location");
+        if (!status_url) {
+            fs_buf_append_str(&detail, " without a Content-Location (status URL)");
+            fail(d, "export permission", FHIRSYNC_E_PROTOCOL, detail.data,
+                 "- the server accepted the kick-off but gave no status URL: exports cannot be "
+                 "followed (Bulk Data requires Content-Location on 202)");
+            goto out;
+        }
+        rc = fhirsync_client_request(client, "DELETE", status_url, NULL, NULL, 0, true, &del);
+        long dstatus = rc == FHIRSYNC_OK ? fhirsync_response_status(del) : 0;
+        if (rc == FHIRSYNC_OK && dstatus >= 200 && dstatus < 300) {
+            fs_buf_printf(&detail, "\njob cancelled: DELETE %s: HTTP %ld", status_url, dstatus);
+            report(d, "export permission", FHIRSYNC_CHECK_OK, detail.data, NULL);
+        } else {
+            if (rc == FHIRSYNC_OK)
+                fs_buf_printf(&detail, "\nDELETE %s: HTTP %ld", status_url, dstatus);
+            else
+                fs_buf_printf(&detail, "\nDELETE %s: %s", status_url,
+                              fhirsync_client_errmsg(client));
+            report(d, "export permission", FHIRSYNC_CHECK_WARN, detail.data,
+                   "- the export may be started, but this small probe job could not be "
+                   "cancelled: the server will finish it and expire it on its own");
+        }
+    } else if (status == 401 || status == 403) {
+        fs_buf_printf(&detail, ": %s", said);
+        fs_buf hint;
+        fs_buf_init(&hint);
+        fs_buf_append_str(&hint,
+                          "- the token can read but not start an export: the first sync would "
+                          "fail with exit 5. Some servers store the export job as the caller "
+                          "and need a wildcard or write scope for the kick-off (system/*.* or "
+                          "system/*.write; SMART v2 system/*.cruds): ask for it in the "
+                          "registration and set scope\n"
+                          "- or the client is not allowed bulk export at this level: try "
+                          "--level system or another group_id\n");
+        if (strcmp(d->vendor, "epic") == 0)
+            fs_buf_append_str(&hint, "- Epic: bulk export needs the Bulk Data APIs enabled for "
+                                     "the client and a Group (registry) id\n");
+        else if (strcmp(d->vendor, "cerner") == 0)
+            fs_buf_append_str(&hint, "- Oracle Health: bulk export is Group level only, with "
+                                     "the system/*.read scopes of the exported types\n");
+        fail(d, "export permission", FHIRSYNC_E_FORBIDDEN, detail.data, hint.data);
+        fs_buf_free(&hint);
+    } else {
+        fs_buf_printf(&detail, ": %s", said);
+        report(d, "export permission", FHIRSYNC_CHECK_WARN, detail.data,
+               status == 400 || status == 404 || status == 405 || status == 422 || status == 501
+                   ? "- the server refused an export at this level: sync falls back to the "
+                     "next level (Patient, then system); set group_id or check the server's "
+                     "Bulk Data support"
+                   : "- the server could not take the probe now (busy or failing): run the "
+                     "probe again later");
+    }
+out:
+    fhirsync_response_free(del);
+    fhirsync_response_free(resp);
+    fhirsync_client_free(client);
+    fs_buf_free(&path);
+    fs_buf_free(&detail);
+}
+
 fhirsync_code fhirsync_doctor(const fhirsync_endpoint *ep, fhirsync_doctor_cb cb, void *userdata,
                               fhirsync_error *err)
+{
+    return fhirsync_doctor_run(ep, 0, cb, userdata, err);
+}
+
+fhirsync_code fhirsync_doctor_run(const fhirsync_endpoint *ep, unsigned flags,
+                                  fhirsync_doctor_cb cb, void *userdata, fhirsync_error *err)
 {
     doctor d = {.cb = cb, .userdata = userdata, .err = err, .ep = ep};
     d.vendor = fs_endpoint_vendor(ep);
@@ -646,7 +821,13 @@ fhirsync_code fhirsync_doctor(const fhirsync_endpoint *ep, fhirsync_doctor_cb cb
         token_url = smart->token_endpoint;
     if (asymmetric && token_url)
         show_assertion(&d, auth, token_url);
-    token_and_request(&d, auth);
+    rc = token_and_request(&d, auth);
+    if (flags & FHIRSYNC_DOCTOR_PROBE_EXPORT) {
+        if (rc == FHIRSYNC_OK)
+            probe_export(&d);
+        else
+            report(&d, "export permission", FHIRSYNC_CHECK_SKIP, "no working token", NULL);
+    }
 out:
     fhirsync_auth_free(auth);
     fhirsync_key_free(key);

@@ -52,7 +52,7 @@ void fhirsync_auth_free(fhirsync_auth *auth)
         return;
     fhirsync_endpoint_free(auth->ep);
     fhirsync_key_free(auth->key);
-    fs_free_secret(auth->client_secret);
+    fs_secret_free(auth->client_secret);
     fhirsync_smart_config_free(auth->smart);
     fs_free(auth->token_url);
     fs_free(auth->scope);
@@ -262,7 +262,7 @@ fhirsync_code fhirsync_auth_assertion(fhirsync_auth *auth, const char *token_url
 
 void fs_token_response_clear(fs_token_response *tr)
 {
-    fs_free_secret(tr->access_token);
+    fs_secret_free(tr->access_token);
     fs_free(tr->token_type);
     fs_free(tr->scope);
     memset(tr, 0, sizeof *tr);
@@ -313,16 +313,38 @@ fhirsync_code fs_token_response_parse(const char *body, size_t len, fs_token_res
                     "token_type '%s' is not supported (only bearer tokens)", type);
         goto out;
     }
+    /* expires_in: absent means "not said" (a short assumed life, with a warning); present, it
+     * must be a positive number of seconds (some servers send it as a string). 0 or negative
+     * would be a token that is expired when issued: a protocol error naming the value, rather
+     * than a guess that ends in 401s */
     json_t *ei = json_object_get(doc, "expires_in");
-    int64_t seconds;
-    if (fs_json_int(doc, "expires_in", &seconds) && seconds > 0)
-        out->expires_in = seconds > 86400 * 365 ? 86400 * 365 : (long)seconds;
-    else if (json_is_string(ei) && fs_parse_long(json_string_value(ei), &out->expires_in) &&
-             out->expires_in > 0)
-        ; /* some servers send it as a string */
-    else
+    int64_t seconds = 0;
+    long parsed = 0;
+    bool number = fs_json_int(doc, "expires_in", &seconds);
+    if (!number && json_is_string(ei) && fs_parse_long(json_string_value(ei), &parsed)) {
+        number = true;
+        seconds = parsed;
+    }
+    if (!ei || json_is_null(ei)) {
         out->expires_in = -1;
-    out->access_token = fs_strdup(json_string_value(at));
+    } else if (!number) {
+        char *shown = json_dumps(ei, JSON_ENCODE_ANY | JSON_COMPACT);
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "the token response's expires_in %s is not a number of seconds",
+                    shown ? shown : "(unprintable)");
+        fs_free(shown);
+        goto out;
+    } else if (seconds <= 0) {
+        rc = fs_err(err, FHIRSYNC_E_TOKEN_RESPONSE,
+                    "the token response's expires_in %lld is not a usable lifetime (the token "
+                    "would be expired when issued)",
+                    (long long)seconds);
+        goto out;
+    } else {
+        out->expires_in = seconds > 86400 * 365 ? 86400 * 365 : (long)seconds;
+    }
+    /* registered the moment it exists: masked by value wherever it would appear */
+    out->access_token = fs_secret_strdup(json_string_value(at));
     out->token_type = fs_strdup(type);
     const char *scope = fs_json_str(doc, "scope");
     out->scope = scope ? fs_strdup(scope) : NULL;
@@ -363,7 +385,7 @@ static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
         ok = fs_buf_append_str(form, "&client_assertion_type=") &&
              fs_buf_append_urlencoded(form, ASSERTION_TYPE) &&
              fs_buf_append_str(form, "&client_assertion=") && fs_buf_append_str(form, jwt);
-        fs_free_secret(jwt);
+        fs_secret_free(jwt);
     } else if (strcmp(auth->method, "client_secret_post") == 0) {
         ok = fs_buf_append_str(form, "&client_id=") &&
              fs_buf_append_urlencoded(form, auth->client_id) &&

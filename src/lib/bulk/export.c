@@ -78,7 +78,10 @@ void fs_bulk_log_record(fhirsync_export *ex, json_t *record)
     if (ex->run_start_ms)
         json_object_set_new(record, "elapsed_ms",
                             json_integer(fs_monotonic_ms() - ex->run_start_ms));
-    char *line = ex->log_fd >= 0 ? fs_json_dump(record) : NULL;
+    char *raw = ex->log_fd >= 0 ? fs_json_dump(record) : NULL;
+    /* a live token or assertion never reaches the file, whatever text carries it */
+    char *line = raw ? fs_redact_live(raw) : NULL;
+    fs_free(raw);
     if (line) {
         size_t len = strlen(line);
         line[len] = '\n'; /* replaces the NUL: written with its length */

@@ -1190,8 +1190,7 @@ out:
     return rc;
 }
 
-fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep, char **out,
-                                              fhirsync_error *err)
+static fhirsync_code client_secret(const fhirsync_endpoint *ep, char **out, fhirsync_error *err)
 {
     if (out)
         *out = NULL;
@@ -1224,6 +1223,20 @@ fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep, char 
                       env, MAX_SECRET);
     *out = fs_strdup(secret);
     return *out ? FHIRSYNC_OK : no_memory(err);
+}
+
+fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep, char **out,
+                                              fhirsync_error *err)
+{
+    /* a live secret from the moment it exists: masked by value wherever it would appear, until
+     * fhirsync_free_secret() releases it */
+    fhirsync_code rc = client_secret(ep, out, err);
+    if (rc == FHIRSYNC_OK && !fs_secret_register(*out)) {
+        fs_free_secret(*out);
+        *out = NULL;
+        rc = no_memory(err);
+    }
+    return rc;
 }
 
 /* ---- configurations ------------------------------------------------------------------------- */

@@ -101,5 +101,7 @@ void fhirsync_free(void *ptr)
 
 void fhirsync_free_secret(char *secret)
 {
-    fs_free_secret(secret);
+    /* the secrets the API hands out (assertions, JWS, client secrets) are registered with the
+     * redaction path; releasing one ends its registration */
+    fs_secret_free(secret);
 }

@@ -48,8 +48,34 @@ void fs_err_prefix(fhirsync_error *err, const char *fmt, ...) __attribute__((for
 /* ---- logging --------------------------------------------------------------------------------- */
 void fs_log(fhirsync_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool fs_log_enabled(fhirsync_log_level level);
-/* Redact in place into a new string (caller frees with fs_free); NULL on out of memory. */
+/* The one redaction path: a redacted copy of `text` (caller frees with fs_free), NULL on out of
+ * memory. Masks every registered live secret by value, then the sensitive patterns (log.c). For
+ * text that comes from outside: server bodies, headers, URLs, anything formatted with them. */
 char *fs_redact(const char *text);
+/* Masks only the registered live secrets, never patterns: for fhirsync's own wording (hints),
+ * which must not be mangled by a pattern ("assertion: register ..."). */
+char *fs_redact_live(const char *text);
+
+/* ---- the registry of live secrets (secrets.c) ------------------------------------------------
+ * Thread-safe. A value is copied (secure heap when available) and reference-counted: each
+ * fs_secret_register() pairs with one fs_secret_unregister() of the same value. Values shorter
+ * than FS_SECRET_MIN_LEN or longer than FS_SECRET_MAX_LEN are accepted but not masked by value
+ * (patterns still apply). At most FS_SECRET_MAX distinct values: the oldest is dropped when full.
+ * Register returns false only on out of memory (nothing registered). */
+#define FS_SECRET_MIN_LEN 8
+#define FS_SECRET_MAX_LEN 16384
+#define FS_SECRET_MAX 64
+bool fs_secret_register(const char *value);
+void fs_secret_unregister(const char *value);
+/* fs_strdup + register (NULL on out of memory, nothing registered); fs_secret_free unregisters,
+ * wipes and frees (NULL is a no-op). */
+char *fs_secret_strdup(const char *s);
+void fs_secret_free(char *s);
+/* How many values are registered (tests); drop them all (fhirsync_global_cleanup). */
+size_t fs_secret_count(void);
+void fs_secret_clear_all(void);
+/* Set up OpenSSL's secure heap when nobody did (fhirsync_global_init); silent fallback. */
+void fs_secure_heap_init(void);
 
 /* ---- growable buffer ------------------------------------------------------------------------- */
 typedef struct fs_buf {

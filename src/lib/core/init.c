@@ -1,4 +1,5 @@
-/* core/init.c: library set-up: libcurl's global state and the allocators. */
+/* core/init.c: library set-up: libcurl's global state, the allocators and OpenSSL's secure heap
+ * (where private key numbers and the live-secret registry's copies live when it is available). */
 #include <curl/curl.h>
 #include <stdatomic.h>
 
@@ -12,6 +13,7 @@ fhirsync_code fhirsync_global_init(void)
 {
     if (atomic_fetch_add(&init_count, 1) > 0)
         return FHIRSYNC_OK;
+    fs_secure_heap_init();
     fs_json_init();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         atomic_fetch_sub(&init_count, 1);
@@ -24,6 +26,7 @@ void fhirsync_global_cleanup(void)
 {
     if (atomic_fetch_sub(&init_count, 1) == 1) {
         fs_token_cache_clear();
+        fs_secret_clear_all();
         curl_global_cleanup();
     }
 }

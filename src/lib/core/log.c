@@ -7,7 +7,15 @@
  *   - anything shaped like a JWS/JWT (base64url "eyJ..." with dots);
  *   - PEM blocks;
  *   - the password in URL userinfo (postgresql://user:secret@host).
- * Masking errs on the side of hiding: an unterminated value is masked to the end of the text. */
+ * Masking errs on the side of hiding: an unterminated value is masked to the end of the text.
+ *
+ * Before the patterns, every live secret registered in secrets.c is masked by value, whatever
+ * surrounds it (a server echoing the token in free text). A pattern must not eat prose: after an
+ * unquoted name and "name: " (colon and space, as in a sentence), the value is masked only for
+ * header names (Authorization, X-Api-Key) or when it is not a plain lowercase word, so
+ * "your assertion: register the JWKS" stays readable while "client_secret: s3cr3t" and
+ * "Authorization: Bearer x" are masked. Hints that fhirsync writes itself go through
+ * fs_redact_live() only (live secrets, no patterns). */
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,6 +78,18 @@ char *fhirsync_redact(const char *text)
 
 /* ---- redaction ------------------------------------------------------------------------------ */
 
+/* Header names: "Name: value" is a header line, never prose. */
+static const char *const header_names[] = {"proxy-authorization", "authorization", "x-api-key"};
+
+/* A plain lowercase word (letters only, then the end of the value): prose, not a secret. */
+static bool plain_word(const char *p)
+{
+    size_t n = 0;
+    while (p[n] >= 'a' && p[n] <= 'z')
+        n++;
+    return n > 0 && (p[n] == '\0' || strchr("&,;\"'}) \t\r\n.", p[n]));
+}
+
 static const char *const sensitive_names[] = {
     "proxy-authorization", "authorization", "access_token", "refresh_token", "id_token",
     "client_assertion", "assertion", "client_secret", "password", "passwd", "secret",
@@ -98,17 +118,22 @@ static size_t match_name(const char *p, const char *name)
 
 /* After a sensitive name at p+name_len: optional closing quote, spaces, ':' or '=', spaces,
  * optional opening quote. Returns the offset of the value's first character (0: no value). */
-static size_t value_start(const char *p, size_t i, char *quote)
+static size_t value_start(const char *p, size_t i, char *quote, bool *prose)
 {
-    if (p[i] == '"' || p[i] == '\'')
+    bool name_quoted = p[i] == '"' || p[i] == '\'';
+    if (name_quoted)
         i++;
     while (p[i] == ' ' || p[i] == '\t')
         i++;
     if (p[i] != ':' && p[i] != '=')
         return 0;
+    bool colon = p[i] == ':';
     i++;
+    size_t spaces = i;
     while (p[i] == ' ' || p[i] == '\t')
         i++;
+    /* "name: value" with an unquoted name reads like a sentence unless it is a header */
+    *prose = colon && !name_quoted && i > spaces;
     *quote = 0;
     if (p[i] == '"' || p[i] == '\'') {
         *quote = p[i];
@@ -146,10 +171,20 @@ static size_t jwt_len(const char *p)
     return (dots >= 1 && i >= 20) ? i : 0;
 }
 
+static char *redact_patterns(const char *text);
+
 char *fs_redact(const char *text)
 {
-    if (!text)
-        return fs_strdup("");
+    char *live = fs_redact_live(text);
+    if (!live)
+        return NULL;
+    char *red = redact_patterns(live);
+    fs_free_secret(live);
+    return red;
+}
+
+static char *redact_patterns(const char *text)
+{
     fs_buf out;
     fs_buf_init(&out);
     size_t i = 0;
@@ -213,7 +248,13 @@ char *fs_redact(const char *text)
                 nl = 4;
             if (nl) {
                 char quote = 0;
-                size_t vs = value_start(p, nl, &quote);
+                bool prose = false;
+                size_t vs = value_start(p, nl, &quote, &prose);
+                bool header = false;
+                for (size_t h = 0; h < sizeof header_names / sizeof *header_names; h++)
+                    header = header || match_name(p, header_names[h]) == nl;
+                if (vs && prose && !header && !quote && plain_word(p + vs))
+                    vs = 0; /* "your assertion: register ...": our own words, or a sentence */
                 if (vs) {
                     size_t keep = vs;
                     /* keep the auth scheme word: "Authorization: Bearer ***" */

@@ -398,10 +398,31 @@ out:
 
 /* ---- public reads ---------------------------------------------------------------------------- */
 
-fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *method,
-                                      const char *path_or_url, const char *const *headers,
-                                      const char *body, size_t body_len, bool accept_any_status,
-                                      fhirsync_response **out)
+/* A 2xx answer that is an HTML page where FHIR JSON was asked for: a login or "session expired"
+ * page served with 200 by a gateway, a proxy's page, or a base URL that points at a web app.
+ * Told by the Content-Type or by the body's first byte ('<'), either being enough. */
+static fhirsync_code check_json_answer(const fs_http_response *resp, const char *url,
+                                       fhirsync_error *e)
+{
+    const char *ctype = fs_http_header_get(resp, "Content-Type");
+    const char *body = resp->body.data ? resp->body.data : "";
+    size_t i = 0, len = resp->body.data ? resp->body.len : 0;
+    while (i < len && strchr(" \t\r\n", body[i]))
+        i++;
+    bool html_type = ctype && (strcasestr(ctype, "text/html") || strcasestr(ctype, "xhtml"));
+    bool html_body = i < len && body[i] == '<';
+    if (!html_type && !html_body)
+        return FHIRSYNC_OK;
+    return fs_err_http(e, FHIRSYNC_E_PROTOCOL, resp->status,
+                       "%s answered HTTP %ld with an HTML page (Content-Type %s) where FHIR JSON "
+                       "was expected: a login or session-expired page, a proxy, or a base URL "
+                       "that is not the FHIR endpoint",
+                       url, resp->status, ctype ? ctype : "not given");
+}
+
+static fhirsync_code request(fhirsync_client *client, const char *method, const char *path_or_url,
+                             const char *const *headers, const char *body, size_t body_len,
+                             bool accept_any_status, bool expect_json, fhirsync_response **out)
 {
     if (out)
         *out = NULL;
@@ -433,6 +454,8 @@ fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *metho
             fs_err_prefix(&e, "unauthorized even with a new token");
         else if (resp->http.status == 403)
             fs_err_prefix(&e, "forbidden (the token's scopes do not cover this request)");
+        if (rc == FHIRSYNC_OK && expect_json)
+            rc = check_json_answer(&resp->http, url, &e);
     }
     if (rc != FHIRSYNC_OK) {
         fhirsync_response_free(resp);
@@ -442,10 +465,19 @@ fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *metho
     return fs_fhir_set_error(client, NULL);
 }
 
+fhirsync_code fhirsync_client_request(fhirsync_client *client, const char *method,
+                                      const char *path_or_url, const char *const *headers,
+                                      const char *body, size_t body_len, bool accept_any_status,
+                                      fhirsync_response **out)
+{
+    return request(client, method, path_or_url, headers, body, body_len, accept_any_status, false,
+                   out);
+}
+
 fhirsync_code fhirsync_client_get(fhirsync_client *client, const char *path_or_url,
                                   fhirsync_response **out)
 {
-    return fhirsync_client_request(client, "GET", path_or_url, NULL, NULL, 0, false, out);
+    return request(client, "GET", path_or_url, NULL, NULL, 0, false, true, out);
 }
 
 void fhirsync_response_free(fhirsync_response *resp)

@@ -204,6 +204,11 @@ fhirsync_code fhirsync_jws_sign(const fhirsync_key *key, fhirsync_alg alg, const
         goto out;
     }
     *out_jws = fs_buf_steal(&jws);
+    if (!fs_secret_register(*out_jws)) {
+        fs_free_secret(*out_jws);
+        *out_jws = NULL;
+        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
 out:
     fs_free(header);
     fs_free_wipe(sig, sig_len);

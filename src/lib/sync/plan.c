@@ -213,6 +213,12 @@ size_t fs_sync_level_chain(bool has_group, fhirsync_export_level out[3])
     return n;
 }
 
+size_t fhirsync_export_level_chain(const fhirsync_endpoint *ep, fhirsync_export_level out[3])
+{
+    const char *group = ep ? fhirsync_endpoint_get(ep, "group_id") : NULL;
+    return fs_sync_level_chain(group && *group, out);
+}
+
 bool fs_sync_level_refused(fhirsync_code code, long http_status, const char *message,
                            bool kicked_off)
 {
