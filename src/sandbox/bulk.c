@@ -81,7 +81,7 @@ typedef struct bulk_job {
     char error[256];
     bulk_file *files;
     size_t nfiles;
-    uint64_t polls; /* status polls answered (retry-after-zero) */
+    uint64_t stalled; /* status polls answered with Retry-After: 0 (retry-after-zero) */
     int refs;       /* the jobs list holds one; handlers one each while they work */
 } bulk_job;
 
@@ -1119,9 +1119,11 @@ void sb_bulk_handle_status(sb_server *sb, sb_request *req, sb_reply *reply)
     bool bare = sb_quirk_on(sb->quirks, SB_QUIRK_NO_PROGRESS_HEADERS, job->client_id, NULL, NULL);
     pthread_mutex_lock(&job->lock);
     job_state state = job->state;
-    uint64_t poll = ++job->polls;
-    /* retry-after-zero: answer "running, come back at once" (for ever, or the first N polls) */
-    bool stall = zero && state != JOB_FAILED && (zero_polls == 0 || poll <= (uint64_t)zero_polls);
+    /* retry-after-zero: answer "running, come back at once" (for ever, or N polls) */
+    bool stall =
+        zero && state != JOB_FAILED && (zero_polls == 0 || job->stalled < (uint64_t)zero_polls);
+    if (stall)
+        job->stalled++;
     if (state == JOB_RUNNING || stall) {
         uint64_t done = atomic_load(&job->done_units), total = atomic_load(&job->total_units);
         unsigned pct = total ? (unsigned)(done * 100 / total) : 0;
