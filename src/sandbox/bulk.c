@@ -68,8 +68,8 @@ typedef struct bulk_job {
     bool restricted;
     json_t *warnings; /* texts of OperationOutcomes for the error file */
     unsigned quirks;  /* bit (1 << sb_quirk_kind) of the kick-off-time quirks that are on */
-    int64_t count_extra;      /* count-mismatch */
-    int64_t finished_time;    /* when the files were complete (late-transaction-time) */
+    int64_t count_extra;   /* count-mismatch */
+    int64_t finished_time; /* when the files were complete (late-transaction-time) */
 
     pthread_t thread;
     bool thread_started;
@@ -82,7 +82,7 @@ typedef struct bulk_job {
     bulk_file *files;
     size_t nfiles;
     uint64_t stalled; /* status polls answered with Retry-After: 0 (retry-after-zero) */
-    int refs;       /* the jobs list holds one; handlers one each while they work */
+    int refs;         /* the jobs list holds one; handlers one each while they work */
 } bulk_job;
 
 typedef struct armed_mutation {
@@ -461,8 +461,8 @@ json_t *sb_bulk_mutations(sb_bulk *b)
     pthread_mutex_lock(&b->lock);
     for (size_t i = 0; armed && i < b->narmed; i++) {
         const armed_mutation *m = &b->armed[i];
-        json_t *item = json_pack("{s:i, s:f, s:f}", "id", (int)m->id, "update", m->update,
-                                 "delete", m->del);
+        json_t *item =
+            json_pack("{s:i, s:f, s:f}", "id", (int)m->id, "update", m->update, "delete", m->del);
         if (item && m->client_id[0])
             json_object_set_new(item, "client_id", json_string(m->client_id));
         json_array_append_new(armed, item);
@@ -1000,8 +1000,9 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
     job->sb = sb;
     job->refs = 1;
     static const sb_quirk_kind shaping[] = {
-        SB_QUIRK_LATE_TRANSACTION_TIME, SB_QUIRK_NO_DELETED,     SB_QUIRK_EXTRA_TYPES,
-        SB_QUIRK_COUNT_MISMATCH,        SB_QUIRK_REQUEST_WITHOUT_QUERY,
+        SB_QUIRK_LATE_TRANSACTION_TIME, SB_QUIRK_NO_DELETED,
+        SB_QUIRK_EXTRA_TYPES,           SB_QUIRK_COUNT_MISMATCH,
+        SB_QUIRK_REQUEST_WITHOUT_QUERY,
     };
     for (size_t i = 0; i < sizeof shaping / sizeof shaping[0]; i++) {
         int64_t param = 0;
@@ -1114,8 +1115,8 @@ void sb_bulk_handle_status(sb_server *sb, sb_request *req, sb_reply *reply)
     if (!job)
         return;
     int64_t zero_polls = 0;
-    bool zero = sb_quirk_on(sb->quirks, SB_QUIRK_RETRY_AFTER_ZERO, job->client_id, &zero_polls,
-                            NULL);
+    bool zero =
+        sb_quirk_on(sb->quirks, SB_QUIRK_RETRY_AFTER_ZERO, job->client_id, &zero_polls, NULL);
     bool bare = sb_quirk_on(sb->quirks, SB_QUIRK_NO_PROGRESS_HEADERS, job->client_id, NULL, NULL);
     pthread_mutex_lock(&job->lock);
     job_state state = job->state;
@@ -1146,11 +1147,11 @@ void sb_bulk_handle_status(sb_server *sb, sb_request *req, sb_reply *reply)
         char *request = fs_strdup(job->request_url);
         if (request && job_quirk(job, SB_QUIRK_REQUEST_WITHOUT_QUERY))
             request[strcspn(request, "?")] = '\0';
-        json_t *manifest = json_pack(
-            "{s:s, s:s, s:b, s:o*, s:o*, s:o*}", "transactionTime", when, "request",
-            request ? request : job->request_url,
-            "requiresAccessToken", 1, "output", file_list(sb, job, FILE_OUTPUT),
-            "deleted", file_list(sb, job, FILE_DELETED), "error", file_list(sb, job, FILE_ERROR));
+        json_t *manifest =
+            json_pack("{s:s, s:s, s:b, s:o*, s:o*, s:o*}", "transactionTime", when, "request",
+                      request ? request : job->request_url, "requiresAccessToken", 1, "output",
+                      file_list(sb, job, FILE_OUTPUT), "deleted", file_list(sb, job, FILE_DELETED),
+                      "error", file_list(sb, job, FILE_ERROR));
         if (manifest)
             sb_reply_json(reply, 200, SB_JSON, manifest);
         else
@@ -1273,9 +1274,9 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
     }
     uint64_t offset = 0, length = size;
     bool ignore_range = sb_quirk_on(sb->quirks, SB_QUIRK_IGNORE_RANGE, owner, NULL, NULL);
-    sb_range_result range = ignore_range ? SB_RANGE_NONE
-                                         : sb_range_parse(sb_req_header(req, "Range"), size,
-                                                          &offset, &length);
+    sb_range_result range =
+        ignore_range ? SB_RANGE_NONE
+                     : sb_range_parse(sb_req_header(req, "Range"), size, &offset, &length);
     if (range == SB_RANGE_UNSATISFIABLE) {
         close(fd);
         sb_reply_outcome(reply, 416, "invalid", "the range is outside the %llu-byte file",

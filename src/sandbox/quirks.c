@@ -107,8 +107,7 @@ unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bo
     if (k == NKINDS) {
         char known[512];
         sb_quirk_names(known, sizeof known);
-        fs_err(err, FHIRSYNC_E_ARG, "unknown quirk \"%.40s\" (known: %s)", name ? name : "",
-               known);
+        fs_err(err, FHIRSYNC_E_ARG, "unknown quirk \"%.40s\" (known: %s)", name ? name : "", known);
         return 0;
     }
     if (has_param && !kinds[k].takes_param) {
@@ -234,9 +233,9 @@ json_t *sb_quirks_list(sb_quirks *q)
     pthread_mutex_lock(&q->lock);
     for (size_t i = 0; list && i < q->count; i++) {
         const quirk_entry *e = &q->entries[i];
-        json_t *item = json_pack("{s:i, s:s, s:I, s:I}", "id", (int)e->id, "quirk",
-                                 sb_quirk_name(e->kind), "param", (json_int_t)e->param, "hits",
-                                 (json_int_t)e->hits);
+        json_t *item =
+            json_pack("{s:i, s:s, s:I, s:I}", "id", (int)e->id, "quirk", sb_quirk_name(e->kind),
+                      "param", (json_int_t)e->param, "hits", (json_int_t)e->hits);
         if (item && e->client_id[0])
             json_object_set_new(item, "client_id", json_string(e->client_id));
         json_array_append_new(list, item);

@@ -403,7 +403,7 @@ typedef struct sb_server {
     sb_faults *faults;
     sb_quirks *quirks;
     sb_reqlog *log;
-    atomic_bool stopping; /* set before the listeners stop: paced bodies give up */
+    atomic_bool stopping;       /* set before the listeners stop: paced bodies give up */
     pthread_mutex_t clock_lock; /* orders transaction times against mutations */
     int64_t last_transaction_time;
     int64_t last_mutation_time;
@@ -537,9 +537,9 @@ typedef struct sb_reply {
     fs_buf body;
     int fd; /* >= 0: the body is fd's [offset, offset + length) */
     uint64_t offset, length;
-    bool cut;            /* the connection is dropped after cut_after bytes of the body */
-    uint64_t cut_after;  /* (truncate-same-place) */
-    uint64_t rate;       /* > 0: the body is sent at this many bytes per second (trickle) */
+    bool cut;           /* the connection is dropped after cut_after bytes of the body */
+    uint64_t cut_after; /* (truncate-same-place) */
+    uint64_t rate;      /* > 0: the body is sent at this many bytes per second (trickle) */
     size_t nheaders;
     char *header_names[SB_MAX_REPLY_HEADERS];
     char *header_values[SB_MAX_REPLY_HEADERS];

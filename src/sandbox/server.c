@@ -405,8 +405,8 @@ static const char html_429[] =
  * access token, as servers that print "token X was rejected" do. */
 static void echo_token(sb_reply *reply, const char *token)
 {
-    json_t *outcome = json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0,
-                                 NULL);
+    json_t *outcome =
+        json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
     if (!fs_streq(fs_json_str(outcome, "resourceType"), "OperationOutcome")) {
         json_decref(outcome);
         return;

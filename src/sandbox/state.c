@@ -87,8 +87,8 @@ static bool collect(const sb_data *d, size_t type, state_row **rows, size_t *cou
         snprintf(row->id, sizeof row->id, "%s", meta.id);
         row->version = meta.version;
         row->last_updated = meta.last_updated;
-        ok = EVP_Digest(json.data ? json.data : "", json.len, row->sha, NULL, EVP_sha256(),
-                        NULL) == 1;
+        ok = EVP_Digest(json.data ? json.data : "", json.len, row->sha, NULL, EVP_sha256(), NULL) ==
+             1;
     }
     fs_buf_free(&json);
     if (!ok) {
@@ -137,8 +137,7 @@ static bool combined_hash(const state_row *rows, size_t n, char out[65])
         char sha[65];
         hex(rows[i].sha, 32, sha);
         int len = snprintf(line, sizeof line, "%s %u %s\n", rows[i].id, rows[i].version, sha);
-        ok = len > 0 && (size_t)len < sizeof line &&
-             EVP_DigestUpdate(ctx, line, (size_t)len) == 1;
+        ok = len > 0 && (size_t)len < sizeof line && EVP_DigestUpdate(ctx, line, (size_t)len) == 1;
     }
     unsigned char digest[32];
     unsigned int dlen = 0;
@@ -175,9 +174,9 @@ static bool dump(sb_data *d, const size_t *types, size_t ntypes, bool summary, f
         if (ok && summary) {
             char hash[65];
             ok = combined_hash(rows, n, hash) &&
-                 json_object_set_new(summary_types, name,
-                                     json_pack("{s:I, s:s}", "count", (json_int_t)n, "hash",
-                                               hash)) == 0;
+                 json_object_set_new(
+                     summary_types, name,
+                     json_pack("{s:I, s:s}", "count", (json_int_t)n, "hash", hash)) == 0;
         } else if (ok) {
             ok = emit_rows(out, name, rows, n);
         }
