@@ -1,7 +1,9 @@
 /* sandbox/admin.c: the admin API that tests drive the sandbox with (loopback peers only, no
- * token, not written to the request log): POST /admin/mutate starts a new generator epoch,
- * GET/DELETE /admin/requests read and clear the request log, POST/GET/DELETE /admin/faults add,
- * list and clear fault rules. docs/sandbox.md documents these shapes; keep them stable. */
+ * token, not written to the request log): POST /admin/mutate starts a new generator epoch now or
+ * arms one for the next export (GET lists the armed and fired ones), GET/DELETE /admin/requests
+ * read and clear the request log, POST/GET/DELETE /admin/faults add, list and clear fault rules,
+ * POST/GET/DELETE /admin/quirks the quirk modes (GET /admin/state is in state.c).
+ * docs/sandbox.md documents these shapes; keep them stable. */
 #include <string.h>
 
 #include "sandbox.h"
@@ -37,7 +39,30 @@ void sb_admin_handle_mutate(sb_server *sb, sb_request *req, sb_reply *reply)
     if (!doc)
         return;
     double update = 0.1, del = 0.02;
-    if (fraction(doc, "update", &update, reply) && fraction(doc, "delete", &del, reply)) {
+    const char *when_text = fs_json_str(doc, "when");
+    const char *client_id = fs_json_str(doc, "client_id");
+    if ((json_object_get(doc, "when") &&
+         !(fs_streq(when_text, "now") || fs_streq(when_text, "export-running"))) ||
+        (json_object_get(doc, "client_id") && !client_id)) {
+        sb_reply_outcome(reply, 400, "invalid",
+                         "when must be \"now\" or \"export-running\", client_id a string");
+    } else if (!fraction(doc, "update", &update, reply) || !fraction(doc, "delete", &del, reply)) {
+        /* the reply is set */
+    } else if (fs_streq(when_text, "export-running")) {
+        unsigned id = sb_data_is_generated(sb->data)
+                          ? sb_bulk_arm_mutation(sb->bulk, update, del, client_id)
+                          : 0;
+        if (!id) {
+            sb_reply_outcome(reply, 409, "not-supported",
+                             "cannot arm a mutation (--data, or too many armed)");
+        } else {
+            json_t *out = json_pack("{s:i, s:s}", "armed", (int)id, "when", "export-running");
+            sb_reply_json(reply, 202, SB_JSON, out);
+            json_decref(out);
+        }
+    } else if (client_id) {
+        sb_reply_outcome(reply, 400, "invalid", "client_id goes with when: export-running");
+    } else {
         fhirsync_error err;
         fs_err_clear(&err);
         int64_t when = sb_mutation_time(sb);
@@ -53,6 +78,19 @@ void sb_admin_handle_mutate(sb_server *sb, sb_request *req, sb_reply *reply)
         }
     }
     json_decref(doc);
+}
+
+void sb_admin_handle_mutate_get(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *out = sb_bulk_mutations(sb->bulk);
+    if (out)
+        json_object_set_new(out, "epoch", json_integer(sb_data_epoch(sb->data)));
+    if (!out) {
+        sb_reply_outcome(reply, 500, "exception", "out of memory");
+        return;
+    }
+    sb_reply_json(reply, 200, SB_JSON, out);
+    json_decref(out);
 }
 
 void sb_admin_handle_requests_get(sb_server *sb, sb_request *req, sb_reply *reply)
@@ -115,6 +153,45 @@ void sb_admin_handle_faults_delete(sb_server *sb, sb_request *req, sb_reply *rep
 {
     sb_faults_clear(sb->faults);
     json_t *out = json_pack("{s:b}", "cleared", 1);
+    sb_reply_json(reply, 200, SB_JSON, out);
+    json_decref(out);
+}
+
+void sb_admin_handle_quirks_add(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *doc = json_body(req, reply, false);
+    if (!doc)
+        return;
+    fhirsync_error err;
+    fs_err_clear(&err);
+    unsigned id = sb_quirks_add_json(sb->quirks, doc, &err);
+    if (!id) {
+        sb_reply_outcome(reply, 400, "invalid", "%s", err.message);
+    } else {
+        json_t *out = json_deep_copy(doc);
+        json_object_set_new(out, "id", json_integer(id));
+        sb_reply_json(reply, 201, SB_JSON, out);
+        json_decref(out);
+    }
+    json_decref(doc);
+}
+
+void sb_admin_handle_quirks_get(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *list = sb_quirks_list(sb->quirks);
+    if (!list) {
+        sb_reply_outcome(reply, 500, "exception", "out of memory");
+        return;
+    }
+    sb_reply_json(reply, 200, SB_JSON, list);
+    json_decref(list);
+}
+
+void sb_admin_handle_quirks_delete(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    size_t n = sb_quirks_remove(sb->quirks, sb_params_get(&req->query, "quirk"),
+                                sb_params_get(&req->query, "client_id"));
+    json_t *out = json_pack("{s:I}", "removed", (json_int_t)n);
     sb_reply_json(reply, 200, SB_JSON, out);
     json_decref(out);
 }

@@ -11,7 +11,13 @@
  * listed in "deleted" files as transaction Bundles of DELETE entries.
  *
  * File names are never joined from the request: a download names a job and a file, and both
- * must be found in the job's own list. Jobs belong to the client whose token started them. */
+ * must be found in the job's own list. Jobs belong to the client whose token started them.
+ *
+ * Quirk modes (quirks.c) that shape an export's content are taken for the job's client at
+ * kick-off; those of status polls and downloads are looked up at each request. An armed mutation
+ * (POST /admin/mutate with "when": "export-running") is applied by the next job's thread right
+ * after its snapshot time is taken and before it writes anything, so a test can make changes
+ * land during an export deterministically. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +33,8 @@
 
 #define MAX_JOBS_KEPT 1024
 #define DELETED_PER_BUNDLE 100
+#define MAX_ARMED 64
+#define MAX_FIRED 64
 
 typedef enum file_kind { FILE_OUTPUT = 0, FILE_DELETED = 1, FILE_ERROR = 2 } file_kind;
 
@@ -59,6 +67,9 @@ typedef struct bulk_job {
     size_t nbuckets;
     bool restricted;
     json_t *warnings; /* texts of OperationOutcomes for the error file */
+    unsigned quirks;  /* bit (1 << sb_quirk_kind) of the kick-off-time quirks that are on */
+    int64_t count_extra;   /* count-mismatch */
+    int64_t finished_time; /* when the files were complete (late-transaction-time) */
 
     pthread_t thread;
     bool thread_started;
@@ -70,17 +81,41 @@ typedef struct bulk_job {
     char error[256];
     bulk_file *files;
     size_t nfiles;
-    int refs; /* the jobs list holds one; handlers one each while they work */
+    uint64_t stalled; /* status polls answered with Retry-After: 0 (retry-after-zero) */
+    int refs;         /* the jobs list holds one; handlers one each while they work */
 } bulk_job;
+
+typedef struct armed_mutation {
+    unsigned id;
+    double update, del;
+    char client_id[128]; /* "" = any client */
+} armed_mutation;
+
+typedef struct fired_mutation {
+    unsigned id;
+    char job[40];
+    unsigned epoch;
+    int64_t time;
+} fired_mutation;
 
 struct sb_bulk {
     sb_server *sb;
     char work_dir[2048];
     bool temporary; /* we made the work dir: remove it at exit */
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* guards the jobs and the armed and fired mutations */
     bulk_job *jobs[MAX_JOBS_KEPT];
     size_t njobs;
+    armed_mutation armed[MAX_ARMED];
+    size_t narmed;
+    unsigned next_armed_id;
+    fired_mutation fired[MAX_FIRED];
+    size_t nfired; /* total ever fired; the last MAX_FIRED are kept (a ring) */
 };
+
+static bool job_quirk(const bulk_job *job, sb_quirk_kind kind)
+{
+    return (job->quirks >> kind) & 1u;
+}
 
 /* ---- jobs ----------------------------------------------------------------------------------- */
 
@@ -315,8 +350,11 @@ static bool export_type(bulk_job *job, size_t type, writer *deleted, deleted_bat
     writer_init(&out, job, FILE_OUTPUT, name, name);
     fs_buf json;
     fs_buf_init(&json);
+    /* a patient restriction applies to compartment types; others (extra-types) are whole */
+    bool restricted = job->restricted && sb_data_type_in_compartment(sb->data, type);
+    bool list_deleted = job->has_since && !job_quirk(job, SB_QUIRK_NO_DELETED);
     sb_walk walk;
-    sb_walk_init(&walk, sb->data, type, job->restricted ? job->buckets : NULL, job->nbuckets, 0, 0);
+    sb_walk_init(&walk, sb->data, type, restricted ? job->buckets : NULL, job->nbuckets, 0, 0);
     bool ok = true;
     uint32_t bucket, slot, last_bucket = UINT32_MAX;
     uint64_t n = 0;
@@ -344,7 +382,7 @@ static bool export_type(bulk_job *job, size_t type, writer *deleted, deleted_bat
             break;
         }
         if (meta.deleted) {
-            if (job->has_since && meta.deleted_at > job->since &&
+            if (list_deleted && meta.deleted_at > job->since &&
                 meta.deleted_at <= job->transaction_time)
                 ok = add_deleted(deleted, batch, name, meta.id);
             continue;
@@ -365,9 +403,80 @@ static bool export_type(bulk_job *job, size_t type, writer *deleted, deleted_bat
 
 static uint64_t units_of(bulk_job *job, size_t type)
 {
-    if (job->restricted)
+    if (job->restricted && sb_data_type_in_compartment(job->sb->data, type))
         return job->nbuckets;
     return sb_data_buckets(job->sb->data, type);
+}
+
+/* Apply the first armed mutation that fits the job's client (after the job's snapshot time:
+ * sb_mutation_time() orders it after every transaction time handed out). */
+static void fire_armed(bulk_job *job)
+{
+    sb_bulk *b = job->sb->bulk;
+    armed_mutation m;
+    bool found = false;
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->narmed && !found; i++) {
+        if (b->armed[i].client_id[0] && strcmp(b->armed[i].client_id, job->client_id) != 0)
+            continue;
+        m = b->armed[i];
+        memmove(&b->armed[i], &b->armed[i + 1], (b->narmed - i - 1) * sizeof b->armed[0]);
+        b->narmed--;
+        found = true;
+    }
+    pthread_mutex_unlock(&b->lock);
+    if (!found)
+        return;
+    fhirsync_error err;
+    fs_err_clear(&err);
+    int64_t when = sb_mutation_time(job->sb);
+    unsigned epoch = sb_data_mutate(job->sb->data, m.update, m.del, when, &err);
+    pthread_mutex_lock(&b->lock);
+    fired_mutation *f = &b->fired[b->nfired++ % MAX_FIRED];
+    f->id = m.id;
+    snprintf(f->job, sizeof f->job, "%s", job->id);
+    f->epoch = epoch; /* 0: refused (--data, or too many epochs) */
+    f->time = when;
+    pthread_mutex_unlock(&b->lock);
+}
+
+unsigned sb_bulk_arm_mutation(sb_bulk *b, double update, double del, const char *client_id)
+{
+    unsigned id = 0;
+    pthread_mutex_lock(&b->lock);
+    if (b->narmed < MAX_ARMED) {
+        armed_mutation *m = &b->armed[b->narmed++];
+        id = m->id = ++b->next_armed_id;
+        m->update = update;
+        m->del = del;
+        snprintf(m->client_id, sizeof m->client_id, "%s", client_id ? client_id : "");
+    }
+    pthread_mutex_unlock(&b->lock);
+    return id;
+}
+
+json_t *sb_bulk_mutations(sb_bulk *b)
+{
+    json_t *armed = json_array(), *fired = json_array();
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; armed && i < b->narmed; i++) {
+        const armed_mutation *m = &b->armed[i];
+        json_t *item =
+            json_pack("{s:i, s:f, s:f}", "id", (int)m->id, "update", m->update, "delete", m->del);
+        if (item && m->client_id[0])
+            json_object_set_new(item, "client_id", json_string(m->client_id));
+        json_array_append_new(armed, item);
+    }
+    size_t first = b->nfired > MAX_FIRED ? b->nfired - MAX_FIRED : 0;
+    for (size_t i = first; fired && i < b->nfired; i++) {
+        const fired_mutation *f = &b->fired[i % MAX_FIRED];
+        char when[32];
+        fs_format_instant(f->time, when, sizeof when);
+        json_array_append_new(fired, json_pack("{s:i, s:s, s:i, s:s}", "id", (int)f->id, "job",
+                                               f->job, "epoch", (int)f->epoch, "time", when));
+    }
+    pthread_mutex_unlock(&b->lock);
+    return json_pack("{s:o*, s:o*}", "armed", armed, "fired", fired);
 }
 
 static void *job_main(void *arg)
@@ -375,6 +484,7 @@ static void *job_main(void *arg)
     bulk_job *job = arg;
     sb_server *sb = job->sb;
     size_t ntypes = sb_data_type_count(sb->data);
+    fire_armed(job);
     uint64_t total = 0;
     for (size_t t = 0; t < ntypes; t++)
         if (job->types[t])
@@ -421,7 +531,11 @@ static void *job_main(void *arg)
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
+    /* the time the files were complete: after every mutation so far, like a server that takes
+     * its transactionTime at the end (late-transaction-time) */
+    int64_t finished = job_quirk(job, SB_QUIRK_LATE_TRANSACTION_TIME) ? sb_transaction_time(sb) : 0;
     pthread_mutex_lock(&job->lock);
+    job->finished_time = finished;
     if (ok) {
         job->state = JOB_DONE;
     } else {
@@ -785,6 +899,35 @@ out:
     return ok;
 }
 
+/* extra-types: what some servers do with _type at Group level: Practitioner and Organization
+ * come back too. Added whenever _type was given, and at Patient and Group level always (where
+ * they are outside the compartment); with no such types in the data, the first type not asked
+ * for. */
+static void add_extra_types(sb_server *sb, bulk_job *job, export_level level)
+{
+    size_t ntypes = sb_data_type_count(sb->data);
+    size_t asked = 0;
+    for (size_t t = 0; t < ntypes; t++)
+        asked += job->types[t];
+    if (level == LEVEL_SYSTEM && asked == ntypes)
+        return;
+    bool added = false;
+    static const char *const extra[] = {"Practitioner", "Organization"};
+    for (size_t i = 0; i < 2; i++) {
+        int t = sb_data_type_index(sb->data, extra[i]);
+        if (t >= 0 && !job->types[t]) {
+            job->types[t] = true;
+            added = true;
+        }
+    }
+    for (size_t t = 0; !added && t < ntypes; t++) {
+        if (!job->types[t]) {
+            job->types[t] = true;
+            added = true;
+        }
+    }
+}
+
 void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
 {
     sb_bulk *b = sb->bulk;
@@ -814,8 +957,18 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
     sb_grant grant;
     if (!sb_auth_require(sb, req, reply, NULL, 0, &grant))
         goto out;
+    if (sb_quirk_on(sb->quirks, SB_QUIRK_EXPORT_NEEDS_WRITE_SCOPE, grant.client_id, NULL, NULL) &&
+        !sb_scopes_grant(grant.scope, "*", SB_PERM_C | SB_PERM_U | SB_PERM_D)) {
+        sb_reply_outcome(reply, 403, "forbidden",
+                         "the export runs as the caller and needs a write scope on every type "
+                         "(system/*.write or system/*.*); the token's scopes are %s",
+                         grant.scope);
+        goto out;
+    }
     const sb_params *params = &req->query;
-    if (!strcmp(req->method, "POST")) {
+    bool ignore_body =
+        sb_quirk_on(sb->quirks, SB_QUIRK_IGNORE_POST_BODY, grant.client_id, NULL, NULL);
+    if (!strcmp(req->method, "POST") && !ignore_body) {
         const char *type = sb_req_header(req, "Content-Type");
         if (!sb_media_type_is(type, "application/fhir+json") &&
             !sb_media_type_is(type, "application/json")) {
@@ -846,8 +999,23 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
     pthread_mutex_init(&job->lock, NULL);
     job->sb = sb;
     job->refs = 1;
+    static const sb_quirk_kind shaping[] = {
+        SB_QUIRK_LATE_TRANSACTION_TIME, SB_QUIRK_NO_DELETED,
+        SB_QUIRK_EXTRA_TYPES,           SB_QUIRK_COUNT_MISMATCH,
+        SB_QUIRK_REQUEST_WITHOUT_QUERY,
+    };
+    for (size_t i = 0; i < sizeof shaping / sizeof shaping[0]; i++) {
+        int64_t param = 0;
+        if (sb_quirk_on(sb->quirks, shaping[i], grant.client_id, &param, NULL)) {
+            job->quirks |= 1u << shaping[i];
+            if (shaping[i] == SB_QUIRK_COUNT_MISMATCH)
+                job->count_extra = param;
+        }
+    }
     if (!parse_kickoff(sb, req, job, level, group_id, params, &grant, reply))
         goto out;
+    if (job_quirk(job, SB_QUIRK_EXTRA_TYPES))
+        add_extra_types(sb, job, level);
     char *id = fs_random_id(18);
     if (!id || !(job->request_url = sb_req_url(sb, req))) {
         fs_free(id);
@@ -885,7 +1053,7 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
                          "%zu exports are running or kept; wait, or "
                          "DELETE finished ones",
                          running);
-        sb_reply_header(reply, "Retry-After", "5");
+        sb_reply_retry_after(sb, reply, grant.client_id, 5, false);
         goto out;
     }
     if (!started) {
@@ -927,6 +1095,7 @@ static bulk_job *owned_job(sb_server *sb, sb_request *req, sb_reply *reply)
 
 static json_t *file_list(sb_server *sb, bulk_job *job, file_kind kind)
 {
+    int64_t extra = kind == FILE_OUTPUT ? job->count_extra : 0;
     json_t *list = json_array();
     for (size_t i = 0; list && i < job->nfiles; i++) {
         const bulk_file *f = &job->files[i];
@@ -935,7 +1104,7 @@ static json_t *file_list(sb_server *sb, bulk_job *job, file_kind kind)
         char url[512];
         snprintf(url, sizeof url, "%s/bulkfiles/%s/%s", sb->base_url, job->id, f->name);
         json_array_append_new(list, json_pack("{s:s, s:s, s:I}", "type", f->type, "url", url,
-                                              "count", (json_int_t)f->count));
+                                              "count", (json_int_t)f->count + extra));
     }
     return list;
 }
@@ -945,30 +1114,50 @@ void sb_bulk_handle_status(sb_server *sb, sb_request *req, sb_reply *reply)
     bulk_job *job = owned_job(sb, req, reply);
     if (!job)
         return;
+    int64_t zero_polls = 0;
+    bool zero =
+        sb_quirk_on(sb->quirks, SB_QUIRK_RETRY_AFTER_ZERO, job->client_id, &zero_polls, NULL);
+    bool bare = sb_quirk_on(sb->quirks, SB_QUIRK_NO_PROGRESS_HEADERS, job->client_id, NULL, NULL);
     pthread_mutex_lock(&job->lock);
     job_state state = job->state;
-    if (state == JOB_RUNNING) {
+    /* retry-after-zero: answer "running, come back at once" (for ever, or N polls) */
+    bool stall =
+        zero && state != JOB_FAILED && (zero_polls == 0 || job->stalled < (uint64_t)zero_polls);
+    if (stall)
+        job->stalled++;
+    if (state == JOB_RUNNING || stall) {
         uint64_t done = atomic_load(&job->done_units), total = atomic_load(&job->total_units);
         unsigned pct = total ? (unsigned)(done * 100 / total) : 0;
         if (pct > 99)
             pct = 99;
         sb_reply_text(reply, 202, NULL, "");
-        sb_reply_header(reply, "X-Progress", "%u%% complete", pct);
-        sb_reply_header(reply, "Retry-After", "%u", sb->cfg.retry_after);
+        if (!bare) {
+            sb_reply_header(reply, "X-Progress", "%u%% complete", pct);
+            if (stall)
+                sb_reply_header(reply, "Retry-After", "0");
+            else
+                sb_reply_retry_after(sb, reply, job->client_id, sb->cfg.retry_after, false);
+        }
     } else if (state == JOB_FAILED) {
         sb_reply_outcome(reply, 500, "exception", "%s", job->error);
     } else {
         char when[32];
-        fs_format_instant(job->transaction_time, when, sizeof when);
-        json_t *manifest = json_pack(
-            "{s:s, s:s, s:b, s:o*, s:o*, s:o*}", "transactionTime", when, "request",
-            job->request_url, "requiresAccessToken", 1, "output", file_list(sb, job, FILE_OUTPUT),
-            "deleted", file_list(sb, job, FILE_DELETED), "error", file_list(sb, job, FILE_ERROR));
+        bool late = job_quirk(job, SB_QUIRK_LATE_TRANSACTION_TIME);
+        fs_format_instant(late ? job->finished_time : job->transaction_time, when, sizeof when);
+        char *request = fs_strdup(job->request_url);
+        if (request && job_quirk(job, SB_QUIRK_REQUEST_WITHOUT_QUERY))
+            request[strcspn(request, "?")] = '\0';
+        json_t *manifest =
+            json_pack("{s:s, s:s, s:b, s:o*, s:o*, s:o*}", "transactionTime", when, "request",
+                      request ? request : job->request_url, "requiresAccessToken", 1, "output",
+                      file_list(sb, job, FILE_OUTPUT), "deleted", file_list(sb, job, FILE_DELETED),
+                      "error", file_list(sb, job, FILE_ERROR));
         if (manifest)
             sb_reply_json(reply, 200, SB_JSON, manifest);
         else
             sb_reply_outcome(reply, 500, "exception", "out of memory");
         json_decref(manifest);
+        fs_free(request);
     }
     pthread_mutex_unlock(&job->lock);
     job_release(job);
@@ -1066,6 +1255,8 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
     }
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", job->dir, name);
+    char owner[128];
+    snprintf(owner, sizeof owner, "%s", job->client_id);
     job_release(job);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -1082,7 +1273,10 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
             size = start + len / 2;
     }
     uint64_t offset = 0, length = size;
-    sb_range_result range = sb_range_parse(sb_req_header(req, "Range"), size, &offset, &length);
+    bool ignore_range = sb_quirk_on(sb->quirks, SB_QUIRK_IGNORE_RANGE, owner, NULL, NULL);
+    sb_range_result range =
+        ignore_range ? SB_RANGE_NONE
+                     : sb_range_parse(sb_req_header(req, "Range"), size, &offset, &length);
     if (range == SB_RANGE_UNSATISFIABLE) {
         close(fd);
         sb_reply_outcome(reply, 416, "invalid", "the range is outside the %llu-byte file",
@@ -1099,7 +1293,21 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
     reply->fd = fd;
     reply->offset = offset;
     reply->length = length;
-    sb_reply_header(reply, "Accept-Ranges", "bytes");
+    int64_t param = 0;
+    if (sb_quirk_on(sb->quirks, SB_QUIRK_TRUNCATE_SAME_PLACE, owner, &param, NULL) && size > 0) {
+        /* the same absolute byte of the file every time, whatever the range asked */
+        uint64_t at = param >= 0 ? (uint64_t)param : size / 2;
+        if (at >= size)
+            at = size - 1;
+        if (at < offset + length) {
+            reply->cut = true;
+            reply->cut_after = at > offset ? at - offset : 0;
+        }
+    }
+    if (sb_quirk_on(sb->quirks, SB_QUIRK_TRICKLE, owner, &param, NULL))
+        reply->rate = (uint64_t)param;
+    if (!ignore_range)
+        sb_reply_header(reply, "Accept-Ranges", "bytes");
     if (range == SB_RANGE_OK)
         sb_reply_header(reply, "Content-Range", "bytes %llu-%llu/%llu", (unsigned long long)offset,
                         (unsigned long long)(offset + length - 1), (unsigned long long)size);

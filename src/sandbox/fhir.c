@@ -68,8 +68,14 @@ void sb_fhir_handle_metadata(sb_server *sb, sb_request *req, sb_reply *reply)
     fs_format_instant(fs_now(), now, sizeof now);
     json_t *resources = json_array();
     size_t ntypes = sb_data_type_count(sb->data);
+    /* capability-fewer-types: some servers list fewer types than their export returns */
+    char client[128];
+    sb_auth_peek_client(sb, req, client, sizeof client);
+    bool fewer = sb_quirk_on(sb->quirks, SB_QUIRK_CAPABILITY_FEWER_TYPES, client, NULL, NULL);
     for (size_t t = 0; resources && t < ntypes; t++) {
         const char *name = sb_data_type_name(sb->data, t);
+        if (fewer && (!strcmp(name, "Immunization") || !strcmp(name, "Practitioner")))
+            continue;
         json_t *params = json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "_id", "type", "token",
                                    "name", "_lastUpdated", "type", "date");
         if (sb_data_type_in_compartment(sb->data, t) && strcmp(name, "Patient") != 0)

@@ -126,3 +126,23 @@ void sb_reply_oauth_error(sb_reply *r, unsigned status, const char *error, const
     json_decref(body);
     fs_buf_free(&text);
 }
+
+void sb_reply_retry_after(sb_server *sb, sb_reply *r, const char *client_id, int64_t seconds,
+                          bool http_date)
+{
+    uint64_t uses = 0;
+    if (sb_quirk_on(sb->quirks, SB_QUIRK_RETRY_AFTER_EPOCH, client_id, NULL, &uses)) {
+        /* seen in the wild: milliseconds on the first answer, seconds after */
+        int64_t at = fs_now() + seconds;
+        if (uses == 0)
+            sb_reply_header(r, "Retry-After", "%lld", (long long)at * 1000);
+        else
+            sb_reply_header(r, "Retry-After", "%lld", (long long)at);
+    } else if (http_date) {
+        char date[40];
+        fs_format_http_date(fs_now() + seconds, date, sizeof date);
+        sb_reply_header(r, "Retry-After", "%s", date);
+    } else {
+        sb_reply_header(r, "Retry-After", "%lld", (long long)seconds);
+    }
+}

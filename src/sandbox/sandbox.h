@@ -14,8 +14,10 @@
  *   ndjson.c     the NDJSON folder index (line offsets) behind --data
  *   fhir.c       REST read/search, CapabilityStatement, smart-configuration
  *   bulk.c       $export jobs, status, manifests, file downloads
- *   faults.c     fault-injection rules
- *   admin.c      the admin API (mutate, request log, faults)
+ *   faults.c     fault-injection rules (single requests)
+ *   quirks.c     quirk modes (lasting deviations from the specifications, as real EHRs show)
+ *   admin.c      the admin API (mutate, request log, faults, quirks)
+ *   state.c      the state dump (GET /admin/state): every live resource with a hash of its JSON
  *   reqlog.c     the request log (memory and --request-log file)
  *
  * Nothing here includes microhttpd.h: only server.c talks to libmicrohttpd, so the parsers and
@@ -381,6 +383,7 @@ typedef struct sb_config {
 typedef struct sb_auth sb_auth;
 typedef struct sb_bulk sb_bulk;
 typedef struct sb_faults sb_faults;
+typedef struct sb_quirks sb_quirks;
 typedef struct sb_reqlog sb_reqlog;
 
 typedef struct sb_server {
@@ -398,7 +401,9 @@ typedef struct sb_server {
     sb_auth *auth;
     sb_bulk *bulk;
     sb_faults *faults;
+    sb_quirks *quirks;
     sb_reqlog *log;
+    atomic_bool stopping;       /* set before the listeners stop: paced bodies give up */
     pthread_mutex_t clock_lock; /* orders transaction times against mutations */
     int64_t last_transaction_time;
     int64_t last_mutation_time;
@@ -450,6 +455,52 @@ void sb_faults_clear(sb_faults *f);
  * and consume one of its count; fills *out and returns true when one fired. */
 bool sb_faults_match(sb_faults *f, sb_on on, const char *client_id, int64_t now, sb_fault *out);
 
+/* ---- quirk modes (quirks.c) ------------------------------------------------------------------ */
+typedef enum sb_quirk_kind {
+    SB_QUIRK_LATE_TRANSACTION_TIME = 0,
+    SB_QUIRK_NO_DELETED,
+    SB_QUIRK_EXTRA_TYPES,
+    SB_QUIRK_IGNORE_POST_BODY,
+    SB_QUIRK_IGNORE_RANGE,
+    SB_QUIRK_TRUNCATE_SAME_PLACE, /* param: the byte offset (-1: half the file) */
+    SB_QUIRK_TRICKLE,             /* param: bytes per second */
+    SB_QUIRK_RETRY_AFTER_ZERO,    /* param: polls answered so (0: for ever) */
+    SB_QUIRK_RETRY_AFTER_EPOCH,
+    SB_QUIRK_EXPORT_NEEDS_WRITE_SCOPE,
+    SB_QUIRK_ECHO_TOKEN_IN_ERRORS,
+    SB_QUIRK_COUNT_MISMATCH, /* param: added to each output count */
+    SB_QUIRK_CAPABILITY_FEWER_TYPES,
+    SB_QUIRK_HTML_429,
+    SB_QUIRK_NO_PROGRESS_HEADERS,
+    SB_QUIRK_REQUEST_WITHOUT_QUERY
+} sb_quirk_kind;
+
+const char *sb_quirk_name(sb_quirk_kind kind);
+/* The known quirk names, comma-separated, into buf (for messages and --help). */
+void sb_quirk_names(char *buf, size_t size);
+
+sb_quirks *sb_quirks_new(void);
+void sb_quirks_free(sb_quirks *q);
+/* Turn a quirk on for `client_id` (NULL: every client), with its parameter when has_param.
+ * Returns the entry id (> 0), or 0 with err filled (unknown name: the message lists the known
+ * ones; a parameter out of range or given to a quirk without one). Thread-safe. */
+unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bool has_param,
+                       int64_t param, fhirsync_error *err);
+/* "NAME" or "NAME=N" (the --quirk option), for every client. */
+unsigned sb_quirks_add_text(sb_quirks *q, const char *text, fhirsync_error *err);
+/* {"quirk": "NAME" or "NAME=N", "client_id": optional, "param": optional integer}. */
+unsigned sb_quirks_add_json(sb_quirks *q, const json_t *spec, fhirsync_error *err);
+/* Remove the entries of quirk `name` (NULL: any) and client `client_id` (NULL: any; "" the
+ * entries for every client); the number removed. */
+size_t sb_quirks_remove(sb_quirks *q, const char *name, const char *client_id);
+/* {"quirks":[{"id","quirk","param","hits","client_id"?}], "known":[names]}. New reference. */
+json_t *sb_quirks_list(sb_quirks *q);
+/* Whether quirk `kind` is on for `client_id` (an entry for that client first, then one for
+ * every client). When on: *param (if not NULL) gets the parameter, *uses (if not NULL) how many
+ * times the entry was asked before, and the entry's hits grow. */
+bool sb_quirk_on(sb_quirks *q, sb_quirk_kind kind, const char *client_id, int64_t *param,
+                 uint64_t *uses);
+
 /* ---- requests and replies (server.c, reply.c) ----------------------------------------------- */
 typedef struct sb_request sb_request;
 
@@ -486,6 +537,9 @@ typedef struct sb_reply {
     fs_buf body;
     int fd; /* >= 0: the body is fd's [offset, offset + length) */
     uint64_t offset, length;
+    bool cut;           /* the connection is dropped after cut_after bytes of the body */
+    uint64_t cut_after; /* (truncate-same-place) */
+    uint64_t rate;      /* > 0: the body is sent at this many bytes per second (trickle) */
     size_t nheaders;
     char *header_names[SB_MAX_REPLY_HEADERS];
     char *header_values[SB_MAX_REPLY_HEADERS];
@@ -510,6 +564,11 @@ void sb_reply_outcome(sb_reply *r, unsigned status, const char *issue_code, cons
 /* An RFC 6749 error {"error","error_description"}, Cache-Control: no-store. */
 void sb_reply_oauth_error(sb_reply *r, unsigned status, const char *error, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A Retry-After header of `seconds` for a request of `client_id`, as an HTTP-date when
+ * http_date, or as an absolute epoch when the retry-after-epoch quirk is on for the client
+ * (milliseconds the first time the quirk answers, seconds after). */
+void sb_reply_retry_after(sb_server *sb, sb_reply *r, const char *client_id, int64_t seconds,
+                          bool http_date);
 /* An OperationOutcome object (new reference). */
 json_t *sb_outcome_new(const char *severity, const char *code, const char *diagnostics);
 
@@ -564,6 +623,13 @@ void sb_bulk_handle_status(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_bulk_handle_delete(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_bulk_handle_file(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_bulk_handle_storage_file(sb_server *sb, sb_request *req, sb_reply *reply);
+/* Arm a mutation (fractions as sb_data_mutate) that the next export job started by `client_id`
+ * (NULL: any client) applies right after taking its snapshot (its transactionTime), before it
+ * writes anything. Returns the armed mutation's id (> 0), 0 when too many are armed. */
+unsigned sb_bulk_arm_mutation(sb_bulk *b, double update, double del, const char *client_id);
+/* {"armed":[{"id","update","delete","client_id"?}], "fired":[{"id","job","epoch","time"}]}
+ * (the last 64 fired, oldest first). New reference. */
+json_t *sb_bulk_mutations(sb_bulk *b);
 
 /* admin.c */
 void sb_admin_handle_mutate(sb_server *sb, sb_request *req, sb_reply *reply);
@@ -572,6 +638,12 @@ void sb_admin_handle_requests_delete(sb_server *sb, sb_request *req, sb_reply *r
 void sb_admin_handle_faults_add(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_admin_handle_faults_get(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_admin_handle_faults_delete(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_admin_handle_mutate_get(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_admin_handle_quirks_add(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_admin_handle_quirks_get(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_admin_handle_quirks_delete(sb_server *sb, sb_request *req, sb_reply *reply);
+/* state.c: GET /admin/state[?type=T][&summary=1] */
+void sb_admin_handle_state(sb_server *sb, sb_request *req, sb_reply *reply);
 
 /* reqlog.c */
 typedef struct sb_reqlog_entry {

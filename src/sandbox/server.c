@@ -63,6 +63,13 @@ static const sb_route routes[] = {
     {SB_LISTENER_MAIN, "POST", "/auth/token", sb_auth_handle_token, SB_ON_TOKEN, 0},
     {SB_LISTENER_MAIN, "POST", "/auth/register", sb_auth_handle_register, SB_ON_NONE, 0},
     {SB_LISTENER_MAIN, "POST", "/admin/mutate", sb_admin_handle_mutate, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "GET", "/admin/mutate", sb_admin_handle_mutate_get, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "GET", "/admin/state", sb_admin_handle_state, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "POST", "/admin/quirks", sb_admin_handle_quirks_add, SB_ON_NONE,
+     ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "GET", "/admin/quirks", sb_admin_handle_quirks_get, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "DELETE", "/admin/quirks", sb_admin_handle_quirks_delete, SB_ON_NONE,
+     ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "GET", "/admin/requests", sb_admin_handle_requests_get, SB_ON_NONE,
      ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "DELETE", "/admin/requests", sb_admin_handle_requests_delete, SB_ON_NONE,
@@ -187,12 +194,39 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
+/* A body sent through a callback: cut short (the reset fault, truncate-same-place) and/or
+ * paced (trickle). Pacing sleeps in the callback: with the default thread per connection only
+ * that connection waits; with a --threads pool it holds one pool thread (like the slow fault). */
 typedef struct cut_body {
     int fd; /* >= 0: read from the file at offset */
     uint64_t offset;
     char *data;   /* else from memory */
-    uint64_t cut; /* bytes sent before the connection is dropped */
+    uint64_t cut; /* bytes sent before the connection is dropped (UINT64_MAX: none) */
+    uint64_t rate; /* > 0: bytes per second */
+    int64_t start_ms;
+    const atomic_bool *stopping;
 } cut_body;
+
+/* How many bytes from `pos` the pace allows now, waiting (in slices, so that a stop is seen)
+ * until it allows at least one; 0 when the server stops. */
+static size_t paced(cut_body *c, uint64_t pos, size_t n)
+{
+    if (c->start_ms == 0)
+        c->start_ms = fs_monotonic_ms();
+    for (;;) {
+        if (atomic_load(c->stopping))
+            return 0;
+        int64_t elapsed = fs_monotonic_ms() - c->start_ms;
+        uint64_t allowed = c->rate * (uint64_t)(elapsed > 0 ? elapsed : 0) / 1000;
+        if (allowed > pos)
+            return allowed - pos < n ? (size_t)(allowed - pos) : n;
+        int64_t wait_ms = (int64_t)((pos + 1) * 1000 / c->rate) - elapsed + 1;
+        if (wait_ms > 100)
+            wait_ms = 100;
+        struct timespec ts = {0, (long)wait_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static ssize_t cut_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -200,6 +234,8 @@ static ssize_t cut_read(void *cls, uint64_t pos, char *buf, size_t max)
     if (pos >= c->cut)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t n = c->cut - pos < max ? (size_t)(c->cut - pos) : max;
+    if (c->rate && (n = paced(c, pos, n)) == 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     if (c->fd >= 0) {
         ssize_t got = pread(c->fd, buf, n, (off_t)(c->offset + pos));
         return got > 0 ? got : MHD_CONTENT_READER_END_WITH_ERROR;
@@ -218,20 +254,27 @@ static void cut_free(void *cls)
 }
 
 /* The MHD response for a reply (takes the body or the file descriptor over). */
-static struct MHD_Response *make_response(sb_reply *reply, const sb_fault *fault)
+static struct MHD_Response *make_response(sb_server *sb, sb_reply *reply, const sb_fault *fault)
 {
     struct MHD_Response *resp = NULL;
     uint64_t size = reply->fd >= 0 ? reply->length : reply->body.len;
-    if (fault->kind == SB_FAULT_RESET) {
+    if (fault->kind == SB_FAULT_RESET || reply->cut || reply->rate) {
         cut_body *c = fs_calloc(1, sizeof *c);
         if (!c)
             return NULL;
         c->fd = reply->fd;
         c->offset = reply->offset;
         c->data = reply->fd >= 0 ? NULL : fs_buf_steal(&reply->body);
-        c->cut = fault->after_bytes >= 0 ? (uint64_t)fault->after_bytes : size / 2;
-        if (size > 0 && c->cut >= size)
-            c->cut = size - 1;
+        c->cut = UINT64_MAX;
+        if (fault->kind == SB_FAULT_RESET) {
+            c->cut = fault->after_bytes >= 0 ? (uint64_t)fault->after_bytes : size / 2;
+            if (size > 0 && c->cut >= size)
+                c->cut = size - 1;
+        }
+        if (reply->cut && reply->cut_after < c->cut)
+            c->cut = reply->cut_after;
+        c->rate = reply->rate;
+        c->stopping = &sb->stopping;
         reply->fd = -1;
         resp = MHD_create_response_from_callback(size, 16384, cut_read, c, cut_free);
         if (!resp)
@@ -280,7 +323,7 @@ static enum MHD_Result send_reply(sb_server *sb, listener_ctx *lc, struct MHD_Co
         sb_reply_outcome(reply, 500, "exception", "the handler gave no answer");
     if (req->fault.kind == SB_FAULT_WRONG_CONTENT_TYPE)
         reply->content_type = "text/plain; charset=utf-8";
-    struct MHD_Response *resp = make_response(reply, &req->fault);
+    struct MHD_Response *resp = make_response(sb, reply, &req->fault);
     if (!resp) {
         sb_reply_clear(reply);
         return MHD_NO;
@@ -299,19 +342,9 @@ static enum MHD_Result send_reply(sb_server *sb, listener_ctx *lc, struct MHD_Co
 
 /* ---- faults applied around the handler ------------------------------------------------------ */
 
-static void retry_after_header(sb_reply *reply, const sb_fault *f)
-{
-    if (f->retry_after_date) {
-        char date[40];
-        fs_format_http_date(fs_now() + f->retry_after, date, sizeof date);
-        sb_reply_header(reply, "Retry-After", "%s", date);
-    } else {
-        sb_reply_header(reply, "Retry-After", "%lld", (long long)f->retry_after);
-    }
-}
-
-/* Faults answered instead of the handler; true when the reply is complete. */
-static bool apply_fault_before(sb_server *sb, sb_request *req, sb_reply *reply)
+/* Faults answered instead of the handler; true when the reply is complete. `client` is the
+ * client the request speaks for, "" when unknown. */
+static bool apply_fault_before(sb_server *sb, sb_request *req, sb_reply *reply, const char *client)
 {
     const sb_fault *f = &req->fault;
     bool oauth = req->on == SB_ON_TOKEN;
@@ -324,7 +357,7 @@ static bool apply_fault_before(sb_server *sb, sb_request *req, sb_reply *reply)
         else
             sb_reply_outcome(reply, 429, "throttled", "too many requests (sandbox fault %s)",
                              sb_fault_name(f->kind));
-        retry_after_header(reply, f);
+        sb_reply_retry_after(sb, reply, client, f->retry_after, f->retry_after_date);
         return true;
     case SB_FAULT_503:
         if (oauth)
@@ -332,7 +365,7 @@ static bool apply_fault_before(sb_server *sb, sb_request *req, sb_reply *reply)
                                  "service unavailable (sandbox fault 503)");
         else
             sb_reply_outcome(reply, 503, "transient", "service unavailable (sandbox fault 503)");
-        retry_after_header(reply, f);
+        sb_reply_retry_after(sb, reply, client, f->retry_after, f->retry_after_date);
         return true;
     case SB_FAULT_500_TRANSIENT:
         sb_reply_outcome(reply, 500, "transient",
@@ -359,6 +392,56 @@ static bool apply_fault_before(sb_server *sb, sb_request *req, sb_reply *reply)
     }
     default: return false;
     }
+}
+
+/* ---- quirks applied to the handler's answer ------------------------------------------------- */
+
+static const char html_429[] =
+    "<!DOCTYPE html>\n<html><head><title>429 Too Many Requests</title></head><body>"
+    "<h1>Too Many Requests</h1><p>You have sent too many requests in a given amount of time."
+    "</p></body></html>\n";
+
+/* echo-token-in-errors: prefix each diagnostics of a 4xx OperationOutcome with the caller's
+ * access token, as servers that print "token X was rejected" do. */
+static void echo_token(sb_reply *reply, const char *token)
+{
+    json_t *outcome =
+        json_loadb(reply->body.data ? reply->body.data : "", reply->body.len, 0, NULL);
+    if (!fs_streq(fs_json_str(outcome, "resourceType"), "OperationOutcome")) {
+        json_decref(outcome);
+        return;
+    }
+    json_t *issues = json_object_get(outcome, "issue");
+    for (size_t i = 0; i < json_array_size(issues); i++) {
+        json_t *issue = json_array_get(issues, i);
+        const char *was = fs_json_str(issue, "diagnostics");
+        fs_buf text;
+        fs_buf_init(&text);
+        if (fs_buf_printf(&text, "token %s was rejected: %s", token, was ? was : "error"))
+            json_object_set_new(issue, "diagnostics", json_string(text.data));
+        fs_buf_free(&text);
+    }
+    unsigned status = reply->status;
+    fs_buf_reset(&reply->body);
+    sb_reply_json(reply, status, SB_FHIR_JSON, outcome);
+    json_decref(outcome);
+}
+
+static void apply_quirks_after(sb_server *sb, sb_request *req, sb_reply *reply, const char *client)
+{
+    const char *who = req->client_id[0] ? req->client_id : client;
+    bool fhir = req->on != SB_ON_NONE && req->on != SB_ON_TOKEN;
+    if (reply->status == 429 && fhir && reply->fd < 0 &&
+        sb_quirk_on(sb->quirks, SB_QUIRK_HTML_429, who, NULL, NULL)) {
+        fs_buf_reset(&reply->body);
+        sb_reply_text(reply, 429, "text/html; charset=utf-8", html_429);
+        return;
+    }
+    const char *token = sb_req_bearer(req);
+    if (reply->status >= 400 && reply->status < 500 && token && reply->fd < 0 &&
+        fs_streq(reply->content_type, SB_FHIR_JSON) &&
+        sb_quirk_on(sb->quirks, SB_QUIRK_ECHO_TOKEN_IN_ERRORS, who, NULL, NULL))
+        echo_token(reply, token);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------- */
@@ -447,13 +530,15 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
         sb_reply_outcome(&reply, 403, "forbidden", "the admin API answers loopback peers only");
         return send_reply(sb, lc, conn, req, &reply, logged);
     }
+    char client[128] = "";
     if (route->on != SB_ON_NONE && lc->listener == SB_LISTENER_MAIN) {
-        char client[128];
         sb_auth_peek_client(sb, req, client, sizeof client);
         sb_faults_match(sb->faults, route->on, client, fs_now(), &req->fault);
     }
-    if (!apply_fault_before(sb, req, &reply))
+    if (!apply_fault_before(sb, req, &reply, client))
         route->handler(sb, req, &reply);
+    if (lc->listener == SB_LISTENER_MAIN)
+        apply_quirks_after(sb, req, &reply, client);
     return send_reply(sb, lc, conn, req, &reply, logged);
 }
 
@@ -551,6 +636,28 @@ static void usage(FILE *out)
           "  --export-delay-ms N       keep each export in progress N ms longer (for tests)\n"
           "  --request-log FILE        append the request log (NDJSON) to FILE\n"
           "  --fault JSON              add a fault rule (repeatable; see docs/sandbox.md)\n"
+          "  --quirk NAME[=N]          turn a quirk mode on for every client (repeatable;\n"
+          "                            per client: POST /admin/quirks; see docs/sandbox.md):\n"
+          "    late-transaction-time   manifest transactionTime = when the export finished\n"
+          "    no-deleted              never list deleted files, even with _since\n"
+          "    extra-types             exports add Practitioner and Organization (types not\n"
+          "                            asked for by _type, or outside the compartment)\n"
+          "    ignore-post-body        a POSTed Parameters body is ignored\n"
+          "    ignore-range            downloads ignore Range: 200 with the whole file\n"
+          "    truncate-same-place[=N] downloads drop the connection at byte N of each file\n"
+          "                            (default half the file), every attempt, Range or not\n"
+          "    trickle[=N]             downloads at N bytes per second (default 64)\n"
+          "    retry-after-zero[=N]    status polls: 202 with Retry-After: 0 for ever (N > 0:\n"
+          "                            the first N polls of each job)\n"
+          "    retry-after-epoch       Retry-After as an absolute epoch (ms first, then s)\n"
+          "    export-needs-write-scope  kick-off 403 without a write scope on every type\n"
+          "                            (system/*.write, system/*.*, system/*.cud[rs])\n"
+          "    echo-token-in-errors    4xx OperationOutcomes quote the caller's access token\n"
+          "    count-mismatch[=N]      manifest output counts are N (default 1) too high\n"
+          "    capability-fewer-types  CapabilityStatement omits Immunization, Practitioner\n"
+          "    html-429                429 answers on FHIR endpoints are an HTML page\n"
+          "    no-progress-headers     running status polls: no X-Progress, no Retry-After\n"
+          "    request-without-query   the manifest's request lacks its query string\n"
           "  --help                    this text\n",
           out);
 }
@@ -572,6 +679,8 @@ typedef struct options {
     sb_config cfg;
     const char **faults;
     size_t nfaults;
+    const char **quirks;
+    size_t nquirks;
 } options;
 
 /* 0 ok, 1 --help, 2 usage error */
@@ -597,6 +706,7 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_DELAY,
         OPT_LOG,
         OPT_FAULT,
+        OPT_QUIRK,
         OPT_HELP
     };
     static const struct option longopts[] = {
@@ -619,6 +729,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"export-delay-ms", required_argument, NULL, OPT_DELAY},
         {"request-log", required_argument, NULL, OPT_LOG},
         {"fault", required_argument, NULL, OPT_FAULT},
+        {"quirk", required_argument, NULL, OPT_QUIRK},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -696,6 +807,14 @@ static int parse_options(int argc, char **argv, options *o)
                 return 2;
             o->faults = grown;
             o->faults[o->nfaults++] = optarg;
+            break;
+        }
+        case OPT_QUIRK: {
+            const char **grown = realloc(o->quirks, (o->nquirks + 1) * sizeof *grown);
+            if (!grown)
+                return 2;
+            o->quirks = grown;
+            o->quirks[o->nquirks++] = optarg;
             break;
         }
         case OPT_HELP: return 1;
@@ -856,11 +975,13 @@ int main(int argc, char **argv)
     if (rc == 1) {
         usage(stdout);
         free(o.faults);
+        free(o.quirks);
         return 0;
     }
     if (rc != 0) {
         usage(stderr);
         free(o.faults);
+        free(o.quirks);
         return 2;
     }
 
@@ -896,13 +1017,20 @@ int main(int argc, char **argv)
         sb->data = sb_data_new_generated(&gc, &err);
     }
     if (!sb->data || !(sb->log = sb_reqlog_new(sb->cfg.request_log, &err)) ||
-        !(sb->faults = sb_faults_new())) {
+        !(sb->faults = sb_faults_new()) || !(sb->quirks = sb_quirks_new())) {
         fprintf(stderr, "fhirsync-sandbox: %s\n", err.message[0] ? err.message : "out of memory");
         goto out;
     }
     for (size_t i = 0; i < o.nfaults; i++) {
         if (!sb_faults_add_text(sb->faults, o.faults[i], &err)) {
             fprintf(stderr, "fhirsync-sandbox: --fault %s: %s\n", o.faults[i], err.message);
+            status = 2;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < o.nquirks; i++) {
+        if (!sb_quirks_add_text(sb->quirks, o.quirks[i], &err)) {
+            fprintf(stderr, "fhirsync-sandbox: --quirk %s: %s\n", o.quirks[i], err.message);
             status = 2;
             goto out;
         }
@@ -951,6 +1079,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "fhirsync-sandbox: signal %d, stopping\n", sig);
     status = 0;
 out:
+    if (sb)
+        atomic_store(&sb->stopping, true);
     if (main_daemon)
         MHD_stop_daemon(main_daemon);
     if (storage_daemon)
@@ -959,6 +1089,7 @@ out:
         sb_bulk_free(sb->bulk);
         sb_auth_free(sb->auth);
         sb_faults_free(sb->faults);
+        sb_quirks_free(sb->quirks);
         sb_reqlog_free(sb->log);
         sb_data_free(sb->data);
         pthread_mutex_destroy(&sb->clock_lock);
@@ -969,6 +1100,7 @@ out:
     fs_free(cert);
     fs_free_secret(key);
     free(o.faults);
+    free(o.quirks);
     fhirsync_global_cleanup();
     return status;
 }
