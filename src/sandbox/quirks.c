@@ -142,23 +142,36 @@ unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bo
     return id;
 }
 
-unsigned sb_quirks_add_text(sb_quirks *q, const char *text, fhirsync_error *err)
+/* Split "NAME" or "NAME=N" into name (size 64) and parameter. */
+static bool split_text(const char *text, char *name, bool *has_param, int64_t *param,
+                       fhirsync_error *err)
 {
-    char name[64];
     const char *eq = strchr(text, '=');
     size_t n = eq ? (size_t)(eq - text) : strlen(text);
-    if (n >= sizeof name) {
+    if (n >= 64) {
         fs_err(err, FHIRSYNC_E_ARG, "unknown quirk \"%.40s\"", text);
-        return 0;
+        return false;
     }
     memcpy(name, text, n);
     name[n] = '\0';
-    long param = 0;
-    if (eq && (!fs_parse_long(eq + 1, &param) || param < 0)) {
+    long value = 0;
+    if (eq && (!fs_parse_long(eq + 1, &value) || value < 0)) {
         fs_err(err, FHIRSYNC_E_ARG, "quirk %s: the parameter %.40s is not a number", name, eq + 1);
-        return 0;
+        return false;
     }
-    return sb_quirks_add(q, name, NULL, eq != NULL, param, err);
+    *has_param = eq != NULL;
+    *param = value;
+    return true;
+}
+
+unsigned sb_quirks_add_text(sb_quirks *q, const char *text, fhirsync_error *err)
+{
+    char name[64];
+    bool has_param = false;
+    int64_t param = 0;
+    if (!split_text(text, name, &has_param, &param, err))
+        return 0;
+    return sb_quirks_add(q, name, NULL, has_param, param, err);
 }
 
 unsigned sb_quirks_add_json(sb_quirks *q, const json_t *spec, fhirsync_error *err)
@@ -175,34 +188,27 @@ unsigned sb_quirks_add_json(sb_quirks *q, const json_t *spec, fhirsync_error *er
             return 0;
         }
     }
-    const char *name = fs_json_str(spec, "quirk");
+    const char *text = fs_json_str(spec, "quirk");
     const char *client_id = fs_json_str(spec, "client_id");
-    if (!name || (json_object_get(spec, "client_id") && !client_id)) {
+    if (!text || (json_object_get(spec, "client_id") && !client_id)) {
         fs_err(err, FHIRSYNC_E_ARG, "quirk: \"quirk\" and \"client_id\" must be strings");
         return 0;
     }
-    if (strchr(name, '=')) {
-        if (json_object_get(spec, "param")) {
+    char name[64];
+    bool has_param = false;
+    int64_t param = 0;
+    if (!split_text(text, name, &has_param, &param, err))
+        return 0;
+    if (json_object_get(spec, "param")) {
+        if (has_param) {
             fs_err(err, FHIRSYNC_E_ARG, "quirk: give the parameter once (NAME=N or param)");
             return 0;
         }
-        unsigned id = sb_quirks_add_text(q, name, err);
-        if (id && client_id) {
-            /* set the client on the entry just added */
-            pthread_mutex_lock(&q->lock);
-            for (size_t i = 0; i < q->count; i++)
-                if (q->entries[i].id == id)
-                    snprintf(q->entries[i].client_id, sizeof q->entries[i].client_id, "%s",
-                             client_id);
-            pthread_mutex_unlock(&q->lock);
+        if (!fs_json_int(spec, "param", &param)) {
+            fs_err(err, FHIRSYNC_E_ARG, "quirk: param must be an integer");
+            return 0;
         }
-        return id;
-    }
-    int64_t param = 0;
-    bool has_param = json_object_get(spec, "param") != NULL;
-    if (has_param && !fs_json_int(spec, "param", &param)) {
-        fs_err(err, FHIRSYNC_E_ARG, "quirk: param must be an integer");
-        return 0;
+        has_param = true;
     }
     return sb_quirks_add(q, name, client_id, has_param, param, err);
 }
