@@ -45,6 +45,20 @@ typedef enum fhirsync_export_level {
     FHIRSYNC_EXPORT_GROUP = 2      /* [base]/Group/[id]/$export */
 } fhirsync_export_level;
 
+/* Bounds on the work one run does against a server, whatever it answers. Zero fields take the
+ * defaults; fhirsync_export_options_init() zeroes them. */
+typedef struct fhirsync_export_limits {
+    int64_t deadline_s;            /* a run (kick-off, polls, manifest, downloads) stops with
+                                      FHIRSYNC_E_TIMEOUT after this many seconds, leaving the
+                                      folder and the job resumable; 0: 86400 (24 h); < 0: none */
+    int64_t stall_bytes_per_s;     /* a download slower than this ... */
+    int64_t stall_s;               /* ... for this many seconds in a row is stopped and counts as
+                                      a failed attempt of that file; 0: 1024 B/s for 60 s;
+                                      stall_bytes_per_s < 0 turns the rule off */
+    int64_t poll_floor_ms;         /* the least wait between two status polls, whatever the
+                                      Retry-After says; 0: 1000 */
+} fhirsync_export_limits;
+
 /* What to export and how. Initialise with fhirsync_export_options_init(), then set what differs.
  * Every string and list is copied by fhirsync_export_new(); the struct may be reused afterwards.
  * A NULL string means "not sent" unless said otherwise. */
@@ -69,6 +83,7 @@ typedef struct fhirsync_export_options {
                                       -1 (default) the profile's `delete_job` (yes) */
     size_t max_line;               /* longest accepted NDJSON line in bytes; 0: 64 MiB */
     const char *out_dir;           /* the export folder (required by fhirsync_export_new) */
+    fhirsync_export_limits limits; /* deadline, stall rule, poll pacing (zero: defaults) */
 } fhirsync_export_options;
 
 /* Fill `opts` with the defaults: system level, GET, everything else unset. */
@@ -166,6 +181,11 @@ FHIRSYNC_API fhirsync_code fhirsync_export_open(const fhirsync_endpoint *ep, con
                                                 fhirsync_export **out, fhirsync_error *err);
 
 FHIRSYNC_API void fhirsync_export_free(fhirsync_export *ex);
+
+/* Change the limits of a handle (for one opened with fhirsync_export_open(), whose options are
+ * those of the first run); NULL restores the defaults. Takes effect at the next run. */
+FHIRSYNC_API void fhirsync_export_set_limits(fhirsync_export *ex,
+                                             const fhirsync_export_limits *limits);
 
 /* Install the event callback (NULL: none). */
 FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_export_cb cb,

@@ -160,6 +160,69 @@ fhirsync_code fs_bulk_read_file(const char *path, size_t max, char **out, size_t
 
 /* ---- the state ------------------------------------------------------------------------------- */
 
+/* ---- a string map (names to numbers) -------------------------------------------------------- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+size_t *fs_bulk_map_get(const fs_bulk_map *m, const char *key)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = hash_str(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->slots[i].key)
+            return NULL;
+        if (strcmp(m->slots[i].key, key) == 0)
+            return &m->slots[i].value;
+    }
+}
+
+bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value)
+{
+    size_t *v = fs_bulk_map_get(m, key);
+    if (v) {
+        *v = value;
+        return true;
+    }
+    if ((m->count + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        fs_bulk_map_slot *slots = fs_calloc(cap, sizeof *slots);
+        if (!slots)
+            return false;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->slots[i].key)
+                continue;
+            size_t j = hash_str(m->slots[i].key) & (cap - 1);
+            while (slots[j].key)
+                j = (j + 1) & (cap - 1);
+            slots[j] = m->slots[i];
+        }
+        fs_free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    size_t i = hash_str(key) & (m->cap - 1);
+    while (m->slots[i].key)
+        i = (i + 1) & (m->cap - 1);
+    m->slots[i].key = key;
+    m->slots[i].value = value;
+    m->count++;
+    return true;
+}
+
+void fs_bulk_map_clear(fs_bulk_map *m)
+{
+    fs_free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- the state ------------------------------------------------------------------------------ */
+
 void fs_bulk_state_init(fs_bulk_state *st)
 {
     memset(st, 0, sizeof *st);
@@ -176,15 +239,14 @@ void fs_bulk_state_clear(fs_bulk_state *st)
     for (size_t i = 0; i < st->done_count; i++)
         fs_free(st->done[i].name);
     fs_free(st->done);
+    fs_bulk_map_clear(&st->done_index);
     fs_bulk_state_init(st);
 }
 
 const fs_bulk_done *fs_bulk_state_find_done(const fs_bulk_state *st, const char *name)
 {
-    for (size_t i = 0; i < st->done_count; i++)
-        if (strcmp(st->done[i].name, name) == 0)
-            return &st->done[i];
-    return NULL;
+    size_t *i = fs_bulk_map_get(&st->done_index, name);
+    return i ? &st->done[*i] : NULL;
 }
 
 bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
@@ -201,8 +263,10 @@ bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
             st->done_cap = cap;
         }
         char *copy = fs_strdup(name);
-        if (!copy)
+        if (!copy || !fs_bulk_map_put(&st->done_index, copy, st->done_count)) {
+            fs_free(copy);
             return false;
+        }
         d = &st->done[st->done_count++];
         d->name = copy;
     }

@@ -32,7 +32,7 @@ typedef struct transfer {
     fs_redirect_policy redirects;
     int64_t range_from;
     bool identity;
-    long connect_timeout_s, stall_timeout_s;
+    long connect_timeout_s, stall_timeout_s, stall_bytes_per_s;
     char *ca_file;
     size_t max_body;
     fs_multi_response_cb on_response;
@@ -213,7 +213,7 @@ static fhirsync_code start_hop(transfer *t, fhirsync_error *err)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, t->connect_timeout_s);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->stall_bytes_per_s);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, t->stall_timeout_s);
     curl_easy_setopt(e, CURLOPT_USERAGENT, t->m->user_agent);
     if (!t->identity)
@@ -430,6 +430,7 @@ fhirsync_code fs_multi_add(fs_multi *m, const fs_multi_request *req, fhirsync_er
     t->identity = req->identity;
     t->connect_timeout_s = req->connect_timeout_s > 0 ? req->connect_timeout_s : 10;
     t->stall_timeout_s = req->stall_timeout_s > 0 ? req->stall_timeout_s : 120;
+    t->stall_bytes_per_s = req->stall_bytes_per_s > 0 ? req->stall_bytes_per_s : 1;
     t->max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY;
     t->on_response = req->on_response;
     t->sink = req->sink;
