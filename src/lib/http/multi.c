@@ -44,6 +44,7 @@ typedef struct transfer {
     size_t header_bytes;
     bool headers_done, is_final, redirecting;
     bool too_large, aborted_by_cb, sink_aborted, oom;
+    bool headers_too_large;       /* the header caps, not the body's */
     char errbuf[CURL_ERROR_SIZE];
     /* the result */
     fs_http_response resp;
@@ -121,7 +122,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
     size_t len = size * n;
     t->header_bytes += len;
     if (t->header_bytes > FS_HTTP_MAX_HEADER_BYTES) {
-        t->too_large = true;
+        t->headers_too_large = true;
         return 0;
     }
     if ((len == 2 && data[0] == '\r' && data[1] == '\n') || (len == 1 && data[0] == '\n'))
@@ -259,6 +260,8 @@ static fhirsync_code map_error(CURLcode cc, transfer *t)
     const char *url = t->url;
     if (t->oom)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
+    if (t->headers_too_large)
+        return fs_http_headers_too_large(url, err);
     if (t->too_large)
         return fs_err(err, FHIRSYNC_E_TOO_LARGE, "response from %s is too large (refused)", url);
     if (t->sink_aborted || t->aborted_by_cb)
