@@ -212,13 +212,14 @@ fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detai
     case CURLE_BAD_CONTENT_ENCODING:
         return fs_err(err, bad_encoding, "bad content encoding from %s: %s", url, why);
     case CURLE_OUT_OF_MEMORY:
-        /* libcurl says "out of memory" for a header line over its own cap (100 KB): that is
-         * the server's doing, not a lack of memory */
-        if (detail && strcasestr(detail, "header"))
-            return fs_err(err, FHIRSYNC_E_TOO_LARGE,
-                          "a response header line from %s is longer than the %d-byte header cap "
-                          "(refused; libcurl: %s)", url, FS_HTTP_MAX_HEADER_LINE, detail);
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory talking to %s", url);
+        /* libcurl (7.x) says only "out of memory" when a response header line passes its cap
+         * of 100 KB; our own allocations did not fail (the callers check that first), so this
+         * is almost always the server's doing */
+        return fs_err(err, FHIRSYNC_E_TOO_LARGE,
+                      "libcurl refused the response from %s: a header line longer than the "
+                      "%d-byte header line cap (or, rarely, memory ran out)%s%s", url,
+                      FS_HTTP_MAX_HEADER_LINE, detail && *detail ? ": " : "",
+                      detail ? detail : "");
     default:
         return fs_err(err, FHIRSYNC_E_NETWORK, "network error with %s: %s", url, why);
     }
