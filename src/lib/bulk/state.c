@@ -281,12 +281,31 @@ static int set_str(json_t *obj, const char *key, const char *value)
     return json_object_set_new(obj, key, value ? json_string(value) : json_null());
 }
 
+/* Append a JSON string literal (names are ours and plain, but escape anyway). */
+static bool append_json_string(fs_buf *b, const char *text)
+{
+    bool ok = fs_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)text; ok && *p; p++) {
+        if (*p == '"' || *p == '\\')
+            ok = fs_buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            ok = fs_buf_printf(b, "\\u%04x", *p);
+        else
+            ok = fs_buf_append(b, (const char *)p, 1);
+    }
+    return ok && fs_buf_append(b, "\"", 1);
+}
+
+/* The header members through jansson (they are few), the list of files written directly: a
+ * state of many files is saved often during the downloads, and a document tree of every file at
+ * each save would cost far more time and memory than the text. */
 char *fs_bulk_state_dump(const fs_bulk_state *st)
 {
     json_t *root = json_object();
-    json_t *files = json_array();
-    char *text = NULL;
-    if (!root || !files)
+    char *head = NULL, *text = NULL;
+    fs_buf b;
+    fs_buf_init(&b);
+    if (!root)
         goto out;
     int bad = json_object_set_new(root, "fhirsync_export", json_integer(st->version));
     bad |= set_str(root, "base_url", st->base_url);
@@ -297,18 +316,32 @@ char *fs_bulk_state_dump(const fs_bulk_state *st)
     bad |= json_object_set_new(root, "manifest_saved", json_boolean(st->manifest_saved));
     bad |= json_object_set_new(root, "complete", json_boolean(st->complete));
     bad |= json_object_set_new(root, "job_deleted", json_boolean(st->job_deleted));
-    for (size_t i = 0; i < st->done_count && !bad; i++) {
+    if (bad || !(head = fs_json_dump_pretty(root)))
+        goto out;
+    /* "{\n ...members...\n}": drop the closing brace and add the files */
+    size_t len = strlen(head);
+    while (len > 0 && head[len - 1] != '}')
+        len--;
+    if (len == 0)
+        goto out;
+    len--;
+    while (len > 0 && (head[len - 1] == '\n' || head[len - 1] == ' '))
+        len--;
+    bool ok = fs_buf_append(&b, head, len) && fs_buf_append_str(&b, ",\n  \"files\": [");
+    for (size_t i = 0; ok && i < st->done_count; i++) {
         const fs_bulk_done *d = &st->done[i];
-        json_t *f = json_pack("{s:s, s:I, s:I, s:I}", "name", d->name, "count",
-                              (json_int_t)d->count, "quarantined", (json_int_t)d->quarantined,
-                              "bytes", (json_int_t)d->bytes);
-        bad |= !f || json_array_append_new(files, f) != 0;
+        ok = fs_buf_append_str(&b, i ? ",\n    {\"name\": " : "\n    {\"name\": ") &&
+             append_json_string(&b, d->name) &&
+             fs_buf_printf(&b, ", \"count\": %lld, \"quarantined\": %lld, \"bytes\": %llu}",
+                           (long long)d->count, (long long)d->quarantined,
+                           (unsigned long long)d->bytes);
     }
-    bad |= json_object_set(root, "files", files);
-    if (!bad)
-        text = fs_json_dump_pretty(root);
+    ok = ok && fs_buf_append_str(&b, st->done_count ? "\n  ]\n}" : "]\n}");
+    if (ok)
+        text = fs_buf_steal(&b);
 out:
-    json_decref(files);
+    fs_buf_free(&b);
+    fs_free(head);
     json_decref(root);
     return text;
 }
