@@ -15,7 +15,9 @@
  *   deleted/<Type>.<n>.ndjson, error/<Type>.<n>.ndjson
  *   quarantine/NAME       lines of file NAME that failed the checks twice: line number, reason,
  *                         text (one JSON record a line)
- *   log.ndjson            structured events (kick-off, progress, downloads, retries, completion)
+ *   export-log.jsonl      the run's log: structured events (kick-off, progress, downloads,
+ *                         retries, completion); not *.ndjson, so that data globs skip it (an
+ *                         older folder's log.ndjson is renamed to it)
  *   .partial/             files being downloaded; renamed into place once every line was checked
  *
  * Events: the application receives an event for each step (see fhirsync_export_event), in
@@ -118,7 +120,9 @@ typedef struct fhirsync_export_file {
 typedef enum fhirsync_export_event_kind {
     FHIRSYNC_EXPORT_EV_KICKOFF = 0,   /* the server accepted the request: status_url set */
     FHIRSYNC_EXPORT_EV_PROGRESS = 1,  /* a status poll said "in progress": message is the
-                                         X-Progress text (NULL when none), delay_ms the wait */
+                                         X-Progress text (NULL when none), delay_ms the wait;
+                                         reported when the text changes, otherwise at most
+                                         every 30 s, not per poll */
     FHIRSYNC_EXPORT_EV_MANIFEST = 2,  /* the manifest is complete (all pages): transaction_time
                                          set, files_total known */
     FHIRSYNC_EXPORT_EV_FILE_STARTED = 3, /* a download (or a retry of it) started: file */
@@ -196,11 +200,16 @@ FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_exp
  * every line passed the checks; FHIRSYNC_E_PARTIAL when everything was downloaded but some lines
  * were quarantined or a count did not match (see quarantine/ and the WARNING events);
  * FHIRSYNC_E_CANCELLED on fhirsync_cancel() or a callback's request (the folder is resumable);
- * otherwise the error that stopped it (FHIRSYNC_E_RATE_LIMITED "an export may already be
- * running" on a 429 at kick-off, FHIRSYNC_E_PROTOCOL for a 202 without Content-Location or a
- * malformed manifest, FHIRSYNC_E_SERVER with the OperationOutcome's diagnostics, network and
- * token errors after the retries...), with fhirsync_export_errmsg() set. Running a handle again
- * after a failure resumes from where it stopped. */
+ * FHIRSYNC_E_TIMEOUT when the run's deadline (fhirsync_export_limits) passed (resumable, the job
+ * kept); when some files could not be downloaded within their retry budget (fhirsync_export_limits
+ * and the profile's max_retries) while the others were, the error of the first such file, with a
+ * message naming it and counting them (resumable); otherwise the error that stopped it
+ * (FHIRSYNC_E_RATE_LIMITED on a 429 at kick-off, with what the server said,
+ * FHIRSYNC_E_PROTOCOL for a 202 without Content-Location, a status URL on another origin, a
+ * malformed manifest or response headers over their caps, FHIRSYNC_E_SERVER with the
+ * OperationOutcome's diagnostics, network and token errors after the retries...), with
+ * fhirsync_export_errmsg() set. Running a handle again after a failure resumes from where it
+ * stopped. */
 FHIRSYNC_API fhirsync_code fhirsync_export_run(fhirsync_export *ex);
 
 /* The message of the last failure of the handle ("" after success). Borrowed. */
