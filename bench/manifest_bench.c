@@ -109,7 +109,8 @@ static int run_parse(const char *dir)
     fs_bulk_manifest_init(&m);
     fhirsync_error err = {0};
     int rc = text && fs_bulk_manifest_parse(&m, text, len, BASE "/status/1", &err) == FHIRSYNC_OK
-                 ? 0 : 1;
+                 ? 0
+                 : 1;
     if (rc)
         fprintf(stderr, "parse: %s\n", err.message);
     fs_bulk_manifest_clear(&m);
@@ -217,9 +218,11 @@ int main(int argc, char **argv)
             printf("%-8zu %-8s %10.3f %10.1f\n", sizes[k], names[w], t[w], r[w]);
         }
         printf("BENCH | manifest %zu entries: export time vs jansson alone | %.3f s | %.3f s | "
-               "%.2f\n", sizes[k], t[2], t[0], t[0] > 0 ? t[2] / t[0] : 0);
+               "%.2f\n",
+               sizes[k], t[2], t[0], t[0] > 0 ? t[2] / t[0] : 0);
         printf("BENCH | manifest %zu entries: export peak RSS vs jansson alone | %.1f MiB | "
-               "%.1f MiB | %.2f\n", sizes[k], r[2], r[0], r[0] > 0 ? r[2] / r[0] : 0);
+               "%.1f MiB | %.2f\n",
+               sizes[k], r[2], r[0], r[0] > 0 ? r[2] / r[0] : 0);
         char cmd[1200];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         if (system(cmd) != 0)

@@ -634,8 +634,7 @@ static void test_poll_delay(void **state)
     /* capped */
     assert_int_equal(fs_bulk_poll_delay_ms("86400", now, 0, 300, 0), 300000);
     /* an HTTP-date against the (fake) clock */
-    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 10:00:30 GMT", now, 0, 300, 0),
-                     30000);
+    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 10:00:30 GMT", now, 0, 300, 0), 30000);
     assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 09:00:00 GMT", now, 0, 300, 0),
                      FS_BULK_DEFAULT_POLL_FLOOR_MS);
     /* absolute epochs, in seconds and in milliseconds: a time, not a delay to cap */
@@ -649,8 +648,8 @@ static void test_poll_delay(void **state)
         if (base > FS_BULK_POLL_BACKOFF_CAP_S * 1000)
             base = FS_BULK_POLL_BACKOFF_CAP_S * 1000;
         int64_t d = fs_bulk_poll_delay_ms(attempt % 2 ? "soon" : NULL, now, attempt, 300, 0);
-        int64_t low = base / 2 < FS_BULK_DEFAULT_POLL_FLOOR_MS ? FS_BULK_DEFAULT_POLL_FLOOR_MS
-                                                               : base / 2;
+        int64_t low =
+            base / 2 < FS_BULK_DEFAULT_POLL_FLOOR_MS ? FS_BULK_DEFAULT_POLL_FLOOR_MS : base / 2;
         assert_true(d >= low && d <= base);
     }
     /* a retry_cap below the backoff cap wins */
@@ -711,9 +710,9 @@ static void test_many_entries(void **state)
     fs_bulk_manifest m;
     fs_bulk_manifest_init(&m);
     fhirsync_error err = {0};
-    assert_int_equal(fs_bulk_manifest_parse(&m, body.data, body.len,
-                                            "https://h.example/fhir/status/1", &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(
+        fs_bulk_manifest_parse(&m, body.data, body.len, "https://h.example/fhir/status/1", &err),
+        FHIRSYNC_OK);
     assert_int_equal(m.count, MANY + 1);
     for (int i = 0; i < MANY; i += 997) {
         char url[64];

@@ -155,9 +155,11 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
                      "the manifest says %lld (see quarantine/%s)", (long long)f->pub.quarantined,
                      (unsigned long long)f->lines, (long long)f->pub.manifest_count, f->name);
         else
-            snprintf(msg, sizeof msg, "%lld line(s) quarantined, first at line %llu: %s (see "
-                     "quarantine/%s)", (long long)f->pub.quarantined,
-                     (unsigned long long)f->first_bad_line, f->x->first_bad_reason, f->name);
+            snprintf(msg, sizeof msg,
+                     "%lld line(s) quarantined, first at line %llu: %s (see "
+                     "quarantine/%s)",
+                     (long long)f->pub.quarantined, (unsigned long long)f->first_bad_line,
+                     f->x->first_bad_reason, f->name);
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
     }
     fs_log(FHIRSYNC_LOG_INFO, "export: %s done: %lld resources, %llu bytes", f->name,
@@ -218,10 +220,10 @@ typedef struct loop {
     fs_bulk_file **saving;         /* recorded, in the save under way */
     size_t nsaving;
     bool save_running;
-    size_t cursor;                 /* files before it were started (or done) in this run */
-    fs_bulk_file **again;          /* files to try again (after a failure or a check) */
+    size_t cursor;        /* files before it were started (or done) in this run */
+    fs_bulk_file **again; /* files to try again (after a failure or a check) */
     size_t nagain;
-    fhirsync_error first_failure;  /* of the first file given up */
+    fhirsync_error first_failure; /* of the first file given up */
 } loop;
 
 static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
@@ -302,9 +304,10 @@ static fhirsync_code schedule_retry(loop *lp, fs_bulk_file *f, const char *why,
     unsigned before = f->budget.failures;
     if (!fs_bulk_budget_fail(&f->budget, reached, f->stalled, (unsigned)ex->max_retries)) {
         fhirsync_error e = {0};
-        fs_err_http(&e, code, status, "%s could not be downloaded: %s (%u attempts in a row did "
-                    "not get past byte %llu)", f->name, why, before + 1,
-                    (unsigned long long)f->budget.furthest);
+        fs_err_http(&e, code, status,
+                    "%s could not be downloaded: %s (%u attempts in a row did "
+                    "not get past byte %llu)",
+                    f->name, why, before + 1, (unsigned long long)f->budget.furthest);
         f->failed = true;
         ex->files_failed++;
         if (!lp->first_failure.code)
@@ -360,7 +363,8 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     fhirsync_code rc = FHIRSYNC_OK;
 
     if (f->abort_too_long)
-        return fs_err(err, FHIRSYNC_E_PROTOCOL, "%s (%s): line %llu is longer than the "
+        return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                      "%s (%s): line %llu is longer than the "
                       "%llu-byte limit (raise it with --max-line if such lines are expected)",
                       f->name, f->url, (unsigned long long)f->x->ck.line_no,
                       (unsigned long long)ex->max_line);
@@ -418,8 +422,8 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         fhirsync_error e = {0};
         fs_fhir_status_error(resp, url, &e);
         char why[sizeof e.message + 100];
-        snprintf(why, sizeof why, "%s%s%s%s", e.message, ra ? " (Retry-After: " : "",
-                 ra ? ra : "", ra ? ")" : "");
+        snprintf(why, sizeof why, "%s%s%s%s", e.message, ra ? " (Retry-After: " : "", ra ? ra : "",
+                 ra ? ")" : "");
         return schedule_retry(lp, f, why, retry_after, e.code, status);
     }
     if (d->code == FHIRSYNC_OK) {
@@ -441,9 +445,10 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         char why[sizeof d->err.message + 160];
         f->stalled = true;
         if (stall_bytes > 0)
-            snprintf(why, sizeof why, "stalled: less than %ld bytes/s for %ld s (the stall rule; "
-                     "%llu bytes in this attempt): %s", stall_bytes, stall_s,
-                     (unsigned long long)f->received, d->err.message);
+            snprintf(why, sizeof why,
+                     "stalled: less than %ld bytes/s for %ld s (the stall rule; "
+                     "%llu bytes in this attempt): %s",
+                     stall_bytes, stall_s, (unsigned long long)f->received, d->err.message);
         else
             snprintf(why, sizeof why, "%s", d->err.message);
         return schedule_retry(lp, f, why, -1, d->code, 0);
@@ -669,9 +674,10 @@ out:
     fs_free(lp.again);
     if (rc == FHIRSYNC_OK && ex->files_failed > 0) {
         *err = lp.first_failure;
-        fs_err_prefix(err, "%zu of %zu file(s) could not be downloaded (the %zu other(s) are "
-                      "stored; run the same command again to retry)", ex->files_failed,
-                      ex->nfiles, ex->files_done);
+        fs_err_prefix(err,
+                      "%zu of %zu file(s) could not be downloaded (the %zu other(s) are "
+                      "stored; run the same command again to retry)",
+                      ex->files_failed, ex->nfiles, ex->files_done);
         rc = err->code ? err->code : FHIRSYNC_E_NETWORK;
     }
     return rc;

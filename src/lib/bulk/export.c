@@ -79,8 +79,7 @@ void fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_export_limit
 
 static int64_t poll_floor_ms(const fhirsync_export *ex)
 {
-    return ex->limits.poll_floor_ms > 0 ? ex->limits.poll_floor_ms
-                                        : FS_BULK_DEFAULT_POLL_FLOOR_MS;
+    return ex->limits.poll_floor_ms > 0 ? ex->limits.poll_floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS;
 }
 
 static int64_t deadline_s(const fhirsync_export *ex)
@@ -91,9 +90,10 @@ static int64_t deadline_s(const fhirsync_export *ex)
 void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds)
 {
     int64_t b = ex->limits.stall_bytes_per_s, t = ex->limits.stall_s;
-    *bytes_per_s = b < 0    ? 0
-                   : b == 0 ? FS_BULK_DEFAULT_STALL_BYTES
-                   : b > LONG_MAX ? LONG_MAX : (long)b;
+    *bytes_per_s = b < 0          ? 0
+                   : b == 0       ? FS_BULK_DEFAULT_STALL_BYTES
+                   : b > LONG_MAX ? LONG_MAX
+                                  : (long)b;
     *seconds = t <= 0 ? FS_BULK_DEFAULT_STALL_S : t > 86400 ? 86400 : (long)t;
 }
 
@@ -570,15 +570,16 @@ static fhirsync_code check_same_origin(fhirsync_export *ex, const char *url, con
         return FHIRSYNC_OK;
     return fs_err(err, FHIRSYNC_E_PROTOCOL,
                   "%s %s is not on the FHIR server's origin (%s): fhirsync polls and pages only "
-                  "on the server it sends the token to", what, url, ex->base_url);
+                  "on the server it sends the token to",
+                  what, url, ex->base_url);
 }
 
 /* Whether a text says that an export is already running (OperationOutcomes of servers that
  * allow one export at a time say so). */
 static bool mentions_running_export(const char *text)
 {
-    static const char *const words[] = {"already", "in progress", "running", "concurrent",
-                                        "another export", "existing export"};
+    static const char *const words[] = {"already",    "in progress",    "running",
+                                        "concurrent", "another export", "existing export"};
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
         if (strcasestr(text, words[i]))
             return true;
@@ -590,8 +591,8 @@ static bool mentions_running_export(const char *text)
 static fhirsync_code kickoff_429(const fs_http_response *resp, fhirsync_error *err)
 {
     char desc[512];
-    fs_fhir_describe_body(resp->body.data, resp->body.len,
-                          fs_http_header_get(resp, "Content-Type"), desc, sizeof desc);
+    fs_fhir_describe_body(resp->body.data, resp->body.len, fs_http_header_get(resp, "Content-Type"),
+                          desc, sizeof desc);
     const char *ra = fs_http_header_get(resp, "Retry-After");
     int64_t wait_s = -1;
     char when[96] = "";
@@ -602,15 +603,18 @@ static fhirsync_code kickoff_429(const fs_http_response *resp, fhirsync_error *e
         return fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
                            "the server refused the kick-off (HTTP 429): %s%s; an export is "
                            "already running: wait for it to finish, or cancel it by DELETE of "
-                           "its status URL, then try again", desc, when);
+                           "its status URL, then try again",
+                           desc, when);
     if (empty)
         return fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
                            "the server refused the kick-off with HTTP 429 and no explanation%s: "
                            "it is rate limiting, or an export of this client is still running; "
-                           "try again later", when);
+                           "try again later",
+                           when);
     return fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
                        "the server refused the kick-off as rate limited (HTTP 429)%s: %s; try "
-                       "again later", when, desc);
+                       "again later",
+                       when, desc);
 }
 
 static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
@@ -667,12 +671,14 @@ static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
     if (rc != FHIRSYNC_OK) {
         /* the server's header is wrong, not our configuration */
         if (rc != FHIRSYNC_E_NOMEM)
-            rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, 202, "kick-off answered 202 with a "
-                             "Content-Location that is not a URL: %s", err ? err->message : "");
+            rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, 202,
+                             "kick-off answered 202 with a "
+                             "Content-Location that is not a URL: %s",
+                             err ? err->message : "");
         goto out;
     }
-    rc = check_same_origin(ex, status_url, "the status URL (Content-Location of the kick-off)",
-                           err);
+    rc =
+        check_same_origin(ex, status_url, "the status URL (Content-Location of the kick-off)", err);
     if (rc != FHIRSYNC_OK)
         goto out;
     char when[32];
@@ -700,8 +706,8 @@ out:
 
 /* ---- status polls --------------------------------------------------------------------------- */
 
-int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
-                              int64_t cap_s, int64_t floor_ms)
+int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt, int64_t cap_s,
+                              int64_t floor_ms)
 {
     int64_t seconds = -1;
     if (cap_s <= 0)
@@ -745,8 +751,7 @@ static void report_progress(fhirsync_export *ex, const char *progress, const cha
 {
     int64_t now = fs_monotonic_ms();
     bool changed = (progress || ex->last_progress) && !fs_streq(progress, ex->last_progress);
-    if (!changed && ex->last_progress_ms &&
-        now - ex->last_progress_ms < FS_BULK_PROGRESS_EVERY_MS)
+    if (!changed && ex->last_progress_ms && now - ex->last_progress_ms < FS_BULK_PROGRESS_EVERY_MS)
         return;
     if (changed) {
         fs_free(ex->last_progress);
@@ -756,8 +761,7 @@ static void report_progress(fhirsync_export *ex, const char *progress, const cha
     char why[160];
     describe_retry_after(ra, why, sizeof why);
     fs_log(FHIRSYNC_LOG_INFO, "export: in progress%s%s; next poll in %.1f s%s (poll %u)",
-           progress ? ": " : "", progress ? progress : "", (double)delay / 1000.0, why,
-           ex->polls);
+           progress ? ": " : "", progress ? progress : "", (double)delay / 1000.0, why, ex->polls);
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_PROGRESS, NULL, progress, delay, FHIRSYNC_OK);
 }
 
@@ -812,8 +816,8 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
         if (status == 202) {
             failures = 0;
             transient = 0;
-            delay = fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap,
-                                          poll_floor_ms(ex));
+            delay =
+                fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap, poll_floor_ms(ex));
             report_progress(ex, fs_http_header_get(&resp, "X-Progress"), ra, delay);
         } else if (status == 429 || status >= 500) {
             fs_outcome oo;
@@ -864,8 +868,7 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
             break;
         }
         fs_http_response_clear(&resp);
-        rc = fs_bulk_deadline(ex, "while waiting for the server to finish the export", &delay,
-                              err);
+        rc = fs_bulk_deadline(ex, "while waiting for the server to finish the export", &delay, err);
         if (rc == FHIRSYNC_OK)
             rc = wait_ms(ex, delay, err);
         if (rc == FHIRSYNC_OK)
@@ -1064,9 +1067,10 @@ static void partial_message(fhirsync_export *ex, fhirsync_error *err)
     }
     char lines[160] = "", counts[400] = "";
     if (first)
-        snprintf(counts, sizeof counts, "%zu file(s) hold a different number of lines than the "
-                 "manifest says (%s: %llu line(s), the manifest says %lld)", mismatched,
-                 first->name, (unsigned long long)first->lines,
+        snprintf(counts, sizeof counts,
+                 "%zu file(s) hold a different number of lines than the "
+                 "manifest says (%s: %llu line(s), the manifest says %lld)",
+                 mismatched, first->name, (unsigned long long)first->lines,
                  (long long)first->pub.manifest_count);
     if (stats.quarantined > 0 || !first)
         snprintf(lines, sizeof lines, "%lld line(s) failed the checks and were quarantined",

@@ -135,9 +135,10 @@ static void start_writeback(fs_bulk_file *f)
 
 static void reset_counts(fhirsync_export *ex, fs_bulk_file *f)
 {
-    fs_ndjson_init(&f->x->ck, f->pub.kind == FHIRSYNC_EXPORT_OUTPUT    ? f->type
-                           : f->pub.kind == FHIRSYNC_EXPORT_DELETED ? "Bundle"
-                                                                   : "OperationOutcome",
+    fs_ndjson_init(&f->x->ck,
+                   f->pub.kind == FHIRSYNC_EXPORT_OUTPUT    ? f->type
+                   : f->pub.kind == FHIRSYNC_EXPORT_DELETED ? "Bundle"
+                                                            : "OperationOutcome",
                    ex->max_line);
     f->offset = 0;
     f->writeback_from = 0;
@@ -157,8 +158,7 @@ static bool count_line(fs_bulk_file *f)
         f->bad++;
         if (!f->first_bad_line) {
             f->first_bad_line = f->x->ck.verdict_line;
-            snprintf(f->x->first_bad_reason, sizeof f->x->first_bad_reason, "%s",
-                     f->x->ck.reason);
+            snprintf(f->x->first_bad_reason, sizeof f->x->first_bad_reason, "%s", f->x->ck.reason);
         }
         return f->quarantine_mode;
     }
@@ -224,8 +224,7 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         }
         for (size_t off = 0; off < (size_t)n;) {
             size_t used;
-            fs_ndjson_event ev =
-                fs_ndjson_feed(&f->x->ck, buf + off, (size_t)n - off, &used);
+            fs_ndjson_event ev = fs_ndjson_feed(&f->x->ck, buf + off, (size_t)n - off, &used);
             off += used;
             if (ev == FS_NDJSON_LINE)
                 count_line(f);

@@ -120,10 +120,10 @@ bool fs_retryable_status(long status);
 /* How a Retry-After header was written. */
 typedef enum fs_retry_after_form {
     FS_RETRY_AFTER_NONE = 0,
-    FS_RETRY_AFTER_DELAY = 1,      /* delay-seconds */
-    FS_RETRY_AFTER_DATE = 2,       /* an HTTP-date */
-    FS_RETRY_AFTER_EPOCH_S = 3,    /* a number too large for a delay: seconds since the epoch */
-    FS_RETRY_AFTER_EPOCH_MS = 4    /* milliseconds since the epoch */
+    FS_RETRY_AFTER_DELAY = 1,   /* delay-seconds */
+    FS_RETRY_AFTER_DATE = 2,    /* an HTTP-date */
+    FS_RETRY_AFTER_EPOCH_S = 3, /* a number too large for a delay: seconds since the epoch */
+    FS_RETRY_AFTER_EPOCH_MS = 4 /* milliseconds since the epoch */
 } fs_retry_after_form;
 
 /* Parse a Retry-After value against the wall clock `now` (epoch seconds) into seconds to wait

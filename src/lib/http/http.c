@@ -83,7 +83,7 @@ typedef struct transfer {
     size_t max_body;
     size_t header_bytes;
     bool too_large;
-    bool headers_too_large;            /* the header caps, not the body's */
+    bool headers_too_large; /* the header caps, not the body's */
     bool sink_aborted;
     bool oom;
 } transfer;
@@ -217,8 +217,8 @@ fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detai
          * is almost always the server's doing */
         return fs_err(err, FHIRSYNC_E_TOO_LARGE,
                       "libcurl refused the response from %s: a header line longer than the "
-                      "%d-byte header line cap (or, rarely, memory ran out)%s%s", url,
-                      FS_HTTP_MAX_HEADER_LINE, detail && *detail ? ": " : "",
+                      "%d-byte header line cap (or, rarely, memory ran out)%s%s",
+                      url, FS_HTTP_MAX_HEADER_LINE, detail && *detail ? ": " : "",
                       detail ? detail : "");
     default:
         return fs_err(err, FHIRSYNC_E_NETWORK, "network error with %s: %s", url, why);
@@ -229,8 +229,8 @@ fhirsync_code fs_http_headers_too_large(const char *url, fhirsync_error *err)
 {
     return fs_err(err, FHIRSYNC_E_TOO_LARGE,
                   "the response headers from %s pass the header cap of %d bytes in all "
-                  "(refused: a response body cap does not apply to them)", url,
-                  FS_HTTP_MAX_HEADER_BYTES);
+                  "(refused: a response body cap does not apply to them)",
+                  url, FS_HTTP_MAX_HEADER_BYTES);
 }
 
 /* What our callbacks stopped, or else what libcurl says. */

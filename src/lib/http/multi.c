@@ -44,7 +44,7 @@ typedef struct transfer {
     size_t header_bytes;
     bool headers_done, is_final, redirecting;
     bool too_large, aborted_by_cb, sink_aborted, oom;
-    bool headers_too_large;       /* the header caps, not the body's */
+    bool headers_too_large; /* the header caps, not the body's */
     char errbuf[CURL_ERROR_SIZE];
     /* the result */
     fs_http_response resp;
