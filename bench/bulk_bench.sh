@@ -12,7 +12,7 @@
 #      best and the median of ROUNDS runs are shown. fhirsync's run resumes a copy of the export
 #      folder rewound to "manifest saved, no file done" (exactly what a kill -9 right after the
 #      manifest leaves), so it downloads, checks, fsyncs, renames and records every file; its time
-#      is the span between its manifest and done events in log.ndjson. Target: ratio <= 1.25.
+#      is the span between its manifest and done events in export-log.jsonl. Target: ratio <= 1.25.
 #   2. a breakdown, for measurement only: fhirsync with its fsync calls made no-ops (an
 #      LD_PRELOAD shim compiled here; the library has no such switch), curl followed by
 #      `sync --data` of its files (the durability fhirsync provides), and the line checker alone
@@ -80,7 +80,7 @@ download_ms() {
             .map((l) => JSON.parse(l));
         const m = ev.filter((e) => e.event === "manifest").pop();
         const d = ev.filter((e) => e.event === "done").pop();
-        console.log(d.elapsed_ms - m.elapsed_ms);' "$1/log.ndjson"
+        console.log(d.elapsed_ms - m.elapsed_ms);' "$1/export-log.jsonl"
 }
 
 # run_export DIR: a new export (kept on the server) under /usr/bin/time; prints

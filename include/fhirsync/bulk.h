@@ -15,7 +15,9 @@
  *   deleted/<Type>.<n>.ndjson, error/<Type>.<n>.ndjson
  *   quarantine/NAME       lines of file NAME that failed the checks twice: line number, reason,
  *                         text (one JSON record a line)
- *   log.ndjson            structured events (kick-off, progress, downloads, retries, completion)
+ *   export-log.jsonl      the run's log: structured events (kick-off, progress, downloads,
+ *                         retries, completion); not *.ndjson, so that data globs skip it (an
+ *                         older folder's log.ndjson is renamed to it)
  *   .partial/             files being downloaded; renamed into place once every line was checked
  *
  * Events: the application receives an event for each step (see fhirsync_export_event), in
@@ -45,6 +47,20 @@ typedef enum fhirsync_export_level {
     FHIRSYNC_EXPORT_GROUP = 2      /* [base]/Group/[id]/$export */
 } fhirsync_export_level;
 
+/* Bounds on the work one run does against a server, whatever it answers. Zero fields take the
+ * defaults; fhirsync_export_options_init() zeroes them. */
+typedef struct fhirsync_export_limits {
+    int64_t deadline_s;            /* a run (kick-off, polls, manifest, downloads) stops with
+                                      FHIRSYNC_E_TIMEOUT after this many seconds, leaving the
+                                      folder and the job resumable; 0: 86400 (24 h); < 0: none */
+    int64_t stall_bytes_per_s;     /* a download slower than this ... */
+    int64_t stall_s;               /* ... for this many seconds in a row is stopped and counts as
+                                      a failed attempt of that file; 0: 1024 B/s for 60 s;
+                                      stall_bytes_per_s < 0 turns the rule off */
+    int64_t poll_floor_ms;         /* the least wait between two status polls, whatever the
+                                      Retry-After says; 0: 1000 */
+} fhirsync_export_limits;
+
 /* What to export and how. Initialise with fhirsync_export_options_init(), then set what differs.
  * Every string and list is copied by fhirsync_export_new(); the struct may be reused afterwards.
  * A NULL string means "not sent" unless said otherwise. */
@@ -69,6 +85,7 @@ typedef struct fhirsync_export_options {
                                       -1 (default) the profile's `delete_job` (yes) */
     size_t max_line;               /* longest accepted NDJSON line in bytes; 0: 64 MiB */
     const char *out_dir;           /* the export folder (required by fhirsync_export_new) */
+    fhirsync_export_limits limits; /* deadline, stall rule, poll pacing (zero: defaults) */
 } fhirsync_export_options;
 
 /* Fill `opts` with the defaults: system level, GET, everything else unset. */
@@ -110,7 +127,9 @@ typedef struct fhirsync_export_file {
 typedef enum fhirsync_export_event_kind {
     FHIRSYNC_EXPORT_EV_KICKOFF = 0,   /* the server accepted the request: status_url set */
     FHIRSYNC_EXPORT_EV_PROGRESS = 1,  /* a status poll said "in progress": message is the
-                                         X-Progress text (NULL when none), delay_ms the wait */
+                                         X-Progress text (NULL when none), delay_ms the wait;
+                                         reported when the text changes, otherwise at most
+                                         every 30 s, not per poll */
     FHIRSYNC_EXPORT_EV_MANIFEST = 2,  /* the manifest is complete (all pages): transaction_time
                                          set, files_total known */
     FHIRSYNC_EXPORT_EV_FILE_STARTED = 3, /* a download (or a retry of it) started: file */
@@ -174,6 +193,11 @@ FHIRSYNC_API fhirsync_code fhirsync_export_open(const fhirsync_endpoint *ep, con
 
 FHIRSYNC_API void fhirsync_export_free(fhirsync_export *ex);
 
+/* Change the limits of a handle (for one opened with fhirsync_export_open(), whose options are
+ * those of the first run); NULL restores the defaults. Takes effect at the next run. */
+FHIRSYNC_API void fhirsync_export_set_limits(fhirsync_export *ex,
+                                             const fhirsync_export_limits *limits);
+
 /* Install the event callback (NULL: none). */
 FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_export_cb cb,
                                                void *userdata);
@@ -183,11 +207,16 @@ FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_exp
  * every line passed the checks; FHIRSYNC_E_PARTIAL when everything was downloaded but some lines
  * were quarantined or a count did not match (see quarantine/ and the WARNING events);
  * FHIRSYNC_E_CANCELLED on fhirsync_cancel() or a callback's request (the folder is resumable);
- * otherwise the error that stopped it (FHIRSYNC_E_RATE_LIMITED "an export may already be
- * running" on a 429 at kick-off, FHIRSYNC_E_PROTOCOL for a 202 without Content-Location or a
- * malformed manifest, FHIRSYNC_E_SERVER with the OperationOutcome's diagnostics, network and
- * token errors after the retries...), with fhirsync_export_errmsg() set. Running a handle again
- * after a failure resumes from where it stopped. */
+ * FHIRSYNC_E_TIMEOUT when the run's deadline (fhirsync_export_limits) passed (resumable, the job
+ * kept); when some files could not be downloaded within their retry budget (fhirsync_export_limits
+ * and the profile's max_retries) while the others were, the error of the first such file, with a
+ * message naming it and counting them (resumable); otherwise the error that stopped it
+ * (FHIRSYNC_E_RATE_LIMITED on a 429 at kick-off, with what the server said,
+ * FHIRSYNC_E_PROTOCOL for a 202 without Content-Location, a status URL on another origin, a
+ * malformed manifest or response headers over their caps, FHIRSYNC_E_SERVER with the
+ * OperationOutcome's diagnostics, network and token errors after the retries...), with
+ * fhirsync_export_errmsg() set. Running a handle again after a failure resumes from where it
+ * stopped. */
 FHIRSYNC_API fhirsync_code fhirsync_export_run(fhirsync_export *ex);
 
 /* The message of the last failure of the handle ("" after success). Borrowed. */

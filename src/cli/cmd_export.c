@@ -56,6 +56,12 @@ static void usage(FILE *out)
         "  --keep-job             do not DELETE the job on the server after success\n"
         "  --max-line BYTES       longest accepted NDJSON line (default 67108864 = 64 MiB;\n"
         "                         memory use does not depend on it)\n"
+        "  --deadline DURATION    stop a run after this long whatever the server does (default\n"
+        "                         24h; e.g. 90s, 30m, 6h, 0 for none): exit 9, the folder and\n"
+        "                         the job stay resumable\n"
+        "  --stall-speed BYTES    a download slower than BYTES per second ...\n"
+        "  --stall-time SECONDS   ... for SECONDS in a row is stopped and retried (defaults 1024\n"
+        "                         and 60; --stall-speed 0 turns the rule off)\n"
         "  --no-progress          plain log lines even on a terminal\n"
         "  --json                 print the summary as JSON\n"
         "\n"
@@ -65,21 +71,28 @@ static void usage(FILE *out)
         "  deleted/TYPE.N.ndjson  transaction Bundles of DELETE entries (with --since)\n"
         "  error/TYPE.N.ndjson    OperationOutcomes the server reported\n"
         "  quarantine/NAME        lines that failed the checks twice: line number, reason, text\n"
-        "  log.ndjson             one JSON event per line (kick-off, polls, downloads, retries,\n"
-        "                         completion with counts, bytes and duration)\n"
+        "  export-log.jsonl       the run's log, one JSON event per line (kick-off, progress,\n"
+        "                         downloads, retries, completion with counts, bytes and\n"
+        "                         duration); named so that a *.ndjson glob meant for the data\n"
+        "                         does not pick it up (an older folder's log.ndjson is renamed)\n"
         "  state.json             what is done (for resume); .partial/ files being downloaded\n"
         "\n"
         "A file whose lines fail the checks is downloaded once more; if it fails again, its good\n"
         "lines are kept, the bad ones go to quarantine/ and the export ends with exit code 10\n"
-        "(partial data). A 429 at kick-off usually means an export is already running.\n"
+        "(partial data). Status polls are at least 1 s apart whatever Retry-After says; a\n"
+        "download is retried (resuming with Range) up to max_retries times without getting\n"
+        "further than before, then that file is given up and named, the others are still\n"
+        "downloaded, and the export fails with that file's error (resumable).\n"
         "\n");
     cli_print_common_help(out);
     fprintf(out,
         "\n"
         "exit codes: 0 done, 2 usage, 3 configuration, 4 key, 5 authentication, 6 not found\n"
-        "(e.g. files expired), 7 server error (429 at kick-off, failed export), 8 protocol,\n"
-        "9 network, 10 partial data (quarantined lines), 11 folder in use, 12 interrupted\n"
-        "(resumable), 13 local file error\n");
+        "(e.g. files expired), 7 server error (429 at kick-off, failed export), 8 protocol\n"
+        "(including a status URL on another origin, oversized response headers), 9 network\n"
+        "(also a stalled file given up, and the --deadline passing; resumable), 10 partial\n"
+        "data (quarantined lines, counts that differ from the manifest), 11 folder in use,\n"
+        "12 interrupted (resumable), 13 local file error\n");
 }
 
 /* ---- signals -------------------------------------------------------------------------------- */
@@ -262,7 +275,7 @@ static void summary(const fhirsync_export *ex, fhirsync_code rc, bool json, bool
         printf("}}\n");
         return;
     }
-    printf("export %s: %s\n", rc == FHIRSYNC_OK ? "complete" : "complete with quarantined lines",
+    printf("export %s: %s\n", rc == FHIRSYNC_OK ? "complete" : "complete, with problems (see below)",
            fhirsync_export_dir(ex));
     printf("  transaction time: %s (the _since of the next incremental export)\n",
            tt ? tt : "?");
@@ -293,12 +306,30 @@ static void summary(const fhirsync_export *ex, fhirsync_code rc, bool json, bool
 
 /* ---- the command ---------------------------------------------------------------------------- */
 
+/* "90", "90s", "30m", "6h", "2d" in seconds; -1 when malformed. */
+static int64_t parse_duration(const char *text)
+{
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (!*text || *text == '-' || end == text || v < 0)
+        return -1;
+    long long unit = 1;
+    if (*end == 's' || *end == 'm' || *end == 'h' || *end == 'd') {
+        unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : 86400;
+        end++;
+    }
+    if (*end || v > (1LL << 40) / unit)
+        return -1;
+    return (int64_t)(v * unit);
+}
+
 int cmd_export(int argc, char **argv)
 {
     enum {
         OPT_LEVEL = 1, OPT_GROUP, OPT_TYPE, OPT_SINCE, OPT_ELEMENTS, OPT_TYPE_FILTER, OPT_PATIENT,
         OPT_IAD, OPT_FORMAT, OPT_PARAM, OPT_POST, OPT_LENIENT, OPT_OUT, OPT_RESUME, OPT_PARALLEL,
-        OPT_KEEP, OPT_MAX_LINE, OPT_NO_PROGRESS, OPT_JSON
+        OPT_KEEP, OPT_MAX_LINE, OPT_NO_PROGRESS, OPT_JSON, OPT_DEADLINE, OPT_STALL_SPEED,
+        OPT_STALL_TIME
     };
     static const struct option own[] = {
         {"level", required_argument, NULL, OPT_LEVEL},
@@ -320,6 +351,9 @@ int cmd_export(int argc, char **argv)
         {"max-line", required_argument, NULL, OPT_MAX_LINE},
         {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
         {"json", no_argument, NULL, OPT_JSON},
+        {"deadline", required_argument, NULL, OPT_DEADLINE},
+        {"stall-speed", required_argument, NULL, OPT_STALL_SPEED},
+        {"stall-time", required_argument, NULL, OPT_STALL_TIME},
         {NULL, 0, NULL, 0}};
     char short_opts[32];
     const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
@@ -381,6 +415,30 @@ int cmd_export(int argc, char **argv)
             eo.max_line = (size_t)v;
             break;
         }
+        case OPT_DEADLINE: {
+            int64_t v = parse_duration(optarg);
+            if (v < 0)
+                return cli_usage_error("export", "--deadline expects a duration such as 90s, "
+                                       "30m, 6h or 0 (none), got '%s'", optarg);
+            eo.limits.deadline_s = v == 0 ? -1 : v;
+            break;
+        }
+        case OPT_STALL_SPEED:
+        case OPT_STALL_TIME: {
+            char *end = NULL;
+            long long v = strtoll(optarg, &end, 10);
+            bool speed = opt == OPT_STALL_SPEED;
+            if (!*optarg || *end || v < (speed ? 0 : 1) || v > (speed ? (1LL << 40) : 86400))
+                return cli_usage_error("export", "--%s expects %s, got '%s'",
+                                       speed ? "stall-speed" : "stall-time",
+                                       speed ? "bytes per second (0: off)" : "seconds (1 to 86400)",
+                                       optarg);
+            if (speed)
+                eo.limits.stall_bytes_per_s = v == 0 ? -1 : v;
+            else
+                eo.limits.stall_s = v;
+            break;
+        }
         case OPT_NO_PROGRESS: no_progress = true; break;
         case OPT_JSON: json = true; break;
         case 'h': usage(stdout); return 0;
@@ -437,6 +495,8 @@ int cmd_export(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
+    if (resume)
+        fhirsync_export_set_limits(ex, &eo.limits);
     display d = {.tty = !no_progress && isatty(STDERR_FILENO), .quiet = profile.quiet};
     fhirsync_export_set_callback(ex, on_event, &d);
     struct sigaction sa = {0};

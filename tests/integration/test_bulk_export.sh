@@ -60,7 +60,7 @@ ids() {
         const dir = path.join(process.argv[1], process.argv[2] || "");
         const out = [];
         for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".ndjson")).sort()) {
-            if (f === "log.ndjson") continue;
+            if (f === "log.ndjson") out.push("BAD the log is a *.ndjson");
             const text = fs.readFileSync(path.join(dir, f), "utf8");
             if (text.length && !text.endsWith("\n")) out.push("BAD no final newline in " + f);
             for (const l of text.split("\n").filter((l) => l.length)) {
@@ -80,7 +80,7 @@ same_ids() {
     d=$(dups <"$TMP/ids.now")
     [ "$d" = 0 ] && ok "$2: no resource twice" || not_ok "$2: $d duplicated resources"
 }
-events() { grep -c "\"event\":\"$2\"" "$1/log.ndjson" || true; }
+events() { grep -c "\"event\":\"$2\"" "$1/export-log.jsonl" || true; }
 export_ok() { # DIR DESCRIPTION [flags...]: an export that must succeed with the baseline's data
     local dir=$1 what=$2
     shift 2
@@ -100,7 +100,7 @@ expect_no_match "$(cat "$TMP/ids.base")" '^BAD' "every baseline line is a resour
 expect_match "$OUT" 'export complete: base' "the summary names the folder"
 expect_match "$OUT" 'Observation +[0-9]+' "the summary counts resources per type"
 expect_match "$OUT" 'job: +deleted on the server' "the summary says the job was deleted"
-FILES=$(ls base/*.ndjson | grep -vc log.ndjson)
+FILES=$(ls base/*.ndjson | wc -l)
 [ "$FILES" -gt 13 ] && ok "several files per type ($FILES)" || not_ok "only $FILES files"
 [ "$(stat -c %a base)" = 700 ] && ok "folder is 0700" || not_ok "folder mode $(stat -c %a base)"
 [ -z "$(find base -type f ! -perm 600)" ] && ok "every file is 0600" || not_ok "files not 0600: $(find base -type f ! -perm 600)"
@@ -108,7 +108,7 @@ FILES=$(ls base/*.ndjson | grep -vc log.ndjson)
 [ -s base/manifest.json ] && ok "manifest.json saved" || not_ok "no manifest.json"
 [ "$(json_get base/state.json j.complete)" = true ] && ok "state.json says complete" || not_ok "state not complete"
 for ev in kick-off manifest file-done done job-deleted; do
-    [ "$(events base $ev)" -ge 1 ] && ok "log.ndjson has $ev" || not_ok "log.ndjson lacks $ev"
+    [ "$(events base $ev)" -ge 1 ] && ok "the log has $ev" || not_ok "the log lacks $ev"
 done
 [ "$(logged 'r.method==="DELETE" && r.path.includes("/bulkstatus/")')" = 1 ] &&
     ok "the job was DELETEd on the server" || not_ok "no DELETE of the job"
@@ -174,7 +174,8 @@ expect_exit 0 "429 at kick-off once, retried" -- "$FS" export --out k429 --type 
 clear_faults
 fault '{"fault":"429","on":"kickoff","count":0,"retry_after":1}'
 expect_exit 7 "429 at kick-off every time" -- "$FS" export --out k429b --type Patient --max-retries 1 --no-progress
-expect_match "$ERR" 'an export may already be running \(HTTP 429 at kick-off\)' "429 at kick-off is explained"
+expect_match "$ERR" 'refused the kick-off as rate limited \(HTTP 429\).*too many requests' "429 at kick-off is explained with what the server said"
+expect_no_match "$ERR" 'already running' "a throttling 429 is not called a running export"
 clear_faults
 fault '{"fault":"503","on":"kickoff","count":1,"retry_after":1}'
 expect_exit 0 "503 at kick-off once" -- "$FS" export --out k503 --type Patient --no-progress
@@ -199,8 +200,8 @@ export_ok shtml "an HTML 502 page on a status poll"
 # ---- download faults ------------------------------------------------------------------------
 fault '{"fault":"reset","on":"download","count":3,"after_bytes":30000}'
 export_ok dreset "connections reset mid-file (resumed with Range)"
-[ "$(grep -c 'resuming at byte' dreset/log.ndjson)" -ge 1 ] && ok "downloads resumed where they stopped" ||
-    not_ok "no Range resume in log.ndjson"
+[ "$(grep -c 'resuming at byte' dreset/export-log.jsonl)" -ge 1 ] && ok "downloads resumed where they stopped" ||
+    not_ok "no Range resume in the log"
 fault '{"fault":"truncate","on":"download","count":1}'
 export_ok dtrunc "a truncated last line once (downloaded again)"
 expect_match "$ERR" 'truncated last line.*downloading the file again' "the truncated line is reported"
@@ -274,7 +275,7 @@ kill9_resume k9slow "kill -9 during slow downloads" '{"fault":"slow","on":"downl
     not_ok "no file kept from the killed run"
 kill9_resume k9reset "kill -9 with partial files" '{"fault":"reset","on":"download","count":0,"after_bytes":20000}' \
     '[ "$(partial_bytes k9reset)" -ge 60000 ]'
-expect_match "$(cat k9reset/log.ndjson)" 'resuming at byte' "the partial files were resumed with Range requests"
+expect_match "$(cat k9reset/export-log.jsonl)" 'resuming at byte' "the partial files were resumed with Range requests"
 
 # --resume DIR after Ctrl-C
 fault '{"fault":"slow","on":"download","count":0,"delay_ms":300}'

@@ -3,8 +3,10 @@
  * missing resourceType, every JSON error class, the same verdicts whatever the chunking, and
  * agreement with jansson), the manifest (valid, paged, missing fields, relative URLs, a missing
  * requiresAccessToken), state.json (round trip, atomic write mode, damage), the kick-off request
- * (GET query, POST Parameters, bad options) and the status-poll delay (Retry-After in seconds or
- * as an HTTP-date, capped; backoff without it).
+ * (GET query, POST Parameters, bad options), the status-poll delay (Retry-After in seconds, as an
+ * HTTP-date or an absolute epoch, capped, never below the poll floor; backoff without it), the
+ * per-file retry budget (only getting further than ever resets it), and manifests and states of
+ * many files (every entry kept in order, lookups by name right).
  *
  * `test_bulk --bench FILE.ndjson` times the checker against jansson's json_loadb on each line of
  * a file (the measurement behind the choice of a scanner, see docs/bulk-export.md). */
@@ -625,22 +627,148 @@ static void test_poll_delay(void **state)
 {
     (void)state;
     int64_t now = 1714557600; /* 2024-05-01T10:00:00Z */
-    assert_int_equal(fs_bulk_poll_delay_ms("5", now, 0, 300), 5000);
-    assert_int_equal(fs_bulk_poll_delay_ms("0", now, 3, 300), 0);
+    assert_int_equal(fs_bulk_poll_delay_ms("5", now, 0, 300, 0), 5000);
+    /* "Retry-After: 0" (and a date in the past) never means back-to-back polls: the floor */
+    assert_int_equal(fs_bulk_poll_delay_ms("0", now, 3, 300, 0), FS_BULK_DEFAULT_POLL_FLOOR_MS);
+    assert_int_equal(fs_bulk_poll_delay_ms("0", now, 3, 300, 250), 250);
     /* capped */
-    assert_int_equal(fs_bulk_poll_delay_ms("86400", now, 0, 300), 300000);
+    assert_int_equal(fs_bulk_poll_delay_ms("86400", now, 0, 300, 0), 300000);
     /* an HTTP-date against the (fake) clock */
-    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 10:00:30 GMT", now, 0, 300), 30000);
-    /* a date in the past means now */
-    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 09:00:00 GMT", now, 0, 300), 0);
-    /* without (or with garbage) exponential backoff with jitter in [base/2, base] */
+    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 10:00:30 GMT", now, 0, 300, 0), 30000);
+    assert_int_equal(fs_bulk_poll_delay_ms("Wed, 01 May 2024 09:00:00 GMT", now, 0, 300, 0),
+                     FS_BULK_DEFAULT_POLL_FLOOR_MS);
+    /* absolute epochs, in seconds and in milliseconds: a time, not a delay to cap */
+    assert_int_equal(fs_bulk_poll_delay_ms("1714557612", now, 0, 300, 0), 12000);
+    assert_int_equal(fs_bulk_poll_delay_ms("1714557612000", now, 0, 300, 0), 12000);
+    assert_int_equal(fs_bulk_poll_delay_ms("1714557000", now, 0, 300, 0),
+                     FS_BULK_DEFAULT_POLL_FLOOR_MS); /* in the past */
+    /* without (or with garbage) exponential backoff with jitter in [base/2, base], up to 120 s */
     for (unsigned attempt = 0; attempt < 12; attempt++) {
         int64_t base = 1000LL << (attempt < 9 ? attempt : 9);
-        if (base > 300000)
-            base = 300000;
-        int64_t d = fs_bulk_poll_delay_ms(attempt % 2 ? "soon" : NULL, now, attempt, 300);
-        assert_true(d >= base / 2 && d <= base);
+        if (base > FS_BULK_POLL_BACKOFF_CAP_S * 1000)
+            base = FS_BULK_POLL_BACKOFF_CAP_S * 1000;
+        int64_t d = fs_bulk_poll_delay_ms(attempt % 2 ? "soon" : NULL, now, attempt, 300, 0);
+        int64_t low =
+            base / 2 < FS_BULK_DEFAULT_POLL_FLOOR_MS ? FS_BULK_DEFAULT_POLL_FLOOR_MS : base / 2;
+        assert_true(d >= low && d <= base);
     }
+    /* a retry_cap below the backoff cap wins */
+    assert_true(fs_bulk_poll_delay_ms(NULL, now, 11, 2, 0) <= 2000);
+}
+
+/* ---- the retry budget ----------------------------------------------------------------------- */
+
+static void test_retry_budget(void **state)
+{
+    (void)state;
+    /* a server that cuts the file at byte 1000 every time: 5 retries, then the budget is spent */
+    fs_bulk_budget b = {0};
+    unsigned allowed = 0;
+    for (int i = 0; i < 100 && fs_bulk_budget_fail(&b, 1000, false, 5); i++)
+        allowed++;
+    assert_int_equal(allowed, 5);
+    assert_int_equal(b.furthest, 1000);
+    /* getting further than ever resets it; reaching the same place again does not */
+    fs_bulk_budget g = {0};
+    assert_true(fs_bulk_budget_fail(&g, 100, false, 2));
+    assert_true(fs_bulk_budget_fail(&g, 100, false, 2));
+    assert_false(fs_bulk_budget_fail(&g, 100, false, 2));
+    assert_true(fs_bulk_budget_fail(&g, 101, false, 2)); /* further: a fresh budget */
+    assert_int_equal(g.failures, 1);
+    assert_true(fs_bulk_budget_fail(&g, 50, false, 2)); /* a restart from 0 that fell short */
+    assert_false(fs_bulk_budget_fail(&g, 101, false, 2));
+    /* progress under the stall rule does not buy attempts: a trickle ends */
+    fs_bulk_budget t = {0};
+    unsigned tries = 0;
+    for (uint64_t at = 10; at < 100000 && fs_bulk_budget_fail(&t, at, true, 3); at += 10)
+        tries++;
+    assert_int_equal(tries, 3);
+    assert_int_equal(t.furthest, 40);
+    /* no retries at all */
+    fs_bulk_budget z = {0};
+    assert_false(fs_bulk_budget_fail(&z, 0, false, 0));
+}
+
+/* ---- many files ----------------------------------------------------------------------------- */
+
+#define MANY 40000
+
+static void test_many_entries(void **state)
+{
+    (void)state;
+    static const char *const types[] = {"Patient", "Observation", "Encounter"};
+    fs_buf body;
+    fs_buf_init(&body);
+    assert_true(fs_buf_printf(&body, "{\"transactionTime\":\"2024-05-01T10:00:00Z\","
+                                     "\"request\":\"x\",\"requiresAccessToken\":true,"
+                                     "\"output\":["));
+    for (int i = 0; i < MANY; i++)
+        assert_true(fs_buf_printf(&body, "%s{\"type\":\"%s\",\"url\":\"f/%d\",\"count\":%d}",
+                                  i ? "," : "", types[i % 3], i, i % 7));
+    assert_true(fs_buf_printf(&body, "],\"error\":[{\"type\":\"OperationOutcome\","
+                                     "\"url\":\"e/1\"}]}"));
+    fs_bulk_manifest m;
+    fs_bulk_manifest_init(&m);
+    fhirsync_error err = {0};
+    assert_int_equal(
+        fs_bulk_manifest_parse(&m, body.data, body.len, "https://h.example/fhir/status/1", &err),
+        FHIRSYNC_OK);
+    assert_int_equal(m.count, MANY + 1);
+    for (int i = 0; i < MANY; i += 997) {
+        char url[64];
+        snprintf(url, sizeof url, "https://h.example/fhir/status/f/%d", i);
+        assert_string_equal(m.entries[i].url, url);
+        assert_string_equal(m.entries[i].type, types[i % 3]);
+        assert_int_equal(m.entries[i].count, i % 7);
+    }
+    assert_int_equal(m.entries[MANY].kind, FHIRSYNC_EXPORT_ERROR);
+    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), MANY);
+    /* a second page that fails leaves the first page's entries and merged arrays as they were */
+    const char *bad = "{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":["
+                      "{\"type\":\"Patient\",\"url\":\"ok\"},{\"type\":\"x\",\"url\":\"u\"}],"
+                      "\"deleted\":[{\"type\":\"Bundle\",\"url\":\"d\"}]}";
+    assert_int_equal(fs_bulk_manifest_parse(&m, bad, strlen(bad), "https://h.example/p", &err),
+                     FHIRSYNC_E_PROTOCOL);
+    assert_int_equal(m.count, MANY + 1);
+    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), MANY);
+    assert_null(json_object_get(m.merged, "deleted"));
+    fs_bulk_manifest_drop_entries(&m);
+    assert_int_equal(m.count, 0);
+    assert_null(m.merged);
+    assert_string_equal(m.transaction_time, "2024-05-01T10:00:00Z");
+    fs_bulk_manifest_clear(&m);
+    fs_buf_free(&body);
+
+    /* state.json with many finished files: each found by its name, re-adding updates */
+    fs_bulk_state st;
+    fs_bulk_state_init(&st);
+    st.base_url = fs_strdup("https://h.example/fhir");
+    st.request = json_object();
+    char name[64];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(name, sizeof name, "%s.%d.ndjson", types[i % 3], i / 3 + 1);
+        assert_true(fs_bulk_state_add_done(&st, name, i, 0, (uint64_t)i * 10));
+    }
+    snprintf(name, sizeof name, "%s.%d.ndjson", types[5 % 3], 5 / 3 + 1);
+    assert_true(fs_bulk_state_add_done(&st, name, 12345, 1, 1));
+    assert_int_equal(st.done_count, MANY);
+    for (int i = 0; i < MANY; i += 101) {
+        snprintf(name, sizeof name, "%s.%d.ndjson", types[i % 3], i / 3 + 1);
+        const fs_bulk_done *d = fs_bulk_state_find_done(&st, name);
+        assert_non_null(d);
+        assert_int_equal(d->count, i == 5 ? 12345 : i);
+    }
+    assert_null(fs_bulk_state_find_done(&st, "Patient.0.ndjson"));
+    char *text = fs_bulk_state_dump(&st);
+    assert_non_null(text);
+    fs_bulk_state back;
+    fs_bulk_state_init(&back);
+    assert_int_equal(fs_bulk_state_parse(text, strlen(text), &back, &err), FHIRSYNC_OK);
+    assert_int_equal(back.done_count, MANY);
+    assert_int_equal(fs_bulk_state_find_done(&back, "Encounter.1.ndjson")->count, 2);
+    fs_free(text);
+    fs_bulk_state_clear(&back);
+    fs_bulk_state_clear(&st);
 }
 
 /* ---- --bench -------------------------------------------------------------------------------- */
@@ -716,6 +844,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_state_damage),
         cmocka_unit_test(test_request_build),
         cmocka_unit_test(test_poll_delay),
+        cmocka_unit_test(test_retry_budget),
+        cmocka_unit_test(test_many_entries),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

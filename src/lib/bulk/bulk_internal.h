@@ -29,6 +29,18 @@
 #define FS_BULK_MANIFEST_MAX_BODY ((size_t)32 * 1024 * 1024)
 #define FS_BULK_MAX_MANIFEST_PAGES 1000
 #define FS_BULK_MAX_TYPE_LEN 64
+/* The run's log: a name no data glob (*.ndjson) picks up; the old name is migrated on open. */
+#define FS_BULK_LOG_FILE "export-log.jsonl"
+#define FS_BULK_OLD_LOG_FILE "log.ndjson"
+/* Limits (fhirsync_export_limits) when the caller leaves them at zero. */
+#define FS_BULK_DEFAULT_DEADLINE_S 86400
+#define FS_BULK_DEFAULT_STALL_BYTES 1024
+#define FS_BULK_DEFAULT_STALL_S 60
+#define FS_BULK_DEFAULT_POLL_FLOOR_MS 1000
+/* Progress (X-Progress) is reported when its text changes, otherwise at most this often. */
+#define FS_BULK_PROGRESS_EVERY_MS 30000
+/* A poll backoff without Retry-After grows up to this (or retry_cap when lower). */
+#define FS_BULK_POLL_BACKOFF_CAP_S 120
 
 /* ---- the NDJSON line checker (ndjson.c) ----------------------------------------------------- */
 
@@ -125,6 +137,9 @@ typedef struct fs_bulk_manifest {
 
 void fs_bulk_manifest_init(fs_bulk_manifest *m);
 void fs_bulk_manifest_clear(fs_bulk_manifest *m);
+/* Free the entries and the merged document, keeping the header (transaction time, request,
+ * requiresAccessToken): once the files are built from it and manifest.json is saved. */
+void fs_bulk_manifest_drop_entries(fs_bulk_manifest *m);
 
 /* Parse one manifest page and append its entries to `m` (first page: m empty; later pages:
  * entries appended, transactionTime must agree). `base_url` resolves relative URLs (the status
@@ -153,6 +168,24 @@ fhirsync_code fs_bulk_mkdirs(const char *path, fhirsync_error *err);
 fhirsync_code fs_bulk_read_file(const char *path, size_t max, char **out, size_t *len,
                                 fhirsync_error *err);
 
+/* A map from borrowed strings to numbers (open addressing; state.c): lookups in constant time,
+ * so that manifests and states of many files cost linear time. */
+typedef struct fs_bulk_map_slot {
+    const char *key;               /* borrowed: must outlive the map's use of it */
+    size_t value;
+} fs_bulk_map_slot;
+
+typedef struct fs_bulk_map {
+    fs_bulk_map_slot *slots;
+    size_t cap, count;
+} fs_bulk_map;
+
+/* The value of `key`, NULL when absent (writable: the map's own slot). */
+size_t *fs_bulk_map_get(const fs_bulk_map *m, const char *key);
+/* Set `key` (borrowed) to `value`; false on out of memory. */
+bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value);
+void fs_bulk_map_clear(fs_bulk_map *m);
+
 /* One finished file as state.json records it. */
 typedef struct fs_bulk_done {
     char *name;
@@ -173,6 +206,7 @@ typedef struct fs_bulk_state {
     bool complete;                 /* every file done (DONE reported) */
     fs_bulk_done *done;
     size_t done_count, done_cap;
+    fs_bulk_map done_index;        /* name -> index in done */
 } fs_bulk_state;
 
 void fs_bulk_state_init(fs_bulk_state *st);
@@ -209,11 +243,12 @@ bool fs_bulk_request_lenient(const json_t *request);
 
 /* ---- Retry-After for status polls (export.c) ------------------------------------------------ */
 
-/* The wait before status poll number `attempt` (0-based) in ms: the Retry-After header (seconds
- * or HTTP-date against `now`) when present and valid, capped by cap_s; otherwise exponential
- * backoff from 1 s (with jitter), capped. */
+/* The wait before status poll number `attempt` (0-based) in ms: the Retry-After header (any
+ * form fs_retry_after_parse reads, against `now`) when present and valid, capped by cap_s;
+ * otherwise exponential backoff from 1 s (with jitter) up to FS_BULK_POLL_BACKOFF_CAP_S (or cap_s
+ * when lower). Never below floor_ms (0: FS_BULK_DEFAULT_POLL_FLOOR_MS). */
 int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
-                              int64_t cap_s);
+                              int64_t cap_s, int64_t floor_ms);
 
 /* ---- the export handle (export.c, download.c) ----------------------------------------------- */
 
@@ -226,10 +261,33 @@ typedef enum fs_bulk_outcome {
     FS_BULK_FINISHED = 1,          /* checked, fsync'ed and in place: record it (result_*) */
     FS_BULK_RETRY_STRICT = 2,      /* the strict attempt failed its checks at the end (bad lines,
                                       a truncated last line or a count mismatch): again */
-    FS_BULK_FAILED = 3             /* a local error finishing it: io_err */
+    FS_BULK_FAILED = 3             /* a local error finishing it: x->io_err */
 } fs_bulk_outcome;
 
 struct fs_bulk_item;
+
+/* The retry budget of one file. Only getting past the furthest byte the file ever reached counts
+ * as progress: a server that ignores Range and cuts the file at the same place, or that sends a
+ * byte now and then, cannot make "retry 1 of 5" come back for ever. */
+typedef struct fs_bulk_budget {
+    uint64_t furthest;             /* the furthest offset of the server's file ever received */
+    unsigned failures;             /* failed attempts since it last moved */
+} fs_bulk_budget;
+
+/* A failed attempt that reached offset `reached` of the file: true (and the failure counted)
+ * when another attempt is allowed with `max_retries`; false when the budget is spent. An attempt
+ * that got further than ever before resets the budget first, unless it was `stalled` (progress
+ * below the stall rule's speed does not buy more attempts). */
+bool fs_bulk_budget_fail(fs_bulk_budget *b, uint64_t reached, bool stalled, unsigned max_retries);
+
+/* What a file needs only while it is being downloaded: allocated at its first attempt in this
+ * process (fs_bulk_partial_open), freed once the file is done, so that a manifest of many files
+ * costs little memory per file. [w] as the fields of fs_bulk_file below. */
+typedef struct fs_bulk_scratch {
+    fs_ndjson_checker ck;
+    char first_bad_reason[200];
+    fhirsync_error io_err;
+} fs_bulk_scratch;
 
 /* One file of the export while it is being downloaded. Two threads use it (see writer.c): the
  * export's thread (transfers, retries, events) and the writer (checks, the partial file). The
@@ -246,7 +304,9 @@ typedef struct fs_bulk_file {
     bool recorded;                 /* finished and in ex->st; FILE_DONE once state.json is saved */
     bool quarantine_mode;          /* the strict attempt failed its checks: keep going, cut the
                                       bad lines out at the end */
-    unsigned failures;             /* consecutive failures without progress */
+    fs_bulk_budget budget;         /* failed attempts since the file last got further */
+    bool failed;                   /* the budget ran out: given up in this run (fail_why) */
+    bool stalled;                  /* this attempt ended by the stall rule */
     unsigned check_failures;       /* attempts that failed the line checks */
     bool renewed_for_401;          /* this attempt already renewed the token once */
     int64_t not_before_ms;         /* backoff: do not start before this monotonic time */
@@ -259,17 +319,15 @@ typedef struct fs_bulk_file {
     atomic_bool stop;              /* set by the writer: end this transfer (abort_* say why) */
     struct fs_bulk_file *settled_next;
     /* the partial file and its checks [w] */
+    fs_bulk_scratch *x;            /* the checker and messages; NULL before the first attempt */
     int fd;                        /* the partial file, -1 when closed */
     uint64_t offset;               /* bytes of the server's file in the partial file */
     uint64_t writeback_from;       /* where the next early write-back starts */
-    fs_ndjson_checker ck;
     int64_t good, bad, empty;      /* lines seen so far in the partial file */
     uint64_t first_bad_line;
-    char first_bad_reason[200];
     bool abort_check;              /* a line failed (strict attempt): the transfer stops */
     bool abort_too_long;           /* a line passed the cap: the export stops */
-    bool abort_io;                 /* a local write failed: the export stops (io_err) */
-    fhirsync_error io_err;
+    bool abort_io;                 /* a local write failed: the export stops (x->io_err) */
     fs_bulk_outcome outcome;       /* of the last transfer, once settled */
     uint64_t lines;                /* lines of the whole file (good + bad), once finished */
     bool mismatch;                 /* lines differ from the manifest's count */
@@ -307,23 +365,41 @@ struct fhirsync_export {
     unsigned retries, renewals;
     uint64_t bytes_received;       /* this run, all files */
     bool partial_result;
+    fhirsync_export_limits limits; /* as set (zero fields: the defaults) */
+    int64_t deadline_ms;           /* this run stops at this monotonic time; 0: no deadline */
+    unsigned polls;                /* status polls this run */
+    char *last_progress;           /* the X-Progress text last reported */
+    int64_t last_progress_ms;      /* when a PROGRESS event was last reported; 0: never */
+    size_t files_done;             /* files with pub.done (fs_bulk_file_mark_done) */
+    int64_t resources_done;        /* lines kept in the output files among them */
+    size_t files_failed;           /* files whose retry budget ran out in this run */
     /* the access token for downloads */
     char *token;                   /* secret */
     unsigned token_gen;
 };
 
-/* Emit an event (fills the totals) and append it to log.ndjson. Returns false when the callback
- * asked to stop. */
+/* Emit an event (fills the totals) and append it to the run's log. Returns false when the
+ * callback asked to stop. */
 bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
                   const fs_bulk_file *file, const char *message, int64_t delay_ms,
                   fhirsync_code code);
-/* Append a structured record to log.ndjson (takes the reference). */
+/* Append a structured record to the run's log, FS_BULK_LOG_FILE (takes the reference). */
 void fs_bulk_log_record(fhirsync_export *ex, json_t *record);
+/* Mark a file done (keeps the totals of events in step). */
+void fs_bulk_file_mark_done(fhirsync_export *ex, fs_bulk_file *f);
 /* Get the access token for downloads (renewing it when `force` or when it is about to expire);
  * bumps token_gen and reports TOKEN_RENEWED when it changed. */
 fhirsync_code fs_bulk_token(fhirsync_export *ex, bool force, fhirsync_error *err);
-/* Download every file not done yet (download.c). */
+/* Download every file not done yet (download.c). A file whose retry budget runs out is given
+ * up (fs_bulk_file.failed, counted in ex->files_failed) and the others go on; the caller says how
+ * the export ended. */
 fhirsync_code fs_bulk_download_all(fhirsync_export *ex);
+/* FHIRSYNC_E_TIMEOUT (err filled, naming `doing`) when this run's deadline has passed; otherwise
+ * FHIRSYNC_OK with *wait_ms (may be NULL) shortened to end at the deadline. */
+fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *wait_ms,
+                               fhirsync_error *err);
+/* The stall rule of this run: bytes per second (0: off) and seconds. */
+void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds);
 /* Release what a file holds (fd, strings). */
 void fs_bulk_file_clear(fs_bulk_file *f);
 
@@ -368,7 +444,7 @@ bool fs_bulk_writer_saved(fs_bulk_writer *w, fhirsync_error *err);
  * Open .partial/NAME for the first attempt of this process: what an earlier run left is
  * re-scanned (counts rebuilt) and cut back to its last complete line. */
 fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsync_error *err);
-/* Start the file over: empty it, fresh counts. False with f->io_err on failure. */
+/* Start the file over: empty it, fresh counts. False with f->x->io_err on failure. */
 bool fs_bulk_partial_truncate(fhirsync_export *ex, fs_bulk_file *f);
 
 #endif

@@ -15,11 +15,17 @@
  *     and only then the application hears FILE_DONE.
  *
  * Failures: 401 with the token renews it (once per attempt; parallel 401s renew once) and retries
- * at once; 408/429/5xx and network errors are retried with backoff honouring Retry-After (capped
- * by retry_cap), up to max_retries failures in a row without progress; a line longer than the cap,
- * 403, 404/410 (the file expired) and other 4xx stop the export with a clear error. A retry
- * resumes with a Range request from the partial file's size, which is known once the writer has
- * settled the file. */
+ * at once; 408/429/5xx, network errors, answers that ignore or misanswer a Range, and transfers
+ * that stall (slower than the stall rule's bytes per second for its seconds) are retried with
+ * backoff honouring Retry-After (capped by retry_cap), up to max_retries failures without getting
+ * past the furthest byte the file ever reached (fs_bulk_budget). A file whose budget is spent is
+ * given up, named in a WARNING, and the other files go on; the export then fails with that
+ * file's error, resumable. A line longer than the cap, 403, 404/410 (the file expired) and other
+ * 4xx stop the export with a clear error. A retry resumes with a Range request from the partial
+ * file's size, which is known once the writer has settled the file.
+ *
+ * Work per step does not grow with the number of files: files never started are taken in order
+ * from a cursor, files to try again from a queue, and the totals are kept as they change. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -69,6 +75,7 @@ static bool on_response(void *userdata, const fs_http_response *resp)
         /* the server ignored the Range: the whole file comes again */
         fs_log(FHIRSYNC_LOG_INFO, "export: %s: the server does not resume (HTTP 200 to a Range "
                "request): downloading it from the start", f->name);
+        f->range_from = 0; /* what this attempt reaches counts from the start */
         if (!fs_bulk_partial_truncate(ex, f)) {
             f->abort_io = true;
             return false;
@@ -132,7 +139,7 @@ static void summarise_errors(fhirsync_export *ex, fs_bulk_file *f)
 static void announce(fhirsync_export *ex, fs_bulk_file *f)
 {
     char msg[400];
-    f->pub.done = true;
+    fs_bulk_file_mark_done(ex, f);
     if (f->bom)
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f,
                      "the file starts with a UTF-8 byte order mark (removed)", 0, FHIRSYNC_OK);
@@ -148,9 +155,11 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
                      "the manifest says %lld (see quarantine/%s)", (long long)f->pub.quarantined,
                      (unsigned long long)f->lines, (long long)f->pub.manifest_count, f->name);
         else
-            snprintf(msg, sizeof msg, "%lld line(s) quarantined, first at line %llu: %s (see "
-                     "quarantine/%s)", (long long)f->pub.quarantined,
-                     (unsigned long long)f->first_bad_line, f->first_bad_reason, f->name);
+            snprintf(msg, sizeof msg,
+                     "%lld line(s) quarantined, first at line %llu: %s (see "
+                     "quarantine/%s)",
+                     (long long)f->pub.quarantined, (unsigned long long)f->first_bad_line,
+                     f->x->first_bad_reason, f->name);
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
     }
     fs_log(FHIRSYNC_LOG_INFO, "export: %s done: %lld resources, %llu bytes", f->name,
@@ -158,6 +167,8 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_FILE_DONE, f, NULL, 0, FHIRSYNC_OK);
     if (f->pub.kind == FHIRSYNC_EXPORT_ERROR && f->pub.count > 0)
         summarise_errors(ex, f);
+    fs_free(f->x); /* a done file needs no checker any more */
+    f->x = NULL;
 }
 
 /* A file the writer finished: in ex->st, so in state.json from the next save on (FILE_DONE
@@ -179,7 +190,7 @@ static fhirsync_code retry_checked(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
     char msg[400];
     if (f->bad > 0)
         snprintf(msg, sizeof msg, "line %llu: %s; downloading the file again",
-                 (unsigned long long)f->first_bad_line, f->first_bad_reason);
+                 (unsigned long long)f->first_bad_line, f->x->first_bad_reason);
     else
         snprintf(msg, sizeof msg, "the file has %llu line(s) where the manifest says %lld; "
                  "downloading it again", (unsigned long long)f->lines,
@@ -188,7 +199,7 @@ static fhirsync_code retry_checked(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
     f->check_failures++;
     f->quarantine_mode = true;
     if (!fs_bulk_partial_truncate(ex, f)) {
-        *err = f->io_err;
+        *err = f->x->io_err;
         return FHIRSYNC_E_IO;
     }
     return FHIRSYNC_OK;
@@ -209,6 +220,10 @@ typedef struct loop {
     fs_bulk_file **saving;         /* recorded, in the save under way */
     size_t nsaving;
     bool save_running;
+    size_t cursor;        /* files before it were started (or done) in this run */
+    fs_bulk_file **again; /* files to try again (after a failure or a check) */
+    size_t nagain;
+    fhirsync_error first_failure; /* of the first file given up */
 } loop;
 
 static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
@@ -227,6 +242,13 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     f->range_from = f->offset;
     f->received = 0;
     f->abort_check = f->abort_too_long = f->abort_io = f->restart = f->html = false;
+    f->stalled = false;
+    long stall_bytes, stall_s;
+    fs_bulk_stall_rule(ex, &stall_bytes, &stall_s);
+    if (stall_bytes == 0) { /* the rule is off: only a transfer with no byte at all stalls */
+        stall_bytes = 1;
+        stall_s = ex->timeout_s;
+    }
     atomic_store(&f->stop, false);
     f->token_gen = ex->token_gen;
     fs_multi_request req = {
@@ -238,7 +260,8 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         .range_from = (int64_t)f->offset,
         .identity = f->offset > 0,
         .connect_timeout_s = ex->connect_timeout_s,
-        .stall_timeout_s = ex->timeout_s,
+        .stall_timeout_s = stall_s,
+        .stall_bytes_per_s = stall_bytes,
         .ca_file = fhirsync_endpoint_get(ex->ep, "ca_file"),
         .on_response = on_response,
         .sink = on_data,
@@ -257,27 +280,46 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     return FHIRSYNC_OK;
 }
 
-static bool retryable_status(long status)
+bool fs_bulk_budget_fail(fs_bulk_budget *b, uint64_t reached, bool stalled, unsigned max_retries)
 {
-    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
-           status == 504;
+    if (reached > b->furthest) {
+        b->furthest = reached;
+        if (!stalled)
+            b->failures = 0; /* got further than ever: the budget starts again */
+    }
+    if (b->failures >= max_retries)
+        return false;
+    b->failures++;
+    return true;
 }
 
-/* Schedule another attempt after a failure; FHIRSYNC_OK, or the error once retries run out. */
-static fhirsync_code schedule_retry(fhirsync_export *ex, fs_bulk_file *f, const char *why,
-                                    int64_t retry_after_s, fhirsync_code code, long status,
-                                    fhirsync_error *err)
+/* Schedule another attempt after a failure: FHIRSYNC_OK. When the file's budget is spent, the
+ * file is given up (f->failed, a WARNING naming it) and the others go on: FHIRSYNC_OK too, with
+ * the first such failure kept in lp->first_failure for the end of the export. */
+static fhirsync_code schedule_retry(loop *lp, fs_bulk_file *f, const char *why,
+                                    int64_t retry_after_s, fhirsync_code code, long status)
 {
-    if (f->received > 0)
-        f->failures = 0; /* progress was made: the budget starts again */
-    if (f->failures >= (unsigned)ex->max_retries)
-        return fs_err_http(err, code, status, "%s: %s (after %u retries)", f->name, why,
-                           f->failures);
-    int64_t delay = fs_backoff_ms(f->failures, retry_after_s, ex->retry_cap);
-    f->failures++;
+    fhirsync_export *ex = lp->ex;
+    uint64_t reached = f->range_from + f->received;
+    unsigned before = f->budget.failures;
+    if (!fs_bulk_budget_fail(&f->budget, reached, f->stalled, (unsigned)ex->max_retries)) {
+        fhirsync_error e = {0};
+        fs_err_http(&e, code, status,
+                    "%s could not be downloaded: %s (%u attempts in a row did "
+                    "not get past byte %llu)",
+                    f->name, why, before + 1, (unsigned long long)f->budget.furthest);
+        f->failed = true;
+        ex->files_failed++;
+        if (!lp->first_failure.code)
+            lp->first_failure = e;
+        fs_log(FHIRSYNC_LOG_WARN, "export: %s", e.message);
+        fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, e.message, 0, FHIRSYNC_OK);
+        return FHIRSYNC_OK;
+    }
+    int64_t delay = fs_backoff_ms(f->budget.failures - 1, retry_after_s, ex->retry_cap);
     f->not_before_ms = fs_monotonic_ms() + delay;
-    char msg[sizeof err->message + 64];
-    snprintf(msg, sizeof msg, "%s; retry %u of %ld%s", why, f->failures, ex->max_retries,
+    char msg[sizeof lp->first_failure.message + 64];
+    snprintf(msg, sizeof msg, "%s; retry %u of %ld%s", why, f->budget.failures, ex->max_retries,
              f->offset > 0 ? " (resuming with a Range request)" : "");
     fs_log(FHIRSYNC_LOG_WARN, "export: %s: %s in %.1f s", f->name, msg, (double)delay / 1000.0);
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_RETRY, f, msg, delay, FHIRSYNC_OK);
@@ -321,18 +363,19 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     fhirsync_code rc = FHIRSYNC_OK;
 
     if (f->abort_too_long)
-        return fs_err(err, FHIRSYNC_E_PROTOCOL, "%s (%s): line %llu is longer than the "
+        return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                      "%s (%s): line %llu is longer than the "
                       "%llu-byte limit (raise it with --max-line if such lines are expected)",
-                      f->name, f->url, (unsigned long long)f->ck.line_no,
+                      f->name, f->url, (unsigned long long)f->x->ck.line_no,
                       (unsigned long long)ex->max_line);
     if (f->abort_io) {
-        *err = f->io_err;
+        *err = f->x->io_err;
         return err->code ? err->code : FHIRSYNC_E_IO;
     }
     if (f->abort_check) /* strict attempt: a bad line. Start over, keeping the bad lines. */
         return retry_checked(ex, f, err);
     if (f->outcome == FS_BULK_FAILED) {
-        *err = f->io_err;
+        *err = f->x->io_err;
         return err->code ? err->code : FHIRSYNC_E_IO;
     }
     if (f->outcome == FS_BULK_RETRY_STRICT)
@@ -348,17 +391,17 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         const char *why = f->html ? "the server answered an HTML page instead of NDJSON"
                                   : "the server answered a Range request with another range";
         if (!fs_bulk_partial_truncate(ex, f)) {
-            *err = f->io_err;
+            *err = f->x->io_err;
             return FHIRSYNC_E_IO;
         }
-        return schedule_retry(ex, f, why, -1, FHIRSYNC_E_PROTOCOL, status, err);
+        return schedule_retry(lp, f, why, -1, FHIRSYNC_E_PROTOCOL, status);
     }
     if (d->code == FHIRSYNC_OK && status == 416) {
         /* the partial file is not the whole file the server has: start over */
         if (!fs_bulk_partial_truncate(ex, f))
-            return (*err = f->io_err, FHIRSYNC_E_IO);
-        return schedule_retry(ex, f, "HTTP 416 to a Range request", -1, FHIRSYNC_E_PROTOCOL,
-                              status, err);
+            return (*err = f->x->io_err, FHIRSYNC_E_IO);
+        return schedule_retry(lp, f, "HTTP 416 to a Range request", -1, FHIRSYNC_E_PROTOCOL,
+                              status);
     }
     if (d->code == FHIRSYNC_OK && status == 401 && resp->token_sent) {
         if (f->renewed_for_401)
@@ -371,14 +414,17 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         f->not_before_ms = 0;
         return FHIRSYNC_OK;
     }
-    if (d->code == FHIRSYNC_OK && retryable_status(status)) {
+    if (d->code == FHIRSYNC_OK && fs_retryable_status(status)) {
         int64_t retry_after = -1;
         const char *ra = fs_http_header_get(resp, "Retry-After");
         if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
             retry_after = -1;
         fhirsync_error e = {0};
         fs_fhir_status_error(resp, url, &e);
-        return schedule_retry(ex, f, e.message, retry_after, e.code, status, err);
+        char why[sizeof e.message + 100];
+        snprintf(why, sizeof why, "%s%s%s%s", e.message, ra ? " (Retry-After: " : "", ra ? ra : "",
+                 ra ? ")" : "");
+        return schedule_retry(lp, f, why, retry_after, e.code, status);
     }
     if (d->code == FHIRSYNC_OK) {
         rc = status >= 200 && status < 300
@@ -392,8 +438,23 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
             fs_err_prefix(err, "%s", f->name);
         return rc;
     }
-    if (d->code == FHIRSYNC_E_NETWORK || d->code == FHIRSYNC_E_TIMEOUT)
-        return schedule_retry(ex, f, d->err.message, -1, d->code, 0, err);
+    if (d->code == FHIRSYNC_E_TIMEOUT) {
+        /* libcurl's low-speed limit: the stall rule (or, when it is off, no byte at all) */
+        long stall_bytes, stall_s;
+        fs_bulk_stall_rule(ex, &stall_bytes, &stall_s);
+        char why[sizeof d->err.message + 160];
+        f->stalled = true;
+        if (stall_bytes > 0)
+            snprintf(why, sizeof why,
+                     "stalled: less than %ld bytes/s for %ld s (the stall rule; "
+                     "%llu bytes in this attempt): %s",
+                     stall_bytes, stall_s, (unsigned long long)f->received, d->err.message);
+        else
+            snprintf(why, sizeof why, "%s", d->err.message);
+        return schedule_retry(lp, f, why, -1, d->code, 0);
+    }
+    if (d->code == FHIRSYNC_E_NETWORK)
+        return schedule_retry(lp, f, d->err.message, -1, d->code, 0);
     *err = d->err;
     fs_err_prefix(err, "%s", f->name);
     return d->code;
@@ -414,6 +475,8 @@ static fhirsync_code collect(loop *lp, int timeout_ms, fhirsync_error *err)
         lp->settling--;
         rc = settled(lp, f, err);
         fs_http_response_clear(&lp->ctx[f->index].done.resp);
+        if (rc == FHIRSYNC_OK && !f->recorded && !f->failed && !f->pub.done)
+            lp->again[lp->nagain++] = f; /* another attempt, once its backoff is over */
     }
     fhirsync_error save_err = {0};
     if (lp->save_running && fs_bulk_writer_saved(lp->writer, &save_err)) {
@@ -447,17 +510,24 @@ static fhirsync_code collect(loop *lp, int timeout_ms, fhirsync_error *err)
 }
 
 /* The next file to start: not done, not running or settling, its backoff over. */
-static fs_bulk_file *next_ready(fhirsync_export *ex, int64_t now, int64_t *soonest)
+static fs_bulk_file *next_ready(loop *lp, int64_t now, int64_t *soonest)
 {
+    fhirsync_export *ex = lp->ex;
     *soonest = -1;
-    for (size_t i = 0; i < ex->nfiles; i++) {
-        fs_bulk_file *f = &ex->files[i];
-        if (f->pub.done || f->recorded || f->active || f->settling)
-            continue;
-        if (f->not_before_ms <= now)
+    /* files to try again first (few: at most the transfers that failed recently) */
+    for (size_t i = 0; i < lp->nagain; i++) {
+        fs_bulk_file *f = lp->again[i];
+        if (f->not_before_ms <= now) {
+            lp->again[i] = lp->again[--lp->nagain];
             return f;
+        }
         if (*soonest < 0 || f->not_before_ms < *soonest)
             *soonest = f->not_before_ms;
+    }
+    while (lp->cursor < ex->nfiles) {
+        fs_bulk_file *f = &ex->files[lp->cursor++];
+        if (!f->pub.done && !f->recorded && !f->failed && !f->active && !f->settling)
+            return f;
     }
     return NULL;
 }
@@ -490,7 +560,7 @@ static void stop_writer(loop *lp)
     for (size_t i = 0; i < lp->nsaving + lp->nunsaved; i++) {
         f = i < lp->nsaving ? lp->saving[i] : lp->unsaved[i - lp->nsaving];
         if (saved)
-            f->pub.done = true;
+            fs_bulk_file_mark_done(ex, f);
         else
             f->recorded = false; /* not recorded after all: a next run fetches it again */
     }
@@ -508,18 +578,21 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
     lp.ctx = fs_calloc(ex->nfiles ? ex->nfiles : 1, sizeof *lp.ctx);
     lp.unsaved = fs_calloc(ex->nfiles ? ex->nfiles : 1, sizeof *lp.unsaved);
     lp.saving = fs_calloc(ex->nfiles ? ex->nfiles : 1, sizeof *lp.saving);
+    lp.again = fs_calloc(ex->nfiles ? ex->nfiles : 1, sizeof *lp.again);
     lp.multi = fs_multi_new(NULL);
-    if (!lp.headers || !lp.ctx || !lp.unsaved || !lp.saving || !lp.multi) {
+    if (!lp.headers || !lp.ctx || !lp.unsaved || !lp.saving || !lp.again || !lp.multi) {
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         goto out;
     }
     lp.headers[0] = "Accept: " FS_FHIR_NDJSON;
     for (size_t i = 0; i < nprofile; i++)
         lp.headers[i + 1] = fhirsync_endpoint_get_at(ex->ep, "header", i);
-    bool any = false;
-    for (size_t i = 0; i < ex->nfiles; i++)
-        any = any || !ex->files[i].pub.done;
-    if (!any)
+    ex->files_failed = 0;
+    for (size_t i = 0; i < ex->nfiles; i++) {
+        ex->files[i].failed = false;
+        ex->files[i].budget = (fs_bulk_budget){0};
+    }
+    if (ex->files_done == ex->nfiles)
         goto out;
     if ((rc = fs_bulk_mkdirs(ex->partial_dir, err)) != FHIRSYNC_OK)
         goto out;
@@ -538,14 +611,14 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
                         ex->dir);
             break;
         }
-        size_t remaining = 0;
-        for (size_t i = 0; i < ex->nfiles; i++)
-            remaining += !ex->files[i].pub.done;
-        if (remaining == 0)
+        if (ex->files_done + ex->files_failed >= ex->nfiles && lp.settling == 0 &&
+            !lp.save_running && lp.nunsaved == 0)
             break;
+        if ((rc = fs_bulk_deadline(ex, "during the downloads", NULL, err)) != FHIRSYNC_OK)
+            goto out;
         int64_t now = fs_monotonic_ms(), soonest = -1;
         fs_bulk_file *f;
-        while (lp.active < (size_t)ex->parallel && (f = next_ready(ex, now, &soonest))) {
+        while (lp.active < (size_t)ex->parallel && (f = next_ready(&lp, now, &soonest))) {
             f->renewed_for_401 = f->renewed_for_401 && f->not_before_ms == 0;
             rc = start_file(&lp, f, err);
             if (rc != FHIRSYNC_OK)
@@ -598,5 +671,14 @@ out:
     fs_free(lp.ctx);
     fs_free(lp.unsaved);
     fs_free(lp.saving);
+    fs_free(lp.again);
+    if (rc == FHIRSYNC_OK && ex->files_failed > 0) {
+        *err = lp.first_failure;
+        fs_err_prefix(err,
+                      "%zu of %zu file(s) could not be downloaded (the %zu other(s) are "
+                      "stored; run the same command again to retry)",
+                      ex->files_failed, ex->nfiles, ex->files_done);
+        rc = err->code ? err->code : FHIRSYNC_E_NETWORK;
+    }
     return rc;
 }

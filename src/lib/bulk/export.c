@@ -1,8 +1,11 @@
 /* bulk/export.c: the export handle: the folder and its lock, kick-off, status polls, the manifest
- * (all pages), events and log.ndjson, the DELETE of the job, and the public API. Downloads are
- * in download.c. Every request to the FHIR server (kick-off, polls, manifest pages, DELETE) goes
- * through the REST client's fs_fhir_perform, which owns tokens, the 401 renewal, the rate
- * limiter and retries; status polls pace themselves (Retry-After, backoff, transient outcomes).
+ * (all pages), events and the run's log (export-log.jsonl), the DELETE of the job, and the public
+ * API. Downloads are in download.c. Every request to the FHIR server (kick-off, polls, manifest
+ * pages, DELETE) goes through the REST client's fs_fhir_perform, which owns tokens, the 401
+ * renewal, the rate limiter and retries; status polls pace themselves (Retry-After, backoff,
+ * transient outcomes) and never come closer than the poll floor (1 s), whatever the server says.
+ * A run ends by its deadline (24 h unless set) whatever the server does, leaving the folder and
+ * the job resumable; progress is reported when its text changes, or every 30 s, not per poll.
  *
  * The order of durable steps (each written before the next request):
  *   kick-off answered 202        -> state.json: status URL, request, kick-off time
@@ -11,6 +14,7 @@
  *   every file done               -> state.json: complete; after the DELETE: job_deleted */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -61,6 +65,55 @@ void fhirsync_export_options_init(fhirsync_export_options *opts)
     opts->delete_job = -1;
 }
 
+void fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_export_limits *limits)
+{
+    if (!ex)
+        return;
+    if (limits)
+        ex->limits = *limits;
+    else
+        memset(&ex->limits, 0, sizeof ex->limits);
+}
+
+/* ---- limits --------------------------------------------------------------------------------- */
+
+static int64_t poll_floor_ms(const fhirsync_export *ex)
+{
+    return ex->limits.poll_floor_ms > 0 ? ex->limits.poll_floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS;
+}
+
+static int64_t deadline_s(const fhirsync_export *ex)
+{
+    return ex->limits.deadline_s ? ex->limits.deadline_s : FS_BULK_DEFAULT_DEADLINE_S;
+}
+
+void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds)
+{
+    int64_t b = ex->limits.stall_bytes_per_s, t = ex->limits.stall_s;
+    *bytes_per_s = b < 0          ? 0
+                   : b == 0       ? FS_BULK_DEFAULT_STALL_BYTES
+                   : b > LONG_MAX ? LONG_MAX
+                                  : (long)b;
+    *seconds = t <= 0 ? FS_BULK_DEFAULT_STALL_S : t > 86400 ? 86400 : (long)t;
+}
+
+fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *wait_ms,
+                               fhirsync_error *err)
+{
+    if (!ex->deadline_ms)
+        return FHIRSYNC_OK;
+    int64_t now = fs_monotonic_ms();
+    if (now >= ex->deadline_ms)
+        return fs_err(err, FHIRSYNC_E_TIMEOUT,
+                      "the export's deadline of %lld s passed %s (%u status poll(s) this run): "
+                      "the job is kept on the server and the folder is resumable; run the same "
+                      "command again to go on (--deadline sets the limit)",
+                      (long long)deadline_s(ex), doing, ex->polls);
+    if (wait_ms && *wait_ms > ex->deadline_ms - now)
+        *wait_ms = ex->deadline_ms - now;
+    return FHIRSYNC_OK;
+}
+
 /* ---- events and the log --------------------------------------------------------------------- */
 
 static double elapsed_s(const fhirsync_export *ex)
@@ -93,17 +146,14 @@ void fs_bulk_log_record(fhirsync_export *ex, json_t *record)
     json_decref(record);
 }
 
-static void totals(const fhirsync_export *ex, size_t *done, int64_t *resources)
+void fs_bulk_file_mark_done(fhirsync_export *ex, fs_bulk_file *f)
 {
-    *done = 0;
-    *resources = 0;
-    for (size_t i = 0; i < ex->nfiles; i++) {
-        if (ex->files[i].pub.done) {
-            (*done)++;
-            if (ex->files[i].pub.kind == FHIRSYNC_EXPORT_OUTPUT)
-                *resources += ex->files[i].pub.count;
-        }
-    }
+    if (f->pub.done)
+        return;
+    f->pub.done = true;
+    ex->files_done++;
+    if (f->pub.kind == FHIRSYNC_EXPORT_OUTPUT)
+        ex->resources_done += f->pub.count;
 }
 
 bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
@@ -122,7 +172,8 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
         .bytes = ex->bytes_received,
         .elapsed_s = elapsed_s(ex),
     };
-    totals(ex, &ev.files_done, &ev.resources);
+    ev.files_done = ex->files_done;
+    ev.resources = ex->resources_done;
     if (kind != FHIRSYNC_EXPORT_EV_BYTES) {
         json_t *rec = json_pack("{s:s}", "event", fhirsync_export_event_name(kind));
         if (rec) {
@@ -254,14 +305,26 @@ static fhirsync_code open_folder(fhirsync_export *ex, fhirsync_error *err)
     return FHIRSYNC_OK;
 }
 
+/* The run's log is FS_BULK_LOG_FILE, a name no `*.ndjson` glob meant for data picks up. A
+ * folder of an older version holds log.ndjson: it becomes the new log (or, when both exist, an
+ * .old.jsonl beside it), so that resume goes on in one log and no data glob sees it. */
 static fhirsync_code open_log(fhirsync_export *ex, fhirsync_error *err)
 {
-    char *path = join(ex->dir, "log.ndjson");
+    char *path = join(ex->dir, FS_BULK_LOG_FILE);
+    char *old = join(ex->dir, FS_BULK_OLD_LOG_FILE);
+    char *aside = join(ex->dir, "export-log.old.jsonl");
     ex->partial_dir = join(ex->dir, ".partial");
-    if (!path || !ex->partial_dir) {
+    if (!path || !old || !aside || !ex->partial_dir) {
         fs_free(path);
+        fs_free(old);
+        fs_free(aside);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
+    struct stat sb;
+    if (lstat(old, &sb) == 0 && S_ISREG(sb.st_mode))
+        (void)rename(old, lstat(path, &sb) == 0 ? aside : path); /* best effort: a log */
+    fs_free(old);
+    fs_free(aside);
     ex->log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     fhirsync_code rc = FHIRSYNC_OK;
     if (ex->log_fd < 0)
@@ -339,6 +402,7 @@ fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
     request = NULL;
     read_settings(ex, opts->parallel, opts->delete_job);
     ex->max_line = opts->max_line ? opts->max_line : FS_BULK_DEFAULT_MAX_LINE;
+    ex->limits = opts->limits;
     struct stat sb;
     bool existed = stat(ex->dir, &sb) == 0;
     if (existed && !S_ISDIR(sb.st_mode)) {
@@ -446,6 +510,8 @@ void fs_bulk_file_clear(fs_bulk_file *f)
     fs_free(f->name);
     fs_free(f->path);
     fs_free(f->partial_path);
+    fs_free(f->x);
+    f->x = NULL;
 }
 
 static void free_files(fhirsync_export *ex)
@@ -455,6 +521,8 @@ static void free_files(fhirsync_export *ex)
     fs_free(ex->files);
     ex->files = NULL;
     ex->nfiles = 0;
+    ex->files_done = 0;
+    ex->resources_done = 0;
 }
 
 void fhirsync_export_free(fhirsync_export *ex)
@@ -472,6 +540,7 @@ void fhirsync_export_free(fhirsync_export *ex)
     if (ex->lock_fd >= 0)
         close(ex->lock_fd); /* releases the flock */
     fs_free_secret(ex->token);
+    fs_free(ex->last_progress);
     fs_free(ex->base_url);
     fs_free(ex->dir);
     fs_free(ex->partial_dir);
@@ -490,6 +559,66 @@ const char *fhirsync_export_errmsg(const fhirsync_export *ex)
 }
 
 /* ---- kick-off ------------------------------------------------------------------------------- */
+
+/* A URL the server gave for us to poll or fetch with the token (status URL, manifest pages) must
+ * be on the FHIR server's origin; another origin is the server breaking the protocol (exit 8),
+ * not a setting of ours. */
+static fhirsync_code check_same_origin(fhirsync_export *ex, const char *url, const char *what,
+                                       fhirsync_error *err)
+{
+    bool same = false;
+    if (fs_url_compare_origins(url, ex->base_url, &same) == FHIRSYNC_E_NOMEM)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (same)
+        return FHIRSYNC_OK;
+    return fs_err(err, FHIRSYNC_E_PROTOCOL,
+                  "%s %s is not on the FHIR server's origin (%s): fhirsync polls and pages only "
+                  "on the server it sends the token to",
+                  what, url, ex->base_url);
+}
+
+/* Whether a text says that an export is already running (OperationOutcomes of servers that
+ * allow one export at a time say so). */
+static bool mentions_running_export(const char *text)
+{
+    static const char *const words[] = {"already",    "in progress",    "running",
+                                        "concurrent", "another export", "existing export"};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (strcasestr(text, words[i]))
+            return true;
+    return false;
+}
+
+/* A 429 at kick-off: say what the server said. Only a server that speaks of a running export
+ * gets the "cancel it" hint; one that says "Too Many Requests" is rate limiting. */
+static fhirsync_code kickoff_429(const fs_http_response *resp, fhirsync_error *err)
+{
+    char desc[512];
+    fs_fhir_describe_body(resp->body.data, resp->body.len, fs_http_header_get(resp, "Content-Type"),
+                          desc, sizeof desc);
+    const char *ra = fs_http_header_get(resp, "Retry-After");
+    int64_t wait_s = -1;
+    char when[96] = "";
+    if (ra && fs_parse_retry_after(ra, fs_now(), &wait_s))
+        snprintf(when, sizeof when, " (Retry-After: %lld s)", (long long)wait_s);
+    bool empty = resp->body.len == 0;
+    if (!empty && mentions_running_export(desc))
+        return fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
+                           "the server refused the kick-off (HTTP 429): %s%s; an export is "
+                           "already running: wait for it to finish, or cancel it by DELETE of "
+                           "its status URL, then try again",
+                           desc, when);
+    if (empty)
+        return fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
+                           "the server refused the kick-off with HTTP 429 and no explanation%s: "
+                           "it is rate limiting, or an export of this client is still running; "
+                           "try again later",
+                           when);
+    return fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
+                       "the server refused the kick-off as rate limited (HTTP 429)%s: %s; try "
+                       "again later",
+                       when, desc);
+}
 
 static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
 {
@@ -521,13 +650,7 @@ static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
         goto out;
     const char *url = resp.effective_url ? resp.effective_url : target;
     if (resp.status == 429) {
-        char desc[512];
-        fs_fhir_describe_body(resp.body.data, resp.body.len,
-                              fs_http_header_get(&resp, "Content-Type"), desc, sizeof desc);
-        rc = fs_err_http(err, FHIRSYNC_E_RATE_LIMITED, 429,
-                         "an export may already be running (HTTP 429 at kick-off): wait for it to "
-                         "finish, or cancel it by DELETE of its status URL, then try again; the "
-                         "server said: %s", desc);
+        rc = kickoff_429(&resp, err);
         goto out;
     }
     if (resp.status != 202) {
@@ -549,6 +672,17 @@ static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
         goto out;
     }
     rc = fs_url_resolve(url, location, false, &status_url, err);
+    if (rc != FHIRSYNC_OK) {
+        /* the server's header is wrong, not our configuration */
+        if (rc != FHIRSYNC_E_NOMEM)
+            rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, 202,
+                             "kick-off answered 202 with a "
+                             "Content-Location that is not a URL: %s",
+                             err ? err->message : "");
+        goto out;
+    }
+    rc =
+        check_same_origin(ex, status_url, "the status URL (Content-Location of the kick-off)", err);
     if (rc != FHIRSYNC_OK)
         goto out;
     /* The kick-off time on the server's clock (its Date header), else ours when we sent it: the
@@ -583,13 +717,18 @@ out:
 
 /* ---- status polls --------------------------------------------------------------------------- */
 
-int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
-                              int64_t cap_s)
+int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt, int64_t cap_s,
+                              int64_t floor_ms)
 {
     int64_t seconds = -1;
+    if (cap_s <= 0)
+        cap_s = 300;
     if (!retry_after || !fs_parse_retry_after(retry_after, now, &seconds))
         seconds = -1;
-    return fs_backoff_ms(attempt, seconds, cap_s > 0 ? cap_s : 300);
+    if (seconds < 0 && cap_s > FS_BULK_POLL_BACKOFF_CAP_S)
+        cap_s = FS_BULK_POLL_BACKOFF_CAP_S;
+    return fs_poll_delay_ms(attempt, seconds,
+                            floor_ms > 0 ? floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS, cap_s);
 }
 
 static fhirsync_code wait_ms(fhirsync_export *ex, int64_t ms, fhirsync_error *err)
@@ -598,6 +737,43 @@ static fhirsync_code wait_ms(fhirsync_export *ex, int64_t ms, fhirsync_error *er
         return fs_err(err, FHIRSYNC_E_CANCELLED, "export interrupted while waiting for the "
                       "server (resume it by running the same command again)");
     return FHIRSYNC_OK;
+}
+
+/* " (Retry-After: VALUE, FORM: N s from now)" for messages; "" when the answer had none. */
+static void describe_retry_after(const char *ra, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    if (!ra || size == 0)
+        return;
+    int64_t s = 0;
+    fs_retry_after_form form;
+    if (fs_retry_after_parse(ra, fs_now(), &s, &form))
+        snprintf(buf, size, " (Retry-After: %.60s, %s: %lld s from now)", ra,
+                 fs_retry_after_form_name(form), (long long)s);
+    else
+        snprintf(buf, size, " (Retry-After: %.60s, not understood)", ra);
+}
+
+/* A status poll said "in progress": tell the application and the log when the X-Progress text
+ * changed or FS_BULK_PROGRESS_EVERY_MS passed, not per poll (a server answering at once must not
+ * fill the disk with identical lines). */
+static void report_progress(fhirsync_export *ex, const char *progress, const char *ra,
+                            int64_t delay)
+{
+    int64_t now = fs_monotonic_ms();
+    bool changed = (progress || ex->last_progress) && !fs_streq(progress, ex->last_progress);
+    if (!changed && ex->last_progress_ms && now - ex->last_progress_ms < FS_BULK_PROGRESS_EVERY_MS)
+        return;
+    if (changed) {
+        fs_free(ex->last_progress);
+        ex->last_progress = progress ? fs_strdup(progress) : NULL;
+    }
+    ex->last_progress_ms = now;
+    char why[160];
+    describe_retry_after(ra, why, sizeof why);
+    fs_log(FHIRSYNC_LOG_INFO, "export: in progress%s%s; next poll in %.1f s%s (poll %u)",
+           progress ? ": " : "", progress ? progress : "", (double)delay / 1000.0, why, ex->polls);
+    fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_PROGRESS, NULL, progress, delay, FHIRSYNC_OK);
 }
 
 /* GET one manifest page (after the first) and add it. */
@@ -651,11 +827,9 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
         if (status == 202) {
             failures = 0;
             transient = 0;
-            delay = fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap);
-            const char *progress = fs_http_header_get(&resp, "X-Progress");
-            fs_log(FHIRSYNC_LOG_INFO, "export: in progress%s%s; next poll in %.1f s",
-                   progress ? ": " : "", progress ? progress : "", (double)delay / 1000.0);
-            fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_PROGRESS, NULL, progress, delay, FHIRSYNC_OK);
+            delay =
+                fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap, poll_floor_ms(ex));
+            report_progress(ex, fs_http_header_get(&resp, "X-Progress"), ra, delay);
         } else if (status == 429 || status >= 500) {
             fs_outcome oo;
             bool has_oo = fs_outcome_parse(resp.body.data, resp.body.len, &oo);
@@ -685,7 +859,10 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
                                       sizeof desc);
                 snprintf(msg, sizeof msg, "status poll: HTTP %ld: %s", status, desc);
             }
-            delay = fs_bulk_poll_delay_ms(ra, fs_now(), failures + transient - 1, ex->retry_cap);
+            delay = fs_bulk_poll_delay_ms(ra, fs_now(), failures + transient - 1, ex->retry_cap,
+                                          poll_floor_ms(ex));
+            size_t used = strlen(msg);
+            describe_retry_after(ra, msg + used, sizeof msg - used);
             fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_RETRY, NULL, msg, delay, FHIRSYNC_OK);
         } else if (status == 404 || status == 410) {
             rc = fs_fhir_status_error(&resp, url, err);
@@ -702,7 +879,12 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
             break;
         }
         fs_http_response_clear(&resp);
-        rc = wait_ms(ex, delay, err);
+        rc = fs_bulk_deadline(ex, "while waiting for the server to finish the export", &delay, err);
+        if (rc == FHIRSYNC_OK)
+            rc = wait_ms(ex, delay, err);
+        if (rc == FHIRSYNC_OK)
+            rc = fs_bulk_deadline(ex, "while waiting for the server to finish the export", NULL,
+                                  err);
         if (rc != FHIRSYNC_OK)
             break;
     }
@@ -726,7 +908,9 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
             break;
         }
         seen[nseen++] = next;
-        rc = fetch_next_page(ex, next, err);
+        rc = check_same_origin(ex, next, "the manifest's next page", err);
+        if (rc == FHIRSYNC_OK)
+            rc = fetch_next_page(ex, next, err);
     }
     for (size_t i = 0; i < nseen; i++)
         fs_free(seen[i]);
@@ -735,6 +919,9 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
 
 /* ---- the manifest and the files ------------------------------------------------------------- */
 
+/* The files of the manifest, in linear time: the sequence number of a file among those of its
+ * kind and type comes from a map, and the manifest's strings move into the files (the manifest
+ * keeps only its header once the files exist). */
 static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
 {
     free_files(ex);
@@ -744,15 +931,16 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     /* output first, then deleted, then error, each in manifest order */
     size_t k = 0;
+    fs_bulk_map seqs = {0};
+    fhirsync_code rc = FHIRSYNC_OK;
     for (int kind = FHIRSYNC_EXPORT_OUTPUT; kind <= FHIRSYNC_EXPORT_ERROR; kind++) {
+        fs_bulk_map_clear(&seqs);
         for (size_t i = 0; i < n; i++) {
-            const fs_bulk_entry *e = &ex->man.entries[i];
+            fs_bulk_entry *e = &ex->man.entries[i];
             if ((int)e->kind != kind)
                 continue;
-            unsigned seq = 1;
-            for (size_t j = 0; j < k; j++)
-                if (ex->files[j].pub.kind == e->kind && strcmp(ex->files[j].type, e->type) == 0)
-                    seq++;
+            size_t *last = fs_bulk_map_get(&seqs, e->type);
+            unsigned seq = last ? (unsigned)(*last + 1) : 1;
             fs_bulk_file *f = &ex->files[k++];
             ex->nfiles = k;
             f->fd = -1;
@@ -771,11 +959,15 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             f->partial_path = ok ? fs_buf_steal(&partial) : NULL;
             fs_buf_free(&name);
             fs_buf_free(&partial);
-            f->type = fs_strdup(e->type);
-            f->url = fs_strdup(e->url);
+            f->type = e->type; /* moved: the map's key lives on in the file */
+            f->url = e->url;
+            e->type = e->url = NULL;
             f->path = f->name ? join(ex->dir, f->name) : NULL;
-            if (!f->name || !f->partial_path || !f->type || !f->url || !f->path)
-                return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            if (!f->name || !f->partial_path || !f->path ||
+                (last ? (*last = seq, false) : !fs_bulk_map_put(&seqs, f->type, seq))) {
+                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+                goto out;
+            }
             f->pub.kind = e->kind;
             f->pub.type = f->type;
             f->pub.url = f->url;
@@ -784,15 +976,18 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             f->pub.manifest_count = e->count;
             const fs_bulk_done *d = fs_bulk_state_find_done(&ex->st, f->name);
             if (d) {
-                f->pub.done = true;
                 f->pub.from_previous_run = true;
                 f->pub.count = d->count;
                 f->pub.quarantined = d->quarantined;
                 f->pub.bytes = d->bytes;
+                fs_bulk_file_mark_done(ex, f);
             }
         }
     }
-    return FHIRSYNC_OK;
+out:
+    fs_bulk_map_clear(&seqs);
+    fs_bulk_manifest_drop_entries(&ex->man);
+    return rc;
 }
 
 static fhirsync_code save_manifest(fhirsync_export *ex, fhirsync_error *err)
@@ -866,6 +1061,35 @@ fhirsync_code fhirsync_export_delete_job(fhirsync_export *ex)
 
 /* ---- run ------------------------------------------------------------------------------------ */
 
+/* Why a complete export is partial, naming each cause: quarantined lines, and files whose line
+ * count differs from the manifest's (with the first such file). */
+static void partial_message(fhirsync_export *ex, fhirsync_error *err)
+{
+    fhirsync_export_stats stats;
+    fhirsync_export_get_stats(ex, &stats);
+    size_t mismatched = 0;
+    const fs_bulk_file *first = NULL;
+    for (size_t i = 0; i < ex->nfiles; i++) {
+        if (ex->files[i].mismatch) {
+            mismatched++;
+            if (!first)
+                first = &ex->files[i];
+        }
+    }
+    char lines[160] = "", counts[400] = "";
+    if (first)
+        snprintf(counts, sizeof counts,
+                 "%zu file(s) hold a different number of lines than the "
+                 "manifest says (%s: %llu line(s), the manifest says %lld)",
+                 mismatched, first->name, (unsigned long long)first->lines,
+                 (long long)first->pub.manifest_count);
+    if (stats.quarantined > 0 || !first)
+        snprintf(lines, sizeof lines, "%lld line(s) failed the checks and were quarantined",
+                 (long long)stats.quarantined);
+    fs_err(err, FHIRSYNC_E_PARTIAL, "export complete, but %s%s%s (see %s/quarantine/)", lines,
+           lines[0] && counts[0] ? "; and " : "", counts, ex->dir);
+}
+
 fhirsync_code fhirsync_export_run(fhirsync_export *ex)
 {
     if (!ex)
@@ -873,6 +1097,9 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
     fs_err_clear(&ex->err);
     fhirsync_error *err = &ex->err;
     ex->run_start_ms = fs_monotonic_ms();
+    ex->deadline_ms = deadline_s(ex) > 0 ? ex->run_start_ms + deadline_s(ex) * 1000 : 0;
+    ex->polls = 0;
+    ex->last_progress_ms = 0;
     ex->retries = ex->renewals = 0;
     ex->bytes_received = 0;
     ex->cb_stop = false;
@@ -942,13 +1169,8 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
         }
     }
     rc = ex->partial_result ? FHIRSYNC_E_PARTIAL : FHIRSYNC_OK;
-    if (rc == FHIRSYNC_E_PARTIAL) {
-        fhirsync_export_stats stats;
-        fhirsync_export_get_stats(ex, &stats);
-        fs_err(err, FHIRSYNC_E_PARTIAL, "export complete, but %lld line(s) failed the checks "
-               "and were quarantined (see %s/quarantine/)", (long long)stats.quarantined,
-               ex->dir);
-    }
+    if (rc == FHIRSYNC_E_PARTIAL)
+        partial_message(ex, err);
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_DONE, NULL, NULL, 0, rc);
 out:
     if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_PARTIAL) {

@@ -27,6 +27,19 @@ void fs_bulk_manifest_clear(fs_bulk_manifest *m)
     fs_bulk_manifest_init(m);
 }
 
+void fs_bulk_manifest_drop_entries(fs_bulk_manifest *m)
+{
+    for (size_t i = 0; i < m->count; i++) {
+        fs_free(m->entries[i].type);
+        fs_free(m->entries[i].url);
+    }
+    fs_free(m->entries);
+    m->entries = NULL;
+    m->count = m->cap = 0;
+    json_decref(m->merged);
+    m->merged = NULL;
+}
+
 bool fs_bulk_type_name_ok(const char *type)
 {
     if (!type || !(type[0] >= 'A' && type[0] <= 'Z'))
@@ -117,8 +130,10 @@ static fhirsync_code add_entries(fs_bulk_manifest *m, json_t *page, fhirsync_exp
         e->count = count;
         e->url = abs;
         e->type = fs_strdup(type);
-        json_t *copy = json_deep_copy(item);
-        bool ok = e->type && copy && json_object_set_new(copy, "url", json_string(abs)) == 0;
+        /* the page's own item, its url made absolute, goes into the merged manifest: no copy
+         * (the page is dropped after parsing; on failure the merged manifest is restored) */
+        json_t *copy = json_incref(item);
+        bool ok = e->type && json_object_set_new(copy, "url", json_string(abs)) == 0;
         if (ok) {
             ok = json_array_append_new(merged_arr, copy) == 0;
             copy = NULL; /* taken by the array, even when appending fails */
@@ -142,8 +157,16 @@ fhirsync_code fs_bulk_manifest_parse(fs_bulk_manifest *m, const char *body, size
     char *next = NULL;
     bool first = m->merged == NULL;
     size_t count_before = m->count;
-    json_t *merged_before = NULL;
+    bool had[FHIRSYNC_EXPORT_ERROR + 1] = {false};
+    size_t size_before[FHIRSYNC_EXPORT_ERROR + 1] = {0};
 
+    /* what the merged arrays hold before this page: a failure cuts them back (constant work per
+     * page, where a copy of the merged manifest would cost all of it each page) */
+    for (int k = FHIRSYNC_EXPORT_OUTPUT; k <= FHIRSYNC_EXPORT_ERROR && !first; k++) {
+        json_t *arr = json_object_get(m->merged, kind_member((fhirsync_export_file_kind)k));
+        had[k] = arr != NULL;
+        size_before[k] = json_array_size(arr);
+    }
     page = fs_json_parse(body, len, true, "export manifest", err);
     if (!page) {
         rc = fs_err(err, FHIRSYNC_E_PROTOCOL, "%s", err ? err->message : "bad manifest");
@@ -220,12 +243,6 @@ fhirsync_code fs_bulk_manifest_parse(fs_bulk_manifest *m, const char *body, size
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading the manifest");
             goto out;
         }
-    } else {
-        merged_before = json_deep_copy(m->merged);
-        if (!merged_before) {
-            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading the manifest");
-            goto out;
-        }
     }
     for (int k = FHIRSYNC_EXPORT_OUTPUT; k <= FHIRSYNC_EXPORT_ERROR && rc == FHIRSYNC_OK; k++)
         rc = add_entries(m, page, (fhirsync_export_file_kind)k, base_url, m->merged, err);
@@ -248,13 +265,18 @@ out:
             fs_free(m->transaction_time);
             fs_free(m->request);
             m->transaction_time = m->request = NULL;
-        } else if (merged_before) {
-            json_decref(m->merged);
-            m->merged = merged_before;
-            merged_before = NULL;
+        } else {
+            for (int k = FHIRSYNC_EXPORT_OUTPUT; k <= FHIRSYNC_EXPORT_ERROR; k++) {
+                const char *member = kind_member((fhirsync_export_file_kind)k);
+                json_t *arr = json_object_get(m->merged, member);
+                if (arr && !had[k])
+                    json_object_del(m->merged, member);
+                else
+                    while (arr && json_array_size(arr) > size_before[k])
+                        json_array_remove(arr, json_array_size(arr) - 1);
+            }
         }
     }
-    json_decref(merged_before);
     json_decref(page);
     fs_free(next);
     return rc;

@@ -160,6 +160,69 @@ fhirsync_code fs_bulk_read_file(const char *path, size_t max, char **out, size_t
 
 /* ---- the state ------------------------------------------------------------------------------- */
 
+/* ---- a string map (names to numbers) -------------------------------------------------------- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+size_t *fs_bulk_map_get(const fs_bulk_map *m, const char *key)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = hash_str(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->slots[i].key)
+            return NULL;
+        if (strcmp(m->slots[i].key, key) == 0)
+            return &m->slots[i].value;
+    }
+}
+
+bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value)
+{
+    size_t *v = fs_bulk_map_get(m, key);
+    if (v) {
+        *v = value;
+        return true;
+    }
+    if ((m->count + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        fs_bulk_map_slot *slots = fs_calloc(cap, sizeof *slots);
+        if (!slots)
+            return false;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->slots[i].key)
+                continue;
+            size_t j = hash_str(m->slots[i].key) & (cap - 1);
+            while (slots[j].key)
+                j = (j + 1) & (cap - 1);
+            slots[j] = m->slots[i];
+        }
+        fs_free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    size_t i = hash_str(key) & (m->cap - 1);
+    while (m->slots[i].key)
+        i = (i + 1) & (m->cap - 1);
+    m->slots[i].key = key;
+    m->slots[i].value = value;
+    m->count++;
+    return true;
+}
+
+void fs_bulk_map_clear(fs_bulk_map *m)
+{
+    fs_free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- the state ------------------------------------------------------------------------------ */
+
 void fs_bulk_state_init(fs_bulk_state *st)
 {
     memset(st, 0, sizeof *st);
@@ -176,15 +239,14 @@ void fs_bulk_state_clear(fs_bulk_state *st)
     for (size_t i = 0; i < st->done_count; i++)
         fs_free(st->done[i].name);
     fs_free(st->done);
+    fs_bulk_map_clear(&st->done_index);
     fs_bulk_state_init(st);
 }
 
 const fs_bulk_done *fs_bulk_state_find_done(const fs_bulk_state *st, const char *name)
 {
-    for (size_t i = 0; i < st->done_count; i++)
-        if (strcmp(st->done[i].name, name) == 0)
-            return &st->done[i];
-    return NULL;
+    size_t *i = fs_bulk_map_get(&st->done_index, name);
+    return i ? &st->done[*i] : NULL;
 }
 
 bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
@@ -201,8 +263,10 @@ bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
             st->done_cap = cap;
         }
         char *copy = fs_strdup(name);
-        if (!copy)
+        if (!copy || !fs_bulk_map_put(&st->done_index, copy, st->done_count)) {
+            fs_free(copy);
             return false;
+        }
         d = &st->done[st->done_count++];
         d->name = copy;
     }
@@ -217,12 +281,31 @@ static int set_str(json_t *obj, const char *key, const char *value)
     return json_object_set_new(obj, key, value ? json_string(value) : json_null());
 }
 
+/* Append a JSON string literal (names are ours and plain, but escape anyway). */
+static bool append_json_string(fs_buf *b, const char *text)
+{
+    bool ok = fs_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)text; ok && *p; p++) {
+        if (*p == '"' || *p == '\\')
+            ok = fs_buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            ok = fs_buf_printf(b, "\\u%04x", *p);
+        else
+            ok = fs_buf_append(b, (const char *)p, 1);
+    }
+    return ok && fs_buf_append(b, "\"", 1);
+}
+
+/* The header members through jansson (they are few), the list of files written directly: a
+ * state of many files is saved often during the downloads, and a document tree of every file at
+ * each save would cost far more time and memory than the text. */
 char *fs_bulk_state_dump(const fs_bulk_state *st)
 {
     json_t *root = json_object();
-    json_t *files = json_array();
-    char *text = NULL;
-    if (!root || !files)
+    char *head = NULL, *text = NULL;
+    fs_buf b;
+    fs_buf_init(&b);
+    if (!root)
         goto out;
     int bad = json_object_set_new(root, "fhirsync_export", json_integer(st->version));
     bad |= set_str(root, "base_url", st->base_url);
@@ -233,18 +316,32 @@ char *fs_bulk_state_dump(const fs_bulk_state *st)
     bad |= json_object_set_new(root, "manifest_saved", json_boolean(st->manifest_saved));
     bad |= json_object_set_new(root, "complete", json_boolean(st->complete));
     bad |= json_object_set_new(root, "job_deleted", json_boolean(st->job_deleted));
-    for (size_t i = 0; i < st->done_count && !bad; i++) {
+    if (bad || !(head = fs_json_dump_pretty(root)))
+        goto out;
+    /* "{\n ...members...\n}": drop the closing brace and add the files */
+    size_t len = strlen(head);
+    while (len > 0 && head[len - 1] != '}')
+        len--;
+    if (len == 0)
+        goto out;
+    len--;
+    while (len > 0 && (head[len - 1] == '\n' || head[len - 1] == ' '))
+        len--;
+    bool ok = fs_buf_append(&b, head, len) && fs_buf_append_str(&b, ",\n  \"files\": [");
+    for (size_t i = 0; ok && i < st->done_count; i++) {
         const fs_bulk_done *d = &st->done[i];
-        json_t *f = json_pack("{s:s, s:I, s:I, s:I}", "name", d->name, "count",
-                              (json_int_t)d->count, "quarantined", (json_int_t)d->quarantined,
-                              "bytes", (json_int_t)d->bytes);
-        bad |= !f || json_array_append_new(files, f) != 0;
+        ok = fs_buf_append_str(&b, i ? ",\n    {\"name\": " : "\n    {\"name\": ") &&
+             append_json_string(&b, d->name) &&
+             fs_buf_printf(&b, ", \"count\": %lld, \"quarantined\": %lld, \"bytes\": %llu}",
+                           (long long)d->count, (long long)d->quarantined,
+                           (unsigned long long)d->bytes);
     }
-    bad |= json_object_set(root, "files", files);
-    if (!bad)
-        text = fs_json_dump_pretty(root);
+    ok = ok && fs_buf_append_str(&b, st->done_count ? "\n  ]\n}" : "]\n}");
+    if (ok)
+        text = fs_buf_steal(&b);
 out:
-    json_decref(files);
+    fs_buf_free(&b);
+    fs_free(head);
     json_decref(root);
     return text;
 }

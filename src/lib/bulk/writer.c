@@ -135,29 +135,30 @@ static void start_writeback(fs_bulk_file *f)
 
 static void reset_counts(fhirsync_export *ex, fs_bulk_file *f)
 {
-    fs_ndjson_init(&f->ck, f->pub.kind == FHIRSYNC_EXPORT_OUTPUT    ? f->type
-                           : f->pub.kind == FHIRSYNC_EXPORT_DELETED ? "Bundle"
-                                                                   : "OperationOutcome",
+    fs_ndjson_init(&f->x->ck,
+                   f->pub.kind == FHIRSYNC_EXPORT_OUTPUT    ? f->type
+                   : f->pub.kind == FHIRSYNC_EXPORT_DELETED ? "Bundle"
+                                                            : "OperationOutcome",
                    ex->max_line);
     f->offset = 0;
     f->writeback_from = 0;
     f->good = f->bad = f->empty = 0;
     f->first_bad_line = 0;
-    f->first_bad_reason[0] = '\0';
+    f->x->first_bad_reason[0] = '\0';
 }
 
 /* Account for one line the checker finished. Returns false when the transfer must stop (strict
  * mode and a bad line). */
 static bool count_line(fs_bulk_file *f)
 {
-    switch (f->ck.verdict) {
+    switch (f->x->ck.verdict) {
     case FS_NDJSON_OK: f->good++; return true;
     case FS_NDJSON_EMPTY: f->empty++; return true;
     case FS_NDJSON_BAD:
         f->bad++;
         if (!f->first_bad_line) {
-            f->first_bad_line = f->ck.verdict_line;
-            snprintf(f->first_bad_reason, sizeof f->first_bad_reason, "%s", f->ck.reason);
+            f->first_bad_line = f->x->ck.verdict_line;
+            snprintf(f->x->first_bad_reason, sizeof f->x->first_bad_reason, "%s", f->x->ck.reason);
         }
         return f->quarantine_mode;
     }
@@ -168,7 +169,7 @@ bool fs_bulk_partial_truncate(fhirsync_export *ex, fs_bulk_file *f)
 {
     reset_counts(ex, f);
     if (f->fd >= 0 && ftruncate(f->fd, 0) != 0) {
-        fs_err(&f->io_err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->partial_path,
+        fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->partial_path,
                strerror(errno));
         return false;
     }
@@ -179,6 +180,8 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
 {
     if (f->fd >= 0)
         return FHIRSYNC_OK;
+    if (!f->x && !(f->x = fs_calloc(1, sizeof *f->x)))
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     f->fd = open(f->partial_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (f->fd < 0)
         return fs_err(err, FHIRSYNC_E_IO, "cannot open %s: %s", f->partial_path,
@@ -221,7 +224,7 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         }
         for (size_t off = 0; off < (size_t)n;) {
             size_t used;
-            fs_ndjson_event ev = fs_ndjson_feed(&f->ck, buf + off, (size_t)n - off, &used);
+            fs_ndjson_event ev = fs_ndjson_feed(&f->x->ck, buf + off, (size_t)n - off, &used);
             off += used;
             if (ev == FS_NDJSON_LINE)
                 count_line(f);
@@ -248,7 +251,7 @@ static void write_block(fs_bulk_file *f, const char *data, size_t len)
         return; /* the transfer is being stopped: the rest of it is dropped */
     for (size_t off = 0; off < len;) {
         size_t used;
-        fs_ndjson_event ev = fs_ndjson_feed(&f->ck, data + off, len - off, &used);
+        fs_ndjson_event ev = fs_ndjson_feed(&f->x->ck, data + off, len - off, &used);
         off += used;
         if (ev == FS_NDJSON_LINE && !count_line(f)) {
             f->abort_check = true;
@@ -260,7 +263,7 @@ static void write_block(fs_bulk_file *f, const char *data, size_t len)
         }
     }
     if (!write_all(f->fd, data, len)) {
-        fs_err(&f->io_err, FHIRSYNC_E_IO, "cannot write %s: %s", f->partial_path,
+        fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot write %s: %s", f->partial_path,
                strerror(errno));
         f->abort_io = true;
         goto stop;
@@ -373,7 +376,7 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
         goto out;
     }
     fs_ndjson_checker ck;
-    fs_ndjson_init(&ck, f->ck.expect_type, ex->max_line);
+    fs_ndjson_init(&ck, f->x->ck.expect_type, ex->max_line);
     uint64_t run_start = 0, pos = 0, size = f->offset;
     unsigned char head[3];
     if (size >= 3 && pread(f->fd, head, 3, 0) == 3 && head[0] == 0xef && head[1] == 0xbb &&
@@ -470,7 +473,7 @@ out:
  * to be put in place (syncer); false with f->outcome set otherwise. */
 static bool check_end(fs_bulk_file *f)
 {
-    bool unterminated = fs_ndjson_finish(&f->ck);
+    bool unterminated = fs_ndjson_finish(&f->x->ck);
     if (unterminated)
         count_line(f);
     f->lines = (uint64_t)(f->good + f->bad);
@@ -479,7 +482,7 @@ static bool check_end(fs_bulk_file *f)
         f->outcome = FS_BULK_RETRY_STRICT;
         return false;
     }
-    f->bom = f->ck.bom;
+    f->bom = f->x->ck.bom;
     f->clean = f->bad == 0 && f->empty == 0 && !f->bom && !unterminated && !f->mismatch;
     return true;
 }
@@ -490,16 +493,16 @@ static fs_bulk_outcome put_file(fhirsync_export *ex, fs_bulk_file *f)
     fhirsync_code rc;
     if (f->clean) {
         if (fdatasync(f->fd) != 0) {
-            fs_err(&f->io_err, FHIRSYNC_E_IO, "cannot fsync %s: %s", f->partial_path,
+            fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot fsync %s: %s", f->partial_path,
                    strerror(errno));
             return FS_BULK_FAILED;
         }
-        rc = put_in_place(ex, f->partial_path, f->path, &f->io_err);
+        rc = put_in_place(ex, f->partial_path, f->path, &f->x->io_err);
         f->result_count = f->good;
         f->result_quarantined = 0;
         f->result_bytes = f->offset;
     } else {
-        rc = filter_copy(ex, f, &f->io_err);
+        rc = filter_copy(ex, f, &f->x->io_err);
         if (rc == FHIRSYNC_OK)
             unlink(f->partial_path);
     }

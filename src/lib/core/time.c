@@ -1,6 +1,7 @@
 /* core/time.c: clocks and the date formats the protocols use: HTTP-date (RFC 9110 section 5.6.7,
- * all three forms a recipient must accept), Retry-After (delta-seconds or HTTP-date) and FHIR
- * instants. Parsing is by hand, independent of the locale and of strptime's leniency. */
+ * all three forms a recipient must accept) and FHIR instants. Retry-After, which uses HTTP-dates,
+ * is read in retry.c (the transport policy). Parsing is by hand, independent of the locale and of
+ * strptime's leniency. */
 #include <ctype.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -167,36 +168,6 @@ bool fs_parse_http_date(const char *s, int64_t *out_epoch)
     if (*p || !valid_fields(y, mon, d, h, mi, sec))
         return false;
     *out_epoch = to_epoch(y, mon, d, h, mi, sec);
-    return true;
-}
-
-bool fs_parse_retry_after(const char *s, int64_t now, int64_t *out_seconds)
-{
-    if (!s)
-        return false;
-    while (*s == ' ' || *s == '\t')
-        s++;
-    if (isdigit((unsigned char)*s)) {
-        int64_t v = 0;
-        const char *p = s;
-        while (isdigit((unsigned char)*p)) {
-            if (v > INT64_MAX / 10 - 10)
-                v = INT64_MAX / 10 - 10; /* saturate: callers cap it anyway */
-            else
-                v = v * 10 + (*p - '0');
-            p++;
-        }
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-            p++;
-        if (*p)
-            return false;
-        *out_seconds = v;
-        return true;
-    }
-    int64_t when;
-    if (!fs_parse_http_date(s, &when))
-        return false;
-    *out_seconds = when > now ? when - now : 0;
     return true;
 }
 

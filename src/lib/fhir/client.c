@@ -177,12 +177,6 @@ fhirsync_code fs_fhir_resolve(const fhirsync_client *client, const char *target,
 
 /* ---- the request path ------------------------------------------------------------------------ */
 
-static bool retryable_status(long status)
-{
-    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
-           status == 504;
-}
-
 static bool header_named(const char *line, const char *name)
 {
     size_t n = strlen(name);
@@ -355,7 +349,7 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
                    "once more",
                    url);
             continue;
-        } else if (retryable_status(resp->status) && !req->no_status_retries) {
+        } else if (fs_retryable_status(resp->status) && !req->no_status_retries) {
             const char *ra = fs_http_header_get(resp, "Retry-After");
             if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
                 retry_after = -1;

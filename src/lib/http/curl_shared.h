@@ -14,6 +14,7 @@ bool fs_http_is_redirect(long status);
  * lines kept (more are ignored). */
 #define FS_HTTP_MAX_HEADER_BYTES (64 * 1024)
 #define FS_HTTP_MAX_HEADERS 128
+#define FS_HTTP_MAX_HEADER_LINE (100 * 1024) /* libcurl's CURL_MAX_HTTP_HEADER */
 
 /* Forget a response's headers (a new response after 1xx or a redirect). */
 void fs_http_clear_headers(fs_http_response *resp);
@@ -29,5 +30,8 @@ int fs_http_curl_debug(CURL *easy, curl_infotype type, char *data, size_t size, 
  * `bad_encoding`: a protocol error for a request, a network error (retried) for a download. */
 fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detail,
                                  fhirsync_code bad_encoding, fhirsync_error *err);
+/* FHIRSYNC_E_TOO_LARGE naming the header cap (FS_HTTP_MAX_HEADER_BYTES) for `url`: the header
+ * section of a response passed it (a huge header, or very many). */
+fhirsync_code fs_http_headers_too_large(const char *url, fhirsync_error *err);
 
 #endif

@@ -83,6 +83,7 @@ typedef struct transfer {
     size_t max_body;
     size_t header_bytes;
     bool too_large;
+    bool headers_too_large; /* the header caps, not the body's */
     bool sink_aborted;
     bool oom;
 } transfer;
@@ -129,7 +130,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
     size_t len = size * n;
     t->header_bytes += len;
     if (t->header_bytes > FS_HTTP_MAX_HEADER_BYTES) {
-        t->too_large = true;
+        t->headers_too_large = true;
         return 0;
     }
     if (!fs_http_take_header(t->resp, data, len)) {
@@ -211,10 +212,25 @@ fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detai
     case CURLE_BAD_CONTENT_ENCODING:
         return fs_err(err, bad_encoding, "bad content encoding from %s: %s", url, why);
     case CURLE_OUT_OF_MEMORY:
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory talking to %s", url);
+        /* libcurl (7.x) says only "out of memory" when a response header line passes its cap
+         * of 100 KB; our own allocations did not fail (the callers check that first), so this
+         * is almost always the server's doing */
+        return fs_err(err, FHIRSYNC_E_TOO_LARGE,
+                      "libcurl refused the response from %s: a header line longer than the "
+                      "%d-byte header line cap (or, rarely, memory ran out)%s%s",
+                      url, FS_HTTP_MAX_HEADER_LINE, detail && *detail ? ": " : "",
+                      detail ? detail : "");
     default:
         return fs_err(err, FHIRSYNC_E_NETWORK, "network error with %s: %s", url, why);
     }
+}
+
+fhirsync_code fs_http_headers_too_large(const char *url, fhirsync_error *err)
+{
+    return fs_err(err, FHIRSYNC_E_TOO_LARGE,
+                  "the response headers from %s pass the header cap of %d bytes in all "
+                  "(refused: a response body cap does not apply to them)",
+                  url, FS_HTTP_MAX_HEADER_BYTES);
 }
 
 /* What our callbacks stopped, or else what libcurl says. */
@@ -223,6 +239,8 @@ static fhirsync_code map_curl_error(CURLcode cc, const transfer *t, const char *
 {
     if (t->oom)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
+    if (t->headers_too_large)
+        return fs_http_headers_too_large(url, err);
     if (t->too_large)
         return fs_err(err, FHIRSYNC_E_TOO_LARGE,
                       "response from %s is larger than the %zu-byte limit (refused)", url,

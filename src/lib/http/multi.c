@@ -32,7 +32,7 @@ typedef struct transfer {
     fs_redirect_policy redirects;
     int64_t range_from;
     bool identity;
-    long connect_timeout_s, stall_timeout_s;
+    long connect_timeout_s, stall_timeout_s, stall_bytes_per_s;
     char *ca_file;
     size_t max_body;
     fs_multi_response_cb on_response;
@@ -44,6 +44,7 @@ typedef struct transfer {
     size_t header_bytes;
     bool headers_done, is_final, redirecting;
     bool too_large, aborted_by_cb, sink_aborted, oom;
+    bool headers_too_large; /* the header caps, not the body's */
     char errbuf[CURL_ERROR_SIZE];
     /* the result */
     fs_http_response resp;
@@ -121,7 +122,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
     size_t len = size * n;
     t->header_bytes += len;
     if (t->header_bytes > FS_HTTP_MAX_HEADER_BYTES) {
-        t->too_large = true;
+        t->headers_too_large = true;
         return 0;
     }
     if ((len == 2 && data[0] == '\r' && data[1] == '\n') || (len == 1 && data[0] == '\n'))
@@ -213,7 +214,7 @@ static fhirsync_code start_hop(transfer *t, fhirsync_error *err)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, t->connect_timeout_s);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->stall_bytes_per_s);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, t->stall_timeout_s);
     curl_easy_setopt(e, CURLOPT_USERAGENT, t->m->user_agent);
     if (!t->identity)
@@ -259,6 +260,8 @@ static fhirsync_code map_error(CURLcode cc, transfer *t)
     const char *url = t->url;
     if (t->oom)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
+    if (t->headers_too_large)
+        return fs_http_headers_too_large(url, err);
     if (t->too_large)
         return fs_err(err, FHIRSYNC_E_TOO_LARGE, "response from %s is too large (refused)", url);
     if (t->sink_aborted || t->aborted_by_cb)
@@ -430,6 +433,7 @@ fhirsync_code fs_multi_add(fs_multi *m, const fs_multi_request *req, fhirsync_er
     t->identity = req->identity;
     t->connect_timeout_s = req->connect_timeout_s > 0 ? req->connect_timeout_s : 10;
     t->stall_timeout_s = req->stall_timeout_s > 0 ? req->stall_timeout_s : 120;
+    t->stall_bytes_per_s = req->stall_bytes_per_s > 0 ? req->stall_bytes_per_s : 1;
     t->max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY;
     t->on_response = req->on_response;
     t->sink = req->sink;

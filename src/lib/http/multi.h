@@ -34,7 +34,10 @@ typedef struct fs_multi_request {
     int64_t range_from;           /* > 0: "Range: bytes=N-" (the answer may be 206 or 200) */
     bool identity;                /* no Accept-Encoding (a Range applies to the encoded bytes) */
     long connect_timeout_s;       /* 0: 10 */
-    long stall_timeout_s;         /* abort when no byte arrived for this long; 0: 120 */
+    long stall_timeout_s;         /* abort when fewer than stall_bytes_per_s bytes a second
+                                     arrived for this long; 0: 120 */
+    long stall_bytes_per_s;       /* the speed below which a transfer stalls; 0: 1 (abort only
+                                     when no byte arrives) */
     const char *ca_file;          /* extra CA bundle (verification stays on), may be NULL */
     size_t max_body;              /* cap of a buffered body (non-2xx, or 2xx without a sink);
                                      0: 64 KiB. Beyond it the body is cut, not an error */
