@@ -35,7 +35,7 @@ round() {
     expect_exit 0 "$quirk/$engine: incremental sync, data changed during the export" -- \
         "$F" sync --store "$store" --no-progress
     expect_exit 0 "$quirk/$engine: the next sync" -- "$F" sync --store "$store" "$@"
-    LAST_OUT=$OUT
+    LAST_OUT=$OUT$ERR
     store_equals_server "$store" "$quirk/$engine: store = server"
     stop_sandbox
 }
@@ -78,7 +78,7 @@ stop_sandbox
 start_sandbox extra --patients 6 --quirk extra-types
 echo "types = Patient,Encounter" >>"$SANDBOX_DIR/fhirsync.ini"
 expect_exit 0 "a sync asking for Patient and Encounter" -- "$F" sync --store "$TMP/extra.db"
-expect_match "$OUT" "returned Practitioner, which was not asked for" "the extra type is named"
+expect_match "$ERR" "returned Practitioner, which was not asked for" "the extra type is named"
 PRAC=$(sql "$TMP/extra.db" 'SELECT count(*) FROM "Practitioner"')
 [ "${PRAC:-0}" -gt 0 ] && ok "the extra type is stored ($PRAC)" || not_ok "no Practitioner stored"
 expect_exit 0 "a reconciling sync" -- "$F" sync --store "$TMP/extra.db" --reconcile --no-progress
@@ -93,7 +93,7 @@ BEFORE=$(sql "$TMP/guard.db" 'SELECT count(*) FROM "Observation"')
 mutate 0 0.7 >/dev/null
 expect_exit 10 "a reconciliation that would delete 70% ends partial (exit 10)" -- \
     "$F" sync --store "$TMP/guard.db" --full --no-progress
-expect_match "$OUT" "reconciliation of Observation refused" "the refused type is named"
+expect_match "$ERR" "reconciliation of Observation refused" "the refused type is named"
 expect_match "$(sql "$TMP/guard.db" 'SELECT count(*) FROM "Observation"')" "^$BEFORE\$" \
     "nothing of it was deleted"
 expect_exit 0 "--allow-mass-delete lets it through" -- \
