@@ -155,13 +155,14 @@ typedef struct fhirsync_sync_stats {
     const char *transaction_time; /* bulk: the manifest's; NULL otherwise */
     const char *watermark;        /* the new watermark, NULL when it did not move */
     bool resumed;                 /* bulk: an interrupted export was continued */
-    int64_t resources;            /* stored */
-    int64_t deleted;              /* deletions applied */
+    int64_t resources;            /* lines received and stored */
+    int64_t deleted;              /* rows deleted */
     int64_t quarantined;          /* lines quarantined */
     int64_t server_errors;        /* OperationOutcomes of severity error/fatal in error files */
     int64_t requests;             /* crawl: search pages fetched */
     double duration_s;
     int64_t reconciled;           /* of `deleted`: rows a reconciliation found gone */
+    int64_t inserted;             /* rows new to the store (sum of the types' `inserted`) */
 } fhirsync_sync_stats;
 
 FHIRSYNC_API void fhirsync_sync_get_stats(const fhirsync_sync *sync, fhirsync_sync_stats *out);
@@ -169,7 +170,13 @@ FHIRSYNC_API void fhirsync_sync_get_stats(const fhirsync_sync *sync, fhirsync_sy
 /* Counts per resource type of the last run, sorted by type. */
 typedef struct fhirsync_sync_type_stats {
     const char *type;
-    int64_t loaded, deleted, quarantined;
+    int64_t loaded;      /* lines received and stored (a resource repeated across files counts
+                            each time) */
+    int64_t deleted;     /* rows the run deleted (deleted files and reconciliation) */
+    int64_t quarantined; /* lines quarantined */
+    int64_t inserted;    /* rows the type's table gained that it did not have: its net change
+                            plus `deleted` (what the store changed, beside what was received) */
+    int64_t rows;        /* rows of the type in the store after the run */
 } fhirsync_sync_type_stats;
 
 FHIRSYNC_API size_t fhirsync_sync_type_count(const fhirsync_sync *sync);

@@ -249,17 +249,19 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
         printf(",\"watermark\":");
         json_string_out(stdout, st.watermark);
         printf(",\"resumed\":%s,\"resources\":%lld,\"deleted\":%lld,\"reconciled\":%lld,"
-               "\"quarantined\":%lld,\"server_errors\":%lld,\"requests\":%lld,"
+               "\"new\":%lld,\"quarantined\":%lld,\"server_errors\":%lld,\"requests\":%lld,"
                "\"duration_s\":%.3f,\"rate\":%.1f,\"types\":{",
                st.resumed ? "true" : "false", (long long)st.resources, (long long)st.deleted,
-               (long long)st.reconciled, (long long)st.quarantined, (long long)st.server_errors,
-               (long long)st.requests, st.duration_s, rate);
+               (long long)st.reconciled, (long long)st.inserted, (long long)st.quarantined,
+               (long long)st.server_errors, (long long)st.requests, st.duration_s, rate);
         for (size_t i = 0; i < fhirsync_sync_type_count(sync); i++) {
             const fhirsync_sync_type_stats *t = fhirsync_sync_type_at(sync, i);
             printf("%s", i ? "," : "");
             json_string_out(stdout, t->type);
-            printf(":{\"loaded\":%lld,\"deleted\":%lld,\"quarantined\":%lld}", (long long)t->loaded,
-                   (long long)t->deleted, (long long)t->quarantined);
+            printf(":{\"loaded\":%lld,\"new\":%lld,\"deleted\":%lld,\"quarantined\":%lld,"
+                   "\"rows\":%lld}",
+                   (long long)t->loaded, (long long)t->inserted, (long long)t->deleted,
+                   (long long)t->quarantined, (long long)t->rows);
         }
         printf("},\"error\":");
         json_string_out(stdout, rc == FHIRSYNC_OK ? NULL : fhirsync_sync_errmsg(sync));
@@ -273,14 +275,20 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
         if (st.since)
             printf("  since       %s\n", st.since);
         if (fhirsync_sync_type_count(sync) > 0) {
-            printf("  %-24s %10s %10s %12s\n", "type", "loaded", "deleted", "quarantined");
+            /* what was received beside what the store changed */
+            printf("  %-24s %10s %10s %10s %12s %10s\n", "type", "received", "new", "deleted",
+                   "quarantined", "rows");
+            int64_t rows = 0;
             for (size_t i = 0; i < fhirsync_sync_type_count(sync); i++) {
                 const fhirsync_sync_type_stats *t = fhirsync_sync_type_at(sync, i);
-                printf("  %-24s %10lld %10lld %12lld\n", t->type, (long long)t->loaded,
-                       (long long)t->deleted, (long long)t->quarantined);
+                printf("  %-24s %10lld %10lld %10lld %12lld %10lld\n", t->type,
+                       (long long)t->loaded, (long long)t->inserted, (long long)t->deleted,
+                       (long long)t->quarantined, (long long)t->rows);
+                rows += t->rows;
             }
-            printf("  %-24s %10lld %10lld %12lld\n", "total", (long long)st.resources,
-                   (long long)st.deleted, (long long)st.quarantined);
+            printf("  %-24s %10lld %10lld %10lld %12lld %10lld\n", "total",
+                   (long long)st.resources, (long long)st.inserted, (long long)st.deleted,
+                   (long long)st.quarantined, (long long)rows);
         }
         printf("  %lld resource(s) in %.2f s (%.0f resources/s)%s\n", (long long)st.resources,
                st.duration_s, rate, st.resumed ? ", resumed an interrupted export" : "");

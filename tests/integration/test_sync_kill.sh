@@ -75,4 +75,39 @@ done < <(dump "$DB" | grep '^deleted')
 [ ! -e "$DB.work/kill" ] && ok "the work folder is gone after the final run" ||
     not_ok "work folder left behind"
 echo "# seed $SEED: $killed killed, $finished finished on their own, $resumed resumed"
+stop_sandbox
+
+# ---- kill -9 during full syncs that reconcile, against a server that never lists deletions and
+# stamps transactionTime late: the last uninterrupted --full run leaves the store equal to the
+# server (its reconciliation counts the rows loaded by killed runs of the same export as returned)
+start_sandbox killq --patients 40 --resources-per-file 60 --export-delay-ms 500 \
+    --quirk no-deleted --quirk late-transaction-time
+DBQ=$TMP/killed-quirks.db
+QKILLS=${FHIRSYNC_QUIRK_KILLS:-8}
+killed=0 round=0
+while [ "$killed" -lt "$QKILLS" ] && [ "$round" -lt $((QKILLS * 3)) ]; do
+    round=$((round + 1))
+    [ $((round % 3)) -ne 0 ] || mutate 0.1 0.05 >/dev/null
+    delay=$((50 + RANDOM % 1451))
+    "$F" sync --store "$DBQ" --full --no-progress >/dev/null 2>"$TMP/q.$round.err" &
+    pid=$!
+    sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
+    if kill -9 "$pid" 2>/dev/null; then
+        killed=$((killed + 1))
+        wait "$pid" 2>/dev/null || true
+        echo "#   quirks round $round: killed after $delay ms"
+    else
+        code=0
+        wait "$pid" || code=$?
+        echo "#   quirks round $round: finished (exit $code) before $delay ms"
+    fi
+done
+[ "$killed" -ge "$QKILLS" ] && ok "$killed full syncs killed mid-way (no-deleted, late transactionTime)" ||
+    not_ok "only $killed full syncs were killed (seed $SEED)"
+expect_exit 0 "an uninterrupted full sync" -- "$F" sync --store "$DBQ" --full --no-progress
+expect_exit 0 "and another (the first may have completed an export older than the last change)" -- \
+    "$F" sync --store "$DBQ" --full --no-progress
+store_equals_server "$DBQ" "after $killed kills of reconciling syncs"
+expect_match "$(sql "$DBQ" "SELECT count(*) FROM sync_runs WHERE status = 'running'")" '^0$' \
+    "no run is left 'running'"
 finish

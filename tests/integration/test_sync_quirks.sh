@@ -72,6 +72,16 @@ expect_exit 0 "a default sync" -- "$F" sync --store "$TMP/alltypes.db" --json
 expect_match "$(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Immunization"')" '^[1-9]' \
     "Immunization is synced although the CapabilityStatement omits it"
 store_equals_server "$TMP/alltypes.db" "every type the server has is stored"
+RUN=$(tail -1 <<<"$OUT")
+PATIENTS=$(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Patient"')
+expect_match "$(json_field "$RUN" 'j.types.Patient.rows + " " + j.types.Patient.new')" \
+    "^$PATIENTS $PATIENTS\$" "the summary says what the store changed (rows, new) beside what was received"
+mutate 0 0.2 >/dev/null
+expect_exit 0 "an increment with deletions" -- "$F" sync --store "$TMP/alltypes.db" --json
+RUN=$(tail -1 <<<"$OUT")
+GONE=$((PATIENTS - $(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Patient"')))
+expect_match "$(json_field "$RUN" 'j.types.Patient.deleted + " " + j.types.Patient.new')" \
+    "^$GONE 0\$" "deleted counts the rows that went, new counts none"
 stop_sandbox
 
 # ---- unrequested types: stored, warned, never reconciled -----------------------------------------
@@ -84,6 +94,13 @@ PRAC=$(sql "$TMP/extra.db" 'SELECT count(*) FROM "Practitioner"')
 expect_exit 0 "a reconciling sync" -- "$F" sync --store "$TMP/extra.db" --reconcile --no-progress
 expect_match "$(sql "$TMP/extra.db" "SELECT count(*) FROM deletions WHERE resource_type = 'Practitioner'")" \
     '^0$' "the extra type is never reconciled"
+stop_sandbox
+
+# ---- a POSTed Parameters body ignored: the export says so ----------------------------------------
+start_sandbox postbody --patients 3 --quirk ignore-post-body
+expect_exit 0 "an export POSTing _type=Patient to a server that ignores the body" -- \
+    "$F" export --post --type Patient --level system --out "$TMP/postbody"
+expect_match "$ERR" "may have ignored the POSTed Parameters body" "the export says the body was ignored"
 stop_sandbox
 
 # ---- the share guard: a server that returns far fewer resources does not wipe the mirror ----------

@@ -239,6 +239,8 @@ char *fs_bulk_request_target(const json_t *request);
 char *fs_bulk_request_parameters(const json_t *request);
 /* Whether the request uses POST / asks for lenient handling. */
 bool fs_bulk_request_post(const json_t *request);
+/* The value of the request's parameter `name` (the first), NULL when not sent. Borrowed. */
+const char *fs_bulk_request_param(const json_t *request, const char *name);
 bool fs_bulk_request_lenient(const json_t *request);
 
 /* ---- Retry-After for status polls (export.c) ------------------------------------------------ */

@@ -558,6 +558,43 @@ const char *fhirsync_export_errmsg(const fhirsync_export *ex)
     return ex ? ex->err.message : "";
 }
 
+/* ---- the manifest against the request ------------------------------------------------------ */
+
+/* Whether the comma-separated `list` holds `type`. */
+static bool list_has(const char *list, const char *type)
+{
+    size_t n = strlen(type);
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && memcmp(p, type, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
+}
+
+/* Types in the manifest that _type did not ask for: a server may add them (they are kept and
+ * reported by the application), but after a POST kick-off they usually mean that the server
+ * ignored the Parameters body altogether (seen in the wild: every type came back). Say so once. */
+static void warn_ignored_body(fhirsync_export *ex)
+{
+    const char *types = fs_bulk_request_param(ex->request, "_type");
+    if (!types || !fs_bulk_request_post(ex->request))
+        return;
+    for (size_t i = 0; i < ex->nfiles; i++) {
+        const fhirsync_export_file *f = &ex->files[i].pub;
+        if (f->kind != FHIRSYNC_EXPORT_OUTPUT || list_has(types, f->type))
+            continue;
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "the manifest has %s, which _type=%s did not ask for: the server may have "
+                 "ignored the POSTed Parameters body (try the same export without --post)",
+                 f->type, types);
+        fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, NULL, msg, 0, FHIRSYNC_OK);
+        return;
+    }
+}
+
 /* ---- kick-off ------------------------------------------------------------------------------- */
 
 /* A URL the server gave for us to poll or fetch with the token (status URL, manifest pages) must
@@ -1130,6 +1167,7 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
         if (rc != FHIRSYNC_OK)
             goto out;
         ex->manifest_loaded = true;
+        warn_ignored_body(ex);
         if (ex->man.requires_token_missing)
             fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, NULL,
                          "the manifest has no requiresAccessToken: the token is sent (to the "

@@ -133,6 +133,17 @@ fail:
     return NULL;
 }
 
+const char *fs_bulk_request_param(const json_t *request, const char *name)
+{
+    json_t *params = json_object_get(request, "params");
+    for (size_t i = 0; i < json_array_size(params); i++) {
+        json_t *pair = json_array_get(params, i);
+        if (fs_streq(json_string_value(json_array_get(pair, 0)), name))
+            return json_string_value(json_array_get(pair, 1));
+    }
+    return NULL;
+}
+
 bool fs_bulk_request_post(const json_t *request)
 {
     return fs_streq(fs_json_str(request, "method"), "POST");

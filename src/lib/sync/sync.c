@@ -12,6 +12,7 @@
 #include "fhirsync/auth.h"
 #include "fhirsync/client.h"
 #include "json/json.h"
+#include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
 void fhirsync_sync_options_init(fhirsync_sync_options *opts)
@@ -75,6 +76,10 @@ static void reset_run(fhirsync_sync *s)
     fs_free(s->type_stats);
     s->since = s->transaction_time = s->watermark = NULL;
     s->reconciled = 0;
+    s->inserted = 0;
+    fhirsync_free(s->rows_before);
+    s->rows_before = NULL;
+    s->nrows_before = 0;
     s->type_stats = NULL;
     fs_sync_counts_clear(&s->counts);
     s->run_id = 0;
@@ -371,7 +376,17 @@ void fs_sync_finish_failed(fhirsync_sync *s, const char *why)
 
 /* ---- the run --------------------------------------------------------------------------------- */
 
-static fhirsync_code fill_type_stats(fhirsync_sync *s)
+static int64_t rows_before(const fhirsync_sync *s, const char *type)
+{
+    for (size_t i = 0; i < s->nrows_before; i++)
+        if (strcmp(s->rows_before[i].type, type) == 0)
+            return s->rows_before[i].count;
+    return 0;
+}
+
+/* Per type: what was received beside what the store changed. The rows are counted (only for the
+ * types the run touched) when the run ended ok or partial. */
+static fhirsync_code fill_type_stats(fhirsync_sync *s, bool finished)
 {
     if (s->counts.n == 0)
         return FHIRSYNC_OK;
@@ -380,8 +395,15 @@ static fhirsync_code fill_type_stats(fhirsync_sync *s)
         return FHIRSYNC_E_NOMEM;
     for (size_t i = 0; i < s->counts.n; i++) {
         const fs_sync_count *c = &s->counts.items[i];
-        s->type_stats[i] =
-            (fhirsync_sync_type_stats){c->type, c->loaded, c->deleted, c->quarantined};
+        fhirsync_sync_type_stats *t = &s->type_stats[i];
+        *t = (fhirsync_sync_type_stats){c->type, c->loaded, c->deleted, c->quarantined, 0, 0};
+        fhirsync_error ignored;
+        if (finished && fs_store_type_rows(s->store, c->type, &t->rows, &ignored) == FHIRSYNC_OK) {
+            t->inserted = t->rows - rows_before(s, c->type) + c->deleted;
+            if (t->inserted < 0)
+                t->inserted = 0; /* another endpoint of a shared store deleted meanwhile */
+            s->inserted += t->inserted;
+        }
     }
     return FHIRSYNC_OK;
 }
@@ -409,6 +431,8 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
                     "endpoint '%s' is being synced by workers: %lld file(s) of their run %lld are "
                     "still being loaded (fhirsync sync --worker); sync again once they are done",
                     s->name, (long long)files, (long long)worker_run);
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_store_counts(s->store, &s->rows_before, &s->nrows_before, &s->err);
     const char *mode = fhirsync_endpoint_get(s->ep, "mode");
     const char *since_setting = fhirsync_endpoint_get(s->ep, "since");
     if (rc == FHIRSYNC_OK && !s->opts.full) {
@@ -426,7 +450,8 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
     fhirsync_store_unlock(s->store, s->name, &ignored);
 out:
     s->duration_s = (double)(fs_monotonic_ms() - s->start_ms) / 1000.0;
-    if (fill_type_stats(s) != FHIRSYNC_OK && rc == FHIRSYNC_OK)
+    if (fill_type_stats(s, rc == FHIRSYNC_OK || rc == FHIRSYNC_E_PARTIAL) != FHIRSYNC_OK &&
+        rc == FHIRSYNC_OK)
         rc = fs_err(&s->err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc != FHIRSYNC_OK && !s->err.message[0])
         fs_err(&s->err, rc, "%s", fhirsync_strerror(rc));
@@ -459,6 +484,7 @@ void fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)
     out->requests = s->requests;
     out->duration_s = s->duration_s;
     out->reconciled = s->reconciled;
+    out->inserted = s->inserted;
 }
 
 size_t fhirsync_sync_type_count(const fhirsync_sync *s)

@@ -222,6 +222,9 @@ struct fhirsync_sync {
     bool resumed;
     int64_t requests;
     int64_t reconciled; /* rows a reconciliation deleted */
+    fhirsync_type_count *rows_before; /* the store's rows per type when the run started */
+    size_t nrows_before;
+    int64_t inserted;
     int64_t start_ms;
     double duration_s;
     fs_sync_counts counts;
