@@ -368,6 +368,19 @@ typedef struct fhirsync_run_info {
 
 typedef int (*fhirsync_run_cb)(const fhirsync_run_info *run, void *userdata);
 
+/* How an endpoint's deletions were found: `listed` by the server in the deleted files of its
+ * exports, `reconciled` by comparing a full export or crawl with the store (deletions.reason).
+ * A server whose `listed` stays 0 while `reconciled` grows does not report deletions. */
+typedef struct fhirsync_deletion_summary {
+    int64_t listed;
+    int64_t reconciled;
+} fhirsync_deletion_summary;
+
+FHIRSYNC_API fhirsync_code fhirsync_store_deletion_summary(fhirsync_store *store,
+                                                           const char *endpoint,
+                                                           fhirsync_deletion_summary *out,
+                                                           fhirsync_error *err);
+
 /* The latest `limit` runs (0: 20), newest first, of one endpoint (NULL: all). */
 FHIRSYNC_API fhirsync_code fhirsync_store_runs(fhirsync_store *store, const char *endpoint,
                                                size_t limit, fhirsync_run_cb cb, void *userdata,

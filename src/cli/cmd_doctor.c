@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fhirsync/store.h"
 
 static void usage(FILE *out)
 {
@@ -66,6 +67,50 @@ static void on_check(const fhirsync_check *check, void *userdata)
     fflush(stdout);
 }
 
+/* What the endpoint's store says about the server's deleted lists: a server whose exports never
+ * list a deletion while full exports keep finding resources gone does not report deletions. Only
+ * when the store exists (doctor creates nothing). */
+static void check_deletions(const fhirsync_endpoint *ep, printer *pr)
+{
+    const char *location = fhirsync_endpoint_get(ep, "store");
+    if (!location)
+        location = "fhirsync.db";
+    bool pg = strncmp(location, "postgres", 8) == 0;
+    if (!pg && access(location, F_OK) != 0)
+        return;
+    fhirsync_store *store = NULL;
+    fhirsync_error err = {0};
+    fhirsync_deletion_summary sum;
+    char detail[600], hint[600] = "";
+    fhirsync_check check = {.step = "deletions", .status = FHIRSYNC_CHECK_INFO, .detail = detail};
+    if (fhirsync_store_open(location, FHIRSYNC_STORE_READONLY, &store, &err) != FHIRSYNC_OK ||
+        fhirsync_store_deletion_summary(store, fhirsync_endpoint_name(ep), &sum, &err) !=
+            FHIRSYNC_OK) {
+        snprintf(detail, sizeof detail, "the store %.200s could not be read: %.300s", location,
+                 err.message);
+        check.status = FHIRSYNC_CHECK_WARN;
+    } else if (sum.reconciled > 0 && sum.listed == 0) {
+        snprintf(detail, sizeof detail,
+                 "the server's exports never listed a deletion, but full exports found %lld "
+                 "resource(s) gone: it likely leaves `deleted` empty",
+                 (long long)sum.reconciled);
+        snprintf(hint, sizeof hint,
+                 "- deletions reach the store only through the full export every "
+                 "`reconcile_every` runs (now %ld): lower it to see them sooner",
+                 fhirsync_endpoint_get(ep, "reconcile_every")
+                     ? strtol(fhirsync_endpoint_get(ep, "reconcile_every"), NULL, 10)
+                     : 24L);
+        check.hint = hint;
+        check.status = FHIRSYNC_CHECK_WARN;
+    } else {
+        snprintf(detail, sizeof detail,
+                 "%lld deletion(s) listed by the server, %lld found by full exports or crawls",
+                 (long long)sum.listed, (long long)sum.reconciled);
+    }
+    on_check(&check, pr);
+    fhirsync_store_close(store);
+}
+
 int cmd_doctor(int argc, char **argv)
 {
     enum { OPT_PROBE_EXPORT = 1 };
@@ -106,6 +151,7 @@ int cmd_doctor(int argc, char **argv)
     printer pr = {.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR")};
     printf("fhirsync doctor: endpoint '%s'\n", fhirsync_endpoint_name(ep));
     fhirsync_code rc = fhirsync_doctor_run(ep, flags, on_check, &pr, &err);
+    check_deletions(ep, &pr);
     fhirsync_endpoint_free(ep);
     if (rc == FHIRSYNC_OK) {
         printf("\nall checks passed%s\n", pr.warnings ? " (see the warnings above)" : "");

@@ -76,11 +76,13 @@ RUN=$(tail -1 <<<"$OUT")
 PATIENTS=$(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Patient"')
 expect_match "$(json_field "$RUN" 'j.types.Patient.rows + " " + j.types.Patient.new')" \
     "^$PATIENTS $PATIENTS\$" "the summary says what the store changed (rows, new) beside what was received"
+OBS=$(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Observation"')
 mutate 0 0.2 >/dev/null
 expect_exit 0 "an increment with deletions" -- "$F" sync --store "$TMP/alltypes.db" --json
 RUN=$(tail -1 <<<"$OUT")
-GONE=$((PATIENTS - $(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Patient"')))
-expect_match "$(json_field "$RUN" 'j.types.Patient.deleted + " " + j.types.Patient.new')" \
+GONE=$((OBS - $(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Observation"')))
+[ "$GONE" -gt 0 ] && ok "the increment deleted $GONE Observation rows" || not_ok "nothing deleted"
+expect_match "$(json_field "$RUN" 'j.types.Observation.deleted + " " + j.types.Observation.new')" \
     "^$GONE 0\$" "deleted counts the rows that went, new counts none"
 stop_sandbox
 
@@ -96,10 +98,23 @@ expect_match "$(sql "$TMP/extra.db" "SELECT count(*) FROM deletions WHERE resour
     '^0$' "the extra type is never reconciled"
 stop_sandbox
 
+# ---- doctor says when a server never lists deletions -----------------------------------------------
+start_sandbox nodel --patients 6 --quirk no-deleted
+echo "store = $TMP/nodel.db" >>"$SANDBOX_DIR/fhirsync.ini"
+expect_exit 0 "a full sync (no-deleted)" -- "$F" sync --no-progress
+mutate 0 0.1 >/dev/null
+expect_exit 0 "an increment: the server lists nothing" -- "$F" sync --no-progress
+expect_exit 0 "a reconciling sync finds the deletions" -- "$F" sync --reconcile --no-progress
+expect_exit 0 "doctor" -- "$F" doctor
+expect_match "$OUT" "never listed a deletion, but full exports found [1-9][0-9]* resource" \
+    "doctor says the server never lists deletions"
+expect_match "$OUT" "reconcile_every" "and names the setting that helps"
+stop_sandbox
+
 # ---- a POSTed Parameters body ignored: the export says so ----------------------------------------
 start_sandbox postbody --patients 3 --quirk ignore-post-body
 expect_exit 0 "an export POSTing _type=Patient to a server that ignores the body" -- \
-    "$F" export --post --type Patient --level system --out "$TMP/postbody"
+    "$F" export --post --type Patient --level system --out "$TMP/postbody-export"
 expect_match "$ERR" "may have ignored the POSTed Parameters body" "the export says the body was ignored"
 stop_sandbox
 

@@ -1388,6 +1388,28 @@ fhirsync_code fs_store_endpoint_types(fhirsync_store *store, const char *endpoin
     return FHIRSYNC_OK;
 }
 
+fhirsync_code fhirsync_store_deletion_summary(fhirsync_store *store, const char *endpoint,
+                                              fhirsync_deletion_summary *out, fhirsync_error *err)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!store || !endpoint || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "no store, endpoint or output");
+    fs_sql_value p[2] = {fs_sql_text(endpoint), fs_sql_text(FS_STORE_DELETED_LISTED)};
+    int64_t counts[2] = {0, 0};
+    fhirsync_code rc = store->ops->exec(
+        store,
+        "SELECT coalesce(sum(CASE WHEN reason = ?2 THEN 1 ELSE 0 END), 0),"
+        " coalesce(sum(CASE WHEN reason IS NOT NULL AND reason <> ?2 THEN 1 ELSE 0 END), 0)"
+        " FROM deletions WHERE run_id IN (SELECT id FROM sync_runs WHERE endpoint = ?1)",
+        true, p, 2, read_two, counts, NULL, err);
+    if (rc == FHIRSYNC_OK) {
+        out->listed = counts[0];
+        out->reconciled = counts[1];
+    }
+    return rc;
+}
+
 fhirsync_code fs_store_type_rows(fhirsync_store *store, const char *type, int64_t *rows,
                                  fhirsync_error *err)
 {
