@@ -73,7 +73,7 @@ start_sandbox() { # PATIENTS
     FHIRSYNC_KEY_FILE=$(ls "$WORK"/keys-"$1"/*.key.pem)
 }
 
-# download_ms DIR: the span between the manifest and done events of DIR/log.ndjson
+# download_ms DIR: the span between the manifest and done events of DIR/export-log.jsonl
 download_ms() {
     node -e '
         const ev = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n")

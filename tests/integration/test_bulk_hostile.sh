@@ -48,7 +48,8 @@ hostile() {
     shift 4
     local t0=$SECONDS
     expect_exit "$want" "$what" -- timeout -k 5 "$limit" "$FS" export \
-        --base-url "$FAKE/$s/fhir" --token-url "$TOKEN_URL" --out "x-$s" --no-progress "$@"
+        --base-url "$FAKE/$s/fhir" --token-url "$TOKEN_URL" --out "x-$s" --level system \
+        --no-progress "$@"
     ELAPSED=$((SECONDS - t0))
 }
 # requests_to PATH_REGEX: how many requests the fake server saw on matching paths

@@ -2,7 +2,7 @@
 # tests/integration/test_secrets.sh: secrets and honest messages against a server that misbehaves
 # (secret_echo_server.mjs, issue #11 points 9 and 10):
 #   - a server echoing the live access token in its error bodies (OperationOutcome diagnostics,
-#     in prose no pattern catches): the token never shows on stderr (even at -vv), in log.ndjson,
+#     in prose no pattern catches): the token never shows on stderr (even at -vv), in export-log.jsonl,
 #     in the store (sync_runs.error), in `query` output, or in any file the runs write; nor does
 #     any client assertion the server received;
 #   - core dumps: the process is started with `ulimit -c unlimited` and killed with SIGSEGV while
@@ -58,8 +58,8 @@ no_secret get.err "get -vv: the token is not on stderr"
 expect_exit 5 "export: kick-off refused with 403 echoing the token" -- \
     "$FS" export --out exp --level system --no-progress -vv
 cp "$TMP/err" export.err
-expect_match "$(cat exp/log.ndjson)" 'refused for \*\*\*' "log.ndjson records the masked echo"
-no_secret export.err exp/log.ndjson "export: the token is in neither stderr nor log.ndjson"
+expect_match "$(cat exp/export-log.jsonl)" 'refused for \*\*\*' "export-log.jsonl records the masked echo"
+no_secret export.err exp/export-log.jsonl "export: the token is in neither stderr nor export-log.jsonl"
 
 set +e
 "$FS" sync --store sync.db --json -vv >sync.out 2>sync.err
