@@ -16,6 +16,8 @@ static void usage(FILE *out)
             "base URL and vendor, discovery, clock skew, key, the JWKS you registered\n"
             "(set registered_jwks), the decoded assertion, the token request with the\n"
             "server's answer and its likely causes, granted scopes, one FHIR request.\n"
+            "When the endpoint's store exists: how its deletions were found (a server whose\n"
+            "exports never list deletions is named, with the setting that helps).\n"
             "\n"
             "  --probe-export       also kick off a small export (_type=Patient, at the level\n"
             "                       sync uses first: Group with group_id, else Patient) and\n"

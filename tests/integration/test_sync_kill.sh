@@ -100,6 +100,7 @@ while [ "$killed" -lt "$QKILLS" ] && [ "$round" -lt $((QKILLS * 3)) ]; do
         code=0
         wait "$pid" || code=$?
         echo "#   quirks round $round: finished (exit $code) before $delay ms"
+        [ "$code" -eq 0 ] || echo "#   $(head -c 600 "$TMP/q.$round.err")"
     fi
 done
 [ "$killed" -ge "$QKILLS" ] && ok "$killed full syncs killed mid-way (no-deleted, late transactionTime)" ||

@@ -971,6 +971,14 @@ static void wipe(bulk_ctx *c)
     }
     unlink(c->ledger_path);
     unlink(c->refused_path);
+    /* state.json first: a kill while the folder is being removed must not leave a state.json
+     * that names files or a manifest already gone (the next run of the same request, --full
+     * say, would resume it and fail on the missing files for ever); without it the folder holds
+     * no export and is discarded */
+    char *state = join(c->export_dir, "state.json");
+    if (state)
+        unlink(state);
+    fs_free(state);
     fs_sync_rmtree(c->export_dir);
     ledger_clear(c);
     fs_free(c->job);
