@@ -352,6 +352,16 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
                           : fs_streq(fs_endpoint_vendor(s->ep), FS_VENDOR_EPIC);
     if (rc == FHIRSYNC_OK)
         rc = fs_sync_plan_types(s->ep, 's', &types, err);
+    if (rc == FHIRSYNC_OK) {
+        char *left = fs_sync_crawl_left_out(s->ep, types);
+        if (left)
+            fs_sync_warn(s,
+                         "types: a crawl searches the US Core types the scopes allow (%s); the "
+                         "server also has %s, which this mirror leaves out (list them in the "
+                         "`types` setting to sync them)",
+                         types, left);
+        fs_free(left);
+    }
     if (rc == FHIRSYNC_OK && !(c.workdir = fs_sync_endpoint_work_dir(s)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {

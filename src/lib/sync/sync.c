@@ -298,6 +298,37 @@ fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **
     return rc;
 }
 
+char *fs_sync_crawl_left_out(const fhirsync_endpoint *ep, const char *planned)
+{
+    if (fhirsync_endpoint_get(ep, "types"))
+        return NULL; /* the user's choice */
+    char *supported = server_types(ep);
+    if (!supported)
+        return NULL;
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fs_buf_append(&b, "", 0);
+    const char *p = supported;
+    while (ok && *p) {
+        size_t n = strcspn(p, ",");
+        char type[FS_SYNC_TYPE_MAX + 1];
+        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
+            memcpy(type, p, n);
+            type[n] = '\0';
+            if (!fs_sync_list_has(planned, type) && strcmp(type, "Bundle") != 0 &&
+                strcmp(type, "OperationDefinition") != 0)
+                ok = (b.len == 0 || fs_buf_append_str(&b, ",")) && fs_buf_append_str(&b, type);
+        }
+        p += n + (p[n] == ',' ? 1 : 0);
+    }
+    fs_free(supported);
+    if (!ok || b.len == 0) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
 fhirsync_code fs_sync_plan_bulk_types(const fhirsync_endpoint *ep, char **out, char **left_out,
                                       fhirsync_error *err)
 {

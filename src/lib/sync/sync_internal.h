@@ -256,6 +256,11 @@ fhirsync_code fs_sync_granted_scope(const fhirsync_endpoint *ep, char **out, fhi
 fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
                                  fhirsync_error *err);
 
+/* Crawl: the types the server's CapabilityStatement lists that the planned (US Core) types leave
+ * out, comma-separated, for the run's warning (caller frees); NULL when none, when the `types`
+ * setting chose, or when the CapabilityStatement cannot be had. */
+char *fs_sync_crawl_left_out(const fhirsync_endpoint *ep, const char *planned);
+
 /* The _type of a bulk export: the `types` setting; else nothing (*out NULL: every type the export
  * offers) when the granted scopes read every type; else the types the scopes name, with
  * *left_out saying so for the run's warnings (caller frees both). A mirror holds what the server
