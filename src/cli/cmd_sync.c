@@ -48,8 +48,8 @@ static void usage(FILE *out)
         "\n"
         "what to sync:\n"
         "  --full                 ignore the watermark: everything again\n"
-        "  --reconcile            a full export or crawl that deletes what the server no longer has\n"
-        "  --reconcile-every N    reconcile every Nth run (default: `reconcile_every`, 24; 0: never)\n"
+        "  --reconcile            a full export or crawl that deletes what the server lost\n"
+        "  --reconcile-every N    reconcile every Nth run (default reconcile_every, 24; 0 never)\n"
         "  --max-delete-share PCT a reconciliation deleting more than PCT%% of a type's rows is\n"
         "                         refused for that type, run partial (default 50)\n"
         "  --allow-mass-delete    no such limit for this run (the server really lost them)\n"
@@ -286,16 +286,16 @@ static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirs
                        (long long)t->quarantined, (long long)t->rows);
                 rows += t->rows;
             }
-            printf("  %-24s %10lld %10lld %10lld %12lld %10lld\n", "total",
-                   (long long)st.resources, (long long)st.inserted, (long long)st.deleted,
-                   (long long)st.quarantined, (long long)rows);
+            printf("  %-24s %10lld %10lld %10lld %12lld %10lld\n", "total", (long long)st.resources,
+                   (long long)st.inserted, (long long)st.deleted, (long long)st.quarantined,
+                   (long long)rows);
         }
         printf("  %lld resource(s) in %.2f s (%.0f resources/s)%s\n", (long long)st.resources,
                st.duration_s, rate, st.resumed ? ", resumed an interrupted export" : "");
         if (st.reconciled)
             printf("  reconciled  %lld resource(s) gone on the server (not in the full %s)\n",
-                   (long long)st.reconciled, st.mode && strncmp(st.mode, "crawl", 5) == 0
-                                                 ? "crawl" : "export");
+                   (long long)st.reconciled,
+                   st.mode && strncmp(st.mode, "crawl", 5) == 0 ? "crawl" : "export");
         if (st.server_errors)
             printf("  server errors: %lld (see the log)\n", (long long)st.server_errors);
         if (st.watermark)
@@ -733,8 +733,9 @@ int cmd_sync(int argc, char **argv)
         case OPT_ALLOW_MASS_DELETE: so.allow_mass_delete = true; break;
         case OPT_MAX_DELETE_SHARE:
             if (!parse_int(optarg, 1, 100, &v))
-                return cli_usage_error("sync", "--max-delete-share expects 1..100 (percent), got "
-                                               "'%s'",
+                return cli_usage_error("sync",
+                                       "--max-delete-share expects 1..100 (percent), got "
+                                       "'%s'",
                                        optarg);
             so.max_delete_share = (int)v;
             break;

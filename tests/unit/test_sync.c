@@ -330,8 +330,8 @@ static void test_watermarks(void **state)
     assert_false(fs_sync_reconcile_due(false, false, false, -1, 1000)); /* never */
     assert_true(fs_sync_reconcile_due(false, false, false, 1, 0));      /* every run */
     /* bulk: the earlier of transactionTime and the kick-off (server clock) minus the margin */
-    assert_true(fs_sync_bulk_watermark("2026-11-28T21:00:00.123Z", "2026-11-28T21:33:00Z", 300,
-                                       buf, sizeof buf));
+    assert_true(fs_sync_bulk_watermark("2026-11-28T21:00:00.123Z", "2026-11-28T21:33:00Z", 300, buf,
+                                       sizeof buf));
     assert_string_equal(buf, "2026-11-28T21:00:00.123Z"); /* kept exactly as the server gave it */
     /* a server that sets transactionTime when the export finished: the kick-off wins */
     assert_true(fs_sync_bulk_watermark("2026-11-28T22:10:00Z", "2026-11-28T21:33:00Z", 300, buf,
@@ -396,17 +396,17 @@ static void test_reconcile(void **state)
     snprintf(line, sizeof line,
              "{\"resourceType\":\"Observation\",\"id\":\"late\",\"meta\":{\"lastUpdated\":"
              "\"2026-06-01T00:00:00Z\"}}");
-    assert_int_equal(fhirsync_store_put(store, "Observation", line, strlen(line), old_run, NULL,
-                                        &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(
+        fhirsync_store_put(store, "Observation", line, strlen(line), old_run, NULL, &err),
+        FHIRSYNC_OK);
     assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &run, &err),
                      FHIRSYNC_OK);
     /* this export returned o0..o4 */
     for (int i = 0; i < 5; i++) {
         snprintf(line, sizeof line, "{\"resourceType\":\"Observation\",\"id\":\"o%d\"}", i);
-        assert_int_equal(fhirsync_store_put(store, "Observation", line, strlen(line), run, NULL,
-                                            &err),
-                         FHIRSYNC_OK);
+        assert_int_equal(
+            fhirsync_store_put(store, "Observation", line, strlen(line), run, NULL, &err),
+            FHIRSYNC_OK);
     }
     fs_store_reconcile r = {.endpoint = "ep",
                             .type = "Observation",

@@ -462,7 +462,7 @@ fhirsync_code fs_store_delete_why(fhirsync_store *store, const char *type, const
 /* The rows a reconciliation removes: ?1 endpoint, ?2 first run of the export, ?3 deleted_at in
  * ms. Rows written by this endpoint's earlier runs, not changed after the deletion instant. */
 #define GONE_ROWS                                                                                  \
-    " WHERE run_id IN (SELECT id FROM sync_runs WHERE endpoint = ?1) AND run_id < ?2"             \
+    " WHERE run_id IN (SELECT id FROM sync_runs WHERE endpoint = ?1) AND run_id < ?2"              \
     " AND (last_updated_ms IS NULL OR last_updated_ms <= ?3)"
 
 static int read_two(void *userdata, int ncols, const char *const *values, const size_t *lengths,
@@ -535,8 +535,8 @@ fhirsync_code fs_store_reconcile_type(fhirsync_store *store, const fs_store_reco
         fs_buf_reset(&sql);
         if (!fs_buf_printf(&sql,
                            "INSERT INTO deletions (resource_type, id, deleted_at, run_id,"
-                           " recorded_at, reason) SELECT ?4, id, ?5, CAST(?6 AS bigint), ?7, ?8 FROM %s"
-                           GONE_ROWS
+                           " recorded_at, reason) SELECT ?4, id, ?5, CAST(?6 AS bigint), ?7, ?8 "
+                           "FROM %s" GONE_ROWS
                            " ON CONFLICT (resource_type, id, deleted_at) DO NOTHING",
                            quoted))
             rc = no_memory(err);

@@ -14,8 +14,8 @@
 #include "fhirsync/store.h"
 
 /* Why a resource was deleted (deletions.reason). */
-#define FS_STORE_DELETED_LISTED "deleted-list"         /* in an export's deleted file */
-#define FS_STORE_DELETED_RECONCILED "full-export"      /* missing from a complete full export */
+#define FS_STORE_DELETED_LISTED "deleted-list"          /* in an export's deleted file */
+#define FS_STORE_DELETED_RECONCILED "full-export"       /* missing from a complete full export */
 #define FS_STORE_DELETED_CRAWLED "reconciliation-crawl" /* missing from a complete crawl */
 
 /* Whether `type` and `id` name a resource the store can hold (a type name that is not an internal

@@ -352,10 +352,9 @@ static fhirsync_code load_one(bulk_ctx *c, fhirsync_store *store, const pending_
         if (rc == FHIRSYNC_OK && !dump)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         json_t *parsed = dump ? json_loads(dump, 0, NULL) : NULL;
-        json_t *rec =
-            parsed ? json_pack("{s:s?, s:s, s:I, s:o}", "job", c->job, "file", f->name, "run",
-                               (json_int_t)s->run_id, "counts", parsed)
-                   : NULL;
+        json_t *rec = parsed ? json_pack("{s:s?, s:s, s:I, s:o}", "job", c->job, "file", f->name,
+                                         "run", (json_int_t)s->run_id, "counts", parsed)
+                             : NULL;
         char *line = rec ? fs_json_dump(rec) : NULL;
         if (rc == FHIRSYNC_OK && !line)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -684,8 +683,8 @@ static fhirsync_code reconcile(bulk_ctx *c, fs_buf *why, fhirsync_error *err)
     fs_buf list;
     fs_buf_init(&list);
     char **stored = NULL;
-    fhirsync_code rc = fs_buf_append(&list, "", 0) ? FHIRSYNC_OK
-                                                   : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_code rc =
+        fs_buf_append(&list, "", 0) ? FHIRSYNC_OK : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK && c->requested && !add_types(&list, c->requested))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK && !c->requested) {
@@ -701,7 +700,7 @@ static fhirsync_code reconcile(bulk_ctx *c, fs_buf *why, fhirsync_error *err)
         }
     }
     int share = s->opts.max_delete_share > 0 ? s->opts.max_delete_share
-                                              : (int)fs_endpoint_long(s->ep, "max_delete_share");
+                                             : (int)fs_endpoint_long(s->ep, "max_delete_share");
     if (share <= 0 || share > 100)
         share = 50;
     const char *p = list.data;
@@ -1117,8 +1116,8 @@ static fhirsync_code plan_full(bulk_ctx *c, fhirsync_error *err)
         every = -1; /* the profile's 0: never on its own */
     fhirsync_code rc = FHIRSYNC_OK;
     if (s->since)
-        rc = fhirsync_store_runs(s->store, s->name, every > 0 ? (size_t)every : 100,
-                                 count_bulk_run, c, err);
+        rc = fhirsync_store_runs(s->store, s->name, every > 0 ? (size_t)every : 100, count_bulk_run,
+                                 c, err);
     if (rc != FHIRSYNC_OK)
         return rc;
     bool due = !(setting && *setting) &&

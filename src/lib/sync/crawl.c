@@ -250,7 +250,7 @@ static fhirsync_code reconcile_type(crawl_ctx *c, const char *type, const char *
 {
     fhirsync_sync *s = c->s;
     int share = s->opts.max_delete_share > 0 ? s->opts.max_delete_share
-                                              : (int)fs_endpoint_long(s->ep, "max_delete_share");
+                                             : (int)fs_endpoint_long(s->ep, "max_delete_share");
     if (share <= 0 || share > 100)
         share = 50;
     fs_store_reconcile r = {.endpoint = s->name,

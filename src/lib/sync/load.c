@@ -105,8 +105,8 @@ static bool load_deleted(fs_sync_loader *ld, const char *line, size_t len)
             !fs_sync_parse_delete_url(url, type, sizeof type, id, sizeof id))
             snprintf(bad, sizeof bad, "entry %zu is not a DELETE of Type/id", i);
         else if (!fs_store_resource_key_ok(type, id))
-            snprintf(bad, sizeof bad, "entry %zu: '%.64s/%.64s' names no resource the store can hold",
-                     i, type, id);
+            snprintf(bad, sizeof bad,
+                     "entry %zu: '%.64s/%.64s' names no resource the store can hold", i, type, id);
     }
     for (size_t i = 0; ok && !bad[0] && i < json_array_size(entries); i++) {
         json_t *request = json_object_get(json_array_get(entries, i), "request");

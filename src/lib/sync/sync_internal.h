@@ -221,7 +221,7 @@ struct fhirsync_sync {
     char *watermark;
     bool resumed;
     int64_t requests;
-    int64_t reconciled; /* rows a reconciliation deleted */
+    int64_t reconciled;               /* rows a reconciliation deleted */
     fhirsync_type_count *rows_before; /* the store's rows per type when the run started */
     size_t nrows_before;
     int64_t inserted;

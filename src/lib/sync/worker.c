@@ -393,8 +393,8 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
         }
         /* the earlier of transactionTime and the kick-off minus the margin (docs/sync.md);
          * never backwards: a later export of the endpoint may have finished first */
-        int margin = w->opts.sync.skew_margin_s ? w->opts.sync.skew_margin_s
-                                                : FS_SYNC_DEFAULT_SKEW_MARGIN_S;
+        int margin =
+            w->opts.sync.skew_margin_s ? w->opts.sync.skew_margin_s : FS_SYNC_DEFAULT_SKEW_MARGIN_S;
         if (fs_sync_bulk_watermark(tt, fs_json_str(payload, "kickoff_time"), margin, mark,
                                    sizeof mark) &&
             fs_sync_instant_later(mark, current))
@@ -543,13 +543,13 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
             json_array_append_new(types, json_string(f->type));
         (*nfiles)++;
     }
-    json_t *fin = rc == FHIRSYNC_OK
-                      ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
-                                  (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
-                                  fhirsync_export_kickoff_time(ex), "status_url",
-                                  fhirsync_export_status_url(ex), "files_batch", batch, "types",
-                                  types)
-                      : NULL;
+    json_t *fin =
+        rc == FHIRSYNC_OK
+            ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
+                        (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
+                        fhirsync_export_kickoff_time(ex), "status_url",
+                        fhirsync_export_status_url(ex), "files_batch", batch, "types", types)
+            : NULL;
     char *text = fin ? fs_json_dump(fin) : NULL;
     if (rc == FHIRSYNC_OK && !text)
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
