@@ -119,6 +119,30 @@ void sb_admin_handle_requests_delete(sb_server *sb, sb_request *req, sb_reply *r
     json_decref(out);
 }
 
+/* The answer to adding a rule or a quirk: 201 with the entry and its id, or 400 naming why. */
+static void reply_added(sb_reply *reply, const json_t *doc, unsigned id, const fhirsync_error *err)
+{
+    if (!id) {
+        sb_reply_outcome(reply, 400, "invalid", "%s", err->message);
+        return;
+    }
+    json_t *out = json_deep_copy(doc);
+    json_object_set_new(out, "id", json_integer(id));
+    sb_reply_json(reply, 201, SB_JSON, out);
+    json_decref(out);
+}
+
+/* The answer to listing rules or quirks (takes the list). */
+static void reply_list(sb_reply *reply, json_t *list)
+{
+    if (!list) {
+        sb_reply_outcome(reply, 500, "exception", "out of memory");
+        return;
+    }
+    sb_reply_json(reply, 200, SB_JSON, list);
+    json_decref(list);
+}
+
 void sb_admin_handle_faults_add(sb_server *sb, sb_request *req, sb_reply *reply)
 {
     json_t *doc = json_body(req, reply, false);
@@ -126,27 +150,14 @@ void sb_admin_handle_faults_add(sb_server *sb, sb_request *req, sb_reply *reply)
         return;
     fhirsync_error err;
     fs_err_clear(&err);
-    unsigned id = sb_faults_add(sb->faults, doc, &err);
-    if (!id) {
-        sb_reply_outcome(reply, 400, "invalid", "%s", err.message);
-    } else {
-        json_t *out = json_deep_copy(doc);
-        json_object_set_new(out, "id", json_integer(id));
-        sb_reply_json(reply, 201, SB_JSON, out);
-        json_decref(out);
-    }
+    reply_added(reply, doc, sb_faults_add(sb->faults, doc, &err), &err);
     json_decref(doc);
 }
 
 void sb_admin_handle_faults_get(sb_server *sb, sb_request *req, sb_reply *reply)
 {
-    json_t *list = sb_faults_list(sb->faults);
-    if (!list) {
-        sb_reply_outcome(reply, 500, "exception", "out of memory");
-        return;
-    }
-    sb_reply_json(reply, 200, SB_JSON, list);
-    json_decref(list);
+    (void)req;
+    reply_list(reply, sb_faults_list(sb->faults));
 }
 
 void sb_admin_handle_faults_delete(sb_server *sb, sb_request *req, sb_reply *reply)
@@ -164,27 +175,14 @@ void sb_admin_handle_quirks_add(sb_server *sb, sb_request *req, sb_reply *reply)
         return;
     fhirsync_error err;
     fs_err_clear(&err);
-    unsigned id = sb_quirks_add_json(sb->quirks, doc, &err);
-    if (!id) {
-        sb_reply_outcome(reply, 400, "invalid", "%s", err.message);
-    } else {
-        json_t *out = json_deep_copy(doc);
-        json_object_set_new(out, "id", json_integer(id));
-        sb_reply_json(reply, 201, SB_JSON, out);
-        json_decref(out);
-    }
+    reply_added(reply, doc, sb_quirks_add_json(sb->quirks, doc, &err), &err);
     json_decref(doc);
 }
 
 void sb_admin_handle_quirks_get(sb_server *sb, sb_request *req, sb_reply *reply)
 {
-    json_t *list = sb_quirks_list(sb->quirks);
-    if (!list) {
-        sb_reply_outcome(reply, 500, "exception", "out of memory");
-        return;
-    }
-    sb_reply_json(reply, 200, SB_JSON, list);
-    json_decref(list);
+    (void)req;
+    reply_list(reply, sb_quirks_list(sb->quirks));
 }
 
 void sb_admin_handle_quirks_delete(sb_server *sb, sb_request *req, sb_reply *reply)
