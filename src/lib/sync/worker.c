@@ -5,8 +5,10 @@
  *
  *   endpoint-sync   crawl endpoints: the worker runs the whole sync (fhirsync_sync_run).
  *                   Bulk endpoints: the worker coordinates one export. Holding the endpoint
- *                   lock, it checks that no export of the endpoint is still in flight, starts a
- *                   run ("bulk-worker"), kicks the export off and polls until the manifest, then
+ *                   lock, it checks that no export of the endpoint is still in flight, plans it
+ *                   as bulk.c does (types, level, increment or full export: first run, --full,
+ *                   --reconcile, every reconcile_every runs), starts a run ("bulk-worker", or
+ *                   "bulk-worker-full"), kicks the export off and polls until the manifest, then
  *                   applies the deleted files itself (before any output is loaded, as in bulk
  *                   mode), and in ONE transaction queues a file-load item per output/error file
  *                   (batch "export/<endpoint>/<run>"), a finalising item, and completes its own
@@ -17,9 +19,11 @@
  *                   and the item is loaded again by another.
  *   finalise        claimed after the files (items are claimed in id order); while files are
  *                   still pending or claimed it gives itself back for a second. Then, in one
- *                   transaction, it finishes the run (counts from the rows this run stored) and
- *                   moves the watermark to the export's transactionTime (never backwards), and
- *                   completes itself. Then it deletes the job on the server.
+ *                   transaction, it reconciles a complete full export (reconcile.c: rows of
+ *                   earlier runs that the export did not return are gone), finishes the run
+ *                   (counts from the rows this run stored), moves the watermark (plan.c's rule,
+ *                   never backwards), and completes itself. Then it deletes the job on the
+ *                   server.
  *
  * A file-load that keeps failing ends "failed" after its attempts: the run then fails and the
  * watermark stays, so the next sync exports those changes again. */
