@@ -6,7 +6,11 @@
 # same sandbox state (the first full load appends). Then an increment (with deletions) through two
 # workers, a full load over the stored data (its appends conflict and are merged), and a plain
 # sync refused while workers load an export. Each worker has its own work folder, as on separate
-# machines.
+# machines. Then reconciliation through workers against a server that never lists deletions
+# (quirk no-deleted): the first run is a full export, an increment misses the deletions, the next
+# run is a full export (reconcile_every 2) that finds them (store = server, reason 'full-export'),
+# and the share guard refuses a --reconcile run that would delete most of a type (the run ends
+# partial) until --full --allow-mass-delete.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 start_pg workers
@@ -16,13 +20,17 @@ cd "$TMP"
 start_sandbox practice --patients 60 --resources-per-file 25
 q() { sql "$PG" "$1"; }
 
-# worker ID: start a worker in the background (lease 3 s), its pid in WPID
+# worker ID [sync options...]: start a worker in the background (lease 3 s), its pid in WPID
 worker() {
-    "$F" sync --worker --once --store "$PG" --worker-id "$1" --lease 3 --work-dir "$TMP/$1" \
-        --no-progress >"$TMP/$1.out" 2>"$TMP/$1.err" &
+    local id=$1
+    shift
+    "$F" sync --worker --once --store "$PG" --worker-id "$id" --lease 3 --work-dir "$TMP/$id" \
+        --no-progress "$@" >"$TMP/$id.out" 2>"$TMP/$id.err" &
     WPID=$!
     PIDS+=("$WPID")
 }
+# last_run COLUMN: that column of the workers' latest run (modes bulk-worker, bulk-worker-full)
+last_run() { q "SELECT $1 FROM sync_runs WHERE mode LIKE 'bulk-worker%' ORDER BY id DESC LIMIT 1"; }
 # wait_exit PID SECONDS: wait for a process, at most SECONDS; its exit code in WCODE
 wait_exit() {
     local i=0
@@ -84,12 +92,12 @@ N1=$(awk '$1 == "w1" {print $2}' <<<"$BY")
 N3=$(awk '$1 == "w3" {print $2}' <<<"$BY")
 [ "${N1:-0}" -gt 0 ] && [ "${N3:-0}" -gt 0 ] && ok "both surviving workers loaded files (w1 ${N1}, w3 ${N3})" ||
     not_ok "the work was not shared: $BY"
-expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")" \
-    '^ok$' "the run is finalised ok"
+expect_match "$(last_run "mode || ' ' || status")" '^bulk-worker-full ok$' \
+    "the first run is a full export, finalised ok"
 WM=$(q "SELECT watermark FROM sync_state WHERE endpoint = 'practice'")
-TT=$(q "SELECT transaction_time FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
+TT=$(last_run transaction_time)
 expect_bulk_watermark "$WM" "$TT" "the watermark moved to the export's kick-off minus the margin"
-RES=$(q "SELECT resources FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
+RES=$(last_run resources)
 expect_exit 0 "a single-process sync of the same sandbox state" -- \
     "$F" sync --store "$TMP/single.db" --no-progress
 same_dump "$PG" "$TMP/single.db" "three workers (one killed) == a single-process sync"
@@ -105,7 +113,8 @@ wait_exit "$W4" 180
 expect_match "$WCODE" '^0$' "worker w4 done"
 wait_exit "$W5" 180
 expect_match "$WCODE" '^0$' "worker w5 done"
-DELS=$(q "SELECT deletions FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
+expect_match "$(last_run mode)" '^bulk-worker$' "the increment is not a full export"
+DELS=$(last_run deletions)
 [ "${DELS:-0}" -gt 0 ] && ok "the increment applied $DELS deletions" || not_ok "no deletions applied"
 expect_exit 0 "a fresh single-process sync" -- "$F" sync --store "$TMP/single2.db" --no-progress
 same_dump "$PG" "$TMP/single2.db" "the incremental worker sync == a fresh full sync"
@@ -123,8 +132,10 @@ wait_exit "$W6" 180
 expect_match "$WCODE" '^0$' "worker w6 done"
 expect_match "$(cat "$TMP/w6.err")" 'SQLSTATE 23505.*loading it again as merges' \
     "appends met the stored ids and were merged"
-expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")" \
-    '^ok$' "the run is ok"
+expect_match "$(last_run "mode || ' ' || status")" '^bulk-worker-full ok$' \
+    "the run is a full export, ok"
+expect_match "$(q "SELECT count(*) FROM deletions WHERE reason = 'full-export'")" '^0$' \
+    "it found nothing gone (the store held what the server holds)"
 expect_match "$(q "SELECT count(*) FROM work_items WHERE state <> 'done'")" '^0$' "no item failed"
 same_dump "$PG" "$TMP/single2.db" "the same data as before"
 
@@ -148,9 +159,72 @@ else
 fi
 wait_exit "$W7" 180
 expect_match "$WCODE" '^0$' "worker w7 done"
-expect_match "$(q "SELECT status FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")" \
-    '^ok$' "the workers' run ended ok"
+expect_match "$(last_run status)" '^ok$' "the workers' run ended ok"
 WM=$(q "SELECT watermark FROM sync_state WHERE endpoint = 'practice'")
-TT=$(q "SELECT transaction_time FROM sync_runs WHERE mode = 'bulk-worker' ORDER BY id DESC LIMIT 1")
+TT=$(last_run transaction_time)
 expect_bulk_watermark "$WM" "$TT" "and moved the watermark"
+
+# ---- a server that never lists deletions: workers reconcile ---------------------------------------
+stop_sandbox
+start_sandbox nodel --patients 16 --resources-per-file 40 --quirk no-deleted
+(cd / && psql -q "$PG_URL" -c "CREATE DATABASE nodel" >/dev/null)
+PG=$(printf '%s' "$PG_URL" | sed "s|/fhirsync_test|/nodel|")
+# round SLOT WORKERS [sync options...]: queue a sync, run that many workers with the options, wait
+round() {
+    local slot=$1 n=$2 pids=() i
+    shift 2
+    expect_exit 0 "queue sync $slot" -- "$F" sync --enqueue --store "$PG" --slot "$slot"
+    for i in $(seq "$n"); do
+        worker "$slot-$i" "$@"
+        pids+=("$WPID")
+    done
+    for i in "${pids[@]}"; do
+        wait_exit "$i" 60
+        expect_match "$WCODE" '^0$' "$slot: a worker finished (exit $WCODE)"
+    done
+}
+# stale_rows: rows of the store that the server no longer holds (compared as store_equals_server)
+stale_rows() {
+    dump "$PG" | grep -v '^deleted' | grep -Ev "$OUT_OF_COMPARTMENT" | LC_ALL=C sort >"$TMP/stale.store"
+    server_state | grep -Ev "$OUT_OF_COMPARTMENT" >"$TMP/stale.server"
+    LC_ALL=C comm -23 "$TMP/stale.store" "$TMP/stale.server" | wc -l
+}
+
+round nodel-full 2
+expect_match "$(last_run "mode || ' ' || status")" '^bulk-worker-full ok$' \
+    "no-deleted: the first run is a full export"
+store_equals_server "$PG" "no-deleted: the full load through workers"
+mutate 0.05 0.1 >/dev/null
+round nodel-inc 2
+expect_match "$(last_run "mode || ' ' || status || ' ' || deletions")" '^bulk-worker ok 0$' \
+    "no-deleted: the increment lists no deletion"
+STALE=$(stale_rows)
+[ "$STALE" -gt 0 ] && ok "no-deleted: the increment left $STALE deleted resource(s) in the store" ||
+    not_ok "no-deleted: the increment left nothing stale (the test proves nothing)"
+# reconcile_every 2: one incremental run since the last full export, so this one is full
+round nodel-reconcile 2 --reconcile-every 2
+expect_match "$(last_run "mode || ' ' || status")" '^bulk-worker-full ok$' \
+    "no-deleted: every 2nd run (--reconcile-every 2) the workers' run is a full export, ok"
+store_equals_server "$PG" "no-deleted: after the workers' reconciliation"
+expect_match "$(q "SELECT count(*) FROM deletions WHERE reason = 'full-export'")" "^$STALE\$" \
+    "no-deleted: the $STALE resources gone are recorded with reason 'full-export'"
+expect_match "$(last_run deletions)" "^$STALE\$" "no-deleted: the run counts them as deletions"
+expect_match "$(cat "$TMP"/nodel-reconcile-*.err)" "likely leaves .deleted. empty" \
+    "no-deleted: the finalising worker says the server does not list deletions"
+
+# the share guard: a full export (--reconcile) that would delete 70% of a type is refused, the run
+# ends partial
+OBS=$(q 'SELECT count(*) FROM "Observation"')
+mutate 0 0.7 >/dev/null
+round nodel-guard 1 --reconcile
+expect_match "$(last_run "mode || ' ' || status")" '^bulk-worker-full partial$' \
+    "share guard: the run ends partial"
+expect_match "$(last_run error)" 'reconciliation of Observation refused' "share guard: it says why"
+expect_match "$(cat "$TMP"/nodel-guard-1.err)" 'reconciliation of Observation refused.*--allow-mass-delete' \
+    "share guard: the worker names the refused type and the fix"
+expect_match "$(q 'SELECT count(*) FROM "Observation"')" "^$OBS\$" \
+    "share guard: nothing of Observation was deleted"
+round nodel-forced 1 --full --allow-mass-delete
+expect_match "$(last_run status)" '^ok$' "--allow-mass-delete: the run is ok"
+store_equals_server "$PG" "--allow-mass-delete: after the forced reconciliation"
 finish

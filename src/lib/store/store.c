@@ -1300,6 +1300,35 @@ fhirsync_code fhirsync_store_work_summary(fhirsync_store *store, const char *bat
     return rc;
 }
 
+typedef struct work_results {
+    fs_store_work_result_fn cb;
+    void *userdata;
+} work_results;
+
+static int read_work_result(void *userdata, int ncols, const char *const *v, const size_t *len,
+                            const char *const *names)
+{
+    (void)len;
+    (void)names;
+    work_results *w = userdata;
+    if (ncols < 2)
+        return 0;
+    return w->cb(w->userdata, v[0] ? v[0] : "{}", v[1]);
+}
+
+fhirsync_code fs_store_work_results(fhirsync_store *store, const char *batch,
+                                    fs_store_work_result_fn cb, void *userdata, fhirsync_error *err)
+{
+    if (!store || !batch || !cb)
+        return fs_err(err, FHIRSYNC_E_ARG, "no store, batch or callback");
+    work_results w = {cb, userdata};
+    fs_sql_value p = fs_sql_text(batch);
+    return store->ops->exec(store,
+                            "SELECT payload, result FROM work_items"
+                            " WHERE batch = ?1 AND state = 'done' ORDER BY id",
+                            true, &p, 1, read_work_result, &w, NULL, err);
+}
+
 /* ---- queries --------------------------------------------------------------------------------- */
 
 typedef struct type_list {

@@ -68,4 +68,12 @@ fhirsync_code fs_store_endpoint_types(fhirsync_store *store, const char *endpoin
 fhirsync_code fs_store_type_rows(fhirsync_store *store, const char *type, int64_t *rows,
                                  fhirsync_error *err);
 
+/* The items of work batch `batch` that are done: cb(userdata, payload, result) for each, in id
+ * order (payload "{}" and result NULL when empty; borrowed for the call; return non-zero to
+ * stop). FHIRSYNC_E_ARG without a batch; FHIRSYNC_E_STORE. */
+typedef int (*fs_store_work_result_fn)(void *userdata, const char *payload, const char *result);
+fhirsync_code fs_store_work_results(fhirsync_store *store, const char *batch,
+                                    fs_store_work_result_fn cb, void *userdata,
+                                    fhirsync_error *err);
+
 #endif

@@ -611,36 +611,6 @@ static int on_export_event(const fhirsync_export_event *ev, void *userdata)
 
 /* ---- reconciliation -------------------------------------------------------------------------- */
 
-/* The run's count entry of `type`, NULL when it has none (not added). */
-static const fs_sync_count *count_of(const fs_sync_counts *counts, const char *type)
-{
-    for (size_t i = 0; i < counts->n; i++)
-        if (strcmp(counts->items[i].type, type) == 0)
-            return &counts->items[i];
-    return NULL;
-}
-
-/* Append the comma-separated `types` to `list`, each once. */
-static bool add_types(fs_buf *list, const char *types)
-{
-    const char *p = types;
-    while (p && *p) {
-        size_t n = strcspn(p, ",");
-        char type[FS_SYNC_TYPE_MAX + 1];
-        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
-            memcpy(type, p, n);
-            type[n] = '\0';
-            if (!fs_sync_list_has(list->data, type) &&
-                ((list->len && !fs_buf_append_str(list, ",")) || !fs_buf_append_str(list, type)))
-                return false;
-        }
-        p += n;
-        if (*p == ',')
-            p++;
-    }
-    return true;
-}
-
 /* Types of the manifest's output files that were not asked for: stored, never reconciled, one
  * warning each. */
 static void warn_unrequested(bulk_ctx *c)
@@ -656,7 +626,7 @@ static void warn_unrequested(bulk_ctx *c)
         if (f->kind != FHIRSYNC_EXPORT_OUTPUT || fs_sync_list_has(c->requested, f->type) ||
             fs_sync_list_has(seen.data, f->type))
             continue;
-        if (!add_types(&seen, f->type))
+        if (!fs_sync_list_add(&seen, f->type))
             break;
         fs_sync_warn(c->s,
                      "the server returned %s, which was not asked for (_type=%s): stored, but "
@@ -666,10 +636,36 @@ static void warn_unrequested(bulk_ctx *c)
     fs_buf_free(&seen);
 }
 
+/* The reconciliation's warnings and deletions, as this run's. */
+static void reconcile_warn(void *userdata, const char *message)
+{
+    fs_sync_warn(userdata, "%s", message);
+}
+
+static bool reconcile_deleted(void *userdata, const char *type, int64_t rows)
+{
+    fhirsync_sync *s = userdata;
+    fs_sync_counts one;
+    fs_sync_counts_init(&one);
+    fs_sync_count *e = fs_sync_counts_at(&one, type);
+    if (e)
+        e->deleted = rows;
+    bool ok = e && fs_sync_add_counts(s, &one);
+    fs_sync_counts_clear(&one);
+    s->reconciled += rows;
+    fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
+                              .name = "reconciliation",
+                              .type = type,
+                              .deleted = rows,
+                              .message = "not in the full export: gone on the server"};
+    fs_sync_emit(s, &ev);
+    return ok;
+}
+
 /* After a complete full export: every row of a reconciled type that this endpoint's earlier runs
  * wrote and this export did not return is gone on the server (within the export's scope), and is
- * deleted with the reason "full-export" (docs/sync.md, "Reconciliation"). In the final batch.
- * `why` collects what makes the run partial (a type refused by the share guard). */
+ * deleted with the reason "full-export" (reconcile.c, docs/sync.md "Reconciliation"). In the final
+ * batch. `why` collects what makes the run partial (a type refused by the share guard). */
 static fhirsync_code reconcile(bulk_ctx *c, fs_buf *why, fhirsync_error *err)
 {
     fhirsync_sync *s = c->s;
@@ -680,99 +676,36 @@ static fhirsync_code reconcile(bulk_ctx *c, fs_buf *why, fhirsync_error *err)
                         "deletions are not reconciled this time (the next full export will)");
         return FHIRSYNC_OK;
     }
-    fs_buf list;
-    fs_buf_init(&list);
-    char **stored = NULL;
-    fhirsync_code rc =
-        fs_buf_append(&list, "", 0) ? FHIRSYNC_OK : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-    if (rc == FHIRSYNC_OK && c->requested && !add_types(&list, c->requested))
-        rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-    if (rc == FHIRSYNC_OK && !c->requested) {
-        /* no _type: every type this endpoint holds, and every type the export returned */
-        rc = fs_store_endpoint_types(s->store, s->name, &stored, err);
-        for (size_t i = 0; rc == FHIRSYNC_OK && stored[i]; i++)
-            if (!add_types(&list, stored[i]))
-                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-        for (size_t i = 0; rc == FHIRSYNC_OK && i < fhirsync_export_file_count(c->ex); i++) {
-            const fhirsync_export_file *f = fhirsync_export_file_at(c->ex, i);
-            if (f->kind == FHIRSYNC_EXPORT_OUTPUT && !add_types(&list, f->type))
-                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-        }
+    fs_buf exported;
+    fs_buf_init(&exported);
+    fhirsync_code rc = fs_buf_append(&exported, "", 0)
+                           ? FHIRSYNC_OK
+                           : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == FHIRSYNC_OK && i < fhirsync_export_file_count(c->ex); i++) {
+        const fhirsync_export_file *f = fhirsync_export_file_at(c->ex, i);
+        if (f->kind == FHIRSYNC_EXPORT_OUTPUT && !fs_sync_list_add(&exported, f->type))
+            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
-    int share = s->opts.max_delete_share > 0 ? s->opts.max_delete_share
-                                             : (int)fs_endpoint_long(s->ep, "max_delete_share");
-    if (share <= 0 || share > 100)
-        share = 50;
-    const char *p = list.data;
-    while (rc == FHIRSYNC_OK && p && *p) {
-        size_t n = strcspn(p, ",");
-        char type[FS_SYNC_TYPE_MAX + 1];
-        snprintf(type, sizeof type, "%.*s", (int)(n < sizeof type ? n : sizeof type - 1), p);
-        p += n;
-        if (*p == ',')
-            p++;
-        if (c->level != FHIRSYNC_EXPORT_SYSTEM && !fs_sync_patient_compartment(type))
-            continue; /* Patient and Group exports return these only when referenced */
-        const fs_sync_count *cnt = count_of(&s->counts, type);
-        if (cnt && cnt->quarantined > 0) {
-            fs_sync_warn(s, "%s is not reconciled: %lld line(s) of it were quarantined in this run",
-                         type, (long long)cnt->quarantined);
-            continue;
-        }
-        fs_store_reconcile r = {.endpoint = s->name,
-                                .type = type,
-                                .first_run = c->first_run,
-                                .run_id = s->run_id,
-                                .deleted_at = deleted_at,
-                                .reason = FS_STORE_DELETED_RECONCILED,
-                                .max_share = share / 100.0,
-                                .force = s->opts.allow_mass_delete};
-        fs_store_reconcile_result res;
-        rc = fs_store_reconcile_type(s->store, &r, &res, err);
-        if (rc != FHIRSYNC_OK)
-            break;
-        if (res.refused) {
-            fs_sync_warn(s,
-                         "reconciliation of %s refused: the full export did not return %lld of "
-                         "the %lld stored (more than %d%%); nothing of it was deleted. If the "
-                         "server really lost them, run again with --allow-mass-delete",
-                         type, (long long)res.gone, (long long)res.rows, share);
-            if (!fs_buf_printf(why, "%sreconciliation of %s refused (%lld of %lld gone)",
-                               why->len ? "; " : "", type, (long long)res.gone,
-                               (long long)res.rows))
-                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-            continue;
-        }
-        if (res.deleted > 0) {
-            fs_sync_counts one;
-            fs_sync_counts_init(&one);
-            fs_sync_count *e = fs_sync_counts_at(&one, type);
-            if (e)
-                e->deleted = res.deleted;
-            if (!e || !fs_sync_add_counts(s, &one))
-                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-            fs_sync_counts_clear(&one);
-            s->reconciled += res.deleted;
-            fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
-                                      .name = "reconciliation",
-                                      .type = type,
-                                      .deleted = res.deleted,
-                                      .message = "not in the full export: gone on the server"};
-            fs_sync_emit(s, &ev);
-        }
-    }
-    if (rc == FHIRSYNC_OK && s->reconciled > 0 && c->incremental_runs > 0 &&
-        c->listed_deletions == 0)
-        fs_sync_warn(s,
-                     "the server listed no deletions in the %d incremental export(s) since the "
-                     "last full one, yet %lld resource(s) were gone: it likely leaves `deleted` "
-                     "empty. fhirsync finds deletions by a full export every `reconcile_every` "
-                     "runs: lower it to see them sooner",
-                     c->incremental_runs, (long long)s->reconciled);
-    for (size_t i = 0; stored && stored[i]; i++)
-        fs_free(stored[i]);
-    fs_free(stored);
-    fs_buf_free(&list);
+    fs_sync_reconcile_req r = {.store = s->store,
+                               .endpoint = s->name,
+                               .level = c->level,
+                               .requested = c->requested,
+                               .exported = exported.data,
+                               .counts = &s->counts,
+                               .first_run = c->first_run,
+                               .run_id = s->run_id,
+                               .deleted_at = deleted_at,
+                               .max_share = fs_sync_max_delete_share(&s->opts, s->ep),
+                               .force = s->opts.allow_mass_delete,
+                               .incremental_runs = c->incremental_runs,
+                               .listed_deletions = c->listed_deletions,
+                               .warn = reconcile_warn,
+                               .deleted = reconcile_deleted,
+                               .userdata = s};
+    int64_t reconciled = 0;
+    if (rc == FHIRSYNC_OK)
+        rc = fs_sync_reconcile(&r, &reconciled, why, err);
+    fs_buf_free(&exported);
     return rc;
 }
 
@@ -1093,9 +1026,9 @@ static int count_bulk_run(const fhirsync_run_info *run, void *userdata)
     bulk_ctx *c = userdata;
     if (run->status != FHIRSYNC_RUN_OK && run->status != FHIRSYNC_RUN_PARTIAL)
         return 0;
-    if (fs_streq(run->mode, "bulk-full"))
+    if (fs_streq(run->mode, "bulk-full") || fs_streq(run->mode, "bulk-worker-full"))
         return 1;
-    if (fs_streq(run->mode, "bulk")) {
+    if (fs_streq(run->mode, "bulk") || fs_streq(run->mode, "bulk-worker")) {
         c->incremental_runs++;
         c->listed_deletions += run->deletions;
     }
@@ -1110,10 +1043,7 @@ static fhirsync_code plan_full(bulk_ctx *c, fhirsync_error *err)
 {
     fhirsync_sync *s = c->s;
     const char *setting = fhirsync_endpoint_get(s->ep, "since");
-    int every = s->opts.reconcile_every ? s->opts.reconcile_every
-                                        : (int)fs_endpoint_long(s->ep, "reconcile_every");
-    if (every == 0)
-        every = -1; /* the profile's 0: never on its own */
+    int every = fs_sync_reconcile_every(&s->opts, s->ep);
     fhirsync_code rc = FHIRSYNC_OK;
     if (s->since)
         rc = fhirsync_store_runs(s->store, s->name, every > 0 ? (size_t)every : 100, count_bulk_run,

@@ -249,10 +249,7 @@ static fhirsync_code reconcile_type(crawl_ctx *c, const char *type, const char *
                                     fs_buf *refused, fhirsync_error *err)
 {
     fhirsync_sync *s = c->s;
-    int share = s->opts.max_delete_share > 0 ? s->opts.max_delete_share
-                                             : (int)fs_endpoint_long(s->ep, "max_delete_share");
-    if (share <= 0 || share > 100)
-        share = 50;
+    int share = fs_sync_max_delete_share(&s->opts, s->ep);
     fs_store_reconcile r = {.endpoint = s->name,
                             .type = type,
                             .first_run = s->run_id,
@@ -327,10 +324,7 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
     fs_buf refused;
     fs_buf_init(&refused);
     char *types = NULL;
-    int every = s->opts.reconcile_every ? s->opts.reconcile_every
-                                        : (int)fs_endpoint_long(s->ep, "reconcile_every");
-    if (every == 0)
-        every = -1; /* the profile's 0: never on its own */
+    int every = fs_sync_reconcile_every(&s->opts, s->ep);
     recent_runs recent = {0, false};
     fhirsync_code rc = FHIRSYNC_OK;
     if (!s->opts.full && s->since && every > 0)

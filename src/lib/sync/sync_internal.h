@@ -11,6 +11,7 @@
  *   sync.c     the public handle: lock, run audit, dispatch, stats
  *   fetch.c    streaming one export file from the server straight into the store (workers)
  *   worker.c   the worker loop: claims, leases, coordinator, file loads, finalisation
+ *   reconcile.c  deleting what a complete full export did not return (bulk.c and worker.c)
  *
  * Internal: the prefix is fs_sync_; nothing here is exported. */
 #ifndef FS_SYNC_INTERNAL_H
@@ -195,6 +196,52 @@ bool fs_sync_load_refuse(fs_sync_loader *ld, const char *line, size_t len, const
 fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, fs_sync_file *file,
                                 const char *endpoint, fs_sync_counts *counts,
                                 fs_sync_refused_fn refused, void *refused_userdata,
+                                fhirsync_error *err);
+
+/* ---- reconciliation (reconcile.c) ------------------------------------------------------------ */
+
+/* Append the comma-separated `types` to `list` (a NUL-terminated fs_buf), each once. False on
+ * out of memory. */
+bool fs_sync_list_add(fs_buf *list, const char *types);
+
+/* The share guard's percentage: options.max_delete_share, else the profile's
+ * `max_delete_share`, else 50 (values outside 1..100 mean the default). */
+int fs_sync_max_delete_share(const fhirsync_sync_options *opts, const fhirsync_endpoint *ep);
+
+/* Every how many runs a full export reconciles on its own: options.reconcile_every, else the
+ * profile's `reconcile_every`; -1 (never on its own) for the profile's 0 or a negative option. */
+int fs_sync_reconcile_every(const fhirsync_sync_options *opts, const fhirsync_endpoint *ep);
+
+/* What a complete full export reconciles (docs/sync.md, "Reconciliation"). Everything is
+ * borrowed for the duration of the call. */
+typedef struct fs_sync_reconcile_req {
+    fhirsync_store *store; /* inside the run's final transaction */
+    const char *endpoint;
+    fhirsync_export_level level;  /* the level that ran */
+    const char *requested;        /* the _type sent, comma-separated; NULL: every type */
+    const char *exported;         /* the types of the export's output files (comma-separated;
+                                     used when requested is NULL) */
+    const fs_sync_counts *counts; /* this run's counts: a type with quarantined lines is kept */
+    int64_t first_run;            /* the first run that stored this export's rows */
+    int64_t run_id;               /* recorded on the deletions */
+    const char *deleted_at;       /* the export's kick-off on the server's clock (else its
+                                     transactionTime); NULL: nothing is reconciled (a warning) */
+    int max_share;                /* percent (fs_sync_max_delete_share) */
+    bool force;                   /* no share guard (--allow-mass-delete) */
+    int incremental_runs;         /* incremental runs since the last full export, and ... */
+    int64_t listed_deletions;     /* ... the deletions their deleted files listed */
+    /* a warning for the run */
+    void (*warn)(void *userdata, const char *message);
+    /* `rows` rows of `type` were deleted; false: out of memory */
+    bool (*deleted)(void *userdata, const char *type, int64_t rows);
+    void *userdata;
+} fs_sync_reconcile_req;
+
+/* Reconcile every type of the request's scope: fs_store_reconcile_type per type (joining the
+ * open batch), warnings and deletions through the callbacks. *reconciled: the rows deleted.
+ * A type refused by the share guard is named in `why` ("; "-separated; the run ends partial).
+ * FHIRSYNC_E_STORE, FHIRSYNC_E_NOMEM (the caller rolls the batch back). */
+fhirsync_code fs_sync_reconcile(const fs_sync_reconcile_req *r, int64_t *reconciled, fs_buf *why,
                                 fhirsync_error *err);
 
 /* ---- the handle (sync.c) --------------------------------------------------------------------- */

@@ -5,8 +5,10 @@
  *
  *   endpoint-sync   crawl endpoints: the worker runs the whole sync (fhirsync_sync_run).
  *                   Bulk endpoints: the worker coordinates one export. Holding the endpoint
- *                   lock, it checks that no export of the endpoint is still in flight, starts a
- *                   run ("bulk-worker"), kicks the export off and polls until the manifest, then
+ *                   lock, it checks that no export of the endpoint is still in flight, plans it
+ *                   as bulk.c does (types, level, increment or full export: first run, --full,
+ *                   --reconcile, every reconcile_every runs), starts a run ("bulk-worker", or
+ *                   "bulk-worker-full"), kicks the export off and polls until the manifest, then
  *                   applies the deleted files itself (before any output is loaded, as in bulk
  *                   mode), and in ONE transaction queues a file-load item per output/error file
  *                   (batch "export/<endpoint>/<run>"), a finalising item, and completes its own
@@ -17,9 +19,11 @@
  *                   and the item is loaded again by another.
  *   finalise        claimed after the files (items are claimed in id order); while files are
  *                   still pending or claimed it gives itself back for a second. Then, in one
- *                   transaction, it finishes the run (counts from the rows this run stored) and
- *                   moves the watermark to the export's transactionTime (never backwards), and
- *                   completes itself. Then it deletes the job on the server.
+ *                   transaction, it reconciles a complete full export (reconcile.c: rows of
+ *                   earlier runs that the export did not return are gone), finishes the run
+ *                   (counts from the rows this run stored), moves the watermark (plan.c's rule,
+ *                   never backwards), and completes itself. Then it deletes the job on the
+ *                   server.
  *
  * A file-load that keeps failing ends "failed" after its attempts: the run then fails and the
  * watermark stays, so the next sync exports those changes again. */
@@ -32,6 +36,7 @@
 #include "fhirsync/auth.h"
 #include "fhirsync/client.h"
 #include "json/json.h"
+#include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
 #define FILE_MAX_ATTEMPTS 10
@@ -268,24 +273,36 @@ static void process_file(worker *w, const fhirsync_work_item *item, const fhirsy
 
 /* ---- finalisation ---------------------------------------------------------------------------- */
 
+/* What the done file items of a run's batch say: server errors, and quarantined lines per type
+ * (an output file's lines are of its type). */
 typedef struct result_sum {
     int64_t server_errors;
+    fs_sync_counts quarantined;
+    bool nomem;
 } result_sum;
 
-static int sum_results(size_t ncols, const char *const *names, const char *const *values,
-                       const size_t *lengths, void *userdata)
+static int sum_results(void *userdata, const char *payload_text, const char *result_text)
 {
-    (void)names;
     result_sum *r = userdata;
-    if (ncols < 1 || !values[0])
+    if (!result_text)
         return 0;
     fhirsync_error e;
-    json_t *obj = fs_json_parse(values[0], lengths[0], true, "work result", &e);
+    json_t *result = fs_json_parse(result_text, strlen(result_text), true, "work result", &e);
+    json_t *payload = fs_json_parse(payload_text, strlen(payload_text), true, "work payload", &e);
     int64_t n = 0;
-    if (obj && fs_json_int(obj, "server_errors", &n))
+    if (result && fs_json_int(result, "server_errors", &n))
         r->server_errors += n;
-    json_decref(obj);
-    return 0;
+    const char *type = fs_json_str(payload, "type");
+    if (result && fs_json_int(result, "quarantined", &n) && n > 0) {
+        fs_sync_count *c = fs_sync_counts_at(&r->quarantined, type ? type : "Bundle");
+        if (c)
+            c->quarantined += n;
+        else
+            r->nomem = true;
+    }
+    json_decref(result);
+    json_decref(payload);
+    return r->nomem ? 1 : 0;
 }
 
 /* Counts of what run `run_id` stored, per type of `types` (a JSON array), into c. */
@@ -317,6 +334,92 @@ static fhirsync_code run_counts(worker *w, int64_t run_id, json_t *types, fs_syn
     return rc;
 }
 
+/* The reconciliation's warnings and deletions, as the finalising worker's events. */
+typedef struct finalise_ctx {
+    worker *w;
+    const char *endpoint;
+    fs_sync_counts *counts;
+} finalise_ctx;
+
+static void finalise_warn(void *userdata, const char *message)
+{
+    finalise_ctx *f = userdata;
+    note(f->w, f->endpoint, "%s", message);
+}
+
+static bool finalise_deleted(void *userdata, const char *type, int64_t rows)
+{
+    finalise_ctx *f = userdata;
+    fs_sync_count *c = fs_sync_counts_at(f->counts, type);
+    if (c)
+        c->deleted += rows;
+    fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_LOADED,
+                              .name = "reconciliation",
+                              .type = type,
+                              .deleted = rows,
+                              .message = "not in the full export: gone on the server"};
+    emit(f->w, &ev, f->endpoint);
+    return c != NULL;
+}
+
+static fhirsync_export_level level_from_name(const char *name)
+{
+    return fs_streq(name, "group")     ? FHIRSYNC_EXPORT_GROUP
+           : fs_streq(name, "patient") ? FHIRSYNC_EXPORT_PATIENT
+                                       : FHIRSYNC_EXPORT_SYSTEM;
+}
+
+/* The reconciliation of a complete full export (the finalise payload says "full"), inside the
+ * transaction that ends the run. `results`: what the file items said. `why` names refused types. */
+static fhirsync_code finalise_reconcile(worker *w, const fhirsync_work_item *item, json_t *payload,
+                                        int64_t run_id, const result_sum *results,
+                                        fs_sync_counts *counts, int64_t *reconciled, fs_buf *why,
+                                        fhirsync_error *err)
+{
+    *reconciled = 0;
+    if (results->server_errors > 0) {
+        note(w, item->endpoint,
+             "deletions are not reconciled: the export is incomplete (the server reported "
+             "errors)");
+        return FHIRSYNC_OK;
+    }
+    fs_buf exported;
+    fs_buf_init(&exported);
+    json_t *types = json_object_get(payload, "types");
+    bool ok = fs_buf_append(&exported, "", 0);
+    for (size_t i = 0; ok && i < json_array_size(types); i++)
+        ok = fs_sync_list_add(&exported, json_string_value(json_array_get(types, i)));
+    const char *kickoff = fs_json_str(payload, "kickoff_time");
+    int64_t share = 0, runs = 0, listed = 0;
+    bool force = false;
+    fs_json_int(payload, "max_delete_share", &share);
+    fs_json_bool(payload, "allow_mass_delete", &force);
+    fs_json_int(payload, "incremental_runs", &runs);
+    fs_json_int(payload, "listed_deletions", &listed);
+    finalise_ctx fc = {w, item->endpoint, counts};
+    fs_sync_reconcile_req r = {.store = w->store,
+                               .endpoint = item->endpoint,
+                               .level = level_from_name(fs_json_str(payload, "level")),
+                               .requested = fs_json_str(payload, "requested"),
+                               .exported = exported.data,
+                               .counts = &results->quarantined,
+                               .first_run = run_id, /* every file item stamps its rows with it */
+                               .run_id = run_id,
+                               .deleted_at =
+                                   kickoff ? kickoff : fs_json_str(payload, "transaction_time"),
+                               .max_share = share > 0 && share <= 100 ? (int)share : 50,
+                               .force = force,
+                               .incremental_runs = (int)runs,
+                               .listed_deletions = listed,
+                               .warn = finalise_warn,
+                               .deleted = finalise_deleted,
+                               .userdata = &fc};
+    fhirsync_code rc = ok ? fs_sync_reconcile(&r, reconciled, why, err)
+                          : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fs_buf_free(&exported);
+    return rc;
+}
+
 static void process_finalise(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep,
                              json_t *payload)
 {
@@ -327,6 +430,8 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     const char *status_url = fs_json_str(payload, "status_url");
     int64_t run_id = 0;
     fs_json_int(payload, "run_id", &run_id);
+    bool full = false;
+    fs_json_bool(payload, "full", &full);
     fhirsync_work_summary sum;
     fhirsync_code rc = files_batch ? fhirsync_store_work_summary(w->store, files_batch, &sum, &err)
                                    : fs_err(&err, FHIRSYNC_E_ARG, "no files batch");
@@ -343,14 +448,14 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     }
     fs_sync_counts counts;
     fs_sync_counts_init(&counts);
-    char *current = NULL, *counts_json = NULL, *lit = fs_sync_sql_literal(files_batch);
-    int64_t deleted = 0, quarantined = 0;
+    char *current = NULL, *counts_json = NULL;
+    int64_t deleted = 0, quarantined = 0, reconciled = 0;
     result_sum results = {0};
+    fs_sync_counts_init(&results.quarantined);
+    fs_buf refused;
+    fs_buf_init(&refused);
     char sql[512];
-    if (!lit)
-        rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
-    if (rc == FHIRSYNC_OK)
-        rc = run_counts(w, run_id, json_object_get(payload, "types"), &counts, &err);
+    rc = run_counts(w, run_id, json_object_get(payload, "types"), &counts, &err);
     if (rc == FHIRSYNC_OK) {
         snprintf(sql, sizeof sql, "SELECT count(*) FROM deletions WHERE run_id = %lld",
                  (long long)run_id);
@@ -361,35 +466,45 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
                  (long long)run_id);
         rc = count_sql(w->store, sql, &quarantined, &err);
     }
-    if (rc == FHIRSYNC_OK && strlen(lit) < 400) {
-        snprintf(sql, sizeof sql,
-                 "SELECT result FROM work_items WHERE batch = %s AND"
-                 " state = 'done'",
-                 lit);
-        rc = fhirsync_store_query(w->store, sql, sum_results, &results, &err);
-    }
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_work_results(w->store, files_batch, sum_results, &results, &err);
+    if (rc == FHIRSYNC_OK && results.nomem)
+        rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_store_watermark(w->store, item->endpoint, &current, &err);
     if (rc == FHIRSYNC_OK && !(counts_json = fs_sync_counts_loaded_json(&counts)))
         rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
+    /* the run's end, the reconciliation, the watermark and this item's completion: one
+     * transaction (run_finish commits it) */
+    if (rc == FHIRSYNC_OK)
+        rc = fhirsync_store_begin(w->store, 0, &err);
+    if (rc == FHIRSYNC_OK && full && sum.failed == 0)
+        rc = finalise_reconcile(w, item, payload, run_id, &results, &counts, &reconciled, &refused,
+                                &err);
     int64_t loaded = 0;
     fs_sync_counts_totals(&counts, &loaded, NULL, NULL);
-    char why[200] = "", mark[64];
+    char why[512] = "", mark[64];
     fhirsync_run_end end = {.status = FHIRSYNC_RUN_OK,
                             .transaction_time = tt,
                             .counts_json = counts_json,
                             .resources = loaded,
-                            .deletions = deleted,
+                            .deletions = deleted + reconciled,
                             .quarantined = quarantined};
     if (sum.failed > 0) {
         end.status = FHIRSYNC_RUN_FAILED;
         snprintf(why, sizeof why, "%lld file(s) could not be loaded (see work_items)",
                  (long long)sum.failed);
+        if (full)
+            note(w, item->endpoint, "deletions are not reconciled: the export is incomplete");
     } else {
-        if (quarantined > 0 || results.server_errors > 0) {
+        if (quarantined > 0 || results.server_errors > 0 || refused.len > 0) {
             end.status = FHIRSYNC_RUN_PARTIAL;
-            snprintf(why, sizeof why, "%lld line(s) quarantined, %lld server error(s)",
-                     (long long)quarantined, (long long)results.server_errors);
+            if (quarantined > 0 || results.server_errors > 0)
+                snprintf(why, sizeof why, "%lld line(s) quarantined, %lld server error(s)%s%s",
+                         (long long)quarantined, (long long)results.server_errors,
+                         refused.len ? "; " : "", refused.len ? refused.data : "");
+            else
+                snprintf(why, sizeof why, "%s", refused.data);
         }
         /* the earlier of transactionTime and the kick-off minus the margin (docs/sync.md);
          * never backwards: a later export of the endpoint may have finished first */
@@ -402,10 +517,10 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     }
     end.error = why[0] ? why : NULL;
     char result[300];
-    snprintf(result, sizeof result, "{\"run_id\":%lld,\"resources\":%lld,\"status\":\"%s\"}",
-             (long long)run_id, (long long)loaded, fhirsync_run_status_name(end.status));
-    if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_begin(w->store, 0, &err);
+    snprintf(result, sizeof result,
+             "{\"run_id\":%lld,\"resources\":%lld,\"reconciled\":%lld,\"status\":\"%s\"}",
+             (long long)run_id, (long long)loaded, (long long)reconciled,
+             fhirsync_run_status_name(end.status));
     if (rc == FHIRSYNC_OK) {
         rc = complete(w, item, result, &err);
         /* run_finish is the batch's final commit: run end, watermark and completion together */
@@ -415,9 +530,12 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
             fhirsync_store_rollback(w->store, NULL);
         if (rc == FHIRSYNC_E_ARG) {
             /* the run was closed elsewhere (a plain `fhirsync sync` of the endpoint marked it
-             * interrupted): the data is stored, only the watermark does not move */
+             * interrupted): the data is stored, only the watermark does not move (nor is anything
+             * reconciled: that rolled back with the run's end) */
             note(w, item->endpoint, "run %lld was closed by another process: %s", (long long)run_id,
                  err.message);
+            fhirsync_store_rollback(w->store, NULL);
+            reconciled = 0;
             rc = complete(w, item, result, &err);
         }
     }
@@ -425,6 +543,11 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
         note(w, item->endpoint, "export of run %lld finalised: %lld resources, %s%s%s",
              (long long)run_id, (long long)loaded, fhirsync_run_status_name(end.status),
              end.new_watermark ? ", watermark " : "", end.new_watermark ? end.new_watermark : "");
+        if (reconciled > 0)
+            note(w, item->endpoint,
+                 "run %lld reconciled %lld resource(s) gone on the server (not in the full "
+                 "export)",
+                 (long long)run_id, (long long)reconciled);
         if (status_url && fs_endpoint_bool(ep, "delete_job")) {
             fhirsync_client *client = NULL;
             fhirsync_response *resp = NULL;
@@ -440,9 +563,10 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     } else if (rc != FHIRSYNC_E_LOCKED) {
         give_back(w, item, rc, err.message, 5);
     }
-    fs_free(lit);
+    fs_buf_free(&refused);
     fs_free(current);
     fs_free(counts_json);
+    fs_sync_counts_clear(&results.quarantined);
     fs_sync_counts_clear(&counts);
 }
 
@@ -471,7 +595,8 @@ typedef struct running_runs {
 static int collect_running(const fhirsync_run_info *run, void *userdata)
 {
     running_runs *r = userdata;
-    if (run->status == FHIRSYNC_RUN_RUNNING && fs_streq(run->mode, "bulk-worker") &&
+    if (run->status == FHIRSYNC_RUN_RUNNING && run->mode &&
+        strncmp(run->mode, "bulk-worker", strlen("bulk-worker")) == 0 &&
         r->n < sizeof r->ids / sizeof r->ids[0])
         r->ids[r->n++] = run->id;
     return 0;
@@ -503,11 +628,12 @@ fhirsync_code fs_sync_worker_run_in_flight(fhirsync_store *store, const char *en
     return rc;
 }
 
-/* Queue a file-load item per output and error file. `append`: a first full load, whose rows are
- * expected to be new (each item's first claim appends; see process_file). */
+/* Queue a file-load item per output and error file, and the finalising item (its payload gets
+ * the fields of `finalise_plan`). `append`: a first full load, whose rows are expected to be new
+ * (each item's first claim appends; see process_file). */
 static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhirsync_export *ex,
-                                 int64_t run_id, const char *batch, bool append, size_t *nfiles,
-                                 fhirsync_error *err)
+                                 int64_t run_id, const char *batch, bool append,
+                                 json_t *finalise_plan, size_t *nfiles, fhirsync_error *err)
 {
     char final_batch[600], key[1200];
     snprintf(final_batch, sizeof final_batch, "%s/final", batch);
@@ -543,13 +669,17 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
             json_array_append_new(types, json_string(f->type));
         (*nfiles)++;
     }
-    json_t *fin =
-        rc == FHIRSYNC_OK
-            ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
-                        (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
-                        fhirsync_export_kickoff_time(ex), "status_url",
-                        fhirsync_export_status_url(ex), "files_batch", batch, "types", types)
-            : NULL;
+    json_t *fin = rc == FHIRSYNC_OK
+                      ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
+                                  (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
+                                  fhirsync_export_kickoff_time(ex), "status_url",
+                                  fhirsync_export_status_url(ex), "files_batch", batch, "types",
+                                  types)
+                      : NULL;
+    if (fin && finalise_plan && json_object_update(fin, finalise_plan) != 0) {
+        json_decref(fin);
+        fin = NULL;
+    }
     char *text = fin ? fs_json_dump(fin) : NULL;
     if (rc == FHIRSYNC_OK && !text)
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -617,7 +747,85 @@ static fhirsync_code apply_deleted(worker *w, const fhirsync_work_item *item,
     return rc;
 }
 
-/* The export profile and options of one level (what bulk.c does for a local sync). */
+/* The endpoint's bulk runs since its last full export, newest first (workers' and plain ones):
+ * how many incremental runs, and how many deletions their deleted files listed. Failed and
+ * killed runs do not count, so a coordinator claimed again plans the same request. */
+typedef struct run_tally {
+    int incremental_runs;
+    int64_t listed_deletions;
+} run_tally;
+
+static int tally_run(const fhirsync_run_info *run, void *userdata)
+{
+    run_tally *t = userdata;
+    if (run->status != FHIRSYNC_RUN_OK && run->status != FHIRSYNC_RUN_PARTIAL)
+        return 0;
+    if (fs_streq(run->mode, "bulk-worker-full") || fs_streq(run->mode, "bulk-full"))
+        return 1;
+    if (fs_streq(run->mode, "bulk-worker") || fs_streq(run->mode, "bulk")) {
+        t->incremental_runs++;
+        t->listed_deletions += run->deletions;
+    }
+    return 0;
+}
+
+/* Whether this export is a full one that reconciles (the rules of bulk.c's plan_full): no
+ * `since` (a first run, --full), asked for (--reconcile), or reconcile_every - 1 incremental runs
+ * since the last full one. A `since` setting is the user's increment: only --full overrides it.
+ * Clears *since when the export is full. */
+static fhirsync_code plan_full(worker *w, const fhirsync_endpoint *ep, const char *name,
+                               char **since, bool *full, run_tally *tally, fhirsync_error *err)
+{
+    const char *setting = fhirsync_endpoint_get(ep, "since");
+    int every = fs_sync_reconcile_every(&w->opts.sync, ep);
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (*since)
+        rc = fhirsync_store_runs(w->store, name, every > 0 ? (size_t)every : 100, tally_run, tally,
+                                 err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    bool due = !(setting && *setting) && fs_sync_reconcile_due(false, false, w->opts.sync.reconcile,
+                                                               every, tally->incremental_runs);
+    *full = !*since || due;
+    if (*full && *since) {
+        fs_log(FHIRSYNC_LOG_INFO,
+               "worker %s: %s: a full export this time, to find deletions (%d incremental run(s) "
+               "since the last one; reconcile_every %d)",
+               w->id, name, tally->incremental_runs, every);
+        fs_free(*since);
+        *since = NULL;
+    }
+    return FHIRSYNC_OK;
+}
+
+/* Types of the manifest's output files that were not asked for: stored, never reconciled, one
+ * warning each. */
+static void warn_unrequested(worker *w, const char *name, fhirsync_export *ex,
+                             const char *requested)
+{
+    if (!requested)
+        return;
+    fs_buf seen;
+    fs_buf_init(&seen);
+    if (!fs_buf_append(&seen, "", 0))
+        return;
+    for (size_t i = 0; i < fhirsync_export_file_count(ex); i++) {
+        const fhirsync_export_file *f = fhirsync_export_file_at(ex, i);
+        if (f->kind != FHIRSYNC_EXPORT_OUTPUT || fs_sync_list_has(requested, f->type) ||
+            fs_sync_list_has(seen.data, f->type))
+            continue;
+        if (!fs_sync_list_add(&seen, f->type))
+            break;
+        note(w, name,
+             "the server returned %s, which was not asked for (_type=%s): stored, but never "
+             "reconciled (a later export may not return it)",
+             f->type, requested);
+    }
+    fs_buf_free(&seen);
+}
+
+/* Coordinate one bulk sync: plan it (types, level, increment or full export, as bulk.c), kick
+ * the export off, apply its deleted files and queue the rest for the workers. */
 static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
                                 const fhirsync_endpoint *ep)
 {
@@ -625,11 +833,17 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
     fs_err_clear(&err);
     fhirsync_store *store = w->store;
     const char *name = item->endpoint;
-    char *since = NULL, *types = NULL, *compartment = NULL, *workdir = NULL, *dir = NULL;
+    char *since = NULL, *types = NULL, *compartment = NULL, *left_out = NULL, *workdir = NULL,
+         *dir = NULL;
     fhirsync_endpoint *ep2 = NULL;
     fhirsync_export *ex = NULL;
+    json_t *plan = NULL;
     int64_t run_id = 0;
-    bool locked = false;
+    bool locked = false, full = false, append = false;
+    run_tally tally = {0, 0};
+    bool types_set = fhirsync_endpoint_get(ep, "types") != NULL;
+    const char *requested = NULL;
+    fhirsync_export_level level = FHIRSYNC_EXPORT_SYSTEM;
     fhirsync_code rc = fhirsync_store_lock(store, name, w->id, 0, &err);
     if (rc != FHIRSYNC_OK) {
         note(w, name, "%s; trying again later", err.message);
@@ -658,9 +872,14 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         else
             rc = fhirsync_store_watermark(store, name, &since, &err);
     }
+    /* a first full load: the rows are new (a periodic full export merges) */
+    append = !since && !w->opts.sync.full;
     if (rc == FHIRSYNC_OK)
-        rc = fs_sync_plan_types(ep, 'r', &types, &err);
-    if (rc == FHIRSYNC_OK && !(compartment = fs_sync_compartment_types(types)))
+        rc = plan_full(w, ep, name, &since, &full, &tally, &err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_sync_plan_bulk_types(ep, &types, &left_out, &err);
+    if (rc == FHIRSYNC_OK && types && !types_set &&
+        !(compartment = fs_sync_compartment_types(types)))
         rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
         workdir = fs_sync_work_dir(fhirsync_store_location(store),
@@ -678,9 +897,12 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
             fs_sync_rmtree(dir);
     }
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_run_begin(store, name, "bulk-worker", since, &run_id, &err);
+        rc = fhirsync_store_run_begin(store, name, full ? "bulk-worker-full" : "bulk-worker", since,
+                                      &run_id, &err);
     if (rc != FHIRSYNC_OK)
         goto fail;
+    if (left_out)
+        note(w, name, "types: %s", left_out);
     const char *group = fhirsync_endpoint_get(ep, "group_id");
     fhirsync_export_level chain[3];
     size_t nlevels = fs_sync_level_chain(group && *group, chain);
@@ -702,14 +924,28 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
             if (rc != FHIRSYNC_OK)
                 break;
         }
+        /* as in bulk.c: the setting as given; else every type (no _type) when the scopes read
+         * every type, or what the scopes name, restricted to what the level can return */
+        level = chain[li];
+        requested = level == FHIRSYNC_EXPORT_SYSTEM || types_set ? types : compartment;
+        char what[700];
+        snprintf(
+            what, sizeof what, "bulk export (workers, run %lld) at %s level%s%s%s, %s, types %s",
+            (long long)run_id, fs_sync_level_name(level),
+            level == FHIRSYNC_EXPORT_GROUP ? " (Group/" : "",
+            level == FHIRSYNC_EXPORT_GROUP ? group : "", level == FHIRSYNC_EXPORT_GROUP ? ")" : "",
+            since  ? "changes since the watermark"
+            : full ? "everything, then deletions reconciled"
+                   : "everything",
+            requested ? requested : "all (no _type)");
+        fs_log(FHIRSYNC_LOG_INFO, "worker %s: %s", w->id, what);
+        fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = what};
+        emit(w, &pev, name);
         fhirsync_export_options eo;
         fhirsync_export_options_init(&eo);
-        eo.level = chain[li];
-        eo.group_id = chain[li] == FHIRSYNC_EXPORT_GROUP ? group : NULL;
-        /* as in bulk.c: the setting as given; by default, what the level can return */
-        eo.types = chain[li] == FHIRSYNC_EXPORT_SYSTEM || fhirsync_endpoint_get(ep, "types")
-                       ? types
-                       : compartment;
+        eo.level = level;
+        eo.group_id = level == FHIRSYNC_EXPORT_GROUP ? group : NULL;
+        eo.types = requested;
         eo.since = since;
         eo.delete_job = 0; /* the finalising item deletes it once every file is loaded */
         eo.out_dir = dir;
@@ -737,9 +973,21 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
     }
     if (rc != FHIRSYNC_OK)
         goto fail;
+    warn_unrequested(w, name, ex, requested);
     rc = apply_deleted(w, item, ep2, ex, run_id, &err);
     if (rc != FHIRSYNC_OK)
         goto fail;
+    /* what the finalising item needs to reconcile a full export the way this worker planned it
+     * (whichever worker finalises) */
+    plan = json_pack("{s:b, s:s, s:s?, s:i, s:b, s:i, s:I}", "full", full, "level",
+                     fs_sync_level_name(level), "requested", requested, "max_delete_share",
+                     fs_sync_max_delete_share(&w->opts.sync, ep), "allow_mass_delete",
+                     w->opts.sync.allow_mass_delete, "incremental_runs", tally.incremental_runs,
+                     "listed_deletions", (json_int_t)tally.listed_deletions);
+    if (!plan) {
+        rc = fs_err(&err, FHIRSYNC_E_NOMEM, "out of memory");
+        goto fail;
+    }
     {
         char batch[512];
         snprintf(batch, sizeof batch, "export/%s/%lld", name, (long long)run_id);
@@ -747,10 +995,9 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         char result[700];
         rc = fhirsync_store_begin(store, 0, &err);
         if (rc == FHIRSYNC_OK)
-            rc = queue_files(w, item, ex, run_id, batch, !since && !w->opts.sync.full, &nfiles,
-                             &err);
-        snprintf(result, sizeof result, "{\"run_id\":%lld,\"files\":%zu}", (long long)run_id,
-                 nfiles);
+            rc = queue_files(w, item, ex, run_id, batch, append, plan, &nfiles, &err);
+        snprintf(result, sizeof result, "{\"run_id\":%lld,\"files\":%zu,\"full\":%s}",
+                 (long long)run_id, nfiles, full ? "true" : "false");
         /* the files, the finalising item and this item's completion: one transaction */
         if (rc == FHIRSYNC_OK)
             rc = complete(w, item, result, &err);
@@ -783,9 +1030,11 @@ out:
     if (dir)
         fs_sync_rmtree(dir);
     fhirsync_endpoint_free(ep2);
+    json_decref(plan);
     fs_free(since);
     fs_free(types);
     fs_free(compartment);
+    fs_free(left_out);
     fs_free(workdir);
     fs_free(dir);
     return rc;
