@@ -26,15 +26,17 @@ round() {
     shift 2
     local name store
     name=q$(printf '%s' "$quirk" | tr -c 'a-z0-9' '_')_$engine
+    local want=${ROUND_EXIT:-0}
     start_sandbox "$name" --patients 12 --resources-per-file 200 --quirk "$quirk"
+    [ -z "${ROUND_FAULT:-}" ] || add_fault "$ROUND_FAULT"
     if [ "$engine" = pg ]; then store=$(pg_store "$name"); else store=$TMP/$name.db; fi
     arm_mutation 0.1 0.05
-    expect_exit 0 "$quirk/$engine: full sync, data changed during the export" -- \
+    expect_exit "$want" "$quirk/$engine: full sync, data changed during the export" -- \
         "$F" sync --store "$store" --no-progress
     arm_mutation 0.1 0.05
-    expect_exit 0 "$quirk/$engine: incremental sync, data changed during the export" -- \
+    expect_exit "$want" "$quirk/$engine: incremental sync, data changed during the export" -- \
         "$F" sync --store "$store" --no-progress
-    expect_exit 0 "$quirk/$engine: the next sync" -- "$F" sync --store "$store" "$@"
+    expect_exit "$want" "$quirk/$engine: the next sync" -- "$F" sync --store "$store" "$@"
     LAST_OUT=$OUT$ERR
     store_equals_server "$store" "$quirk/$engine: store = server"
     stop_sandbox
@@ -58,7 +60,28 @@ for engine in sqlite pg; do
     round echo-token-in-errors "$engine" --no-progress
     round retry-after-zero=3 "$engine" --no-progress
     SANDBOX_SCOPE="system/*.read system/*.*" round export-needs-write-scope "$engine" --no-progress
+    # slow downloads that still go faster than the stall rule's floor
+    round trickle=200000 "$engine" --no-progress
+    # 429s with an HTML body on status polls: retried, and the data arrives
+    ROUND_FAULT='{"fault":"429","on":"status","count":2,"retry_after":1}' \
+        round html-429 "$engine" --no-progress
+    # a manifest whose counts disagree with its files: every run ends partial (exit 10), the data
+    # is stored all the same
+    ROUND_EXIT=10 round count-mismatch "$engine" --no-progress
 done
+
+# ---- a file the server always cuts at the same place: the sync ends, bounded, and names it ---------
+start_sandbox cut --patients 3 --quirk truncate-same-place
+printf 'max_retries = 2\nretry_cap = 1\n' >>"$SANDBOX_DIR/fhirsync.ini"
+T0=$SECONDS
+expect_exit 9 "a file cut at the same place on every attempt: the sync fails (network, exit 9)" -- \
+    timeout -k 5 120 "$F" sync --store "$TMP/cut.db" --no-progress
+[ $((SECONDS - T0)) -lt 60 ] && ok "it ended within its retry budget ($((SECONDS - T0)) s)" ||
+    not_ok "it took $((SECONDS - T0)) s"
+expect_match "$ERR" "could not be downloaded" "the message names the file that could not be had"
+expect_match "$(sql "$TMP/cut.db" 'SELECT count(*) FROM sync_state WHERE watermark IS NOT NULL')" \
+    '^0$' "the watermark did not move"
+stop_sandbox
 
 # ---- kick-off refused for read scopes: a clear failure, nothing stored ----------------------------
 start_sandbox writescope --patients 2 --quirk export-needs-write-scope
