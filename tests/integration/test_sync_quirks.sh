@@ -25,7 +25,8 @@ round() {
     local quirk=$1 engine=$2
     shift 2
     local name store
-    name=q$(printf '%s' "$quirk" | tr -c 'a-z0-9' '_')_$engine
+    ROUNDS=$((${ROUNDS:-0} + 1))
+    name=q${ROUNDS}_$(printf '%s' "$quirk" | tr -c 'a-z0-9' '_')_$engine
     local want=${ROUND_EXIT:-0}
     start_sandbox "$name" --patients 12 --resources-per-file 200 --quirk "$quirk"
     [ -z "${ROUND_FAULT:-}" ] || add_fault "$ROUND_FAULT"
