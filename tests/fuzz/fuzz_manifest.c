@@ -21,7 +21,7 @@ static void check_manifest(const char *text, size_t len)
     fhirsync_error err;
     const char *base = "https://fhir.example.org/r4/bulkstatus/42";
     if (fs_bulk_manifest_parse(&m, text, len, base, &err) != FHIRSYNC_OK) {
-        if (m.count || m.merged || err.code == FHIRSYNC_OK)
+        if (m.count || m.started || m.transaction_time || err.code == FHIRSYNC_OK)
             __builtin_trap();
         fs_bulk_manifest_clear(&m);
         return;
@@ -39,7 +39,7 @@ static void check_manifest(const char *text, size_t len)
     } else if (m.count != first) {
         __builtin_trap();
     }
-    char *dump = fs_json_dump(m.merged);
+    char *dump = fs_bulk_manifest_dump(&m);
     if (dump) {
         fs_bulk_manifest back;
         fs_bulk_manifest_init(&back);

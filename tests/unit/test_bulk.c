@@ -330,6 +330,29 @@ static const char manifest2[] =
     "\"requiresAccessToken\":true,"
     "\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1:9/files/p2\",\"count\":5}]}";
 
+/* The merged manifest as a document (what manifest.json holds). */
+static json_t *merged_doc(const fs_bulk_manifest *m)
+{
+    char *text = fs_bulk_manifest_dump(m);
+    assert_non_null(text);
+    json_error_t je;
+    json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!doc)
+        fprintf(stderr, "dump does not parse (%s): %s\n", je.text, text);
+    assert_non_null(doc);
+    fs_free(text);
+    return doc;
+}
+
+static size_t merged_size(const fs_bulk_manifest *m, const char *member)
+{
+    json_t *doc = merged_doc(m);
+    json_t *arr = json_object_get(doc, member);
+    size_t n = arr ? json_array_size(arr) : (size_t)-1;
+    json_decref(doc);
+    return n;
+}
+
 static void test_manifest_valid_and_paged(void **state)
 {
     (void)state;
@@ -357,9 +380,12 @@ static void test_manifest_valid_and_paged(void **state)
                      FHIRSYNC_OK);
     assert_int_equal(m.count, 5);
     assert_null(m.next);
-    assert_null(json_object_get(m.merged, "link"));
-    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), 3);
-    assert_int_equal(json_array_size(json_object_get(m.merged, "deleted")), 1);
+    json_t *doc = merged_doc(&m);
+    assert_null(json_object_get(doc, "link"));
+    assert_string_equal(fs_json_str(doc, "request"), "http://h/fhir/$export");
+    json_decref(doc);
+    assert_int_equal(merged_size(&m, "output"), 3);
+    assert_int_equal(merged_size(&m, "deleted"), 1);
     /* a page that disagrees on transactionTime is refused and leaves the rest alone */
     const char *other = "{\"transactionTime\":\"2024-05-02T10:00:00Z\",\"requiresAccessToken\":"
                         "true,\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/x\"}]}";
@@ -367,7 +393,7 @@ static void test_manifest_valid_and_paged(void **state)
                      FHIRSYNC_E_PROTOCOL);
     assert_int_equal(m.count, 5);
     /* the merged document parses as a manifest of its own (what a resume reads back) */
-    char *text = fs_json_dump(m.merged);
+    char *text = fs_bulk_manifest_dump(&m);
     fs_bulk_manifest m2;
     fs_bulk_manifest_init(&m2);
     assert_int_equal(fs_bulk_manifest_parse(&m2, text, strlen(text), "http://127.0.0.1:9/", &err),
@@ -391,7 +417,8 @@ static void expect_manifest_error(const char *body, const char *words)
         fail();
     }
     assert_int_equal(m.count, 0);
-    assert_null(m.merged);
+    assert_false(m.started);
+    assert_null(m.transaction_time);
     fs_bulk_manifest_clear(&m);
 }
 
@@ -722,7 +749,7 @@ static void test_many_entries(void **state)
         assert_int_equal(m.entries[i].count, i % 7);
     }
     assert_int_equal(m.entries[MANY].kind, FHIRSYNC_EXPORT_ERROR);
-    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), MANY);
+    assert_int_equal(merged_size(&m, "output"), MANY);
     /* a second page that fails leaves the first page's entries and merged arrays as they were */
     const char *bad = "{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":["
                       "{\"type\":\"Patient\",\"url\":\"ok\"},{\"type\":\"x\",\"url\":\"u\"}],"
@@ -730,11 +757,11 @@ static void test_many_entries(void **state)
     assert_int_equal(fs_bulk_manifest_parse(&m, bad, strlen(bad), "https://h.example/p", &err),
                      FHIRSYNC_E_PROTOCOL);
     assert_int_equal(m.count, MANY + 1);
-    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), MANY);
-    assert_null(json_object_get(m.merged, "deleted"));
+    assert_int_equal(merged_size(&m, "output"), MANY);
+    assert_int_equal(merged_size(&m, "deleted"), (size_t)-1);
     fs_bulk_manifest_drop_entries(&m);
     assert_int_equal(m.count, 0);
-    assert_null(m.merged);
+    assert_null(m.header);
     assert_string_equal(m.transaction_time, "2024-05-01T10:00:00Z");
     fs_bulk_manifest_clear(&m);
     fs_buf_free(&body);
