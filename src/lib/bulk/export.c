@@ -982,22 +982,28 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             ex->nfiles = k;
             f->fd = -1;
             f->index = k - 1;
-            /* "DIR/[deleted/]Type.N.ndjson\0PARTIAL/[deleted-]Type.N.ndjson\0" */
-            fs_buf paths;
-            fs_buf_init(&paths);
+            /* "DIR/[deleted/]Type.N.ndjson\0PARTIAL/[deleted-]Type.N.ndjson\0", allocated to
+             * its size (a growing buffer would keep up to twice that for every file) */
             const char *prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted/"
-                                 : kind == FHIRSYNC_EXPORT_ERROR ? "error/" : "";
-            size_t partial_at = 0;
-            bool ok = fs_buf_printf(&paths, "%s/%s%s.%u.ndjson", ex->dir, prefix, e->type, seq) &&
-                      (partial_at = paths.len + 1, fs_buf_append(&paths, "", 1)) &&
-                      fs_buf_printf(&paths, "%s/%s%s.%u.ndjson", ex->partial_dir,
-                                    kind == FHIRSYNC_EXPORT_DELETED ? "deleted-"
-                                    : kind == FHIRSYNC_EXPORT_ERROR ? "error-" : "",
-                                    e->type, seq);
-            f->path = ok ? fs_buf_steal(&paths) : NULL;
-            fs_buf_free(&paths);
-            f->name = f->path ? f->path + dir_len + 1 : NULL;
-            f->partial_path = f->path ? f->path + partial_at : NULL;
+                                 : kind == FHIRSYNC_EXPORT_ERROR ? "error/"
+                                                                 : "";
+            const char *partial_prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted-"
+                                         : kind == FHIRSYNC_EXPORT_ERROR ? "error-"
+                                                                         : "";
+            int path_len = snprintf(NULL, 0, "%s/%s%s.%u.ndjson", ex->dir, prefix, e->type, seq);
+            int partial_len = snprintf(NULL, 0, "%s/%s%s.%u.ndjson", ex->partial_dir,
+                                       partial_prefix, e->type, seq);
+            f->path = path_len > 0 && partial_len > 0
+                          ? fs_malloc((size_t)path_len + (size_t)partial_len + 2)
+                          : NULL;
+            if (f->path) {
+                snprintf(f->path, (size_t)path_len + 1, "%s/%s%s.%u.ndjson", ex->dir, prefix,
+                         e->type, seq);
+                f->partial_path = f->path + path_len + 1;
+                snprintf(f->partial_path, (size_t)partial_len + 1, "%s/%s%s.%u.ndjson",
+                         ex->partial_dir, partial_prefix, e->type, seq);
+                f->name = f->path + dir_len + 1;
+            }
             f->type = e->type; /* the manifest's: the map's key lives on in the file */
             f->url = e->url;   /* moved */
             e->url = NULL;

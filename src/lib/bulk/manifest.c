@@ -290,6 +290,8 @@ static bool jr_value(jr *r)
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             if (!jr_number(r, &integer))
                 return false;
+        } else if (c != 't' && c != 'f' && c != 'n') {
+            return jr_fail(r, "a value expected");
         } else if (!jr_literal(r)) {
             return false;
         }
@@ -549,11 +551,58 @@ static const char *intern_type(fs_bulk_manifest *m, const char *type)
  * resolved and checked once, and a last segment made only of characters that resolution keeps
  * as they are is appended to it. Anything else goes the whole way (fs_url_resolve and
  * fs_url_check_transport), with their messages. */
+#define URL_CACHE_SLOTS 16
+
 typedef struct url_cache {
     const char *base;
-    fs_buf ref_dir; /* the folder part of the last reference resolved */
-    char *abs_dir;  /* what it resolved to (NULL: none cached) */
+    struct {
+        char *ref_dir; /* the folder part of a reference, as written */
+        size_t ref_len;
+        char *abs_dir; /* what it resolved to */
+    } slot[URL_CACHE_SLOTS];
+    unsigned next; /* the slot replaced next (round robin) */
 } url_cache;
+
+static void url_cache_clear(url_cache *uc)
+{
+    for (size_t i = 0; i < URL_CACHE_SLOTS; i++) {
+        fs_free(uc->slot[i].ref_dir);
+        fs_free(uc->slot[i].abs_dir);
+    }
+    memset(uc->slot, 0, sizeof uc->slot);
+}
+
+/* The resolved folder of `ref`'s first dir_len bytes: from the cache, or resolved and checked
+ * now and cached when it is a folder that passes the transport check; NULL when it is not one
+ * (or out of memory: the slow path reports it). */
+static const char *cached_dir(url_cache *uc, const char *ref, size_t dir_len)
+{
+    for (size_t i = 0; i < URL_CACHE_SLOTS; i++)
+        if (uc->slot[i].ref_dir && uc->slot[i].ref_len == dir_len &&
+            memcmp(uc->slot[i].ref_dir, ref, dir_len) == 0)
+            return uc->slot[i].abs_dir;
+    char *dir = fs_strndup(ref, dir_len);
+    char *abs = NULL;
+    if (!dir || fs_url_resolve(uc->base, dir, false, &abs, NULL) != FHIRSYNC_OK) {
+        fs_free(dir);
+        return NULL;
+    }
+    size_t n = strlen(abs);
+    if (!n || abs[n - 1] != '/' || strpbrk(abs, "?#") ||
+        fs_url_check_transport(abs, "manifest file URL", NULL) != FHIRSYNC_OK) {
+        fs_free(dir);
+        fs_free(abs);
+        return NULL;
+    }
+    unsigned i = uc->next;
+    uc->next = (uc->next + 1) % URL_CACHE_SLOTS;
+    fs_free(uc->slot[i].ref_dir);
+    fs_free(uc->slot[i].abs_dir);
+    uc->slot[i].ref_dir = dir;
+    uc->slot[i].ref_len = dir_len;
+    uc->slot[i].abs_dir = abs;
+    return abs;
+}
 
 static bool plain_segment(const char *s, size_t n)
 {
@@ -575,33 +624,16 @@ static fhirsync_code resolve_url(url_cache *uc, const char *ref, char **out, fhi
     size_t dir_len = slash ? (size_t)(slash - ref) + 1 : 0;
     bool fast =
         dir_len > 0 && !strpbrk(ref, "?#") && plain_segment(ref + dir_len, strlen(ref + dir_len));
-    if (fast && !(uc->abs_dir && uc->ref_dir.len == dir_len &&
-                  memcmp(uc->ref_dir.data, ref, dir_len) == 0)) {
-        fs_free(uc->abs_dir);
-        uc->abs_dir = NULL;
-        fs_buf_reset(&uc->ref_dir);
-        if (!fs_buf_append(&uc->ref_dir, ref, dir_len))
+    const char *dir = fast ? cached_dir(uc, ref, dir_len) : NULL;
+    if (dir) {
+        /* to its size: one of these stays for every file */
+        size_t dl = strlen(dir), sl = strlen(ref + dir_len);
+        char *abs = fs_malloc(dl + sl + 1);
+        if (!abs)
             return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading the manifest");
-        char *abs = NULL;
-        fhirsync_code rc = fs_url_resolve(uc->base, uc->ref_dir.data, false, &abs, NULL);
-        size_t n = abs ? strlen(abs) : 0;
-        if (rc == FHIRSYNC_E_NOMEM)
-            return fs_err(err, rc, "out of memory reading the manifest");
-        /* only a folder that resolves to a folder and passes the transport check is kept */
-        if (rc == FHIRSYNC_OK && n && abs[n - 1] == '/' && !strpbrk(abs, "?#") &&
-            fs_url_check_transport(abs, "manifest file URL", NULL) == FHIRSYNC_OK)
-            uc->abs_dir = abs;
-        else
-            fs_free(abs);
-    }
-    if (fast && uc->abs_dir) {
-        fs_buf b;
-        fs_buf_init(&b);
-        if (!fs_buf_append_str(&b, uc->abs_dir) || !fs_buf_append_str(&b, ref + dir_len)) {
-            fs_buf_free(&b);
-            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading the manifest");
-        }
-        *out = fs_buf_steal(&b);
+        memcpy(abs, dir, dl);
+        memcpy(abs + dl, ref + dir_len, sl + 1);
+        *out = abs;
         return FHIRSYNC_OK;
     }
     char *abs = NULL;
@@ -619,10 +651,8 @@ static fhirsync_code resolve_url(url_cache *uc, const char *ref, char **out, fhi
 bool fs_bulk_manifest_resolve(const char *base, const char *ref, char **out)
 {
     url_cache uc = {.base = base};
-    fs_buf_init(&uc.ref_dir);
     bool ok = resolve_url(&uc, ref, out, NULL) == FHIRSYNC_OK;
-    fs_free(uc.abs_dir);
-    fs_buf_free(&uc.ref_dir);
+    url_cache_clear(&uc);
     return ok;
 }
 
@@ -1070,8 +1100,7 @@ out:
     fs_free(pg.tt);
     fs_free(pg.request);
     fs_free(pg.next);
-    fs_free(pg.urls.abs_dir);
-    fs_buf_free(&pg.urls.ref_dir);
+    url_cache_clear(&pg.urls);
     keyset_free(&pg.keys);
     keyset_free(&pg.entry_keys);
     fs_buf_free(&pg.key);
