@@ -38,6 +38,11 @@
 
 #define BYTES_EVENT_MS 250
 #define ERROR_SUMMARY_LINES 10000
+/* Transfers that ended and wait for the writer (each holds its partial file open): no new
+ * transfer starts beyond this many, so that many small files arriving faster than they are
+ * checked, fsync'ed and renamed cannot run the process out of file descriptors (seen with a
+ * manifest of 80,000 one-line files: "Too many open files" past 9,000 waiting). */
+#define MAX_SETTLING 256
 
 /* ---- transfer callbacks --------------------------------------------------------------------- */
 
@@ -630,7 +635,8 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
             goto out;
         int64_t now = fs_monotonic_ms(), soonest = -1;
         fs_bulk_file *f;
-        while (lp.active < (size_t)ex->parallel && (f = next_ready(&lp, now, &soonest))) {
+        while (lp.active < (size_t)ex->parallel && lp.settling < MAX_SETTLING &&
+               (f = next_ready(&lp, now, &soonest))) {
             f->renewed_for_401 = f->renewed_for_401 && f->not_before_ms == 0;
             rc = start_file(&lp, f, err);
             if (rc != FHIRSYNC_OK)
