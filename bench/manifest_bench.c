@@ -381,6 +381,7 @@ int main(int argc, char **argv)
         for (int i = first_size; i < argc && nsizes < 16; i++)
             sizes[nsizes++] = (size_t)strtoull(argv[i], NULL, 10);
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* rows as they come, even into a file */
     char tmpl[] = "/tmp/fhirsync-manifest-bench-XXXXXX";
     const char *root = mkdtemp(tmpl);
     if (!root)
