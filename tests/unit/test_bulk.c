@@ -640,6 +640,13 @@ static void test_reader_manifest_faults(void **state)
         "duplicate member name \"type\"");
     expect_manifest_error("{" TT "," ONE_OUTPUT ",\"link\":[{\"url\":\"a\",\"url\":\"b\"}]}",
                           "duplicate member name \"url\"");
+    /* empty strings as names and values (the first string a reader decodes) */
+    expect_manifest_error("{\"\":\"..-etc\",\"\":1}", "duplicate member name \"\"");
+    expect_manifest_error("{\"transactionTime\":\"\"," ONE_OUTPUT "}", "is not a FHIR instant");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"\",\"url\":\"u\"}]}",
+                          "type \"\" is not a resource type name");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":\"\"}]}",
+                          "has no \"url\" string");
     /* wrong types */
     expect_manifest_error("{\"transactionTime\":20240501," ONE_OUTPUT "}", "transactionTime");
     expect_manifest_error("{" TT ",\"output\":\"none\"}", "\"output\" is not an array");

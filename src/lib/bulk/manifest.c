@@ -152,6 +152,12 @@ static bool jr_string(jr *r, fs_buf *out)
                 return jr_nomem(r);
             if (c == '"') {
                 r->p++;
+                /* "" decodes to an empty string, never to a buffer without data */
+                if (out && !out->data) {
+                    if (!fs_buf_append(out, "", 1))
+                        return jr_nomem(r);
+                    out->len = 0;
+                }
                 return true;
             }
             if (r->end - r->p < 2)
