@@ -3,8 +3,9 @@
  * second page of the same export); every entry must come out with a type name and an absolute
  * http(s) URL, and the merged manifest, serialised, must parse back to the same entries (what a
  * resume reads from manifest.json). The manifest's own JSON reader must accept every text jansson
- * accepts, and refuse what jansson refuses except numbers beyond jansson's range and nesting
- * between the reader's depth (1024) and jansson's (2048); the folder shortcut of URL resolution
+ * accepts (except a NUL byte after a literal, which jansson lets through), and refuse what
+ * jansson refuses except numbers beyond jansson's range and nesting between the reader's depth
+ * (1024) and jansson's (2048); the folder shortcut of URL resolution
  * must give what libcurl gives for the input as a reference. The input is also parsed as
  * state.json, and a state that parses must serialise and parse back unchanged. Built with -fsanitize=fuzzer under clang, or
  * with replay_main.c as a corpus replayer under gcc. */
@@ -96,7 +97,9 @@ static void check_reader(const char *text, size_t len)
     json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
     char why[200];
     bool ours = fs_bulk_json_check(text, len, why, sizeof why);
-    if (j && !ours && !strstr(why, "nested too deep"))
+    /* jansson takes "false\0" for false (its literal compare stops at the NUL): the reader
+     * refuses any NUL byte outside a string, as RFC 8259 does */
+    if (j && !ours && !strstr(why, "nested too deep") && !memchr(text, '\0', len))
         __builtin_trap();
     if (!j && ours && !strstr(je.text, "too big") && !strstr(je.text, "overflow") &&
         !strstr(je.text, "nesting"))
