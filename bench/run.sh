@@ -36,6 +36,7 @@ if [ "$quick" = "--quick" ]; then
     part "sandbox data generator" "$build/tests/test_sandbox_gen" --bench
     part "REST paging vs curl" bench/rest_bench.sh "$build" 50 100 1
     part "bulk download vs curl, peak memory" bench/bulk_bench.sh "$build" 4 200 1000
+    part "large export manifests" "$build/bench/manifest_bench" --no-downloads 20000
     [ -x bench/store_bench.sh ] && part "NDJSON into SQLite / PostgreSQL" bench/store_bench.sh "$build" 100000
     [ -x bench/sync_bench.sh ] && part "sync end to end" bench/sync_bench.sh "$build" 100
 else
@@ -44,6 +45,8 @@ else
     part "sandbox serving" bench/sandbox_bench.sh 10000
     part "REST paging vs curl" bench/rest_bench.sh "$build"
     part "bulk download vs curl, peak memory" bench/bulk_bench.sh "$build" 4
+    part "large export manifests (without the minutes of 160k downloads)" \
+        "$build/bench/manifest_bench" --no-downloads
     [ -x bench/store_bench.sh ] && part "NDJSON into SQLite / PostgreSQL" bench/store_bench.sh "$build"
     [ -x bench/sync_bench.sh ] && part "sync end to end" bench/sync_bench.sh "$build"
 fi

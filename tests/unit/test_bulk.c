@@ -24,6 +24,7 @@
 #include "bulk/bulk_internal.h"
 #include "core/core.h"
 #include "fhirsync/config.h"
+#include "http/http.h"
 #include "json/json.h"
 
 static char tmpdir[512];
@@ -330,6 +331,29 @@ static const char manifest2[] =
     "\"requiresAccessToken\":true,"
     "\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1:9/files/p2\",\"count\":5}]}";
 
+/* The merged manifest as a document (what manifest.json holds). */
+static json_t *merged_doc(const fs_bulk_manifest *m)
+{
+    char *text = fs_bulk_manifest_dump(m);
+    assert_non_null(text);
+    json_error_t je;
+    json_t *doc = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!doc)
+        fprintf(stderr, "dump does not parse (%s): %s\n", je.text, text);
+    assert_non_null(doc);
+    fs_free(text);
+    return doc;
+}
+
+static size_t merged_size(const fs_bulk_manifest *m, const char *member)
+{
+    json_t *doc = merged_doc(m);
+    json_t *arr = json_object_get(doc, member);
+    size_t n = arr ? json_array_size(arr) : (size_t)-1;
+    json_decref(doc);
+    return n;
+}
+
 static void test_manifest_valid_and_paged(void **state)
 {
     (void)state;
@@ -357,9 +381,12 @@ static void test_manifest_valid_and_paged(void **state)
                      FHIRSYNC_OK);
     assert_int_equal(m.count, 5);
     assert_null(m.next);
-    assert_null(json_object_get(m.merged, "link"));
-    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), 3);
-    assert_int_equal(json_array_size(json_object_get(m.merged, "deleted")), 1);
+    json_t *doc = merged_doc(&m);
+    assert_null(json_object_get(doc, "link"));
+    assert_string_equal(fs_json_str(doc, "request"), "http://h/fhir/$export");
+    json_decref(doc);
+    assert_int_equal(merged_size(&m, "output"), 3);
+    assert_int_equal(merged_size(&m, "deleted"), 1);
     /* a page that disagrees on transactionTime is refused and leaves the rest alone */
     const char *other = "{\"transactionTime\":\"2024-05-02T10:00:00Z\",\"requiresAccessToken\":"
                         "true,\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/x\"}]}";
@@ -367,7 +394,7 @@ static void test_manifest_valid_and_paged(void **state)
                      FHIRSYNC_E_PROTOCOL);
     assert_int_equal(m.count, 5);
     /* the merged document parses as a manifest of its own (what a resume reads back) */
-    char *text = fs_json_dump(m.merged);
+    char *text = fs_bulk_manifest_dump(&m);
     fs_bulk_manifest m2;
     fs_bulk_manifest_init(&m2);
     assert_int_equal(fs_bulk_manifest_parse(&m2, text, strlen(text), "http://127.0.0.1:9/", &err),
@@ -391,7 +418,8 @@ static void expect_manifest_error(const char *body, const char *words)
         fail();
     }
     assert_int_equal(m.count, 0);
-    assert_null(m.merged);
+    assert_false(m.started);
+    assert_null(m.transaction_time);
     fs_bulk_manifest_clear(&m);
 }
 
@@ -431,6 +459,328 @@ static void test_manifest_errors(void **state)
     assert_true(m.requires_token_missing);
     assert_int_equal(m.count, 0);
     fs_bulk_manifest_clear(&m);
+}
+
+/* ---- the manifest's JSON reader ------------------------------------------------------------- */
+
+#define TT "\"transactionTime\":\"2024-05-01T10:00:00Z\""
+#define ONE_OUTPUT "\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\"}]"
+
+/* The reader's verdict on a whole text agrees with jansson's, except where the reader is
+ * documented to differ (numbers out of jansson's range). */
+static void test_reader_grammar(void **state)
+{
+    (void)state;
+    static const char *const same[] = {
+        "{}",
+        "[]",
+        "0",
+        "-0",
+        "1.5e+10",
+        "\"\"",
+        "true",
+        "null",
+        " {\"a\" : [1, 2.0, -3e-2]} ",
+        "\"\\u00e9\\ud83d\\ude00\\/\\b\\f\\n\\r\\t\\\"\\\\\"",
+        "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"",
+        "{\"a\":{\"b\":{\"c\":[[[{}]]]}}}",
+        /* refused by both */
+        "",
+        " ",
+        "{",
+        "[1,]",
+        "{\"a\":1,}",
+        "{,}",
+        "[1 2]",
+        "{\"a\" 1}",
+        "{'a':1}",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "1e",
+        "+1",
+        "tru",
+        "nul",
+        "True",
+        "\"abc",
+        "\"a\\x\"",
+        "\"\\u12\"",
+        "\"\\u12G4\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\u0000\"",
+        "\"a\tb\"",
+        "\"\xc3\"",
+        "\"\xc0\x80\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"\xff\"",
+        "{} {}",
+        "{}x",
+        "[1]]",
+        "\xef\xbb\xbf{}",
+        "{\"a\":1}\x00",
+    };
+    char why[200];
+    for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+        size_t len = strlen(same[i]) + (strstr(same[i], "}\x00") ? 1 : 0);
+        if (i == sizeof same / sizeof *same - 1)
+            len = 8;
+        json_error_t je;
+        json_t *j = json_loadb(same[i], len, JSON_DECODE_ANY, &je);
+        bool ours = fs_bulk_json_check(same[i], len, why, sizeof why);
+        if ((j != NULL) != ours) {
+            fprintf(stderr, "jansson %s, reader %s (%s): %s\n", j ? "accepts" : "refuses",
+                    ours ? "accepts" : "refuses", ours ? "" : why, same[i]);
+            fail();
+        }
+        json_decref(j);
+    }
+    /* numbers of any size are JSON: the members that need one check its range */
+    assert_true(fs_bulk_json_check("[123456789012345678901234567890, 1e400]", 39, why, 200));
+    /* nesting: 1024 levels of arrays pass, 1025 do not, and the fault says so */
+    fs_buf deep;
+    fs_buf_init(&deep);
+    for (int i = 0; i < 1024; i++)
+        assert_true(fs_buf_append_str(&deep, "["));
+    for (int i = 0; i < 1024; i++)
+        assert_true(fs_buf_append_str(&deep, "]"));
+    assert_true(fs_bulk_json_check(deep.data, deep.len, why, sizeof why));
+    fs_buf_reset(&deep);
+    for (int i = 0; i < 100000; i++)
+        assert_true(fs_buf_append_str(&deep, "{\"a\":["));
+    assert_false(fs_bulk_json_check(deep.data, deep.len, why, sizeof why));
+    assert_non_null(strstr(why, "nested too deep"));
+    fs_buf_free(&deep);
+    /* the fault names its line and column */
+    assert_false(fs_bulk_json_check("{\n  \"a\": [1,\n   2,]\n}", 22, why, sizeof why));
+    assert_string_equal(why, "line 3, column 6: a value expected");
+    assert_false(fs_bulk_json_check("{\"a\": [1, 2", 11, why, sizeof why));
+    assert_non_null(strstr(why, "truncated"));
+}
+
+static void test_reader_manifest_faults(void **state)
+{
+    (void)state;
+    expect_manifest_error("", "empty");
+    expect_manifest_error("[" TT "]", "not valid JSON");
+    expect_manifest_error("[1, 2]", "JSON but not an object");
+    /* truncated anywhere: a fault of the text, not a missing member */
+    const char *whole = "{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                        "\"count\":3}],\"requiresAccessToken\":true}";
+    for (size_t cut = 1; cut < strlen(whole); cut++) {
+        char *part = fs_strndup(whole, cut);
+        expect_manifest_error(part, "not valid JSON");
+        fs_free(part);
+    }
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"x\":", "truncated");
+    /* a syntax fault after a wrong member is reported as the syntax fault */
+    expect_manifest_error("{\"output\":{}, \"x\": [1,]}", "line 1, column 23: a value expected");
+    /* deep nesting inside an extension */
+    fs_buf deep;
+    fs_buf_init(&deep);
+    assert_true(fs_buf_append_str(&deep, "{" TT ",\"output\":[],\"extension\":"));
+    for (int i = 0; i < 2000; i++)
+        assert_true(fs_buf_append_str(&deep, "["));
+    for (int i = 0; i < 2000; i++)
+        assert_true(fs_buf_append_str(&deep, "]"));
+    assert_true(fs_buf_append_str(&deep, "}"));
+    expect_manifest_error(deep.data, "nested too deep");
+    fs_buf_free(&deep);
+    /* bad escapes and bad text in the members read */
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/\\q\"}]}",
+                          "invalid escape");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Pat\\u0000ient\",\"url\":\"u\"}]}",
+                          "\\u0000");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":\"\\ud800\"}]}",
+                          "surrogate");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":\"a\nb\"}]}",
+                          "control character");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":\"\xc3(\"}]}",
+                          "UTF-8");
+    /* numbers: a count must be a non-negative integer that fits */
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                          "\"count\":9223372036854775808}]}",
+                          "\"count\" is not");
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                          "\"count\":1e400}]}",
+                          "\"count\" is not");
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                          "\"count\":1.5}]}",
+                          "\"count\" is not");
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                          "\"count\":\"3\"}]}",
+                          "\"count\" is not");
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                          "\"count\":-0.5}]}",
+                          "\"count\" is not");
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/p\","
+                          "\"count\":01}]}",
+                          "leading zero");
+    /* duplicate member names where they would be ambiguous */
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"output\":[]}",
+                          "duplicate member name \"output\"");
+    expect_manifest_error("{" TT "," TT "," ONE_OUTPUT "}",
+                          "duplicate member name \"transactionTime\"");
+    expect_manifest_error("{" TT
+                          ",\"output\":[{\"type\":\"Patient\",\"type\":\"Group\",\"url\":\"u\"}]}",
+                          "duplicate member name \"type\"");
+    /* the same name written with an escape is the same name */
+    expect_manifest_error(
+        "{" TT ",\"output\":[{\"type\":\"Patient\",\"\\u0074ype\":\"Group\",\"url\":\"u\"}]}",
+        "duplicate member name \"type\"");
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"link\":[{\"url\":\"a\",\"url\":\"b\"}]}",
+                          "duplicate member name \"url\"");
+    /* empty strings as names and values (the first string a reader decodes) */
+    expect_manifest_error("{\"\":\"..-etc\",\"\":1}", "duplicate member name \"\"");
+    expect_manifest_error("{\"transactionTime\":\"\"," ONE_OUTPUT "}", "is not a FHIR instant");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"\",\"url\":\"u\"}]}",
+                          "type \"\" is not a resource type name");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":\"\"}]}",
+                          "has no \"url\" string");
+    /* wrong types */
+    expect_manifest_error("{\"transactionTime\":20240501," ONE_OUTPUT "}", "transactionTime");
+    expect_manifest_error("{" TT ",\"output\":\"none\"}", "\"output\" is not an array");
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"deleted\":{}}", "\"deleted\" is not an array");
+    expect_manifest_error("{" TT ",\"output\":[3]}", "output[0] is not an object");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":[\"Patient\"],\"url\":\"u\"}]}", "type");
+    expect_manifest_error("{" TT ",\"output\":[{\"type\":\"Patient\",\"url\":7}]}", "url");
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"requiresAccessToken\":null}",
+                          "requiresAccessToken");
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"link\":{}}", "\"link\" is not an array");
+    expect_manifest_error("{" TT "," ONE_OUTPUT ",\"link\":[{\"relation\":\"next\"}]}",
+                          "link[0] (next) has no url");
+    /* the order of the checks: transactionTime before entries; output before deleted */
+    expect_manifest_error("{\"output\":[3]}", "transactionTime");
+    expect_manifest_error("{" TT ",\"deleted\":[3],\"output\":[{\"url\":\"u\"}]}", "output[0]");
+}
+
+static void test_reader_manifest_shapes(void **state)
+{
+    (void)state;
+    fs_bulk_manifest m;
+    fs_bulk_manifest_init(&m);
+    fhirsync_error err = {0};
+    /* a byte order mark, every kind of whitespace, members in any order, unknown members and
+     * extensions (kept for manifest.json), escapes in names and values, counts written as
+     * reals, numbers of any size where nothing reads them, error before output */
+    const char *body =
+        "\xef\xbb\xbf \r\n\t{ \"extension\" : {\"big\": 123456789012345678901234567890, "
+        "\"deep\": [[[{\"x\": null}]]], \"huge\": 1e400},\r\n"
+        "\"error\":[{\"type\":\"OperationOutcome\",\"url\":\"e/1\"}],"
+        "\t\"output\" : [ {\"url\":\"files/a\\u002fb\", \"t\\u0079pe\":\"Patient\", \"count\":1e1,"
+        " \"extension\":{\"note\":\"caf\\u00e9\"}} , {\"type\":\"Group\",\"url\":\"files/g\","
+        "\"count\":2.0} ],\n \"request\":\"http://h/$export?_type=Patient\",\n" TT
+        ",\"requiresAccessToken\":false, \"link\": [{\"relation\":\"self\",\"url\":\"s\"}, 7]}\n ";
+    assert_int_equal(
+        fs_bulk_manifest_parse(&m, body, strlen(body), "http://127.0.0.1:9/f/status", &err),
+        FHIRSYNC_OK);
+    assert_int_equal(m.count, 3);
+    /* output first, then error, whatever the page's order */
+    assert_int_equal(m.entries[0].kind, FHIRSYNC_EXPORT_OUTPUT);
+    assert_string_equal(m.entries[0].type, "Patient");
+    assert_string_equal(m.entries[0].url, "http://127.0.0.1:9/f/files/a/b");
+    assert_int_equal(m.entries[0].count, 10);
+    assert_int_equal(m.entries[1].count, 2);
+    assert_int_equal(m.entries[2].kind, FHIRSYNC_EXPORT_ERROR);
+    assert_false(m.requires_token);
+    assert_false(m.requires_token_missing);
+    assert_null(m.next);
+    assert_string_equal(m.request, "http://h/$export?_type=Patient");
+    /* one copy of each type name */
+    fs_bulk_manifest_parse(&m, body, strlen(body), "http://127.0.0.1:9/f/status", &err);
+    assert_int_equal(m.count, 6);
+    assert_ptr_equal(m.entries[0].type, m.entries[3].type);
+    /* manifest.json keeps the members as written, and reads back to the same entries */
+    char *text = fs_bulk_manifest_dump(&m);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "123456789012345678901234567890"));
+    assert_non_null(strstr(text, "\"extension\":{\"note\":\"caf\\u00e9\"}"));
+    fs_bulk_manifest back;
+    fs_bulk_manifest_init(&back);
+    assert_int_equal(fs_bulk_manifest_parse(&back, text, strlen(text), "http://x.invalid/", &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(back.count, 6);
+    /* manifest.json lists each kind's entries of every page together */
+    static const size_t order[] = {0, 1, 3, 4, 2, 5};
+    for (size_t i = 0; i < 6; i++) {
+        const fs_bulk_entry *a = &back.entries[i], *b = &m.entries[order[i]];
+        assert_string_equal(a->url, b->url);
+        assert_string_equal(a->type, b->type);
+        assert_int_equal(a->count, b->count);
+        assert_int_equal(a->kind, b->kind);
+    }
+    assert_false(back.requires_token);
+    fs_bulk_manifest_clear(&back);
+    fs_free(text);
+    fs_bulk_manifest_clear(&m);
+}
+
+/* The per-folder shortcut resolves every reference exactly as libcurl does, and refuses what
+ * the transport rules refuse. */
+static void test_reader_url_resolution(void **state)
+{
+    (void)state;
+    static const char *const bases[] = {"http://127.0.0.1:9/fhir/status/1",
+                                        "https://H.Example:8443/a/b/?q=1#f", "https://h/"};
+    static const char *const refs[] = {
+        "files/p1",
+        "/files/p1",
+        "files/",
+        "./files/p1",
+        "../files/p1",
+        "a/../b/c",
+        "a/./b/c.ndjson",
+        "a/b/..",
+        "a/b/.",
+        "x/%41b",
+        "x/%zz",
+        "a b/c",
+        "x/y?sig=1",
+        "x/y#frag",
+        "//127.0.0.1:9/x/y",
+        "//other.example/x/y",
+        "HTTPS://H.EXAMPLE/X/Y",
+        "https://h/x/y~z_-.n",
+        "http://127.0.0.1:9/files/Patient/1.ndjson",
+        "http://localhost/a/b",
+        "http://example.com/a/b",
+        "ftp://h/a/b",
+        "mailto:a/b",
+        "https://h:99999/a/b",
+        "https://h/a//b",
+        "https://h/a/b/",
+        "https://[::1]/a/b",
+        "http://[::1]:8/a/b",
+        "https://h/a/\xc3\xa9",
+        "https://u:p@h/a/b",
+        "https://h/a/b\\c",
+        "p1",
+    };
+    for (size_t b = 0; b < sizeof bases / sizeof *bases; b++) {
+        for (size_t i = 0; i < sizeof refs / sizeof *refs; i++) {
+            char *full = NULL, *fast = NULL;
+            bool ok = fs_url_resolve(bases[b], refs[i], false, &full, NULL) == FHIRSYNC_OK &&
+                      fs_url_check_transport(full, "url", NULL) == FHIRSYNC_OK;
+            bool fast_ok = fs_bulk_manifest_resolve(bases[b], refs[i], &fast);
+            if (ok != fast_ok || (ok && strcmp(full, fast) != 0)) {
+                fprintf(stderr, "%s + %s: libcurl %s, reader %s\n", bases[b], refs[i],
+                        ok ? full : "refuses", fast_ok ? fast : "refuses");
+                fail();
+            }
+            fs_free(full);
+            fs_free(fast);
+        }
+    }
 }
 
 /* ---- state.json ----------------------------------------------------------------------------- */
@@ -722,7 +1072,7 @@ static void test_many_entries(void **state)
         assert_int_equal(m.entries[i].count, i % 7);
     }
     assert_int_equal(m.entries[MANY].kind, FHIRSYNC_EXPORT_ERROR);
-    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), MANY);
+    assert_int_equal(merged_size(&m, "output"), MANY);
     /* a second page that fails leaves the first page's entries and merged arrays as they were */
     const char *bad = "{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":["
                       "{\"type\":\"Patient\",\"url\":\"ok\"},{\"type\":\"x\",\"url\":\"u\"}],"
@@ -730,11 +1080,11 @@ static void test_many_entries(void **state)
     assert_int_equal(fs_bulk_manifest_parse(&m, bad, strlen(bad), "https://h.example/p", &err),
                      FHIRSYNC_E_PROTOCOL);
     assert_int_equal(m.count, MANY + 1);
-    assert_int_equal(json_array_size(json_object_get(m.merged, "output")), MANY);
-    assert_null(json_object_get(m.merged, "deleted"));
+    assert_int_equal(merged_size(&m, "output"), MANY);
+    assert_int_equal(merged_size(&m, "deleted"), (size_t)-1);
     fs_bulk_manifest_drop_entries(&m);
     assert_int_equal(m.count, 0);
-    assert_null(m.merged);
+    assert_null(m.header);
     assert_string_equal(m.transaction_time, "2024-05-01T10:00:00Z");
     fs_bulk_manifest_clear(&m);
     fs_buf_free(&body);
@@ -840,6 +1190,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_checker_chunking_and_jansson),
         cmocka_unit_test(test_manifest_valid_and_paged),
         cmocka_unit_test(test_manifest_errors),
+        cmocka_unit_test(test_reader_grammar),
+        cmocka_unit_test(test_reader_manifest_faults),
+        cmocka_unit_test(test_reader_manifest_shapes),
+        cmocka_unit_test(test_reader_url_resolution),
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test(test_state_damage),
         cmocka_unit_test(test_request_build),

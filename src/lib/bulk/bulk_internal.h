@@ -3,7 +3,8 @@
  *
  *   ndjson.c    the streaming NDJSON line checker (a resumable JSON validator: constant memory,
  *               whatever the line length)
- *   manifest.c  the completion manifest: parsing, URL resolution, merging pages
+ *   manifest.c  the completion manifest: a strict one-pass JSON reader (no document tree), URL
+ *               resolution, merging pages, manifest.json
  *   state.c     state.json (the durable record of an export) and small file helpers
  *   request.c   the kick-off request: query string or Parameters body, and its canonical form
  *   export.c    the export handle: kick-off, polls, manifest, events, the public API
@@ -115,40 +116,84 @@ fs_ndjson_verdict fs_ndjson_check_line(const char *line, size_t len, const char 
 
 /* ---- the manifest (manifest.c) -------------------------------------------------------------- */
 
+/* A map from borrowed strings to numbers (open addressing; state.c): lookups in constant time,
+ * so that manifests and states of many files cost linear time. */
+typedef struct fs_bulk_map_slot {
+    const char *key;               /* borrowed: must outlive the map's use of it */
+    size_t value;
+} fs_bulk_map_slot;
+
+typedef struct fs_bulk_map {
+    fs_bulk_map_slot *slots;
+    size_t cap, count;
+} fs_bulk_map;
+
+/* The value of `key`, NULL when absent (writable: the map's own slot). */
+size_t *fs_bulk_map_get(const fs_bulk_map *m, const char *key);
+/* Set `key` (borrowed) to `value`; false on out of memory. */
+bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value);
+void fs_bulk_map_clear(fs_bulk_map *m);
+
 typedef struct fs_bulk_entry {
     fhirsync_export_file_kind kind;
-    char *type;
+    const char *type;              /* the manifest's one copy of the name (m->types): borrowed */
     char *url;                     /* absolute (relative URLs resolved against the status URL) */
+    char *extra;                   /* the entry's other members as written ("extension":{...}),
+                                      NULL when none: kept for manifest.json */
     int64_t count;                 /* -1 when absent */
 } fs_bulk_entry;
 
+/* A manifest as read page by page: the entries and what manifest.json needs, never a document
+ * tree (a manifest of 160,000 entries costs about 150 bytes an entry). */
 typedef struct fs_bulk_manifest {
     char *transaction_time;
     char *request;
     bool requires_token;
     bool requires_token_missing;   /* the manifest had no requiresAccessToken: assumed true */
-    fs_bulk_entry *entries;
+    bool started;                  /* a first page was read */
+    fs_bulk_entry *entries;        /* each page's output, then deleted, then error entries */
     size_t count;
     size_t cap;
     char *next;                    /* link[relation=next].url (absolute), NULL on the last page */
-    json_t *merged;                /* the whole manifest, pages merged (output/deleted/error
-                                      arrays appended, link removed): saved as manifest.json */
+    char *header;                  /* the first page's other members, raw JSON ("k": v,\n  ...),
+                                      link, output, deleted and error left out; NULL when none */
+    bool member_seen[3];           /* some page had output / deleted / error (by kind) */
+    char **types;                  /* each type name once; entries and files borrow them */
+    size_t ntypes, types_cap;
+    fs_bulk_map type_index;        /* name -> index in types */
 } fs_bulk_manifest;
 
 void fs_bulk_manifest_init(fs_bulk_manifest *m);
 void fs_bulk_manifest_clear(fs_bulk_manifest *m);
-/* Free the entries and the merged document, keeping the header (transaction time, request,
- * requiresAccessToken): once the files are built from it and manifest.json is saved. */
+/* Free the entries and the raw members, keeping the header (transaction time, request,
+ * requiresAccessToken) and the type names: once the files are built from it (they borrow the
+ * names) and manifest.json is saved. */
 void fs_bulk_manifest_drop_entries(fs_bulk_manifest *m);
 
 /* Parse one manifest page and append its entries to `m` (first page: m empty; later pages:
  * entries appended, transactionTime must agree). `base_url` resolves relative URLs (the status
- * URL or the page's URL). FHIRSYNC_E_PROTOCOL with a message naming what is missing or wrong
- * (not JSON, an HTML page, no transactionTime, output not an array, an entry without type or
- * url, a type that is not a resource type name, a negative count, a URL that is not http(s));
- * FHIRSYNC_E_NOMEM. On failure m keeps the entries of earlier pages. */
+ * URL or the page's URL). The page is read in one pass by a strict JSON reader (no document
+ * tree): grammar, UTF-8, escapes, no \u0000, nesting up to 1024 levels inside a member, no
+ * duplicate member names in the manifest object, its entries and its links; a UTF-8 byte order
+ * mark is ignored. FHIRSYNC_E_PROTOCOL with a message naming what is missing or wrong (not JSON,
+ * with the line and column of the fault; an HTML page; no transactionTime; output not an array;
+ * an entry without type or url; a type that is not a resource type name; a count that is not a
+ * non-negative integer; a URL that is not http(s)); a fault of the JSON text wins over a missing
+ * or wrong member. FHIRSYNC_E_NOMEM. On failure m keeps the entries of earlier pages. */
 fhirsync_code fs_bulk_manifest_parse(fs_bulk_manifest *m, const char *body, size_t len,
                                      const char *base_url, fhirsync_error *err);
+
+/* The merged manifest (every page's entries, link left out) as JSON text for manifest.json: the
+ * first page's other members as written, then output, deleted and error (those some page had),
+ * each entry's type, absolute url, count and other members. Caller frees; NULL on out of
+ * memory. It parses back (fs_bulk_manifest_parse) to the same entries. */
+char *fs_bulk_manifest_dump(const fs_bulk_manifest *m);
+
+/* Test seams for the reader (unit tests, fuzz target): whether `data` is one JSON value by the
+ * manifest reader's rules (why: "line L, column C: what"); and how an entry's URL is resolved
+ * against `base` (the folder cache's fast path or libcurl; *out is the caller's). */
+bool fs_bulk_json_check(const char *data, size_t len, char *why, size_t why_size);
+bool fs_bulk_manifest_resolve(const char *base, const char *ref, char **out);
 
 /* Whether a text is a FHIR resource type name: [A-Z][A-Za-z0-9]{0,63}. */
 bool fs_bulk_type_name_ok(const char *type);
@@ -167,24 +212,6 @@ fhirsync_code fs_bulk_mkdirs(const char *path, fhirsync_error *err);
 /* Read a whole small file (capped at `max` bytes) into *out (caller frees, NUL-terminated). */
 fhirsync_code fs_bulk_read_file(const char *path, size_t max, char **out, size_t *len,
                                 fhirsync_error *err);
-
-/* A map from borrowed strings to numbers (open addressing; state.c): lookups in constant time,
- * so that manifests and states of many files cost linear time. */
-typedef struct fs_bulk_map_slot {
-    const char *key;               /* borrowed: must outlive the map's use of it */
-    size_t value;
-} fs_bulk_map_slot;
-
-typedef struct fs_bulk_map {
-    fs_bulk_map_slot *slots;
-    size_t cap, count;
-} fs_bulk_map;
-
-/* The value of `key`, NULL when absent (writable: the map's own slot). */
-size_t *fs_bulk_map_get(const fs_bulk_map *m, const char *key);
-/* Set `key` (borrowed) to `value`; false on out of memory. */
-bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value);
-void fs_bulk_map_clear(fs_bulk_map *m);
 
 /* One finished file as state.json records it. */
 typedef struct fs_bulk_done {
@@ -298,7 +325,8 @@ typedef struct fs_bulk_scratch {
  * field both use at any time. */
 typedef struct fs_bulk_file {
     fhirsync_export_file pub;      /* the public view (strings point at the members below) */
-    char *type, *url, *name, *path, *partial_path;
+    const char *type;              /* the manifest's name (ex->man.types): borrowed */
+    char *url, *name, *path, *partial_path;
     size_t index;
     /* download state (the export's thread) */
     bool active;                   /* a transfer is running */

@@ -38,6 +38,11 @@
 
 #define BYTES_EVENT_MS 250
 #define ERROR_SUMMARY_LINES 10000
+/* Transfers that ended and wait for the writer (each holds its partial file open): no new
+ * transfer starts beyond this many, so that many small files arriving faster than they are
+ * checked, fsync'ed and renamed cannot run the process out of file descriptors (seen with a
+ * manifest of 80,000 one-line files: "Too many open files" past 9,000 waiting). */
+#define MAX_SETTLING 256
 
 /* ---- transfer callbacks --------------------------------------------------------------------- */
 
@@ -211,7 +216,8 @@ typedef struct loop {
     fhirsync_export *ex;
     fs_multi *multi;
     fs_bulk_writer *writer;
-    dl_ctx *ctx;                   /* one per file */
+    dl_ctx **ctx;                  /* per file, only while a transfer of it runs or settles
+                                      (1.1 KB each: 160,000 of them would cost 180 MB) */
     const char **headers;
     size_t active;                 /* transfers running */
     size_t settling;               /* transfers ended, files not settled yet */
@@ -226,12 +232,28 @@ typedef struct loop {
     fhirsync_error first_failure; /* of the first file given up */
 } loop;
 
+/* f's transfer settled (or the loop ends): its context goes until the next attempt. */
+static void release_ctx(loop *lp, fs_bulk_file *f)
+{
+    dl_ctx *ctx = lp->ctx[f->index];
+    if (ctx) {
+        fs_http_response_clear(&ctx->done.resp);
+        fs_free(ctx);
+        lp->ctx[f->index] = NULL;
+    }
+}
+
 static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
 {
     fhirsync_export *ex = lp->ex;
     fhirsync_code rc = fs_bulk_partial_open(ex, f, err);
     if (rc != FHIRSYNC_OK)
         return rc;
+    if (!lp->ctx[f->index] && !(lp->ctx[f->index] = fs_calloc(1, sizeof **lp->ctx)))
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    lp->ctx[f->index]->ex = ex;
+    lp->ctx[f->index]->f = f;
+    lp->ctx[f->index]->writer = lp->writer;
     bool with_token = ex->man.requires_token;
     if (with_token && (rc = fs_bulk_token(ex, false, err)) != FHIRSYNC_OK)
         return rc;
@@ -265,7 +287,7 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         .ca_file = fhirsync_endpoint_get(ex->ep, "ca_file"),
         .on_response = on_response,
         .sink = on_data,
-        .userdata = &lp->ctx[f->index],
+        .userdata = lp->ctx[f->index],
     };
     rc = fs_multi_add(lp->multi, &req, err);
     if (rc != FHIRSYNC_OK)
@@ -356,7 +378,7 @@ static void transfer_ended(loop *lp, fs_multi_done *d)
 static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
 {
     fhirsync_export *ex = lp->ex;
-    fs_multi_done *d = &lp->ctx[f->index].done;
+    fs_multi_done *d = &lp->ctx[f->index]->done;
     fs_http_response *resp = &d->resp;
     long status = resp->status;
     const char *url = resp->effective_url ? resp->effective_url : f->url;
@@ -474,7 +496,7 @@ static fhirsync_code collect(loop *lp, int timeout_ms, fhirsync_error *err)
         f->settling = false;
         lp->settling--;
         rc = settled(lp, f, err);
-        fs_http_response_clear(&lp->ctx[f->index].done.resp);
+        release_ctx(lp, f);
         if (rc == FHIRSYNC_OK && !f->recorded && !f->failed && !f->pub.done)
             lp->again[lp->nagain++] = f; /* another attempt, once its backoff is over */
     }
@@ -551,7 +573,7 @@ static void stop_writer(loop *lp)
         f->settling = false;
         if (f->outcome == FS_BULK_FINISHED && record(ex, f))
             lp->unsaved[lp->nunsaved++] = f;
-        fs_http_response_clear(&lp->ctx[f->index].done.resp);
+        release_ctx(lp, f);
     }
     fhirsync_error e = {0};
     bool saved = !lp->save_running || (fs_bulk_writer_saved(lp->writer, &e) && !e.code);
@@ -599,11 +621,6 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
     rc = fs_bulk_writer_new(ex, ex->parallel, wake_multi, lp.multi, &lp.writer, err);
     if (rc != FHIRSYNC_OK)
         goto out;
-    for (size_t i = 0; i < ex->nfiles; i++) {
-        lp.ctx[i].ex = ex;
-        lp.ctx[i].f = &ex->files[i];
-        lp.ctx[i].writer = lp.writer;
-    }
     for (;;) {
         if (fs_cancel_requested() || ex->cb_stop) {
             rc = fs_err(err, FHIRSYNC_E_CANCELLED, "export interrupted; the folder keeps what "
@@ -618,7 +635,8 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
             goto out;
         int64_t now = fs_monotonic_ms(), soonest = -1;
         fs_bulk_file *f;
-        while (lp.active < (size_t)ex->parallel && (f = next_ready(&lp, now, &soonest))) {
+        while (lp.active < (size_t)ex->parallel && lp.settling < MAX_SETTLING &&
+               (f = next_ready(&lp, now, &soonest))) {
             f->renewed_for_401 = f->renewed_for_401 && f->not_before_ms == 0;
             rc = start_file(&lp, f, err);
             if (rc != FHIRSYNC_OK)
@@ -668,6 +686,8 @@ out:
         f->block = NULL;
     }
     fs_free(lp.headers);
+    for (size_t i = 0; lp.ctx && i < ex->nfiles; i++)
+        release_ctx(&lp, &ex->files[i]);
     fs_free(lp.ctx);
     fs_free(lp.unsaved);
     fs_free(lp.saving);

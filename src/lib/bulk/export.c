@@ -505,11 +505,9 @@ void fs_bulk_file_clear(fs_bulk_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    fs_free(f->type);
+    /* type is the manifest's; name and partial_path live in the block of path (build_files) */
     fs_free(f->url);
-    fs_free(f->name);
     fs_free(f->path);
-    fs_free(f->partial_path);
     fs_free(f->x);
     f->x = NULL;
 }
@@ -957,8 +955,9 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
 /* ---- the manifest and the files ------------------------------------------------------------- */
 
 /* The files of the manifest, in linear time: the sequence number of a file among those of its
- * kind and type comes from a map, and the manifest's strings move into the files (the manifest
- * keeps only its header once the files exist). */
+ * kind and type comes from a map; the URLs move from the manifest into the files, the type names
+ * are the manifest's (kept with its header), and a file's path, name (the tail of its path) and
+ * partial path share one allocation (the manifest keeps only its header once the files exist). */
 static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
 {
     free_files(ex);
@@ -970,6 +969,7 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
     size_t k = 0;
     fs_bulk_map seqs = {0};
     fhirsync_code rc = FHIRSYNC_OK;
+    size_t dir_len = strlen(ex->dir);
     for (int kind = FHIRSYNC_EXPORT_OUTPUT; kind <= FHIRSYNC_EXPORT_ERROR; kind++) {
         fs_bulk_map_clear(&seqs);
         for (size_t i = 0; i < n; i++) {
@@ -982,26 +982,32 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             ex->nfiles = k;
             f->fd = -1;
             f->index = k - 1;
-            fs_buf name, partial;
-            fs_buf_init(&name);
-            fs_buf_init(&partial);
+            /* "DIR/[deleted/]Type.N.ndjson\0PARTIAL/[deleted-]Type.N.ndjson\0", allocated to
+             * its size (a growing buffer would keep up to twice that for every file) */
             const char *prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted/"
-                                 : kind == FHIRSYNC_EXPORT_ERROR ? "error/" : "";
-            bool ok = fs_buf_printf(&name, "%s%s.%u.ndjson", prefix, e->type, seq) &&
-                      fs_buf_printf(&partial, "%s/%s%s.%u.ndjson", ex->partial_dir,
-                                    kind == FHIRSYNC_EXPORT_DELETED ? "deleted-"
-                                    : kind == FHIRSYNC_EXPORT_ERROR ? "error-" : "",
-                                    e->type, seq);
-            f->name = ok ? fs_buf_steal(&name) : NULL;
-            f->partial_path = ok ? fs_buf_steal(&partial) : NULL;
-            fs_buf_free(&name);
-            fs_buf_free(&partial);
-            f->type = e->type; /* moved: the map's key lives on in the file */
-            f->url = e->url;
-            e->type = e->url = NULL;
-            f->path = f->name ? join(ex->dir, f->name) : NULL;
-            if (!f->name || !f->partial_path || !f->path ||
-                (last ? (*last = seq, false) : !fs_bulk_map_put(&seqs, f->type, seq))) {
+                                 : kind == FHIRSYNC_EXPORT_ERROR ? "error/"
+                                                                 : "";
+            const char *partial_prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted-"
+                                         : kind == FHIRSYNC_EXPORT_ERROR ? "error-"
+                                                                         : "";
+            int path_len = snprintf(NULL, 0, "%s/%s%s.%u.ndjson", ex->dir, prefix, e->type, seq);
+            int partial_len = snprintf(NULL, 0, "%s/%s%s.%u.ndjson", ex->partial_dir,
+                                       partial_prefix, e->type, seq);
+            f->path = path_len > 0 && partial_len > 0
+                          ? fs_malloc((size_t)path_len + (size_t)partial_len + 2)
+                          : NULL;
+            if (f->path) {
+                snprintf(f->path, (size_t)path_len + 1, "%s/%s%s.%u.ndjson", ex->dir, prefix,
+                         e->type, seq);
+                f->partial_path = f->path + path_len + 1;
+                snprintf(f->partial_path, (size_t)partial_len + 1, "%s/%s%s.%u.ndjson",
+                         ex->partial_dir, partial_prefix, e->type, seq);
+                f->name = f->path + dir_len + 1;
+            }
+            f->type = e->type; /* the manifest's: the map's key lives on in the file */
+            f->url = e->url;   /* moved */
+            e->url = NULL;
+            if (!f->path || (last ? (*last = seq, false) : !fs_bulk_map_put(&seqs, f->type, seq))) {
                 rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
                 goto out;
             }
@@ -1029,7 +1035,7 @@ out:
 
 static fhirsync_code save_manifest(fhirsync_export *ex, fhirsync_error *err)
 {
-    char *text = fs_json_dump_pretty(ex->man.merged);
+    char *text = fs_bulk_manifest_dump(&ex->man);
     if (!text)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     fhirsync_code rc = fs_bulk_write_atomic(ex->dir, "manifest.json", text, strlen(text), err);
@@ -1154,6 +1160,7 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
                ex->st.status_url);
     }
     if (!ex->manifest_loaded) {
+        free_files(ex); /* they borrow the manifest's type names */
         if (ex->st.manifest_saved) {
             rc = load_manifest(ex, err);
         } else {
