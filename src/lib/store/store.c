@@ -1439,17 +1439,83 @@ fhirsync_code fhirsync_store_deletion_summary(fhirsync_store *store, const char 
     return rc;
 }
 
+/* Whether a type's table exists (a name that cannot be a resource type has none). */
+static fhirsync_code table_of(fhirsync_store *store, const char *type, bool *exists,
+                              fhirsync_error *err)
+{
+    *exists = false;
+    if (!type || !fs_store_valid_type(type, strlen(type)) || reserved_type(type))
+        return FHIRSYNC_OK;
+    fs_store_type *t = type_entry(store, type, strlen(type));
+    return t ? type_exists(store, t, exists, err) : no_memory(err);
+}
+
+fhirsync_code fs_store_run_rows(fhirsync_store *store, const char *type, int64_t run_id,
+                                int64_t *rows, fhirsync_error *err)
+{
+    *rows = 0;
+    bool exists;
+    fhirsync_code rc = table_of(store, type, &exists, err);
+    if (rc == FHIRSYNC_OK && exists) {
+        char sql[160], quoted[FS_STORE_TYPE_MAX + 3];
+        fs_store_quote_type(type, quoted, sizeof quoted);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE run_id = ?1", quoted);
+        fs_sql_value p = fs_sql_int(run_id);
+        rc = store->ops->exec(store, sql, false, &p, 1, row_int, rows, NULL, err);
+    }
+    return rc;
+}
+
+fhirsync_code fs_store_run_tally(fhirsync_store *store, int64_t run_id, int64_t *deletions,
+                                 int64_t *quarantined, fhirsync_error *err)
+{
+    *deletions = *quarantined = 0;
+    fs_sql_value p = fs_sql_int(run_id);
+    fhirsync_code rc = store->ops->exec(store, "SELECT count(*) FROM deletions WHERE run_id = ?1",
+                                        true, &p, 1, row_int, deletions, NULL, err);
+    if (rc == FHIRSYNC_OK)
+        rc = store->ops->exec(store, "SELECT count(*) FROM quarantine WHERE run_id = ?1", true,
+                              &p, 1, row_int, quarantined, NULL, err);
+    return rc;
+}
+
+typedef struct id_pass {
+    fs_store_id_fn fn;
+    void *userdata;
+} id_pass;
+
+static int pass_id(void *userdata, int ncols, const char *const *values, const size_t *lengths,
+                   const char *const *names)
+{
+    (void)names;
+    id_pass *p = userdata;
+    return ncols > 0 && values[0] ? p->fn(p->userdata, values[0], lengths[0]) : 0;
+}
+
+fhirsync_code fs_store_endpoint_ids(fhirsync_store *store, const char *endpoint, const char *type,
+                                    fs_store_id_fn fn, void *userdata, fhirsync_error *err)
+{
+    bool exists;
+    fhirsync_code rc = table_of(store, type, &exists, err);
+    if (rc != FHIRSYNC_OK || !exists)
+        return rc;
+    char sql[256], quoted[FS_STORE_TYPE_MAX + 3];
+    fs_store_quote_type(type, quoted, sizeof quoted);
+    snprintf(sql, sizeof sql,
+             "SELECT id FROM %s WHERE run_id IN (SELECT id FROM sync_runs WHERE endpoint = ?1)"
+             " ORDER BY id",
+             quoted);
+    fs_sql_value p = fs_sql_text(endpoint);
+    id_pass pass = {fn, userdata};
+    return store->ops->exec(store, sql, false, &p, 1, pass_id, &pass, NULL, err);
+}
+
 fhirsync_code fs_store_type_rows(fhirsync_store *store, const char *type, int64_t *rows,
                                  fhirsync_error *err)
 {
     *rows = 0;
-    fhirsync_code rc = check_type(type, err);
-    fs_store_type *t = rc == FHIRSYNC_OK ? type_entry(store, type, strlen(type)) : NULL;
-    if (rc == FHIRSYNC_OK && !t)
-        rc = no_memory(err);
-    bool exists = false;
-    if (rc == FHIRSYNC_OK)
-        rc = type_exists(store, t, &exists, err);
+    bool exists;
+    fhirsync_code rc = table_of(store, type, &exists, err);
     if (rc == FHIRSYNC_OK && exists) {
         char sql[128], quoted[FS_STORE_TYPE_MAX + 3];
         fs_store_quote_type(type, quoted, sizeof quoted);

@@ -76,4 +76,17 @@ fhirsync_code fs_store_work_results(fhirsync_store *store, const char *batch,
                                     fs_store_work_result_fn cb, void *userdata,
                                     fhirsync_error *err);
 
+/* Rows of `type` last written by run `run_id` (0 without a table), and the deletion and
+ * quarantine records of that run (a workers' run is finalised from these). */
+fhirsync_code fs_store_run_rows(fhirsync_store *store, const char *type, int64_t run_id,
+                                int64_t *rows, fhirsync_error *err);
+fhirsync_code fs_store_run_tally(fhirsync_store *store, int64_t run_id, int64_t *deletions,
+                                 int64_t *quarantined, fhirsync_error *err);
+
+/* The ids of `type` last written by runs of `endpoint`, in id order, one call each (non-zero
+ * stops). Nothing without a table. A crawl lists them into a file before searching per patient. */
+typedef int (*fs_store_id_fn)(void *userdata, const char *id, size_t len);
+fhirsync_code fs_store_endpoint_ids(fhirsync_store *store, const char *endpoint, const char *type,
+                                    fs_store_id_fn fn, void *userdata, fhirsync_error *err);
+
 #endif

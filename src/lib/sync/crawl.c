@@ -147,14 +147,10 @@ typedef struct id_file {
     size_t count;
 } id_file;
 
-static int write_id(size_t ncols, const char *const *names, const char *const *values,
-                    const size_t *lengths, void *userdata)
+static int write_id(void *userdata, const char *id, size_t len)
 {
-    (void)names;
     id_file *f = userdata;
-    if (ncols < 1 || !values[0])
-        return 0;
-    if (write(f->fd, values[0], lengths[0]) != (ssize_t)lengths[0] || write(f->fd, "\n", 1) != 1) {
+    if (write(f->fd, id, len) != (ssize_t)len || write(f->fd, "\n", 1) != 1) {
         f->failed = true;
         return 1;
     }
@@ -162,44 +158,21 @@ static int write_id(size_t ncols, const char *const *names, const char *const *v
     return 0;
 }
 
-/* Run `sql` (one id column) into the file `path` (one id a line); *count receives how many. */
-static fhirsync_code ids_to_file(fhirsync_store *store, const char *sql, const char *path,
-                                 size_t *count, fhirsync_error *err)
+/* The ids of `type` that this endpoint's runs wrote, into the file `path` (one id a line): the
+ * searches that follow use the store's connection, so the list is read from the file, not from an
+ * open query. *count receives how many. */
+static fhirsync_code ids_to_file(fhirsync_store *store, const char *endpoint, const char *type,
+                                 const char *path, size_t *count, fhirsync_error *err)
 {
     id_file f = {open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), false, 0};
     if (f.fd < 0)
         return fs_err(err, FHIRSYNC_E_IO, "cannot create %s: %s", path, strerror(errno));
-    fhirsync_code rc = fhirsync_store_query(store, sql, write_id, &f, err);
+    fhirsync_code rc = fs_store_endpoint_ids(store, endpoint, type, write_id, &f, err);
     if (rc == FHIRSYNC_OK && f.failed)
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", path, strerror(errno));
     close(f.fd);
     *count = f.count;
     return rc;
-}
-
-/* The SQL selecting ids of `type` last written by this endpoint's runs, optionally not by run
- * `except_run`. Caller frees. */
-static char *endpoint_ids_sql(const char *endpoint, const char *type, int64_t except_run)
-{
-    char *lit = fs_sync_sql_literal(endpoint);
-    if (!lit)
-        return NULL;
-    fs_buf b;
-    fs_buf_init(&b);
-    bool ok = fs_buf_printf(&b,
-                            "SELECT id FROM \"%s\" WHERE run_id IN (SELECT id FROM sync_runs"
-                            " WHERE endpoint = %s)",
-                            type, lit);
-    if (ok && except_run > 0)
-        ok = fs_buf_printf(&b, " AND run_id <> %lld", (long long)except_run);
-    if (ok)
-        ok = fs_buf_append_str(&b, " ORDER BY id");
-    fs_free(lit);
-    if (!ok) {
-        fs_buf_free(&b);
-        return NULL;
-    }
-    return fs_buf_steal(&b);
 }
 
 /* ---- per patient ----------------------------------------------------------------------------- */
@@ -210,15 +183,12 @@ static fhirsync_code crawl_per_patient(crawl_ctx *c, const char *type, int64_t *
     fhirsync_sync *s = c->s;
     fs_buf path;
     fs_buf_init(&path);
-    char *sql = endpoint_ids_sql(s->name, "Patient", 0);
-    if (!sql || !fs_buf_printf(&path, "%s/crawl-patients.txt", c->workdir)) {
-        fs_free(sql);
+    if (!fs_buf_printf(&path, "%s/crawl-patients.txt", c->workdir)) {
         fs_buf_free(&path);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
     size_t count = 0;
-    fhirsync_code rc = ids_to_file(s->store, sql, path.data, &count, err);
-    fs_free(sql);
+    fhirsync_code rc = ids_to_file(s->store, s->name, "Patient", path.data, &count, err);
     FILE *f = rc == FHIRSYNC_OK ? fopen(path.data, "re") : NULL;
     if (rc == FHIRSYNC_OK && !f)
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", path.data, strerror(errno));

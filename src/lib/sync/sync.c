@@ -120,20 +120,6 @@ const char *fhirsync_sync_errmsg(const fhirsync_sync *s)
 
 /* ---- events ---------------------------------------------------------------------------------- */
 
-char *fs_sync_sql_literal(const char *text)
-{
-    fs_buf b;
-    fs_buf_init(&b);
-    bool ok = fs_buf_append_str(&b, "'");
-    for (const char *p = text; ok && *p; p++)
-        ok = *p == '\'' ? fs_buf_append_str(&b, "''") : fs_buf_append(&b, p, 1);
-    if (!ok || !fs_buf_append_str(&b, "'")) {
-        fs_buf_free(&b);
-        return NULL;
-    }
-    return fs_buf_steal(&b);
-}
-
 bool fs_sync_emit(fhirsync_sync *s, fhirsync_sync_event *ev)
 {
     pthread_mutex_lock(&s->lock);

@@ -282,9 +282,6 @@ struct fhirsync_sync {
  * (0: none) and its file items not done yet in *files (may be NULL). */
 fhirsync_code fs_sync_worker_run_in_flight(fhirsync_store *store, const char *endpoint,
                                            int64_t *run_id, int64_t *files, fhirsync_error *err);
-/* `text` as an SQL string literal ('...' with quotes doubled), for the store's read-only queries,
- * which take no parameters; caller frees; NULL when out of memory. */
-char *fs_sync_sql_literal(const char *text);
 /* Emit an event (fills endpoint, totals, elapsed; serialised). False when the callback asked to
  * stop. */
 bool fs_sync_emit(fhirsync_sync *s, fhirsync_sync_event *ev);

@@ -135,24 +135,6 @@ static void hold_item(worker *w, int64_t id)
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-static int read_count(size_t ncols, const char *const *names, const char *const *values,
-                      const size_t *lengths, void *userdata)
-{
-    (void)names;
-    (void)lengths;
-    long n = 0;
-    if (ncols >= 1 && values[0] && fs_parse_long(values[0], &n))
-        *(int64_t *)userdata += n;
-    return 0;
-}
-
-static fhirsync_code count_sql(fhirsync_store *store, const char *sql, int64_t *out,
-                               fhirsync_error *err)
-{
-    *out = 0;
-    return fhirsync_store_query(store, sql, read_count, out, err);
-}
-
 /* Give an item back: transient failures are retried after `retry_s`, the others fail for good. */
 static void give_back(worker *w, const fhirsync_work_item *item, fhirsync_code rc, const char *why,
                       int retry_s)
@@ -309,28 +291,18 @@ static int sum_results(void *userdata, const char *payload_text, const char *res
 static fhirsync_code run_counts(worker *w, int64_t run_id, json_t *types, fs_sync_counts *c,
                                 fhirsync_error *err)
 {
-    fhirsync_type_count *tables = NULL;
-    size_t ntables = 0;
-    fhirsync_code rc = fhirsync_store_counts(w->store, &tables, &ntables, err);
+    fhirsync_code rc = FHIRSYNC_OK;
     for (size_t i = 0; rc == FHIRSYNC_OK && i < json_array_size(types); i++) {
         const char *type = json_string_value(json_array_get(types, i));
-        bool exists = false;
-        for (size_t t = 0; type && t < ntables; t++)
-            exists = exists || strcmp(tables[t].type, type) == 0;
-        if (!exists)
-            continue;
-        char sql[256];
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM \"%s\" WHERE run_id = %lld", type,
-                 (long long)run_id);
         int64_t n = 0;
-        rc = count_sql(w->store, sql, &n, err);
+        if (type)
+            rc = fs_store_run_rows(w->store, type, run_id, &n, err);
         fs_sync_count *e = rc == FHIRSYNC_OK && n > 0 ? fs_sync_counts_at(c, type) : NULL;
         if (e)
             e->loaded = n;
         else if (rc == FHIRSYNC_OK && n > 0)
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
-    fhirsync_free(tables);
     return rc;
 }
 
@@ -454,18 +426,9 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     fs_sync_counts_init(&results.quarantined);
     fs_buf refused;
     fs_buf_init(&refused);
-    char sql[512];
     rc = run_counts(w, run_id, json_object_get(payload, "types"), &counts, &err);
-    if (rc == FHIRSYNC_OK) {
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM deletions WHERE run_id = %lld",
-                 (long long)run_id);
-        rc = count_sql(w->store, sql, &deleted, &err);
-    }
-    if (rc == FHIRSYNC_OK) {
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM quarantine WHERE run_id = %lld",
-                 (long long)run_id);
-        rc = count_sql(w->store, sql, &quarantined, &err);
-    }
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_run_tally(w->store, run_id, &deleted, &quarantined, &err);
     if (rc == FHIRSYNC_OK)
         rc = fs_store_work_results(w->store, files_batch, sum_results, &results, &err);
     if (rc == FHIRSYNC_OK && results.nomem)
