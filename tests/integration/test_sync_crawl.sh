@@ -18,6 +18,8 @@ expect_match "$(json_field "$RUN1" j.mode)" '^crawl-reconcile$' "a first crawl i
 [ "$(json_field "$RUN1" j.resources)" -gt 1000 ] && ok "it stored $(json_field "$RUN1" j.resources) resources" ||
     not_ok "first crawl: $RUN1"
 expect_match "$(json_field "$RUN1" j.types)" 'Organization' "non-compartment types are crawled too"
+expect_match "$ERR" "the server also has [A-Za-z,]*Group.*which this mirror leaves out" \
+    "the crawl says which of the server's types it leaves out"
 START=$(date -u +%s)
 WM=$(json_field "$RUN1" j.watermark)
 WM_S=$(date -u -d "$WM" +%s)

@@ -221,20 +221,22 @@ static char *server_types(const fhirsync_endpoint *ep)
     return fs_buf_steal(&b);
 }
 
-/* Keep the types of `list` that `allowed` (",A,B,") names. */
-static char *filter_types(const char *list, const char *allowed)
+/* The types of the comma-separated `list` that keep() accepts, comma-separated (caller frees);
+ * NULL on out of memory. */
+static char *select_types(const char *list, bool (*keep)(const char *type, const void *ud),
+                          const void *ud)
 {
     fs_buf b;
     fs_buf_init(&b);
     bool ok = fs_buf_append(&b, "", 0);
-    const char *p = list;
-    while (ok && *p) {
+    for (const char *p = list; ok && *p;) {
         size_t n = strcspn(p, ",");
-        char key[FS_SYNC_TYPE_MAX + 3];
+        char type[FS_SYNC_TYPE_MAX + 1];
         if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
-            snprintf(key, sizeof key, ",%.*s,", (int)n, p);
-            if (strstr(allowed, key))
-                ok = (b.len == 0 || fs_buf_append_str(&b, ",")) && fs_buf_append(&b, p, n);
+            memcpy(type, p, n);
+            type[n] = '\0';
+            if (keep(type, ud))
+                ok = (b.len == 0 || fs_buf_append_str(&b, ",")) && fs_buf_append_str(&b, type);
         }
         p += n + (p[n] == ',' ? 1 : 0);
     }
@@ -243,6 +245,19 @@ static char *filter_types(const char *list, const char *allowed)
         return NULL;
     }
     return fs_buf_steal(&b);
+}
+
+static bool listed_in(const char *type, const void *list)
+{
+    return fs_sync_list_has(list, type);
+}
+
+/* A type the server lists that a crawl leaves out (not the planned ones, nor the server's own
+ * infrastructure types). */
+static bool left_out_of(const char *type, const void *planned)
+{
+    return !fs_sync_list_has(planned, type) && strcmp(type, "Bundle") != 0 &&
+           strcmp(type, "OperationDefinition") != 0;
 }
 
 fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
@@ -263,7 +278,7 @@ fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **
     if (list && supported) {
         /* only what the server says it has: asking for others brings warnings (bulk) or 404s
          * (search) */
-        char *kept = filter_types(list, supported);
+        char *kept = select_types(list, listed_in, supported);
         fs_free(list);
         list = kept;
     }
@@ -289,30 +304,13 @@ char *fs_sync_crawl_left_out(const fhirsync_endpoint *ep, const char *planned)
     if (fhirsync_endpoint_get(ep, "types"))
         return NULL; /* the user's choice */
     char *supported = server_types(ep);
-    if (!supported)
-        return NULL;
-    fs_buf b;
-    fs_buf_init(&b);
-    bool ok = fs_buf_append(&b, "", 0);
-    const char *p = supported;
-    while (ok && *p) {
-        size_t n = strcspn(p, ",");
-        char type[FS_SYNC_TYPE_MAX + 1];
-        if (n > 0 && n <= FS_SYNC_TYPE_MAX) {
-            memcpy(type, p, n);
-            type[n] = '\0';
-            if (!fs_sync_list_has(planned, type) && strcmp(type, "Bundle") != 0 &&
-                strcmp(type, "OperationDefinition") != 0)
-                ok = (b.len == 0 || fs_buf_append_str(&b, ",")) && fs_buf_append_str(&b, type);
-        }
-        p += n + (p[n] == ',' ? 1 : 0);
-    }
+    char *left = supported ? select_types(supported, left_out_of, planned) : NULL;
     fs_free(supported);
-    if (!ok || b.len == 0) {
-        fs_buf_free(&b);
-        return NULL;
+    if (left && !*left) {
+        fs_free(left);
+        left = NULL;
     }
-    return fs_buf_steal(&b);
+    return left;
 }
 
 fhirsync_code fs_sync_plan_bulk_types(const fhirsync_endpoint *ep, char **out, char **left_out,
