@@ -113,7 +113,10 @@ typedef struct fhirsync_export_file {
     const char *url;               /* where it is downloaded from */
     const char *name;              /* path inside the folder: "Patient.1.ndjson",
                                       "deleted/Patient.1.ndjson", "error/OperationOutcome.1.ndjson" */
-    const char *path;              /* the folder joined with `name` */
+    const char *path;              /* the folder joined with `name`: set once the file is done
+                                      (NULL before, so that a manifest of many files costs
+                                      little); in an event about the file it is always set,
+                                      valid for the callback */
     int64_t manifest_count;        /* the manifest's `count`, -1 when it gave none */
     int64_t count;                 /* resources (lines) kept in the file */
     int64_t quarantined;           /* lines that failed the checks (in quarantine/NAME) */

@@ -313,6 +313,7 @@ bool fs_bulk_budget_fail(fs_bulk_budget *b, uint64_t reached, bool stalled, unsi
  * process (fs_bulk_partial_open), freed once the file is done, so that a manifest of many files
  * costs little memory per file. [w] as the fields of fs_bulk_file below. */
 typedef struct fs_bulk_scratch {
+    char *partial_path;            /* .partial/[deleted-|error-]Type.N.ndjson */
     fs_ndjson_checker ck;
     char first_bad_reason[200];
     fhirsync_error io_err;
@@ -326,7 +327,8 @@ typedef struct fs_bulk_scratch {
 typedef struct fs_bulk_file {
     fhirsync_export_file pub;      /* the public view (strings point at the members below) */
     const char *type;              /* the manifest's name (ex->man.types): borrowed */
-    char *url, *name, *path, *partial_path;
+    char *url, *name;              /* name: "[deleted/|error/]Type.N.ndjson" */
+    char *path;                    /* ex->dir/name: NULL until done (fs_bulk_file_path) */
     size_t index;
     /* download state (the export's thread) */
     bool active;                   /* a transfer is running */
@@ -430,6 +432,11 @@ fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *
                                fhirsync_error *err);
 /* The stall rule of this run: bytes per second (0: off) and seconds. */
 void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds);
+/* The file's path (ex->dir/name), built the first time (when the file is done: a manifest of
+ * many files keeps no path for the files not done); NULL on out of memory. Sets pub.path. */
+const char *fs_bulk_file_path(const fhirsync_export *ex, fs_bulk_file *f);
+/* Free f's scratch (f->x) and its partial path. */
+void fs_bulk_scratch_free(fs_bulk_file *f);
 /* Release what a file holds (fd, strings). */
 void fs_bulk_file_clear(fs_bulk_file *f);
 

@@ -115,7 +115,8 @@ static void summarise_errors(fhirsync_export *ex, fs_bulk_file *f)
 {
     char *text = NULL;
     size_t len = 0;
-    if (fs_bulk_read_file(f->path, 4 * 1024 * 1024, &text, &len, NULL) != FHIRSYNC_OK)
+    const char *path = fs_bulk_file_path(ex, f);
+    if (!path || fs_bulk_read_file(path, 4 * 1024 * 1024, &text, &len, NULL) != FHIRSYNC_OK)
         return;
     fs_buf msg;
     fs_buf_init(&msg);
@@ -172,8 +173,7 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_FILE_DONE, f, NULL, 0, FHIRSYNC_OK);
     if (f->pub.kind == FHIRSYNC_EXPORT_ERROR && f->pub.count > 0)
         summarise_errors(ex, f);
-    fs_free(f->x); /* a done file needs no checker any more */
-    f->x = NULL;
+    fs_bulk_scratch_free(f); /* a done file needs no checker any more */
 }
 
 /* A file the writer finished: in ex->st, so in state.json from the next save on (FILE_DONE

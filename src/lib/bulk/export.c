@@ -146,10 +146,30 @@ void fs_bulk_log_record(fhirsync_export *ex, json_t *record)
     json_decref(record);
 }
 
+const char *fs_bulk_file_path(const fhirsync_export *ex, fs_bulk_file *f)
+{
+    if (!f->path) {
+        size_t len = strlen(ex->dir) + 1 + strlen(f->name);
+        if ((f->path = fs_malloc(len + 1)))
+            snprintf(f->path, len + 1, "%s/%s", ex->dir, f->name);
+        f->pub.path = f->path;
+    }
+    return f->path;
+}
+
+void fs_bulk_scratch_free(fs_bulk_file *f)
+{
+    if (f->x)
+        fs_free(f->x->partial_path);
+    fs_free(f->x);
+    f->x = NULL;
+}
+
 void fs_bulk_file_mark_done(fhirsync_export *ex, fs_bulk_file *f)
 {
     if (f->pub.done)
         return;
+    (void)fs_bulk_file_path(ex, f); /* out of memory: NULL until an event builds it */
     f->pub.done = true;
     ex->files_done++;
     if (f->pub.kind == FHIRSYNC_EXPORT_OUTPUT)
@@ -160,10 +180,20 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
                   const fs_bulk_file *file, const char *message, int64_t delay_ms,
                   fhirsync_code code)
 {
+    /* a file not done has no path of its own: the event's copy gets one for the callback */
+    fhirsync_export_file pub;
+    char *path = NULL;
+    if (file && !file->pub.path) {
+        pub = file->pub;
+        size_t len = strlen(ex->dir) + 1 + strlen(file->name);
+        if ((path = fs_malloc(len + 1)))
+            snprintf(path, len + 1, "%s/%s", ex->dir, file->name);
+        pub.path = path;
+    }
     fhirsync_export_event ev = {
         .kind = kind,
         .message = message,
-        .file = file ? &file->pub : NULL,
+        .file = !file ? NULL : path ? &pub : &file->pub,
         .delay_ms = delay_ms,
         .code = code,
         .status_url = ex->st.status_url,
@@ -226,6 +256,7 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
                message);
     if (ex->cb && ex->cb(&ev, ex->cb_userdata) != 0)
         ex->cb_stop = true;
+    fs_free(path);
     return !ex->cb_stop;
 }
 
@@ -505,11 +536,11 @@ void fs_bulk_file_clear(fs_bulk_file *f)
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    /* type is the manifest's; name and partial_path live in the block of path (build_files) */
+    /* type is the manifest's */
     fs_free(f->url);
+    fs_free(f->name);
     fs_free(f->path);
-    fs_free(f->x);
-    f->x = NULL;
+    fs_bulk_scratch_free(f);
 }
 
 static void free_files(fhirsync_export *ex)
@@ -956,8 +987,8 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
 
 /* The files of the manifest, in linear time: the sequence number of a file among those of its
  * kind and type comes from a map; the URLs move from the manifest into the files, the type names
- * are the manifest's (kept with its header), and a file's path, name (the tail of its path) and
- * partial path share one allocation (the manifest keeps only its header once the files exist). */
+ * are the manifest's (kept with its header), and a file keeps only its name (its path is built
+ * once it is done, its partial path while it downloads: see fs_bulk_file_path). */
 static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
 {
     free_files(ex);
@@ -969,7 +1000,6 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
     size_t k = 0;
     fs_bulk_map seqs = {0};
     fhirsync_code rc = FHIRSYNC_OK;
-    size_t dir_len = strlen(ex->dir);
     for (int kind = FHIRSYNC_EXPORT_OUTPUT; kind <= FHIRSYNC_EXPORT_ERROR; kind++) {
         fs_bulk_map_clear(&seqs);
         for (size_t i = 0; i < n; i++) {
@@ -982,32 +1012,19 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             ex->nfiles = k;
             f->fd = -1;
             f->index = k - 1;
-            /* "DIR/[deleted/]Type.N.ndjson\0PARTIAL/[deleted-]Type.N.ndjson\0", allocated to
-             * its size (a growing buffer would keep up to twice that for every file) */
+            /* "[deleted/|error/]Type.N.ndjson", allocated to its size; the full path and the
+             * partial file's path are built when needed (fs_bulk_file_path, the scratch) */
             const char *prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted/"
                                  : kind == FHIRSYNC_EXPORT_ERROR ? "error/"
                                                                  : "";
-            const char *partial_prefix = kind == FHIRSYNC_EXPORT_DELETED ? "deleted-"
-                                         : kind == FHIRSYNC_EXPORT_ERROR ? "error-"
-                                                                         : "";
-            int path_len = snprintf(NULL, 0, "%s/%s%s.%u.ndjson", ex->dir, prefix, e->type, seq);
-            int partial_len = snprintf(NULL, 0, "%s/%s%s.%u.ndjson", ex->partial_dir,
-                                       partial_prefix, e->type, seq);
-            f->path = path_len > 0 && partial_len > 0
-                          ? fs_malloc((size_t)path_len + (size_t)partial_len + 2)
-                          : NULL;
-            if (f->path) {
-                snprintf(f->path, (size_t)path_len + 1, "%s/%s%s.%u.ndjson", ex->dir, prefix,
-                         e->type, seq);
-                f->partial_path = f->path + path_len + 1;
-                snprintf(f->partial_path, (size_t)partial_len + 1, "%s/%s%s.%u.ndjson",
-                         ex->partial_dir, partial_prefix, e->type, seq);
-                f->name = f->path + dir_len + 1;
-            }
+            int name_len = snprintf(NULL, 0, "%s%s.%u.ndjson", prefix, e->type, seq);
+            f->name = name_len > 0 ? fs_malloc((size_t)name_len + 1) : NULL;
+            if (f->name)
+                snprintf(f->name, (size_t)name_len + 1, "%s%s.%u.ndjson", prefix, e->type, seq);
             f->type = e->type; /* the manifest's: the map's key lives on in the file */
             f->url = e->url;   /* moved */
             e->url = NULL;
-            if (!f->path || (last ? (*last = seq, false) : !fs_bulk_map_put(&seqs, f->type, seq))) {
+            if (!f->name || (last ? (*last = seq, false) : !fs_bulk_map_put(&seqs, f->type, seq))) {
                 rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
                 goto out;
             }
@@ -1015,7 +1032,6 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             f->pub.type = f->type;
             f->pub.url = f->url;
             f->pub.name = f->name;
-            f->pub.path = f->path;
             f->pub.manifest_count = e->count;
             const fs_bulk_done *d = fs_bulk_state_find_done(&ex->st, f->name);
             if (d) {

@@ -169,7 +169,7 @@ bool fs_bulk_partial_truncate(fhirsync_export *ex, fs_bulk_file *f)
 {
     reset_counts(ex, f);
     if (f->fd >= 0 && ftruncate(f->fd, 0) != 0) {
-        fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->partial_path,
+        fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->x->partial_path,
                strerror(errno));
         return false;
     }
@@ -182,9 +182,19 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         return FHIRSYNC_OK;
     if (!f->x && !(f->x = fs_calloc(1, sizeof *f->x)))
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-    f->fd = open(f->partial_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (!f->x->partial_path) {
+        /* PARTIAL/[deleted-|error-]Type.N.ndjson: the name with its folder's '/' as a '-' */
+        size_t len = strlen(ex->partial_dir) + 1 + strlen(f->name);
+        if (!(f->x->partial_path = fs_malloc(len + 1)))
+            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        snprintf(f->x->partial_path, len + 1, "%s/%s", ex->partial_dir, f->name);
+        char *slash = strchr(f->x->partial_path + strlen(ex->partial_dir) + 1, '/');
+        if (slash)
+            *slash = '-';
+    }
+    f->fd = open(f->x->partial_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (f->fd < 0)
-        return fs_err(err, FHIRSYNC_E_IO, "cannot open %s: %s", f->partial_path,
+        return fs_err(err, FHIRSYNC_E_IO, "cannot open %s: %s", f->x->partial_path,
                       strerror(errno));
     reset_counts(ex, f);
     struct stat st;
@@ -207,7 +217,7 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
     }
     fhirsync_code rc = FHIRSYNC_OK;
     if (keep != st.st_size && ftruncate(f->fd, keep) != 0) {
-        rc = fs_err(err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->partial_path,
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->x->partial_path,
                     strerror(errno));
         goto out;
     }
@@ -218,7 +228,7 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         ssize_t n = pread(f->fd, buf, (size_t)(keep - pos > COPY_BUFFER ? COPY_BUFFER
                                                                          : keep - pos), pos);
         if (n <= 0) {
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", f->partial_path,
+            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", f->x->partial_path,
                         n < 0 ? strerror(errno) : "unexpected end");
             goto out;
         }
@@ -263,7 +273,7 @@ static void write_block(fs_bulk_file *f, const char *data, size_t len)
         }
     }
     if (!write_all(f->fd, data, len)) {
-        fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot write %s: %s", f->partial_path,
+        fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot write %s: %s", f->x->partial_path,
                strerror(errno));
         f->abort_io = true;
         goto stop;
@@ -355,15 +365,16 @@ static fhirsync_code put_in_place(fhirsync_export *ex, const char *src, const ch
 /* Copy the good lines of the partial file into place and the bad ones into quarantine/NAME. */
 static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_error *err)
 {
-    fs_buf tmp, qtmp, qpath;
+    fs_buf tmp, qtmp, qpath, final;
     fs_buf_init(&tmp);
+    fs_buf_init(&final);
     fs_buf_init(&qtmp);
     fs_buf_init(&qpath);
     char *buf = fs_malloc(COPY_BUFFER), *copybuf = fs_malloc(COPY_BUFFER);
     int out_fd = -1, q_fd = -1;
     fhirsync_code rc = FHIRSYNC_OK;
-    if (!buf || !copybuf || !fs_buf_printf(&tmp, "%s.final", f->partial_path) ||
-        !fs_buf_printf(&qtmp, "%s.quarantine", f->partial_path) ||
+    if (!buf || !copybuf || !fs_buf_printf(&tmp, "%s.final", f->x->partial_path) ||
+        !fs_buf_printf(&qtmp, "%s.quarantine", f->x->partial_path) ||
         !fs_buf_printf(&qpath, "%s/quarantine/%s", ex->dir, f->name)) {
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         goto out;
@@ -438,7 +449,7 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
         io_ok = quarantine_record(q_fd, f, 0, reason, -1, 0, 0);
     }
     if (!io_ok || fsync(out_fd) != 0 || fsync(q_fd) != 0) {
-        rc = fs_err(err, FHIRSYNC_E_IO, "cannot copy %s into place: %s", f->partial_path,
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot copy %s into place: %s", f->x->partial_path,
                     strerror(errno));
         goto out;
     }
@@ -453,7 +464,9 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
     else
         unlink(qtmp.data);
     if (rc == FHIRSYNC_OK)
-        rc = put_in_place(ex, tmp.data, f->path, err);
+        rc = fs_buf_printf(&final, "%s/%s", ex->dir, f->name)
+                 ? put_in_place(ex, tmp.data, final.data, err)
+                 : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     f->result_count = kept;
     f->result_quarantined = quarantined;
 out:
@@ -464,6 +477,7 @@ out:
     fs_free(buf);
     fs_free(copybuf);
     fs_buf_free(&tmp);
+    fs_buf_free(&final);
     fs_buf_free(&qtmp);
     fs_buf_free(&qpath);
     return rc;
@@ -493,18 +507,23 @@ static fs_bulk_outcome put_file(fhirsync_export *ex, fs_bulk_file *f)
     fhirsync_code rc;
     if (f->clean) {
         if (fdatasync(f->fd) != 0) {
-            fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot fsync %s: %s", f->partial_path,
+            fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot fsync %s: %s", f->x->partial_path,
                    strerror(errno));
             return FS_BULK_FAILED;
         }
-        rc = put_in_place(ex, f->partial_path, f->path, &f->x->io_err);
+        fs_buf final;
+        fs_buf_init(&final);
+        rc = fs_buf_printf(&final, "%s/%s", ex->dir, f->name)
+                 ? put_in_place(ex, f->x->partial_path, final.data, &f->x->io_err)
+                 : fs_err(&f->x->io_err, FHIRSYNC_E_NOMEM, "out of memory");
+        fs_buf_free(&final);
         f->result_count = f->good;
         f->result_quarantined = 0;
         f->result_bytes = f->offset;
     } else {
         rc = filter_copy(ex, f, &f->x->io_err);
         if (rc == FHIRSYNC_OK)
-            unlink(f->partial_path);
+            unlink(f->x->partial_path);
     }
     if (rc != FHIRSYNC_OK)
         return FS_BULK_FAILED;
