@@ -1043,6 +1043,17 @@ static void test_retry_budget(void **state)
 
 #define MANY 40000
 
+/* Issue 11: what every file of a manifest costs before its first transfer. fs_bulk_file keeps
+ * only the public view and where the file stands; the transfer's and the writer's state live in
+ * fs_bulk_scratch (only while a file downloads), the paths are built when needed. 160,000 files
+ * at this size are 25 MB of the 64 MB budget before the first download. */
+static void test_file_footprint(void **state)
+{
+    (void)state;
+    assert_true(sizeof(fs_bulk_file) <= 168);
+    assert_true(sizeof(fs_bulk_file) + 200 < sizeof(fs_bulk_scratch));
+}
+
 static void test_many_entries(void **state)
 {
     (void)state;
@@ -1200,6 +1211,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_poll_delay),
         cmocka_unit_test(test_retry_budget),
         cmocka_unit_test(test_many_entries),
+        cmocka_unit_test(test_file_footprint),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -310,34 +310,19 @@ typedef struct fs_bulk_budget {
 bool fs_bulk_budget_fail(fs_bulk_budget *b, uint64_t reached, bool stalled, unsigned max_retries);
 
 /* What a file needs only while it is being downloaded: allocated at its first attempt in this
- * process (fs_bulk_partial_open), freed once the file is done, so that a manifest of many files
- * costs little memory per file. [w] as the fields of fs_bulk_file below. */
+ * process (fs_bulk_partial_open), freed once the file is done (fs_bulk_scratch_free), so that a
+ * manifest of many files costs little memory per file (fs_bulk_file keeps what every file needs:
+ * its public view and where it stands). Two threads use it (see writer.c): the export's thread
+ * (transfers, retries, events) and the writer (checks, the partial file). The fields marked [w]
+ * belong to the writer from the first bytes of a transfer until the file settles
+ * (fs_bulk_writer_settled), and to the export's thread otherwise; `stop` is the only field both
+ * use at any time. */
 typedef struct fs_bulk_scratch {
     char *partial_path;            /* .partial/[deleted-|error-]Type.N.ndjson */
-    fs_ndjson_checker ck;
-    char first_bad_reason[200];
-    fhirsync_error io_err;
-} fs_bulk_scratch;
-
-/* One file of the export while it is being downloaded. Two threads use it (see writer.c): the
- * export's thread (transfers, retries, events) and the writer (checks, the partial file). The
- * fields marked [w] belong to the writer from the first bytes of a transfer until the file
- * settles (fs_bulk_writer_settled), and to the export's thread otherwise; `stop` is the only
- * field both use at any time. */
-typedef struct fs_bulk_file {
-    fhirsync_export_file pub;      /* the public view (strings point at the members below) */
-    const char *type;              /* the manifest's name (ex->man.types): borrowed */
-    char *url, *name;              /* name: "[deleted/|error/]Type.N.ndjson" */
-    char *path;                    /* ex->dir/name: NULL until done (fs_bulk_file_path) */
-    size_t index;
     /* download state (the export's thread) */
-    bool active;                   /* a transfer is running */
-    bool settling;                 /* its transfer ended; the writer has not settled it yet */
-    bool recorded;                 /* finished and in ex->st; FILE_DONE once state.json is saved */
     bool quarantine_mode;          /* the strict attempt failed its checks: keep going, cut the
                                       bad lines out at the end */
     fs_bulk_budget budget;         /* failed attempts since the file last got further */
-    bool failed;                   /* the budget ran out: given up in this run (fail_why) */
     bool stalled;                  /* this attempt ended by the stall rule */
     unsigned check_failures;       /* attempts that failed the line checks */
     bool renewed_for_401;          /* this attempt already renewed the token once */
@@ -351,7 +336,9 @@ typedef struct fs_bulk_file {
     atomic_bool stop;              /* set by the writer: end this transfer (abort_* say why) */
     struct fs_bulk_file *settled_next;
     /* the partial file and its checks [w] */
-    fs_bulk_scratch *x;            /* the checker and messages; NULL before the first attempt */
+    fs_ndjson_checker ck;
+    char first_bad_reason[200];
+    fhirsync_error io_err;
     int fd;                        /* the partial file, -1 when closed */
     uint64_t offset;               /* bytes of the server's file in the partial file */
     uint64_t writeback_from;       /* where the next early write-back starts */
@@ -359,14 +346,29 @@ typedef struct fs_bulk_file {
     uint64_t first_bad_line;
     bool abort_check;              /* a line failed (strict attempt): the transfer stops */
     bool abort_too_long;           /* a line passed the cap: the export stops */
-    bool abort_io;                 /* a local write failed: the export stops (x->io_err) */
+    bool abort_io;                 /* a local write failed: the export stops (io_err) */
     fs_bulk_outcome outcome;       /* of the last transfer, once settled */
-    uint64_t lines;                /* lines of the whole file (good + bad), once finished */
-    bool mismatch;                 /* lines differ from the manifest's count */
     bool bom;                      /* it started with a byte order mark (removed) */
     bool clean;                    /* nothing to drop: renamed into place as it is */
     int64_t result_count, result_quarantined;
     uint64_t result_bytes;
+} fs_bulk_scratch;
+
+/* One file of the export: what every file of the manifest needs, from the manifest on (the rest
+ * is in its scratch, x, while it downloads). [w] as in fs_bulk_scratch. */
+typedef struct fs_bulk_file {
+    fhirsync_export_file pub;      /* the public view (strings point at the members below) */
+    const char *type;              /* the manifest's name (ex->man.types): borrowed */
+    char *url, *name;              /* name: "[deleted/|error/]Type.N.ndjson" */
+    char *path;                    /* ex->dir/name: NULL until done (fs_bulk_file_path) */
+    size_t index;
+    fs_bulk_scratch *x;            /* NULL before the first attempt and once done */
+    uint64_t lines;                /* lines of the whole file (good + bad), once finished [w] */
+    bool active;                   /* a transfer is running */
+    bool settling;                 /* its transfer ended; the writer has not settled it yet */
+    bool recorded;                 /* finished and in ex->st; FILE_DONE once state.json is saved */
+    bool failed;                   /* the budget ran out: given up in this run (fail_why) */
+    bool mismatch;                 /* lines differ from the manifest's count [w] */
 } fs_bulk_file;
 
 struct fhirsync_export {

@@ -62,7 +62,7 @@ static bool on_response(void *userdata, const fs_http_response *resp)
         return true; /* an error body: buffered by the engine, judged when done */
     const char *ctype = fs_http_header_get(resp, "Content-Type");
     if (ctype && strcasestr(ctype, "html")) {
-        f->html = true;
+        f->x->html = true;
         return false;
     }
     /* No bytes of this transfer were handed to the writer yet, and the previous one settled:
@@ -71,22 +71,22 @@ static bool on_response(void *userdata, const fs_http_response *resp)
         /* Content-Range: bytes START-END/TOTAL, START must be where we asked to resume */
         const char *cr = fs_http_header_get(resp, "Content-Range");
         unsigned long long start = 0;
-        if (f->range_from == 0 || !cr || sscanf(cr, "bytes %llu-", &start) != 1 ||
-            start != f->range_from) {
-            f->restart = true;
+        if (f->x->range_from == 0 || !cr || sscanf(cr, "bytes %llu-", &start) != 1 ||
+            start != f->x->range_from) {
+            f->x->restart = true;
             return false;
         }
-    } else if (f->range_from > 0) {
+    } else if (f->x->range_from > 0) {
         /* the server ignored the Range: the whole file comes again */
         fs_log(FHIRSYNC_LOG_INFO, "export: %s: the server does not resume (HTTP 200 to a Range "
                "request): downloading it from the start", f->name);
-        f->range_from = 0; /* what this attempt reaches counts from the start */
+        f->x->range_from = 0; /* what this attempt reaches counts from the start */
         if (!fs_bulk_partial_truncate(ex, f)) {
-            f->abort_io = true;
+            f->x->abort_io = true;
             return false;
         }
     }
-    if (ctype && !strcasestr(ctype, "ndjson") && f->received == 0 && f->offset == 0) {
+    if (ctype && !strcasestr(ctype, "ndjson") && f->x->received == 0 && f->x->offset == 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "Content-Type is \"%.100s\", not application/fhir+ndjson: "
                  "checking the lines anyway", ctype);
@@ -99,11 +99,11 @@ static bool on_data(const char *data, size_t len, void *userdata)
 {
     dl_ctx *ctx = userdata;
     fs_bulk_file *f = ctx->f;
-    if (atomic_load(&f->stop))
+    if (atomic_load(&f->x->stop))
         return false; /* the writer found a bad line (strict), a line over the cap or an I/O
                          error: it says which once the file settles */
     fs_bulk_writer_data(ctx->writer, f, data, len);
-    f->received += len;
+    f->x->received += len;
     ctx->ex->bytes_received += len;
     return true;
 }
@@ -146,12 +146,12 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
 {
     char msg[400];
     fs_bulk_file_mark_done(ex, f);
-    if (f->bom)
+    if (f->x->bom)
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f,
                      "the file starts with a UTF-8 byte order mark (removed)", 0, FHIRSYNC_OK);
-    if (f->empty > 0) {
+    if (f->x->empty > 0) {
         snprintf(msg, sizeof msg, "%lld empty line(s) skipped (NDJSON has none)",
-                 (long long)f->empty);
+                 (long long)f->x->empty);
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
     }
     if (f->pub.quarantined > 0 || f->mismatch) {
@@ -164,7 +164,7 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
             snprintf(msg, sizeof msg,
                      "%lld line(s) quarantined, first at line %llu: %s (see "
                      "quarantine/%s)",
-                     (long long)f->pub.quarantined, (unsigned long long)f->first_bad_line,
+                     (long long)f->pub.quarantined, (unsigned long long)f->x->first_bad_line,
                      f->x->first_bad_reason, f->name);
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
     }
@@ -180,9 +180,9 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
  * comes once that save is durable). */
 static bool record(fhirsync_export *ex, fs_bulk_file *f)
 {
-    f->pub.count = f->result_count;
-    f->pub.quarantined = f->result_quarantined;
-    f->pub.bytes = f->result_bytes;
+    f->pub.count = f->x->result_count;
+    f->pub.quarantined = f->x->result_quarantined;
+    f->pub.bytes = f->x->result_bytes;
     f->recorded = true;
     return fs_bulk_state_add_done(&ex->st, f->name, f->pub.count, f->pub.quarantined,
                                   f->pub.bytes);
@@ -193,16 +193,16 @@ static bool record(fhirsync_export *ex, fs_bulk_file *f)
 static fhirsync_code retry_checked(fhirsync_export *ex, fs_bulk_file *f, fhirsync_error *err)
 {
     char msg[400];
-    if (f->bad > 0)
+    if (f->x->bad > 0)
         snprintf(msg, sizeof msg, "line %llu: %s; downloading the file again",
-                 (unsigned long long)f->first_bad_line, f->x->first_bad_reason);
+                 (unsigned long long)f->x->first_bad_line, f->x->first_bad_reason);
     else
         snprintf(msg, sizeof msg, "the file has %llu line(s) where the manifest says %lld; "
                  "downloading it again", (unsigned long long)f->lines,
                  (long long)f->pub.manifest_count);
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
-    f->check_failures++;
-    f->quarantine_mode = true;
+    f->x->check_failures++;
+    f->x->quarantine_mode = true;
     if (!fs_bulk_partial_truncate(ex, f)) {
         *err = f->x->io_err;
         return FHIRSYNC_E_IO;
@@ -246,9 +246,10 @@ static void release_ctx(loop *lp, fs_bulk_file *f)
 static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
 {
     fhirsync_export *ex = lp->ex;
-    fhirsync_code rc = fs_bulk_partial_open(ex, f, err);
+    fhirsync_code rc = fs_bulk_partial_open(ex, f, err); /* f->x from here on */
     if (rc != FHIRSYNC_OK)
         return rc;
+    f->x->renewed_for_401 = f->x->renewed_for_401 && f->x->not_before_ms == 0;
     if (!lp->ctx[f->index] && !(lp->ctx[f->index] = fs_calloc(1, sizeof **lp->ctx)))
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     lp->ctx[f->index]->ex = ex;
@@ -261,26 +262,26 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
                               ex->rate_limit, err);
     if (rc != FHIRSYNC_OK)
         return rc;
-    f->range_from = f->offset;
-    f->received = 0;
-    f->abort_check = f->abort_too_long = f->abort_io = f->restart = f->html = false;
-    f->stalled = false;
+    f->x->range_from = f->x->offset;
+    f->x->received = 0;
+    f->x->abort_check = f->x->abort_too_long = f->x->abort_io = f->x->restart = f->x->html = false;
+    f->x->stalled = false;
     long stall_bytes, stall_s;
     fs_bulk_stall_rule(ex, &stall_bytes, &stall_s);
     if (stall_bytes == 0) { /* the rule is off: only a transfer with no byte at all stalls */
         stall_bytes = 1;
         stall_s = ex->timeout_s;
     }
-    atomic_store(&f->stop, false);
-    f->token_gen = ex->token_gen;
+    atomic_store(&f->x->stop, false);
+    f->x->token_gen = ex->token_gen;
     fs_multi_request req = {
         .url = f->url,
         .headers = lp->headers,
         .bearer_token = with_token ? ex->token : NULL,
         .token_origin = with_token ? ex->base_url : NULL,
         .redirects = FS_REDIRECT_DROP_TOKEN,
-        .range_from = (int64_t)f->offset,
-        .identity = f->offset > 0,
+        .range_from = (int64_t)f->x->offset,
+        .identity = f->x->offset > 0,
         .connect_timeout_s = ex->connect_timeout_s,
         .stall_timeout_s = stall_s,
         .stall_bytes_per_s = stall_bytes,
@@ -295,9 +296,9 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     f->active = true;
     lp->active++;
     char msg[96];
-    if (f->offset > 0)
-        snprintf(msg, sizeof msg, "resuming at byte %llu", (unsigned long long)f->offset);
-    fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_FILE_STARTED, f, f->offset > 0 ? msg : NULL, 0,
+    if (f->x->offset > 0)
+        snprintf(msg, sizeof msg, "resuming at byte %llu", (unsigned long long)f->x->offset);
+    fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_FILE_STARTED, f, f->x->offset > 0 ? msg : NULL, 0,
                  FHIRSYNC_OK);
     return FHIRSYNC_OK;
 }
@@ -322,14 +323,14 @@ static fhirsync_code schedule_retry(loop *lp, fs_bulk_file *f, const char *why,
                                     int64_t retry_after_s, fhirsync_code code, long status)
 {
     fhirsync_export *ex = lp->ex;
-    uint64_t reached = f->range_from + f->received;
-    unsigned before = f->budget.failures;
-    if (!fs_bulk_budget_fail(&f->budget, reached, f->stalled, (unsigned)ex->max_retries)) {
+    uint64_t reached = f->x->range_from + f->x->received;
+    unsigned before = f->x->budget.failures;
+    if (!fs_bulk_budget_fail(&f->x->budget, reached, f->x->stalled, (unsigned)ex->max_retries)) {
         fhirsync_error e = {0};
         fs_err_http(&e, code, status,
                     "%s could not be downloaded: %s (%u attempts in a row did "
                     "not get past byte %llu)",
-                    f->name, why, before + 1, (unsigned long long)f->budget.furthest);
+                    f->name, why, before + 1, (unsigned long long)f->x->budget.furthest);
         f->failed = true;
         ex->files_failed++;
         if (!lp->first_failure.code)
@@ -338,11 +339,11 @@ static fhirsync_code schedule_retry(loop *lp, fs_bulk_file *f, const char *why,
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, e.message, 0, FHIRSYNC_OK);
         return FHIRSYNC_OK;
     }
-    int64_t delay = fs_backoff_ms(f->budget.failures - 1, retry_after_s, ex->retry_cap);
-    f->not_before_ms = fs_monotonic_ms() + delay;
+    int64_t delay = fs_backoff_ms(f->x->budget.failures - 1, retry_after_s, ex->retry_cap);
+    f->x->not_before_ms = fs_monotonic_ms() + delay;
     char msg[sizeof lp->first_failure.message + 64];
-    snprintf(msg, sizeof msg, "%s; retry %u of %ld%s", why, f->budget.failures, ex->max_retries,
-             f->offset > 0 ? " (resuming with a Range request)" : "");
+    snprintf(msg, sizeof msg, "%s; retry %u of %ld%s", why, f->x->budget.failures, ex->max_retries,
+             f->x->offset > 0 ? " (resuming with a Range request)" : "");
     fs_log(FHIRSYNC_LOG_WARN, "export: %s: %s in %.1f s", f->name, msg, (double)delay / 1000.0);
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_RETRY, f, msg, delay, FHIRSYNC_OK);
     return FHIRSYNC_OK;
@@ -360,8 +361,8 @@ static void transfer_ended(loop *lp, fs_multi_done *d)
     lp->settling++;
     ctx->done = *d;
     long status = d->resp.status;
-    bool finish = d->code == FHIRSYNC_OK && (status == 200 || status == 206) && !f->restart &&
-                  !f->html;
+    bool finish = d->code == FHIRSYNC_OK && (status == 200 || status == 206) && !f->x->restart &&
+                  !f->x->html;
     int64_t whole_at = -1;
     if (d->code == FHIRSYNC_OK && status == 416) {
         /* nothing after our offset: the partial file may be the whole file (a run stopped
@@ -384,33 +385,33 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     const char *url = resp->effective_url ? resp->effective_url : f->url;
     fhirsync_code rc = FHIRSYNC_OK;
 
-    if (f->abort_too_long)
+    if (f->x->abort_too_long)
         return fs_err(err, FHIRSYNC_E_PROTOCOL,
                       "%s (%s): line %llu is longer than the "
                       "%llu-byte limit (raise it with --max-line if such lines are expected)",
                       f->name, f->url, (unsigned long long)f->x->ck.line_no,
                       (unsigned long long)ex->max_line);
-    if (f->abort_io) {
+    if (f->x->abort_io) {
         *err = f->x->io_err;
         return err->code ? err->code : FHIRSYNC_E_IO;
     }
-    if (f->abort_check) /* strict attempt: a bad line. Start over, keeping the bad lines. */
+    if (f->x->abort_check) /* strict attempt: a bad line. Start over, keeping the bad lines. */
         return retry_checked(ex, f, err);
-    if (f->outcome == FS_BULK_FAILED) {
+    if (f->x->outcome == FS_BULK_FAILED) {
         *err = f->x->io_err;
         return err->code ? err->code : FHIRSYNC_E_IO;
     }
-    if (f->outcome == FS_BULK_RETRY_STRICT)
+    if (f->x->outcome == FS_BULK_RETRY_STRICT)
         return retry_checked(ex, f, err);
-    if (f->outcome == FS_BULK_FINISHED) {
+    if (f->x->outcome == FS_BULK_FINISHED) {
         if (!record(ex, f))
             return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         lp->unsaved[lp->nunsaved++] = f;
         return FHIRSYNC_OK;
     }
     /* not finished: what arrived so far is in the partial file, kept for a Range request */
-    if (f->restart || f->html) {
-        const char *why = f->html ? "the server answered an HTML page instead of NDJSON"
+    if (f->x->restart || f->x->html) {
+        const char *why = f->x->html ? "the server answered an HTML page instead of NDJSON"
                                   : "the server answered a Range request with another range";
         if (!fs_bulk_partial_truncate(ex, f)) {
             *err = f->x->io_err;
@@ -426,14 +427,14 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
                               status);
     }
     if (d->code == FHIRSYNC_OK && status == 401 && resp->token_sent) {
-        if (f->renewed_for_401)
+        if (f->x->renewed_for_401)
             return fs_err_http(err, FHIRSYNC_E_UNAUTHORIZED, 401, "%s: HTTP 401 from %s even "
                                "with a new token", f->name, url);
-        f->renewed_for_401 = true;
+        f->x->renewed_for_401 = true;
         /* several downloads may get a 401 for the same token: renew it once */
-        if (f->token_gen == ex->token_gen && (rc = fs_bulk_token(ex, true, err)) != FHIRSYNC_OK)
+        if (f->x->token_gen == ex->token_gen && (rc = fs_bulk_token(ex, true, err)) != FHIRSYNC_OK)
             return rc;
-        f->not_before_ms = 0;
+        f->x->not_before_ms = 0;
         return FHIRSYNC_OK;
     }
     if (d->code == FHIRSYNC_OK && fs_retryable_status(status)) {
@@ -465,12 +466,12 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         long stall_bytes, stall_s;
         fs_bulk_stall_rule(ex, &stall_bytes, &stall_s);
         char why[sizeof d->err.message + 160];
-        f->stalled = true;
+        f->x->stalled = true;
         if (stall_bytes > 0)
             snprintf(why, sizeof why,
                      "stalled: less than %ld bytes/s for %ld s (the stall rule; "
                      "%llu bytes in this attempt): %s",
-                     stall_bytes, stall_s, (unsigned long long)f->received, d->err.message);
+                     stall_bytes, stall_s, (unsigned long long)f->x->received, d->err.message);
         else
             snprintf(why, sizeof why, "%s", d->err.message);
         return schedule_retry(lp, f, why, -1, d->code, 0);
@@ -539,12 +540,12 @@ static fs_bulk_file *next_ready(loop *lp, int64_t now, int64_t *soonest)
     /* files to try again first (few: at most the transfers that failed recently) */
     for (size_t i = 0; i < lp->nagain; i++) {
         fs_bulk_file *f = lp->again[i];
-        if (f->not_before_ms <= now) {
+        if (f->x->not_before_ms <= now) {
             lp->again[i] = lp->again[--lp->nagain];
             return f;
         }
-        if (*soonest < 0 || f->not_before_ms < *soonest)
-            *soonest = f->not_before_ms;
+        if (*soonest < 0 || f->x->not_before_ms < *soonest)
+            *soonest = f->x->not_before_ms;
     }
     while (lp->cursor < ex->nfiles) {
         fs_bulk_file *f = &ex->files[lp->cursor++];
@@ -571,7 +572,7 @@ static void stop_writer(loop *lp)
     fs_bulk_file *f;
     while ((f = fs_bulk_writer_settled(lp->writer, 0))) {
         f->settling = false;
-        if (f->outcome == FS_BULK_FINISHED && record(ex, f))
+        if (f->x->outcome == FS_BULK_FINISHED && record(ex, f))
             lp->unsaved[lp->nunsaved++] = f;
         release_ctx(lp, f);
     }
@@ -612,7 +613,8 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
     ex->files_failed = 0;
     for (size_t i = 0; i < ex->nfiles; i++) {
         ex->files[i].failed = false;
-        ex->files[i].budget = (fs_bulk_budget){0};
+        if (ex->files[i].x)
+            ex->files[i].x->budget = (fs_bulk_budget){0};
     }
     if (ex->files_done == ex->nfiles)
         goto out;
@@ -637,7 +639,6 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
         fs_bulk_file *f;
         while (lp.active < (size_t)ex->parallel && lp.settling < MAX_SETTLING &&
                (f = next_ready(&lp, now, &soonest))) {
-            f->renewed_for_401 = f->renewed_for_401 && f->not_before_ms == 0;
             rc = start_file(&lp, f, err);
             if (rc != FHIRSYNC_OK)
                 goto out;
@@ -678,12 +679,14 @@ out:
     fs_multi_free(lp.multi);
     for (size_t i = 0; i < ex->nfiles; i++) {
         fs_bulk_file *f = &ex->files[i];
-        if (f->fd >= 0) {
-            close(f->fd);
-            f->fd = -1;
-        }
         f->active = f->settling = false;
-        f->block = NULL;
+        if (!f->x)
+            continue;
+        if (f->x->fd >= 0) {
+            close(f->x->fd);
+            f->x->fd = -1;
+        }
+        f->x->block = NULL;
     }
     fs_free(lp.headers);
     for (size_t i = 0; lp.ctx && i < ex->nfiles; i++)

@@ -159,8 +159,11 @@ const char *fs_bulk_file_path(const fhirsync_export *ex, fs_bulk_file *f)
 
 void fs_bulk_scratch_free(fs_bulk_file *f)
 {
-    if (f->x)
+    if (f->x) {
+        if (f->x->fd >= 0)
+            close(f->x->fd);
         fs_free(f->x->partial_path);
+    }
     fs_free(f->x);
     f->x = NULL;
 }
@@ -533,9 +536,6 @@ out:
 
 void fs_bulk_file_clear(fs_bulk_file *f)
 {
-    if (f->fd >= 0)
-        close(f->fd);
-    f->fd = -1;
     /* type is the manifest's */
     fs_free(f->url);
     fs_free(f->name);
@@ -1010,7 +1010,6 @@ static fhirsync_code build_files(fhirsync_export *ex, fhirsync_error *err)
             unsigned seq = last ? (unsigned)(*last + 1) : 1;
             fs_bulk_file *f = &ex->files[k++];
             ex->nfiles = k;
-            f->fd = -1;
             f->index = k - 1;
             /* "[deleted/|error/]Type.N.ndjson", allocated to its size; the full path and the
              * partial file's path are built when needed (fs_bulk_file_path, the scratch) */

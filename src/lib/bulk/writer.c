@@ -126,11 +126,11 @@ static bool write_all(int fd, const char *data, size_t len)
 
 static void start_writeback(fs_bulk_file *f)
 {
-    if (f->offset < f->writeback_from + WRITEBACK_STEP)
+    if (f->x->offset < f->x->writeback_from + WRITEBACK_STEP)
         return;
-    (void)sync_file_range(f->fd, (off_t)f->writeback_from,
-                          (off_t)(f->offset - f->writeback_from), SYNC_FILE_RANGE_WRITE);
-    f->writeback_from = f->offset;
+    (void)sync_file_range(f->x->fd, (off_t)f->x->writeback_from,
+                          (off_t)(f->x->offset - f->x->writeback_from), SYNC_FILE_RANGE_WRITE);
+    f->x->writeback_from = f->x->offset;
 }
 
 static void reset_counts(fhirsync_export *ex, fs_bulk_file *f)
@@ -140,10 +140,10 @@ static void reset_counts(fhirsync_export *ex, fs_bulk_file *f)
                    : f->pub.kind == FHIRSYNC_EXPORT_DELETED ? "Bundle"
                                                             : "OperationOutcome",
                    ex->max_line);
-    f->offset = 0;
-    f->writeback_from = 0;
-    f->good = f->bad = f->empty = 0;
-    f->first_bad_line = 0;
+    f->x->offset = 0;
+    f->x->writeback_from = 0;
+    f->x->good = f->x->bad = f->x->empty = 0;
+    f->x->first_bad_line = 0;
     f->x->first_bad_reason[0] = '\0';
 }
 
@@ -152,15 +152,15 @@ static void reset_counts(fhirsync_export *ex, fs_bulk_file *f)
 static bool count_line(fs_bulk_file *f)
 {
     switch (f->x->ck.verdict) {
-    case FS_NDJSON_OK: f->good++; return true;
-    case FS_NDJSON_EMPTY: f->empty++; return true;
+    case FS_NDJSON_OK: f->x->good++; return true;
+    case FS_NDJSON_EMPTY: f->x->empty++; return true;
     case FS_NDJSON_BAD:
-        f->bad++;
-        if (!f->first_bad_line) {
-            f->first_bad_line = f->x->ck.verdict_line;
+        f->x->bad++;
+        if (!f->x->first_bad_line) {
+            f->x->first_bad_line = f->x->ck.verdict_line;
             snprintf(f->x->first_bad_reason, sizeof f->x->first_bad_reason, "%s", f->x->ck.reason);
         }
-        return f->quarantine_mode;
+        return f->x->quarantine_mode;
     }
     return true;
 }
@@ -168,7 +168,7 @@ static bool count_line(fs_bulk_file *f)
 bool fs_bulk_partial_truncate(fhirsync_export *ex, fs_bulk_file *f)
 {
     reset_counts(ex, f);
-    if (f->fd >= 0 && ftruncate(f->fd, 0) != 0) {
+    if (f->x->fd >= 0 && ftruncate(f->x->fd, 0) != 0) {
         fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->x->partial_path,
                strerror(errno));
         return false;
@@ -178,10 +178,13 @@ bool fs_bulk_partial_truncate(fhirsync_export *ex, fs_bulk_file *f)
 
 fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsync_error *err)
 {
-    if (f->fd >= 0)
+    if (f->x && f->x->fd >= 0)
         return FHIRSYNC_OK;
-    if (!f->x && !(f->x = fs_calloc(1, sizeof *f->x)))
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    if (!f->x) {
+        if (!(f->x = fs_calloc(1, sizeof *f->x)))
+            return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        f->x->fd = -1;
+    }
     if (!f->x->partial_path) {
         /* PARTIAL/[deleted-|error-]Type.N.ndjson: the name with its folder's '/' as a '-' */
         size_t len = strlen(ex->partial_dir) + 1 + strlen(f->name);
@@ -192,13 +195,13 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         if (slash)
             *slash = '-';
     }
-    f->fd = open(f->x->partial_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (f->fd < 0)
+    f->x->fd = open(f->x->partial_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (f->x->fd < 0)
         return fs_err(err, FHIRSYNC_E_IO, "cannot open %s: %s", f->x->partial_path,
                       strerror(errno));
     reset_counts(ex, f);
     struct stat st;
-    if (fstat(f->fd, &st) != 0 || st.st_size == 0)
+    if (fstat(f->x->fd, &st) != 0 || st.st_size == 0)
         return FHIRSYNC_OK;
     /* find the last '\n' and cut there */
     char *buf = fs_malloc(COPY_BUFFER);
@@ -207,7 +210,7 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
     off_t end = st.st_size, keep = 0;
     while (end > 0 && keep == 0) {
         off_t from = end > COPY_BUFFER ? end - COPY_BUFFER : 0;
-        ssize_t n = pread(f->fd, buf, (size_t)(end - from), from);
+        ssize_t n = pread(f->x->fd, buf, (size_t)(end - from), from);
         if (n <= 0)
             break;
         char *nl = memrchr(buf, '\n', (size_t)n);
@@ -216,16 +219,16 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         end = from;
     }
     fhirsync_code rc = FHIRSYNC_OK;
-    if (keep != st.st_size && ftruncate(f->fd, keep) != 0) {
+    if (keep != st.st_size && ftruncate(f->x->fd, keep) != 0) {
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot truncate %s: %s", f->x->partial_path,
                     strerror(errno));
         goto out;
     }
     /* re-scan: the counts (and quarantine mode if an earlier run had to use it) */
-    bool saved_mode = f->quarantine_mode;
-    f->quarantine_mode = true;
+    bool saved_mode = f->x->quarantine_mode;
+    f->x->quarantine_mode = true;
     for (off_t pos = 0; pos < keep;) {
-        ssize_t n = pread(f->fd, buf, (size_t)(keep - pos > COPY_BUFFER ? COPY_BUFFER
+        ssize_t n = pread(f->x->fd, buf, (size_t)(keep - pos > COPY_BUFFER ? COPY_BUFFER
                                                                          : keep - pos), pos);
         if (n <= 0) {
             rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", f->x->partial_path,
@@ -241,13 +244,13 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         }
         pos += n;
     }
-    f->offset = (uint64_t)keep;
-    f->writeback_from = f->offset;
-    f->quarantine_mode = saved_mode || f->bad > 0;
-    if (f->quarantine_mode)
-        f->check_failures = 1;
+    f->x->offset = (uint64_t)keep;
+    f->x->writeback_from = f->x->offset;
+    f->x->quarantine_mode = saved_mode || f->x->bad > 0;
+    if (f->x->quarantine_mode)
+        f->x->check_failures = 1;
     fs_log(FHIRSYNC_LOG_INFO, "export: %s: resuming after %lld bytes (%lld lines) of an earlier "
-           "run", f->name, (long long)keep, (long long)(f->good + f->bad));
+           "run", f->name, (long long)keep, (long long)(f->x->good + f->x->bad));
 out:
     fs_free(buf);
     return rc;
@@ -257,32 +260,32 @@ out:
 
 static void write_block(fs_bulk_file *f, const char *data, size_t len)
 {
-    if (f->abort_check || f->abort_too_long || f->abort_io)
+    if (f->x->abort_check || f->x->abort_too_long || f->x->abort_io)
         return; /* the transfer is being stopped: the rest of it is dropped */
     for (size_t off = 0; off < len;) {
         size_t used;
         fs_ndjson_event ev = fs_ndjson_feed(&f->x->ck, data + off, len - off, &used);
         off += used;
         if (ev == FS_NDJSON_LINE && !count_line(f)) {
-            f->abort_check = true;
+            f->x->abort_check = true;
             goto stop;
         }
         if (ev == FS_NDJSON_TOO_LONG) {
-            f->abort_too_long = true;
+            f->x->abort_too_long = true;
             goto stop;
         }
     }
-    if (!write_all(f->fd, data, len)) {
+    if (!write_all(f->x->fd, data, len)) {
         fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot write %s: %s", f->x->partial_path,
                strerror(errno));
-        f->abort_io = true;
+        f->x->abort_io = true;
         goto stop;
     }
-    f->offset += len;
+    f->x->offset += len;
     start_writeback(f);
     return;
 stop:
-    atomic_store(&f->stop, true);
+    atomic_store(&f->x->stop, true);
 }
 
 /* ---- finishing a file ----------------------------------------------------------------------- */
@@ -388,9 +391,9 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
     }
     fs_ndjson_checker ck;
     fs_ndjson_init(&ck, f->x->ck.expect_type, ex->max_line);
-    uint64_t run_start = 0, pos = 0, size = f->offset;
+    uint64_t run_start = 0, pos = 0, size = f->x->offset;
     unsigned char head[3];
-    if (size >= 3 && pread(f->fd, head, 3, 0) == 3 && head[0] == 0xef && head[1] == 0xbb &&
+    if (size >= 3 && pread(f->x->fd, head, 3, 0) == 3 && head[0] == 0xef && head[1] == 0xbb &&
         head[2] == 0xbf)
         run_start = 3; /* the byte order mark is not copied */
     bool io_ok = true;
@@ -398,7 +401,7 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
     bool last_unterminated = false;
     while (io_ok && pos < size) {
         size_t want = size - pos > COPY_BUFFER ? COPY_BUFFER : (size_t)(size - pos);
-        ssize_t n = pread(f->fd, buf, want, (off_t)pos);
+        ssize_t n = pread(f->x->fd, buf, want, (off_t)pos);
         if (n <= 0) {
             io_ok = false;
             break;
@@ -414,10 +417,10 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
                 continue; /* stays in the current run of good lines */
             }
             /* copy the run of good lines before this one, then skip or quarantine it */
-            io_ok = copy_range(f->fd, out_fd, run_start, ck.verdict_offset, copybuf);
+            io_ok = copy_range(f->x->fd, out_fd, run_start, ck.verdict_offset, copybuf);
             if (io_ok && ck.verdict == FS_NDJSON_BAD) {
                 quarantined++;
-                io_ok = quarantine_record(q_fd, f, ck.verdict_line, ck.reason, f->fd,
+                io_ok = quarantine_record(q_fd, f, ck.verdict_line, ck.reason, f->x->fd,
                                           ck.verdict_offset, ck.verdict_len);
             }
             run_start = ck.file_offset; /* just past this line's '\n' */
@@ -429,17 +432,17 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
             kept++;
             last_unterminated = true;
         } else {
-            io_ok = copy_range(f->fd, out_fd, run_start, ck.verdict_offset, copybuf);
+            io_ok = copy_range(f->x->fd, out_fd, run_start, ck.verdict_offset, copybuf);
             run_start = size;
             if (io_ok && ck.verdict == FS_NDJSON_BAD) {
                 quarantined++;
-                io_ok = quarantine_record(q_fd, f, ck.verdict_line, ck.reason, f->fd,
+                io_ok = quarantine_record(q_fd, f, ck.verdict_line, ck.reason, f->x->fd,
                                           ck.verdict_offset, ck.verdict_len);
             }
         }
     }
     if (io_ok && run_start < size)
-        io_ok = copy_range(f->fd, out_fd, run_start, size, copybuf);
+        io_ok = copy_range(f->x->fd, out_fd, run_start, size, copybuf);
     if (io_ok && last_unterminated)
         io_ok = write_all(out_fd, "\n", 1);
     if (io_ok && f->mismatch) {
@@ -454,7 +457,7 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
         goto out;
     }
     struct stat st;
-    f->result_bytes = fstat(out_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    f->x->result_bytes = fstat(out_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
     close(out_fd);
     out_fd = -1;
     close(q_fd);
@@ -467,8 +470,8 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
         rc = fs_buf_printf(&final, "%s/%s", ex->dir, f->name)
                  ? put_in_place(ex, tmp.data, final.data, err)
                  : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-    f->result_count = kept;
-    f->result_quarantined = quarantined;
+    f->x->result_count = kept;
+    f->x->result_quarantined = quarantined;
 out:
     if (out_fd >= 0)
         close(out_fd);
@@ -484,20 +487,20 @@ out:
 }
 
 /* The transfer of f ended with the whole file: check its end (checker). True when the file is
- * to be put in place (syncer); false with f->outcome set otherwise. */
+ * to be put in place (syncer); false with f->x->outcome set otherwise. */
 static bool check_end(fs_bulk_file *f)
 {
     bool unterminated = fs_ndjson_finish(&f->x->ck);
     if (unterminated)
         count_line(f);
-    f->lines = (uint64_t)(f->good + f->bad);
+    f->lines = (uint64_t)(f->x->good + f->x->bad);
     f->mismatch = f->pub.manifest_count >= 0 && f->lines != (uint64_t)f->pub.manifest_count;
-    if (!f->quarantine_mode && (f->bad > 0 || f->mismatch)) {
-        f->outcome = FS_BULK_RETRY_STRICT;
+    if (!f->x->quarantine_mode && (f->x->bad > 0 || f->mismatch)) {
+        f->x->outcome = FS_BULK_RETRY_STRICT;
         return false;
     }
-    f->bom = f->x->ck.bom;
-    f->clean = f->bad == 0 && f->empty == 0 && !f->bom && !unterminated && !f->mismatch;
+    f->x->bom = f->x->ck.bom;
+    f->x->clean = f->x->bad == 0 && f->x->empty == 0 && !f->x->bom && !unterminated && !f->mismatch;
     return true;
 }
 
@@ -505,8 +508,8 @@ static bool check_end(fs_bulk_file *f)
 static fs_bulk_outcome put_file(fhirsync_export *ex, fs_bulk_file *f)
 {
     fhirsync_code rc;
-    if (f->clean) {
-        if (fdatasync(f->fd) != 0) {
+    if (f->x->clean) {
+        if (fdatasync(f->x->fd) != 0) {
             fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot fsync %s: %s", f->x->partial_path,
                    strerror(errno));
             return FS_BULK_FAILED;
@@ -517,9 +520,9 @@ static fs_bulk_outcome put_file(fhirsync_export *ex, fs_bulk_file *f)
                  ? put_in_place(ex, f->x->partial_path, final.data, &f->x->io_err)
                  : fs_err(&f->x->io_err, FHIRSYNC_E_NOMEM, "out of memory");
         fs_buf_free(&final);
-        f->result_count = f->good;
-        f->result_quarantined = 0;
-        f->result_bytes = f->offset;
+        f->x->result_count = f->x->good;
+        f->x->result_quarantined = 0;
+        f->x->result_bytes = f->x->offset;
     } else {
         rc = filter_copy(ex, f, &f->x->io_err);
         if (rc == FHIRSYNC_OK)
@@ -527,18 +530,18 @@ static fs_bulk_outcome put_file(fhirsync_export *ex, fs_bulk_file *f)
     }
     if (rc != FHIRSYNC_OK)
         return FS_BULK_FAILED;
-    close(f->fd);
-    f->fd = -1;
+    close(f->x->fd);
+    f->x->fd = -1;
     return FS_BULK_FINISHED;
 }
 
 /* An end item at the checker: true when it goes on to the syncer. */
 static bool end_transfer(fs_bulk_file *f, const fs_bulk_item *it)
 {
-    f->outcome = FS_BULK_NOT_FINISHED;
-    if (f->abort_check || f->abort_too_long || f->abort_io)
+    f->x->outcome = FS_BULK_NOT_FINISHED;
+    if (f->x->abort_check || f->x->abort_too_long || f->x->abort_io)
         return false;
-    if (it->finish || (it->whole_at >= 0 && (uint64_t)it->whole_at == f->offset))
+    if (it->finish || (it->whole_at >= 0 && (uint64_t)it->whole_at == f->x->offset))
         return check_end(f);
     return false;
 }
@@ -566,9 +569,9 @@ static void news_locked(fs_bulk_writer *w)
 
 static void settle_locked(fs_bulk_writer *w, fs_bulk_file *f)
 {
-    f->settled_next = NULL;
+    f->x->settled_next = NULL;
     if (w->settled_tail)
-        w->settled_tail->settled_next = f;
+        w->settled_tail->x->settled_next = f;
     else
         w->settled_head = f;
     w->settled_tail = f;
@@ -621,7 +624,7 @@ static void process(fs_bulk_writer *w, int which, fs_bulk_item *it)
         return;
     }
     if (which == SYNCER)
-        f->outcome = put_file(w->ex, f);
+        f->x->outcome = put_file(w->ex, f);
     pthread_mutex_lock(&w->lock);
     settle_locked(w, f);
     pthread_mutex_unlock(&w->lock);
@@ -753,7 +756,7 @@ void fs_bulk_writer_free(fs_bulk_writer *w)
 void fs_bulk_writer_data(fs_bulk_writer *w, fs_bulk_file *f, const char *data, size_t len)
 {
     while (len > 0) {
-        fs_bulk_item *b = f->block;
+        fs_bulk_item *b = f->x->block;
         if (!b) {
             pthread_mutex_lock(&w->lock);
             while (!w->pool)
@@ -763,7 +766,7 @@ void fs_bulk_writer_data(fs_bulk_writer *w, fs_bulk_file *f, const char *data, s
             pthread_mutex_unlock(&w->lock);
             b->f = f;
             b->len = 0;
-            f->block = b;
+            f->x->block = b;
         }
         size_t n = BLOCK_SIZE - b->len < len ? BLOCK_SIZE - b->len : len;
         memcpy(b->data + b->len, data, n);
@@ -771,7 +774,7 @@ void fs_bulk_writer_data(fs_bulk_writer *w, fs_bulk_file *f, const char *data, s
         data += n;
         len -= n;
         if (b->len == BLOCK_SIZE) {
-            f->block = NULL;
+            f->x->block = NULL;
             submit(w, CHECKER, b);
         }
     }
@@ -779,10 +782,10 @@ void fs_bulk_writer_data(fs_bulk_writer *w, fs_bulk_file *f, const char *data, s
 
 void fs_bulk_writer_flush(fs_bulk_writer *w, fs_bulk_file *f)
 {
-    fs_bulk_item *b = f->block;
+    fs_bulk_item *b = f->x ? f->x->block : NULL;
     if (!b)
         return;
-    f->block = NULL;
+    f->x->block = NULL;
     submit(w, CHECKER, b);
 }
 
@@ -837,10 +840,10 @@ fs_bulk_file *fs_bulk_writer_settled(fs_bulk_writer *w, int timeout_ms)
     }
     fs_bulk_file *f = w->settled_head;
     if (f) {
-        w->settled_head = f->settled_next;
+        w->settled_head = f->x->settled_next;
         if (!w->settled_head)
             w->settled_tail = NULL;
-        f->settled_next = NULL;
+        f->x->settled_next = NULL;
     }
     pthread_mutex_unlock(&w->lock);
     return f;
