@@ -361,8 +361,8 @@ static void transfer_ended(loop *lp, fs_multi_done *d)
     lp->settling++;
     ctx->done = *d;
     long status = d->resp.status;
-    bool finish = d->code == FHIRSYNC_OK && (status == 200 || status == 206) && !f->x->restart &&
-                  !f->x->html;
+    bool finish =
+        d->code == FHIRSYNC_OK && (status == 200 || status == 206) && !f->x->restart && !f->x->html;
     int64_t whole_at = -1;
     if (d->code == FHIRSYNC_OK && status == 416) {
         /* nothing after our offset: the partial file may be the whole file (a run stopped
@@ -412,7 +412,7 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     /* not finished: what arrived so far is in the partial file, kept for a Range request */
     if (f->x->restart || f->x->html) {
         const char *why = f->x->html ? "the server answered an HTML page instead of NDJSON"
-                                  : "the server answered a Range request with another range";
+                                     : "the server answered a Range request with another range";
         if (!fs_bulk_partial_truncate(ex, f)) {
             *err = f->x->io_err;
             return FHIRSYNC_E_IO;

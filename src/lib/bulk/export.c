@@ -196,7 +196,9 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
     fhirsync_export_event ev = {
         .kind = kind,
         .message = message,
-        .file = !file ? NULL : path ? &pub : &file->pub,
+        .file = !file  ? NULL
+                : path ? &pub
+                       : &file->pub,
         .delay_ms = delay_ms,
         .code = code,
         .status_url = ex->st.status_url,

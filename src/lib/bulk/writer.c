@@ -228,8 +228,8 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
     bool saved_mode = f->x->quarantine_mode;
     f->x->quarantine_mode = true;
     for (off_t pos = 0; pos < keep;) {
-        ssize_t n = pread(f->x->fd, buf, (size_t)(keep - pos > COPY_BUFFER ? COPY_BUFFER
-                                                                         : keep - pos), pos);
+        ssize_t n = pread(f->x->fd, buf,
+                          (size_t)(keep - pos > COPY_BUFFER ? COPY_BUFFER : keep - pos), pos);
         if (n <= 0) {
             rc = fs_err(err, FHIRSYNC_E_IO, "cannot read %s: %s", f->x->partial_path,
                         n < 0 ? strerror(errno) : "unexpected end");
@@ -249,8 +249,10 @@ fhirsync_code fs_bulk_partial_open(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
     f->x->quarantine_mode = saved_mode || f->x->bad > 0;
     if (f->x->quarantine_mode)
         f->x->check_failures = 1;
-    fs_log(FHIRSYNC_LOG_INFO, "export: %s: resuming after %lld bytes (%lld lines) of an earlier "
-           "run", f->name, (long long)keep, (long long)(f->x->good + f->x->bad));
+    fs_log(FHIRSYNC_LOG_INFO,
+           "export: %s: resuming after %lld bytes (%lld lines) of an earlier "
+           "run",
+           f->name, (long long)keep, (long long)(f->x->good + f->x->bad));
 out:
     fs_free(buf);
     return rc;
