@@ -20,7 +20,7 @@
  * transfers pause (TCP pushes back on the server) and a slow disk slows the downloads instead of
  * filling memory.
  *
- * Ownership of a file's fields is handed over through the queues' mutex (see fs_bulk_file in
+ * Ownership of a file's fields is handed over through the queues' mutex (see fs_bulk_scratch in
  * bulk_internal.h): the partial file, the line checker and the counts belong to the checker from
  * the first queued bytes of a transfer, then (with the end item, when the file is to be put in
  * place) to the syncer, until the file settles. The one field used by several threads at any time
