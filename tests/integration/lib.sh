@@ -93,3 +93,13 @@ finish() {
     echo "$PASS passed, $FAIL failed"
     [ "$FAIL" -eq 0 ]
 }
+
+# clean_fhirsync_env: unset the caller's FHIRSYNC_* settings (not the harness's own), so that a
+# developer's environment cannot change what a test sees
+clean_fhirsync_env() {
+    local v
+    for v in $(env | grep -o '^FHIRSYNC_[A-Z_]*' |
+        grep -vE '^FHIRSYNC_(BIN|SANDBOX_BIN|SOURCE_DIR|BUILD_DIR|TEST_TMP)$'); do
+        unset "$v"
+    done
+}

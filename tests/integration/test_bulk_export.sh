@@ -15,9 +15,7 @@ source "$(dirname "$0")/lib.sh"
 FS=$FHIRSYNC_BIN
 HERE="$FHIRSYNC_SOURCE_DIR/tests/integration"
 cd "$TMP"
-for v in $(env | grep -o '^FHIRSYNC_[A-Z_]*' | grep -vE '^FHIRSYNC_(BIN|SANDBOX_BIN|SOURCE_DIR|BUILD_DIR|TEST_TMP)$'); do
-    unset "$v"
-done
+clean_fhirsync_env
 
 # ---- the sandbox and a registered client ----------------------------------------------------
 "$FHIRSYNC_SANDBOX_BIN" --port 0 --ready-file "$TMP/ready.json" --patients 40 --seed 3 \

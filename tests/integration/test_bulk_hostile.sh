@@ -16,9 +16,7 @@ source "$(dirname "$0")/lib.sh"
 FS=$FHIRSYNC_BIN
 HERE="$FHIRSYNC_SOURCE_DIR/tests/integration"
 cd "$TMP"
-for v in $(env | grep -o '^FHIRSYNC_[A-Z_]*' | grep -vE '^FHIRSYNC_(BIN|SANDBOX_BIN|SOURCE_DIR|BUILD_DIR|TEST_TMP)$'); do
-    unset "$v"
-done
+clean_fhirsync_env
 
 "$FHIRSYNC_SANDBOX_BIN" --port 0 --ready-file "$TMP/ready.json" --patients 2 --seed 3 \
     >"$TMP/sandbox.log" 2>&1 &

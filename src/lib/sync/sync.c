@@ -260,18 +260,26 @@ static bool left_out_of(const char *type, const void *planned)
            strcmp(type, "OperationDefinition") != 0;
 }
 
-fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
-                                 fhirsync_error *err)
+/* The start of both type plans: the `types` setting when set (*out; *granted stays NULL), else
+ * the granted scope (*granted, caller frees; *out NULL). */
+static fhirsync_code setting_or_scope(const fhirsync_endpoint *ep, char **out, char **granted,
+                                      fhirsync_error *err)
 {
-    *out = NULL;
+    *out = *granted = NULL;
     const char *types = fhirsync_endpoint_get(ep, "types");
     if (types && *types) {
         *out = fs_strdup(types);
         return *out ? FHIRSYNC_OK : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
+    return fs_sync_granted_scope(ep, granted, err);
+}
+
+fhirsync_code fs_sync_plan_types(const fhirsync_endpoint *ep, char perm, char **out,
+                                 fhirsync_error *err)
+{
     char *granted = NULL;
-    fhirsync_code rc = fs_sync_granted_scope(ep, &granted, err);
-    if (rc != FHIRSYNC_OK)
+    fhirsync_code rc = setting_or_scope(ep, out, &granted, err);
+    if (rc != FHIRSYNC_OK || *out)
         return rc;
     char *list = fs_sync_default_types(granted, perm);
     char *supported = list ? server_types(ep) : NULL;
@@ -316,16 +324,10 @@ char *fs_sync_crawl_left_out(const fhirsync_endpoint *ep, const char *planned)
 fhirsync_code fs_sync_plan_bulk_types(const fhirsync_endpoint *ep, char **out, char **left_out,
                                       fhirsync_error *err)
 {
-    *out = NULL;
     *left_out = NULL;
-    const char *types = fhirsync_endpoint_get(ep, "types");
-    if (types && *types) {
-        *out = fs_strdup(types);
-        return *out ? FHIRSYNC_OK : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-    }
     char *granted = NULL;
-    fhirsync_code rc = fs_sync_granted_scope(ep, &granted, err);
-    if (rc != FHIRSYNC_OK)
+    fhirsync_code rc = setting_or_scope(ep, out, &granted, err);
+    if (rc != FHIRSYNC_OK || *out)
         return rc;
     if (fs_sync_scope_allows(granted, "*", 'r')) {
         fs_free(granted); /* everything the export offers: no _type */
