@@ -1,18 +1,14 @@
 /* store/fields.c: the line -> fields extractor (see fields.h). A single left-to-right pass over
  * the bytes of one resource: a member loop for the three objects whose members matter (the
- * resource, its meta, and a subject/patient/beneficiary reference) and an iterative skipper with
- * a bit stack for every other value. String contents are skipped eight bytes at a time while
- * they hold nothing that needs a look (quote, backslash, control character, non-ASCII).
+ * resource, its meta, and a subject/patient/beneficiary reference), and the lexer core's strict
+ * skipper (json/lex.h) for every other value; strings, numbers and literals are the core's too.
  *
  * Extracted strings normally point into the line; a value written with escapes ("P\u0061tient")
  * is decoded into a buffer of the result, so the scanner reads what a strict parser reads. */
 #include <string.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "core/core.h"
+#include "json/lex.h"
 #include "store/fields.h"
 
 typedef struct scanner {
@@ -21,7 +17,7 @@ typedef struct scanner {
     const char *why;
     bool nul_escape;
     /* one bit per open container of the skipper: 1 = object, 0 = array */
-    unsigned char kinds[FS_STORE_MAX_DEPTH / 8];
+    uint8_t kinds[FS_STORE_MAX_DEPTH / 8 + 1];
 } scanner;
 
 /* A captured string value: raw bytes between the quotes, and whether escapes occur. */
@@ -61,147 +57,53 @@ static bool fail(scanner *sc, const char *why)
 
 static void skip_ws(scanner *sc)
 {
-    const unsigned char *p = sc->p;
-    while (p < sc->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    sc->p = p;
+    sc->p = fs_lex_skip_ws(sc->p, sc->end);
+}
+
+/* The scanner's words for the lexer's faults (they reach quarantine records and put errors). */
+static bool lex_fail(scanner *sc, fs_lex_error e)
+{
+    switch (e) {
+    case FS_LEX_E_UNTERMINATED: return fail(sc, "unterminated string");
+    case FS_LEX_E_CONTROL: return fail(sc, "control character in a string");
+    case FS_LEX_E_UTF8: return fail(sc, "invalid UTF-8");
+    case FS_LEX_E_ESCAPE: return fail(sc, "invalid escape in a string");
+    case FS_LEX_E_HEX: return fail(sc, "invalid \\u escape in a string");
+    case FS_LEX_E_LONE_LOW:
+    case FS_LEX_E_LONE_HIGH: return fail(sc, "unpaired UTF-16 surrogate in a string");
+    case FS_LEX_E_END: return fail(sc, "truncated line");
+    case FS_LEX_E_FRACTION:
+    case FS_LEX_E_EXPONENT: return fail(sc, "invalid number");
+    case FS_LEX_E_NAME: return fail(sc, "expected a member name");
+    case FS_LEX_E_COLON: return fail(sc, "expected ':'");
+    case FS_LEX_E_OBJECT: return fail(sc, "expected ',' or '}'");
+    case FS_LEX_E_ARRAY: return fail(sc, "expected ',' or ']'");
+    case FS_LEX_E_DEPTH: return fail(sc, "nested too deeply");
+    default: return fail(sc, "unexpected character");
+    }
 }
 
 /* ---- strings --------------------------------------------------------------------------------- */
 
-#define ONES UINT64_C(0x0101010101010101)
-#define HIGHS UINT64_C(0x8080808080808080)
-
-/* Whether any of the 8 bytes is a quote, a backslash, a control character or non-ASCII. */
-static inline bool needs_look(uint64_t x)
-{
-    uint64_t quote = x ^ (ONES * '"');
-    uint64_t backslash = x ^ (ONES * '\\');
-    uint64_t t = ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) |
-                 ((x - ONES * 0x20) & ~x) | x;
-    return (t & HIGHS) != 0;
-}
-
-/* Length of the valid UTF-8 sequence starting at p (first byte >= 0x80), or 0. */
-static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0];
-    size_t need;
-    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 2;
-        if (c == 0xe0)
-            lo = 0xa0; /* no overlong forms */
-        else if (c == 0xed)
-            hi = 0x9f; /* no surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 3;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f; /* nothing above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if ((size_t)(end - p) <= need)
-        return 0;
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i <= need; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return need + 1;
-}
-
-/* Skip the bytes of a string that need no look, 16 (SSE2) or 8 (SWAR) at a time. */
-static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
-{
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
-    const __m128i space = _mm_set1_epi8(0x20);
-    while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        /* signed: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII */
-        __m128i hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                                 _mm_cmpeq_epi8(v, backslash)),
-                                    _mm_cmplt_epi8(v, space));
-        unsigned mask = (unsigned)_mm_movemask_epi8(hits);
-        if (mask)
-            return p + __builtin_ctz(mask);
-        p += 16;
-    }
-#endif
-    while (end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        if (needs_look(x))
-            break;
-        p += 8;
-    }
-    return p;
-}
-
 /* At a '"': scan to the closing quote, checking escapes, control characters and UTF-8. */
 static bool scan_string(scanner *sc, raw_string *out)
 {
-    const unsigned char *p = sc->p + 1, *end = sc->end;
-    bool escaped = false;
-    for (;;) {
-        p = skip_plain(p, end);
-        if (p >= end)
-            return fail(sc, "unterminated string");
-        unsigned c = *p;
-        if (c == '"')
-            break;
-        if (c == '\\') {
-            escaped = true;
-            if (end - p < 2)
-                return fail(sc, "unterminated string");
-            c = p[1];
-            if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
-                c == 'r' || c == 't') {
-                p += 2;
-                continue;
-            }
-            if (c != 'u' || end - p < 6)
-                return fail(sc, "invalid escape in a string");
-            long u = fs_hex4(p + 2);
-            if (u < 0)
-                return fail(sc, "invalid \\u escape in a string");
-            p += 6;
-            if (u == 0)
-                sc->nul_escape = true;
-            if (u >= 0xdc00 && u <= 0xdfff)
-                return fail(sc, "unpaired UTF-16 surrogate in a string");
-            if (u >= 0xd800 && u <= 0xdbff) {
-                long low = (end - p >= 6 && p[0] == '\\' && p[1] == 'u') ? fs_hex4(p + 2) : -1;
-                if (low < 0xdc00 || low > 0xdfff)
-                    return fail(sc, "unpaired UTF-16 surrogate in a string");
-                p += 6;
-            }
-            continue;
-        }
-        if (c < 0x20)
-            return fail(sc, "control character in a string");
-        if (c >= 0x80) {
-            size_t n = utf8_sequence(p, end);
-            if (n == 0)
-                return fail(sc, "invalid UTF-8");
-            p += n;
-            continue;
-        }
-        p++;
-    }
+    unsigned seen = 0;
+    fs_lex_error err;
+    const unsigned char *at;
+    const unsigned char *end = fs_lex_string(sc->p + 1, sc->end, true, &seen, &err, &at);
+    if (!end)
+        return lex_fail(sc, err);
+    if (seen & FS_LEX_NUL_ESCAPE)
+        sc->nul_escape = true;
     if (out) {
         out->start = sc->p + 1;
-        out->len = (size_t)(p - out->start);
-        out->escaped = escaped;
+        out->len = (size_t)(end - 1 - out->start);
+        out->escaped = (seen & FS_LEX_ESCAPED) != 0;
         out->present = true;
         out->is_string = true;
     }
-    sc->p = p + 1;
+    sc->p = end;
     return true;
 }
 
@@ -227,10 +129,10 @@ static bool decode_string(const raw_string *s, char *buf, size_t cap, size_t *ou
         case 'r': cp = '\r'; break;
         case 't': cp = '\t'; break;
         case 'u':
-            cp = (unsigned long)fs_hex4(p);
+            cp = (unsigned long)fs_lex_hex4(p);
             p += 4;
             if (cp >= 0xd800 && cp <= 0xdbff) {
-                unsigned long low = (unsigned long)fs_hex4(p + 2);
+                unsigned long low = (unsigned long)fs_lex_hex4(p + 2);
                 p += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
             }
@@ -281,105 +183,19 @@ static inline bool key_is(const raw_string *key, const char *want, size_t want_l
 
 /* ---- values ---------------------------------------------------------------------------------- */
 
-/* A literal or a number: its characters only (the upstream reader validates the grammar). */
-static bool scan_primitive(scanner *sc)
-{
-    const unsigned char *p = sc->p;
-    while (p < sc->end) {
-        unsigned c = *p;
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-            c == '-' || c == '+' || c == '.')
-            p++;
-        else
-            break;
-    }
-    if (p == sc->p)
-        return fail(sc, "unexpected character");
-    sc->p = p;
-    return true;
-}
-
-static void push_kind(scanner *sc, unsigned level, bool object)
-{
-    if (object)
-        sc->kinds[level / 8] = (unsigned char)(sc->kinds[level / 8] | (1u << (level % 8)));
-    else
-        sc->kinds[level / 8] = (unsigned char)(sc->kinds[level / 8] & ~(1u << (level % 8)));
-}
-
-static bool kind_is_object(const scanner *sc, unsigned level)
-{
-    return (sc->kinds[level / 8] >> (level % 8)) & 1u;
-}
-
 /* Skip one value of any kind; `depth` is the nesting depth of the value's container. */
 static bool skip_value(scanner *sc, unsigned depth)
 {
-    unsigned open = 0; /* containers opened by this call */
-    for (;;) {
-        /* at the start of a value */
-        skip_ws(sc);
-        if (sc->p >= sc->end)
-            return fail(sc, "truncated line");
-        unsigned c = *sc->p;
-        if (c == '"') {
-            if (!scan_string(sc, NULL))
-                return false;
-        } else if (c == '{' || c == '[') {
-            if (depth + open + 1 >= FS_STORE_MAX_DEPTH)
-                return fail(sc, "nested too deeply");
-            push_kind(sc, open, c == '{');
-            open++;
-            sc->p++;
-            skip_ws(sc);
-            if (sc->p < sc->end && *sc->p == (c == '{' ? '}' : ']')) {
-                sc->p++;
-                open--;
-            } else if (c == '{') {
-                /* a member name, then its value */
-                if (sc->p >= sc->end || *sc->p != '"' || !scan_string(sc, NULL))
-                    return fail(sc, "expected a member name");
-                skip_ws(sc);
-                if (sc->p >= sc->end || *sc->p != ':')
-                    return fail(sc, "expected ':'");
-                sc->p++;
-                continue;
-            } else {
-                continue;
-            }
-        } else if (!scan_primitive(sc)) {
-            return false;
-        }
-        /* after a value: close containers, or go on to the next element */
-        for (;;) {
-            if (open == 0)
-                return true;
-            skip_ws(sc);
-            if (sc->p >= sc->end)
-                return fail(sc, "truncated line");
-            c = *sc->p;
-            bool object = kind_is_object(sc, open - 1);
-            if (c == ',') {
-                sc->p++;
-                if (object) {
-                    skip_ws(sc);
-                    if (sc->p >= sc->end || *sc->p != '"' || !scan_string(sc, NULL))
-                        return fail(sc, "expected a member name");
-                    skip_ws(sc);
-                    if (sc->p >= sc->end || *sc->p != ':')
-                        return fail(sc, "expected ':'");
-                    sc->p++;
-                }
-                break;
-            }
-            if (c == (object ? '}' : ']')) {
-                sc->p++;
-                open--;
-                continue;
-            }
-            return fail(sc, object ? "expected ',' or '}'" : "expected ',' or ']'");
-        }
-    }
+    fs_lex_skip sk = {.max_open = FS_STORE_MAX_DEPTH - 1 - depth,
+                      .kinds = sc->kinds,
+                      .allow_nul = true};
+    const unsigned char *end = fs_lex_skip_value(sc->p, sc->end, &sk);
+    if (sk.saw_nul)
+        sc->nul_escape = true;
+    if (!end)
+        return lex_fail(sc, sk.error);
+    sc->p = end;
+    return true;
 }
 
 /* Capture a string-valued member, or note that the member has another kind of value. */

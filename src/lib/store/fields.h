@@ -4,12 +4,13 @@
  * Patient the resource belongs to (its own id for a Patient; else the subject, patient or
  * beneficiary reference "Patient/X"). The returned fields point into the line.
  *
- * Whole-line checks come for free on the way: the structure (brackets, strings, commas, nesting
- * depth), no control characters in strings, valid escapes, valid UTF-8, nothing after the object.
- * The NDJSON reader upstream validates JSON strictly; this scanner only has to be safe on any
- * bytes (it is fuzzed, tests/fuzz/fuzz_resource_fields.c) and never accept a line a strict
- * parser would read differently in the fields it extracts. Literals and numbers are checked
- * loosely (their characters only).
+ * Whole-line checks come for free on the way, with the lexer core the NDJSON checker uses
+ * (json/lex.h): the grammar (brackets, strings, commas, numbers, literals, nesting depth), no
+ * control characters in strings, valid escapes, valid UTF-8, nothing after the object. Both
+ * paths into the store check lines strictly first (the bulk writer and the workers' fetch, with
+ * bulk/ndjson.c); this scanner must in any case be safe on any bytes (it is fuzzed,
+ * tests/fuzz/fuzz_resource_fields.c) and never accept a line a strict parser would read
+ * differently in the fields it extracts. Unlike the checker it accepts \u0000 (and says so).
  *
  * Thread safety: pure functions; no state. */
 #ifndef FS_STORE_FIELDS_H
