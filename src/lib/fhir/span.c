@@ -14,17 +14,16 @@
  *
  * The Bundle's own levels are walked by small dedicated functions; every other value (a resource,
  * an unknown member) by one iterative validator with a bit stack, so that nesting costs no
- * recursion. Strings, which are most of the bytes, are skipped 16 bytes at a time with SSE2 where
- * the compiler targets it. No allocation except the scan's arrays, kept from page to page. */
+ * recursion. What a string, a number, a literal may hold is the lexer core's (json/lex.h, shared
+ * with the NDJSON checker and the store's field scanner), which skips strings, most of the bytes,
+ * 16 bytes at a time with SSE2 where the compiler targets it. No allocation except the scan's
+ * arrays, kept from page to page. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "fhir/fhir_internal.h"
+#include "json/lex.h"
 
 /* Objects with more members than this are checked for repeated names by sorting hashes rather
  * than by comparing every pair. */
@@ -59,9 +58,7 @@ static void skip_ws(scanner *sc)
 {
     const unsigned char *s = sc->s;
     size_t pos = sc->pos, len = sc->len;
-    while (pos < len && (s[pos] == ' ' || s[pos] == '\n' || s[pos] == '\r' || s[pos] == '\t'))
-        pos++;
-    sc->pos = pos;
+    sc->pos = (size_t)(fs_lex_skip_ws(s + pos, s + len) - s);
 }
 
 static int peek(const scanner *sc)
@@ -71,135 +68,24 @@ static int peek(const scanner *sc)
 
 /* ---- strings --------------------------------------------------------------------------------- */
 
-/* Length of the well-formed UTF-8 sequence of a non-ASCII character at p, 0 when it is not one:
- * a stray continuation byte, an overlong form, an encoded surrogate, or beyond U+10FFFF
- * (RFC 3629, the table of section 4). */
-static size_t utf8_length(const unsigned char *p, size_t avail)
-{
-    unsigned c = p[0];
-    if (c < 0xC2)
-        return 0;
-    if (c < 0xE0)
-        return avail >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c < 0xF0) {
-        if (avail < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0))
-            return 0;
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (avail < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
-            return 0;
-        if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-/* The escape at s[pos] == '\\': its length in bytes (6 or 12 for \u escapes, a surrogate pair
- * being one character), or 0 with the reason in *why. */
-static size_t escape_length(const unsigned char *s, size_t pos, size_t len, const char **why)
-{
-    if (pos + 1 >= len) {
-        *why = "an unterminated string";
-        return 0;
-    }
-    switch (s[pos + 1]) {
-    case '"':
-    case '\\':
-    case '/':
-    case 'b':
-    case 'f':
-    case 'n':
-    case 'r':
-    case 't': return 2;
-    case 'u': break;
-    default: *why = "an invalid escape in a string"; return 0;
-    }
-    long cp = len - pos >= 6 ? fs_hex4(s + pos + 2) : -1;
-    if (cp < 0) {
-        *why = "an invalid \\u escape in a string";
-        return 0;
-    }
-    if (cp == 0) {
-        *why = "\\u0000 in a string";
-        return 0;
-    }
-    if (cp >= 0xDC00 && cp <= 0xDFFF) {
-        *why = "a lone low surrogate escape in a string";
-        return 0;
-    }
-    if (cp < 0xD800 || cp > 0xDBFF)
-        return 6;
-    long low =
-        len - pos >= 12 && s[pos + 6] == '\\' && s[pos + 7] == 'u' ? fs_hex4(s + pos + 8) : -1;
-    if (low < 0xDC00 || low > 0xDFFF) {
-        *why = "a high surrogate escape without its low surrogate in a string";
-        return 0;
-    }
-    return 12;
-}
-
 /* The end of the string whose opening quote is at `pos`: the position just past its closing
- * quote, or 0 with *error_at and *why set. *escaped tells whether it holds a backslash. Inlined
- * into the loops below: strings are most of a page. */
-static inline size_t string_end(const unsigned char *s, size_t len, size_t pos, bool *escaped,
+ * quote, or 0 with *error_at and *why set. *escaped tells whether it holds a backslash. Forced
+ * inline into the loops below: strings are most of a page. */
+FS_LEX_HOT size_t string_end(const unsigned char *s, size_t len, size_t pos, bool *escaped,
                                 size_t *error_at, const char **why)
 {
-    pos++;
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i backslash = _mm_set1_epi8('\\');
-    const __m128i space = _mm_set1_epi8(' ');
-#endif
-    for (;;) {
-#if defined(__SSE2__)
-        /* a quote, a backslash, a control character or a non-ASCII byte (negative as signed,
-         * so below ' ' too) in the next 16 bytes? */
-        while (len - pos >= 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + pos));
-            __m128i hit =
-                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                             _mm_cmplt_epi8(v, space));
-            unsigned mask = (unsigned)_mm_movemask_epi8(hit);
-            if (mask) {
-                pos += (size_t)__builtin_ctz(mask);
-                goto special;
-            }
-            pos += 16;
-        }
-#endif
-        while (pos < len && s[pos] >= 0x20 && s[pos] < 0x80 && s[pos] != '"' && s[pos] != '\\')
-            pos++;
-        if (pos >= len) {
-            *error_at = len;
-            *why = "an unterminated string";
-            return 0;
-        }
-#if defined(__SSE2__)
-    special:
-#endif
-        if (s[pos] == '"')
-            return pos + 1;
-        size_t n;
-        if (s[pos] == '\\') {
-            *escaped = true;
-            n = escape_length(s, pos, len, why);
-        } else if (s[pos] < 0x20) {
-            n = 0;
-            *why = "a control character in a string";
-        } else {
-            n = utf8_length(s + pos, len - pos);
-            *why = "invalid UTF-8 in a string";
-        }
-        if (!n) {
-            *error_at = pos;
-            return 0;
-        }
-        pos += n;
+    unsigned seen = 0;
+    fs_lex_error err;
+    const unsigned char *at;
+    const unsigned char *end = fs_lex_string(s + pos + 1, s + len, false, &seen, &err, &at);
+    if (!end) {
+        *error_at = (size_t)(at - s);
+        *why = fs_lex_strerror(err);
+        return 0;
     }
+    if (seen & FS_LEX_ESCAPED)
+        *escaped = true;
+    return (size_t)(end - s);
 }
 
 /* A string at its opening quote: validated, `content` set to the bytes between the quotes. */
@@ -223,12 +109,12 @@ static bool scan_string(scanner *sc, fs_span *content, bool *escaped)
 
 static bool is_digit(int c)
 {
-    return c >= '0' && c <= '9';
+    return fs_lex_is_digit((unsigned)c);
 }
 
 static bool is_ws(int c)
 {
-    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+    return fs_lex_is_ws((unsigned)c);
 }
 
 static bool escaped_content_is(const char *text, fs_span content, const char *want, size_t n);
@@ -259,7 +145,7 @@ static bool skip_value_impl(scanner *sc, const checked_in *check, fs_span *type,
     size_t pos = sc->pos;
     const unsigned outer = sc->depth;
     unsigned depth = outer;
-    uint64_t kinds[FS_SPAN_MAX_DEPTH / 64 + 1];
+    uint8_t kinds[FS_SPAN_MAX_DEPTH / 8 + 1];
     const char *why = NULL;
     bool escaped, typed = false;
     size_t end;
@@ -267,7 +153,7 @@ static bool skip_value_impl(scanner *sc, const checked_in *check, fs_span *type,
 
 value:
     if (pos >= len) {
-        why = "the end of the text where a value was expected";
+        why = fs_lex_strerror(FS_LEX_E_END);
         goto bad;
     }
     c = s[pos];
@@ -288,15 +174,10 @@ value:
         if (depth >= FS_SPAN_MAX_DEPTH) {
             sc->pos = pos;
             sc->depth = depth;
-            return fail(sc, FS_SPAN_DEPTH, "nesting deeper than the limit");
+            return fail(sc, FS_SPAN_DEPTH, fs_lex_strerror(FS_LEX_E_DEPTH));
         }
         typed = false; /* a resourceType that is an array or object is no type */
-        unsigned level = depth - outer;
-        uint64_t bit = UINT64_C(1) << (level % 64);
-        if (c == '{')
-            kinds[level / 64] |= bit;
-        else
-            kinds[level / 64] &= ~bit;
+        fs_lex_kind_set(kinds, depth - outer, c == '{');
         depth++;
         pos++;
         while (pos < len && is_ws(s[pos]))
@@ -317,49 +198,25 @@ value:
     case 't':
     case 'f':
     case 'n': {
-        const char *word = c == 't' ? "true" : c == 'f' ? "false" : "null";
-        size_t n = c == 'f' ? 5 : 4;
-        if (len - pos < n || memcmp(s + pos, word, n) != 0) {
-            why = "an unexpected character";
+        const unsigned char *end_literal = fs_lex_literal(s + pos, s + len);
+        if (!end_literal) {
+            why = fs_lex_strerror(FS_LEX_E_UNEXPECTED);
             goto bad;
         }
-        pos += n;
+        pos = (size_t)(end_literal - s);
         goto after;
     }
-    default:
-        /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
-        if (c == '-')
-            pos++;
-        if (pos < len && s[pos] == '0') {
-            pos++;
-        } else if (pos < len && s[pos] >= '1' && s[pos] <= '9') {
-            while (pos < len && is_digit(s[pos]))
-                pos++;
-        } else {
-            why = "an unexpected character";
+    default: {
+        fs_lex_error err;
+        const unsigned char *at, *end_number = fs_lex_number(s + pos, s + len, &err, &at);
+        if (!end_number) {
+            pos = (size_t)(at - s);
+            why = fs_lex_strerror(err);
             goto bad;
         }
-        if (pos < len && s[pos] == '.') {
-            pos++;
-            if (pos >= len || !is_digit(s[pos])) {
-                why = "a number without digits after its decimal point";
-                goto bad;
-            }
-            while (pos < len && is_digit(s[pos]))
-                pos++;
-        }
-        if (pos < len && (s[pos] == 'e' || s[pos] == 'E')) {
-            pos++;
-            if (pos < len && (s[pos] == '+' || s[pos] == '-'))
-                pos++;
-            if (pos >= len || !is_digit(s[pos])) {
-                why = "a number without digits in its exponent";
-                goto bad;
-            }
-            while (pos < len && is_digit(s[pos]))
-                pos++;
-        }
+        pos = (size_t)(end_number - s);
         goto after;
+    }
     }
 
 after:
@@ -372,8 +229,7 @@ after:
     while (pos < len && is_ws(s[pos]))
         pos++;
     {
-        unsigned level = depth - outer - 1;
-        bool object = (kinds[level / 64] >> (level % 64)) & 1;
+        bool object = fs_lex_kind_is_object(kinds, depth - outer - 1);
         c = pos < len ? s[pos] : -1;
         if (c == ',') {
             pos++;
@@ -384,7 +240,7 @@ after:
             goto value;
         }
         if (c != (object ? '}' : ']')) {
-            why = object ? "a missing ',' or '}' in an object" : "a missing ',' or ']' in an array";
+            why = fs_lex_strerror(object ? FS_LEX_E_OBJECT : FS_LEX_E_ARRAY);
             goto bad;
         }
         pos++;
@@ -403,7 +259,7 @@ after:
 
 member:
     if (pos >= len || s[pos] != '"') {
-        why = "a missing member name (a string) in an object";
+        why = fs_lex_strerror(FS_LEX_E_NAME);
         goto bad;
     }
     escaped = false;
@@ -425,7 +281,7 @@ member:
     while (pos < len && is_ws(s[pos]))
         pos++;
     if (pos >= len || s[pos] != ':') {
-        why = "a missing ':' after a member name";
+        why = fs_lex_strerror(FS_LEX_E_COLON);
         goto bad;
     }
     pos++;
@@ -446,10 +302,20 @@ static bool skip_checked(scanner *sc, fs_bundle_scan *out, fs_span_where where, 
     return skip_value_impl(sc, &check, NULL, NULL);
 }
 
-/* Any value, no name checks: inside resources, and fs_json_span_value. */
+/* Any value, no name checks: a resource that is no object, and fs_json_span_value. */
 static bool skip_value(scanner *sc)
 {
-    return skip_value_impl(sc, NULL, NULL, NULL);
+    uint8_t kinds[FS_SPAN_MAX_DEPTH / 8 + 1];
+    fs_lex_skip sk = {.max_open = FS_SPAN_MAX_DEPTH - sc->depth, .kinds = kinds};
+    const unsigned char *end = fs_lex_skip_value(sc->s + sc->pos, sc->s + sc->len, &sk);
+    if (end) {
+        sc->pos = (size_t)(end - sc->s);
+        return true;
+    }
+    sc->pos = (size_t)(sk.error_at - sc->s);
+    if (sk.error == FS_LEX_E_DEPTH)
+        return fail(sc, FS_SPAN_DEPTH, fs_lex_strerror(FS_LEX_E_DEPTH));
+    return syntax(sc, fs_lex_strerror(sk.error));
 }
 
 /* ---- member names ---------------------------------------------------------------------------- */
@@ -695,7 +561,7 @@ static bool walk_object(scanner *sc, member_fn on_member, void *ctx, fs_bundle_s
                         fs_span_where where, size_t index)
 {
     if (sc->depth >= FS_SPAN_MAX_DEPTH)
-        return fail(sc, FS_SPAN_DEPTH, "nesting deeper than the limit");
+        return fail(sc, FS_SPAN_DEPTH, fs_lex_strerror(FS_LEX_E_DEPTH));
     sc->depth++;
     sc->pos++;
     size_t base = out ? out->name_count : 0;
@@ -703,7 +569,7 @@ static bool walk_object(scanner *sc, member_fn on_member, void *ctx, fs_bundle_s
     if (peek(sc) != '}') {
         for (;;) {
             if (peek(sc) != '"')
-                return syntax(sc, "a missing member name (a string) in an object");
+                return syntax(sc, fs_lex_strerror(FS_LEX_E_NAME));
             member m;
             if (!scan_string(sc, &m.name, &m.escaped))
                 return false;
@@ -711,7 +577,7 @@ static bool walk_object(scanner *sc, member_fn on_member, void *ctx, fs_bundle_s
                 return false;
             skip_ws(sc);
             if (peek(sc) != ':')
-                return syntax(sc, "a missing ':' after a member name");
+                return syntax(sc, fs_lex_strerror(FS_LEX_E_COLON));
             sc->pos++;
             skip_ws(sc);
             if (!on_member(sc, &m, ctx))
@@ -721,7 +587,7 @@ static bool walk_object(scanner *sc, member_fn on_member, void *ctx, fs_bundle_s
             if (c == '}')
                 break;
             if (c != ',')
-                return syntax(sc, "a missing ',' or '}' in an object");
+                return syntax(sc, fs_lex_strerror(FS_LEX_E_OBJECT));
             sc->pos++;
             skip_ws(sc);
         }
@@ -737,7 +603,7 @@ typedef bool (*element_fn)(scanner *sc, size_t index, void *ctx);
 static bool walk_array(scanner *sc, element_fn on_element, void *ctx)
 {
     if (sc->depth >= FS_SPAN_MAX_DEPTH)
-        return fail(sc, FS_SPAN_DEPTH, "nesting deeper than the limit");
+        return fail(sc, FS_SPAN_DEPTH, fs_lex_strerror(FS_LEX_E_DEPTH));
     sc->depth++;
     sc->pos++;
     skip_ws(sc);
@@ -750,7 +616,7 @@ static bool walk_array(scanner *sc, element_fn on_element, void *ctx)
             if (c == ']')
                 break;
             if (c != ',')
-                return syntax(sc, "a missing ',' or ']' in an array");
+                return syntax(sc, fs_lex_strerror(FS_LEX_E_ARRAY));
             sc->pos++;
             skip_ws(sc);
         }

@@ -114,11 +114,13 @@ static inline size_t fs_lex_utf8_length(const unsigned char *p, const unsigned c
 
 /* ---- strings --------------------------------------------------------------------------------- */
 
-/* The first byte at or after p that needs a look in a string: '"', '\', a control byte or a
- * non-ASCII byte; end when there is none. */
-FS_LEX_HOT const unsigned char *fs_lex_plain_end(const unsigned char *p, const unsigned char *end)
+/* 16 bytes at a time (SSE2): true with *pp at the first byte that needs a look in a string ('"',
+ * '\', a control byte or a non-ASCII byte); false with *pp where fewer than 16 bytes remain
+ * (at once without SSE2). */
+FS_LEX_HOT bool fs_lex_plain16(const unsigned char **pp, const unsigned char *end)
 {
 #if defined(__SSE2__)
+    const unsigned char *p = *pp;
     const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
                   space = _mm_set1_epi8(0x20);
     while (end - p >= 16) {
@@ -128,11 +130,24 @@ FS_LEX_HOT const unsigned char *fs_lex_plain_end(const unsigned char *p, const u
             _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
             _mm_cmplt_epi8(v, space));
         unsigned mask = (unsigned)_mm_movemask_epi8(hit);
-        if (mask)
-            return p + __builtin_ctz(mask);
+        if (mask) {
+            *pp = p + __builtin_ctz(mask);
+            return true;
+        }
         p += 16;
     }
+    *pp = p;
+#else
+    (void)pp;
+    (void)end;
 #endif
+    return false;
+}
+
+/* The first byte at or after p that needs a look in a string, 8 bytes at a time (SWAR) then
+ * one at a time; end when there is none. */
+FS_LEX_HOT const unsigned char *fs_lex_plain_tail(const unsigned char *p, const unsigned char *end)
+{
     const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
     while (end - p >= 8) {
         uint64_t w;
@@ -148,6 +163,15 @@ FS_LEX_HOT const unsigned char *fs_lex_plain_end(const unsigned char *p, const u
     while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
         p++;
     return p;
+}
+
+/* The first byte at or after p that needs a look in a string: '"', '\', a control byte or a
+ * non-ASCII byte; end when there is none. */
+FS_LEX_HOT const unsigned char *fs_lex_plain_end(const unsigned char *p, const unsigned char *end)
+{
+    if (fs_lex_plain16(&p, end))
+        return p;
+    return fs_lex_plain_tail(p, end);
 }
 
 static inline int fs_lex_hex(unsigned c)
@@ -237,11 +261,14 @@ FS_LEX_HOT const unsigned char *fs_lex_string(const unsigned char *p, const unsi
                                                  fs_lex_error *err, const unsigned char **at)
 {
     for (;;) {
-        p = fs_lex_plain_end(p, end);
-        if (p >= end) {
-            *err = FS_LEX_E_UNTERMINATED;
-            *at = end;
-            return NULL;
+        /* a hit of the 16-byte loop is in bounds: no test on that (the usual) path */
+        if (!fs_lex_plain16(&p, end)) {
+            p = fs_lex_plain_tail(p, end);
+            if (p >= end) {
+                *err = FS_LEX_E_UNTERMINATED;
+                *at = end;
+                return NULL;
+            }
         }
         unsigned c = *p;
         if (c == '"')
