@@ -12,14 +12,16 @@
  *
  * The caller feeds chunks as they arrive; the checker stops after each line end so that the
  * caller knows where lines start and end in its output (to cut a bad line out in quarantine
- * mode). */
+ * mode).
+ *
+ * What a string, a number, a literal may hold, and the UTF-8 table, are the lexer core's
+ * (json/lex.h), shared with the search-page scanner and the store's field scanner; this file keeps
+ * the two shapes of walk: the resumable byte machine and the whole-line fast path. */
 #include <stdio.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "bulk/bulk_internal.h"
+#include "json/lex.h"
 
 enum {
     ST_START = 0,   /* line start: whitespace, then '{' */
@@ -49,18 +51,6 @@ enum {
 };
 
 enum { AFTER_STR_VALUE = 0, AFTER_STR_KEY = 1 };
-
-/* Bytes that need no attention inside a string: printable ASCII except '"' and '\'. */
-static const unsigned char plain[256] = {
-#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
-    R16(0), R16(0),
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' is 0x22 */
-    R16(1), R16(1),
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50: '\' is 0x5c */
-    R16(1), R16(1),
-    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0),
-#undef R16
-};
 
 void fs_ndjson_init(fs_ndjson_checker *ck, const char *expect_type, uint64_t max_line)
 {
@@ -105,27 +95,23 @@ static void fail(fs_ndjson_checker *ck, const char *what, unsigned char c)
     ck->state = ST_ERROR;
 }
 
+/* JSON whitespace; the '\n' that would be one ends the line before any state sees it */
 static bool is_ws(unsigned char c)
 {
-    return c == ' ' || c == '\t' || c == '\r';
+    return fs_lex_is_ws(c);
 }
 
 static bool push(fs_ndjson_checker *ck, bool object)
 {
     if (ck->depth >= FS_NDJSON_MAX_DEPTH)
         return false;
-    if (object)
-        ck->stack[ck->depth / 8] |= (uint8_t)(1u << (ck->depth % 8));
-    else
-        ck->stack[ck->depth / 8] &= (uint8_t)~(1u << (ck->depth % 8));
-    ck->depth++;
+    fs_lex_kind_set(ck->stack, ck->depth++, object);
     return true;
 }
 
 static bool top_is_object(const fs_ndjson_checker *ck)
 {
-    unsigned d = ck->depth - 1;
-    return (ck->stack[d / 8] >> (d % 8)) & 1u;
+    return fs_lex_kind_is_object(ck->stack, ck->depth - 1);
 }
 
 /* A decoded character of a string: kept when it belongs to a depth-1 name or the resourceType
@@ -243,37 +229,17 @@ static void after_value(fs_ndjson_checker *ck, unsigned char c)
     fail(ck, "invalid JSON: ',' or a closing bracket expected", c);
 }
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static void utf8_lead(fs_ndjson_checker *ck, unsigned char c)
 {
-    if (c >= 0xc2 && c <= 0xdf) {
-        ck->u8_need = 1, ck->u8_lo = 0x80, ck->u8_hi = 0xbf;
-    } else if (c == 0xe0) {
-        ck->u8_need = 2, ck->u8_lo = 0xa0, ck->u8_hi = 0xbf;
-    } else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) {
-        ck->u8_need = 2, ck->u8_lo = 0x80, ck->u8_hi = 0xbf;
-    } else if (c == 0xed) {
-        ck->u8_need = 2, ck->u8_lo = 0x80, ck->u8_hi = 0x9f;
-    } else if (c == 0xf0) {
-        ck->u8_need = 3, ck->u8_lo = 0x90, ck->u8_hi = 0xbf;
-    } else if (c >= 0xf1 && c <= 0xf3) {
-        ck->u8_need = 3, ck->u8_lo = 0x80, ck->u8_hi = 0xbf;
-    } else if (c == 0xf4) {
-        ck->u8_need = 3, ck->u8_lo = 0x80, ck->u8_hi = 0x8f;
-    } else {
+    unsigned char lo, hi;
+    unsigned need = fs_lex_utf8_lead(c, &lo, &hi);
+    if (!need) {
         fail(ck, "invalid UTF-8", c);
         return;
     }
+    ck->u8_need = (uint8_t)need;
+    ck->u8_lo = lo;
+    ck->u8_hi = hi;
     capture(ck, 0x80); /* non-ASCII */
     ck->state = ST_UTF8;
 }
@@ -368,7 +334,7 @@ again:
         return;
     }
     case ST_STR_U: {
-        int h = hex_digit(c);
+        int h = fs_lex_hex(c);
         if (h < 0) {
             fail(ck, "invalid JSON: bad \\u escape", c);
             return;
@@ -541,174 +507,28 @@ static void conclude(fs_ndjson_checker *ck, bool at_eof)
  * fuzz_ndjson.c) holds it to that: it feeds each input whole (fast path) and in small chunks
  * (lines split across chunks take the resumable machine) and requires the same verdicts.
  *
- * The line's '\n' ends every scan: it is not whitespace, not a string byte, not a digit, so the
- * loops below stop there without a bounds check, and every multi-byte look-ahead reads its bytes
- * one at a time (stopping at the first that does not match, at the latest at the '\n'). */
+ * Every scan is bounded by the line's '\n' (e): the lexer core's pieces take it as their end, and
+ * a single-byte look at *s is always in the buffer (at the latest it reads the '\n'). */
 
 #define FAST_MAX_DEPTH 64
 
-static const unsigned char *fast_ws(const unsigned char *s)
+/* Whitespace within the line [s, e) (a '\n' never occurs before e). */
+static const unsigned char *fast_ws(const unsigned char *s, const unsigned char *e)
 {
-    while (*s == ' ' || *s == '\t' || *s == '\r')
-        s++;
-    return s;
-}
-
-static bool fast_digit(unsigned char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-/* Four hex digits at s (value in *v), or false. */
-static bool fast_hex4(const unsigned char *s, uint32_t *v)
-{
-    uint32_t value = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hex_digit(s[i]);
-        if (h < 0)
-            return false;
-        value = value << 4 | (uint32_t)h;
-    }
-    *v = value;
-    return true;
-}
-
-/* The first byte at or after s that needs attention in a string: '"', '\', a control byte (the
- * line's '\n' among them) or a non-ASCII byte. Sixteen (SSE2) or eight (any 64-bit machine) bytes
- * at a time while that many remain before `e` (the '\n'), then one at a time up to it. */
-static const unsigned char *fast_plain(const unsigned char *s, const unsigned char *e)
-{
-#if defined(__SSE2__)
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
-                  space = _mm_set1_epi8(0x20);
-    while (e - s >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
-        /* signed compare: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII */
-        __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                                 _mm_cmpeq_epi8(v, backslash)),
-                                    _mm_cmplt_epi8(v, space));
-        int mask = _mm_movemask_epi8(stop);
-        if (mask)
-            return s + __builtin_ctz((unsigned)mask);
-        s += 16;
-    }
-#else
-    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-    while (e - s >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
-        /* high bit of a byte set when it is '"' or '\' (a zero byte of q or b), below 0x20 or
-         * >= 0x80; a borrow can flag a byte above a flagged one, never one below, and none
-         * when no byte needs attention */
-        uint64_t stop = (((q - ones) & ~q) | ((b - ones) & ~b) | (w - ones * 0x20) | w) & highs;
-        if (stop)
-            break; /* the byte loop below finds it within these eight */
-        s += 8;
-    }
-#endif
-    while (plain[*s])
-        s++;
-    return s;
+    return fs_lex_skip_ws(s, e);
 }
 
 /* The rest of a string after its opening quote: just past the closing quote, or NULL when the
  * string is not valid JSON (the resumable machine then says why). *simple becomes false when the
  * string holds an escape or a non-ASCII character (its raw bytes are then not its value). */
-static const unsigned char *fast_string(const unsigned char *s, const unsigned char *e,
-                                        bool *simple)
+FS_LEX_HOT const unsigned char *fast_string(const unsigned char *s, const unsigned char *e,
+                                           bool *simple)
 {
-    *simple = true;
-    for (;;) {
-        s = fast_plain(s, e);
-        unsigned char c = *s;
-        if (c == '"')
-            return s + 1;
-        if (c == '\\') {
-            *simple = false;
-            c = s[1];
-            if (c == 'u') {
-                uint32_t v, low;
-                if (!fast_hex4(s + 2, &v))
-                    return NULL;
-                if (v >= 0xd800 && v <= 0xdbff) {
-                    if (s[6] != '\\' || s[7] != 'u' || !fast_hex4(s + 8, &low) || low < 0xdc00 ||
-                        low > 0xdfff)
-                        return NULL;
-                    s += 12;
-                } else if ((v >= 0xdc00 && v <= 0xdfff) || v == 0) {
-                    return NULL;
-                } else {
-                    s += 6;
-                }
-            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
-                       c == 'r' || c == 't') {
-                s += 2;
-            } else {
-                return NULL;
-            }
-            continue;
-        }
-        if (c < 0x80)
-            return NULL; /* a control byte, or the end of the line */
-        /* UTF-8: the same table as utf8_lead() */
-        *simple = false;
-        unsigned need;
-        unsigned char lo = 0x80, hi = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf)
-            need = 1;
-        else if (c == 0xe0)
-            need = 2, lo = 0xa0;
-        else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef)
-            need = 2;
-        else if (c == 0xed)
-            need = 2, hi = 0x9f;
-        else if (c == 0xf0)
-            need = 3, lo = 0x90;
-        else if (c >= 0xf1 && c <= 0xf3)
-            need = 3;
-        else if (c == 0xf4)
-            need = 3, hi = 0x8f;
-        else
-            return NULL;
-        s++;
-        for (unsigned i = 0; i < need; i++, s++) {
-            if (*s < lo || *s > hi)
-                return NULL;
-            lo = 0x80;
-            hi = 0xbf;
-        }
-    }
-}
-
-/* A number at s: just past it, or NULL. */
-static const unsigned char *fast_number(const unsigned char *s)
-{
-    if (*s == '-')
-        s++;
-    if (*s == '0') {
-        s++;
-    } else if (*s >= '1' && *s <= '9') {
-        while (fast_digit(*++s))
-            ;
-    } else {
-        return NULL;
-    }
-    if (*s == '.') {
-        if (!fast_digit(*++s))
-            return NULL;
-        while (fast_digit(*++s))
-            ;
-    }
-    if (*s == 'e' || *s == 'E') {
-        s++;
-        if (*s == '+' || *s == '-')
-            s++;
-        if (!fast_digit(*s))
-            return NULL;
-        while (fast_digit(*++s))
-            ;
-    }
+    unsigned seen = 0;
+    fs_lex_error err;
+    const unsigned char *at;
+    s = fs_lex_string(s, e, false, &seen, &err, &at);
+    *simple = !(seen & (FS_LEX_ESCAPED | FS_LEX_NON_ASCII));
     return s;
 }
 
@@ -722,14 +542,14 @@ static bool fast_line(fs_ndjson_checker *ck, const unsigned char *s, const unsig
     size_t rt_len = 0;
     bool simple;
 
-    s = fast_ws(s);
+    s = fast_ws(s, e);
     if (*s != '{')
         return false;
     s++;
     depth = 1;
     objects = 1;
 obj_first:
-    s = fast_ws(s);
+    s = fast_ws(s, e);
     if (*s == '}')
         goto close;
 key:
@@ -745,10 +565,10 @@ key:
                 return false; /* an escape could spell resourceType: let the machine decode */
             is_rt = s - 1 - name == 12 && memcmp(name, "resourceType", 12) == 0;
         }
-        s = fast_ws(s);
+        s = fast_ws(s, e);
         if (*s != ':')
             return false;
-        s = fast_ws(s + 1);
+        s = fast_ws(s + 1, e);
         if (is_rt) {
             if (rt || *s != '"')
                 return false;
@@ -763,7 +583,7 @@ key:
     }
     goto value;
 arr_first:
-    s = fast_ws(s);
+    s = fast_ws(s, e);
     if (*s == ']')
         goto close;
 value:
@@ -785,29 +605,23 @@ value:
             goto obj_first;
         goto arr_first;
     case 't':
-        if (s[1] != 'r' || s[2] != 'u' || s[3] != 'e')
-            return false;
-        s += 4;
-        goto after;
     case 'f':
-        if (s[1] != 'a' || s[2] != 'l' || s[3] != 's' || s[4] != 'e')
-            return false;
-        s += 5;
-        goto after;
     case 'n':
-        if (s[1] != 'u' || s[2] != 'l' || s[3] != 'l')
+        if (!(s = fs_lex_literal(s, e)))
             return false;
-        s += 4;
         goto after;
-    default:
-        if (!(s = fast_number(s)))
+    default: {
+        fs_lex_error err;
+        const unsigned char *at;
+        if (!(s = fs_lex_number(s, e, &err, &at)))
             return false;
         goto after;
     }
+    }
 after:
-    s = fast_ws(s);
+    s = fast_ws(s, e);
     if (*s == ',') {
-        s = fast_ws(s + 1);
+        s = fast_ws(s + 1, e);
         if ((objects >> (depth - 1)) & 1)
             goto key;
         goto value;
@@ -818,7 +632,7 @@ close:
     s++;
     if (--depth > 0)
         goto after;
-    if (fast_ws(s) != e || !rt)
+    if (fast_ws(s, e) != e || !rt)
         return false;
     memcpy(ck->resource_type, rt, rt_len);
     ck->resource_type[rt_len] = '\0';
@@ -890,8 +704,7 @@ fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t l
             break;
         }
         if (ck->state == ST_STR && !ck->in_key && !ck->capturing_rt) {
-            while (p < lim && plain[*p])
-                p++;
+            p = fs_lex_plain_end(p, lim);
             if (p == lim)
                 break;
         }
