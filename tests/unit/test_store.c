@@ -389,6 +389,12 @@ static void test_scanner_rejects(void **state)
         {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xed\xa0\x80\"}", "invalid UTF-8"},
         {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xc0\xaf\"}", "invalid UTF-8"},
         {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":@}", "unexpected character"},
+        /* numbers and literals are the lexer core's, as strict as the NDJSON checker's */
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":1.}", "invalid number"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":1e+}", "invalid number"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":01}", "expected ',' or '}'"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":[tru]}", "unexpected character"},
+        {"{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":nulll}", "expected ',' or '}'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         expect_reject(cases[i].line, strlen(cases[i].line), cases[i].reason);

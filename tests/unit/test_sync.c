@@ -626,6 +626,80 @@ static void test_load_files(void **state)
     fhirsync_store_close(store);
 }
 
+/* The workers' path: a stream cut by the line splitter, each line through the strict checker. */
+typedef struct refusals {
+    int n;
+    int64_t line_no[8];
+    char reason[8][200];
+} refusals;
+
+static bool on_refused(void *ud, const char *line, size_t len, int64_t line_no, const char *reason)
+{
+    (void)line;
+    (void)len;
+    refusals *r = ud;
+    assert_true(r->n < 8);
+    r->line_no[r->n] = line_no;
+    snprintf(r->reason[r->n], sizeof r->reason[0], "%s", reason);
+    r->n++;
+    return true;
+}
+
+static void test_load_stream(void **state)
+{
+    (void)state;
+    static const char stream[] =
+        "{\"resourceType\":\"Patient\",\"id\":\"s1\"}\n"
+        "{\"resourceType\":\"Patient\",\"id\":\"s2\",\"x\":\"\\u0000\"}\n" /* the store takes it */
+        "{\"resourceType\":\"Observation\",\"id\":\"o1\"}\n"              /* not this file's type */
+        "{\"resourceType\":\"Patient\",\"id\":\"s3\",\"pad\":\"................................"
+        "............................................................\"}\n" /* over the cap */
+        "\n"
+        "{\"resourceType\":\"Patient\",\"id\":\"s4\"}\r\n"
+        "{\"resourceType\":\"Patient\",\"id\":\"s5\"";                    /* cut short */
+    char db[600];
+    snprintf(db, sizeof db, "%s/stream.db", tmpdir);
+    fhirsync_store *store = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_store_open(db, 0, &store, &err), FHIRSYNC_OK);
+    for (size_t chunk = 1; chunk <= sizeof stream; chunk += 7) {
+        fs_sync_counts c;
+        fs_sync_counts_init(&c);
+        fs_sync_file f = {.kind = FHIRSYNC_EXPORT_OUTPUT, .type = "Patient", .name = "P"};
+        refusals r = {0};
+        fs_sync_loader ld = {.store = store,
+                             .file = &f,
+                             .counts = &c,
+                             .refused = on_refused,
+                             .refused_userdata = &r,
+                             .endpoint = "ep",
+                             .check = true,
+                             .err = &err};
+        fs_lines lines;
+        fs_lines_init(&lines, 100);
+        for (size_t off = 0; off < sizeof stream - 1; off += chunk)
+            assert_true(fs_sync_load_chunk(&ld, &lines, stream + off,
+                                           sizeof stream - 1 - off < chunk ? sizeof stream - 1 - off
+                                                                           : chunk));
+        assert_true(fs_sync_load_end(&ld, &lines));
+        fs_lines_free(&lines);
+        assert_int_equal(ld.line_no, 7);
+        assert_int_equal(fs_sync_counts_at(&c, "Patient")->loaded, 2);
+        assert_int_equal(fs_sync_counts_at(&c, "Patient")->quarantined, 4);
+        assert_int_equal(r.n, 4);
+        assert_int_equal(r.line_no[0], 2);
+        assert_string_equal(r.reason[0], "invalid JSON: \\u0000 in a string at byte 47 ('0')");
+        assert_int_equal(r.line_no[1], 3);
+        assert_non_null(strstr(r.reason[1], "\"Observation\" where the manifest entry says \"Patient\""));
+        assert_int_equal(r.line_no[2], 4);
+        assert_string_equal(r.reason[2], "line 4 is longer than the 100-byte limit");
+        assert_int_equal(r.line_no[3], 7);
+        assert_non_null(strstr(r.reason[3], "truncated last line"));
+        fs_sync_counts_clear(&c);
+    }
+    fhirsync_store_close(store);
+}
+
 /* ---- options and handles --------------------------------------------------------------------- */
 
 static void test_sync_new(void **state)
@@ -801,9 +875,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_levels),      cmocka_unit_test(test_group_scope),
         cmocka_unit_test(test_watermarks),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_delete_urls), cmocka_unit_test(test_counts),
-        cmocka_unit_test(test_load_files),  cmocka_unit_test(test_sync_new),
-        cmocka_unit_test(test_walk_sync),   cmocka_unit_test(test_scope_types),
-        cmocka_unit_test(test_reconcile),
+        cmocka_unit_test(test_load_files),  cmocka_unit_test(test_load_stream),
+        cmocka_unit_test(test_sync_new),    cmocka_unit_test(test_walk_sync),
+        cmocka_unit_test(test_scope_types), cmocka_unit_test(test_reconcile),
     };
     int rc = cmocka_run_group_tests(tests, make_tmp, remove_tmp);
     fhirsync_global_cleanup();

@@ -46,6 +46,8 @@
 /* ---- the NDJSON line checker (ndjson.c) ----------------------------------------------------- */
 
 #define FS_NDJSON_MAX_DEPTH 1024
+/* Room for a verdict's reason, NUL included. */
+#define FS_NDJSON_REASON_MAX 200
 
 typedef enum fs_ndjson_event {
     FS_NDJSON_MORE = 0,            /* every byte given was consumed; the line goes on */
@@ -77,7 +79,7 @@ typedef struct fs_ndjson_checker {
     uint64_t line_start;           /* file offset of the current line's first byte */
     uint64_t at;                   /* offset in the line of the byte being examined */
     fs_ndjson_verdict verdict;
-    char reason[200];
+    char reason[FS_NDJSON_REASON_MAX];
     char resource_type[FS_BULK_MAX_TYPE_LEN + 1];
     /* scanner state (ndjson.c) */
     uint8_t state, after_str, lit_left, u_left, u8_need, u8_lo, u8_hi;

@@ -7,8 +7,10 @@
  *
  * Transport rules are the http module's: the access token is attached only when the manifest
  * says requiresAccessToken and only to the FHIR server's origin (a redirect to storage drops it);
- * a 401 renews the token once. Memory: the longest line. */
-#include <string.h>
+ * a 401 renews the token once. Lines are cut by the loaders' splitter (core/lines.h, the 64 MiB
+ * cap) and, unlike a file the bulk writer already checked, each goes through the strict NDJSON
+ * checker before the store (the loader's `check`): a bad line is quarantined with the checker's
+ * reason, as in bulk mode. Memory: the longest line. */
 
 #include "config/config_internal.h"
 #include "fhirsync/auth.h"
@@ -19,51 +21,16 @@
 
 typedef struct fetch_sink {
     fs_sync_loader *ld;
-    fs_buf line;
-    bool too_long;
+    fs_lines lines;
     bool failed; /* the loader stopped: its rc/err say why */
-    bool nomem;
 } fetch_sink;
 
 static bool on_data(const char *data, size_t len, void *userdata)
 {
     fetch_sink *k = userdata;
-    size_t at = 0;
-    while (at < len) {
-        const char *nl = memchr(data + at, '\n', len - at);
-        size_t take = nl ? (size_t)(nl - (data + at)) : len - at;
-        if (!k->too_long && k->line.len + take > FS_SYNC_MAX_LINE) {
-            k->too_long = true;
-            fs_buf_reset(&k->line);
-        }
-        if (!k->too_long) {
-            if (nl && k->line.len == 0) {
-                if (!fs_sync_load_line(k->ld, data + at, take)) {
-                    k->failed = true;
-                    return false;
-                }
-            } else if (!fs_buf_append(&k->line, data + at, take)) {
-                k->nomem = true;
-                return false;
-            } else if (nl) {
-                bool ok = fs_sync_load_line(k->ld, k->line.data, k->line.len);
-                fs_buf_reset(&k->line);
-                if (!ok) {
-                    k->failed = true;
-                    return false;
-                }
-            }
-        } else if (nl) {
-            /* a line over the cap: not stored; counted as a line so numbers stay right */
-            k->too_long = false;
-            if (!fs_sync_load_refuse(k->ld, "", 0, "the line is longer than 64 MiB")) {
-                k->failed = true;
-                return false;
-            }
-        }
-        at += take + (nl ? 1 : 0);
-    }
-    return true;
+    if (!fs_sync_load_chunk(k->ld, &k->lines, data, len))
+        k->failed = true;
+    return !k->failed;
 }
 
 fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_auth *auth,
@@ -76,6 +43,7 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
     static const char *const headers[] = {"Accept: application/fhir+ndjson", NULL};
     fhirsync_code rc = FHIRSYNC_OK;
     bool renewed = false;
+    ld->check = true;
     for (;;) {
         fhirsync_token token = {0};
         if (requires_token) {
@@ -84,7 +52,7 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
                 break;
         }
         fetch_sink sink = {.ld = ld};
-        fs_buf_init(&sink.line);
+        fs_lines_init(&sink.lines, 0);
         int64_t first_line = ld->line_no;
         fs_http_request req = {.method = "GET",
                                .url = url,
@@ -105,13 +73,11 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
             rc = ld->rc != FHIRSYNC_OK ? ld->rc : FHIRSYNC_E_STORE;
             if (ld->err && ld->err != err)
                 *err = *ld->err;
-        } else if (sink.nomem) {
-            rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         } else if (rc == FHIRSYNC_OK && resp.status == 401 && requires_token && !renewed &&
                    ld->line_no == first_line) {
             renewed = true;
             fs_http_response_clear(&resp);
-            fs_buf_free(&sink.line);
+            fs_lines_free(&sink.lines);
             continue;
         } else if (rc == FHIRSYNC_OK && (resp.status < 200 || resp.status > 299)) {
             char what[600];
@@ -123,14 +89,13 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
                                  : resp.status >= 500                     ? FHIRSYNC_E_SERVER
                                                                           : FHIRSYNC_E_HTTP;
             rc = fs_err_http(err, code, resp.status, "%s", what);
-        } else if (rc == FHIRSYNC_OK && sink.line.len > 0 &&
-                   !fs_sync_load_line(ld, sink.line.data, sink.line.len)) {
+        } else if (rc == FHIRSYNC_OK && !fs_sync_load_end(ld, &sink.lines)) {
             rc = ld->rc;
             if (ld->err && ld->err != err)
                 *err = *ld->err;
         }
         fs_http_response_clear(&resp);
-        fs_buf_free(&sink.line);
+        fs_lines_free(&sink.lines);
         break;
     }
     fs_http_free(http);

@@ -8,8 +8,12 @@
  *   error    each line is an OperationOutcome from the server: issues of severity error or fatal
  *            are counted (the run ends partial), warnings are logged
  *
- * The same line handler serves files on disk (bulk mode) and streamed downloads (workers). Memory
- * is one read buffer plus the longest line. */
+ * The same line handler serves files on disk (bulk mode) and streamed downloads (workers), and
+ * one splitter (core/lines.h, the 64 MiB cap) cuts both into lines. Lines of a file on disk were
+ * checked by the bulk writer on their way there; lines of a stream are checked here with the same
+ * strict checker (bulk/ndjson.c) when the loader says so (`check`), and a bad one is quarantined
+ * with the checker's reason, as the writer would have. Memory is one read buffer plus the longest
+ * line. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,6 +21,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "bulk/bulk_internal.h"
 #include "json/json.h"
 #include "store/store_lib.h"
 #include "sync/sync_internal.h"
@@ -161,10 +166,15 @@ static bool load_error(fs_sync_loader *ld, const char *line, size_t len)
     return true;
 }
 
-bool fs_sync_load_refuse(fs_sync_loader *ld, const char *line, size_t len, const char *reason)
+/* The type every line of the file must name: what the bulk writer checks against. */
+static const char *expected_type(const fs_sync_file *file)
 {
-    ld->line_no++;
-    return refuse(ld, line, len, ld->file->type, reason);
+    switch (file->kind) {
+    case FHIRSYNC_EXPORT_OUTPUT: return file->type;
+    case FHIRSYNC_EXPORT_DELETED: return "Bundle";
+    case FHIRSYNC_EXPORT_ERROR: return "OperationOutcome";
+    }
+    return file->type;
 }
 
 bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len)
@@ -177,10 +187,53 @@ bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len)
         skip++;
     if (skip == len)
         return true; /* an empty line: nothing to store (the bulk client reported it) */
+    if (ld->check) {
+        char reason[FS_NDJSON_REASON_MAX];
+        const char *type = expected_type(ld->file);
+        if (fs_ndjson_check_line(line, len, type, reason, sizeof reason) == FS_NDJSON_BAD)
+            return refuse(ld, line, len, type, reason);
+    }
     switch (ld->file->kind) {
     case FHIRSYNC_EXPORT_OUTPUT: return load_output(ld, line, len);
     case FHIRSYNC_EXPORT_DELETED: return load_deleted(ld, line, len);
     case FHIRSYNC_EXPORT_ERROR: return load_error(ld, line, len);
+    }
+    return true;
+}
+
+bool fs_sync_load_chunk(fs_sync_loader *ld, fs_lines *lines, const char *data, size_t len)
+{
+    const char *line;
+    size_t line_len;
+    for (;;) {
+        switch (fs_lines_next(lines, &data, &len, &line, &line_len)) {
+        case FS_LINES_MORE: return true;
+        case FS_LINES_LINE:
+            if (!fs_sync_load_line(ld, line, line_len))
+                return false;
+            break;
+        case FS_LINES_TOO_LONG:
+            /* not stored; counted as a line so that the numbers of the next ones stay right */
+            ld->line_no++;
+            if (!refuse(ld, "", 0, expected_type(ld->file), fs_lines_error(lines)))
+                return false;
+            break;
+        case FS_LINES_NOMEM: return stop(ld, FHIRSYNC_E_NOMEM, NULL);
+        }
+    }
+}
+
+bool fs_sync_load_end(fs_sync_loader *ld, fs_lines *lines)
+{
+    const char *line;
+    size_t line_len;
+    switch (fs_lines_finish(lines, &line, &line_len)) {
+    case FS_LINES_LINE: return fs_sync_load_line(ld, line, line_len);
+    case FS_LINES_TOO_LONG:
+        ld->line_no++;
+        return refuse(ld, "", 0, expected_type(ld->file), fs_lines_error(lines));
+    case FS_LINES_NOMEM: return stop(ld, FHIRSYNC_E_NOMEM, NULL);
+    case FS_LINES_MORE: break;
     }
     return true;
 }
@@ -192,8 +245,8 @@ static fhirsync_code load_once(fhirsync_store *store, const char *path, const fs
 {
     fhirsync_code rc = FHIRSYNC_OK;
     char *buf = NULL;
-    fs_buf line;
-    fs_buf_init(&line);
+    fs_lines lines;
+    fs_lines_init(&lines, 0);
     bool in_batch = false;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -226,7 +279,6 @@ static fhirsync_code load_once(fhirsync_store *store, const char *path, const fs
                          .endpoint = endpoint,
                          .err = err,
                          .rc = FHIRSYNC_OK};
-    bool too_long = false;
     for (;;) {
         ssize_t n = read(fd, buf, READ_BUFFER);
         if (n < 0 && errno == EINTR)
@@ -237,37 +289,12 @@ static fhirsync_code load_once(fhirsync_store *store, const char *path, const fs
         }
         if (n == 0)
             break;
-        size_t at = 0;
-        while (at < (size_t)n) {
-            const char *nl = memchr(buf + at, '\n', (size_t)n - at);
-            size_t take = nl ? (size_t)(nl - (buf + at)) : (size_t)n - at;
-            bool ok = true;
-            if (!too_long && line.len + take > FS_SYNC_MAX_LINE) {
-                too_long = true;
-                fs_buf_reset(&line);
-            }
-            if (too_long) {
-                if (nl) {
-                    ok = fs_sync_load_refuse(&ld, "", 0, "the line is longer than 64 MiB");
-                    too_long = false;
-                }
-            } else if (nl && line.len == 0) {
-                ok = fs_sync_load_line(&ld, buf + at, take); /* the common case: no copy */
-            } else if (!fs_buf_append(&line, buf + at, take)) {
-                rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-                goto out;
-            } else if (nl) {
-                ok = fs_sync_load_line(&ld, line.data, line.len);
-                fs_buf_reset(&line);
-            }
-            if (!ok) {
-                rc = ld.rc;
-                goto out;
-            }
-            at += take + (nl ? 1 : 0);
+        if (!fs_sync_load_chunk(&ld, &lines, buf, (size_t)n)) {
+            rc = ld.rc;
+            goto out;
         }
     }
-    if (line.len > 0 && !fs_sync_load_line(&ld, line.data, line.len)) {
+    if (!fs_sync_load_end(&ld, &lines)) {
         rc = ld.rc;
         goto out;
     }
@@ -279,7 +306,7 @@ out:
     if (fd >= 0)
         close(fd);
     fs_free(buf);
-    fs_buf_free(&line);
+    fs_lines_free(&lines);
     return rc;
 }
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "core/lines.h"
 #include "fhirsync/bulk.h"
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
@@ -31,8 +32,6 @@
 #define FS_SYNC_DEFAULT_RECONCILE_EVERY 24
 #define FS_SYNC_DEFAULT_SKEW_MARGIN_S 300
 #define FS_SYNC_DEFAULT_PAGE_SIZE 500
-/* Longest line loaded from a file or a stream (the bulk client's default cap). */
-#define FS_SYNC_MAX_LINE ((size_t)64 * 1024 * 1024)
 
 /* ---- planning (plan.c) ----------------------------------------------------------------------- */
 
@@ -175,6 +174,9 @@ typedef struct fs_sync_loader {
     fs_sync_refused_fn refused; /* NULL: quarantine refused lines in the store at once */
     void *refused_userdata;
     const char *endpoint;
+    bool check; /* lines no checker has seen (a stream, the workers' fetch.c): each goes through
+                   the bulk writer's strict NDJSON checker first, and a bad one is quarantined
+                   with its reason, as the writer's quarantine mode does */
     int64_t line_no;
     fhirsync_error *err; /* the failure that stopped the load */
     fhirsync_code rc;
@@ -183,8 +185,12 @@ typedef struct fs_sync_loader {
 /* Handle one complete line (without its '\n'). False when the load must stop (rc/err set). */
 bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len);
 
-/* Count a line that is not stored at all (longer than the cap) as refused with `reason`. */
-bool fs_sync_load_refuse(fs_sync_loader *ld, const char *line, size_t len, const char *reason);
+/* Split a chunk of NDJSON into lines (core/lines.h, the 64 MiB cap) and handle each with
+ * fs_sync_load_line; a line over the cap is quarantined without its text, with an error naming
+ * its number. False when the load must stop (rc/err set). fs_sync_load_end handles the last
+ * line when it has no '\n'. */
+bool fs_sync_load_chunk(fs_sync_loader *ld, fs_lines *lines, const char *data, size_t len);
+bool fs_sync_load_end(fs_sync_loader *ld, fs_lines *lines);
 
 /* Load a file on disk in one batch (FHIRSYNC_STORE_BULK for outputs, with FHIRSYNC_STORE_APPEND
  * when file->append): output lines are put, deleted Bundles delete, error OperationOutcomes are
