@@ -12,7 +12,8 @@
  * the line and column of the first fault. A syntax error anywhere wins over a missing or wrong
  * member, so that a truncated manifest is reported as truncated. Members it does not know are
  * kept as their raw text (the manifest's own, and each entry's, such as extension) for
- * manifest.json, which is written from the entries (fs_bulk_manifest_dump). */
+ * manifest.json, which is written from the entries (fs_bulk_manifest_dump). What a string, a
+ * number, a literal may hold is the lexer core's (json/lex.h); the reader keeps its own words. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 
 #include "bulk/bulk_internal.h"
 #include "http/http.h"
+#include "json/lex.h"
 
 /* Nesting allowed inside a member the reader skips (jansson allows 2048 in all). */
 #define JR_MAX_DEPTH 1024
@@ -51,89 +53,34 @@ static bool jr_nomem(jr *r)
 
 static void jr_ws(jr *r)
 {
-    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
-        r->p++;
-}
-
-/* Length of the well-formed UTF-8 sequence of a non-ASCII character at p (no overlong forms,
- * no surrogates, at most U+10FFFF), 0 when it is not one. */
-static size_t utf8_len(const unsigned char *p, size_t avail)
-{
-    unsigned c = p[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (avail < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return n;
+    r->p = fs_lex_skip_ws(r->p, r->end);
 }
 
 static bool put_utf8(fs_buf *out, uint32_t cp)
 {
     unsigned char b[4];
-    size_t n;
-    if (cp < 0x80) {
-        b[0] = (unsigned char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        b[0] = (unsigned char)(0xC0 | (cp >> 6));
-        b[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        b[0] = (unsigned char)(0xE0 | (cp >> 12));
-        b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        b[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        b[0] = (unsigned char)(0xF0 | (cp >> 18));
-        b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-        b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        b[3] = (unsigned char)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    return fs_buf_append(out, b, n);
+    return fs_buf_append(out, b, fs_lex_utf8_encode(cp, b));
 }
 
 /* The \uXXXX escape at p (after the backslash and 'u' were seen): its code point, a surrogate
  * pair taken whole; 0 with the fault set when it is not a valid one. */
 static uint32_t jr_unicode(jr *r)
 {
-    if (r->end - r->p < 6)
-        return jr_fail(r, "invalid \\u escape"), 0;
-    long v = fs_hex4(r->p + 2);
-    if (v < 0)
-        return jr_fail(r, "invalid \\u escape"), 0;
-    if (v == 0)
-        return jr_fail(r, "\\u0000 is not allowed in a string"), 0;
-    if (v >= 0xDC00 && v <= 0xDFFF)
-        return jr_fail(r, "invalid Unicode escape (a lone low surrogate)"), 0;
-    if (v >= 0xD800 && v <= 0xDBFF) {
-        long lo = r->end - r->p >= 12 && r->p[6] == '\\' && r->p[7] == 'u' ? fs_hex4(r->p + 8) : -1;
-        if (lo < 0xDC00 || lo > 0xDFFF)
+    fs_lex_error err;
+    if (!fs_lex_escape(r->p, r->end, NULL, &err)) {
+        switch (err) {
+        case FS_LEX_E_NUL: return jr_fail(r, "\\u0000 is not allowed in a string"), 0;
+        case FS_LEX_E_LONE_LOW:
+            return jr_fail(r, "invalid Unicode escape (a lone low surrogate)"), 0;
+        case FS_LEX_E_LONE_HIGH:
             return jr_fail(r, "invalid Unicode escape (a high surrogate without its low half)"), 0;
-        r->p += 12;
-        return 0x10000 + (((uint32_t)v - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
+        default: return jr_fail(r, "invalid \\u escape"), 0;
+        }
     }
-    r->p += 6;
-    return (uint32_t)v;
+    size_t len;
+    uint32_t cp = fs_lex_unicode(r->p, &len);
+    r->p += len;
+    return cp;
 }
 
 /* A string at r->p (its opening quote): checked, and decoded into `out` when not NULL. */
@@ -162,10 +109,10 @@ static bool jr_string(jr *r, fs_buf *out)
             }
             if (r->end - r->p < 2)
                 return jr_fail(r, "unterminated string");
-            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-            const char *esc = r->p[1] ? strchr(from, r->p[1]) : NULL;
-            if (esc) {
-                if (out && !fs_buf_append(out, &to[esc - from], 1))
+            int esc = fs_lex_escape_char(r->p[1]);
+            if (esc >= 0) {
+                char ch = (char)esc;
+                if (out && !fs_buf_append(out, &ch, 1))
                     return jr_nomem(r);
                 r->p += 2;
             } else if (r->p[1] == 'u') {
@@ -183,7 +130,7 @@ static bool jr_string(jr *r, fs_buf *out)
         } else if (c < 0x80) {
             r->p++;
         } else {
-            size_t n = utf8_len(r->p, (size_t)(r->end - r->p));
+            size_t n = fs_lex_utf8_length(r->p, r->end);
             if (!n)
                 return jr_fail(r, "invalid UTF-8 in a string");
             r->p += n;
@@ -191,58 +138,36 @@ static bool jr_string(jr *r, fs_buf *out)
     }
 }
 
-static bool is_digit(const jr *r)
-{
-    return r->p < r->end && *r->p >= '0' && *r->p <= '9';
-}
-
 /* A number at r->p: checked against the JSON grammar; *is_integer when it has no fraction and
  * no exponent. Any size is accepted here: the members that need a number check its range. */
 static bool jr_number(jr *r, bool *is_integer)
 {
-    *is_integer = true;
-    if (r->p < r->end && *r->p == '-')
-        r->p++;
-    if (!is_digit(r))
-        return jr_fail(r, "invalid number");
-    if (*r->p++ != '0')
-        while (is_digit(r))
-            r->p++;
-    else if (is_digit(r))
+    fs_lex_error err;
+    const unsigned char *start = r->p, *at, *end = fs_lex_number(r->p, r->end, &err, &at);
+    if (!end) {
+        r->p = at;
+        return jr_fail(r, err == FS_LEX_E_FRACTION   ? "invalid number (no digit after the point)"
+                          : err == FS_LEX_E_EXPONENT ? "invalid number (no digit in the exponent)"
+                                                     : "invalid number");
+    }
+    r->p = end;
+    if (end < r->end && fs_lex_is_digit(*end)) /* "01": the number ended at its zero */
         return jr_fail(r, "invalid number (a leading zero)");
-    if (r->p < r->end && *r->p == '.') {
-        *is_integer = false;
-        r->p++;
-        if (!is_digit(r))
-            return jr_fail(r, "invalid number (no digit after the point)");
-        while (is_digit(r))
-            r->p++;
-    }
-    if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
-        *is_integer = false;
-        r->p++;
-        if (r->p < r->end && (*r->p == '+' || *r->p == '-'))
-            r->p++;
-        if (!is_digit(r))
-            return jr_fail(r, "invalid number (no digit in the exponent)");
-        while (is_digit(r))
-            r->p++;
-    }
+    *is_integer = true;
+    for (const unsigned char *q = start; q < end; q++)
+        if (*q == '.' || *q == 'e' || *q == 'E')
+            *is_integer = false;
     return true;
 }
 
 /* true, false or null at r->p. */
 static bool jr_literal(jr *r)
 {
-    static const char *const words[] = {"true", "false", "null"};
-    for (size_t i = 0; i < 3; i++) {
-        size_t n = strlen(words[i]);
-        if ((size_t)(r->end - r->p) >= n && memcmp(r->p, words[i], n) == 0) {
-            r->p += n;
-            return true;
-        }
-    }
-    return jr_fail(r, "invalid token (not a JSON value)");
+    const unsigned char *end = fs_lex_literal(r->p, r->end);
+    if (!end)
+        return jr_fail(r, "invalid token (not a JSON value)");
+    r->p = end;
+    return true;
 }
 
 /* One member name, the colon after it and the whitespace before the value. */

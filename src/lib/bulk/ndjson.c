@@ -319,10 +319,9 @@ again:
         }
         return;
     case ST_STR_ESC: {
-        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-        const char *hit = c ? strchr(from, c) : NULL;
-        if (hit) {
-            capture(ck, (unsigned char)to[hit - from]);
+        int ch = fs_lex_escape_char(c);
+        if (ch >= 0) {
+            capture(ck, (uint32_t)ch);
             ck->state = ST_STR;
         } else if (c == 'u') {
             ck->state = ST_STR_U;

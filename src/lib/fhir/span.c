@@ -345,35 +345,16 @@ static int decoder_byte(decoder *d)
         return *d->p++;
     unsigned char e = d->p[1];
     d->p += 2;
-    if (e != 'u') {
-        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-        return (unsigned char)to[strchr(from, e) - from];
-    }
-    unsigned long cp = (unsigned long)fs_hex4(d->p);
-    d->p += 4;
-    if (cp >= 0xD800 && cp <= 0xDBFF) { /* validated: the low half follows */
-        cp = 0x10000 + ((cp - 0xD800) << 10) + ((unsigned long)fs_hex4(d->p + 2) - 0xDC00);
-        d->p += 6;
-    }
-    unsigned char *u = d->pending;
-    if (cp < 0x80) {
+    if (e != 'u')
+        return fs_lex_escape_char(e);
+    size_t len;
+    uint32_t cp = fs_lex_unicode(d->p - 2, &len);
+    d->p += len - 2;
+    if (cp < 0x80)
         return (int)cp;
-    } else if (cp < 0x800) {
-        u[0] = (unsigned char)(0xC0 | (cp >> 6));
-        d->npending = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (unsigned char)(0xE0 | (cp >> 12));
-        u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        d->npending = 3;
-    } else {
-        u[0] = (unsigned char)(0xF0 | (cp >> 18));
-        u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        d->npending = 4;
-    }
-    u[d->npending - 1] = (unsigned char)(0x80 | (cp & 0x3F));
+    d->npending = (unsigned)fs_lex_utf8_encode(cp, d->pending);
     d->next = 1;
-    return u[0];
+    return d->pending[0];
 }
 
 static bool has_escape(const char *text, fs_span content)

@@ -246,6 +246,61 @@ static inline size_t fs_lex_escape(const unsigned char *p, const unsigned char *
     return 12;
 }
 
+/* The character a one-letter escape stands for ('n' -> '\n'; '"', '\', '/' for themselves), -1
+ * when c is none of "\/bfnrt. */
+static inline int fs_lex_escape_char(unsigned c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+    case '/': return (int)c;
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    }
+    return -1;
+}
+
+/* The code point of a \u escape at p that fs_lex_escape() accepted (a surrogate pair taken
+ * whole); *len gets its length (6 or 12). */
+static inline uint32_t fs_lex_unicode(const unsigned char *p, size_t *len)
+{
+    uint32_t cp = (uint32_t)fs_lex_hex4(p + 2);
+    *len = 6;
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        cp = 0x10000 + ((cp - 0xd800) << 10) + ((uint32_t)fs_lex_hex4(p + 8) - 0xdc00);
+        *len = 12;
+    }
+    return cp;
+}
+
+/* A code point (at most U+10FFFF) as UTF-8 in out: its length, 1 to 4. */
+static inline size_t fs_lex_utf8_encode(uint32_t cp, unsigned char out[4])
+{
+    if (cp < 0x80) {
+        out[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (unsigned char)(0xc0 | (cp >> 6));
+        out[1] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xe0 | (cp >> 12));
+        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (unsigned char)(0xf0 | (cp >> 18));
+    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (unsigned char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
 /* What fs_lex_string() saw in a string. */
 enum {
     FS_LEX_ESCAPED = 1u << 0,   /* a backslash escape: the raw bytes are not the value */

@@ -113,7 +113,6 @@ static bool decode_string(const raw_string *s, char *buf, size_t cap, size_t *ou
     const unsigned char *p = s->start, *end = s->start + s->len;
     size_t n = 0;
     while (p < end) {
-        unsigned long cp;
         if (*p != '\\') {
             if (n >= cap)
                 return false;
@@ -121,45 +120,17 @@ static bool decode_string(const raw_string *s, char *buf, size_t cap, size_t *ou
             continue;
         }
         unsigned c = p[1];
-        p += 2;
-        switch (c) {
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
-        case 'u':
-            cp = (unsigned long)fs_lex_hex4(p);
-            p += 4;
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                unsigned long low = (unsigned long)fs_lex_hex4(p + 2);
-                p += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-            }
-            break;
-        default: cp = c; break;
+        unsigned long cp;
+        if (c == 'u') {
+            size_t len;
+            cp = fs_lex_unicode(p, &len);
+            p += len;
+        } else {
+            p += 2;
+            cp = (unsigned long)fs_lex_escape_char(c);
         }
         unsigned char enc[4];
-        size_t k;
-        if (cp < 0x80) {
-            enc[0] = (unsigned char)cp;
-            k = 1;
-        } else if (cp < 0x800) {
-            enc[0] = (unsigned char)(0xc0 | (cp >> 6));
-            enc[1] = (unsigned char)(0x80 | (cp & 0x3f));
-            k = 2;
-        } else if (cp < 0x10000) {
-            enc[0] = (unsigned char)(0xe0 | (cp >> 12));
-            enc[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-            enc[2] = (unsigned char)(0x80 | (cp & 0x3f));
-            k = 3;
-        } else {
-            enc[0] = (unsigned char)(0xf0 | (cp >> 18));
-            enc[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-            enc[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-            enc[3] = (unsigned char)(0x80 | (cp & 0x3f));
-            k = 4;
-        }
+        size_t k = fs_lex_utf8_encode((uint32_t)cp, enc);
         if (cap - n < k)
             return false;
         memcpy(buf + n, enc, k);
