@@ -20,8 +20,8 @@
 /* ---- the lexer ------------------------------------------------------------------------------- */
 
 /* Scan the string content `text` (n bytes, without the opening quote): the end offset or -1. */
-static long string_at(const char *text, size_t n, bool allow_nul, unsigned *seen,
-                      fs_lex_error *err, long *at)
+static long string_at(const char *text, size_t n, bool allow_nul, unsigned *seen, fs_lex_error *err,
+                      long *at)
 {
     const unsigned char *a = NULL;
     *seen = 0;
@@ -50,8 +50,8 @@ static void expect_string_bad(const char *text, size_t n, fs_lex_error want, lon
     long at;
     long got = string_at(text, n, false, &seen, &err, &at);
     if (got != -1 || err != want || at != want_at)
-        fail_msg("string <%.*s>: end %ld, fault %d (%s) at %ld, want fault %d at %ld", (int)n,
-                 text, got, err, fs_lex_strerror(err), at, want, want_at);
+        fail_msg("string <%.*s>: end %ld, fault %d (%s) at %ld, want fault %d at %ld", (int)n, text,
+                 got, err, fs_lex_strerror(err), at, want, want_at);
 }
 
 static void test_strings(void **state)
@@ -100,12 +100,13 @@ static void test_strings(void **state)
     assert_int_equal(string_at("a\\u0000\"", 8, true, &seen, &err, &at), 8);
     assert_int_equal(seen, FS_LEX_ESCAPED | FS_LEX_NUL_ESCAPE);
     /* UTF-8 (RFC 3629): the edges of each row of the table, and what is not UTF-8 */
-    static const char *const good[] = {"\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf",
-                                       "\xee\x80\x80", "\xef\xbf\xbf", "\xf0\x90\x80\x80",
-                                       "\xf4\x8f\xbf\xbf"};
-    static const char *const bad[] = {"\x80", "\xc0\xaf", "\xc1\xbf", "\xe0\x9f\xbf",
-                                      "\xed\xa0\x80", "\xf0\x8f\xbf\xbf", "\xf4\x90\x80\x80",
-                                      "\xf5\x80\x80\x80", "\xff", "\xc3\x28", "\xe2\x82"};
+    static const char *const good[] = {"\xc2\x80",         "\xdf\xbf",        "\xe0\xa0\x80",
+                                       "\xed\x9f\xbf",     "\xee\x80\x80",    "\xef\xbf\xbf",
+                                       "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf"};
+    static const char *const bad[] = {
+        "\x80",         "\xc0\xaf",         "\xc1\xbf",         "\xe0\x9f\xbf",
+        "\xed\xa0\x80", "\xf0\x8f\xbf\xbf", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",
+        "\xff",         "\xc3\x28",         "\xe2\x82"};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         snprintf(buf, sizeof buf, "%s\"", good[i]);
         expect_string_ok(buf, strlen(buf), (long)strlen(buf), FS_LEX_NON_ASCII);
@@ -126,12 +127,21 @@ static void test_numbers_and_literals(void **state)
         long end; /* -1: a fault */
         fs_lex_error err;
     } cases[] = {
-        {"0", 1, 0},          {"-0", 2, 0},          {"123", 3, 0},
-        {"1.50", 4, 0},       {"1e5", 3, 0},         {"-1.5E+10,", 8, 0},
-        {"1E-0]", 4, 0},      {"01", 1, 0},          {"-", -1, FS_LEX_E_UNEXPECTED},
-        {"-a", -1, FS_LEX_E_UNEXPECTED}, {"+1", -1, FS_LEX_E_UNEXPECTED},
-        {"1.", -1, FS_LEX_E_FRACTION},   {"1.e5", -1, FS_LEX_E_FRACTION},
-        {"1e", -1, FS_LEX_E_EXPONENT},   {"1e+", -1, FS_LEX_E_EXPONENT},
+        {"0", 1, 0},
+        {"-0", 2, 0},
+        {"123", 3, 0},
+        {"1.50", 4, 0},
+        {"1e5", 3, 0},
+        {"-1.5E+10,", 8, 0},
+        {"1E-0]", 4, 0},
+        {"01", 1, 0},
+        {"-", -1, FS_LEX_E_UNEXPECTED},
+        {"-a", -1, FS_LEX_E_UNEXPECTED},
+        {"+1", -1, FS_LEX_E_UNEXPECTED},
+        {"1.", -1, FS_LEX_E_FRACTION},
+        {"1.e5", -1, FS_LEX_E_FRACTION},
+        {"1e", -1, FS_LEX_E_EXPONENT},
+        {"1e+", -1, FS_LEX_E_EXPONENT},
         {".5", -1, FS_LEX_E_UNEXPECTED},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -141,8 +151,8 @@ static void test_numbers_and_literals(void **state)
         const unsigned char *end = fs_lex_number(U(t), U(t) + strlen(t), &err, &at);
         long got = end ? (long)(end - U(t)) : -1;
         if (got != cases[i].end || (!end && err != cases[i].err))
-            fail_msg("number <%s>: %ld (fault %d), want %ld (fault %d)", t, got, err,
-                     cases[i].end, cases[i].err);
+            fail_msg("number <%s>: %ld (fault %d), want %ld (fault %d)", t, got, err, cases[i].end,
+                     cases[i].err);
     }
     assert_ptr_equal(fs_lex_literal(U("true,"), U("true,") + 5), U("true,") + 4);
     const char *f = "false";
@@ -304,8 +314,8 @@ static void test_lines(void **state)
         split(text, n, chunk, 10, &g);
         assert_int_equal(g.n, 6);
         expect_line(&g, 0, "{\"a\":1}\r", 8); /* the '\r' stays: the loaders trim */
-        expect_line(&g, 1, "", 0);             /* empty lines come out */
-        expect_line(&g, 2, "ab\0c", 4);        /* NUL bytes too */
+        expect_line(&g, 1, "", 0);            /* empty lines come out */
+        expect_line(&g, 2, "ab\0c", 4);       /* NUL bytes too */
         expect_line(&g, 3, "   ", 3);
         expect_line(&g, 4, "exactly10", 9);
         assert_int_equal(g.too_long[5], 6); /* 15 bytes without '\n', over the cap of 10 */

@@ -651,12 +651,12 @@ static void test_load_stream(void **state)
     static const char stream[] =
         "{\"resourceType\":\"Patient\",\"id\":\"s1\"}\n"
         "{\"resourceType\":\"Patient\",\"id\":\"s2\",\"x\":\"\\u0000\"}\n" /* the store takes it */
-        "{\"resourceType\":\"Observation\",\"id\":\"o1\"}\n"              /* not this file's type */
+        "{\"resourceType\":\"Observation\",\"id\":\"o1\"}\n" /* not this file's type */
         "{\"resourceType\":\"Patient\",\"id\":\"s3\",\"pad\":\"................................"
         "............................................................\"}\n" /* over the cap */
         "\n"
         "{\"resourceType\":\"Patient\",\"id\":\"s4\"}\r\n"
-        "{\"resourceType\":\"Patient\",\"id\":\"s5\"";                    /* cut short */
+        "{\"resourceType\":\"Patient\",\"id\":\"s5\""; /* cut short */
     char db[600];
     snprintf(db, sizeof db, "%s/stream.db", tmpdir);
     fhirsync_store *store = NULL;
@@ -690,7 +690,8 @@ static void test_load_stream(void **state)
         assert_int_equal(r.line_no[0], 2);
         assert_string_equal(r.reason[0], "invalid JSON: \\u0000 in a string at byte 47 ('0')");
         assert_int_equal(r.line_no[1], 3);
-        assert_non_null(strstr(r.reason[1], "\"Observation\" where the manifest entry says \"Patient\""));
+        assert_non_null(
+            strstr(r.reason[1], "\"Observation\" where the manifest entry says \"Patient\""));
         assert_int_equal(r.line_no[2], 4);
         assert_string_equal(r.reason[2], "line 4 is longer than the 100-byte limit");
         assert_int_equal(r.line_no[3], 7);

@@ -521,7 +521,7 @@ static const unsigned char *fast_ws(const unsigned char *s, const unsigned char 
  * string is not valid JSON (the resumable machine then says why). *simple becomes false when the
  * string holds an escape or a non-ASCII character (its raw bytes are then not its value). */
 FS_LEX_HOT const unsigned char *fast_string(const unsigned char *s, const unsigned char *e,
-                                           bool *simple)
+                                            bool *simple)
 {
     unsigned seen = 0;
     fs_lex_error err;

@@ -72,7 +72,7 @@ static int peek(const scanner *sc)
  * quote, or 0 with *error_at and *why set. *escaped tells whether it holds a backslash. Forced
  * inline into the loops below: strings are most of a page. */
 FS_LEX_HOT size_t string_end(const unsigned char *s, size_t len, size_t pos, bool *escaped,
-                                size_t *error_at, const char **why)
+                             size_t *error_at, const char **why)
 {
     unsigned seen = 0;
     fs_lex_error err;

@@ -13,8 +13,7 @@ const char *fs_lex_strerror(fs_lex_error e)
     case FS_LEX_E_HEX: return "an invalid \\u escape in a string";
     case FS_LEX_E_NUL: return "\\u0000 in a string";
     case FS_LEX_E_LONE_LOW: return "a lone low surrogate escape in a string";
-    case FS_LEX_E_LONE_HIGH:
-        return "a high surrogate escape without its low surrogate in a string";
+    case FS_LEX_E_LONE_HIGH: return "a high surrogate escape without its low surrogate in a string";
     case FS_LEX_E_END: return "the end of the text where a value was expected";
     case FS_LEX_E_UNEXPECTED: return "an unexpected character";
     case FS_LEX_E_FRACTION: return "a number without digits after its decimal point";

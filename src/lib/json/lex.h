@@ -126,9 +126,9 @@ FS_LEX_HOT bool fs_lex_plain16(const unsigned char **pp, const unsigned char *en
     while (end - p >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
         /* signed compare: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII */
-        __m128i hit = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-            _mm_cmplt_epi8(v, space));
+        __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                         _mm_cmplt_epi8(v, space));
         unsigned mask = (unsigned)_mm_movemask_epi8(hit);
         if (mask) {
             *pp = p + __builtin_ctz(mask);
@@ -312,8 +312,8 @@ enum {
  * quote, with FS_LEX_* bits added to *seen; or NULL with the fault in *err and its byte in *at
  * (end for an unterminated string). \u0000 is a fault unless allow_nul. */
 FS_LEX_HOT const unsigned char *fs_lex_string(const unsigned char *p, const unsigned char *end,
-                                                 bool allow_nul, unsigned *seen,
-                                                 fs_lex_error *err, const unsigned char **at)
+                                              bool allow_nul, unsigned *seen, fs_lex_error *err,
+                                              const unsigned char **at)
 {
     for (;;) {
         /* a hit of the 16-byte loop is in bounds: no test on that (the usual) path */
@@ -429,11 +429,11 @@ static inline bool fs_lex_kind_is_object(const uint8_t *kinds, unsigned level)
 
 /* The strict skipper's settings and its report. */
 typedef struct fs_lex_skip {
-    unsigned max_open;   /* containers the value may open (nesting below its own level) */
-    uint8_t *kinds;      /* at least max_open / 8 + 1 bytes, the caller's */
-    bool allow_nul;      /* \u0000 accepted (and reported in saw_nul) */
-    bool saw_nul;        /* out: a \u0000 was seen */
-    fs_lex_error error;  /* out: the fault */
+    unsigned max_open;             /* containers the value may open (nesting below its own level) */
+    uint8_t *kinds;                /* at least max_open / 8 + 1 bytes, the caller's */
+    bool allow_nul;                /* \u0000 accepted (and reported in saw_nul) */
+    bool saw_nul;                  /* out: a \u0000 was seen */
+    fs_lex_error error;            /* out: the fault */
     const unsigned char *error_at; /* out: its byte */
 } fs_lex_skip;
 

@@ -157,9 +157,8 @@ static inline bool key_is(const raw_string *key, const char *want, size_t want_l
 /* Skip one value of any kind; `depth` is the nesting depth of the value's container. */
 static bool skip_value(scanner *sc, unsigned depth)
 {
-    fs_lex_skip sk = {.max_open = FS_STORE_MAX_DEPTH - 1 - depth,
-                      .kinds = sc->kinds,
-                      .allow_nul = true};
+    fs_lex_skip sk = {
+        .max_open = FS_STORE_MAX_DEPTH - 1 - depth, .kinds = sc->kinds, .allow_nul = true};
     const unsigned char *end = fs_lex_skip_value(sc->p, sc->end, &sk);
     if (sk.saw_nul)
         sc->nul_escape = true;
