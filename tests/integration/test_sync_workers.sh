@@ -10,7 +10,8 @@
 # (quirk no-deleted): the first run is a full export, an increment misses the deletions, the next
 # run is a full export (reconcile_every 2) that finds them (store = server, reason 'full-export'),
 # and the share guard refuses a --reconcile run that would delete most of a type (the run ends
-# partial) until --full --allow-mass-delete.
+# partial) until --full --allow-mass-delete. Last, downloads cut short: the cut lines are
+# quarantined with the strict NDJSON checker's reason, as in bulk mode.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 start_pg workers
@@ -227,4 +228,20 @@ expect_match "$(q 'SELECT count(*) FROM "Observation"')" "^$OBS\$" \
 round nodel-forced 1 --full --allow-mass-delete
 expect_match "$(last_run status)" '^ok$' "--allow-mass-delete: the run is ok"
 store_equals_server "$PG" "--allow-mass-delete: after the forced reconciliation"
+
+# ---- bad lines: the workers' stream goes through the strict NDJSON checker ------------------------
+# Every download is cut in the middle of its last line: as in bulk mode, the checker's verdict
+# quarantines the cut line with its reason (not the store's field scanner), and the run is partial.
+mutate 0.2 0 >/dev/null
+add_fault '{"fault":"truncate","on":"download","count":0}'
+round cut 1
+clear_faults
+expect_match "$(last_run "mode || ' ' || status")" '^bulk-worker partial$' \
+    "cut downloads: the workers' run ends partial"
+CUT=$(last_run id)
+expect_match "$(q "SELECT count(*) > 0 FROM quarantine WHERE run_id = $CUT")" '^t$' \
+    "cut downloads: the cut lines are quarantined with the run's id"
+expect_match "$(q "SELECT DISTINCT reason FROM quarantine WHERE run_id = $CUT")" \
+    '^truncated last line: the JSON object is incomplete \([0-9]+ bytes\)$' \
+    "cut downloads: each with the strict checker's reason, as in bulk mode"
 finish
