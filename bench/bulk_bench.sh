@@ -16,7 +16,8 @@
 #   2. a breakdown, for measurement only: fhirsync with its fsync calls made no-ops (an
 #      LD_PRELOAD shim compiled here; the library has no such switch), curl followed by
 #      `sync --data` of its files (the durability fhirsync provides), and the line checker alone
-#      (test_bulk --bench, one thread, when the tests are built).
+#      (test_bulk --bench, one thread, when the tests are built), with the field scanner, the
+#      search-page scanner and the line splitter on the same lines (bench/lex_bench).
 #   3. peak memory (/usr/bin/time %M, the kernel's high-water mark of resident memory) of a
 #      100,000-resource and a 2,000,000-resource export. Target: < 50 MB, about the same for both.
 #
@@ -197,6 +198,8 @@ if [ -x "$BUILD/tests/test_bulk" ]; then
     speed=$("$BUILD/tests/test_bulk" --bench "$WORK/all.ndjson" |
             sed -n 's/.*checker \([0-9]* MB\/s\).*/\1/p')
     printf '%-50s %s\n' "line checks alone (test_bulk --bench)" "$speed"
+    # the three scanners of the lexer core (json/lex.h) on the same lines, beside memchr and jansson
+    [ -x "$BUILD/bench/lex_bench" ] && "$BUILD/bench/lex_bench" "$WORK/all.ndjson" 3
     rm -f "$WORK/all.ndjson"
 fi
 rm -rf "$WORK"/template "$WORK/sandbox-files"
