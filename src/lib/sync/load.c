@@ -201,34 +201,13 @@ bool fs_sync_load_line(fs_sync_loader *ld, const char *line, size_t len)
     return true;
 }
 
-bool fs_sync_load_chunk(fs_sync_loader *ld, fs_lines *lines, const char *data, size_t len)
+/* What the splitter gave: a line to handle, or one over the cap to quarantine without its text
+ * (counted as a line, so that the numbers of the next ones stay right). */
+static bool deliver(fs_sync_loader *ld, const fs_lines *lines, fs_lines_event ev, const char *line,
+                    size_t len)
 {
-    const char *line;
-    size_t line_len;
-    for (;;) {
-        switch (fs_lines_next(lines, &data, &len, &line, &line_len)) {
-        case FS_LINES_MORE: return true;
-        case FS_LINES_LINE:
-            if (!fs_sync_load_line(ld, line, line_len))
-                return false;
-            break;
-        case FS_LINES_TOO_LONG:
-            /* not stored; counted as a line so that the numbers of the next ones stay right */
-            ld->line_no++;
-            if (!refuse(ld, "", 0, expected_type(ld->file), fs_lines_error(lines)))
-                return false;
-            break;
-        case FS_LINES_NOMEM: return stop(ld, FHIRSYNC_E_NOMEM, NULL);
-        }
-    }
-}
-
-bool fs_sync_load_end(fs_sync_loader *ld, fs_lines *lines)
-{
-    const char *line;
-    size_t line_len;
-    switch (fs_lines_finish(lines, &line, &line_len)) {
-    case FS_LINES_LINE: return fs_sync_load_line(ld, line, line_len);
+    switch (ev) {
+    case FS_LINES_LINE: return fs_sync_load_line(ld, line, len);
     case FS_LINES_TOO_LONG:
         ld->line_no++;
         return refuse(ld, "", 0, expected_type(ld->file), fs_lines_error(lines));
@@ -236,6 +215,25 @@ bool fs_sync_load_end(fs_sync_loader *ld, fs_lines *lines)
     case FS_LINES_MORE: break;
     }
     return true;
+}
+
+bool fs_sync_load_chunk(fs_sync_loader *ld, fs_lines *lines, const char *data, size_t len)
+{
+    const char *line;
+    size_t line_len;
+    fs_lines_event ev;
+    while ((ev = fs_lines_next(lines, &data, &len, &line, &line_len)) != FS_LINES_MORE)
+        if (!deliver(ld, lines, ev, line, line_len))
+            return false;
+    return true;
+}
+
+bool fs_sync_load_end(fs_sync_loader *ld, fs_lines *lines)
+{
+    const char *line = NULL;
+    size_t line_len = 0;
+    fs_lines_event ev = fs_lines_finish(lines, &line, &line_len);
+    return deliver(ld, lines, ev, line, line_len);
 }
 
 static fhirsync_code load_once(fhirsync_store *store, const char *path, const fs_sync_file *file,
