@@ -98,10 +98,3 @@ void fhirsync_free(void *ptr)
 {
     fs_free(ptr);
 }
-
-void fhirsync_free_secret(char *secret)
-{
-    /* the secrets the API hands out (assertions, JWS, client secrets) are registered with the
-     * redaction path; releasing one ends its registration */
-    fs_secret_free(secret);
-}

@@ -1,4 +1,4 @@
-/* auth/doctor.c: `fhirsync doctor` in the library: walk the chain a token depends on and explain
+/* doctor/doctor.c: `fhirsync doctor` in the library: walk the chain a token depends on and explain
  * each step in plain words, with the likely causes of a failure (PROTOCOL.md section 10) and
  * vendor hints when the base URL reveals the vendor (section 9). Everything reported passes
  * through the redaction path: the assertion is shown decoded (header and claims), never whole,
