@@ -391,54 +391,6 @@ bool sb_prefer_has(const char *header, const char *token)
 
 /* ---- credentials ---------------------------------------------------------------------------- */
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-bool sb_b64_decode(const char *text, size_t len, unsigned char **out, size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    while (len > 0 && text[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return false;
-    unsigned char *buf = fs_malloc(len / 4 * 3 + 3);
-    if (!buf)
-        return false;
-    size_t j = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_value((unsigned char)text[i]);
-        if (v < 0) {
-            fs_free_wipe(buf, len / 4 * 3 + 3);
-            return false;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[j++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    *out = buf;
-    *out_len = j;
-    return true;
-}
-
 bool sb_basic_auth_parse(const char *header, char **user, char **password)
 {
     *user = NULL;
@@ -453,7 +405,7 @@ bool sb_basic_auth_parse(const char *header, char **user, char **password)
         n--;
     unsigned char *raw = NULL;
     size_t raw_len = 0;
-    if (!sb_b64_decode(p, n, &raw, &raw_len))
+    if (!fs_b64_decode(p, n, &raw, &raw_len))
         return false;
     bool ok = false;
     unsigned char *colon = memchr(raw, ':', raw_len);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -25,6 +26,63 @@ static void assert_redacted(const char *in, const char *secret, const char *must
         fail();
     }
     fs_free(out);
+}
+
+/* Plain base64 (HTTP Basic credentials): padded and unpadded, and what is refused. */
+static void test_b64_plain(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {"dXNlcjpwYXNz", "user:pass"}, {"YQ==", "a"}, {"YQ", "a"},   {"YWI=", "ab"},
+        {"YWI", "ab"},                 {"", ""},      {"+/+/", "\xfb\xff\xbf"}, {"YQ=", NULL},
+        {"YQ===", NULL},               {"Y", NULL},   {"YR==", NULL}, {"YW I=", NULL},
+        {"YWI-", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        unsigned char *out = NULL;
+        size_t len = 0;
+        bool ok = fs_b64_decode(cases[i].in, strlen(cases[i].in), &out, &len);
+        if (!cases[i].out) {
+            if (ok)
+                fprintf(stderr, "accepted: \"%s\"\n", cases[i].in);
+            assert_false(ok);
+            assert_null(out);
+            continue;
+        }
+        assert_true(ok);
+        assert_int_equal(len, strlen(cases[i].out));
+        assert_memory_equal(out, cases[i].out, len);
+        fs_free(out);
+    }
+    unsigned char *out = NULL;
+    size_t len = 0;
+    assert_false(fs_b64_decode("-_-_", 4, &out, &len)); /* the URL alphabet is not this one */
+    assert_true(fs_b64url_decode("-_-_", 4, &out, &len));
+    assert_int_equal(len, 3);
+    fs_free(out);
+}
+
+/* Writing whole: a pipe larger than one write's worth arrives complete; a closed descriptor
+ * fails. */
+static void test_write_all(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/fhirsync-test-io.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t n = 3 * 1024 * 1024;
+    char *data = malloc(n);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)(i * 7);
+    assert_true(fs_write_all(fd, data, n));
+    assert_int_equal(lseek(fd, 0, SEEK_END), (off_t)n);
+    close(fd);
+    unlink(path);
+    assert_false(fs_write_all(fd, data, 1));
+    free(data);
 }
 
 static void test_redact_headers_and_forms(void **state)
@@ -345,6 +403,8 @@ int main(void)
 {
     fhirsync_global_init();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_b64_plain),
+        cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_redact_headers_and_forms),
         cmocka_unit_test(test_redact_unterminated_and_empty),
         cmocka_unit_test(test_http_dates),

@@ -32,21 +32,6 @@ bool fs_bulk_fsync_dir(const char *dir)
     return ok;
 }
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data,
                                    size_t len, fhirsync_error *err)
 {
@@ -61,7 +46,7 @@ fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char
         goto out;
     }
     fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || !write_all(fd, data, len) || fsync(fd) != 0) {
+    if (fd < 0 || !fs_write_all(fd, data, len) || fsync(fd) != 0) {
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", tmp.data, strerror(errno));
         goto out;
     }

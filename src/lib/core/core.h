@@ -107,6 +107,8 @@ char *fs_b64url_encode(const unsigned char *data, size_t len);
 bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len);
 /* Standard base64 with padding (for HTTP Basic). */
 char *fs_b64_encode(const unsigned char *data, size_t len);
+/* Plain base64 (RFC 4648 section 4), padded or not, as strict as fs_b64url_decode. */
+bool fs_b64_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len);
 
 /* ---- strings --------------------------------------------------------------------------------- */
 bool fs_streq(const char *a, const char *b);            /* NULL-safe */
@@ -132,6 +134,11 @@ void fs_time_set_offset(int64_t seconds);
 int64_t fs_monotonic_ms(void);
 /* Parse an HTTP-date (IMF-fixdate, plus the obsolete RFC 850 and asctime forms, RFC 9110). */
 bool fs_parse_http_date(const char *s, int64_t *out_epoch);
+/* Write all `len` bytes to `fd`, retrying after EINTR and short writes. False with errno set
+ * (EIO when write(2) wrote nothing without an error). */
+bool fs_write_all(int fd, const void *data, size_t len);
+/* Days since 1970-01-01 of a proleptic Gregorian date (month 1-12; no timegm: no TZ). */
+int64_t fs_days_from_civil(int64_t y, int m, int d);
 /* Parse a FHIR instant / dateTime with time (YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)). */
 bool fs_parse_instant(const char *s, int64_t *out_epoch);
 /* Format an epoch as a FHIR instant in UTC ("2026-11-28T21:33:00Z") into buf (>= 21 bytes). */

@@ -133,27 +133,13 @@ static fhirsync_code mkdirs(const char *path, fhirsync_error *err)
     return rc;
 }
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* Append one line to a file and fsync it (the ledger: it must be on disk before it counts). */
 static bool append_line(const char *path, const char *line)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return false;
-    bool ok = write_all(fd, line, strlen(line)) && write_all(fd, "\n", 1) && fsync(fd) == 0;
+    bool ok = fs_write_all(fd, line, strlen(line)) && fs_write_all(fd, "\n", 1) && fsync(fd) == 0;
     close(fd);
     return ok;
 }
@@ -290,8 +276,8 @@ static bool write_refused(refused_ctx *r, const char *line, size_t len, int64_t 
     }
     char *text = ok ? fs_json_dump(rec) : NULL;
     /* on disk before the file's batch commits: a line the store refused is never lost */
-    ok = text && write_all(c->refused_fd, text, strlen(text)) &&
-         write_all(c->refused_fd, "\n", 1) && fsync(c->refused_fd) == 0;
+    ok = text && fs_write_all(c->refused_fd, text, strlen(text)) &&
+         fs_write_all(c->refused_fd, "\n", 1) && fsync(c->refused_fd) == 0;
     fs_free(text);
     json_decref(rec);
     return ok;
