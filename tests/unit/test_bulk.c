@@ -880,7 +880,7 @@ static void test_request_build(void **state)
     fhirsync_endpoint *ep = fhirsync_endpoint_new("t");
     assert_non_null(ep);
     fhirsync_export_options o;
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     const char *filters[] = {"Observation?category=laboratory", "Condition?clinical-status=active"};
     const char *params[] = {"_foo=a b&c"};
     o.types = "Patient,Observation";
@@ -901,7 +901,7 @@ static void test_request_build(void **state)
 
     /* POST with patients at group level: a Parameters body with typed values */
     const char *patients[] = {"123", "Patient/456"};
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_GROUP;
     o.group_id = "g-1";
     o.post = true;
@@ -937,28 +937,28 @@ static void test_request_build(void **state)
     json_decref(req);
 
     /* refusals */
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_GROUP;
     assert_null(fs_bulk_request_build(&o, ep, &err));
     assert_non_null(strstr(err.message, "group id"));
     o.group_id = "bad/id";
     assert_null(fs_bulk_request_build(&o, ep, &err));
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_PATIENT;
     o.patients = patients;
     o.patient_count = 1;
     assert_null(fs_bulk_request_build(&o, ep, &err));
     assert_non_null(strstr(err.message, "POST"));
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.since = "last week";
     assert_null(fs_bulk_request_build(&o, ep, &err));
     assert_non_null(strstr(err.message, "instant"));
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.params = (const char *[]){"novalue"};
     o.param_count = 1;
     assert_null(fs_bulk_request_build(&o, ep, &err));
     /* the profile's group_id and types are the defaults */
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_GROUP;
     assert_int_equal(fhirsync_endpoint_set(ep, "group_id", "practice-7", "test", &err),
                      FHIRSYNC_OK);
