@@ -195,8 +195,9 @@ typedef struct fhirsync_export fhirsync_export;
  * If the folder already holds an export (state.json) of the same request against the same
  * server, the handle resumes it; a different request, or a non-empty folder that holds no
  * export, is refused with FHIRSYNC_E_ARG and a message saying so. Errors: FHIRSYNC_E_ARG (bad
- * options: a struct not set up by fhirsync_export_options_init(), group level without a group id, `patient` without POST, a malformed _since...),
- * FHIRSYNC_E_CONFIG / FHIRSYNC_E_KEY (as fhirsync_client_new), FHIRSYNC_E_IO. */
+ * options: a struct not set up by fhirsync_export_options_init(), group level without a group id,
+ * `patient` without POST, a malformed _since...), FHIRSYNC_E_CONFIG / FHIRSYNC_E_KEY (as
+ * fhirsync_client_new), FHIRSYNC_E_IO. */
 FHIRSYNC_API fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
                                                const fhirsync_export_options *opts,
                                                fhirsync_export **out, fhirsync_error *err);

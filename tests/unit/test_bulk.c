@@ -873,7 +873,7 @@ static void test_state_damage(void **state)
     fs_bulk_state_clear(&st);
 }
 
-/* ---- the public handle's versioned structs and error model ------------------------------------ */
+/* ---- the public handle's versioned structs and error model --------------------------------- */
 
 static void test_export_handle_api(void **state)
 {
@@ -933,7 +933,7 @@ static void test_export_handle_api(void **state)
     assert_int_equal(fhirsync_export_errcode(ex), FHIRSYNC_E_ARG);
     assert_true(strlen(fhirsync_export_errmsg(ex)) > 0);
     assert_false(fhirsync_export_job_deleted(ex));
-    /* limits: unversioned ones are refused (recorded), NULL and versioned ones accepted (cleared) */
+    /* limits: unversioned ones are refused (recorded); NULL and versioned ones clear the error */
     fhirsync_export_limits unset = {.deadline_s = 5};
     assert_int_equal(fhirsync_export_set_limits(ex, &unset), FHIRSYNC_E_ARG);
     assert_int_equal(fhirsync_export_errcode(ex), FHIRSYNC_E_ARG);

@@ -1146,7 +1146,7 @@ static void test_buffer_cap(void **state)
     close(fd);
 }
 
-/* ---- the public client against a scripted server ----------------------------------------------- */
+/* ---- the public client against a scripted server ------------------------------------------- */
 
 /* Answers `count` connections, one request each: the token POST, a search page of two Patients
  * (no next link), a redirect-free read, and a 404 with an OperationOutcome for anything else. */
@@ -1170,7 +1170,8 @@ static void *answer_script(void *arg)
             req[got] = '\0';
             char *end = strstr(req, "\r\n\r\n");
             const char *cl = strcasestr(req, "Content-Length:");
-            if (end && (!cl || cl > end || got >= (size_t)(end + 4 - req) + strtoul(cl + 15, NULL, 10)))
+            size_t head_len = end ? (size_t)(end + 4 - req) : 0;
+            if (end && (!cl || cl > end || got >= head_len + strtoul(cl + 15, NULL, 10)))
                 break;
         }
         req[got] = '\0';

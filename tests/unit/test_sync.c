@@ -892,9 +892,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_watermarks),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_delete_urls), cmocka_unit_test(test_counts),
         cmocka_unit_test(test_load_files),  cmocka_unit_test(test_sync_new),
-        cmocka_unit_test(test_versioned_structs),
         cmocka_unit_test(test_walk_sync),   cmocka_unit_test(test_scope_types),
-        cmocka_unit_test(test_reconcile),
+        cmocka_unit_test(test_reconcile),   cmocka_unit_test(test_versioned_structs),
     };
     int rc = cmocka_run_group_tests(tests, make_tmp, remove_tmp);
     fhirsync_global_cleanup();

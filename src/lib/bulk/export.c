@@ -60,9 +60,8 @@ const char *fhirsync_export_event_name(fhirsync_export_event_kind kind)
 
 fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *limits, unsigned int version)
 {
-    if (!limits ||
-        fs_check_version(version, FHIRSYNC_EXPORT_LIMITS_VERSION, "fhirsync_export_limits",
-                         NULL) != FHIRSYNC_OK)
+    if (!limits || fs_check_version(version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                                    "fhirsync_export_limits", NULL) != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
     memset(limits, 0, sizeof *limits);
     limits->version = version;
@@ -71,9 +70,8 @@ fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *limits, unsign
 
 fhirsync_code fhirsync_export_options_init(fhirsync_export_options *opts, unsigned int version)
 {
-    if (!opts ||
-        fs_check_version(version, FHIRSYNC_EXPORT_OPTIONS_VERSION, "fhirsync_export_options",
-                         NULL) != FHIRSYNC_OK)
+    if (!opts || fs_check_version(version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                                  "fhirsync_export_options", NULL) != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
     memset(opts, 0, sizeof *opts);
     opts->version = version;
@@ -451,9 +449,8 @@ fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
     *out = NULL;
     if (!opts)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_new: no options");
-    fhirsync_code checked =
-        fs_check_version(opts->version, FHIRSYNC_EXPORT_OPTIONS_VERSION, "fhirsync_export_options",
-                         err);
+    fhirsync_code checked = fs_check_version(opts->version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                                             "fhirsync_export_options", err);
     if (checked == FHIRSYNC_OK)
         checked = fs_check_version(opts->limits.version, FHIRSYNC_EXPORT_LIMITS_VERSION,
                                    "fhirsync_export_limits", err);
@@ -1326,9 +1323,8 @@ const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_export *ex, s
 
 fhirsync_code fhirsync_export_stats_init(fhirsync_export_stats *stats, unsigned int version)
 {
-    if (!stats ||
-        fs_check_version(version, FHIRSYNC_EXPORT_STATS_VERSION, "fhirsync_export_stats", NULL) !=
-            FHIRSYNC_OK)
+    if (!stats || fs_check_version(version, FHIRSYNC_EXPORT_STATS_VERSION, "fhirsync_export_stats",
+                                   NULL) != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
     memset(stats, 0, sizeof *stats);
     stats->version = version;

@@ -1086,8 +1086,8 @@ fhirsync_code fhirsync_worker_options_init(fhirsync_worker_options *opts, unsign
 
 fhirsync_code fhirsync_worker_stats_init(fhirsync_worker_stats *stats, unsigned int version)
 {
-    if (!stats || fs_check_version(version, FHIRSYNC_WORKER_STATS_VERSION,
-                                   "fhirsync_worker_stats", NULL) != FHIRSYNC_OK)
+    if (!stats || fs_check_version(version, FHIRSYNC_WORKER_STATS_VERSION, "fhirsync_worker_stats",
+                                   NULL) != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
     memset(stats, 0, sizeof *stats);
     stats->version = version;
