@@ -60,21 +60,15 @@ const char *fhirsync_export_event_name(fhirsync_export_event_kind kind)
 
 fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *limits, unsigned int version)
 {
-    if (!limits || fs_check_version(version, FHIRSYNC_EXPORT_LIMITS_VERSION,
-                                    "fhirsync_export_limits", NULL) != FHIRSYNC_OK)
-        return FHIRSYNC_E_ARG;
-    memset(limits, 0, sizeof *limits);
-    limits->version = version;
-    return FHIRSYNC_OK;
+    return fs_versioned_init(limits, sizeof *limits, version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                             "fhirsync_export_limits");
 }
 
 fhirsync_code fhirsync_export_options_init(fhirsync_export_options *opts, unsigned int version)
 {
-    if (!opts || fs_check_version(version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
-                                  "fhirsync_export_options", NULL) != FHIRSYNC_OK)
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                          "fhirsync_export_options") != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
-    memset(opts, 0, sizeof *opts);
-    opts->version = version;
     opts->level = FHIRSYNC_EXPORT_SYSTEM;
     opts->delete_job = -1;
     return fhirsync_export_limits_init(&opts->limits, FHIRSYNC_EXPORT_LIMITS_VERSION);
@@ -1323,12 +1317,8 @@ const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_export *ex, s
 
 fhirsync_code fhirsync_export_stats_init(fhirsync_export_stats *stats, unsigned int version)
 {
-    if (!stats || fs_check_version(version, FHIRSYNC_EXPORT_STATS_VERSION, "fhirsync_export_stats",
-                                   NULL) != FHIRSYNC_OK)
-        return FHIRSYNC_E_ARG;
-    memset(stats, 0, sizeof *stats);
-    stats->version = version;
-    return FHIRSYNC_OK;
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_EXPORT_STATS_VERSION,
+                             "fhirsync_export_stats");
 }
 
 fhirsync_code fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_export_stats *out)

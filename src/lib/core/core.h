@@ -50,6 +50,11 @@ void fs_err_prefix(fhirsync_error *err, const char *fmt, ...) __attribute__((for
  * the _init call that sets it (a struct filled by memset or an initializer has version 0). */
 fhirsync_code fs_check_version(unsigned int version, unsigned int latest, const char *type,
                                fhirsync_error *err);
+/* The common part of every fhirsync_X_init(x, version): FHIRSYNC_E_ARG (x left alone) for a NULL
+ * struct or a version fs_check_version refuses; otherwise zero the `size` bytes and store
+ * `version` in the first member. The caller then sets its defaults. */
+fhirsync_code fs_versioned_init(void *x, size_t size, unsigned int version, unsigned int latest,
+                                const char *type);
 
 /* ---- logging --------------------------------------------------------------------------------- */
 void fs_log(fhirsync_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -134,3 +134,13 @@ fhirsync_code fs_check_version(unsigned int version, unsigned int latest, const 
                   "%s_init(&x, %s_VERSION)",
                   type, version, latest, type, macro);
 }
+
+fhirsync_code fs_versioned_init(void *x, size_t size, unsigned int version, unsigned int latest,
+                                const char *type)
+{
+    if (!x || size < sizeof version || fs_check_version(version, latest, type, NULL) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    memset(x, 0, size);
+    memcpy(x, &version, sizeof version); /* `unsigned int version` is the first member */
+    return FHIRSYNC_OK;
+}

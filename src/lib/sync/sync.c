@@ -17,11 +17,9 @@
 
 fhirsync_code fhirsync_sync_options_init(fhirsync_sync_options *opts, unsigned int version)
 {
-    if (!opts || fs_check_version(version, FHIRSYNC_SYNC_OPTIONS_VERSION, "fhirsync_sync_options",
-                                  NULL) != FHIRSYNC_OK)
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_SYNC_OPTIONS_VERSION,
+                          "fhirsync_sync_options") != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
-    memset(opts, 0, sizeof *opts);
-    opts->version = version;
     opts->per_patient = -1;
     opts->delete_job = -1;
     opts->load = FHIRSYNC_SYNC_LOAD_STREAM;
@@ -495,12 +493,8 @@ out:
 
 fhirsync_code fhirsync_sync_stats_init(fhirsync_sync_stats *stats, unsigned int version)
 {
-    if (!stats || fs_check_version(version, FHIRSYNC_SYNC_STATS_VERSION, "fhirsync_sync_stats",
-                                   NULL) != FHIRSYNC_OK)
-        return FHIRSYNC_E_ARG;
-    memset(stats, 0, sizeof *stats);
-    stats->version = version;
-    return FHIRSYNC_OK;
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_SYNC_STATS_VERSION,
+                             "fhirsync_sync_stats");
 }
 
 fhirsync_code fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)

@@ -1076,22 +1076,16 @@ static void process(worker *w, const fhirsync_work_item *item)
 
 fhirsync_code fhirsync_worker_options_init(fhirsync_worker_options *opts, unsigned int version)
 {
-    if (!opts || fs_check_version(version, FHIRSYNC_WORKER_OPTIONS_VERSION,
-                                  "fhirsync_worker_options", NULL) != FHIRSYNC_OK)
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_WORKER_OPTIONS_VERSION,
+                          "fhirsync_worker_options") != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
-    memset(opts, 0, sizeof *opts);
-    opts->version = version;
     return fhirsync_sync_options_init(&opts->sync, FHIRSYNC_SYNC_OPTIONS_VERSION);
 }
 
 fhirsync_code fhirsync_worker_stats_init(fhirsync_worker_stats *stats, unsigned int version)
 {
-    if (!stats || fs_check_version(version, FHIRSYNC_WORKER_STATS_VERSION, "fhirsync_worker_stats",
-                                   NULL) != FHIRSYNC_OK)
-        return FHIRSYNC_E_ARG;
-    memset(stats, 0, sizeof *stats);
-    stats->version = version;
-    return FHIRSYNC_OK;
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_WORKER_STATS_VERSION,
+                             "fhirsync_worker_stats");
 }
 
 fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint, const char *slot,
