@@ -114,6 +114,23 @@ static void test_redact_headers_and_forms(void **state)
     assert_redacted("{\"code\":\"transient\"}", "zzz", "transient");
 }
 
+/* The public redaction path (fhirsync_redact) is the library's own: same masking, the caller's
+ * copy. */
+static void test_public_redact(void **state)
+{
+    (void)state;
+    char *out = fhirsync_redact("GET /x Authorization: Bearer abc.DEF-123 client_secret=s3cr3t");
+    assert_non_null(out);
+    assert_null(strstr(out, "abc.DEF-123"));
+    assert_null(strstr(out, "s3cr3t"));
+    assert_non_null(strstr(out, "GET /x"));
+    fhirsync_free(out);
+    out = fhirsync_redact("");
+    assert_non_null(out);
+    assert_string_equal(out, "");
+    fhirsync_free(out);
+}
+
 static void test_redact_unterminated_and_empty(void **state)
 {
     (void)state;
@@ -406,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_b64_plain),
         cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_redact_headers_and_forms),
+        cmocka_unit_test(test_public_redact),
         cmocka_unit_test(test_redact_unterminated_and_empty),
         cmocka_unit_test(test_http_dates),
         cmocka_unit_test(test_retry_after),

@@ -58,21 +58,34 @@ const char *fhirsync_export_event_name(fhirsync_export_event_kind kind)
     return "?";
 }
 
-void fhirsync_export_options_init(fhirsync_export_options *opts)
+fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *limits, unsigned int version)
 {
-    memset(opts, 0, sizeof *opts);
-    opts->level = FHIRSYNC_EXPORT_SYSTEM;
-    opts->delete_job = -1;
+    return fs_versioned_init(limits, sizeof *limits, version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                             "fhirsync_export_limits");
 }
 
-void fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_export_limits *limits)
+fhirsync_code fhirsync_export_options_init(fhirsync_export_options *opts, unsigned int version)
+{
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                          "fhirsync_export_options") != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    opts->level = FHIRSYNC_EXPORT_SYSTEM;
+    opts->delete_job = -1;
+    return fhirsync_export_limits_init(&opts->limits, FHIRSYNC_EXPORT_LIMITS_VERSION);
+}
+
+fhirsync_code fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_export_limits *limits)
 {
     if (!ex)
-        return;
-    if (limits)
+        return FHIRSYNC_E_ARG;
+    fs_err_clear(&ex->err);
+    if (!limits)
+        return fhirsync_export_limits_init(&ex->limits, FHIRSYNC_EXPORT_LIMITS_VERSION);
+    fhirsync_code rc = fs_check_version(limits->version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                                        "fhirsync_export_limits", &ex->err);
+    if (rc == FHIRSYNC_OK)
         ex->limits = *limits;
-    else
-        memset(&ex->limits, 0, sizeof ex->limits);
+    return rc;
 }
 
 /* ---- limits --------------------------------------------------------------------------------- */
@@ -115,6 +128,9 @@ fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *
 }
 
 /* ---- events and the log --------------------------------------------------------------------- */
+
+/* The totals of fhirsync_export_get_stats() into `out` (any version: the library's own). */
+static void collect_stats(const fhirsync_export *ex, fhirsync_export_stats *out);
 
 static double elapsed_s(const fhirsync_export *ex)
 {
@@ -238,7 +254,7 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
             }
             if (kind == FHIRSYNC_EXPORT_EV_DONE) {
                 fhirsync_export_stats stats;
-                fhirsync_export_get_stats(ex, &stats);
+                collect_stats(ex, &stats);
                 json_object_set_new(rec, "code", json_string(fhirsync_strerror(code)));
                 json_object_set_new(rec, "files", json_integer((json_int_t)stats.files));
                 json_object_set_new(rec, "resources", json_integer(stats.resources));
@@ -427,6 +443,13 @@ fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
     *out = NULL;
     if (!opts)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_new: no options");
+    fhirsync_code checked = fs_check_version(opts->version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                                             "fhirsync_export_options", err);
+    if (checked == FHIRSYNC_OK)
+        checked = fs_check_version(opts->limits.version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                                   "fhirsync_export_limits", err);
+    if (checked != FHIRSYNC_OK)
+        return checked;
     fhirsync_export *ex = NULL;
     json_t *request = fs_bulk_request_build(opts, ep, err);
     if (!request)
@@ -582,6 +605,11 @@ void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_export_cb cb, vo
 {
     ex->cb = cb;
     ex->cb_userdata = userdata;
+}
+
+fhirsync_code fhirsync_export_errcode(const fhirsync_export *ex)
+{
+    return ex ? ex->err.code : FHIRSYNC_E_ARG;
 }
 
 const char *fhirsync_export_errmsg(const fhirsync_export *ex)
@@ -1126,7 +1154,7 @@ fhirsync_code fhirsync_export_delete_job(fhirsync_export *ex)
 static void partial_message(fhirsync_export *ex, fhirsync_error *err)
 {
     fhirsync_export_stats stats;
-    fhirsync_export_get_stats(ex, &stats);
+    collect_stats(ex, &stats);
     size_t mismatched = 0;
     const fs_bulk_file *first = NULL;
     for (size_t i = 0; i < ex->nfiles; i++) {
@@ -1287,9 +1315,25 @@ const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_export *ex, s
     return ex && i < ex->nfiles ? &ex->files[i].pub : NULL;
 }
 
-void fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_export_stats *out)
+fhirsync_code fhirsync_export_stats_init(fhirsync_export_stats *stats, unsigned int version)
+{
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_EXPORT_STATS_VERSION,
+                             "fhirsync_export_stats");
+}
+
+fhirsync_code fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_export_stats *out)
+{
+    if (!out || fs_check_version(out->version, FHIRSYNC_EXPORT_STATS_VERSION,
+                                 "fhirsync_export_stats", NULL) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    collect_stats(ex, out);
+    return FHIRSYNC_OK;
+}
+
+static void collect_stats(const fhirsync_export *ex, fhirsync_export_stats *out)
 {
     memset(out, 0, sizeof *out);
+    out->version = FHIRSYNC_EXPORT_STATS_VERSION;
     if (!ex)
         return;
     out->files = ex->nfiles;

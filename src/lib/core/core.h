@@ -44,6 +44,17 @@ fhirsync_code fs_err_http(fhirsync_error *err, fhirsync_code code, long http_sta
 void fs_err_clear(fhirsync_error *err);
 /* Prefix the existing message with "what: " (context added on the way up). */
 void fs_err_prefix(fhirsync_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The check of a versioned struct of the public API (an options or stats struct whose first
+ * member is `unsigned int version`): FHIRSYNC_OK when `version` is one this library knows
+ * (1..latest), else FHIRSYNC_E_ARG with a message naming `type` ("fhirsync_export_options") and
+ * the _init call that sets it (a struct filled by memset or an initializer has version 0). */
+fhirsync_code fs_check_version(unsigned int version, unsigned int latest, const char *type,
+                               fhirsync_error *err);
+/* The common part of every fhirsync_X_init(x, version): FHIRSYNC_E_ARG (x left alone) for a NULL
+ * struct or a version fs_check_version refuses; otherwise zero the `size` bytes and store
+ * `version` in the first member. The caller then sets its defaults. */
+fhirsync_code fs_versioned_init(void *x, size_t size, unsigned int version, unsigned int latest,
+                                const char *type);
 
 /* ---- logging --------------------------------------------------------------------------------- */
 void fs_log(fhirsync_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

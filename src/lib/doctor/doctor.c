@@ -771,12 +771,6 @@ out:
     fs_buf_free(&detail);
 }
 
-fhirsync_code fhirsync_doctor(const fhirsync_endpoint *ep, fhirsync_doctor_cb cb, void *userdata,
-                              fhirsync_error *err)
-{
-    return fhirsync_doctor_run(ep, 0, cb, userdata, err);
-}
-
 fhirsync_code fhirsync_doctor_run(const fhirsync_endpoint *ep, unsigned flags,
                                   fhirsync_doctor_cb cb, void *userdata, fhirsync_error *err)
 {

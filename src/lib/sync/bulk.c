@@ -921,7 +921,7 @@ static fhirsync_code open_export(bulk_ctx *c, const fhirsync_endpoint *ep,
 {
     fhirsync_sync *s = c->s;
     fhirsync_export_options eo;
-    fhirsync_export_options_init(&eo);
+    fhirsync_export_options_init(&eo, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     eo.level = level;
     eo.group_id = level == FHIRSYNC_EXPORT_GROUP ? fhirsync_endpoint_get(s->ep, "group_id") : NULL;
     eo.types = types;

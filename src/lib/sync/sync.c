@@ -15,14 +15,15 @@
 #include "store/store_lib.h"
 #include "sync/sync_internal.h"
 
-void fhirsync_sync_options_init(fhirsync_sync_options *opts)
+fhirsync_code fhirsync_sync_options_init(fhirsync_sync_options *opts, unsigned int version)
 {
-    if (!opts)
-        return;
-    memset(opts, 0, sizeof *opts);
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_SYNC_OPTIONS_VERSION,
+                          "fhirsync_sync_options") != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
     opts->per_patient = -1;
     opts->delete_job = -1;
     opts->load = FHIRSYNC_SYNC_LOAD_STREAM;
+    return FHIRSYNC_OK;
 }
 
 fhirsync_code fhirsync_sync_new(const fhirsync_endpoint *ep, fhirsync_store *store,
@@ -34,9 +35,13 @@ fhirsync_code fhirsync_sync_new(const fhirsync_endpoint *ep, fhirsync_store *sto
     if (!ep || !store || !out)
         return fs_err(err, FHIRSYNC_E_ARG, "a sync needs an endpoint, a store and a result");
     fhirsync_sync_options defaults;
-    fhirsync_sync_options_init(&defaults);
+    fhirsync_sync_options_init(&defaults, FHIRSYNC_SYNC_OPTIONS_VERSION);
     if (!opts)
         opts = &defaults;
+    fhirsync_code checked = fs_check_version(opts->version, FHIRSYNC_SYNC_OPTIONS_VERSION,
+                                             "fhirsync_sync_options", err);
+    if (checked != FHIRSYNC_OK)
+        return checked;
     if (opts->load != FHIRSYNC_SYNC_LOAD_STREAM && opts->load != FHIRSYNC_SYNC_LOAD_AFTER)
         return fs_err(err, FHIRSYNC_E_ARG, "unknown load strategy %d", (int)opts->load);
     if (opts->page_size < 0 || opts->page_size > 10000)
@@ -111,6 +116,11 @@ void fhirsync_sync_set_callback(fhirsync_sync *s, fhirsync_sync_cb cb, void *use
         return;
     s->cb = cb;
     s->cb_userdata = userdata;
+}
+
+fhirsync_code fhirsync_sync_errcode(const fhirsync_sync *s)
+{
+    return s ? s->err.code : FHIRSYNC_E_ARG;
 }
 
 const char *fhirsync_sync_errmsg(const fhirsync_sync *s)
@@ -481,13 +491,22 @@ out:
     return rc;
 }
 
-void fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)
+fhirsync_code fhirsync_sync_stats_init(fhirsync_sync_stats *stats, unsigned int version)
 {
-    if (!out)
-        return;
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_SYNC_STATS_VERSION,
+                             "fhirsync_sync_stats");
+}
+
+fhirsync_code fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)
+{
+    if (!out || fs_check_version(out->version, FHIRSYNC_SYNC_STATS_VERSION, "fhirsync_sync_stats",
+                                 NULL) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    unsigned int version = out->version;
     memset(out, 0, sizeof *out);
+    out->version = version;
     if (!s)
-        return;
+        return FHIRSYNC_OK;
     out->run_id = s->run_id;
     out->status = s->status;
     out->mode = s->mode;
@@ -502,6 +521,7 @@ void fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stats *out)
     out->duration_s = s->duration_s;
     out->reconciled = s->reconciled;
     out->inserted = s->inserted;
+    return FHIRSYNC_OK;
 }
 
 size_t fhirsync_sync_type_count(const fhirsync_sync *s)

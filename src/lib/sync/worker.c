@@ -905,7 +905,7 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = what};
         emit(w, &pev, name);
         fhirsync_export_options eo;
-        fhirsync_export_options_init(&eo);
+        fhirsync_export_options_init(&eo, FHIRSYNC_EXPORT_OPTIONS_VERSION);
         eo.level = level;
         eo.group_id = level == FHIRSYNC_EXPORT_GROUP ? group : NULL;
         eo.types = requested;
@@ -1025,6 +1025,7 @@ static void process_endpoint(worker *w, const fhirsync_work_item *item, const fh
     }
     if (rc == FHIRSYNC_OK || rc == FHIRSYNC_E_PARTIAL) {
         fhirsync_sync_stats st;
+        fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION);
         fhirsync_sync_get_stats(s, &st);
         w->stats.resources += st.resources;
         char result[200];
@@ -1073,12 +1074,18 @@ static void process(worker *w, const fhirsync_work_item *item)
     json_decref(payload);
 }
 
-void fhirsync_worker_options_init(fhirsync_worker_options *opts)
+fhirsync_code fhirsync_worker_options_init(fhirsync_worker_options *opts, unsigned int version)
 {
-    if (!opts)
-        return;
-    memset(opts, 0, sizeof *opts);
-    fhirsync_sync_options_init(&opts->sync);
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_WORKER_OPTIONS_VERSION,
+                          "fhirsync_worker_options") != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    return fhirsync_sync_options_init(&opts->sync, FHIRSYNC_SYNC_OPTIONS_VERSION);
+}
+
+fhirsync_code fhirsync_worker_stats_init(fhirsync_worker_stats *stats, unsigned int version)
+{
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_WORKER_STATS_VERSION,
+                             "fhirsync_worker_stats");
 }
 
 fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint, const char *slot,
@@ -1118,15 +1125,24 @@ fhirsync_code fhirsync_sync_worker_run(const char *store_location, const fhirsyn
                                        void *userdata, fhirsync_worker_stats *stats,
                                        fhirsync_error *err)
 {
+    if (stats && fs_check_version(stats->version, FHIRSYNC_WORKER_STATS_VERSION,
+                                  "fhirsync_worker_stats", err) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
     if (stats)
-        memset(stats, 0, sizeof *stats);
+        fhirsync_worker_stats_init(stats, stats->version);
+    if (opts && (fs_check_version(opts->version, FHIRSYNC_WORKER_OPTIONS_VERSION,
+                                  "fhirsync_worker_options", err) != FHIRSYNC_OK ||
+                 fs_check_version(opts->sync.version, FHIRSYNC_SYNC_OPTIONS_VERSION,
+                                  "fhirsync_sync_options", err) != FHIRSYNC_OK))
+        return FHIRSYNC_E_ARG;
     if (!cfg)
         return fs_err(err, FHIRSYNC_E_ARG, "a worker needs a configuration");
     worker w = {.cfg = cfg, .cb = cb, .cb_userdata = userdata};
+    fhirsync_worker_stats_init(&w.stats, FHIRSYNC_WORKER_STATS_VERSION);
     if (opts)
         w.opts = *opts;
     else
-        fhirsync_worker_options_init(&w.opts);
+        fhirsync_worker_options_init(&w.opts, FHIRSYNC_WORKER_OPTIONS_VERSION);
     if (w.opts.lease_s <= 0)
         w.opts.lease_s = 30;
     if (w.opts.poll_ms <= 0)
