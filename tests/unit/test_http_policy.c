@@ -21,13 +21,27 @@
 
 /* ---- status -> code ------------------------------------------------------------------------- */
 
+typedef struct status_row {
+    long status;
+    fhirsync_code code;
+} status_row;
+
+/* Each row's status, as answered by `peer`, must map to the row's code. */
+static void check_rows(fs_http_peer peer, const status_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        fhirsync_code got = fs_http_status_code(peer, rows[i].status);
+        if (got != rows[i].code)
+            fail_msg("HTTP %ld from the %s: %s, expected %s", rows[i].status,
+                     peer == AS ? "token endpoint" : "resource server", fhirsync_strerror(got),
+                     fhirsync_strerror(rows[i].code));
+    }
+}
+
 static void test_status_codes_resource_server(void **state)
 {
     (void)state;
-    static const struct {
-        long status;
-        fhirsync_code code;
-    } rows[] = {
+    static const status_row rows[] = {
         {200, FHIRSYNC_OK},
         {202, FHIRSYNC_OK},
         {204, FHIRSYNC_OK},
@@ -63,12 +77,7 @@ static void test_status_codes_resource_server(void **state)
         {999, FHIRSYNC_E_HTTP},
         {-1, FHIRSYNC_E_HTTP},
     };
-    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
-        fhirsync_code got = fs_http_status_code(RS, rows[i].status);
-        if (got != rows[i].code)
-            fail_msg("HTTP %ld from the resource server: %s, expected %s", rows[i].status,
-                     fhirsync_strerror(got), fhirsync_strerror(rows[i].code));
-    }
+    check_rows(RS, rows, sizeof rows / sizeof *rows);
     /* an unknown peer reads as the resource server */
     assert_int_equal(fs_http_status_code((fs_http_peer)7, 403), FHIRSYNC_E_FORBIDDEN);
 }
@@ -76,10 +85,7 @@ static void test_status_codes_resource_server(void **state)
 static void test_status_codes_authorization_server(void **state)
 {
     (void)state;
-    static const struct {
-        long status;
-        fhirsync_code code;
-    } rows[] = {
+    static const status_row rows[] = {
         {200, FHIRSYNC_OK},
         {100, FHIRSYNC_E_HTTP},
         {302, FHIRSYNC_E_PROTOCOL}, /* token requests are never redirected */
@@ -99,12 +105,7 @@ static void test_status_codes_authorization_server(void **state)
         {599, FHIRSYNC_E_SERVER},
         {600, FHIRSYNC_E_HTTP},
     };
-    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
-        fhirsync_code got = fs_http_status_code(AS, rows[i].status);
-        if (got != rows[i].code)
-            fail_msg("HTTP %ld from the token endpoint: %s, expected %s", rows[i].status,
-                     fhirsync_strerror(got), fhirsync_strerror(rows[i].code));
-    }
+    check_rows(AS, rows, sizeof rows / sizeof *rows);
 }
 
 /* ---- what is sent again --------------------------------------------------------------------- */
