@@ -155,42 +155,41 @@ static void test_retry_after_forms(void **state)
     int64_t now = 1714557600; /* 2024-05-01T10:00:00Z */
     int64_t s = -1;
     fs_http_retry_after_form form;
-    /* delay-seconds, with the blanks servers add */
-    assert_true(fs_http_retry_after_parse("30", now, &s, &form));
+    const struct {
+        const char *text;
+        int64_t now, seconds;
+        fs_http_retry_after_form form;
+    } good[] = {
+        /* delay-seconds, with the blanks servers add */
+        {"30", now, 30, FS_HTTP_RETRY_AFTER_DELAY},
+        {" 0 ", now, 0, FS_HTTP_RETRY_AFTER_DELAY},
+        {"\t120\r\n", now, 120, FS_HTTP_RETRY_AFTER_DELAY},
+        /* the largest plausible delay is still a delay */
+        {"999999999", now, 999999999, FS_HTTP_RETRY_AFTER_DELAY},
+        /* an HTTP-date, ahead and in the past (which means now) */
+        {"Wed, 01 May 2024 10:01:00 GMT", now, 60, FS_HTTP_RETRY_AFTER_DATE},
+        {"Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, 30, FS_HTTP_RETRY_AFTER_DATE},
+        {"Sun, 06 Nov 1994 08:49:37 GMT", now, 0, FS_HTTP_RETRY_AFTER_DATE},
+        /* an absolute epoch in seconds: a time, 45 s from now, not a delay of 54 years */
+        {"1714557645", now, 45, FS_HTTP_RETRY_AFTER_EPOCH_S},
+        {"1714557000", now, 0, FS_HTTP_RETRY_AFTER_EPOCH_S}, /* in the past: now */
+        /* in milliseconds, rounded up to whole seconds */
+        {"1714557645000", now, 45, FS_HTTP_RETRY_AFTER_EPOCH_MS},
+        {"1714557600001", now, 1, FS_HTTP_RETRY_AFTER_EPOCH_MS},
+        {"1714557599999", now, 0, FS_HTTP_RETRY_AFTER_EPOCH_MS},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        s = -1;
+        form = FS_HTTP_RETRY_AFTER_NONE;
+        if (!fs_http_retry_after_parse(good[i].text, good[i].now, &s, &form))
+            fail_msg("Retry-After \"%s\" not understood", good[i].text);
+        if (s != good[i].seconds || form != good[i].form)
+            fail_msg("Retry-After \"%s\": %lld s (%s), expected %lld s (%s)", good[i].text,
+                     (long long)s, fs_http_retry_after_form_name(form), (long long)good[i].seconds,
+                     fs_http_retry_after_form_name(good[i].form));
+    }
+    assert_true(fs_http_retry_after_parse("30", now, &s, NULL)); /* the form is optional */
     assert_int_equal(s, 30);
-    assert_int_equal(form, FS_HTTP_RETRY_AFTER_DELAY);
-    assert_true(fs_http_retry_after_parse(" 0 ", now, &s, &form));
-    assert_int_equal(s, 0);
-    assert_true(fs_http_retry_after_parse("\t120\r\n", now, &s, NULL));
-    assert_int_equal(s, 120);
-    /* the largest plausible delay is still a delay */
-    assert_true(fs_http_retry_after_parse("999999999", now, &s, &form));
-    assert_int_equal(s, 999999999);
-    assert_int_equal(form, FS_HTTP_RETRY_AFTER_DELAY);
-    /* an HTTP-date, ahead and in the past (which means now) */
-    assert_true(fs_http_retry_after_parse("Wed, 01 May 2024 10:01:00 GMT", now, &s, &form));
-    assert_int_equal(s, 60);
-    assert_int_equal(form, FS_HTTP_RETRY_AFTER_DATE);
-    assert_true(
-        fs_http_retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, &s, NULL));
-    assert_int_equal(s, 30);
-    assert_true(fs_http_retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", now, &s, &form));
-    assert_int_equal(s, 0);
-    assert_int_equal(form, FS_HTTP_RETRY_AFTER_DATE);
-    /* an absolute epoch in seconds: a time, 45 s from now, not a delay of 54 years */
-    assert_true(fs_http_retry_after_parse("1714557645", now, &s, &form));
-    assert_int_equal(s, 45);
-    assert_int_equal(form, FS_HTTP_RETRY_AFTER_EPOCH_S);
-    assert_true(fs_http_retry_after_parse("1714557000", now, &s, &form));
-    assert_int_equal(s, 0); /* in the past: now */
-    /* in milliseconds, rounded up to whole seconds */
-    assert_true(fs_http_retry_after_parse("1714557645000", now, &s, &form));
-    assert_int_equal(s, 45);
-    assert_int_equal(form, FS_HTTP_RETRY_AFTER_EPOCH_MS);
-    assert_true(fs_http_retry_after_parse("1714557600001", now, &s, &form));
-    assert_int_equal(s, 1);
-    assert_true(fs_http_retry_after_parse("1714557599999", now, &s, &form));
-    assert_int_equal(s, 0);
     /* huge: beyond milliseconds no clock means that; a delay, saturated, that callers cap */
     assert_true(fs_http_retry_after_parse("1714557645000000", now, &s, &form));
     assert_int_equal(form, FS_HTTP_RETRY_AFTER_DELAY);
