@@ -161,89 +161,21 @@ static void test_http_dates(void **state)
     assert_string_equal(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
 }
 
-static void test_retry_after(void **state)
-{
-    (void)state;
-    int64_t s;
-    assert_true(fs_parse_retry_after("120", 0, &s));
-    assert_int_equal(s, 120);
-    assert_true(fs_parse_retry_after(" 0 ", 0, &s));
-    assert_int_equal(s, 0);
-    assert_true(fs_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, &s));
-    assert_int_equal(s, 30);
-    assert_true(fs_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 30, &s));
-    assert_int_equal(s, 0); /* a date in the past means now */
-    assert_true(fs_parse_retry_after("99999999999999999999999", 0, &s));
-    assert_true(s > 0); /* saturates; callers cap it */
-    assert_false(fs_parse_retry_after("-5", 0, &s));
-    assert_false(fs_parse_retry_after("12abc", 0, &s));
-    assert_false(fs_parse_retry_after("soon", 0, &s));
-}
-
-/* Every form of Retry-After the transport policy reads, and what it says each was. */
-static void test_retry_after_forms(void **state)
-{
-    (void)state;
-    int64_t now = 1714557600; /* 2024-05-01T10:00:00Z */
-    int64_t s = -1;
-    fs_retry_after_form form;
-    assert_true(fs_retry_after_parse("30", now, &s, &form));
-    assert_int_equal(s, 30);
-    assert_int_equal(form, FS_RETRY_AFTER_DELAY);
-    /* the largest plausible delay is still a delay */
-    assert_true(fs_retry_after_parse("999999999", now, &s, &form));
-    assert_int_equal(s, 999999999);
-    assert_int_equal(form, FS_RETRY_AFTER_DELAY);
-    assert_true(fs_retry_after_parse("Wed, 01 May 2024 10:01:00 GMT", now, &s, &form));
-    assert_int_equal(s, 60);
-    assert_int_equal(form, FS_RETRY_AFTER_DATE);
-    /* an absolute epoch in seconds: a time, 45 s from now, not a delay of 54 years */
-    assert_true(fs_retry_after_parse("1714557645", now, &s, &form));
-    assert_int_equal(s, 45);
-    assert_int_equal(form, FS_RETRY_AFTER_EPOCH_S);
-    assert_true(fs_retry_after_parse("1714557000", now, &s, &form));
-    assert_int_equal(s, 0); /* in the past: now */
-    /* in milliseconds, rounded up to whole seconds */
-    assert_true(fs_retry_after_parse("1714557645000", now, &s, &form));
-    assert_int_equal(s, 45);
-    assert_int_equal(form, FS_RETRY_AFTER_EPOCH_MS);
-    assert_true(fs_retry_after_parse("1714557600001", now, &s, &form));
-    assert_int_equal(s, 1);
-    assert_true(fs_retry_after_parse("1714557599999", now, &s, &form));
-    assert_int_equal(s, 0);
-    /* beyond milliseconds no clock means that: a huge delay that callers cap */
-    assert_true(fs_retry_after_parse("1714557645000000", now, &s, &form));
-    assert_int_equal(form, FS_RETRY_AFTER_DELAY);
-    assert_true(s > 86400);
-    assert_false(fs_retry_after_parse("in a minute", now, &s, &form));
-    assert_int_equal(form, FS_RETRY_AFTER_NONE);
-    assert_false(fs_retry_after_parse(NULL, now, &s, NULL));
-    assert_string_equal(fs_retry_after_form_name(FS_RETRY_AFTER_EPOCH_MS), "epoch milliseconds");
-    /* what is worth another attempt */
-    assert_true(fs_retryable_status(429));
-    assert_true(fs_retryable_status(503));
-    assert_false(fs_retryable_status(501));
-    assert_false(fs_retryable_status(404));
-    /* poll pacing: a floor whatever the server says, the cap above it */
-    assert_int_equal(fs_poll_delay_ms(0, 0, 1000, 300), 1000);
-    assert_int_equal(fs_poll_delay_ms(0, 7, 1000, 300), 7000);
-    assert_int_equal(fs_poll_delay_ms(0, 100000, 1000, 300), 300000);
-    assert_int_equal(fs_poll_delay_ms(0, 0, 9000000, 2), 2000); /* the floor never passes the cap */
-    for (unsigned a = 0; a < 20; a++)
-        assert_true(fs_poll_delay_ms(a, -1, 1000, 60) >= 1000);
-}
-
 static void test_backoff(void **state)
 {
     (void)state;
-    assert_int_equal(fs_backoff_ms(0, 7, 300), 7000);
-    assert_int_equal(fs_backoff_ms(3, 100000, 300), 300000); /* Retry-After capped */
     for (unsigned a = 0; a < 20; a++) {
-        int64_t d = fs_backoff_ms(a, -1, 60);
+        int64_t d = fs_backoff_ms(a, 60000);
         assert_true(d >= 0 && d <= 60000);
     }
-    int64_t first = fs_backoff_ms(0, -1, 300);
+    int64_t first = fs_backoff_ms(0, 300000);
     assert_true(first >= 500 && first <= 1000);
+    int64_t fourth = fs_backoff_ms(3, 300000); /* 8 s with jitter */
+    assert_true(fourth >= 4000 && fourth <= 8000);
+    int64_t capped = fs_backoff_ms(30, 2000); /* the cap, with jitter */
+    assert_true(capped >= 1000 && capped <= 2000);
+    int64_t unset = fs_backoff_ms(30, 0); /* no cap given: 300 s */
+    assert_true(unset >= 150000 && unset <= 300000);
 }
 
 static void test_instants(void **state)
@@ -426,8 +358,6 @@ int main(void)
         cmocka_unit_test(test_public_redact),
         cmocka_unit_test(test_redact_unterminated_and_empty),
         cmocka_unit_test(test_http_dates),
-        cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_retry_after_forms),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_instants),
         cmocka_unit_test(test_urls),

@@ -1,6 +1,6 @@
 /* unit/test_fhir.c: the FHIR REST client's offline parts: the Bundle scanner (exact bytes of
  * entry resources, the JSON grammar, UTF-8 and escapes, repeated member names, the values it
- * reads), Bundle page parsing, OperationOutcome messages, the status to error-code mapping, the
+ * reads), Bundle page parsing, OperationOutcome messages, the
  * token-bucket rate limiter (with a fake clock and a fake sleeper: no timing in the assertions)
  * and its per-base-URL keys, the origin rule for absolute URLs, and which failed requests are
  * sent again (a local socket that hangs up; a closed port; a transfer cancelled mid-way).
@@ -646,27 +646,6 @@ static void test_outcome(void **state)
     assert_string_equal(o.summary + sizeof o.summary - 4, "...");
 }
 
-static void test_status_codes(void **state)
-{
-    (void)state;
-    assert_int_equal(fs_fhir_status_code(200), FHIRSYNC_OK);
-    assert_int_equal(fs_fhir_status_code(204), FHIRSYNC_OK);
-    assert_int_equal(fs_fhir_status_code(401), FHIRSYNC_E_UNAUTHORIZED);
-    assert_int_equal(fs_fhir_status_code(403), FHIRSYNC_E_FORBIDDEN);
-    assert_int_equal(fs_fhir_status_code(404), FHIRSYNC_E_NOT_FOUND);
-    assert_int_equal(fs_fhir_status_code(410), FHIRSYNC_E_NOT_FOUND);
-    assert_int_equal(fs_fhir_status_code(429), FHIRSYNC_E_RATE_LIMITED);
-    assert_int_equal(fs_fhir_status_code(500), FHIRSYNC_E_SERVER);
-    assert_int_equal(fs_fhir_status_code(503), FHIRSYNC_E_SERVER);
-    assert_int_equal(fs_fhir_status_code(599), FHIRSYNC_E_SERVER);
-    assert_int_equal(fs_fhir_status_code(400), FHIRSYNC_E_BAD_REQUEST);
-    assert_int_equal(fs_fhir_status_code(405), FHIRSYNC_E_BAD_REQUEST);
-    assert_int_equal(fs_fhir_status_code(422), FHIRSYNC_E_BAD_REQUEST);
-    assert_int_equal(fs_fhir_status_code(302), FHIRSYNC_E_HTTP);
-    assert_int_equal(fs_fhir_status_code(100), FHIRSYNC_E_HTTP);
-    assert_int_equal(fs_fhir_status_code(0), FHIRSYNC_E_HTTP);
-}
-
 static void test_describe_and_status_error(void **state)
 {
     (void)state;
@@ -1283,7 +1262,6 @@ int main(void)
         cmocka_unit_test(test_page_parse_errors),
         cmocka_unit_test(test_page_parse_alloc_walk),
         cmocka_unit_test(test_outcome),
-        cmocka_unit_test(test_status_codes),
         cmocka_unit_test(test_describe_and_status_error),
         cmocka_unit_test(test_bucket_arithmetic),
         cmocka_unit_test(test_ratelimit_registry),

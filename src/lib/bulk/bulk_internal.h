@@ -23,6 +23,7 @@
 
 #include "core/core.h"
 #include "fhirsync/bulk.h"
+#include "http/policy.h"
 #include "json/json.h"
 
 /* Defaults and caps. */
@@ -273,7 +274,7 @@ bool fs_bulk_request_lenient(const json_t *request);
 /* ---- Retry-After for status polls (export.c) ------------------------------------------------ */
 
 /* The wait before status poll number `attempt` (0-based) in ms: the Retry-After header (any
- * form fs_retry_after_parse reads, against `now`) when present and valid, capped by cap_s;
+ * form fs_http_retry_after_parse reads, against `now`) when present and valid, capped by cap_s;
  * otherwise exponential backoff from 1 s (with jitter) up to FS_BULK_POLL_BACKOFF_CAP_S (or cap_s
  * when lower). Never below floor_ms (0: FS_BULK_DEFAULT_POLL_FLOOR_MS). */
 int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
@@ -325,7 +326,7 @@ typedef struct fs_bulk_scratch {
     fs_bulk_budget budget;         /* failed attempts since the file last got further */
     bool stalled;                  /* this attempt ended by the stall rule */
     unsigned check_failures;       /* attempts that failed the line checks */
-    bool renewed_for_401;          /* this attempt already renewed the token once */
+    fs_http_renewal renewal;       /* the one token renewal after a 401, per attempt */
     int64_t not_before_ms;         /* backoff: do not start before this monotonic time */
     uint64_t range_from;           /* the offset asked for in this attempt */
     uint64_t received;             /* bytes received in this attempt */

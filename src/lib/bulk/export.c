@@ -26,6 +26,7 @@
 #include "config/config_internal.h"
 #include "fhir/fhir_internal.h"
 #include "http/http.h"
+#include "http/policy.h"
 
 #define MAX_TRANSIENT_POLLS 1000
 
@@ -692,10 +693,9 @@ static fhirsync_code kickoff_429(const fs_http_response *resp, fhirsync_error *e
     char desc[512];
     fs_fhir_describe_body(resp->body.data, resp->body.len, fs_http_header_get(resp, "Content-Type"),
                           desc, sizeof desc);
-    const char *ra = fs_http_header_get(resp, "Retry-After");
-    int64_t wait_s = -1;
+    int64_t wait_s = fs_http_retry_after(resp, fs_now());
     char when[96] = "";
-    if (ra && fs_parse_retry_after(ra, fs_now(), &wait_s))
+    if (wait_s >= 0)
         snprintf(when, sizeof when, " (Retry-After: %lld s)", (long long)wait_s);
     bool empty = resp->body.len == 0;
     if (!empty && mentions_running_export(desc))
@@ -819,12 +819,12 @@ int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned att
     int64_t seconds = -1;
     if (cap_s <= 0)
         cap_s = 300;
-    if (!retry_after || !fs_parse_retry_after(retry_after, now, &seconds))
+    if (!fs_http_retry_after_parse(retry_after, now, &seconds, NULL))
         seconds = -1;
     if (seconds < 0 && cap_s > FS_BULK_POLL_BACKOFF_CAP_S)
         cap_s = FS_BULK_POLL_BACKOFF_CAP_S;
-    return fs_poll_delay_ms(attempt, seconds,
-                            floor_ms > 0 ? floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS, cap_s);
+    return fs_http_poll_delay_ms(attempt, seconds,
+                                 floor_ms > 0 ? floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS, cap_s);
 }
 
 static fhirsync_code wait_ms(fhirsync_export *ex, int64_t ms, fhirsync_error *err)
@@ -842,10 +842,10 @@ static void describe_retry_after(const char *ra, char *buf, size_t size)
     if (!ra || size == 0)
         return;
     int64_t s = 0;
-    fs_retry_after_form form;
-    if (fs_retry_after_parse(ra, fs_now(), &s, &form))
+    fs_http_retry_after_form form;
+    if (fs_http_retry_after_parse(ra, fs_now(), &s, &form))
         snprintf(buf, size, " (Retry-After: %.60s, %s: %lld s from now)", ra,
-                 fs_retry_after_form_name(form), (long long)s);
+                 fs_http_retry_after_form_name(form), (long long)s);
     else
         snprintf(buf, size, " (Retry-After: %.60s, not understood)", ra);
 }
@@ -926,7 +926,9 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
             delay =
                 fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap, poll_floor_ms(ex));
             report_progress(ex, fs_http_header_get(&resp, "X-Progress"), ra, delay);
-        } else if (status == 429 || status >= 500) {
+        } else if (status >= 500 || fs_http_retryable_status(status, true, -1)) {
+            /* a 5xx may carry the bulk protocol's OperationOutcome: "transient" keeps polling,
+             * an error ends the export; without one, the transport policy decides */
             fs_outcome oo;
             bool has_oo = fs_outcome_parse(resp.body.data, resp.body.len, &oo);
             if (has_oo && oo.transient && status >= 500) {
@@ -942,6 +944,10 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
                 rc = fs_err_http(err, FHIRSYNC_E_SERVER, status,
                                  "the export failed on the server (HTTP %ld from %s): %s",
                                  status, url, oo.summary);
+                break;
+            } else if (!fs_http_retryable_status(status, true, -1)) {
+                rc = fs_fhir_status_error(&resp, url, err);
+                fs_err_prefix(err, "export status poll");
                 break;
             } else {
                 if (++failures > (unsigned)ex->max_retries) {

@@ -157,37 +157,14 @@ void fs_format_instant(int64_t epoch, char *buf, size_t size);
 /* Format as an IMF-fixdate into buf (>= 30 bytes). */
 void fs_format_http_date(int64_t epoch, char *buf, size_t size);
 
-/* ---- retries: the transport policy (retry.c) ------------------------------------------------ */
-/* Whether an HTTP status is worth another attempt: 408, 429, 500, 502, 503, 504. */
-bool fs_retryable_status(long status);
+/* ---- waiting (retry.c) ----------------------------------------------------------------------- */
+/* The transport policy (which statuses to retry, Retry-After, the delays of HTTP retries and
+ * status polls) is http/policy.h; core keeps what any retry loop needs. */
 
-/* How a Retry-After header was written. */
-typedef enum fs_retry_after_form {
-    FS_RETRY_AFTER_NONE = 0,
-    FS_RETRY_AFTER_DELAY = 1,   /* delay-seconds */
-    FS_RETRY_AFTER_DATE = 2,    /* an HTTP-date */
-    FS_RETRY_AFTER_EPOCH_S = 3, /* a number too large for a delay: seconds since the epoch */
-    FS_RETRY_AFTER_EPOCH_MS = 4 /* milliseconds since the epoch */
-} fs_retry_after_form;
-
-/* Parse a Retry-After value against the wall clock `now` (epoch seconds) into seconds to wait
- * from now (never negative: a time in the past is 0). Accepts delay-seconds, an HTTP-date, and an
- * absolute epoch in seconds (numbers from 1e9) or milliseconds (from 1e11) as some servers send;
- * larger numbers saturate as a delay (callers cap it). *form (may be NULL) says which it was.
- * False (and *out_seconds untouched) for anything else. The one Retry-After reader. */
-bool fs_retry_after_parse(const char *s, int64_t now, int64_t *out_seconds,
-                          fs_retry_after_form *form);
-/* The same without the form. */
-bool fs_parse_retry_after(const char *s, int64_t now, int64_t *out_seconds);
-/* "seconds", "HTTP-date", "epoch seconds", "epoch milliseconds", "none". */
-const char *fs_retry_after_form_name(fs_retry_after_form form);
-/* Delay before retry number `attempt` (0-based): the server's Retry-After when given (>= 0),
- * otherwise exponential backoff from 1 s with full jitter; never above cap_s seconds. In ms. */
-int64_t fs_backoff_ms(unsigned attempt, int64_t retry_after_s, int64_t cap_s);
-/* Delay before status poll number `attempt` (0-based): as fs_backoff_ms, but never below
- * floor_ms (itself at most the cap), so that "Retry-After: 0" or a date in the past cannot make
- * polls go back to back. In ms. */
-int64_t fs_poll_delay_ms(unsigned attempt, int64_t retry_after_s, int64_t floor_ms, int64_t cap_s);
+/* Exponential backoff before retry number `attempt` (0-based), in ms: 1 s doubled per attempt
+ * up to cap_ms (<= 0: 300 s), with jitter in [base/2, base] so that clients do not retry in
+ * lockstep. */
+int64_t fs_backoff_ms(unsigned attempt, int64_t cap_ms);
 /* Sleep, waking early when fs_cancel_requested() turns true. Returns false when cancelled. */
 bool fs_sleep_ms(int64_t ms);
 /* Process-wide cancellation flag (set from a signal handler by the application through

@@ -7,12 +7,14 @@
  *
  * Transport rules are the http module's: the access token is attached only when the manifest
  * says requiresAccessToken and only to the FHIR server's origin (a redirect to storage drops it);
- * a 401 renews the token once. Memory: the longest line. */
+ * a 401 to a request that carried the token renews it once (http/policy.h decides that and what
+ * each status means). Memory: the longest line. */
 #include <string.h>
 
 #include "config/config_internal.h"
 #include "fhirsync/auth.h"
 #include "http/http.h"
+#include "http/policy.h"
 #include "sync/sync_internal.h"
 
 #define FETCH_TIMEOUT_S 3600
@@ -75,11 +77,11 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     static const char *const headers[] = {"Accept: application/fhir+ndjson", NULL};
     fhirsync_code rc = FHIRSYNC_OK;
-    bool renewed = false;
+    fs_http_renewal renewal = {0};
     for (;;) {
         fhirsync_token token = {0};
         if (requires_token) {
-            rc = fhirsync_auth_token(auth, renewed, &token, err);
+            rc = fhirsync_auth_token(auth, renewal.renewed, &token, err);
             if (rc != FHIRSYNC_OK)
                 break;
         }
@@ -107,22 +109,16 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
                 *err = *ld->err;
         } else if (sink.nomem) {
             rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-        } else if (rc == FHIRSYNC_OK && resp.status == 401 && requires_token && !renewed &&
-                   ld->line_no == first_line) {
-            renewed = true;
+        } else if (rc == FHIRSYNC_OK && ld->line_no == first_line &&
+                   fs_http_should_renew(&renewal, resp.status, resp.token_sent)) {
             fs_http_response_clear(&resp);
             fs_buf_free(&sink.line);
             continue;
         } else if (rc == FHIRSYNC_OK && (resp.status < 200 || resp.status > 299)) {
             char what[600];
             fs_http_describe(&resp, url, what, sizeof what);
-            fhirsync_code code = resp.status == 404 || resp.status == 410 ? FHIRSYNC_E_NOT_FOUND
-                                 : resp.status == 401                     ? FHIRSYNC_E_UNAUTHORIZED
-                                 : resp.status == 403                     ? FHIRSYNC_E_FORBIDDEN
-                                 : resp.status == 429                     ? FHIRSYNC_E_RATE_LIMITED
-                                 : resp.status >= 500                     ? FHIRSYNC_E_SERVER
-                                                                          : FHIRSYNC_E_HTTP;
-            rc = fs_err_http(err, code, resp.status, "%s", what);
+            rc = fs_err_http(err, fs_http_status_code(FS_HTTP_RESOURCE_SERVER, resp.status),
+                             resp.status, "%s", what);
         } else if (rc == FHIRSYNC_OK && sink.line.len > 0 &&
                    !fs_sync_load_line(ld, sink.line.data, sink.line.len)) {
             rc = ld->rc;
