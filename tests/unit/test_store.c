@@ -47,6 +47,7 @@
 #include "fhirsync/store.h"
 #include "store/fields.h"
 #include "store/store_int.h"
+#include "store/store_lib.h"
 
 #define assert_contains(haystack, needle)                                                          \
     do {                                                                                           \
@@ -732,40 +733,37 @@ static void test_bind_endpoint(void **state)
     fhirsync_error err = {0};
     const char *a = "https://ehr.example.org/fhir/r4";
     /* alone in the store, an endpoint may move to another base URL (the EHR moved) */
-    assert_ok(
-        fhirsync_store_bind_endpoint(s, "clinic-a", "https://old.example.org/fhir", false, &err));
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a", a, false, &err));
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a", a, false, &err)); /* again */
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a", "https://old.example.org/fhir", false, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a", a, false, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a", a, false, &err)); /* again */
     assert_string_equal(query1(s, "SELECT base_url FROM endpoints").text, a);
     /* the same server: another endpoint name, a trailing slash, scheme and host in capitals */
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a-group", "HTTPS://EHR.example.org/fhir/r4/",
-                                           false, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a-group", "HTTPS://EHR.example.org/fhir/r4/", false,
+                                     &err));
     /* another server, or another path on it */
     static const char *const others[] = {"https://other.example.org/fhir/r4",
                                          "https://ehr.example.org/fhir/R4"};
     for (size_t i = 0; i < 2; i++) {
-        assert_int_equal(fhirsync_store_bind_endpoint(s, "clinic-b", others[i], false, &err),
+        assert_int_equal(fs_store_bind_endpoint(s, "clinic-b", others[i], false, &err),
                          FHIRSYNC_E_CONFIG);
         assert_contains(err.message, "holds the data of endpoint clinic-a");
         assert_contains(err.message, "shared_store = yes");
     }
     assert_int_equal(query_long(s, "SELECT count(*) FROM endpoints WHERE name = 'clinic-b'"), 0);
     /* the user says it is the same server */
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-b", others[0], true, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-b", others[0], true, &err));
     assert_string_equal(query1(s, "SELECT base_url FROM endpoints WHERE name = 'clinic-b'").text,
                         others[0]);
     /* with clinic-b's server recorded, a new endpoint of clinic-a's server is refused too */
-    assert_int_equal(fhirsync_store_bind_endpoint(s, "clinic-c", a, false, &err),
-                     FHIRSYNC_E_CONFIG);
+    assert_int_equal(fs_store_bind_endpoint(s, "clinic-c", a, false, &err), FHIRSYNC_E_CONFIG);
     assert_contains(err.message, "holds the data of endpoint clinic-b");
     /* inside a batch: the refusal leaves the batch usable */
     assert_ok(fhirsync_store_begin(s, 0, &err));
-    assert_int_equal(
-        fhirsync_store_bind_endpoint(s, "clinic-d", "https://d.example/fhir", false, &err),
-        FHIRSYNC_E_CONFIG);
+    assert_int_equal(fs_store_bind_endpoint(s, "clinic-d", "https://d.example/fhir", false, &err),
+                     FHIRSYNC_E_CONFIG);
     assert_ok(fhirsync_store_commit(s, &err));
-    assert_int_equal(fhirsync_store_bind_endpoint(s, NULL, a, false, &err), FHIRSYNC_E_ARG);
-    assert_int_equal(fhirsync_store_bind_endpoint(s, "x", "", false, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_bind_endpoint(s, NULL, a, false, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_bind_endpoint(s, "x", "", false, &err), FHIRSYNC_E_ARG);
     fhirsync_store_close(s);
 }
 
@@ -1025,35 +1023,40 @@ static void test_runs_and_watermark(void **state)
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
     assert_null(mark);
     int64_t run = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
     assert_true(run > 0);
-    fhirsync_run_end end = {FHIRSYNC_RUN_OK, "2024-06-01T10:00:00.123Z",
-                            "{\"Patient\":10,\"Observation\":1737}", 1747, 2, 0, NULL,
+    fs_store_run_end end = {FHIRSYNC_RUN_OK,
+                            "2024-06-01T10:00:00.123Z",
+                            "{\"Patient\":10,\"Observation\":1737}",
+                            1747,
+                            2,
+                            0,
+                            NULL,
                             "2024-06-01T10:00:00.123Z"};
-    assert_ok(fhirsync_store_run_finish(s, run, &end, &err));
+    assert_ok(fs_store_run_finish(s, run, &end, &err));
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
     assert_string_equal(mark, "2024-06-01T10:00:00.123Z");
     fhirsync_free(mark);
     /* finishing twice, bad ends */
-    assert_int_equal(fhirsync_store_run_finish(s, run, &end, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_run_finish(s, run, &end, &err), FHIRSYNC_E_ARG);
     assert_contains(err.message, "not running");
     int64_t run2 = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "crawl", "2024-06-01T10:00:00.123Z", &run2, &err));
-    fhirsync_run_end failed = {FHIRSYNC_RUN_FAILED, NULL, NULL, 0, 0, 0, "network down",
+    assert_ok(fs_store_run_begin(s, "ep", "crawl", "2024-06-01T10:00:00.123Z", &run2, &err));
+    fs_store_run_end failed = {FHIRSYNC_RUN_FAILED,   NULL, NULL, 0, 0, 0, "network down",
                                "2024-07-01T00:00:00Z"};
-    assert_int_equal(fhirsync_store_run_finish(s, run2, &failed, &err), FHIRSYNC_E_ARG);
-    fhirsync_run_end bad_counts = {FHIRSYNC_RUN_OK, NULL, "[1]", 0, 0, 0, NULL, NULL};
-    assert_int_equal(fhirsync_store_run_finish(s, run2, &bad_counts, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_run_finish(s, run2, &failed, &err), FHIRSYNC_E_ARG);
+    fs_store_run_end bad_counts = {FHIRSYNC_RUN_OK, NULL, "[1]", 0, 0, 0, NULL, NULL};
+    assert_int_equal(fs_store_run_finish(s, run2, &bad_counts, &err), FHIRSYNC_E_ARG);
     failed.new_watermark = NULL;
-    assert_ok(fhirsync_store_run_finish(s, run2, &failed, &err));
+    assert_ok(fs_store_run_finish(s, run2, &failed, &err));
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
     assert_string_equal(mark, "2024-06-01T10:00:00.123Z");
     fhirsync_free(mark);
     /* a crashed run stays "running" until the next holder of the lock starts one */
     int64_t crashed = 0, next = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &crashed, &err));
-    assert_ok(fhirsync_store_lock(s, "ep", "test", 0, &err));
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &next, &err));
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &crashed, &err));
+    assert_ok(fs_store_lock_endpoint(s, "ep", "test", 0, &err));
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &next, &err));
     runs_seen r;
     memset(&r, 0, sizeof r);
     assert_ok(fhirsync_store_runs(s, "ep", 10, collect_run, &r, &err));
@@ -1070,7 +1073,7 @@ static void test_runs_and_watermark(void **state)
     memset(&r, 0, sizeof r);
     assert_ok(fhirsync_store_runs(s, "other", 10, collect_run, &r, &err));
     assert_int_equal(r.count, 0);
-    assert_ok(fhirsync_store_unlock(s, "ep", &err));
+    assert_ok(fs_store_unlock_endpoint(s, "ep", &err));
     /* explicit reset */
     assert_ok(fhirsync_store_set_watermark(s, "ep", NULL, &err));
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
@@ -1103,14 +1106,14 @@ static void test_watermark_atomic(void **state)
         assert_int_equal(sqlite3_exec(db, trigger_sqlite, NULL, NULL, NULL), SQLITE_OK);
     }
     int64_t run = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
-    fhirsync_run_end end = {FHIRSYNC_RUN_OK, "2024-02-01T00:00:00Z", NULL, 1, 0, 0, NULL,
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
+    fs_store_run_end end = {FHIRSYNC_RUN_OK,       "2024-02-01T00:00:00Z", NULL, 1, 0, 0, NULL,
                             "2024-02-01T00:00:00Z"};
     for (int bulk = 0; bulk < 2; bulk++) {
         assert_ok(fhirsync_store_begin(s, bulk ? FHIRSYNC_STORE_BULK : 0, &err));
         put_ok(s, NULL, patient("atomic", "A", "B"),
                f->pg && bulk ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
-        assert_int_equal(fhirsync_store_run_finish(s, run, &end, &err), FHIRSYNC_E_STORE);
+        assert_int_equal(fs_store_run_finish(s, run, &end, &err), FHIRSYNC_E_STORE);
         assert_contains(err.message, "injected failure");
         /* nothing of the batch: no row, the run still running, the old watermark */
         assert_int_equal(fhirsync_store_commit(s, &err), FHIRSYNC_E_ARG); /* already ended */
@@ -1136,7 +1139,7 @@ static void test_watermark_atomic(void **state)
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
     put_ok(s, NULL, patient("atomic", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
                                                        : FHIRSYNC_PUT_STORED);
-    assert_ok(fhirsync_store_run_finish(s, run, &end, &err));
+    assert_ok(fs_store_run_finish(s, run, &end, &err));
     assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 1);
     char *mark = NULL;
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
@@ -1154,7 +1157,7 @@ static void test_watermark_atomic(void **state)
         fhirsync_error cerr = {0};
         int64_t crun = 0;
         if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK ||
-            fhirsync_store_run_begin(c, "ep", "bulk", NULL, &crun, &cerr) != FHIRSYNC_OK ||
+            fs_store_run_begin(c, "ep", "bulk", NULL, &crun, &cerr) != FHIRSYNC_OK ||
             fhirsync_store_begin(c, FHIRSYNC_STORE_BULK, &cerr) != FHIRSYNC_OK)
             _exit(1);
         for (int i = 0; i < 500; i++) {
@@ -1201,7 +1204,7 @@ static pid_t child_lock(const fixture *f, const char *endpoint, long timeout_ms,
         _exit(10);
     if (notify_fd >= 0 && write(notify_fd, "w", 1) != 1)
         _exit(11);
-    fhirsync_code rc = fhirsync_store_lock(c, endpoint, "child", timeout_ms, &err);
+    fhirsync_code rc = fs_store_lock_endpoint(c, endpoint, "child", timeout_ms, &err);
     if (rc != want) {
         fprintf(stderr, "child lock: %s (%s)\n", fhirsync_strerror(rc), err.message);
         _exit(12);
@@ -1226,11 +1229,10 @@ static void test_locks(void **state)
     fixture *f = *state;
     fhirsync_store *a = open_store(f), *b = open_store(f);
     fhirsync_error err = {0};
-    assert_ok(fhirsync_store_lock(a, "practice-a", "worker-1", 0, &err));
-    assert_ok(fhirsync_store_lock(a, "practice-a", "worker-1", 0, &err)); /* already ours */
-    assert_ok(fhirsync_store_lock_heartbeat(a, "practice-a", &err));
+    assert_ok(fs_store_lock_endpoint(a, "practice-a", "worker-1", 0, &err));
+    assert_ok(fs_store_lock_endpoint(a, "practice-a", "worker-1", 0, &err)); /* already ours */
     /* another handle of this process, and another process */
-    assert_int_equal(fhirsync_store_lock(b, "practice-a", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(b, "practice-a", NULL, 0, &err), FHIRSYNC_E_LOCKED);
     assert_contains(err.message, "practice-a");
     char pid_text[32];
     snprintf(pid_text, sizeof pid_text, "pid %ld", (long)getpid());
@@ -1239,21 +1241,21 @@ static void test_locks(void **state)
     assert_int_equal(wait_child(child_lock(f, "practice-a", 0, FHIRSYNC_E_LOCKED, -1)), 0);
     /* a bounded wait that runs out */
     int64_t t0 = fs_monotonic_ms();
-    assert_int_equal(fhirsync_store_lock(b, "practice-a", NULL, 300, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(b, "practice-a", NULL, 300, &err), FHIRSYNC_E_LOCKED);
     assert_true(fs_monotonic_ms() - t0 >= 290);
     /* other endpoints are independent */
-    assert_ok(fhirsync_store_lock(b, "practice-b", NULL, 0, &err));
+    assert_ok(fs_store_lock_endpoint(b, "practice-b", NULL, 0, &err));
     /* a waiter gets the lock once it is released */
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t waiter = child_lock(f, "practice-a", 30000, FHIRSYNC_OK, fds[1]);
     char byte;
     assert_int_equal(read(fds[0], &byte, 1), 1);
-    assert_ok(fhirsync_store_unlock(a, "practice-a", &err));
+    assert_ok(fs_store_unlock_endpoint(a, "practice-a", &err));
     assert_int_equal(wait_child(waiter), 0);
     close(fds[0]);
     close(fds[1]);
-    assert_int_equal(fhirsync_store_unlock(a, "practice-a", &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_unlock_endpoint(a, "practice-a", &err), FHIRSYNC_E_ARG);
     /* a holder killed with SIGKILL: its lock dies with it */
     assert_int_equal(pipe(fds), 0);
     pid_t holder = fork();
@@ -1262,26 +1264,26 @@ static void test_locks(void **state)
         fhirsync_store *c = NULL;
         fhirsync_error cerr = {0};
         if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK ||
-            fhirsync_store_lock(c, "practice-c", "doomed", 0, &cerr) != FHIRSYNC_OK ||
+            fs_store_lock_endpoint(c, "practice-c", "doomed", 0, &cerr) != FHIRSYNC_OK ||
             write(fds[1], "l", 1) != 1)
             _exit(1);
         pause();
         _exit(1);
     }
     assert_int_equal(read(fds[0], &byte, 1), 1);
-    assert_int_equal(fhirsync_store_lock(a, "practice-c", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(a, "practice-c", NULL, 0, &err), FHIRSYNC_E_LOCKED);
     assert_contains(err.message, "doomed");
     kill(holder, SIGKILL);
     assert_int_equal(wait_child(holder), 100 + SIGKILL);
-    assert_ok(fhirsync_store_lock(a, "practice-c", "successor", 10000, &err));
+    assert_ok(fs_store_lock_endpoint(a, "practice-c", "successor", 10000, &err));
     close(fds[0]);
     close(fds[1]);
     /* locks are not taken inside a batch; closing releases them */
     assert_ok(fhirsync_store_begin(a, 0, &err));
-    assert_int_equal(fhirsync_store_lock(a, "practice-d", NULL, 0, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_lock_endpoint(a, "practice-d", NULL, 0, &err), FHIRSYNC_E_ARG);
     assert_ok(fhirsync_store_rollback(a, &err));
     fhirsync_store_close(a);
-    assert_ok(fhirsync_store_lock(b, "practice-c", NULL, 0, &err));
+    assert_ok(fs_store_lock_endpoint(b, "practice-c", NULL, 0, &err));
     fhirsync_store_close(b);
 }
 
@@ -1306,110 +1308,112 @@ static void test_work_queue(void **state)
     fhirsync_store *s = open_store(f);
     fhirsync_error err = {0};
     int64_t ids[4] = {0};
-    fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", "export-1", "file:1",
-                               "{\"url\":\"https://ehr/1.ndjson\",\"type\":\"Patient\"}", 0};
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[0], &err));
+    fs_store_work_spec spec = {FS_STORE_WORK_FILE_LOAD,
+                               "ep",
+                               "export-1",
+                               "file:1",
+                               "{\"url\":\"https://ehr/1.ndjson\",\"type\":\"Patient\"}",
+                               0};
+    assert_ok(fs_store_work_enqueue(s, &spec, &ids[0], &err));
     int64_t again = 0;
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &again, &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &again, &err));
     assert_int_equal(again, ids[0]); /* the same key: the same item */
     spec.key = "file:2";
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[1], &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &ids[1], &err));
     spec.key = NULL;
-    spec.kind = FHIRSYNC_WORK_ENDPOINT_SYNC;
+    spec.kind = FS_STORE_WORK_ENDPOINT_SYNC;
     spec.batch = NULL;
     spec.payload = NULL;
     spec.max_attempts = 2;
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[2], &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &ids[2], &err));
     spec.kind = "bogus";
-    assert_int_equal(fhirsync_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
-    spec.kind = FHIRSYNC_WORK_FILE_LOAD;
+    assert_int_equal(fs_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
+    spec.kind = FS_STORE_WORK_FILE_LOAD;
     spec.payload = "not json";
-    assert_int_equal(fhirsync_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
 
     /* claims in order, by kind */
-    fhirsync_work_item *item = NULL, *other = NULL;
-    assert_ok(fhirsync_store_work_claim(s, "w1", FHIRSYNC_WORK_ENDPOINT_SYNC, 60, &item, &err));
+    fs_store_work_item *item = NULL, *other = NULL;
+    assert_ok(fs_store_work_claim(s, "w1", FS_STORE_WORK_ENDPOINT_SYNC, 60, &item, &err));
     assert_non_null(item);
     assert_int_equal(item->id, ids[2]);
-    assert_string_equal(item->kind, FHIRSYNC_WORK_ENDPOINT_SYNC);
+    assert_string_equal(item->kind, FS_STORE_WORK_ENDPOINT_SYNC);
     assert_null(item->batch);
     assert_int_equal(item->attempts, 1);
-    fhirsync_work_item_free(item);
-    assert_ok(fhirsync_store_work_claim(s, "w1", NULL, 60, &item, &err));
+    fs_store_work_item_free(item);
+    assert_ok(fs_store_work_claim(s, "w1", NULL, 60, &item, &err));
     assert_int_equal(item->id, ids[0]);
     assert_string_equal(item->batch, "export-1");
     assert_string_equal(item->key, "file:1");
     assert_contains(item->payload, "https://ehr/1.ndjson");
-    assert_ok(fhirsync_store_work_claim(s, "w2", NULL, 60, &other, &err));
+    assert_ok(fs_store_work_claim(s, "w2", NULL, 60, &other, &err));
     assert_int_equal(other->id, ids[1]);
-    fhirsync_work_item *none = (fhirsync_work_item *)1;
-    assert_ok(fhirsync_store_work_claim(s, "w3", NULL, 60, &none, &err));
+    fs_store_work_item *none = (fs_store_work_item *)1;
+    assert_ok(fs_store_work_claim(s, "w3", NULL, 60, &none, &err));
     assert_null(none);
 
     /* the file's last rows and its completion commit together */
-    assert_ok(fhirsync_store_work_heartbeat(s, item->id, "w1", 120, &err));
+    assert_ok(fs_store_work_heartbeat(s, item->id, "w1", 120, &err));
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
     put_ok(s, NULL, patient("wq", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
-    assert_ok(fhirsync_store_work_complete(s, item->id, "w1", "{\"resources\":1}", &err));
-    assert_int_equal(fhirsync_store_work_claim(s, "w1", NULL, 60, &none, &err), FHIRSYNC_E_ARG);
+    assert_ok(fs_store_work_complete(s, item->id, "w1", "{\"resources\":1}", &err));
+    assert_int_equal(fs_store_work_claim(s, "w1", NULL, 60, &none, &err), FHIRSYNC_E_ARG);
     assert_ok(fhirsync_store_commit(s, &err));
-    fhirsync_work_summary sum;
-    assert_ok(fhirsync_store_work_summary(s, "export-1", &sum, &err));
+    fs_store_work_counts sum;
+    assert_ok(fs_store_work_summary(s, "export-1", &sum, &err));
     assert_int_equal(sum.done, 1);
     assert_int_equal(sum.claimed, 1);
     assert_int_equal(sum.pending, 0);
 
     /* w2 dies: its lease expires, w3 takes the item over; w2's late calls are refused */
     expire_leases(f);
-    assert_ok(fhirsync_store_work_claim(s, "w3", NULL, 60, &none, &err));
+    assert_ok(fs_store_work_claim(s, "w3", NULL, 60, &none, &err));
     assert_non_null(none);
     assert_int_equal(none->id, ids[1]);
     assert_int_equal(none->attempts, 2);
-    assert_int_equal(fhirsync_store_work_heartbeat(s, other->id, "w2", 60, &err),
-                     FHIRSYNC_E_LOCKED);
-    assert_int_equal(fhirsync_store_work_complete(s, other->id, "w2", NULL, &err),
-                     FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_work_heartbeat(s, other->id, "w2", 60, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_work_complete(s, other->id, "w2", NULL, &err), FHIRSYNC_E_LOCKED);
     /* a retryable failure makes it pending again, after its delay */
-    assert_ok(fhirsync_store_work_fail(s, none->id, "w3", "HTTP 503", 0, &err));
-    fhirsync_work_item_free(none);
-    assert_ok(fhirsync_store_work_claim(s, "w4", FHIRSYNC_WORK_FILE_LOAD, 60, &none, &err));
+    assert_ok(fs_store_work_fail(s, none->id, "w3", "HTTP 503", 0, &err));
+    fs_store_work_item_free(none);
+    assert_ok(fs_store_work_claim(s, "w4", FS_STORE_WORK_FILE_LOAD, 60, &none, &err));
     assert_non_null(none);
     assert_int_equal(none->attempts, 3);
-    assert_ok(fhirsync_store_work_fail(s, none->id, "w4", "gone for good", -1, &err));
-    fhirsync_work_item_free(none);
-    assert_ok(fhirsync_store_work_summary(s, "export-1", &sum, &err));
+    assert_ok(fs_store_work_fail(s, none->id, "w4", "gone for good", -1, &err));
+    fs_store_work_item_free(none);
+    assert_ok(fs_store_work_summary(s, "export-1", &sum, &err));
     assert_int_equal(sum.failed, 1);
     assert_int_equal(sum.done, 1);
-    fhirsync_work_item_free(item);
-    fhirsync_work_item_free(other);
+    fs_store_work_item_free(item);
+    fs_store_work_item_free(other);
 
     /* a poison item (max_attempts 2) whose worker keeps dying ends failed */
     fs_time_set_offset(0);
-    spec.kind = FHIRSYNC_WORK_ENDPOINT_SYNC;
+    spec.kind = FS_STORE_WORK_ENDPOINT_SYNC;
     spec.payload = NULL;
     spec.batch = "poison";
     int64_t poison = 0;
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &poison, &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &poison, &err));
     /* the endpoint-sync item claimed first (ids[2]) is still claimed by w1: finish it */
-    assert_ok(fhirsync_store_work_complete(s, ids[2], "w1", NULL, &err));
+    assert_ok(fs_store_work_complete(s, ids[2], "w1", NULL, &err));
     for (int attempt = 1; attempt <= 2; attempt++) {
         if (!f->pg)
             fs_time_set_offset(3600 * (attempt - 1) * 2);
-        assert_ok(fhirsync_store_work_claim(s, "dies", NULL, 60, &item, &err));
+        assert_ok(fs_store_work_claim(s, "dies", NULL, 60, &item, &err));
         assert_non_null(item);
         assert_int_equal(item->id, poison);
-        fhirsync_work_item_free(item);
+        fs_store_work_item_free(item);
         expire_leases(f);
     }
     if (!f->pg)
         fs_time_set_offset(3600 * 10);
-    assert_ok(fhirsync_store_work_claim(s, "next", NULL, 60, &item, &err));
+    assert_ok(fs_store_work_claim(s, "next", NULL, 60, &item, &err));
     assert_null(item);
-    assert_ok(fhirsync_store_work_summary(s, "poison", &sum, &err));
+    assert_ok(fs_store_work_summary(s, "poison", &sum, &err));
     assert_int_equal(sum.failed, 1);
     scalar why = query1(s, "SELECT error FROM work_items WHERE batch = 'poison'");
     assert_contains(why.text, "lease expired 2 times");
-    assert_ok(fhirsync_store_work_summary(s, NULL, &sum, &err));
+    assert_ok(fs_store_work_summary(s, NULL, &sum, &err));
     assert_int_equal(sum.pending + sum.claimed + sum.done + sum.failed, 4);
     fhirsync_store_close(s);
 }
@@ -1424,8 +1428,8 @@ static void test_work_three_workers(void **state)
     for (int i = 0; i < ITEMS; i++) {
         char key[32];
         snprintf(key, sizeof key, "item-%d", i);
-        fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", "big", key, NULL, 0};
-        assert_ok(fhirsync_store_work_enqueue(s, &spec, NULL, &err));
+        fs_store_work_spec spec = {FS_STORE_WORK_FILE_LOAD, "ep", "big", key, NULL, 0};
+        assert_ok(fs_store_work_enqueue(s, &spec, NULL, &err));
     }
     pid_t pids[WORKERS];
     for (int w = 0; w < WORKERS; w++) {
@@ -1439,14 +1443,14 @@ static void test_work_three_workers(void **state)
             if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK)
                 _exit(1);
             for (;;) {
-                fhirsync_work_item *it = NULL;
-                if (fhirsync_store_work_claim(c, worker, NULL, 60, &it, &cerr) != FHIRSYNC_OK)
+                fs_store_work_item *it = NULL;
+                if (fs_store_work_claim(c, worker, NULL, 60, &it, &cerr) != FHIRSYNC_OK)
                     _exit(2);
                 if (!it)
                     break;
                 snprintf(result, sizeof result, "{\"worker\":\"%s\"}", worker);
-                fhirsync_code rc = fhirsync_store_work_complete(c, it->id, worker, result, &cerr);
-                fhirsync_work_item_free(it);
+                fhirsync_code rc = fs_store_work_complete(c, it->id, worker, result, &cerr);
+                fs_store_work_item_free(it);
                 if (rc != FHIRSYNC_OK)
                     _exit(3);
             }
@@ -1456,8 +1460,8 @@ static void test_work_three_workers(void **state)
     }
     for (int w = 0; w < WORKERS; w++)
         assert_int_equal(wait_child(pids[w]), 0);
-    fhirsync_work_summary sum;
-    assert_ok(fhirsync_store_work_summary(s, "big", &sum, &err));
+    fs_store_work_counts sum;
+    assert_ok(fs_store_work_summary(s, "big", &sum, &err));
     assert_int_equal(sum.done, ITEMS);
     assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE attempts <> 1"), 0);
     assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE claimed_by IS NULL"),
@@ -1534,7 +1538,7 @@ static void test_sqlite_file_modes(void **state)
     fhirsync_store *s = open_store(f);
     put_ok(s, NULL, patient("m", "A", "B"), FHIRSYNC_PUT_STORED);
     fhirsync_error err = {0};
-    assert_ok(fhirsync_store_lock(s, "ep", NULL, 0, &err));
+    assert_ok(fs_store_lock_endpoint(s, "ep", NULL, 0, &err));
     umask(old);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < 3; i++) {
@@ -1595,17 +1599,17 @@ static void test_alloc_failure_walk(void **state)
             const char *o = observation("o1", "a1", "1", "2024-01-01T00:00:00Z", "1.50");
             const char *other = "{\"resourceType\":\"BodyStructure\",\"id\":\"b1\",\"patient\":"
                                 "{\"reference\":\"Patient/a1\"}}";
-            rcs[k++] = fhirsync_store_lock(s, "ep", "walk", 0, &err);
-            rcs[k++] = fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err);
+            rcs[k++] = fs_store_lock_endpoint(s, "ep", "walk", 0, &err);
+            rcs[k++] = fs_store_run_begin(s, "ep", "bulk", NULL, &run, &err);
             rcs[k++] = fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err);
             rcs[k++] = fhirsync_store_put(s, NULL, p, strlen(p), run, NULL, &err);
             rcs[k++] = fhirsync_store_put(s, NULL, o, strlen(o), run, NULL, &err);
             rcs[k++] = fhirsync_store_put(s, NULL, other, strlen(other), run, NULL, &err);
             rcs[k++] = fhirsync_store_delete(s, "Observation", "gone", NULL, run, NULL, &err);
-            fhirsync_run_end end = {FHIRSYNC_RUN_OK, NULL, "{\"Patient\":1}", 3, 1, 0, NULL,
+            fs_store_run_end end = {FHIRSYNC_RUN_OK,       NULL, "{\"Patient\":1}", 3, 1, 0, NULL,
                                     "2024-01-02T00:00:00Z"};
-            rcs[k++] = run ? fhirsync_store_run_finish(s, run, &end, &err)
-                           : fhirsync_store_commit(s, &err);
+            rcs[k++] =
+                run ? fs_store_run_finish(s, run, &end, &err) : fhirsync_store_commit(s, &err);
             fhirsync_type_count *counts = NULL;
             size_t count_n = 0;
             rcs[k++] = fhirsync_store_counts(s, &counts, &count_n, &err);
@@ -1643,9 +1647,9 @@ static void test_pg_skip_locked(void **state)
     fhirsync_store *s = open_store(f);
     fhirsync_error err = {0};
     int64_t first = 0, second = 0;
-    fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", NULL, NULL, NULL, 0};
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &first, &err));
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &second, &err));
+    fs_store_work_spec spec = {FS_STORE_WORK_FILE_LOAD, "ep", NULL, NULL, NULL, 0};
+    assert_ok(fs_store_work_enqueue(s, &spec, &first, &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &second, &err));
     /* another session holds the first row locked (a claimer mid-transaction) */
     PGconn *conn = pg_raw();
     pg_run(conn, "SET lock_timeout = '20s'");
@@ -1655,19 +1659,19 @@ static void test_pg_skip_locked(void **state)
              (long long)first);
     pg_run(conn, sql);
     int64_t t0 = fs_monotonic_ms();
-    fhirsync_work_item *item = NULL;
-    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    fs_store_work_item *item = NULL;
+    assert_ok(fs_store_work_claim(s, "w", NULL, 60, &item, &err));
     assert_non_null(item);
     assert_int_equal(item->id, second); /* skipped, not waited for */
     assert_true(fs_monotonic_ms() - t0 < 5000);
-    fhirsync_work_item_free(item);
-    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    fs_store_work_item_free(item);
+    assert_ok(fs_store_work_claim(s, "w", NULL, 60, &item, &err));
     assert_null(item);
     pg_run(conn, "COMMIT");
-    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    assert_ok(fs_store_work_claim(s, "w", NULL, 60, &item, &err));
     assert_non_null(item);
     assert_int_equal(item->id, first);
-    fhirsync_work_item_free(item);
+    fs_store_work_item_free(item);
     PQfinish(conn);
     fhirsync_store_close(s);
 }
@@ -1682,13 +1686,13 @@ static void test_pg_advisory_lock_other_session(void **state)
     snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)",
              (long long)(int64_t)fs_store_hash("fhirsync-sync-lock", "practice-x"));
     pg_run(conn, sql);
-    assert_int_equal(fhirsync_store_lock(s, "practice-x", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(s, "practice-x", NULL, 0, &err), FHIRSYNC_E_LOCKED);
     assert_contains(err.message, "database session pid");
     char backend[32];
     snprintf(backend, sizeof backend, "pid %d", PQbackendPID(conn));
     assert_contains(err.message, backend);
     PQfinish(conn); /* the session ends: its lock goes with it */
-    assert_ok(fhirsync_store_lock(s, "practice-x", NULL, 10000, &err));
+    assert_ok(fs_store_lock_endpoint(s, "practice-x", NULL, 10000, &err));
     fhirsync_store_close(s);
 }
 
