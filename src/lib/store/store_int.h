@@ -151,7 +151,7 @@ struct fs_store_ops {
 };
 
 extern const fs_store_ops fs_store_sqlite_ops;
-/* The pragmas of a read-write SQLite handle (the benchmark's bare loop uses the same). */
+/* The pragmas of a read-write SQLite handle (bench/store_bench.c's bare loop uses the same). */
 extern const char fs_store_sqlite_pragmas[];
 extern const fs_store_ops fs_store_postgresql_ops;
 
