@@ -39,12 +39,12 @@
 /* Remove an SQLite file with its -wal and -shm. */
 static void remove_db(const char *path)
 {
-    char p[PATH_MAX + 8];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        char file[PATH_MAX + 8];
+        snprintf(file, sizeof file, "%s%s", path, suffixes[i]);
+        unlink(file);
+    }
 }
 
 static int read_long(size_t ncols, const char *const *names, const char *const *values,
