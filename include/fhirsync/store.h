@@ -245,6 +245,7 @@ typedef struct fhirsync_deletion_summary {
     int64_t reconciled;
 } fhirsync_deletion_summary;
 
+/* The deletion summary of `endpoint` (its runs' deletions) into *out. */
 FHIRSYNC_API fhirsync_code fhirsync_store_deletion_summary(fhirsync_store *store,
                                                            const char *endpoint,
                                                            fhirsync_deletion_summary *out,
