@@ -378,9 +378,9 @@ static void test_reconcile(void **state)
     fhirsync_error err = {0};
     assert_int_equal(fhirsync_store_open(db, 0, &store, &err), FHIRSYNC_OK);
     int64_t old_run = 0, other_run = 0, run = 0;
-    assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &old_run, &err),
+    assert_int_equal(fs_store_run_begin(store, "ep", "bulk-full", NULL, &old_run, &err),
                      FHIRSYNC_OK);
-    assert_int_equal(fhirsync_store_run_begin(store, "other", "bulk", NULL, &other_run, &err),
+    assert_int_equal(fs_store_run_begin(store, "other", "bulk", NULL, &other_run, &err),
                      FHIRSYNC_OK);
     char line[200];
     for (int i = 0; i < 10; i++) {
@@ -399,8 +399,7 @@ static void test_reconcile(void **state)
     assert_int_equal(
         fhirsync_store_put(store, "Observation", line, strlen(line), old_run, NULL, &err),
         FHIRSYNC_OK);
-    assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &run, &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(fs_store_run_begin(store, "ep", "bulk-full", NULL, &run, &err), FHIRSYNC_OK);
     /* this export returned o0..o4 */
     for (int i = 0; i < 5; i++) {
         snprintf(line, sizeof line, "{\"resourceType\":\"Observation\",\"id\":\"o%d\"}", i);

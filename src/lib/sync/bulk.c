@@ -24,7 +24,7 @@
  *              twice does not quarantine its bad lines twice.
  *   final      one batch: the quarantine (the bulk client's quarantine/ files and refused
  *              lines), then the run's end with the watermark := the manifest's transactionTime
- *              (fhirsync_store_run_finish commits them together). Then the folder is removed.
+ *              (fs_store_run_finish commits them together). Then the folder is removed.
  *
  * Killed at any instant, the next run finds the watermark unchanged, plans the same request,
  * and the bulk client resumes the same job from the folder; files are reloaded or skipped as the
@@ -854,7 +854,7 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
     if (rc == FHIRSYNC_OK && !(counts_json = fs_sync_counts_loaded_json(&s->counts)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
-        fhirsync_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
+        fs_store_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
                                 .transaction_time = s->transaction_time,
                                 .counts_json = counts_json,
                                 .resources = loaded,
@@ -863,7 +863,7 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
                                 .error = why[0] ? why : NULL,
                                 .new_watermark = moves ? mark : NULL};
         /* the batch's final commit: the quarantine, the run's end and the watermark together */
-        rc = fhirsync_store_run_finish(s->store, s->run_id, &end, err);
+        rc = fs_store_run_finish(s->store, s->run_id, &end, err);
         if (rc == FHIRSYNC_OK) {
             s->status = end.status;
             s->watermark = moves ? fs_strdup(mark) : NULL;
@@ -1078,7 +1078,7 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
         !(compartment = fs_sync_compartment_types(types)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
+        rc = fs_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
     if (rc != FHIRSYNC_OK)
         goto out;
     c.first_run = s->run_id;

@@ -386,7 +386,7 @@ void fs_sync_finish_failed(fhirsync_sync *s, const char *why)
     int64_t loaded, deleted, quarantined;
     fs_sync_counts_totals(&s->counts, &loaded, &deleted, &quarantined);
     char *counts = fs_sync_counts_loaded_json(&s->counts);
-    fhirsync_run_end end = {.status = FHIRSYNC_RUN_FAILED,
+    fs_store_run_end end = {.status = FHIRSYNC_RUN_FAILED,
                             .transaction_time = s->transaction_time,
                             .counts_json = counts,
                             .resources = loaded,
@@ -394,7 +394,7 @@ void fs_sync_finish_failed(fhirsync_sync *s, const char *why)
                             .quarantined = quarantined,
                             .error = why && *why ? why : "failed"};
     fhirsync_error ignored;
-    if (fhirsync_store_run_finish(s->store, s->run_id, &end, &ignored) != FHIRSYNC_OK)
+    if (fs_store_run_finish(s->store, s->run_id, &end, &ignored) != FHIRSYNC_OK)
         fs_log(FHIRSYNC_LOG_WARN, "sync %s: could not record the failed run: %s", s->name,
                ignored.message);
     fs_free(counts);
@@ -442,12 +442,12 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
     reset_run(s);
     fs_err_clear(&s->err);
     s->start_ms = fs_monotonic_ms();
-    fhirsync_code rc = fhirsync_store_lock(s->store, s->name, s->opts.lock_owner,
-                                           s->opts.lock_timeout_ms, &s->err);
+    fhirsync_code rc = fs_store_lock_endpoint(s->store, s->name, s->opts.lock_owner,
+                                              s->opts.lock_timeout_ms, &s->err);
     if (rc != FHIRSYNC_OK)
         goto out;
-    rc = fhirsync_store_bind_endpoint(s->store, s->name, fhirsync_endpoint_get(s->ep, "base_url"),
-                                      fs_endpoint_bool(s->ep, "shared_store"), &s->err);
+    rc = fs_store_bind_endpoint(s->store, s->name, fhirsync_endpoint_get(s->ep, "base_url"),
+                                fs_endpoint_bool(s->ep, "shared_store"), &s->err);
     /* workers loading an export of this endpoint: this run would mark theirs interrupted and
      * their watermark move would be lost */
     int64_t worker_run = 0, files = 0;
@@ -474,7 +474,7 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
     if (rc == FHIRSYNC_OK)
         rc = fs_streq(mode, "crawl") ? fs_sync_crawl_run(s) : fs_sync_bulk_run(s);
     fhirsync_error ignored;
-    fhirsync_store_unlock(s->store, s->name, &ignored);
+    fs_store_unlock_endpoint(s->store, s->name, &ignored);
 out:
     s->duration_s = (double)(fs_monotonic_ms() - s->start_ms) / 1000.0;
     if (fill_type_stats(s, rc == FHIRSYNC_OK || rc == FHIRSYNC_E_PARTIAL) != FHIRSYNC_OK &&
