@@ -435,6 +435,13 @@ fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *
                                fhirsync_error *err);
 /* The stall rule of this run: bytes per second (0: off) and seconds. */
 void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds);
+/* The poll floor (ms) and the deadline (s) of the handle's limits, defaults applied. */
+int64_t fs_bulk_poll_floor_ms(const fhirsync_export *ex);
+int64_t fs_bulk_deadline_s(const fhirsync_export *ex);
+/* "dir/name", the caller's; NULL on out of memory. */
+char *fs_bulk_path_join(const char *dir, const char *name);
+/* The handle's statistics (zeroes for NULL), version set. */
+void fs_bulk_collect_stats(const fhirsync_export *ex, fhirsync_export_stats *out);
 /* The file's path (ex->dir/name), built the first time (when the file is done: a manifest of
  * many files keeps no path for the files not done); NULL on out of memory. Sets pub.path. */
 const char *fs_bulk_file_path(const fhirsync_export *ex, fs_bulk_file *f);

@@ -547,49 +547,6 @@ static int stop_at_manifest(const fhirsync_export_event *ev, void *userdata)
     return ev->kind == FHIRSYNC_EXPORT_EV_MANIFEST ? 1 : 0;
 }
 
-/* The running workers' runs among an endpoint's latest runs (collected first: the store cannot
- * run another query while it streams the runs). */
-typedef struct running_runs {
-    int64_t ids[20];
-    size_t n;
-} running_runs;
-
-static int collect_running(const fhirsync_run_info *run, void *userdata)
-{
-    running_runs *r = userdata;
-    if (run->status == FHIRSYNC_RUN_RUNNING && run->mode &&
-        strncmp(run->mode, "bulk-worker", strlen("bulk-worker")) == 0 &&
-        r->n < sizeof r->ids / sizeof r->ids[0])
-        r->ids[r->n++] = run->id;
-    return 0;
-}
-
-fhirsync_code fs_sync_worker_run_in_flight(fhirsync_store *store, const char *endpoint,
-                                           int64_t *run_id, int64_t *files, fhirsync_error *err)
-{
-    *run_id = 0;
-    if (files)
-        *files = 0;
-    running_runs runs = {.n = 0};
-    fhirsync_code rc = fhirsync_store_runs(store, endpoint, 20, collect_running, &runs, err);
-    for (size_t i = 0; rc == FHIRSYNC_OK && i < runs.n; i++) {
-        char batch[512], final_batch[600];
-        snprintf(batch, sizeof batch, "export/%s/%lld", endpoint, (long long)runs.ids[i]);
-        snprintf(final_batch, sizeof final_batch, "%s/final", batch);
-        fs_store_work_counts sum, fin;
-        rc = fs_store_work_summary(store, batch, &sum, err);
-        if (rc == FHIRSYNC_OK)
-            rc = fs_store_work_summary(store, final_batch, &fin, err);
-        if (rc == FHIRSYNC_OK && sum.pending + sum.claimed + fin.pending + fin.claimed > 0) {
-            *run_id = runs.ids[i];
-            if (files)
-                *files = sum.pending + sum.claimed;
-            break;
-        }
-    }
-    return rc;
-}
-
 /* Queue a file-load item per output and error file, and the finalising item (its payload gets
  * the fields of `finalise_plan`). `append`: a first full load, whose rows are expected to be new
  * (each item's first claim appends; see process_file). */
