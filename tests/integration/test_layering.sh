@@ -3,7 +3,7 @@
 #   - The store owns the schema. No SQL text (SELECT, INSERT, UPDATE, DELETE, CREATE) in the
 #     library outside src/lib/store/: the other modules call the store's typed functions
 #     (include/fhirsync/store.h for users, src/lib/store/store_lib.h for the library).
-#   - The store's internals (store_int.h: the handle and the engines; shared.h: what its files
+#   - The store's internals (store_internal.h: the handle and the engines; shared.h: what its files
 #     share) are included by src/lib/store/ only; the rest of src/ goes through store_lib.h.
 #   - The store depends on core and json only (and its own headers, and the public API).
 #   - The command-line tool uses the public API only: src/cli includes fhirsync/*.h and its own

@@ -39,7 +39,7 @@
 #include "core/core.h"
 #include "fhirsync/store.h"
 #include "store/fields.h"
-#include "store/store_int.h"
+#include "store/store_internal.h"
 #include "store/store_lib.h"
 
 #define assert_contains(haystack, needle)                                                          \

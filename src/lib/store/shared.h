@@ -1,5 +1,5 @@
 /* store/shared.h: what the files of the store's API share, and nothing else includes. The handle
- * and the engines' vtable are in store_int.h; the typed API for the library's other modules is
+ * and the engines' vtable are in store_internal.h; the typed API for the library's other modules is
  * store_lib.h. Each group below names the file that defines it:
  *
  *   shared.c   argument checks, single-value row readers, the JSON check
@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "store/store_int.h"
+#include "store/store_internal.h"
 
 /* ---- shared.c -------------------------------------------------------------------------------- */
 

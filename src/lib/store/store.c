@@ -1,7 +1,7 @@
 /* store/store.c: opening and closing a store. The location chooses the engine (a postgresql://
  * URL or a libpq keyword string: PostgreSQL; anything else: an SQLite file), the engine connects,
  * schema.c migrates; closing rolls back an open batch and releases the handle's locks. The rest of
- * the public API (fhirsync/store.h) is in the files named by store_int.h, one concern each. */
+ * the public API (fhirsync/store.h) is in the files named by store_internal.h, one concern each. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>

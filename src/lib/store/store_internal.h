@@ -1,4 +1,4 @@
-/* store/store_int.h: the store's handle and its engines. sqlite.c and postgresql.c implement the
+/* store/store_internal.h: the store's handle and its engines. sqlite.c and postgresql.c implement the
  * small vtable below: run one parameterised statement, transactions, the hot put path, OS/session
  * locks, the clock used for leases, and read-only user SQL. Everything that is the same on both
  * engines is written once above it, in the store's API files (store.c opening and closing,
@@ -8,8 +8,8 @@
  * SQL shared between the engines is written with ?1, ?2... placeholders (PostgreSQL's engine turns
  * them into $1, $2...), and must not use the '?' character otherwise (no jsonb ? operator).
  * Internal: prefix fs_store_ / fs_schema_; nothing here is exported. */
-#ifndef FS_STORE_INT_H
-#define FS_STORE_INT_H
+#ifndef FS_STORE_INTERNAL_H
+#define FS_STORE_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
