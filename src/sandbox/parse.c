@@ -34,12 +34,10 @@ void sb_params_free(sb_params *p)
 static bool params_add_owned(sb_params *p, char *name, char *value)
 {
     if (p->count == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        sb_param *items = fs_realloc(p->items, cap * sizeof *items);
+        sb_param *items = fs_array_grow(p->items, &p->cap, sizeof *items, 8);
         if (!items)
             return false;
         p->items = items;
-        p->cap = cap;
     }
     p->items[p->count].name = name;
     p->items[p->count].value = value;

@@ -28,6 +28,33 @@ static void assert_redacted(const char *in, const char *secret, const char *must
     fs_free(out);
 }
 
+/* Arrays that double: the first size, doubling, and refusals that keep the old array. */
+static void test_array_grow(void **state)
+{
+    (void)state;
+    size_t cap = 0;
+    int *items = fs_array_grow(NULL, &cap, sizeof *items, 4);
+    assert_non_null(items);
+    assert_int_equal(cap, 4);
+    for (int i = 0; i < 4; i++)
+        items[i] = i;
+    int *grown = fs_array_grow(items, &cap, sizeof *items, 4);
+    assert_non_null(grown);
+    assert_int_equal(cap, 8);
+    assert_int_equal(grown[3], 3);
+    items = grown;
+    size_t huge = SIZE_MAX / 2 + 1;
+    assert_null(fs_array_grow(items, &huge, sizeof *items, 4));
+    assert_int_equal(huge, SIZE_MAX / 2 + 1);
+    size_t big = SIZE_MAX / 8;
+    assert_null(fs_array_grow(items, &big, sizeof *items, 4)); /* bytes would overflow */
+    assert_int_equal(big, SIZE_MAX / 8);
+    size_t none = 0;
+    assert_null(fs_array_grow(NULL, &none, sizeof *items, 0));
+    assert_int_equal(cap, 8);
+    fs_free(items);
+}
+
 /* Plain base64 (HTTP Basic credentials): padded and unpadded, and what is refused. */
 static void test_b64_plain(void **state)
 {
@@ -352,6 +379,7 @@ int main(void)
 {
     fhirsync_global_init();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_array_grow),
         cmocka_unit_test(test_b64_plain),
         cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_redact_headers_and_forms),

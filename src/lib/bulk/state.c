@@ -240,12 +240,10 @@ bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
     fs_bulk_done *d = (fs_bulk_done *)fs_bulk_state_find_done(st, name);
     if (!d) {
         if (st->done_count == st->done_cap) {
-            size_t cap = st->done_cap ? st->done_cap * 2 : 16;
-            fs_bulk_done *grown = fs_realloc(st->done, cap * sizeof *grown);
+            fs_bulk_done *grown = fs_array_grow(st->done, &st->done_cap, sizeof *grown, 16);
             if (!grown)
                 return false;
             st->done = grown;
-            st->done_cap = cap;
         }
         char *copy = fs_strdup(name);
         if (!copy || !fs_bulk_map_put(&st->done_index, copy, st->done_count)) {

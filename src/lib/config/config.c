@@ -1289,12 +1289,10 @@ fhirsync_endpoint *fhirsync_config_endpoint(const fhirsync_config *cfg, const ch
 static bool config_append(fhirsync_config *cfg, fhirsync_endpoint *ep)
 {
     if (cfg->count == cfg->cap) {
-        size_t cap = cfg->cap ? cfg->cap * 2 : 4;
-        fhirsync_endpoint **grown = fs_realloc(cfg->endpoints, cap * sizeof *grown);
+        fhirsync_endpoint **grown = fs_array_grow(cfg->endpoints, &cfg->cap, sizeof *grown, 4);
         if (!grown)
             return false;
         cfg->endpoints = grown;
-        cfg->cap = cap;
     }
     cfg->endpoints[cfg->count++] = ep;
     return true;

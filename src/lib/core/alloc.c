@@ -57,6 +57,19 @@ void *fs_realloc(void *p, size_t n)
     return realloc(p, n ? n : 1);
 }
 
+void *fs_array_grow(void *items, size_t *cap, size_t elem_size, size_t first)
+{
+    if (*cap > SIZE_MAX / 2)
+        return NULL;
+    size_t n = *cap ? *cap * 2 : first;
+    if (n == 0 || elem_size == 0 || n > SIZE_MAX / elem_size)
+        return NULL;
+    void *grown = fs_realloc(items, n * elem_size);
+    if (grown)
+        *cap = n;
+    return grown;
+}
+
 void fs_free(void *p)
 {
     free(p);

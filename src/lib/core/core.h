@@ -19,6 +19,9 @@
 void *fs_malloc(size_t n);
 void *fs_calloc(size_t count, size_t size);
 void *fs_realloc(void *p, size_t n);
+/* Grow an array that doubles: room for *cap * 2 elements of `elem_size` bytes (`first` when *cap
+ * is 0), *cap updated. NULL on out of memory or overflow, with the old array and *cap kept. */
+void *fs_array_grow(void *items, size_t *cap, size_t elem_size, size_t first);
 void fs_free(void *p);
 char *fs_strdup(const char *s);
 char *fs_strndup(const char *s, size_t n);

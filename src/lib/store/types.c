@@ -21,12 +21,10 @@ fs_store_type *fs_store_type_entry(fhirsync_store *s, const char *name, size_t l
         }
     }
     if (s->type_count == s->type_cap) {
-        size_t cap = s->type_cap ? s->type_cap * 2 : 16;
-        fs_store_type *grown = fs_realloc(s->types, cap * sizeof *grown);
+        fs_store_type *grown = fs_array_grow(s->types, &s->type_cap, sizeof *grown, 16);
         if (!grown)
             return NULL;
         s->types = grown;
-        s->type_cap = cap;
     }
     fs_store_type *t = &s->types[s->type_count];
     memset(t, 0, sizeof *t);
@@ -104,14 +102,12 @@ static int read_type(void *userdata, int ncols, const char *const *v, const size
     if (ncols < 1 || !v[0] || len[0] > FS_STORE_TYPE_MAX || !fs_store_valid_type(v[0], len[0]))
         return 0;
     if (l->count == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 32;
-        void *grown = fs_realloc(l->names, cap * sizeof *l->names);
+        void *grown = fs_array_grow(l->names, &l->cap, sizeof *l->names, 32);
         if (!grown) {
             l->nomem = true;
             return 1;
         }
         l->names = grown;
-        l->cap = cap;
     }
     memcpy(l->names[l->count], v[0], len[0]);
     l->names[l->count][len[0]] = '\0';
