@@ -76,17 +76,6 @@ size_t sb_params_count(const sb_params *p, const char *name)
 
 /* ---- percent-encoding ----------------------------------------------------------------------- */
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool sb_percent_decode(const char *s, size_t n, bool plus_is_space, char **out)
 {
     *out = NULL;
@@ -101,7 +90,7 @@ bool sb_percent_decode(const char *s, size_t n, bool plus_is_space, char **out)
                 fs_free(dst);
                 return false;
             }
-            int h = hex_value(s[i + 1]), l = hex_value(s[i + 2]);
+            int h = fs_hex_value((unsigned char)s[i + 1]), l = fs_hex_value((unsigned char)s[i + 2]);
             if (h < 0 || l < 0 || (h == 0 && l == 0)) {
                 fs_free(dst);
                 return false;

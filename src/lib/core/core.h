@@ -135,6 +135,8 @@ bool fs_parse_long(const char *s, long *out);
 /* The value of the four hex digits at p (the caller checked that four bytes are there), or -1
  * when one is not a hex digit: the XXXX of a JSON \uXXXX escape. */
 long fs_hex4(const unsigned char *p);
+/* The value of one hexadecimal digit (either case), -1 for anything else. */
+int fs_hex_value(unsigned char c);
 /* Random bytes from the OS CSPRNG via OpenSSL; false on failure. */
 bool fs_random_bytes(unsigned char *out, size_t n);
 /* Random base64url string of `nbytes` bytes of entropy; caller frees. */
