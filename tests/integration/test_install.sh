@@ -47,6 +47,15 @@ SONAME=$(readelf -d "$D/usr/$LIBDIR/libfhirsync.so" | sed -n 's/.*Library soname
 expect_match "$SONAME" '^libfhirsync\.so\.[0-9]+$' "the library's SONAME is libfhirsync.so.N ($SONAME)"
 if [ -e "$D/usr/$LIBDIR/$SONAME" ]; then ok "the SONAME link exists"; else
     not_ok "no $LIBDIR/$SONAME"; fi
+# the ABI is what the headers declare (docs/abi.md): every exported symbol is a fhirsync_ name
+# that an installed header declares
+EXPORTED=$(nm -D --defined-only "$D/usr/$LIBDIR/libfhirsync.so" | awk '{print $3}')
+expect_match "$EXPORTED" '^fhirsync_' "the library exports fhirsync_ symbols"
+OTHER=$(grep -v '^fhirsync_' <<<"$EXPORTED" || true)
+expect_match "${OTHER:-none}" '^none$' "it exports nothing else"
+UNDECLARED=$(comm -23 <(sort -u <<<"$EXPORTED") \
+    <(grep -ohE '\bfhirsync_[a-z0-9_]+' "$D"/usr/include/fhirsync/*.h | sort -u))
+expect_match "${UNDECLARED:-none}" '^none$' "every exported symbol is declared in a public header"
 export LD_LIBRARY_PATH="$D/usr/$LIBDIR"
 
 # ---- pkg-config -------------------------------------------------------------------------------
