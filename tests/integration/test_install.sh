@@ -43,8 +43,10 @@ for f in "$LIBDIR/libfhirsync.so" "$LIBDIR/pkgconfig/fhirsync.pc" \
     include/fhirsync/version.h bin/fhirsync bin/fhirsync-sandbox; do
     if [ -e "$D/usr/$f" ]; then ok "installed /usr/$f"; else not_ok "missing /usr/$f"; fi
 done
-SONAME=$(readelf -d "$D/usr/$LIBDIR/libfhirsync.so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
-expect_match "$SONAME" '^libfhirsync\.so\.[0-9]+$' "the library's SONAME is libfhirsync.so.N ($SONAME)"
+SONAME=$(readelf -d "$D/usr/$LIBDIR/libfhirsync.so" |
+    sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
+expect_match "$SONAME" '^libfhirsync\.so\.[0-9]+$' \
+    "the library's SONAME is libfhirsync.so.N ($SONAME)"
 if [ -e "$D/usr/$LIBDIR/$SONAME" ]; then ok "the SONAME link exists"; else
     not_ok "no $LIBDIR/$SONAME"; fi
 # the ABI is what the headers declare (docs/abi.md): every exported symbol is a fhirsync_ name
