@@ -7,8 +7,8 @@
 #   - a bare prepared-INSERT loop of the same lines into SQLite (test_sync --bare-sqlite) and a
 #     bare COPY of the same lines into PostgreSQL (psql \copy; into `raw text`, then into
 #     `raw text, resource jsonb`, what the store keeps): the store side
-#   - the store's own load path on the same files (test_store --load; for PostgreSQL by one
-#     session merging, and by two appending)
+#   - the store's own load path on the same files (bench/store_bench --load; for PostgreSQL by
+#     one session merging, and by two appending)
 # No number here fails anything; docs/sync.md keeps the latest table.
 #
 #   bench/sync_bench.sh [BUILD_DIR]          (default: build-sync; a release build is best)
@@ -96,10 +96,10 @@ INI
     printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: bare INSERT loop" "$n" "$bare" \
         "$(rate "$n" "$bare")" "-"
     rm -f bare.db*
-    if [ -x "$build/tests/test_store" ]; then
+    if [ -x "$build/bench/store_bench" ]; then
         # the store's own load path (scan + upsert, one batch per file) on the same files
-        measure store "$build/tests/test_store" --load "$work/store.db" export/[A-Z]*.ndjson
-        printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: store put alone (test_store)" \
+        measure store "$build/bench/store_bench" --load "$work/store.db" export/[A-Z]*.ndjson
+        printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: store put alone (store_bench)" \
             "$n" "$SECS" "$(rate "$n" "$SECS")" "$RSS"
         rm -f store.db*
     fi
@@ -144,7 +144,7 @@ INI
             flags=${variant#*|}
             fresh_db
             # shellcheck disable=SC2086 # flags are words
-            measure store-pg "$build/tests/test_store" --load $flags "$url" export/[A-Z]*.ndjson
+            measure store-pg "$build/bench/store_bench" --load $flags "$url" export/[A-Z]*.ndjson
             printf '%-10s %-34s %9s %8s %11s %9s  %s x bare COPY (text, jsonb)\n' "" \
                 "PostgreSQL: store load ($label)" "$n" "$SECS" "$(rate "$n" "$SECS")" "$RSS" \
                 "$(ratio "$(rate "$n" "$SECS")" "$(rate "$n" "$pgbare")")"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing fhirsync needs on Debian 12: the -dev packages of the
 # libraries it links, the tools the tests use (PostgreSQL server, valgrind, clang for the fuzz
-# targets, node/npm for the independent JOSE/OAuth peers), and the npm peers from their lockfile.
+# targets, clang-format 14 for the format check, node/npm for the independent JOSE/OAuth peers),
+# and the npm peers from their lockfile.
 # Installs only what is missing; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config git ca-certificates curl openssl
           libcurl4-openssl-dev libssl-dev libjansson-dev libsqlite3-dev libpq-dev
           libmicrohttpd-dev libinih-dev libcmocka-dev
-          postgresql valgrind clang nodejs npm time bc sqlite3)
+          postgresql valgrind clang clang-format-14 nodejs npm time bc sqlite3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -48,8 +48,11 @@ typedef enum fhirsync_export_level {
 } fhirsync_export_level;
 
 /* Bounds on the work one run does against a server, whatever it answers. Zero fields take the
- * defaults; fhirsync_export_options_init() zeroes them. */
+ * defaults. Versioned (see common.h): fhirsync_export_limits_init() sets the version and zeroes
+ * the rest; fhirsync_export_options_init() does it for the options' `limits`. */
+#define FHIRSYNC_EXPORT_LIMITS_VERSION 1
 typedef struct fhirsync_export_limits {
+    unsigned int version;          /* FHIRSYNC_EXPORT_LIMITS_VERSION, set by the _init */
     int64_t deadline_s;            /* a run (kick-off, polls, manifest, downloads) stops with
                                       FHIRSYNC_E_TIMEOUT after this many seconds, leaving the
                                       folder and the job resumable; 0: 86400 (24 h); < 0: none */
@@ -61,10 +64,18 @@ typedef struct fhirsync_export_limits {
                                       Retry-After says; 0: 1000 */
 } fhirsync_export_limits;
 
+/* Fill `limits` with the defaults (all zero) for the struct `version` the caller was built with
+ * (FHIRSYNC_EXPORT_LIMITS_VERSION). FHIRSYNC_E_ARG for a version this library does not know
+ * (the struct is then left alone) or a NULL `limits`. */
+FHIRSYNC_API fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *limits,
+                                                       unsigned int version);
+
 /* What to export and how. Initialise with fhirsync_export_options_init(), then set what differs.
  * Every string and list is copied by fhirsync_export_new(); the struct may be reused afterwards.
  * A NULL string means "not sent" unless said otherwise. */
+#define FHIRSYNC_EXPORT_OPTIONS_VERSION 1
 typedef struct fhirsync_export_options {
+    unsigned int version;          /* FHIRSYNC_EXPORT_OPTIONS_VERSION, set by the _init */
     fhirsync_export_level level;
     const char *group_id;          /* Group level; NULL: the profile's `group_id` */
     const char *types;             /* _type, comma-separated; NULL: the profile's `types` */
@@ -88,8 +99,12 @@ typedef struct fhirsync_export_options {
     fhirsync_export_limits limits; /* deadline, stall rule, poll pacing (zero: defaults) */
 } fhirsync_export_options;
 
-/* Fill `opts` with the defaults: system level, GET, everything else unset. */
-FHIRSYNC_API void fhirsync_export_options_init(fhirsync_export_options *opts);
+/* Fill `opts` with the defaults for the struct `version` the caller was built with
+ * (FHIRSYNC_EXPORT_OPTIONS_VERSION): system level, GET, delete_job -1, `limits` initialised,
+ * everything else unset. FHIRSYNC_E_ARG for a version this library does not know (the struct is
+ * then left alone) or a NULL `opts`. */
+FHIRSYNC_API fhirsync_code fhirsync_export_options_init(fhirsync_export_options *opts,
+                                                        unsigned int version);
 
 /* The export levels for a profile in the order `fhirsync sync` tries them, the one rule shared
  * by sync and the export command: Group (only when the profile sets `group_id`), then Patient,
@@ -180,8 +195,9 @@ typedef struct fhirsync_export fhirsync_export;
  * If the folder already holds an export (state.json) of the same request against the same
  * server, the handle resumes it; a different request, or a non-empty folder that holds no
  * export, is refused with FHIRSYNC_E_ARG and a message saying so. Errors: FHIRSYNC_E_ARG (bad
- * options: group level without a group id, `patient` without POST, a malformed _since...),
- * FHIRSYNC_E_CONFIG / FHIRSYNC_E_KEY (as fhirsync_client_new), FHIRSYNC_E_IO. */
+ * options: a struct not set up by fhirsync_export_options_init(), group level without a group id,
+ * `patient` without POST, a malformed _since...), FHIRSYNC_E_CONFIG / FHIRSYNC_E_KEY (as
+ * fhirsync_client_new), FHIRSYNC_E_IO. */
 FHIRSYNC_API fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
                                                const fhirsync_export_options *opts,
                                                fhirsync_export **out, fhirsync_error *err);
@@ -197,9 +213,11 @@ FHIRSYNC_API fhirsync_code fhirsync_export_open(const fhirsync_endpoint *ep, con
 FHIRSYNC_API void fhirsync_export_free(fhirsync_export *ex);
 
 /* Change the limits of a handle (for one opened with fhirsync_export_open(), whose options are
- * those of the first run); NULL restores the defaults. Takes effect at the next run. */
-FHIRSYNC_API void fhirsync_export_set_limits(fhirsync_export *ex,
-                                             const fhirsync_export_limits *limits);
+ * those of the first run); NULL restores the defaults. Takes effect at the next run.
+ * FHIRSYNC_E_ARG (recorded in the handle, limits unchanged) for a struct not set up by
+ * fhirsync_export_limits_init(). */
+FHIRSYNC_API fhirsync_code fhirsync_export_set_limits(fhirsync_export *ex,
+                                                      const fhirsync_export_limits *limits);
 
 /* Install the event callback (NULL: none). */
 FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_export_cb cb,
@@ -222,7 +240,11 @@ FHIRSYNC_API void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_exp
  * stopped. */
 FHIRSYNC_API fhirsync_code fhirsync_export_run(fhirsync_export *ex);
 
-/* The message of the last failure of the handle ("" after success). Borrowed. */
+/* The outcome of the handle's last fallible call (fhirsync_export_run, _delete_job,
+ * _set_limits), as described in common.h: its code (FHIRSYNC_OK after success; FHIRSYNC_E_PARTIAL
+ * after a partial run) and its message ("" after success). The message is borrowed until the next
+ * call on the handle. */
+FHIRSYNC_API fhirsync_code fhirsync_export_errcode(const fhirsync_export *ex);
 FHIRSYNC_API const char *fhirsync_export_errmsg(const fhirsync_export *ex);
 
 /* DELETE the job on the server (what a successful run does unless delete_job is off): for an
@@ -255,8 +277,12 @@ FHIRSYNC_API size_t fhirsync_export_file_count(const fhirsync_export *ex);
 FHIRSYNC_API const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_export *ex,
                                                                  size_t i);
 
-/* Totals of the export (all runs of it). */
+/* Totals of the export (all runs of it). Versioned (see common.h), since it is the caller's
+ * memory that the library fills and it grows with new counters: set it up with
+ * fhirsync_export_stats_init() once, then call fhirsync_export_get_stats() as often as needed. */
+#define FHIRSYNC_EXPORT_STATS_VERSION 1
 typedef struct fhirsync_export_stats {
+    unsigned int version;          /* FHIRSYNC_EXPORT_STATS_VERSION, set by the _init */
     size_t files;                  /* in the manifest */
     size_t files_done;
     int64_t resources;             /* lines kept in output files */
@@ -269,8 +295,15 @@ typedef struct fhirsync_export_stats {
     double duration_s;             /* of this run */
 } fhirsync_export_stats;
 
-FHIRSYNC_API void fhirsync_export_get_stats(const fhirsync_export *ex,
-                                            fhirsync_export_stats *out);
+/* Zero `stats` and set its version (FHIRSYNC_EXPORT_STATS_VERSION); FHIRSYNC_E_ARG for a
+ * version this library does not know or a NULL `stats`. */
+FHIRSYNC_API fhirsync_code fhirsync_export_stats_init(fhirsync_export_stats *stats,
+                                                      unsigned int version);
+/* Fill `out` (its version kept, every counter set; all zero for a NULL handle).
+ * FHIRSYNC_E_ARG, without touching it, for a struct not set up by fhirsync_export_stats_init()
+ * (not recorded in the handle: the call only reads it). */
+FHIRSYNC_API fhirsync_code fhirsync_export_get_stats(const fhirsync_export *ex,
+                                                     fhirsync_export_stats *out);
 
 /* "output", "deleted", "error". */
 FHIRSYNC_API const char *fhirsync_export_file_kind_name(fhirsync_export_file_kind kind);

@@ -29,8 +29,10 @@ FHIRSYNC_API fhirsync_code fhirsync_client_new(const fhirsync_endpoint *ep, fhir
                                                fhirsync_error *err);
 FHIRSYNC_API void fhirsync_client_free(fhirsync_client *client);
 
-/* The message of the client's last failure (HTTP status, OperationOutcome severity/code/
- * diagnostics, OAuth error); "" when the last call succeeded. Borrowed. */
+/* The outcome of the client's last fallible call (fhirsync_client_get, _request, and
+ * fhirsync_search_start, _next of its searches), as described in common.h: its code (FHIRSYNC_OK
+ * after a success) and its message (HTTP status, OperationOutcome severity/code/diagnostics, OAuth
+ * error; "" after a success), borrowed until the next call on the client. */
 FHIRSYNC_API const char *fhirsync_client_errmsg(const fhirsync_client *client);
 FHIRSYNC_API fhirsync_code fhirsync_client_errcode(const fhirsync_client *client);
 

@@ -1,11 +1,33 @@
 /* fhirsync/common.h: what every part of the public API shares: the export macro, the one error
- * enum with its strerror, the error-detail struct that functions without a handle fill in, and
- * library set-up.
+ * enum with its strerror, the error-detail struct, and library set-up.
  *
  * Conventions of the whole API: functions return a fhirsync_code; out-parameters are NULL/zero
  * on failure; `_new()` pairs with `_free()` and `_free(NULL)` is a no-op; string inputs are copied;
  * a returned `const char *` is borrowed, a returned `char *` is the caller's (free with
- * fhirsync_free()). */
+ * fhirsync_free()). A constructor that can fail for a reason other than memory returns a
+ * fhirsync_code and its object through an out-parameter; the few that return a pointer are pure
+ * allocators whose NULL means out of memory (each says so).
+ *
+ * Error detail: the code says what class of failure it was; the detail (one redacted line that
+ * keeps what the remote side said) lives in exactly one place per function:
+ *   - a function with a `fhirsync_error *err` parameter fills it on failure (NULL: not wanted).
+ *     Constructors, functions without a handle, and the handles whose every fallible call takes
+ *     one (configuration, endpoint, key, auth) work this way.
+ *   - a handle whose calls take no `err` (fhirsync_client and its searches, fhirsync_export,
+ *     fhirsync_sync) keeps the outcome of its last fallible call: fhirsync_X_errcode() returns its
+ *     code (FHIRSYNC_OK after a success) and fhirsync_X_errmsg() its message ("" after a success;
+ *     never NULL; borrowed until the next call on the handle). Each such call overwrites both, so
+ *     read them right after the call that failed, from the thread that made it (a handle is used
+ *     by one thread at a time). Calls that only read a handle (getters) record nothing.
+ *
+ * Versioned structs (libgit2's pattern): every options struct a caller fills and every stats
+ * struct a caller passes in to be filled starts with `unsigned int version`. Set it up with its
+ * `fhirsync_X_init(&x, FHIRSYNC_X_VERSION)` (zero-fill, defaults, the version), then set what
+ * differs. The version tells the library which layout the caller was compiled with, so that a
+ * struct can gain members at its end without breaking programs built against an older header; a
+ * struct with a version the library does not know (0 for one filled by memset or an initializer)
+ * is refused with FHIRSYNC_E_ARG and a message naming the _init to call. Structs the library hands
+ * out (events, files, tokens, borrowed pointers) need no version: the caller only reads them. */
 #ifndef FHIRSYNC_COMMON_H
 #define FHIRSYNC_COMMON_H
 
@@ -67,9 +89,11 @@ typedef enum fhirsync_code {
 /* A static English name of the code. Never NULL. */
 FHIRSYNC_API const char *fhirsync_strerror(fhirsync_code code);
 
-/* Detail of a failure for functions that have no handle to keep it in. Callers pass a pointer
- * to one (or NULL when the detail is not wanted). `message` is one line, already redacted, and
- * keeps what the remote side said (HTTP status, OAuth error, OperationOutcome diagnostics). */
+/* Detail of a failure for functions that take a `fhirsync_error *err` (see the model above).
+ * Callers pass a pointer to one (or NULL when the detail is not wanted); it is written only on
+ * failure. `message` is one line, already redacted, and keeps what the remote side said (HTTP
+ * status, OAuth error, OperationOutcome diagnostics). Its layout is fixed (no version): it is never
+ * extended. */
 typedef struct fhirsync_error {
     fhirsync_code code;
     long http_status;   /* the HTTP status involved, 0 if none */

@@ -27,7 +27,7 @@ typedef struct fhirsync_endpoint fhirsync_endpoint;
  * are errors naming the file and line (FHIRSYNC_E_CONFIG); FHIRSYNC_E_IO when unreadable. */
 FHIRSYNC_API fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out,
                                                 fhirsync_error *err);
-/* An empty configuration (no endpoints). NULL when out of memory. */
+/* An empty configuration (no endpoints). A pure allocator: NULL only when out of memory. */
 FHIRSYNC_API fhirsync_config *fhirsync_config_new(void);
 FHIRSYNC_API void fhirsync_config_free(fhirsync_config *cfg);
 
@@ -36,12 +36,15 @@ FHIRSYNC_API size_t fhirsync_config_endpoint_count(const fhirsync_config *cfg);
 FHIRSYNC_API fhirsync_endpoint *fhirsync_config_endpoint_at(const fhirsync_config *cfg, size_t i);
 FHIRSYNC_API fhirsync_endpoint *fhirsync_config_endpoint(const fhirsync_config *cfg,
                                                          const char *name);
-/* Add a new empty endpoint (inheriting [defaults]); borrowed, owned by cfg. NULL on OOM or when
- * the name exists. */
-FHIRSYNC_API fhirsync_endpoint *fhirsync_config_add_endpoint(fhirsync_config *cfg,
-                                                             const char *name);
+/* Add a new empty endpoint (inheriting [defaults]), owned by cfg; *out (may be NULL) receives it,
+ * borrowed. FHIRSYNC_E_CONFIG when an endpoint of that name exists, FHIRSYNC_E_ARG for a NULL
+ * config or name, FHIRSYNC_E_NOMEM; *out is then NULL and cfg unchanged. */
+FHIRSYNC_API fhirsync_code fhirsync_config_add_endpoint(fhirsync_config *cfg, const char *name,
+                                                        fhirsync_endpoint **out,
+                                                        fhirsync_error *err);
 
-/* A standalone profile (not in a config), and a deep copy. NULL on out of memory. */
+/* A standalone profile (not in a config), and a deep copy. Pure allocators: NULL only when out of
+ * memory (or for a NULL argument, a programming error). */
 FHIRSYNC_API fhirsync_endpoint *fhirsync_endpoint_new(const char *name);
 FHIRSYNC_API fhirsync_endpoint *fhirsync_endpoint_dup(const fhirsync_endpoint *ep);
 FHIRSYNC_API void fhirsync_endpoint_free(fhirsync_endpoint *ep);

@@ -4,13 +4,13 @@
  *
  * What it holds: one table per resource type (the resource's JSON exactly as received, plus its
  * id, versionId, lastUpdated and the Patient it belongs to), the audit trail of sync runs, the
- * per-endpoint watermark, the record of deletions, the quarantine of bad lines, endpoint locks and
- * a work queue.
+ * per-endpoint watermark, the record of deletions, the quarantine of bad lines, and (used by the
+ * sync, fhirsync/sync.h, through the library's own internal API) endpoint locks and a work queue.
  *
  * Loading: open a batch (fhirsync_store_begin), put lines, commit. Upserts are idempotent and an
- * older version never overwrites a newer one (see fhirsync_store_put). The run's final commit and
- * the watermark move together (fhirsync_store_run_finish): killed at any instant, the store holds
- * either the whole run with its watermark or the previous watermark.
+ * older version never overwrites a newer one (see fhirsync_store_put). A sync's final commit and
+ * the watermark move together: killed at any instant, the store holds either the whole run with
+ * its watermark or the previous watermark.
  *
  * Conventions: every function returns a fhirsync_code and fills `err` (may be NULL) on failure;
  * out-parameters are NULL/zero on failure. FHIRSYNC_E_STORE is a database failure (the message
@@ -71,16 +71,6 @@ FHIRSYNC_API fhirsync_code fhirsync_store_reopen(const fhirsync_store *store, fh
 FHIRSYNC_API int fhirsync_store_schema_version(const fhirsync_store *store);
 /* The newest schema version this library knows. */
 FHIRSYNC_API int fhirsync_store_schema_version_supported(void);
-
-/* Record that `endpoint` syncs the FHIR server at `base_url` into this store, refusing
- * (FHIRSYNC_E_CONFIG, naming the other endpoint) when another endpoint of the store syncs a
- * different server: resource ids are unique within one server only, so two servers' resources
- * would overwrite each other. `shared`: record without the check (the user says both base URLs
- * are one server). URLs compare without a trailing '/' and with scheme and host in lower case.
- * The sync calls it before each run, holding the endpoint's lock. */
-FHIRSYNC_API fhirsync_code fhirsync_store_bind_endpoint(fhirsync_store *store, const char *endpoint,
-                                                        const char *base_url, bool shared,
-                                                        fhirsync_error *err);
 
 /* ---- batches --------------------------------------------------------------------------------- */
 
@@ -174,6 +164,8 @@ FHIRSYNC_API fhirsync_code fhirsync_store_quarantine(fhirsync_store *store,
                                                      fhirsync_error *err);
 
 /* ---- runs and the watermark ------------------------------------------------------------------ */
+/* A sync records each run in an audit (fhirsync_store_runs lists them) and moves the endpoint's
+ * watermark in the same transaction as the run's last rows. */
 
 typedef enum fhirsync_run_status {
     FHIRSYNC_RUN_RUNNING = 0,
@@ -185,36 +177,6 @@ typedef enum fhirsync_run_status {
 /* "running", "ok", "partial", "failed". */
 FHIRSYNC_API const char *fhirsync_run_status_name(fhirsync_run_status status);
 
-/* Start a run (an audit row with status "running") and return its id. `mode` is e.g. "bulk" or
- * "crawl"; `since` the _since used (NULL: a full sync). Committed at once (outside a batch), so
- * the audit shows running and crashed runs. When this handle holds the endpoint's lock, runs of
- * the endpoint still "running" are first marked "failed" (interrupted): their process is gone. */
-FHIRSYNC_API fhirsync_code fhirsync_store_run_begin(fhirsync_store *store, const char *endpoint,
-                                                    const char *mode, const char *since,
-                                                    int64_t *run_id, fhirsync_error *err);
-
-/* How a run ended. */
-typedef struct fhirsync_run_end {
-    fhirsync_run_status status;   /* OK, PARTIAL or FAILED */
-    const char *transaction_time; /* the export's transactionTime (NULL: none) */
-    const char *counts_json;      /* resources per type, a JSON object ({"Patient":10}); NULL */
-    int64_t resources;            /* resources stored */
-    int64_t deletions;            /* deletions applied */
-    int64_t quarantined;          /* lines quarantined */
-    const char *error;            /* what went wrong (NULL: nothing) */
-    const char *new_watermark;    /* non-NULL: set the endpoint's watermark to this instant (the
-                                     transactionTime; crawl: the crawl's start time). Refused
-                                     (FHIRSYNC_E_ARG) with status FAILED. */
-} fhirsync_run_end;
-
-/* Finish a run: update its audit row and, with new_watermark, the endpoint's watermark. When a
- * batch is open this IS the batch's final commit: the last rows, the run's end and the watermark
- * commit together in one transaction. On any failure everything of the batch is rolled back (the
- * watermark is unchanged) and the error returned. FHIRSYNC_E_ARG when the run is not running. */
-FHIRSYNC_API fhirsync_code fhirsync_store_run_finish(fhirsync_store *store, int64_t run_id,
-                                                     const fhirsync_run_end *end,
-                                                     fhirsync_error *err);
-
 /* The endpoint's watermark (the last fully stored transactionTime). *watermark is the caller's
  * (fhirsync_free), NULL when the endpoint has none (a first, full sync). */
 FHIRSYNC_API fhirsync_code fhirsync_store_watermark(fhirsync_store *store, const char *endpoint,
@@ -224,99 +186,6 @@ FHIRSYNC_API fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store,
                                                         const char *endpoint,
                                                         const char *watermark,
                                                         fhirsync_error *err);
-
-/* ---- locks ----------------------------------------------------------------------------------- */
-
-/* Lock an endpoint so that no other process or handle syncs it at the same time. The lock dies
- * with its holder: SQLite holds an flock() on a side file "<db>.lock.<hash>", PostgreSQL a
- * session advisory lock. A row in sync_locks says who holds it (pid, host, owner, heartbeat).
- * `owner` is free text for that row (e.g. a worker id; may be NULL). `timeout_ms`: 0 tries
- * once, > 0 waits up to that long, < 0 waits until cancelled (fhirsync_cancel: then
- * FHIRSYNC_E_CANCELLED). Held: FHIRSYNC_E_LOCKED, the message naming the holder. Locking an
- * endpoint this handle already holds succeeds. Not inside a batch (FHIRSYNC_E_ARG). */
-FHIRSYNC_API fhirsync_code fhirsync_store_lock(fhirsync_store *store, const char *endpoint,
-                                               const char *owner, long timeout_ms,
-                                               fhirsync_error *err);
-/* Refresh the heartbeat of a held lock (informational: the OS/session lock is the truth). */
-FHIRSYNC_API fhirsync_code fhirsync_store_lock_heartbeat(fhirsync_store *store,
-                                                         const char *endpoint,
-                                                         fhirsync_error *err);
-/* Release a lock this handle holds (FHIRSYNC_E_ARG when it does not). */
-FHIRSYNC_API fhirsync_code fhirsync_store_unlock(fhirsync_store *store, const char *endpoint,
-                                                 fhirsync_error *err);
-
-/* ---- work queue ------------------------------------------------------------------------------ */
-/* Work shared by several workers through the database (PostgreSQL: on several machines; SQLite:
- * processes of one machine). An item is claimed with a lease; a worker that dies stops renewing
- * it and, once the lease has expired, another worker claims the item again. PostgreSQL leases use
- * the database server's clock, so workers' clocks need not agree. */
-
-#define FHIRSYNC_WORK_ENDPOINT_SYNC "endpoint-sync"
-#define FHIRSYNC_WORK_FILE_LOAD "file-load"
-
-typedef struct fhirsync_work_spec {
-    const char *kind;     /* FHIRSYNC_WORK_ENDPOINT_SYNC or FHIRSYNC_WORK_FILE_LOAD */
-    const char *endpoint; /* required */
-    const char *batch;    /* groups items (e.g. one export's files); NULL: none */
-    const char *key;      /* unique: enqueuing an existing key returns its id; NULL: none */
-    const char *payload;  /* JSON object (file url, type, manifest job...); NULL: {} */
-    int max_attempts;     /* claims before the item fails for good (0: 5) */
-} fhirsync_work_spec;
-
-typedef struct fhirsync_work_item {
-    int64_t id;
-    char *kind;
-    char *endpoint;
-    char *batch;   /* NULL when none */
-    char *key;     /* NULL when none */
-    char *payload; /* JSON text */
-    int attempts;  /* claims so far, this one included */
-    int64_t lease_until; /* epoch seconds (database clock) */
-} fhirsync_work_item;
-
-FHIRSYNC_API void fhirsync_work_item_free(fhirsync_work_item *item);
-
-/* Add an item (pending). *id (may be NULL) receives its id, or the existing item's id when `key`
- * is already queued. Joins an open batch. */
-FHIRSYNC_API fhirsync_code fhirsync_store_work_enqueue(fhirsync_store *store,
-                                                       const fhirsync_work_spec *spec,
-                                                       int64_t *id, fhirsync_error *err);
-/* Claim the oldest claimable item (pending and due, or claimed with an expired lease) of `kind`
- * (NULL: any) for lease_seconds (> 0). *item is the caller's (fhirsync_work_item_free), NULL when
- * there is nothing to do (FHIRSYNC_OK). Items whose lease expired max_attempts times are failed
- * instead. Concurrent claimers never get the same item (PostgreSQL: FOR UPDATE SKIP LOCKED: they
- * do not wait for each other either). Not inside a batch (FHIRSYNC_E_ARG): a claim must be
- * visible to others at once. */
-FHIRSYNC_API fhirsync_code fhirsync_store_work_claim(fhirsync_store *store, const char *worker_id,
-                                                     const char *kind, int lease_seconds,
-                                                     fhirsync_work_item **item,
-                                                     fhirsync_error *err);
-/* Extend the lease of an item this worker holds. FHIRSYNC_E_LOCKED when the lease was lost (it
- * expired and another worker claimed the item). Not inside a batch. */
-FHIRSYNC_API fhirsync_code fhirsync_store_work_heartbeat(fhirsync_store *store, int64_t id,
-                                                         const char *worker_id, int lease_seconds,
-                                                         fhirsync_error *err);
-/* Mark an item done with an optional JSON result. Joins an open batch: a file's last rows and its
- * completion commit together. FHIRSYNC_E_LOCKED when the lease was lost. */
-FHIRSYNC_API fhirsync_code fhirsync_store_work_complete(fhirsync_store *store, int64_t id,
-                                                        const char *worker_id,
-                                                        const char *result_json,
-                                                        fhirsync_error *err);
-/* Give an item back after a failure: retry_after_seconds >= 0 makes it pending again after that
- * delay (unless it has used max_attempts, then it fails), < 0 fails it for good. Joins a batch.
- * FHIRSYNC_E_LOCKED when the lease was lost. */
-FHIRSYNC_API fhirsync_code fhirsync_store_work_fail(fhirsync_store *store, int64_t id,
-                                                    const char *worker_id, const char *error,
-                                                    int retry_after_seconds, fhirsync_error *err);
-
-typedef struct fhirsync_work_summary {
-    int64_t pending, claimed, done, failed;
-} fhirsync_work_summary;
-
-/* Items per state of a batch (NULL: of all items). */
-FHIRSYNC_API fhirsync_code fhirsync_store_work_summary(fhirsync_store *store, const char *batch,
-                                                       fhirsync_work_summary *out,
-                                                       fhirsync_error *err);
 
 /* ---- queries --------------------------------------------------------------------------------- */
 /* Callbacks receive borrowed values valid during the call only, and return non-zero to stop
@@ -376,6 +245,7 @@ typedef struct fhirsync_deletion_summary {
     int64_t reconciled;
 } fhirsync_deletion_summary;
 
+/* The deletion summary of `endpoint` (its runs' deletions) into *out. */
 FHIRSYNC_API fhirsync_code fhirsync_store_deletion_summary(fhirsync_store *store,
                                                            const char *endpoint,
                                                            fhirsync_deletion_summary *out,

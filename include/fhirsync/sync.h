@@ -47,8 +47,10 @@ typedef enum fhirsync_sync_load {
 } fhirsync_sync_load;
 
 /* How to sync. Initialise with fhirsync_sync_options_init(), then set what differs. Strings are
- * copied by fhirsync_sync_new(). */
+ * copied by fhirsync_sync_new(). Versioned (see common.h). */
+#define FHIRSYNC_SYNC_OPTIONS_VERSION 1
 typedef struct fhirsync_sync_options {
+    unsigned int version;    /* FHIRSYNC_SYNC_OPTIONS_VERSION, set by the _init */
     const char *work_dir;    /* where bulk exports are downloaded: <work_dir>/<endpoint>/.
                                 NULL: "<store file>.work" for SQLite, "fhirsync.work" in the
                                 working directory for PostgreSQL */
@@ -79,8 +81,12 @@ typedef struct fhirsync_sync_options {
     bool allow_mass_delete;  /* no such limit for this run */
 } fhirsync_sync_options;
 
-/* Fill `opts` with the defaults. */
-FHIRSYNC_API void fhirsync_sync_options_init(fhirsync_sync_options *opts);
+/* Fill `opts` with the defaults for the struct `version` the caller was built with
+ * (FHIRSYNC_SYNC_OPTIONS_VERSION): per_patient -1, delete_job -1, streaming loads, everything
+ * else zero. FHIRSYNC_E_ARG for a version this library does not know (the struct is then left
+ * alone) or a NULL `opts`. */
+FHIRSYNC_API fhirsync_code fhirsync_sync_options_init(fhirsync_sync_options *opts,
+                                                      unsigned int version);
 
 /* ---- events ---------------------------------------------------------------------------------- */
 
@@ -122,7 +128,8 @@ typedef struct fhirsync_sync fhirsync_sync;
 /* A sync of `ep` (copied) into `store` (borrowed: it must outlive the handle and not be used by
  * another thread while fhirsync_sync_run() runs). `opts` may be NULL (defaults). Nothing is sent
  * or locked yet. FHIRSYNC_E_ARG on bad options, FHIRSYNC_E_CONFIG when the profile lacks what
- * the mode needs, FHIRSYNC_E_NOMEM. */
+ * the mode needs, FHIRSYNC_E_NOMEM. Options not set up by fhirsync_sync_options_init() are
+ * refused with FHIRSYNC_E_ARG. */
 FHIRSYNC_API fhirsync_code fhirsync_sync_new(const fhirsync_endpoint *ep, fhirsync_store *store,
                                              const fhirsync_sync_options *opts, fhirsync_sync **out,
                                              fhirsync_error *err);
@@ -142,11 +149,18 @@ FHIRSYNC_API void fhirsync_sync_set_callback(fhirsync_sync *sync, fhirsync_sync_
  * can be run again (the next run). */
 FHIRSYNC_API fhirsync_code fhirsync_sync_run(fhirsync_sync *sync);
 
-/* The message of the last failure ("" after success). Borrowed. */
+/* The outcome of the handle's last fhirsync_sync_run(), as described in common.h: its code
+ * (FHIRSYNC_OK after success, FHIRSYNC_E_PARTIAL after a partial run) and its message ("" after
+ * success). The message is borrowed until the next run or the free. */
+FHIRSYNC_API fhirsync_code fhirsync_sync_errcode(const fhirsync_sync *sync);
 FHIRSYNC_API const char *fhirsync_sync_errmsg(const fhirsync_sync *sync);
 
-/* What the last run did. Strings are borrowed from the handle until the next run or the free. */
+/* What the last run did. Strings are borrowed from the handle until the next run or the free.
+ * Versioned (see common.h), since it is the caller's memory that the library fills and it grows
+ * with new counters: set it up with fhirsync_sync_stats_init(). */
+#define FHIRSYNC_SYNC_STATS_VERSION 1
 typedef struct fhirsync_sync_stats {
+    unsigned int version;         /* FHIRSYNC_SYNC_STATS_VERSION, set by the _init */
     int64_t run_id;               /* 0 when no run was started (lock refused, ...) */
     fhirsync_run_status status;   /* how the run ended */
     const char *mode;             /* "bulk", "crawl" or "crawl-reconcile" */
@@ -165,7 +179,15 @@ typedef struct fhirsync_sync_stats {
     int64_t inserted;             /* rows new to the store (sum of the types' `inserted`) */
 } fhirsync_sync_stats;
 
-FHIRSYNC_API void fhirsync_sync_get_stats(const fhirsync_sync *sync, fhirsync_sync_stats *out);
+/* Zero `stats` and set its version (FHIRSYNC_SYNC_STATS_VERSION); FHIRSYNC_E_ARG for a version
+ * this library does not know or a NULL `stats`. */
+FHIRSYNC_API fhirsync_code fhirsync_sync_stats_init(fhirsync_sync_stats *stats,
+                                                    unsigned int version);
+/* Fill `out` (its version kept; all zero for a NULL handle). FHIRSYNC_E_ARG, without touching
+ * it, for a struct not set up by fhirsync_sync_stats_init() (not recorded in the handle: the
+ * call only reads it). */
+FHIRSYNC_API fhirsync_code fhirsync_sync_get_stats(const fhirsync_sync *sync,
+                                                   fhirsync_sync_stats *out);
 
 /* Counts per resource type of the last run, sorted by type. */
 typedef struct fhirsync_sync_type_stats {
@@ -193,7 +215,11 @@ FHIRSYNC_API fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const ch
                                                  const char *slot, int64_t *id,
                                                  fhirsync_error *err);
 
+/* How a worker runs. Versioned (see common.h): initialise with fhirsync_worker_options_init(),
+ * which also initialises `sync`. */
+#define FHIRSYNC_WORKER_OPTIONS_VERSION 1
 typedef struct fhirsync_worker_options {
+    unsigned int version;       /* FHIRSYNC_WORKER_OPTIONS_VERSION, set by the _init */
     const char *worker_id;      /* NULL: "host:pid" */
     int lease_s;                /* lease of a claimed item, renewed by a heartbeat (0: 30) */
     int poll_ms;                /* wait between claims when there is nothing to do (0: 500) */
@@ -202,15 +228,26 @@ typedef struct fhirsync_worker_options {
     fhirsync_sync_options sync; /* for the syncs the worker runs */
 } fhirsync_worker_options;
 
-/* Fill `opts` with the defaults. */
-FHIRSYNC_API void fhirsync_worker_options_init(fhirsync_worker_options *opts);
+/* Fill `opts` with the defaults for the struct `version` the caller was built with
+ * (FHIRSYNC_WORKER_OPTIONS_VERSION), `sync` as fhirsync_sync_options_init() does. FHIRSYNC_E_ARG
+ * for a version this library does not know (the struct is then left alone) or a NULL `opts`. */
+FHIRSYNC_API fhirsync_code fhirsync_worker_options_init(fhirsync_worker_options *opts,
+                                                        unsigned int version);
 
-/* What a worker did. */
+/* What a worker did. Versioned (see common.h) like the other stats: set it up with
+ * fhirsync_worker_stats_init(). */
+#define FHIRSYNC_WORKER_STATS_VERSION 1
 typedef struct fhirsync_worker_stats {
+    unsigned int version; /* FHIRSYNC_WORKER_STATS_VERSION, set by the _init */
     int64_t items_done;   /* items completed by this worker */
     int64_t items_failed; /* items given back after a failure */
     int64_t resources;    /* resources this worker stored */
 } fhirsync_worker_stats;
+
+/* Zero `stats` and set its version (FHIRSYNC_WORKER_STATS_VERSION); FHIRSYNC_E_ARG for a version
+ * this library does not know or a NULL `stats`. */
+FHIRSYNC_API fhirsync_code fhirsync_worker_stats_init(fhirsync_worker_stats *stats,
+                                                      unsigned int version);
 
 /* Run a worker on `store_location` (its own connections: one for the work, one for lease
  * heartbeats): claim items until cancelled (or, with exit_when_idle, until the queue is empty).
@@ -220,7 +257,8 @@ typedef struct fhirsync_worker_stats {
  * completion; the finalising item moves the watermark once every file is done. Endpoints are
  * looked up by name in `cfg` (borrowed). `cb` (may be NULL) receives the events of the work done
  * (from the calling thread). Returns FHIRSYNC_OK (idle or cancelled after finishing its item),
- * or a store failure. `stats` may be NULL. */
+ * or a store failure. `opts` may be NULL (defaults); `stats` may be NULL. Options or stats not set
+ * up by their _init are refused with FHIRSYNC_E_ARG before anything runs. */
 FHIRSYNC_API fhirsync_code fhirsync_sync_worker_run(
     const char *store_location, const fhirsync_config *cfg, const fhirsync_worker_options *opts,
     fhirsync_sync_cb cb, void *userdata, fhirsync_worker_stats *stats, fhirsync_error *err);

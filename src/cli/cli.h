@@ -33,6 +33,9 @@ enum cli_exit {
 int cli_exit_code(fhirsync_code code);
 /* Print "fhirsync: <msg>" (one line) to stderr and return the exit code for err->code. */
 int cli_fail(const fhirsync_error *err);
+/* The same for the failure a handle recorded (fhirsync_X_errcode(), fhirsync_X_errmsg()): the
+ * message, or the code's name when it is empty. */
+int cli_fail_handle(fhirsync_code code, const char *message);
 /* Print a usage error for the command and return EXIT_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -236,6 +236,7 @@ typedef struct type_total {
 static void summary(const fhirsync_export *ex, fhirsync_code rc, bool json, bool job_deleted)
 {
     fhirsync_export_stats s;
+    fhirsync_export_stats_init(&s, FHIRSYNC_EXPORT_STATS_VERSION);
     fhirsync_export_get_stats(ex, &s);
     type_total types[256];
     size_t ntypes = 0;
@@ -359,7 +360,7 @@ int cmd_export(int argc, char **argv)
     const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
     cli_profile profile = {0};
     fhirsync_export_options eo;
-    fhirsync_export_options_init(&eo);
+    fhirsync_export_options_init(&eo, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     const char *filters[MAX_REPEATED], *patients[MAX_REPEATED], *params[MAX_REPEATED];
     const char *resume = NULL, *level = NULL;
     bool no_progress = false, json = false, keep = false;
@@ -495,8 +496,10 @@ int cmd_export(int argc, char **argv)
         rc = cli_fail(&err);
         goto out;
     }
-    if (resume)
-        fhirsync_export_set_limits(ex, &eo.limits);
+    if (resume && fhirsync_export_set_limits(ex, &eo.limits) != FHIRSYNC_OK) {
+        rc = cli_fail_handle(fhirsync_export_errcode(ex), fhirsync_export_errmsg(ex));
+        goto out;
+    }
     display d = {.tty = !no_progress && isatty(STDERR_FILENO), .quiet = profile.quiet};
     fhirsync_export_set_callback(ex, on_event, &d);
     struct sigaction sa = {0};
@@ -511,15 +514,14 @@ int cmd_export(int argc, char **argv)
         fputs("\r\033[K", stderr);
     if (code == FHIRSYNC_OK || code == FHIRSYNC_E_PARTIAL) {
         summary(ex, code, json, fhirsync_export_job_deleted(ex));
-        if (code == FHIRSYNC_E_PARTIAL)
-            fprintf(stderr, "fhirsync: %s\n", fhirsync_export_errmsg(ex));
-        rc = cli_exit_code(code);
+        rc = code == FHIRSYNC_E_PARTIAL
+                 ? cli_fail_handle(fhirsync_export_errcode(ex), fhirsync_export_errmsg(ex))
+                 : 0;
     } else {
-        fprintf(stderr, "fhirsync: %s\n", fhirsync_export_errmsg(ex));
+        rc = cli_fail_handle(fhirsync_export_errcode(ex), fhirsync_export_errmsg(ex));
         if (code == FHIRSYNC_E_CANCELLED)
             fprintf(stderr, "fhirsync: resume with: fhirsync export --resume %s\n",
                     fhirsync_export_dir(ex));
-        rc = cli_exit_code(code);
     }
 out:
     fhirsync_export_free(ex);

@@ -186,12 +186,11 @@ static int get_one(fhirsync_client *client, const char *target, output *out)
 {
     fhirsync_response *resp = NULL;
     if (fhirsync_client_get(client, target, &resp) != FHIRSYNC_OK) {
-        fhirsync_error err = {.code = fhirsync_client_errcode(client)};
-        snprintf(err.message, sizeof err.message, "%s", fhirsync_client_errmsg(client));
+        fhirsync_code code = fhirsync_client_errcode(client);
         output_discard(out);
-        int rc = cli_fail(&err);
+        int rc = cli_fail_handle(code, fhirsync_client_errmsg(client));
         /* a URL refused by the origin rule is the caller's mistake, not the profile's */
-        return err.code == FHIRSYNC_E_URL ? EXIT_USAGE : rc;
+        return code == FHIRSYNC_E_URL ? EXIT_USAGE : rc;
     }
     size_t len;
     const char *body = fhirsync_response_body(resp, &len);
@@ -227,9 +226,7 @@ static int get_all(fhirsync_client *client, const char *query, long limit, outpu
         written++;
     }
     if (code != FHIRSYNC_OK) {
-        fhirsync_error err = {.code = code};
-        snprintf(err.message, sizeof err.message, "%s", fhirsync_client_errmsg(client));
-        rc = cli_fail(&err);
+        rc = cli_fail_handle(code, fhirsync_client_errmsg(client));
         if (code == FHIRSYNC_E_URL && !search)
             rc = EXIT_USAGE; /* the query itself was refused (another origin) */
     }

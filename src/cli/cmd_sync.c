@@ -227,6 +227,7 @@ static void json_string_out(FILE *out, const char *s)
 static void print_summary(const char *endpoint, const fhirsync_sync *sync, fhirsync_code rc)
 {
     fhirsync_sync_stats st;
+    fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION);
     fhirsync_sync_get_stats(sync, &st);
     double rate = st.duration_s > 0 ? (double)st.resources / st.duration_s : 0;
     const char *status = st.run_id                 ? fhirsync_run_status_name(st.status)
@@ -541,7 +542,7 @@ static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_option
         return cli_usage_error("sync", "the configuration has no endpoint for the worker");
     const char *location = fhirsync_endpoint_get(p->eps[0], "store");
     fhirsync_worker_options wo;
-    fhirsync_worker_options_init(&wo);
+    fhirsync_worker_options_init(&wo, FHIRSYNC_WORKER_OPTIONS_VERSION);
     wo.worker_id = wa->worker_id;
     wo.lease_s = wa->lease_s;
     wo.exit_when_idle = wa->once;
@@ -550,6 +551,7 @@ static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_option
     if (every > 0 && pthread_create(&sc.tid, NULL, scheduler_main, &sc) == 0)
         sc.started = true;
     fhirsync_worker_stats stats;
+    fhirsync_worker_stats_init(&stats, FHIRSYNC_WORKER_STATS_VERSION);
     fhirsync_error err = {0};
     fhirsync_code rc =
         fhirsync_sync_worker_run(location, p->cfg, &wo, on_event, NULL, &stats, &err);
@@ -715,7 +717,7 @@ int cmd_sync(int argc, char **argv)
     const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
     cli_profile profile = {0};
     fhirsync_sync_options so;
-    fhirsync_sync_options_init(&so);
+    fhirsync_sync_options_init(&so, FHIRSYNC_SYNC_OPTIONS_VERSION);
     worker_args wa = {0};
     bool worker = false;
     long jobs = 2, v;

@@ -49,9 +49,13 @@ int cli_exit_code(fhirsync_code code)
 
 int cli_fail(const fhirsync_error *err)
 {
-    const char *msg = err->message[0] ? err->message : fhirsync_strerror(err->code);
-    fprintf(stderr, "fhirsync: %s\n", msg);
-    return cli_exit_code(err->code);
+    return cli_fail_handle(err->code, err->message);
+}
+
+int cli_fail_handle(fhirsync_code code, const char *message)
+{
+    fprintf(stderr, "fhirsync: %s\n", message && *message ? message : fhirsync_strerror(code));
+    return cli_exit_code(code);
 }
 
 int cli_usage_error(const char *command, const char *fmt, ...)
@@ -224,9 +228,10 @@ fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fh
     }
     if (fhirsync_config_endpoint_count(cfg) == 0) {
         const char *name = p->endpoint_name ? p->endpoint_name : getenv("FHIRSYNC_ENDPOINT");
-        if (!fhirsync_config_add_endpoint(cfg, name && *name ? name : "default")) {
+        rc = fhirsync_config_add_endpoint(cfg, name && *name ? name : "default", NULL, err);
+        if (rc != FHIRSYNC_OK) {
             fhirsync_config_free(cfg);
-            return FHIRSYNC_E_NOMEM;
+            return rc;
         }
     }
     for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {

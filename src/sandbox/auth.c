@@ -236,12 +236,9 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
     bool added = false;
     if (!duplicate && a->nclients < MAX_CLIENTS) {
         if (a->nclients == a->cap) {
-            size_t cap = a->cap ? a->cap * 2 : 16;
-            sb_client **grown = fs_realloc(a->clients, cap * sizeof *grown);
-            if (grown) {
+            sb_client **grown = fs_array_grow(a->clients, &a->cap, sizeof *grown, 16);
+            if (grown)
                 a->clients = grown;
-                a->cap = cap;
-            }
         }
         if (a->nclients < a->cap) {
             a->clients[a->nclients++] = c;

@@ -138,14 +138,12 @@ static bool index_line(sb_ndjson *nd, uint32_t file, uint64_t offset, const char
         goto out;
     }
     if (ty->count == ty->cap) {
-        size_t cap = ty->cap ? ty->cap * 2 : 64;
-        nd_line *lines = fs_realloc(ty->lines, cap * sizeof *lines);
+        nd_line *lines = fs_array_grow(ty->lines, &ty->cap, sizeof *lines, 64);
         if (!lines) {
             ok = false;
             goto out;
         }
         ty->lines = lines;
-        ty->cap = cap;
     }
     nd_line *l = &ty->lines[ty->count];
     memset(l, 0, sizeof *l);

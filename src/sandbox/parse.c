@@ -34,12 +34,10 @@ void sb_params_free(sb_params *p)
 static bool params_add_owned(sb_params *p, char *name, char *value)
 {
     if (p->count == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        sb_param *items = fs_realloc(p->items, cap * sizeof *items);
+        sb_param *items = fs_array_grow(p->items, &p->cap, sizeof *items, 8);
         if (!items)
             return false;
         p->items = items;
-        p->cap = cap;
     }
     p->items[p->count].name = name;
     p->items[p->count].value = value;
@@ -78,17 +76,6 @@ size_t sb_params_count(const sb_params *p, const char *name)
 
 /* ---- percent-encoding ----------------------------------------------------------------------- */
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool sb_percent_decode(const char *s, size_t n, bool plus_is_space, char **out)
 {
     *out = NULL;
@@ -103,7 +90,7 @@ bool sb_percent_decode(const char *s, size_t n, bool plus_is_space, char **out)
                 fs_free(dst);
                 return false;
             }
-            int h = hex_value(s[i + 1]), l = hex_value(s[i + 2]);
+            int h = fs_hex_value((unsigned char)s[i + 1]), l = fs_hex_value((unsigned char)s[i + 2]);
             if (h < 0 || l < 0 || (h == 0 && l == 0)) {
                 fs_free(dst);
                 return false;
@@ -391,54 +378,6 @@ bool sb_prefer_has(const char *header, const char *token)
 
 /* ---- credentials ---------------------------------------------------------------------------- */
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-bool sb_b64_decode(const char *text, size_t len, unsigned char **out, size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    while (len > 0 && text[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return false;
-    unsigned char *buf = fs_malloc(len / 4 * 3 + 3);
-    if (!buf)
-        return false;
-    size_t j = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_value((unsigned char)text[i]);
-        if (v < 0) {
-            fs_free_wipe(buf, len / 4 * 3 + 3);
-            return false;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[j++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    *out = buf;
-    *out_len = j;
-    return true;
-}
-
 bool sb_basic_auth_parse(const char *header, char **user, char **password)
 {
     *user = NULL;
@@ -453,7 +392,7 @@ bool sb_basic_auth_parse(const char *header, char **user, char **password)
         n--;
     unsigned char *raw = NULL;
     size_t raw_len = 0;
-    if (!sb_b64_decode(p, n, &raw, &raw_len))
+    if (!fs_b64_decode(p, n, &raw, &raw_len))
         return false;
     bool ok = false;
     unsigned char *colon = memchr(raw, ':', raw_len);

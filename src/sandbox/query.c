@@ -77,16 +77,6 @@ static bool fixed_digits(const char *s, int n, int *out)
     return true;
 }
 
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 static int days_in_month(int y, int m)
 {
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -115,11 +105,11 @@ bool sb_parse_date_range(const char *value, int64_t *lo, int64_t *hi)
     if (n == 10 &&
         (value[7] != '-' || !fixed_digits(value + 8, 2, &d) || d < 1 || d > days_in_month(y, m)))
         return false;
-    *lo = days_from_civil(y, m, d) * 86400;
+    *lo = fs_days_from_civil(y, m, d) * 86400;
     if (n == 4)
-        *hi = days_from_civil(y + 1, 1, 1) * 86400;
+        *hi = fs_days_from_civil(y + 1, 1, 1) * 86400;
     else if (n == 7)
-        *hi = days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400;
+        *hi = fs_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400;
     else
         *hi = *lo + 86400;
     return true;

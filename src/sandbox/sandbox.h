@@ -139,8 +139,6 @@ void sb_segments_free(char **segments, size_t count);
  * look secret (token, secret, assertion, password, code, key) are replaced by "***". */
 char *sb_uri_for_log(const char *raw_uri);
 
-/* Standard base64 decoding (for HTTP Basic), padding optional; caller frees. */
-bool sb_b64_decode(const char *text, size_t len, unsigned char **out, size_t *out_len);
 
 /* ---- query.c: FHIR search parameters -------------------------------------------------------- */
 typedef struct sb_time_cond {

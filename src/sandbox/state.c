@@ -74,14 +74,12 @@ static bool collect(const sb_data *d, size_t type, state_row **rows, size_t *cou
         if (meta.deleted)
             continue;
         if (n == cap) {
-            size_t grown_cap = cap ? cap * 2 : 1024;
-            state_row *grown = fs_realloc(list, grown_cap * sizeof *grown);
+            state_row *grown = fs_array_grow(list, &cap, sizeof *grown, 1024);
             if (!grown) {
                 ok = false;
                 break;
             }
             list = grown;
-            cap = grown_cap;
         }
         state_row *row = &list[n++];
         snprintf(row->id, sizeof row->id, "%s", meta.id);

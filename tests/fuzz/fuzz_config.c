@@ -53,8 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             read_back(copy);
         fhirsync_endpoint_free(copy);
     }
-    fhirsync_endpoint *added = fhirsync_config_add_endpoint(cfg, "fuzz-added-endpoint");
-    if (added)
+    fhirsync_endpoint *added = NULL;
+    if (fhirsync_config_add_endpoint(cfg, "fuzz-added-endpoint", &added, NULL) == FHIRSYNC_OK)
         read_back(added);
     fhirsync_config_free(cfg);
     return 0;

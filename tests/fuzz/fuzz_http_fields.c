@@ -7,6 +7,7 @@
 
 #include "core/core.h"
 #include "http/http.h"
+#include "http/policy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -23,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = '\0';
     int64_t v;
-    fs_parse_retry_after(text, 1700000000, &v);
+    fs_http_retry_after_form form;
+    fs_http_retry_after_parse(text, 1700000000, &v, &form);
     fs_parse_http_date(text, &v);
     fs_parse_instant(text, &v);
     char *resolved = NULL;

@@ -1,50 +1,12 @@
-# tests/integration/sync_lib.sh: helpers for the test_sync_*.sh scripts, sourced after lib.sh:
-# start the sandbox with a registered client and an endpoint profile, read and clear its request
-# log, mutate its data, dump a store in a comparable form, and bounded waits. Sourced, not run.
+# tests/integration/sync_lib.sh: helpers for the test_sync_*.sh scripts, sourced after lib.sh
+# (whose `start_sandbox --profile NAME` starts the sandbox with a registered client and an
+# endpoint profile): read and clear the sandbox's request log, mutate its data, dump a store in a
+# comparable form, and bounded waits. Sourced, not run.
 
 : "${FHIRSYNC_SANDBOX_BIN:?FHIRSYNC_SANDBOX_BIN must point at fhirsync-sandbox}"
 : "${FHIRSYNC_BUILD_DIR:?}"
 TEST_SYNC=$FHIRSYNC_BUILD_DIR/tests/test_sync
 F=$FHIRSYNC_BIN
-
-# start_sandbox NAME [sandbox options...]: start a sandbox in $TMP/NAME, register client
-# "sync-test" with a fresh RS384 key, write $TMP/NAME/fhirsync.ini ([endpoint NAME]). Sets
-# BASE_URL, ADMIN_URL, SANDBOX_PID, SANDBOX_DIR, and exports FHIRSYNC_CONFIG.
-start_sandbox() {
-    local name=$1
-    shift
-    SANDBOX_DIR=$TMP/$name
-    mkdir -p "$SANDBOX_DIR"
-    "$FHIRSYNC_SANDBOX_BIN" --ready-file "$SANDBOX_DIR/ready.json" "$@" \
-        >"$SANDBOX_DIR/sandbox.log" 2>&1 &
-    SANDBOX_PID=$!
-    PIDS+=("$SANDBOX_PID")
-    wait_for_file "$SANDBOX_DIR/ready.json"
-    BASE_URL=$(json_get "$SANDBOX_DIR/ready.json" j.base_url)
-    ADMIN_URL=$(json_get "$SANDBOX_DIR/ready.json" j.admin_url)
-    local register_url
-    register_url=$(json_get "$SANDBOX_DIR/ready.json" j.register_url)
-    [ -f "$TMP/keys/sync.key.pem" ] || "$F" keygen --alg RS384 --out "$TMP/keys" --name sync >/dev/null
-    printf '{"client_id":"sync-test","scope":"%s","jwks":%s}' "${SANDBOX_SCOPE:-system/*.read}" \
-        "$(cat "$TMP/keys/jwks.json")" |
-        curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' --data-binary @- \
-            "$register_url" >/dev/null
-    cat >"$SANDBOX_DIR/fhirsync.ini" <<INI
-[endpoint $name]
-base_url  = $BASE_URL
-client_id = sync-test
-key_file  = $TMP/keys/sync.key.pem
-alg       = RS384
-INI
-    [ -z "${SANDBOX_SCOPE:-}" ] || echo "scope     = $SANDBOX_SCOPE" >>"$SANDBOX_DIR/fhirsync.ini"
-    export FHIRSYNC_CONFIG=$SANDBOX_DIR/fhirsync.ini
-}
-
-# stop_sandbox: stop the sandbox started last (a script may start several in turn)
-stop_sandbox() {
-    kill "$SANDBOX_PID" 2>/dev/null || true
-    wait "$SANDBOX_PID" 2>/dev/null || true
-}
 
 # arm_mutation UPDATE DELETE: the next export the sandbox runs changes that share of its data
 # right after its snapshot, while it runs (docs/sandbox.md, "Mutations during an export")

@@ -6,9 +6,9 @@
 # deleted Bundles), _type and _typeFilter, and the 400s for missing Prefer/Accept.
 set -euo pipefail
 
-source "$(dirname "$0")/sandbox_lib.sh" bulk
+source "$(dirname "$0")/lib.sh"
 
-cat >"$WORK/clients.json" <<'EOF'
+cat >"$TMP/clients.json" <<'EOF'
 {"clients": [
   {"client_id": "bulk-a", "token_endpoint_auth_method": "client_secret_basic",
    "client_secret": "secret-a", "scope": "system/*.read"},
@@ -20,10 +20,10 @@ cat >"$WORK/clients.json" <<'EOF'
 EOF
 
 start_sandbox --patients 20 --seed 3 --resources-per-file 100 --export-delay-ms 200 \
-    --clients "$WORK/clients.json"
-BASE=$(jget .base_url <"$WORK/ready.json")
-TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
-ADMIN=$(jget .admin_url <"$WORK/ready.json")
+    --clients "$TMP/clients.json"
+BASE=$(jget .base_url <"$SANDBOX_DIR/ready.json")
+TOKEN_URL=$(jget .token_url <"$SANDBOX_DIR/ready.json")
+ADMIN=$(jget .admin_url <"$SANDBOX_DIR/ready.json")
 
 token() {
     curl -sS -u "$1:$2" --data 'grant_type=client_credentials' "$TOKEN_URL" | jget .access_token
@@ -35,42 +35,42 @@ NARROW=$(token bulk-narrow secret-n)
 # kickoff METHOD URL [BODY]: prints the status URL; fails unless 202 + absolute Content-Location
 kickoff() {
     local method=$1 url=$2 body=${3:-}
-    local args=(-sS -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' -X "$method"
+    local args=(-sS -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$method"
                 -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json'
                 -H 'Prefer: respond-async')
     [ -n "$body" ] && args+=(-H 'Content-Type: application/fhir+json' --data "$body")
     local st
     st=$(curl "${args[@]}" "$url")
-    [ "$st" = 202 ] || fail "kick-off $method $url: $st $(cat "$WORK/body")"
+    [ "$st" = 202 ] || fail "kick-off $method $url: $st $(cat "$TMP/body")"
     local loc
-    loc=$(tr -d '\r' <"$WORK/headers" | sed -n 's/^[Cc]ontent-[Ll]ocation: //p')
+    loc=$(tr -d '\r' <"$TMP/headers" | sed -n 's/^[Cc]ontent-[Ll]ocation: //p')
     case "$loc" in "$BASE"/bulkstatus/*) ;; *) fail "Content-Location '$loc' is not absolute";; esac
     echo "$loc"
 }
 
-# wait_done STATUS_URL: polls until 200; the manifest ends in $WORK/manifest.json
+# wait_done STATUS_URL: polls until 200; the manifest ends in $TMP/manifest.json
 wait_done() {
     local url=$1 st polls=0 saw202=0
     while :; do
         polls=$((polls + 1))
         [ "$polls" -le 1200 ] || fail "export did not finish"
-        st=$(curl -sS -o "$WORK/manifest.json" -D "$WORK/headers" -w '%{http_code}' \
+        st=$(curl -sS -o "$TMP/manifest.json" -D "$TMP/headers" -w '%{http_code}' \
             -H "Authorization: Bearer $TOKEN" "$url")
         if [ "$st" = 202 ]; then
             saw202=1
-            grep -Eqi '^x-progress: [0-9]+% complete' "$WORK/headers" || fail "202 without X-Progress"
-            grep -Eqi '^retry-after: [0-9]+' "$WORK/headers" || fail "202 without Retry-After"
+            grep -Eqi '^x-progress: [0-9]+% complete' "$TMP/headers" || fail "202 without X-Progress"
+            grep -Eqi '^retry-after: [0-9]+' "$TMP/headers" || fail "202 without Retry-After"
             sleep 0.05
             continue
         fi
-        [ "$st" = 200 ] || fail "status $url: $st $(cat "$WORK/manifest.json")"
+        [ "$st" = 200 ] || fail "status $url: $st $(cat "$TMP/manifest.json")"
         break
     done
-    echo "$saw202" >"$WORK/saw202"
+    echo "$saw202" >"$TMP/saw202"
 }
 
-check_manifest() { # -> $WORK/summary.json
-    node "$SRC/tests/integration/sandbox_bulk_check.mjs" "$WORK/manifest.json" "$TOKEN" >"$WORK/summary.json" ||
+check_manifest() { # -> $TMP/summary.json
+    node "$FHIRSYNC_SOURCE_DIR/tests/integration/sandbox_bulk_check.mjs" "$TMP/manifest.json" "$TOKEN" >"$TMP/summary.json" ||
         fail "manifest check"
 }
 
@@ -79,22 +79,22 @@ count_of() { # TYPE [extra query] -> REST total
 }
 
 # ---- the 400s and 401 of kick-off
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
     -H 'Accept: application/fhir+json' "$BASE/\$export")
-[ "$st" = 400 ] && grep -q respond-async "$WORK/body" || fail "kick-off without Prefer: $st"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+[ "$st" = 400 ] && grep -q respond-async "$TMP/body" || fail "kick-off without Prefer: $st"
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
     -H 'Prefer: respond-async' "$BASE/\$export")
-[ "$st" = 400 ] && grep -q Accept "$WORK/body" || fail "kick-off without Accept: $st"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H 'Accept: application/fhir+json' \
+[ "$st" = 400 ] && grep -q Accept "$TMP/body" || fail "kick-off without Accept: $st"
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H 'Accept: application/fhir+json' \
     -H 'Prefer: respond-async' "$BASE/\$export")
 [ "$st" = 401 ] || fail "kick-off without token: $st"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
     -H 'Accept: application/fhir+json' -H 'Prefer: respond-async' "$BASE/\$export?_outputFormat=text/csv")
 [ "$st" = 400 ] || fail "_outputFormat text/csv: $st"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $NARROW" \
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $NARROW" \
     -H 'Accept: application/fhir+json' -H 'Prefer: respond-async' "$BASE/\$export?_type=Observation")
 [ "$st" = 403 ] || fail "_type beyond the token's scopes: $st"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" \
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" \
     -H 'Accept: application/fhir+json' -H 'Prefer: respond-async' \
     -H 'Content-Type: application/fhir+json' --data '{"resourceType":"Parameters","parameter":[' "$BASE/\$export")
 [ "$st" = 400 ] || fail "malformed Parameters body: $st"
@@ -103,41 +103,41 @@ ok
 # ---- system export, GET
 STATUS=$(kickoff GET "$BASE/\$export")
 wait_done "$STATUS"
-[ "$(cat "$WORK/saw202")" = 1 ] || fail "never saw a 202 while the export ran"
+[ "$(cat "$TMP/saw202")" = 1 ] || fail "never saw a 202 while the export ran"
 check_manifest
-[ "$(jget .request <"$WORK/summary.json")" = "$BASE/\$export" ] || fail "manifest request"
-[ "$(jget .requiresAccessToken <"$WORK/summary.json")" = true ] || fail "requiresAccessToken"
-T0=$(jget .transactionTime <"$WORK/summary.json")
+[ "$(jget .request <"$TMP/summary.json")" = "$BASE/\$export" ] || fail "manifest request"
+[ "$(jget .requiresAccessToken <"$TMP/summary.json")" = true ] || fail "requiresAccessToken"
+T0=$(jget .transactionTime <"$TMP/summary.json")
 for t in Patient Observation Condition Organization Practitioner Group Encounter; do
-    got=$(jget ".output.$t" <"$WORK/summary.json")
+    got=$(jget ".output.$t" <"$TMP/summary.json")
     want=$(count_of "$t")
     [ "$got" = "$want" ] || fail "system export has $got $t, the server has $want"
 done
-[ "$(jget .files.Observation <"$WORK/summary.json")" -ge 2 ] || fail "Observation not split at 100 per file"
-[ "$(jget '=>d.deleted' <"$WORK/summary.json")" = 0 ] || fail "deleted without _since"
+[ "$(jget .files.Observation <"$TMP/summary.json")" -ge 2 ] || fail "Observation not split at 100 per file"
+[ "$(jget '=>d.deleted' <"$TMP/summary.json")" = 0 ] || fail "deleted without _since"
 ok
 
 # ---- downloads: token, ownership, Range
-FILE=$(jget '=>d.output.find(o=>o.type==="Observation").url' <"$WORK/manifest.json")
+FILE=$(jget '=>d.output.find(o=>o.type==="Observation").url' <"$TMP/manifest.json")
 st=$(curl -sS -o /dev/null -w '%{http_code}' "$FILE")
 [ "$st" = 401 ] || fail "download without token: $st"
 st=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $OTHER" "$FILE")
 [ "$st" = 403 ] || fail "download by another client: $st"
 st=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $OTHER" "$STATUS")
 [ "$st" = 403 ] || fail "status by another client: $st"
-curl -sS -o "$WORK/full" -H "Authorization: Bearer $TOKEN" "$FILE"
-st=$(curl -sS -o "$WORK/part" -D "$WORK/headers" -w '%{http_code}' -r 10-109 \
+curl -sS -o "$TMP/full" -H "Authorization: Bearer $TOKEN" "$FILE"
+st=$(curl -sS -o "$TMP/part" -D "$TMP/headers" -w '%{http_code}' -r 10-109 \
     -H "Authorization: Bearer $TOKEN" "$FILE")
 [ "$st" = 206 ] || fail "Range: $st"
-SIZE=$(wc -c <"$WORK/full")
-grep -qi "^content-range: bytes 10-109/$SIZE" "$WORK/headers" || fail "Content-Range"
-grep -qi '^accept-ranges: bytes' "$WORK/headers" || fail "Accept-Ranges"
-cmp -s "$WORK/part" <(tail -c +11 "$WORK/full" | head -c 100) || fail "Range bytes differ"
-st=$(curl -sS -o "$WORK/part" -w '%{http_code}' -r -50 -H "Authorization: Bearer $TOKEN" "$FILE")
-[ "$st" = 206 ] && cmp -s "$WORK/part" <(tail -c 50 "$WORK/full") || fail "suffix Range"
-st=$(curl -sS -o /dev/null -D "$WORK/headers" -w '%{http_code}' -r "$((SIZE + 10))-" \
+SIZE=$(wc -c <"$TMP/full")
+grep -qi "^content-range: bytes 10-109/$SIZE" "$TMP/headers" || fail "Content-Range"
+grep -qi '^accept-ranges: bytes' "$TMP/headers" || fail "Accept-Ranges"
+cmp -s "$TMP/part" <(tail -c +11 "$TMP/full" | head -c 100) || fail "Range bytes differ"
+st=$(curl -sS -o "$TMP/part" -w '%{http_code}' -r -50 -H "Authorization: Bearer $TOKEN" "$FILE")
+[ "$st" = 206 ] && cmp -s "$TMP/part" <(tail -c 50 "$TMP/full") || fail "suffix Range"
+st=$(curl -sS -o /dev/null -D "$TMP/headers" -w '%{http_code}' -r "$((SIZE + 10))-" \
     -H "Authorization: Bearer $TOKEN" "$FILE")
-[ "$st" = 416 ] && grep -qi "^content-range: bytes \*/$SIZE" "$WORK/headers" || fail "unsatisfiable Range: $st"
+[ "$st" = 416 ] && grep -qi "^content-range: bytes \*/$SIZE" "$TMP/headers" || fail "unsatisfiable Range: $st"
 st=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'Accept: text/html' "$FILE")
 [ "$st" = 406 ] || fail "download with Accept text/html: $st"
 ok
@@ -146,12 +146,12 @@ ok
 STATUS2=$(kickoff GET "$BASE/Patient/\$export?_type=Patient,Observation&_outputFormat=application/fhir%2Bndjson")
 wait_done "$STATUS2"
 check_manifest
-[ "$(jget '=>Object.keys(d.output).sort().join(",")' <"$WORK/summary.json")" = "Observation,Patient" ] ||
-    fail "_type Patient,Observation gave $(jget .output <"$WORK/summary.json")"
+[ "$(jget '=>Object.keys(d.output).sort().join(",")' <"$TMP/summary.json")" = "Observation,Patient" ] ||
+    fail "_type Patient,Observation gave $(jget .output <"$TMP/summary.json")"
 STATUS3=$(kickoff GET "$BASE/Patient/\$export")
 wait_done "$STATUS3"
 check_manifest
-[ "$(jget '=>"Organization" in d.output || "Group" in d.output' <"$WORK/summary.json")" = false ] ||
+[ "$(jget '=>"Organization" in d.output || "Group" in d.output' <"$TMP/summary.json")" = false ] ||
     fail "Patient-level export has non-compartment types"
 ok
 
@@ -159,14 +159,14 @@ ok
 STATUS4=$(kickoff GET "$BASE/Group/all/\$export?_type=Condition")
 wait_done "$STATUS4"
 check_manifest
-[ "$(jget .output.Condition <"$WORK/summary.json")" = "$(count_of Condition)" ] || fail "Group/all Condition count"
+[ "$(jget .output.Condition <"$TMP/summary.json")" = "$(count_of Condition)" ] || fail "Group/all Condition count"
 STATUS5=$(kickoff POST "$BASE/Group/all/\$export" \
     '{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient,Condition"},{"name":"patient","valueReference":{"reference":"Patient/pat-2"}}]}')
 wait_done "$STATUS5"
 check_manifest
-[ "$(jget .patients <"$WORK/summary.json")" = '["pat-2"]' ] || fail "POST patient limits: $(jget .patients <"$WORK/summary.json")"
-[ "$(jget .output.Patient <"$WORK/summary.json")" = 1 ] || fail "POST patient: one Patient"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+[ "$(jget .patients <"$TMP/summary.json")" = '["pat-2"]' ] || fail "POST patient limits: $(jget .patients <"$TMP/summary.json")"
+[ "$(jget .output.Patient <"$TMP/summary.json")" = 1 ] || fail "POST patient: one Patient"
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
     -H 'Accept: application/fhir+json' -H 'Prefer: respond-async' "$BASE/Group/no-such-group/\$export")
 [ "$st" = 404 ] || fail "unknown group: $st"
 ok
@@ -176,23 +176,23 @@ STATUS6=$(kickoff POST "$BASE/\$export" \
     '{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Observation,Condition"},{"name":"_typeFilter","valueString":"Observation?category=laboratory"}]}')
 wait_done "$STATUS6"
 check_manifest
-[ "$(jget .observationCategories <"$WORK/summary.json")" = '["laboratory"]' ] || fail "_typeFilter category"
-labs=$(jget .output.Observation <"$WORK/summary.json")
+[ "$(jget .observationCategories <"$TMP/summary.json")" = '["laboratory"]' ] || fail "_typeFilter category"
+labs=$(jget .output.Observation <"$TMP/summary.json")
 [ "$labs" = "$(count_of Observation category=laboratory)" ] && [ "$labs" -lt "$(count_of Observation)" ] ||
     fail "_typeFilter count $labs"
-[ "$(jget .output.Condition <"$WORK/summary.json")" = "$(count_of Condition)" ] || fail "_typeFilter touched Condition"
+[ "$(jget .output.Condition <"$TMP/summary.json")" = "$(count_of Condition)" ] || fail "_typeFilter touched Condition"
 STATUS7=$(kickoff GET "$BASE/\$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal%26category%3Dvital-signs,Observation%3Fcategory%3Dlaboratory")
 wait_done "$STATUS7"
 check_manifest
-[ "$(jget .observationCategories <"$WORK/summary.json")" = '["laboratory","vital-signs"]' ] || fail "two _typeFilters are OR-ed"
+[ "$(jget .observationCategories <"$TMP/summary.json")" = '["laboratory","vital-signs"]' ] || fail "two _typeFilters are OR-ed"
 ok
 
 # ---- unknown parameters: lenient (a warning in the error file) and strict (400)
 STATUS8=$(kickoff GET "$BASE/\$export?_type=Patient&_elements=id")
 wait_done "$STATUS8"
 check_manifest
-jget .errors <"$WORK/summary.json" | grep -c _elements >/dev/null || fail "lenient: no warning about _elements"
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+jget .errors <"$TMP/summary.json" | grep -c _elements >/dev/null || fail "lenient: no warning about _elements"
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
     -H 'Accept: application/fhir+json' -H 'Prefer: respond-async, handling=strict' "$BASE/\$export?_elements=id")
 [ "$st" = 400 ] || fail "strict: unknown parameter $st"
 ok
@@ -212,23 +212,23 @@ MUT=$(curl -sS -X POST -H 'Content-Type: application/json' --data '{"update":0.2
 STATUS9=$(kickoff GET "$BASE/\$export?_since=$T0")
 wait_done "$STATUS9"
 check_manifest
-min=$(jget .minLastUpdated <"$WORK/summary.json")
+min=$(jget .minLastUpdated <"$TMP/summary.json")
 node -e 'process.exit(Date.parse(process.argv[1]) > Date.parse(process.argv[2]) ? 0 : 1)' "$min" "$T0" ||
     fail "_since export holds a resource last updated $min, not after $T0"
 for t in Observation Condition Patient; do
-    got=$(jget "=>d.output.$t||0" <"$WORK/summary.json")
+    got=$(jget "=>d.output.$t||0" <"$TMP/summary.json")
     want=$(count_of "$t" "_since=$T0")
     [ "$got" = "$want" ] || fail "_since export has $got $t, REST _since says $want"
 done
-[ "$(jget .output.Observation <"$WORK/summary.json")" -lt "$(count_of Observation)" ] || fail "_since exported everything"
-ndel=$(jget .deleted <"$WORK/summary.json")
+[ "$(jget .output.Observation <"$TMP/summary.json")" -lt "$(count_of Observation)" ] || fail "_since exported everything"
+ndel=$(jget .deleted <"$TMP/summary.json")
 [ "$ndel" -gt 0 ] || fail "no deleted Bundles after deleting 5%"
-gone=$(jget '=>d.deletedIds[0]' <"$WORK/summary.json")
+gone=$(jget '=>d.deletedIds[0]' <"$TMP/summary.json")
 st=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$BASE/$gone")
 [ "$st" = 410 ] || fail "deleted $gone reads $st"
 # nothing deleted before T0 is reported, and nothing changed since appears twice
-[ "$(jget '=>new Set(d.deletedIds).size===d.deletedIds.length' <"$WORK/summary.json")" = true ] || fail "duplicate deletions"
+[ "$(jget '=>new Set(d.deletedIds).size===d.deletedIds.length' <"$TMP/summary.json")" = true ] || fail "duplicate deletions"
 ok
 
 stop_sandbox
-echo "PASS test_sandbox_bulk ($CHECKS checks)"
+finish

@@ -5,10 +5,10 @@
 # and export (system, Group, _since) over it.
 set -euo pipefail
 
-source "$(dirname "$0")/sandbox_lib.sh" data
+source "$(dirname "$0")/lib.sh"
 
 # ---- the export folder
-D="$WORK/export"
+D="$TMP/export"
 mkdir -p "$D"
 pat() { printf '{"resourceType":"Patient","id":"%s","meta":{"versionId":"1","lastUpdated":"%s"},"name":[{"family":"%s"}]}\n' "$1" "$2" "$3"; }
 obs() { printf '{"resourceType":"Observation","id":"%s","meta":{"lastUpdated":"%s"},"status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"%s"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"%s"}]},"subject":{"reference":"Patient/%s"}}\n' "$1" "$2" "$3" "$4" "$5"; }
@@ -34,36 +34,36 @@ printf '{"resourceType":"Group","id":"g1","type":"person","actual":true,"member"
 printf '{"transactionTime":"2024-10-01T00:00:00Z","output":[]}\n' >"$D/manifest.json"
 
 # a folder that does not exist, or holds no NDJSON, is refused at start-up
-rc=0; "$FHIRSYNC_SANDBOX_BIN" --data "$WORK/nope" >/dev/null 2>&1 || rc=$?
+rc=0; "$FHIRSYNC_SANDBOX_BIN" --data "$TMP/nope" >/dev/null 2>&1 || rc=$?
 [ "$rc" != 0 ] || fail "--data with a missing folder started"
-mkdir "$WORK/empty"
-rc=0; "$FHIRSYNC_SANDBOX_BIN" --data "$WORK/empty" >/dev/null 2>&1 || rc=$?
+mkdir "$TMP/empty"
+rc=0; "$FHIRSYNC_SANDBOX_BIN" --data "$TMP/empty" >/dev/null 2>&1 || rc=$?
 [ "$rc" != 0 ] || fail "--data with an empty folder started"
 ok
 
-cat >"$WORK/clients.json" <<'EOF'
+cat >"$TMP/clients.json" <<'EOF'
 {"clients": [{"client_id": "data-a", "token_endpoint_auth_method": "client_secret_basic",
               "client_secret": "secret-a", "scope": "system/*.read"}]}
 EOF
-start_sandbox --data "$D" --clients "$WORK/clients.json" --resources-per-file 2
-grep -q 'not a resource' "$WORK/sandbox.err" || fail "the bad line was not reported"
-BASE=$(jget .base_url <"$WORK/ready.json")
-TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
-ADMIN=$(jget .admin_url <"$WORK/ready.json")
+start_sandbox --data "$D" --clients "$TMP/clients.json" --resources-per-file 2
+grep -q 'not a resource' "$SANDBOX_DIR/sandbox.err" || fail "the bad line was not reported"
+BASE=$(jget .base_url <"$SANDBOX_DIR/ready.json")
+TOKEN_URL=$(jget .token_url <"$SANDBOX_DIR/ready.json")
+ADMIN=$(jget .admin_url <"$SANDBOX_DIR/ready.json")
 TOKEN=$(curl -sS -u data-a:secret-a --data grant_type=client_credentials "$TOKEN_URL" | jget .access_token)
-get() { curl -sS -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$@"; }
+get() { curl -sS -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$@"; }
 
 # ---- read: the stored line, byte for byte
 st=$(get "$BASE/Patient/p2"); [ "$st" = 200 ] || fail "read p2: $st"
-cmp -s "$WORK/body" <(sed -n 2p "$D/1.Patient.ndjson" | tr -d '\n') || fail "read p2 is not the stored line"
-st=$(get "$BASE/Observation/o5"); [ "$st" = 200 ] && [ "$(jget .id <"$WORK/body")" = o5 ] || fail "read o5 (second file)"
+cmp -s "$TMP/body" <(sed -n 2p "$D/1.Patient.ndjson" | tr -d '\n') || fail "read p2 is not the stored line"
+st=$(get "$BASE/Observation/o5"); [ "$st" = 200 ] && [ "$(jget .id <"$TMP/body")" = o5 ] || fail "read o5 (second file)"
 st=$(get "$BASE/Observation/o6"); [ "$st" = 200 ] || fail "read o6 (unknown patient)"
 st=$(get "$BASE/Observation/nope"); [ "$st" = 404 ] || fail "unknown id: $st"
 st=$(get "$BASE/Encounter"); [ "$st" = 404 ] || fail "a type the folder lacks: $st"
 ok
 
 # ---- search
-total() { get "$BASE/$1${2:+?$2}" >/dev/null; jget '=>(d.entry||[]).length' <"$WORK/body"; }
+total() { get "$BASE/$1${2:+?$2}" >/dev/null; jget '=>(d.entry||[]).length' <"$TMP/body"; }
 [ "$(total Observation _count=100)" = 6 ] || fail "Observation count"
 [ "$(total Patient)" = 3 ] || fail "Patient count"
 [ "$(total Observation patient=p1)" = 3 ] || fail "patient=p1"
@@ -79,8 +79,8 @@ url="$BASE/Observation?_count=2"; pages=0; seen=""
 while [ -n "$url" ] && [ "$pages" -lt 10 ]; do
     pages=$((pages + 1))
     get "$url" >/dev/null
-    seen="$seen $(jget '=>d.entry.map(e=>e.resource.id).join(" ")' <"$WORK/body")"
-    url=$(jget '=>((d.link||[]).find(l=>l.relation==="next")||{}).url||""' <"$WORK/body")
+    seen="$seen $(jget '=>d.entry.map(e=>e.resource.id).join(" ")' <"$TMP/body")"
+    url=$(jget '=>((d.link||[]).find(l=>l.relation==="next")||{}).url||""' <"$TMP/body")
 done
 [ "$pages" = 3 ] || fail "paging took $pages pages"
 [ "$(echo $seen | tr ' ' '\n' | sort | tr '\n' ' ')" = "o1 o2 o3 o4 o5 o6 " ] || fail "paging saw:$seen"
@@ -88,36 +88,36 @@ ok
 
 # ---- export
 kick() {
-    curl -sS -o /dev/null -D "$WORK/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
+    curl -sS -o /dev/null -D "$TMP/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
         -H 'Prefer: respond-async' "$1"
     local status
-    status=$(tr -d '\r' <"$WORK/headers" | sed -n 's/^content-location: //Ip')
+    status=$(tr -d '\r' <"$TMP/headers" | sed -n 's/^content-location: //Ip')
     [ -n "$status" ] || fail "kick-off $1"
     for _ in $(seq 1 400); do
-        st=$(curl -sS -o "$WORK/manifest.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$status")
+        st=$(curl -sS -o "$TMP/manifest.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$status")
         [ "$st" = 200 ] && break
         sleep 0.05
     done
     [ "$st" = 200 ] || fail "export $1 did not finish"
-    node "$SRC/tests/integration/sandbox_bulk_check.mjs" "$WORK/manifest.json" "$TOKEN" >"$WORK/summary.json" ||
+    node "$FHIRSYNC_SOURCE_DIR/tests/integration/sandbox_bulk_check.mjs" "$TMP/manifest.json" "$TOKEN" >"$TMP/summary.json" ||
         fail "manifest of $1"
 }
 kick "$BASE/\$export"
-[ "$(jget '=>[d.output.Group,d.output.Observation,d.output.Organization,d.output.Patient].join()' <"$WORK/summary.json")" = "1,6,1,3" ] ||
-    fail "system export: $(jget .output <"$WORK/summary.json")"
-[ "$(jget .files.Observation <"$WORK/summary.json")" = 3 ] || fail "--resources-per-file 2 over 6 observations"
+[ "$(jget '=>[d.output.Group,d.output.Observation,d.output.Organization,d.output.Patient].join()' <"$TMP/summary.json")" = "1,6,1,3" ] ||
+    fail "system export: $(jget .output <"$TMP/summary.json")"
+[ "$(jget .files.Observation <"$TMP/summary.json")" = 3 ] || fail "--resources-per-file 2 over 6 observations"
 kick "$BASE/Group/g1/\$export"
-[ "$(jget .patients <"$WORK/summary.json")" = '["p1","p3"]' ] || fail "Group g1 patients"
-[ "$(jget .output.Observation <"$WORK/summary.json")" = 4 ] || fail "Group g1 observations"
+[ "$(jget .patients <"$TMP/summary.json")" = '["p1","p3"]' ] || fail "Group g1 patients"
+[ "$(jget .output.Observation <"$TMP/summary.json")" = 4 ] || fail "Group g1 observations"
 kick "$BASE/Patient/\$export?_since=2024-06-15T00:00:00Z"
-[ "$(jget '=>[d.output.Observation,d.output.Patient||0].join()' <"$WORK/summary.json")" = "3,0" ] ||
-    fail "_since export: $(jget .output <"$WORK/summary.json")"
+[ "$(jget '=>[d.output.Observation,d.output.Patient||0].join()' <"$TMP/summary.json")" = "3,0" ] ||
+    fail "_since export: $(jget .output <"$TMP/summary.json")"
 ok
 
 # ---- mutations need generated data
-st=$(curl -sS -o "$WORK/body" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data '{}' "$ADMIN/mutate")
+st=$(curl -sS -o "$TMP/body" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data '{}' "$ADMIN/mutate")
 [ "$st" = 409 ] || fail "mutate over --data: $st"
 ok
 
 stop_sandbox
-echo "PASS test_sandbox_data ($CHECKS checks)"
+finish

@@ -5,9 +5,9 @@
 # listener, and the request log proves that storage got bearer=false.
 set -euo pipefail
 
-source "$(dirname "$0")/sandbox_lib.sh" faults
+source "$(dirname "$0")/lib.sh"
 
-cat >"$WORK/clients.json" <<'EOF'
+cat >"$TMP/clients.json" <<'EOF'
 {"clients": [
   {"client_id": "fault-a", "token_endpoint_auth_method": "client_secret_basic",
    "client_secret": "secret-a", "scope": "system/*.read"},
@@ -16,31 +16,31 @@ cat >"$WORK/clients.json" <<'EOF'
 ]}
 EOF
 
-start_sandbox --patients 4 --clients "$WORK/clients.json" --request-log "$WORK/requests.ndjson" \
+start_sandbox --patients 4 --clients "$TMP/clients.json" --request-log "$TMP/requests.ndjson" \
     --fault '{"fault":"503","on":"metadata","retry_after":9}'
-BASE=$(jget .base_url <"$WORK/ready.json")
-TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
-ADMIN=$(jget .admin_url <"$WORK/ready.json")
-STORAGE=$(jget .storage_base_url <"$WORK/ready.json")
+BASE=$(jget .base_url <"$SANDBOX_DIR/ready.json")
+TOKEN_URL=$(jget .token_url <"$SANDBOX_DIR/ready.json")
+ADMIN=$(jget .admin_url <"$SANDBOX_DIR/ready.json")
+STORAGE=$(jget .storage_base_url <"$SANDBOX_DIR/ready.json")
 
 token() { curl -sS -u "$1:$2" --data 'grant_type=client_credentials' "$TOKEN_URL" | jget .access_token; }
 TOKEN=$(token fault-a secret-a)
 
 add_fault() {
     local st
-    st=$(curl -sS -o "$WORK/fault" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    st=$(curl -sS -o "$TMP/fault" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
         --data "$1" "$ADMIN/faults")
-    [ "$st" = 201 ] || fail "adding fault $1: $st $(cat "$WORK/fault")"
+    [ "$st" = 201 ] || fail "adding fault $1: $st $(cat "$TMP/fault")"
 }
 clear_faults() { curl -sS -o /dev/null -X DELETE "$ADMIN/faults"; }
-# req ARGS...: status into stdout, body into $WORK/body, headers into $WORK/headers
-req() { curl -sS -o "$WORK/body" -D "$WORK/headers" -w '%{http_code}' "$@"; }
-header() { tr -d '\r' <"$WORK/headers" | sed -n "s/^$1: //Ip" | head -1; }
+# req ARGS...: status into stdout, body into $TMP/body, headers into $TMP/headers
+req() { curl -sS -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' "$@"; }
+header() { tr -d '\r' <"$TMP/headers" | sed -n "s/^$1: //Ip" | head -1; }
 
 # ---- 503 from the command line (count 1: once, then normal)
 st=$(req "$BASE/metadata")
 [ "$st" = 503 ] && [ "$(header Retry-After)" = 9 ] || fail "--fault 503: $st"
-[ "$(jget '=>d.issue[0].code' <"$WORK/body")" = transient ] || fail "503 body"
+[ "$(jget '=>d.issue[0].code' <"$TMP/body")" = transient ] || fail "503 body"
 st=$(req "$BASE/metadata"); [ "$st" = 200 ] || fail "503 fired twice"
 ok
 
@@ -48,7 +48,7 @@ ok
 add_fault '{"fault":"429","on":"search","retry_after":7}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient")
 [ "$st" = 429 ] && [ "$(header Retry-After)" = 7 ] || fail "429: $st"
-[ "$(jget '=>d.issue[0].code' <"$WORK/body")" = throttled ] || fail "429 body"
+[ "$(jget '=>d.issue[0].code' <"$TMP/body")" = throttled ] || fail "429 body"
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient"); [ "$st" = 200 ] || fail "429 count"
 add_fault '{"fault":"429","on":"search","retry_after":30,"retry_after_date":true}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient")
@@ -62,7 +62,7 @@ ok
 # ---- the faults on token requests: html with a status, 429 for one client only
 add_fault '{"fault":"html","on":"token","status":502}'
 st=$(req -u fault-a:secret-a --data grant_type=client_credentials "$TOKEN_URL")
-[ "$st" = 502 ] && header Content-Type | grep -c text/html >/dev/null && grep -q '<!DOCTYPE html>' "$WORK/body" ||
+[ "$st" = 502 ] && header Content-Type | grep -c text/html >/dev/null && grep -q '<!DOCTYPE html>' "$TMP/body" ||
     fail "html fault: $st"
 add_fault '{"fault":"429","on":"token","client_id":"fault-b"}'
 st=$(req -u fault-a:secret-a --data grant_type=client_credentials "$TOKEN_URL")
@@ -73,13 +73,13 @@ clear_faults
 ok
 
 # ---- 500-transient on status polls (needs an export)
-curl -sS -o /dev/null -D "$WORK/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
+curl -sS -o /dev/null -D "$TMP/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
     -H 'Prefer: respond-async' "$BASE/\$export?_type=Patient,Observation"
 STATUS=$(header Content-Location)
 [ -n "$STATUS" ] || fail "no export"
 add_fault '{"fault":"500-transient","on":"status"}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$STATUS")
-[ "$st" = 500 ] && [ "$(jget '=>d.issue[0].code' <"$WORK/body")" = transient ] || fail "500-transient: $st"
+[ "$st" = 500 ] && [ "$(jget '=>d.issue[0].code' <"$TMP/body")" = transient ] || fail "500-transient: $st"
 for _ in $(seq 1 400); do
     st=$(req -H "Authorization: Bearer $TOKEN" "$STATUS")
     [ "$st" = 200 ] && break
@@ -87,31 +87,31 @@ for _ in $(seq 1 400); do
     sleep 0.05
 done
 [ "$st" = 200 ] || fail "export did not finish"
-cp "$WORK/body" "$WORK/manifest.json"
-FILE=$(jget '=>d.output.find(o=>o.type==="Observation").url' <"$WORK/manifest.json")
-curl -sS -o "$WORK/full.ndjson" -H "Authorization: Bearer $TOKEN" "$FILE"
+cp "$TMP/body" "$TMP/manifest.json"
+FILE=$(jget '=>d.output.find(o=>o.type==="Observation").url' <"$TMP/manifest.json")
+curl -sS -o "$TMP/full.ndjson" -H "Authorization: Bearer $TOKEN" "$FILE"
 ok
 
 # ---- truncate: the last line cut in half
 add_fault '{"fault":"truncate","on":"download"}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$FILE")
 [ "$st" = 200 ] || fail "truncate: $st"
-[ "$(wc -c <"$WORK/body")" -lt "$(wc -c <"$WORK/full.ndjson")" ] || fail "truncate did not shorten"
-lines=$(wc -l <"$WORK/full.ndjson")
-head -n $((lines - 1)) "$WORK/full.ndjson" | cmp -s - <(head -n $((lines - 1)) "$WORK/body") || fail "truncate changed early lines"
-tail -n 1 "$WORK/body" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{JSON.parse(s);process.exit(1)}catch{process.exit(0)}})' ||
+[ "$(wc -c <"$TMP/body")" -lt "$(wc -c <"$TMP/full.ndjson")" ] || fail "truncate did not shorten"
+lines=$(wc -l <"$TMP/full.ndjson")
+head -n $((lines - 1)) "$TMP/full.ndjson" | cmp -s - <(head -n $((lines - 1)) "$TMP/body") || fail "truncate changed early lines"
+tail -n 1 "$TMP/body" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{JSON.parse(s);process.exit(1)}catch{process.exit(0)}})' ||
     fail "the last line still parses"
 ok
 
 # ---- reset: the connection is cut after N bytes
 add_fault '{"fault":"reset","on":"read","after_bytes":10}'
 rc=0
-curl -sS -o "$WORK/body" -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-0" 2>/dev/null || rc=$?
-[ "$rc" = 18 ] && [ "$(wc -c <"$WORK/body")" = 10 ] || fail "reset: curl rc $rc, $(wc -c <"$WORK/body") bytes"
+curl -sS -o "$TMP/body" -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-0" 2>/dev/null || rc=$?
+[ "$rc" = 18 ] && [ "$(wc -c <"$TMP/body")" = 10 ] || fail "reset: curl rc $rc, $(wc -c <"$TMP/body") bytes"
 add_fault '{"fault":"reset","on":"download","after_bytes":100}'
 rc=0
-curl -sS -o "$WORK/body" -H "Authorization: Bearer $TOKEN" "$FILE" 2>/dev/null || rc=$?
-[ "$rc" = 18 ] && [ "$(wc -c <"$WORK/body")" = 100 ] || fail "reset download: curl rc $rc"
+curl -sS -o "$TMP/body" -H "Authorization: Bearer $TOKEN" "$FILE" 2>/dev/null || rc=$?
+[ "$rc" = 18 ] && [ "$(wc -c <"$TMP/body")" = 100 ] || fail "reset download: curl rc $rc"
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-0"); [ "$st" = 200 ] || fail "after reset: $st"
 ok
 
@@ -131,7 +131,7 @@ ok
 T2=$(token fault-a secret-a)
 add_fault '{"fault":"expire-token","on":"read","client_id":"fault-a"}'
 st=$(req -H "Authorization: Bearer $T2" "$BASE/Patient/pat-1")
-[ "$st" = 401 ] && grep -q expired "$WORK/body" || fail "expire-token: $st"
+[ "$st" = 401 ] && grep -q expired "$TMP/body" || fail "expire-token: $st"
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Patient/pat-1")
 [ "$st" = 401 ] || fail "older token of the client still valid: $st"
 TOKEN=$(token fault-a secret-a)
@@ -145,12 +145,12 @@ loc=$(header Location)
 [ "$st" = 307 ] && case "$loc" in "$STORAGE"/bulkfiles/*) true;; *) false;; esac || fail "redirect: $st $loc"
 curl -sS -o /dev/null -X DELETE "$ADMIN/requests"
 add_fault '{"fault":"redirect","on":"download"}'
-curl -sS -L -o "$WORK/redirected" -H "Authorization: Bearer $TOKEN" "$FILE" || fail "curl -L"
-cmp -s "$WORK/redirected" "$WORK/full.ndjson" || fail "the storage copy differs"
-curl -sS "$ADMIN/requests" >"$WORK/log"
-grep '"listener":"main"' "$WORK/log" | grep '"status":307' | grep -c '"fault":"redirect"' >/dev/null || fail "main 307 not logged"
-grep '"listener":"storage"' "$WORK/log" | grep '"status":200' | grep -c '"bearer":false' >/dev/null ||
-    fail "storage did not log bearer=false: $(cat "$WORK/log")"
+curl -sS -L -o "$TMP/redirected" -H "Authorization: Bearer $TOKEN" "$FILE" || fail "curl -L"
+cmp -s "$TMP/redirected" "$TMP/full.ndjson" || fail "the storage copy differs"
+curl -sS "$ADMIN/requests" >"$TMP/log"
+grep '"listener":"main"' "$TMP/log" | grep '"status":307' | grep -c '"fault":"redirect"' >/dev/null || fail "main 307 not logged"
+grep '"listener":"storage"' "$TMP/log" | grep '"status":200' | grep -c '"bearer":false' >/dev/null ||
+    fail "storage did not log bearer=false: $(cat "$TMP/log")"
 # the log tells the difference: a client that leaks the token shows bearer=true at storage
 curl -sS -o /dev/null -H "Authorization: Bearer $TOKEN" "$loc"
 curl -sS "$ADMIN/requests" | grep '"listener":"storage"' | grep -c '"bearer":true' >/dev/null || fail "storage bearer=true not logged"
@@ -159,20 +159,20 @@ ok
 # ---- next-other-origin, next-loop, malformed-bundle
 add_fault '{"fault":"next-other-origin","on":"search"}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
-next=$(jget '=>d.link.find(l=>l.relation==="next").url' <"$WORK/body")
+next=$(jget '=>d.link.find(l=>l.relation==="next").url' <"$TMP/body")
 case "$next" in "$STORAGE"/fhir/Observation\?*) ;; *) fail "next-other-origin: $next";; esac
 st=$(req "$next")
-[ "$st" = 200 ] && [ "$(jget '=>d.entry.length' <"$WORK/body")" = 2 ] || fail "storage page: $st"
+[ "$st" = 200 ] && [ "$(jget '=>d.entry.length' <"$TMP/body")" = 2 ] || fail "storage page: $st"
 add_fault '{"fault":"next-loop","on":"search"}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
-[ "$(jget '=>d.link.find(l=>l.relation==="next").url===d.link.find(l=>l.relation==="self").url' <"$WORK/body")" = true ] ||
+[ "$(jget '=>d.link.find(l=>l.relation==="next").url===d.link.find(l=>l.relation==="self").url' <"$TMP/body")" = true ] ||
     fail "next-loop"
 add_fault '{"fault":"malformed-bundle","on":"search"}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
-[ "$st" = 200 ] && [ "$(jget '=>Array.isArray(d.entry)' <"$WORK/body")" = false ] || fail "malformed-bundle entry"
+[ "$st" = 200 ] && [ "$(jget '=>Array.isArray(d.entry)' <"$TMP/body")" = false ] || fail "malformed-bundle entry"
 add_fault '{"fault":"malformed-bundle","on":"search","variant":"no-resource-type"}'
 st=$(req -H "Authorization: Bearer $TOKEN" "$BASE/Observation?_count=2")
-[ "$(jget '=>"resourceType" in d.entry[0].resource' <"$WORK/body")" = false ] || fail "malformed-bundle resourceType"
+[ "$(jget '=>"resourceType" in d.entry[0].resource' <"$TMP/body")" = false ] || fail "malformed-bundle resourceType"
 ok
 
 # ---- rate-limit: 3 a minute for one client (8 quick requests cross at most one minute edge)
@@ -189,20 +189,20 @@ fi
 ok
 
 # ---- hit counts and the request log
-curl -sS "$ADMIN/faults" >"$WORK/faults.json"
-[ "$(jget '=>d.faults.find(f=>f.fault==="rate-limit").hits>=1' <"$WORK/faults.json")" = true ] || fail "hits"
-[ "$(jget '=>d.faults.find(f=>f.fault==="next-loop").hits' <"$WORK/faults.json")" = 1 ] || fail "next-loop hits"
-[ "$(jget '=>d.faults.find(f=>f.fault==="next-loop").remaining' <"$WORK/faults.json")" = 0 ] || fail "remaining"
+curl -sS "$ADMIN/faults" >"$TMP/faults.json"
+[ "$(jget '=>d.faults.find(f=>f.fault==="rate-limit").hits>=1' <"$TMP/faults.json")" = true ] || fail "hits"
+[ "$(jget '=>d.faults.find(f=>f.fault==="next-loop").hits' <"$TMP/faults.json")" = 1 ] || fail "next-loop hits"
+[ "$(jget '=>d.faults.find(f=>f.fault==="next-loop").remaining' <"$TMP/faults.json")" = 0 ] || fail "remaining"
 for f in 503 429 html 500-transient truncate reset slow wrong-content-type expire-token redirect \
          next-other-origin next-loop malformed-bundle rate-limit; do
-    grep -q "\"fault\":\"$f\"" "$WORK/requests.ndjson" || fail "fault $f not in the --request-log file"
+    grep -q "\"fault\":\"$f\"" "$TMP/requests.ndjson" || fail "fault $f not in the --request-log file"
 done
 curl -sS "$ADMIN/requests" | grep -c '"fault":"rate-limit"' >/dev/null || fail "rate-limit not in /admin/requests"
 last=$(curl -sS "$ADMIN/requests" | tail -n 1 | jget .seq)
 curl -sS -o /dev/null "$BASE/metadata"
 [ "$(curl -sS "$ADMIN/requests?since=$last" | wc -l)" = 1 ] || fail "/admin/requests?since"
 [ "$(curl -sS "$ADMIN/requests?since=$last" | jget .seq)" = $((last + 1)) ] || fail "since seq"
-grep -q 'secret' "$WORK/requests.ndjson" && fail "a secret reached the request log"
+grep -q 'secret' "$TMP/requests.ndjson" && fail "a secret reached the request log"
 st=$(req -X POST -H 'Content-Type: application/json' --data '{"fault":"teapot"}' "$ADMIN/faults")
 [ "$st" = 400 ] || fail "unknown fault accepted"
 st=$(req -X POST -H 'Content-Type: application/json' --data '{"fault":"truncate","on":"token"}' "$ADMIN/faults")
@@ -214,4 +214,4 @@ curl -sS -X DELETE "$ADMIN/requests" | grep -c cleared >/dev/null || fail "DELET
 ok
 
 stop_sandbox
-echo "PASS test_sandbox_faults ($CHECKS checks)"
+finish

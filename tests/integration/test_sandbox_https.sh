@@ -5,32 +5,32 @@
 # and the token endpoint's aud is the https token URL.
 set -euo pipefail
 
-source "$(dirname "$0")/sandbox_lib.sh" https
+source "$(dirname "$0")/lib.sh"
 
 command -v openssl >/dev/null || { echo "SKIP: no openssl"; exit 0; }
 (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null) || fail "openssl req"
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null) || fail "openssl req"
 
-cat >"$WORK/clients.json" <<'EOF'
+cat >"$TMP/clients.json" <<'EOF'
 {"clients": [{"client_id": "tls-a", "token_endpoint_auth_method": "client_secret_basic",
               "client_secret": "secret-a", "scope": "system/*.read"}]}
 EOF
-start_sandbox --patients 3 --clients "$WORK/clients.json" --tls-cert "$WORK/cert.pem" \
-    --tls-key "$WORK/key.pem"
+start_sandbox --patients 3 --clients "$TMP/clients.json" --tls-cert "$TMP/cert.pem" \
+    --tls-key "$TMP/key.pem"
 
-BASE=$(jget .base_url <"$WORK/ready.json")
-TOKEN_URL=$(jget .token_url <"$WORK/ready.json")
-STORAGE=$(jget .storage_base_url <"$WORK/ready.json")
-PORT=$(jget .port <"$WORK/ready.json")
+BASE=$(jget .base_url <"$SANDBOX_DIR/ready.json")
+TOKEN_URL=$(jget .token_url <"$SANDBOX_DIR/ready.json")
+STORAGE=$(jget .storage_base_url <"$SANDBOX_DIR/ready.json")
+PORT=$(jget .port <"$SANDBOX_DIR/ready.json")
 case "$BASE" in https://127.0.0.1:*/fhir) ;; *) fail "base URL $BASE is not https";; esac
 case "$STORAGE" in https://localhost:*/storage) ;; *) fail "storage URL $STORAGE is not https";; esac
-grep -q "https://127.0.0.1:$PORT/fhir" "$WORK/sandbox.out" || fail "stdout lacks the https base URL"
+grep -q "https://127.0.0.1:$PORT/fhir" "$SANDBOX_DIR/sandbox.out" || fail "stdout lacks the https base URL"
 ok
 
-C=(curl -sS --cacert "$WORK/cert.pem")
-st=$("${C[@]}" -o "$WORK/body" -w '%{http_code}' "$BASE/.well-known/smart-configuration")
-[ "$st" = 200 ] && [ "$(jget .token_endpoint <"$WORK/body")" = "$TOKEN_URL" ] || fail "discovery over https: $st"
+C=(curl -sS --cacert "$TMP/cert.pem")
+st=$("${C[@]}" -o "$TMP/body" -w '%{http_code}' "$BASE/.well-known/smart-configuration")
+[ "$st" = 200 ] && [ "$(jget .token_endpoint <"$TMP/body")" = "$TOKEN_URL" ] || fail "discovery over https: $st"
 rc=0; curl -sS -o /dev/null "$BASE/metadata" 2>/dev/null || rc=$?
 [ "$rc" = 60 ] || fail "an unknown CA was not refused (curl rc $rc)"
 rc=0; curl -sS -o /dev/null --max-time 5 "http://127.0.0.1:$PORT/fhir/metadata" 2>/dev/null || rc=$?
@@ -39,29 +39,29 @@ ok
 
 TOKEN=$("${C[@]}" -u tls-a:secret-a --data grant_type=client_credentials "$TOKEN_URL" | jget .access_token)
 [ ${#TOKEN} -ge 40 ] || fail "no token over https"
-st=$("${C[@]}" -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$BASE/Patient?_count=2")
+st=$("${C[@]}" -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$BASE/Patient?_count=2")
 [ "$st" = 200 ] || fail "search over https: $st"
-next=$(jget '=>d.link.find(l=>l.relation==="next").url' <"$WORK/body")
+next=$(jget '=>d.link.find(l=>l.relation==="next").url' <"$TMP/body")
 case "$next" in https://127.0.0.1:*) ;; *) fail "next link $next is not https";; esac
 ok
 
 # a bulk file through the storage origin (https://localhost) after a redirect
-curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' --cacert "$WORK/cert.pem" \
+curl -sS -o /dev/null -X POST -H 'Content-Type: application/json' --cacert "$TMP/cert.pem" \
     --data '{"fault":"redirect","on":"download"}' "https://127.0.0.1:$PORT/admin/faults"
-"${C[@]}" -o /dev/null -D "$WORK/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
+"${C[@]}" -o /dev/null -D "$TMP/headers" -H "Authorization: Bearer $TOKEN" -H 'Accept: application/fhir+json' \
     -H 'Prefer: respond-async' "$BASE/\$export?_type=Patient"
-STATUS=$(tr -d '\r' <"$WORK/headers" | sed -n 's/^content-location: //Ip')
+STATUS=$(tr -d '\r' <"$TMP/headers" | sed -n 's/^content-location: //Ip')
 case "$STATUS" in https://127.0.0.1:*) ;; *) fail "Content-Location $STATUS is not https";; esac
 for _ in $(seq 1 400); do
-    st=$("${C[@]}" -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$STATUS")
+    st=$("${C[@]}" -o "$TMP/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$STATUS")
     [ "$st" = 200 ] && break
     sleep 0.05
 done
 [ "$st" = 200 ] || fail "export over https did not finish"
-FILE=$(jget '=>d.output[0].url' <"$WORK/body")
-"${C[@]}" -L -o "$WORK/patients.ndjson" -H "Authorization: Bearer $TOKEN" "$FILE" || fail "download via storage"
-[ "$(wc -l <"$WORK/patients.ndjson")" = 3 ] || fail "storage copy over https"
+FILE=$(jget '=>d.output[0].url' <"$TMP/body")
+"${C[@]}" -L -o "$TMP/patients.ndjson" -H "Authorization: Bearer $TOKEN" "$FILE" || fail "download via storage"
+[ "$(wc -l <"$TMP/patients.ndjson")" = 3 ] || fail "storage copy over https"
 ok
 
 stop_sandbox
-echo "PASS test_sandbox_https ($CHECKS checks)"
+finish

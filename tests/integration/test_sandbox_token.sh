@@ -4,17 +4,17 @@
 # server in --rs384-only mode refusing ES384.
 set -euo pipefail
 
-source "$(dirname "$0")/sandbox_lib.sh" token
+source "$(dirname "$0")/lib.sh"
 
-if [ ! -d "$SRC/tests/interop/node_modules/jose" ]; then
-    (cd "$SRC/tests/interop" && npm ci --no-audit --no-fund >/dev/null)
+if [ ! -d "$FHIRSYNC_SOURCE_DIR/tests/interop/node_modules/jose" ]; then
+    (cd "$FHIRSYNC_SOURCE_DIR/tests/interop" && npm ci --no-audit --no-fund >/dev/null)
 fi
 
 start_sandbox --patients 5
-node "$SRC/tests/integration/sandbox_token_cases.mjs" "$WORK/ready.json" normal || fail "token cases"
+node "$FHIRSYNC_SOURCE_DIR/tests/integration/sandbox_token_cases.mjs" "$SANDBOX_DIR/ready.json" normal || fail "token cases"
 stop_sandbox
 
 start_sandbox --patients 5 --rs384-only
-node "$SRC/tests/integration/sandbox_token_cases.mjs" "$WORK/ready.json" rs384only || fail "rs384-only cases"
+node "$FHIRSYNC_SOURCE_DIR/tests/integration/sandbox_token_cases.mjs" "$SANDBOX_DIR/ready.json" rs384only || fail "rs384-only cases"
 stop_sandbox
-echo "PASS test_sandbox_token"
+finish

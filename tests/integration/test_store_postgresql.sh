@@ -5,14 +5,17 @@
 # exact bytes, the upsert rule on the row and COPY paths, deletions, quarantine, runs and an atomic
 # watermark, advisory locks held by other sessions and by killed processes, SKIP LOCKED claims,
 # lease takeover, three worker processes), then `fhirsync query` on it (and on an SQLite file for
-# comparison), a small benchmark run
-# (smoke only: no test fails on a timing), and checks that a password in the URL never shows.
+# comparison), a small run of bench/store_bench (smoke only: no test fails on a timing), and checks
+# that a password in the URL never shows.
 # The cluster is stopped and removed at the end, whatever happens.
 source "$(dirname "$0")/lib.sh"
 : "${FHIRSYNC_BUILD_DIR:?FHIRSYNC_BUILD_DIR must point at the build directory}"
 
 TEST_STORE="$FHIRSYNC_BUILD_DIR/tests/test_store"
 [ -x "$TEST_STORE" ] || { echo "FAIL - $TEST_STORE is not built"; exit 1; }
+# the loader of NDJSON files (store_bench --load), also used by bench/sync_bench.sh
+STORE_BENCH="$FHIRSYNC_BUILD_DIR/bench/store_bench"
+[ -x "$STORE_BENCH" ] || { echo "FAIL - $STORE_BENCH is not built (FHIRSYNC_BENCH=ON)"; exit 1; }
 start_pg store
 URL=$PG_URL
 ok "PostgreSQL started: $URL"
@@ -37,7 +40,7 @@ cat >"$TMP/resources.ndjson" <<'EOF'
 not json at all
 EOF
 expect_exit 1 "loading 3 good lines and 1 bad one" -- \
-    "$TEST_STORE" --load "$URL" "$TMP/resources.ndjson"
+    "$STORE_BENCH" --load "$URL" "$TMP/resources.ndjson"
 expect_match "$OUT" "total 3 stored, 1 rejected" "the loader stored 3 and refused 1"
 
 expect_exit 0 "query counts" -- "$FHIRSYNC_BIN" query counts --store "$URL" --format tsv
@@ -74,7 +77,7 @@ expect_exit 0 "query quarantine" -- "$FHIRSYNC_BIN" query quarantine --store "$U
 
 # the same command on the default engine (SQLite): same answers
 expect_exit 1 "loading the same lines into SQLite" -- \
-    "$TEST_STORE" --load "$TMP/store.db" "$TMP/resources.ndjson"
+    "$STORE_BENCH" --load "$TMP/store.db" "$TMP/resources.ndjson"
 expect_exit 0 "query patient q1 on SQLite" -- \
     "$FHIRSYNC_BIN" query patient q1 --store "$TMP/store.db" --format ndjson
 expect_match "$OUT" '"value":6.0E-3,' "SQLite gives the same bytes back"
@@ -96,10 +99,12 @@ expect_no_match "$ERR$OUT" "Pa55word-never-shown" "the password is not shown"
 expect_match "$ERR" "alice@127.0.0.1" "the error names user and host"
 
 # ---- the benchmark still runs (smoke: 3,000 resources; no timing is checked) ------------------
-expect_exit 0 "test_store --bench 3000 with PostgreSQL" -- env FHIRSYNC_BENCH_BATCH=1000 \
-    "$TEST_STORE" --bench 3000 "$URL"
+expect_exit 0 "bench/store_bench 3000 with PostgreSQL" -- env FHIRSYNC_BENCH_BATCH=1000 \
+    "$STORE_BENCH" 3000 "$URL"
 expect_match "$OUT" "PostgreSQL: bulk batch" "the PostgreSQL line is printed"
 expect_match "$OUT" "ratio fhirsync / bare inserts" "the ratio line is printed"
+expect_match "$OUT" "BENCH \\| SQLite: fhirsync_store_put vs bare INSERT loop" \
+    "the summary line for bench/run.sh is printed"
 
 "$PG_SCRIPT" stop "$PG_DIR"
 [ ! -e "$PG_DIR" ] && ok "stop removes the cluster" || not_ok "$PG_DIR is still there"

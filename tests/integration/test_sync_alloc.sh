@@ -9,7 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 cd "$TMP"
-start_sandbox walk --patients 1
+start_sandbox --profile walk --patients 1
 export FHIRSYNC_SYNC_WALK_BASE_URL=$BASE_URL
 export FHIRSYNC_SYNC_WALK_CLIENT_ID=sync-test
 export FHIRSYNC_SYNC_WALK_KEY=$TMP/keys/sync.key.pem

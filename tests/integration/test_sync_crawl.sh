@@ -8,7 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 cd "$TMP"
-start_sandbox crawler --patients 20
+start_sandbox --profile crawler --patients 20
 DB=$TMP/crawl.db
 crawl() { "$F" sync --store "$DB" --mode crawl --json --no-progress "$@"; }
 

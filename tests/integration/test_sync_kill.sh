@@ -16,7 +16,7 @@ SEED=${FHIRSYNC_KILL_SEED:-$(($(date +%s) % 100000))}
 KILLS=${FHIRSYNC_KILLS:-20}
 echo "# kill -9 test: seed $SEED (replay with FHIRSYNC_KILL_SEED=$SEED), $KILLS kills"
 RANDOM=$SEED
-start_sandbox kill --patients 100 --resources-per-file 80 --export-delay-ms 700
+start_sandbox --profile kill --patients 100 --resources-per-file 80 --export-delay-ms 700
 DB=$TMP/killed.db
 killed=0 finished=0 resumed=0 round=0
 while [ "$killed" -lt "$KILLS" ] && [ "$round" -lt $((KILLS * 3)) ]; do
@@ -80,7 +80,7 @@ stop_sandbox
 # ---- kill -9 during full syncs that reconcile, against a server that never lists deletions and
 # stamps transactionTime late: the last uninterrupted --full run leaves the store equal to the
 # server (its reconciliation counts the rows loaded by killed runs of the same export as returned)
-start_sandbox killq --patients 40 --resources-per-file 60 --export-delay-ms 500 \
+start_sandbox --profile killq --patients 40 --resources-per-file 60 --export-delay-ms 500 \
     --quirk no-deleted --quirk late-transaction-time
 DBQ=$TMP/killed-quirks.db
 QKILLS=${FHIRSYNC_QUIRK_KILLS:-8}

@@ -18,7 +18,7 @@ db() {
     printf '%s' "$URL" | sed "s|/fhirsync_test|/$1|"
 }
 
-start_sandbox pgclinic --patients 30 --resources-per-file 250
+start_sandbox --profile pgclinic --patients 30 --resources-per-file 250
 PG=$(db sync_main)
 expect_exit 0 "full sync into PostgreSQL" -- "$F" sync --store "$PG" --json
 RUN1=$(tail -1 <<<"$OUT")
@@ -87,7 +87,7 @@ SEED=${FHIRSYNC_KILL_SEED:-$(($(date +%s) % 100000))}
 KILLS=${FHIRSYNC_PG_KILLS:-8}
 echo "# PostgreSQL kill -9: seed $SEED (replay with FHIRSYNC_KILL_SEED=$SEED), $KILLS kills"
 RANDOM=$SEED
-start_sandbox pgkill --patients 60 --resources-per-file 80 --export-delay-ms 700
+start_sandbox --profile pgkill --patients 60 --resources-per-file 80 --export-delay-ms 700
 PGK=$(db sync_kill)
 killed=0 round=0
 while [ "$killed" -lt "$KILLS" ] && [ "$round" -lt $((KILLS * 3)) ]; do

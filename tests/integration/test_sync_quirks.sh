@@ -28,7 +28,7 @@ round() {
     ROUNDS=$((${ROUNDS:-0} + 1))
     name=q${ROUNDS}_$(printf '%s' "$quirk" | tr -c 'a-z0-9' '_')_$engine
     local want=${ROUND_EXIT:-0}
-    start_sandbox "$name" --patients 12 --resources-per-file 200 --quirk "$quirk"
+    start_sandbox --profile "$name" --patients 12 --resources-per-file 200 --quirk "$quirk"
     [ -z "${ROUND_FAULT:-}" ] || add_fault "$ROUND_FAULT"
     if [ "$engine" = pg ]; then store=$(pg_store "$name"); else store=$TMP/$name.db; fi
     arm_mutation 0.1 0.05
@@ -72,7 +72,7 @@ for engine in sqlite pg; do
 done
 
 # ---- a file the server always cuts at the same place: the sync ends, bounded, and names it ---------
-start_sandbox cut --patients 3 --quirk truncate-same-place
+start_sandbox --profile cut --patients 3 --quirk truncate-same-place
 printf 'max_retries = 2\nretry_cap = 1\n' >>"$SANDBOX_DIR/fhirsync.ini"
 T0=$SECONDS
 expect_exit 9 "a file cut at the same place on every attempt: the sync fails (network, exit 9)" -- \
@@ -85,13 +85,13 @@ expect_match "$(sql "$TMP/cut.db" 'SELECT count(*) FROM sync_state WHERE waterma
 stop_sandbox
 
 # ---- kick-off refused for read scopes: a clear failure, nothing stored ----------------------------
-start_sandbox writescope --patients 2 --quirk export-needs-write-scope
+start_sandbox --profile writescope --patients 2 --quirk export-needs-write-scope
 expect_exit 5 "a server that wants a write scope to kick off: authorization refused (exit 5)" -- \
     "$F" sync --store "$TMP/writescope.db" --no-progress
 stop_sandbox
 
 # ---- the default asks for every type; CapabilityStatement does not trim it ------------------------
-start_sandbox alltypes --patients 6 --quirk capability-fewer-types
+start_sandbox --profile alltypes --patients 6 --quirk capability-fewer-types
 expect_exit 0 "a default sync" -- "$F" sync --store "$TMP/alltypes.db" --json
 expect_match "$(sql "$TMP/alltypes.db" 'SELECT count(*) FROM "Immunization"')" '^[1-9]' \
     "Immunization is synced although the CapabilityStatement omits it"
@@ -111,7 +111,7 @@ expect_match "$(json_field "$RUN" 'j.types.Observation.deleted + " " + j.types.O
 stop_sandbox
 
 # ---- unrequested types: stored, warned, never reconciled -----------------------------------------
-start_sandbox extra --patients 6 --quirk extra-types
+start_sandbox --profile extra --patients 6 --quirk extra-types
 echo "types = Patient,Encounter" >>"$SANDBOX_DIR/fhirsync.ini"
 expect_exit 0 "a sync asking for Patient and Encounter" -- "$F" sync --store "$TMP/extra.db"
 expect_match "$ERR" "returned Practitioner, which was not asked for" "the extra type is named"
@@ -123,7 +123,7 @@ expect_match "$(sql "$TMP/extra.db" "SELECT count(*) FROM deletions WHERE resour
 stop_sandbox
 
 # ---- doctor says when a server never lists deletions -----------------------------------------------
-start_sandbox nodel --patients 6 --quirk no-deleted
+start_sandbox --profile nodel --patients 6 --quirk no-deleted
 echo "store = $TMP/nodel.db" >>"$SANDBOX_DIR/fhirsync.ini"
 expect_exit 0 "a full sync (no-deleted)" -- "$F" sync --no-progress
 mutate 0 0.1 >/dev/null
@@ -136,14 +136,14 @@ expect_match "$OUT" "reconcile_every" "and names the setting that helps"
 stop_sandbox
 
 # ---- a POSTed Parameters body ignored: the export says so ----------------------------------------
-start_sandbox postbody --patients 3 --quirk ignore-post-body
+start_sandbox --profile postbody --patients 3 --quirk ignore-post-body
 expect_exit 0 "an export POSTing _type=Patient to a server that ignores the body" -- \
     "$F" export --post --type Patient --level system --out "$TMP/postbody-export"
 expect_match "$ERR" "may have ignored the POSTed Parameters body" "the export says the body was ignored"
 stop_sandbox
 
 # ---- the share guard: a server that returns far fewer resources does not wipe the mirror ----------
-start_sandbox guard --patients 10
+start_sandbox --profile guard --patients 10
 expect_exit 0 "a full sync" -- "$F" sync --store "$TMP/guard.db" --no-progress
 BEFORE=$(sql "$TMP/guard.db" 'SELECT count(*) FROM "Observation"')
 mutate 0 0.7 >/dev/null

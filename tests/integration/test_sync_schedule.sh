@@ -8,7 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 cd "$TMP"
-start_sandbox svc --patients 5
+start_sandbox --profile svc --patients 5
 SVC_ADMIN=$ADMIN_URL
 runs() { sql "$1" "SELECT count(*) FROM sync_runs WHERE status <> 'running'" 2>/dev/null || echo 0; }
 started() { sql "$1" "SELECT count(*) FROM sync_runs" 2>/dev/null || echo 0; }
@@ -48,7 +48,7 @@ BAD=$(awk '$1 < 1 || $1 > 4' <<<"$GAPS")
     not_ok "gaps between runs: $(echo $GAPS)"
 
 # ---- SIGTERM during a run's export: exit 12, the next start resumes ----------------------------------
-start_sandbox slow --patients 5 --export-delay-ms 4000
+start_sandbox --profile slow --patients 5 --export-delay-ms 4000
 service "$TMP/b.db"
 in_export() { grep -q 'export started' "$TMP/svc.err" 2>/dev/null || [ "$(started "$TMP/b.db")" -ge 1 ]; }
 wait_for in_export || true

@@ -9,7 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/sync_lib.sh"
 cd "$TMP"
-start_sandbox clinic --patients 30 --resources-per-file 300
+start_sandbox --profile clinic --patients 30 --resources-per-file 300
 DB=$TMP/clinic.db
 
 # ---- a full sync ---------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ expect_exit 0 "after a --full sync the quarantined resources are there" -- \
 same_dump "$TMP/bad.db" "$TMP/fresh.db" "--full repairs what was quarantined"
 
 # ---- two syncs of one endpoint: a lock ------------------------------------------------------------------
-start_sandbox slow --patients 5 --export-delay-ms 3000
+start_sandbox --profile slow --patients 5 --export-delay-ms 3000
 "$F" sync --store "$TMP/lock.db" --no-progress >"$TMP/a.out" 2>"$TMP/a.err" &
 A=$!
 PIDS+=("$A")

@@ -18,7 +18,7 @@ start_pg workers
 PG=$PG_URL
 ok "PostgreSQL started"
 cd "$TMP"
-start_sandbox practice --patients 60 --resources-per-file 25
+start_sandbox --profile practice --patients 60 --resources-per-file 25
 q() { sql "$PG" "$1"; }
 
 # worker ID [sync options...]: start a worker in the background (lease 3 s), its pid in WPID
@@ -167,7 +167,7 @@ expect_bulk_watermark "$WM" "$TT" "and moved the watermark"
 
 # ---- a server that never lists deletions: workers reconcile ---------------------------------------
 stop_sandbox
-start_sandbox nodel --patients 16 --resources-per-file 40 --quirk no-deleted
+start_sandbox --profile nodel --patients 16 --resources-per-file 40 --quirk no-deleted
 (cd / && psql -q "$PG_URL" -c "CREATE DATABASE nodel" >/dev/null)
 PG=$(printf '%s' "$PG_URL" | sed "s|/fhirsync_test|/nodel|")
 # round SLOT WORKERS [sync options...]: queue a sync, run that many workers with the options, wait

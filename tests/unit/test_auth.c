@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -226,6 +227,44 @@ static void test_token_cache(void **state)
     fs_token_cache_clear();
 }
 
+/* What an auth handle tells before any request: the scope it will ask for, the token URL when the
+ * profile sets it, no discovery result; a symmetric client has no assertion to show. */
+static void test_auth_handle_accessors(void **state)
+{
+    (void)state;
+    fhirsync_error err = {0};
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("acc");
+    assert_non_null(ep);
+    assert_int_equal(setenv("FHIRSYNC_TEST_ACCESSOR_SECRET", "s3cr3t", 1), 0);
+    const char *settings[][2] = {{"base_url", "http://127.0.0.1:9/fhir"},
+                                 {"client_id", "c1"},
+                                 {"auth_method", "client_secret_basic"},
+                                 {"client_secret_env", "FHIRSYNC_TEST_ACCESSOR_SECRET"},
+                                 {"token_url", "http://127.0.0.1:9/token"}};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        assert_int_equal(fhirsync_endpoint_set(ep, settings[i][0], settings[i][1], "t", &err),
+                         FHIRSYNC_OK);
+    fhirsync_auth *auth = NULL;
+    assert_int_equal(fhirsync_auth_new(ep, &auth, &err), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_auth_scope(auth), "system/*.read"); /* the default */
+    /* known once the first token request settles it */
+    const char *token_url = fhirsync_auth_token_url(auth);
+    assert_true(!token_url || strcmp(token_url, "http://127.0.0.1:9/token") == 0);
+    assert_null(fhirsync_auth_smart_config(auth)); /* token_url set: no discovery yet */
+    char *jwt = NULL;
+    assert_int_equal(fhirsync_auth_assertion(auth, "http://127.0.0.1:9/token", &jwt, &err),
+                     FHIRSYNC_E_UNSUPPORTED);
+    assert_null(jwt);
+    fhirsync_auth_free(auth);
+    assert_int_equal(fhirsync_endpoint_set(ep, "scope", "system/Patient.rs", "t", &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_auth_new(ep, &auth, &err), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_auth_scope(auth), "system/Patient.rs");
+    fhirsync_auth_free(auth);
+    unsetenv("FHIRSYNC_TEST_ACCESSOR_SECRET");
+    fhirsync_endpoint_free(ep);
+}
+
 static void test_alloc_failures_in_parsers(void **state)
 {
     (void)state;
@@ -274,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_oauth_error),
         cmocka_unit_test(test_assertion_claims),
         cmocka_unit_test(test_token_cache),
+        cmocka_unit_test(test_auth_handle_accessors),
         cmocka_unit_test(test_alloc_failures_in_parsers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,6 +24,7 @@
 #include "bulk/bulk_internal.h"
 #include "core/core.h"
 #include "fhirsync/config.h"
+#include "fhirsync/keys.h"
 #include "http/http.h"
 #include "json/json.h"
 
@@ -872,6 +873,93 @@ static void test_state_damage(void **state)
     fs_bulk_state_clear(&st);
 }
 
+/* ---- the public handle's versioned structs and error model --------------------------------- */
+
+static void test_export_handle_api(void **state)
+{
+    (void)state;
+    /* _init: defaults and the version; an unknown version leaves the struct alone */
+    fhirsync_export_options o;
+    memset(&o, 0x7f, sizeof o);
+    assert_int_equal(fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION),
+                     FHIRSYNC_OK);
+    assert_int_equal(o.version, FHIRSYNC_EXPORT_OPTIONS_VERSION);
+    assert_int_equal(o.limits.version, FHIRSYNC_EXPORT_LIMITS_VERSION);
+    assert_int_equal(o.level, FHIRSYNC_EXPORT_SYSTEM);
+    assert_int_equal(o.delete_job, -1);
+    assert_false(o.post);
+    assert_null(o.out_dir);
+    assert_int_equal(o.limits.deadline_s, 0);
+    fhirsync_export_limits l;
+    memset(&l, 0x7f, sizeof l);
+    assert_int_equal(fhirsync_export_limits_init(&l, 0), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION + 1),
+                     FHIRSYNC_E_ARG);
+    assert_int_equal(o.version, FHIRSYNC_EXPORT_OPTIONS_VERSION);
+    assert_int_equal(l.stall_s, 0x7f7f7f7f7f7f7f7f);
+
+    char key[600], dir[600];
+    snprintf(key, sizeof key, "%s/handle.key.pem", tmpdir);
+    snprintf(dir, sizeof dir, "%s/handle-export", tmpdir);
+    fhirsync_error err = {0};
+    fhirsync_key *k = NULL;
+    assert_int_equal(fhirsync_key_generate(FHIRSYNC_ALG_ES384, 0, &k, &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_key_write_pem(k, key, &err), FHIRSYNC_OK);
+    fhirsync_key_free(k);
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("h");
+    assert_int_equal(fhirsync_endpoint_set(ep, "base_url", "http://127.0.0.1:9/fhir", "t", &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "client_id", "c", "t", &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "key_file", key, "t", &err), FHIRSYNC_OK);
+
+    /* options that skipped _init are refused by name, as are limits inside them */
+    fhirsync_export_options bare = {.out_dir = dir};
+    fhirsync_export *ex = NULL;
+    assert_int_equal(fhirsync_export_new(ep, &bare, &ex, &err), FHIRSYNC_E_ARG);
+    assert_null(ex);
+    assert_non_null(strstr(err.message, "fhirsync_export_options_init"));
+    o.out_dir = dir;
+    o.limits.version = 0;
+    assert_int_equal(fhirsync_export_new(ep, &o, &ex, &err), FHIRSYNC_E_ARG);
+    assert_non_null(strstr(err.message, "fhirsync_export_limits_init"));
+    assert_int_equal(fhirsync_export_limits_init(&o.limits, FHIRSYNC_EXPORT_LIMITS_VERSION),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_export_new(ep, &o, &ex, &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_export_errcode(ex), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_export_errmsg(ex), "");
+
+    /* the handle keeps its last failure: no job to delete before a kick-off */
+    assert_int_equal(fhirsync_export_delete_job(ex), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_export_errcode(ex), FHIRSYNC_E_ARG);
+    assert_true(strlen(fhirsync_export_errmsg(ex)) > 0);
+    assert_false(fhirsync_export_job_deleted(ex));
+    /* limits: unversioned ones are refused (recorded); NULL and versioned ones clear the error */
+    fhirsync_export_limits unset = {.deadline_s = 5};
+    assert_int_equal(fhirsync_export_set_limits(ex, &unset), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_export_errcode(ex), FHIRSYNC_E_ARG);
+    assert_non_null(strstr(fhirsync_export_errmsg(ex), "FHIRSYNC_EXPORT_LIMITS_VERSION"));
+    assert_int_equal(fhirsync_export_set_limits(ex, NULL), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_export_errcode(ex), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_export_errmsg(ex), "");
+    assert_int_equal(fhirsync_export_limits_init(&l, FHIRSYNC_EXPORT_LIMITS_VERSION), FHIRSYNC_OK);
+    l.deadline_s = 5;
+    assert_int_equal(fhirsync_export_set_limits(ex, &l), FHIRSYNC_OK);
+
+    /* stats: only a versioned struct is filled */
+    fhirsync_export_stats st = {.files = 9};
+    assert_int_equal(fhirsync_export_get_stats(ex, &st), FHIRSYNC_E_ARG);
+    assert_int_equal(st.files, 9);
+    assert_int_equal(fhirsync_export_stats_init(&st, 3), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_export_stats_init(&st, FHIRSYNC_EXPORT_STATS_VERSION), FHIRSYNC_OK);
+    st.files = 9;
+    assert_int_equal(fhirsync_export_get_stats(ex, &st), FHIRSYNC_OK);
+    assert_int_equal(st.version, FHIRSYNC_EXPORT_STATS_VERSION);
+    assert_int_equal(st.files, 0);
+    fhirsync_export_free(ex);
+    fhirsync_endpoint_free(ep);
+    unlink(key);
+}
+
 /* ---- the request ---------------------------------------------------------------------------- */
 
 static void test_request_build(void **state)
@@ -880,7 +968,7 @@ static void test_request_build(void **state)
     fhirsync_endpoint *ep = fhirsync_endpoint_new("t");
     assert_non_null(ep);
     fhirsync_export_options o;
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     const char *filters[] = {"Observation?category=laboratory", "Condition?clinical-status=active"};
     const char *params[] = {"_foo=a b&c"};
     o.types = "Patient,Observation";
@@ -901,7 +989,7 @@ static void test_request_build(void **state)
 
     /* POST with patients at group level: a Parameters body with typed values */
     const char *patients[] = {"123", "Patient/456"};
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_GROUP;
     o.group_id = "g-1";
     o.post = true;
@@ -937,28 +1025,28 @@ static void test_request_build(void **state)
     json_decref(req);
 
     /* refusals */
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_GROUP;
     assert_null(fs_bulk_request_build(&o, ep, &err));
     assert_non_null(strstr(err.message, "group id"));
     o.group_id = "bad/id";
     assert_null(fs_bulk_request_build(&o, ep, &err));
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_PATIENT;
     o.patients = patients;
     o.patient_count = 1;
     assert_null(fs_bulk_request_build(&o, ep, &err));
     assert_non_null(strstr(err.message, "POST"));
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.since = "last week";
     assert_null(fs_bulk_request_build(&o, ep, &err));
     assert_non_null(strstr(err.message, "instant"));
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.params = (const char *[]){"novalue"};
     o.param_count = 1;
     assert_null(fs_bulk_request_build(&o, ep, &err));
     /* the profile's group_id and types are the defaults */
-    fhirsync_export_options_init(&o);
+    fhirsync_export_options_init(&o, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     o.level = FHIRSYNC_EXPORT_GROUP;
     assert_int_equal(fhirsync_endpoint_set(ep, "group_id", "practice-7", "test", &err),
                      FHIRSYNC_OK);
@@ -1208,6 +1296,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test(test_state_damage),
         cmocka_unit_test(test_request_build),
+        cmocka_unit_test(test_export_handle_api),
         cmocka_unit_test(test_poll_delay),
         cmocka_unit_test(test_retry_budget),
         cmocka_unit_test(test_many_entries),

@@ -162,8 +162,15 @@ static void test_full_file(void **state)
     assert_null(fhirsync_config_endpoint_at(cfg, 2));
 
     /* endpoints added later inherit [defaults] too; a name in use is refused */
-    assert_null(fhirsync_config_add_endpoint(cfg, "practice-a"));
-    fhirsync_endpoint *added = fhirsync_config_add_endpoint(cfg, "later");
+    fhirsync_endpoint *added = (fhirsync_endpoint *)cfg; /* overwritten with NULL on failure */
+    fhirsync_error aerr = {0};
+    assert_int_equal(fhirsync_config_add_endpoint(cfg, "practice-a", &added, &aerr),
+                     FHIRSYNC_E_CONFIG);
+    assert_null(added);
+    assert_non_null(strstr(aerr.message, "practice-a"));
+    assert_int_equal(fhirsync_config_add_endpoint(NULL, "x", NULL, &aerr), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_config_endpoint_count(cfg), 2);
+    assert_int_equal(fhirsync_config_add_endpoint(cfg, "later", &added, &aerr), FHIRSYNC_OK);
     assert_non_null(added);
     assert_int_equal(fhirsync_config_endpoint_count(cfg), 3);
     assert_string_equal(fhirsync_endpoint_get(added, "timeout"), "90");
@@ -722,7 +729,10 @@ static void test_alloc_failure_walk(void **state)
         if (rc == FHIRSYNC_OK) {
             /* also the other allocating calls, under the same injected failure */
             copy = fhirsync_endpoint_dup(fhirsync_config_endpoint(cfg, "a"));
-            fhirsync_config_add_endpoint(cfg, "c");
+            fhirsync_endpoint *added = NULL;
+            fhirsync_error aerr;
+            fhirsync_code arc = fhirsync_config_add_endpoint(cfg, "c", &added, &aerr);
+            assert_true(arc == FHIRSYNC_OK ? added != NULL : arc == FHIRSYNC_E_NOMEM && !added);
         }
         bool fired = fs_alloc_failure_fired();
         fs_alloc_fail_at(0);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -25,6 +26,90 @@ static void assert_redacted(const char *in, const char *secret, const char *must
         fail();
     }
     fs_free(out);
+}
+
+/* Arrays that double: the first size, doubling, and refusals that keep the old array. */
+static void test_array_grow(void **state)
+{
+    (void)state;
+    size_t cap = 0;
+    int *items = fs_array_grow(NULL, &cap, sizeof *items, 4);
+    assert_non_null(items);
+    assert_int_equal(cap, 4);
+    for (int i = 0; i < 4; i++)
+        items[i] = i;
+    int *grown = fs_array_grow(items, &cap, sizeof *items, 4);
+    assert_non_null(grown);
+    assert_int_equal(cap, 8);
+    assert_int_equal(grown[3], 3);
+    items = grown;
+    size_t huge = SIZE_MAX / 2 + 1;
+    assert_null(fs_array_grow(items, &huge, sizeof *items, 4));
+    assert_int_equal(huge, SIZE_MAX / 2 + 1);
+    size_t big = SIZE_MAX / 8;
+    assert_null(fs_array_grow(items, &big, sizeof *items, 4)); /* bytes would overflow */
+    assert_int_equal(big, SIZE_MAX / 8);
+    size_t none = 0;
+    assert_null(fs_array_grow(NULL, &none, sizeof *items, 0));
+    assert_int_equal(cap, 8);
+    fs_free(items);
+}
+
+/* Plain base64 (HTTP Basic credentials): padded and unpadded, and what is refused. */
+static void test_b64_plain(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {"dXNlcjpwYXNz", "user:pass"}, {"YQ==", "a"}, {"YQ", "a"},   {"YWI=", "ab"},
+        {"YWI", "ab"},                 {"", ""},      {"+/+/", "\xfb\xff\xbf"}, {"YQ=", NULL},
+        {"YQ===", NULL},               {"Y", NULL},   {"YR==", NULL}, {"YW I=", NULL},
+        {"YWI-", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        unsigned char *out = NULL;
+        size_t len = 0;
+        bool ok = fs_b64_decode(cases[i].in, strlen(cases[i].in), &out, &len);
+        if (!cases[i].out) {
+            if (ok)
+                fprintf(stderr, "accepted: \"%s\"\n", cases[i].in);
+            assert_false(ok);
+            assert_null(out);
+            continue;
+        }
+        assert_true(ok);
+        assert_int_equal(len, strlen(cases[i].out));
+        assert_memory_equal(out, cases[i].out, len);
+        fs_free(out);
+    }
+    unsigned char *out = NULL;
+    size_t len = 0;
+    assert_false(fs_b64_decode("-_-_", 4, &out, &len)); /* the URL alphabet is not this one */
+    assert_true(fs_b64url_decode("-_-_", 4, &out, &len));
+    assert_int_equal(len, 3);
+    fs_free(out);
+}
+
+/* Writing whole: a pipe larger than one write's worth arrives complete; a closed descriptor
+ * fails. */
+static void test_write_all(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/fhirsync-test-io.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t n = 3 * 1024 * 1024;
+    char *data = malloc(n);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)(i * 7);
+    assert_true(fs_write_all(fd, data, n));
+    assert_int_equal(lseek(fd, 0, SEEK_END), (off_t)n);
+    close(fd);
+    unlink(path);
+    assert_false(fs_write_all(fd, data, 1));
+    free(data);
 }
 
 static void test_redact_headers_and_forms(void **state)
@@ -54,6 +139,23 @@ static void test_redact_headers_and_forms(void **state)
     assert_redacted("\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\"]", "zzz",
                     "client_secret_basic");
     assert_redacted("{\"code\":\"transient\"}", "zzz", "transient");
+}
+
+/* The public redaction path (fhirsync_redact) is the library's own: same masking, the caller's
+ * copy. */
+static void test_public_redact(void **state)
+{
+    (void)state;
+    char *out = fhirsync_redact("GET /x Authorization: Bearer abc.DEF-123 client_secret=s3cr3t");
+    assert_non_null(out);
+    assert_null(strstr(out, "abc.DEF-123"));
+    assert_null(strstr(out, "s3cr3t"));
+    assert_non_null(strstr(out, "GET /x"));
+    fhirsync_free(out);
+    out = fhirsync_redact("");
+    assert_non_null(out);
+    assert_string_equal(out, "");
+    fhirsync_free(out);
 }
 
 static void test_redact_unterminated_and_empty(void **state)
@@ -86,89 +188,21 @@ static void test_http_dates(void **state)
     assert_string_equal(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
 }
 
-static void test_retry_after(void **state)
-{
-    (void)state;
-    int64_t s;
-    assert_true(fs_parse_retry_after("120", 0, &s));
-    assert_int_equal(s, 120);
-    assert_true(fs_parse_retry_after(" 0 ", 0, &s));
-    assert_int_equal(s, 0);
-    assert_true(fs_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30, &s));
-    assert_int_equal(s, 30);
-    assert_true(fs_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 30, &s));
-    assert_int_equal(s, 0); /* a date in the past means now */
-    assert_true(fs_parse_retry_after("99999999999999999999999", 0, &s));
-    assert_true(s > 0); /* saturates; callers cap it */
-    assert_false(fs_parse_retry_after("-5", 0, &s));
-    assert_false(fs_parse_retry_after("12abc", 0, &s));
-    assert_false(fs_parse_retry_after("soon", 0, &s));
-}
-
-/* Every form of Retry-After the transport policy reads, and what it says each was. */
-static void test_retry_after_forms(void **state)
-{
-    (void)state;
-    int64_t now = 1714557600; /* 2024-05-01T10:00:00Z */
-    int64_t s = -1;
-    fs_retry_after_form form;
-    assert_true(fs_retry_after_parse("30", now, &s, &form));
-    assert_int_equal(s, 30);
-    assert_int_equal(form, FS_RETRY_AFTER_DELAY);
-    /* the largest plausible delay is still a delay */
-    assert_true(fs_retry_after_parse("999999999", now, &s, &form));
-    assert_int_equal(s, 999999999);
-    assert_int_equal(form, FS_RETRY_AFTER_DELAY);
-    assert_true(fs_retry_after_parse("Wed, 01 May 2024 10:01:00 GMT", now, &s, &form));
-    assert_int_equal(s, 60);
-    assert_int_equal(form, FS_RETRY_AFTER_DATE);
-    /* an absolute epoch in seconds: a time, 45 s from now, not a delay of 54 years */
-    assert_true(fs_retry_after_parse("1714557645", now, &s, &form));
-    assert_int_equal(s, 45);
-    assert_int_equal(form, FS_RETRY_AFTER_EPOCH_S);
-    assert_true(fs_retry_after_parse("1714557000", now, &s, &form));
-    assert_int_equal(s, 0); /* in the past: now */
-    /* in milliseconds, rounded up to whole seconds */
-    assert_true(fs_retry_after_parse("1714557645000", now, &s, &form));
-    assert_int_equal(s, 45);
-    assert_int_equal(form, FS_RETRY_AFTER_EPOCH_MS);
-    assert_true(fs_retry_after_parse("1714557600001", now, &s, &form));
-    assert_int_equal(s, 1);
-    assert_true(fs_retry_after_parse("1714557599999", now, &s, &form));
-    assert_int_equal(s, 0);
-    /* beyond milliseconds no clock means that: a huge delay that callers cap */
-    assert_true(fs_retry_after_parse("1714557645000000", now, &s, &form));
-    assert_int_equal(form, FS_RETRY_AFTER_DELAY);
-    assert_true(s > 86400);
-    assert_false(fs_retry_after_parse("in a minute", now, &s, &form));
-    assert_int_equal(form, FS_RETRY_AFTER_NONE);
-    assert_false(fs_retry_after_parse(NULL, now, &s, NULL));
-    assert_string_equal(fs_retry_after_form_name(FS_RETRY_AFTER_EPOCH_MS), "epoch milliseconds");
-    /* what is worth another attempt */
-    assert_true(fs_retryable_status(429));
-    assert_true(fs_retryable_status(503));
-    assert_false(fs_retryable_status(501));
-    assert_false(fs_retryable_status(404));
-    /* poll pacing: a floor whatever the server says, the cap above it */
-    assert_int_equal(fs_poll_delay_ms(0, 0, 1000, 300), 1000);
-    assert_int_equal(fs_poll_delay_ms(0, 7, 1000, 300), 7000);
-    assert_int_equal(fs_poll_delay_ms(0, 100000, 1000, 300), 300000);
-    assert_int_equal(fs_poll_delay_ms(0, 0, 9000000, 2), 2000); /* the floor never passes the cap */
-    for (unsigned a = 0; a < 20; a++)
-        assert_true(fs_poll_delay_ms(a, -1, 1000, 60) >= 1000);
-}
-
 static void test_backoff(void **state)
 {
     (void)state;
-    assert_int_equal(fs_backoff_ms(0, 7, 300), 7000);
-    assert_int_equal(fs_backoff_ms(3, 100000, 300), 300000); /* Retry-After capped */
     for (unsigned a = 0; a < 20; a++) {
-        int64_t d = fs_backoff_ms(a, -1, 60);
+        int64_t d = fs_backoff_ms(a, 60000);
         assert_true(d >= 0 && d <= 60000);
     }
-    int64_t first = fs_backoff_ms(0, -1, 300);
+    int64_t first = fs_backoff_ms(0, 300000);
     assert_true(first >= 500 && first <= 1000);
+    int64_t fourth = fs_backoff_ms(3, 300000); /* 8 s with jitter */
+    assert_true(fourth >= 4000 && fourth <= 8000);
+    int64_t capped = fs_backoff_ms(30, 2000); /* the cap, with jitter */
+    assert_true(capped >= 1000 && capped <= 2000);
+    int64_t unset = fs_backoff_ms(30, 0); /* no cap given: 300 s */
+    assert_true(unset >= 150000 && unset <= 300000);
 }
 
 static void test_instants(void **state)
@@ -345,11 +379,13 @@ int main(void)
 {
     fhirsync_global_init();
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_array_grow),
+        cmocka_unit_test(test_b64_plain),
+        cmocka_unit_test(test_write_all),
         cmocka_unit_test(test_redact_headers_and_forms),
+        cmocka_unit_test(test_public_redact),
         cmocka_unit_test(test_redact_unterminated_and_empty),
         cmocka_unit_test(test_http_dates),
-        cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_retry_after_forms),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_instants),
         cmocka_unit_test(test_urls),

@@ -1,6 +1,6 @@
 /* unit/test_fhir.c: the FHIR REST client's offline parts: the Bundle scanner (exact bytes of
  * entry resources, the JSON grammar, UTF-8 and escapes, repeated member names, the values it
- * reads), Bundle page parsing, OperationOutcome messages, the status to error-code mapping, the
+ * reads), Bundle page parsing, OperationOutcome messages, the
  * token-bucket rate limiter (with a fake clock and a fake sleeper: no timing in the assertions)
  * and its per-base-URL keys, the origin rule for absolute URLs, and which failed requests are
  * sent again (a local socket that hangs up; a closed port; a transfer cancelled mid-way).
@@ -646,27 +646,6 @@ static void test_outcome(void **state)
     assert_string_equal(o.summary + sizeof o.summary - 4, "...");
 }
 
-static void test_status_codes(void **state)
-{
-    (void)state;
-    assert_int_equal(fs_fhir_status_code(200), FHIRSYNC_OK);
-    assert_int_equal(fs_fhir_status_code(204), FHIRSYNC_OK);
-    assert_int_equal(fs_fhir_status_code(401), FHIRSYNC_E_UNAUTHORIZED);
-    assert_int_equal(fs_fhir_status_code(403), FHIRSYNC_E_FORBIDDEN);
-    assert_int_equal(fs_fhir_status_code(404), FHIRSYNC_E_NOT_FOUND);
-    assert_int_equal(fs_fhir_status_code(410), FHIRSYNC_E_NOT_FOUND);
-    assert_int_equal(fs_fhir_status_code(429), FHIRSYNC_E_RATE_LIMITED);
-    assert_int_equal(fs_fhir_status_code(500), FHIRSYNC_E_SERVER);
-    assert_int_equal(fs_fhir_status_code(503), FHIRSYNC_E_SERVER);
-    assert_int_equal(fs_fhir_status_code(599), FHIRSYNC_E_SERVER);
-    assert_int_equal(fs_fhir_status_code(400), FHIRSYNC_E_BAD_REQUEST);
-    assert_int_equal(fs_fhir_status_code(405), FHIRSYNC_E_BAD_REQUEST);
-    assert_int_equal(fs_fhir_status_code(422), FHIRSYNC_E_BAD_REQUEST);
-    assert_int_equal(fs_fhir_status_code(302), FHIRSYNC_E_HTTP);
-    assert_int_equal(fs_fhir_status_code(100), FHIRSYNC_E_HTTP);
-    assert_int_equal(fs_fhir_status_code(0), FHIRSYNC_E_HTTP);
-}
-
 static void test_describe_and_status_error(void **state)
 {
     (void)state;
@@ -1146,6 +1125,127 @@ static void test_buffer_cap(void **state)
     close(fd);
 }
 
+/* ---- the public client against a scripted server ------------------------------------------- */
+
+/* Answers `count` connections, one request each: the token POST, a search page of two Patients
+ * (no next link), a redirect-free read, and a 404 with an OperationOutcome for anything else. */
+typedef struct script_server {
+    int fd;
+    int count;
+} script_server;
+
+static void *answer_script(void *arg)
+{
+    script_server *s = arg;
+    for (int i = 0; i < s->count; i++) {
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            break;
+        char req[8192];
+        size_t got = 0;
+        ssize_t n;
+        while (got < sizeof req - 1 && (n = read(c, req + got, sizeof req - 1 - got)) > 0) {
+            got += (size_t)n;
+            req[got] = '\0';
+            char *end = strstr(req, "\r\n\r\n");
+            const char *cl = strcasestr(req, "Content-Length:");
+            size_t head_len = end ? (size_t)(end + 4 - req) : 0;
+            if (end && (!cl || cl > end || got >= head_len + strtoul(cl + 15, NULL, 10)))
+                break;
+        }
+        req[got] = '\0';
+        const char *status = "200 OK", *body;
+        if (strncmp(req, "POST /token", 11) == 0)
+            body = "{\"access_token\":\"t-1\",\"token_type\":\"bearer\",\"expires_in\":300,"
+                   "\"scope\":\"system/*.read\"}";
+        else if (strncmp(req, "GET /fhir/Patient?", 18) == 0)
+            body = "{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"total\":2,\"entry\":["
+                   "{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"a\"}},"
+                   "{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"b\"}}]}";
+        else if (strncmp(req, "GET /fhir/Patient/a ", 20) == 0)
+            body = "{\"resourceType\":\"Patient\",\"id\":\"a\"}";
+        else {
+            status = "404 Not Found";
+            body = "{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\","
+                   "\"code\":\"not-found\",\"diagnostics\":\"no such thing\"}]}";
+        }
+        char head[256];
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 %s\r\nContent-Type: application/fhir+json\r\n"
+                          "X-Test: yes\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                          status, strlen(body));
+        (void)!write(c, head, (size_t)hl);
+        (void)!write(c, body, strlen(body));
+        close(c);
+    }
+    return NULL;
+}
+
+/* The response accessors, the search counters and the client's error model (errcode and errmsg
+ * set by a failure, cleared by the next success). */
+static void test_client_public_calls(void **state)
+{
+    fixture *f = *state;
+    script_server s = {.fd = socket(AF_INET, SOCK_STREAM, 0), .count = 4};
+    assert_true(s.fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    assert_int_equal(bind(s.fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(s.fd, 8), 0);
+    assert_int_equal(getsockname(s.fd, (struct sockaddr *)&addr, &len), 0);
+    char base[64], token[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/fhir", ntohs(addr.sin_port));
+    snprintf(token, sizeof token, "http://127.0.0.1:%d/token", ntohs(addr.sin_port));
+    fhirsync_error err = {0};
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("scripted");
+    assert_non_null(ep);
+    assert_int_equal(fhirsync_endpoint_set(ep, "base_url", base, "t", &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "client_id", "c1", "t", &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "key_file", f->key, "t", &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "token_url", token, "t", &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "max_retries", "0", "t", &err), FHIRSYNC_OK);
+    fhirsync_client *client = NULL;
+    assert_int_equal(fhirsync_client_new(ep, &client, &err), FHIRSYNC_OK);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, answer_script, &s), 0);
+
+    /* a failure: the code and the server's words stay in the handle */
+    fhirsync_response *resp = NULL;
+    assert_int_equal(fhirsync_client_get(client, "Nothing/here", &resp), FHIRSYNC_E_NOT_FOUND);
+    assert_null(resp);
+    assert_int_equal(fhirsync_client_errcode(client), FHIRSYNC_E_NOT_FOUND);
+    assert_non_null(strstr(fhirsync_client_errmsg(client), "no such thing"));
+
+    /* a success clears them; the response tells its URL, status and headers */
+    assert_int_equal(fhirsync_client_get(client, "Patient/a", &resp), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_client_errcode(client), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_client_errmsg(client), "");
+    char url[96];
+    snprintf(url, sizeof url, "%s/Patient/a", base);
+    assert_string_equal(fhirsync_response_url(resp), url);
+    assert_int_equal(fhirsync_response_status(resp), 200);
+    assert_string_equal(fhirsync_response_header(resp, "x-test"), "yes");
+    fhirsync_response_free(resp);
+
+    /* a search counts its pages and resources */
+    fhirsync_search *search = NULL;
+    assert_int_equal(fhirsync_search_start(client, "Patient?_count=2", &search), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_search_count(search), 0);
+    const char *resource;
+    size_t n = 0;
+    while (fhirsync_search_next(search, &resource, NULL) == FHIRSYNC_OK && resource)
+        n++;
+    assert_int_equal(n, 2);
+    assert_int_equal(fhirsync_search_count(search), 2);
+    assert_int_equal(fhirsync_search_pages(search), 1);
+    assert_int_equal(fhirsync_search_total(search), 2);
+    fhirsync_search_free(search);
+    pthread_join(thread, NULL);
+    close(s.fd);
+    fhirsync_client_free(client);
+    fhirsync_endpoint_free(ep);
+}
+
 int main(void)
 {
     fhirsync_global_init();
@@ -1162,7 +1262,6 @@ int main(void)
         cmocka_unit_test(test_page_parse_errors),
         cmocka_unit_test(test_page_parse_alloc_walk),
         cmocka_unit_test(test_outcome),
-        cmocka_unit_test(test_status_codes),
         cmocka_unit_test(test_describe_and_status_error),
         cmocka_unit_test(test_bucket_arithmetic),
         cmocka_unit_test(test_ratelimit_registry),
@@ -1170,6 +1269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_origin_rule, setup_client, teardown_client),
         cmocka_unit_test_setup_teardown(test_retry_rules, setup_client, teardown_client),
         cmocka_unit_test_setup_teardown(test_buffer_cap, setup_client, teardown_client),
+        cmocka_unit_test_setup_teardown(test_client_public_calls, setup_client, teardown_client),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();

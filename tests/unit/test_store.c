@@ -12,14 +12,9 @@
  * PostgreSQL only: SKIP LOCKED with a row locked by another session, an advisory lock held by
  * another session, and the COPY path across several merges.
  *
- * Files go under $FHIRSYNC_TEST_TMP (or /tmp) in a fresh directory removed at the end.
- *
- * The same binary doubles as a benchmark and a loader (these modes do not run the tests):
- *   test_store --bench [ROWS] [POSTGRESQL_URL]   load ROWS (default 1,000,000) synthetic
- *       resources shaped like a Synthea export into SQLite, print resources/s and the ratio to a
- *       bare loop of SQLite inserts of the same rows; with a URL, also into PostgreSQL (COPY)
- *   test_store --load [--append] [--loaders N] LOCATION FILE.ndjson...   load NDJSON files, one
- *       batch per file (appends), by N processes at once; print counts and the total rate */
+ * The library's internal store API (store/store_lib.h: binding, locks, runs, the work queue) is
+ * tested here too. Files go under $FHIRSYNC_TEST_TMP (or /tmp) in a fresh directory removed at the
+ * end. The load benchmark is bench/store_bench.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,9 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +39,8 @@
 #include "core/core.h"
 #include "fhirsync/store.h"
 #include "store/fields.h"
-#include "store/store_int.h"
+#include "store/store_internal.h"
+#include "store/store_lib.h"
 
 #define assert_contains(haystack, needle)                                                          \
     do {                                                                                           \
@@ -738,40 +732,37 @@ static void test_bind_endpoint(void **state)
     fhirsync_error err = {0};
     const char *a = "https://ehr.example.org/fhir/r4";
     /* alone in the store, an endpoint may move to another base URL (the EHR moved) */
-    assert_ok(
-        fhirsync_store_bind_endpoint(s, "clinic-a", "https://old.example.org/fhir", false, &err));
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a", a, false, &err));
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a", a, false, &err)); /* again */
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a", "https://old.example.org/fhir", false, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a", a, false, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a", a, false, &err)); /* again */
     assert_string_equal(query1(s, "SELECT base_url FROM endpoints").text, a);
     /* the same server: another endpoint name, a trailing slash, scheme and host in capitals */
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-a-group", "HTTPS://EHR.example.org/fhir/r4/",
-                                           false, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-a-group", "HTTPS://EHR.example.org/fhir/r4/", false,
+                                     &err));
     /* another server, or another path on it */
     static const char *const others[] = {"https://other.example.org/fhir/r4",
                                          "https://ehr.example.org/fhir/R4"};
     for (size_t i = 0; i < 2; i++) {
-        assert_int_equal(fhirsync_store_bind_endpoint(s, "clinic-b", others[i], false, &err),
+        assert_int_equal(fs_store_bind_endpoint(s, "clinic-b", others[i], false, &err),
                          FHIRSYNC_E_CONFIG);
         assert_contains(err.message, "holds the data of endpoint clinic-a");
         assert_contains(err.message, "shared_store = yes");
     }
     assert_int_equal(query_long(s, "SELECT count(*) FROM endpoints WHERE name = 'clinic-b'"), 0);
     /* the user says it is the same server */
-    assert_ok(fhirsync_store_bind_endpoint(s, "clinic-b", others[0], true, &err));
+    assert_ok(fs_store_bind_endpoint(s, "clinic-b", others[0], true, &err));
     assert_string_equal(query1(s, "SELECT base_url FROM endpoints WHERE name = 'clinic-b'").text,
                         others[0]);
     /* with clinic-b's server recorded, a new endpoint of clinic-a's server is refused too */
-    assert_int_equal(fhirsync_store_bind_endpoint(s, "clinic-c", a, false, &err),
-                     FHIRSYNC_E_CONFIG);
+    assert_int_equal(fs_store_bind_endpoint(s, "clinic-c", a, false, &err), FHIRSYNC_E_CONFIG);
     assert_contains(err.message, "holds the data of endpoint clinic-b");
     /* inside a batch: the refusal leaves the batch usable */
     assert_ok(fhirsync_store_begin(s, 0, &err));
-    assert_int_equal(
-        fhirsync_store_bind_endpoint(s, "clinic-d", "https://d.example/fhir", false, &err),
-        FHIRSYNC_E_CONFIG);
+    assert_int_equal(fs_store_bind_endpoint(s, "clinic-d", "https://d.example/fhir", false, &err),
+                     FHIRSYNC_E_CONFIG);
     assert_ok(fhirsync_store_commit(s, &err));
-    assert_int_equal(fhirsync_store_bind_endpoint(s, NULL, a, false, &err), FHIRSYNC_E_ARG);
-    assert_int_equal(fhirsync_store_bind_endpoint(s, "x", "", false, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_bind_endpoint(s, NULL, a, false, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_bind_endpoint(s, "x", "", false, &err), FHIRSYNC_E_ARG);
     fhirsync_store_close(s);
 }
 
@@ -1031,35 +1022,40 @@ static void test_runs_and_watermark(void **state)
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
     assert_null(mark);
     int64_t run = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
     assert_true(run > 0);
-    fhirsync_run_end end = {FHIRSYNC_RUN_OK, "2024-06-01T10:00:00.123Z",
-                            "{\"Patient\":10,\"Observation\":1737}", 1747, 2, 0, NULL,
+    fs_store_run_end end = {FHIRSYNC_RUN_OK,
+                            "2024-06-01T10:00:00.123Z",
+                            "{\"Patient\":10,\"Observation\":1737}",
+                            1747,
+                            2,
+                            0,
+                            NULL,
                             "2024-06-01T10:00:00.123Z"};
-    assert_ok(fhirsync_store_run_finish(s, run, &end, &err));
+    assert_ok(fs_store_run_finish(s, run, &end, &err));
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
     assert_string_equal(mark, "2024-06-01T10:00:00.123Z");
     fhirsync_free(mark);
     /* finishing twice, bad ends */
-    assert_int_equal(fhirsync_store_run_finish(s, run, &end, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_run_finish(s, run, &end, &err), FHIRSYNC_E_ARG);
     assert_contains(err.message, "not running");
     int64_t run2 = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "crawl", "2024-06-01T10:00:00.123Z", &run2, &err));
-    fhirsync_run_end failed = {FHIRSYNC_RUN_FAILED, NULL, NULL, 0, 0, 0, "network down",
+    assert_ok(fs_store_run_begin(s, "ep", "crawl", "2024-06-01T10:00:00.123Z", &run2, &err));
+    fs_store_run_end failed = {FHIRSYNC_RUN_FAILED,   NULL, NULL, 0, 0, 0, "network down",
                                "2024-07-01T00:00:00Z"};
-    assert_int_equal(fhirsync_store_run_finish(s, run2, &failed, &err), FHIRSYNC_E_ARG);
-    fhirsync_run_end bad_counts = {FHIRSYNC_RUN_OK, NULL, "[1]", 0, 0, 0, NULL, NULL};
-    assert_int_equal(fhirsync_store_run_finish(s, run2, &bad_counts, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_run_finish(s, run2, &failed, &err), FHIRSYNC_E_ARG);
+    fs_store_run_end bad_counts = {FHIRSYNC_RUN_OK, NULL, "[1]", 0, 0, 0, NULL, NULL};
+    assert_int_equal(fs_store_run_finish(s, run2, &bad_counts, &err), FHIRSYNC_E_ARG);
     failed.new_watermark = NULL;
-    assert_ok(fhirsync_store_run_finish(s, run2, &failed, &err));
+    assert_ok(fs_store_run_finish(s, run2, &failed, &err));
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
     assert_string_equal(mark, "2024-06-01T10:00:00.123Z");
     fhirsync_free(mark);
     /* a crashed run stays "running" until the next holder of the lock starts one */
     int64_t crashed = 0, next = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &crashed, &err));
-    assert_ok(fhirsync_store_lock(s, "ep", "test", 0, &err));
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &next, &err));
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &crashed, &err));
+    assert_ok(fs_store_lock_endpoint(s, "ep", "test", 0, &err));
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &next, &err));
     runs_seen r;
     memset(&r, 0, sizeof r);
     assert_ok(fhirsync_store_runs(s, "ep", 10, collect_run, &r, &err));
@@ -1076,7 +1072,7 @@ static void test_runs_and_watermark(void **state)
     memset(&r, 0, sizeof r);
     assert_ok(fhirsync_store_runs(s, "other", 10, collect_run, &r, &err));
     assert_int_equal(r.count, 0);
-    assert_ok(fhirsync_store_unlock(s, "ep", &err));
+    assert_ok(fs_store_unlock_endpoint(s, "ep", &err));
     /* explicit reset */
     assert_ok(fhirsync_store_set_watermark(s, "ep", NULL, &err));
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
@@ -1109,14 +1105,14 @@ static void test_watermark_atomic(void **state)
         assert_int_equal(sqlite3_exec(db, trigger_sqlite, NULL, NULL, NULL), SQLITE_OK);
     }
     int64_t run = 0;
-    assert_ok(fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
-    fhirsync_run_end end = {FHIRSYNC_RUN_OK, "2024-02-01T00:00:00Z", NULL, 1, 0, 0, NULL,
+    assert_ok(fs_store_run_begin(s, "ep", "bulk", NULL, &run, &err));
+    fs_store_run_end end = {FHIRSYNC_RUN_OK,       "2024-02-01T00:00:00Z", NULL, 1, 0, 0, NULL,
                             "2024-02-01T00:00:00Z"};
     for (int bulk = 0; bulk < 2; bulk++) {
         assert_ok(fhirsync_store_begin(s, bulk ? FHIRSYNC_STORE_BULK : 0, &err));
         put_ok(s, NULL, patient("atomic", "A", "B"),
                f->pg && bulk ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
-        assert_int_equal(fhirsync_store_run_finish(s, run, &end, &err), FHIRSYNC_E_STORE);
+        assert_int_equal(fs_store_run_finish(s, run, &end, &err), FHIRSYNC_E_STORE);
         assert_contains(err.message, "injected failure");
         /* nothing of the batch: no row, the run still running, the old watermark */
         assert_int_equal(fhirsync_store_commit(s, &err), FHIRSYNC_E_ARG); /* already ended */
@@ -1142,7 +1138,7 @@ static void test_watermark_atomic(void **state)
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
     put_ok(s, NULL, patient("atomic", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
                                                        : FHIRSYNC_PUT_STORED);
-    assert_ok(fhirsync_store_run_finish(s, run, &end, &err));
+    assert_ok(fs_store_run_finish(s, run, &end, &err));
     assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 1);
     char *mark = NULL;
     assert_ok(fhirsync_store_watermark(s, "ep", &mark, &err));
@@ -1160,7 +1156,7 @@ static void test_watermark_atomic(void **state)
         fhirsync_error cerr = {0};
         int64_t crun = 0;
         if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK ||
-            fhirsync_store_run_begin(c, "ep", "bulk", NULL, &crun, &cerr) != FHIRSYNC_OK ||
+            fs_store_run_begin(c, "ep", "bulk", NULL, &crun, &cerr) != FHIRSYNC_OK ||
             fhirsync_store_begin(c, FHIRSYNC_STORE_BULK, &cerr) != FHIRSYNC_OK)
             _exit(1);
         for (int i = 0; i < 500; i++) {
@@ -1207,7 +1203,7 @@ static pid_t child_lock(const fixture *f, const char *endpoint, long timeout_ms,
         _exit(10);
     if (notify_fd >= 0 && write(notify_fd, "w", 1) != 1)
         _exit(11);
-    fhirsync_code rc = fhirsync_store_lock(c, endpoint, "child", timeout_ms, &err);
+    fhirsync_code rc = fs_store_lock_endpoint(c, endpoint, "child", timeout_ms, &err);
     if (rc != want) {
         fprintf(stderr, "child lock: %s (%s)\n", fhirsync_strerror(rc), err.message);
         _exit(12);
@@ -1232,11 +1228,10 @@ static void test_locks(void **state)
     fixture *f = *state;
     fhirsync_store *a = open_store(f), *b = open_store(f);
     fhirsync_error err = {0};
-    assert_ok(fhirsync_store_lock(a, "practice-a", "worker-1", 0, &err));
-    assert_ok(fhirsync_store_lock(a, "practice-a", "worker-1", 0, &err)); /* already ours */
-    assert_ok(fhirsync_store_lock_heartbeat(a, "practice-a", &err));
+    assert_ok(fs_store_lock_endpoint(a, "practice-a", "worker-1", 0, &err));
+    assert_ok(fs_store_lock_endpoint(a, "practice-a", "worker-1", 0, &err)); /* already ours */
     /* another handle of this process, and another process */
-    assert_int_equal(fhirsync_store_lock(b, "practice-a", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(b, "practice-a", NULL, 0, &err), FHIRSYNC_E_LOCKED);
     assert_contains(err.message, "practice-a");
     char pid_text[32];
     snprintf(pid_text, sizeof pid_text, "pid %ld", (long)getpid());
@@ -1245,21 +1240,21 @@ static void test_locks(void **state)
     assert_int_equal(wait_child(child_lock(f, "practice-a", 0, FHIRSYNC_E_LOCKED, -1)), 0);
     /* a bounded wait that runs out */
     int64_t t0 = fs_monotonic_ms();
-    assert_int_equal(fhirsync_store_lock(b, "practice-a", NULL, 300, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(b, "practice-a", NULL, 300, &err), FHIRSYNC_E_LOCKED);
     assert_true(fs_monotonic_ms() - t0 >= 290);
     /* other endpoints are independent */
-    assert_ok(fhirsync_store_lock(b, "practice-b", NULL, 0, &err));
+    assert_ok(fs_store_lock_endpoint(b, "practice-b", NULL, 0, &err));
     /* a waiter gets the lock once it is released */
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t waiter = child_lock(f, "practice-a", 30000, FHIRSYNC_OK, fds[1]);
     char byte;
     assert_int_equal(read(fds[0], &byte, 1), 1);
-    assert_ok(fhirsync_store_unlock(a, "practice-a", &err));
+    assert_ok(fs_store_unlock_endpoint(a, "practice-a", &err));
     assert_int_equal(wait_child(waiter), 0);
     close(fds[0]);
     close(fds[1]);
-    assert_int_equal(fhirsync_store_unlock(a, "practice-a", &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_unlock_endpoint(a, "practice-a", &err), FHIRSYNC_E_ARG);
     /* a holder killed with SIGKILL: its lock dies with it */
     assert_int_equal(pipe(fds), 0);
     pid_t holder = fork();
@@ -1268,26 +1263,26 @@ static void test_locks(void **state)
         fhirsync_store *c = NULL;
         fhirsync_error cerr = {0};
         if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK ||
-            fhirsync_store_lock(c, "practice-c", "doomed", 0, &cerr) != FHIRSYNC_OK ||
+            fs_store_lock_endpoint(c, "practice-c", "doomed", 0, &cerr) != FHIRSYNC_OK ||
             write(fds[1], "l", 1) != 1)
             _exit(1);
         pause();
         _exit(1);
     }
     assert_int_equal(read(fds[0], &byte, 1), 1);
-    assert_int_equal(fhirsync_store_lock(a, "practice-c", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(a, "practice-c", NULL, 0, &err), FHIRSYNC_E_LOCKED);
     assert_contains(err.message, "doomed");
     kill(holder, SIGKILL);
     assert_int_equal(wait_child(holder), 100 + SIGKILL);
-    assert_ok(fhirsync_store_lock(a, "practice-c", "successor", 10000, &err));
+    assert_ok(fs_store_lock_endpoint(a, "practice-c", "successor", 10000, &err));
     close(fds[0]);
     close(fds[1]);
     /* locks are not taken inside a batch; closing releases them */
     assert_ok(fhirsync_store_begin(a, 0, &err));
-    assert_int_equal(fhirsync_store_lock(a, "practice-d", NULL, 0, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_lock_endpoint(a, "practice-d", NULL, 0, &err), FHIRSYNC_E_ARG);
     assert_ok(fhirsync_store_rollback(a, &err));
     fhirsync_store_close(a);
-    assert_ok(fhirsync_store_lock(b, "practice-c", NULL, 0, &err));
+    assert_ok(fs_store_lock_endpoint(b, "practice-c", NULL, 0, &err));
     fhirsync_store_close(b);
 }
 
@@ -1312,110 +1307,112 @@ static void test_work_queue(void **state)
     fhirsync_store *s = open_store(f);
     fhirsync_error err = {0};
     int64_t ids[4] = {0};
-    fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", "export-1", "file:1",
-                               "{\"url\":\"https://ehr/1.ndjson\",\"type\":\"Patient\"}", 0};
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[0], &err));
+    fs_store_work_spec spec = {FS_STORE_WORK_FILE_LOAD,
+                               "ep",
+                               "export-1",
+                               "file:1",
+                               "{\"url\":\"https://ehr/1.ndjson\",\"type\":\"Patient\"}",
+                               0};
+    assert_ok(fs_store_work_enqueue(s, &spec, &ids[0], &err));
     int64_t again = 0;
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &again, &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &again, &err));
     assert_int_equal(again, ids[0]); /* the same key: the same item */
     spec.key = "file:2";
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[1], &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &ids[1], &err));
     spec.key = NULL;
-    spec.kind = FHIRSYNC_WORK_ENDPOINT_SYNC;
+    spec.kind = FS_STORE_WORK_ENDPOINT_SYNC;
     spec.batch = NULL;
     spec.payload = NULL;
     spec.max_attempts = 2;
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &ids[2], &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &ids[2], &err));
     spec.kind = "bogus";
-    assert_int_equal(fhirsync_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
-    spec.kind = FHIRSYNC_WORK_FILE_LOAD;
+    assert_int_equal(fs_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
+    spec.kind = FS_STORE_WORK_FILE_LOAD;
     spec.payload = "not json";
-    assert_int_equal(fhirsync_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fs_store_work_enqueue(s, &spec, NULL, &err), FHIRSYNC_E_ARG);
 
     /* claims in order, by kind */
-    fhirsync_work_item *item = NULL, *other = NULL;
-    assert_ok(fhirsync_store_work_claim(s, "w1", FHIRSYNC_WORK_ENDPOINT_SYNC, 60, &item, &err));
+    fs_store_work_item *item = NULL, *other = NULL;
+    assert_ok(fs_store_work_claim(s, "w1", FS_STORE_WORK_ENDPOINT_SYNC, 60, &item, &err));
     assert_non_null(item);
     assert_int_equal(item->id, ids[2]);
-    assert_string_equal(item->kind, FHIRSYNC_WORK_ENDPOINT_SYNC);
+    assert_string_equal(item->kind, FS_STORE_WORK_ENDPOINT_SYNC);
     assert_null(item->batch);
     assert_int_equal(item->attempts, 1);
-    fhirsync_work_item_free(item);
-    assert_ok(fhirsync_store_work_claim(s, "w1", NULL, 60, &item, &err));
+    fs_store_work_item_free(item);
+    assert_ok(fs_store_work_claim(s, "w1", NULL, 60, &item, &err));
     assert_int_equal(item->id, ids[0]);
     assert_string_equal(item->batch, "export-1");
     assert_string_equal(item->key, "file:1");
     assert_contains(item->payload, "https://ehr/1.ndjson");
-    assert_ok(fhirsync_store_work_claim(s, "w2", NULL, 60, &other, &err));
+    assert_ok(fs_store_work_claim(s, "w2", NULL, 60, &other, &err));
     assert_int_equal(other->id, ids[1]);
-    fhirsync_work_item *none = (fhirsync_work_item *)1;
-    assert_ok(fhirsync_store_work_claim(s, "w3", NULL, 60, &none, &err));
+    fs_store_work_item *none = (fs_store_work_item *)1;
+    assert_ok(fs_store_work_claim(s, "w3", NULL, 60, &none, &err));
     assert_null(none);
 
     /* the file's last rows and its completion commit together */
-    assert_ok(fhirsync_store_work_heartbeat(s, item->id, "w1", 120, &err));
+    assert_ok(fs_store_work_heartbeat(s, item->id, "w1", 120, &err));
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
     put_ok(s, NULL, patient("wq", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
-    assert_ok(fhirsync_store_work_complete(s, item->id, "w1", "{\"resources\":1}", &err));
-    assert_int_equal(fhirsync_store_work_claim(s, "w1", NULL, 60, &none, &err), FHIRSYNC_E_ARG);
+    assert_ok(fs_store_work_complete(s, item->id, "w1", "{\"resources\":1}", &err));
+    assert_int_equal(fs_store_work_claim(s, "w1", NULL, 60, &none, &err), FHIRSYNC_E_ARG);
     assert_ok(fhirsync_store_commit(s, &err));
-    fhirsync_work_summary sum;
-    assert_ok(fhirsync_store_work_summary(s, "export-1", &sum, &err));
+    fs_store_work_counts sum;
+    assert_ok(fs_store_work_summary(s, "export-1", &sum, &err));
     assert_int_equal(sum.done, 1);
     assert_int_equal(sum.claimed, 1);
     assert_int_equal(sum.pending, 0);
 
     /* w2 dies: its lease expires, w3 takes the item over; w2's late calls are refused */
     expire_leases(f);
-    assert_ok(fhirsync_store_work_claim(s, "w3", NULL, 60, &none, &err));
+    assert_ok(fs_store_work_claim(s, "w3", NULL, 60, &none, &err));
     assert_non_null(none);
     assert_int_equal(none->id, ids[1]);
     assert_int_equal(none->attempts, 2);
-    assert_int_equal(fhirsync_store_work_heartbeat(s, other->id, "w2", 60, &err),
-                     FHIRSYNC_E_LOCKED);
-    assert_int_equal(fhirsync_store_work_complete(s, other->id, "w2", NULL, &err),
-                     FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_work_heartbeat(s, other->id, "w2", 60, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_work_complete(s, other->id, "w2", NULL, &err), FHIRSYNC_E_LOCKED);
     /* a retryable failure makes it pending again, after its delay */
-    assert_ok(fhirsync_store_work_fail(s, none->id, "w3", "HTTP 503", 0, &err));
-    fhirsync_work_item_free(none);
-    assert_ok(fhirsync_store_work_claim(s, "w4", FHIRSYNC_WORK_FILE_LOAD, 60, &none, &err));
+    assert_ok(fs_store_work_fail(s, none->id, "w3", "HTTP 503", 0, &err));
+    fs_store_work_item_free(none);
+    assert_ok(fs_store_work_claim(s, "w4", FS_STORE_WORK_FILE_LOAD, 60, &none, &err));
     assert_non_null(none);
     assert_int_equal(none->attempts, 3);
-    assert_ok(fhirsync_store_work_fail(s, none->id, "w4", "gone for good", -1, &err));
-    fhirsync_work_item_free(none);
-    assert_ok(fhirsync_store_work_summary(s, "export-1", &sum, &err));
+    assert_ok(fs_store_work_fail(s, none->id, "w4", "gone for good", -1, &err));
+    fs_store_work_item_free(none);
+    assert_ok(fs_store_work_summary(s, "export-1", &sum, &err));
     assert_int_equal(sum.failed, 1);
     assert_int_equal(sum.done, 1);
-    fhirsync_work_item_free(item);
-    fhirsync_work_item_free(other);
+    fs_store_work_item_free(item);
+    fs_store_work_item_free(other);
 
     /* a poison item (max_attempts 2) whose worker keeps dying ends failed */
     fs_time_set_offset(0);
-    spec.kind = FHIRSYNC_WORK_ENDPOINT_SYNC;
+    spec.kind = FS_STORE_WORK_ENDPOINT_SYNC;
     spec.payload = NULL;
     spec.batch = "poison";
     int64_t poison = 0;
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &poison, &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &poison, &err));
     /* the endpoint-sync item claimed first (ids[2]) is still claimed by w1: finish it */
-    assert_ok(fhirsync_store_work_complete(s, ids[2], "w1", NULL, &err));
+    assert_ok(fs_store_work_complete(s, ids[2], "w1", NULL, &err));
     for (int attempt = 1; attempt <= 2; attempt++) {
         if (!f->pg)
             fs_time_set_offset(3600 * (attempt - 1) * 2);
-        assert_ok(fhirsync_store_work_claim(s, "dies", NULL, 60, &item, &err));
+        assert_ok(fs_store_work_claim(s, "dies", NULL, 60, &item, &err));
         assert_non_null(item);
         assert_int_equal(item->id, poison);
-        fhirsync_work_item_free(item);
+        fs_store_work_item_free(item);
         expire_leases(f);
     }
     if (!f->pg)
         fs_time_set_offset(3600 * 10);
-    assert_ok(fhirsync_store_work_claim(s, "next", NULL, 60, &item, &err));
+    assert_ok(fs_store_work_claim(s, "next", NULL, 60, &item, &err));
     assert_null(item);
-    assert_ok(fhirsync_store_work_summary(s, "poison", &sum, &err));
+    assert_ok(fs_store_work_summary(s, "poison", &sum, &err));
     assert_int_equal(sum.failed, 1);
     scalar why = query1(s, "SELECT error FROM work_items WHERE batch = 'poison'");
     assert_contains(why.text, "lease expired 2 times");
-    assert_ok(fhirsync_store_work_summary(s, NULL, &sum, &err));
+    assert_ok(fs_store_work_summary(s, NULL, &sum, &err));
     assert_int_equal(sum.pending + sum.claimed + sum.done + sum.failed, 4);
     fhirsync_store_close(s);
 }
@@ -1430,8 +1427,8 @@ static void test_work_three_workers(void **state)
     for (int i = 0; i < ITEMS; i++) {
         char key[32];
         snprintf(key, sizeof key, "item-%d", i);
-        fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", "big", key, NULL, 0};
-        assert_ok(fhirsync_store_work_enqueue(s, &spec, NULL, &err));
+        fs_store_work_spec spec = {FS_STORE_WORK_FILE_LOAD, "ep", "big", key, NULL, 0};
+        assert_ok(fs_store_work_enqueue(s, &spec, NULL, &err));
     }
     pid_t pids[WORKERS];
     for (int w = 0; w < WORKERS; w++) {
@@ -1445,14 +1442,14 @@ static void test_work_three_workers(void **state)
             if (fhirsync_store_open(f->location, 0, &c, &cerr) != FHIRSYNC_OK)
                 _exit(1);
             for (;;) {
-                fhirsync_work_item *it = NULL;
-                if (fhirsync_store_work_claim(c, worker, NULL, 60, &it, &cerr) != FHIRSYNC_OK)
+                fs_store_work_item *it = NULL;
+                if (fs_store_work_claim(c, worker, NULL, 60, &it, &cerr) != FHIRSYNC_OK)
                     _exit(2);
                 if (!it)
                     break;
                 snprintf(result, sizeof result, "{\"worker\":\"%s\"}", worker);
-                fhirsync_code rc = fhirsync_store_work_complete(c, it->id, worker, result, &cerr);
-                fhirsync_work_item_free(it);
+                fhirsync_code rc = fs_store_work_complete(c, it->id, worker, result, &cerr);
+                fs_store_work_item_free(it);
                 if (rc != FHIRSYNC_OK)
                     _exit(3);
             }
@@ -1462,8 +1459,8 @@ static void test_work_three_workers(void **state)
     }
     for (int w = 0; w < WORKERS; w++)
         assert_int_equal(wait_child(pids[w]), 0);
-    fhirsync_work_summary sum;
-    assert_ok(fhirsync_store_work_summary(s, "big", &sum, &err));
+    fs_store_work_counts sum;
+    assert_ok(fs_store_work_summary(s, "big", &sum, &err));
     assert_int_equal(sum.done, ITEMS);
     assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE attempts <> 1"), 0);
     assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE claimed_by IS NULL"),
@@ -1540,7 +1537,7 @@ static void test_sqlite_file_modes(void **state)
     fhirsync_store *s = open_store(f);
     put_ok(s, NULL, patient("m", "A", "B"), FHIRSYNC_PUT_STORED);
     fhirsync_error err = {0};
-    assert_ok(fhirsync_store_lock(s, "ep", NULL, 0, &err));
+    assert_ok(fs_store_lock_endpoint(s, "ep", NULL, 0, &err));
     umask(old);
     const char *suffixes[] = {"", "-wal", "-shm"};
     for (size_t i = 0; i < 3; i++) {
@@ -1601,17 +1598,17 @@ static void test_alloc_failure_walk(void **state)
             const char *o = observation("o1", "a1", "1", "2024-01-01T00:00:00Z", "1.50");
             const char *other = "{\"resourceType\":\"BodyStructure\",\"id\":\"b1\",\"patient\":"
                                 "{\"reference\":\"Patient/a1\"}}";
-            rcs[k++] = fhirsync_store_lock(s, "ep", "walk", 0, &err);
-            rcs[k++] = fhirsync_store_run_begin(s, "ep", "bulk", NULL, &run, &err);
+            rcs[k++] = fs_store_lock_endpoint(s, "ep", "walk", 0, &err);
+            rcs[k++] = fs_store_run_begin(s, "ep", "bulk", NULL, &run, &err);
             rcs[k++] = fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err);
             rcs[k++] = fhirsync_store_put(s, NULL, p, strlen(p), run, NULL, &err);
             rcs[k++] = fhirsync_store_put(s, NULL, o, strlen(o), run, NULL, &err);
             rcs[k++] = fhirsync_store_put(s, NULL, other, strlen(other), run, NULL, &err);
             rcs[k++] = fhirsync_store_delete(s, "Observation", "gone", NULL, run, NULL, &err);
-            fhirsync_run_end end = {FHIRSYNC_RUN_OK, NULL, "{\"Patient\":1}", 3, 1, 0, NULL,
+            fs_store_run_end end = {FHIRSYNC_RUN_OK,       NULL, "{\"Patient\":1}", 3, 1, 0, NULL,
                                     "2024-01-02T00:00:00Z"};
-            rcs[k++] = run ? fhirsync_store_run_finish(s, run, &end, &err)
-                           : fhirsync_store_commit(s, &err);
+            rcs[k++] =
+                run ? fs_store_run_finish(s, run, &end, &err) : fhirsync_store_commit(s, &err);
             fhirsync_type_count *counts = NULL;
             size_t count_n = 0;
             rcs[k++] = fhirsync_store_counts(s, &counts, &count_n, &err);
@@ -1649,9 +1646,9 @@ static void test_pg_skip_locked(void **state)
     fhirsync_store *s = open_store(f);
     fhirsync_error err = {0};
     int64_t first = 0, second = 0;
-    fhirsync_work_spec spec = {FHIRSYNC_WORK_FILE_LOAD, "ep", NULL, NULL, NULL, 0};
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &first, &err));
-    assert_ok(fhirsync_store_work_enqueue(s, &spec, &second, &err));
+    fs_store_work_spec spec = {FS_STORE_WORK_FILE_LOAD, "ep", NULL, NULL, NULL, 0};
+    assert_ok(fs_store_work_enqueue(s, &spec, &first, &err));
+    assert_ok(fs_store_work_enqueue(s, &spec, &second, &err));
     /* another session holds the first row locked (a claimer mid-transaction) */
     PGconn *conn = pg_raw();
     pg_run(conn, "SET lock_timeout = '20s'");
@@ -1661,19 +1658,19 @@ static void test_pg_skip_locked(void **state)
              (long long)first);
     pg_run(conn, sql);
     int64_t t0 = fs_monotonic_ms();
-    fhirsync_work_item *item = NULL;
-    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    fs_store_work_item *item = NULL;
+    assert_ok(fs_store_work_claim(s, "w", NULL, 60, &item, &err));
     assert_non_null(item);
     assert_int_equal(item->id, second); /* skipped, not waited for */
     assert_true(fs_monotonic_ms() - t0 < 5000);
-    fhirsync_work_item_free(item);
-    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    fs_store_work_item_free(item);
+    assert_ok(fs_store_work_claim(s, "w", NULL, 60, &item, &err));
     assert_null(item);
     pg_run(conn, "COMMIT");
-    assert_ok(fhirsync_store_work_claim(s, "w", NULL, 60, &item, &err));
+    assert_ok(fs_store_work_claim(s, "w", NULL, 60, &item, &err));
     assert_non_null(item);
     assert_int_equal(item->id, first);
-    fhirsync_work_item_free(item);
+    fs_store_work_item_free(item);
     PQfinish(conn);
     fhirsync_store_close(s);
 }
@@ -1688,13 +1685,13 @@ static void test_pg_advisory_lock_other_session(void **state)
     snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)",
              (long long)(int64_t)fs_store_hash("fhirsync-sync-lock", "practice-x"));
     pg_run(conn, sql);
-    assert_int_equal(fhirsync_store_lock(s, "practice-x", NULL, 0, &err), FHIRSYNC_E_LOCKED);
+    assert_int_equal(fs_store_lock_endpoint(s, "practice-x", NULL, 0, &err), FHIRSYNC_E_LOCKED);
     assert_contains(err.message, "database session pid");
     char backend[32];
     snprintf(backend, sizeof backend, "pid %d", PQbackendPID(conn));
     assert_contains(err.message, backend);
     PQfinish(conn); /* the session ends: its lock goes with it */
-    assert_ok(fhirsync_store_lock(s, "practice-x", NULL, 10000, &err));
+    assert_ok(fs_store_lock_endpoint(s, "practice-x", NULL, 10000, &err));
     fhirsync_store_close(s);
 }
 
@@ -1775,768 +1772,13 @@ static void test_pg_password_never_shown(void **state)
     assert_int_equal(access("host=", F_OK), -1);
 }
 
-/* ---- benchmark ------------------------------------------------------------------------------- */
-
-/* Synthetic resources shaped like the Synthea export in ../shared/data: the same mix of types
- * and sizes (average about 1.2 KB; ExplanationOfBenefit up to 16 KB; Patient with a narrative),
- * nested codings, references, decimals and extensions, in the order of an export's files: type
- * by type, each type's resources grouped by patient (about 360 resources per patient). A pool of
- * templates per type is built once; each row copies one and writes its own id (a random UUID,
- * as Synthea's) and its patient into fixed-width slots. */
-
-#define UUID_LEN 36
-static const char uuid_slot[] = "00000000-0000-4000-8000-000000000000";
-
-typedef struct bench_template {
-    char *text;
-    size_t len;
-    const char *type;
-    size_t id_at, patient_at; /* offsets of the uuid slots (patient_at 0: none) */
-} bench_template;
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= UINT64_C(0xff51afd7ed558ccd);
-    x ^= x >> 33;
-    x *= UINT64_C(0xc4ceb9fe1a85ec53);
-    x ^= x >> 33;
-    return x;
-}
-
-static void write_uuid(char *out, uint64_t seed)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t a = mix64(seed), b = mix64(seed ^ UINT64_C(0x9e3779b97f4a7c15));
-    for (int i = 0, bit = 0; i < UUID_LEN; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            out[i] = '-';
-            continue;
-        }
-        uint64_t word = bit < 64 ? a : b;
-        out[i] = hex[(word >> ((bit % 64))) & 0xf];
-        bit += 4;
-    }
-    out[14] = '4';
-}
-
-static void coding(fs_buf *b, const char *system, unsigned code, const char *display)
-{
-    fs_buf_printf(b, "{\"system\":\"%s\",\"code\":\"%u\",\"display\":\"%s\"}", system, code,
-                  display);
-}
-
-/* Append the body of one resource of `type` with `variant` steering its size. */
-static void bench_body(fs_buf *b, const char *type, unsigned variant)
-{
-    static const char *displays[] = {"Body Height", "Pain severity - 0-10 verbal numeric rating",
-                                     "Body Weight", "Hemoglobin A1c/Hemoglobin.total in Blood",
-                                     "Systolic Blood Pressure", "Encounter for check up",
-                                     "Viral sinusitis (disorder)", "Acute bronchitis (disorder)"};
-    const char *display = displays[variant % 8];
-    if (strcmp(type, "Observation") == 0) {
-        fs_buf_printf(b, "\"status\":\"final\",\"category\":[{\"coding\":[");
-        coding(b, "http://terminology.hl7.org/CodeSystem/observation-category", 1, "vital-signs");
-        fs_buf_printf(b, "]}],\"code\":{\"coding\":[");
-        coding(b, "http://loinc.org", 8302 + variant % 97, display);
-        fs_buf_printf(b, "],\"text\":\"%s\"},", display);
-    } else if (strcmp(type, "Patient") == 0) {
-        fs_buf_printf(b, "\"text\":{\"status\":\"generated\",\"div\":\"<div xmlns=\\\"http://www."
-                         "w3.org/1999/xhtml\\\">Generated by <a href=\\\"https://github.com/"
-                         "synthetichealth/synthea\\\">Synthea</a>.Version identifier: v2.5.0-385"
-                         "-ge50db853\\n .   Person seed: %u  Population seed: 1588766244164"
-                         "</div>\"},\"extension\":[",
-                      variant * 7919u);
-        for (int i = 0; i < 6; i++)
-            fs_buf_printf(b, "%s{\"url\":\"http://hl7.org/fhir/us/core/StructureDefinition/"
-                             "us-core-ext-%d\",\"valueDecimal\":%u.%06u}",
-                          i ? "," : "", i, variant % 90, (variant * 31 + (unsigned)i) % 1000000);
-        fs_buf_printf(b, "],\"identifier\":[{\"system\":\"https://github.com/synthetichealth/"
-                         "synthea\",\"value\":\"%u\"},{\"type\":{\"coding\":[",
-                      variant);
-        coding(b, "http://terminology.hl7.org/CodeSystem/v2-0203", 203, "Medical Record Number");
-        fs_buf_printf(b, "],\"text\":\"Medical Record Number\"},\"system\":\"http://hospital."
-                         "smarthealthit.org\",\"value\":\"%u\"}],\"name\":[{\"use\":\"official\","
-                         "\"family\":\"Lindgren%u\",\"given\":[\"Claudia\"],\"prefix\":[\"Ms.\"]}],"
-                         "\"telecom\":[{\"system\":\"phone\",\"value\":\"555-846-1088\",\"use\":"
-                         "\"home\"}],\"gender\":\"female\",\"birthDate\":\"1966-01-17\","
-                         "\"address\":[{\"extension\":[{\"url\":\"http://hl7.org/fhir/"
-                         "StructureDefinition/geolocation\",\"extension\":[{\"url\":\"latitude\","
-                         "\"valueDecimal\":42.46765167568827},{\"url\":\"longitude\","
-                         "\"valueDecimal\":-71.02685584006909}]}],\"line\":[\"1003 Hirthe "
-                         "Esplanade\"],\"city\":\"Melrose\",\"state\":\"Massachusetts\","
-                         "\"postalCode\":\"02176\",\"country\":\"US\"}],\"maritalStatus\":"
-                         "{\"coding\":[",
-                      variant, variant);
-        coding(b, "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", 1, "M");
-        fs_buf_printf(b, "],\"text\":\"M\"},\"multipleBirthBoolean\":false,\"communication\":"
-                         "[{\"language\":{\"coding\":[");
-        coding(b, "urn:ietf:bcp:47", 1, "English");
-        fs_buf_printf(b, "],\"text\":\"English\"}}]");
-        return;
-    } else {
-        fs_buf_printf(b, "\"status\":\"active\",\"type\":[{\"coding\":[");
-        coding(b, "http://snomed.info/sct", 185345009 + variant, display);
-        fs_buf_printf(b, "],\"text\":\"%s\"}],", display);
-    }
-    /* references and a period, then the type's repeated part */
-    fs_buf_printf(b, "\"encounter\":{\"reference\":\"Encounter/%08u-e16e-7635-668b-44cc809d62cb\"},"
-                     "\"effectiveDateTime\":\"2010-12-28T03:41:16-05:00\","
-                     "\"issued\":\"2010-12-28T03:41:16.020-05:00\"",
-                  variant);
-    unsigned items = 0;
-    if (strcmp(type, "ExplanationOfBenefit") == 0)
-        items = 4 + variant % 28; /* about 4.5 KB on average, up to 16 KB */
-    else if (strcmp(type, "Claim") == 0)
-        items = 1 + (variant % 10 == 0 ? 6 : variant % 3);
-    else if (strcmp(type, "DiagnosticReport") == 0 || strcmp(type, "CarePlan") == 0 ||
-             strcmp(type, "CareTeam") == 0)
-        items = 2 + variant % 2;
-    else if (strcmp(type, "Encounter") == 0)
-        items = 1;
-    if (items) {
-        fs_buf_printf(b, ",\"item\":[");
-        for (unsigned i = 0; i < items; i++) {
-            fs_buf_printf(b, "%s{\"sequence\":%u,\"productOrService\":{\"coding\":[", i ? "," : "",
-                          i + 1);
-            coding(b, "http://snomed.info/sct", 410620009 + i, displays[(variant + i) % 8]);
-            fs_buf_printf(b, "],\"text\":\"%s\"},\"servicedPeriod\":{\"start\":\"2010-12-28T03:"
-                             "41:16-05:00\",\"end\":\"2010-12-28T03:56:16-05:00\"},"
-                             "\"net\":{\"value\":%u.%02u,\"currency\":\"USD\"}}",
-                          displays[(variant + i) % 8], 100 + i * 13, (variant + i) % 100);
-        }
-        fs_buf_printf(b, "]");
-    }
-    if (strcmp(type, "Observation") == 0)
-        fs_buf_printf(b, ",\"valueQuantity\":{\"value\":%u.%u0,\"unit\":\"cm\",\"system\":"
-                         "\"http://unitsofmeasure.org\",\"code\":\"cm\"}",
-                      100 + variant % 80, variant % 10);
-}
-
-/* Types in the proportions of the Synthea export (per 3,615 resources). */
-static const struct {
-    const char *type;
-    unsigned weight;
-    bool in_patient;
-    const char *link; /* the member that refers to the patient */
-} bench_types[] = {
-    {"Observation", 1737, true, "subject"},        {"Claim", 525, true, "patient"},
-    {"Encounter", 313, true, "subject"},           {"ExplanationOfBenefit", 313, true, "patient"},
-    {"MedicationRequest", 212, true, "subject"},   {"Procedure", 122, true, "subject"},
-    {"Immunization", 119, true, "patient"},        {"DiagnosticReport", 102, true, "subject"},
-    {"Condition", 63, true, "subject"},            {"CarePlan", 31, true, "subject"},
-    {"CareTeam", 31, true, "subject"},             {"Organization", 16, false, NULL},
-    {"Practitioner", 16, false, NULL},             {"Patient", 10, false, NULL},
-    {"AllergyIntolerance", 3, true, "patient"},    {"ImagingStudy", 2, true, "subject"},
-};
-
-#define BENCH_POOL 1024
-#define RESOURCES_PER_PATIENT 360
-
-/* The rows of one type: a contiguous segment of the run, like one file of an export. */
-typedef struct bench_segment {
-    uint64_t first, count;
-    unsigned template_first, template_count;
-} bench_segment;
-
-static bench_segment bench_segments[sizeof bench_types / sizeof *bench_types];
-
-/* Templates grouped by type (in proportion to the type's weight, at least 4 per type) and the
- * row segments of a run of `rows`. */
-static bench_template *bench_pool(uint64_t rows, size_t *average_bytes)
-{
-    size_t ntypes = sizeof bench_types / sizeof *bench_types;
-    unsigned total_weight = 0;
-    for (size_t t = 0; t < ntypes; t++)
-        total_weight += bench_types[t].weight;
-    bench_template *pool = calloc(BENCH_POOL + 4 * ntypes, sizeof *pool);
-    if (!pool)
-        return NULL;
-    unsigned n = 0;
-    uint64_t first = 0;
-    double weighted_bytes = 0;
-    for (size_t t = 0; t < ntypes; t++) {
-        unsigned count = BENCH_POOL * bench_types[t].weight / total_weight;
-        if (count < 4)
-            count = 4;
-        bench_segments[t].template_first = n;
-        bench_segments[t].template_count = count;
-        size_t type_bytes = 0;
-        for (unsigned k = 0; k < count; k++, n++) {
-            unsigned variant = (unsigned)mix64(n + 1) % 100000;
-            fs_buf b;
-            fs_buf_init(&b);
-            fs_buf_printf(&b, "{\"resourceType\":\"%s\",\"id\":\"", bench_types[t].type);
-            pool[n].id_at = b.len;
-            fs_buf_printf(&b, "%s\",\"meta\":{\"versionId\":\"%u\",\"lastUpdated\":"
-                              "\"2024-0%u-1%uT0%u:3%u:00.%03uZ\"},",
-                          uuid_slot, 1 + k % 3, 1 + k % 9, k % 10, k % 10, k % 6, k % 1000);
-            if (bench_types[t].in_patient) {
-                fs_buf_printf(&b, "\"%s\":{\"reference\":\"Patient/", bench_types[t].link);
-                pool[n].patient_at = b.len;
-                fs_buf_printf(&b, "%s\"},", uuid_slot);
-            }
-            bench_body(&b, bench_types[t].type, variant);
-            fs_buf_append_str(&b, "}");
-            pool[n].text = b.data;
-            pool[n].len = b.len;
-            pool[n].type = bench_types[t].type;
-            type_bytes += b.len;
-        }
-        bench_segments[t].first = first;
-        bench_segments[t].count =
-            t + 1 == ntypes ? rows - first : rows * bench_types[t].weight / total_weight;
-        first += bench_segments[t].count;
-        weighted_bytes += (double)type_bytes / count * bench_types[t].weight / total_weight;
-    }
-    *average_bytes = (size_t)weighted_bytes;
-    return pool;
-}
-
-static void bench_pool_free(bench_template *pool)
-{
-    size_t ntypes = sizeof bench_types / sizeof *bench_types;
-    for (size_t t = 0; t < ntypes; t++)
-        for (unsigned k = 0; k < bench_segments[t].template_count; k++)
-            fs_free(pool[bench_segments[t].template_first + k].text);
-    free(pool);
-}
-
-/* Row i: its template and bytes (the id and patient written in). */
-static const bench_template *bench_row(bench_template *pool, uint64_t rows, uint64_t i, char *row)
-{
-    size_t t = 0;
-    while (i >= bench_segments[t].first + bench_segments[t].count)
-        t++;
-    const bench_segment *seg = &bench_segments[t];
-    bench_template *tpl =
-        &pool[seg->template_first + mix64(i * 2 + 1) % seg->template_count];
-    memcpy(row, tpl->text, tpl->len);
-    write_uuid(row + tpl->id_at, i);
-    if (tpl->patient_at) {
-        /* the segment's rows go through the patients in order, grouped */
-        uint64_t patients = rows / RESOURCES_PER_PATIENT + 1;
-        uint64_t patient_index = (i - seg->first) * patients / seg->count;
-        write_uuid(row + tpl->patient_at, UINT64_C(1) << 40 | patient_index);
-    }
-    return tpl;
-}
-
-typedef struct bench_result {
-    double seconds;     /* wall clock */
-    double cpu_seconds; /* user + system of the process */
-    long max_rss_kb;
-    int status;
-} bench_result;
-
-/* Run `fn` in a child process, for its own peak memory. */
-static bench_result bench_in_child(int (*fn)(void *), void *arg)
-{
-    bench_result r = {0, 0, 0, -1};
-    int fds[2];
-    if (pipe(fds) != 0)
-        return r;
-    fflush(stdout); /* or the child prints what the parent has buffered again */
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        int64_t t0 = fs_monotonic_ms();
-        int rc = fn(arg);
-        double seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
-        if (write(fds[1], &seconds, sizeof seconds) != sizeof seconds)
-            _exit(2);
-        _exit(rc);
-    }
-    close(fds[1]);
-    int status;
-    struct rusage ru;
-    if (pid > 0 && wait4(pid, &status, 0, &ru) == pid) {
-        if (read(fds[0], &r.seconds, sizeof r.seconds) != sizeof r.seconds)
-            r.seconds = 0;
-        r.max_rss_kb = ru.ru_maxrss;
-        r.cpu_seconds = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 99;
-    }
-    close(fds[0]);
-    return r;
-}
-
-typedef struct bench_args {
-    const char *location;
-    uint64_t rows; /* rows of the whole run */
-    bench_template *pool;
-    size_t batch;
-    unsigned index, stride; /* this loader stores batches index, index + stride, ... (stride 0:
-                               all) */
-    unsigned flags;         /* more batch flags (FHIRSYNC_STORE_APPEND); bare PostgreSQL: jsonb */
-} bench_args;
-
-/* Run fn on each of n args in n child processes at once: the wall clock of the whole, the sum
- * of their CPU, the largest peak memory. */
-static bench_result bench_in_children(int (*fn)(void *), void *args, size_t n)
-{
-    bench_result total = {0, 0, 0, 0};
-    pid_t pids[8];
-    fflush(stdout);
-    int64_t t0 = fs_monotonic_ms();
-    for (size_t i = 0; i < n && i < 8; i++) {
-        pids[i] = fork();
-        if (pids[i] == 0)
-            _exit(fn((bench_args *)args + i));
-    }
-    for (size_t i = 0; i < n && i < 8; i++) {
-        int status;
-        struct rusage ru;
-        if (pids[i] < 0 || wait4(pids[i], &status, 0, &ru) != pids[i]) {
-            total.status = -1;
-            continue;
-        }
-        total.cpu_seconds += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-        if (ru.ru_maxrss > total.max_rss_kb)
-            total.max_rss_kb = ru.ru_maxrss;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-            total.status = 1;
-    }
-    total.seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
-    return total;
-}
-
-/* The CPU seconds a process has used so far (for a local PostgreSQL backend). */
-static double process_cpu_seconds(long pid)
-{
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *in = fopen(path, "r");
-    if (!in)
-        return -1;
-    size_t n = fread(text, 1, sizeof text - 1, in);
-    fclose(in);
-    text[n] = '\0';
-    const char *p = strrchr(text, ')');
-    unsigned long utime = 0, stime = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                     &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static int bench_store_load(void *arg)
-{
-    bench_args *a = arg;
-    long backend = 0;
-    double backend_cpu = 0;
-    fhirsync_store *s = NULL;
-    fhirsync_error err = {0};
-    char *row = malloc(64 * 1024);
-    int rc = 1;
-    if (!row || fhirsync_store_open(a->location, 0, &s, &err) != FHIRSYNC_OK)
-        goto out;
-    if (strcmp(fhirsync_store_engine_name(s), "postgresql") == 0) {
-        scalar pid = query1(s, "SELECT pg_backend_pid()");
-        backend = strtol(pid.text, NULL, 10);
-        backend_cpu = process_cpu_seconds(backend);
-    }
-    uint64_t count = 0, stride = a->stride ? a->stride : 1;
-    for (uint64_t first = a->index * a->batch; first < a->rows; first += stride * a->batch) {
-        uint64_t end = first + a->batch < a->rows ? first + a->batch : a->rows;
-        if (fhirsync_store_begin(s, FHIRSYNC_STORE_BULK | a->flags, &err) != FHIRSYNC_OK)
-            goto out;
-        for (uint64_t k = first; k < end; k++) {
-            const bench_template *t = bench_row(a->pool, a->rows, k, row);
-            if (fhirsync_store_put(s, t->type, row, t->len, 1, NULL, &err) != FHIRSYNC_OK)
-                goto out;
-        }
-        if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK)
-            goto out;
-        count += end - first;
-    }
-    rc = 0;
-    if (backend > 0 && backend_cpu >= 0) {
-        double used = process_cpu_seconds(backend) - backend_cpu;
-        printf("  (the PostgreSQL server process used %.2f s of CPU: %.0f resources per server "
-               "CPU second)\n",
-               used, used > 0 ? (double)count / used : 0);
-        fflush(stdout);
-    }
-out:
-    if (rc)
-        fprintf(stderr, "bench: %s\n", err.message);
-    fhirsync_store_close(s);
-    free(row);
-    return rc;
-}
-
-/* The limit: the same rows into tables of the same shape with plain prepared INSERTs, the
- * fields handed over ready (no scanning, no upsert), in batches of the same size, with the same
- * pragmas. */
-static int bench_bare_sqlite(void *arg)
-{
-    bench_args *a = arg;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *insert[sizeof bench_types / sizeof *bench_types] = {0};
-    char *row = malloc(64 * 1024);
-    int rc = 1;
-    if (!row || sqlite3_open(a->location, &db) != SQLITE_OK ||
-        sqlite3_exec(db, fs_store_sqlite_pragmas, NULL, NULL, NULL) != SQLITE_OK)
-        goto out;
-    size_t ntypes = sizeof bench_types / sizeof *bench_types;
-    for (size_t t = 0; t < ntypes; t++) {
-        char *ddl = fs_schema_type_ddl(FS_ENGINE_SQLITE, bench_types[t].type);
-        char sql[256];
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO \"%s\" (id, version_id, last_updated, last_updated_ms, patient_id,"
-                 " raw, loaded_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                 bench_types[t].type);
-        bool ok = ddl && sqlite3_exec(db, ddl, NULL, NULL, NULL) == SQLITE_OK &&
-                  sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &insert[t], NULL) ==
-                      SQLITE_OK;
-        fs_free(ddl);
-        if (!ok)
-            goto out;
-    }
-    for (uint64_t i = 0; i < a->rows; i++) {
-        if (i % a->batch == 0)
-            sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-        const bench_template *t = bench_row(a->pool, a->rows, i, row);
-        size_t k = 0;
-        while (strcmp(bench_types[k].type, t->type) != 0)
-            k++;
-        sqlite3_stmt *st = insert[k];
-        sqlite3_bind_text(st, 1, row + t->id_at, UUID_LEN, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, "1", 1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, "2024-01-10T00:30:00.000Z", 24, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, INT64_C(1704846600000));
-        if (t->patient_at)
-            sqlite3_bind_text(st, 5, row + t->patient_at, UUID_LEN, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 5);
-        sqlite3_bind_text(st, 6, row, (int)t->len, SQLITE_STATIC);
-        sqlite3_bind_text(st, 7, "2026-11-28T21:33:00Z", 20, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 8, 1);
-        if (sqlite3_step(st) != SQLITE_DONE)
-            goto out;
-        sqlite3_reset(st);
-        if ((i + 1) % a->batch == 0 || i + 1 == a->rows)
-            if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-                goto out;
-    }
-    rc = 0;
-out:
-    for (size_t t = 0; t < sizeof insert / sizeof *insert; t++)
-        sqlite3_finalize(insert[t]);
-    sqlite3_close(db);
-    free(row);
-    return rc;
-}
-
-static void bench_print(const char *what, uint64_t rows, size_t bytes, bench_result r)
-{
-    double rate = r.seconds > 0 ? (double)rows / r.seconds : 0;
-    double cpu_rate = r.cpu_seconds > 0 ? (double)rows / r.cpu_seconds : 0;
-    printf("  %-46s %7.2f s %8.0f /s %6.1f MB/s | CPU %6.2f s %8.0f /s | peak RSS %5.1f MB%s\n",
-           what, r.seconds, rate, r.seconds > 0 ? (double)bytes / r.seconds / 1e6 : 0,
-           r.cpu_seconds, cpu_rate, (double)r.max_rss_kb / 1024.0,
-           r.status == 0 ? "" : "  FAILED");
-}
-
-/* The limit on PostgreSQL: COPY of the same lines into a bare table, `raw text` (flags 0) or
- * `raw text, resource jsonb` (flags 1: every line parsed as jsonb too), without the scan, the
- * primary key, the index or the upsert. */
-static int bench_bare_pg(void *arg)
-{
-    bench_args *a = arg;
-    PGconn *conn = PQconnectdb(a->location);
-    char *row = malloc(64 * 1024);
-    fs_buf b;
-    fs_buf_init(&b);
-    int rc = 1;
-    if (!row || PQstatus(conn) != CONNECTION_OK)
-        goto out;
-    PQclear(PQexec(conn, "SET default_toast_compression = 'lz4'")); /* as the store does */
-    PQclear(PQexec(conn, a->flags ? "CREATE TABLE bare (raw text, resource jsonb)"
-                                  : "CREATE TABLE bare (raw text)"));
-    PGresult *res = PQexec(conn, "COPY bare FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01',"
-                                 " DELIMITER E'\\x02')");
-    bool copying = PQresultStatus(res) == PGRES_COPY_IN;
-    PQclear(res);
-    if (!copying)
-        goto out;
-    for (uint64_t k = 0; k < a->rows; k++) {
-        const bench_template *t = bench_row(a->pool, a->rows, k, row);
-        if (!fs_buf_append(&b, row, t->len) ||
-            (a->flags && (!fs_buf_append(&b, "\2", 1) || !fs_buf_append(&b, row, t->len))) ||
-            !fs_buf_append(&b, "\n", 1))
-            goto out;
-        if (b.len >= 256 * 1024 || k + 1 == a->rows) {
-            if (PQputCopyData(conn, b.data, (int)b.len) != 1)
-                goto out;
-            b.len = 0;
-        }
-    }
-    rc = PQputCopyEnd(conn, NULL) == 1 ? 0 : 1;
-    while ((res = PQgetResult(conn)) != NULL) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = 1;
-        PQclear(res);
-    }
-out:
-    if (rc)
-        fprintf(stderr, "bench: %s", PQerrorMessage(conn));
-    PQfinish(conn);
-    fs_buf_free(&b);
-    free(row);
-    return rc;
-}
-
-static int run_bench(int argc, char **argv)
-{
-    uint64_t rows = argc > 2 ? strtoull(argv[2], NULL, 10) : 1000000;
-    const char *pg = argc > 3 ? argv[3] : NULL;
-    if (fhirsync_global_init() != FHIRSYNC_OK || rows == 0)
-        return 1;
-    size_t average;
-    bench_template *pool = bench_pool(rows, &average);
-    if (!pool)
-        return 1;
-    size_t bytes = average * rows;
-    const char *base = getenv("FHIRSYNC_TEST_TMP");
-    char dir[PATH_MAX / 2], ours[PATH_MAX], bare[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/store-bench-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(dir))
-        return 1;
-    snprintf(ours, sizeof ours, "%s/fhirsync.db", dir);
-    snprintf(bare, sizeof bare, "%s/bare.db", dir);
-    const char *batch_env = getenv("FHIRSYNC_BENCH_BATCH");
-    size_t batch = batch_env && atol(batch_env) > 0 ? (size_t)atol(batch_env) : 50000;
-    bench_args a = {ours, rows, pool, batch, 0, 0, 0};
-    printf("store benchmark: %llu synthetic resources, average %zu bytes (Synthea-shaped mix of "
-           "16 types), SQLite batches of %zu\n",
-           (unsigned long long)rows, average, batch);
-    /* FHIRSYNC_BENCH_ONLY=store (or =postgresql with a URL): just the store's load, in this
-     * process (for profilers) */
-    const char *only = getenv("FHIRSYNC_BENCH_ONLY");
-    if (only && (strcmp(only, "store") == 0 || (pg && strcmp(only, "postgresql") == 0))) {
-        if (pg)
-            a.location = pg;
-        int rc = bench_store_load(&a);
-        remove_db(ours);
-        bench_pool_free(pool);
-        rmdir(dir);
-        return rc;
-    }
-    bench_result r_ours = bench_in_child(bench_store_load, &a);
-    bench_print("SQLite: fhirsync_store_put (scan + upsert)", rows, bytes, r_ours);
-    bench_result r_again = bench_in_child(bench_store_load, &a);
-    bench_print("SQLite: the same again (every row an update)", rows, bytes, r_again);
-    remove_db(ours);
-    bench_args b = {bare, rows, pool, batch, 0, 0, 0};
-    bench_result r_bare = bench_in_child(bench_bare_sqlite, &b);
-    bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes, r_bare);
-    remove_db(bare);
-    if (r_ours.seconds > 0 && r_bare.seconds > 0 && r_ours.cpu_seconds > 0)
-        printf("  ratio fhirsync / bare inserts: %.2f by wall clock, %.2f by CPU time "
-               "(1.00 = as fast as the bare loop)\n",
-               r_bare.seconds / r_ours.seconds, r_bare.cpu_seconds / r_ours.cpu_seconds);
-    int status = r_ours.status || r_bare.status;
-    if (pg) {
-        /* each into a fresh schema: the limits (bare COPY of the same lines, no scan, no key,
-         * no index), then the store's bulk batches, merged or appended, by one loader and by
-         * two at once taking every other batch (files of an export, as `sync --loaders 2`) */
-        static const struct {
-            const char *what;
-            int (*fn)(void *);
-            unsigned flags;
-            bool halves;
-        } runs[] = {
-            {"PostgreSQL: bare COPY into (raw text)", bench_bare_pg, 0, false},
-            {"PostgreSQL: bare COPY into (raw text, jsonb)", bench_bare_pg, 1, false},
-            {"PostgreSQL: bulk batch (COPY + merge)", bench_store_load, 0, false},
-            {"PostgreSQL: append batch (COPY straight in)", bench_store_load, FHIRSYNC_STORE_APPEND,
-             false},
-            {"PostgreSQL: 2 loaders merging at once (every other batch)", bench_store_load, 0,
-             true},
-            {"PostgreSQL: 2 loaders appending at once", bench_store_load, FHIRSYNC_STORE_APPEND,
-             true},
-        };
-        double bare_rate = 0;
-        for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-            PGconn *conn = PQconnectdb(pg);
-            if (PQstatus(conn) == CONNECTION_OK) {
-                PQclear(PQexec(conn, "SET client_min_messages = warning"));
-                PQclear(PQexec(conn, "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public"));
-            }
-            PQfinish(conn);
-            fhirsync_store *schema = NULL;
-            fhirsync_error err = {0};
-            if (fhirsync_store_open(pg, 0, &schema, &err) != FHIRSYNC_OK) /* migrate once */
-                status = 1;
-            fhirsync_store_close(schema);
-            bench_result r;
-            if (runs[i].halves) {
-                /* every other batch each: both see the same mix of types */
-                bench_args halves[2] = {{pg, rows, pool, 50000, 0, 2, runs[i].flags},
-                                        {pg, rows, pool, 50000, 1, 2, runs[i].flags}};
-                r = bench_in_children(runs[i].fn, halves, 2);
-            } else {
-                bench_args p = {pg, rows, pool, 50000, 0, 0, runs[i].flags};
-                r = bench_in_child(runs[i].fn, &p);
-            }
-            bench_print(runs[i].what, rows, bytes, r);
-            status |= r.status;
-            double rate = r.seconds > 0 ? (double)rows / r.seconds : 0;
-            if (i == 1)
-                bare_rate = rate;
-            else if (i > 1 && bare_rate > 0)
-                printf("  ratio to the bare COPY into (raw text, jsonb): %.2f\n", rate / bare_rate);
-        }
-    }
-    bench_pool_free(pool);
-    rmdir(dir);
-    fhirsync_global_cleanup();
-    return status ? 1 : 0;
-}
-
-/* Load some NDJSON files (each line one resource) into one store handle, one batch per file;
- * the counts go to *stored and *rejected. */
-static int load_files(const char *location, unsigned flags, char **files, int nfiles, int step,
-                      long *stored, long *rejected, size_t *bytes)
-{
-    fhirsync_store *s = NULL;
-    fhirsync_error err = {0};
-    if (fhirsync_store_open(location, 0, &s, &err) != FHIRSYNC_OK) {
-        fprintf(stderr, "%s\n", err.message);
-        return 1;
-    }
-    int status = 0;
-    for (int i = 0; i < nfiles; i += step) {
-        FILE *in = fopen(files[i], "rb");
-        if (!in) {
-            perror(files[i]);
-            status = 1;
-            continue;
-        }
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        long count = 0, bad = 0, lineno = 0;
-        fhirsync_store_begin(s, FHIRSYNC_STORE_BULK | flags, &err);
-        while ((n = getline(&line, &cap, in)) > 0) {
-            lineno++;
-            *bytes += (size_t)n;
-            if (fhirsync_store_put(s, NULL, line, (size_t)n, 0, NULL, &err) == FHIRSYNC_OK) {
-                count++;
-            } else {
-                bad++;
-                fprintf(stderr, "%s:%ld: %s\n", files[i], lineno, err.message);
-            }
-        }
-        if (fhirsync_store_commit(s, &err) != FHIRSYNC_OK) {
-            fprintf(stderr, "%s: commit: %s\n", files[i], err.message);
-            status = 1;
-        }
-        free(line);
-        fclose(in);
-        printf("%-50s %7ld stored %5ld rejected\n", files[i], count, bad);
-        fflush(stdout);
-        *stored += count;
-        *rejected += bad;
-    }
-    fhirsync_store_close(s);
-    return status || *rejected ? 1 : 0;
-}
-
-/* --load [--append] [--loaders N] LOCATION FILE...: load NDJSON files, one batch per file
- * (FHIRSYNC_STORE_APPEND with --append), by N processes at once taking every Nth file (each its
- * own store handle, as `sync --loaders N` does), and report the total rate. */
-static int run_load(int argc, char **argv)
-{
-    unsigned flags = 0;
-    int loaders = 1, i = 2;
-    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
-        if (strcmp(argv[i], "--append") == 0)
-            flags |= FHIRSYNC_STORE_APPEND;
-        else if (strcmp(argv[i], "--loaders") == 0 && i + 1 < argc)
-            loaders = atoi(argv[++i]);
-        else
-            return 2;
-    }
-    if (argc - i < 2 || loaders < 1 || loaders > 16 || fhirsync_global_init() != FHIRSYNC_OK)
-        return 2;
-    const char *location = argv[i];
-    char **files = argv + i + 1;
-    int nfiles = argc - i - 1;
-    { /* create (and migrate) the schema once, before the loaders race for it */
-        fhirsync_store *s = NULL;
-        fhirsync_error err = {0};
-        if (fhirsync_store_open(location, 0, &s, &err) != FHIRSYNC_OK) {
-            fprintf(stderr, "%s\n", err.message);
-            return 1;
-        }
-        fhirsync_store_close(s);
-    }
-    int64_t t0 = fs_monotonic_ms();
-    long total = 0, rejected = 0;
-    size_t bytes = 0;
-    int status = 0;
-    if (loaders == 1) {
-        status = load_files(location, flags, files, nfiles, 1, &total, &rejected, &bytes);
-    } else {
-        int pipes[16][2];
-        pid_t pids[16];
-        for (int k = 0; k < loaders; k++) {
-            if (pipe(pipes[k]) != 0 || (pids[k] = fork()) < 0)
-                return 1;
-            if (pids[k] == 0) {
-                long st = 0, rj = 0;
-                size_t by = 0;
-                int rc = k < nfiles ? load_files(location, flags, files + k, nfiles - k, loaders,
-                                                 &st, &rj, &by)
-                                    : 0;
-                char msg[96];
-                int len = snprintf(msg, sizeof msg, "%ld %ld %zu\n", st, rj, by);
-                if (write(pipes[k][1], msg, (size_t)len) != len)
-                    rc = 1;
-                _exit(rc);
-            }
-            close(pipes[k][1]);
-        }
-        for (int k = 0; k < loaders; k++) {
-            char msg[96] = "";
-            ssize_t got = read(pipes[k][0], msg, sizeof msg - 1);
-            close(pipes[k][0]);
-            long st = 0, rj = 0;
-            size_t by = 0;
-            if (got <= 0 || sscanf(msg, "%ld %ld %zu", &st, &rj, &by) != 3)
-                status = 1;
-            total += st;
-            rejected += rj;
-            bytes += by;
-            int ws = 0;
-            if (waitpid(pids[k], &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
-                status = 1;
-        }
-    }
-    double seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
-    printf("total %ld stored, %ld rejected, %.1f MB in %.2f s (%.0f resources/s; %d loader%s%s)\n",
-           total, rejected, (double)bytes / 1e6, seconds, seconds > 0 ? (double)total / seconds : 0,
-           loaders, loaders == 1 ? "" : "s", flags ? ", appends" : "");
-    fhirsync_global_cleanup();
-    return status;
-}
-
 /* ---- main ------------------------------------------------------------------------------------ */
 
 #define BOTH(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
 #define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)
 
-int main(int argc, char **argv)
+int main(void)
 {
-    if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
-        return run_bench(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "--load") == 0)
-        return run_load(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest sqlite_tests[] = {
         cmocka_unit_test(test_scanner_fields),

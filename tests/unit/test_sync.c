@@ -378,9 +378,9 @@ static void test_reconcile(void **state)
     fhirsync_error err = {0};
     assert_int_equal(fhirsync_store_open(db, 0, &store, &err), FHIRSYNC_OK);
     int64_t old_run = 0, other_run = 0, run = 0;
-    assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &old_run, &err),
+    assert_int_equal(fs_store_run_begin(store, "ep", "bulk-full", NULL, &old_run, &err),
                      FHIRSYNC_OK);
-    assert_int_equal(fhirsync_store_run_begin(store, "other", "bulk", NULL, &other_run, &err),
+    assert_int_equal(fs_store_run_begin(store, "other", "bulk", NULL, &other_run, &err),
                      FHIRSYNC_OK);
     char line[200];
     for (int i = 0; i < 10; i++) {
@@ -399,8 +399,7 @@ static void test_reconcile(void **state)
     assert_int_equal(
         fhirsync_store_put(store, "Observation", line, strlen(line), old_run, NULL, &err),
         FHIRSYNC_OK);
-    assert_int_equal(fhirsync_store_run_begin(store, "ep", "bulk-full", NULL, &run, &err),
-                     FHIRSYNC_OK);
+    assert_int_equal(fs_store_run_begin(store, "ep", "bulk-full", NULL, &run, &err), FHIRSYNC_OK);
     /* this export returned o0..o4 */
     for (int i = 0; i < 5; i++) {
         snprintf(line, sizeof line, "{\"resourceType\":\"Observation\",\"id\":\"o%d\"}", i);
@@ -720,7 +719,7 @@ static void test_sync_new(void **state)
     assert_int_equal(fhirsync_endpoint_set(ep, "key_file", "/nonexistent.pem", "t", &err),
                      FHIRSYNC_OK);
     fhirsync_sync_options o;
-    fhirsync_sync_options_init(&o);
+    fhirsync_sync_options_init(&o, FHIRSYNC_SYNC_OPTIONS_VERSION);
     assert_int_equal(o.per_patient, -1);
     assert_int_equal(o.delete_job, -1);
     o.page_size = -1;
@@ -734,13 +733,103 @@ static void test_sync_new(void **state)
     fhirsync_code rc = fhirsync_sync_run(s);
     assert_int_not_equal(rc, FHIRSYNC_OK);
     assert_true(strlen(fhirsync_sync_errmsg(s)) > 0);
-    fhirsync_sync_stats st;
-    fhirsync_sync_get_stats(s, &st);
+    assert_int_equal(fhirsync_sync_errcode(s), rc);
+    fhirsync_sync_stats st = {0};
+    assert_int_equal(fhirsync_sync_get_stats(s, &st), FHIRSYNC_E_ARG); /* not initialised */
+    assert_int_equal(fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION), FHIRSYNC_OK);
+    st.resources = 7;
+    assert_int_equal(fhirsync_sync_get_stats(s, &st), FHIRSYNC_OK);
+    assert_int_equal(st.version, FHIRSYNC_SYNC_STATS_VERSION);
     assert_int_equal(st.resources, 0);
     assert_int_equal(fhirsync_sync_type_count(s), 0);
     assert_null(fhirsync_sync_type_at(s, 0));
     fhirsync_sync_free(s);
     fhirsync_sync_free(NULL);
+    fhirsync_endpoint_free(ep);
+    fhirsync_store_close(store);
+}
+
+/* The versioned structs of sync.h: _init sets the defaults and the version, an unknown version is
+ * refused by _init (leaving the struct alone) and a struct that skipped _init by its user. */
+static void test_versioned_structs(void **state)
+{
+    (void)state;
+    fhirsync_sync_options o;
+    memset(&o, 0xab, sizeof o);
+    assert_int_equal(fhirsync_sync_options_init(&o, FHIRSYNC_SYNC_OPTIONS_VERSION), FHIRSYNC_OK);
+    assert_int_equal(o.version, FHIRSYNC_SYNC_OPTIONS_VERSION);
+    assert_int_equal(o.per_patient, -1);
+    assert_int_equal(o.delete_job, -1);
+    assert_int_equal(o.load, FHIRSYNC_SYNC_LOAD_STREAM);
+    assert_null(o.work_dir);
+    assert_false(o.full);
+    assert_int_equal(o.page_size, 0);
+    fhirsync_sync_options untouched;
+    memset(&untouched, 0x5a, sizeof untouched);
+    assert_int_equal(fhirsync_sync_options_init(&untouched, 0), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_sync_options_init(&untouched, FHIRSYNC_SYNC_OPTIONS_VERSION + 1),
+                     FHIRSYNC_E_ARG);
+    assert_int_equal(((unsigned char *)&untouched)[sizeof untouched - 1], 0x5a);
+    assert_int_equal(fhirsync_sync_options_init(NULL, FHIRSYNC_SYNC_OPTIONS_VERSION),
+                     FHIRSYNC_E_ARG);
+
+    /* a struct filled without _init (version 0) or from a newer header is refused by name */
+    fhirsync_store *store = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_store_open(":memory:", 0, &store, &err), FHIRSYNC_OK);
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("e");
+    assert_int_equal(fhirsync_endpoint_set(ep, "base_url", "http://127.0.0.1:9/fhir", "t", &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "client_id", "c", "t", &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_endpoint_set(ep, "key_file", "/nonexistent.pem", "t", &err),
+                     FHIRSYNC_OK);
+    fhirsync_sync_options bare = {.page_size = 10};
+    fhirsync_sync *s = NULL;
+    assert_int_equal(fhirsync_sync_new(ep, store, &bare, &s, &err), FHIRSYNC_E_ARG);
+    assert_null(s);
+    assert_non_null(strstr(err.message, "fhirsync_sync_options_init"));
+    assert_non_null(strstr(err.message, "FHIRSYNC_SYNC_OPTIONS_VERSION"));
+    bare.version = FHIRSYNC_SYNC_OPTIONS_VERSION + 1;
+    assert_int_equal(fhirsync_sync_new(ep, store, &bare, &s, &err), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_sync_new(ep, store, &o, &s, &err), FHIRSYNC_OK);
+    fhirsync_sync_free(s);
+
+    fhirsync_sync_stats st;
+    assert_int_equal(fhirsync_sync_stats_init(&st, 2), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION), FHIRSYNC_OK);
+    assert_int_equal(st.run_id, 0);
+    assert_int_equal(fhirsync_sync_get_stats(NULL, &st), FHIRSYNC_OK); /* zero for no handle */
+    assert_int_equal(fhirsync_sync_get_stats(NULL, NULL), FHIRSYNC_E_ARG);
+
+    /* the worker's: its options embed the sync options, both checked before anything runs */
+    fhirsync_worker_options wo;
+    assert_int_equal(fhirsync_worker_options_init(&wo, 0), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_worker_options_init(&wo, FHIRSYNC_WORKER_OPTIONS_VERSION),
+                     FHIRSYNC_OK);
+    assert_int_equal(wo.version, FHIRSYNC_WORKER_OPTIONS_VERSION);
+    assert_int_equal(wo.sync.version, FHIRSYNC_SYNC_OPTIONS_VERSION);
+    assert_int_equal(wo.sync.per_patient, -1);
+    assert_int_equal(wo.lease_s, 0);
+    fhirsync_worker_stats ws;
+    assert_int_equal(fhirsync_worker_stats_init(&ws, FHIRSYNC_WORKER_STATS_VERSION + 1),
+                     FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_worker_stats_init(&ws, FHIRSYNC_WORKER_STATS_VERSION), FHIRSYNC_OK);
+    assert_int_equal(ws.items_done, 0);
+    fhirsync_config *cfg = fhirsync_config_new();
+    assert_non_null(cfg);
+    fhirsync_worker_options wbare = {.exit_when_idle = true};
+    assert_int_equal(fhirsync_sync_worker_run(":memory:", cfg, &wbare, NULL, NULL, NULL, &err),
+                     FHIRSYNC_E_ARG);
+    assert_non_null(strstr(err.message, "fhirsync_worker_options_init"));
+    wo.sync.version = 0;
+    assert_int_equal(fhirsync_sync_worker_run(":memory:", cfg, &wo, NULL, NULL, NULL, &err),
+                     FHIRSYNC_E_ARG);
+    assert_non_null(strstr(err.message, "fhirsync_sync_options_init"));
+    fhirsync_worker_stats wsbare = {0};
+    assert_int_equal(fhirsync_sync_worker_run(":memory:", cfg, NULL, NULL, NULL, &wsbare, &err),
+                     FHIRSYNC_E_ARG);
+    assert_non_null(strstr(err.message, "fhirsync_worker_stats_init"));
+    fhirsync_config_free(cfg);
     fhirsync_endpoint_free(ep);
     fhirsync_store_close(store);
 }
@@ -761,7 +850,7 @@ static fhirsync_code small_sync(walk_ctx *w)
     fhirsync_sync *s = NULL;
     fhirsync_error err = {0};
     fhirsync_sync_options o;
-    fhirsync_sync_options_init(&o);
+    fhirsync_sync_options_init(&o, FHIRSYNC_SYNC_OPTIONS_VERSION);
     o.work_dir = work;
     o.load = FHIRSYNC_SYNC_LOAD_AFTER; /* one thread: the same allocations every time */
     fhirsync_code rc = fhirsync_store_open(db, 0, &store, &err);
@@ -872,13 +961,21 @@ int main(int argc, char **argv)
         return run_bare_sqlite(argc, argv);
     fhirsync_global_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scopes),      cmocka_unit_test(test_default_types),
-        cmocka_unit_test(test_levels),      cmocka_unit_test(test_group_scope),
-        cmocka_unit_test(test_watermarks),  cmocka_unit_test(test_names),
-        cmocka_unit_test(test_delete_urls), cmocka_unit_test(test_counts),
-        cmocka_unit_test(test_load_files),  cmocka_unit_test(test_load_stream),
-        cmocka_unit_test(test_sync_new),    cmocka_unit_test(test_walk_sync),
-        cmocka_unit_test(test_scope_types), cmocka_unit_test(test_reconcile),
+        cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_default_types),
+        cmocka_unit_test(test_levels),
+        cmocka_unit_test(test_group_scope),
+        cmocka_unit_test(test_watermarks),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_delete_urls),
+        cmocka_unit_test(test_counts),
+        cmocka_unit_test(test_load_files),
+        cmocka_unit_test(test_load_stream),
+        cmocka_unit_test(test_sync_new),
+        cmocka_unit_test(test_walk_sync),
+        cmocka_unit_test(test_scope_types),
+        cmocka_unit_test(test_reconcile),
+        cmocka_unit_test(test_versioned_structs),
     };
     int rc = cmocka_run_group_tests(tests, make_tmp, remove_tmp);
     fhirsync_global_cleanup();

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "auth/auth_internal.h"
+#include "http/policy.h"
 
 #define OAUTH_URIS_EXT "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
@@ -214,11 +215,8 @@ static fhirsync_code status_error(const fs_http_response *resp, const char *url,
 {
     char desc[512];
     fs_http_describe(resp, url, desc, sizeof desc);
-    fhirsync_code code = resp->status >= 500 ? FHIRSYNC_E_SERVER
-                         : resp->status == 404 ? FHIRSYNC_E_NOT_FOUND
-                         : resp->status == 401 || resp->status == 403 ? FHIRSYNC_E_UNAUTHORIZED
-                                                                      : FHIRSYNC_E_HTTP;
-    return fs_err_http(err, code, resp->status, "%s", desc);
+    return fs_err_http(err, fs_http_status_code(FS_HTTP_RESOURCE_SERVER, resp->status),
+                       resp->status, "%s", desc);
 }
 
 fhirsync_code fhirsync_discover(const fhirsync_endpoint *ep, fhirsync_smart_config **out,

@@ -8,6 +8,7 @@
 
 #include "auth/auth_internal.h"
 #include "config/config_internal.h"
+#include "http/policy.h"
 #include "http/ratelimit.h"
 
 #define ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -410,12 +411,6 @@ static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
     return ok ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
 }
 
-static bool retryable(long status)
-{
-    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
-           status == 504;
-}
-
 static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
                                    fhirsync_error *err)
 {
@@ -452,29 +447,28 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
             rc = fs_http_perform(auth->http, &req, &resp, err);
         fs_buf_free_secret(&form);
         fs_free_secret(basic);
-        int64_t retry_after = -1;
+        /* A token request is repeated like an idempotent one: each attempt carries a fresh
+         * assertion, and a token issued to an answer we never read is simply not used. */
+        int64_t retry_after = rc == FHIRSYNC_OK ? fs_http_retry_after(&resp, fs_now()) : -1;
+        fhirsync_code code = fs_http_status_code(FS_HTTP_AUTHORIZATION_SERVER, resp.status);
         bool retry = false;
-        if (rc == FHIRSYNC_E_NETWORK || rc == FHIRSYNC_E_TIMEOUT) {
+        if (rc != FHIRSYNC_OK) {
+            if (!fs_http_retryable_failure(rc, true, resp.request_sent))
+                break;
             retry = true;
-        } else if (rc != FHIRSYNC_OK) {
-            break;
-        } else if (resp.status >= 200 && resp.status < 300) {
+        } else if (code == FHIRSYNC_OK) {
             rc = fs_token_response_parse(resp.body.data, resp.body.len, tr, err);
             if (rc == FHIRSYNC_E_TOKEN_RESPONSE)
                 fs_err_prefix(err, "token endpoint %s (HTTP %ld)", auth->token_url, resp.status);
             break;
-        } else if (retryable(resp.status)) {
-            const char *ra = fs_http_header_get(&resp, "Retry-After");
-            if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
-                retry_after = -1;
+        } else if (fs_http_retryable_status(resp.status, true, retry_after)) {
             retry = true;
             char desc[700];
             fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
-            rc = fs_err_http(err, resp.status == 429 ? FHIRSYNC_E_RATE_LIMITED : FHIRSYNC_E_SERVER,
-                             resp.status, "token request failed: %s", desc);
+            rc = fs_err_http(err, code, resp.status, "token request failed: %s", desc);
         } else if (resp.status >= 300 && resp.status < 400) {
             const char *loc = fs_http_header_get(&resp, "Location");
-            rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, resp.status,
+            rc = fs_err_http(err, code, resp.status,
                              "token endpoint %s answered HTTP %ld redirecting to %s: token "
                              "requests are never redirected (the assertion's aud must be the "
                              "final URL); set token_url to the right URL",
@@ -487,13 +481,12 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
             auth->last_error_status = resp.status;
             char desc[700];
             fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
-            rc = fs_err_http(err, FHIRSYNC_E_AUTH, resp.status, "token request rejected: %s",
-                             desc);
+            rc = fs_err_http(err, code, resp.status, "token request rejected: %s", desc);
             break;
         }
         if (!retry || attempt >= auth->max_retries)
             break;
-        int64_t delay = fs_backoff_ms((unsigned)attempt, retry_after, auth->retry_cap);
+        int64_t delay = fs_http_retry_delay_ms((unsigned)attempt, retry_after, auth->retry_cap);
         fs_log(FHIRSYNC_LOG_WARN, "token: %s; retry %ld of %ld in %.1f s",
                err ? err->message : fhirsync_strerror(rc), attempt + 1, auth->max_retries,
                (double)delay / 1000.0);

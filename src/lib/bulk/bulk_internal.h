@@ -23,6 +23,7 @@
 
 #include "core/core.h"
 #include "fhirsync/bulk.h"
+#include "http/policy.h"
 #include "json/json.h"
 
 /* Defaults and caps. */
@@ -275,7 +276,7 @@ bool fs_bulk_request_lenient(const json_t *request);
 /* ---- Retry-After for status polls (export.c) ------------------------------------------------ */
 
 /* The wait before status poll number `attempt` (0-based) in ms: the Retry-After header (any
- * form fs_retry_after_parse reads, against `now`) when present and valid, capped by cap_s;
+ * form fs_http_retry_after_parse reads, against `now`) when present and valid, capped by cap_s;
  * otherwise exponential backoff from 1 s (with jitter) up to FS_BULK_POLL_BACKOFF_CAP_S (or cap_s
  * when lower). Never below floor_ms (0: FS_BULK_DEFAULT_POLL_FLOOR_MS). */
 int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
@@ -327,7 +328,7 @@ typedef struct fs_bulk_scratch {
     fs_bulk_budget budget;         /* failed attempts since the file last got further */
     bool stalled;                  /* this attempt ended by the stall rule */
     unsigned check_failures;       /* attempts that failed the line checks */
-    bool renewed_for_401;          /* this attempt already renewed the token once */
+    fs_http_renewal renewal;       /* the one token renewal after a 401, per attempt */
     int64_t not_before_ms;         /* backoff: do not start before this monotonic time */
     uint64_t range_from;           /* the offset asked for in this attempt */
     uint64_t received;             /* bytes received in this attempt */
@@ -436,6 +437,13 @@ fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *
                                fhirsync_error *err);
 /* The stall rule of this run: bytes per second (0: off) and seconds. */
 void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds);
+/* The poll floor (ms) and the deadline (s) of the handle's limits, defaults applied. */
+int64_t fs_bulk_poll_floor_ms(const fhirsync_export *ex);
+int64_t fs_bulk_deadline_s(const fhirsync_export *ex);
+/* "dir/name", the caller's; NULL on out of memory. */
+char *fs_bulk_path_join(const char *dir, const char *name);
+/* The handle's statistics (zeroes for NULL), version set. */
+void fs_bulk_collect_stats(const fhirsync_export *ex, fhirsync_export_stats *out);
 /* The file's path (ex->dir/name), built the first time (when the file is done: a manifest of
  * many files keeps no path for the files not done); NULL on out of memory. Sets pub.path. */
 const char *fs_bulk_file_path(const fhirsync_export *ex, fs_bulk_file *f);

@@ -34,6 +34,7 @@
 #include "bulk/bulk_internal.h"
 #include "fhir/fhir_internal.h"
 #include "http/multi.h"
+#include "http/policy.h"
 #include "http/ratelimit.h"
 
 #define BYTES_EVENT_MS 250
@@ -249,7 +250,8 @@ static fhirsync_code start_file(loop *lp, fs_bulk_file *f, fhirsync_error *err)
     fhirsync_code rc = fs_bulk_partial_open(ex, f, err); /* f->x from here on */
     if (rc != FHIRSYNC_OK)
         return rc;
-    f->x->renewed_for_401 = f->x->renewed_for_401 && f->x->not_before_ms == 0;
+    if (f->x->not_before_ms != 0) /* a new attempt, not the one more try after a renewal */
+        f->x->renewal = (fs_http_renewal){0};
     if (!lp->ctx[f->index] && !(lp->ctx[f->index] = fs_calloc(1, sizeof **lp->ctx)))
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     lp->ctx[f->index]->ex = ex;
@@ -339,7 +341,7 @@ static fhirsync_code schedule_retry(loop *lp, fs_bulk_file *f, const char *why,
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, e.message, 0, FHIRSYNC_OK);
         return FHIRSYNC_OK;
     }
-    int64_t delay = fs_backoff_ms(f->x->budget.failures - 1, retry_after_s, ex->retry_cap);
+    int64_t delay = fs_http_retry_delay_ms(f->x->budget.failures - 1, retry_after_s, ex->retry_cap);
     f->x->not_before_ms = fs_monotonic_ms() + delay;
     char msg[sizeof lp->first_failure.message + 64];
     snprintf(msg, sizeof msg, "%s; retry %u of %ld%s", why, f->x->budget.failures, ex->max_retries,
@@ -426,22 +428,19 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
         return schedule_retry(lp, f, "HTTP 416 to a Range request", -1, FHIRSYNC_E_PROTOCOL,
                               status);
     }
-    if (d->code == FHIRSYNC_OK && status == 401 && resp->token_sent) {
-        if (f->x->renewed_for_401)
-            return fs_err_http(err, FHIRSYNC_E_UNAUTHORIZED, 401, "%s: HTTP 401 from %s even "
-                               "with a new token", f->name, url);
-        f->x->renewed_for_401 = true;
+    if (d->code == FHIRSYNC_OK && fs_http_should_renew(&f->x->renewal, status, resp->token_sent)) {
         /* several downloads may get a 401 for the same token: renew it once */
         if (f->x->token_gen == ex->token_gen && (rc = fs_bulk_token(ex, true, err)) != FHIRSYNC_OK)
             return rc;
         f->x->not_before_ms = 0;
         return FHIRSYNC_OK;
     }
-    if (d->code == FHIRSYNC_OK && fs_retryable_status(status)) {
-        int64_t retry_after = -1;
+    if (d->code == FHIRSYNC_OK && status == 401 && resp->token_sent) /* the renewal was spent */
+        return fs_err_http(err, FHIRSYNC_E_UNAUTHORIZED, 401,
+                           "%s: HTTP 401 from %s even with a new token", f->name, url);
+    int64_t retry_after = d->code == FHIRSYNC_OK ? fs_http_retry_after(resp, fs_now()) : -1;
+    if (d->code == FHIRSYNC_OK && fs_http_retryable_status(status, true, retry_after)) {
         const char *ra = fs_http_header_get(resp, "Retry-After");
-        if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
-            retry_after = -1;
         fhirsync_error e = {0};
         fs_fhir_status_error(resp, url, &e);
         char why[sizeof e.message + 100];
@@ -461,12 +460,14 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
             fs_err_prefix(err, "%s", f->name);
         return rc;
     }
-    if (d->code == FHIRSYNC_E_TIMEOUT) {
-        /* libcurl's low-speed limit: the stall rule (or, when it is off, no byte at all) */
-        long stall_bytes, stall_s;
-        fs_bulk_stall_rule(ex, &stall_bytes, &stall_s);
+    if (fs_http_retryable_failure(d->code, true, true)) {
         char why[sizeof d->err.message + 160];
-        f->x->stalled = true;
+        long stall_bytes = 0, stall_s = 0;
+        if (d->code == FHIRSYNC_E_TIMEOUT) {
+            /* libcurl's low-speed limit: the stall rule (or, when it is off, no byte at all) */
+            fs_bulk_stall_rule(ex, &stall_bytes, &stall_s);
+            f->x->stalled = true;
+        }
         if (stall_bytes > 0)
             snprintf(why, sizeof why,
                      "stalled: less than %ld bytes/s for %ld s (the stall rule; "
@@ -476,8 +477,6 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
             snprintf(why, sizeof why, "%s", d->err.message);
         return schedule_retry(lp, f, why, -1, d->code, 0);
     }
-    if (d->code == FHIRSYNC_E_NETWORK)
-        return schedule_retry(lp, f, d->err.message, -1, d->code, 0);
     *err = d->err;
     fs_err_prefix(err, "%s", f->name);
     return d->code;

@@ -1,9 +1,10 @@
 /* bulk/export.c: the export handle: the folder and its lock, kick-off, status polls, the manifest
- * (all pages), events and the run's log (export-log.jsonl), the DELETE of the job, and the public
- * API. Downloads are in download.c. Every request to the FHIR server (kick-off, polls, manifest
- * pages, DELETE) goes through the REST client's fs_fhir_perform, which owns tokens, the 401
- * renewal, the rate limiter and retries; status polls pace themselves (Retry-After, backoff,
- * transient outcomes) and never come closer than the poll floor (1 s), whatever the server says.
+ * (all pages), the DELETE of the job, and the public API. Downloads are in download.c; what the
+ * parts share (events, the run's log export-log.jsonl, the token, limits) is in job.c. Every
+ * request to the FHIR server (kick-off, polls, manifest pages, DELETE) goes through the REST
+ * client's fs_fhir_perform, which owns tokens, the 401 renewal, the rate limiter and retries;
+ * status polls pace themselves (Retry-After, backoff, transient outcomes) and never come closer
+ * than the poll floor (1 s), whatever the server says.
  * A run ends by its deadline (24 h unless set) whatever the server does, leaving the folder and
  * the job resumable; progress is reported when its text changes, or every 30 s, not per poll.
  *
@@ -26,287 +27,44 @@
 #include "config/config_internal.h"
 #include "fhir/fhir_internal.h"
 #include "http/http.h"
+#include "http/policy.h"
 
 #define MAX_TRANSIENT_POLLS 1000
 
-/* ---- names ---------------------------------------------------------------------------------- */
+/* ---- options and limits ------------------------------------------------------------------- */
 
-const char *fhirsync_export_file_kind_name(fhirsync_export_file_kind kind)
+fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *limits, unsigned int version)
 {
-    switch (kind) {
-    case FHIRSYNC_EXPORT_OUTPUT: return "output";
-    case FHIRSYNC_EXPORT_DELETED: return "deleted";
-    case FHIRSYNC_EXPORT_ERROR: return "error";
-    }
-    return "?";
+    return fs_versioned_init(limits, sizeof *limits, version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                             "fhirsync_export_limits");
 }
 
-const char *fhirsync_export_event_name(fhirsync_export_event_kind kind)
+fhirsync_code fhirsync_export_options_init(fhirsync_export_options *opts, unsigned int version)
 {
-    switch (kind) {
-    case FHIRSYNC_EXPORT_EV_KICKOFF: return "kick-off";
-    case FHIRSYNC_EXPORT_EV_PROGRESS: return "progress";
-    case FHIRSYNC_EXPORT_EV_MANIFEST: return "manifest";
-    case FHIRSYNC_EXPORT_EV_FILE_STARTED: return "file-started";
-    case FHIRSYNC_EXPORT_EV_FILE_DONE: return "file-done";
-    case FHIRSYNC_EXPORT_EV_RETRY: return "retry";
-    case FHIRSYNC_EXPORT_EV_TOKEN_RENEWED: return "token-renewed";
-    case FHIRSYNC_EXPORT_EV_WARNING: return "warning";
-    case FHIRSYNC_EXPORT_EV_BYTES: return "bytes";
-    case FHIRSYNC_EXPORT_EV_DONE: return "done";
-    }
-    return "?";
-}
-
-void fhirsync_export_options_init(fhirsync_export_options *opts)
-{
-    memset(opts, 0, sizeof *opts);
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                          "fhirsync_export_options") != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
     opts->level = FHIRSYNC_EXPORT_SYSTEM;
     opts->delete_job = -1;
+    return fhirsync_export_limits_init(&opts->limits, FHIRSYNC_EXPORT_LIMITS_VERSION);
 }
 
-void fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_export_limits *limits)
+fhirsync_code fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_export_limits *limits)
 {
     if (!ex)
-        return;
-    if (limits)
+        return FHIRSYNC_E_ARG;
+    fs_err_clear(&ex->err);
+    if (!limits)
+        return fhirsync_export_limits_init(&ex->limits, FHIRSYNC_EXPORT_LIMITS_VERSION);
+    fhirsync_code rc = fs_check_version(limits->version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                                        "fhirsync_export_limits", &ex->err);
+    if (rc == FHIRSYNC_OK)
         ex->limits = *limits;
-    else
-        memset(&ex->limits, 0, sizeof ex->limits);
-}
-
-/* ---- limits --------------------------------------------------------------------------------- */
-
-static int64_t poll_floor_ms(const fhirsync_export *ex)
-{
-    return ex->limits.poll_floor_ms > 0 ? ex->limits.poll_floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS;
-}
-
-static int64_t deadline_s(const fhirsync_export *ex)
-{
-    return ex->limits.deadline_s ? ex->limits.deadline_s : FS_BULK_DEFAULT_DEADLINE_S;
-}
-
-void fs_bulk_stall_rule(const fhirsync_export *ex, long *bytes_per_s, long *seconds)
-{
-    int64_t b = ex->limits.stall_bytes_per_s, t = ex->limits.stall_s;
-    *bytes_per_s = b < 0          ? 0
-                   : b == 0       ? FS_BULK_DEFAULT_STALL_BYTES
-                   : b > LONG_MAX ? LONG_MAX
-                                  : (long)b;
-    *seconds = t <= 0 ? FS_BULK_DEFAULT_STALL_S : t > 86400 ? 86400 : (long)t;
-}
-
-fhirsync_code fs_bulk_deadline(fhirsync_export *ex, const char *doing, int64_t *wait_ms,
-                               fhirsync_error *err)
-{
-    if (!ex->deadline_ms)
-        return FHIRSYNC_OK;
-    int64_t now = fs_monotonic_ms();
-    if (now >= ex->deadline_ms)
-        return fs_err(err, FHIRSYNC_E_TIMEOUT,
-                      "the export's deadline of %lld s passed %s (%u status poll(s) this run): "
-                      "the job is kept on the server and the folder is resumable; run the same "
-                      "command again to go on (--deadline sets the limit)",
-                      (long long)deadline_s(ex), doing, ex->polls);
-    if (wait_ms && *wait_ms > ex->deadline_ms - now)
-        *wait_ms = ex->deadline_ms - now;
-    return FHIRSYNC_OK;
-}
-
-/* ---- events and the log --------------------------------------------------------------------- */
-
-static double elapsed_s(const fhirsync_export *ex)
-{
-    return (double)(fs_monotonic_ms() - ex->run_start_ms) / 1000.0;
-}
-
-void fs_bulk_log_record(fhirsync_export *ex, json_t *record)
-{
-    if (!record)
-        return;
-    char when[32];
-    fs_format_instant(fs_now(), when, sizeof when);
-    json_object_set_new(record, "time", json_string(when));
-    if (ex->run_start_ms)
-        json_object_set_new(record, "elapsed_ms",
-                            json_integer(fs_monotonic_ms() - ex->run_start_ms));
-    char *raw = ex->log_fd >= 0 ? fs_json_dump(record) : NULL;
-    /* a live token or assertion never reaches the file, whatever text carries it */
-    char *line = raw ? fs_redact_live(raw) : NULL;
-    fs_free(raw);
-    if (line) {
-        size_t len = strlen(line);
-        line[len] = '\n'; /* replaces the NUL: written with its length */
-        ssize_t n = write(ex->log_fd, line, len + 1);
-        (void)n; /* the log is a record for people: a full disk shows up in the data files */
-        line[len] = '\0';
-    }
-    fs_free(line);
-    json_decref(record);
-}
-
-const char *fs_bulk_file_path(const fhirsync_export *ex, fs_bulk_file *f)
-{
-    if (!f->path) {
-        size_t len = strlen(ex->dir) + 1 + strlen(f->name);
-        if ((f->path = fs_malloc(len + 1)))
-            snprintf(f->path, len + 1, "%s/%s", ex->dir, f->name);
-        f->pub.path = f->path;
-    }
-    return f->path;
-}
-
-void fs_bulk_scratch_free(fs_bulk_file *f)
-{
-    if (f->x) {
-        if (f->x->fd >= 0)
-            close(f->x->fd);
-        fs_free(f->x->partial_path);
-    }
-    fs_free(f->x);
-    f->x = NULL;
-}
-
-void fs_bulk_file_mark_done(fhirsync_export *ex, fs_bulk_file *f)
-{
-    if (f->pub.done)
-        return;
-    (void)fs_bulk_file_path(ex, f); /* out of memory: NULL until an event builds it */
-    f->pub.done = true;
-    ex->files_done++;
-    if (f->pub.kind == FHIRSYNC_EXPORT_OUTPUT)
-        ex->resources_done += f->pub.count;
-}
-
-bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
-                  const fs_bulk_file *file, const char *message, int64_t delay_ms,
-                  fhirsync_code code)
-{
-    /* a file not done has no path of its own: the event's copy gets one for the callback */
-    fhirsync_export_file pub;
-    char *path = NULL;
-    if (file && !file->pub.path) {
-        pub = file->pub;
-        size_t len = strlen(ex->dir) + 1 + strlen(file->name);
-        if ((path = fs_malloc(len + 1)))
-            snprintf(path, len + 1, "%s/%s", ex->dir, file->name);
-        pub.path = path;
-    }
-    fhirsync_export_event ev = {
-        .kind = kind,
-        .message = message,
-        .file = !file  ? NULL
-                : path ? &pub
-                       : &file->pub,
-        .delay_ms = delay_ms,
-        .code = code,
-        .status_url = ex->st.status_url,
-        .transaction_time = ex->st.transaction_time,
-        .files_total = ex->nfiles,
-        .bytes = ex->bytes_received,
-        .elapsed_s = elapsed_s(ex),
-    };
-    ev.files_done = ex->files_done;
-    ev.resources = ex->resources_done;
-    if (kind != FHIRSYNC_EXPORT_EV_BYTES) {
-        json_t *rec = json_pack("{s:s}", "event", fhirsync_export_event_name(kind));
-        if (rec) {
-            if (message)
-                json_object_set_new(rec, "message", json_string(message));
-            if (file) {
-                json_object_set_new(rec, "file", json_string(file->name));
-                json_object_set_new(rec, "kind",
-                                    json_string(fhirsync_export_file_kind_name(file->pub.kind)));
-                json_object_set_new(rec, "type", json_string(file->type));
-                if (kind == FHIRSYNC_EXPORT_EV_FILE_DONE) {
-                    json_object_set_new(rec, "count", json_integer(file->pub.count));
-                    json_object_set_new(rec, "quarantined", json_integer(file->pub.quarantined));
-                    json_object_set_new(rec, "bytes", json_integer((json_int_t)file->pub.bytes));
-                    json_object_set_new(rec, "from_previous_run",
-                                        json_boolean(file->pub.from_previous_run));
-                }
-            }
-            if (delay_ms > 0)
-                json_object_set_new(rec, "delay_ms", json_integer(delay_ms));
-            if (kind == FHIRSYNC_EXPORT_EV_KICKOFF && ex->st.status_url)
-                json_object_set_new(rec, "status_url", json_string(ex->st.status_url));
-            if (kind == FHIRSYNC_EXPORT_EV_MANIFEST) {
-                json_object_set_new(rec, "transaction_time",
-                                    json_string(ex->st.transaction_time));
-                json_object_set_new(rec, "files", json_integer((json_int_t)ex->nfiles));
-            }
-            if (kind == FHIRSYNC_EXPORT_EV_DONE) {
-                fhirsync_export_stats stats;
-                fhirsync_export_get_stats(ex, &stats);
-                json_object_set_new(rec, "code", json_string(fhirsync_strerror(code)));
-                json_object_set_new(rec, "files", json_integer((json_int_t)stats.files));
-                json_object_set_new(rec, "resources", json_integer(stats.resources));
-                json_object_set_new(rec, "deleted", json_integer(stats.deleted));
-                json_object_set_new(rec, "errors", json_integer(stats.errors));
-                json_object_set_new(rec, "quarantined", json_integer(stats.quarantined));
-                json_object_set_new(rec, "bytes", json_integer((json_int_t)stats.bytes));
-                json_object_set_new(rec, "duration_ms",
-                                    json_integer((json_int_t)(stats.duration_s * 1000.0)));
-                json_object_set_new(rec, "retries", json_integer(stats.retries));
-                json_object_set_new(rec, "token_renewals", json_integer(stats.token_renewals));
-            }
-            fs_bulk_log_record(ex, rec);
-        }
-    }
-    if (kind == FHIRSYNC_EXPORT_EV_RETRY)
-        ex->retries++;
-    if (kind == FHIRSYNC_EXPORT_EV_WARNING && message)
-        fs_log(FHIRSYNC_LOG_WARN, "export: %s%s%s", file ? file->name : "", file ? ": " : "",
-               message);
-    if (ex->cb && ex->cb(&ev, ex->cb_userdata) != 0)
-        ex->cb_stop = true;
-    fs_free(path);
-    return !ex->cb_stop;
-}
-
-/* ---- tokens --------------------------------------------------------------------------------- */
-
-fhirsync_code fs_bulk_token(fhirsync_export *ex, bool force, fhirsync_error *err)
-{
-    fhirsync_auth *auth = fs_fhir_client_auth(ex->client);
-    fhirsync_token tok;
-    if (force)
-        fhirsync_auth_invalidate(auth);
-    fhirsync_code rc = fhirsync_auth_token(auth, force, &tok, err);
-    if (rc != FHIRSYNC_OK)
-        return rc;
-    if (ex->token && strcmp(ex->token, tok.access_token) == 0)
-        return FHIRSYNC_OK;
-    char *copy = fs_strdup(tok.access_token);
-    if (!copy)
-        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-    bool renewal = ex->token != NULL;
-    fs_free_secret(ex->token);
-    ex->token = copy;
-    ex->token_gen++;
-    if (renewal) {
-        ex->renewals++;
-        fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_TOKEN_RENEWED, NULL,
-                     force ? "the server refused the token (HTTP 401): got a new one"
-                           : "the token was about to expire: got a new one",
-                     0, FHIRSYNC_OK);
-    }
-    return FHIRSYNC_OK;
+    return rc;
 }
 
 /* ---- the folder ----------------------------------------------------------------------------- */
 
-static char *join(const char *dir, const char *name)
-{
-    fs_buf b;
-    fs_buf_init(&b);
-    if (!fs_buf_printf(&b, "%s/%s", dir, name)) {
-        fs_buf_free(&b);
-        return NULL;
-    }
-    return fs_buf_steal(&b);
-}
 
 /* Whether a folder has entries (other than . and ..). */
 static bool dir_has_entries(const char *dir)
@@ -327,7 +85,7 @@ static fhirsync_code open_folder(fhirsync_export *ex, fhirsync_error *err)
     fhirsync_code rc = fs_bulk_mkdirs(ex->dir, err);
     if (rc != FHIRSYNC_OK)
         return rc;
-    char *lock = join(ex->dir, ".lock");
+    char *lock = fs_bulk_path_join(ex->dir, ".lock");
     if (!lock)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     ex->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -346,10 +104,10 @@ static fhirsync_code open_folder(fhirsync_export *ex, fhirsync_error *err)
  * .old.jsonl beside it), so that resume goes on in one log and no data glob sees it. */
 static fhirsync_code open_log(fhirsync_export *ex, fhirsync_error *err)
 {
-    char *path = join(ex->dir, FS_BULK_LOG_FILE);
-    char *old = join(ex->dir, FS_BULK_OLD_LOG_FILE);
-    char *aside = join(ex->dir, "export-log.old.jsonl");
-    ex->partial_dir = join(ex->dir, ".partial");
+    char *path = fs_bulk_path_join(ex->dir, FS_BULK_LOG_FILE);
+    char *old = fs_bulk_path_join(ex->dir, FS_BULK_OLD_LOG_FILE);
+    char *aside = fs_bulk_path_join(ex->dir, "export-log.old.jsonl");
+    ex->partial_dir = fs_bulk_path_join(ex->dir, ".partial");
     if (!path || !old || !aside || !ex->partial_dir) {
         fs_free(path);
         fs_free(old);
@@ -427,6 +185,13 @@ fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
     *out = NULL;
     if (!opts)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_new: no options");
+    fhirsync_code checked = fs_check_version(opts->version, FHIRSYNC_EXPORT_OPTIONS_VERSION,
+                                             "fhirsync_export_options", err);
+    if (checked == FHIRSYNC_OK)
+        checked = fs_check_version(opts->limits.version, FHIRSYNC_EXPORT_LIMITS_VERSION,
+                                   "fhirsync_export_limits", err);
+    if (checked != FHIRSYNC_OK)
+        return checked;
     fhirsync_export *ex = NULL;
     json_t *request = fs_bulk_request_build(opts, ep, err);
     if (!request)
@@ -584,6 +349,11 @@ void fhirsync_export_set_callback(fhirsync_export *ex, fhirsync_export_cb cb, vo
     ex->cb_userdata = userdata;
 }
 
+fhirsync_code fhirsync_export_errcode(const fhirsync_export *ex)
+{
+    return ex ? ex->err.code : FHIRSYNC_E_ARG;
+}
+
 const char *fhirsync_export_errmsg(const fhirsync_export *ex)
 {
     return ex ? ex->err.message : "";
@@ -664,10 +434,9 @@ static fhirsync_code kickoff_429(const fs_http_response *resp, fhirsync_error *e
     char desc[512];
     fs_fhir_describe_body(resp->body.data, resp->body.len, fs_http_header_get(resp, "Content-Type"),
                           desc, sizeof desc);
-    const char *ra = fs_http_header_get(resp, "Retry-After");
-    int64_t wait_s = -1;
+    int64_t wait_s = fs_http_retry_after(resp, fs_now());
     char when[96] = "";
-    if (ra && fs_parse_retry_after(ra, fs_now(), &wait_s))
+    if (wait_s >= 0)
         snprintf(when, sizeof when, " (Retry-After: %lld s)", (long long)wait_s);
     bool empty = resp->body.len == 0;
     if (!empty && mentions_running_export(desc))
@@ -791,12 +560,12 @@ int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned att
     int64_t seconds = -1;
     if (cap_s <= 0)
         cap_s = 300;
-    if (!retry_after || !fs_parse_retry_after(retry_after, now, &seconds))
+    if (!fs_http_retry_after_parse(retry_after, now, &seconds, NULL))
         seconds = -1;
     if (seconds < 0 && cap_s > FS_BULK_POLL_BACKOFF_CAP_S)
         cap_s = FS_BULK_POLL_BACKOFF_CAP_S;
-    return fs_poll_delay_ms(attempt, seconds,
-                            floor_ms > 0 ? floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS, cap_s);
+    return fs_http_poll_delay_ms(attempt, seconds,
+                                 floor_ms > 0 ? floor_ms : FS_BULK_DEFAULT_POLL_FLOOR_MS, cap_s);
 }
 
 static fhirsync_code wait_ms(fhirsync_export *ex, int64_t ms, fhirsync_error *err)
@@ -814,10 +583,10 @@ static void describe_retry_after(const char *ra, char *buf, size_t size)
     if (!ra || size == 0)
         return;
     int64_t s = 0;
-    fs_retry_after_form form;
-    if (fs_retry_after_parse(ra, fs_now(), &s, &form))
+    fs_http_retry_after_form form;
+    if (fs_http_retry_after_parse(ra, fs_now(), &s, &form))
         snprintf(buf, size, " (Retry-After: %.60s, %s: %lld s from now)", ra,
-                 fs_retry_after_form_name(form), (long long)s);
+                 fs_http_retry_after_form_name(form), (long long)s);
     else
         snprintf(buf, size, " (Retry-After: %.60s, not understood)", ra);
 }
@@ -896,9 +665,11 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
             failures = 0;
             transient = 0;
             delay =
-                fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap, poll_floor_ms(ex));
+                fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap, fs_bulk_poll_floor_ms(ex));
             report_progress(ex, fs_http_header_get(&resp, "X-Progress"), ra, delay);
-        } else if (status == 429 || status >= 500) {
+        } else if (status >= 500 || fs_http_retryable_status(status, true, -1)) {
+            /* a 5xx may carry the bulk protocol's OperationOutcome: "transient" keeps polling,
+             * an error ends the export; without one, the transport policy decides */
             fs_outcome oo;
             bool has_oo = fs_outcome_parse(resp.body.data, resp.body.len, &oo);
             if (has_oo && oo.transient && status >= 500) {
@@ -915,6 +686,10 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
                                  "the export failed on the server (HTTP %ld from %s): %s",
                                  status, url, oo.summary);
                 break;
+            } else if (!fs_http_retryable_status(status, true, -1)) {
+                rc = fs_fhir_status_error(&resp, url, err);
+                fs_err_prefix(err, "export status poll");
+                break;
             } else {
                 if (++failures > (unsigned)ex->max_retries) {
                     rc = fs_fhir_status_error(&resp, url, err);
@@ -928,7 +703,7 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
                 snprintf(msg, sizeof msg, "status poll: HTTP %ld: %s", status, desc);
             }
             delay = fs_bulk_poll_delay_ms(ra, fs_now(), failures + transient - 1, ex->retry_cap,
-                                          poll_floor_ms(ex));
+                                          fs_bulk_poll_floor_ms(ex));
             size_t used = strlen(msg);
             describe_retry_after(ra, msg + used, sizeof msg - used);
             fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_RETRY, NULL, msg, delay, FHIRSYNC_OK);
@@ -1069,7 +844,7 @@ static fhirsync_code save_manifest(fhirsync_export *ex, fhirsync_error *err)
 
 static fhirsync_code load_manifest(fhirsync_export *ex, fhirsync_error *err)
 {
-    char *path = join(ex->dir, "manifest.json");
+    char *path = fs_bulk_path_join(ex->dir, "manifest.json");
     char *text = NULL;
     size_t len = 0;
     fhirsync_code rc = path ? fs_bulk_read_file(path, FS_BULK_MANIFEST_MAX_BODY * 4, &text, &len,
@@ -1126,7 +901,7 @@ fhirsync_code fhirsync_export_delete_job(fhirsync_export *ex)
 static void partial_message(fhirsync_export *ex, fhirsync_error *err)
 {
     fhirsync_export_stats stats;
-    fhirsync_export_get_stats(ex, &stats);
+    fs_bulk_collect_stats(ex, &stats);
     size_t mismatched = 0;
     const fs_bulk_file *first = NULL;
     for (size_t i = 0; i < ex->nfiles; i++) {
@@ -1157,7 +932,7 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
     fs_err_clear(&ex->err);
     fhirsync_error *err = &ex->err;
     ex->run_start_ms = fs_monotonic_ms();
-    ex->deadline_ms = deadline_s(ex) > 0 ? ex->run_start_ms + deadline_s(ex) * 1000 : 0;
+    ex->deadline_ms = fs_bulk_deadline_s(ex) > 0 ? ex->run_start_ms + fs_bulk_deadline_s(ex) * 1000 : 0;
     ex->polls = 0;
     ex->last_progress_ms = 0;
     ex->retries = ex->renewals = 0;
@@ -1287,27 +1062,18 @@ const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_export *ex, s
     return ex && i < ex->nfiles ? &ex->files[i].pub : NULL;
 }
 
-void fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_export_stats *out)
+fhirsync_code fhirsync_export_stats_init(fhirsync_export_stats *stats, unsigned int version)
 {
-    memset(out, 0, sizeof *out);
-    if (!ex)
-        return;
-    out->files = ex->nfiles;
-    for (size_t i = 0; i < ex->nfiles; i++) {
-        const fhirsync_export_file *f = &ex->files[i].pub;
-        out->quarantined += f->quarantined;
-        if (!f->done)
-            continue;
-        out->files_done++;
-        out->bytes += f->bytes;
-        if (f->kind == FHIRSYNC_EXPORT_OUTPUT)
-            out->resources += f->count;
-        else if (f->kind == FHIRSYNC_EXPORT_DELETED)
-            out->deleted += f->count;
-        else
-            out->errors += f->count;
-    }
-    out->retries = ex->retries;
-    out->token_renewals = ex->renewals;
-    out->duration_s = ex->run_start_ms ? elapsed_s(ex) : 0;
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_EXPORT_STATS_VERSION,
+                             "fhirsync_export_stats");
 }
+
+fhirsync_code fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_export_stats *out)
+{
+    if (!out || fs_check_version(out->version, FHIRSYNC_EXPORT_STATS_VERSION,
+                                 "fhirsync_export_stats", NULL) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    fs_bulk_collect_stats(ex, out);
+    return FHIRSYNC_OK;
+}
+

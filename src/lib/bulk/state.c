@@ -32,21 +32,6 @@ bool fs_bulk_fsync_dir(const char *dir)
     return ok;
 }
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data,
                                    size_t len, fhirsync_error *err)
 {
@@ -61,7 +46,7 @@ fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char
         goto out;
     }
     fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || !write_all(fd, data, len) || fsync(fd) != 0) {
+    if (fd < 0 || !fs_write_all(fd, data, len) || fsync(fd) != 0) {
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot write %s: %s", tmp.data, strerror(errno));
         goto out;
     }
@@ -255,12 +240,10 @@ bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
     fs_bulk_done *d = (fs_bulk_done *)fs_bulk_state_find_done(st, name);
     if (!d) {
         if (st->done_count == st->done_cap) {
-            size_t cap = st->done_cap ? st->done_cap * 2 : 16;
-            fs_bulk_done *grown = fs_realloc(st->done, cap * sizeof *grown);
+            fs_bulk_done *grown = fs_array_grow(st->done, &st->done_cap, sizeof *grown, 16);
             if (!grown)
                 return false;
             st->done = grown;
-            st->done_cap = cap;
         }
         char *copy = fs_strdup(name);
         if (!copy || !fs_bulk_map_put(&st->done_index, copy, st->done_count)) {

@@ -107,23 +107,6 @@ struct fs_bulk_writer {
 
 /* ---- the partial file ----------------------------------------------------------------------- */
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = EIO;
-            return false;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 static void start_writeback(fs_bulk_file *f)
 {
     if (f->x->offset < f->x->writeback_from + WRITEBACK_STEP)
@@ -277,7 +260,7 @@ static void write_block(fs_bulk_file *f, const char *data, size_t len)
             goto stop;
         }
     }
-    if (!write_all(f->x->fd, data, len)) {
+    if (!fs_write_all(f->x->fd, data, len)) {
         fs_err(&f->x->io_err, FHIRSYNC_E_IO, "cannot write %s: %s", f->x->partial_path,
                strerror(errno));
         f->x->abort_io = true;
@@ -298,7 +281,7 @@ static bool copy_range(int in_fd, int out_fd, uint64_t from, uint64_t to, char *
     while (from < to) {
         size_t want = to - from > COPY_BUFFER ? COPY_BUFFER : (size_t)(to - from);
         ssize_t n = pread(in_fd, buf, want, (off_t)from);
-        if (n <= 0 || !write_all(out_fd, buf, (size_t)n))
+        if (n <= 0 || !fs_write_all(out_fd, buf, (size_t)n))
             return false;
         from += (uint64_t)n;
     }
@@ -338,7 +321,7 @@ static bool quarantine_record(int q_fd, const fs_bulk_file *f, uint64_t line, co
         fs_free(text);
     }
     char *line_text = ok ? fs_json_dump(rec) : NULL;
-    ok = line_text && write_all(q_fd, line_text, strlen(line_text)) && write_all(q_fd, "\n", 1);
+    ok = line_text && fs_write_all(q_fd, line_text, strlen(line_text)) && fs_write_all(q_fd, "\n", 1);
     fs_free(line_text);
     json_decref(rec);
     return ok;
@@ -446,7 +429,7 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
     if (io_ok && run_start < size)
         io_ok = copy_range(f->x->fd, out_fd, run_start, size, copybuf);
     if (io_ok && last_unterminated)
-        io_ok = write_all(out_fd, "\n", 1);
+        io_ok = fs_write_all(out_fd, "\n", 1);
     if (io_ok && f->mismatch) {
         char reason[160];
         snprintf(reason, sizeof reason, "count mismatch: the manifest says %lld, the file has "

@@ -1289,30 +1289,35 @@ fhirsync_endpoint *fhirsync_config_endpoint(const fhirsync_config *cfg, const ch
 static bool config_append(fhirsync_config *cfg, fhirsync_endpoint *ep)
 {
     if (cfg->count == cfg->cap) {
-        size_t cap = cfg->cap ? cfg->cap * 2 : 4;
-        fhirsync_endpoint **grown = fs_realloc(cfg->endpoints, cap * sizeof *grown);
+        fhirsync_endpoint **grown = fs_array_grow(cfg->endpoints, &cfg->cap, sizeof *grown, 4);
         if (!grown)
             return false;
         cfg->endpoints = grown;
-        cfg->cap = cap;
     }
     cfg->endpoints[cfg->count++] = ep;
     return true;
 }
 
-fhirsync_endpoint *fhirsync_config_add_endpoint(fhirsync_config *cfg, const char *name)
+fhirsync_code fhirsync_config_add_endpoint(fhirsync_config *cfg, const char *name,
+                                           fhirsync_endpoint **out, fhirsync_error *err)
 {
-    if (!cfg || !name || fhirsync_config_endpoint(cfg, name))
-        return NULL;
+    if (out)
+        *out = NULL;
+    if (!cfg || !name)
+        return fs_err(err, FHIRSYNC_E_ARG, "adding an endpoint needs a configuration and a name");
+    if (fhirsync_config_endpoint(cfg, name))
+        return fs_err(err, FHIRSYNC_E_CONFIG, "endpoint '%s' exists already", name);
     fhirsync_endpoint *ep = endpoint_copy(cfg->defaults, name);
     if (!ep)
-        return NULL;
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     ep->line = 0;
     if (!config_append(cfg, ep)) {
         fhirsync_endpoint_free(ep);
-        return NULL;
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
-    return ep;
+    if (out)
+        *out = ep;
+    return FHIRSYNC_OK;
 }
 
 /* ---- parsing INI text ----------------------------------------------------------------------- */

@@ -57,6 +57,19 @@ void *fs_realloc(void *p, size_t n)
     return realloc(p, n ? n : 1);
 }
 
+void *fs_array_grow(void *items, size_t *cap, size_t elem_size, size_t first)
+{
+    if (*cap > SIZE_MAX / 2)
+        return NULL;
+    size_t n = *cap ? *cap * 2 : first;
+    if (n == 0 || elem_size == 0 || n > SIZE_MAX / elem_size)
+        return NULL;
+    void *grown = fs_realloc(items, n * elem_size);
+    if (grown)
+        *cap = n;
+    return grown;
+}
+
 void fs_free(void *p)
 {
     free(p);
@@ -97,11 +110,4 @@ void fs_free_secret(char *s)
 void fhirsync_free(void *ptr)
 {
     fs_free(ptr);
-}
-
-void fhirsync_free_secret(char *secret)
-{
-    /* the secrets the API hands out (assertions, JWS, client secrets) are registered with the
-     * redaction path; releasing one ends its registration */
-    fs_secret_free(secret);
 }

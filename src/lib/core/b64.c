@@ -53,7 +53,9 @@ char *fs_b64_encode(const unsigned char *data, size_t len)
     return encode(data, len, std_alphabet, true);
 }
 
-static int url_value(char c)
+/* The value of one character in `alphabet` (its 62nd and 63rd characters are the only ones
+ * the two alphabets differ in), -1 when it is not one. */
+static int value_of(char c, const char *alphabet)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -61,14 +63,17 @@ static int url_value(char c)
         return c - 'a' + 26;
     if (c >= '0' && c <= '9')
         return c - '0' + 52;
-    if (c == '-')
+    if (c == alphabet[62])
         return 62;
-    if (c == '_')
+    if (c == alphabet[63])
         return 63;
     return -1;
 }
 
-bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len)
+/* Strict decoding of unpadded text; the output is wiped when the input is refused, since it may
+ * be a credential (HTTP Basic) or part of a key (JWK members). */
+static bool decode(const char *text, size_t text_len, const char *alphabet, unsigned char **out,
+                   size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
@@ -82,9 +87,9 @@ bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, si
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < text_len; i++) {
-        int v = url_value(text[i]);
+        int v = value_of(text[i], alphabet);
         if (v < 0) {
-            fs_free(buf);
+            fs_free_wipe(buf, cap);
             return false;
         }
         acc = acc << 6 | (uint32_t)v;
@@ -96,10 +101,29 @@ bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, si
     }
     /* leftover bits must be zero (canonical encoding) */
     if (bits && (acc & ((1u << bits) - 1))) {
-        fs_free(buf);
+        fs_free_wipe(buf, cap);
         return false;
     }
     *out = buf;
     *out_len = o;
     return true;
+}
+
+bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len)
+{
+    return decode(text, text_len, url_alphabet, out, out_len);
+}
+
+bool fs_b64_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len)
+{
+    /* padding, when there is any, makes the length a multiple of 4: at most two '=' */
+    size_t n = text_len;
+    while (n > 0 && text_len - n < 2 && text[n - 1] == '=')
+        n--;
+    if (n < text_len && text_len % 4 != 0) {
+        *out = NULL;
+        *out_len = 0;
+        return false;
+    }
+    return decode(text, n, std_alphabet, out, out_len);
 }

@@ -19,6 +19,9 @@
 void *fs_malloc(size_t n);
 void *fs_calloc(size_t count, size_t size);
 void *fs_realloc(void *p, size_t n);
+/* Grow an array that doubles: room for *cap * 2 elements of `elem_size` bytes (`first` when *cap
+ * is 0), *cap updated. NULL on out of memory or overflow, with the old array and *cap kept. */
+void *fs_array_grow(void *items, size_t *cap, size_t elem_size, size_t first);
 void fs_free(void *p);
 char *fs_strdup(const char *s);
 char *fs_strndup(const char *s, size_t n);
@@ -44,6 +47,17 @@ fhirsync_code fs_err_http(fhirsync_error *err, fhirsync_code code, long http_sta
 void fs_err_clear(fhirsync_error *err);
 /* Prefix the existing message with "what: " (context added on the way up). */
 void fs_err_prefix(fhirsync_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The check of a versioned struct of the public API (an options or stats struct whose first
+ * member is `unsigned int version`): FHIRSYNC_OK when `version` is one this library knows
+ * (1..latest), else FHIRSYNC_E_ARG with a message naming `type` ("fhirsync_export_options") and
+ * the _init call that sets it (a struct filled by memset or an initializer has version 0). */
+fhirsync_code fs_check_version(unsigned int version, unsigned int latest, const char *type,
+                               fhirsync_error *err);
+/* The common part of every fhirsync_X_init(x, version): FHIRSYNC_E_ARG (x left alone) for a NULL
+ * struct or a version fs_check_version refuses; otherwise zero the `size` bytes and store
+ * `version` in the first member. The caller then sets its defaults. */
+fhirsync_code fs_versioned_init(void *x, size_t size, unsigned int version, unsigned int latest,
+                                const char *type);
 
 /* ---- logging --------------------------------------------------------------------------------- */
 void fs_log(fhirsync_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -107,6 +121,8 @@ char *fs_b64url_encode(const unsigned char *data, size_t len);
 bool fs_b64url_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len);
 /* Standard base64 with padding (for HTTP Basic). */
 char *fs_b64_encode(const unsigned char *data, size_t len);
+/* Plain base64 (RFC 4648 section 4), padded or not, as strict as fs_b64url_decode. */
+bool fs_b64_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len);
 
 /* ---- strings --------------------------------------------------------------------------------- */
 bool fs_streq(const char *a, const char *b);            /* NULL-safe */
@@ -119,6 +135,8 @@ bool fs_parse_long(const char *s, long *out);
 /* The value of the four hex digits at p (the caller checked that four bytes are there), or -1
  * when one is not a hex digit: the XXXX of a JSON \uXXXX escape. */
 long fs_hex4(const unsigned char *p);
+/* The value of one hexadecimal digit (either case), -1 for anything else. */
+int fs_hex_value(unsigned char c);
 /* Random bytes from the OS CSPRNG via OpenSSL; false on failure. */
 bool fs_random_bytes(unsigned char *out, size_t n);
 /* Random base64url string of `nbytes` bytes of entropy; caller frees. */
@@ -132,6 +150,11 @@ void fs_time_set_offset(int64_t seconds);
 int64_t fs_monotonic_ms(void);
 /* Parse an HTTP-date (IMF-fixdate, plus the obsolete RFC 850 and asctime forms, RFC 9110). */
 bool fs_parse_http_date(const char *s, int64_t *out_epoch);
+/* Write all `len` bytes to `fd`, retrying after EINTR and short writes. False with errno set
+ * (EIO when write(2) wrote nothing without an error). */
+bool fs_write_all(int fd, const void *data, size_t len);
+/* Days since 1970-01-01 of a proleptic Gregorian date (month 1-12; no timegm: no TZ). */
+int64_t fs_days_from_civil(int64_t y, int m, int d);
 /* Parse a FHIR instant / dateTime with time (YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)). */
 bool fs_parse_instant(const char *s, int64_t *out_epoch);
 /* Format an epoch as a FHIR instant in UTC ("2026-11-28T21:33:00Z") into buf (>= 21 bytes). */
@@ -139,37 +162,14 @@ void fs_format_instant(int64_t epoch, char *buf, size_t size);
 /* Format as an IMF-fixdate into buf (>= 30 bytes). */
 void fs_format_http_date(int64_t epoch, char *buf, size_t size);
 
-/* ---- retries: the transport policy (retry.c) ------------------------------------------------ */
-/* Whether an HTTP status is worth another attempt: 408, 429, 500, 502, 503, 504. */
-bool fs_retryable_status(long status);
+/* ---- waiting (retry.c) ----------------------------------------------------------------------- */
+/* The transport policy (which statuses to retry, Retry-After, the delays of HTTP retries and
+ * status polls) is http/policy.h; core keeps what any retry loop needs. */
 
-/* How a Retry-After header was written. */
-typedef enum fs_retry_after_form {
-    FS_RETRY_AFTER_NONE = 0,
-    FS_RETRY_AFTER_DELAY = 1,   /* delay-seconds */
-    FS_RETRY_AFTER_DATE = 2,    /* an HTTP-date */
-    FS_RETRY_AFTER_EPOCH_S = 3, /* a number too large for a delay: seconds since the epoch */
-    FS_RETRY_AFTER_EPOCH_MS = 4 /* milliseconds since the epoch */
-} fs_retry_after_form;
-
-/* Parse a Retry-After value against the wall clock `now` (epoch seconds) into seconds to wait
- * from now (never negative: a time in the past is 0). Accepts delay-seconds, an HTTP-date, and an
- * absolute epoch in seconds (numbers from 1e9) or milliseconds (from 1e11) as some servers send;
- * larger numbers saturate as a delay (callers cap it). *form (may be NULL) says which it was.
- * False (and *out_seconds untouched) for anything else. The one Retry-After reader. */
-bool fs_retry_after_parse(const char *s, int64_t now, int64_t *out_seconds,
-                          fs_retry_after_form *form);
-/* The same without the form. */
-bool fs_parse_retry_after(const char *s, int64_t now, int64_t *out_seconds);
-/* "seconds", "HTTP-date", "epoch seconds", "epoch milliseconds", "none". */
-const char *fs_retry_after_form_name(fs_retry_after_form form);
-/* Delay before retry number `attempt` (0-based): the server's Retry-After when given (>= 0),
- * otherwise exponential backoff from 1 s with full jitter; never above cap_s seconds. In ms. */
-int64_t fs_backoff_ms(unsigned attempt, int64_t retry_after_s, int64_t cap_s);
-/* Delay before status poll number `attempt` (0-based): as fs_backoff_ms, but never below
- * floor_ms (itself at most the cap), so that "Retry-After: 0" or a date in the past cannot make
- * polls go back to back. In ms. */
-int64_t fs_poll_delay_ms(unsigned attempt, int64_t retry_after_s, int64_t floor_ms, int64_t cap_s);
+/* Exponential backoff before retry number `attempt` (0-based), in ms: 1 s doubled per attempt
+ * up to cap_ms (<= 0: 300 s), with jitter in [base/2, base] so that clients do not retry in
+ * lockstep. */
+int64_t fs_backoff_ms(unsigned attempt, int64_t cap_ms);
 /* Sleep, waking early when fs_cancel_requested() turns true. Returns false when cancelled. */
 bool fs_sleep_ms(int64_t ms);
 /* Process-wide cancellation flag (set from a signal handler by the application through

@@ -1,5 +1,6 @@
 /* core/error.c: the error enum's names and the helpers that fill a fhirsync_error. Every message
  * passes through the redaction path, since messages quote what servers said. */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -116,4 +117,30 @@ void fs_err_prefix(fhirsync_error *err, const char *fmt, ...)
         joined[o++] = err->message[i];
     joined[o] = '\0';
     memcpy(err->message, joined, o + 1);
+}
+
+fhirsync_code fs_check_version(unsigned int version, unsigned int latest, const char *type,
+                               fhirsync_error *err)
+{
+    if (version >= 1 && version <= latest)
+        return FHIRSYNC_OK;
+    char macro[96];
+    size_t n = 0;
+    for (const char *p = type; *p && n < sizeof macro - 1; p++)
+        macro[n++] = (char)toupper((unsigned char)*p);
+    macro[n] = '\0';
+    return fs_err(err, FHIRSYNC_E_ARG,
+                  "%s has version %u, not one this library knows (1..%u): initialise it with "
+                  "%s_init(&x, %s_VERSION)",
+                  type, version, latest, type, macro);
+}
+
+fhirsync_code fs_versioned_init(void *x, size_t size, unsigned int version, unsigned int latest,
+                                const char *type)
+{
+    if (!x || size < sizeof version || fs_check_version(version, latest, type, NULL) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    memset(x, 0, size);
+    memcpy(x, &version, sizeof version); /* `unsigned int version` is the first member */
+    return FHIRSYNC_OK;
 }

@@ -136,6 +136,13 @@ void fs_secret_free(char *s)
     fs_free_secret(s);
 }
 
+void fhirsync_free_secret(char *secret)
+{
+    /* the secrets the API hands out (assertions, JWS, client secrets) are registered with the
+     * redaction path; releasing one ends its registration */
+    fs_secret_free(secret);
+}
+
 /* Replace each registered value in `text` by "***". NULL on out of memory. */
 char *fs_redact_live(const char *text)
 {

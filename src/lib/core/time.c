@@ -33,8 +33,7 @@ static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 static const char *const wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 
-/* days since 1970-01-01 for a proleptic Gregorian date (no timegm: no TZ dependence) */
-static int64_t days_from_civil(int64_t y, int m, int d)
+int64_t fs_days_from_civil(int64_t y, int m, int d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -53,7 +52,7 @@ static bool valid_fields(int y, int mon, int d, int h, int mi, int s)
 
 static int64_t to_epoch(int y, int mon, int d, int h, int mi, int s)
 {
-    return days_from_civil(y, mon, d) * 86400 + h * 3600 + mi * 60 + s;
+    return fs_days_from_civil(y, mon, d) * 86400 + h * 3600 + mi * 60 + s;
 }
 
 /* Whether `text` starts with `prefix`; never reads past text's terminator. */

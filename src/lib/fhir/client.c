@@ -10,6 +10,7 @@
 #include "auth/auth_internal.h"
 #include "config/config_internal.h"
 #include "fhir/fhir_internal.h"
+#include "http/policy.h"
 #include "http/ratelimit.h"
 
 /* max_body when the profile somehow has none (the setting's own default is 64 MiB). */
@@ -272,7 +273,8 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
     bool idempotent = strcasecmp(method, "POST") != 0 && strcasecmp(method, "PATCH") != 0;
     counting_sink cs = {.sink = req->sink, .userdata = req->sink_userdata};
     buffer_sink bs = {.into = req->into, .max_body = req->max_body ? req->max_body : c->max_body};
-    bool renewed = false, force_new = false;
+    fs_http_renewal renewal = {0};
+    bool force_new = false;
     fhirsync_code rc = fs_fhir_resolve(c, req->target, !req->anonymous, &url, &e);
     if (rc != FHIRSYNC_OK)
         goto out;
@@ -328,20 +330,19 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
             rc = fs_err(&e, FHIRSYNC_E_NOMEM, "out of memory receiving %s", url);
 
         char reason[sizeof e.message + 64];
-        int64_t retry_after = -1;
-        if (rc == FHIRSYNC_E_NETWORK || rc == FHIRSYNC_E_TIMEOUT) {
+        /* the server's wish, when it answered: seconds to wait, or -1 */
+        int64_t retry_after = rc == FHIRSYNC_OK ? fs_http_retry_after(resp, fs_now()) : -1;
+        if (rc != FHIRSYNC_OK) {
+            /* FHIRSYNC_E_CANCELLED (fhirsync_cancel() stopped the transfer, or a sink refused
+             * the body), TLS, URL, redirect, size and memory errors are final; so is a POST
+             * that may have been processed (never replayed blindly) */
+            if (!fs_http_retryable_failure(rc, idempotent, resp->request_sent))
+                break;
             if (cs.delivered > 0)
                 break; /* the sink has part of the body: the caller decides (resume) */
-            if (!idempotent && resp->request_sent)
-                break; /* a POST may have been processed: never replayed blindly */
             snprintf(reason, sizeof reason, "%s", e.message);
-        } else if (rc != FHIRSYNC_OK) {
-            /* FHIRSYNC_E_CANCELLED (fhirsync_cancel() stopped the transfer, or a sink refused
-             * the body), TLS, URL, redirect, size and memory errors: final */
-            break;
-        } else if (resp->status == 401 && resp->token_sent && !renewed) {
+        } else if (fs_http_should_renew(&renewal, resp->status, resp->token_sent)) {
             /* the token was revoked or expired early: one new token, one more try */
-            renewed = true;
             force_new = true;
             fhirsync_auth_invalidate(c->auth);
             fs_log(FHIRSYNC_LOG_INFO,
@@ -349,12 +350,9 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
                    "once more",
                    url);
             continue;
-        } else if (fs_retryable_status(resp->status) && !req->no_status_retries) {
+        } else if (!req->no_status_retries &&
+                   fs_http_retryable_status(resp->status, idempotent, retry_after)) {
             const char *ra = fs_http_header_get(resp, "Retry-After");
-            if (!ra || !fs_parse_retry_after(ra, fs_now(), &retry_after))
-                retry_after = -1;
-            if (!idempotent && !((resp->status == 429 || resp->status == 503) && retry_after >= 0))
-                break;
             int n = snprintf(reason, sizeof reason, "HTTP %ld", resp->status);
             if (retry_after >= 0 && n > 0 && (size_t)n < sizeof reason)
                 snprintf(reason + n, sizeof reason - (size_t)n, " with Retry-After %s%s", ra,
@@ -370,7 +368,7 @@ fhirsync_code fs_fhir_perform(fhirsync_client *c, const fs_fhir_request *req,
                        url, reason, c->max_retries);
             break;
         }
-        int64_t delay = fs_backoff_ms(attempt, retry_after, c->retry_cap);
+        int64_t delay = fs_http_retry_delay_ms(attempt, retry_after, c->retry_cap);
         fs_log(FHIRSYNC_LOG_WARN, "fhir: %s %s: %s; retry %u of %ld in %.1f s", method, url, reason,
                attempt + 1, c->max_retries, (double)delay / 1000.0);
         if (!fs_sleep_ms(delay)) {

@@ -115,19 +115,14 @@ typedef struct fs_outcome {
  * then zeroed. Never fails on memory in a way that matters: out of memory reads as "not one". */
 bool fs_outcome_parse(const char *body, size_t len, fs_outcome *out);
 
-/* The error code for a final non-2xx HTTP status: 401 FHIRSYNC_E_UNAUTHORIZED, 403
- * FHIRSYNC_E_FORBIDDEN, 404/410 FHIRSYNC_E_NOT_FOUND, 429 FHIRSYNC_E_RATE_LIMITED, 5xx
- * FHIRSYNC_E_SERVER, other 4xx FHIRSYNC_E_BAD_REQUEST, anything else (1xx, 3xx, odd numbers)
- * FHIRSYNC_E_HTTP. FHIRSYNC_OK for 2xx. */
-fhirsync_code fs_fhir_status_code(long status);
-
 /* One short description of a body for an error message, into buf: the OperationOutcome summary,
  * an OAuth error ("invalid_token: ..."), "an HTML page" (never the page itself), "an empty body",
  * or the first characters of anything else in quotes. `content_type` may be NULL. */
 void fs_fhir_describe_body(const char *body, size_t len, const char *content_type, char *buf,
                            size_t size);
 
-/* Fill err for a non-2xx response: the code of fs_fhir_status_code() and the message
+/* Fill err for a non-2xx response of the FHIR server: the code of fs_http_status_code()
+ * (FS_HTTP_RESOURCE_SERVER) and the message
  * "HTTP <status> from <url>: <description of the body>", with err->http_status set. Returns the
  * code (FHIRSYNC_OK, err untouched, for a 2xx). */
 fhirsync_code fs_fhir_status_error(const fs_http_response *resp, const char *url,

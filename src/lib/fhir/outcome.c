@@ -2,12 +2,13 @@
  * servers explain failures with an OperationOutcome (issue[].severity, code, diagnostics or
  * details.text); proxies and gateways in front of them answer HTML pages or plain text, and some
  * resource servers answer OAuth-style errors. Each becomes a short description; HTML is named,
- * never dumped. Also the one mapping from HTTP statuses to library error codes. */
+ * never dumped. The error code of a status is the transport policy's (http/policy.h). */
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "fhir/fhir_internal.h"
+#include "http/policy.h"
 #include "json/json.h"
 
 /* Issues shown in a summary; the rest are counted. */
@@ -105,25 +106,6 @@ bool fs_outcome_parse(const char *body, size_t len, fs_outcome *out)
     return true;
 }
 
-fhirsync_code fs_fhir_status_code(long status)
-{
-    if (status >= 200 && status < 300)
-        return FHIRSYNC_OK;
-    if (status == 401)
-        return FHIRSYNC_E_UNAUTHORIZED;
-    if (status == 403)
-        return FHIRSYNC_E_FORBIDDEN;
-    if (status == 404 || status == 410)
-        return FHIRSYNC_E_NOT_FOUND;
-    if (status == 429)
-        return FHIRSYNC_E_RATE_LIMITED;
-    if (status >= 500 && status < 600)
-        return FHIRSYNC_E_SERVER;
-    if (status >= 400 && status < 500)
-        return FHIRSYNC_E_BAD_REQUEST;
-    return FHIRSYNC_E_HTTP;
-}
-
 void fs_fhir_describe_body(const char *body, size_t len, const char *content_type, char *buf,
                            size_t size)
 {
@@ -174,7 +156,7 @@ void fs_fhir_describe_body(const char *body, size_t len, const char *content_typ
 fhirsync_code fs_fhir_status_error(const fs_http_response *resp, const char *url,
                                    fhirsync_error *err)
 {
-    fhirsync_code code = fs_fhir_status_code(resp->status);
+    fhirsync_code code = fs_http_status_code(FS_HTTP_RESOURCE_SERVER, resp->status);
     if (code == FHIRSYNC_OK)
         return FHIRSYNC_OK;
     char desc[800];

@@ -22,7 +22,7 @@
 #include <openssl/params.h>
 #include <openssl/rsa.h>
 
-#include "jose/jose_int.h"
+#include "jose/jose_internal.h"
 
 struct fhirsync_key {
     EVP_PKEY *pkey;
@@ -740,20 +740,6 @@ out:
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-static bool write_all(int fd, const unsigned char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* Make the new directory entry durable too; best effort (some file systems refuse). */
 static void fsync_parent(const char *path)
 {
@@ -797,7 +783,7 @@ fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path, 
         goto out;
     }
     created = true;
-    if (!write_all(fd, pem, pem_len) || fsync(fd) != 0) {
+    if (!fs_write_all(fd, pem, pem_len) || fsync(fd) != 0) {
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot write key file %s: %s", path, strerror(errno));
         goto out;
     }

@@ -28,7 +28,7 @@
 
 #include <libpq-fe.h>
 
-#include "store/store_int.h"
+#include "store/store_internal.h"
 
 #define MAX_PARAMS 16
 #define MAX_COLUMNS 16
@@ -370,12 +370,10 @@ static fhirsync_code stage(fhirsync_store *s, fs_store_type *t, const fs_resourc
         listed = impl->staged_types[i] == t->slot;
     if (!listed) {
         if (impl->staged_type_count == impl->staged_type_cap) {
-            size_t cap = impl->staged_type_cap ? impl->staged_type_cap * 2 : 8;
-            unsigned *grown = fs_realloc(impl->staged_types, cap * sizeof *grown);
+            unsigned *grown = fs_array_grow(impl->staged_types, &impl->staged_type_cap, sizeof *grown, 8);
             if (!grown)
                 return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
             impl->staged_types = grown;
-            impl->staged_type_cap = cap;
         }
         impl->staged_types[impl->staged_type_count++] = t->slot;
     }

@@ -8,12 +8,14 @@
  * transaction, so a step is applied once. A database whose version is newer than this library's
  * is refused: an older binary must not write into a schema it does not know.
  *
- * To change the schema, append a step: never edit a released one. docs/store.md lists them. */
+ * To change the schema, append a step: never edit a released one. docs/store.md lists them.
+ *
+ * It runs statements through the engine's vtable and uses shared.c's small helpers, nothing of the
+ * store's API files: store.c migrates on opening, types.c creates a type's table on first use. */
 #include <stdio.h>
 #include <string.h>
 
-
-#include "store/store_int.h"
+#include "store/store_internal.h"
 
 /* Tables that exist from version 1, so that the views over them can too. */
 static const char *const common_types[] = {
@@ -309,7 +311,7 @@ static const char v1_postgresql[] =
 /* ---- version 2 ------------------------------------------------------------------------------- */
 
 /* Which FHIR server each endpoint syncs: resource ids are unique within one server only, so a
- * store refuses a second server (fhirsync_store_bind_endpoint). */
+ * store refuses a second server (fs_store_bind_endpoint). */
 static const char v2_sqlite[] = "CREATE TABLE IF NOT EXISTS endpoints ("
                                 " name TEXT PRIMARY KEY NOT NULL,"
                                 " base_url TEXT NOT NULL,"
@@ -402,6 +404,22 @@ char *fs_schema_type_ddl(fs_store_engine engine, const char *type)
     return fs_buf_steal(&b);
 }
 
+fhirsync_code fs_schema_create_type(fhirsync_store *s, const char *type, fhirsync_error *err)
+{
+    char *ddl = fs_schema_type_ddl(s->engine, type);
+    if (!ddl)
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_code rc = s->ops->script(s, ddl, err);
+    fs_free(ddl);
+    fs_sql_value params[2] = {fs_sql_text(type), fs_sql_text(fs_store_loaded_at(s))};
+    if (rc == FHIRSYNC_OK)
+        rc = s->ops->exec(s,
+                          "INSERT INTO resource_types (type, created_at) VALUES (?1, ?2)"
+                          " ON CONFLICT (type) DO NOTHING",
+                          true, params, 2, NULL, NULL, NULL, err);
+    return rc;
+}
+
 /* ---- the driver ------------------------------------------------------------------------------ */
 
 static int read_int(void *userdata, int ncols, const char *const *values, const size_t *lengths,
@@ -444,20 +462,8 @@ static fhirsync_code apply(fhirsync_store *s, const migration *m, fhirsync_error
 {
     fhirsync_code rc = FHIRSYNC_OK;
     if (m->common_types) {
-        for (size_t i = 0; common_types[i] && rc == FHIRSYNC_OK; i++) {
-            char *ddl = fs_schema_type_ddl(s->engine, common_types[i]);
-            if (!ddl)
-                return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
-            rc = s->ops->script(s, ddl, err);
-            fs_free(ddl);
-            fs_sql_value params[2] = {fs_sql_text(common_types[i]),
-                                      fs_sql_text(fs_store_loaded_at(s))};
-            if (rc == FHIRSYNC_OK)
-                rc = s->ops->exec(s,
-                                  "INSERT INTO resource_types (type, created_at) VALUES (?1, ?2)"
-                                  " ON CONFLICT (type) DO NOTHING",
-                                  true, params, 2, NULL, NULL, NULL, err);
-        }
+        for (size_t i = 0; common_types[i] && rc == FHIRSYNC_OK; i++)
+            rc = fs_schema_create_type(s, common_types[i], err);
     }
     if (rc == FHIRSYNC_OK)
         rc = s->ops->script(s, s->engine == FS_ENGINE_SQLITE ? m->sqlite_sql : m->postgresql_sql,

@@ -24,7 +24,7 @@
  *              twice does not quarantine its bad lines twice.
  *   final      one batch: the quarantine (the bulk client's quarantine/ files and refused
  *              lines), then the run's end with the watermark := the manifest's transactionTime
- *              (fhirsync_store_run_finish commits them together). Then the folder is removed.
+ *              (fs_store_run_finish commits them together). Then the folder is removed.
  *
  * Killed at any instant, the next run finds the watermark unchanged, plans the same request,
  * and the bulk client resumes the same job from the folder; files are reloaded or skipped as the
@@ -133,27 +133,13 @@ static fhirsync_code mkdirs(const char *path, fhirsync_error *err)
     return rc;
 }
 
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* Append one line to a file and fsync it (the ledger: it must be on disk before it counts). */
 static bool append_line(const char *path, const char *line)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return false;
-    bool ok = write_all(fd, line, strlen(line)) && write_all(fd, "\n", 1) && fsync(fd) == 0;
+    bool ok = fs_write_all(fd, line, strlen(line)) && fs_write_all(fd, "\n", 1) && fsync(fd) == 0;
     close(fd);
     return ok;
 }
@@ -290,8 +276,8 @@ static bool write_refused(refused_ctx *r, const char *line, size_t len, int64_t 
     }
     char *text = ok ? fs_json_dump(rec) : NULL;
     /* on disk before the file's batch commits: a line the store refused is never lost */
-    ok = text && write_all(c->refused_fd, text, strlen(text)) &&
-         write_all(c->refused_fd, "\n", 1) && fsync(c->refused_fd) == 0;
+    ok = text && fs_write_all(c->refused_fd, text, strlen(text)) &&
+         fs_write_all(c->refused_fd, "\n", 1) && fsync(c->refused_fd) == 0;
     fs_free(text);
     json_decref(rec);
     return ok;
@@ -868,7 +854,7 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
     if (rc == FHIRSYNC_OK && !(counts_json = fs_sync_counts_loaded_json(&s->counts)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
-        fhirsync_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
+        fs_store_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
                                 .transaction_time = s->transaction_time,
                                 .counts_json = counts_json,
                                 .resources = loaded,
@@ -877,7 +863,7 @@ static fhirsync_code finish_ok(bulk_ctx *c, bool export_partial, fhirsync_error 
                                 .error = why[0] ? why : NULL,
                                 .new_watermark = moves ? mark : NULL};
         /* the batch's final commit: the quarantine, the run's end and the watermark together */
-        rc = fhirsync_store_run_finish(s->store, s->run_id, &end, err);
+        rc = fs_store_run_finish(s->store, s->run_id, &end, err);
         if (rc == FHIRSYNC_OK) {
             s->status = end.status;
             s->watermark = moves ? fs_strdup(mark) : NULL;
@@ -935,7 +921,7 @@ static fhirsync_code open_export(bulk_ctx *c, const fhirsync_endpoint *ep,
 {
     fhirsync_sync *s = c->s;
     fhirsync_export_options eo;
-    fhirsync_export_options_init(&eo);
+    fhirsync_export_options_init(&eo, FHIRSYNC_EXPORT_OPTIONS_VERSION);
     eo.level = level;
     eo.group_id = level == FHIRSYNC_EXPORT_GROUP ? fhirsync_endpoint_get(s->ep, "group_id") : NULL;
     eo.types = types;
@@ -1092,7 +1078,7 @@ fhirsync_code fs_sync_bulk_run(fhirsync_sync *s)
         !(compartment = fs_sync_compartment_types(types)))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
+        rc = fs_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
     if (rc != FHIRSYNC_OK)
         goto out;
     c.first_run = s->run_id;

@@ -35,12 +35,10 @@ fs_sync_count *fs_sync_counts_at(fs_sync_counts *c, const char *type)
             hi = mid;
     }
     if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        fs_sync_count *items = fs_realloc(c->items, cap * sizeof *items);
+        fs_sync_count *items = fs_array_grow(c->items, &c->cap, sizeof *items, 16);
         if (!items)
             return NULL;
         c->items = items;
-        c->cap = cap;
     }
     memmove(&c->items[lo + 1], &c->items[lo], (c->n - lo) * sizeof *c->items);
     memset(&c->items[lo], 0, sizeof c->items[lo]);

@@ -349,7 +349,7 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_client_new(s->ep, &c.client, err);
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
+        rc = fs_store_run_begin(s->store, s->name, s->mode, s->since, &s->run_id, err);
     if (rc != FHIRSYNC_OK)
         goto out;
     char plan[600];
@@ -418,14 +418,14 @@ fhirsync_code fs_sync_crawl_run(fhirsync_sync *s)
         else if (refused.len > 0)
             snprintf(why, sizeof why, "%s", refused.data);
         bool partial = why[0] != '\0';
-        fhirsync_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
+        fs_store_run_end end = {.status = partial ? FHIRSYNC_RUN_PARTIAL : FHIRSYNC_RUN_OK,
                                 .counts_json = counts_json,
                                 .resources = loaded,
                                 .deletions = deleted,
                                 .quarantined = quarantined,
                                 .error = why[0] ? why : NULL,
                                 .new_watermark = watermark};
-        rc = fhirsync_store_run_finish(s->store, s->run_id, &end, err);
+        rc = fs_store_run_finish(s->store, s->run_id, &end, err);
         fs_free(counts_json);
         if (rc != FHIRSYNC_OK)
             goto fail;

@@ -7,14 +7,16 @@
  *
  * Transport rules are the http module's: the access token is attached only when the manifest
  * says requiresAccessToken and only to the FHIR server's origin (a redirect to storage drops it);
- * a 401 renews the token once. Lines are cut by the loaders' splitter (core/lines.h, the 64 MiB
- * cap) and, unlike a file the bulk writer already checked, each goes through the strict NDJSON
- * checker before the store (the loader's `check`): a bad line is quarantined with the checker's
- * reason, as in bulk mode. Memory: the longest line. */
+ * a 401 to a request that carried the token renews it once (http/policy.h decides that and what
+ * each status means). Lines are cut by the loaders' splitter (core/lines.h, the 64 MiB cap) and,
+ * unlike a file the bulk writer already checked, each goes through the strict NDJSON checker
+ * before the store (the loader's `check`): a bad line is quarantined with the checker's reason,
+ * as in bulk mode. Memory: the longest line. */
 
 #include "config/config_internal.h"
 #include "fhirsync/auth.h"
 #include "http/http.h"
+#include "http/policy.h"
 #include "sync/sync_internal.h"
 
 #define FETCH_TIMEOUT_S 3600
@@ -42,12 +44,12 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     static const char *const headers[] = {"Accept: application/fhir+ndjson", NULL};
     fhirsync_code rc = FHIRSYNC_OK;
-    bool renewed = false;
+    fs_http_renewal renewal = {0};
     ld->check = true;
     for (;;) {
         fhirsync_token token = {0};
         if (requires_token) {
-            rc = fhirsync_auth_token(auth, renewed, &token, err);
+            rc = fhirsync_auth_token(auth, renewal.renewed, &token, err);
             if (rc != FHIRSYNC_OK)
                 break;
         }
@@ -73,22 +75,16 @@ fhirsync_code fs_sync_fetch_lines(const fhirsync_endpoint *ep, struct fhirsync_a
             rc = ld->rc != FHIRSYNC_OK ? ld->rc : FHIRSYNC_E_STORE;
             if (ld->err && ld->err != err)
                 *err = *ld->err;
-        } else if (rc == FHIRSYNC_OK && resp.status == 401 && requires_token && !renewed &&
-                   ld->line_no == first_line) {
-            renewed = true;
+        } else if (rc == FHIRSYNC_OK && ld->line_no == first_line &&
+                   fs_http_should_renew(&renewal, resp.status, resp.token_sent)) {
             fs_http_response_clear(&resp);
             fs_lines_free(&sink.lines);
             continue;
         } else if (rc == FHIRSYNC_OK && (resp.status < 200 || resp.status > 299)) {
             char what[600];
             fs_http_describe(&resp, url, what, sizeof what);
-            fhirsync_code code = resp.status == 404 || resp.status == 410 ? FHIRSYNC_E_NOT_FOUND
-                                 : resp.status == 401                     ? FHIRSYNC_E_UNAUTHORIZED
-                                 : resp.status == 403                     ? FHIRSYNC_E_FORBIDDEN
-                                 : resp.status == 429                     ? FHIRSYNC_E_RATE_LIMITED
-                                 : resp.status >= 500                     ? FHIRSYNC_E_SERVER
-                                                                          : FHIRSYNC_E_HTTP;
-            rc = fs_err_http(err, code, resp.status, "%s", what);
+            rc = fs_err_http(err, fs_http_status_code(FS_HTTP_RESOURCE_SERVER, resp.status),
+                             resp.status, "%s", what);
         } else if (rc == FHIRSYNC_OK && !fs_sync_load_end(ld, &sink.lines)) {
             rc = ld->rc;
             if (ld->err && ld->err != err)

@@ -326,7 +326,7 @@ fhirsync_code fs_sync_load_path(fhirsync_store *store, const char *path, fs_sync
         fs_sync_counts_init(counts);
         /* after a deadlock the other party is still committing: give it a moment, not the same
          * one (an append that met stored ids needs no wait) */
-        if (!appended && !fs_sleep_ms(fs_backoff_ms(attempt - 1, -1, 1) / 4))
+        if (!appended && !fs_sleep_ms(fs_backoff_ms(attempt - 1, 1000) / 4))
             return fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled");
     }
 }

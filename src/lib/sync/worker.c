@@ -111,8 +111,7 @@ static void *heartbeat_main(void *arg)
             continue;
         pthread_mutex_unlock(&w->mu);
         fhirsync_error e;
-        fhirsync_code rc =
-            fhirsync_store_work_heartbeat(w->hb_store, item, w->id, w->opts.lease_s, &e);
+        fhirsync_code rc = fs_store_work_heartbeat(w->hb_store, item, w->id, w->opts.lease_s, &e);
         pthread_mutex_lock(&w->mu);
         if (rc == FHIRSYNC_E_LOCKED && w->hb_item == item) {
             w->lease_lost = true;
@@ -136,24 +135,24 @@ static void hold_item(worker *w, int64_t id)
 /* ---- helpers --------------------------------------------------------------------------------- */
 
 /* Give an item back: transient failures are retried after `retry_s`, the others fail for good. */
-static void give_back(worker *w, const fhirsync_work_item *item, fhirsync_code rc, const char *why,
+static void give_back(worker *w, const fs_store_work_item *item, fhirsync_code rc, const char *why,
                       int retry_s)
 {
     fhirsync_error e;
     fhirsync_store_rollback(w->store, NULL);
     bool permanent = rc == FHIRSYNC_E_FORBIDDEN || rc == FHIRSYNC_E_CONFIG ||
                      rc == FHIRSYNC_E_KEY || rc == FHIRSYNC_E_ARG;
-    if (fhirsync_store_work_fail(w->store, item->id, w->id, why, permanent ? -1 : retry_s, &e) !=
+    if (fs_store_work_fail(w->store, item->id, w->id, why, permanent ? -1 : retry_s, &e) !=
         FHIRSYNC_OK)
         fs_log(FHIRSYNC_LOG_WARN, "worker %s: could not give item %lld back: %s", w->id,
                (long long)item->id, e.message);
     w->stats.items_failed++;
 }
 
-static fhirsync_code complete(worker *w, const fhirsync_work_item *item, const char *result,
+static fhirsync_code complete(worker *w, const fs_store_work_item *item, const char *result,
                               fhirsync_error *err)
 {
-    fhirsync_code rc = fhirsync_store_work_complete(w->store, item->id, w->id, result, err);
+    fhirsync_code rc = fs_store_work_complete(w->store, item->id, w->id, result, err);
     if (rc == FHIRSYNC_OK)
         w->stats.items_done++;
     return rc;
@@ -161,7 +160,7 @@ static fhirsync_code complete(worker *w, const fhirsync_work_item *item, const c
 
 /* ---- file loads ------------------------------------------------------------------------------ */
 
-static void process_file(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep,
+static void process_file(worker *w, const fs_store_work_item *item, const fhirsync_endpoint *ep,
                          json_t *payload)
 {
     fhirsync_error err;
@@ -343,7 +342,7 @@ static fhirsync_export_level level_from_name(const char *name)
 
 /* The reconciliation of a complete full export (the finalise payload says "full"), inside the
  * transaction that ends the run. `results`: what the file items said. `why` names refused types. */
-static fhirsync_code finalise_reconcile(worker *w, const fhirsync_work_item *item, json_t *payload,
+static fhirsync_code finalise_reconcile(worker *w, const fs_store_work_item *item, json_t *payload,
                                         int64_t run_id, const result_sum *results,
                                         fs_sync_counts *counts, int64_t *reconciled, fs_buf *why,
                                         fhirsync_error *err)
@@ -392,7 +391,7 @@ static fhirsync_code finalise_reconcile(worker *w, const fhirsync_work_item *ite
     return rc;
 }
 
-static void process_finalise(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep,
+static void process_finalise(worker *w, const fs_store_work_item *item, const fhirsync_endpoint *ep,
                              json_t *payload)
 {
     fhirsync_error err;
@@ -404,8 +403,8 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     fs_json_int(payload, "run_id", &run_id);
     bool full = false;
     fs_json_bool(payload, "full", &full);
-    fhirsync_work_summary sum;
-    fhirsync_code rc = files_batch ? fhirsync_store_work_summary(w->store, files_batch, &sum, &err)
+    fs_store_work_counts sum;
+    fhirsync_code rc = files_batch ? fs_store_work_summary(w->store, files_batch, &sum, &err)
                                    : fs_err(&err, FHIRSYNC_E_ARG, "no files batch");
     if (rc != FHIRSYNC_OK) {
         give_back(w, item, rc, err.message, 5);
@@ -415,7 +414,7 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
         char why[128];
         snprintf(why, sizeof why, "waiting for %lld file(s)",
                  (long long)(sum.pending + sum.claimed));
-        fhirsync_store_work_fail(w->store, item->id, w->id, why, WAIT_RETRY_S, &err);
+        fs_store_work_fail(w->store, item->id, w->id, why, WAIT_RETRY_S, &err);
         return;
     }
     fs_sync_counts counts;
@@ -447,7 +446,7 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
     int64_t loaded = 0;
     fs_sync_counts_totals(&counts, &loaded, NULL, NULL);
     char why[512] = "", mark[64];
-    fhirsync_run_end end = {.status = FHIRSYNC_RUN_OK,
+    fs_store_run_end end = {.status = FHIRSYNC_RUN_OK,
                             .transaction_time = tt,
                             .counts_json = counts_json,
                             .resources = loaded,
@@ -488,7 +487,7 @@ static void process_finalise(worker *w, const fhirsync_work_item *item, const fh
         rc = complete(w, item, result, &err);
         /* run_finish is the batch's final commit: run end, watermark and completion together */
         if (rc == FHIRSYNC_OK)
-            rc = fhirsync_store_run_finish(w->store, run_id, &end, &err);
+            rc = fs_store_run_finish(w->store, run_id, &end, &err);
         else
             fhirsync_store_rollback(w->store, NULL);
         if (rc == FHIRSYNC_E_ARG) {
@@ -548,53 +547,10 @@ static int stop_at_manifest(const fhirsync_export_event *ev, void *userdata)
     return ev->kind == FHIRSYNC_EXPORT_EV_MANIFEST ? 1 : 0;
 }
 
-/* The running workers' runs among an endpoint's latest runs (collected first: the store cannot
- * run another query while it streams the runs). */
-typedef struct running_runs {
-    int64_t ids[20];
-    size_t n;
-} running_runs;
-
-static int collect_running(const fhirsync_run_info *run, void *userdata)
-{
-    running_runs *r = userdata;
-    if (run->status == FHIRSYNC_RUN_RUNNING && run->mode &&
-        strncmp(run->mode, "bulk-worker", strlen("bulk-worker")) == 0 &&
-        r->n < sizeof r->ids / sizeof r->ids[0])
-        r->ids[r->n++] = run->id;
-    return 0;
-}
-
-fhirsync_code fs_sync_worker_run_in_flight(fhirsync_store *store, const char *endpoint,
-                                           int64_t *run_id, int64_t *files, fhirsync_error *err)
-{
-    *run_id = 0;
-    if (files)
-        *files = 0;
-    running_runs runs = {.n = 0};
-    fhirsync_code rc = fhirsync_store_runs(store, endpoint, 20, collect_running, &runs, err);
-    for (size_t i = 0; rc == FHIRSYNC_OK && i < runs.n; i++) {
-        char batch[512], final_batch[600];
-        snprintf(batch, sizeof batch, "export/%s/%lld", endpoint, (long long)runs.ids[i]);
-        snprintf(final_batch, sizeof final_batch, "%s/final", batch);
-        fhirsync_work_summary sum, fin;
-        rc = fhirsync_store_work_summary(store, batch, &sum, err);
-        if (rc == FHIRSYNC_OK)
-            rc = fhirsync_store_work_summary(store, final_batch, &fin, err);
-        if (rc == FHIRSYNC_OK && sum.pending + sum.claimed + fin.pending + fin.claimed > 0) {
-            *run_id = runs.ids[i];
-            if (files)
-                *files = sum.pending + sum.claimed;
-            break;
-        }
-    }
-    return rc;
-}
-
 /* Queue a file-load item per output and error file, and the finalising item (its payload gets
  * the fields of `finalise_plan`). `append`: a first full load, whose rows are expected to be new
  * (each item's first claim appends; see process_file). */
-static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhirsync_export *ex,
+static fhirsync_code queue_files(worker *w, const fs_store_work_item *item, fhirsync_export *ex,
                                  int64_t run_id, const char *batch, bool append,
                                  json_t *finalise_plan, size_t *nfiles, fhirsync_error *err)
 {
@@ -620,13 +576,13 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
             break;
         }
         snprintf(key, sizeof key, "%s/%s", batch, f->name);
-        fhirsync_work_spec spec = {.kind = FHIRSYNC_WORK_FILE_LOAD,
+        fs_store_work_spec spec = {.kind = FS_STORE_WORK_FILE_LOAD,
                                    .endpoint = item->endpoint,
                                    .batch = batch,
                                    .key = key,
                                    .payload = text,
                                    .max_attempts = FILE_MAX_ATTEMPTS};
-        rc = fhirsync_store_work_enqueue(w->store, &spec, NULL, err);
+        rc = fs_store_work_enqueue(w->store, &spec, NULL, err);
         fs_free(text);
         if (rc == FHIRSYNC_OK && f->kind == FHIRSYNC_EXPORT_OUTPUT)
             json_array_append_new(types, json_string(f->type));
@@ -648,13 +604,13 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
         snprintf(key, sizeof key, "%s/finalise", batch);
-        fhirsync_work_spec spec = {.kind = FHIRSYNC_WORK_FILE_LOAD,
+        fs_store_work_spec spec = {.kind = FS_STORE_WORK_FILE_LOAD,
                                    .endpoint = item->endpoint,
                                    .batch = final_batch,
                                    .key = key,
                                    .payload = text,
                                    .max_attempts = FINALISE_MAX_ATTEMPTS};
-        rc = fhirsync_store_work_enqueue(w->store, &spec, NULL, err);
+        rc = fs_store_work_enqueue(w->store, &spec, NULL, err);
     }
     fs_free(text);
     json_decref(fin);
@@ -663,7 +619,7 @@ static fhirsync_code queue_files(worker *w, const fhirsync_work_item *item, fhir
 }
 
 /* Apply the deleted files of the export (each in its own transaction; idempotent). */
-static fhirsync_code apply_deleted(worker *w, const fhirsync_work_item *item,
+static fhirsync_code apply_deleted(worker *w, const fs_store_work_item *item,
                                    const fhirsync_endpoint *ep, fhirsync_export *ex, int64_t run_id,
                                    fhirsync_error *err)
 {
@@ -789,7 +745,7 @@ static void warn_unrequested(worker *w, const char *name, fhirsync_export *ex,
 
 /* Coordinate one bulk sync: plan it (types, level, increment or full export, as bulk.c), kick
  * the export off, apply its deleted files and queue the rest for the workers. */
-static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
+static fhirsync_code coordinate(worker *w, const fs_store_work_item *item,
                                 const fhirsync_endpoint *ep)
 {
     fhirsync_error err;
@@ -807,15 +763,15 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
     bool types_set = fhirsync_endpoint_get(ep, "types") != NULL;
     const char *requested = NULL;
     fhirsync_export_level level = FHIRSYNC_EXPORT_SYSTEM;
-    fhirsync_code rc = fhirsync_store_lock(store, name, w->id, 0, &err);
+    fhirsync_code rc = fs_store_lock_endpoint(store, name, w->id, 0, &err);
     if (rc != FHIRSYNC_OK) {
         note(w, name, "%s; trying again later", err.message);
         give_back(w, item, FHIRSYNC_E_LOCKED, err.message, 30);
         return rc;
     }
     locked = true;
-    rc = fhirsync_store_bind_endpoint(store, name, fhirsync_endpoint_get(ep, "base_url"),
-                                      fs_endpoint_bool(ep, "shared_store"), &err);
+    rc = fs_store_bind_endpoint(store, name, fhirsync_endpoint_get(ep, "base_url"),
+                                fs_endpoint_bool(ep, "shared_store"), &err);
     /* an export of this endpoint whose files are still being loaded: this sync is not needed */
     int64_t in_flight = 0;
     if (rc == FHIRSYNC_OK)
@@ -860,8 +816,8 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
             fs_sync_rmtree(dir);
     }
     if (rc == FHIRSYNC_OK)
-        rc = fhirsync_store_run_begin(store, name, full ? "bulk-worker-full" : "bulk-worker", since,
-                                      &run_id, &err);
+        rc = fs_store_run_begin(store, name, full ? "bulk-worker-full" : "bulk-worker", since,
+                                &run_id, &err);
     if (rc != FHIRSYNC_OK)
         goto fail;
     if (left_out)
@@ -905,7 +861,7 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         fhirsync_sync_event pev = {.kind = FHIRSYNC_SYNC_EV_PLAN, .message = what};
         emit(w, &pev, name);
         fhirsync_export_options eo;
-        fhirsync_export_options_init(&eo);
+        fhirsync_export_options_init(&eo, FHIRSYNC_EXPORT_OPTIONS_VERSION);
         eo.level = level;
         eo.group_id = level == FHIRSYNC_EXPORT_GROUP ? group : NULL;
         eo.types = requested;
@@ -978,16 +934,16 @@ static fhirsync_code coordinate(worker *w, const fhirsync_work_item *item,
         goto out;
 fail:
     if (run_id > 0) {
-        fhirsync_run_end end = {.status = FHIRSYNC_RUN_FAILED, .error = err.message};
+        fs_store_run_end end = {.status = FHIRSYNC_RUN_FAILED, .error = err.message};
         fhirsync_error ignored;
-        fhirsync_store_run_finish(store, run_id, &end, &ignored);
+        fs_store_run_finish(store, run_id, &end, &ignored);
     }
     note(w, name, "sync failed: %s", err.message);
     give_back(w, item, rc, err.message, rc == FHIRSYNC_E_CANCELLED ? 0 : 60);
 out:
     if (locked) {
         fhirsync_error ignored;
-        fhirsync_store_unlock(store, name, &ignored);
+        fs_store_unlock_endpoint(store, name, &ignored);
     }
     fhirsync_export_free(ex);
     if (dir)
@@ -1005,7 +961,7 @@ out:
 
 /* ---- endpoint syncs -------------------------------------------------------------------------- */
 
-static void process_endpoint(worker *w, const fhirsync_work_item *item, const fhirsync_endpoint *ep)
+static void process_endpoint(worker *w, const fs_store_work_item *item, const fhirsync_endpoint *ep)
 {
     const char *mode = fhirsync_endpoint_get(ep, "mode");
     if (!fs_streq(mode, "crawl")) {
@@ -1025,6 +981,7 @@ static void process_endpoint(worker *w, const fhirsync_work_item *item, const fh
     }
     if (rc == FHIRSYNC_OK || rc == FHIRSYNC_E_PARTIAL) {
         fhirsync_sync_stats st;
+        fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION);
         fhirsync_sync_get_stats(s, &st);
         w->stats.resources += st.resources;
         char result[200];
@@ -1044,7 +1001,7 @@ static void process_endpoint(worker *w, const fhirsync_work_item *item, const fh
 
 /* ---- the loop -------------------------------------------------------------------------------- */
 
-static void process(worker *w, const fhirsync_work_item *item)
+static void process(worker *w, const fs_store_work_item *item)
 {
     const fhirsync_endpoint *ep = fhirsync_config_endpoint(w->cfg, item->endpoint);
     if (!ep) {
@@ -1054,7 +1011,7 @@ static void process(worker *w, const fhirsync_work_item *item)
                   30);
         return;
     }
-    if (strcmp(item->kind, FHIRSYNC_WORK_ENDPOINT_SYNC) == 0) {
+    if (strcmp(item->kind, FS_STORE_WORK_ENDPOINT_SYNC) == 0) {
         process_endpoint(w, item, ep);
         return;
     }
@@ -1073,12 +1030,18 @@ static void process(worker *w, const fhirsync_work_item *item)
     json_decref(payload);
 }
 
-void fhirsync_worker_options_init(fhirsync_worker_options *opts)
+fhirsync_code fhirsync_worker_options_init(fhirsync_worker_options *opts, unsigned int version)
 {
-    if (!opts)
-        return;
-    memset(opts, 0, sizeof *opts);
-    fhirsync_sync_options_init(&opts->sync);
+    if (fs_versioned_init(opts, sizeof *opts, version, FHIRSYNC_WORKER_OPTIONS_VERSION,
+                          "fhirsync_worker_options") != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
+    return fhirsync_sync_options_init(&opts->sync, FHIRSYNC_SYNC_OPTIONS_VERSION);
+}
+
+fhirsync_code fhirsync_worker_stats_init(fhirsync_worker_stats *stats, unsigned int version)
+{
+    return fs_versioned_init(stats, sizeof *stats, version, FHIRSYNC_WORKER_STATS_VERSION,
+                             "fhirsync_worker_stats");
 }
 
 fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint, const char *slot,
@@ -1104,11 +1067,11 @@ fhirsync_code fhirsync_sync_enqueue(fhirsync_store *store, const char *endpoint,
         fs_buf_free(&key);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     }
-    fhirsync_work_spec spec = {.kind = FHIRSYNC_WORK_ENDPOINT_SYNC,
+    fs_store_work_spec spec = {.kind = FS_STORE_WORK_ENDPOINT_SYNC,
                                .endpoint = endpoint,
                                .key = key.data,
                                .payload = "{}"};
-    rc = fhirsync_store_work_enqueue(store, &spec, id, err);
+    rc = fs_store_work_enqueue(store, &spec, id, err);
     fs_buf_free(&key);
     return rc;
 }
@@ -1118,15 +1081,24 @@ fhirsync_code fhirsync_sync_worker_run(const char *store_location, const fhirsyn
                                        void *userdata, fhirsync_worker_stats *stats,
                                        fhirsync_error *err)
 {
+    if (stats && fs_check_version(stats->version, FHIRSYNC_WORKER_STATS_VERSION,
+                                  "fhirsync_worker_stats", err) != FHIRSYNC_OK)
+        return FHIRSYNC_E_ARG;
     if (stats)
-        memset(stats, 0, sizeof *stats);
+        fhirsync_worker_stats_init(stats, stats->version);
+    if (opts && (fs_check_version(opts->version, FHIRSYNC_WORKER_OPTIONS_VERSION,
+                                  "fhirsync_worker_options", err) != FHIRSYNC_OK ||
+                 fs_check_version(opts->sync.version, FHIRSYNC_SYNC_OPTIONS_VERSION,
+                                  "fhirsync_sync_options", err) != FHIRSYNC_OK))
+        return FHIRSYNC_E_ARG;
     if (!cfg)
         return fs_err(err, FHIRSYNC_E_ARG, "a worker needs a configuration");
     worker w = {.cfg = cfg, .cb = cb, .cb_userdata = userdata};
+    fhirsync_worker_stats_init(&w.stats, FHIRSYNC_WORKER_STATS_VERSION);
     if (opts)
         w.opts = *opts;
     else
-        fhirsync_worker_options_init(&w.opts);
+        fhirsync_worker_options_init(&w.opts, FHIRSYNC_WORKER_OPTIONS_VERSION);
     if (w.opts.lease_s <= 0)
         w.opts.lease_s = 30;
     if (w.opts.poll_ms <= 0)
@@ -1153,14 +1125,14 @@ fhirsync_code fhirsync_sync_worker_run(const char *store_location, const fhirsyn
         fs_log(FHIRSYNC_LOG_INFO, "worker %s: started on %s", w.id,
                fhirsync_store_location(w.store));
     while (rc == FHIRSYNC_OK && !fs_cancel_requested()) {
-        fhirsync_work_item *item = NULL;
-        rc = fhirsync_store_work_claim(w.store, w.id, NULL, w.opts.lease_s, &item, err);
+        fs_store_work_item *item = NULL;
+        rc = fs_store_work_claim(w.store, w.id, NULL, w.opts.lease_s, &item, err);
         if (rc != FHIRSYNC_OK)
             break;
         if (!item) {
             if (w.opts.exit_when_idle) {
-                fhirsync_work_summary sum;
-                rc = fhirsync_store_work_summary(w.store, NULL, &sum, err);
+                fs_store_work_counts sum;
+                rc = fs_store_work_summary(w.store, NULL, &sum, err);
                 if (rc != FHIRSYNC_OK || sum.pending + sum.claimed == 0)
                     break;
             }
@@ -1172,7 +1144,7 @@ fhirsync_code fhirsync_sync_worker_run(const char *store_location, const fhirsyn
         hold_item(&w, item->id);
         process(&w, item);
         hold_item(&w, 0);
-        fhirsync_work_item_free(item);
+        fs_store_work_item_free(item);
     }
     if (w.hb_started) {
         pthread_mutex_lock(&w.mu);

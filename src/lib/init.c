@@ -1,5 +1,8 @@
-/* core/init.c: library set-up: libcurl's global state, the allocators and OpenSSL's secure heap
- * (where private key numbers and the live-secret registry's copies live when it is available). */
+/* init.c: library set-up and tear-down: libcurl's global state, the allocators and OpenSSL's
+ * secure heap (where private key numbers and the live-secret registry's copies live when it is
+ * available), jansson's hash seed, and at the end the token cache and the secret registry.
+ * It is the one file above every module (it reaches core, json and auth), so that core depends
+ * on nothing above it. */
 #include <curl/curl.h>
 #include <stdatomic.h>
 

@@ -1,14 +1,15 @@
-/* store/store_int.h: what the store's files share. store.c holds the public API and every piece
- * of logic that is the same on both engines (runs, watermark, deletions, quarantine, locks' rows,
- * the work queue, migrations' driver); sqlite.c and postgresql.c implement the small vtable below:
- * run one parameterised statement, transactions, the hot put path, OS/session locks, the clock
- * used for leases, and read-only user SQL. schema.c has the DDL of both engines.
+/* store/store_internal.h: the store's handle and its engines. sqlite.c and postgresql.c implement the
+ * small vtable below: run one parameterised statement, transactions, the hot put path, OS/session
+ * locks, the clock used for leases, and read-only user SQL. Everything that is the same on both
+ * engines is written once above it, in the store's API files (store.c opening and closing,
+ * batch.c, types.c, resources.c, runs.c, endpoints.c, locks.c, queue.c, reconcile.c, report.c;
+ * what they share is in shared.h). schema.c has the DDL of both engines and the migrations.
  *
  * SQL shared between the engines is written with ?1, ?2... placeholders (PostgreSQL's engine turns
  * them into $1, $2...), and must not use the '?' character otherwise (no jsonb ? operator).
  * Internal: prefix fs_store_ / fs_schema_; nothing here is exported. */
-#ifndef FS_STORE_INT_H
-#define FS_STORE_INT_H
+#ifndef FS_STORE_INTERNAL_H
+#define FS_STORE_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -150,11 +151,11 @@ struct fs_store_ops {
 };
 
 extern const fs_store_ops fs_store_sqlite_ops;
-/* The pragmas of a read-write SQLite handle (the benchmark's bare loop uses the same). */
+/* The pragmas of a read-write SQLite handle (bench/store_bench.c's bare loop uses the same). */
 extern const char fs_store_sqlite_pragmas[];
 extern const fs_store_ops fs_store_postgresql_ops;
 
-/* ---- helpers shared by the files ------------------------------------------------------------- */
+/* ---- helpers of the engines and the schema (shared.c) ---------------------------------------- */
 
 /* The formatted `loaded_at` for rows written now (cached per second). */
 const char *fs_store_loaded_at(fhirsync_store *s);
@@ -162,8 +163,6 @@ const char *fs_store_loaded_at(fhirsync_store *s);
 uint64_t fs_store_hash(const char *domain, const char *text);
 /* Quote a validated type name as an SQL identifier into buf ("\"Patient\""). */
 void fs_store_quote_type(const char *type, char *buf, size_t size);
-/* Whether a database error happened in the open batch; fills err when so. */
-bool fs_store_batch_unusable(fhirsync_store *s, fhirsync_error *err);
 
 /* ---- schema (schema.c) ----------------------------------------------------------------------- */
 
@@ -174,6 +173,9 @@ int fs_schema_current(void);
 fhirsync_code fs_schema_migrate(fhirsync_store *s, fhirsync_error *err);
 /* The DDL creating the table and indexes of a resource type (idempotent); caller frees. */
 char *fs_schema_type_ddl(fs_store_engine engine, const char *type);
+/* Create the table of a resource type (idempotent) and register it in resource_types; inside the
+ * caller's transaction. */
+fhirsync_code fs_schema_create_type(fhirsync_store *s, const char *type, fhirsync_error *err);
 
 /* Advisory lock keys of PostgreSQL for schema changes (migrations, new type tables). */
 #define FS_STORE_PG_MIGRATE_KEY INT64_C(0x66687379636d6967) /* "fhsycmig" */

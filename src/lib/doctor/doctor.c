@@ -1,4 +1,4 @@
-/* auth/doctor.c: `fhirsync doctor` in the library: walk the chain a token depends on and explain
+/* doctor/doctor.c: `fhirsync doctor` in the library: walk the chain a token depends on and explain
  * each step in plain words, with the likely causes of a failure (PROTOCOL.md section 10) and
  * vendor hints when the base URL reveals the vendor (section 9). Everything reported passes
  * through the redaction path: the assertion is shown decoded (header and claims), never whole,
@@ -13,6 +13,7 @@
 #include "fhirsync/client.h"
 #include "fhirsync/doctor.h"
 #include "fhir/fhir_internal.h"
+#include "http/policy.h"
 #include "jose/jose.h"
 
 typedef struct doctor {
@@ -364,7 +365,8 @@ static void check_registered_jwks(doctor *d, const fhirsync_key *key)
             if (rc == FHIRSYNC_OK && resp.status != 200) {
                 char desc[400];
                 fs_http_describe(&resp, where, desc, sizeof desc);
-                rc = fs_err(&e, FHIRSYNC_E_HTTP, "%s", desc);
+                rc = fs_http_status_code(FS_HTTP_RESOURCE_SERVER, resp.status);
+                rc = fs_err(&e, rc == FHIRSYNC_OK ? FHIRSYNC_E_HTTP : rc, "%s", desc);
             } else if (rc == FHIRSYNC_OK) {
                 fs_buf_append(&text, resp.body.data, resp.body.len);
             }
@@ -648,12 +650,17 @@ static fhirsync_code token_and_request(doctor *d, fhirsync_auth *auth)
     } else {
         char desc[500];
         fs_http_describe(&resp, url, desc, sizeof desc);
-        rc = resp.status == 401 || resp.status == 403 ? FHIRSYNC_E_UNAUTHORIZED
-                                                      : FHIRSYNC_E_SERVER;
+        rc = fs_http_status_code(FS_HTTP_RESOURCE_SERVER, resp.status);
+        if (rc == FHIRSYNC_OK)
+            rc = FHIRSYNC_E_PROTOCOL; /* a 2xx other than 200 to a GET of the metadata */
         fail(d, "FHIR request", rc, desc,
              resp.status == 401 ? "- the resource server refused the token: the token endpoint "
                                   "may belong to another environment than the base URL"
-                                : NULL);
+             : resp.status == 403
+                 ? "- the resource server accepted the token but refused the request: the "
+                   "granted scopes (above) may not cover it, or the app lacks a permission in "
+                   "the EHR's registration"
+                 : NULL);
     }
     fs_http_response_clear(&resp);
     fs_http_free(http);
@@ -769,12 +776,6 @@ out:
     fhirsync_client_free(client);
     fs_buf_free(&path);
     fs_buf_free(&detail);
-}
-
-fhirsync_code fhirsync_doctor(const fhirsync_endpoint *ep, fhirsync_doctor_cb cb, void *userdata,
-                              fhirsync_error *err)
-{
-    return fhirsync_doctor_run(ep, 0, cb, userdata, err);
 }
 
 fhirsync_code fhirsync_doctor_run(const fhirsync_endpoint *ep, unsigned flags,

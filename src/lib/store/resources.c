@@ -1,0 +1,137 @@
+/* store/resources.c: writing resources: put (the scan of fields.c, then the engine's upsert of the
+ * exact bytes), delete with its deletion record, and the quarantine of lines that could not be
+ * stored. Each joins the open batch or runs in a transaction of its own (batch.c). */
+#include <string.h>
+
+#include "store/shared.h"
+#include "store/store_lib.h"
+
+fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const char *line,
+                                 size_t len, int64_t run_id, fhirsync_put_outcome *outcome,
+                                 fhirsync_error *err)
+{
+    if (outcome)
+        *outcome = FHIRSYNC_PUT_STORED;
+    fhirsync_code rc = fs_store_check_writable(store, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!line)
+        return fs_err(err, FHIRSYNC_E_ARG, "no line");
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    fs_resource_fields f;
+    const char *why = fs_store_scan_fields(line, len, &f);
+    if (why)
+        return fs_err(err, FHIRSYNC_E_JSON, "%s", why);
+    if (type && (strlen(type) != f.resource_type_len ||
+                 memcmp(type, f.resource_type, f.resource_type_len) != 0))
+        return fs_err(err, FHIRSYNC_E_JSON, "resourceType %.*s where %s was expected",
+                      (int)f.resource_type_len, f.resource_type, type);
+    fs_store_type *t = fs_store_type_entry(store, f.resource_type, f.resource_type_len);
+    if (!t)
+        return fs_store_nomem(err);
+    if (!t->ensured && fs_store_reserved_type(t->name))
+        return fs_err(err, FHIRSYNC_E_JSON, "resourceType %s is reserved", t->name);
+    bool own;
+    rc = fs_store_tx_open(store, &own, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!t->ensured)
+        rc = fs_store_ensure_in_tx(store, t, err);
+    if (rc == FHIRSYNC_OK)
+        rc = store->ops->put(store, t, &f, line, len, run_id, outcome, err);
+    return fs_store_tx_close(store, own, rc, err);
+}
+
+bool fs_store_resource_key_ok(const char *type, const char *id)
+{
+    return type && fs_store_valid_type(type, strlen(type)) && !fs_store_reserved_type(type) && id &&
+           fs_store_valid_id(id, strlen(id));
+}
+
+fhirsync_code fhirsync_store_delete(fhirsync_store *store, const char *type, const char *id,
+                                    const char *deleted_at, int64_t run_id, bool *removed,
+                                    fhirsync_error *err)
+{
+    return fs_store_delete_why(store, type, id, deleted_at, run_id, NULL, removed, err);
+}
+
+fhirsync_code fs_store_delete_why(fhirsync_store *store, const char *type, const char *id,
+                                  const char *deleted_at, int64_t run_id, const char *reason,
+                                  bool *removed, fhirsync_error *err)
+{
+    if (removed)
+        *removed = false;
+    fhirsync_code rc = fs_store_check_writable(store, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_check_type(type, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!id || !fs_store_valid_id(id, strlen(id)))
+        return fs_err(err, FHIRSYNC_E_ARG, "'%s' is not a FHIR id", id ? id : "(null)");
+    char now[32];
+    if (!deleted_at) {
+        fs_format_instant(fs_now(), now, sizeof now);
+        deleted_at = now;
+    }
+    int64_t deleted_ms;
+    if (!fs_store_parse_instant_ms(deleted_at, strlen(deleted_at), &deleted_ms))
+        return fs_err(err, FHIRSYNC_E_ARG, "deleted_at '%s' is not a FHIR instant", deleted_at);
+    fs_store_type *t = fs_store_type_entry(store, type, strlen(type));
+    if (!t)
+        return fs_store_nomem(err);
+    bool own, exists = false, gone = false;
+    rc = fs_store_tx_open(store, &own, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    rc = fs_store_type_exists(store, t, &exists, err);
+    if (rc == FHIRSYNC_OK && exists)
+        rc = store->ops->remove(store, t, id, fs_sql_int(deleted_ms), &gone, err);
+    if (rc == FHIRSYNC_OK) {
+        fs_sql_value p[6] = {fs_sql_text(type),
+                             fs_sql_text(id),
+                             fs_sql_text(deleted_at),
+                             run_id > 0 ? fs_sql_int(run_id) : fs_sql_null(),
+                             fs_sql_text(fs_store_loaded_at(store)),
+                             fs_sql_text(reason)};
+        rc = store->ops->exec(store,
+                              "INSERT INTO deletions (resource_type, id, deleted_at, run_id,"
+                              " recorded_at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                              " ON CONFLICT (resource_type, id, deleted_at) DO NOTHING",
+                              true, p, 6, NULL, NULL, NULL, err);
+    }
+    rc = fs_store_tx_close(store, own, rc, err);
+    if (rc == FHIRSYNC_OK && removed)
+        *removed = gone;
+    return rc;
+}
+
+fhirsync_code fhirsync_store_quarantine(fhirsync_store *store,
+                                        const fhirsync_quarantine_entry *entry, fhirsync_error *err)
+{
+    fhirsync_code rc = fs_store_check_writable(store, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!entry || !entry->reason || (!entry->line && entry->line_len))
+        return fs_err(err, FHIRSYNC_E_ARG, "a quarantine entry needs a reason");
+    size_t kept = entry->line_len;
+    if (kept > FHIRSYNC_STORE_QUARANTINE_CAP)
+        kept = FHIRSYNC_STORE_QUARANTINE_CAP;
+    fs_sql_value p[8] = {entry->run_id > 0 ? fs_sql_int(entry->run_id) : fs_sql_null(),
+                         fs_sql_text(entry->endpoint),
+                         fs_sql_text(entry->source),
+                         entry->line_number > 0 ? fs_sql_int(entry->line_number) : fs_sql_null(),
+                         fs_sql_text(entry->reason),
+                         entry->line ? fs_sql_blob(entry->line, kept) : fs_sql_null(),
+                         fs_sql_int((int64_t)entry->line_len),
+                         fs_sql_text(fs_store_loaded_at(store))};
+    bool own;
+    rc = fs_store_tx_open(store, &own, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    rc = store->ops->exec(store,
+                          "INSERT INTO quarantine (run_id, endpoint, source, line_number, reason,"
+                          " line, line_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                          true, p, 8, NULL, NULL, NULL, err);
+    return fs_store_tx_close(store, own, rc, err);
+}
