@@ -461,12 +461,10 @@ static const char *intern_type(fs_bulk_manifest *m, const char *type)
     if (i)
         return m->types[*i];
     if (m->ntypes == m->types_cap) {
-        size_t cap = m->types_cap ? m->types_cap * 2 : 16;
-        char **grown = fs_realloc(m->types, cap * sizeof *grown);
+        char **grown = fs_array_grow(m->types, &m->types_cap, sizeof *grown, 16);
         if (!grown)
             return NULL;
         m->types = grown;
-        m->types_cap = cap;
     }
     char *copy = fs_strdup(type);
     if (!copy || !fs_bulk_map_put(&m->type_index, copy, m->ntypes)) {
@@ -659,12 +657,10 @@ static bool entry_room(fs_bulk_manifest *m)
 {
     if (m->count < m->cap)
         return true;
-    size_t cap = m->cap ? m->cap * 2 : 16;
-    fs_bulk_entry *grown = fs_realloc(m->entries, cap * sizeof *grown);
+    fs_bulk_entry *grown = fs_array_grow(m->entries, &m->cap, sizeof *grown, 16);
     if (!grown)
         return false;
     m->entries = grown;
-    m->cap = cap;
     return true;
 }
 

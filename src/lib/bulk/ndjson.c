@@ -333,7 +333,7 @@ again:
         return;
     }
     case ST_STR_U: {
-        int h = fs_lex_hex(c);
+        int h = fs_hex_value(c);
         if (h < 0) {
             fail(ck, "invalid JSON: bad \\u escape", c);
             return;

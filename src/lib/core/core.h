@@ -132,11 +132,17 @@ bool fs_starts_with(const char *s, const char *prefix);
 bool fs_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 /* Parse a decimal integer that must fill the whole string; false on junk or overflow. */
 bool fs_parse_long(const char *s, long *out);
-/* The value of the four hex digits at p (the caller checked that four bytes are there), or -1
- * when one is not a hex digit: the XXXX of a JSON \uXXXX escape. */
-long fs_hex4(const unsigned char *p);
-/* The value of one hexadecimal digit (either case), -1 for anything else. */
-int fs_hex_value(unsigned char c);
+/* The value of one hexadecimal digit (either case), -1 for anything else. Inline: the JSON
+ * lexer's \uXXXX escapes run through it. */
+static inline int fs_hex_value(unsigned c)
+{
+    if (c >= '0' && c <= '9')
+        return (int)c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return (int)c - 'a' + 10;
+    return -1;
+}
 /* Random bytes from the OS CSPRNG via OpenSSL; false on failure. */
 bool fs_random_bytes(unsigned char *out, size_t n);
 /* Random base64url string of `nbytes` bytes of entropy; caller frees. */

@@ -59,25 +59,3 @@ char *fs_random_id(size_t nbytes)
     return id;
 }
 
-int fs_hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-long fs_hex4(const unsigned char *p)
-{
-    long v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = fs_hex_value(p[i]);
-        if (h < 0)
-            return -1;
-        v = v * 16 + h;
-    }
-    return v;
-}

@@ -664,27 +664,17 @@ static bool entry_member(scanner *sc, const member *m, void *ctx)
     return skip_checked(sc, w->out, FS_IN_ENTRY, w->index);
 }
 
-static bool grow(void **items, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return true;
-    size_t n = *cap ? *cap * 2 : 128;
-    while (n < need)
-        n *= 2;
-    void *grown = fs_realloc(*items, n * size);
-    if (!grown)
-        return false;
-    *items = grown;
-    *cap = n;
-    return true;
-}
-
 static bool entry_element(scanner *sc, size_t index, void *ctx)
 {
     walk *w = ctx;
     fs_bundle_scan *out = w->out;
-    if (!grow((void **)&out->entries, &out->cap_entries, index + 1, sizeof *out->entries))
-        return fail(sc, FS_SPAN_NOMEM, "out of memory");
+    while (index >= out->cap_entries) { /* elements come one by one: one doubling at most */
+        fs_bundle_entry *grown =
+            fs_array_grow(out->entries, &out->cap_entries, sizeof *grown, 128);
+        if (!grown)
+            return fail(sc, FS_SPAN_NOMEM, "out of memory");
+        out->entries = grown;
+    }
     fs_bundle_entry *e = &out->entries[index];
     memset(e, 0, sizeof *e);
     out->entry_count = index + 1;
@@ -712,8 +702,12 @@ static bool link_element(scanner *sc, size_t index, void *ctx)
 {
     walk *w = ctx;
     fs_bundle_scan *out = w->out;
-    if (!grow((void **)&out->links, &out->cap_links, index + 1, sizeof *out->links))
-        return fail(sc, FS_SPAN_NOMEM, "out of memory");
+    while (index >= out->cap_links) {
+        fs_bundle_link *grown = fs_array_grow(out->links, &out->cap_links, sizeof *grown, 128);
+        if (!grown)
+            return fail(sc, FS_SPAN_NOMEM, "out of memory");
+        out->links = grown;
+    }
     fs_bundle_link *l = &out->links[index];
     memset(l, 0, sizeof *l);
     out->link_count = index + 1;

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/core.h"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -174,22 +176,12 @@ FS_LEX_HOT const unsigned char *fs_lex_plain_end(const unsigned char *p, const u
     return fs_lex_plain_tail(p, end);
 }
 
-static inline int fs_lex_hex(unsigned c)
-{
-    if (c >= '0' && c <= '9')
-        return (int)c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return (int)c - 'a' + 10;
-    return -1;
-}
-
 /* The value of the four hex digits at p (four bytes readable), or -1. */
 static inline long fs_lex_hex4(const unsigned char *p)
 {
     long v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = fs_lex_hex(p[i]);
+        int h = fs_hex_value(p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | h;
