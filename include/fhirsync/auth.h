@@ -27,16 +27,16 @@ typedef struct fhirsync_strlist {
 
 /* What discovery found. All strings owned by the struct; free with fhirsync_smart_config_free. */
 typedef struct fhirsync_smart_config {
-    char *source_url;              /* the document it came from */
-    bool from_capability_statement;/* legacy fallback: CapabilityStatement oauth-uris extension */
-    char *token_endpoint;          /* absolute (relative values are resolved against the base) */
-    char *registration_endpoint;   /* may be NULL */
+    char *source_url;               /* the document it came from */
+    bool from_capability_statement; /* legacy fallback: CapabilityStatement oauth-uris extension */
+    char *token_endpoint;           /* absolute (relative values are resolved against the base) */
+    char *registration_endpoint;    /* may be NULL */
     fhirsync_strlist grant_types;
     fhirsync_strlist auth_methods;
     fhirsync_strlist signing_algs; /* empty when not advertised (eClinicalWorks omits it) */
     fhirsync_strlist scopes;
     fhirsync_strlist capabilities;
-    int scope_version;             /* 1 or 2: the scope syntax to use with this server */
+    int scope_version; /* 1 or 2: the scope syntax to use with this server */
 } fhirsync_smart_config;
 
 /* Discover {base_url}/.well-known/smart-configuration, falling back to the CapabilityStatement at
@@ -63,13 +63,13 @@ FHIRSYNC_API void fhirsync_auth_free(fhirsync_auth *auth);
 /* A token as granted. Strings are borrowed from the auth handle and stay valid until the next
  * call that gets a token on the same handle, or its free. */
 typedef struct fhirsync_token {
-    const char *access_token;      /* secret: never log it */
-    const char *token_type;        /* as sent ("bearer", "Bearer") */
-    const char *scope;             /* granted scopes (the requested ones when the server omitted them) */
+    const char *access_token; /* secret: never log it */
+    const char *token_type;   /* as sent ("bearer", "Bearer") */
+    const char *scope;        /* granted scopes (the requested ones when the server omitted them) */
     const char *requested_scope;
-    int64_t obtained_at;           /* epoch seconds */
-    int64_t expires_at;            /* epoch seconds */
-    bool expires_in_missing;       /* the server sent no expires_in: a short life was assumed */
+    int64_t obtained_at;     /* epoch seconds */
+    int64_t expires_at;      /* epoch seconds */
+    bool expires_in_missing; /* the server sent no expires_in: a short life was assumed */
     bool from_cache;
 } fhirsync_token;
 

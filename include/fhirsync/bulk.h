@@ -42,9 +42,9 @@ extern "C" {
 /* ---- the request ---------------------------------------------------------------------------- */
 
 typedef enum fhirsync_export_level {
-    FHIRSYNC_EXPORT_SYSTEM = 0,    /* [base]/$export */
-    FHIRSYNC_EXPORT_PATIENT = 1,   /* [base]/Patient/$export */
-    FHIRSYNC_EXPORT_GROUP = 2      /* [base]/Group/[id]/$export */
+    FHIRSYNC_EXPORT_SYSTEM = 0,  /* [base]/$export */
+    FHIRSYNC_EXPORT_PATIENT = 1, /* [base]/Patient/$export */
+    FHIRSYNC_EXPORT_GROUP = 2    /* [base]/Group/[id]/$export */
 } fhirsync_export_level;
 
 /* Bounds on the work one run does against a server, whatever it answers. Zero fields take the
@@ -52,16 +52,16 @@ typedef enum fhirsync_export_level {
  * the rest; fhirsync_export_options_init() does it for the options' `limits`. */
 #define FHIRSYNC_EXPORT_LIMITS_VERSION 1
 typedef struct fhirsync_export_limits {
-    unsigned int version;          /* FHIRSYNC_EXPORT_LIMITS_VERSION, set by the _init */
-    int64_t deadline_s;            /* a run (kick-off, polls, manifest, downloads) stops with
-                                      FHIRSYNC_E_TIMEOUT after this many seconds, leaving the
-                                      folder and the job resumable; 0: 86400 (24 h); < 0: none */
-    int64_t stall_bytes_per_s;     /* a download slower than this ... */
-    int64_t stall_s;               /* ... for this many seconds in a row is stopped and counts as
-                                      a failed attempt of that file; 0: 1024 B/s for 60 s;
-                                      stall_bytes_per_s < 0 turns the rule off */
-    int64_t poll_floor_ms;         /* the least wait between two status polls, whatever the
-                                      Retry-After says; 0: 1000 */
+    unsigned int version;      /* FHIRSYNC_EXPORT_LIMITS_VERSION, set by the _init */
+    int64_t deadline_s;        /* a run (kick-off, polls, manifest, downloads) stops with
+                                  FHIRSYNC_E_TIMEOUT after this many seconds, leaving the
+                                  folder and the job resumable; 0: 86400 (24 h); < 0: none */
+    int64_t stall_bytes_per_s; /* a download slower than this ... */
+    int64_t stall_s;           /* ... for this many seconds in a row is stopped and counts as
+                                  a failed attempt of that file; 0: 1024 B/s for 60 s;
+                                  stall_bytes_per_s < 0 turns the rule off */
+    int64_t poll_floor_ms;     /* the least wait between two status polls, whatever the
+                                  Retry-After says; 0: 1000 */
 } fhirsync_export_limits;
 
 /* Fill `limits` with the defaults (all zero) for the struct `version` the caller was built with
@@ -75,19 +75,19 @@ FHIRSYNC_API fhirsync_code fhirsync_export_limits_init(fhirsync_export_limits *l
  * A NULL string means "not sent" unless said otherwise. */
 #define FHIRSYNC_EXPORT_OPTIONS_VERSION 1
 typedef struct fhirsync_export_options {
-    unsigned int version;          /* FHIRSYNC_EXPORT_OPTIONS_VERSION, set by the _init */
+    unsigned int version; /* FHIRSYNC_EXPORT_OPTIONS_VERSION, set by the _init */
     fhirsync_export_level level;
-    const char *group_id;          /* Group level; NULL: the profile's `group_id` */
-    const char *types;             /* _type, comma-separated; NULL: the profile's `types` */
-    const char *since;             /* _since, a FHIR instant; NULL: the profile's `since` */
-    const char *elements;          /* _elements, comma-separated */
+    const char *group_id;            /* Group level; NULL: the profile's `group_id` */
+    const char *types;               /* _type, comma-separated; NULL: the profile's `types` */
+    const char *since;               /* _since, a FHIR instant; NULL: the profile's `since` */
+    const char *elements;            /* _elements, comma-separated */
     const char *const *type_filters; /* _typeFilter, one per entry (repeatable) */
     size_t type_filter_count;
-    const char *const *patients;   /* patient references ("Patient/123" or "123"): POST only */
+    const char *const *patients; /* patient references ("Patient/123" or "123"): POST only */
     size_t patient_count;
     const char *include_associated_data; /* includeAssociatedData, comma-separated */
-    const char *output_format;     /* _outputFormat; NULL: not sent (the server's ndjson) */
-    const char *const *params;     /* custom parameters, "name=value" each */
+    const char *output_format;           /* _outputFormat; NULL: not sent (the server's ndjson) */
+    const char *const *params;           /* custom parameters, "name=value" each */
     size_t param_count;
     bool post;                     /* POST a Parameters body instead of GET with a query */
     bool lenient;                  /* Prefer: handling=lenient */
@@ -116,69 +116,69 @@ FHIRSYNC_API size_t fhirsync_export_level_chain(const fhirsync_endpoint *ep,
 /* ---- files ---------------------------------------------------------------------------------- */
 
 typedef enum fhirsync_export_file_kind {
-    FHIRSYNC_EXPORT_OUTPUT = 0,    /* manifest `output`: resources of `type` */
-    FHIRSYNC_EXPORT_DELETED = 1,   /* manifest `deleted`: transaction Bundles of DELETE entries */
-    FHIRSYNC_EXPORT_ERROR = 2      /* manifest `error`: OperationOutcomes */
+    FHIRSYNC_EXPORT_OUTPUT = 0,  /* manifest `output`: resources of `type` */
+    FHIRSYNC_EXPORT_DELETED = 1, /* manifest `deleted`: transaction Bundles of DELETE entries */
+    FHIRSYNC_EXPORT_ERROR = 2    /* manifest `error`: OperationOutcomes */
 } fhirsync_export_file_kind;
 
 /* One file of the manifest. Borrowed from the export handle: valid until its free. */
 typedef struct fhirsync_export_file {
     fhirsync_export_file_kind kind;
-    const char *type;              /* the manifest entry's type ("Patient") */
-    const char *url;               /* where it is downloaded from */
-    const char *name;              /* path inside the folder: "Patient.1.ndjson",
-                                      "deleted/Patient.1.ndjson", "error/OperationOutcome.1.ndjson" */
-    const char *path;              /* the folder joined with `name`: set once the file is done
-                                      (NULL before, so that a manifest of many files costs
-                                      little); in an event about the file it is always set,
-                                      valid for the callback */
-    int64_t manifest_count;        /* the manifest's `count`, -1 when it gave none */
-    int64_t count;                 /* resources (lines) kept in the file */
-    int64_t quarantined;           /* lines that failed the checks (in quarantine/NAME) */
-    uint64_t bytes;                /* size of the file on disk */
-    bool done;                     /* complete, verified and in place */
-    bool from_previous_run;        /* finished by an earlier run of this export (resume) */
+    const char *type;       /* the manifest entry's type ("Patient") */
+    const char *url;        /* where it is downloaded from */
+    const char *name;       /* path inside the folder: "Patient.1.ndjson",
+                               "deleted/Patient.1.ndjson", "error/OperationOutcome.1.ndjson" */
+    const char *path;       /* the folder joined with `name`: set once the file is done
+                               (NULL before, so that a manifest of many files costs
+                               little); in an event about the file it is always set,
+                               valid for the callback */
+    int64_t manifest_count; /* the manifest's `count`, -1 when it gave none */
+    int64_t count;          /* resources (lines) kept in the file */
+    int64_t quarantined;    /* lines that failed the checks (in quarantine/NAME) */
+    uint64_t bytes;         /* size of the file on disk */
+    bool done;              /* complete, verified and in place */
+    bool from_previous_run; /* finished by an earlier run of this export (resume) */
 } fhirsync_export_file;
 
 /* ---- events --------------------------------------------------------------------------------- */
 
 typedef enum fhirsync_export_event_kind {
-    FHIRSYNC_EXPORT_EV_KICKOFF = 0,   /* the server accepted the request: status_url set */
-    FHIRSYNC_EXPORT_EV_PROGRESS = 1,  /* a status poll said "in progress": message is the
-                                         X-Progress text (NULL when none), delay_ms the wait;
-                                         reported when the text changes, otherwise at most
-                                         every 30 s, not per poll */
-    FHIRSYNC_EXPORT_EV_MANIFEST = 2,  /* the manifest is complete (all pages): transaction_time
-                                         set, files_total known */
-    FHIRSYNC_EXPORT_EV_FILE_STARTED = 3, /* a download (or a retry of it) started: file */
-    FHIRSYNC_EXPORT_EV_FILE_DONE = 4, /* file complete, verified and renamed into place: file
-                                         (from_previous_run on resume for files already done) */
-    FHIRSYNC_EXPORT_EV_RETRY = 5,     /* a request failed and will be retried: message (why),
-                                         delay_ms, file (NULL for kick-off/status/manifest) */
+    FHIRSYNC_EXPORT_EV_KICKOFF = 0,       /* the server accepted the request: status_url set */
+    FHIRSYNC_EXPORT_EV_PROGRESS = 1,      /* a status poll said "in progress": message is the
+                                             X-Progress text (NULL when none), delay_ms the wait;
+                                             reported when the text changes, otherwise at most
+                                             every 30 s, not per poll */
+    FHIRSYNC_EXPORT_EV_MANIFEST = 2,      /* the manifest is complete (all pages): transaction_time
+                                             set, files_total known */
+    FHIRSYNC_EXPORT_EV_FILE_STARTED = 3,  /* a download (or a retry of it) started: file */
+    FHIRSYNC_EXPORT_EV_FILE_DONE = 4,     /* file complete, verified and renamed into place: file
+                                             (from_previous_run on resume for files already done) */
+    FHIRSYNC_EXPORT_EV_RETRY = 5,         /* a request failed and will be retried: message (why),
+                                             delay_ms, file (NULL for kick-off/status/manifest) */
     FHIRSYNC_EXPORT_EV_TOKEN_RENEWED = 6, /* the access token was renewed (expired, 401) */
-    FHIRSYNC_EXPORT_EV_WARNING = 7,   /* something odd that did not stop the export: message,
-                                         file when it concerns one (quarantined lines, empty
-                                         lines skipped, a BOM, a count mismatch) */
-    FHIRSYNC_EXPORT_EV_BYTES = 8,     /* downloads made progress (at most ~4 times a second):
-                                         the totals only, for progress displays */
-    FHIRSYNC_EXPORT_EV_DONE = 9       /* every file is done; code says how it ended */
+    FHIRSYNC_EXPORT_EV_WARNING = 7,       /* something odd that did not stop the export: message,
+                                             file when it concerns one (quarantined lines, empty
+                                             lines skipped, a BOM, a count mismatch) */
+    FHIRSYNC_EXPORT_EV_BYTES = 8,         /* downloads made progress (at most ~4 times a second):
+                                             the totals only, for progress displays */
+    FHIRSYNC_EXPORT_EV_DONE = 9           /* every file is done; code says how it ended */
 } fhirsync_export_event_kind;
 
 /* One event. Everything is borrowed for the duration of the callback. */
 typedef struct fhirsync_export_event {
     fhirsync_export_event_kind kind;
-    const char *message;           /* see the kinds; already redacted; may be NULL */
+    const char *message;              /* see the kinds; already redacted; may be NULL */
     const fhirsync_export_file *file; /* the file concerned, or NULL */
-    int64_t delay_ms;              /* RETRY and PROGRESS: the wait before the next attempt */
-    fhirsync_code code;            /* DONE: FHIRSYNC_OK or FHIRSYNC_E_PARTIAL */
-    const char *status_url;        /* NULL before the kick-off */
-    const char *transaction_time;  /* the manifest's, NULL before it arrived */
+    int64_t delay_ms;                 /* RETRY and PROGRESS: the wait before the next attempt */
+    fhirsync_code code;               /* DONE: FHIRSYNC_OK or FHIRSYNC_E_PARTIAL */
+    const char *status_url;           /* NULL before the kick-off */
+    const char *transaction_time;     /* the manifest's, NULL before it arrived */
     /* totals so far */
     size_t files_done;
-    size_t files_total;            /* 0 before the manifest */
-    int64_t resources;             /* lines kept in finished files */
-    uint64_t bytes;                /* bytes received (finished and partial files) */
-    double elapsed_s;              /* since this run started */
+    size_t files_total; /* 0 before the manifest */
+    int64_t resources;  /* lines kept in finished files */
+    uint64_t bytes;     /* bytes received (finished and partial files) */
+    double elapsed_s;   /* since this run started */
 } fhirsync_export_event;
 
 /* The event callback. Return 0 to go on; any other value stops the export at once as if
@@ -207,8 +207,8 @@ FHIRSYNC_API fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
  * run. FHIRSYNC_E_ARG when the folder holds no export or one of another server (base URL);
  * FHIRSYNC_E_JSON when state.json is damaged. */
 FHIRSYNC_API fhirsync_code fhirsync_export_open(const fhirsync_endpoint *ep, const char *dir,
-                                                int parallel, int delete_job,
-                                                fhirsync_export **out, fhirsync_error *err);
+                                                int parallel, int delete_job, fhirsync_export **out,
+                                                fhirsync_error *err);
 
 FHIRSYNC_API void fhirsync_export_free(fhirsync_export *ex);
 
@@ -282,17 +282,17 @@ FHIRSYNC_API const fhirsync_export_file *fhirsync_export_file_at(const fhirsync_
  * fhirsync_export_stats_init() once, then call fhirsync_export_get_stats() as often as needed. */
 #define FHIRSYNC_EXPORT_STATS_VERSION 1
 typedef struct fhirsync_export_stats {
-    unsigned int version;          /* FHIRSYNC_EXPORT_STATS_VERSION, set by the _init */
-    size_t files;                  /* in the manifest */
+    unsigned int version; /* FHIRSYNC_EXPORT_STATS_VERSION, set by the _init */
+    size_t files;         /* in the manifest */
     size_t files_done;
-    int64_t resources;             /* lines kept in output files */
-    int64_t deleted;               /* lines kept in deleted files */
-    int64_t errors;                /* OperationOutcomes in error files */
-    int64_t quarantined;           /* lines quarantined */
-    uint64_t bytes;                /* bytes of the finished files */
-    unsigned retries;              /* requests retried during this run */
-    unsigned token_renewals;       /* during this run */
-    double duration_s;             /* of this run */
+    int64_t resources;       /* lines kept in output files */
+    int64_t deleted;         /* lines kept in deleted files */
+    int64_t errors;          /* OperationOutcomes in error files */
+    int64_t quarantined;     /* lines quarantined */
+    uint64_t bytes;          /* bytes of the finished files */
+    unsigned retries;        /* requests retried during this run */
+    unsigned token_renewals; /* during this run */
+    double duration_s;       /* of this run */
 } fhirsync_export_stats;
 
 /* Zero `stats` and set its version (FHIRSYNC_EXPORT_STATS_VERSION); FHIRSYNC_E_ARG for a

@@ -61,8 +61,7 @@ FHIRSYNC_API long fhirsync_response_status(const fhirsync_response *resp);
 /* The body (NUL-terminated, borrowed) and its length. */
 FHIRSYNC_API const char *fhirsync_response_body(const fhirsync_response *resp, size_t *len);
 /* A header of the final response (case-insensitive), borrowed; NULL when absent. */
-FHIRSYNC_API const char *fhirsync_response_header(const fhirsync_response *resp,
-                                                  const char *name);
+FHIRSYNC_API const char *fhirsync_response_header(const fhirsync_response *resp, const char *name);
 /* The URL that answered (after same-origin redirects). */
 FHIRSYNC_API const char *fhirsync_response_url(const fhirsync_response *resp);
 
@@ -76,7 +75,8 @@ FHIRSYNC_API fhirsync_code fhirsync_search_start(fhirsync_client *client, const 
  * (relative links resolved against the base), one page in memory at a time; a `next` link that
  * repeats, points to another origin, or a malformed Bundle ends the search with
  * FHIRSYNC_E_PROTOCOL. A page must be strict JSON (grammar, UTF-8, no repeated member names in the
- * Bundle's own structure); names repeated inside a resource are passed through as received. Entries with search.mode "outcome" are skipped (and logged). */
+ * Bundle's own structure); names repeated inside a resource are passed through as received. Entries
+ * with search.mode "outcome" are skipped (and logged). */
 FHIRSYNC_API fhirsync_code fhirsync_search_next(fhirsync_search *search, const char **resource,
                                                 size_t *len);
 /* Pages fetched and resources returned so far; Bundle.total of the first page or -1. */

@@ -50,40 +50,40 @@ extern "C" {
 /* Error codes. Append-only: a number is never reused or renumbered. */
 typedef enum fhirsync_code {
     FHIRSYNC_OK = 0,
-    FHIRSYNC_E_NOMEM = 1,          /* out of memory */
-    FHIRSYNC_E_ARG = 2,            /* invalid argument (a programming or usage error) */
-    FHIRSYNC_E_IO = 3,             /* a local file could not be read or written */
-    FHIRSYNC_E_CONFIG = 4,         /* a setting is missing or wrong */
-    FHIRSYNC_E_KEY = 5,            /* a key is malformed, unsupported or of the wrong type */
-    FHIRSYNC_E_KEY_PERMS = 6,      /* a private key file is readable by group or others */
-    FHIRSYNC_E_CRYPTO = 7,         /* the crypto library failed (signing, random numbers) */
-    FHIRSYNC_E_JSON = 8,           /* a document is not the JSON it should be */
-    FHIRSYNC_E_URL = 9,            /* a URL is malformed or not allowed (plain http off loopback) */
-    FHIRSYNC_E_NETWORK = 10,       /* DNS, connect, reset, send/receive failure */
-    FHIRSYNC_E_TLS = 11,           /* TLS handshake or certificate verification failed */
-    FHIRSYNC_E_TIMEOUT = 12,       /* connect or total timeout */
-    FHIRSYNC_E_TOO_LARGE = 13,     /* a response exceeded its size cap */
-    FHIRSYNC_E_HTTP = 14,          /* an unexpected HTTP status */
-    FHIRSYNC_E_REDIRECT = 15,      /* a redirect not allowed here, or too many */
-    FHIRSYNC_E_DISCOVERY = 16,     /* no usable SMART configuration */
-    FHIRSYNC_E_AUTH = 17,          /* the authorization server rejected the token request */
-    FHIRSYNC_E_TOKEN_RESPONSE = 18,/* the token response is malformed */
-    FHIRSYNC_E_UNAUTHORIZED = 19,  /* 401 from the resource server (after one renewal) */
-    FHIRSYNC_E_FORBIDDEN = 20,     /* 403: the token's scopes do not cover the request */
-    FHIRSYNC_E_NOT_FOUND = 21,     /* 404 / 410 */
-    FHIRSYNC_E_SERVER = 22,        /* 5xx after the retries */
-    FHIRSYNC_E_RATE_LIMITED = 23,  /* 429 after the retries */
-    FHIRSYNC_E_PROTOCOL = 24,      /* the server broke the protocol (HTML, missing fields, loops) */
-    FHIRSYNC_E_PARTIAL = 25,       /* done, but some data failed validation (quarantined) */
-    FHIRSYNC_E_STORE = 26,         /* the database failed */
-    FHIRSYNC_E_LOCKED = 27,        /* another process holds the lock */
-    FHIRSYNC_E_CANCELLED = 28,     /* interrupted on request (signal) */
-    FHIRSYNC_E_UNSUPPORTED = 29,   /* the server or build lacks a needed feature */
-    FHIRSYNC_E_BAD_REQUEST = 30,   /* 4xx other than 401/403/404/429: the server refused it */
-    FHIRSYNC_E_INTERNAL = 31,      /* a bug in fhirsync */
-    FHIRSYNC_E_CONFLICT = 32       /* the database refused a batch because of another writer (a
-                                      deadlock) or an id already stored (FHIRSYNC_STORE_APPEND):
-                                      nothing of it was stored; running it again is the cure */
+    FHIRSYNC_E_NOMEM = 1,      /* out of memory */
+    FHIRSYNC_E_ARG = 2,        /* invalid argument (a programming or usage error) */
+    FHIRSYNC_E_IO = 3,         /* a local file could not be read or written */
+    FHIRSYNC_E_CONFIG = 4,     /* a setting is missing or wrong */
+    FHIRSYNC_E_KEY = 5,        /* a key is malformed, unsupported or of the wrong type */
+    FHIRSYNC_E_KEY_PERMS = 6,  /* a private key file is readable by group or others */
+    FHIRSYNC_E_CRYPTO = 7,     /* the crypto library failed (signing, random numbers) */
+    FHIRSYNC_E_JSON = 8,       /* a document is not the JSON it should be */
+    FHIRSYNC_E_URL = 9,        /* a URL is malformed or not allowed (plain http off loopback) */
+    FHIRSYNC_E_NETWORK = 10,   /* DNS, connect, reset, send/receive failure */
+    FHIRSYNC_E_TLS = 11,       /* TLS handshake or certificate verification failed */
+    FHIRSYNC_E_TIMEOUT = 12,   /* connect or total timeout */
+    FHIRSYNC_E_TOO_LARGE = 13, /* a response exceeded its size cap */
+    FHIRSYNC_E_HTTP = 14,      /* an unexpected HTTP status */
+    FHIRSYNC_E_REDIRECT = 15,  /* a redirect not allowed here, or too many */
+    FHIRSYNC_E_DISCOVERY = 16, /* no usable SMART configuration */
+    FHIRSYNC_E_AUTH = 17,      /* the authorization server rejected the token request */
+    FHIRSYNC_E_TOKEN_RESPONSE = 18, /* the token response is malformed */
+    FHIRSYNC_E_UNAUTHORIZED = 19,   /* 401 from the resource server (after one renewal) */
+    FHIRSYNC_E_FORBIDDEN = 20,      /* 403: the token's scopes do not cover the request */
+    FHIRSYNC_E_NOT_FOUND = 21,      /* 404 / 410 */
+    FHIRSYNC_E_SERVER = 22,         /* 5xx after the retries */
+    FHIRSYNC_E_RATE_LIMITED = 23,   /* 429 after the retries */
+    FHIRSYNC_E_PROTOCOL = 24,    /* the server broke the protocol (HTML, missing fields, loops) */
+    FHIRSYNC_E_PARTIAL = 25,     /* done, but some data failed validation (quarantined) */
+    FHIRSYNC_E_STORE = 26,       /* the database failed */
+    FHIRSYNC_E_LOCKED = 27,      /* another process holds the lock */
+    FHIRSYNC_E_CANCELLED = 28,   /* interrupted on request (signal) */
+    FHIRSYNC_E_UNSUPPORTED = 29, /* the server or build lacks a needed feature */
+    FHIRSYNC_E_BAD_REQUEST = 30, /* 4xx other than 401/403/404/429: the server refused it */
+    FHIRSYNC_E_INTERNAL = 31,    /* a bug in fhirsync */
+    FHIRSYNC_E_CONFLICT = 32     /* the database refused a batch because of another writer (a
+                                    deadlock) or an id already stored (FHIRSYNC_STORE_APPEND):
+                                    nothing of it was stored; running it again is the cure */
 } fhirsync_code;
 
 /* A static English name of the code. Never NULL. */
@@ -96,7 +96,7 @@ FHIRSYNC_API const char *fhirsync_strerror(fhirsync_code code);
  * extended. */
 typedef struct fhirsync_error {
     fhirsync_code code;
-    long http_status;   /* the HTTP status involved, 0 if none */
+    long http_status; /* the HTTP status involved, 0 if none */
     char message[1024];
 } fhirsync_error;
 

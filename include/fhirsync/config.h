@@ -62,16 +62,14 @@ FHIRSYNC_API void fhirsync_endpoint_clear(fhirsync_endpoint *ep, const char *set
 /* The value (the last one for repeatable settings), or the setting's default, or NULL. */
 FHIRSYNC_API const char *fhirsync_endpoint_get(const fhirsync_endpoint *ep, const char *setting);
 /* Where the value came from ("default" for defaults), or NULL when unset. */
-FHIRSYNC_API const char *fhirsync_endpoint_source(const fhirsync_endpoint *ep,
-                                                  const char *setting);
+FHIRSYNC_API const char *fhirsync_endpoint_source(const fhirsync_endpoint *ep, const char *setting);
 /* Values of a repeatable setting: count and i-th (borrowed). */
 FHIRSYNC_API size_t fhirsync_endpoint_count(const fhirsync_endpoint *ep, const char *setting);
-FHIRSYNC_API const char *fhirsync_endpoint_get_at(const fhirsync_endpoint *ep,
-                                                  const char *setting, size_t i);
+FHIRSYNC_API const char *fhirsync_endpoint_get_at(const fhirsync_endpoint *ep, const char *setting,
+                                                  size_t i);
 
 /* Apply FHIRSYNC_<SETTING> environment variables (upper case, e.g. FHIRSYNC_BASE_URL). */
-FHIRSYNC_API fhirsync_code fhirsync_endpoint_apply_env(fhirsync_endpoint *ep,
-                                                       fhirsync_error *err);
+FHIRSYNC_API fhirsync_code fhirsync_endpoint_apply_env(fhirsync_endpoint *ep, fhirsync_error *err);
 
 /* Check that the profile is complete for getting a token: base_url, client_id, and a key_file
  * (private_key_jwt) or a client secret source (client_secret_*). The message names the missing
@@ -81,8 +79,8 @@ FHIRSYNC_API fhirsync_code fhirsync_endpoint_validate(const fhirsync_endpoint *e
 
 /* Read the client secret (from client_secret_file or the variable named by client_secret_env).
  * The result is the caller's secret: free with fhirsync_free_secret(). */
-FHIRSYNC_API fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep,
-                                                           char **out, fhirsync_error *err);
+FHIRSYNC_API fhirsync_code fhirsync_endpoint_client_secret(const fhirsync_endpoint *ep, char **out,
+                                                           fhirsync_error *err);
 
 /* The NULL-terminated list of setting names, and a one-line description of one. */
 FHIRSYNC_API const char *const *fhirsync_setting_names(void);

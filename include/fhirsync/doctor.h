@@ -16,18 +16,18 @@ extern "C" {
 
 typedef enum fhirsync_check_status {
     FHIRSYNC_CHECK_OK = 0,
-    FHIRSYNC_CHECK_INFO = 1,  /* a fact worth showing (decoded assertion, granted scopes) */
-    FHIRSYNC_CHECK_WARN = 2,  /* may cause trouble, does not stop the chain */
+    FHIRSYNC_CHECK_INFO = 1, /* a fact worth showing (decoded assertion, granted scopes) */
+    FHIRSYNC_CHECK_WARN = 2, /* may cause trouble, does not stop the chain */
     FHIRSYNC_CHECK_FAIL = 3,
     FHIRSYNC_CHECK_SKIP = 4
 } fhirsync_check_status;
 
 /* One reported step. Strings are borrowed for the duration of the callback; already redacted. */
 typedef struct fhirsync_check {
-    const char *step;           /* short name: "discovery", "token request" */
+    const char *step; /* short name: "discovery", "token request" */
     fhirsync_check_status status;
-    const char *detail;         /* what was found, one or more lines */
-    const char *hint;           /* what to do about it, may be NULL; lines start with "- " */
+    const char *detail; /* what was found, one or more lines */
+    const char *hint;   /* what to do about it, may be NULL; lines start with "- " */
 } fhirsync_check;
 
 typedef void (*fhirsync_doctor_cb)(const fhirsync_check *check, void *userdata);

@@ -34,10 +34,7 @@ FHIRSYNC_API fhirsync_alg fhirsync_alg_from_name(const char *name);
 
 typedef struct fhirsync_key fhirsync_key;
 
-typedef enum fhirsync_key_type {
-    FHIRSYNC_KEY_RSA = 1,
-    FHIRSYNC_KEY_EC = 2
-} fhirsync_key_type;
+typedef enum fhirsync_key_type { FHIRSYNC_KEY_RSA = 1, FHIRSYNC_KEY_EC = 2 } fhirsync_key_type;
 
 /* Generate a new private key fit for `alg`: RSA with `bits` (2048, 3072 or 4096; 0 means 2048)
  * for RS*, PS*; EC P-384 for ES384, P-256 for ES256 (`bits` ignored). */
@@ -65,7 +62,8 @@ FHIRSYNC_API int fhirsync_key_bits(const fhirsync_key *key);
  * the key. */
 FHIRSYNC_API const char *fhirsync_key_kid(const fhirsync_key *key);
 
-/* Whether the key can sign with `alg` (RSA for RS* and PS* algorithms, P-384 for ES384, P-256 for ES256). */
+/* Whether the key can sign with `alg` (RSA for RS* and PS* algorithms, P-384 for ES384, P-256 for
+ * ES256). */
 FHIRSYNC_API int fhirsync_key_fits_alg(const fhirsync_key *key, fhirsync_alg alg);
 
 /* The default algorithm for the key: RS384 for RSA, ES384 for P-384, ES256 for P-256. */

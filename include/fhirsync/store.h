@@ -143,17 +143,17 @@ FHIRSYNC_API fhirsync_code fhirsync_store_delete(fhirsync_store *store, const ch
 
 /* A line that could not be stored, kept with the reason. */
 typedef struct fhirsync_quarantine_entry {
-    int64_t id;            /* listing only */
-    int64_t run_id;        /* 0: none */
-    const char *endpoint;  /* may be NULL */
-    const char *source;    /* the file URL or name, or the search URL; may be NULL */
-    int64_t line_number;   /* 1-based; 0 when not from a file */
-    const char *reason;    /* required: why it was refused */
-    const char *line;      /* the raw bytes (any bytes); stored up to
-                              FHIRSYNC_STORE_QUARANTINE_CAP */
-    size_t line_len;       /* bytes at `line` (listing: the stored, possibly capped, length) */
-    int64_t line_bytes;    /* listing only: the original length */
-    const char *created_at;/* listing only */
+    int64_t id;             /* listing only */
+    int64_t run_id;         /* 0: none */
+    const char *endpoint;   /* may be NULL */
+    const char *source;     /* the file URL or name, or the search URL; may be NULL */
+    int64_t line_number;    /* 1-based; 0 when not from a file */
+    const char *reason;     /* required: why it was refused */
+    const char *line;       /* the raw bytes (any bytes); stored up to
+                               FHIRSYNC_STORE_QUARANTINE_CAP */
+    size_t line_len;        /* bytes at `line` (listing: the stored, possibly capped, length) */
+    int64_t line_bytes;     /* listing only: the original length */
+    const char *created_at; /* listing only */
 } fhirsync_quarantine_entry;
 
 #define FHIRSYNC_STORE_QUARANTINE_CAP 16384
@@ -182,10 +182,8 @@ FHIRSYNC_API const char *fhirsync_run_status_name(fhirsync_run_status status);
 FHIRSYNC_API fhirsync_code fhirsync_store_watermark(fhirsync_store *store, const char *endpoint,
                                                     char **watermark, fhirsync_error *err);
 /* Set (or with NULL, clear: the next sync is full) the watermark outside a run. Joins a batch. */
-FHIRSYNC_API fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store,
-                                                        const char *endpoint,
-                                                        const char *watermark,
-                                                        fhirsync_error *err);
+FHIRSYNC_API fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store, const char *endpoint,
+                                                        const char *watermark, fhirsync_error *err);
 
 /* ---- queries --------------------------------------------------------------------------------- */
 /* Callbacks receive borrowed values valid during the call only, and return non-zero to stop
@@ -260,14 +258,13 @@ typedef int (*fhirsync_quarantine_cb)(const fhirsync_quarantine_entry *entry, vo
 
 /* The latest `limit` quarantined lines (0: 20), newest first, of one run (0: all runs). */
 FHIRSYNC_API fhirsync_code fhirsync_store_quarantine_list(fhirsync_store *store, int64_t run_id,
-                                                          size_t limit,
-                                                          fhirsync_quarantine_cb cb,
+                                                          size_t limit, fhirsync_quarantine_cb cb,
                                                           void *userdata, fhirsync_error *err);
 
 /* One row of a query: column names and values as text (NULL for SQL NULL; binary values as
  * their bytes), with lengths. */
-typedef int (*fhirsync_row_cb)(size_t ncols, const char *const *names,
-                               const char *const *values, const size_t *lengths, void *userdata);
+typedef int (*fhirsync_row_cb)(size_t ncols, const char *const *names, const char *const *values,
+                               const size_t *lengths, void *userdata);
 
 /* Run one read-only SQL statement and stream its rows. Writes are refused: SQLite checks that the
  * statement is read-only (and the CLI opens with FHIRSYNC_STORE_READONLY), PostgreSQL runs it in a

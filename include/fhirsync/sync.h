@@ -175,8 +175,8 @@ typedef struct fhirsync_sync_stats {
     int64_t server_errors;        /* OperationOutcomes of severity error/fatal in error files */
     int64_t requests;             /* crawl: search pages fetched */
     double duration_s;
-    int64_t reconciled;           /* of `deleted`: rows a reconciliation found gone */
-    int64_t inserted;             /* rows new to the store (sum of the types' `inserted`) */
+    int64_t reconciled; /* of `deleted`: rows a reconciliation found gone */
+    int64_t inserted;   /* rows new to the store (sum of the types' `inserted`) */
 } fhirsync_sync_stats;
 
 /* Zero `stats` and set its version (FHIRSYNC_SYNC_STATS_VERSION); FHIRSYNC_E_ARG for a version

@@ -14,19 +14,19 @@
 /* Exit codes: documented in `fhirsync --help`, the man page and docs/. Never renumbered. */
 enum cli_exit {
     EXIT_OK_ = 0,
-    EXIT_INTERNAL = 1,    /* a bug, or out of memory */
-    EXIT_USAGE = 2,       /* wrong flags or arguments */
-    EXIT_CONFIG = 3,      /* a setting is missing or wrong (config file, environment, flags) */
-    EXIT_KEY = 4,         /* the key file is unusable (malformed, wrong type, permissions) */
-    EXIT_AUTH = 5,        /* the server refused authentication or authorization (401, 403) */
-    EXIT_NOT_FOUND = 6,   /* the resource or endpoint does not exist (404) */
-    EXIT_SERVER = 7,      /* the server failed (5xx, 429 after retries, refused the request) */
-    EXIT_PROTOCOL = 8,    /* the server answered something the protocol does not allow */
-    EXIT_NETWORK = 9,     /* DNS, connection, TLS or timeout */
-    EXIT_PARTIAL = 10,    /* finished, but some data was quarantined */
-    EXIT_LOCKED = 11,     /* another process holds the lock */
-    EXIT_INTERRUPTED = 12,/* stopped by a signal before finishing */
-    EXIT_IO = 13          /* a local file or the store could not be written or read */
+    EXIT_INTERNAL = 1,     /* a bug, or out of memory */
+    EXIT_USAGE = 2,        /* wrong flags or arguments */
+    EXIT_CONFIG = 3,       /* a setting is missing or wrong (config file, environment, flags) */
+    EXIT_KEY = 4,          /* the key file is unusable (malformed, wrong type, permissions) */
+    EXIT_AUTH = 5,         /* the server refused authentication or authorization (401, 403) */
+    EXIT_NOT_FOUND = 6,    /* the resource or endpoint does not exist (404) */
+    EXIT_SERVER = 7,       /* the server failed (5xx, 429 after retries, refused the request) */
+    EXIT_PROTOCOL = 8,     /* the server answered something the protocol does not allow */
+    EXIT_NETWORK = 9,      /* DNS, connection, TLS or timeout */
+    EXIT_PARTIAL = 10,     /* finished, but some data was quarantined */
+    EXIT_LOCKED = 11,      /* another process holds the lock */
+    EXIT_INTERRUPTED = 12, /* stopped by a signal before finishing */
+    EXIT_IO = 13           /* a local file or the store could not be written or read */
 };
 
 /* The exit code for a library error. */
@@ -37,7 +37,8 @@ int cli_fail(const fhirsync_error *err);
  * message, or the code's name when it is empty. */
 int cli_fail_handle(fhirsync_code code, const char *message);
 /* Print a usage error for the command and return EXIT_USAGE. */
-int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Report the option getopt_long just refused (unknown, or missing its value) and return
  * EXIT_USAGE. */
@@ -45,15 +46,15 @@ int cli_bad_option(const char *command, char **argv);
 
 /* Common options of every command that talks to an endpoint. */
 typedef struct cli_profile {
-    const char *config_path;    /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */
-    const char *endpoint_name;  /* --endpoint, else FHIRSYNC_ENDPOINT, else the only one */
+    const char *config_path;   /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */
+    const char *endpoint_name; /* --endpoint, else FHIRSYNC_ENDPOINT, else the only one */
     struct {
         const char *setting;
         const char *value;
         char flag[48];
     } overrides[64];
     size_t override_count;
-    int verbosity;              /* -v: info, -vv: debug */
+    int verbosity; /* -v: info, -vv: debug */
     bool quiet;
 } cli_profile;
 

@@ -57,8 +57,14 @@ static void on_check(const fhirsync_check *check, void *userdata)
     const char *color = "";
     switch (check->status) {
     case FHIRSYNC_CHECK_OK: color = "\033[32m"; break;
-    case FHIRSYNC_CHECK_WARN: color = "\033[33m"; pr->warnings++; break;
-    case FHIRSYNC_CHECK_FAIL: color = "\033[31m"; pr->failures++; break;
+    case FHIRSYNC_CHECK_WARN:
+        color = "\033[33m";
+        pr->warnings++;
+        break;
+    case FHIRSYNC_CHECK_FAIL:
+        color = "\033[31m";
+        pr->failures++;
+        break;
     default: color = "\033[36m"; break;
     }
     printf("[%s%-4s%s] %s\n", pr->color ? color : "", fhirsync_check_status_name(check->status),

@@ -14,7 +14,8 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: fhirsync export --out DIR [options]\n"
         "       fhirsync export --resume DIR [options]\n"
         "\n"
@@ -39,9 +40,11 @@ static void usage(FILE *out)
         "                         giving it implies --level group)\n"
         "  --type T,T,...         _type: resource types (default: the types setting)\n"
         "  --since INSTANT        _since: only resources changed after it, e.g.\n"
-        "                         2024-05-01T00:00:00Z (deleted resources come as 'deleted' files)\n"
+        "                         2024-05-01T00:00:00Z (deleted resources come as 'deleted' "
+        "files)\n"
         "  --elements E,E,...     _elements\n"
-        "  --type-filter QUERY    _typeFilter, e.g. 'Observation?category=laboratory' (repeatable)\n"
+        "  --type-filter QUERY    _typeFilter, e.g. 'Observation?category=laboratory' "
+        "(repeatable)\n"
         "  --patient ID           patient: limit to this patient (repeatable; needs --post)\n"
         "  --include-associated-data V   includeAssociatedData\n"
         "  --output-format TYPE   _outputFormat (default: not sent; servers give ndjson)\n"
@@ -86,13 +89,13 @@ static void usage(FILE *out)
         "\n");
     cli_print_common_help(out);
     fprintf(out,
-        "\n"
-        "exit codes: 0 done, 2 usage, 3 configuration, 4 key, 5 authentication, 6 not found\n"
-        "(e.g. files expired), 7 server error (429 at kick-off, failed export), 8 protocol\n"
-        "(including a status URL on another origin, oversized response headers), 9 network\n"
-        "(also a stalled file given up, and the --deadline passing; resumable), 10 partial\n"
-        "data (quarantined lines, counts that differ from the manifest), 11 folder in use,\n"
-        "12 interrupted (resumable), 13 local file error\n");
+            "\n"
+            "exit codes: 0 done, 2 usage, 3 configuration, 4 key, 5 authentication, 6 not found\n"
+            "(e.g. files expired), 7 server error (429 at kick-off, failed export), 8 protocol\n"
+            "(including a status URL on another origin, oversized response headers), 9 network\n"
+            "(also a stalled file given up, and the --deadline passing; resumable), 10 partial\n"
+            "data (quarantined lines, counts that differ from the manifest), 11 folder in use,\n"
+            "12 interrupted (resumable), 13 local file error\n");
 }
 
 /* ---- signals -------------------------------------------------------------------------------- */
@@ -118,7 +121,7 @@ typedef struct display {
     bool tty;
     bool quiet;
     bool line_open;
-    char progress[128];            /* the last X-Progress */
+    char progress[128]; /* the last X-Progress */
     size_t total_files;
 } display;
 
@@ -144,8 +147,8 @@ static void status_line(display *d, const fhirsync_export_event *ev)
         fprintf(stderr, "\r\033[Kexport: waiting for the server%s%s (%.0f s)",
                 d->progress[0] ? ": " : "", d->progress, ev->elapsed_s);
     else
-        fprintf(stderr, "\r\033[Kexport: %zu/%zu files, %lld resources, %s, %s/s",
-                ev->files_done, ev->files_total, (long long)ev->resources, bytes, rate);
+        fprintf(stderr, "\r\033[Kexport: %zu/%zu files, %lld resources, %s, %s/s", ev->files_done,
+                ev->files_total, (long long)ev->resources, bytes, rate);
     d->line_open = true;
 }
 
@@ -192,8 +195,7 @@ static int on_event(const fhirsync_export_event *ev, void *userdata)
         break;
     case FHIRSYNC_EXPORT_EV_FILE_DONE:
         if (f->from_previous_run)
-            plain(d, "%s: done by an earlier run (%lld resources)", f->name,
-                  (long long)f->count);
+            plain(d, "%s: done by an earlier run (%lld resources)", f->name, (long long)f->count);
         else if (!d->tty)
             plain(d, "%s: %lld resources, %llu bytes", f->name, (long long)f->count,
                   (unsigned long long)f->bytes);
@@ -267,19 +269,19 @@ static void summary(const fhirsync_export *ex, fhirsync_code rc, bool json, bool
                "\"resources\":%lld,\"deleted\":%lld,\"errors\":%lld,\"quarantined\":%lld,"
                "\"bytes\":%llu,\"duration_s\":%.3f,\"retries\":%u,\"token_renewals\":%u,"
                "\"job_deleted\":%s,\"types\":{",
-               fhirsync_export_dir(ex), rc == FHIRSYNC_OK ? "complete" : "partial",
-               tt ? tt : "", s.files, (long long)s.resources, (long long)s.deleted,
-               (long long)s.errors, (long long)s.quarantined, (unsigned long long)s.bytes,
-               s.duration_s, s.retries, s.token_renewals, job_deleted ? "true" : "false");
+               fhirsync_export_dir(ex), rc == FHIRSYNC_OK ? "complete" : "partial", tt ? tt : "",
+               s.files, (long long)s.resources, (long long)s.deleted, (long long)s.errors,
+               (long long)s.quarantined, (unsigned long long)s.bytes, s.duration_s, s.retries,
+               s.token_renewals, job_deleted ? "true" : "false");
         for (size_t t = 0; t < ntypes; t++)
             printf("%s\"%s\":%lld", t ? "," : "", types[t].type, (long long)types[t].count);
         printf("}}\n");
         return;
     }
-    printf("export %s: %s\n", rc == FHIRSYNC_OK ? "complete" : "complete, with problems (see below)",
+    printf("export %s: %s\n",
+           rc == FHIRSYNC_OK ? "complete" : "complete, with problems (see below)",
            fhirsync_export_dir(ex));
-    printf("  transaction time: %s (the _since of the next incremental export)\n",
-           tt ? tt : "?");
+    printf("  transaction time: %s (the _since of the next incremental export)\n", tt ? tt : "?");
     printf("  files:            %zu (%zu output, %zu deleted, %zu error)\n", s.files, nout, ndel,
            nerr);
     printf("  resources:        %lld\n", (long long)s.resources);
@@ -326,12 +328,14 @@ static int64_t parse_duration(const char *text)
 
 int cmd_export(int argc, char **argv)
 {
+    /* clang-format off */
     enum {
         OPT_LEVEL = 1, OPT_GROUP, OPT_TYPE, OPT_SINCE, OPT_ELEMENTS, OPT_TYPE_FILTER, OPT_PATIENT,
         OPT_IAD, OPT_FORMAT, OPT_PARAM, OPT_POST, OPT_LENIENT, OPT_OUT, OPT_RESUME, OPT_PARALLEL,
         OPT_KEEP, OPT_MAX_LINE, OPT_NO_PROGRESS, OPT_JSON, OPT_DEADLINE, OPT_STALL_SPEED,
         OPT_STALL_TIME
     };
+    /* clang-format on */
     static const struct option own[] = {
         {"level", required_argument, NULL, OPT_LEVEL},
         {"group", required_argument, NULL, OPT_GROUP},
@@ -384,9 +388,11 @@ int cmd_export(int argc, char **argv)
         case OPT_PATIENT:
         case OPT_PARAM: {
             const char **list = opt == OPT_TYPE_FILTER ? filters
-                                : opt == OPT_PATIENT ? patients : params;
+                                : opt == OPT_PATIENT   ? patients
+                                                       : params;
             size_t *n = opt == OPT_TYPE_FILTER ? &eo.type_filter_count
-                        : opt == OPT_PATIENT ? &eo.patient_count : &eo.param_count;
+                        : opt == OPT_PATIENT   ? &eo.patient_count
+                                               : &eo.param_count;
             if (*n >= MAX_REPEATED)
                 return cli_usage_error("export", "too many repeated options (at most %d)",
                                        MAX_REPEATED);
@@ -401,8 +407,10 @@ int cmd_export(int argc, char **argv)
             char *end = NULL;
             long v = strtol(optarg, &end, 10);
             if (!*optarg || *end || v < 1 || v > 64)
-                return cli_usage_error("export", "--parallel expects a number from 1 to 64, got "
-                                       "'%s'", optarg);
+                return cli_usage_error("export",
+                                       "--parallel expects a number from 1 to 64, got "
+                                       "'%s'",
+                                       optarg);
             eo.parallel = (int)v;
             break;
         }
@@ -411,16 +419,20 @@ int cmd_export(int argc, char **argv)
             char *end = NULL;
             unsigned long long v = strtoull(optarg, &end, 10);
             if (!*optarg || *optarg == '-' || *end || v < 1024 || v > (1ULL << 40))
-                return cli_usage_error("export", "--max-line expects a byte count of at least "
-                                       "1024, got '%s'", optarg);
+                return cli_usage_error("export",
+                                       "--max-line expects a byte count of at least "
+                                       "1024, got '%s'",
+                                       optarg);
             eo.max_line = (size_t)v;
             break;
         }
         case OPT_DEADLINE: {
             int64_t v = parse_duration(optarg);
             if (v < 0)
-                return cli_usage_error("export", "--deadline expects a duration such as 90s, "
-                                       "30m, 6h or 0 (none), got '%s'", optarg);
+                return cli_usage_error("export",
+                                       "--deadline expects a duration such as 90s, "
+                                       "30m, 6h or 0 (none), got '%s'",
+                                       optarg);
             eo.limits.deadline_s = v == 0 ? -1 : v;
             break;
         }
@@ -430,10 +442,9 @@ int cmd_export(int argc, char **argv)
             long long v = strtoll(optarg, &end, 10);
             bool speed = opt == OPT_STALL_SPEED;
             if (!*optarg || *end || v < (speed ? 0 : 1) || v > (speed ? (1LL << 40) : 86400))
-                return cli_usage_error("export", "--%s expects %s, got '%s'",
-                                       speed ? "stall-speed" : "stall-time",
-                                       speed ? "bytes per second (0: off)" : "seconds (1 to 86400)",
-                                       optarg);
+                return cli_usage_error(
+                    "export", "--%s expects %s, got '%s'", speed ? "stall-speed" : "stall-time",
+                    speed ? "bytes per second (0: off)" : "seconds (1 to 86400)", optarg);
             if (speed)
                 eo.limits.stall_bytes_per_s = v == 0 ? -1 : v;
             else
@@ -468,7 +479,7 @@ int cmd_export(int argc, char **argv)
         return cli_usage_error("export", "--group goes with --level group");
     if (!resume && !eo.out_dir)
         return cli_usage_error("export", "say where the export goes: --out DIR (or --resume "
-                               "DIR to continue one)");
+                                         "DIR to continue one)");
     if (resume && eo.out_dir && strcmp(resume, eo.out_dir) != 0)
         return cli_usage_error("export", "--out and --resume name different folders");
     if (keep)
@@ -489,9 +500,9 @@ int cmd_export(int argc, char **argv)
         fhirsync_export_level_chain(ep, chain);
         eo.level = chain[0];
     }
-    fhirsync_code code = resume ? fhirsync_export_open(ep, resume, eo.parallel, eo.delete_job,
-                                                       &ex, &err)
-                                : fhirsync_export_new(ep, &eo, &ex, &err);
+    fhirsync_code code =
+        resume ? fhirsync_export_open(ep, resume, eo.parallel, eo.delete_job, &ex, &err)
+               : fhirsync_export_new(ep, &eo, &ex, &err);
     if (code != FHIRSYNC_OK) {
         rc = cli_fail(&err);
         goto out;

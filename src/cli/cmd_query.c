@@ -362,8 +362,7 @@ static int show_patient(fhirsync_store *store, const char *patient_id, const que
         printer_end(&p);
         return EXIT_INTERNAL;
     }
-    if (fhirsync_store_patient_record(store, patient_id, print_resource, &p, err) !=
-        FHIRSYNC_OK)
+    if (fhirsync_store_patient_record(store, patient_id, print_resource, &p, err) != FHIRSYNC_OK)
         rc = cli_fail(err);
     else if (p.failed)
         rc = EXIT_IO;
@@ -395,17 +394,17 @@ static int print_run(const fhirsync_run_info *run, void *userdata)
     size_t lengths[13];
     for (int i = 0; i < 13; i++)
         lengths[i] = values[i] ? strlen(values[i]) : 0;
-    static const bool raw[13] = {true, false, false, false, false, false, false,
-                                 false, true, true, true, true, false};
+    static const bool raw[13] = {true,  false, false, false, false, false, false,
+                                 false, true,  true,  true,  true,  false};
     return printer_row(p, values, lengths, raw);
 }
 
 static int show_runs(fhirsync_store *store, const query_options *o, fhirsync_error *err)
 {
-    static const char *const names[] = {"id",          "endpoint",  "mode",        "status",
-                                        "started_at",  "finished_at", "since",
-                                        "transaction_time", "resources", "deletions",
-                                        "quarantined", "counts",    "error"};
+    static const char *const names[] = {
+        "id",    "endpoint",         "mode",      "status",    "started_at",  "finished_at",
+        "since", "transaction_time", "resources", "deletions", "quarantined", "counts",
+        "error"};
     printer p;
     int rc = 0;
     /* the table leaves out the per-type counts (long): tsv and ndjson have them */
@@ -430,8 +429,8 @@ static int print_quarantined(const fhirsync_quarantine_entry *e, void *userdata)
     snprintf(run, sizeof run, "%lld", (long long)e->run_id);
     snprintf(line_number, sizeof line_number, "%lld", (long long)e->line_number);
     snprintf(bytes, sizeof bytes, "%lld", (long long)e->line_bytes);
-    const char *values[9] = {id, run, e->endpoint, e->source, line_number, e->reason, bytes,
-                             e->created_at, e->line};
+    const char *values[9] = {id,        run,   e->endpoint,   e->source, line_number,
+                             e->reason, bytes, e->created_at, e->line};
     size_t lengths[9];
     for (int i = 0; i < 9; i++)
         lengths[i] = values[i] ? strlen(values[i]) : 0;
@@ -611,8 +610,8 @@ int cmd_query(int argc, char **argv)
         return cli_usage_error("query", "say what to show: counts, patient ID, runs, quarantine "
                                         "or sql 'SELECT ...'");
     size_t want = strcmp(what, "patient") == 0 || strcmp(what, "sql") == 0 ? 2 : 1;
-    if (strcmp(what, "counts") != 0 && strcmp(what, "patient") != 0 &&
-        strcmp(what, "runs") != 0 && strcmp(what, "quarantine") != 0 && strcmp(what, "sql") != 0)
+    if (strcmp(what, "counts") != 0 && strcmp(what, "patient") != 0 && strcmp(what, "runs") != 0 &&
+        strcmp(what, "quarantine") != 0 && strcmp(what, "sql") != 0)
         return cli_usage_error("query", "unknown query '%s'", what);
     if (npositional < want)
         return cli_usage_error("query", "%s needs %s", what,

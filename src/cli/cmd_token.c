@@ -9,16 +9,15 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: fhirsync token [options]\n"
-            "\n"
-            "Get an access token (SMART Backend Services: client_credentials with a signed\n"
-            "assertion, or a client secret) and print the granted scopes and the expiry.\n"
-            "\n"
-            "options:\n"
-            "  --print-token        also print the access token itself (last line of stdout)\n"
-            "  --json               print the result as JSON\n"
-            "\n");
+    fprintf(out, "usage: fhirsync token [options]\n"
+                 "\n"
+                 "Get an access token (SMART Backend Services: client_credentials with a signed\n"
+                 "assertion, or a client secret) and print the granted scopes and the expiry.\n"
+                 "\n"
+                 "options:\n"
+                 "  --print-token        also print the access token itself (last line of stdout)\n"
+                 "  --json               print the result as JSON\n"
+                 "\n");
     cli_print_common_help(out);
 }
 

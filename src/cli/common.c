@@ -108,8 +108,8 @@ const struct option *cli_options(const struct option *command_options, const cha
         for (char *c = flag_names[i]; *c; c++)
             if (*c == '_')
                 *c = '-';
-        all_options[n++] = (struct option){flag_names[i], required_argument, NULL,
-                                           OPT_SETTING_BASE + (int)i};
+        all_options[n++] =
+            (struct option){flag_names[i], required_argument, NULL, OPT_SETTING_BASE + (int)i};
     }
     for (size_t a = 0; a < sizeof aliases / sizeof *aliases; a++) {
         for (size_t i = 0; names[i]; i++)
@@ -245,7 +245,8 @@ fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fh
     return FHIRSYNC_OK;
 }
 
-fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out, fhirsync_error *err)
+fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
+                                  fhirsync_error *err)
 {
     *out = NULL;
     bool explicit_path;
@@ -268,8 +269,8 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
             found = fhirsync_config_endpoint(cfg, name);
             if (!found) {
                 snprintf(err->message, sizeof err->message,
-                         "endpoint '%s' is not defined in %s (add an [endpoint %s] section)",
-                         name, path, name);
+                         "endpoint '%s' is not defined in %s (add an [endpoint %s] section)", name,
+                         path, name);
                 err->code = rc = FHIRSYNC_E_CONFIG;
             }
         } else if (count == 1) {
@@ -277,7 +278,8 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
         } else if (count > 1) {
             snprintf(err->message, sizeof err->message,
                      "%s defines %zu endpoints: choose one with --endpoint NAME or "
-                     "FHIRSYNC_ENDPOINT", path, count);
+                     "FHIRSYNC_ENDPOINT",
+                     path, count);
             err->code = rc = FHIRSYNC_E_CONFIG;
         }
         if (found && !(ep = fhirsync_endpoint_dup(found)))
@@ -330,9 +332,8 @@ void cli_print_common_help(FILE *out)
                 *c = '-';
         fprintf(out, "  %-20s %s\n", flag, fhirsync_setting_help(names[i]));
     }
-    fprintf(out,
-            "  --set NAME=VALUE     any setting by its INI name\n"
-            "  -v, --verbose        more log output (-vv: debug; secrets are always masked)\n"
-            "  -q, --quiet          errors only\n"
-            "  -h, --help           this help\n");
+    fprintf(out, "  --set NAME=VALUE     any setting by its INI name\n"
+                 "  -v, --verbose        more log output (-vv: debug; secrets are always masked)\n"
+                 "  -q, --quiet          errors only\n"
+                 "  -h, --help           this help\n");
 }

@@ -20,12 +20,11 @@ static const cli_command commands[] = {
 
 static void print_help(FILE *out)
 {
-    fprintf(out,
-            "usage: fhirsync <command> [options]\n"
-            "\n"
-            "Get patient data out of EHRs with SMART on FHIR Backend Services.\n"
-            "\n"
-            "commands:\n");
+    fprintf(out, "usage: fhirsync <command> [options]\n"
+                 "\n"
+                 "Get patient data out of EHRs with SMART on FHIR Backend Services.\n"
+                 "\n"
+                 "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,

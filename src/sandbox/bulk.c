@@ -66,8 +66,8 @@ typedef struct bulk_job {
     uint32_t *buckets;    /* patient restriction (sorted), or NULL */
     size_t nbuckets;
     bool restricted;
-    json_t *warnings; /* texts of OperationOutcomes for the error file */
-    unsigned quirks;  /* bit (1 << sb_quirk_kind) of the kick-off-time quirks that are on */
+    json_t *warnings;      /* texts of OperationOutcomes for the error file */
+    unsigned quirks;       /* bit (1 << sb_quirk_kind) of the kick-off-time quirks that are on */
     int64_t count_extra;   /* count-mismatch */
     int64_t finished_time; /* when the files were complete (late-transaction-time) */
 
@@ -101,7 +101,7 @@ typedef struct fired_mutation {
 struct sb_bulk {
     sb_server *sb;
     char work_dir[2048];
-    bool temporary; /* we made the work dir: remove it at exit */
+    bool temporary;       /* we made the work dir: remove it at exit */
     pthread_mutex_t lock; /* guards the jobs and the armed and fired mutations */
     bulk_job *jobs[MAX_JOBS_KEPT];
     size_t njobs;

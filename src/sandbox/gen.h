@@ -23,8 +23,8 @@ typedef struct sb_gen sb_gen;
 
 typedef struct sb_gen_config {
     uint64_t seed;
-    uint32_t patients;     /* number of patients (>= 1) */
-    int64_t created_at;    /* epoch seconds of the initial data's lastUpdated (0: fixed default) */
+    uint32_t patients;  /* number of patients (>= 1) */
+    int64_t created_at; /* epoch seconds of the initial data's lastUpdated (0: fixed default) */
 } sb_gen_config;
 
 /* NULL on out of memory or invalid config. */
@@ -44,12 +44,12 @@ uint32_t sb_gen_patient_count(const sb_gen *gen);
 uint32_t sb_gen_slots(const sb_gen *gen, size_t type, uint32_t patient);
 
 typedef struct sb_resource_meta {
-    char id[64];              /* the resource id */
-    char patient_id[64];      /* "Patient/<id>" reference target id, "" for global types */
-    int64_t last_updated;     /* epoch seconds of meta.lastUpdated at the current epoch */
-    uint32_t version;         /* meta.versionId */
-    bool deleted;             /* deleted at or before the current epoch */
-    int64_t deleted_at;       /* epoch seconds of the deletion, when deleted */
+    char id[64];          /* the resource id */
+    char patient_id[64];  /* "Patient/<id>" reference target id, "" for global types */
+    int64_t last_updated; /* epoch seconds of meta.lastUpdated at the current epoch */
+    uint32_t version;     /* meta.versionId */
+    bool deleted;         /* deleted at or before the current epoch */
+    int64_t deleted_at;   /* epoch seconds of the deletion, when deleted */
 } sb_resource_meta;
 
 /* Produce one resource at the current epoch. Always fills `meta`; appends the resource's JSON

@@ -90,7 +90,8 @@ bool sb_percent_decode(const char *s, size_t n, bool plus_is_space, char **out)
                 fs_free(dst);
                 return false;
             }
-            int h = fs_hex_value((unsigned char)s[i + 1]), l = fs_hex_value((unsigned char)s[i + 2]);
+            int h = fs_hex_value((unsigned char)s[i + 1]),
+                l = fs_hex_value((unsigned char)s[i + 2]);
             if (h < 0 || l < 0 || (h == 0 && l == 0)) {
                 fs_free(dst);
                 return false;

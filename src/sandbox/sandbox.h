@@ -139,7 +139,6 @@ void sb_segments_free(char **segments, size_t count);
  * look secret (token, secret, assertion, password, code, key) are replaced by "***". */
 char *sb_uri_for_log(const char *raw_uri);
 
-
 /* ---- query.c: FHIR search parameters -------------------------------------------------------- */
 typedef struct sb_time_cond {
     char prefix[3]; /* eq ne gt ge lt le sa eb */

@@ -200,8 +200,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 typedef struct cut_body {
     int fd; /* >= 0: read from the file at offset */
     uint64_t offset;
-    char *data;   /* else from memory */
-    uint64_t cut; /* bytes sent before the connection is dropped (UINT64_MAX: none) */
+    char *data;    /* else from memory */
+    uint64_t cut;  /* bytes sent before the connection is dropped (UINT64_MAX: none) */
     uint64_t rate; /* > 0: bytes per second */
     int64_t start_ms;
     const atomic_bool *stopping;

@@ -30,8 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fs_parse_instant(text, &v);
     char *resolved = NULL;
     fhirsync_error err;
-    if (fs_url_resolve("https://ehr.example/fhir/r4", text, true, &resolved, &err) ==
-        FHIRSYNC_OK) {
+    if (fs_url_resolve("https://ehr.example/fhir/r4", text, true, &resolved, &err) == FHIRSYNC_OK) {
         fs_url_check_transport(resolved, "URL", &err);
         fs_url_same_origin(resolved, "https://ehr.example/fhir/r4");
         char *origin = NULL;

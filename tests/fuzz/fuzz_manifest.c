@@ -7,8 +7,8 @@
  * jansson refuses except numbers beyond jansson's range and nesting between the reader's depth
  * (1024) and jansson's (2048); the folder shortcut of URL resolution
  * must give what libcurl gives for the input as a reference. The input is also parsed as
- * state.json, and a state that parses must serialise and parse back unchanged. Built with -fsanitize=fuzzer under clang, or
- * with replay_main.c as a corpus replayer under gcc. */
+ * state.json, and a state that parses must serialise and parse back unchanged. Built with
+ * -fsanitize=fuzzer under clang, or with replay_main.c as a corpus replayer under gcc. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>

@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fs_ndjson_verdict v = fs_ndjson_check_line(line, n, NULL, reason, sizeof reason);
         bool skip = strstr(reason, "nested") || strstr(reason, "twice") ||
                     (rt && !fs_bulk_type_name_ok(rt));
-        if (j && json_is_object(j) && rt && !skip && (a[i].kind != FS_NDJSON_OK ||
-                                                      strcmp(a[i].type, rt) != 0))
+        if (j && json_is_object(j) && rt && !skip &&
+            (a[i].kind != FS_NDJSON_OK || strcmp(a[i].type, rt) != 0))
             __builtin_trap();
         if (a[i].kind == FS_NDJSON_OK && !j && !strstr(je.text, "too big") &&
             !strstr(je.text, "overflow"))

@@ -36,8 +36,8 @@ static bool same(const char *a, size_t alen, const char *b)
 }
 
 /* The Patient jansson's reading gives, by the scanner's rule. */
-static const char *expected_patient(json_t *doc, const char *type, const char *id,
-                                    char *buf, size_t size)
+static const char *expected_patient(json_t *doc, const char *type, const char *id, char *buf,
+                                    size_t size)
 {
     if (strcmp(type, "Patient") == 0)
         return id;

@@ -25,8 +25,8 @@ static void test_smart_config(void **state)
                       "\"capabilities\":[\"client-confidential-asymmetric\",\"permission-v2\"]}";
     fhirsync_smart_config *cfg = NULL;
     fhirsync_error err = {0};
-    assert_int_equal(fs_smart_config_parse(S(doc), "https://ehr/fhir/r4", "src", false, &cfg,
-                                           &err), FHIRSYNC_OK);
+    assert_int_equal(fs_smart_config_parse(S(doc), "https://ehr/fhir/r4", "src", false, &cfg, &err),
+                     FHIRSYNC_OK);
     assert_string_equal(cfg->token_endpoint, "https://ehr/fhir/auth/token");
     assert_true(fhirsync_strlist_has(&cfg->signing_algs, "ES384"));
     assert_true(fhirsync_strlist_has(&cfg->grant_types, "client_credentials"));
@@ -48,23 +48,27 @@ static void test_smart_config_bad(void **state)
     fhirsync_smart_config *cfg = NULL;
     fhirsync_error err = {0};
     assert_int_equal(fs_smart_config_parse(S("<html><body>Login</body></html>"), "https://a",
-                                           "https://a/.well-known/smart-configuration", false,
-                                           &cfg, &err), FHIRSYNC_E_JSON);
+                                           "https://a/.well-known/smart-configuration", false, &cfg,
+                                           &err),
+                     FHIRSYNC_E_JSON);
     assert_null(cfg);
     assert_non_null(strstr(err.message, "HTML"));
-    assert_int_equal(fs_smart_config_parse(S("{\"grant_types_supported\":[]}"), "https://a",
-                                           "doc", false, &cfg, &err), FHIRSYNC_E_DISCOVERY);
+    assert_int_equal(fs_smart_config_parse(S("{\"grant_types_supported\":[]}"), "https://a", "doc",
+                                           false, &cfg, &err),
+                     FHIRSYNC_E_DISCOVERY);
     assert_non_null(strstr(err.message, "no token endpoint"));
-    assert_int_equal(fs_smart_config_parse(S("{\"token_endpoint\":42}"), "https://a", "doc",
-                                           false, &cfg, &err), FHIRSYNC_E_DISCOVERY);
+    assert_int_equal(
+        fs_smart_config_parse(S("{\"token_endpoint\":42}"), "https://a", "doc", false, &cfg, &err),
+        FHIRSYNC_E_DISCOVERY);
     assert_int_equal(fs_smart_config_parse(S("{\"token_endpoint\":\"https://a/t\","
                                              "\"capabilities\":\"x\"}"),
                                            "https://a", "doc", false, &cfg, &err),
                      FHIRSYNC_E_DISCOVERY);
     assert_int_equal(fs_smart_config_parse(S("[1,2]"), "https://a", "doc", false, &cfg, &err),
                      FHIRSYNC_E_JSON);
-    assert_int_equal(fs_smart_config_parse(S("{\"a\":1,\"a\":2}"), "https://a", "doc", false,
-                                           &cfg, &err), FHIRSYNC_E_JSON);
+    assert_int_equal(
+        fs_smart_config_parse(S("{\"a\":1,\"a\":2}"), "https://a", "doc", false, &cfg, &err),
+        FHIRSYNC_E_JSON);
 }
 
 static void test_capability_statement(void **state)
@@ -86,8 +90,9 @@ static void test_capability_statement(void **state)
                                            "https://ehr", "m", true, &cfg, &err),
                      FHIRSYNC_E_DISCOVERY);
     assert_non_null(strstr(err.message, "oauth-uris"));
-    assert_int_equal(fs_smart_config_parse(S("{\"resourceType\":\"Patient\"}"), "https://ehr",
-                                           "m", true, &cfg, &err), FHIRSYNC_E_DISCOVERY);
+    assert_int_equal(fs_smart_config_parse(S("{\"resourceType\":\"Patient\"}"), "https://ehr", "m",
+                                           true, &cfg, &err),
+                     FHIRSYNC_E_DISCOVERY);
 }
 
 static void test_token_response(void **state)
@@ -97,7 +102,9 @@ static void test_token_response(void **state)
     fhirsync_error err = {0};
     assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"abc\",\"token_type\":"
                                                "\"Bearer\",\"expires_in\":300,\"scope\":"
-                                               "\"system/Patient.read\"}"), &tr, &err), 0);
+                                               "\"system/Patient.read\"}"),
+                                             &tr, &err),
+                     0);
     assert_string_equal(tr.access_token, "abc");
     assert_string_equal(tr.token_type, "Bearer");
     assert_int_equal(tr.expires_in, 300);
@@ -105,12 +112,16 @@ static void test_token_response(void **state)
     fs_token_response_clear(&tr);
     /* expires_in missing or as a string */
     assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"abc\",\"token_type\":"
-                                               "\"bearer\"}"), &tr, &err), 0);
+                                               "\"bearer\"}"),
+                                             &tr, &err),
+                     0);
     assert_int_equal(tr.expires_in, -1);
     assert_null(tr.scope);
     fs_token_response_clear(&tr);
     assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"abc\",\"token_type\":"
-                                               "\"bearer\",\"expires_in\":\"3600\"}"), &tr, &err), 0);
+                                               "\"bearer\",\"expires_in\":\"3600\"}"),
+                                             &tr, &err),
+                     0);
     assert_int_equal(tr.expires_in, 3600);
     fs_token_response_clear(&tr);
     /* refusals */
@@ -119,10 +130,12 @@ static void test_token_response(void **state)
     assert_non_null(strstr(err.message, "no access_token"));
     assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"\"}"), &tr, &err),
                      FHIRSYNC_E_TOKEN_RESPONSE);
-    assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"a\",\"token_type\":\"mac\"}"),
-                                             &tr, &err), FHIRSYNC_E_TOKEN_RESPONSE);
-    assert_int_equal(fs_token_response_parse(S("{\"access_token\":\"a\\r\\nX-Evil: 1\"}"), &tr,
-                                             &err), FHIRSYNC_E_TOKEN_RESPONSE);
+    assert_int_equal(
+        fs_token_response_parse(S("{\"access_token\":\"a\",\"token_type\":\"mac\"}"), &tr, &err),
+        FHIRSYNC_E_TOKEN_RESPONSE);
+    assert_int_equal(
+        fs_token_response_parse(S("{\"access_token\":\"a\\r\\nX-Evil: 1\"}"), &tr, &err),
+        FHIRSYNC_E_TOKEN_RESPONSE);
     assert_int_equal(fs_token_response_parse(S("<html>502</html>"), &tr, &err),
                      FHIRSYNC_E_TOKEN_RESPONSE);
     assert_non_null(strstr(err.message, "HTML"));
@@ -160,7 +173,8 @@ static void test_oauth_error(void **state)
     (void)state;
     char code[32];
     assert_true(fs_oauth_error_code(S("{\"error\":\"invalid_client\",\"error_description\":"
-                                      "\"kid unknown\"}"), code, sizeof code));
+                                      "\"kid unknown\"}"),
+                                    code, sizeof code));
     assert_string_equal(code, "invalid_client");
     assert_false(fs_oauth_error_code(S("<html>"), code, sizeof code));
     assert_false(fs_oauth_error_code(S("{\"message\":\"x\"}"), code, sizeof code));
@@ -197,8 +211,11 @@ static void test_assertion_claims(void **state)
 static void test_token_cache(void **state)
 {
     (void)state;
-    fs_cached_token tok = {.access_token = "t1", .token_type = "bearer", .scope = "s",
-                           .obtained_at = 1000, .expires_at = 1300};
+    fs_cached_token tok = {.access_token = "t1",
+                           .token_type = "bearer",
+                           .scope = "s",
+                           .obtained_at = 1000,
+                           .expires_at = 1300};
     assert_true(fs_token_cache_put("https://a/t", "c", "s", &tok));
     fs_cached_token got;
     assert_true(fs_token_cache_get("https://a/t", "c", "s", 1100, &got));
@@ -291,11 +308,11 @@ static void test_alloc_failures_in_parsers(void **state)
         fs_alloc_fail_at(n);
         fs_token_response tr;
         fhirsync_code rc = fs_token_response_parse(S("{\"access_token\":\"abc\",\"token_type\":"
-                                                     "\"bearer\",\"scope\":\"x\"}"), &tr, NULL);
+                                                     "\"bearer\",\"scope\":\"x\"}"),
+                                                   &tr, NULL);
         bool fired = fs_alloc_failure_fired();
         fs_alloc_fail_at(0);
-        assert_true(rc == FHIRSYNC_OK || rc == FHIRSYNC_E_NOMEM ||
-                    rc == FHIRSYNC_E_TOKEN_RESPONSE);
+        assert_true(rc == FHIRSYNC_OK || rc == FHIRSYNC_E_NOMEM || rc == FHIRSYNC_E_TOKEN_RESPONSE);
         fs_token_response_clear(&tr);
         if (!fired)
             break;

@@ -112,21 +112,26 @@ static fs_ndjson_verdict one(const char *line, const char *type)
 static void test_checker_valid_lines(void **state)
 {
     (void)state;
-    assert_int_equal(one("{\"resourceType\":\"Patient\",\"id\":\"1\"}", "Patient"),
-                     FS_NDJSON_OK);
+    assert_int_equal(one("{\"resourceType\":\"Patient\",\"id\":\"1\"}", "Patient"), FS_NDJSON_OK);
     assert_int_equal(one("  {\"id\":\"1\", \"resourceType\" : \"Patient\"}  ", "Patient"),
                      FS_NDJSON_OK);
     assert_int_equal(one("{\"resourceType\":\"Observation\",\"valueQuantity\":{\"value\":-1.50e+3,"
                          "\"unit\":\"mg\"},\"a\":[true,false,null,0,[],{}],\"t\":\"\\u00e9\\n"
-                         "\\ud83d\\ude00\\\"\\\\\\/\"}", "Observation"), FS_NDJSON_OK);
+                         "\\ud83d\\ude00\\\"\\\\\\/\"}",
+                         "Observation"),
+                     FS_NDJSON_OK);
     /* UTF-8 of every length */
     assert_int_equal(one("{\"resourceType\":\"Patient\",\"n\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98"
-                         "\x80\"}", "Patient"), FS_NDJSON_OK);
+                         "\x80\"}",
+                         "Patient"),
+                     FS_NDJSON_OK);
     /* a resourceType name written with an escape is still the name */
     assert_int_equal(one("{\"\\u0072esourceType\":\"Patient\"}", "Patient"), FS_NDJSON_OK);
     /* nested resourceType members do not count */
     assert_int_equal(one("{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":"
-                         "\"Patient\"}}]}", "Bundle"), FS_NDJSON_OK);
+                         "\"Patient\"}}]}",
+                         "Bundle"),
+                     FS_NDJSON_OK);
     /* any type accepted when none is expected, but it must be a type name */
     assert_int_equal(one("{\"resourceType\":\"Encounter\"}", NULL), FS_NDJSON_OK);
     assert_int_equal(one("{\"resourceType\":\"not a type\"}", NULL), FS_NDJSON_BAD);
@@ -136,11 +141,19 @@ static void test_checker_bad_lines(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "[1,2]", "\"text\"", "42", "{\"resourceType\":\"Patient\"", "{\"resourceType\":\"Patient\",}",
-        "{\"resourceType\":\"Patient\"}x", "{\"resourceType\":\"Patient\"} {}",
-        "{\"resourceType\":\"Patient\",\"a\":01}", "{\"resourceType\":\"Patient\",\"a\":1.}",
-        "{\"resourceType\":\"Patient\",\"a\":-}", "{\"resourceType\":\"Patient\",\"a\":1e}",
-        "{\"resourceType\":\"Patient\",\"a\":tru}", "{\"resourceType\":\"Patient\",\"a\":nul}",
+        "[1,2]",
+        "\"text\"",
+        "42",
+        "{\"resourceType\":\"Patient\"",
+        "{\"resourceType\":\"Patient\",}",
+        "{\"resourceType\":\"Patient\"}x",
+        "{\"resourceType\":\"Patient\"} {}",
+        "{\"resourceType\":\"Patient\",\"a\":01}",
+        "{\"resourceType\":\"Patient\",\"a\":1.}",
+        "{\"resourceType\":\"Patient\",\"a\":-}",
+        "{\"resourceType\":\"Patient\",\"a\":1e}",
+        "{\"resourceType\":\"Patient\",\"a\":tru}",
+        "{\"resourceType\":\"Patient\",\"a\":nul}",
         "{\"resourceType\":\"Patient\",\"a\":\"\\x\"}",
         "{\"resourceType\":\"Patient\",\"a\":\"\\u12G4\"}",
         "{\"resourceType\":\"Patient\",\"a\":\"\\ud83d\"}",
@@ -151,10 +164,15 @@ static void test_checker_bad_lines(void **state)
         "{\"resourceType\":\"Patient\",\"a\":\"\xc0\x80\"}",
         "{\"resourceType\":\"Patient\",\"a\":\"\xed\xa0\x80\"}",
         "{\"resourceType\":\"Patient\",\"a\":\"\xf5\x80\x80\x80\"}",
-        "{\"resourceType\":\"Patient\",\"a\" 1}", "{\"resourceType\":\"Patient\" \"a\":1}",
-        "{'resourceType':'Patient'}", "{\"resourceType\":\"Patient\",\"a\":[1,]}",
-        "{\"resourceType\":\"Patient\",\"a\":[1}", "{\"resourceType\":\"Patient\",\"a\":{]}",
-        "{\"id\":\"1\"}", "{\"resourceType\":7}", "{\"resourceType\":\"\"}",
+        "{\"resourceType\":\"Patient\",\"a\" 1}",
+        "{\"resourceType\":\"Patient\" \"a\":1}",
+        "{'resourceType':'Patient'}",
+        "{\"resourceType\":\"Patient\",\"a\":[1,]}",
+        "{\"resourceType\":\"Patient\",\"a\":[1}",
+        "{\"resourceType\":\"Patient\",\"a\":{]}",
+        "{\"id\":\"1\"}",
+        "{\"resourceType\":7}",
+        "{\"resourceType\":\"\"}",
         "{\"resourceType\":\"Patient\",\"resourceType\":\"Patient\"}",
         "{\"resourceType\":\"Observation\"}",
     };
@@ -224,7 +242,8 @@ static void test_checker_file_shapes(void **state)
     }
     assert_true(ck.bom);
     /* a BOM in the middle of a file is just a bad line */
-    const char *mid = "{\"resourceType\":\"Patient\"}\n\xef\xbb\xbf{\"resourceType\":\"Patient\"}\n";
+    const char *mid =
+        "{\"resourceType\":\"Patient\"}\n\xef\xbb\xbf{\"resourceType\":\"Patient\"}\n";
     n = check_file(mid, strlen(mid), "Patient", 0, 1 << 20, r, 16, &too_long);
     assert_int_equal(n, 2);
     assert_int_equal(r[1].verdict, FS_NDJSON_BAD);
@@ -414,8 +433,8 @@ static void expect_manifest_error(const char *body, const char *words)
     fhirsync_error err = {0};
     fhirsync_code rc = fs_bulk_manifest_parse(&m, body, strlen(body), "http://127.0.0.1/s", &err);
     if (rc != FHIRSYNC_E_PROTOCOL || !strstr(err.message, words)) {
-        fprintf(stderr, "manifest %s: code %d, message '%s' (wanted '%s')\n", body, rc,
-                err.message, words);
+        fprintf(stderr, "manifest %s: code %d, message '%s' (wanted '%s')\n", body, rc, err.message,
+                words);
         fail();
     }
     assert_int_equal(m.count, 0);
@@ -434,9 +453,11 @@ static void test_manifest_errors(void **state)
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":{}}",
                           "not an array");
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
-                          "[{\"url\":\"http://127.0.0.1/x\"}]}", "type");
+                          "[{\"url\":\"http://127.0.0.1/x\"}]}",
+                          "type");
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
-                          "[{\"type\":\"Patient\"}]}", "url");
+                          "[{\"type\":\"Patient\"}]}",
+                          "url");
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
                           "[{\"type\":\"../etc\",\"url\":\"http://127.0.0.1/x\"}]}",
                           "resource type");
@@ -444,12 +465,14 @@ static void test_manifest_errors(void **state)
                           "[{\"type\":\"Patient\",\"url\":\"http://127.0.0.1/x\",\"count\":-1}]}",
                           "count");
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
-                          "[{\"type\":\"Patient\",\"url\":\"ftp://h/x\"}]}", "http");
+                          "[{\"type\":\"Patient\",\"url\":\"ftp://h/x\"}]}",
+                          "http");
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":"
                           "[{\"type\":\"Patient\",\"url\":\"http://example.com/x\"}]}",
                           "plain http");
     expect_manifest_error("{\"transactionTime\":\"2024-05-01T10:00:00Z\",\"output\":[],"
-                          "\"requiresAccessToken\":\"yes\"}", "requiresAccessToken");
+                          "\"requiresAccessToken\":\"yes\"}",
+                          "requiresAccessToken");
     /* no requiresAccessToken: assumed true, and said so */
     fs_bulk_manifest m;
     fs_bulk_manifest_init(&m);
@@ -792,8 +815,8 @@ static void test_state_round_trip(void **state)
     fs_bulk_state st;
     fs_bulk_state_init(&st);
     st.base_url = fs_strdup("http://127.0.0.1:9/fhir");
-    st.request = json_pack("{s:s, s:n, s:s, s:b, s:[[s,s]]}", "level", "system", "group",
-                           "method", "GET", "lenient", 0, "params", "_type", "Patient");
+    st.request = json_pack("{s:s, s:n, s:s, s:b, s:[[s,s]]}", "level", "system", "group", "method",
+                           "GET", "lenient", 0, "params", "_type", "Patient");
     st.status_url = fs_strdup("http://127.0.0.1:9/fhir/bulkstatus/1");
     st.kickoff_time = fs_strdup("2024-05-01T10:00:00Z");
     st.transaction_time = fs_strdup("2024-05-01T10:00:01Z");
@@ -1012,10 +1035,12 @@ static void test_request_build(void **state)
     assert_int_equal(json_array_size(list), 3);
     assert_string_equal(fs_json_str(json_array_get(list, 0), "valueInstant"),
                         "2024-01-31T12:00:00Z");
-    assert_string_equal(fs_json_str(json_object_get(json_array_get(list, 1), "valueReference"),
-                                    "reference"), "Patient/123");
-    assert_string_equal(fs_json_str(json_object_get(json_array_get(list, 2), "valueReference"),
-                                    "reference"), "Patient/456");
+    assert_string_equal(
+        fs_json_str(json_object_get(json_array_get(list, 1), "valueReference"), "reference"),
+        "Patient/123");
+    assert_string_equal(
+        fs_json_str(json_object_get(json_array_get(list, 2), "valueReference"), "reference"),
+        "Patient/456");
     json_decref(p);
     fs_free(body);
     /* the same options give an equal canonical request (what a resume compares) */
@@ -1268,7 +1293,8 @@ static int bench(const char *path)
     int64_t t2 = fs_monotonic_ms();
     double mb = 5.0 * (double)size / 1e6;
     printf("%zu lines (%zu ok) x5, %.1f MB: checker %.0f MB/s, jansson %.0f MB/s (%zu ok), "
-           "ratio %.1fx\n", lines / 5, ok / 5, mb, mb / ((double)(t1 - t0) / 1000.0 + 1e-9),
+           "ratio %.1fx\n",
+           lines / 5, ok / 5, mb, mb / ((double)(t1 - t0) / 1000.0 + 1e-9),
            mb / ((double)(t2 - t1) / 1000.0 + 1e-9), jok / 5,
            (double)(t2 - t1) / ((double)(t1 - t0) + 1e-9));
     free(data);

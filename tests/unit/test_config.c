@@ -239,7 +239,10 @@ static const bad_case bad_cases[] = {
     {"[endpoint a]\ntypes = patient,Observation\n", 2, {"types", "resource types"}},
     {"[endpoint a]\ntypes = Patient,,Observation\n", 2, {"types", "resource types"}},
     {"[endpoint a]\nstore = postgresql://sync:pw@db/fhir\n", 2, {"store", "PGPASSWORD"}},
-    {"[endpoint a]\nkey_file = -----BEGIN PRIV" "ATE KEY-----\n", 2, {"key_file", "path of a file"}},
+    {"[endpoint a]\nkey_file = -----BEGIN PRIV"
+     "ATE KEY-----\n",
+     2,
+     {"key_file", "path of a file"}},
     {"[endpoint a]\nclient_secret_env = s3cr3t value!\n", 2, {"client_secret_env", "name of an"}},
     {"[endpoint a]\ngroup_id = group/1\n", 2, {"group_id", "FHIR id"}},
     {"[endpoint a]\nauth_method = basic\n", 2, {"auth_method", "client_secret_basic"}},

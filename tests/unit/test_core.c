@@ -62,9 +62,18 @@ static void test_b64_plain(void **state)
     static const struct {
         const char *in, *out; /* out NULL: refused */
     } cases[] = {
-        {"dXNlcjpwYXNz", "user:pass"}, {"YQ==", "a"}, {"YQ", "a"},   {"YWI=", "ab"},
-        {"YWI", "ab"},                 {"", ""},      {"+/+/", "\xfb\xff\xbf"}, {"YQ=", NULL},
-        {"YQ===", NULL},               {"Y", NULL},   {"YR==", NULL}, {"YW I=", NULL},
+        {"dXNlcjpwYXNz", "user:pass"},
+        {"YQ==", "a"},
+        {"YQ", "a"},
+        {"YWI=", "ab"},
+        {"YWI", "ab"},
+        {"", ""},
+        {"+/+/", "\xfb\xff\xbf"},
+        {"YQ=", NULL},
+        {"YQ===", NULL},
+        {"Y", NULL},
+        {"YR==", NULL},
+        {"YW I=", NULL},
         {"YWI-", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -121,8 +130,8 @@ static void test_redact_headers_and_forms(void **state)
                     "AAA.BBB.CCC", "grant_type=client_credentials");
     assert_redacted("client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                     "SECRET-NOT-THERE", "jwt-bearer");
-    assert_redacted("{\"access_token\":\"tok123secret\",\"token_type\":\"bearer\"}",
-                    "tok123secret", "token_type");
+    assert_redacted("{\"access_token\":\"tok123secret\",\"token_type\":\"bearer\"}", "tok123secret",
+                    "token_type");
     assert_redacted("{\"access_token\" : \"tok 456\"}", "tok 456", NULL);
     assert_redacted("client_secret=s3cr3t&client_id=abc", "s3cr3t", "client_id=abc");
     assert_redacted("refresh_token=rrr", "rrr", NULL);
@@ -130,10 +139,12 @@ static void test_redact_headers_and_forms(void **state)
     assert_redacted("postgresql://fhir:hunter2@db.local/fhirsync", "hunter2", "db.local");
     assert_redacted("host=db password=hunter2 dbname=x", "hunter2", "dbname=x");
     /* a JWT anywhere, even without a name */
-    assert_redacted("got eyJhbGciOiJSUzM4NCJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl here",
-                    "eyJpc3MiOiJ4In0", "here");
+    assert_redacted("got eyJhbGciOiJSUzM4NCJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl here", "eyJpc3MiOiJ4In0",
+                    "here");
     /* split so that no committed file holds a PEM private-key header */
-    assert_redacted("-----BEGIN PRIV" "ATE KEY-----\nMIIEv\n-----END PRIV" "ATE KEY-----\nafter",
+    assert_redacted("-----BEGIN PRIV"
+                    "ATE KEY-----\nMIIEv\n-----END PRIV"
+                    "ATE KEY-----\nafter",
                     "MIIEv", "after");
     /* things that must survive */
     assert_redacted("\"token_endpoint_auth_methods_supported\":[\"client_secret_basic\"]", "zzz",

@@ -272,15 +272,15 @@ static void check_times(const json_t *v, int64_t created_at, int *checked)
     if (json_is_array(v)) {
         size_t i;
         json_t *item;
-        json_array_foreach(v, i, item) check_times(item, created_at, checked);
+        json_array_foreach (v, i, item)
+            check_times(item, created_at, checked);
         return;
     }
     if (!json_is_object(v))
         return;
     const char *key;
     json_t *member;
-    json_object_foreach((json_t *)v, key, member)
-    {
+    json_object_foreach ((json_t *)v, key, member) {
         for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
             if (strcmp(key, keys[k]) != 0)
                 continue;
@@ -546,12 +546,12 @@ static void walk_references(ref_ctx *rc, const json_t *v)
     if (json_is_array(v)) {
         size_t i;
         json_t *item;
-        json_array_foreach(v, i, item) walk_references(rc, item);
+        json_array_foreach (v, i, item)
+            walk_references(rc, item);
     } else if (json_is_object(v)) {
         const char *key;
         json_t *member;
-        json_object_foreach((json_t *)v, key, member)
-        {
+        json_object_foreach ((json_t *)v, key, member) {
             if (strcmp(key, "reference") == 0) {
                 assert_true(json_is_string(member));
                 check_reference(rc, json_string_value(member));
@@ -589,8 +589,7 @@ static void check_refs_one(const sb_gen *g, size_t t, uint32_t p, uint32_t s, vo
         assert_true(json_array_size(results) >= 1);
         size_t i;
         json_t *item;
-        json_array_foreach(results, i, item)
-        {
+        json_array_foreach (results, i, item) {
             uint32_t op, os;
             const char *ref = fs_json_str(item, "reference");
             assert_true(fs_starts_with(ref, "Observation/"));

@@ -55,7 +55,7 @@
         (void)e_;                                                                                  \
         fhirsync_code rc_ = (call);                                                                \
         if (rc_ != FHIRSYNC_OK)                                                                    \
-            fail_msg("%s: %s (%s)", #call, fhirsync_strerror(rc_), err.message);                  \
+            fail_msg("%s: %s (%s)", #call, fhirsync_strerror(rc_), err.message);                   \
     } while (0)
 
 /* ---- fixtures -------------------------------------------------------------------------------- */
@@ -238,8 +238,7 @@ static const char *patient(const char *id, const char *family, const char *given
     return buf;
 }
 
-static void put_ok(fhirsync_store *s, const char *type, const char *line,
-                   fhirsync_put_outcome want)
+static void put_ok(fhirsync_store *s, const char *type, const char *line, fhirsync_put_outcome want)
 {
     fhirsync_error err = {0};
     fhirsync_put_outcome got = FHIRSYNC_PUT_STAGED;
@@ -616,8 +615,8 @@ static void test_upsert_rule(void **state)
         char sql[128];
         snprintf(sql, sizeof sql, "SELECT count(*) FROM \"Observation\" WHERE id = '%s'", id);
         assert_int_equal(query_long(s, sql), 1);
-        snprintf(sql, sizeof sql,
-                 "SELECT last_updated_ms FROM \"Observation\" WHERE id = '%s'", id);
+        snprintf(sql, sizeof sql, "SELECT last_updated_ms FROM \"Observation\" WHERE id = '%s'",
+                 id);
         assert_int_equal(query_long(s, sql), 1709251200001L);
     }
     /* equal lastUpdated: numeric versionIds decide ("10" > "9"); otherwise the newcomer wins */
@@ -772,8 +771,8 @@ static void test_put_rejects(void **state)
     fhirsync_store *s = open_store(f);
     fhirsync_error err = {0};
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
-    put_ok(s, "Patient", patient("good-1", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
-                                                            : FHIRSYNC_PUT_STORED);
+    put_ok(s, "Patient", patient("good-1", "A", "B"),
+           f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
     const char *bad[] = {"not json", "{\"resourceType\":\"Patient\"}",
                          "{\"resourceType\":\"Patient\",\"id\":\"x\",\"a\":\"\xff\"}",
                          "{\"resourceType\":\"Deletions\",\"id\":\"x\"}"};
@@ -788,8 +787,8 @@ static void test_put_rejects(void **state)
                      FHIRSYNC_E_JSON);
     assert_contains(err.message, "Observation where Patient was expected");
     /* the batch is still fine */
-    put_ok(s, "Patient", patient("good-2", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
-                                                            : FHIRSYNC_PUT_STORED);
+    put_ok(s, "Patient", patient("good-2", "A", "B"),
+           f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
     assert_ok(fhirsync_store_commit(s, &err));
     assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 2);
     /* argument errors */
@@ -892,10 +891,8 @@ static void test_deletions(void **state)
     fixture *f = *state;
     fhirsync_store *s = open_store(f);
     fhirsync_error err = {0};
-    put_ok(s, NULL, observation("d1", "p", "1", "2024-01-01T00:00:00Z", "1"),
-           FHIRSYNC_PUT_STORED);
-    put_ok(s, NULL, observation("d2", "p", "1", "2024-06-01T00:00:00Z", "1"),
-           FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("d1", "p", "1", "2024-01-01T00:00:00Z", "1"), FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, observation("d2", "p", "1", "2024-06-01T00:00:00Z", "1"), FHIRSYNC_PUT_STORED);
     bool removed = false;
     const char *when = "2024-03-01T00:00:00Z";
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
@@ -962,8 +959,16 @@ static void test_quarantine(void **state)
         line[i] = (char)(i * 7);
     line[0] = '\0';
     line[1] = (char)0xff;
-    fhirsync_quarantine_entry e = {0, 3, "practice-a", "https://ehr/files/Observation.ndjson", 42,
-                                   "line is not a JSON object", line, len, 0, NULL};
+    fhirsync_quarantine_entry e = {0,
+                                   3,
+                                   "practice-a",
+                                   "https://ehr/files/Observation.ndjson",
+                                   42,
+                                   "line is not a JSON object",
+                                   line,
+                                   len,
+                                   0,
+                                   NULL};
     assert_ok(fhirsync_store_quarantine(s, &e, &err));
     fhirsync_quarantine_entry small = {0, 4, NULL, NULL, 0, "bad", "xy", 2, 0, NULL};
     assert_ok(fhirsync_store_quarantine(s, &small, &err));
@@ -1136,8 +1141,7 @@ static void test_watermark_atomic(void **state)
     }
     /* without the failure: all of it */
     assert_ok(fhirsync_store_begin(s, FHIRSYNC_STORE_BULK, &err));
-    put_ok(s, NULL, patient("atomic", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED
-                                                       : FHIRSYNC_PUT_STORED);
+    put_ok(s, NULL, patient("atomic", "A", "B"), f->pg ? FHIRSYNC_PUT_STAGED : FHIRSYNC_PUT_STORED);
     assert_ok(fs_store_run_finish(s, run, &end, &err));
     assert_int_equal(query_long(s, "SELECT count(*) FROM \"Patient\""), 1);
     char *mark = NULL;
@@ -1191,8 +1195,8 @@ static void test_watermark_atomic(void **state)
 /* ---- locks ----------------------------------------------------------------------------------- */
 
 /* In a child: try to lock `endpoint` with `timeout_ms`; exit 0 when the result is `want`. */
-static pid_t child_lock(const fixture *f, const char *endpoint, long timeout_ms,
-                        fhirsync_code want, int notify_fd)
+static pid_t child_lock(const fixture *f, const char *endpoint, long timeout_ms, fhirsync_code want,
+                        int notify_fd)
 {
     pid_t pid = fork();
     if (pid != 0)
@@ -1463,8 +1467,7 @@ static void test_work_three_workers(void **state)
     assert_ok(fs_store_work_summary(s, "big", &sum, &err));
     assert_int_equal(sum.done, ITEMS);
     assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE attempts <> 1"), 0);
-    assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE claimed_by IS NULL"),
-                     0);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM work_items WHERE claimed_by IS NULL"), 0);
     fhirsync_store_close(s);
 }
 
@@ -1499,8 +1502,9 @@ static void test_query_readonly(void **state)
     int rows = 0;
     assert_ok(fhirsync_store_query(ro, "SELECT * FROM sync_runs", count_rows, &rows, &err));
     assert_int_equal(rows, 0);
-    const char *writes[] = {"DELETE FROM \"Patient\"", "INSERT INTO sync_state VALUES"
-                                                       " ('x', NULL, 'y', NULL)",
+    const char *writes[] = {"DELETE FROM \"Patient\"",
+                            "INSERT INTO sync_state VALUES"
+                            " ('x', NULL, 'y', NULL)",
                             "DROP TABLE \"Patient\""};
     for (size_t i = 0; i < sizeof writes / sizeof *writes; i++) {
         fhirsync_code rc = fhirsync_store_query(ro, writes[i], count_rows, &rows, &err);
@@ -1515,9 +1519,8 @@ static void test_query_readonly(void **state)
     fhirsync_store_close(ro);
     /* a read-write handle refuses writes through query() too */
     s = open_store(f);
-    assert_int_not_equal(fhirsync_store_query(s, "DELETE FROM \"Patient\"", count_rows, &rows,
-                                              &err),
-                         FHIRSYNC_OK);
+    assert_int_not_equal(
+        fhirsync_store_query(s, "DELETE FROM \"Patient\"", count_rows, &rows, &err), FHIRSYNC_OK);
     if (!f->pg) {
         assert_int_equal(fhirsync_store_query(s, "ATTACH 'x.db' AS x", count_rows, &rows, &err),
                          FHIRSYNC_E_STORE);
@@ -1619,8 +1622,8 @@ static void test_alloc_failure_walk(void **state)
         fs_alloc_fail_at(0);
         bool all_ok = true;
         for (int i = 0; i < k; i++) {
-            if (rcs[i] != FHIRSYNC_OK && rcs[i] != FHIRSYNC_E_NOMEM &&
-                rcs[i] != FHIRSYNC_E_STORE && rcs[i] != FHIRSYNC_E_ARG)
+            if (rcs[i] != FHIRSYNC_OK && rcs[i] != FHIRSYNC_E_NOMEM && rcs[i] != FHIRSYNC_E_STORE &&
+                rcs[i] != FHIRSYNC_E_ARG)
                 fail_msg("allocation %lu, call %d: %s (%s)", n, i, fhirsync_strerror(rcs[i]),
                          err.message);
             all_ok &= rcs[i] == FHIRSYNC_OK;
@@ -1749,18 +1752,18 @@ static void test_pg_password_never_shown(void **state)
     fhirsync_store *s = NULL;
     fhirsync_error err = {0};
     /* a server that is not there, with a password in the URL */
-    assert_int_equal(fhirsync_store_open("postgresql://alice:Sup3rS3cret@127.0.0.1:1/db", 0, &s,
-                                         &err),
-                     FHIRSYNC_E_STORE);
+    assert_int_equal(
+        fhirsync_store_open("postgresql://alice:Sup3rS3cret@127.0.0.1:1/db", 0, &s, &err),
+        FHIRSYNC_E_STORE);
     assert_null(strstr(err.message, "Sup3rS3cret"));
     assert_contains(err.message, "alice@127.0.0.1");
-    assert_int_equal(fhirsync_store_open("postgresql://alice:Sup3rS3cret@h/db?bogus=%zz", 0, &s,
-                                         &err),
-                     FHIRSYNC_E_CONFIG);
+    assert_int_equal(
+        fhirsync_store_open("postgresql://alice:Sup3rS3cret@h/db?bogus=%zz", 0, &s, &err),
+        FHIRSYNC_E_CONFIG);
     assert_null(strstr(err.message, "Sup3rS3cret"));
-    assert_int_equal(fhirsync_store_open("host=127.0.0.1 port=1 password=Sup3rS3cret user=bob",
-                                         0, &s, &err),
-                     FHIRSYNC_E_STORE);
+    assert_int_equal(
+        fhirsync_store_open("host=127.0.0.1 port=1 password=Sup3rS3cret user=bob", 0, &s, &err),
+        FHIRSYNC_E_STORE);
     assert_null(strstr(err.message, "Sup3rS3cret"));
     /* a keyword string with a socket directory is PostgreSQL too, not a file path */
     assert_int_equal(fhirsync_store_open("host=/nonexistent/socket-dir port=1 dbname=x "

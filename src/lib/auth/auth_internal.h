@@ -19,7 +19,8 @@
 #define FS_TOKEN_RENEW_MARGIN 60
 
 /* Parse a .well-known/smart-configuration document (capability_statement false) or a
- * CapabilityStatement's oauth-uris extension (true). Relative URLs are resolved against base_url. */
+ * CapabilityStatement's oauth-uris extension (true). Relative URLs are resolved against base_url.
+ */
 fhirsync_code fs_smart_config_parse(const char *body, size_t len, const char *base_url,
                                     const char *source_url, bool capability_statement,
                                     fhirsync_smart_config **out, fhirsync_error *err);
@@ -29,10 +30,10 @@ void fs_http_request_from_profile(const fhirsync_endpoint *ep, fs_http_request *
 
 /* Parsed token endpoint answer. */
 typedef struct fs_token_response {
-    char *access_token;   /* secret */
+    char *access_token; /* secret */
     char *token_type;
     char *scope;
-    long expires_in;      /* -1 when missing */
+    long expires_in; /* -1 when missing */
 } fs_token_response;
 
 /* Parse a 2xx token response body. FHIRSYNC_E_TOKEN_RESPONSE naming what is wrong. */

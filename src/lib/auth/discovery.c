@@ -79,11 +79,9 @@ static const json_t *find_oauth_uris(const json_t *doc)
     json_t *rest = json_object_get(doc, "rest");
     size_t i, j;
     json_t *r, *ext;
-    json_array_foreach(rest, i, r)
-    {
+    json_array_foreach (rest, i, r) {
         json_t *exts = json_object_get(json_object_get(r, "security"), "extension");
-        json_array_foreach(exts, j, ext)
-        {
+        json_array_foreach (exts, j, ext) {
             if (fs_streq(fs_json_str(ext, "url"), OAUTH_URIS_EXT))
                 return ext;
         }
@@ -95,8 +93,7 @@ static const char *sub_extension(const json_t *ext, const char *name)
 {
     size_t i;
     json_t *sub;
-    json_array_foreach(json_object_get(ext, "extension"), i, sub)
-    {
+    json_array_foreach (json_object_get(ext, "extension"), i, sub) {
         if (fs_streq(fs_json_str(sub, "url"), name))
             return fs_json_str(sub, "valueUri") ? fs_json_str(sub, "valueUri")
                                                 : fs_json_str(sub, "valueUrl");
@@ -133,11 +130,12 @@ fhirsync_code fs_smart_config_parse(const char *body, size_t len, const char *ba
         if (!ext) {
             rc = fs_err(err, FHIRSYNC_E_DISCOVERY,
                         "the CapabilityStatement at %s declares no SMART oauth-uris extension "
-                        "(rest.security): the server does not advertise OAuth", source_url);
+                        "(rest.security): the server does not advertise OAuth",
+                        source_url);
             goto out;
         }
-        rc = resolve_into(base_url, sub_extension(ext, "token"), "token URL",
-                          &cfg->token_endpoint, err);
+        rc = resolve_into(base_url, sub_extension(ext, "token"), "token URL", &cfg->token_endpoint,
+                          err);
         if (rc == FHIRSYNC_OK)
             rc = resolve_into(base_url, sub_extension(ext, "register"), "registration URL",
                               &cfg->registration_endpoint, err);
@@ -148,8 +146,8 @@ fhirsync_code fs_smart_config_parse(const char *body, size_t len, const char *ba
                         source_url);
             goto out;
         }
-        rc = resolve_into(base_url, json_string_value(te), "token_endpoint",
-                          &cfg->token_endpoint, err);
+        rc = resolve_into(base_url, json_string_value(te), "token_endpoint", &cfg->token_endpoint,
+                          err);
         if (rc == FHIRSYNC_OK)
             rc = resolve_into(base_url, fs_json_str(doc, "registration_endpoint"),
                               "registration_endpoint", &cfg->registration_endpoint, err);

@@ -15,14 +15,14 @@
 
 struct fhirsync_auth {
     fhirsync_endpoint *ep;
-    fhirsync_key *key;           /* NULL for symmetric clients */
+    fhirsync_key *key; /* NULL for symmetric clients */
     fhirsync_alg alg;
-    const char *client_id;       /* borrowed from ep */
+    const char *client_id; /* borrowed from ep */
     const char *base_url;
-    const char *kid;             /* override, or NULL for the thumbprint */
+    const char *kid; /* override, or NULL for the thumbprint */
     const char *jku;
-    const char *method;          /* private_key_jwt, client_secret_basic, client_secret_post */
-    char *client_secret;         /* secret */
+    const char *method;  /* private_key_jwt, client_secret_basic, client_secret_post */
+    char *client_secret; /* secret */
     fhirsync_smart_config *smart;
     char *token_url;
     char *scope;
@@ -30,8 +30,8 @@ struct fhirsync_auth {
     long max_retries;
     long retry_cap;
     fs_http *http;
-    fs_cached_token current;     /* backs the strings handed out in fhirsync_token */
-    char *last_error_body;       /* the server's answer to the last refused token request */
+    fs_cached_token current; /* backs the strings handed out in fhirsync_token */
+    char *last_error_body;   /* the server's answer to the last refused token request */
     long last_error_status;
 };
 
@@ -99,8 +99,8 @@ fhirsync_code fhirsync_auth_new(const fhirsync_endpoint *ep, fhirsync_auth **out
         if (rc != FHIRSYNC_OK)
             goto out;
         const char *alg_name = fhirsync_endpoint_get(auth->ep, "alg");
-        auth->alg = alg_name ? fhirsync_alg_from_name(alg_name)
-                             : fhirsync_key_default_alg(auth->key);
+        auth->alg =
+            alg_name ? fhirsync_alg_from_name(alg_name) : fhirsync_key_default_alg(auth->key);
         if (auth->alg == FHIRSYNC_ALG_NONE) {
             rc = fs_err(err, FHIRSYNC_E_CONFIG, "alg '%s' (from %s) is not a supported algorithm",
                         alg_name, fhirsync_endpoint_source(auth->ep, "alg"));
@@ -198,8 +198,7 @@ static fhirsync_code prepare(fhirsync_auth *auth, fhirsync_error *err)
         rc = fhirsync_discover(auth->ep, &auth->smart, err);
         if (rc != FHIRSYNC_OK)
             return rc;
-        rc = fs_url_check_transport(auth->smart->token_endpoint, "discovered token endpoint",
-                                    err);
+        rc = fs_url_check_transport(auth->smart->token_endpoint, "discovered token endpoint", err);
         if (rc != FHIRSYNC_OK)
             return rc;
         if (!(auth->token_url = fs_strdup(auth->smart->token_endpoint)))
@@ -274,7 +273,7 @@ static bool header_safe(const char *s)
 {
     /* RFC 6750 b64token characters, so the token is safe to put into a header */
     for (const char *p = s; *p; p++)
-        if (!(( *p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
               strchr("-._~+/=", *p)))
             return false;
     return true;
@@ -411,8 +410,7 @@ static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
     return ok ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
 }
 
-static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
-                                   fhirsync_error *err)
+static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, fhirsync_error *err)
 {
     fhirsync_code rc = FHIRSYNC_OK;
     fs_http_response resp;
@@ -491,8 +489,9 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr,
                err ? err->message : fhirsync_strerror(rc), attempt + 1, auth->max_retries,
                (double)delay / 1000.0);
         if (!fs_sleep_ms(delay)) {
-            rc = fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled while waiting to retry the token "
-                                                   "request");
+            rc = fs_err(err, FHIRSYNC_E_CANCELLED,
+                        "cancelled while waiting to retry the token "
+                        "request");
             break;
         }
     }

@@ -51,16 +51,16 @@
 #define FS_NDJSON_REASON_MAX 200
 
 typedef enum fs_ndjson_event {
-    FS_NDJSON_MORE = 0,            /* every byte given was consumed; the line goes on */
-    FS_NDJSON_LINE = 1,            /* a line ended (its '\n' is the last byte consumed) */
-    FS_NDJSON_TOO_LONG = 2         /* the line just passed max_line bytes (reported once; the
-                                      line then goes on until its '\n', reported as a LINE) */
+    FS_NDJSON_MORE = 0,    /* every byte given was consumed; the line goes on */
+    FS_NDJSON_LINE = 1,    /* a line ended (its '\n' is the last byte consumed) */
+    FS_NDJSON_TOO_LONG = 2 /* the line just passed max_line bytes (reported once; the
+                              line then goes on until its '\n', reported as a LINE) */
 } fs_ndjson_event;
 
 typedef enum fs_ndjson_verdict {
-    FS_NDJSON_OK = 0,              /* one JSON object with the expected resourceType */
-    FS_NDJSON_EMPTY = 1,           /* an empty (or whitespace-only) line: skipped, reported */
-    FS_NDJSON_BAD = 2              /* anything else: `reason` says what */
+    FS_NDJSON_OK = 0,    /* one JSON object with the expected resourceType */
+    FS_NDJSON_EMPTY = 1, /* an empty (or whitespace-only) line: skipped, reported */
+    FS_NDJSON_BAD = 2    /* anything else: `reason` says what */
 } fs_ndjson_verdict;
 
 typedef struct fs_ndjson_checker {
@@ -68,17 +68,17 @@ typedef struct fs_ndjson_checker {
     char expect_type[FS_BULK_MAX_TYPE_LEN + 1]; /* "" accepts any resourceType */
     uint64_t max_line;
     /* position */
-    uint64_t line_no;              /* 1-based number of the line being read */
-    uint64_t line_len;             /* bytes of it so far (without the '\n') */
-    uint64_t file_offset;          /* bytes consumed since the start of the file */
-    bool bom;                      /* the file started with a UTF-8 byte order mark */
-    unsigned bom_seen;             /* bytes of a possible BOM matched so far */
+    uint64_t line_no;     /* 1-based number of the line being read */
+    uint64_t line_len;    /* bytes of it so far (without the '\n') */
+    uint64_t file_offset; /* bytes consumed since the start of the file */
+    bool bom;             /* the file started with a UTF-8 byte order mark */
+    unsigned bom_seen;    /* bytes of a possible BOM matched so far */
     /* the verdict of the line that just ended (after FS_NDJSON_LINE or fs_ndjson_finish) */
-    uint64_t verdict_line;         /* its number */
-    uint64_t verdict_offset;       /* file offset of its first byte */
-    uint64_t verdict_len;          /* its length without the '\n' */
-    uint64_t line_start;           /* file offset of the current line's first byte */
-    uint64_t at;                   /* offset in the line of the byte being examined */
+    uint64_t verdict_line;   /* its number */
+    uint64_t verdict_offset; /* file offset of its first byte */
+    uint64_t verdict_len;    /* its length without the '\n' */
+    uint64_t line_start;     /* file offset of the current line's first byte */
+    uint64_t at;             /* offset in the line of the byte being examined */
     fs_ndjson_verdict verdict;
     char reason[FS_NDJSON_REASON_MAX];
     char resource_type[FS_BULK_MAX_TYPE_LEN + 1];
@@ -105,8 +105,7 @@ void fs_ndjson_reset(fs_ndjson_checker *ck);
  * cap): *used receives how many bytes were consumed (at least 1 when len > 0). After
  * FS_NDJSON_LINE the verdict_* fields, reason and resource_type describe the line that ended;
  * line_no is then already the next line's number. Constant memory. */
-fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t len,
-                               size_t *used);
+fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t len, size_t *used);
 
 /* The end of the file: true when an unterminated last line remains, whose verdict is then set
  * (OK when it is a complete object: a last line without '\n' is accepted; BAD "truncated last
@@ -122,7 +121,7 @@ fs_ndjson_verdict fs_ndjson_check_line(const char *line, size_t len, const char 
 /* A map from borrowed strings to numbers (open addressing; state.c): lookups in constant time,
  * so that manifests and states of many files cost linear time. */
 typedef struct fs_bulk_map_slot {
-    const char *key;               /* borrowed: must outlive the map's use of it */
+    const char *key; /* borrowed: must outlive the map's use of it */
     size_t value;
 } fs_bulk_map_slot;
 
@@ -139,11 +138,11 @@ void fs_bulk_map_clear(fs_bulk_map *m);
 
 typedef struct fs_bulk_entry {
     fhirsync_export_file_kind kind;
-    const char *type;              /* the manifest's one copy of the name (m->types): borrowed */
-    char *url;                     /* absolute (relative URLs resolved against the status URL) */
-    char *extra;                   /* the entry's other members as written ("extension":{...}),
-                                      NULL when none: kept for manifest.json */
-    int64_t count;                 /* -1 when absent */
+    const char *type; /* the manifest's one copy of the name (m->types): borrowed */
+    char *url;        /* absolute (relative URLs resolved against the status URL) */
+    char *extra;      /* the entry's other members as written ("extension":{...}),
+                         NULL when none: kept for manifest.json */
+    int64_t count;    /* -1 when absent */
 } fs_bulk_entry;
 
 /* A manifest as read page by page: the entries and what manifest.json needs, never a document
@@ -152,18 +151,18 @@ typedef struct fs_bulk_manifest {
     char *transaction_time;
     char *request;
     bool requires_token;
-    bool requires_token_missing;   /* the manifest had no requiresAccessToken: assumed true */
-    bool started;                  /* a first page was read */
-    fs_bulk_entry *entries;        /* each page's output, then deleted, then error entries */
+    bool requires_token_missing; /* the manifest had no requiresAccessToken: assumed true */
+    bool started;                /* a first page was read */
+    fs_bulk_entry *entries;      /* each page's output, then deleted, then error entries */
     size_t count;
     size_t cap;
-    char *next;                    /* link[relation=next].url (absolute), NULL on the last page */
-    char *header;                  /* the first page's other members, raw JSON ("k": v,\n  ...),
-                                      link, output, deleted and error left out; NULL when none */
-    bool member_seen[3];           /* some page had output / deleted / error (by kind) */
-    char **types;                  /* each type name once; entries and files borrow them */
+    char *next;          /* link[relation=next].url (absolute), NULL on the last page */
+    char *header;        /* the first page's other members, raw JSON ("k": v,\n  ...),
+                            link, output, deleted and error left out; NULL when none */
+    bool member_seen[3]; /* some page had output / deleted / error (by kind) */
+    char **types;        /* each type name once; entries and files borrow them */
     size_t ntypes, types_cap;
-    fs_bulk_map type_index;        /* name -> index in types */
+    fs_bulk_map type_index; /* name -> index in types */
 } fs_bulk_manifest;
 
 void fs_bulk_manifest_init(fs_bulk_manifest *m);
@@ -206,8 +205,8 @@ bool fs_bulk_type_name_ok(const char *type);
 #define FS_BULK_STATE_FILE "state.json"
 
 /* Write `len` bytes to dir/name atomically: dir/.name.tmp (0600), fsync, rename, fsync dir. */
-fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data,
-                                   size_t len, fhirsync_error *err);
+fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data, size_t len,
+                                   fhirsync_error *err);
 /* fsync a directory. */
 bool fs_bulk_fsync_dir(const char *dir);
 /* mkdir -p with mode 0700 (existing folders are kept as they are). */
@@ -227,16 +226,16 @@ typedef struct fs_bulk_done {
 typedef struct fs_bulk_state {
     int version;
     char *base_url;
-    json_t *request;               /* the canonical request (request.c), owned */
-    char *status_url;              /* NULL before the kick-off */
+    json_t *request;  /* the canonical request (request.c), owned */
+    char *status_url; /* NULL before the kick-off */
     char *kickoff_time;
-    char *transaction_time;        /* NULL before the manifest */
+    char *transaction_time; /* NULL before the manifest */
     bool manifest_saved;
     bool job_deleted;
-    bool complete;                 /* every file done (DONE reported) */
+    bool complete; /* every file done (DONE reported) */
     fs_bulk_done *done;
     size_t done_count, done_cap;
-    fs_bulk_map done_index;        /* name -> index in done */
+    fs_bulk_map done_index; /* name -> index in done */
 } fs_bulk_state;
 
 void fs_bulk_state_init(fs_bulk_state *st);
@@ -251,8 +250,8 @@ fhirsync_code fs_bulk_state_save(const fs_bulk_state *st, const char *dir, fhirs
 /* Load dir/state.json: FHIRSYNC_E_NOT_FOUND when there is none. */
 fhirsync_code fs_bulk_state_load(const char *dir, fs_bulk_state *st, fhirsync_error *err);
 /* Record a finished file (copied); false on out of memory. A name already there is updated. */
-bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
-                            int64_t quarantined, uint64_t bytes);
+bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count, int64_t quarantined,
+                            uint64_t bytes);
 const fs_bulk_done *fs_bulk_state_find_done(const fs_bulk_state *st, const char *name);
 
 /* ---- the kick-off request (request.c) ------------------------------------------------------- */
@@ -279,8 +278,8 @@ bool fs_bulk_request_lenient(const json_t *request);
  * form fs_http_retry_after_parse reads, against `now`) when present and valid, capped by cap_s;
  * otherwise exponential backoff from 1 s (with jitter) up to FS_BULK_POLL_BACKOFF_CAP_S (or cap_s
  * when lower). Never below floor_ms (0: FS_BULK_DEFAULT_POLL_FLOOR_MS). */
-int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt,
-                              int64_t cap_s, int64_t floor_ms);
+int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned attempt, int64_t cap_s,
+                              int64_t floor_ms);
 
 /* ---- the export handle (export.c, download.c) ----------------------------------------------- */
 
@@ -288,12 +287,12 @@ struct fhirsync_client;
 
 /* What the writer made of a file whose transfer ended (writer.c). */
 typedef enum fs_bulk_outcome {
-    FS_BULK_NOT_FINISHED = 0,      /* not a whole file (the transfer stopped or failed), or it
-                                      was stopped early (abort_* say why) */
-    FS_BULK_FINISHED = 1,          /* checked, fsync'ed and in place: record it (result_*) */
-    FS_BULK_RETRY_STRICT = 2,      /* the strict attempt failed its checks at the end (bad lines,
-                                      a truncated last line or a count mismatch): again */
-    FS_BULK_FAILED = 3             /* a local error finishing it: x->io_err */
+    FS_BULK_NOT_FINISHED = 0, /* not a whole file (the transfer stopped or failed), or it
+                                 was stopped early (abort_* say why) */
+    FS_BULK_FINISHED = 1,     /* checked, fsync'ed and in place: record it (result_*) */
+    FS_BULK_RETRY_STRICT = 2, /* the strict attempt failed its checks at the end (bad lines,
+                                 a truncated last line or a count mismatch): again */
+    FS_BULK_FAILED = 3        /* a local error finishing it: x->io_err */
 } fs_bulk_outcome;
 
 struct fs_bulk_item;
@@ -302,8 +301,8 @@ struct fs_bulk_item;
  * as progress: a server that ignores Range and cuts the file at the same place, or that sends a
  * byte now and then, cannot make "retry 1 of 5" come back for ever. */
 typedef struct fs_bulk_budget {
-    uint64_t furthest;             /* the furthest offset of the server's file ever received */
-    unsigned failures;             /* failed attempts since it last moved */
+    uint64_t furthest; /* the furthest offset of the server's file ever received */
+    unsigned failures; /* failed attempts since it last moved */
 } fs_bulk_budget;
 
 /* A failed attempt that reached offset `reached` of the file: true (and the failure counted)
@@ -321,38 +320,38 @@ bool fs_bulk_budget_fail(fs_bulk_budget *b, uint64_t reached, bool stalled, unsi
  * (fs_bulk_writer_settled), and to the export's thread otherwise; `stop` is the only field both
  * use at any time. */
 typedef struct fs_bulk_scratch {
-    char *partial_path;            /* .partial/[deleted-|error-]Type.N.ndjson */
+    char *partial_path; /* .partial/[deleted-|error-]Type.N.ndjson */
     /* download state (the export's thread) */
-    bool quarantine_mode;          /* the strict attempt failed its checks: keep going, cut the
-                                      bad lines out at the end */
-    fs_bulk_budget budget;         /* failed attempts since the file last got further */
-    bool stalled;                  /* this attempt ended by the stall rule */
-    unsigned check_failures;       /* attempts that failed the line checks */
-    fs_http_renewal renewal;       /* the one token renewal after a 401, per attempt */
-    int64_t not_before_ms;         /* backoff: do not start before this monotonic time */
-    uint64_t range_from;           /* the offset asked for in this attempt */
-    uint64_t received;             /* bytes received in this attempt */
-    unsigned token_gen;            /* generation of the token this attempt carried */
-    bool restart;                  /* the answer ignored the Range: start the file over */
-    bool html;                     /* the answer is an HTML page */
-    struct fs_bulk_item *block;    /* the block being filled for the writer */
-    atomic_bool stop;              /* set by the writer: end this transfer (abort_* say why) */
+    bool quarantine_mode;       /* the strict attempt failed its checks: keep going, cut the
+                                   bad lines out at the end */
+    fs_bulk_budget budget;      /* failed attempts since the file last got further */
+    bool stalled;               /* this attempt ended by the stall rule */
+    unsigned check_failures;    /* attempts that failed the line checks */
+    fs_http_renewal renewal;    /* the one token renewal after a 401, per attempt */
+    int64_t not_before_ms;      /* backoff: do not start before this monotonic time */
+    uint64_t range_from;        /* the offset asked for in this attempt */
+    uint64_t received;          /* bytes received in this attempt */
+    unsigned token_gen;         /* generation of the token this attempt carried */
+    bool restart;               /* the answer ignored the Range: start the file over */
+    bool html;                  /* the answer is an HTML page */
+    struct fs_bulk_item *block; /* the block being filled for the writer */
+    atomic_bool stop;           /* set by the writer: end this transfer (abort_* say why) */
     struct fs_bulk_file *settled_next;
     /* the partial file and its checks [w] */
     fs_ndjson_checker ck;
     char first_bad_reason[200];
     fhirsync_error io_err;
-    int fd;                        /* the partial file, -1 when closed */
-    uint64_t offset;               /* bytes of the server's file in the partial file */
-    uint64_t writeback_from;       /* where the next early write-back starts */
-    int64_t good, bad, empty;      /* lines seen so far in the partial file */
+    int fd;                   /* the partial file, -1 when closed */
+    uint64_t offset;          /* bytes of the server's file in the partial file */
+    uint64_t writeback_from;  /* where the next early write-back starts */
+    int64_t good, bad, empty; /* lines seen so far in the partial file */
     uint64_t first_bad_line;
-    bool abort_check;              /* a line failed (strict attempt): the transfer stops */
-    bool abort_too_long;           /* a line passed the cap: the export stops */
-    bool abort_io;                 /* a local write failed: the export stops (io_err) */
-    fs_bulk_outcome outcome;       /* of the last transfer, once settled */
-    bool bom;                      /* it started with a byte order mark (removed) */
-    bool clean;                    /* nothing to drop: renamed into place as it is */
+    bool abort_check;        /* a line failed (strict attempt): the transfer stops */
+    bool abort_too_long;     /* a line passed the cap: the export stops */
+    bool abort_io;           /* a local write failed: the export stops (io_err) */
+    fs_bulk_outcome outcome; /* of the last transfer, once settled */
+    bool bom;                /* it started with a byte order mark (removed) */
+    bool clean;              /* nothing to drop: renamed into place as it is */
     int64_t result_count, result_quarantined;
     uint64_t result_bytes;
 } fs_bulk_scratch;
@@ -360,18 +359,18 @@ typedef struct fs_bulk_scratch {
 /* One file of the export: what every file of the manifest needs, from the manifest on (the rest
  * is in its scratch, x, while it downloads). [w] as in fs_bulk_scratch. */
 typedef struct fs_bulk_file {
-    fhirsync_export_file pub;      /* the public view (strings point at the members below) */
-    const char *type;              /* the manifest's name (ex->man.types): borrowed */
-    char *url, *name;              /* name: "[deleted/|error/]Type.N.ndjson" */
-    char *path;                    /* ex->dir/name: NULL until done (fs_bulk_file_path) */
+    fhirsync_export_file pub; /* the public view (strings point at the members below) */
+    const char *type;         /* the manifest's name (ex->man.types): borrowed */
+    char *url, *name;         /* name: "[deleted/|error/]Type.N.ndjson" */
+    char *path;               /* ex->dir/name: NULL until done (fs_bulk_file_path) */
     size_t index;
-    fs_bulk_scratch *x;            /* NULL before the first attempt and once done */
-    uint64_t lines;                /* lines of the whole file (good + bad), once finished [w] */
-    bool active;                   /* a transfer is running */
-    bool settling;                 /* its transfer ended; the writer has not settled it yet */
-    bool recorded;                 /* finished and in ex->st; FILE_DONE once state.json is saved */
-    bool failed;                   /* the budget ran out: given up in this run (fail_why) */
-    bool mismatch;                 /* lines differ from the manifest's count [w] */
+    fs_bulk_scratch *x; /* NULL before the first attempt and once done */
+    uint64_t lines;     /* lines of the whole file (good + bad), once finished [w] */
+    bool active;        /* a transfer is running */
+    bool settling;      /* its transfer ended; the writer has not settled it yet */
+    bool recorded;      /* finished and in ex->st; FILE_DONE once state.json is saved */
+    bool failed;        /* the budget ran out: given up in this run (fail_why) */
+    bool mismatch;      /* lines differ from the manifest's count [w] */
 } fs_bulk_file;
 
 struct fhirsync_export {
@@ -394,13 +393,13 @@ struct fhirsync_export {
     long max_retries, retry_cap, rate_limit, timeout_s, connect_timeout_s;
     fhirsync_export_cb cb;
     void *cb_userdata;
-    bool cb_stop;                  /* the callback asked to stop */
+    bool cb_stop; /* the callback asked to stop */
     fhirsync_error err;
     /* this run */
     int64_t run_start_ms;
     int64_t last_bytes_event_ms;
     unsigned retries, renewals;
-    uint64_t bytes_received;       /* this run, all files */
+    uint64_t bytes_received; /* this run, all files */
     bool partial_result;
     fhirsync_export_limits limits; /* as set (zero fields: the defaults) */
     int64_t deadline_ms;           /* this run stops at this monotonic time; 0: no deadline */
@@ -411,15 +410,14 @@ struct fhirsync_export {
     int64_t resources_done;        /* lines kept in the output files among them */
     size_t files_failed;           /* files whose retry budget ran out in this run */
     /* the access token for downloads */
-    char *token;                   /* secret */
+    char *token; /* secret */
     unsigned token_gen;
 };
 
 /* Emit an event (fills the totals) and append it to the run's log. Returns false when the
  * callback asked to stop. */
-bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
-                  const fs_bulk_file *file, const char *message, int64_t delay_ms,
-                  fhirsync_code code);
+bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind, const fs_bulk_file *file,
+                  const char *message, int64_t delay_ms, fhirsync_code code);
 /* Append a structured record to the run's log, FS_BULK_LOG_FILE (takes the reference). */
 void fs_bulk_log_record(fhirsync_export *ex, json_t *record);
 /* Mark a file done (keeps the totals of events in step). */

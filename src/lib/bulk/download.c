@@ -51,7 +51,7 @@ typedef struct dl_ctx {
     fhirsync_export *ex;
     fs_bulk_file *f;
     fs_bulk_writer *writer;
-    fs_multi_done done;            /* how the last transfer ended, kept until the file settles */
+    fs_multi_done done; /* how the last transfer ended, kept until the file settles */
 } dl_ctx;
 
 static bool on_response(void *userdata, const fs_http_response *resp)
@@ -79,8 +79,10 @@ static bool on_response(void *userdata, const fs_http_response *resp)
         }
     } else if (f->x->range_from > 0) {
         /* the server ignored the Range: the whole file comes again */
-        fs_log(FHIRSYNC_LOG_INFO, "export: %s: the server does not resume (HTTP 200 to a Range "
-               "request): downloading it from the start", f->name);
+        fs_log(FHIRSYNC_LOG_INFO,
+               "export: %s: the server does not resume (HTTP 200 to a Range "
+               "request): downloading it from the start",
+               f->name);
         f->x->range_from = 0; /* what this attempt reaches counts from the start */
         if (!fs_bulk_partial_truncate(ex, f)) {
             f->x->abort_io = true;
@@ -89,8 +91,10 @@ static bool on_response(void *userdata, const fs_http_response *resp)
     }
     if (ctype && !strcasestr(ctype, "ndjson") && f->x->received == 0 && f->x->offset == 0) {
         char msg[256];
-        snprintf(msg, sizeof msg, "Content-Type is \"%.100s\", not application/fhir+ndjson: "
-                 "checking the lines anyway", ctype);
+        snprintf(msg, sizeof msg,
+                 "Content-Type is \"%.100s\", not application/fhir+ndjson: "
+                 "checking the lines anyway",
+                 ctype);
         fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
     }
     return true;
@@ -158,9 +162,11 @@ static void announce(fhirsync_export *ex, fs_bulk_file *f)
     if (f->pub.quarantined > 0 || f->mismatch) {
         ex->partial_result = true;
         if (f->mismatch)
-            snprintf(msg, sizeof msg, "%lld line(s) quarantined; the file has %llu line(s) where "
-                     "the manifest says %lld (see quarantine/%s)", (long long)f->pub.quarantined,
-                     (unsigned long long)f->lines, (long long)f->pub.manifest_count, f->name);
+            snprintf(msg, sizeof msg,
+                     "%lld line(s) quarantined; the file has %llu line(s) where "
+                     "the manifest says %lld (see quarantine/%s)",
+                     (long long)f->pub.quarantined, (unsigned long long)f->lines,
+                     (long long)f->pub.manifest_count, f->name);
         else
             snprintf(msg, sizeof msg,
                      "%lld line(s) quarantined, first at line %llu: %s (see "
@@ -185,8 +191,7 @@ static bool record(fhirsync_export *ex, fs_bulk_file *f)
     f->pub.quarantined = f->x->result_quarantined;
     f->pub.bytes = f->x->result_bytes;
     f->recorded = true;
-    return fs_bulk_state_add_done(&ex->st, f->name, f->pub.count, f->pub.quarantined,
-                                  f->pub.bytes);
+    return fs_bulk_state_add_done(&ex->st, f->name, f->pub.count, f->pub.quarantined, f->pub.bytes);
 }
 
 /* The strict attempt failed its checks (a bad line, or at the end of the file): say why, and
@@ -198,9 +203,10 @@ static fhirsync_code retry_checked(fhirsync_export *ex, fs_bulk_file *f, fhirsyn
         snprintf(msg, sizeof msg, "line %llu: %s; downloading the file again",
                  (unsigned long long)f->x->first_bad_line, f->x->first_bad_reason);
     else
-        snprintf(msg, sizeof msg, "the file has %llu line(s) where the manifest says %lld; "
-                 "downloading it again", (unsigned long long)f->lines,
-                 (long long)f->pub.manifest_count);
+        snprintf(msg, sizeof msg,
+                 "the file has %llu line(s) where the manifest says %lld; "
+                 "downloading it again",
+                 (unsigned long long)f->lines, (long long)f->pub.manifest_count);
     fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, f, msg, 0, FHIRSYNC_OK);
     f->x->check_failures++;
     f->x->quarantine_mode = true;
@@ -217,14 +223,14 @@ typedef struct loop {
     fhirsync_export *ex;
     fs_multi *multi;
     fs_bulk_writer *writer;
-    dl_ctx **ctx;                  /* per file, only while a transfer of it runs or settles
-                                      (1.1 KB each: 160,000 of them would cost 180 MB) */
+    dl_ctx **ctx; /* per file, only while a transfer of it runs or settles
+                     (1.1 KB each: 160,000 of them would cost 180 MB) */
     const char **headers;
-    size_t active;                 /* transfers running */
-    size_t settling;               /* transfers ended, files not settled yet */
-    fs_bulk_file **unsaved;        /* recorded, not in a state.json save yet */
+    size_t active;          /* transfers running */
+    size_t settling;        /* transfers ended, files not settled yet */
+    fs_bulk_file **unsaved; /* recorded, not in a state.json save yet */
     size_t nunsaved;
-    fs_bulk_file **saving;         /* recorded, in the save under way */
+    fs_bulk_file **saving; /* recorded, in the save under way */
     size_t nsaving;
     bool save_running;
     size_t cursor;        /* files before it were started (or done) in this run */
@@ -454,8 +460,10 @@ static fhirsync_code settled(loop *lp, fs_bulk_file *f, fhirsync_error *err)
                                "HTTP %ld from %s (expected 200 with the file)", status, url)
                  : fs_fhir_status_error(resp, url, err);
         if (status == 404 || status == 410)
-            fs_err_prefix(err, "%s is gone (servers keep export files for a limited time: start "
-                          "a new export)", f->name);
+            fs_err_prefix(err,
+                          "%s is gone (servers keep export files for a limited time: start "
+                          "a new export)",
+                          f->name);
         else
             fs_err_prefix(err, "%s", f->name);
         return rc;
@@ -624,7 +632,8 @@ fhirsync_code fs_bulk_download_all(fhirsync_export *ex)
         goto out;
     for (;;) {
         if (fs_cancel_requested() || ex->cb_stop) {
-            rc = fs_err(err, FHIRSYNC_E_CANCELLED, "export interrupted; the folder keeps what "
+            rc = fs_err(err, FHIRSYNC_E_CANCELLED,
+                        "export interrupted; the folder keeps what "
                         "was downloaded: run the same command again (or --resume %s) to finish",
                         ex->dir);
             break;

@@ -65,7 +65,6 @@ fhirsync_code fhirsync_export_set_limits(fhirsync_export *ex, const fhirsync_exp
 
 /* ---- the folder ----------------------------------------------------------------------------- */
 
-
 /* Whether a folder has entries (other than . and ..). */
 static bool dir_has_entries(const char *dir)
 {
@@ -91,8 +90,7 @@ static fhirsync_code open_folder(fhirsync_export *ex, fhirsync_error *err)
     ex->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     fs_free(lock);
     if (ex->lock_fd < 0)
-        return fs_err(err, FHIRSYNC_E_IO, "cannot create %s/.lock: %s", ex->dir,
-                      strerror(errno));
+        return fs_err(err, FHIRSYNC_E_IO, "cannot create %s/.lock: %s", ex->dir, strerror(errno));
     if (flock(ex->lock_fd, LOCK_EX | LOCK_NB) != 0)
         return fs_err(err, FHIRSYNC_E_LOCKED,
                       "another fhirsync process is using the export folder %s", ex->dir);
@@ -143,12 +141,13 @@ static void read_settings(fhirsync_export *ex, int parallel, int delete_job)
     ex->connect_timeout_s = fs_endpoint_long(ex->ep, "connect_timeout");
 }
 
-static fhirsync_code handle_new(const fhirsync_endpoint *ep, const char *dir,
-                                fhirsync_export **out, fhirsync_error *err)
+static fhirsync_code handle_new(const fhirsync_endpoint *ep, const char *dir, fhirsync_export **out,
+                                fhirsync_error *err)
 {
     *out = NULL;
     if (!ep || !dir || !*dir)
-        return fs_err(err, FHIRSYNC_E_ARG, "an export needs an endpoint profile and a folder "
+        return fs_err(err, FHIRSYNC_E_ARG,
+                      "an export needs an endpoint profile and a folder "
                       "(--out DIR)");
     fhirsync_export *ex = fs_calloc(1, sizeof *ex);
     if (!ex)
@@ -176,9 +175,8 @@ out:
     return FHIRSYNC_OK;
 }
 
-fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
-                                  const fhirsync_export_options *opts, fhirsync_export **out,
-                                  fhirsync_error *err)
+fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep, const fhirsync_export_options *opts,
+                                  fhirsync_export **out, fhirsync_error *err)
 {
     if (!out)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_export_new: no place for the handle");
@@ -218,8 +216,10 @@ fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
     rc = fs_bulk_state_load(ex->dir, &ex->st, &e);
     if (rc == FHIRSYNC_E_NOT_FOUND) {
         if (had_entries) {
-            rc = fs_err(err, FHIRSYNC_E_ARG, "%s is not empty and holds no fhirsync export "
-                        "(no state.json): choose a new or empty folder", ex->dir);
+            rc = fs_err(err, FHIRSYNC_E_ARG,
+                        "%s is not empty and holds no fhirsync export "
+                        "(no state.json): choose a new or empty folder",
+                        ex->dir);
             goto out;
         }
         fs_bulk_state_init(&ex->st);
@@ -241,8 +241,8 @@ fhirsync_code fhirsync_export_new(const fhirsync_endpoint *ep,
         char *recorded = fs_json_dump(ex->st.request);
         rc = fs_err(err, FHIRSYNC_E_ARG,
                     "%s holds an export of another request (%s at %s): continue it with "
-                    "--resume %s, or use another folder", ex->dir, recorded ? recorded : "?",
-                    ex->st.base_url, ex->dir);
+                    "--resume %s, or use another folder",
+                    ex->dir, recorded ? recorded : "?", ex->st.base_url, ex->dir);
         fs_free(recorded);
         goto out;
     }
@@ -271,8 +271,7 @@ fhirsync_code fhirsync_export_open(const fhirsync_endpoint *ep, const char *dir,
     ex->max_line = FS_BULK_DEFAULT_MAX_LINE;
     struct stat sb;
     if (stat(ex->dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        rc = fs_err(err, FHIRSYNC_E_ARG, "%s is not an export folder (it does not exist)",
-                    ex->dir);
+        rc = fs_err(err, FHIRSYNC_E_ARG, "%s is not an export folder (it does not exist)", ex->dir);
         goto out;
     }
     rc = open_folder(ex, err);
@@ -460,8 +459,7 @@ static fhirsync_code kickoff_429(const fs_http_response *resp, fhirsync_error *e
 static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
 {
     char *target = fs_bulk_request_target(ex->request);
-    char *body = fs_bulk_request_post(ex->request) ? fs_bulk_request_parameters(ex->request)
-                                                   : NULL;
+    char *body = fs_bulk_request_post(ex->request) ? fs_bulk_request_parameters(ex->request) : NULL;
     fs_http_response resp;
     fs_http_response_init(&resp);
     fhirsync_code rc = FHIRSYNC_OK;
@@ -494,8 +492,8 @@ static fhirsync_code kickoff(fhirsync_export *ex, fhirsync_error *err)
         if (resp.status >= 200 && resp.status < 300)
             rc = fs_err_http(err, FHIRSYNC_E_PROTOCOL, resp.status,
                              "kick-off answered HTTP %ld from %s where 202 Accepted was expected "
-                             "(the server may not support asynchronous $export)", resp.status,
-                             url);
+                             "(the server may not support asynchronous $export)",
+                             resp.status, url);
         else
             rc = fs_fhir_status_error(&resp, url, err);
         fs_err_prefix(err, "export kick-off refused");
@@ -571,7 +569,8 @@ int64_t fs_bulk_poll_delay_ms(const char *retry_after, int64_t now, unsigned att
 static fhirsync_code wait_ms(fhirsync_export *ex, int64_t ms, fhirsync_error *err)
 {
     if (ex->cb_stop || !fs_sleep_ms(ms))
-        return fs_err(err, FHIRSYNC_E_CANCELLED, "export interrupted while waiting for the "
+        return fs_err(err, FHIRSYNC_E_CANCELLED,
+                      "export interrupted while waiting for the "
                       "server (resume it by running the same command again)");
     return FHIRSYNC_OK;
 }
@@ -618,8 +617,8 @@ static fhirsync_code fetch_next_page(fhirsync_export *ex, const char *url, fhirs
 {
     fs_http_response resp;
     fs_http_response_init(&resp);
-    fs_fhir_request req = {.target = url, .accept = "application/json",
-                           .max_body = FS_BULK_MANIFEST_MAX_BODY};
+    fs_fhir_request req = {
+        .target = url, .accept = "application/json", .max_body = FS_BULK_MANIFEST_MAX_BODY};
     fhirsync_code rc = fs_fhir_perform(ex->client, &req, &resp, err);
     if (rc == FHIRSYNC_OK && resp.status != 200)
         rc = resp.status >= 200 && resp.status < 300
@@ -645,8 +644,10 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
             rc = wait_ms(ex, 0, err);
             break;
         }
-        fs_fhir_request req = {.target = url, .accept = "application/json",
-                               .no_status_retries = true, .max_body = FS_BULK_MANIFEST_MAX_BODY};
+        fs_fhir_request req = {.target = url,
+                               .accept = "application/json",
+                               .no_status_retries = true,
+                               .max_body = FS_BULK_MANIFEST_MAX_BODY};
         rc = fs_fhir_perform(ex->client, &req, &resp, err);
         if (rc != FHIRSYNC_OK) {
             fs_err_prefix(err, "export status poll");
@@ -664,8 +665,8 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
         if (status == 202) {
             failures = 0;
             transient = 0;
-            delay =
-                fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap, fs_bulk_poll_floor_ms(ex));
+            delay = fs_bulk_poll_delay_ms(ra, fs_now(), attempt++, ex->retry_cap,
+                                          fs_bulk_poll_floor_ms(ex));
             report_progress(ex, fs_http_header_get(&resp, "X-Progress"), ra, delay);
         } else if (status >= 500 || fs_http_retryable_status(status, true, -1)) {
             /* a 5xx may carry the bulk protocol's OperationOutcome: "transient" keeps polling,
@@ -676,15 +677,16 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
                 if (++transient > MAX_TRANSIENT_POLLS) {
                     rc = fs_err_http(err, FHIRSYNC_E_SERVER, status,
                                      "export status: the server reported a transient error %u "
-                                     "times in a row: %s", transient, oo.summary);
+                                     "times in a row: %s",
+                                     transient, oo.summary);
                     break;
                 }
                 snprintf(msg, sizeof msg, "status poll: HTTP %ld, transient: %s", status,
                          oo.summary);
             } else if (has_oo && oo.has_error && status >= 500) {
                 rc = fs_err_http(err, FHIRSYNC_E_SERVER, status,
-                                 "the export failed on the server (HTTP %ld from %s): %s",
-                                 status, url, oo.summary);
+                                 "the export failed on the server (HTTP %ld from %s): %s", status,
+                                 url, oo.summary);
                 break;
             } else if (!fs_http_retryable_status(status, true, -1)) {
                 rc = fs_fhir_status_error(&resp, url, err);
@@ -698,8 +700,7 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
                 }
                 char desc[512];
                 fs_fhir_describe_body(resp.body.data, resp.body.len,
-                                      fs_http_header_get(&resp, "Content-Type"), desc,
-                                      sizeof desc);
+                                      fs_http_header_get(&resp, "Content-Type"), desc, sizeof desc);
                 snprintf(msg, sizeof msg, "status poll: HTTP %ld: %s", status, desc);
             }
             delay = fs_bulk_poll_delay_ms(ra, fs_now(), failures + transient - 1, ex->retry_cap,
@@ -715,8 +716,7 @@ static fhirsync_code poll_status(fhirsync_export *ex, fhirsync_error *err)
         } else {
             rc = status >= 200 && status < 300
                      ? fs_err_http(err, FHIRSYNC_E_PROTOCOL, status,
-                                   "export status answered HTTP %ld (expected 202 or 200)",
-                                   status)
+                                   "export status answered HTTP %ld (expected 202 or 200)", status)
                      : fs_fhir_status_error(&resp, url, err);
             fs_err_prefix(err, "export status poll");
             break;
@@ -847,9 +847,9 @@ static fhirsync_code load_manifest(fhirsync_export *ex, fhirsync_error *err)
     char *path = fs_bulk_path_join(ex->dir, "manifest.json");
     char *text = NULL;
     size_t len = 0;
-    fhirsync_code rc = path ? fs_bulk_read_file(path, FS_BULK_MANIFEST_MAX_BODY * 4, &text, &len,
-                                                err)
-                            : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fhirsync_code rc =
+        path ? fs_bulk_read_file(path, FS_BULK_MANIFEST_MAX_BODY * 4, &text, &len, err)
+             : fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     if (rc == FHIRSYNC_OK) {
         fs_bulk_manifest_clear(&ex->man);
         rc = fs_bulk_manifest_parse(&ex->man, text, len, ex->st.status_url, err);
@@ -869,17 +869,17 @@ static fhirsync_code delete_job(fhirsync_export *ex, fhirsync_error *err)
         return FHIRSYNC_OK;
     fs_http_response resp;
     fs_http_response_init(&resp);
-    fs_fhir_request req = {.method = "DELETE", .target = ex->st.status_url,
-                           .accept = "application/json"};
+    fs_fhir_request req = {
+        .method = "DELETE", .target = ex->st.status_url, .accept = "application/json"};
     fhirsync_code rc = fs_fhir_perform(ex->client, &req, &resp, err);
-    if (rc == FHIRSYNC_OK && !(resp.status >= 200 && resp.status < 300) &&
-        resp.status != 404 && resp.status != 410)
+    if (rc == FHIRSYNC_OK && !(resp.status >= 200 && resp.status < 300) && resp.status != 404 &&
+        resp.status != 410)
         rc = fs_fhir_status_error(&resp, ex->st.status_url, err);
     if (rc == FHIRSYNC_OK) {
         fs_log(FHIRSYNC_LOG_INFO, "export: job deleted on the server (HTTP %ld)", resp.status);
         ex->st.job_deleted = true;
-        fs_bulk_log_record(ex, json_pack("{s:s, s:I}", "event", "job-deleted", "status",
-                                         (json_int_t)resp.status));
+        fs_bulk_log_record(
+            ex, json_pack("{s:s, s:I}", "event", "job-deleted", "status", (json_int_t)resp.status));
         rc = fs_bulk_state_save(&ex->st, ex->dir, err);
     }
     fs_http_response_clear(&resp);
@@ -932,7 +932,8 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
     fs_err_clear(&ex->err);
     fhirsync_error *err = &ex->err;
     ex->run_start_ms = fs_monotonic_ms();
-    ex->deadline_ms = fs_bulk_deadline_s(ex) > 0 ? ex->run_start_ms + fs_bulk_deadline_s(ex) * 1000 : 0;
+    ex->deadline_ms =
+        fs_bulk_deadline_s(ex) > 0 ? ex->run_start_ms + fs_bulk_deadline_s(ex) * 1000 : 0;
     ex->polls = 0;
     ex->last_progress_ms = 0;
     ex->retries = ex->renewals = 0;
@@ -940,9 +941,9 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
     ex->cb_stop = false;
     fhirsync_code rc = FHIRSYNC_OK;
     bool resumed = ex->st.status_url != NULL;
-    fs_bulk_log_record(ex, json_pack("{s:s, s:s, s:o, s:b}", "event", "run", "base_url",
-                                     ex->base_url, "request", json_incref(ex->request),
-                                     "resumed", resumed));
+    fs_bulk_log_record(ex,
+                       json_pack("{s:s, s:s, s:o, s:b}", "event", "run", "base_url", ex->base_url,
+                                 "request", json_incref(ex->request), "resumed", resumed));
     if (!ex->st.status_url) {
         rc = kickoff(ex, err);
         if (rc != FHIRSYNC_OK)
@@ -970,7 +971,8 @@ fhirsync_code fhirsync_export_run(fhirsync_export *ex)
         if (ex->man.requires_token_missing)
             fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_WARNING, NULL,
                          "the manifest has no requiresAccessToken: the token is sent (to the "
-                         "FHIR server's origin only)", 0, FHIRSYNC_OK);
+                         "FHIR server's origin only)",
+                         0, FHIRSYNC_OK);
         if (!fs_bulk_emit(ex, FHIRSYNC_EXPORT_EV_MANIFEST, NULL, NULL, 0, FHIRSYNC_OK)) {
             rc = wait_ms(ex, 0, err);
             goto out;
@@ -1076,4 +1078,3 @@ fhirsync_code fhirsync_export_get_stats(const fhirsync_export *ex, fhirsync_expo
     fs_bulk_collect_stats(ex, out);
     return FHIRSYNC_OK;
 }
-

@@ -148,9 +148,8 @@ void fs_bulk_file_mark_done(fhirsync_export *ex, fs_bulk_file *f)
         ex->resources_done += f->pub.count;
 }
 
-bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
-                  const fs_bulk_file *file, const char *message, int64_t delay_ms,
-                  fhirsync_code code)
+bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind, const fs_bulk_file *file,
+                  const char *message, int64_t delay_ms, fhirsync_code code)
 {
     /* a file not done has no path of its own: the event's copy gets one for the callback */
     fhirsync_export_file pub;
@@ -201,8 +200,7 @@ bool fs_bulk_emit(fhirsync_export *ex, fhirsync_export_event_kind kind,
             if (kind == FHIRSYNC_EXPORT_EV_KICKOFF && ex->st.status_url)
                 json_object_set_new(rec, "status_url", json_string(ex->st.status_url));
             if (kind == FHIRSYNC_EXPORT_EV_MANIFEST) {
-                json_object_set_new(rec, "transaction_time",
-                                    json_string(ex->st.transaction_time));
+                json_object_set_new(rec, "transaction_time", json_string(ex->st.transaction_time));
                 json_object_set_new(rec, "files", json_integer((json_int_t)ex->nfiles));
             }
             if (kind == FHIRSYNC_EXPORT_EV_DONE) {
@@ -263,7 +261,6 @@ fhirsync_code fs_bulk_token(fhirsync_export *ex, bool force, fhirsync_error *err
     }
     return FHIRSYNC_OK;
 }
-
 
 char *fs_bulk_path_join(const char *dir, const char *name)
 {

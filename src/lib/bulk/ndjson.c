@@ -24,30 +24,30 @@
 #include "json/lex.h"
 
 enum {
-    ST_START = 0,   /* line start: whitespace, then '{' */
-    ST_VALUE,       /* a value is expected (after ':' or ',' in an array) */
-    ST_ARR_FIRST,   /* after '[': a value or ']' */
-    ST_OBJ_FIRST,   /* after '{': a name or '}' */
-    ST_OBJ_KEY,     /* after ',' in an object: a name */
-    ST_COLON,       /* after a name */
-    ST_AFTER,       /* after a value: ',' or the closing bracket */
-    ST_END,         /* the top-level object is closed: only whitespace may follow */
-    ST_STR,         /* inside a string */
-    ST_STR_ESC,     /* after a backslash */
-    ST_STR_U,       /* inside \uXXXX (u_left hex digits to go) */
-    ST_STR_LOW_BS,  /* after a high surrogate: '\' of the low one */
-    ST_STR_LOW_U,   /* after a high surrogate and '\': 'u' */
-    ST_UTF8,        /* inside a multi-byte UTF-8 sequence */
-    ST_NUM_MINUS,   /* after '-' */
-    ST_NUM_ZERO,    /* a leading 0 */
-    ST_NUM_INT,     /* integer digits */
-    ST_NUM_DOT,     /* after '.' */
-    ST_NUM_FRAC,    /* fraction digits */
-    ST_NUM_E,       /* after 'e' */
-    ST_NUM_ESIGN,   /* after the exponent's sign */
-    ST_NUM_EXP,     /* exponent digits */
-    ST_LIT,         /* inside true/false/null */
-    ST_ERROR        /* the line is bad: skip to its end */
+    ST_START = 0,  /* line start: whitespace, then '{' */
+    ST_VALUE,      /* a value is expected (after ':' or ',' in an array) */
+    ST_ARR_FIRST,  /* after '[': a value or ']' */
+    ST_OBJ_FIRST,  /* after '{': a name or '}' */
+    ST_OBJ_KEY,    /* after ',' in an object: a name */
+    ST_COLON,      /* after a name */
+    ST_AFTER,      /* after a value: ',' or the closing bracket */
+    ST_END,        /* the top-level object is closed: only whitespace may follow */
+    ST_STR,        /* inside a string */
+    ST_STR_ESC,    /* after a backslash */
+    ST_STR_U,      /* inside \uXXXX (u_left hex digits to go) */
+    ST_STR_LOW_BS, /* after a high surrogate: '\' of the low one */
+    ST_STR_LOW_U,  /* after a high surrogate and '\': 'u' */
+    ST_UTF8,       /* inside a multi-byte UTF-8 sequence */
+    ST_NUM_MINUS,  /* after '-' */
+    ST_NUM_ZERO,   /* a leading 0 */
+    ST_NUM_INT,    /* integer digits */
+    ST_NUM_DOT,    /* after '.' */
+    ST_NUM_FRAC,   /* fraction digits */
+    ST_NUM_E,      /* after 'e' */
+    ST_NUM_ESIGN,  /* after the exponent's sign */
+    ST_NUM_EXP,    /* exponent digits */
+    ST_LIT,        /* inside true/false/null */
+    ST_ERROR       /* the line is bad: skip to its end */
 };
 
 enum { AFTER_STR_VALUE = 0, AFTER_STR_KEY = 1 };
@@ -135,8 +135,8 @@ static void string_end(fs_ndjson_checker *ck)
 {
     if (ck->after_str == AFTER_STR_KEY) {
         if (ck->in_key) {
-            ck->value_is_rt = !ck->key_overflow && ck->key_len == 12 &&
-                              memcmp(ck->key, "resourceType", 12) == 0;
+            ck->value_is_rt =
+                !ck->key_overflow && ck->key_len == 12 && memcmp(ck->key, "resourceType", 12) == 0;
             ck->in_key = false;
         }
         ck->state = ST_COLON;
@@ -186,12 +186,27 @@ static void value_start(fs_ndjson_checker *ck, unsigned char c)
         else
             ck->state = ST_ARR_FIRST;
         return;
-    case '"': ck->state = ST_STR; ck->after_str = AFTER_STR_VALUE; return;
+    case '"':
+        ck->state = ST_STR;
+        ck->after_str = AFTER_STR_VALUE;
+        return;
     case '-': ck->state = ST_NUM_MINUS; return;
     case '0': ck->state = ST_NUM_ZERO; return;
-    case 't': ck->state = ST_LIT; ck->lit = "rue"; ck->lit_left = 3; return;
-    case 'f': ck->state = ST_LIT; ck->lit = "alse"; ck->lit_left = 4; return;
-    case 'n': ck->state = ST_LIT; ck->lit = "ull"; ck->lit_left = 3; return;
+    case 't':
+        ck->state = ST_LIT;
+        ck->lit = "rue";
+        ck->lit_left = 3;
+        return;
+    case 'f':
+        ck->state = ST_LIT;
+        ck->lit = "alse";
+        ck->lit_left = 4;
+        return;
+    case 'n':
+        ck->state = ST_LIT;
+        ck->lit = "ull";
+        ck->lit_left = 3;
+        return;
     default:
         if (c >= '1' && c <= '9') {
             ck->state = ST_NUM_INT;
@@ -344,8 +359,7 @@ again:
         uint32_t v = ck->u_value;
         if (ck->u_high) {
             if (v < 0xdc00 || v > 0xdfff) {
-                fail(ck, "invalid JSON: a high surrogate without its low one",
-                     c);
+                fail(ck, "invalid JSON: a high surrogate without its low one", c);
                 return;
             }
             ck->u_high = 0;
@@ -641,8 +655,7 @@ close:
     return true;
 }
 
-fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t len,
-                               size_t *used)
+fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t len, size_t *used)
 {
     static const unsigned char bom[3] = {0xef, 0xbb, 0xbf};
     const unsigned char *p = (const unsigned char *)data, *end = p + len;
@@ -672,8 +685,8 @@ fs_ndjson_event fs_ndjson_feed(fs_ndjson_checker *ck, const char *data, size_t l
     }
     if (ck->state == ST_START && ck->line_len == 0 && !ck->failed && !ck->too_long) {
         /* a line starts here: if all of it is in the buffer, try the fast path */
-        size_t span = (uint64_t)(end - p) > ck->max_line ? (size_t)ck->max_line + 1
-                                                          : (size_t)(end - p);
+        size_t span =
+            (uint64_t)(end - p) > ck->max_line ? (size_t)ck->max_line + 1 : (size_t)(end - p);
         const unsigned char *eol = memchr(p, '\n', span);
         if (eol && fast_line(ck, p, eol)) {
             ck->line_len = (uint64_t)(eol - p);

@@ -10,7 +10,8 @@
 static const char *level_name(fhirsync_export_level level)
 {
     return level == FHIRSYNC_EXPORT_PATIENT ? "patient"
-           : level == FHIRSYNC_EXPORT_GROUP ? "group" : "system";
+           : level == FHIRSYNC_EXPORT_GROUP ? "group"
+                                            : "system";
 }
 
 static bool fhir_id_ok(const char *id)
@@ -45,13 +46,16 @@ json_t *fs_bulk_request_build(const fhirsync_export_options *opts, const fhirsyn
     if (opts->level == FHIRSYNC_EXPORT_GROUP) {
         group = opts->group_id ? opts->group_id : fhirsync_endpoint_get(ep, "group_id");
         if (!group || !*group) {
-            fs_err(err, FHIRSYNC_E_ARG, "a Group-level export needs a group id (--group ID, or "
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "a Group-level export needs a group id (--group ID, or "
                    "group_id in the endpoint's settings)");
             goto fail;
         }
         if (!fhir_id_ok(group)) {
-            fs_err(err, FHIRSYNC_E_ARG, "group id '%.80s' is not a FHIR id (letters, digits, "
-                   "'-' and '.', at most 64)", group);
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "group id '%.80s' is not a FHIR id (letters, digits, "
+                   "'-' and '.', at most 64)",
+                   group);
             goto fail;
         }
     } else if (opts->level != FHIRSYNC_EXPORT_SYSTEM && opts->level != FHIRSYNC_EXPORT_PATIENT) {
@@ -70,8 +74,10 @@ json_t *fs_bulk_request_build(const fhirsync_export_options *opts, const fhirsyn
     const char *since = opts->since ? opts->since : fhirsync_endpoint_get(ep, "since");
     int64_t epoch;
     if (since && *since && !fs_parse_instant(since, &epoch)) {
-        fs_err(err, FHIRSYNC_E_ARG, "_since '%.80s' is not a FHIR instant (e.g. "
-               "2024-01-31T12:00:00Z)", since);
+        fs_err(err, FHIRSYNC_E_ARG,
+               "_since '%.80s' is not a FHIR instant (e.g. "
+               "2024-01-31T12:00:00Z)",
+               since);
         goto fail;
     }
     if (opts->output_format && *opts->output_format)
@@ -105,8 +111,7 @@ json_t *fs_bulk_request_build(const fhirsync_export_options *opts, const fhirsyn
         const char *p = opts->params[i];
         const char *eq = p ? strchr(p, '=') : NULL;
         if (!eq || eq == p) {
-            fs_err(err, FHIRSYNC_E_ARG, "custom parameter '%.80s' is not NAME=VALUE",
-                   p ? p : "");
+            fs_err(err, FHIRSYNC_E_ARG, "custom parameter '%.80s' is not NAME=VALUE", p ? p : "");
             goto fail;
         }
         char *name = fs_strndup(p, (size_t)(eq - p));
@@ -172,8 +177,7 @@ char *fs_bulk_request_target(const json_t *request)
         json_t *params = json_object_get(request, "params");
         size_t i;
         json_t *pair;
-        json_array_foreach(params, i, pair)
-        {
+        json_array_foreach (params, i, pair) {
             const char *name = json_string_value(json_array_get(pair, 0));
             const char *value = json_string_value(json_array_get(pair, 1));
             if (!name || !value)
@@ -205,17 +209,15 @@ static json_t *parameter(const char *name, const char *value)
 char *fs_bulk_request_parameters(const json_t *request)
 {
     json_t *list = json_array();
-    json_t *body = list ? json_pack("{s:s, s:o}", "resourceType", "Parameters", "parameter",
-                                    list)
-                        : NULL;
+    json_t *body =
+        list ? json_pack("{s:s, s:o}", "resourceType", "Parameters", "parameter", list) : NULL;
     char *text = NULL;
     if (!body)
         return NULL;
     bool ok = true;
     size_t i;
     json_t *pair;
-    json_array_foreach(json_object_get(request, "params"), i, pair)
-    {
+    json_array_foreach (json_object_get(request, "params"), i, pair) {
         const char *name = json_string_value(json_array_get(pair, 0));
         const char *value = json_string_value(json_array_get(pair, 1));
         json_t *p = name && value ? parameter(name, value) : NULL;

@@ -32,8 +32,8 @@ bool fs_bulk_fsync_dir(const char *dir)
     return ok;
 }
 
-fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data,
-                                   size_t len, fhirsync_error *err)
+fhirsync_code fs_bulk_write_atomic(const char *dir, const char *name, const char *data, size_t len,
+                                   fhirsync_error *err)
 {
     fs_buf tmp, final;
     fs_buf_init(&tmp);
@@ -234,8 +234,8 @@ const fs_bulk_done *fs_bulk_state_find_done(const fs_bulk_state *st, const char 
     return i ? &st->done[*i] : NULL;
 }
 
-bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count,
-                            int64_t quarantined, uint64_t bytes)
+bool fs_bulk_state_add_done(fs_bulk_state *st, const char *name, int64_t count, int64_t quarantined,
+                            uint64_t bytes)
 {
     fs_bulk_done *d = (fs_bulk_done *)fs_bulk_state_find_done(st, name);
     if (!d) {
@@ -382,8 +382,7 @@ fhirsync_code fs_bulk_state_parse(const char *text, size_t len, fs_bulk_state *s
     st->request = json_incref(json_object_get(root, "request"));
     size_t i;
     json_t *f;
-    json_array_foreach(json_object_get(root, "files"), i, f)
-    {
+    json_array_foreach (json_object_get(root, "files"), i, f) {
         int64_t count, quarantined, bytes;
         const char *name = fs_json_str(f, "name");
         if (!name || !*name || strstr(name, "..") || name[0] == '/' ||
@@ -403,8 +402,10 @@ fhirsync_code fs_bulk_state_parse(const char *text, size_t len, fs_bulk_state *s
         bad = "status_url";
 out:
     if (bad)
-        rc = fs_err(err, FHIRSYNC_E_JSON, "state.json is damaged: member \"%s\" is missing or "
-                    "malformed (remove the folder to start the export again)", bad);
+        rc = fs_err(err, FHIRSYNC_E_JSON,
+                    "state.json is damaged: member \"%s\" is missing or "
+                    "malformed (remove the folder to start the export again)",
+                    bad);
     if (rc != FHIRSYNC_OK)
         fs_bulk_state_clear(st);
     json_decref(root);

@@ -57,12 +57,12 @@
 /* A queued piece of work: a block of a file's bytes, the end of its transfer, or a save. */
 typedef struct fs_bulk_item {
     struct fs_bulk_item *next;
-    fs_bulk_file *f;               /* NULL: a state.json save */
-    char *data;                    /* BLOCK_SIZE bytes; NULL for an end item */
+    fs_bulk_file *f; /* NULL: a state.json save */
+    char *data;      /* BLOCK_SIZE bytes; NULL for an end item */
     size_t len;
-    bool finish;                   /* end item: finish the file */
-    int64_t whole_at;              /* end item: finish it if the partial file has this size */
-    char *text;                    /* save item: the new state.json */
+    bool finish;      /* end item: finish the file */
+    int64_t whole_at; /* end item: finish it if the partial file has this size */
+    char *text;       /* save item: the new state.json */
 } fs_bulk_item;
 
 /* The syncers: fsyncs issued together share the file system's journal commits and the disk's
@@ -73,36 +73,36 @@ enum { CHECKER = 0, SYNCER = 1 };
 
 typedef struct queue {
     fs_bulk_item *head, *tail;
-    pthread_cond_t work;           /* an item was queued, or quit */
+    pthread_cond_t work; /* an item was queued, or quit */
     bool quit;
 } queue;
 
 typedef struct worker {
     struct fs_bulk_writer *w;
-    int which;                     /* the queue it serves */
+    int which; /* the queue it serves */
     pthread_t thread;
     bool running;
 } worker;
 
 struct fs_bulk_writer {
     fhirsync_export *ex;
-    pthread_mutex_t lock;          /* everything below */
-    queue queues[2];               /* the checker's, the syncers' */
+    pthread_mutex_t lock;            /* everything below */
+    queue queues[2];                 /* the checker's, the syncers' */
     worker workers[1 + MAX_SYNCERS]; /* the checker, then the syncers */
     size_t nworkers;
-    pthread_cond_t space;          /* a block came back to the pool */
-    pthread_cond_t news;           /* a file settled, or a save completed */
-    fs_bulk_item *pool;            /* free blocks */
-    fs_bulk_item *blocks;          /* every block */
-    char *memory;                  /* their bytes */
-    fs_bulk_item *ends;            /* one end item per file */
-    fs_bulk_item save;             /* the one state.json save that may be under way */
-    bool save_done;                /* it completed (save_err.code: how) */
+    pthread_cond_t space; /* a block came back to the pool */
+    pthread_cond_t news;  /* a file settled, or a save completed */
+    fs_bulk_item *pool;   /* free blocks */
+    fs_bulk_item *blocks; /* every block */
+    char *memory;         /* their bytes */
+    fs_bulk_item *ends;   /* one end item per file */
+    fs_bulk_item save;    /* the one state.json save that may be under way */
+    bool save_done;       /* it completed (save_err.code: how) */
     fhirsync_error save_err;
     fs_bulk_file *settled_head, *settled_tail;
     void (*wake)(void *);
     void *wake_arg;
-    bool threaded;                 /* the threads run (else everything runs inline) */
+    bool threaded; /* the threads run (else everything runs inline) */
 };
 
 /* ---- the partial file ----------------------------------------------------------------------- */
@@ -293,8 +293,8 @@ static bool copy_range(int in_fd, int out_fd, uint64_t from, uint64_t to, char *
 static bool quarantine_record(int q_fd, const fs_bulk_file *f, uint64_t line, const char *reason,
                               int in_fd, uint64_t offset, uint64_t len)
 {
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s}", "file", f->name, "url", f->url,
-                            "type", f->type, "line", (json_int_t)line, "reason", reason);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:I, s:s}", "file", f->name, "url", f->url, "type",
+                            f->type, "line", (json_int_t)line, "reason", reason);
     if (!rec)
         return false;
     bool ok = true;
@@ -321,7 +321,8 @@ static bool quarantine_record(int q_fd, const fs_bulk_file *f, uint64_t line, co
         fs_free(text);
     }
     char *line_text = ok ? fs_json_dump(rec) : NULL;
-    ok = line_text && fs_write_all(q_fd, line_text, strlen(line_text)) && fs_write_all(q_fd, "\n", 1);
+    ok = line_text && fs_write_all(q_fd, line_text, strlen(line_text)) &&
+         fs_write_all(q_fd, "\n", 1);
     fs_free(line_text);
     json_decref(rec);
     return ok;
@@ -432,8 +433,10 @@ static fhirsync_code filter_copy(fhirsync_export *ex, fs_bulk_file *f, fhirsync_
         io_ok = fs_write_all(out_fd, "\n", 1);
     if (io_ok && f->mismatch) {
         char reason[160];
-        snprintf(reason, sizeof reason, "count mismatch: the manifest says %lld, the file has "
-                 "%llu line(s)", (long long)f->pub.manifest_count, (unsigned long long)f->lines);
+        snprintf(reason, sizeof reason,
+                 "count mismatch: the manifest says %lld, the file has "
+                 "%llu line(s)",
+                 (long long)f->pub.manifest_count, (unsigned long long)f->lines);
         io_ok = quarantine_record(q_fd, f, 0, reason, -1, 0, 0);
     }
     if (!io_ok || fsync(out_fd) != 0 || fsync(q_fd) != 0) {
@@ -583,8 +586,8 @@ static void process(fs_bulk_writer *w, int which, fs_bulk_item *it)
     fs_bulk_file *f = it->f;
     if (!f) {
         fhirsync_error e = {0};
-        fhirsync_code rc = fs_bulk_write_atomic(w->ex->dir, FS_BULK_STATE_FILE, it->text,
-                                                strlen(it->text), &e);
+        fhirsync_code rc =
+            fs_bulk_write_atomic(w->ex->dir, FS_BULK_STATE_FILE, it->text, strlen(it->text), &e);
         fs_free(it->text);
         it->text = NULL;
         pthread_mutex_lock(&w->lock);
@@ -694,7 +697,7 @@ fhirsync_code fs_bulk_writer_new(fhirsync_export *ex, int parallel, void (*wake)
     if (!w->threaded) {
         fs_bulk_writer_stop(w);
         fs_log(FHIRSYNC_LOG_WARN, "export: cannot start the writer threads; checking and writing "
-               "on the download thread");
+                                  "on the download thread");
     }
     *out = w;
     return FHIRSYNC_OK;

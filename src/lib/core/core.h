@@ -93,7 +93,7 @@ void fs_secure_heap_init(void);
 
 /* ---- growable buffer ------------------------------------------------------------------------- */
 typedef struct fs_buf {
-    char *data;   /* always NUL-terminated when non-NULL */
+    char *data; /* always NUL-terminated when non-NULL */
     size_t len;
     size_t cap;
 } fs_buf;
@@ -125,8 +125,8 @@ char *fs_b64_encode(const unsigned char *data, size_t len);
 bool fs_b64_decode(const char *text, size_t text_len, unsigned char **out, size_t *out_len);
 
 /* ---- strings --------------------------------------------------------------------------------- */
-bool fs_streq(const char *a, const char *b);            /* NULL-safe */
-bool fs_strcaseeq(const char *a, const char *b);        /* NULL-safe, ASCII case-insensitive */
+bool fs_streq(const char *a, const char *b);     /* NULL-safe */
+bool fs_strcaseeq(const char *a, const char *b); /* NULL-safe, ASCII case-insensitive */
 bool fs_starts_with(const char *s, const char *prefix);
 /* Constant-time comparison of two equal-length byte strings; false when lengths differ. */
 bool fs_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);

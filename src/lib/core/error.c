@@ -46,8 +46,8 @@ const char *fhirsync_strerror(fhirsync_code code)
     return "unknown error";
 }
 
-__attribute__((format(printf, 2, 0))) static void set_message(fhirsync_error *err,
-                                                          const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void set_message(fhirsync_error *err, const char *fmt,
+                                                              va_list ap)
 {
     char raw[sizeof err->message];
     vsnprintf(raw, sizeof raw, fmt, ap);
@@ -56,7 +56,8 @@ __attribute__((format(printf, 2, 0))) static void set_message(fhirsync_error *er
         if ((unsigned char)*p < 0x20)
             *p = ' ';
     char *red = fs_redact(raw);
-    snprintf(err->message, sizeof err->message, "%s", red ? red : "(message withheld: out of memory)");
+    snprintf(err->message, sizeof err->message, "%s",
+             red ? red : "(message withheld: out of memory)");
     fs_free(red);
 }
 

@@ -90,11 +90,13 @@ static bool plain_word(const char *p)
     return n > 0 && (p[n] == '\0' || strchr("&,;\"'}) \t\r\n.", p[n]));
 }
 
+/* clang-format off */
 static const char *const sensitive_names[] = {
     "proxy-authorization", "authorization", "access_token", "refresh_token", "id_token",
     "client_assertion", "assertion", "client_secret", "password", "passwd", "secret",
     "x-api-key",
 };
+/* clang-format on */
 
 static bool is_ident(char c)
 {

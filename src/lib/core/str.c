@@ -58,4 +58,3 @@ char *fs_random_id(size_t nbytes)
     OPENSSL_cleanse(raw, sizeof raw);
     return id;
 }
-

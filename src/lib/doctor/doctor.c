@@ -192,7 +192,8 @@ static fhirsync_smart_config *check_discovery(doctor *d, fhirsync_alg alg, bool 
     fs_buf_append_str(&detail, "\ncapabilities: ");
     list_join(&detail, &smart->capabilities);
     fs_buf_printf(&detail, "\nscope syntax: SMART v%d", smart->scope_version);
-    if (smart->grant_types.count && !fhirsync_strlist_has(&smart->grant_types, "client_credentials")) {
+    if (smart->grant_types.count &&
+        !fhirsync_strlist_has(&smart->grant_types, "client_credentials")) {
         st = FHIRSYNC_CHECK_WARN;
         fs_buf_append_str(&hint, "- the server does not list client_credentials: it may not "
                                  "support backend services at this base URL\n");
@@ -215,8 +216,10 @@ static fhirsync_smart_config *check_discovery(doctor *d, fhirsync_alg alg, bool 
     if (override && strcmp(override, smart->token_endpoint) != 0) {
         if (st == FHIRSYNC_CHECK_OK)
             st = FHIRSYNC_CHECK_WARN;
-        fs_buf_printf(&hint, "- token_url (%s) differs from the discovered token endpoint; the "
-                             "assertion's aud will be token_url\n", override);
+        fs_buf_printf(&hint,
+                      "- token_url (%s) differs from the discovered token endpoint; the "
+                      "assertion's aud will be token_url\n",
+                      override);
     }
     if (st == FHIRSYNC_CHECK_FAIL)
         fail(d, "discovery", FHIRSYNC_E_AUTH, detail.data, hint.data);
@@ -302,8 +305,10 @@ static fhirsync_key *check_key(doctor *d, fhirsync_alg *alg_out)
     fhirsync_check_status st = FHIRSYNC_CHECK_OK;
     if (alg == FHIRSYNC_ALG_NONE || !fhirsync_key_fits_alg(key, alg)) {
         st = FHIRSYNC_CHECK_FAIL;
-        fs_buf_printf(&hint, "- the key cannot sign %s: use a key of the right type or change "
-                             "alg\n", alg_name ? alg_name : "?");
+        fs_buf_printf(&hint,
+                      "- the key cannot sign %s: use a key of the right type or change "
+                      "alg\n",
+                      alg_name ? alg_name : "?");
     }
     if (strcmp(d->vendor, "eclinicalworks") == 0 && alg != FHIRSYNC_ALG_RS384) {
         st = FHIRSYNC_CHECK_FAIL;
@@ -313,8 +318,10 @@ static fhirsync_key *check_key(doctor *d, fhirsync_alg *alg_out)
                alg == FHIRSYNC_ALG_PS384 || alg == FHIRSYNC_ALG_ES256) {
         if (st == FHIRSYNC_CHECK_OK)
             st = FHIRSYNC_CHECK_WARN;
-        fs_buf_printf(&hint, "- %s is not a SMART algorithm: servers must accept RS384 and "
-                             "ES384, and many accept nothing else\n", fhirsync_alg_name(alg));
+        fs_buf_printf(&hint,
+                      "- %s is not a SMART algorithm: servers must accept RS384 and "
+                      "ES384, and many accept nothing else\n",
+                      fhirsync_alg_name(alg));
     }
     if (strcmp(d->vendor, "epic") == 0 && fhirsync_key_type_of(key) == FHIRSYNC_KEY_EC &&
         !fhirsync_endpoint_get(d->ep, "jku")) {
@@ -408,8 +415,7 @@ static void check_registered_jwks(doctor *d, const fhirsync_key *key)
     size_t matches = 0, i;
     json_t *jwk;
     bool same_key = false;
-    json_array_foreach(keys, i, jwk)
-    {
+    json_array_foreach (keys, i, jwk) {
         if (!fs_streq(fs_json_str(jwk, "kid"), our_kid))
             continue;
         matches++;
@@ -425,8 +431,7 @@ static void check_registered_jwks(doctor *d, const fhirsync_key *key)
              json_array_size(keys), our_kid, matches,
              matches && same_key ? " with the same public key" : "");
     if (!json_is_array(keys)) {
-        fail(d, "registered JWKS", FHIRSYNC_E_JSON, detail,
-             "- the document has no \"keys\" array");
+        fail(d, "registered JWKS", FHIRSYNC_E_JSON, detail, "- the document has no \"keys\" array");
     } else if (matches == 0) {
         fail(d, "registered JWKS", FHIRSYNC_E_AUTH, detail,
              "- the server cannot verify your assertion: register the JWKS of this key "
@@ -495,7 +500,8 @@ static void show_assertion(doctor *d, fhirsync_auth *auth, const char *token_url
 static void causes_for(doctor *d, const char *oauth_error, fs_buf *hint)
 {
     if (strcmp(oauth_error, "invalid_client") == 0) {
-        fs_buf_append_str(hint,
+        fs_buf_append_str(
+            hint,
             "- client_id unknown to this server, or not registered for backend services "
             "(system access)\n"
             "- the app is not activated/mapped at this practice or organization yet\n"
@@ -506,20 +512,22 @@ static void causes_for(doctor *d, const char *oauth_error, fs_buf *hint)
             "- aud not exactly the token URL; iss/sub not the client_id\n"
             "- clock skew (iat/nbf in the future, exp more than 5 minutes ahead)\n");
     } else if (strcmp(oauth_error, "invalid_scope") == 0) {
-        fs_buf_append_str(hint,
-            "- a requested scope is not granted to this client: compare scope with the "
-            "registration (v1 system/*.read vs v2 system/*.rs syntax)\n");
+        fs_buf_append_str(
+            hint, "- a requested scope is not granted to this client: compare scope with the "
+                  "registration (v1 system/*.read vs v2 system/*.rs syntax)\n");
     } else if (strcmp(oauth_error, "invalid_grant") == 0) {
-        fs_buf_append_str(hint,
+        fs_buf_append_str(
+            hint,
             "- the assertion's claims were refused (exp/iat, jti reuse) or the scopes are not "
             "allowed for this client\n");
     } else if (strcmp(oauth_error, "unsupported_grant_type") == 0 ||
                strcmp(oauth_error, "unauthorized_client") == 0) {
-        fs_buf_append_str(hint,
-            "- the client is not allowed client_credentials: register it as a backend "
-            "(system) app, not a user-facing one\n");
+        fs_buf_append_str(
+            hint, "- the client is not allowed client_credentials: register it as a backend "
+                  "(system) app, not a user-facing one\n");
     } else if (strcmp(oauth_error, "invalid_request") == 0) {
-        fs_buf_append_str(hint,
+        fs_buf_append_str(
+            hint,
             "- the server found the request malformed: check token_url is the token endpoint\n");
     } else {
         fs_buf_append_str(hint, "- read the server's answer above; see docs/ for the common "

@@ -669,8 +669,7 @@ static bool entry_element(scanner *sc, size_t index, void *ctx)
     walk *w = ctx;
     fs_bundle_scan *out = w->out;
     while (index >= out->cap_entries) { /* elements come one by one: one doubling at most */
-        fs_bundle_entry *grown =
-            fs_array_grow(out->entries, &out->cap_entries, sizeof *grown, 128);
+        fs_bundle_entry *grown = fs_array_grow(out->entries, &out->cap_entries, sizeof *grown, 128);
         if (!grown)
             return fail(sc, FS_SPAN_NOMEM, "out of memory");
         out->entries = grown;

@@ -207,8 +207,7 @@ fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detai
     case CURLE_SSL_INVALIDCERTSTATUS:
         return fs_err(err, FHIRSYNC_E_TLS, "TLS with %s failed: %s", url, why);
     case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-        return fs_err(err, FHIRSYNC_E_URL, "cannot use URL %s: %s", url, why);
+    case CURLE_URL_MALFORMAT: return fs_err(err, FHIRSYNC_E_URL, "cannot use URL %s: %s", url, why);
     case CURLE_BAD_CONTENT_ENCODING:
         return fs_err(err, bad_encoding, "bad content encoding from %s: %s", url, why);
     case CURLE_OUT_OF_MEMORY:
@@ -220,8 +219,7 @@ fhirsync_code fs_http_curl_error(CURLcode cc, const char *url, const char *detai
                       "%d-byte header line cap (or, rarely, memory ran out)%s%s",
                       url, FS_HTTP_MAX_HEADER_LINE, detail && *detail ? ": " : "",
                       detail ? detail : "");
-    default:
-        return fs_err(err, FHIRSYNC_E_NETWORK, "network error with %s: %s", url, why);
+    default: return fs_err(err, FHIRSYNC_E_NETWORK, "network error with %s: %s", url, why);
     }
 }
 
@@ -278,8 +276,8 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
     char *auth = NULL;
     fhirsync_code rc = FHIRSYNC_OK;
     char errbuf[CURL_ERROR_SIZE] = "";
-    transfer t = {.req = req, .resp = resp,
-                  .max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY};
+    transfer t = {
+        .req = req, .resp = resp, .max_body = req->max_body ? req->max_body : DEFAULT_MAX_BODY};
 
     bool attach = false;
     if (req->bearer_token && req->token_origin &&
@@ -383,10 +381,11 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
     resp->total_time_s += total;
     long version = 0;
     curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
-    resp->http_version = version == CURL_HTTP_VERSION_2_0 ? "2"
-                         : version == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1";
-    fs_log(FHIRSYNC_LOG_DEBUG, "http: %ld from %s (%.3f s, %zu bytes buffered)", status, url,
-           total, resp->body.len);
+    resp->http_version = version == CURL_HTTP_VERSION_2_0   ? "2"
+                         : version == CURL_HTTP_VERSION_1_0 ? "1.0"
+                                                            : "1.1";
+    fs_log(FHIRSYNC_LOG_DEBUG, "http: %ld from %s (%.3f s, %zu bytes buffered)", status, url, total,
+           resp->body.len);
 out:
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
@@ -419,8 +418,7 @@ fhirsync_code fs_http_perform(fs_http *http, const fs_http_request *req, fs_http
         if (rc != FHIRSYNC_OK)
             goto out;
         const char *location = fs_http_header_get(resp, "Location");
-        if (!fs_http_is_redirect(resp->status) || req->redirects == FS_REDIRECT_NONE ||
-            !location)
+        if (!fs_http_is_redirect(resp->status) || req->redirects == FS_REDIRECT_NONE || !location)
             break;
         char *next = NULL;
         rc = fs_url_resolve(url, location, false, &next, err);
@@ -491,6 +489,6 @@ void fs_http_describe(const fs_http_response *resp, const char *url, char *buf, 
         return;
     }
     int shown = (int)(resp->body.len - i > 300 ? 300 : resp->body.len - i);
-    snprintf(buf, size, "HTTP %ld from %s: %.*s%s", resp->status, url, shown,
-             resp->body.data + i, resp->body.len - i > 300 ? "..." : "");
+    snprintf(buf, size, "HTTP %ld from %s: %.*s%s", resp->status, url, shown, resp->body.data + i,
+             resp->body.len - i > 300 ? "..." : "");
 }

@@ -53,21 +53,21 @@ typedef enum fs_redirect_policy {
 typedef bool (*fs_http_sink)(const char *data, size_t len, void *userdata);
 
 typedef struct fs_http_request {
-    const char *method;               /* "GET" (default when NULL), "POST", "DELETE" */
+    const char *method; /* "GET" (default when NULL), "POST", "DELETE" */
     const char *url;
-    const char *const *headers;       /* NULL-terminated "Name: value" list, may be NULL */
-    const char *body;                 /* request body, may be NULL */
+    const char *const *headers; /* NULL-terminated "Name: value" list, may be NULL */
+    const char *body;           /* request body, may be NULL */
     size_t body_len;
-    const char *bearer_token;         /* attached as Authorization: Bearer only when the URL's */
-    const char *token_origin;         /*   origin equals token_origin's origin */
+    const char *bearer_token; /* attached as Authorization: Bearer only when the URL's */
+    const char *token_origin; /*   origin equals token_origin's origin */
     fs_redirect_policy redirects;
-    size_t max_body;                  /* cap for a buffered body; 0 = 1 MiB */
-    long connect_timeout_s;           /* 0 = 10 */
-    long timeout_s;                   /* 0 = 120 */
-    const char *ca_file;              /* extra CA bundle (verification stays on), may be NULL */
-    fs_http_sink sink;                /* when set, a 2xx body is streamed here, not buffered */
+    size_t max_body;        /* cap for a buffered body; 0 = 1 MiB */
+    long connect_timeout_s; /* 0 = 10 */
+    long timeout_s;         /* 0 = 120 */
+    const char *ca_file;    /* extra CA bundle (verification stays on), may be NULL */
+    fs_http_sink sink;      /* when set, a 2xx body is streamed here, not buffered */
     void *sink_userdata;
-    int64_t range_from;               /* > 0: ask for bytes from this offset (Range) */
+    int64_t range_from; /* > 0: ask for bytes from this offset (Range) */
 } fs_http_request;
 
 typedef struct fs_http_header {
@@ -77,16 +77,16 @@ typedef struct fs_http_header {
 
 typedef struct fs_http_response {
     long status;
-    fs_buf body;                      /* buffered body (also for non-2xx when streaming) */
-    fs_http_header *headers;          /* of the final response */
+    fs_buf body;             /* buffered body (also for non-2xx when streaming) */
+    fs_http_header *headers; /* of the final response */
     size_t header_count;
-    char *effective_url;              /* URL of the final response after redirects */
+    char *effective_url; /* URL of the final response after redirects */
     int redirects_followed;
-    bool token_sent;                  /* whether the final request carried the bearer token */
-    bool request_sent;                /* whether any byte of the last request left this host
-                                         (false: it never reached the server, safe to repeat) */
+    bool token_sent;   /* whether the final request carried the bearer token */
+    bool request_sent; /* whether any byte of the last request left this host
+                          (false: it never reached the server, safe to repeat) */
     double total_time_s;
-    const char *http_version;         /* "1.1", "2" */
+    const char *http_version; /* "1.1", "2" */
 } fs_http_response;
 
 typedef struct fs_http fs_http;

@@ -19,15 +19,15 @@
 #define RECEIVE_BUFFER (256 * 1024)
 
 typedef struct transfer {
-    struct transfer *next;          /* in the running list or the finished queue */
+    struct transfer *next; /* in the running list or the finished queue */
     fs_multi *m;
     CURL *easy;
     struct curl_slist *slist;
     /* the request (copies) */
-    char *url;                      /* of the current hop */
+    char *url; /* of the current hop */
     char **headers;
     size_t header_count;
-    char *token;                    /* secret */
+    char *token; /* secret */
     char *token_origin;
     fs_redirect_policy redirects;
     int64_t range_from;
@@ -100,8 +100,9 @@ static bool headers_complete(transfer *t)
     t->is_final = true;
     long version = 0;
     curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version);
-    t->resp.http_version = version == CURL_HTTP_VERSION_2_0 ? "2"
-                           : version == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1";
+    t->resp.http_version = version == CURL_HTTP_VERSION_2_0   ? "2"
+                           : version == CURL_HTTP_VERSION_1_0 ? "1.0"
+                                                              : "1.1";
     if (!t->resp.effective_url) {
         t->resp.effective_url = fs_strdup(t->url);
         if (!t->resp.effective_url) {
@@ -288,8 +289,8 @@ static bool follow(transfer *t)
     }
     if (t->redirects == FS_REDIRECT_SAME_ORIGIN && !same) {
         t->code = fs_err_http(&t->err, FHIRSYNC_E_REDIRECT, status,
-                              "refused to follow a redirect from %s to another origin (%s)",
-                              t->url, next);
+                              "refused to follow a redirect from %s to another origin (%s)", t->url,
+                              next);
         fs_free(next);
         return false;
     }
@@ -302,9 +303,9 @@ static bool follow(transfer *t)
         }
     }
     if (t->visited_count >= MAX_REDIRECTS) {
-        t->code = fs_err_http(&t->err, FHIRSYNC_E_REDIRECT, status,
-                              "too many redirects (more than %d) from %s", MAX_REDIRECTS,
-                              t->visited[0]);
+        t->code =
+            fs_err_http(&t->err, FHIRSYNC_E_REDIRECT, status,
+                        "too many redirects (more than %d) from %s", MAX_REDIRECTS, t->visited[0]);
         fs_free(next);
         return false;
     }

@@ -27,33 +27,33 @@ typedef bool (*fs_multi_response_cb)(void *userdata, const fs_http_response *res
 
 typedef struct fs_multi_request {
     const char *url;
-    const char *const *headers;   /* NULL-terminated "Name: value" lines, may be NULL */
-    const char *bearer_token;     /* attached only on hops whose origin is token_origin's */
+    const char *const *headers; /* NULL-terminated "Name: value" lines, may be NULL */
+    const char *bearer_token;   /* attached only on hops whose origin is token_origin's */
     const char *token_origin;
     fs_redirect_policy redirects;
-    int64_t range_from;           /* > 0: "Range: bytes=N-" (the answer may be 206 or 200) */
-    bool identity;                /* no Accept-Encoding (a Range applies to the encoded bytes) */
-    long connect_timeout_s;       /* 0: 10 */
-    long stall_timeout_s;         /* abort when fewer than stall_bytes_per_s bytes a second
-                                     arrived for this long; 0: 120 */
-    long stall_bytes_per_s;       /* the speed below which a transfer stalls; 0: 1 (abort only
-                                     when no byte arrives) */
-    const char *ca_file;          /* extra CA bundle (verification stays on), may be NULL */
-    size_t max_body;              /* cap of a buffered body (non-2xx, or 2xx without a sink);
-                                     0: 64 KiB. Beyond it the body is cut, not an error */
+    int64_t range_from;     /* > 0: "Range: bytes=N-" (the answer may be 206 or 200) */
+    bool identity;          /* no Accept-Encoding (a Range applies to the encoded bytes) */
+    long connect_timeout_s; /* 0: 10 */
+    long stall_timeout_s;   /* abort when fewer than stall_bytes_per_s bytes a second
+                               arrived for this long; 0: 120 */
+    long stall_bytes_per_s; /* the speed below which a transfer stalls; 0: 1 (abort only
+                               when no byte arrives) */
+    const char *ca_file;    /* extra CA bundle (verification stays on), may be NULL */
+    size_t max_body;        /* cap of a buffered body (non-2xx, or 2xx without a sink);
+                               0: 64 KiB. Beyond it the body is cut, not an error */
     fs_multi_response_cb on_response; /* may be NULL */
-    fs_http_sink sink;            /* the 2xx body of the final response; NULL: buffered */
-    void *userdata;               /* handed to on_response and sink, and returned when done */
+    fs_http_sink sink;                /* the 2xx body of the final response; NULL: buffered */
+    void *userdata;                   /* handed to on_response and sink, and returned when done */
 } fs_multi_request;
 
 /* A finished transfer. */
 typedef struct fs_multi_done {
     void *userdata;
-    fhirsync_code code;           /* FHIRSYNC_OK when a final HTTP response arrived whole,
-                                     whatever its status; else the transport error (err) */
+    fhirsync_code code; /* FHIRSYNC_OK when a final HTTP response arrived whole,
+                           whatever its status; else the transport error (err) */
     fhirsync_error err;
-    fs_http_response resp;        /* the caller's: fs_http_response_clear() it */
-    uint64_t body_bytes;          /* body bytes of the final response (after decoding) */
+    fs_http_response resp; /* the caller's: fs_http_response_clear() it */
+    uint64_t body_bytes;   /* body bytes of the final response (after decoding) */
 } fs_multi_done;
 
 /* A new engine. `user_agent` is copied (NULL: "fhirsync/VERSION"). NULL on out of memory. */

@@ -25,19 +25,18 @@ json_t *fs_jwk_public(EVP_PKEY *pkey, const char *kid, fhirsync_alg alg, fhirsyn
 
 /* A decoded JWS compact serialization. All members owned by the struct. */
 typedef struct fs_jws {
-    json_t *header;          /* parsed protected header */
-    json_t *claims;          /* parsed payload (must be a JSON object) */
-    char *signing_input;     /* "b64header.b64payload" */
+    json_t *header;      /* parsed protected header */
+    json_t *claims;      /* parsed payload (must be a JSON object) */
+    char *signing_input; /* "b64header.b64payload" */
     unsigned char *signature;
     size_t signature_len;
-    fhirsync_alg alg;        /* from the header; NONE if unknown/unsupported */
-    const char *kid;         /* borrowed from header, may be NULL */
+    fhirsync_alg alg; /* from the header; NONE if unknown/unsupported */
+    const char *kid;  /* borrowed from header, may be NULL */
 } fs_jws;
 
 /* Split and decode a compact JWS (3 parts, base64url, JSON header and payload), capped at
  * `max_len` bytes. Does not verify the signature. FHIRSYNC_E_JSON / FHIRSYNC_E_KEY on bad input. */
-fhirsync_code fs_jws_decode(const char *compact, size_t max_len, fs_jws *out,
-                            fhirsync_error *err);
+fhirsync_code fs_jws_decode(const char *compact, size_t max_len, fs_jws *out, fhirsync_error *err);
 void fs_jws_clear(fs_jws *jws);
 
 /* Verify a decoded JWS with a public key: the algorithm must fit the key type (no alg confusion),

@@ -103,8 +103,7 @@ bool fs_json_array_has(const json_t *obj, const char *key, const char *value)
     json_t *arr = json_object_get(obj, key);
     size_t i;
     json_t *item;
-    json_array_foreach(arr, i, item)
-    {
+    json_array_foreach (arr, i, item) {
         if (fs_streq(json_string_value(item), value))
             return true;
     }

@@ -263,8 +263,10 @@ static bool resource_member(scanner *sc, unsigned depth, const raw_string *key, 
         return *sc->p == '{' ? scan_object(sc, depth + 1, meta_member, cap)
                              : skip_value(sc, depth + 1);
     }
-    int ref = KEY_IS(key, "subject") ? 0 : KEY_IS(key, "patient") ? 1
-              : KEY_IS(key, "beneficiary") ? 2 : -1;
+    int ref = KEY_IS(key, "subject")       ? 0
+              : KEY_IS(key, "patient")     ? 1
+              : KEY_IS(key, "beneficiary") ? 2
+                                           : -1;
     if (ref < 0)
         return skip_value(sc, depth + 1);
     static const unsigned ref_bits[3] = {SEEN_SUBJECT, SEEN_PATIENT, SEEN_BENEFICIARY};
@@ -442,13 +444,11 @@ const char *fs_store_scan_fields(const char *line, size_t len, fs_resource_field
         out->version_id_len = text_len;
     }
     if (cap.last_updated.is_string &&
-        resolve(&cap.last_updated, out->updated_buf, sizeof out->updated_buf, &text,
-                &text_len) &&
+        resolve(&cap.last_updated, out->updated_buf, sizeof out->updated_buf, &text, &text_len) &&
         text_len <= sizeof out->updated_buf) {
         out->last_updated = text;
         out->last_updated_len = text_len;
-        out->has_last_updated_ms = fs_store_parse_instant_ms(text, text_len,
-                                                             &out->last_updated_ms);
+        out->has_last_updated_ms = fs_store_parse_instant_ms(text, text_len, &out->last_updated_ms);
     }
 
     /* the patient compartment */
@@ -463,8 +463,7 @@ const char *fs_store_scan_fields(const char *line, size_t len, fs_resource_field
             continue;
         if (!resolve(ref, out->reference_buf, sizeof out->reference_buf, &text, &text_len))
             continue;
-        if (fs_store_patient_of_reference(text, text_len, &out->patient_id,
-                                          &out->patient_id_len))
+        if (fs_store_patient_of_reference(text, text_len, &out->patient_id, &out->patient_id_len))
             break;
     }
     return NULL;

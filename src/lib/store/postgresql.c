@@ -33,7 +33,8 @@
 #define MAX_PARAMS 16
 #define MAX_COLUMNS 16
 #define STAGE_ROWS 25000
-#define STAGE_SET_SIZE 65536 /* open addressing set of staged (type, id) hashes: > 2 x STAGE_ROWS */
+/* open addressing set of staged (type, id) hashes: > 2 x STAGE_ROWS */
+#define STAGE_SET_SIZE 65536
 #define COPY_CHUNK (256 * 1024)
 
 #define OID_BOOL 16
@@ -265,8 +266,8 @@ static fhirsync_code merge_type(fhirsync_store *s, const fs_store_type *t, fhirs
     const char *params[2] = {fs_store_loaded_at(s), t->name};
     PGresult *res = PQexecParams(impl_of(s)->conn, sql.data, 2, NULL, params, NULL, NULL, 0);
     fs_buf_free(&sql);
-    fhirsync_code rc = res && result_ok(res) ? FHIRSYNC_OK
-                                             : result_error(s, res, "merging staged rows", err);
+    fhirsync_code rc =
+        res && result_ok(res) ? FHIRSYNC_OK : result_error(s, res, "merging staged rows", err);
     PQclear(res);
     return rc;
 }
@@ -321,8 +322,8 @@ static fhirsync_code start_copy(fhirsync_store *s, const fs_store_type *direct, 
     impl->copy_table = direct ? (int)direct->slot : -1;
     impl->copy.len = 0;
     /* signature, flags, header extension length */
-    static const char signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n',
-                                       '\0'};
+    static const char signature[11] = {'P',  'G',    'C',  'O',  'P', 'Y',
+                                       '\n', '\377', '\r', '\n', '\0'};
     if (!fs_buf_append(&impl->copy, signature, sizeof signature) || !put_u32(&impl->copy, 0) ||
         !put_u32(&impl->copy, 0)) {
         (void)end_copy(s, true, NULL);
@@ -370,7 +371,8 @@ static fhirsync_code stage(fhirsync_store *s, fs_store_type *t, const fs_resourc
         listed = impl->staged_types[i] == t->slot;
     if (!listed) {
         if (impl->staged_type_count == impl->staged_type_cap) {
-            unsigned *grown = fs_array_grow(impl->staged_types, &impl->staged_type_cap, sizeof *grown, 8);
+            unsigned *grown =
+                fs_array_grow(impl->staged_types, &impl->staged_type_cap, sizeof *grown, 8);
             if (!grown)
                 return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
             impl->staged_types = grown;
@@ -603,8 +605,8 @@ static fhirsync_code pg_exec(fhirsync_store *s, const char *sql, bool cache,
     pg_params pp;
     fill_params(&pp, params, nparams);
     if (!cb) {
-        PGresult *res = PQexecParams(impl->conn, text, nparams, pp.types, pp.values, pp.lengths,
-                                     pp.formats, 0);
+        PGresult *res =
+            PQexecParams(impl->conn, text, nparams, pp.types, pp.values, pp.lengths, pp.formats, 0);
         if (res && result_ok(res)) {
             if (changes)
                 *changes = strtoll(PQcmdTuples(res), NULL, 10);
@@ -738,14 +740,21 @@ static fhirsync_code pg_put(fhirsync_store *s, fs_store_type *t, const fs_resour
                              fs_store_loaded_at(s),
                              run_id > 0 ? run : NULL,
                              f->has_nul_escape ? "f" : "t"};
-    int lengths[9] = {(int)f->id_len, (int)f->version_id_len, (int)f->last_updated_len, 0,
-                      (int)f->patient_id_len, (int)len, 0, 0, 0};
+    int lengths[9] = {(int)f->id_len,
+                      (int)f->version_id_len,
+                      (int)f->last_updated_len,
+                      0,
+                      (int)f->patient_id_len,
+                      (int)len,
+                      0,
+                      0,
+                      0};
     int formats[9] = {1, 1, 1, 0, 1, 1, 0, 0, 0};
     PGresult *res = PQexecPrepared(impl_of(s)->conn, name, 9, values, lengths, formats, 0);
     if (res && result_ok(res)) {
         if (outcome)
-            *outcome = strcmp(PQcmdTuples(res), "0") == 0 ? FHIRSYNC_PUT_KEPT_NEWER
-                                                         : FHIRSYNC_PUT_STORED;
+            *outcome =
+                strcmp(PQcmdTuples(res), "0") == 0 ? FHIRSYNC_PUT_KEPT_NEWER : FHIRSYNC_PUT_STORED;
     } else {
         rc = result_error(s, res, "storing a resource", err);
     }
@@ -814,8 +823,8 @@ static void pg_lock_release(fhirsync_store *s, fs_store_lock *l)
     snprintf(text, sizeof text, "%lld", (long long)(int64_t)l->key);
     const char *values[1] = {text};
     Oid types[1] = {OID_INT8};
-    PQclear(PQexecParams(impl->conn, "SELECT pg_advisory_unlock($1)", 1, types, values, NULL, NULL,
-                         0));
+    PQclear(
+        PQexecParams(impl->conn, "SELECT pg_advisory_unlock($1)", 1, types, values, NULL, NULL, 0));
 }
 
 static void pg_lock_holder(fhirsync_store *s, const fs_store_lock *l, char *buf, size_t size)
@@ -835,8 +844,7 @@ static void pg_lock_holder(fhirsync_store *s, const fs_store_lock *l, char *buf,
                                  2, NULL, values, NULL, NULL, 0);
     if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
         snprintf(buf, size, "database session pid %s from %s%s%s", PQgetvalue(res, 0, 0),
-                 PQgetvalue(res, 0, 1), *PQgetvalue(res, 0, 2) ? ", " : "",
-                 PQgetvalue(res, 0, 2));
+                 PQgetvalue(res, 0, 1), *PQgetvalue(res, 0, 2) ? ", " : "", PQgetvalue(res, 0, 2));
     PQclear(res);
 }
 
@@ -993,8 +1001,7 @@ static fhirsync_code pg_open(fhirsync_store *s, const char *location, fhirsync_e
         PQclear(res);
     }
     if (s->flags & FHIRSYNC_STORE_READONLY)
-        return command(s, "SET default_transaction_read_only = on", "setting up the session",
-                       err);
+        return command(s, "SET default_transaction_read_only = on", "setting up the session", err);
     /* the bulk path's staging table: private to the session, gone with it */
     return command(s,
                    "CREATE TEMP TABLE IF NOT EXISTS fhirsync_staging ("

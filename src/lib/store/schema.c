@@ -18,6 +18,7 @@
 #include "store/store_internal.h"
 
 /* Tables that exist from version 1, so that the views over them can too. */
+/* clang-format off */
 static const char *const common_types[] = {
     "Patient",          "Observation",       "Condition",         "Encounter",
     "Procedure",        "Immunization",      "MedicationRequest", "AllergyIntolerance",
@@ -26,6 +27,7 @@ static const char *const common_types[] = {
     "Practitioner",     "PractitionerRole",  "Provenance",        "Medication",
     "Coverage",         "Claim",             "ExplanationOfBenefit", "ImagingStudy",
     NULL};
+/* clang-format on */
 
 /* ---- version 1 ------------------------------------------------------------------------------- */
 
@@ -490,8 +492,7 @@ fhirsync_code fs_schema_migrate(fhirsync_store *s, fhirsync_error *err)
     if (s->flags & FHIRSYNC_STORE_READONLY) {
         if (version == 0)
             return fs_err(err, FHIRSYNC_E_STORE,
-                          "%s is not a fhirsync store (no schema): run a sync first",
-                          s->location);
+                          "%s is not a fhirsync store (no schema): run a sync first", s->location);
         s->schema_version = (int)version;
         return FHIRSYNC_OK;
     }
@@ -516,8 +517,8 @@ fhirsync_code fs_schema_migrate(fhirsync_store *s, fhirsync_error *err)
                                 err);
         /* someone may have migrated while we waited for the lock */
         if (rc == FHIRSYNC_OK)
-            rc = s->ops->exec(s, "SELECT coalesce(max(version), 0) FROM schema_version", true,
-                              NULL, 0, read_int, &version, NULL, err);
+            rc = s->ops->exec(s, "SELECT coalesce(max(version), 0) FROM schema_version", true, NULL,
+                              0, read_int, &version, NULL, err);
         if (rc == FHIRSYNC_OK && version > fs_schema_current())
             rc = too_new(s, version, err);
         const migration *next = NULL;
@@ -527,8 +528,7 @@ fhirsync_code fs_schema_migrate(fhirsync_store *s, fhirsync_error *err)
         if (rc == FHIRSYNC_OK && next) {
             rc = apply(s, next, err);
             if (rc != FHIRSYNC_OK)
-                fs_err_prefix(err, "migrating %s to schema version %d", s->location,
-                              next->version);
+                fs_err_prefix(err, "migrating %s to schema version %d", s->location, next->version);
         }
         if (rc == FHIRSYNC_OK)
             rc = s->ops->commit(s, err);
@@ -537,8 +537,8 @@ fhirsync_code fs_schema_migrate(fhirsync_store *s, fhirsync_error *err)
         if (rc != FHIRSYNC_OK)
             return rc;
         if (next) {
-            fs_log(FHIRSYNC_LOG_INFO, "store %s: schema migrated to version %d (%s)",
-                   s->location, next->version, next->description);
+            fs_log(FHIRSYNC_LOG_INFO, "store %s: schema migrated to version %d (%s)", s->location,
+                   next->version, next->description);
             version = next->version;
         }
     }

@@ -80,8 +80,8 @@ static fhirsync_code prepare(fhirsync_store *s, const char *sql, bool persistent
     return FHIRSYNC_OK;
 }
 
-static fhirsync_code bind(fhirsync_store *s, sqlite3_stmt *stmt, const fs_sql_value *params,
-                          int n, fhirsync_error *err)
+static fhirsync_code bind(fhirsync_store *s, sqlite3_stmt *stmt, const fs_sql_value *params, int n,
+                          fhirsync_error *err)
 {
     for (int i = 0; i < n; i++) {
         const fs_sql_value *v = &params[i];
@@ -256,22 +256,21 @@ static fhirsync_code prepare_put(fhirsync_store *s, fs_store_type *t, fhirsync_e
     snprintf(stored_version, sizeof stored_version, "%s.version_id", quoted);
     fs_buf sql;
     fs_buf_init(&sql);
-    bool ok = fs_buf_printf(
-                  &sql,
-                  "INSERT INTO %s (id, version_id, last_updated, last_updated_ms, patient_id,"
-                  " raw, loaded_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                  " ON CONFLICT (id) DO UPDATE SET version_id = excluded.version_id,"
-                  " last_updated = excluded.last_updated,"
-                  " last_updated_ms = excluded.last_updated_ms,"
-                  " patient_id = excluded.patient_id, raw = excluded.raw,"
-                  " loaded_at = excluded.loaded_at, run_id = excluded.run_id"
-                  " WHERE NOT (coalesce(excluded.last_updated_ms < %s.last_updated_ms, false)"
-                  " OR (coalesce(excluded.last_updated_ms = %s.last_updated_ms, true)"
-                  " AND coalesce(",
-                  quoted, quoted, quoted) &&
-              append_version_number(&sql, "excluded.version_id") &&
-              fs_buf_append_str(&sql, " < ") && append_version_number(&sql, stored_version) &&
-              fs_buf_append_str(&sql, ", false)))");
+    bool ok =
+        fs_buf_printf(&sql,
+                      "INSERT INTO %s (id, version_id, last_updated, last_updated_ms, patient_id,"
+                      " raw, loaded_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                      " ON CONFLICT (id) DO UPDATE SET version_id = excluded.version_id,"
+                      " last_updated = excluded.last_updated,"
+                      " last_updated_ms = excluded.last_updated_ms,"
+                      " patient_id = excluded.patient_id, raw = excluded.raw,"
+                      " loaded_at = excluded.loaded_at, run_id = excluded.run_id"
+                      " WHERE NOT (coalesce(excluded.last_updated_ms < %s.last_updated_ms, false)"
+                      " OR (coalesce(excluded.last_updated_ms = %s.last_updated_ms, true)"
+                      " AND coalesce(",
+                      quoted, quoted, quoted) &&
+        append_version_number(&sql, "excluded.version_id") && fs_buf_append_str(&sql, " < ") &&
+        append_version_number(&sql, stored_version) && fs_buf_append_str(&sql, ", false)))");
     if (!ok) {
         fs_buf_free(&sql);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -326,8 +325,7 @@ static fhirsync_code sq_put(fhirsync_store *s, fs_store_type *t, const fs_resour
     if (rc != SQLITE_DONE)
         return db_error(s, rc, "storing a resource", err);
     if (outcome)
-        *outcome = sqlite3_changes(impl_of(s)->db) ? FHIRSYNC_PUT_STORED
-                                                   : FHIRSYNC_PUT_KEPT_NEWER;
+        *outcome = sqlite3_changes(impl_of(s)->db) ? FHIRSYNC_PUT_STORED : FHIRSYNC_PUT_KEPT_NEWER;
     return FHIRSYNC_OK;
 }
 
@@ -391,8 +389,8 @@ static fhirsync_code sq_lock_try(fhirsync_store *s, fs_store_lock *l, bool *acqu
     int fd = open(path.data, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
-        fhirsync_code rc = fs_err(err, FHIRSYNC_E_IO, "cannot open the lock file %s: %s",
-                                  path.data, strerror(e));
+        fhirsync_code rc =
+            fs_err(err, FHIRSYNC_E_IO, "cannot open the lock file %s: %s", path.data, strerror(e));
         fs_buf_free(&path);
         return rc;
     }
@@ -440,8 +438,8 @@ static fhirsync_code sq_now(fhirsync_store *s, int64_t *epoch, fhirsync_error *e
 
 /* Refuse what stmt_readonly lets through but a query must not do: attaching other files (which
  * would create them) and transaction control (which would leave a transaction open). */
-static int query_authorizer(void *userdata, int action, const char *a, const char *b,
-                            const char *c, const char *d)
+static int query_authorizer(void *userdata, int action, const char *a, const char *b, const char *c,
+                            const char *d)
 {
     (void)userdata;
     (void)a;

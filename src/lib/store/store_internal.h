@@ -1,7 +1,7 @@
-/* store/store_internal.h: the store's handle and its engines. sqlite.c and postgresql.c implement the
- * small vtable below: run one parameterised statement, transactions, the hot put path, OS/session
- * locks, the clock used for leases, and read-only user SQL. Everything that is the same on both
- * engines is written once above it, in the store's API files (store.c opening and closing,
+/* store/store_internal.h: the store's handle and its engines. sqlite.c and postgresql.c implement
+ * the small vtable below: run one parameterised statement, transactions, the hot put path,
+ * OS/session locks, the clock used for leases, and read-only user SQL. Everything that is the same
+ * on both engines is written once above it, in the store's API files (store.c opening and closing,
  * batch.c, types.c, resources.c, runs.c, endpoints.c, locks.c, queue.c, reconcile.c, report.c;
  * what they share is in shared.h). schema.c has the DDL of both engines and the migrations.
  *
@@ -95,15 +95,15 @@ typedef struct fs_store_ops fs_store_ops;
 struct fhirsync_store {
     const fs_store_ops *ops;
     fs_store_engine engine;
-    void *impl;          /* the engine's connection state */
-    char *location;      /* for display: path, or URL without password */
-    char *opened;        /* the location as given (may hold a password: wiped on close) */
-    unsigned flags;      /* FHIRSYNC_STORE_READONLY */
+    void *impl;     /* the engine's connection state */
+    char *location; /* for display: path, or URL without password */
+    char *opened;   /* the location as given (may hold a password: wiped on close) */
+    unsigned flags; /* FHIRSYNC_STORE_READONLY */
     int schema_version;
     bool in_batch;
-    bool bulk;           /* the open batch is a bulk load */
-    bool append;         /* ... of rows expected to be new (FHIRSYNC_STORE_APPEND) */
-    bool batch_failed;   /* a database error happened in the open batch */
+    bool bulk;         /* the open batch is a bulk load */
+    bool append;       /* ... of rows expected to be new (FHIRSYNC_STORE_APPEND) */
+    bool batch_failed; /* a database error happened in the open batch */
     fs_store_type *types;
     size_t type_count, type_cap, last_type;
     fs_store_lock *locks;
@@ -121,8 +121,8 @@ struct fs_store_ops {
     /* One statement; rows go to cb (may be NULL). `cache`: sql is a string literal the engine may
      * keep prepared. *changes (may be NULL): rows inserted/updated/deleted. */
     fhirsync_code (*exec)(fhirsync_store *s, const char *sql, bool cache,
-                          const fs_sql_value *params, int nparams, fs_sql_row_fn cb,
-                          void *userdata, int64_t *changes, fhirsync_error *err);
+                          const fs_sql_value *params, int nparams, fs_sql_row_fn cb, void *userdata,
+                          int64_t *changes, fhirsync_error *err);
     /* Several statements separated by ';', no parameters, no rows (DDL). */
     fhirsync_code (*script)(fhirsync_store *s, const char *sql, fhirsync_error *err);
     fhirsync_code (*begin)(fhirsync_store *s, fhirsync_error *err);

@@ -87,7 +87,6 @@ void fs_sync_finish_failed(fhirsync_sync *s, const char *why)
     s->status = FHIRSYNC_RUN_FAILED;
 }
 
-
 /* The running workers' runs among an endpoint's latest runs (collected first: the store cannot
  * run another query while it streams the runs). */
 typedef struct running_runs {

@@ -205,4 +205,3 @@ fhirsync_code fs_sync_plan_bulk_types(const fhirsync_endpoint *ep, char **out, c
     fs_free(granted);
     return rc;
 }
-

@@ -588,13 +588,13 @@ static fhirsync_code queue_files(worker *w, const fs_store_work_item *item, fhir
             json_array_append_new(types, json_string(f->type));
         (*nfiles)++;
     }
-    json_t *fin = rc == FHIRSYNC_OK
-                      ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
-                                  (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
-                                  fhirsync_export_kickoff_time(ex), "status_url",
-                                  fhirsync_export_status_url(ex), "files_batch", batch, "types",
-                                  types)
-                      : NULL;
+    json_t *fin =
+        rc == FHIRSYNC_OK
+            ? json_pack("{s:b, s:I, s:s?, s:s?, s:s?, s:s, s:O}", "finalise", 1, "run_id",
+                        (json_int_t)run_id, "transaction_time", tt, "kickoff_time",
+                        fhirsync_export_kickoff_time(ex), "status_url",
+                        fhirsync_export_status_url(ex), "files_batch", batch, "types", types)
+            : NULL;
     if (fin && finalise_plan && json_object_update(fin, finalise_plan) != 0) {
         json_decref(fin);
         fin = NULL;
