@@ -7,48 +7,32 @@
 #     one is rejected; jose can sign with the PKCS#8 file keygen wrote;
 #   - JWTs jose signs verify in fhirsync's verifier (test_jose --verify), tampered ones do not,
 #     and fhirsync loads the private JWKs jose exports.
-# Needs FHIRSYNC_BIN and FHIRSYNC_BUILD_DIR (set by ctest); node and npm. Prints PASS/FAIL lines
-# and exits non-zero when anything fails.
-set -uo pipefail
+# Needs FHIRSYNC_BIN and FHIRSYNC_BUILD_DIR (set by ctest); node and npm. Uses the one harness
+# (tests/integration/lib.sh): ok/not_ok lines, a summary, non-zero when anything fails.
+source "$(dirname "$0")/../integration/lib.sh"
 
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${FHIRSYNC_BIN:?FHIRSYNC_BIN must point at the fhirsync binary}
+bin=$FHIRSYNC_BIN
 build=${FHIRSYNC_BUILD_DIR:?FHIRSYNC_BUILD_DIR must point at the build directory}
 tool=$build/tests/test_jose
 peer=$here/jose_peer.mjs
 
 for need in "$bin" "$tool"; do
-    if [ ! -x "$need" ]; then
-        echo "FAIL: $need is missing (build the fhirsync_cli and test_jose targets)"
-        exit 1
-    fi
+    [ -x "$need" ] || die "$need is missing (build the fhirsync_cli and test_jose targets)"
 done
-if ! command -v node >/dev/null; then
-    echo "FAIL: node is not installed (scripts/install-deps.sh installs it)"
-    exit 1
-fi
-if [ ! -d "$here/node_modules/jose" ]; then
-    (cd "$here" && npm ci --no-audit --no-fund) || { echo "FAIL: npm ci"; exit 1; }
-fi
+command -v node >/dev/null || die "node is not installed (scripts/install-deps.sh installs it)"
+ensure_npm_peers
+work=$TMP
 
-base=${FHIRSYNC_TEST_TMP:-/tmp}
-mkdir -p "$base"
-work=$(mktemp -d "$base/jose-interop-XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-passed=0
-failed=0
-# check DESCRIPTION COMMAND...: run it, PASS or FAIL with its output.
+# check DESCRIPTION COMMAND...: run it; ok, or not_ok with its output.
 check() {
     local what=$1
     shift
     local out
     if out=$("$@" 2>&1); then
-        passed=$((passed + 1))
-        echo "PASS: $what"
+        ok "$what"
     else
-        failed=$((failed + 1))
-        echo "FAIL: $what"
+        not_ok "$what"
         printf '%s\n' "$out" | sed 's/^/      /'
     fi
 }
@@ -108,8 +92,7 @@ declare -A jwt_of key_of
 for alg in RS384 ES384 RS256 PS384 RS512 ES256; do
     dir=$work/ours-$alg
     if ! "$bin" keygen --alg "$alg" --out "$dir" >"$work/keygen-$alg.log" 2>&1; then
-        failed=$((failed + 1))
-        echo "FAIL: fhirsync keygen --alg $alg"
+                not_ok "fhirsync keygen --alg $alg"
         sed 's/^/      /' "$work/keygen-$alg.log"
         continue
     fi
@@ -120,8 +103,7 @@ for alg in RS384 ES384 RS256 PS384 RS512 ES256; do
     check "$alg: keygen's jwks.json imports in jose and kid = jose thumbprint" \
         node "$peer" thumbprints "$dir/jwks.json"
     if ! jwt=$("$tool" --sign "$alg" "$key" "$(claims)" 2>&1); then
-        failed=$((failed + 1))
-        echo "FAIL: $alg: fhirsync signs: $jwt"
+                not_ok "$alg: fhirsync signs: $jwt"
         continue
     fi
     jwt_of[$alg]=$jwt
@@ -136,8 +118,7 @@ for alg in RS384 ES384 RS256 PS384 RS512 ES256; do
         check "$alg: jose signs with keygen's PKCS#8 file, fhirsync verifies" \
             says "verified $alg" "$tool" --verify "$dir/jwks.json" "$jose_jwt"
     else
-        failed=$((failed + 1))
-        echo "FAIL: $alg: jose cannot use keygen's PKCS#8 file: $jose_jwt"
+                not_ok "$alg: jose cannot use keygen's PKCS#8 file: $jose_jwt"
     fi
 done
 
@@ -160,8 +141,7 @@ echo "== jose signs, fhirsync verifies =="
 for alg in RS384 ES384 PS384 RS256 RS512 ES256; do
     dir=$work/jose-$alg
     if ! jwt=$(node "$peer" sign "$alg" "$dir" "$(claims)" 2>&1); then
-        failed=$((failed + 1))
-        echo "FAIL: $alg: jose signs: $jwt"
+                not_ok "$alg: jose signs: $jwt"
         continue
     fi
     check "$alg: fhirsync verifies the JWT jose signed" \
@@ -176,10 +156,8 @@ for alg in RS384 ES384 PS384 RS256 RS512 ES256; do
         check "$alg: fhirsync loads jose's private JWK; jose verifies what it signs" \
             node "$peer" verify "$dir/jwks.json" "$ours" "$alg"
     else
-        failed=$((failed + 1))
-        echo "FAIL: $alg: fhirsync cannot sign with jose's private JWK: $ours"
+                not_ok "$alg: fhirsync cannot sign with jose's private JWK: $ours"
     fi
 done
 
-echo "== $passed passed, $failed failed =="
-[ "$failed" -eq 0 ]
+finish
