@@ -44,6 +44,14 @@ int cli_usage_error(const char *command, const char *fmt, ...)
  * EXIT_USAGE. */
 int cli_bad_option(const char *command, char **argv);
 
+/* A local file failed: "WHAT PATH: strerror(errnum)" as FHIRSYNC_E_IO; returns the exit status. */
+int cli_io_error(const char *what, const char *path, int errnum);
+/* Write `text` and a newline to the public file `path`, mode 0644 whatever the umask (a JWK Set
+ * a web server serves), fsync'ed. `replace`: write a temporary file next to it and rename it over
+ * `path`, so that no one ever reads half of it; otherwise create it and refuse an existing file
+ * or a symbolic link. 0, or the exit status after a message naming the path and the cause. */
+int cli_write_public_file(const char *path, const char *text, bool replace);
+
 /* Common options of every command that talks to an endpoint. */
 typedef struct cli_profile {
     const char *config_path;   /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */

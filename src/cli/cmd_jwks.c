@@ -33,55 +33,6 @@ static void usage(FILE *out)
 }
 
 /* Print "WHAT PATH: reason" as a local file error; returns the exit code for it. */
-static int io_error(const char *what, const char *path, int errnum)
-{
-    fhirsync_error err = {.code = FHIRSYNC_E_IO};
-    size_t n = (size_t)snprintf(err.message, sizeof err.message, "%s ", what);
-    for (const char *p = path; *p && n + 1 < sizeof err.message; p++)
-        err.message[n++] = *p;
-    err.message[n] = '\0';
-    if (n + 1 < sizeof err.message)
-        snprintf(err.message + n, sizeof err.message - n, ": %s", strerror(errnum));
-    return cli_fail(&err);
-}
-
-/* Replace `path` atomically: write a temporary file next to it, then rename over it, so a web
- * server never serves half a JWK Set. */
-static int write_atomically(const char *path, const char *text)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= (int)sizeof tmp)
-        return io_error("path too long:", path, ENAMETOOLONG);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return io_error("cannot create a file next to", path, errno);
-    size_t len = strlen(text), done = 0;
-    bool ok = fchmod(fd, 0644) == 0;
-    while (ok && done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        ok = n > 0;
-        if (ok)
-            done += (size_t)n;
-    }
-    ok = ok && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    int saved_errno = errno;
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        saved_errno = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        saved_errno = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        return io_error("cannot write", path, saved_errno);
-    }
-    return 0;
-}
-
 int cmd_jwks(int argc, char **argv)
 {
     static const struct option options[] = {{"key", required_argument, NULL, 'k'},
@@ -148,10 +99,10 @@ int cmd_jwks(int argc, char **argv)
     if (!out_path) {
         printf("%s\n", jwks);
         if (fflush(stdout) != 0)
-            status = io_error("cannot write", "standard output", errno);
+            status = cli_io_error("cannot write", "standard output", errno);
         goto out;
     }
-    if ((status = write_atomically(out_path, jwks)) != 0)
+    if ((status = cli_write_public_file(out_path, jwks, true)) != 0)
         goto out;
     printf("Wrote the public JWK Set of %zu key%s to %s:\n", key_count, key_count == 1 ? "" : "s",
            out_path);

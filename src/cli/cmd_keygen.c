@@ -70,33 +70,6 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
-/* Create `path` (which must not exist) with `text` and mode 0644: the JWK Set is public. */
-static int write_public_file(const char *path, const char *text)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return io_error("cannot create %s: %s", path, strerror(errno));
-    size_t len = strlen(text), done = 0;
-    bool ok = fchmod(fd, 0644) == 0; /* readable by a web server whatever the umask */
-    while (ok && done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        ok = n > 0;
-        if (ok)
-            done += (size_t)n;
-    }
-    ok = ok && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    int saved_errno = errno;
-    if (close(fd) != 0)
-        ok = false;
-    if (!ok) {
-        unlink(path);
-        return io_error("cannot write %s: %s", path, strerror(saved_errno));
-    }
-    return 0;
-}
-
 int cmd_keygen(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -186,7 +159,7 @@ int cmd_keygen(int argc, char **argv)
         unlink(key_path);
         goto out;
     }
-    if ((status = write_public_file(jwks_path, jwks)) != 0) {
+    if ((status = cli_write_public_file(jwks_path, jwks, false)) != 0) {
         unlink(key_path);
         goto out;
     }

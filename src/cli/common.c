@@ -1,6 +1,11 @@
 /* cli/common.c: exit codes, error printing, logging to stderr and endpoint-profile resolution
  * shared by the sub-commands. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -336,4 +341,55 @@ void cli_print_common_help(FILE *out)
                  "  -v, --verbose        more log output (-vv: debug; secrets are always masked)\n"
                  "  -q, --quiet          errors only\n"
                  "  -h, --help           this help\n");
+}
+
+int cli_io_error(const char *what, const char *path, int errnum)
+{
+    fhirsync_error err = {.code = FHIRSYNC_E_IO};
+    snprintf(err.message, sizeof err.message, "%s %s: %s", what, path, strerror(errnum));
+    return cli_fail(&err);
+}
+
+int cli_write_public_file(const char *path, const char *text, bool replace)
+{
+    char tmp[PATH_MAX];
+    const char *target = path;
+    int fd;
+    if (replace) {
+        if (snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= (int)sizeof tmp)
+            return cli_io_error("path too long:", path, ENAMETOOLONG);
+        target = tmp;
+        fd = mkstemp(tmp);
+        if (fd < 0)
+            return cli_io_error("cannot create a file next to", path, errno);
+    } else {
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+            return cli_io_error("cannot create", path, errno);
+    }
+    size_t len = strlen(text), done = 0;
+    bool ok = fchmod(fd, 0644) == 0;
+    while (ok && done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        if (ok)
+            done += (size_t)n;
+    }
+    ok = ok && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    int saved_errno = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        saved_errno = errno;
+    }
+    if (ok && replace && rename(tmp, path) != 0) {
+        ok = false;
+        saved_errno = errno;
+    }
+    if (!ok) {
+        unlink(target);
+        return cli_io_error("cannot write", path, saved_errno);
+    }
+    return 0;
 }

@@ -60,16 +60,6 @@ void sb_jti_store_free(sb_jti_store *s)
     fs_free(s);
 }
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static void sweep(sb_jti_store *s, int64_t now)
 {
     for (size_t i = 0; i < s->nslots; i++) {
@@ -97,7 +87,7 @@ static void grow(sb_jti_store *s)
         jti_entry *e = s->slots[i];
         while (e) {
             jti_entry *next = e->next;
-            size_t at = hash_str(e->key) % nslots;
+            size_t at = fs_fnv1a_str(FS_FNV1A_INIT, e->key) % nslots;
             e->next = slots[at];
             slots[at] = e;
             e = next;
@@ -124,7 +114,7 @@ bool sb_jti_store_add(sb_jti_store *s, const char *client_id, const char *jti, i
         if (s->count >= s->nslots / 2)
             grow(s);
     }
-    size_t at = hash_str(fresh->key) % s->nslots;
+    size_t at = fs_fnv1a_str(FS_FNV1A_INIT, fresh->key) % s->nslots;
     jti_entry **link = &s->slots[at];
     bool seen = false;
     while (*link) {

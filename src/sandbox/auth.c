@@ -349,16 +349,6 @@ out:
 
 /* ---- tokens --------------------------------------------------------------------------------- */
 
-static uint64_t hash_token(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static void token_free(token_entry *t)
 {
     OPENSSL_cleanse(t->token, sizeof t->token);
@@ -400,7 +390,7 @@ static char *issue_token(sb_auth *a, const char *client_id, const char *scope, i
     pthread_mutex_lock(&a->tokens_lock);
     if (a->ntokens > 0 && a->ntokens % 4096 == 0)
         purge_tokens(a, now);
-    size_t at = hash_token(t->token) % TOKEN_SLOTS;
+    size_t at = fs_fnv1a_str(FS_FNV1A_INIT, t->token) % TOKEN_SLOTS;
     t->next = a->tokens[at];
     a->tokens[at] = t;
     a->ntokens++;
@@ -417,7 +407,8 @@ static token_state find_token(sb_auth *a, const char *token, int64_t now, sb_gra
     if (len >= 64)
         return TOKEN_UNKNOWN;
     pthread_mutex_lock(&a->tokens_lock);
-    for (token_entry *t = a->tokens[hash_token(token) % TOKEN_SLOTS]; t; t = t->next) {
+    for (token_entry *t = a->tokens[fs_fnv1a_str(FS_FNV1A_INIT, token) % TOKEN_SLOTS]; t;
+         t = t->next) {
         if (fs_consttime_eq(t->token, strlen(t->token), token, len)) {
             state = t->expires > now ? TOKEN_VALID : TOKEN_EXPIRED;
             if (grant) {

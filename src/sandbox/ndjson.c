@@ -53,16 +53,6 @@ struct sb_ndjson {
     int patient_type;
 };
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 void sb_ndjson_free(sb_ndjson *nd)
 {
     if (!nd)
@@ -221,7 +211,7 @@ static uint32_t lookup_id(const nd_type *ty, const char *id)
 {
     if (!ty->nids)
         return 0;
-    size_t at = hash_str(id) % ty->nids;
+    size_t at = fs_fnv1a_str(FS_FNV1A_INIT, id) % ty->nids;
     for (size_t probe = 0; probe < ty->nids; probe++) {
         uint32_t v = ty->ids[at];
         if (!v)
@@ -278,7 +268,7 @@ static bool finish_type(sb_ndjson *nd, nd_type *ty)
     if (!(ty->ids = fs_calloc(ty->nids, sizeof *ty->ids)))
         return false;
     for (size_t i = 0; i < ty->count; i++) {
-        size_t at = hash_str(ty->lines[i].id) % ty->nids;
+        size_t at = fs_fnv1a_str(FS_FNV1A_INIT, ty->lines[i].id) % ty->nids;
         while (ty->ids[at] && strcmp(ty->lines[ty->ids[at] - 1].id, ty->lines[i].id) != 0)
             at = (at + 1) % ty->nids;
         ty->ids[at] = (uint32_t)i + 1; /* a repeated id: the later line wins */

@@ -304,10 +304,8 @@ typedef struct keyset {
 
 static uint32_t key_hash(const char *s)
 {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    uint64_t h = fs_fnv1a_str(FS_FNV1A_INIT, s);
+    return (uint32_t)(h ^ h >> 32);
 }
 
 static void keyset_reset(keyset *ks)

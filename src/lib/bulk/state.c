@@ -147,19 +147,11 @@ fhirsync_code fs_bulk_read_file(const char *path, size_t max, char **out, size_t
 
 /* ---- a string map (names to numbers) -------------------------------------------------------- */
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 size_t *fs_bulk_map_get(const fs_bulk_map *m, const char *key)
 {
     if (!m->cap)
         return NULL;
-    for (size_t i = hash_str(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    for (size_t i = fs_fnv1a_str(FS_FNV1A_INIT, key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
         if (!m->slots[i].key)
             return NULL;
         if (strcmp(m->slots[i].key, key) == 0)
@@ -182,7 +174,7 @@ bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value)
         for (size_t i = 0; i < m->cap; i++) {
             if (!m->slots[i].key)
                 continue;
-            size_t j = hash_str(m->slots[i].key) & (cap - 1);
+            size_t j = fs_fnv1a_str(FS_FNV1A_INIT, m->slots[i].key) & (cap - 1);
             while (slots[j].key)
                 j = (j + 1) & (cap - 1);
             slots[j] = m->slots[i];
@@ -191,7 +183,7 @@ bool fs_bulk_map_put(fs_bulk_map *m, const char *key, size_t value)
         m->slots = slots;
         m->cap = cap;
     }
-    size_t i = hash_str(key) & (m->cap - 1);
+    size_t i = fs_fnv1a_str(FS_FNV1A_INIT, key) & (m->cap - 1);
     while (m->slots[i].key)
         i = (i + 1) & (m->cap - 1);
     m->slots[i].key = key;

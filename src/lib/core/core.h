@@ -132,6 +132,28 @@ bool fs_starts_with(const char *s, const char *prefix);
 bool fs_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 /* Parse a decimal integer that must fill the whole string; false on junk or overflow. */
 bool fs_parse_long(const char *s, long *out);
+/* FNV-1a, 64 bits: the one hash of the library's in-memory sets and of the store's stamps (which
+ * are stored, so its values never change). Inline: hash tables run it per key. Start from
+ * FS_FNV1A_INIT (or that mixed with a domain), feed bytes, a buffer, or a NUL-terminated string. */
+#define FS_FNV1A_INIT UINT64_C(14695981039346656037)
+static inline uint64_t fs_fnv1a_byte(uint64_t h, unsigned char c)
+{
+    return (h ^ c) * UINT64_C(1099511628211);
+}
+static inline uint64_t fs_fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = fs_fnv1a_byte(h, p[i]);
+    return h;
+}
+static inline uint64_t fs_fnv1a_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = fs_fnv1a_byte(h, (unsigned char)*s);
+    return h;
+}
+
 /* The value of one hexadecimal digit (either case), -1 for anything else. Inline: the JSON
  * lexer's \uXXXX escapes run through it. */
 static inline int fs_hex_value(unsigned c)

@@ -253,11 +253,7 @@ typedef struct visited_set {
 static uint64_t url_hash(const char *url)
 {
     /* FNV-1a, 64 bits; 0 is reserved for empty slots */
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
-        h ^= *p;
-        h *= UINT64_C(1099511628211);
-    }
+    uint64_t h = fs_fnv1a_str(FS_FNV1A_INIT, url);
     return h ? h : 1;
 }
 

@@ -492,11 +492,11 @@ static bool check_names(scanner *sc, fs_bundle_scan *out, size_t base, fs_span_w
         if (!h)
             return fail(sc, FS_SPAN_NOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
-            uint64_t hash = UINT64_C(14695981039346656037);
+            uint64_t hash = FS_FNV1A_INIT;
             decoder d;
             decoder_init(&d, text, names[i].span);
             for (int c; (c = decoder_byte(&d)) >= 0;)
-                hash = (hash ^ (unsigned)c) * UINT64_C(1099511628211);
+                hash = fs_fnv1a_byte(hash, (unsigned char)c);
             h[i] = (hashed_name){hash, i};
         }
         qsort(h, n, sizeof *h, by_hash);

@@ -335,9 +335,7 @@ static fhirsync_code start_copy(fhirsync_store *s, const fs_store_type *direct, 
 /* Add (type, id) to the staged set; false when it is already there. */
 static bool stage_id(pg_impl *impl, const fs_store_type *t, const fs_resource_fields *f)
 {
-    uint64_t h = UINT64_C(14695981039346656037) ^ t->slot;
-    for (size_t i = 0; i < f->id_len; i++)
-        h = (h ^ (unsigned char)f->id[i]) * UINT64_C(1099511628211);
+    uint64_t h = fs_fnv1a(FS_FNV1A_INIT ^ t->slot, f->id, f->id_len);
     h |= 1; /* 0 marks an empty slot */
     size_t mask = STAGE_SET_SIZE - 1;
     for (size_t i = (size_t)(h ^ (h >> 29)) & mask;; i = (i + 1) & mask) {

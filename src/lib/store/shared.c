@@ -26,13 +26,7 @@ const char *fs_store_loaded_at(fhirsync_store *s)
 
 uint64_t fs_store_hash(const char *domain, const char *text)
 {
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (const char *p = domain; *p; p++)
-        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
-    h = (h ^ (unsigned char)':') * UINT64_C(1099511628211);
-    for (const char *p = text; *p; p++)
-        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
-    return h;
+    return fs_fnv1a_str(fs_fnv1a_byte(fs_fnv1a_str(FS_FNV1A_INIT, domain), ':'), text);
 }
 
 void fs_store_quote_type(const char *type, char *buf, size_t size)
