@@ -34,7 +34,7 @@
 
 #include "core/core.h"
 #include "fhirsync/fhirsync.h"
-#include "store/store_internal.h"
+#include "store/store_private.h"
 
 /* Remove an SQLite file with its -wal and -shm. */
 static void remove_db(const char *path)

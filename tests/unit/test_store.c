@@ -12,9 +12,9 @@
  * PostgreSQL only: SKIP LOCKED with a row locked by another session, an advisory lock held by
  * another session, and the COPY path across several merges.
  *
- * The library's internal store API (store/store_lib.h: binding, locks, runs, the work queue) is
- * tested here too. Files go under $FHIRSYNC_TEST_TMP (or /tmp) in a fresh directory removed at the
- * end. The load benchmark is bench/store_bench.c. */
+ * The library's internal store API (store/store_internal.h: binding, locks, runs, the work queue)
+ * is tested here too. Files go under $FHIRSYNC_TEST_TMP (or /tmp) in a fresh directory removed at
+ * the end. The load benchmark is bench/store_bench.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -39,8 +39,8 @@
 #include "core/core.h"
 #include "fhirsync/store.h"
 #include "store/fields.h"
+#include "store/store_private.h"
 #include "store/store_internal.h"
-#include "store/store_lib.h"
 
 #define assert_contains(haystack, needle)                                                          \
     do {                                                                                           \

@@ -33,7 +33,7 @@
 #include "fhirsync/fhirsync.h"
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 /* ---- tool modes ------------------------------------------------------------------------------ */

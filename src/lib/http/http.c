@@ -8,7 +8,7 @@
 
 #include <curl/curl.h>
 
-#include "http/curl_shared.h"
+#include "http/curl_private.h"
 
 #define MAX_REDIRECTS 10
 #define DEFAULT_MAX_BODY (1024 * 1024)

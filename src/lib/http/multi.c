@@ -11,7 +11,7 @@
 
 #include <curl/curl.h>
 
-#include "http/curl_shared.h"
+#include "http/curl_private.h"
 #include "http/multi.h"
 
 #define MAX_REDIRECTS 10

@@ -9,7 +9,7 @@
 #include <openssl/ec.h>
 #include <openssl/objects.h>
 
-#include "jose/jose_internal.h"
+#include "jose/jose_private.h"
 
 static const fs_jose_alg_info algs[] = {
     {FHIRSYNC_ALG_RS384, "RS384", "SHA384", 48, FHIRSYNC_KEY_RSA, 0, false},

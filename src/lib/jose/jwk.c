@@ -10,7 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/sha.h>
 
-#include "jose/jose_internal.h"
+#include "jose/jose_private.h"
 
 /* The public members of a key, base64url-encoded as JWA wants them. */
 typedef struct public_parts {

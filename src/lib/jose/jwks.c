@@ -3,7 +3,7 @@
  * depends on OpenSSL keys only and key.c (which needs jwk.c for the kid) is not needed by it. */
 #include <string.h>
 
-#include "jose/jose_internal.h"
+#include "jose/jose_private.h"
 
 fhirsync_code fhirsync_jwks_build(const fhirsync_key *const *keys, const fhirsync_alg *algs,
                                   size_t count, char **out_json, fhirsync_error *err)

@@ -13,7 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/rsa.h>
 
-#include "jose/jose_internal.h"
+#include "jose/jose_private.h"
 
 /* ---- raw signatures ------------------------------------------------------------------------ */
 

@@ -22,7 +22,7 @@
 #include <openssl/params.h>
 #include <openssl/rsa.h>
 
-#include "jose/jose_internal.h"
+#include "jose/jose_private.h"
 
 struct fhirsync_key {
     EVP_PKEY *pkey;

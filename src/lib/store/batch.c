@@ -1,8 +1,8 @@
 /* store/batch.c: transactions. The public batches (fhirsync_store_begin, _commit, _rollback) and
- * the implicit transaction of every other write (shared.h: it joins the open batch, or runs in a
- * transaction of its own). A database error inside a batch makes the batch unusable until it is
- * rolled back; types whose table a rolled-back transaction created are forgotten with it. */
-#include "store/shared.h"
+ * the implicit transaction of every other write (shared_private.h: it joins the open batch, or runs
+ * in a transaction of its own). A database error inside a batch makes the batch unusable until it
+ * is rolled back; types whose table a rolled-back transaction created are forgotten with it. */
+#include "store/shared_private.h"
 
 /* Whether a database error happened in the open batch; fills err when so. */
 static bool batch_unusable(fhirsync_store *s, fhirsync_error *err)

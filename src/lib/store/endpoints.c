@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store/shared.h"
-#include "store/store_lib.h"
+#include "store/shared_private.h"
+#include "store/store_internal.h"
 
 /* base_url with scheme and host in lower case and no trailing '/'; caller frees. */
 static char *normal_base_url(const char *url)

@@ -28,7 +28,7 @@
 
 #include <libpq-fe.h>
 
-#include "store/store_internal.h"
+#include "store/store_private.h"
 
 #define MAX_PARAMS 16
 #define MAX_COLUMNS 16

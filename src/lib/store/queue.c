@@ -5,8 +5,8 @@
  * claimers pass over each other's rows instead of waiting for them. */
 #include <string.h>
 
-#include "store/shared.h"
-#include "store/store_lib.h"
+#include "store/shared_private.h"
+#include "store/store_internal.h"
 
 void fs_store_work_item_free(fs_store_work_item *item)
 {

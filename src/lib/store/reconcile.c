@@ -1,11 +1,11 @@
-/* store/reconcile.c: one type's reconciliation (store_lib.h): the rows an endpoint's earlier runs
- * wrote that a complete full export or crawl did not return are gone on the server; they are
+/* store/reconcile.c: one type's reconciliation (store_internal.h): the rows an endpoint's earlier
+ * runs wrote that a complete full export or crawl did not return are gone on the server; they are
  * deleted with a deletion record each, unless there are more of them than the share guard allows.
  * The deletion records are written first, chosen from the rows the DELETE then removes. */
 #include <string.h>
 
-#include "store/shared.h"
-#include "store/store_lib.h"
+#include "store/shared_private.h"
+#include "store/store_internal.h"
 
 /* The rows a reconciliation removes: ?1 endpoint, ?2 first run of the export, ?3 deleted_at in
  * ms. Rows written by this endpoint's earlier runs, not changed after the deletion instant. */

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store/shared.h"
-#include "store/store_lib.h"
+#include "store/shared_private.h"
+#include "store/store_internal.h"
 
 fhirsync_code fhirsync_store_deletion_summary(fhirsync_store *store, const char *endpoint,
                                               fhirsync_deletion_summary *out, fhirsync_error *err)

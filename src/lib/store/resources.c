@@ -3,8 +3,8 @@
  * stored. Each joins the open batch or runs in a transaction of its own (batch.c). */
 #include <string.h>
 
-#include "store/shared.h"
-#include "store/store_lib.h"
+#include "store/shared_private.h"
+#include "store/store_internal.h"
 
 fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const char *line,
                                  size_t len, int64_t run_id, fhirsync_put_outcome *outcome,

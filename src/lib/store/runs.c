@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store/shared.h"
-#include "store/store_lib.h"
+#include "store/shared_private.h"
+#include "store/store_internal.h"
 
 const char *fhirsync_run_status_name(fhirsync_run_status status)
 {

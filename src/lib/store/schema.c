@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store/store_internal.h"
+#include "store/store_private.h"
 
 /* Tables that exist from version 1, so that the views over them can too. */
 /* clang-format off */

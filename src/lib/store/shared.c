@@ -1,13 +1,13 @@
 /* store/shared.c: small helpers every file of the store uses: the `loaded_at` stamp, the hash of
- * lock keys and index names, quoting a type name (store_internal.h, for the engines and the schema
- * too), argument checks and single-value row readers (shared.h). It calls no other file of the
- * store, so the engines and schema.c depend on it and on nothing above them. */
+ * lock keys and index names, quoting a type name (store_private.h, for the engines and the schema
+ * too), argument checks and single-value row readers (shared_private.h). It calls no other file of
+ * the store, so the engines and schema.c depend on it and on nothing above them. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "json/json.h"
-#include "store/shared.h"
+#include "store/shared_private.h"
 
 fhirsync_code fs_store_nomem(fhirsync_error *err)
 {

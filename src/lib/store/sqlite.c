@@ -29,7 +29,7 @@
 
 #include <sqlite3.h>
 
-#include "store/store_internal.h"
+#include "store/store_private.h"
 
 #define CACHE_SLOTS 48
 #define MAX_COLUMNS 16

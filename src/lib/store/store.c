@@ -1,13 +1,13 @@
 /* store/store.c: opening and closing a store. The location chooses the engine (a postgresql://
  * URL or a libpq keyword string: PostgreSQL; anything else: an SQLite file), the engine connects,
  * schema.c migrates; closing rolls back an open batch and releases the handle's locks. The rest of
- * the public API (fhirsync/store.h) is in the files named by store_internal.h, one concern each. */
+ * the public API (fhirsync/store.h) is in the files named by store_private.h, one concern each. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
-#include "store/shared.h"
+#include "store/shared_private.h"
 
 /* A postgresql:// URL, or a libpq keyword string ("host=/run/postgresql dbname=fhir"). */
 static bool is_postgresql(const char *location)

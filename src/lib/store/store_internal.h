@@ -1,13 +1,12 @@
-/* store/store_internal.h: the store's handle and its engines. sqlite.c and postgresql.c implement
- * the small vtable below: run one parameterised statement, transactions, the hot put path,
- * OS/session locks, the clock used for leases, and read-only user SQL. Everything that is the same
- * on both engines is written once above it, in the store's API files (store.c opening and closing,
- * batch.c, types.c, resources.c, runs.c, endpoints.c, locks.c, queue.c, reconcile.c, report.c;
- * what they share is in shared.h). schema.c has the DDL of both engines and the migrations.
+/* store/store_internal.h: the store's private, typed API for the library's own modules (sync). What
+ * a library user needs stays in include/fhirsync/store.h; what only the sync needs (endpoint
+ * binding and locks, starting and finishing runs, the work queue, reconciliation, id lists, run
+ * counts), and what would otherwise make it write SQL against the store's own tables, lives here.
+ * The SQL behind these functions is in src/lib/store/ and nowhere else.
  *
- * SQL shared between the engines is written with ?1, ?2... placeholders (PostgreSQL's engine turns
- * them into $1, $2...), and must not use the '?' character otherwise (no jsonb ? operator).
- * Internal: prefix fs_store_ / fs_schema_; nothing here is exported. */
+ * Conventions as in fhirsync/store.h: a fhirsync_code, `err` (may be NULL) filled on failure,
+ * out-parameters NULL/zero on failure; a handle is used by one thread at a time.
+ * Internal: prefix fs_store_; nothing here is exported. */
 #ifndef FS_STORE_INTERNAL_H
 #define FS_STORE_INTERNAL_H
 
@@ -16,170 +15,212 @@
 
 #include "core/core.h"
 #include "fhirsync/store.h"
-#include "store/fields.h"
 
-/* ---- statement parameters -------------------------------------------------------------------- */
+/* ---- resources (resources.c) ----------------------------------------------------------------- */
 
-typedef enum fs_sql_kind {
-    FS_SQL_NULL = 0,
-    FS_SQL_INT,
-    FS_SQL_TEXT,  /* NUL-terminated: the engine may parse it as any type (jsonb, ...) */
-    FS_SQL_TEXTN, /* `len` bytes, not terminated: only where the column is text */
-    FS_SQL_BLOB   /* bytes (SQLite BLOB, PostgreSQL bytea) */
-} fs_sql_kind;
+/* Why a resource was deleted (deletions.reason). */
+#define FS_STORE_DELETED_LISTED "deleted-list"          /* in an export's deleted file */
+#define FS_STORE_DELETED_RECONCILED "full-export"       /* missing from a complete full export */
+#define FS_STORE_DELETED_CRAWLED "reconciliation-crawl" /* missing from a complete crawl */
 
-typedef struct fs_sql_value {
-    fs_sql_kind kind;
-    int64_t i;
-    const char *s;
-    size_t len;
-} fs_sql_value;
+/* Whether `type` and `id` name a resource the store can hold (a type name that is not an internal
+ * table, a FHIR id): what fhirsync_store_delete and _put would refuse with FHIRSYNC_E_ARG. */
+bool fs_store_resource_key_ok(const char *type, const char *id);
 
-static inline fs_sql_value fs_sql_null(void)
-{
-    fs_sql_value v = {FS_SQL_NULL, 0, NULL, 0};
-    return v;
-}
-static inline fs_sql_value fs_sql_int(int64_t i)
-{
-    fs_sql_value v = {FS_SQL_INT, i, NULL, 0};
-    return v;
-}
-/* NULL gives SQL NULL. */
-static inline fs_sql_value fs_sql_text(const char *s)
-{
-    fs_sql_value v = {s ? FS_SQL_TEXT : FS_SQL_NULL, 0, s, 0};
-    return v;
-}
-static inline fs_sql_value fs_sql_textn(const char *s, size_t len)
-{
-    fs_sql_value v = {s ? FS_SQL_TEXTN : FS_SQL_NULL, 0, s, len};
-    return v;
-}
-static inline fs_sql_value fs_sql_blob(const void *p, size_t len)
-{
-    fs_sql_value v = {FS_SQL_BLOB, 0, p, len};
-    return v;
-}
+/* fhirsync_store_delete with the reason recorded (NULL: none). */
+fhirsync_code fs_store_delete_why(fhirsync_store *store, const char *type, const char *id,
+                                  const char *deleted_at, int64_t run_id, const char *reason,
+                                  bool *removed, fhirsync_error *err);
 
-/* One result row: values as text (NULL for SQL NULL), lengths, column names. Non-zero stops. */
-typedef int (*fs_sql_row_fn)(void *userdata, int ncols, const char *const *values,
-                             const size_t *lengths, const char *const *names);
+/* ---- endpoints (endpoints.c) ----------------------------------------------------------------- */
 
-/* ---- the handle ------------------------------------------------------------------------------ */
+/* Record that `endpoint` syncs the FHIR server at `base_url` into this store, refusing
+ * (FHIRSYNC_E_CONFIG, naming the other endpoint) when another endpoint of the store syncs a
+ * different server: resource ids are unique within one server only, so two servers' resources
+ * would overwrite each other. `shared`: record without the check (the user says both base URLs
+ * are one server). URLs compare without a trailing '/' and with scheme and host in lower case.
+ * The sync calls it before each run, holding the endpoint's lock. */
+fhirsync_code fs_store_bind_endpoint(fhirsync_store *store, const char *endpoint,
+                                     const char *base_url, bool shared, fhirsync_error *err);
 
-typedef enum fs_store_engine { FS_ENGINE_SQLITE = 1, FS_ENGINE_POSTGRESQL = 2 } fs_store_engine;
+/* The types that hold rows last written by runs of `endpoint` (for reconciling an export that
+ * sent no _type). *types: a NULL-terminated array, caller frees each string and the array with
+ * fs_free. */
+fhirsync_code fs_store_endpoint_types(fhirsync_store *store, const char *endpoint, char ***types,
+                                      fhirsync_error *err);
 
-/* A resource type this handle has used: its table is known to exist, and the engine keeps its
- * prepared statements here. */
-typedef struct fs_store_type {
-    char name[FS_STORE_TYPE_MAX + 1];
-    size_t len;
-    bool ensured;          /* the table exists */
-    bool ensured_in_batch; /* created in the open batch: a rollback undoes it */
-    void *put_stmt;        /* engine-owned */
-    void *delete_stmt;     /* engine-owned */
-    unsigned slot;         /* index, for engine statement names */
-} fs_store_type;
+/* The ids of `type` last written by runs of `endpoint`, in id order, one call each (non-zero
+ * stops). Nothing without a table. A crawl lists them into a file before searching per patient. */
+typedef int (*fs_store_id_fn)(void *userdata, const char *id, size_t len);
+fhirsync_code fs_store_endpoint_ids(fhirsync_store *store, const char *endpoint, const char *type,
+                                    fs_store_id_fn fn, void *userdata, fhirsync_error *err);
 
-/* A held endpoint lock. */
-typedef struct fs_store_lock {
-    struct fs_store_lock *next;
+/* ---- locks (locks.c) ------------------------------------------------------------------------- */
+
+/* Lock an endpoint so that no other process or handle syncs it at the same time. The lock dies
+ * with its holder: SQLite holds an flock() on a side file "<db>.lock.<hash>", PostgreSQL a
+ * session advisory lock. A row in sync_locks says who holds it (pid, host, owner, since when).
+ * `owner` is free text for that row (e.g. a worker id; may be NULL). `timeout_ms`: 0 tries
+ * once, > 0 waits up to that long, < 0 waits until cancelled (fhirsync_cancel: then
+ * FHIRSYNC_E_CANCELLED). Held: FHIRSYNC_E_LOCKED, the message naming the holder. Locking an
+ * endpoint this handle already holds succeeds. Not inside a batch (FHIRSYNC_E_ARG). Closing the
+ * handle releases its locks. */
+fhirsync_code fs_store_lock_endpoint(fhirsync_store *store, const char *endpoint, const char *owner,
+                                     long timeout_ms, fhirsync_error *err);
+/* Release a lock this handle holds (FHIRSYNC_E_ARG when it does not; not inside a batch). */
+fhirsync_code fs_store_unlock_endpoint(fhirsync_store *store, const char *endpoint,
+                                       fhirsync_error *err);
+
+/* ---- runs (runs.c) --------------------------------------------------------------------------- */
+
+/* Start a run (an audit row with status "running") and return its id. `mode` is e.g. "bulk" or
+ * "crawl"; `since` the _since used (NULL: a full sync). Committed at once (outside a batch), so
+ * the audit shows running and crashed runs. When this handle holds the endpoint's lock, runs of
+ * the endpoint still "running" are first marked "failed" (interrupted): their process is gone. */
+fhirsync_code fs_store_run_begin(fhirsync_store *store, const char *endpoint, const char *mode,
+                                 const char *since, int64_t *run_id, fhirsync_error *err);
+
+/* How a run ended. */
+typedef struct fs_store_run_end {
+    fhirsync_run_status status;   /* OK, PARTIAL or FAILED */
+    const char *transaction_time; /* the export's transactionTime (NULL: none) */
+    const char *counts_json;      /* resources per type, a JSON object ({"Patient":10}); NULL */
+    int64_t resources;            /* resources stored */
+    int64_t deletions;            /* deletions applied */
+    int64_t quarantined;          /* lines quarantined */
+    const char *error;            /* what went wrong (NULL: nothing) */
+    const char *new_watermark;    /* non-NULL: set the endpoint's watermark to this instant (the
+                                     transactionTime; crawl: the crawl's start time). Refused
+                                     (FHIRSYNC_E_ARG) with status FAILED. */
+} fs_store_run_end;
+
+/* Finish a run: update its audit row and, with new_watermark, the endpoint's watermark. When a
+ * batch is open this IS the batch's final commit: the last rows, the run's end and the watermark
+ * commit together in one transaction. On any failure everything of the batch is rolled back (the
+ * watermark is unchanged) and the error returned. FHIRSYNC_E_ARG when the run is not running. */
+fhirsync_code fs_store_run_finish(fhirsync_store *store, int64_t run_id,
+                                  const fs_store_run_end *end, fhirsync_error *err);
+
+/* Rows of `type` last written by run `run_id` (0 without a table), and the deletion and
+ * quarantine records of that run (a workers' run is finalised from these). */
+fhirsync_code fs_store_run_rows(fhirsync_store *store, const char *type, int64_t run_id,
+                                int64_t *rows, fhirsync_error *err);
+fhirsync_code fs_store_run_tally(fhirsync_store *store, int64_t run_id, int64_t *deletions,
+                                 int64_t *quarantined, fhirsync_error *err);
+
+/* ---- work queue (queue.c) -------------------------------------------------------------------- */
+/* Work shared by several workers through the database (PostgreSQL: on several machines; SQLite:
+ * processes of one machine). An item is claimed with a lease; a worker that dies stops renewing
+ * it and, once the lease has expired, another worker claims the item again. PostgreSQL leases use
+ * the database server's clock, so workers' clocks need not agree. */
+
+#define FS_STORE_WORK_ENDPOINT_SYNC "endpoint-sync"
+#define FS_STORE_WORK_FILE_LOAD "file-load"
+
+typedef struct fs_store_work_spec {
+    const char *kind;     /* FS_STORE_WORK_ENDPOINT_SYNC or FS_STORE_WORK_FILE_LOAD */
+    const char *endpoint; /* required */
+    const char *batch;    /* groups items (e.g. one export's files); NULL: none */
+    const char *key;      /* unique: enqueuing an existing key returns its id; NULL: none */
+    const char *payload;  /* JSON object (file url, type, manifest job...); NULL: {} */
+    int max_attempts;     /* claims before the item fails for good (0: 5) */
+} fs_store_work_spec;
+
+typedef struct fs_store_work_item {
+    int64_t id;
+    char *kind;
     char *endpoint;
-    uint64_t key; /* FNV-1a of the endpoint: side-file name / advisory lock key */
-    int fd;       /* SQLite: the flock()ed side file; -1 otherwise */
-} fs_store_lock;
+    char *batch;         /* NULL when none */
+    char *key;           /* NULL when none */
+    char *payload;       /* JSON text */
+    int attempts;        /* claims so far, this one included */
+    int64_t lease_until; /* epoch seconds (database clock) */
+} fs_store_work_item;
 
-typedef struct fs_store_ops fs_store_ops;
+/* NULL is a no-op. */
+void fs_store_work_item_free(fs_store_work_item *item);
 
-struct fhirsync_store {
-    const fs_store_ops *ops;
-    fs_store_engine engine;
-    void *impl;     /* the engine's connection state */
-    char *location; /* for display: path, or URL without password */
-    char *opened;   /* the location as given (may hold a password: wiped on close) */
-    unsigned flags; /* FHIRSYNC_STORE_READONLY */
-    int schema_version;
-    bool in_batch;
-    bool bulk;         /* the open batch is a bulk load */
-    bool append;       /* ... of rows expected to be new (FHIRSYNC_STORE_APPEND) */
-    bool batch_failed; /* a database error happened in the open batch */
-    fs_store_type *types;
-    size_t type_count, type_cap, last_type;
-    fs_store_lock *locks;
-    int64_t loaded_at_epoch; /* cache of the formatted loaded_at of puts */
-    char loaded_at[32];
-    char hostname[256];
-    long pid;
-};
+/* Add an item (pending). *id (may be NULL) receives its id, or the existing item's id when `key`
+ * is already queued. Joins an open batch. */
+fhirsync_code fs_store_work_enqueue(fhirsync_store *store, const fs_store_work_spec *spec,
+                                    int64_t *id, fhirsync_error *err);
+/* Claim the oldest claimable item (pending and due, or claimed with an expired lease) of `kind`
+ * (NULL: any) for lease_seconds (> 0). *item is the caller's (fs_store_work_item_free), NULL when
+ * there is nothing to do (FHIRSYNC_OK). Items whose lease expired max_attempts times are failed
+ * instead. Concurrent claimers never get the same item (PostgreSQL: FOR UPDATE SKIP LOCKED: they
+ * do not wait for each other either). Not inside a batch (FHIRSYNC_E_ARG): a claim must be
+ * visible to others at once. */
+fhirsync_code fs_store_work_claim(fhirsync_store *store, const char *worker_id, const char *kind,
+                                  int lease_seconds, fs_store_work_item **item,
+                                  fhirsync_error *err);
+/* Extend the lease of an item this worker holds. FHIRSYNC_E_LOCKED when the lease was lost (it
+ * expired and another worker claimed the item). Not inside a batch. */
+fhirsync_code fs_store_work_heartbeat(fhirsync_store *store, int64_t id, const char *worker_id,
+                                      int lease_seconds, fhirsync_error *err);
+/* Mark an item done with an optional JSON result. Joins an open batch: a file's last rows and its
+ * completion commit together. FHIRSYNC_E_LOCKED when the lease was lost. */
+fhirsync_code fs_store_work_complete(fhirsync_store *store, int64_t id, const char *worker_id,
+                                     const char *result_json, fhirsync_error *err);
+/* Give an item back after a failure: retry_after_seconds >= 0 makes it pending again after that
+ * delay (unless it has used max_attempts, then it fails), < 0 fails it for good. Joins a batch.
+ * FHIRSYNC_E_LOCKED when the lease was lost. */
+fhirsync_code fs_store_work_fail(fhirsync_store *store, int64_t id, const char *worker_id,
+                                 const char *error, int retry_after_seconds, fhirsync_error *err);
 
-struct fs_store_ops {
-    const char *name;
-    /* Connect to `location` (and prepare the session). */
-    fhirsync_code (*open)(fhirsync_store *s, const char *location, fhirsync_error *err);
-    void (*close)(fhirsync_store *s);
-    /* One statement; rows go to cb (may be NULL). `cache`: sql is a string literal the engine may
-     * keep prepared. *changes (may be NULL): rows inserted/updated/deleted. */
-    fhirsync_code (*exec)(fhirsync_store *s, const char *sql, bool cache,
-                          const fs_sql_value *params, int nparams, fs_sql_row_fn cb, void *userdata,
-                          int64_t *changes, fhirsync_error *err);
-    /* Several statements separated by ';', no parameters, no rows (DDL). */
-    fhirsync_code (*script)(fhirsync_store *s, const char *sql, fhirsync_error *err);
-    fhirsync_code (*begin)(fhirsync_store *s, fhirsync_error *err);
-    fhirsync_code (*commit)(fhirsync_store *s, fhirsync_error *err);
-    void (*rollback)(fhirsync_store *s);
-    /* Store one scanned resource into t's table (inside an open transaction). */
-    fhirsync_code (*put)(fhirsync_store *s, fs_store_type *t, const fs_resource_fields *f,
-                         const char *line, size_t len, int64_t run_id,
-                         fhirsync_put_outcome *outcome, fhirsync_error *err);
-    /* Delete by id unless the row is newer than deleted_ms (NULL value: unknown). */
-    fhirsync_code (*remove)(fhirsync_store *s, fs_store_type *t, const char *id,
-                            fs_sql_value deleted_ms, bool *removed, fhirsync_error *err);
-    /* Drop t's prepared statements (its table may be gone after a rollback). */
-    void (*forget_type)(fhirsync_store *s, fs_store_type *t);
-    /* The OS/session part of an endpoint lock. */
-    fhirsync_code (*lock_try)(fhirsync_store *s, fs_store_lock *l, bool *acquired,
-                              fhirsync_error *err);
-    void (*lock_release)(fhirsync_store *s, fs_store_lock *l);
-    /* Describe the session holding a lock that lock_try could not get ("" when unknown). */
-    void (*lock_holder)(fhirsync_store *s, const fs_store_lock *l, char *buf, size_t size);
-    /* The clock of work leases (epoch seconds): the database server's when there is one. */
-    fhirsync_code (*now)(fhirsync_store *s, int64_t *epoch, fhirsync_error *err);
-    /* Read-only user SQL. */
-    fhirsync_code (*query)(fhirsync_store *s, const char *sql, fhirsync_row_cb cb, void *userdata,
-                           fhirsync_error *err);
-};
+/* Items per state. */
+typedef struct fs_store_work_counts {
+    int64_t pending, claimed, done, failed;
+} fs_store_work_counts;
 
-extern const fs_store_ops fs_store_sqlite_ops;
-/* The pragmas of a read-write SQLite handle (bench/store_bench.c's bare loop uses the same). */
-extern const char fs_store_sqlite_pragmas[];
-extern const fs_store_ops fs_store_postgresql_ops;
+/* Items per state of a batch (NULL: of all items). */
+fhirsync_code fs_store_work_summary(fhirsync_store *store, const char *batch,
+                                    fs_store_work_counts *out, fhirsync_error *err);
 
-/* ---- helpers of the engines and the schema (shared.c) ---------------------------------------- */
+/* The items of work batch `batch` that are done: cb(userdata, payload, result) for each, in id
+ * order (payload "{}" and result NULL when empty; borrowed for the call; return non-zero to
+ * stop). FHIRSYNC_E_ARG without a batch; FHIRSYNC_E_STORE. */
+typedef int (*fs_store_work_result_fn)(void *userdata, const char *payload, const char *result);
+fhirsync_code fs_store_work_results(fhirsync_store *store, const char *batch,
+                                    fs_store_work_result_fn cb, void *userdata,
+                                    fhirsync_error *err);
 
-/* The formatted `loaded_at` for rows written now (cached per second). */
-const char *fs_store_loaded_at(fhirsync_store *s);
-/* FNV-1a 64 of a string with a domain prefix (lock keys, index names). */
-uint64_t fs_store_hash(const char *domain, const char *text);
-/* Quote a validated type name as an SQL identifier into buf ("\"Patient\""). */
-void fs_store_quote_type(const char *type, char *buf, size_t size);
+/* ---- reconciliation (reconcile.c) ------------------------------------------------------------ */
 
-/* ---- schema (schema.c) ----------------------------------------------------------------------- */
+/* One type's reconciliation: rows of `type` last written by runs of `endpoint` older than
+ * `first_run` (the first run that loaded the current export or crawl), whose lastUpdated is not
+ * later than `deleted_at`, were not returned by the complete export or crawl: they are gone on the
+ * server (within the request's scope), and are deleted with a deletion record (reason, run_id,
+ * deleted_at). Rows of other endpoints and rows written by this export's own runs are untouched.
+ *
+ * The share guard: when the rows to delete exceed `max_share` (0 < share <= 1) of the endpoint's
+ * rows of the type, nothing is deleted and `refused` is set, unless `force`. */
+typedef struct fs_store_reconcile {
+    const char *endpoint;
+    const char *type;
+    int64_t first_run;
+    int64_t run_id;         /* recorded on the deletions */
+    const char *deleted_at; /* FHIR instant */
+    const char *reason;
+    double max_share;
+    bool force;
+} fs_store_reconcile;
 
-/* The newest schema version. */
-int fs_schema_current(void);
-/* Read the schema version and migrate to the current one (not for read-only handles, which
- * only check). Fills s->schema_version. */
-fhirsync_code fs_schema_migrate(fhirsync_store *s, fhirsync_error *err);
-/* The DDL creating the table and indexes of a resource type (idempotent); caller frees. */
-char *fs_schema_type_ddl(fs_store_engine engine, const char *type);
-/* Create the table of a resource type (idempotent) and register it in resource_types; inside the
- * caller's transaction. */
-fhirsync_code fs_schema_create_type(fhirsync_store *s, const char *type, fhirsync_error *err);
+typedef struct fs_store_reconcile_result {
+    int64_t rows;    /* the endpoint's rows of the type before */
+    int64_t gone;    /* of which not returned */
+    int64_t deleted; /* rows deleted (0 when refused) */
+    bool refused;    /* the share guard stopped it */
+} fs_store_reconcile_result;
 
-/* Advisory lock keys of PostgreSQL for schema changes (migrations, new type tables). */
-#define FS_STORE_PG_MIGRATE_KEY INT64_C(0x66687379636d6967) /* "fhsycmig" */
-#define FS_STORE_PG_DDL_KEY INT64_C(0x6668737963646466)     /* "fhsycddf" */
-#define FS_STORE_PG_BIND_KEY INT64_C(0x6668737962696e64)    /* "fhsybind" */
+/* Joins an open batch (else its own transaction). FHIRSYNC_E_ARG for a bad type name;
+ * FHIRSYNC_E_STORE. A type without a table has nothing to reconcile (all zero). */
+fhirsync_code fs_store_reconcile_type(fhirsync_store *store, const fs_store_reconcile *r,
+                                      fs_store_reconcile_result *out, fhirsync_error *err);
+
+/* ---- reports (report.c) ---------------------------------------------------------------------- */
+
+/* Rows of `type` in the store (0 without a table). */
+fhirsync_code fs_store_type_rows(fhirsync_store *store, const char *type, int64_t *rows,
+                                 fhirsync_error *err);
 
 #endif

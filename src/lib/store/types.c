@@ -4,7 +4,7 @@
  * the queries. fhirsync_store_ensure_type is the public face of it. */
 #include <string.h>
 
-#include "store/shared.h"
+#include "store/shared_private.h"
 
 fs_store_type *fs_store_type_entry(fhirsync_store *s, const char *name, size_t len)
 {

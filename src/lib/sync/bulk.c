@@ -38,7 +38,7 @@
 
 #include "config/config_internal.h"
 #include "json/json.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 /* A finished file waiting for the loader. */

@@ -24,7 +24,7 @@
 
 #include "config/config_internal.h"
 #include "fhirsync/client.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 typedef struct crawl_ctx {

@@ -23,7 +23,7 @@
 
 #include "bulk/bulk_internal.h"
 #include "json/json.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 #define READ_BUFFER (1024 * 1024)

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "config/config_internal.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 #define DEFAULT_MAX_DELETE_SHARE 50

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 /* ---- events ---------------------------------------------------------------------------------- */

@@ -12,7 +12,7 @@
 #include "fhirsync/auth.h"
 #include "fhirsync/client.h"
 #include "json/json.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 fhirsync_code fhirsync_sync_options_init(fhirsync_sync_options *opts, unsigned int version)

@@ -36,7 +36,7 @@
 #include "fhirsync/auth.h"
 #include "fhirsync/client.h"
 #include "json/json.h"
-#include "store/store_lib.h"
+#include "store/store_internal.h"
 #include "sync/sync_internal.h"
 
 #define FILE_MAX_ATTEMPTS 10

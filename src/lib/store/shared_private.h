@@ -1,6 +1,6 @@
-/* store/shared.h: what the files of the store's API share, and nothing else includes. The handle
- * and the engines' vtable are in store_internal.h; the typed API for the library's other modules is
- * store_lib.h. Each group below names the file that defines it:
+/* store/shared_private.h: what the files of the store's API share, and nothing else includes. The
+ * handle and the engines' vtable are in store_private.h; the typed API for the library's other
+ * modules is store_internal.h. Each group below names the file that defines it:
  *
  *   shared.c   argument checks, single-value row readers, the JSON check
  *   batch.c    implicit transactions (join the open batch, or run in one of their own)
@@ -8,13 +8,13 @@
  *   locks.c    what opening and runs need of the endpoint locks
  *
  * Internal: prefix fs_store_; nothing here is exported. */
-#ifndef FS_STORE_SHARED_H
-#define FS_STORE_SHARED_H
+#ifndef FS_STORE_SHARED_PRIVATE_H
+#define FS_STORE_SHARED_PRIVATE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "store/store_internal.h"
+#include "store/store_private.h"
 
 /* ---- shared.c -------------------------------------------------------------------------------- */
 

@@ -1,10 +1,10 @@
-/* jose/jose_internal.h: what the files of the JOSE module share and nobody else sees: the table of
+/* jose/jose_private.h: what the files of the JOSE module share and nobody else sees: the table of
  * JWS algorithms (digest, key type, curve), the one place that inspects an EVP_PKEY's type and
  * size, the one wording of "this key does not fit that algorithm", and the bounds on key sizes.
  * Only the .c files of src/lib/jose include it; everyone else uses jose/jose.h or
  * fhirsync/keys.h. */
-#ifndef FS_JOSE_INTERNAL_H
-#define FS_JOSE_INTERNAL_H
+#ifndef FS_JOSE_PRIVATE_H
+#define FS_JOSE_PRIVATE_H
 
 #include <openssl/bn.h>
 

@@ -1,8 +1,8 @@
-/* http/curl_shared.h: the pieces the two libcurl front ends of the http folder share (the easy
+/* http/curl_private.h: the pieces the two libcurl front ends of the http folder share (the easy
  * interface in http.c, the multi interface in multi.c), so that both follow redirects, keep
  * headers and log libcurl's debug output the same way. Internal to src/lib/http. */
-#ifndef FS_HTTP_CURL_SHARED_H
-#define FS_HTTP_CURL_SHARED_H
+#ifndef FS_HTTP_CURL_PRIVATE_H
+#define FS_HTTP_CURL_PRIVATE_H
 
 #include <curl/curl.h>
 
