@@ -138,7 +138,10 @@ static void respond(int fd, int status, const char *title, const char *text)
                         "HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\n"
                         "Content-Length: %d\r\nCache-Control: no-store\r\n"
                         "Referrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
-                        status, status == 200 ? "OK" : status == 404 ? "Not Found" : "Bad Request",
+                        status,
+                        status == 200   ? "OK"
+                        : status == 404 ? "Not Found"
+                                        : "Bad Request",
                         blen);
     if (write(fd, head, (size_t)hlen) < 0 || write(fd, body, (size_t)blen) < 0) {
         /* the browser went away: nothing to tell it */
@@ -203,9 +206,9 @@ static void print_summary(const fhirsync_login *login, const char *name)
     printf("  granted scope:   %s\n", granted ? granted : "(as requested)");
     printf("  patient:         %s\n",
            fhirsync_login_patient(login) ? fhirsync_login_patient(login) : "(none)");
-    printf("  fhirUser:        %s\n",
-           fhirsync_login_fhir_user(login) ? fhirsync_login_fhir_user(login)
-                                           : "(none; from the id_token, unverified)");
+    printf("  fhirUser:        %s\n", fhirsync_login_fhir_user(login)
+                                          ? fhirsync_login_fhir_user(login)
+                                          : "(none; from the id_token, unverified)");
     printf("  refresh token:   %s\n", fhirsync_login_has_refresh_token(login) ? "yes" : "no");
     /* what was asked and not granted */
     char missing[1024] = "";
@@ -234,8 +237,7 @@ static void print_summary(const fhirsync_login *login, const char *name)
                 "login works only until the access token expires (%s), so unattended sync "
                 "cannot run; ask the EHR to allow offline_access for the app, then log in "
                 "again\n",
-                granted && !scope_has(granted, "offline_access") ? "not granted" : "ignored",
-                at);
+                granted && !scope_has(granted, "offline_access") ? "not granted" : "ignored", at);
     }
 }
 
@@ -269,8 +271,8 @@ static void write_url_file(const char *url)
 
 /* Wait for the redirect: the listener and/or stdin, until the deadline. On success *url holds the
  * redirect URL (the caller frees) and *client the browser's connection to answer (or -1). */
-static int wait_redirect(int listener, const redirect *r, bool read_stdin, long timeout,
-                         char **url, int *client)
+static int wait_redirect(int listener, const redirect *r, bool read_stdin, long timeout, char **url,
+                         int *client)
 {
     *url = NULL;
     *client = -1;
@@ -295,8 +297,9 @@ static int wait_redirect(int listener, const redirect *r, bool read_stdin, long 
             return EXIT_INTERRUPTED;
         }
         if (left <= 0) {
-            fprintf(stderr, "fhirsync: no login within %ld s: nothing was written (run "
-                            "'fhirsync login' again, or --timeout SECONDS)\n",
+            fprintf(stderr,
+                    "fhirsync: no login within %ld s: nothing was written (run "
+                    "'fhirsync login' again, or --timeout SECONDS)\n",
                     timeout);
             return EXIT_INTERRUPTED;
         }
@@ -434,8 +437,8 @@ int cmd_login(int argc, char **argv)
         snprintf(r.uri, sizeof r.uri, "%s", set_uri);
         parse_loopback(set_uri, &r);
         if (r.loopback && set_port && atoi(set_port) != r.port) {
-            fprintf(stderr, "fhirsync: redirect_port %s disagrees with redirect_uri %s\n",
-                    set_port, set_uri);
+            fprintf(stderr, "fhirsync: redirect_port %s disagrees with redirect_uri %s\n", set_port,
+                    set_uri);
             rc = EXIT_CONFIG;
             goto out;
         }
