@@ -163,6 +163,18 @@ expect_match "$(cat norefresh.err)" "no refresh token .*unattended sync cannot r
 expect_exit 0 "token from the stored access token (no refresh token)" -- \
     "$F" token --endpoint norefresh
 
+set +e
+"$F" doctor --endpoint jwt >doctor.out 2>&1
+set -e
+expect_match "$(cat doctor.out)" "PKCE methods: S256" "doctor: the login's server side"
+expect_match "$(cat doctor.out)" "refresh token: present" "doctor: the credentials file"
+expect_match "$(cat doctor.out)" "not granted: offline_access" "doctor: narrower scopes"
+set +e
+"$F" doctor --endpoint norefresh >doctor.out 2>&1
+set -e
+expect_match "$(cat doctor.out)" "no refresh token: offline_access was not granted" \
+    "doctor: no refresh token"
+
 chmod 644 jwt.credentials
 expect_exit 4 "a 0644 credentials file is refused" -- "$F" token --endpoint jwt
 expect_match "$ERR" "readable by group or others \(mode 0644\): run chmod 600" \
