@@ -101,10 +101,6 @@ void fs_credentials_clear(fs_credentials *c);
  * spend the same rotating refresh token; the descriptor, or -1 (then go on unlocked). */
 int fs_credentials_lock(const char *path);
 void fs_credentials_unlock(int fd);
-/* The key files' permission rule for any private file: FHIRSYNC_E_KEY_PERMS naming `what` and
- * the chmod to run when `mode` gives group or others any access. */
-fhirsync_code fs_private_file_mode_check(const char *what, const char *path, unsigned mode,
-                                         fhirsync_error *err);
 
 /* PKCE (RFC 7636): the S256 challenge of a verifier, base64url without padding. Caller frees. */
 char *fs_pkce_challenge(const char *verifier);

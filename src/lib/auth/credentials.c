@@ -59,16 +59,6 @@ char *fs_credentials_path(const fhirsync_endpoint *ep)
     return fs_buf_steal(&b);
 }
 
-fhirsync_code fs_private_file_mode_check(const char *what, const char *path, unsigned mode,
-                                         fhirsync_error *err)
-{
-    if (!(mode & 077))
-        return FHIRSYNC_OK;
-    return fs_err(err, FHIRSYNC_E_KEY_PERMS,
-                  "%s %s is %s by group or others (mode %04o): run chmod 600 %s", what, path,
-                  mode & 044 ? "readable" : "writable", mode & 07777, path);
-}
-
 /* ---- reading ------------------------------------------------------------------------------- */
 
 static fhirsync_code dup_member(const json_t *doc, const char *key, bool secret, char **out)

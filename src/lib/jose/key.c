@@ -722,15 +722,11 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
         /* what the file is comes first: a public JWK Set at 0644 is the wrong file, not an
          * exposed key */
         fs_err_prefix(err, "key file %s", path);
-    } else if (st.st_mode & 077) {
+    } else if ((rc = fs_private_file_mode_check("key file", path, (unsigned)st.st_mode, err)) !=
+               FHIRSYNC_OK) {
         /* checked on the open descriptor, so the file checked is the file read */
         fhirsync_key_free(*out);
         *out = NULL;
-        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
-                    "key file %s is %s by group or others (mode "
-                    "%04o): run chmod 600 %s",
-                    path, st.st_mode & 044 ? "readable" : "writable",
-                    (unsigned)(st.st_mode & 07777), path);
     }
 out:
     fs_free_wipe(buf, cap);
