@@ -193,19 +193,6 @@ static void make_parent(const char *path)
     fs_free(copy);
 }
 
-static void fsync_dir_of(const char *path)
-{
-    char *copy = fs_strdup(path);
-    if (!copy)
-        return;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    fs_free(copy);
-}
-
 fhirsync_code fs_credentials_write(const char *path, const fs_credentials *c, fhirsync_error *err)
 {
     fhirsync_code rc = FHIRSYNC_OK;
@@ -255,7 +242,7 @@ fhirsync_code fs_credentials_write(const char *path, const fs_credentials *c, fh
                     strerror(errno));
         goto out;
     }
-    fsync_dir_of(path);
+    fs_fsync_parent(path);
 out:
     if (fd >= 0)
         close(fd);

@@ -181,6 +181,9 @@ bool fs_parse_http_date(const char *s, int64_t *out_epoch);
 /* Write all `len` bytes to `fd`, retrying after EINTR and short writes. False with errno set
  * (EIO when write(2) wrote nothing without an error). */
 bool fs_write_all(int fd, const void *data, size_t len);
+/* fsync the directory holding `path`, so that a file just created or renamed there is durable;
+ * best effort (some file systems refuse, and out of memory skips it). */
+void fs_fsync_parent(const char *path);
 /* The permission rule of private files (keys, login credentials): FHIRSYNC_E_KEY_PERMS naming
  * `what`, `path`, the mode and the chmod to run when `mode` (st_mode) gives group or others any
  * access; FHIRSYNC_OK otherwise. */

@@ -3,6 +3,8 @@
  * be written completely or be reported as failed. Also the one permission rule of private files
  * (keys, login credentials). */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -33,4 +35,17 @@ fhirsync_code fs_private_file_mode_check(const char *what, const char *path, uns
     return fs_err(err, FHIRSYNC_E_KEY_PERMS,
                   "%s %s is %s by group or others (mode %04o): run chmod 600 %s", what, path,
                   mode & 044 ? "readable" : "writable", mode & 07777, path);
+}
+
+void fs_fsync_parent(const char *path)
+{
+    char *copy = fs_strdup(path);
+    if (!copy)
+        return;
+    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+    fs_free(copy);
 }

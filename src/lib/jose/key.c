@@ -8,7 +8,6 @@
  * self-test, so a corrupted key fails here rather than at the token endpoint. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -736,20 +735,6 @@ out:
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-/* Make the new directory entry durable too; best effort (some file systems refuse). */
-static void fsync_parent(const char *path)
-{
-    char *copy = fs_strdup(path);
-    if (!copy)
-        return;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    fs_free(copy);
-}
-
 fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path, fhirsync_error *err)
 {
     if (!key || !path || !*path)
@@ -789,7 +774,7 @@ fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path, 
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot write key file %s: %s", path, strerror(errno));
         goto out;
     }
-    fsync_parent(path);
+    fs_fsync_parent(path);
 out:
     if (fd >= 0)
         close(fd);
