@@ -37,6 +37,10 @@ typedef struct fhirsync_smart_config {
     fhirsync_strlist scopes;
     fhirsync_strlist capabilities;
     int scope_version; /* 1 or 2: the scope syntax to use with this server */
+    /* appended (the library allocates this struct): what a person's login (fhirsync/login.h)
+     * needs */
+    char *authorization_endpoint;            /* absolute, or NULL when not advertised */
+    fhirsync_strlist code_challenge_methods; /* PKCE methods ("S256") */
 } fhirsync_smart_config;
 
 /* Discover {base_url}/.well-known/smart-configuration, falling back to the CapabilityStatement at

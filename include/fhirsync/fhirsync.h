@@ -12,6 +12,7 @@
 #include "fhirsync/doctor.h"
 #include "fhirsync/keys.h"
 #include "fhirsync/log.h"
+#include "fhirsync/login.h"
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
 

@@ -98,5 +98,6 @@ int cmd_export(int argc, char **argv);
 int cmd_get(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
 int cmd_query(int argc, char **argv);
+int cmd_login(int argc, char **argv);
 
 #endif

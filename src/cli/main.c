@@ -8,6 +8,8 @@
 static const cli_command commands[] = {
     {"keygen", "generate a signing key pair and its public JWKS", cmd_keygen},
     {"jwks", "print the public JWKS of existing keys (for registration or rotation)", cmd_jwks},
+    {"login", "authorize once in a browser (auth = login: SMART App Launch + refresh token)",
+     cmd_login},
     {"token", "get an access token and show granted scopes and expiry", cmd_token},
     {"doctor", "check every step of authentication and explain what fails", cmd_doctor},
     {"export", "run a Bulk Data $export into a folder (resumable, every line checked)", cmd_export},
@@ -22,7 +24,8 @@ static void print_help(FILE *out)
 {
     fprintf(out, "usage: fhirsync <command> [options]\n"
                  "\n"
-                 "Get patient data out of EHRs with SMART on FHIR Backend Services.\n"
+                 "Get patient data out of EHRs with SMART on FHIR Backend Services (or, where\n"
+                 "the EHR will not grant it, a person's one-time login: fhirsync login).\n"
                  "\n"
                  "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)

@@ -9,8 +9,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth/auth_internal.h"
+#include "fhirsync/login.h"
 
 #define S(x) x, strlen(x)
 
@@ -319,6 +323,197 @@ static void test_alloc_failures_in_parsers(void **state)
     }
 }
 
+/* ---- a person's login (auth = login) --------------------------------------------------------- */
+
+static void test_pkce(void **state)
+{
+    (void)state;
+    /* RFC 7636 appendix B */
+    char *challenge = fs_pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+    assert_string_equal(challenge, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    fs_free(challenge);
+    char *a = fs_pkce_verifier(), *b = fs_pkce_verifier();
+    assert_int_equal(strlen(a), 64);
+    assert_int_equal(strspn(a, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+                     64);
+    assert_string_not_equal(a, b);
+    fs_secret_free(a);
+    fs_secret_free(b);
+}
+
+static void test_login_redirect(void **state)
+{
+    (void)state;
+    const char *cb = "http://127.0.0.1:4711/callback";
+    char *code = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fs_login_parse_redirect("http://127.0.0.1:4711/callback?code=a%2Bb+c&state=S1",
+                                             "S1", cb, &code, &err),
+                     FHIRSYNC_OK);
+    assert_string_equal(code, "a+b c");
+    fs_secret_free(code);
+    /* a forged state: refused, whatever else the URL says */
+    assert_int_equal(fs_login_parse_redirect("http://127.0.0.1:4711/callback?code=x&state=S2", "S1",
+                                             cb, &code, &err),
+                     FHIRSYNC_E_AUTH);
+    assert_null(code);
+    assert_non_null(strstr(err.message, "state does not match"));
+    /* a missing state is refused before its error is believed */
+    assert_int_equal(fs_login_parse_redirect("http://127.0.0.1:4711/callback?error=access_denied",
+                                             "S1", cb, &code, &err),
+                     FHIRSYNC_E_AUTH);
+    assert_non_null(strstr(err.message, "state is missing"));
+    assert_null(strstr(err.message, "access_denied"));
+    /* the state before the target */
+    assert_int_equal(
+        fs_login_parse_redirect("http://evil.example/cb?code=x&state=S2", "S1", cb, &code, &err),
+        FHIRSYNC_E_AUTH);
+    assert_non_null(strstr(err.message, "state"));
+    assert_int_equal(fs_login_parse_redirect("http://127.0.0.1:4711/other?code=x&state=S1", "S1",
+                                             cb, &code, &err),
+                     FHIRSYNC_E_AUTH);
+    assert_non_null(strstr(err.message, "not to this login's redirect URI"));
+    assert_int_equal(
+        fs_login_parse_redirect("http://127.0.0.1:4711/callback?state=S1&error=access_denied&"
+                                "error_description=The+user+said+no",
+                                "S1", cb, &code, &err),
+        FHIRSYNC_E_AUTH);
+    assert_non_null(strstr(err.message, "access_denied (The user said no)"));
+    assert_int_equal(
+        fs_login_parse_redirect("http://127.0.0.1:4711/callback?state=S1", "S1", cb, &code, &err),
+        FHIRSYNC_E_PROTOCOL);
+    assert_int_equal(
+        fs_login_parse_redirect("http://127.0.0.1:4711/callback", "S1", cb, &code, &err),
+        FHIRSYNC_E_AUTH);
+    assert_int_equal(fs_login_parse_redirect("http://127.0.0.1:4711/callback?state=S%zz&code=x",
+                                             "S1", cb, &code, &err),
+                     FHIRSYNC_E_AUTH);
+    assert_null(code);
+}
+
+static void test_login_token_response(void **state)
+{
+    (void)state;
+    /* {"alg":"none"}.{"sub":"u1","fhirUser":"Practitioner/7"}. : read, never verified */
+    const char *doc =
+        "{\"access_token\":\"at-1234567890\",\"token_type\":\"Bearer\","
+        "\"expires_in\":300,\"refresh_token\":\"rt-abcdefghijkl\","
+        "\"patient\":\"p9\",\"refresh_token_expires_in\":\"86400\",\"id_token\":"
+        "\"eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSIsImZoaXJVc2VyIjoiUHJhY3RpdGlvbmVyLzcifQ."
+        "\"}";
+    fs_token_response tr;
+    fhirsync_error err = {0};
+    assert_int_equal(fs_token_response_parse(S(doc), &tr, &err), FHIRSYNC_OK);
+    assert_string_equal(tr.refresh_token, "rt-abcdefghijkl");
+    assert_string_equal(tr.patient, "p9");
+    assert_string_equal(tr.fhir_user, "Practitioner/7");
+    assert_int_equal(tr.refresh_expires_in, 86400);
+    fs_token_response_clear(&tr);
+    assert_null(fs_id_token_fhir_user("not-a-jwt"));
+
+    const char *smart = "{\"token_endpoint\":\"https://a/t\",\"authorization_endpoint\":\"/authz\","
+                        "\"code_challenge_methods_supported\":[\"S256\"]}";
+    fhirsync_smart_config *cfg = NULL;
+    assert_int_equal(fs_smart_config_parse(S(smart), "https://a/fhir", "src", false, &cfg, &err),
+                     FHIRSYNC_OK);
+    assert_string_equal(cfg->authorization_endpoint, "https://a/authz");
+    assert_true(fhirsync_strlist_has(&cfg->code_challenge_methods, "S256"));
+    fhirsync_smart_config_free(cfg);
+}
+
+static void test_credentials_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fhirsync-cred-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/sub/site.credentials", dir);
+    fhirsync_error err = {0};
+    fs_credentials c = {0}, back;
+    assert_int_equal(fs_credentials_read(path, &back, &err), FHIRSYNC_E_NOT_FOUND);
+    c.refresh_token = fs_secret_strdup("refresh-token-value-1");
+    c.scope = fs_strdup("openid patient/*.read");
+    c.patient = fs_strdup("p1");
+    c.token_url = fs_strdup("https://ehr/token");
+    c.client_id = fs_strdup("app");
+    c.issued_at = 1700000000;
+    assert_int_equal(fs_credentials_write(path, &c, &err), FHIRSYNC_OK);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(fs_credentials_read(path, &back, &err), FHIRSYNC_OK);
+    assert_string_equal(back.refresh_token, "refresh-token-value-1");
+    assert_string_equal(back.patient, "p1");
+    assert_int_equal(back.issued_at, 1700000000);
+    assert_null(back.fhir_user);
+    fs_credentials_clear(&back);
+    /* replaced whole, no temporary file left beside it */
+    fs_secret_free(c.refresh_token);
+    c.refresh_token = fs_secret_strdup("refresh-token-value-2");
+    assert_int_equal(fs_credentials_write(path, &c, &err), FHIRSYNC_OK);
+    assert_int_equal(fs_credentials_read(path, &back, &err), FHIRSYNC_OK);
+    assert_string_equal(back.refresh_token, "refresh-token-value-2");
+    fs_credentials_clear(&back);
+    char sub[256];
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    DIR *d = opendir(sub);
+    assert_non_null(d);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        entries += e->d_name[0] != '.';
+    closedir(d);
+    assert_int_equal(entries, 1);
+    /* readable by others: refused like a key file */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(fs_credentials_read(path, &back, &err), FHIRSYNC_E_KEY_PERMS);
+    assert_non_null(strstr(err.message, "run chmod 600"));
+    assert_null(back.refresh_token);
+    /* incomplete */
+    assert_int_equal(chmod(path, 0600), 0);
+    FILE *f = fopen(path, "w");
+    fputs("{\"client_id\":\"app\"}", f);
+    fclose(f);
+    assert_int_equal(fs_credentials_read(path, &back, &err), FHIRSYNC_E_IO);
+    unlink(path);
+    char lock[300];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    unlink(lock);
+    rmdir(sub);
+    rmdir(dir);
+    fs_credentials_clear(&c);
+}
+
+static void test_login_api(void **state)
+{
+    (void)state;
+    fhirsync_error err = {0};
+    fhirsync_login *login = NULL;
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("site");
+    fhirsync_endpoint_set(ep, "base_url", "https://ehr.example/fhir", "t", &err);
+    fhirsync_endpoint_set(ep, "client_id", "app", "t", &err);
+    fhirsync_endpoint_set(ep, "key_file", "/nonexistent.pem", "t", &err);
+    assert_int_equal(fhirsync_login_start(ep, "http://127.0.0.1:1/cb", &login, &err),
+                     FHIRSYNC_E_CONFIG);
+    assert_non_null(strstr(err.message, "auth = login"));
+    assert_null(login);
+    assert_int_equal(fhirsync_login_finish(NULL, "x", &err), FHIRSYNC_E_ARG);
+    assert_null(fhirsync_login_authorize_url(NULL));
+    assert_false(fhirsync_login_has_refresh_token(NULL));
+    fhirsync_login_free(NULL);
+    fhirsync_endpoint_set(ep, "auth", "login", "t", &err);
+    fhirsync_endpoint_set(ep, "credentials_file", "/x/site.cred", "t", &err);
+    char *path = fs_credentials_path(ep);
+    assert_string_equal(path, "/x/site.cred");
+    fs_free(path);
+    fhirsync_endpoint_clear(ep, "credentials_file");
+    setenv("XDG_STATE_HOME", "/state", 1);
+    path = fs_credentials_path(ep);
+    assert_string_equal(path, "/state/fhirsync/site.credentials");
+    fs_free(path);
+    unsetenv("XDG_STATE_HOME");
+    fhirsync_endpoint_free(ep);
+}
+
 int main(void)
 {
     fhirsync_global_init();
@@ -332,6 +527,11 @@ int main(void)
         cmocka_unit_test(test_token_cache),
         cmocka_unit_test(test_auth_handle_accessors),
         cmocka_unit_test(test_alloc_failures_in_parsers),
+        cmocka_unit_test(test_pkce),
+        cmocka_unit_test(test_login_redirect),
+        cmocka_unit_test(test_login_token_response),
+        cmocka_unit_test(test_credentials_file),
+        cmocka_unit_test(test_login_api),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();

@@ -590,8 +590,41 @@ static void test_durations_and_getters(void **state)
         for (size_t m = 0; m < n; m++)
             assert_string_not_equal(names[m], names[n]);
     }
-    assert_int_equal(n, 33);
+    assert_int_equal(n, 37);
     assert_null(fhirsync_setting_help("client_secret"));
+}
+
+/* auth = login changes the defaults of auth_method, scope and mode; an explicit value wins, and a
+ * public client (auth_method none) is refused for Backend Services */
+static void test_login_defaults(void **state)
+{
+    (void)state;
+    fhirsync_error err = {0};
+    fhirsync_endpoint *ep = fhirsync_endpoint_new("site1");
+    fhirsync_endpoint_set(ep, "base_url", "https://x.org/fhir", "t", &err);
+    fhirsync_endpoint_set(ep, "client_id", "c", "t", &err);
+    assert_string_equal(fhirsync_endpoint_get(ep, "auth"), "backend");
+    assert_string_equal(fhirsync_endpoint_get(ep, "auth_method"), "private_key_jwt");
+    assert_string_equal(fhirsync_endpoint_get(ep, "scope"), "system/*.read");
+    assert_string_equal(fhirsync_endpoint_get(ep, "mode"), "bulk");
+    fhirsync_endpoint_set(ep, "auth_method", "none", "t", &err);
+    assert_int_equal(fhirsync_endpoint_validate(ep, &err), FHIRSYNC_E_CONFIG);
+    assert_non_null(strstr(err.message, "auth = login"));
+    fhirsync_endpoint_clear(ep, "auth_method");
+    assert_int_equal(fhirsync_endpoint_set(ep, "auth", "LOGIN", "t", &err), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_endpoint_get(ep, "auth"), "login");
+    assert_string_equal(fhirsync_endpoint_get(ep, "auth_method"), "none");
+    assert_string_equal(fhirsync_endpoint_get(ep, "scope"), FS_LOGIN_DEFAULT_SCOPE);
+    assert_string_equal(fhirsync_endpoint_get(ep, "mode"), "crawl");
+    assert_string_equal(fhirsync_endpoint_source(ep, "mode"), "default");
+    assert_int_equal(fhirsync_endpoint_validate(ep, &err), FHIRSYNC_OK);
+    fhirsync_endpoint_set(ep, "mode", "bulk", "t", &err);
+    assert_string_equal(fhirsync_endpoint_get(ep, "mode"), "bulk");
+    assert_int_equal(fhirsync_endpoint_set(ep, "redirect_port", "0", "t", &err), FHIRSYNC_E_CONFIG);
+    assert_int_equal(
+        fhirsync_endpoint_set(ep, "redirect_uri", "http://127.0.0.1:8765/cb", "t", &err),
+        FHIRSYNC_OK);
+    fhirsync_endpoint_free(ep);
 }
 
 static void test_validate(void **state)
@@ -794,6 +827,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rate_limit_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durations_and_getters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_login_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failure_walk, setup, teardown),

@@ -211,6 +211,12 @@ static void test_scopes(void **state)
     assert_false(fs_sync_scope_allows("system/Observation.write", "Observation", 'r'));
     /* patient/ and user/ scopes are not a backend's */
     assert_false(fs_sync_scope_allows("patient/*.read user/*.read", "Patient", 'r'));
+    /* ... but a person's login (auth = login) reads them as its own level */
+    char *as_system =
+        fs_sync_scope_as_system("openid launch/patient patient/*.read  user/Observation.rs");
+    assert_string_equal(as_system, "openid launch/patient system/*.read system/Observation.rs");
+    assert_true(fs_sync_scope_allows(as_system, "Patient", 'r'));
+    fs_free(as_system);
     /* v2: letters of cruds in order, optional restriction */
     assert_true(fs_sync_scope_allows("system/*.rs", "Condition", 'r'));
     assert_true(fs_sync_scope_allows("system/*.cruds", "Condition", 's'));

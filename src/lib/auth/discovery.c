@@ -13,8 +13,9 @@ void fhirsync_smart_config_free(fhirsync_smart_config *cfg)
 {
     if (!cfg)
         return;
-    fhirsync_strlist *lists[] = {&cfg->grant_types, &cfg->auth_methods, &cfg->signing_algs,
-                                 &cfg->scopes, &cfg->capabilities};
+    fhirsync_strlist *lists[] = {&cfg->grant_types,  &cfg->auth_methods,
+                                 &cfg->signing_algs, &cfg->scopes,
+                                 &cfg->capabilities, &cfg->code_challenge_methods};
     for (size_t l = 0; l < sizeof lists / sizeof *lists; l++) {
         for (size_t i = 0; i < lists[l]->count; i++)
             fs_free(lists[l]->items[i]);
@@ -23,6 +24,7 @@ void fhirsync_smart_config_free(fhirsync_smart_config *cfg)
     fs_free(cfg->source_url);
     fs_free(cfg->token_endpoint);
     fs_free(cfg->registration_endpoint);
+    fs_free(cfg->authorization_endpoint);
     fs_free(cfg);
 }
 
@@ -139,6 +141,9 @@ fhirsync_code fs_smart_config_parse(const char *body, size_t len, const char *ba
         if (rc == FHIRSYNC_OK)
             rc = resolve_into(base_url, sub_extension(ext, "register"), "registration URL",
                               &cfg->registration_endpoint, err);
+        if (rc == FHIRSYNC_OK)
+            rc = resolve_into(base_url, sub_extension(ext, "authorize"), "authorize URL",
+                              &cfg->authorization_endpoint, err);
     } else {
         json_t *te = json_object_get(doc, "token_endpoint");
         if (te && !json_is_string(te)) {
@@ -162,6 +167,12 @@ fhirsync_code fs_smart_config_parse(const char *body, size_t len, const char *ba
             rc = copy_list(doc, "scopes_supported", &cfg->scopes, err);
         if (rc == FHIRSYNC_OK)
             rc = copy_list(doc, "capabilities", &cfg->capabilities, err);
+        if (rc == FHIRSYNC_OK)
+            rc = resolve_into(base_url, fs_json_str(doc, "authorization_endpoint"),
+                              "authorization_endpoint", &cfg->authorization_endpoint, err);
+        if (rc == FHIRSYNC_OK)
+            rc = copy_list(doc, "code_challenge_methods_supported", &cfg->code_challenge_methods,
+                           err);
     }
     if (rc != FHIRSYNC_OK)
         goto out;

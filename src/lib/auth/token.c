@@ -2,7 +2,12 @@
  * tokens: the private key (or the client secret), the token URL (from `token_url` or discovery)
  * and the effective scope. Each token request carries a fresh client assertion (new jti, new exp),
  * retries included; answers are parsed strictly and errors keep the server's body verbatim.
- * Tokens are shared through the process-wide cache (auth/cache.c). */
+ * Tokens are shared through the process-wide cache (auth/cache.c).
+ *
+ * With auth = login the grant is not client_credentials but refresh_token, with the refresh token
+ * `fhirsync login` stored in the credentials file (auth/credentials.c): read under a lock shared
+ * by every process of the endpoint, and, when the server rotates it, the new one written to disk
+ * before the access token that came with it is handed out. */
 #include <string.h>
 #include <strings.h>
 
@@ -30,6 +35,8 @@ struct fhirsync_auth {
     long max_retries;
     long retry_cap;
     fs_http *http;
+    bool login;              /* auth = login: refresh grants from the credentials file */
+    char *credentials_path;  /* auth = login */
     fs_cached_token current; /* backs the strings handed out in fhirsync_token */
     char *last_error_body;   /* the server's answer to the last refused token request */
     long last_error_status;
@@ -57,6 +64,7 @@ void fhirsync_auth_free(fhirsync_auth *auth)
     fhirsync_smart_config_free(auth->smart);
     fs_free(auth->token_url);
     fs_free(auth->scope);
+    fs_free(auth->credentials_path);
     fs_http_free(auth->http);
     fs_cached_token_clear(&auth->current);
     fs_free(auth->last_error_body);
@@ -92,8 +100,15 @@ fhirsync_code fhirsync_auth_new(const fhirsync_endpoint *ep, fhirsync_auth **out
     rc = fs_url_check_transport(auth->base_url, "FHIR base URL (base_url)", err);
     if (rc != FHIRSYNC_OK)
         goto out;
+    auth->login = fs_endpoint_login(auth->ep);
+    if (auth->login && !(auth->credentials_path = fs_credentials_path(auth->ep))) {
+        rc = FHIRSYNC_E_NOMEM;
+        goto out;
+    }
 
-    if (strcmp(auth->method, "private_key_jwt") == 0) {
+    if (strcmp(auth->method, "none") == 0) {
+        /* a public client (auth = login only, fhirsync_endpoint_validate checked): no secret */
+    } else if (strcmp(auth->method, "private_key_jwt") == 0) {
         const char *key_file = fhirsync_endpoint_get(auth->ep, "key_file");
         rc = fhirsync_key_load_file(key_file, &auth->key, err);
         if (rc != FHIRSYNC_OK)
@@ -149,8 +164,7 @@ const char *fhirsync_auth_scope(const fhirsync_auth *auth)
     return auth->scope ? auth->scope : fhirsync_endpoint_get(auth->ep, "scope");
 }
 
-/* Replace v1 ".read" with v2 ".rs" in each scope (for servers that speak only v2). */
-static char *scope_to_v2(const char *scope)
+char *fs_scope_to_v2(const char *scope)
 {
     fs_buf b;
     fs_buf_init(&b);
@@ -175,6 +189,41 @@ static char *scope_to_v2(const char *scope)
     return fs_buf_steal(&b);
 }
 
+/* auth = login: the token URL and scope of the login (the credentials file), the token URL
+ * setting winning. */
+static fhirsync_code prepare_login(fhirsync_auth *auth, const char *override, fhirsync_error *err)
+{
+    fs_credentials creds;
+    fhirsync_code rc = fs_credentials_read(auth->credentials_path, &creds, err);
+    if (rc == FHIRSYNC_E_NOT_FOUND)
+        return fs_err(err, FHIRSYNC_E_AUTH,
+                      "[endpoint %s] has auth = login but no one has logged in yet (no "
+                      "credentials file %s): run 'fhirsync login --endpoint %s'",
+                      fhirsync_endpoint_name(auth->ep), auth->credentials_path,
+                      fhirsync_endpoint_name(auth->ep));
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!fs_streq(creds.client_id, auth->client_id)) {
+        rc = fs_err(err, FHIRSYNC_E_AUTH,
+                    "the credentials file %s belongs to client %s, not %s: run 'fhirsync login "
+                    "--endpoint %s' again",
+                    auth->credentials_path, creds.client_id, auth->client_id,
+                    fhirsync_endpoint_name(auth->ep));
+        goto out;
+    }
+    const char *url = override ? override : creds.token_url;
+    rc = fs_url_check_transport(url, override ? "token_url" : "the login's token URL", err);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    auth->token_url = fs_strdup(url);
+    auth->scope = fs_strdup(creds.scope ? creds.scope : fhirsync_endpoint_get(auth->ep, "scope"));
+    if (!auth->token_url || !auth->scope)
+        rc = FHIRSYNC_E_NOMEM;
+out:
+    fs_credentials_clear(&creds);
+    return rc;
+}
+
 /* The token URL and the effective scope: from settings, else from discovery. */
 static fhirsync_code prepare(fhirsync_auth *auth, fhirsync_error *err)
 {
@@ -188,6 +237,8 @@ static fhirsync_code prepare(fhirsync_auth *auth, fhirsync_error *err)
     auth->smart = NULL;
     fhirsync_code rc;
     const char *override = fhirsync_endpoint_get(auth->ep, "token_url");
+    if (auth->login)
+        return prepare_login(auth, override, err);
     if (override) {
         rc = fs_url_check_transport(override, "token_url", err);
         if (rc != FHIRSYNC_OK)
@@ -216,7 +267,7 @@ static fhirsync_code prepare(fhirsync_auth *auth, fhirsync_error *err)
     bool defaulted = fs_streq(fhirsync_endpoint_source(auth->ep, "scope"), "default") ||
                      !fhirsync_endpoint_source(auth->ep, "scope");
     if (defaulted && auth->smart && auth->smart->scope_version == 2)
-        auth->scope = scope_to_v2(scope);
+        auth->scope = fs_scope_to_v2(scope);
     else
         auth->scope = fs_strdup(scope);
     return auth->scope ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
@@ -265,8 +316,48 @@ void fs_token_response_clear(fs_token_response *tr)
     fs_secret_free(tr->access_token);
     fs_free(tr->token_type);
     fs_free(tr->scope);
+    fs_secret_free(tr->refresh_token);
+    fs_free(tr->patient);
+    fs_free(tr->fhir_user);
     memset(tr, 0, sizeof *tr);
     tr->expires_in = -1;
+    tr->refresh_expires_in = -1;
+}
+
+char *fs_id_token_fhir_user(const char *id_token)
+{
+    /* header.payload.signature: the payload only, and no trust in it (not verified) */
+    const char *dot = id_token ? strchr(id_token, '.') : NULL;
+    const char *end = dot ? strchr(dot + 1, '.') : NULL;
+    if (!end)
+        return NULL;
+    unsigned char *payload = NULL;
+    size_t len = 0;
+    if (!fs_b64url_decode(dot + 1, (size_t)(end - dot - 1), &payload, &len))
+        return NULL;
+    json_t *claims = fs_json_parse((const char *)payload, len, true, "id_token", NULL);
+    fs_free(payload);
+    const char *v = claims ? fs_json_str(claims, "fhirUser") : NULL;
+    char *out = v ? fs_strdup(v) : NULL;
+    json_decref(claims);
+    return out;
+}
+
+/* A lifetime member that may be a number or a numeric string; -1 when absent or unusable. */
+static long lifetime_member(const json_t *doc, const char *key)
+{
+    int64_t seconds = 0;
+    long parsed = 0;
+    json_t *v = json_object_get(doc, key);
+    if (fs_json_int(doc, key, &seconds))
+        ;
+    else if (json_is_string(v) && fs_parse_long(json_string_value(v), &parsed))
+        seconds = parsed;
+    else
+        return -1;
+    if (seconds <= 0)
+        return -1;
+    return seconds > 86400L * 3650 ? 86400L * 3650 : (long)seconds;
 }
 
 static bool header_safe(const char *s)
@@ -284,6 +375,7 @@ fhirsync_code fs_token_response_parse(const char *body, size_t len, fs_token_res
 {
     memset(out, 0, sizeof *out);
     out->expires_in = -1;
+    out->refresh_expires_in = -1;
     fhirsync_code rc = FHIRSYNC_OK;
     fhirsync_error jerr = {0};
     json_t *doc = fs_json_parse(body, len, true, "token response", &jerr);
@@ -348,8 +440,23 @@ fhirsync_code fs_token_response_parse(const char *body, size_t len, fs_token_res
     out->token_type = fs_strdup(type);
     const char *scope = fs_json_str(doc, "scope");
     out->scope = scope ? fs_strdup(scope) : NULL;
-    if (!out->access_token || !out->token_type || (scope && !out->scope))
+    if (!out->access_token || !out->token_type || (scope && !out->scope)) {
         rc = FHIRSYNC_E_NOMEM;
+        goto out;
+    }
+    /* the authorization code and refresh grants' extras */
+    const char *refresh = fs_json_str(doc, "refresh_token");
+    if (refresh && *refresh && !(out->refresh_token = fs_secret_strdup(refresh)))
+        rc = FHIRSYNC_E_NOMEM;
+    const char *patient = fs_json_str(doc, "patient");
+    if (patient && *patient && !(out->patient = fs_strdup(patient)))
+        rc = FHIRSYNC_E_NOMEM;
+    const char *id_token = fs_json_str(doc, "id_token");
+    if (id_token)
+        out->fhir_user = fs_id_token_fhir_user(id_token);
+    out->refresh_expires_in = lifetime_member(doc, "refresh_expires_in");
+    if (out->refresh_expires_in < 0)
+        out->refresh_expires_in = lifetime_member(doc, "refresh_token_expires_in");
 out:
     json_decref(doc);
     if (rc != FHIRSYNC_OK)
@@ -370,16 +477,19 @@ bool fs_oauth_error_code(const char *body, size_t len, char *code, size_t size)
 
 /* ---- token request ------------------------------------------------------------------------- */
 
-static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
-                                fhirsync_error *err)
+static fhirsync_code build_form(fhirsync_auth *auth, const char *token_url, const char *grant,
+                                fs_buf *form, char **basic, fhirsync_error *err)
 {
-    bool ok = fs_buf_append_str(form, "grant_type=client_credentials&scope=") &&
-              fs_buf_append_urlencoded(form, auth->scope);
+    bool ok = fs_buf_append_str(form, grant);
     if (!ok)
         return FHIRSYNC_E_NOMEM;
-    if (auth->key) {
+    if (strcmp(auth->method, "none") == 0) {
+        /* a public client identifies itself (RFC 6749 4.1.3) */
+        ok = fs_buf_append_str(form, "&client_id=") &&
+             fs_buf_append_urlencoded(form, auth->client_id);
+    } else if (auth->key) {
         char *jwt = NULL;
-        fhirsync_code rc = fhirsync_auth_assertion(auth, auth->token_url, &jwt, err);
+        fhirsync_code rc = fhirsync_auth_assertion(auth, token_url, &jwt, err);
         if (rc != FHIRSYNC_OK)
             return rc;
         ok = fs_buf_append_str(form, "&client_assertion_type=") &&
@@ -410,8 +520,12 @@ static fhirsync_code build_form(fhirsync_auth *auth, fs_buf *form, char **basic,
     return ok ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
 }
 
-static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, fhirsync_error *err)
+static fhirsync_code request_token(fhirsync_auth *auth, const char *token_url, const char *grant,
+                                   bool idempotent, fs_token_response *tr, char *oauth_error,
+                                   size_t oauth_error_size, fhirsync_error *err)
 {
+    if (oauth_error && oauth_error_size)
+        oauth_error[0] = '\0';
     fhirsync_code rc = FHIRSYNC_OK;
     fs_http_response resp;
     fs_http_response_init(&resp);
@@ -419,7 +533,7 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, f
         fs_buf form;
         fs_buf_init(&form);
         char *basic = NULL;
-        rc = build_form(auth, &form, &basic, err); /* a fresh assertion every attempt */
+        rc = build_form(auth, token_url, grant, &form, &basic, err); /* a fresh assertion */
         if (rc != FHIRSYNC_OK) {
             fs_buf_free_secret(&form);
             break;
@@ -429,14 +543,15 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, f
         fs_http_request req = {0};
         fs_http_request_from_profile(auth->ep, &req);
         req.method = "POST";
-        req.url = auth->token_url;
+        req.url = token_url;
         req.headers = headers;
         req.body = form.data;
         req.body_len = form.len;
         req.redirects = FS_REDIRECT_NONE;
         req.max_body = FS_TOKEN_MAX_BODY;
-        fs_log(FHIRSYNC_LOG_INFO, "token: requesting a token from %s for scope '%s' (%s)",
-               auth->token_url, auth->scope, auth->method);
+        fs_log(FHIRSYNC_LOG_INFO, "token: requesting a token from %s for scope '%s' (%s, %.*s)",
+               token_url, auth->scope ? auth->scope : "(the login's)", auth->method,
+               (int)strcspn(grant + strlen("grant_type="), "&"), grant + strlen("grant_type="));
         /* keyed like the FHIR requests, by the FHIR base URL (not the token URL) and the
          * client id: the token request counts against the same practice's budget */
         rc = fs_ratelimit_acquire(auth->base_url, auth->client_id,
@@ -451,18 +566,18 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, f
         fhirsync_code code = fs_http_status_code(FS_HTTP_AUTHORIZATION_SERVER, resp.status);
         bool retry = false;
         if (rc != FHIRSYNC_OK) {
-            if (!fs_http_retryable_failure(rc, true, resp.request_sent))
+            if (!fs_http_retryable_failure(rc, idempotent, resp.request_sent))
                 break;
             retry = true;
         } else if (code == FHIRSYNC_OK) {
             rc = fs_token_response_parse(resp.body.data, resp.body.len, tr, err);
             if (rc == FHIRSYNC_E_TOKEN_RESPONSE)
-                fs_err_prefix(err, "token endpoint %s (HTTP %ld)", auth->token_url, resp.status);
+                fs_err_prefix(err, "token endpoint %s (HTTP %ld)", token_url, resp.status);
             break;
-        } else if (fs_http_retryable_status(resp.status, true, retry_after)) {
+        } else if (fs_http_retryable_status(resp.status, idempotent, retry_after)) {
             retry = true;
             char desc[700];
-            fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
+            fs_http_describe(&resp, token_url, desc, sizeof desc);
             rc = fs_err_http(err, code, resp.status, "token request failed: %s", desc);
         } else if (resp.status >= 300 && resp.status < 400) {
             const char *loc = fs_http_header_get(&resp, "Location");
@@ -470,15 +585,17 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, f
                              "token endpoint %s answered HTTP %ld redirecting to %s: token "
                              "requests are never redirected (the assertion's aud must be the "
                              "final URL); set token_url to the right URL",
-                             auth->token_url, resp.status, loc ? loc : "(no Location)");
+                             token_url, resp.status, loc ? loc : "(no Location)");
             break;
         } else {
             /* The server refused: keep its answer verbatim. */
             fs_free(auth->last_error_body);
             auth->last_error_body = fs_strndup(resp.body.data ? resp.body.data : "", 4096);
             auth->last_error_status = resp.status;
+            if (oauth_error && oauth_error_size)
+                fs_oauth_error_code(resp.body.data, resp.body.len, oauth_error, oauth_error_size);
             char desc[700];
-            fs_http_describe(&resp, auth->token_url, desc, sizeof desc);
+            fs_http_describe(&resp, token_url, desc, sizeof desc);
             rc = fs_err_http(err, code, resp.status, "token request rejected: %s", desc);
             break;
         }
@@ -496,6 +613,116 @@ static fhirsync_code request_token(fhirsync_auth *auth, fs_token_response *tr, f
         }
     }
     fs_http_response_clear(&resp);
+    return rc;
+}
+
+fhirsync_code fs_auth_grant(fhirsync_auth *auth, const char *token_url, const char *grant,
+                            bool idempotent, fs_token_response *tr, char *oauth_error,
+                            size_t oauth_error_size, fhirsync_error *err)
+{
+    return request_token(auth, token_url, grant, idempotent, tr, oauth_error, oauth_error_size,
+                         err);
+}
+
+/* auth = login: a new access token with the refresh grant. Under the endpoint's lock, the file is
+ * read afresh (another process may have rotated the token meanwhile); a rotated refresh token is
+ * written before the new access token is returned. A session without a refresh token serves its
+ * stored access token until it expires. */
+static fhirsync_code refresh_from_login(fhirsync_auth *auth, int64_t now, fs_token_response *tr,
+                                        fhirsync_error *err)
+{
+    memset(tr, 0, sizeof *tr);
+    const char *name = fhirsync_endpoint_name(auth->ep);
+    fs_credentials creds;
+    fs_buf grant;
+    fs_buf_init(&grant);
+    int lock = fs_credentials_lock(auth->credentials_path);
+    fhirsync_code rc = fs_credentials_read(auth->credentials_path, &creds, err);
+    if (rc == FHIRSYNC_E_NOT_FOUND)
+        rc = fs_err(err, FHIRSYNC_E_AUTH,
+                    "no credentials file %s (removed?): run 'fhirsync login --endpoint %s'",
+                    auth->credentials_path, name);
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    if (!creds.refresh_token) {
+        if (creds.access_token && creds.access_expires_at - now > FS_TOKEN_RENEW_MARGIN) {
+            tr->access_token = creds.access_token;
+            creds.access_token = NULL;
+            tr->token_type = fs_strdup("bearer");
+            tr->scope = creds.scope ? fs_strdup(creds.scope) : NULL;
+            tr->expires_in = (long)(creds.access_expires_at - now);
+            rc = tr->token_type ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
+        } else {
+            rc = fs_err(err, FHIRSYNC_E_AUTH,
+                        "the login of [endpoint %s] has no refresh token (offline_access was not "
+                        "granted) and its access token has expired: run 'fhirsync login "
+                        "--endpoint %s' again",
+                        name, name);
+        }
+        goto out;
+    }
+    if (!fs_buf_append_str(&grant, "grant_type=refresh_token&refresh_token=") ||
+        !fs_buf_append_urlencoded(&grant, creds.refresh_token)) {
+        rc = FHIRSYNC_E_NOMEM;
+        goto out;
+    }
+    char oauth_error[64];
+    rc = request_token(auth, auth->token_url, grant.data, false, tr, oauth_error,
+                       sizeof oauth_error, err);
+    if (rc == FHIRSYNC_E_AUTH || (rc != FHIRSYNC_OK && fs_streq(oauth_error, "invalid_grant"))) {
+        if (fs_streq(oauth_error, "invalid_grant")) {
+            fs_err_prefix(err,
+                          "the refresh token of [endpoint %s] was refused (revoked, expired "
+                          "or already used): run 'fhirsync login --endpoint %s' again",
+                          name, name);
+            if (err)
+                err->code = FHIRSYNC_E_AUTH;
+            rc = FHIRSYNC_E_AUTH;
+        }
+        goto out;
+    }
+    if (rc != FHIRSYNC_OK)
+        goto out;
+    /* what changed goes to disk before the new access token is used */
+    bool rotated = tr->refresh_token && !fs_streq(tr->refresh_token, creds.refresh_token);
+    if (rotated) {
+        fs_secret_free(creds.refresh_token);
+        creds.refresh_token = tr->refresh_token;
+        tr->refresh_token = NULL;
+        creds.refresh_expires_at = 0;
+    }
+    if (tr->refresh_expires_in > 0)
+        creds.refresh_expires_at = now + tr->refresh_expires_in;
+    if (tr->scope) {
+        char *granted = fs_strdup(tr->scope);
+        if (granted) {
+            fs_free(creds.scope);
+            creds.scope = granted;
+        }
+    }
+    creds.refreshed_at = now;
+    fhirsync_error werr = {0};
+    fhirsync_code wrc = fs_credentials_write(auth->credentials_path, &creds, &werr);
+    if (wrc != FHIRSYNC_OK && rotated) {
+        fs_token_response_clear(tr);
+        rc = fs_err(err, wrc,
+                    "the server rotated the refresh token but it could not be saved (%s): the "
+                    "new one is lost; run 'fhirsync login --endpoint %s' again",
+                    werr.message, name);
+        goto out;
+    }
+    if (wrc != FHIRSYNC_OK)
+        fs_log(FHIRSYNC_LOG_WARN, "token: could not record the refresh in %s: %s",
+               auth->credentials_path, werr.message);
+    else if (rotated)
+        fs_log(FHIRSYNC_LOG_INFO, "token: the server rotated the refresh token; saved to %s",
+               auth->credentials_path);
+out:
+    fs_credentials_unlock(lock);
+    fs_credentials_clear(&creds);
+    fs_buf_free_secret(&grant);
+    if (rc != FHIRSYNC_OK)
+        fs_token_response_clear(tr);
     return rc;
 }
 
@@ -529,7 +756,19 @@ fhirsync_code fhirsync_auth_token(fhirsync_auth *auth, bool force_new, fhirsync_
         }
     }
     fs_token_response tr;
-    rc = request_token(auth, &tr, err);
+    if (auth->login) {
+        rc = refresh_from_login(auth, now, &tr, err);
+    } else {
+        fs_buf grant;
+        fs_buf_init(&grant);
+        if (!fs_buf_append_str(&grant, "grant_type=client_credentials&scope=") ||
+            !fs_buf_append_urlencoded(&grant, auth->scope)) {
+            fs_buf_free(&grant);
+            return FHIRSYNC_E_NOMEM;
+        }
+        rc = request_token(auth, auth->token_url, grant.data, true, &tr, NULL, 0, err);
+        fs_buf_free(&grant);
+    }
     if (rc != FHIRSYNC_OK)
         return rc;
     fs_cached_token fresh = {0};

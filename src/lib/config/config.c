@@ -63,7 +63,8 @@ static const char *const alg_choices[] = {"RS384", "ES384", "RS256", "RS512",
 static const char *const vendor_choices[] = {FS_VENDOR_GENERIC, FS_VENDOR_ECW, FS_VENDOR_EPIC,
                                              FS_VENDOR_CERNER, NULL};
 static const char *const auth_choices[] = {"private_key_jwt", "client_secret_basic",
-                                           "client_secret_post", NULL};
+                                           "client_secret_post", "none", NULL};
+static const char *const flow_choices[] = {"backend", "login", NULL};
 static const char *const mode_choices[] = {"bulk", "crawl", NULL};
 static const char *const yes_no[] = {"yes", "no", NULL};
 
@@ -82,17 +83,18 @@ static const setting_def settings[] = {
      .help = "key id for the assertion header (default: the key's RFC 7638 thumbprint)"},
     {.name = "jku", .kind = K_URL,
      .help = "JWKS URL for the assertion header (only if the key was registered by URL)"},
-    {.name = "scope", .kind = K_SCOPE, .fallback = "system/*.read",
-     .help = "scopes to request (default system/*.read)"},
+    {.name = "scope", .kind = K_SCOPE,
+     .help = "scopes to request (default system/*.read; with auth = login, "
+             "'" FS_LOGIN_DEFAULT_SCOPE "')"},
     {.name = "token_url", .kind = K_URL,
      .help = "token endpoint (default: from .well-known/smart-configuration)"},
     {.name = "vendor", .kind = K_ENUM, .choices = vendor_choices,
      .help = "generic, eclinicalworks, epic or cerner (default: guessed from base_url)"},
     {.name = "header", .kind = K_HEADER, .repeatable = true,
      .help = "extra 'Name: value' header on FHIR requests, repeatable (e.g. Epic-Client-ID)"},
-    {.name = "auth_method", .kind = K_ENUM, .fallback = "private_key_jwt", .choices = auth_choices,
-     .help = "private_key_jwt, client_secret_basic or client_secret_post (default "
-             "private_key_jwt)"},
+    {.name = "auth_method", .kind = K_ENUM, .choices = auth_choices,
+     .help = "private_key_jwt, client_secret_basic, client_secret_post or none (a public client, "
+             "auth = login only) (default private_key_jwt; with auth = login, none)"},
     {.name = "client_secret_file", .kind = K_PATH,
      .help = "file holding the client secret, mode 0600 (client_secret_* methods)"},
     {.name = "client_secret_env", .kind = K_ENVNAME,
@@ -118,8 +120,9 @@ static const setting_def settings[] = {
      .help = "resource types to sync, comma-separated "
              "(default: bulk, every type the export offers when the scopes read every type; "
              "crawl, the US Core types the scopes allow)"},
-    {.name = "mode", .kind = K_ENUM, .fallback = "bulk", .choices = mode_choices,
-     .help = "bulk (Bulk Data export) or crawl (paged search) (default bulk)"},
+    {.name = "mode", .kind = K_ENUM, .choices = mode_choices,
+     .help = "bulk (Bulk Data export) or crawl (paged search) (default bulk; with auth = login, "
+             "crawl)"},
     {.name = "store", .kind = K_STORE, .fallback = "fhirsync.db",
      .help = "SQLite database path or postgresql:// URL (default fhirsync.db)"},
     {.name = "every", .kind = K_DURATION,
@@ -143,6 +146,18 @@ static const setting_def settings[] = {
     {.name = "shared_store", .kind = K_ENUM, .fallback = "no", .choices = yes_no,
      .help = "yes or no: share the store with endpoints of other base URLs that are the same "
              "server (default no: refused, ids of two servers collide)"},
+    {.name = "auth", .kind = K_ENUM, .fallback = "backend", .choices = flow_choices,
+     .help = "backend (SMART Backend Services, client_credentials) or login (a person authorizes "
+             "once with 'fhirsync login'; refresh tokens after that) (default backend)"},
+    {.name = "redirect_uri", .kind = K_URL,
+     .help = "auth = login: the registered redirect URI (default http://127.0.0.1:PORT/callback, "
+             "a loopback listener on a free port)"},
+    {.name = "redirect_port", .kind = K_INT, .min = 1, .max = 65535, .unit = "port",
+     .help = "auth = login: the loopback listener's port when the EHR registered a fixed one "
+             "(default: a free port)"},
+    {.name = "credentials_file", .kind = K_PATH,
+     .help = "auth = login: where 'fhirsync login' keeps the refresh token, mode 0600 (default "
+             "$XDG_STATE_HOME/fhirsync/ENDPOINT.credentials, ~/.local/state/fhirsync/...)"},
 };
 /* clang-format on */
 
@@ -156,7 +171,8 @@ static const char *const setting_names[] = {
     "ca_file", "connect_timeout", "timeout", "max_retries", "retry_cap", "rate_limit",
     "registered_jwks", "group_id", "types", "mode", "store", "every", "reconcile_every",
     "max_delete_share", "since", "max_body",
-    "parallel", "delete_job", "shared_store", NULL};
+    "parallel", "delete_job", "shared_store", "auth", "redirect_uri", "redirect_port",
+    "credentials_file", NULL};
 /* clang-format on */
 
 _Static_assert(sizeof setting_names / sizeof *setting_names == SETTING_COUNT + 1,
@@ -426,6 +442,15 @@ static const char *default_text(const fhirsync_endpoint *ep, const setting_def *
         return fs_endpoint_vendor(ep);
     if (strcmp(def->name, "rate_limit") == 0)
         return strcmp(fs_endpoint_vendor(ep), FS_VENDOR_ECW) == 0 ? "250" : "0";
+    /* a person's login (auth = login): a public client by default, the standalone-launch scopes,
+     * and a crawl (user-level access rarely allows $export) */
+    bool login = fs_streq(explicit_text(ep, "auth"), "login");
+    if (strcmp(def->name, "auth_method") == 0)
+        return login ? "none" : "private_key_jwt";
+    if (strcmp(def->name, "scope") == 0)
+        return login ? FS_LOGIN_DEFAULT_SCOPE : "system/*.read";
+    if (strcmp(def->name, "mode") == 0)
+        return login ? "crawl" : "bulk";
     return def->fallback;
 }
 
@@ -518,6 +543,11 @@ long fs_endpoint_long(const fhirsync_endpoint *ep, const char *setting)
     if (def->kind == K_DURATION && fs_config_parse_duration(text, &number))
         return number;
     return 0;
+}
+
+bool fs_endpoint_login(const fhirsync_endpoint *ep)
+{
+    return fs_streq(fhirsync_endpoint_get(ep, "auth"), "login");
 }
 
 bool fs_endpoint_bool(const fhirsync_endpoint *ep, const char *setting)
@@ -1097,6 +1127,14 @@ fhirsync_code fhirsync_endpoint_validate(const fhirsync_endpoint *ep, fhirsync_e
     if (!explicit_text(ep, "client_id"))
         return missing(err, ep, "client id", "client_id");
     const char *method = fhirsync_endpoint_get(ep, "auth_method");
+    if (strcmp(method, "none") == 0) {
+        if (!fs_endpoint_login(ep))
+            return fs_err(err, FHIRSYNC_E_CONFIG,
+                          "auth_method none (%s) is a public client, which only a person's login "
+                          "can use: set auth = login in [endpoint %s], or a key or secret",
+                          fhirsync_endpoint_source(ep, "auth_method"), ep->name);
+        return FHIRSYNC_OK;
+    }
     if (strcmp(method, "private_key_jwt") == 0) {
         if (!explicit_text(ep, "key_file"))
             return missing(err, ep, "private key", "key_file");

@@ -18,6 +18,10 @@
 #define FS_VENDOR_EPIC "epic"
 #define FS_VENDOR_CERNER "cerner"
 
+/* The scopes a person's login (auth = login) asks for by default, in v1 syntax (adapted to v2 when
+ * discovery says the server speaks only v2). */
+#define FS_LOGIN_DEFAULT_SCOPE "openid fhirUser offline_access launch/patient patient/*.read"
+
 /* Parse `len` bytes of INI text as if read from the file `name` (used in messages such as
  * "name:12: ..." and, when it has a directory part, as the base of relative paths in the text).
  * The text need not be NUL-terminated and may hold any bytes. Same contract as
@@ -30,6 +34,10 @@ fhirsync_code fs_config_load_mem(const char *data, size_t len, const char *name,
  * (off) otherwise. Values are validated when set, so this cannot fail; an unknown or non-numeric
  * setting gives 0. */
 long fs_endpoint_long(const fhirsync_endpoint *ep, const char *setting);
+
+/* Whether the profile gets its tokens from a person's login (auth = login): refresh tokens from
+ * the credentials file instead of client_credentials. */
+bool fs_endpoint_login(const fhirsync_endpoint *ep);
 
 /* A yes/no setting (`delete_job`): true for "yes", including by default. */
 bool fs_endpoint_bool(const fhirsync_endpoint *ep, const char *setting);

@@ -181,6 +181,14 @@ bool fs_parse_http_date(const char *s, int64_t *out_epoch);
 /* Write all `len` bytes to `fd`, retrying after EINTR and short writes. False with errno set
  * (EIO when write(2) wrote nothing without an error). */
 bool fs_write_all(int fd, const void *data, size_t len);
+/* fsync the directory holding `path`, so that a file just created or renamed there is durable;
+ * best effort (some file systems refuse, and out of memory skips it). */
+void fs_fsync_parent(const char *path);
+/* The permission rule of private files (keys, login credentials): FHIRSYNC_E_KEY_PERMS naming
+ * `what`, `path`, the mode and the chmod to run when `mode` (st_mode) gives group or others any
+ * access; FHIRSYNC_OK otherwise. */
+fhirsync_code fs_private_file_mode_check(const char *what, const char *path, unsigned mode,
+                                         fhirsync_error *err);
 /* Days since 1970-01-01 of a proleptic Gregorian date (month 1-12; no timegm: no TZ). */
 int64_t fs_days_from_civil(int64_t y, int m, int d);
 /* Parse a FHIR instant / dateTime with time (YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)). */

@@ -192,7 +192,7 @@ static fhirsync_smart_config *check_discovery(doctor *d, fhirsync_alg alg, bool 
     fs_buf_append_str(&detail, "\ncapabilities: ");
     list_join(&detail, &smart->capabilities);
     fs_buf_printf(&detail, "\nscope syntax: SMART v%d", smart->scope_version);
-    if (smart->grant_types.count &&
+    if (smart->grant_types.count && !fs_endpoint_login(d->ep) &&
         !fhirsync_strlist_has(&smart->grant_types, "client_credentials")) {
         st = FHIRSYNC_CHECK_WARN;
         fs_buf_append_str(&hint, "- the server does not list client_credentials: it may not "
@@ -786,6 +786,153 @@ out:
     fs_buf_free(&detail);
 }
 
+/* ---- a person's login (auth = login) ------------------------------------------------------- */
+
+/* The tokens of `asked` missing from `granted`, space-separated, into b. */
+static void scopes_missing(fs_buf *b, const char *asked, const char *granted)
+{
+    for (const char *p = asked; p && *p;) {
+        size_t len = strcspn(p, " ");
+        bool found = false;
+        for (const char *g = granted; g && *g && !found;) {
+            size_t glen = strcspn(g, " ");
+            found = glen == len && strncmp(g, p, len) == 0;
+            g += glen;
+            g += strspn(g, " ");
+        }
+        if (!found)
+            fs_buf_printf(b, "%s%.*s", b->len ? " " : "", (int)len, p);
+        p += len;
+        p += strspn(p, " ");
+    }
+}
+
+/* What the login flow needs of the server, and the credentials file `fhirsync login` wrote. */
+static void check_login(doctor *d, const fhirsync_smart_config *smart)
+{
+    const char *name = fhirsync_endpoint_name(d->ep);
+    const char *base = fhirsync_endpoint_get(d->ep, "base_url");
+    fs_buf detail, hint;
+    fs_buf_init(&detail);
+    fs_buf_init(&hint);
+    if (smart) {
+        fhirsync_check_status st = FHIRSYNC_CHECK_OK;
+        fs_buf_printf(&detail, "authorization endpoint: %s\nPKCE methods: ",
+                      smart->authorization_endpoint ? smart->authorization_endpoint
+                                                    : "(not advertised)");
+        list_join(&detail, &smart->code_challenge_methods);
+        fs_buf_printf(&detail, "\naud sent with the login: %s (the FHIR base URL, exactly)", base);
+        if (!smart->authorization_endpoint ||
+            !fhirsync_strlist_has(&smart->code_challenge_methods, "S256")) {
+            st = FHIRSYNC_CHECK_FAIL;
+            fs_buf_append_str(&hint, "- fhirsync login needs an authorization_endpoint and S256 "
+                                     "in code_challenge_methods_supported (PKCE)\n");
+        }
+        if (smart->capabilities.count &&
+            !fhirsync_strlist_has(&smart->capabilities, "permission-offline"))
+            fs_buf_append_str(&hint, "- the server does not list permission-offline: it may "
+                                     "not issue refresh tokens, and unattended sync needs one\n");
+        fs_buf_append_str(&hint,
+                          "- an authorize page that refuses the login with a 401 or an 'invalid "
+                          "aud' / 'invalid redirect_uri' error: aud must be the FHIR base the EHR "
+                          "registered the app for, and the redirect URI must be registered "
+                          "(http://127.0.0.1/callback with any port, or set redirect_uri / "
+                          "redirect_port to what was registered)\n");
+        if (strcmp(d->vendor, "eclinicalworks") == 0)
+            fs_buf_append_str(&hint, "- eClinicalWorks: provider apps use "
+                                     "https://fhir4.eclinicalworks.com/fhir/r4/{PRACTICECODE}; "
+                                     "fhir4.healow.com is the patient-facing host\n");
+        if (st == FHIRSYNC_CHECK_FAIL)
+            fail(d, "login (authorization)", FHIRSYNC_E_UNSUPPORTED, detail.data, hint.data);
+        else
+            report(d, "login (authorization)", FHIRSYNC_CHECK_OK, detail.data, hint.data);
+    }
+
+    fs_buf_reset(&detail);
+    fs_buf_reset(&hint);
+    char *path = fs_credentials_path(d->ep);
+    fs_credentials c;
+    fhirsync_error e = {0};
+    fhirsync_code rc = path ? fs_credentials_read(path, &c, &e) : FHIRSYNC_E_NOMEM;
+    if (rc == FHIRSYNC_E_NOT_FOUND) {
+        fs_buf_printf(&hint, "- run 'fhirsync login --endpoint %s' (once, in a browser)", name);
+        fail(d, "credentials", FHIRSYNC_E_AUTH, e.message, hint.data);
+        goto out;
+    }
+    if (rc != FHIRSYNC_OK) {
+        fail(d, "credentials", rc, e.message, NULL);
+        goto out;
+    }
+    int64_t now = fs_now();
+    fhirsync_check_status st = FHIRSYNC_CHECK_OK;
+    char when[32];
+    fs_format_instant(c.issued_at, when, sizeof when);
+    fs_buf_printf(&detail, "%s (mode 0600)\nlogged in: %s (%lld days ago)\ngranted scope: %s", path,
+                  when, (long long)((now - c.issued_at) / 86400), c.scope ? c.scope : "(not said)");
+    if (c.refreshed_at) {
+        fs_format_instant(c.refreshed_at, when, sizeof when);
+        fs_buf_printf(&detail, "\nlast refresh: %s", when);
+    }
+    if (c.patient)
+        fs_buf_printf(&detail, "\npatient: %s", c.patient);
+    if (c.fhir_user)
+        fs_buf_printf(&detail, "\nfhirUser: %s (from the id_token, not verified)", c.fhir_user);
+    if (!c.refresh_token) {
+        st = FHIRSYNC_CHECK_WARN;
+        fs_buf_printf(&detail, "\nno refresh token: offline_access was not granted");
+        fs_buf_printf(&hint,
+                      "- without a refresh token sync cannot run unattended: ask the EHR to "
+                      "allow offline_access for the app, then 'fhirsync login --endpoint %s'\n",
+                      name);
+        if (c.access_expires_at <= now) {
+            st = FHIRSYNC_CHECK_FAIL;
+            fs_buf_append_str(&hint, "- and the access token of that login has expired\n");
+        }
+    } else if (c.refresh_expires_at) {
+        fs_format_instant(c.refresh_expires_at, when, sizeof when);
+        fs_buf_printf(&detail, "\nrefresh token expires: %s", when);
+        if (c.refresh_expires_at <= now) {
+            st = FHIRSYNC_CHECK_FAIL;
+            fs_buf_printf(&hint,
+                          "- the refresh token has expired: run 'fhirsync login "
+                          "--endpoint %s' again\n",
+                          name);
+        } else if (c.refresh_expires_at - now < 7 * 86400) {
+            st = FHIRSYNC_CHECK_WARN;
+            fs_buf_printf(&hint,
+                          "- the refresh token expires within a week: plan a new "
+                          "'fhirsync login --endpoint %s'\n",
+                          name);
+        }
+    } else {
+        fs_buf_append_str(&detail, "\nrefresh token: present (its expiry was not said)");
+    }
+    fs_buf missing;
+    fs_buf_init(&missing);
+    if (c.scope)
+        scopes_missing(&missing, fhirsync_endpoint_get(d->ep, "scope"), c.scope);
+    if (missing.len) {
+        if (st == FHIRSYNC_CHECK_OK)
+            st = FHIRSYNC_CHECK_WARN;
+        fs_buf_printf(&hint, "- granted scopes are narrower than asked; not granted: %s (%s)\n",
+                      missing.data,
+                      strstr(missing.data, "offline_access") && c.refresh_token
+                          ? "a refresh token came all the same"
+                          : "the person or the app's registration did not allow them");
+    }
+    fs_buf_free(&missing);
+    if (st == FHIRSYNC_CHECK_FAIL)
+        fail(d, "credentials", FHIRSYNC_E_AUTH, detail.data, hint.data);
+    else
+        report(d, "credentials", st, detail.data, hint.len ? hint.data : NULL);
+out:
+    if (rc == FHIRSYNC_OK)
+        fs_credentials_clear(&c);
+    fs_free(path);
+    fs_buf_free(&detail);
+    fs_buf_free(&hint);
+}
+
 fhirsync_code fhirsync_doctor_run(const fhirsync_endpoint *ep, unsigned flags,
                                   fhirsync_doctor_cb cb, void *userdata, fhirsync_error *err)
 {
@@ -806,9 +953,12 @@ fhirsync_code fhirsync_doctor_run(const fhirsync_endpoint *ep, unsigned flags,
         goto out;
     const char *method = fhirsync_endpoint_get(ep, "auth_method");
     bool asymmetric = !method || strcmp(method, "private_key_jwt") == 0;
+    bool login = fs_endpoint_login(ep);
     if (asymmetric)
         key = check_key(&d, &alg);
     smart = check_discovery(&d, alg, asymmetric);
+    if (login)
+        check_login(&d, smart);
     char *probe = fs_url_join(fhirsync_endpoint_get(ep, "base_url"), "metadata");
     if (probe)
         check_clock(&d, probe);

@@ -8,7 +8,6 @@
  * self-test, so a corrupted key fails here rather than at the token endpoint. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -722,15 +721,11 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
         /* what the file is comes first: a public JWK Set at 0644 is the wrong file, not an
          * exposed key */
         fs_err_prefix(err, "key file %s", path);
-    } else if (st.st_mode & 077) {
+    } else if ((rc = fs_private_file_mode_check("key file", path, (unsigned)st.st_mode, err)) !=
+               FHIRSYNC_OK) {
         /* checked on the open descriptor, so the file checked is the file read */
         fhirsync_key_free(*out);
         *out = NULL;
-        rc = fs_err(err, FHIRSYNC_E_KEY_PERMS,
-                    "key file %s is %s by group or others (mode "
-                    "%04o): run chmod 600 %s",
-                    path, st.st_mode & 044 ? "readable" : "writable",
-                    (unsigned)(st.st_mode & 07777), path);
     }
 out:
     fs_free_wipe(buf, cap);
@@ -739,20 +734,6 @@ out:
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
-
-/* Make the new directory entry durable too; best effort (some file systems refuse). */
-static void fsync_parent(const char *path)
-{
-    char *copy = fs_strdup(path);
-    if (!copy)
-        return;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    fs_free(copy);
-}
 
 fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path, fhirsync_error *err)
 {
@@ -793,7 +774,7 @@ fhirsync_code fhirsync_key_write_pem(const fhirsync_key *key, const char *path, 
         rc = fs_err(err, FHIRSYNC_E_IO, "cannot write key file %s: %s", path, strerror(errno));
         goto out;
     }
-    fsync_parent(path);
+    fs_fsync_parent(path);
 out:
     if (fd >= 0)
         close(fd);

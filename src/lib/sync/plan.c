@@ -82,6 +82,28 @@ bool fs_sync_scope_allows(const char *scopes, const char *type, char perm)
     return false;
 }
 
+char *fs_sync_scope_as_system(const char *scopes)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    bool ok = fs_buf_append(&b, "", 0);
+    for (const char *p = scopes ? scopes : ""; *p && ok;) {
+        size_t n = strcspn(p, " ");
+        size_t skip = strncmp(p, "patient/", 8) == 0 && n > 8 ? 8
+                      : strncmp(p, "user/", 5) == 0 && n > 5  ? 5
+                                                              : 0;
+        ok = (!b.len || fs_buf_append_str(&b, " ")) &&
+             (!skip || fs_buf_append_str(&b, "system/")) && fs_buf_append(&b, p + skip, n - skip);
+        p += n;
+        p += strspn(p, " ");
+    }
+    if (!ok) {
+        fs_buf_free(&b);
+        return NULL;
+    }
+    return fs_buf_steal(&b);
+}
+
 char *fs_sync_default_types(const char *granted, char perm)
 {
     fs_buf b;

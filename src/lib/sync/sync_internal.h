@@ -44,6 +44,11 @@ extern const char *const fs_sync_us_core_types[];
  * restriction), where (star) is the wildcard '*'. */
 bool fs_sync_scope_allows(const char *scopes, const char *type, char perm);
 
+/* The scopes of a person's login read as system-level ones for the rules above: "patient/" and
+ * "user/" become "system/" (the server still limits them to the person's context), other tokens
+ * ("openid", "launch/patient") pass unchanged. Caller frees; NULL on out of memory. */
+char *fs_sync_scope_as_system(const char *scopes);
+
 /* The default types: the US Core types that `granted` allows for `perm`, comma-separated (caller
  * frees; "" when none). NULL on out of memory. */
 char *fs_sync_default_types(const char *granted, char perm);

@@ -18,7 +18,11 @@ fhirsync_code fs_sync_granted_scope(const fhirsync_endpoint *ep, char **out, fhi
     fhirsync_token token;
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_auth_token(auth, false, &token, err);
-    if (rc == FHIRSYNC_OK && !(*out = fs_strdup(token.scope ? token.scope : "")))
+    /* a person's login (auth = login) holds patient/ or user/ scopes: what they name is what the
+     * run may read, within the person's context */
+    if (rc == FHIRSYNC_OK &&
+        !(*out = fs_endpoint_login(ep) ? fs_sync_scope_as_system(token.scope ? token.scope : "")
+                                       : fs_strdup(token.scope ? token.scope : "")))
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
     fhirsync_auth_free(auth);
     return rc;
