@@ -90,7 +90,7 @@ stop_pg() {
 
 ensure_npm_peers() {
     if [ ! -d "$FHIRSYNC_SOURCE_DIR/tests/interop/node_modules" ]; then
-        (cd "$FHIRSYNC_SOURCE_DIR/tests/interop" && npm ci --no-audit --no-fund --loglevel=error)
+        (cd "$FHIRSYNC_SOURCE_DIR/tests/interop" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     fi
     export NODE_PATH="$FHIRSYNC_SOURCE_DIR/tests/interop/node_modules"
 }
