@@ -265,9 +265,8 @@ static bool html_escaped(fs_buf *b, const char *s)
     return ok;
 }
 
-static const char page_head[] =
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-    "<title>fhirsync sandbox EHR</title></head><body>\n";
+static const char page_head[] = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                                "<title>fhirsync sandbox EHR</title></head><body>\n";
 static const char page_tail[] = "</body></html>\n";
 
 /* An HTML page that never redirects: the errors RFC 6749 4.1.2.1 forbids sending back to an
@@ -279,9 +278,10 @@ static void reply_html_error(sb_reply *reply, unsigned status, const char *error
     fs_buf_init(&page);
     bool ok = fs_buf_append_str(&page, page_head) &&
               fs_buf_append_str(&page, "<h1>Authorization error</h1>\n<p id=\"error\">") &&
-              html_escaped(&page, error) && fs_buf_append_str(&page, "</p>\n<p id=\"error_description\">") &&
-              html_escaped(&page, description) &&
-              fs_buf_append_str(&page, "</p>\n") && fs_buf_append_str(&page, page_tail);
+              html_escaped(&page, error) &&
+              fs_buf_append_str(&page, "</p>\n<p id=\"error_description\">") &&
+              html_escaped(&page, description) && fs_buf_append_str(&page, "</p>\n") &&
+              fs_buf_append_str(&page, page_tail);
     sb_reply_text(reply, status, "text/html; charset=utf-8", ok ? page.data : "error");
     sb_reply_header(reply, "Cache-Control", "no-store");
     fs_buf_free(&page);
@@ -327,7 +327,8 @@ static bool pkce_matches(const char *verifier, const char *challenge)
     if (EVP_Digest(verifier, strlen(verifier), digest, &len, EVP_sha256(), NULL) != 1)
         return false;
     char *computed = fs_b64url_encode(digest, len);
-    bool same = computed && fs_consttime_eq(computed, strlen(computed), challenge, strlen(challenge));
+    bool same =
+        computed && fs_consttime_eq(computed, strlen(computed), challenge, strlen(challenge));
     fs_free(computed);
     return same;
 }
@@ -483,8 +484,9 @@ static void login_page(sb_reply *reply, const session *s, const char *message)
         ok = fs_buf_append_str(&page, "<p id=\"error\">") && html_escaped(&page, message) &&
              fs_buf_append_str(&page, "</p>\n");
     ok = ok &&
-         fs_buf_append_str(&page, "<form id=\"login-form\" method=\"post\" action=\"/auth/login\">\n"
-                                  "<input type=\"hidden\" id=\"session\" name=\"session\" value=\"") &&
+         fs_buf_append_str(&page,
+                           "<form id=\"login-form\" method=\"post\" action=\"/auth/login\">\n"
+                           "<input type=\"hidden\" id=\"session\" name=\"session\" value=\"") &&
          html_escaped(&page, s->id) &&
          fs_buf_append_str(
              &page, "\">\n<p><label for=\"username\">User</label> <input id=\"username\" "
@@ -616,9 +618,8 @@ void sb_launch_handle_authorize(sb_server *sb, sb_request *req, sb_reply *reply)
     if (!fs_streq(response_type, "code")) {
         snprintf(why, sizeof why, "response_type %.40s is not supported: only code",
                  response_type ? response_type : "(missing)");
-        redirect_error(reply, redirect_uri, response_type ? "unsupported_response_type"
-                                                          : "invalid_request",
-                       why, state);
+        redirect_error(reply, redirect_uri,
+                       response_type ? "unsupported_response_type" : "invalid_request", why, state);
         return;
     }
     const char *scope = sb_params_get(q, "scope");
@@ -628,8 +629,8 @@ void sb_launch_handle_authorize(sb_server *sb, sb_request *req, sb_reply *reply)
         return;
     }
     if (!scopes_within(scope, client->scope, bad, sizeof bad)) {
-        snprintf(why, sizeof why, "scope %s is not allowed for client %.80s (allowed: %.300s)",
-                 bad, client_id, client->scope);
+        snprintf(why, sizeof why, "scope %s is not allowed for client %.80s (allowed: %.300s)", bad,
+                 client_id, client->scope);
         redirect_error(reply, redirect_uri, "invalid_scope", why, state);
         return;
     }
@@ -641,7 +642,8 @@ void sb_launch_handle_authorize(sb_server *sb, sb_request *req, sb_reply *reply)
     const char *method = sb_params_get(q, "code_challenge_method");
     const char *challenge = sb_params_get(q, "code_challenge");
     if (!method || strcmp(method, "S256") != 0) {
-        snprintf(why, sizeof why, "code_challenge_method %.20s is refused: PKCE with S256 is required",
+        snprintf(why, sizeof why,
+                 "code_challenge_method %.20s is refused: PKCE with S256 is required",
                  method ? method : "(missing)");
         redirect_error(reply, redirect_uri, "invalid_request", why, state);
         return;
@@ -789,8 +791,7 @@ void sb_launch_handle_consent(sb_server *sb, sb_request *req, sb_reply *reply)
     snprintf(req->client_id, sizeof req->client_id, "%s", s->client_id);
     const char *decision = sb_params_get(&form, "decision");
     if (!fs_streq(decision, "allow")) {
-        redirect_error(reply, s->redirect_uri, "access_denied", "the user denied access",
-                       s->state);
+        redirect_error(reply, s->redirect_uri, "access_denied", "the user denied access", s->state);
         goto out;
     }
     /* the scopes ticked, in the order asked, each once */
@@ -892,9 +893,9 @@ static char *make_id_token(sb_server *sb, const char *client_id, const char *use
         return NULL;
     char who[300];
     fhir_user(sb, who, sizeof who);
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", sb->origin, "sub", user, "aud",
-                               client_id, "iat", (json_int_t)now, "exp",
-                               (json_int_t)(now + lifetime));
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", sb->origin, "sub", user, "aud", client_id,
+                  "iat", (json_int_t)now, "exp", (json_int_t)(now + lifetime));
     if (claims && who[0])
         json_object_set_new(claims, "fhirUser", json_string(who));
     if (claims && nonce)
@@ -903,8 +904,8 @@ static char *make_id_token(sb_server *sb, const char *client_id, const char *use
     json_decref(claims);
     char *jws = NULL;
     fhirsync_error err;
-    if (text && fhirsync_jws_sign(key, FHIRSYNC_ALG_RS256, NULL, NULL, text, &jws, &err) !=
-                    FHIRSYNC_OK)
+    if (text &&
+        fhirsync_jws_sign(key, FHIRSYNC_ALG_RS256, NULL, NULL, text, &jws, &err) != FHIRSYNC_OK)
         jws = NULL;
     fs_free(text);
     return jws;
@@ -983,7 +984,9 @@ static void grant_code(sb_server *sb, const sb_client *client, const sb_params *
     char patient[64] = "", user[64] = "";
     if (!code || !redirect_uri || !verifier) {
         sb_reply_oauth_error(reply, 400, "invalid_request", "%s missing",
-                             !code ? "code" : !redirect_uri ? "redirect_uri" : "code_verifier");
+                             !code           ? "code"
+                             : !redirect_uri ? "redirect_uri"
+                                             : "code_verifier");
         return;
     }
     int64_t now = fs_now();
@@ -1140,9 +1143,9 @@ static json_t *settings_json(sb_server *sb)
     sb_launch *l = sb->launch;
     pthread_mutex_lock(&l->lock);
     json_t *out = json_pack("{s:I, s:I, s:I, s:s}", "access_token_lifetime",
-                            (json_int_t)sb_auth_access_lifetime(sb->auth),
-                            "refresh_token_lifetime", (json_int_t)l->refresh_lifetime,
-                            "code_lifetime", (json_int_t)l->code_lifetime, "user", l->user);
+                            (json_int_t)sb_auth_access_lifetime(sb->auth), "refresh_token_lifetime",
+                            (json_int_t)l->refresh_lifetime, "code_lifetime",
+                            (json_int_t)l->code_lifetime, "user", l->user);
     pthread_mutex_unlock(&l->lock);
     return out;
 }
@@ -1278,8 +1281,8 @@ void sb_launch_admin_revoke(sb_server *sb, sb_request *req, sb_reply *reply)
         }
     } else {
         for (grant_entry *g = l->grants; g; g = g->next) {
-            if (!g->revoked && (client_id ? !strcmp(client_id, g->client_id)
-                                          : (int64_t)g->id == grant_id)) {
+            if (!g->revoked &&
+                (client_id ? !strcmp(client_id, g->client_id) : (int64_t)g->id == grant_id)) {
                 g->revoked = true;
                 revoked++;
             }
