@@ -736,6 +736,21 @@ out:
     fs_free(scope);
 }
 
+/* The private_key_jwt checks of assertion.c against this server (both token paths). */
+static const sb_client *check_assertion(sb_server *sb, const char *assertion, fhirsync_error *err)
+{
+    sb_assertion_ctx ctx = {
+        .token_url = sb->token_url,
+        .rs384_only = sb->cfg.rs384_only,
+        .now = fs_now(),
+        .lookup = lookup_cb,
+        .fetch_jwks = fetch_jwks,
+        .cb_ctx = sb->auth,
+        .jtis = sb->auth->jtis,
+    };
+    return sb_assertion_check(&ctx, assertion, err);
+}
+
 /* The client of an authorization_code or refresh_token request, authenticated the way it
  * registered: private_key_jwt (the same assertion checks as client_credentials), Basic or a
  * client_secret in the body, or for a public client its client_id alone. A client_id form field,
@@ -760,16 +775,7 @@ static const sb_client *authenticate_app(sb_server *sb, sb_request *req, const s
                                  assertion_type ? assertion_type : "(none)");
             goto out;
         }
-        sb_assertion_ctx ctx = {
-            .token_url = sb->token_url,
-            .rs384_only = sb->cfg.rs384_only,
-            .now = fs_now(),
-            .lookup = lookup_cb,
-            .fetch_jwks = fetch_jwks,
-            .cb_ctx = sb->auth,
-            .jtis = sb->auth->jtis,
-        };
-        if (!(found = sb_assertion_check(&ctx, assertion, &err))) {
+        if (!(found = check_assertion(sb, assertion, &err))) {
             sb_reply_oauth_error(reply, 401, "invalid_client", "%s", err.message);
             goto out;
         }
@@ -943,16 +949,7 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
         sb_reply_oauth_error(reply, 400, "invalid_request", "client_assertion missing");
         goto out;
     }
-    sb_assertion_ctx ctx = {
-        .token_url = sb->token_url,
-        .rs384_only = sb->cfg.rs384_only,
-        .now = fs_now(),
-        .lookup = lookup_cb,
-        .fetch_jwks = fetch_jwks,
-        .cb_ctx = sb->auth,
-        .jtis = sb->auth->jtis,
-    };
-    const sb_client *client = sb_assertion_check(&ctx, assertion, &err);
+    const sb_client *client = check_assertion(sb, assertion, &err);
     if (!client) {
         sb_reply_oauth_error(reply, 401, "invalid_client", "%s", err.message);
         goto out;

@@ -627,7 +627,8 @@ int64_t sb_mutation_time(sb_server *sb)
 static void usage(FILE *out)
 {
     fputs("usage: fhirsync-sandbox [options]\n"
-          "A local, strict SMART Backend Services + FHIR R4 + Bulk Data server for tests.\n\n"
+          "A local, strict SMART Backend Services / App Launch + FHIR R4 + Bulk Data server\n"
+          "for tests.\n\n"
           "  --host ADDR               listen address (default 127.0.0.1)\n"
           "  --port N                  port (default 0: a free one)\n"
           "  --ready-file FILE         write the URLs as JSON to FILE once listening\n"
