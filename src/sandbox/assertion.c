@@ -141,6 +141,17 @@ bool sb_jti_store_add(sb_jti_store *s, const char *client_id, const char *jti, i
     return added;
 }
 
+const char *sb_auth_method_name(sb_auth_method method)
+{
+    switch (method) {
+    case SB_AUTH_PRIVATE_KEY_JWT: return "private_key_jwt";
+    case SB_AUTH_CLIENT_SECRET_BASIC: return "client_secret_basic";
+    case SB_AUTH_CLIENT_SECRET_POST: return "client_secret_post";
+    case SB_AUTH_NONE: return "none";
+    }
+    return "unknown";
+}
+
 /* ---- the checks ----------------------------------------------------------------------------- */
 
 static void alg_list(unsigned algs, bool rs384_only, char *buf, size_t size)
@@ -317,10 +328,8 @@ const sb_client *sb_assertion_check(const sb_assertion_ctx *ctx, const char *ass
         goto out;
     }
     if (client->method != SB_AUTH_PRIVATE_KEY_JWT) {
-        fs_err(err, FHIRSYNC_E_AUTH,
-               "client_id %.80s is registered for client_secret_basic, "
-               "not private_key_jwt",
-               iss);
+        fs_err(err, FHIRSYNC_E_AUTH, "client_id %.80s is registered for %s, not private_key_jwt",
+               iss, sb_auth_method_name(client->method));
         goto out;
     }
     const char *alg = fs_json_str(jws.header, "alg");

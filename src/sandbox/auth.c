@@ -1,7 +1,9 @@
 /* sandbox/auth.c: the sandbox's authorization server: registered clients (from --clients and
- * POST /auth/register), the token endpoint (client_credentials with a private_key_jwt assertion,
- * or client_secret_basic for symmetric clients), and the store of the opaque access tokens it
- * issues, which the FHIR and bulk handlers check through sb_auth_require().
+ * POST /auth/register: backend services, and apps of the authorization-code flow that register
+ * redirect_uris), the token endpoint (client_credentials with a private_key_jwt assertion, or
+ * client_secret_basic for symmetric clients; the authorization_code and refresh_token grants are
+ * handed to launch.c after the client is authenticated here), and the store of the opaque access
+ * tokens it issues, which the FHIR and bulk handlers check through sb_auth_require().
  *
  * The token endpoint is deliberately strict and checks in a fixed order, each failure an RFC 6749
  * error whose description names the check: Content-Type, two client authentication methods,
@@ -17,11 +19,18 @@
 #define TOKEN_SLOTS 1024
 #define MAX_CLIENTS 10000
 #define JWT_BEARER "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#define MAX_REDIRECT_URIS 10
+#define MAX_REDIRECT_URI_LEN 512
+/* what an app may ask for when it registers no scope */
+#define APP_DEFAULT_SCOPE                                                                          \
+    "openid fhirUser profile offline_access online_access launch/patient patient/*.cruds "         \
+    "user/*.cruds"
 
 typedef struct token_entry {
     struct token_entry *next;
     char token[64];
     char client_id[128];
+    char patient[64]; /* the launch context, "" when none */
     char *scope;
     int64_t expires;
 } token_entry;
@@ -35,6 +44,7 @@ struct sb_auth {
     pthread_mutex_t tokens_lock;
     token_entry *tokens[TOKEN_SLOTS];
     size_t ntokens;
+    _Atomic int64_t access_lifetime; /* seconds; --token-lifetime, changed by the admin API */
 };
 
 /* ---- clients -------------------------------------------------------------------------------- */
@@ -48,6 +58,9 @@ static void client_free(sb_client *c)
     fs_free(c->jwks_uri);
     fs_free(c->scope);
     fs_free_secret(c->client_secret);
+    for (size_t i = 0; i < c->nredirect_uris; i++)
+        fs_free(c->redirect_uris[i]);
+    fs_free(c->redirect_uris);
     fs_free(c);
 }
 
@@ -114,6 +127,41 @@ static bool check_jwks(const json_t *jwks, fhirsync_error *err)
     return true;
 }
 
+/* redirect_uris: absolute http(s) URLs without a fragment (RFC 6749 3.1.2), compared exactly
+ * at /authorize. Their presence makes the client an authorization-code app. */
+static bool register_redirect_uris(sb_client *c, const json_t *uris, fhirsync_error *err)
+{
+    if (!uris)
+        return true;
+    size_t n = json_array_size(uris);
+    if (!json_is_array(uris) || n == 0 || n > MAX_REDIRECT_URIS) {
+        fs_err(err, FHIRSYNC_E_ARG, "redirect_uris must be an array of 1 to %d URLs",
+               MAX_REDIRECT_URIS);
+        return false;
+    }
+    if (!(c->redirect_uris = fs_calloc(n, sizeof *c->redirect_uris))) {
+        fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *uri = json_string_value(json_array_get(uris, i));
+        if (!uri || strlen(uri) > MAX_REDIRECT_URI_LEN ||
+            !(fs_starts_with(uri, "https://") || fs_starts_with(uri, "http://")) ||
+            strchr(uri, '#') || strpbrk(uri, " \t\r\n<>\"")) {
+            fs_err(err, FHIRSYNC_E_ARG,
+                   "redirect_uris[%zu] must be an absolute http(s) URL without a fragment", i);
+            return false;
+        }
+        if (!(c->redirect_uris[i] = fs_strdup(uri))) {
+            fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+            return false;
+        }
+        c->nredirect_uris = i + 1;
+    }
+    c->app = true;
+    return true;
+}
+
 const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_error *err)
 {
     sb_client *c = NULL;
@@ -147,14 +195,32 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
     json_t *jwks = json_object_get(desc, "jwks");
     json_t *jwks_uri = json_object_get(desc, "jwks_uri");
     json_t *secret = json_object_get(desc, "client_secret");
+    if (!register_redirect_uris(c, json_object_get(desc, "redirect_uris"), err))
+        goto fail;
     const char *method = fs_json_str(desc, "token_endpoint_auth_method");
     if (json_object_get(desc, "token_endpoint_auth_method") && !method) {
         fs_err(err, FHIRSYNC_E_ARG, "token_endpoint_auth_method must be a string");
         goto fail;
     }
+    if (!method && c->app && !secret && !jwks && !jwks_uri)
+        method = "none";
     if (!method)
         method = secret && !jwks && !jwks_uri ? "client_secret_basic" : "private_key_jwt";
-    if (!strcmp(method, "private_key_jwt")) {
+    bool app_method = !strcmp(method, "none") || !strcmp(method, "client_secret_post");
+    if (app_method && !c->app) {
+        fs_err(err, FHIRSYNC_E_ARG,
+               "token_endpoint_auth_method %s is for apps of the authorization code flow: "
+               "register redirect_uris",
+               method);
+        goto fail;
+    }
+    if (!strcmp(method, "none")) {
+        c->method = SB_AUTH_NONE;
+        if (secret || jwks || jwks_uri) {
+            fs_err(err, FHIRSYNC_E_ARG, "a public client (none) registers no secret and no keys");
+            goto fail;
+        }
+    } else if (!strcmp(method, "private_key_jwt")) {
         c->method = SB_AUTH_PRIVATE_KEY_JWT;
         if (!jwks == !jwks_uri) {
             fs_err(err, FHIRSYNC_E_ARG,
@@ -180,21 +246,23 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
             if (!(c->jwks_uri = fs_strdup(uri)))
                 goto oom;
         }
-    } else if (!strcmp(method, "client_secret_basic")) {
-        c->method = SB_AUTH_CLIENT_SECRET_BASIC;
+    } else if (!strcmp(method, "client_secret_basic") || !strcmp(method, "client_secret_post")) {
+        c->method = !strcmp(method, "client_secret_basic") ? SB_AUTH_CLIENT_SECRET_BASIC
+                                                           : SB_AUTH_CLIENT_SECRET_POST;
         const char *s = json_string_value(secret);
         if (!s || !*s || jwks || jwks_uri) {
             fs_err(err, FHIRSYNC_E_ARG,
-                   "a client_secret_basic client registers a non-empty "
-                   "client_secret and no keys");
+                   "a %s client registers a non-empty "
+                   "client_secret and no keys",
+                   method);
             goto fail;
         }
         if (!(c->client_secret = fs_strdup(s)))
             goto oom;
     } else {
         fs_err(err, FHIRSYNC_E_ARG,
-               "token_endpoint_auth_method %.40s is not private_key_jwt or "
-               "client_secret_basic",
+               "token_endpoint_auth_method %.40s is not private_key_jwt, client_secret_basic, "
+               "client_secret_post or none",
                method);
         goto fail;
     }
@@ -203,8 +271,11 @@ const sb_client *sb_auth_register_json(sb_auth *a, const json_t *desc, fhirsync_
         fs_err(err, FHIRSYNC_E_ARG, "scope must be a space-separated string");
         goto fail;
     }
-    const char *scope_text = scope ? json_string_value(scope) : "system/*.read";
-    if (!*scope_text || !sb_scopes_valid(scope_text, err))
+    const char *scope_text = scope    ? json_string_value(scope)
+                             : c->app ? APP_DEFAULT_SCOPE
+                                      : "system/*.read";
+    if (!*scope_text ||
+        !(c->app ? sb_app_scopes_valid(scope_text, err) : sb_scopes_valid(scope_text, err)))
         goto fail;
     if (!(c->scope = fs_strdup(scope_text)))
         goto oom;
@@ -269,8 +340,15 @@ static json_t *client_json(const sb_client *c)
             json_array_append_new(algs, json_string(fhirsync_alg_name((fhirsync_alg)a)));
     json_t *out =
         json_pack("{s:s, s:s, s:s, s:o*}", "client_id", c->client_id, "token_endpoint_auth_method",
-                  c->method == SB_AUTH_PRIVATE_KEY_JWT ? "private_key_jwt" : "client_secret_basic",
-                  "scope", c->scope, "algs", algs);
+                  sb_auth_method_name(c->method), "scope", c->scope, "algs", algs);
+    if (out && c->app) {
+        json_t *uris = json_array();
+        for (size_t i = 0; uris && i < c->nredirect_uris; i++)
+            json_array_append_new(uris, json_string(c->redirect_uris[i]));
+        json_object_set_new(out, "redirect_uris", uris);
+        json_object_set_new(out, "grant_types",
+                            json_pack("[s, s]", "authorization_code", "refresh_token"));
+    }
     if (out && c->jwks)
         json_object_set(out, "jwks", c->jwks);
     if (out && c->jwks_uri)
@@ -374,7 +452,8 @@ static void purge_tokens(sb_auth *a, int64_t now)
     }
 }
 
-static char *issue_token(sb_auth *a, const char *client_id, const char *scope, int64_t now)
+static char *issue_token(sb_auth *a, const char *client_id, const char *scope, const char *patient,
+                         int64_t now)
 {
     token_entry *t = fs_calloc(1, sizeof *t);
     char *token = fs_random_id(32);
@@ -386,7 +465,8 @@ static char *issue_token(sb_auth *a, const char *client_id, const char *scope, i
     }
     snprintf(t->token, sizeof t->token, "%s", token);
     snprintf(t->client_id, sizeof t->client_id, "%s", client_id);
-    t->expires = now + a->sb->cfg.token_lifetime;
+    snprintf(t->patient, sizeof t->patient, "%s", patient ? patient : "");
+    t->expires = now + atomic_load(&a->access_lifetime);
     pthread_mutex_lock(&a->tokens_lock);
     if (a->ntokens > 0 && a->ntokens % 4096 == 0)
         purge_tokens(a, now);
@@ -414,12 +494,34 @@ static token_state find_token(sb_auth *a, const char *token, int64_t now, sb_gra
             if (grant) {
                 snprintf(grant->client_id, sizeof grant->client_id, "%s", t->client_id);
                 snprintf(grant->scope, sizeof grant->scope, "%s", t->scope);
+                snprintf(grant->patient, sizeof grant->patient, "%s", t->patient);
             }
             break;
         }
     }
     pthread_mutex_unlock(&a->tokens_lock);
     return state;
+}
+
+char *sb_auth_issue_access_token(sb_auth *a, const char *client_id, const char *scope,
+                                 const char *patient, int64_t now)
+{
+    return issue_token(a, client_id, scope, patient, now);
+}
+
+int64_t sb_auth_access_lifetime(sb_auth *a)
+{
+    return atomic_load(&a->access_lifetime);
+}
+
+void sb_auth_set_access_lifetime(sb_auth *a, int64_t seconds)
+{
+    atomic_store(&a->access_lifetime, seconds);
+}
+
+const sb_client *sb_auth_find_client(sb_auth *a, const char *client_id)
+{
+    return client_id ? find_client(a, client_id) : NULL;
 }
 
 void sb_auth_expire_client_tokens(sb_auth *a, const char *client_id, int64_t now)
@@ -443,6 +545,7 @@ sb_auth *sb_auth_new(sb_server *sb, fhirsync_error *err)
         return NULL;
     }
     a->sb = sb;
+    atomic_init(&a->access_lifetime, sb->cfg.token_lifetime);
     pthread_rwlock_init(&a->clients_lock, NULL);
     pthread_mutex_init(&a->tokens_lock, NULL);
     return a;
@@ -547,16 +650,29 @@ fail:
     return NULL;
 }
 
+/* client_credentials is for backend services: an app of the code flow gets unauthorized_client. */
+static bool backend_client(const sb_client *client, sb_reply *reply)
+{
+    if (!client->app)
+        return true;
+    sb_reply_oauth_error(reply, 400, "unauthorized_client",
+                         "client %s is registered for the authorization code flow "
+                         "(redirect_uris), not client_credentials",
+                         client->client_id);
+    return false;
+}
+
 static void token_success(sb_server *sb, const sb_client *client, const char *scope,
                           sb_reply *reply)
 {
-    char *token = issue_token(sb->auth, client->client_id, scope, fs_now());
+    int64_t lifetime = sb_auth_access_lifetime(sb->auth);
+    char *token = issue_token(sb->auth, client->client_id, scope, NULL, fs_now());
     if (!token) {
         sb_reply_oauth_error(reply, 500, "server_error", "out of memory issuing a token");
         return;
     }
     json_t *body = json_pack("{s:s, s:s, s:I, s:s}", "access_token", token, "token_type", "bearer",
-                             "expires_in", (json_int_t)sb->cfg.token_lifetime, "scope", scope);
+                             "expires_in", (json_int_t)lifetime, "scope", scope);
     if (body)
         sb_reply_json(reply, 200, SB_JSON, body);
     else
@@ -597,8 +713,8 @@ static void token_basic(sb_server *sb, sb_request *req, const char *authorizatio
     if (client->method != SB_AUTH_CLIENT_SECRET_BASIC) {
         sb_reply_oauth_error(reply, 401, "invalid_client",
                              "client_id %.80s is registered for "
-                             "private_key_jwt, not client_secret_basic",
-                             user);
+                             "%s, not client_secret_basic",
+                             user, sb_auth_method_name(client->method));
         sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
         goto out;
     }
@@ -610,13 +726,128 @@ static void token_basic(sb_server *sb, sb_request *req, const char *authorizatio
         sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
         goto out;
     }
-    if (!(scope = grant_scopes(client, sb_params_get(form, "scope"), reply)))
+    if (!backend_client(client, reply) ||
+        !(scope = grant_scopes(client, sb_params_get(form, "scope"), reply)))
         goto out;
     token_success(sb, client, scope, reply);
 out:
     fs_free(user);
     fs_free_secret(password);
     fs_free(scope);
+}
+
+/* The private_key_jwt checks of assertion.c against this server (both token paths). */
+static const sb_client *check_assertion(sb_server *sb, const char *assertion, fhirsync_error *err)
+{
+    sb_assertion_ctx ctx = {
+        .token_url = sb->token_url,
+        .rs384_only = sb->cfg.rs384_only,
+        .now = fs_now(),
+        .lookup = lookup_cb,
+        .fetch_jwks = fetch_jwks,
+        .cb_ctx = sb->auth,
+        .jtis = sb->auth->jtis,
+    };
+    return sb_assertion_check(&ctx, assertion, err);
+}
+
+/* The client of an authorization_code or refresh_token request, authenticated the way it
+ * registered: private_key_jwt (the same assertion checks as client_credentials), Basic or a
+ * client_secret in the body, or for a public client its client_id alone. A client_id form field,
+ * when sent, must name the same client. NULL with the reply set (401 invalid_client). */
+static const sb_client *authenticate_app(sb_server *sb, sb_request *req, const sb_params *form,
+                                         const char *authorization, sb_reply *reply)
+{
+    const sb_client *client = NULL, *found = NULL;
+    const char *form_id = sb_params_get(form, "client_id");
+    const char *assertion = sb_params_get(form, "client_assertion");
+    const char *secret = sb_params_get(form, "client_secret");
+    char *user = NULL, *password = NULL;
+    sb_auth_method used;
+    fhirsync_error err;
+    fs_err_clear(&err);
+    if (assertion) {
+        used = SB_AUTH_PRIVATE_KEY_JWT;
+        const char *assertion_type = sb_params_get(form, "client_assertion_type");
+        if (!assertion_type || strcmp(assertion_type, JWT_BEARER) != 0) {
+            sb_reply_oauth_error(reply, 400, "invalid_request",
+                                 "client_assertion_type must be %s, not %.80s", JWT_BEARER,
+                                 assertion_type ? assertion_type : "(none)");
+            goto out;
+        }
+        if (!(found = check_assertion(sb, assertion, &err))) {
+            sb_reply_oauth_error(reply, 401, "invalid_client", "%s", err.message);
+            goto out;
+        }
+    } else if (authorization) {
+        used = SB_AUTH_CLIENT_SECRET_BASIC;
+        if (strncasecmp(authorization, "Basic ", 6) != 0 ||
+            !sb_basic_auth_parse(authorization, &user, &password)) {
+            sb_reply_oauth_error(reply, 401, "invalid_client",
+                                 "the Authorization header is not a well-formed Basic "
+                                 "credential (client_secret_basic)");
+            sb_reply_header(reply, "WWW-Authenticate", "Basic realm=\"fhirsync-sandbox\"");
+            goto out;
+        }
+        found = find_client(sb->auth, user);
+    } else if (secret) {
+        used = SB_AUTH_CLIENT_SECRET_POST;
+        found = form_id ? find_client(sb->auth, form_id) : NULL;
+        if (!form_id) {
+            sb_reply_oauth_error(reply, 401, "invalid_client",
+                                 "client_secret_post needs the client_id in the body");
+            goto out;
+        }
+    } else {
+        used = SB_AUTH_NONE;
+        if (!form_id) {
+            sb_reply_oauth_error(reply, 401, "invalid_client",
+                                 "no client authentication: a public client sends its client_id; "
+                                 "a confidential one a client_assertion or its secret");
+            goto out;
+        }
+        found = find_client(sb->auth, form_id);
+    }
+    const char *named = used == SB_AUTH_CLIENT_SECRET_BASIC ? user : form_id;
+    if (found)
+        snprintf(req->client_id, sizeof req->client_id, "%s", found->client_id);
+    if (!found) {
+        sb_reply_oauth_error(reply, 401, "invalid_client", "unknown client_id %.80s",
+                             named ? named : "");
+        goto out;
+    }
+    if (!found->app) {
+        sb_reply_oauth_error(reply, 400, "unauthorized_client",
+                             "client %s is a backend service (no redirect_uris): only "
+                             "client_credentials",
+                             found->client_id);
+        goto out;
+    }
+    if (found->method != used) {
+        sb_reply_oauth_error(
+            reply, 401, "invalid_client", "client %s is registered for %s, but the request used %s",
+            found->client_id, sb_auth_method_name(found->method), sb_auth_method_name(used));
+        goto out;
+    }
+    if (form_id && strcmp(form_id, found->client_id) != 0) {
+        sb_reply_oauth_error(reply, 401, "invalid_client",
+                             "client_id %.80s in the body is not the authenticated client %s",
+                             form_id, found->client_id);
+        goto out;
+    }
+    const char *given = used == SB_AUTH_CLIENT_SECRET_BASIC ? password : secret;
+    if ((used == SB_AUTH_CLIENT_SECRET_BASIC || used == SB_AUTH_CLIENT_SECRET_POST) &&
+        !fs_consttime_eq(found->client_secret, strlen(found->client_secret), given,
+                         strlen(given))) {
+        sb_reply_oauth_error(reply, 401, "invalid_client", "the client secret does not match (%s)",
+                             sb_auth_method_name(used));
+        goto out;
+    }
+    client = found;
+out:
+    fs_free(user);
+    fs_free_secret(password);
+    return client;
 }
 
 void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
@@ -671,10 +902,16 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
                              "client_credentials)");
         goto out;
     }
+    if (!strcmp(grant_type, "authorization_code") || !strcmp(grant_type, "refresh_token")) {
+        const sb_client *app = authenticate_app(sb, req, &form, authorization, reply);
+        if (app)
+            sb_launch_handle_grant(sb, app, grant_type, &form, reply);
+        goto out;
+    }
     if (strcmp(grant_type, "client_credentials") != 0) {
         sb_reply_oauth_error(reply, 400, "unsupported_grant_type",
-                             "grant_type %.60s is not "
-                             "supported; only client_credentials",
+                             "grant_type %.60s is not supported; only client_credentials, "
+                             "authorization_code and refresh_token",
                              grant_type);
         goto out;
     }
@@ -712,21 +949,13 @@ void sb_auth_handle_token(sb_server *sb, sb_request *req, sb_reply *reply)
         sb_reply_oauth_error(reply, 400, "invalid_request", "client_assertion missing");
         goto out;
     }
-    sb_assertion_ctx ctx = {
-        .token_url = sb->token_url,
-        .rs384_only = sb->cfg.rs384_only,
-        .now = fs_now(),
-        .lookup = lookup_cb,
-        .fetch_jwks = fetch_jwks,
-        .cb_ctx = sb->auth,
-        .jtis = sb->auth->jtis,
-    };
-    const sb_client *client = sb_assertion_check(&ctx, assertion, &err);
+    const sb_client *client = check_assertion(sb, assertion, &err);
     if (!client) {
         sb_reply_oauth_error(reply, 401, "invalid_client", "%s", err.message);
         goto out;
     }
-    if (!(scope = grant_scopes(client, sb_params_get(&form, "scope"), reply)))
+    if (!backend_client(client, reply) ||
+        !(scope = grant_scopes(client, sb_params_get(&form, "scope"), reply)))
         goto out;
     token_success(sb, client, scope, reply);
 out:

@@ -957,6 +957,14 @@ void sb_bulk_handle_kickoff(sb_server *sb, sb_request *req, sb_reply *reply)
     sb_grant grant;
     if (!sb_auth_require(sb, req, reply, NULL, 0, &grant))
         goto out;
+    if (grant.patient[0] &&
+        !sb_scopes_grant_in(grant.scope, SB_SCOPE_SYSTEM | SB_SCOPE_USER, "*", SB_PERM_R)) {
+        sb_reply_outcome(reply, 403, "forbidden",
+                         "a token bound to patient %s (patient/ scopes) cannot start a bulk "
+                         "export: it needs user/ or system/ scopes",
+                         grant.patient);
+        goto out;
+    }
     if (sb_quirk_on(sb->quirks, SB_QUIRK_EXPORT_NEEDS_WRITE_SCOPE, grant.client_id, NULL, NULL) &&
         !sb_scopes_grant(grant.scope, "*", SB_PERM_C | SB_PERM_U | SB_PERM_D)) {
         sb_reply_outcome(reply, 403, "forbidden",

@@ -45,15 +45,42 @@ void sb_fhir_handle_smart_config(sb_server *sb, sb_request *req, sb_reply *reply
 {
     json_t *algs =
         sb->cfg.rs384_only ? json_pack("[s]", "RS384") : json_pack("[s, s]", "RS384", "ES384");
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:[s], s:[s, s], s:o*, s:[s, s, s, s, s], s:[s, s, s, s]}",
-                  "issuer", sb->origin, "token_endpoint", sb->token_url, "registration_endpoint",
-                  sb->register_url, "grant_types_supported", "client_credentials",
-                  "token_endpoint_auth_methods_supported", "private_key_jwt", "client_secret_basic",
-                  "token_endpoint_auth_signing_alg_values_supported", algs, "scopes_supported",
-                  "system/*.read", "system/*.rs", "system/*.cruds", "system/Patient.read",
-                  "system/Patient.rs", "capabilities", "client-confidential-asymmetric",
-                  "client-confidential-symmetric", "permission-v1", "permission-v2");
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:[s, s, s], s:[s, s, s, s], s:o*, s:[s], s:[s], s:[s], "
+        "s:[s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s], "
+        "s:[s, s, s, s, s, s, s, s, s, s, s, s, s]}",
+        "issuer", sb->origin, "jwks_uri", sb->jwks_url, "authorization_endpoint", sb->authorize_url,
+        "token_endpoint", sb->token_url, "registration_endpoint", sb->register_url,
+        "grant_types_supported", "client_credentials", "authorization_code", "refresh_token",
+        "token_endpoint_auth_methods_supported", "private_key_jwt", "client_secret_basic",
+        "client_secret_post", "none", "token_endpoint_auth_signing_alg_values_supported", algs,
+        "response_types_supported", "code", "code_challenge_methods_supported", "S256",
+        "id_token_signing_alg_values_supported", "RS256", "scopes_supported", "system/*.read",
+        "system/*.rs", "system/*.cruds", "system/Patient.read", "system/Patient.rs", "openid",
+        "fhirUser", "profile", "offline_access", "online_access", "launch/patient",
+        "patient/*.read", "patient/*.rs", "patient/*.cruds", "user/*.read", "user/*.rs",
+        "user/*.cruds", "capabilities", "client-confidential-asymmetric",
+        "client-confidential-symmetric", "client-public", "launch-standalone",
+        "context-standalone-patient", "permission-offline", "permission-online",
+        "permission-patient", "permission-user", "permission-v1", "permission-v2",
+        "sso-openid-connect", "context-banner");
+    if (!doc) {
+        sb_reply_outcome(reply, 500, "exception", "out of memory");
+        return;
+    }
+    sb_reply_json(reply, 200, SB_JSON, doc);
+    json_decref(doc);
+}
+
+void sb_fhir_handle_openid_config(sb_server *sb, sb_request *req, sb_reply *reply)
+{
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:s, s:[s], s:[s], s:[s], s:[s, s, s, s], s:[s, s, s]}", "issuer",
+        sb->origin, "authorization_endpoint", sb->authorize_url, "token_endpoint", sb->token_url,
+        "jwks_uri", sb->jwks_url, "response_types_supported", "code", "subject_types_supported",
+        "public", "id_token_signing_alg_values_supported", "RS256",
+        "token_endpoint_auth_methods_supported", "private_key_jwt", "client_secret_basic",
+        "client_secret_post", "none", "scopes_supported", "openid", "fhirUser", "profile");
     if (!doc) {
         sb_reply_outcome(reply, 500, "exception", "out of memory");
         return;
@@ -519,6 +546,42 @@ out:
     fs_buf_free(&resource);
 }
 
+/* A token with a patient context (an app's launch/patient) whose only grant on `type` comes from
+ * patient/ scopes sees that patient's compartment only; user/ or system/ scopes see everything. */
+static bool patient_bound(const sb_grant *grant, const char *type, unsigned perms)
+{
+    return grant->patient[0] &&
+           !sb_scopes_grant_in(grant->scope, SB_SCOPE_SYSTEM | SB_SCOPE_USER, type, perms);
+}
+
+/* Restrict a search to the grant's patient: Patient by _id, compartment types by patient; a
+ * search that names another patient is refused (403). Other types are not restricted. */
+static bool restrict_search(search_ctx *c, const sb_grant *grant, bool in_compartment,
+                            sb_reply *reply)
+{
+    if (!patient_bound(grant, c->type_name, SB_PERM_S) || !(c->is_patient_type || in_compartment))
+        return true;
+    bool named = c->is_patient_type ? c->q.has_ids : c->q.has_patients;
+    size_t n = c->is_patient_type ? c->q.nids : c->q.npatients;
+    char **ids = c->is_patient_type ? c->q.ids : c->q.patients;
+    for (size_t i = 0; named && i < n; i++) {
+        if (strcmp(ids[i], grant->patient) != 0) {
+            sb_reply_outcome(reply, 403, "forbidden",
+                             "the token's patient context is %s: %s of another patient (%.64s) "
+                             "needs user/ or system/ scopes",
+                             grant->patient, c->type_name, ids[i]);
+            return false;
+        }
+    }
+    fhirsync_error err;
+    if (!named && sb_query_add(&c->q, c->is_patient_type ? "_id" : "patient", grant->patient,
+                               in_compartment, true, &err) != SB_PARAM_USED) {
+        sb_reply_outcome(reply, 500, "exception", "cannot restrict the search to the patient");
+        return false;
+    }
+    return true;
+}
+
 /* Common part of GET, POST _search and the storage copy. */
 static void search(sb_server *sb, sb_request *req, sb_reply *reply, const sb_params *params,
                    bool need_token, const char *link_base)
@@ -561,6 +624,8 @@ static void search(sb_server *sb, sb_request *req, sb_reply *reply, const sb_par
             goto out;
         }
     }
+    if (need_token && !restrict_search(&c, &grant, in_compartment, reply))
+        goto out;
     if (c.q.nunknown && sb_fhir_strict(req)) {
         fs_buf names;
         fs_buf_init(&names);
@@ -652,6 +717,14 @@ void sb_fhir_handle_read(sb_server *sb, sb_request *req, sb_reply *reply)
         sb_reply_outcome(reply, 404, "not-found", "%.64s/%.64s is not known", type_name, id);
     } else if (!ok) {
         sb_reply_outcome(reply, 500, "exception", "the data source failed");
+    } else if (patient_bound(&grant, type_name, SB_PERM_R) &&
+               (type == sb_data_patient_type(sb->data)
+                    ? strcmp(meta.id, grant.patient) != 0
+                    : sb_data_type_in_compartment(sb->data, (size_t)type) &&
+                          strcmp(meta.patient_id, grant.patient) != 0)) {
+        sb_reply_outcome(reply, 403, "forbidden",
+                         "%s/%s is outside the compartment of the token's patient %s", type_name,
+                         id, grant.patient);
     } else if (meta.deleted) {
         sb_reply_outcome(reply, 410, "deleted", "%s/%s was deleted", type_name, id);
     } else {

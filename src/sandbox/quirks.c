@@ -2,12 +2,15 @@
  * show (a transactionTime taken when the export ends, no deleted files, types that were not
  * asked for, a POST body ignored, Range ignored, downloads cut at the same byte or trickled,
  * Retry-After of 0 or as an absolute epoch, kick-off needing a write scope, the token echoed in
- * errors, wrong manifest counts, a CapabilityStatement listing fewer types, HTML 429s...).
+ * errors, wrong manifest counts, a CapabilityStatement listing fewer types, HTML 429s; for the
+ * authorization-code flow a refresh token that does not rotate, aud checked against another URL,
+ * a refresh answer without the launch context).
  *
  * Fault rules (faults.c) fire on single requests and are consumed; a quirk is a mode that stays
  * on until removed and changes how the server answers whole flows, so it is kept apart: a set of
- * entries {quirk, client_id or every client, parameter}, added with --quirk NAME[=N] or POST
- * /admin/quirks. bulk.c, fhir.c and server.c ask sb_quirk_on() where each deviation applies;
+ * entries {quirk, client_id or every client, parameter (a number, or a text for aud-other-url)},
+ * added with --quirk NAME[=N] or POST /admin/quirks. bulk.c, fhir.c, launch.c and server.c ask
+ * sb_quirk_on() where each deviation applies;
  * docs/sandbox.md is the reference. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@ typedef struct quirk_entry {
     char client_id[128]; /* "" = every client */
     int64_t param;
     bool has_param;
+    char text[SB_QUIRK_TEXT_MAX]; /* the parameter of a quirk that takes a text, "" when none */
     uint64_t hits;
 } quirk_entry;
 
@@ -39,23 +43,27 @@ static const struct {
     bool takes_param;
     int64_t default_param;
     int64_t max_param;
+    bool takes_text; /* the parameter is a text, not a number */
 } kinds[] = {
-    {SB_QUIRK_LATE_TRANSACTION_TIME, "late-transaction-time", false, 0, 0},
-    {SB_QUIRK_NO_DELETED, "no-deleted", false, 0, 0},
-    {SB_QUIRK_EXTRA_TYPES, "extra-types", false, 0, 0},
-    {SB_QUIRK_IGNORE_POST_BODY, "ignore-post-body", false, 0, 0},
-    {SB_QUIRK_IGNORE_RANGE, "ignore-range", false, 0, 0},
-    {SB_QUIRK_TRUNCATE_SAME_PLACE, "truncate-same-place", true, -1, INT64_MAX / 2},
-    {SB_QUIRK_TRICKLE, "trickle", true, 64, 1 << 30},
-    {SB_QUIRK_RETRY_AFTER_ZERO, "retry-after-zero", true, 0, 1000000000},
-    {SB_QUIRK_RETRY_AFTER_EPOCH, "retry-after-epoch", false, 0, 0},
-    {SB_QUIRK_EXPORT_NEEDS_WRITE_SCOPE, "export-needs-write-scope", false, 0, 0},
-    {SB_QUIRK_ECHO_TOKEN_IN_ERRORS, "echo-token-in-errors", false, 0, 0},
-    {SB_QUIRK_COUNT_MISMATCH, "count-mismatch", true, 1, 1000000000},
-    {SB_QUIRK_CAPABILITY_FEWER_TYPES, "capability-fewer-types", false, 0, 0},
-    {SB_QUIRK_HTML_429, "html-429", false, 0, 0},
-    {SB_QUIRK_NO_PROGRESS_HEADERS, "no-progress-headers", false, 0, 0},
-    {SB_QUIRK_REQUEST_WITHOUT_QUERY, "request-without-query", false, 0, 0},
+    {SB_QUIRK_LATE_TRANSACTION_TIME, "late-transaction-time", false, 0, 0, false},
+    {SB_QUIRK_NO_DELETED, "no-deleted", false, 0, 0, false},
+    {SB_QUIRK_EXTRA_TYPES, "extra-types", false, 0, 0, false},
+    {SB_QUIRK_IGNORE_POST_BODY, "ignore-post-body", false, 0, 0, false},
+    {SB_QUIRK_IGNORE_RANGE, "ignore-range", false, 0, 0, false},
+    {SB_QUIRK_TRUNCATE_SAME_PLACE, "truncate-same-place", true, -1, INT64_MAX / 2, false},
+    {SB_QUIRK_TRICKLE, "trickle", true, 64, 1 << 30, false},
+    {SB_QUIRK_RETRY_AFTER_ZERO, "retry-after-zero", true, 0, 1000000000, false},
+    {SB_QUIRK_RETRY_AFTER_EPOCH, "retry-after-epoch", false, 0, 0, false},
+    {SB_QUIRK_EXPORT_NEEDS_WRITE_SCOPE, "export-needs-write-scope", false, 0, 0, false},
+    {SB_QUIRK_ECHO_TOKEN_IN_ERRORS, "echo-token-in-errors", false, 0, 0, false},
+    {SB_QUIRK_COUNT_MISMATCH, "count-mismatch", true, 1, 1000000000, false},
+    {SB_QUIRK_CAPABILITY_FEWER_TYPES, "capability-fewer-types", false, 0, 0, false},
+    {SB_QUIRK_HTML_429, "html-429", false, 0, 0, false},
+    {SB_QUIRK_NO_PROGRESS_HEADERS, "no-progress-headers", false, 0, 0, false},
+    {SB_QUIRK_REQUEST_WITHOUT_QUERY, "request-without-query", false, 0, 0, false},
+    {SB_QUIRK_REFRESH_NO_ROTATE, "refresh-no-rotate", false, 0, 0, false},
+    {SB_QUIRK_AUD_OTHER_URL, "aud-other-url", true, 0, 0, true},
+    {SB_QUIRK_REFRESH_NO_CONTEXT, "refresh-no-context", false, 0, 0, false},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])
@@ -101,6 +109,13 @@ void sb_quirks_free(sb_quirks *q)
 unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bool has_param,
                        int64_t param, fhirsync_error *err)
 {
+    return sb_quirks_add_text_param(q, name, client_id, has_param, param, NULL, err);
+}
+
+unsigned sb_quirks_add_text_param(sb_quirks *q, const char *name, const char *client_id,
+                                  bool has_param, int64_t param, const char *text,
+                                  fhirsync_error *err)
+{
     size_t k = 0;
     while (k < NKINDS && !fs_streq(kinds[k].name, name))
         k++;
@@ -110,8 +125,18 @@ unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bo
         fs_err(err, FHIRSYNC_E_ARG, "unknown quirk \"%.40s\" (known: %s)", name ? name : "", known);
         return 0;
     }
-    if (has_param && !kinds[k].takes_param) {
+    if ((has_param || text) && !kinds[k].takes_param) {
         fs_err(err, FHIRSYNC_E_ARG, "quirk %s takes no parameter", kinds[k].name);
+        return 0;
+    }
+    if (kinds[k].takes_text && has_param) {
+        fs_err(err, FHIRSYNC_E_ARG, "quirk %s: the parameter is a URL, not a number",
+               kinds[k].name);
+        return 0;
+    }
+    if (text && (!kinds[k].takes_text || !*text || strlen(text) >= SB_QUIRK_TEXT_MAX)) {
+        fs_err(err, FHIRSYNC_E_ARG, "quirk %s: the parameter must be %s", kinds[k].name,
+               kinds[k].takes_text ? "a non-empty text shorter than 256 characters" : "an integer");
         return 0;
     }
     if (has_param && (param < 0 || param > kinds[k].max_param ||
@@ -133,8 +158,9 @@ unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bo
         id = e->id = q->next_id++;
         e->kind = kinds[k].kind;
         snprintf(e->client_id, sizeof e->client_id, "%s", client_id ? client_id : "");
-        e->has_param = has_param;
+        e->has_param = has_param || text;
         e->param = has_param ? param : kinds[k].default_param;
+        snprintf(e->text, sizeof e->text, "%s", text ? text : "");
     }
     pthread_mutex_unlock(&q->lock);
     if (!id)
@@ -142,18 +168,33 @@ unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bo
     return id;
 }
 
-/* Split "NAME" or "NAME=N" into name (size 64) and parameter. */
+static bool kind_takes_text(const char *name)
+{
+    for (size_t i = 0; i < NKINDS; i++)
+        if (fs_streq(kinds[i].name, name))
+            return kinds[i].takes_text;
+    return false;
+}
+
+/* Split "NAME" or "NAME=N" into name (size 64) and parameter; for a quirk whose parameter is a
+ * text ("aud-other-url=URL"), *value_text points at it. */
 static bool split_text(const char *text, char *name, bool *has_param, int64_t *param,
-                       fhirsync_error *err)
+                       const char **value_text, fhirsync_error *err)
 {
     const char *eq = strchr(text, '=');
     size_t n = eq ? (size_t)(eq - text) : strlen(text);
+    *value_text = NULL;
     if (n >= 64) {
         fs_err(err, FHIRSYNC_E_ARG, "unknown quirk \"%.40s\"", text);
         return false;
     }
     memcpy(name, text, n);
     name[n] = '\0';
+    if (eq && kind_takes_text(name)) {
+        *has_param = false;
+        *value_text = eq + 1;
+        return true;
+    }
     long value = 0;
     if (eq && (!fs_parse_long(eq + 1, &value) || value < 0)) {
         fs_err(err, FHIRSYNC_E_ARG, "quirk %s: the parameter %.40s is not a number", name, eq + 1);
@@ -169,9 +210,10 @@ unsigned sb_quirks_add_text(sb_quirks *q, const char *text, fhirsync_error *err)
     char name[64];
     bool has_param = false;
     int64_t param = 0;
-    if (!split_text(text, name, &has_param, &param, err))
+    const char *value_text = NULL;
+    if (!split_text(text, name, &has_param, &param, &value_text, err))
         return 0;
-    return sb_quirks_add(q, name, NULL, has_param, param, err);
+    return sb_quirks_add_text_param(q, name, NULL, has_param, param, value_text, err);
 }
 
 unsigned sb_quirks_add_json(sb_quirks *q, const json_t *spec, fhirsync_error *err)
@@ -197,20 +239,23 @@ unsigned sb_quirks_add_json(sb_quirks *q, const json_t *spec, fhirsync_error *er
     char name[64];
     bool has_param = false;
     int64_t param = 0;
-    if (!split_text(text, name, &has_param, &param, err))
+    const char *value_text = NULL;
+    if (!split_text(text, name, &has_param, &param, &value_text, err))
         return 0;
     if (json_object_get(spec, "param")) {
-        if (has_param) {
+        if (has_param || value_text) {
             fs_err(err, FHIRSYNC_E_ARG, "quirk: give the parameter once (NAME=N or param)");
             return 0;
         }
-        if (!fs_json_int(spec, "param", &param)) {
+        if (json_is_string(json_object_get(spec, "param"))) {
+            value_text = fs_json_str(spec, "param");
+        } else if (!fs_json_int(spec, "param", &param)) {
             fs_err(err, FHIRSYNC_E_ARG, "quirk: param must be an integer");
             return 0;
         }
-        has_param = true;
+        has_param = value_text == NULL;
     }
-    return sb_quirks_add(q, name, client_id, has_param, param, err);
+    return sb_quirks_add_text_param(q, name, client_id, has_param, param, value_text, err);
 }
 
 size_t sb_quirks_remove(sb_quirks *q, const char *name, const char *client_id)
@@ -244,6 +289,8 @@ json_t *sb_quirks_list(sb_quirks *q)
                       "param", (json_int_t)e->param, "hits", (json_int_t)e->hits);
         if (item && e->client_id[0])
             json_object_set_new(item, "client_id", json_string(e->client_id));
+        if (item && e->text[0])
+            json_object_set_new(item, "param", json_string(e->text));
         json_array_append_new(list, item);
     }
     pthread_mutex_unlock(&q->lock);
@@ -252,6 +299,12 @@ json_t *sb_quirks_list(sb_quirks *q)
 
 bool sb_quirk_on(sb_quirks *q, sb_quirk_kind kind, const char *client_id, int64_t *param,
                  uint64_t *uses)
+{
+    return sb_quirk_on_text(q, kind, client_id, param, uses, NULL, 0);
+}
+
+bool sb_quirk_on_text(sb_quirks *q, sb_quirk_kind kind, const char *client_id, int64_t *param,
+                      uint64_t *uses, char *text, size_t text_size)
 {
     quirk_entry *found = NULL;
     pthread_mutex_lock(&q->lock);
@@ -272,6 +325,8 @@ bool sb_quirk_on(sb_quirks *q, sb_quirk_kind kind, const char *client_id, int64_
             *param = found->param;
         if (uses)
             *uses = found->hits;
+        if (text && text_size)
+            snprintf(text, text_size, "%s", found->text);
         found->hits++;
     }
     pthread_mutex_unlock(&q->lock);

@@ -1,6 +1,6 @@
 /* sandbox/sandbox.h: the internal API the sandbox EHR's modules share. The sandbox is a strict,
- * local SMART Backend Services authorization server plus a FHIR R4 server with Bulk Data v2
- * export, for demos, tests and benchmarks. It is split into small modules:
+ * local SMART Backend Services (and App Launch) authorization server plus a FHIR R4 server with
+ * Bulk Data v2 export, for demos, tests and benchmarks. It is split into small modules:
  *
  *   server.c     main, options, the libmicrohttpd listeners, the route table, the request log
  *   reply.c      building replies: JSON, OperationOutcome, OAuth errors, files
@@ -10,6 +10,8 @@
  *   scope.c      SMART v1/v2 system scopes: parsing and coverage
  *   assertion.c  the private_key_jwt client-assertion checks and the jti replay store (fuzzed)
  *   auth.c       clients, registration, the token endpoint, the access-token store
+ *   launch.c     SMART App Launch: /authorize, login and consent pages, codes, refresh tokens,
+ *                id_tokens, the grants' admin API
  *   data.c       the data source: the deterministic generator (gen.h) or an NDJSON folder
  *   ndjson.c     the NDJSON folder index (line offsets) behind --data
  *   fhir.c       REST read/search, CapabilityStatement, smart-configuration
@@ -208,26 +210,46 @@ enum {
     SB_PERM_S = 1 << 4
 };
 
+/* The context of a resource scope (a bit each, so that a set of contexts is a mask). */
+enum { SB_SCOPE_SYSTEM = 1, SB_SCOPE_PATIENT = 2, SB_SCOPE_USER = 4, SB_SCOPE_ANY = 7 };
+
 typedef struct sb_scope {
-    char type[64];  /* resource type, or "*" */
-    unsigned perms; /* SB_PERM_* */
+    char type[64];    /* resource type, or "*" */
+    unsigned perms;   /* SB_PERM_* */
+    unsigned context; /* SB_SCOPE_SYSTEM, _PATIENT or _USER */
 } sb_scope;
 
-/* Parse one scope: v1 system/T.read|write|*, v2 system/T.<letters of cruds, in order>. False
- * with a message naming the scope for anything else (patient/, user/, openid, granular ?...). */
+/* Parse one resource scope whose context is one of `contexts` (a mask): v1 C/T.read|write|*, v2
+ * C/T.<letters of cruds, in order>. False with a message naming the scope for anything else
+ * (another context, openid, launch scopes, granular ?...). */
+bool sb_scope_parse_in(const char *text, unsigned contexts, sb_scope *out, fhirsync_error *err);
+/* sb_scope_parse_in for system/ scopes only (backend services). */
 bool sb_scope_parse(const char *text, sb_scope *out, fhirsync_error *err);
-/* Whether one scope is within another (same type or a wildcard, and a subset of permissions). */
+/* Whether one scope is within another (same context, same type or a wildcard, and a subset of
+ * permissions). */
 bool sb_scope_within(const sb_scope *inner, const sb_scope *outer);
-/* Whether a space-separated scope string grants `perms` on `type`. */
+/* Whether a space-separated scope string grants `perms` on `type` (scopes of any context). */
 bool sb_scopes_grant(const char *scopes, const char *type, unsigned perms);
-/* Validate a space-separated scope list (each one parses); false with the first bad one. */
+/* The same, counting only the scopes whose context is in `contexts`. */
+bool sb_scopes_grant_in(const char *scopes, unsigned contexts, const char *type, unsigned perms);
+/* Validate a space-separated system/ scope list (each one parses); false with the first bad one. */
 bool sb_scopes_valid(const char *scopes, fhirsync_error *err);
+/* Whether `scope` is one of the non-resource scopes an app may ask for: openid, fhirUser,
+ * profile, offline_access, online_access, launch/patient. */
+bool sb_scope_is_app_special(const char *scope);
+/* Validate the scopes of an authorization-code app: patient/ and user/ scopes and the specials. */
+bool sb_app_scopes_valid(const char *scopes, fhirsync_error *err);
 
 /* ---- assertion.c: private_key_jwt checks ---------------------------------------------------- */
 typedef enum sb_auth_method {
     SB_AUTH_PRIVATE_KEY_JWT = 0,
-    SB_AUTH_CLIENT_SECRET_BASIC = 1
+    SB_AUTH_CLIENT_SECRET_BASIC = 1,
+    SB_AUTH_CLIENT_SECRET_POST = 2, /* authorization-code apps only */
+    SB_AUTH_NONE = 3                /* public authorization-code apps */
 } sb_auth_method;
+
+/* "private_key_jwt", "client_secret_basic", "client_secret_post", "none". */
+const char *sb_auth_method_name(sb_auth_method method);
 
 /* A registered client. Immutable once registered (never freed before shutdown), so a pointer
  * found under the registry lock stays valid without it. */
@@ -238,7 +260,12 @@ typedef struct sb_client {
     char *scope;    /* allowed scopes, space-separated */
     unsigned algs;  /* bit (1 << fhirsync_alg) per allowed algorithm */
     sb_auth_method method;
-    char *client_secret; /* client_secret_basic clients only (a secret) */
+    char *client_secret; /* client_secret_basic/_post clients only (a secret) */
+    /* An app of the authorization-code flow (SMART App Launch) registers redirect_uris; a
+     * backend service has none and uses client_credentials only. */
+    bool app;
+    char **redirect_uris; /* compared exactly */
+    size_t nredirect_uris;
 } sb_client;
 
 /* Replay store for assertion jtis: remembered until their exp (plus leeway). Thread-safe. */
@@ -378,6 +405,7 @@ typedef struct sb_config {
 } sb_config;
 
 typedef struct sb_auth sb_auth;
+typedef struct sb_launch sb_launch;
 typedef struct sb_bulk sb_bulk;
 typedef struct sb_faults sb_faults;
 typedef struct sb_quirks sb_quirks;
@@ -392,10 +420,13 @@ typedef struct sb_server {
     char token_url[160];
     char register_url[160];
     char admin_url[160];
+    char authorize_url[160];    /* origin + "/auth/authorize" */
+    char jwks_url[160];         /* origin + "/auth/jwks": the id_token signing key */
     char storage_origin[128];   /* "http://localhost:PORT2" */
     char storage_base_url[160]; /* storage_origin + "/storage" */
     sb_data *data;
     sb_auth *auth;
+    sb_launch *launch;
     sb_bulk *bulk;
     sb_faults *faults;
     sb_quirks *quirks;
@@ -469,8 +500,13 @@ typedef enum sb_quirk_kind {
     SB_QUIRK_CAPABILITY_FEWER_TYPES,
     SB_QUIRK_HTML_429,
     SB_QUIRK_NO_PROGRESS_HEADERS,
-    SB_QUIRK_REQUEST_WITHOUT_QUERY
+    SB_QUIRK_REQUEST_WITHOUT_QUERY,
+    SB_QUIRK_REFRESH_NO_ROTATE, /* the refresh grant returns the same, still valid token */
+    SB_QUIRK_AUD_OTHER_URL,     /* text param: the URL /authorize wants as aud (origin) */
+    SB_QUIRK_REFRESH_NO_CONTEXT /* the refresh grant's answer has no patient */
 } sb_quirk_kind;
+
+#define SB_QUIRK_TEXT_MAX 256
 
 const char *sb_quirk_name(sb_quirk_kind kind);
 /* The known quirk names, comma-separated, into buf (for messages and --help). */
@@ -483,9 +519,15 @@ void sb_quirks_free(sb_quirks *q);
  * ones; a parameter out of range or given to a quirk without one). Thread-safe. */
 unsigned sb_quirks_add(sb_quirks *q, const char *name, const char *client_id, bool has_param,
                        int64_t param, fhirsync_error *err);
-/* "NAME" or "NAME=N" (the --quirk option), for every client. */
+/* sb_quirks_add with, for a quirk whose parameter is a text (aud-other-url), that text (NULL:
+ * none; then has_param must be false). */
+unsigned sb_quirks_add_text_param(sb_quirks *q, const char *name, const char *client_id,
+                                  bool has_param, int64_t param, const char *text,
+                                  fhirsync_error *err);
+/* "NAME" or "NAME=N" (the --quirk option), for every client; "NAME=TEXT" for a text quirk. */
 unsigned sb_quirks_add_text(sb_quirks *q, const char *text, fhirsync_error *err);
-/* {"quirk": "NAME" or "NAME=N", "client_id": optional, "param": optional integer}. */
+/* {"quirk": "NAME" or "NAME=N", "client_id": optional, "param": optional integer (a string for
+ * a text quirk)}. */
 unsigned sb_quirks_add_json(sb_quirks *q, const json_t *spec, fhirsync_error *err);
 /* Remove the entries of quirk `name` (NULL: any) and client `client_id` (NULL: any; "" the
  * entries for every client); the number removed. */
@@ -497,6 +539,9 @@ json_t *sb_quirks_list(sb_quirks *q);
  * times the entry was asked before, and the entry's hits grow. */
 bool sb_quirk_on(sb_quirks *q, sb_quirk_kind kind, const char *client_id, int64_t *param,
                  uint64_t *uses);
+/* sb_quirk_on that also copies the entry's text parameter ("" when none) into text. */
+bool sb_quirk_on_text(sb_quirks *q, sb_quirk_kind kind, const char *client_id, int64_t *param,
+                      uint64_t *uses, char *text, size_t text_size);
 
 /* ---- requests and replies (server.c, reply.c) ----------------------------------------------- */
 typedef struct sb_request sb_request;
@@ -587,7 +632,18 @@ void sb_auth_handle_register(sb_server *sb, sb_request *req, sb_reply *reply);
 typedef struct sb_grant {
     char client_id[128];
     char scope[1024];
+    char patient[64]; /* the launch context of an app's token (a Patient id), "" when none */
 } sb_grant;
+
+/* Issue an opaque access token (the caller's secret) for the current access lifetime; patient
+ * may be NULL. NULL on out of memory. */
+char *sb_auth_issue_access_token(sb_auth *a, const char *client_id, const char *scope,
+                                 const char *patient, int64_t now);
+/* The access-token lifetime in seconds (--token-lifetime, or what the admin API set). */
+int64_t sb_auth_access_lifetime(sb_auth *a);
+void sb_auth_set_access_lifetime(sb_auth *a, int64_t seconds);
+/* A registered client by id (valid until shutdown), NULL when unknown or id is NULL. */
+const sb_client *sb_auth_find_client(sb_auth *a, const char *client_id);
 
 /* Check the request's bearer token (401 + OperationOutcome + WWW-Authenticate into reply when
  * missing, unknown or expired) and, when `type` is not NULL, that its scopes grant `perms` on
@@ -600,8 +656,32 @@ void sb_auth_peek_client(sb_server *sb, sb_request *req, char *client_id, size_t
 /* Make every current token of `client_id` expire now (the expire-token fault). */
 void sb_auth_expire_client_tokens(sb_auth *a, const char *client_id, int64_t now);
 
+/* launch.c: SMART App Launch (standalone), see docs/sandbox.md */
+#define SB_LAUNCH_USER "clinician"         /* the test user of the login form */
+#define SB_LAUNCH_PASSWORD "sandbox-login" /* its password (POST /admin/launch changes both) */
+sb_launch *sb_launch_new(sb_server *sb, fhirsync_error *err);
+void sb_launch_free(sb_launch *l);
+/* GET /auth/authorize: the checks, then the login form. */
+void sb_launch_handle_authorize(sb_server *sb, sb_request *req, sb_reply *reply);
+/* POST /auth/login: the login form's answer; the consent page. */
+void sb_launch_handle_login(sb_server *sb, sb_request *req, sb_reply *reply);
+/* POST /auth/consent: Allow (a code) or Deny (access_denied), as a redirect. */
+void sb_launch_handle_consent(sb_server *sb, sb_request *req, sb_reply *reply);
+/* GET /auth/jwks: the public key of the id_tokens. */
+void sb_launch_handle_jwks(sb_server *sb, sb_request *req, sb_reply *reply);
+/* The authorization_code and refresh_token grants, for a client auth.c authenticated. */
+void sb_launch_handle_grant(sb_server *sb, const sb_client *client, const char *grant_type,
+                            const sb_params *form, sb_reply *reply);
+/* GET/POST /admin/launch (lifetimes, the test user), GET /admin/grants, POST /admin/revoke. */
+void sb_launch_admin_get(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_launch_admin_set(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_launch_admin_grants(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_launch_admin_revoke(sb_server *sb, sb_request *req, sb_reply *reply);
+
 /* fhir.c */
 void sb_fhir_handle_smart_config(sb_server *sb, sb_request *req, sb_reply *reply);
+/* GET /.well-known/openid-configuration (the issuer is the origin): for the id_tokens. */
+void sb_fhir_handle_openid_config(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_fhir_handle_metadata(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_fhir_handle_search(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_fhir_handle_search_post(sb_server *sb, sb_request *req, sb_reply *reply);

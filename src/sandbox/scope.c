@@ -1,19 +1,33 @@
-/* sandbox/scope.c: SMART system scopes, v1 (system/T.read, .write, .*) and v2 (system/T.cruds
- * letters, in that order), reduced to (type, permission set) so that v1 and v2 compare by
- * meaning: system/(*).read covers system/Patient.rs. A backend service only has system/ scopes;
- * patient/, user/, launch scopes and granular v2 scopes (?category=...) are refused. */
+/* sandbox/scope.c: SMART resource scopes, v1 (system/T.read, .write, .*) and v2 (system/T.cruds
+ * letters, in that order), reduced to (context, type, permission set) so that v1 and v2 compare
+ * by meaning: system/(*).read covers system/Patient.rs. A backend service only has system/
+ * scopes; an app of the authorization-code flow (launch.c) has patient/ and user/ scopes plus
+ * the identity and launch scopes (openid, fhirUser, offline_access, launch/patient...). Granular
+ * v2 scopes (?category=...) are refused everywhere. */
 #include <string.h>
 
 #include "sandbox.h"
 
-bool sb_scope_parse(const char *text, sb_scope *out, fhirsync_error *err)
+bool sb_scope_parse_in(const char *text, unsigned contexts, sb_scope *out, fhirsync_error *err)
 {
+    static const struct {
+        const char *prefix;
+        unsigned context;
+    } prefixes[] = {
+        {"system/", SB_SCOPE_SYSTEM}, {"patient/", SB_SCOPE_PATIENT}, {"user/", SB_SCOPE_USER}};
     memset(out, 0, sizeof *out);
-    if (!fs_starts_with(text, "system/")) {
-        fs_err(err, FHIRSYNC_E_ARG, "scope %.80s is not a system/ scope", text);
+    const char *type = NULL;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0] && !type; i++) {
+        if ((contexts & prefixes[i].context) && fs_starts_with(text, prefixes[i].prefix)) {
+            type = text + strlen(prefixes[i].prefix);
+            out->context = prefixes[i].context;
+        }
+    }
+    if (!type) {
+        fs_err(err, FHIRSYNC_E_ARG, "scope %.80s is not a %s scope", text,
+               contexts == SB_SCOPE_SYSTEM ? "system/" : "patient/ or user/");
         return false;
     }
-    const char *type = text + 7;
     const char *dot = strrchr(type, '.');
     size_t tlen = dot ? (size_t)(dot - type) : 0;
     if (!dot || tlen == 0 || tlen >= sizeof out->type) {
@@ -59,11 +73,22 @@ bool sb_scope_parse(const char *text, sb_scope *out, fhirsync_error *err)
     return true;
 }
 
+bool sb_scope_parse(const char *text, sb_scope *out, fhirsync_error *err)
+{
+    return sb_scope_parse_in(text, SB_SCOPE_SYSTEM, out, err);
+}
+
 bool sb_scope_within(const sb_scope *inner, const sb_scope *outer)
 {
+    if (inner->context != outer->context)
+        return false;
     bool type_ok = !strcmp(outer->type, "*") || !strcmp(outer->type, inner->type);
     return type_ok && (inner->perms & ~outer->perms) == 0;
 }
+
+typedef struct valid_ctx {
+    fhirsync_error *err;
+} valid_ctx;
 
 /* Call fn for each space-separated scope of `scopes`; stops when it returns false. */
 static bool each_scope(const char *scopes, bool (*fn)(const char *scope, void *ctx), void *ctx)
@@ -89,7 +114,7 @@ static bool each_scope(const char *scopes, bool (*fn)(const char *scope, void *c
 
 typedef struct grant_ctx {
     const char *type;
-    unsigned perms;
+    unsigned contexts;
     unsigned have;
 } grant_ctx;
 
@@ -97,21 +122,47 @@ static bool collect_grant(const char *scope, void *ctx)
 {
     grant_ctx *g = ctx;
     sb_scope s;
-    if (sb_scope_parse(scope, &s, NULL) && (!strcmp(s.type, "*") || !strcmp(s.type, g->type)))
+    if (sb_scope_parse_in(scope, g->contexts, &s, NULL) &&
+        (!strcmp(s.type, "*") || !strcmp(s.type, g->type)))
         g->have |= s.perms;
     return true;
 }
 
-bool sb_scopes_grant(const char *scopes, const char *type, unsigned perms)
+bool sb_scopes_grant_in(const char *scopes, unsigned contexts, const char *type, unsigned perms)
 {
-    grant_ctx g = {type, perms, 0};
+    grant_ctx g = {type, contexts, 0};
     each_scope(scopes, collect_grant, &g);
     return (perms & ~g.have) == 0;
 }
 
-typedef struct valid_ctx {
-    fhirsync_error *err;
-} valid_ctx;
+bool sb_scopes_grant(const char *scopes, const char *type, unsigned perms)
+{
+    return sb_scopes_grant_in(scopes, SB_SCOPE_ANY, type, perms);
+}
+
+bool sb_scope_is_app_special(const char *scope)
+{
+    static const char *const specials[] = {"openid",         "fhirUser",      "profile",
+                                           "offline_access", "online_access", "launch/patient"};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++)
+        if (!strcmp(scope, specials[i]))
+            return true;
+    return false;
+}
+
+static bool check_app_valid(const char *scope, void *ctx)
+{
+    valid_ctx *v = ctx;
+    sb_scope s;
+    return sb_scope_is_app_special(scope) ||
+           sb_scope_parse_in(scope, SB_SCOPE_PATIENT | SB_SCOPE_USER, &s, v->err);
+}
+
+bool sb_app_scopes_valid(const char *scopes, fhirsync_error *err)
+{
+    valid_ctx v = {err};
+    return each_scope(scopes, check_app_valid, &v);
+}
 
 static bool check_valid(const char *scope, void *ctx)
 {

@@ -62,6 +62,16 @@ static const sb_route routes[] = {
     {SB_LISTENER_MAIN, "GET", "/fhir/*/*", sb_fhir_handle_read, SB_ON_READ, 0},
     {SB_LISTENER_MAIN, "POST", "/auth/token", sb_auth_handle_token, SB_ON_TOKEN, 0},
     {SB_LISTENER_MAIN, "POST", "/auth/register", sb_auth_handle_register, SB_ON_NONE, 0},
+    {SB_LISTENER_MAIN, "GET", "/auth/authorize", sb_launch_handle_authorize, SB_ON_NONE, 0},
+    {SB_LISTENER_MAIN, "POST", "/auth/login", sb_launch_handle_login, SB_ON_NONE, 0},
+    {SB_LISTENER_MAIN, "POST", "/auth/consent", sb_launch_handle_consent, SB_ON_NONE, 0},
+    {SB_LISTENER_MAIN, "GET", "/auth/jwks", sb_launch_handle_jwks, SB_ON_NONE, 0},
+    {SB_LISTENER_MAIN, "GET", "/.well-known/openid-configuration", sb_fhir_handle_openid_config,
+     SB_ON_NONE, 0},
+    {SB_LISTENER_MAIN, "GET", "/admin/launch", sb_launch_admin_get, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "POST", "/admin/launch", sb_launch_admin_set, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "GET", "/admin/grants", sb_launch_admin_grants, SB_ON_NONE, ROUTE_ADMIN},
+    {SB_LISTENER_MAIN, "POST", "/admin/revoke", sb_launch_admin_revoke, SB_ON_NONE, ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "POST", "/admin/mutate", sb_admin_handle_mutate, SB_ON_NONE, ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "GET", "/admin/mutate", sb_admin_handle_mutate_get, SB_ON_NONE, ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "GET", "/admin/state", sb_admin_handle_state, SB_ON_NONE, ROUTE_ADMIN},
@@ -617,7 +627,8 @@ int64_t sb_mutation_time(sb_server *sb)
 static void usage(FILE *out)
 {
     fputs("usage: fhirsync-sandbox [options]\n"
-          "A local, strict SMART Backend Services + FHIR R4 + Bulk Data server for tests.\n\n"
+          "A local, strict SMART Backend Services / App Launch + FHIR R4 + Bulk Data server\n"
+          "for tests.\n\n"
           "  --host ADDR               listen address (default 127.0.0.1)\n"
           "  --port N                  port (default 0: a free one)\n"
           "  --ready-file FILE         write the URLs as JSON to FILE once listening\n"
@@ -658,6 +669,9 @@ static void usage(FILE *out)
           "    html-429                429 answers on FHIR endpoints are an HTML page\n"
           "    no-progress-headers     running status polls: no X-Progress, no Retry-After\n"
           "    request-without-query   the manifest's request lacks its query string\n"
+          "    refresh-no-rotate       the refresh grant returns the same refresh token\n"
+          "    aud-other-url[=URL]     /authorize wants aud = URL (default: the origin, no /fhir)\n"
+          "    refresh-no-context      the refresh grant's answer carries no patient\n"
           "  --help                    this text\n",
           out);
 }
@@ -933,6 +947,8 @@ static void format_urls(sb_server *sb)
     snprintf(sb->token_url, sizeof sb->token_url, "%s/auth/token", sb->origin);
     snprintf(sb->register_url, sizeof sb->register_url, "%s/auth/register", sb->origin);
     snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->origin);
+    snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->origin);
+    snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->origin);
     /* the storage listener is reached by name, a different origin from the numeric one */
     bool loop4 = fs_starts_with(host, "127.") || !strcmp(host, "localhost");
     const char *storage_host = loop4 ? "localhost" : host;
@@ -944,11 +960,11 @@ static void format_urls(sb_server *sb)
 
 static bool write_ready_file(const sb_server *sb, const char *path)
 {
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "base_url", sb->base_url, "token_url",
-                  sb->token_url, "register_url", sb->register_url, "admin_url", sb->admin_url,
-                  "storage_base_url", sb->storage_base_url, "port", (int)sb->port, "storage_port",
-                  (int)sb->storage_port, "pid", (int)getpid());
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "base_url", sb->base_url, "token_url",
+        sb->token_url, "authorize_url", sb->authorize_url, "register_url", sb->register_url,
+        "admin_url", sb->admin_url, "storage_base_url", sb->storage_base_url, "port", (int)sb->port,
+        "storage_port", (int)sb->storage_port, "pid", (int)getpid());
     char *text = doc ? fs_json_dump_pretty(doc) : NULL;
     json_decref(doc);
     if (!text)
@@ -1055,7 +1071,8 @@ int main(int argc, char **argv)
     sb->storage_port = storage_lc.port;
     format_urls(sb);
     /* auth needs the token URL (the assertion's aud), bulk the base URL */
-    if (!(sb->auth = sb_auth_new(sb, &err)) || !(sb->bulk = sb_bulk_new(sb, &err))) {
+    if (!(sb->auth = sb_auth_new(sb, &err)) || !(sb->launch = sb_launch_new(sb, &err)) ||
+        !(sb->bulk = sb_bulk_new(sb, &err))) {
         fprintf(stderr, "fhirsync-sandbox: %s\n", err.message);
         goto out;
     }
@@ -1087,6 +1104,7 @@ out:
         MHD_stop_daemon(storage_daemon);
     if (sb) {
         sb_bulk_free(sb->bulk);
+        sb_launch_free(sb->launch);
         sb_auth_free(sb->auth);
         sb_faults_free(sb->faults);
         sb_quirks_free(sb->quirks);

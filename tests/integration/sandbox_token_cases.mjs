@@ -148,9 +148,13 @@ async function main() {
                 401, 'invalid_client', ['two client authentication methods']);
     // 3. grant_type
     expectOk('grant_type client_credentials', await tokenRequest(await good()));
-    expectError('grant_type authorization_code',
-                await tokenRequest(await good(), { grant_type: 'authorization_code' }),
+    expectError('grant_type password',
+                await tokenRequest(await good(), { grant_type: 'password' }),
                 400, 'unsupported_grant_type', ['grant_type']);
+    // a backend service (no redirect_uris) may not use the App Launch grants
+    expectError('grant_type authorization_code for a backend service',
+                await tokenRequest(await good(), { grant_type: 'authorization_code' }),
+                400, 'unauthorized_client', ['backend service']);
     // 4. client_assertion_type
     expectOk('client_assertion_type jwt-bearer', await tokenRequest(await good()));
     expectError('client_assertion_type saml',
