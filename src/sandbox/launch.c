@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "http/http.h"
 #include "jose/jose.h"
 #include "sandbox.h"
 
@@ -287,6 +288,26 @@ static void reply_html_error(sb_reply *reply, unsigned status, const char *error
     fs_buf_free(&page);
 }
 
+/* RFC 8252 section 7.3: a native app's loopback redirect URI (http, host 127.0.0.1 or [::1])
+ * may come with any port, chosen when the app starts listening; the rest must match exactly.
+ * Whether `asked` is `registered` but for the port. */
+static bool same_but_loopback_port(const char *registered, const char *asked)
+{
+    static const char *const hosts[] = {"http://127.0.0.1", "http://[::1]"};
+    for (size_t h = 0; h < sizeof hosts / sizeof *hosts; h++) {
+        size_t n = strlen(hosts[h]);
+        if (strncmp(registered, hosts[h], n) != 0 || strncmp(asked, hosts[h], n) != 0)
+            continue;
+        const char *r = registered + n, *a = asked + n;
+        if (*r == ':')
+            r += 1 + strspn(r + 1, "0123456789");
+        if (*a == ':')
+            a += 1 + strspn(a + 1, "0123456789");
+        return (*r == '\0' || *r == '/') && (*a == '\0' || *a == '/') && strcmp(r, a) == 0;
+    }
+    return false;
+}
+
 /* 302 to redirect_uri with the given parameters (name, value pairs; a NULL value is left out). */
 static void reply_redirect(sb_reply *reply, const char *redirect_uri, const char *const *pairs,
                            size_t npairs)
@@ -457,7 +478,10 @@ static bool store_session(sb_launch *l, session *s)
 
 /* ---- pages ---------------------------------------------------------------------------------- */
 
-static void reply_page(sb_reply *reply, fs_buf *page, bool ok)
+/* The page, with headers that keep it from being cached or framed. Its forms post to this origin;
+ * the consent form's answer is a redirect to the app's registered redirect URI, which browsers
+ * check against form-action too (CSP 3), so that URI's origin is allowed as well. */
+static void reply_page(sb_reply *reply, fs_buf *page, bool ok, const char *redirect_uri)
 {
     if (ok)
         ok = fs_buf_append_str(page, page_tail);
@@ -465,9 +489,17 @@ static void reply_page(sb_reply *reply, fs_buf *page, bool ok)
     if (!ok)
         reply->status = 500;
     sb_reply_header(reply, "Cache-Control", "no-store");
-    /* the forms post to this origin only, and the page is never framed */
-    sb_reply_header(reply, "Content-Security-Policy",
-                    "default-src 'none'; form-action 'self'; frame-ancestors 'none'");
+    char *origin = NULL;
+    fs_buf csp;
+    fs_buf_init(&csp);
+    bool csp_ok = fs_buf_append_str(&csp, "default-src 'none'; form-action 'self'");
+    if (csp_ok && redirect_uri && fs_url_origin(redirect_uri, &origin, NULL) == FHIRSYNC_OK)
+        csp_ok = fs_buf_printf(&csp, " %s", origin);
+    csp_ok = csp_ok && fs_buf_append_str(&csp, "; frame-ancestors 'none'");
+    sb_reply_header(reply, "Content-Security-Policy", "%s",
+                    csp_ok ? csp.data : "default-src 'none'; frame-ancestors 'none'");
+    fs_free(origin);
+    fs_buf_free(&csp);
     sb_reply_header(reply, "X-Frame-Options", "DENY");
 }
 
@@ -494,7 +526,7 @@ static void login_page(sb_reply *reply, const session *s, const char *message)
                     "for=\"password\">Password</label> <input id=\"password\" name=\"password\" "
                     "type=\"password\" autocomplete=\"current-password\"></p>\n<p><button "
                     "id=\"login\" type=\"submit\">Sign in</button></p>\n</form>\n");
-    reply_page(reply, &page, ok);
+    reply_page(reply, &page, ok, s->redirect_uri);
     fs_buf_free(&page);
 }
 
@@ -546,7 +578,7 @@ static void consent_page(sb_launch *l, sb_reply *reply, const session *s)
                                         "value=\"allow\">Allow</button> <button id=\"deny\" "
                                         "type=\"submit\" name=\"decision\" "
                                         "value=\"deny\">Deny</button></p>\n</form>\n");
-    reply_page(reply, &page, ok);
+    reply_page(reply, &page, ok, s->redirect_uri);
     fs_buf_free(&page);
 }
 
@@ -592,13 +624,15 @@ void sb_launch_handle_authorize(sb_server *sb, sb_request *req, sb_reply *reply)
                          redirect_uri ? "redirect_uri is repeated" : "redirect_uri missing");
         return;
     }
+    bool any_port = !sb_quirk_on(sb->quirks, SB_QUIRK_REDIRECT_EXACT_PORT, client_id, NULL, NULL);
     bool registered = false;
     for (size_t i = 0; i < client->nredirect_uris && !registered; i++)
-        registered = !strcmp(client->redirect_uris[i], redirect_uri);
+        registered = !strcmp(client->redirect_uris[i], redirect_uri) ||
+                     (any_port && same_but_loopback_port(client->redirect_uris[i], redirect_uri));
     if (!registered) {
         snprintf(why, sizeof why,
-                 "redirect_uri %.200s is not registered for client %.80s (compared exactly)",
-                 redirect_uri, client_id);
+                 "redirect_uri %.200s is not registered for client %.80s (compared exactly%s)",
+                 redirect_uri, client_id, any_port ? ", but for a loopback IP's port" : "");
         reply_html_error(reply, 400, "invalid_request", why);
         return;
     }

@@ -64,6 +64,7 @@ static const struct {
     {SB_QUIRK_REFRESH_NO_ROTATE, "refresh-no-rotate", false, 0, 0, false},
     {SB_QUIRK_AUD_OTHER_URL, "aud-other-url", true, 0, 0, true},
     {SB_QUIRK_REFRESH_NO_CONTEXT, "refresh-no-context", false, 0, 0, false},
+    {SB_QUIRK_REDIRECT_EXACT_PORT, "redirect-exact-port", false, 0, 0, false},
 };
 
 #define NKINDS (sizeof kinds / sizeof kinds[0])

@@ -129,6 +129,23 @@ browse app-pub "$SCOPE" '{}' http://127.0.0.1:9/not-registered
 [ "$(flow .step)" = authorize ] && [ "$(flow .status)" = 400 ] && [ "$(flow .location)" = null ] &&
     grep -q 'not registered' "$TMP/flow.json" && ok "an unregistered redirect_uri gets an HTML error, no redirect" ||
     fail "unregistered redirect_uri: $(cat "$TMP/flow.json")"
+# RFC 8252 7.3: a registered loopback IP redirect URI matches with any port (the app's listener
+# picks one at run time); the redirect-exact-port quirk makes the port count, as some EHRs do.
+browse app-pub "$SCOPE" '{}' http://127.0.0.1:4321/callback
+[ "$(flow .step)" = consent ] && [[ "$(flow .location)" == http://127.0.0.1:4321/callback\?* ]] &&
+    ok "a loopback redirect_uri on another port is accepted and used (RFC 8252)" ||
+    fail "loopback port: $(cat "$TMP/flow.json")"
+browse app-pub "$SCOPE" '{}' http://127.0.0.1:4321/other
+[ "$(flow .status)" = 400 ] && [ "$(flow .location)" = null ] &&
+    ok "a loopback redirect_uri with another path is still refused" ||
+    fail "loopback path: $(cat "$TMP/flow.json")"
+curl -sS -f -X POST -H 'Content-Type: application/json' \
+    --data '{"quirk":"redirect-exact-port","client_id":"app-pub"}' "$ADMIN/quirks" >/dev/null
+browse app-pub "$SCOPE" '{}' http://127.0.0.1:4321/callback
+[ "$(flow .status)" = 400 ] && grep -q 'not registered' "$TMP/flow.json" &&
+    ok "quirk redirect-exact-port: the port must be the registered one" ||
+    fail "redirect-exact-port: $(cat "$TMP/flow.json")"
+curl -sS -f -X DELETE "$ADMIN/quirks" >/dev/null
 browse no-such-client "$SCOPE"
 [ "$(flow .status)" = 400 ] && [ "$(flow .location)" = null ] && ok "an unknown client_id gets an HTML error" ||
     fail "unknown client: $(cat "$TMP/flow.json")"
