@@ -501,8 +501,8 @@ typedef enum sb_quirk_kind {
     SB_QUIRK_HTML_429,
     SB_QUIRK_NO_PROGRESS_HEADERS,
     SB_QUIRK_REQUEST_WITHOUT_QUERY,
-    SB_QUIRK_REFRESH_NO_ROTATE, /* the refresh grant returns the same, still valid token */
-    SB_QUIRK_AUD_OTHER_URL,     /* text param: the URL /authorize wants as aud (origin) */
+    SB_QUIRK_REFRESH_NO_ROTATE,  /* the refresh grant returns the same, still valid token */
+    SB_QUIRK_AUD_OTHER_URL,      /* text param: the URL /authorize wants as aud (origin) */
     SB_QUIRK_REFRESH_NO_CONTEXT, /* the refresh grant's answer has no patient */
     SB_QUIRK_REDIRECT_EXACT_PORT /* a loopback redirect_uri must have the registered port too */
 } sb_quirk_kind;
