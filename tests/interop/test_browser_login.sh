@@ -98,6 +98,12 @@ token=$(json_get "$CRED" 'j.refresh_token')
 ls "$SHOTS/granted"/*-consent.png >/dev/null 2>&1 && ok "screenshots saved in $SHOTS" ||
     not_ok "no screenshots in $SHOTS/granted"
 
+rc=0
+"$FHIRSYNC_BIN" doctor --endpoint clinic >"$TMP/doctor.out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] && grep -qi "credentials" "$TMP/doctor.out" && grep -q "offline_access" "$TMP/doctor.out" &&
+    ok "doctor passes for the login and reports its credentials" ||
+    not_ok "doctor after login: exit $rc: $(tail -8 "$TMP/doctor.out")"
+
 # The access token expires while the sync runs (the sandbox's expire-token fault, on the sync's
 # first search): the 401 makes fhirsync get a new one with the refresh token, which rotates.
 admin faults '{"fault": "expire-token", "on": "search", "client_id": "clinic-app", "count": 1}' \
