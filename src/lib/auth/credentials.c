@@ -103,19 +103,13 @@ fhirsync_code fs_credentials_read(const char *path, fs_credentials *out, fhirsyn
         rc = FHIRSYNC_E_NOMEM;
         goto out;
     }
-    while (len < cap) {
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read credentials file %s: %s", path,
-                        strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
+    ssize_t got = fs_read_up_to(fd, buf, cap);
+    if (got < 0) {
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot read credentials file %s: %s", path,
+                    strerror(errno));
+        goto out;
     }
+    len = (size_t)got;
     fhirsync_error jerr = {0};
     doc = fs_json_parse(buf, len, true, "credentials file", &jerr);
     if (!doc) {

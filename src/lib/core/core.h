@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "fhirsync/common.h"
 #include "fhirsync/log.h"
@@ -181,6 +182,10 @@ bool fs_parse_http_date(const char *s, int64_t *out_epoch);
 /* Write all `len` bytes to `fd`, retrying after EINTR and short writes. False with errno set
  * (EIO when write(2) wrote nothing without an error). */
 bool fs_write_all(int fd, const void *data, size_t len);
+/* Read from `fd` into buf until end of file or `cap` bytes, retrying after EINTR and short
+ * reads: the bytes read, or -1 with errno set. A result equal to `cap` means the file may have
+ * more (callers size buf one byte above what they expect, to see a file that grew). */
+ssize_t fs_read_up_to(int fd, char *buf, size_t cap);
 /* fsync the directory holding `path`, so that a file just created or renamed there is durable;
  * best effort (some file systems refuse, and out of memory skips it). */
 void fs_fsync_parent(const char *path);

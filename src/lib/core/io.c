@@ -9,6 +9,22 @@
 
 #include "core/core.h"
 
+ssize_t fs_read_up_to(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    while (len < cap) {
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    return (ssize_t)len;
+}
+
 bool fs_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;

@@ -700,18 +700,12 @@ fhirsync_code fhirsync_key_load_file(const char *path, fhirsync_key **out, fhirs
         rc = fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         goto out;
     }
-    while (len < cap) {
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = fs_err(err, FHIRSYNC_E_IO, "cannot read key file %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
+    ssize_t got = fs_read_up_to(fd, buf, cap);
+    if (got < 0) {
+        rc = fs_err(err, FHIRSYNC_E_IO, "cannot read key file %s: %s", path, strerror(errno));
+        goto out;
     }
+    len = (size_t)got;
     if (len == cap) {
         rc = fs_err(err, FHIRSYNC_E_IO, "key file %s changed while being read", path);
         goto out;
