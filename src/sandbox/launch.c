@@ -1107,7 +1107,7 @@ static void grant_refresh(sb_server *sb, const sb_client *client, const sb_param
     const char *token = sb_params_get(form, "refresh_token");
     const char *asked = sb_params_get(form, "scope");
     char *fresh = NULL, *scope = NULL;
-    char patient[64] = "", why[1024] = "";
+    char patient[64] = "", why[1024] = "", bad[300];
     const char *error = NULL;
     if (!token) {
         sb_reply_oauth_error(reply, 400, "invalid_request", "refresh_token missing");
@@ -1130,9 +1130,7 @@ static void grant_refresh(sb_server *sb, const sb_client *client, const sb_param
                 "newest refresh token";
     } else if (now >= r->expires) {
         error = "refresh token expired: authorize again";
-    } else if (asked && *asked && !scopes_within(asked, r->grant->scope, why, 300)) {
-        char bad[300];
-        snprintf(bad, sizeof bad, "%s", why);
+    } else if (asked && *asked && !scopes_within(asked, r->grant->scope, bad, sizeof bad)) {
         snprintf(why, sizeof why, "scope %s was not granted (granted: %.300s)", bad,
                  r->grant->scope);
     }
