@@ -433,10 +433,18 @@ int cmd_login(int argc, char **argv)
     redirect r = {0};
     const char *set_uri = fhirsync_endpoint_get(ep, "redirect_uri");
     const char *set_port = fhirsync_endpoint_get(ep, "redirect_port");
+    /* the setting was checked (1..65535) when the profile was read; 0 means "a free port" */
+    char *port_end = NULL;
+    long port = set_port ? strtol(set_port, &port_end, 10) : 0;
+    if (set_port && (*port_end || port < 1 || port > 65535)) {
+        fprintf(stderr, "fhirsync: redirect_port %s is not a port number\n", set_port);
+        rc = EXIT_CONFIG;
+        goto out;
+    }
     if (set_uri) {
         snprintf(r.uri, sizeof r.uri, "%s", set_uri);
         parse_loopback(set_uri, &r);
-        if (r.loopback && set_port && atoi(set_port) != r.port) {
+        if (r.loopback && set_port && port != r.port) {
             fprintf(stderr, "fhirsync: redirect_port %s disagrees with redirect_uri %s\n", set_port,
                     set_uri);
             rc = EXIT_CONFIG;
@@ -444,7 +452,7 @@ int cmd_login(int argc, char **argv)
         }
     } else {
         r.loopback = true;
-        r.port = set_port ? atoi(set_port) : 0;
+        r.port = (int)port;
         snprintf(r.path, sizeof r.path, "/callback");
     }
     if (r.loopback) {

@@ -76,6 +76,19 @@ static void fail(doctor *d, const char *step, fhirsync_code code, const char *de
     }
 }
 
+/* A step's end: its outcome from what it collected (a failure counts as the run's error `code`,
+ * an empty hint is none), and its buffers freed. */
+static void conclude(doctor *d, const char *step, fhirsync_code code, fhirsync_check_status st,
+                     fs_buf *detail, fs_buf *hint)
+{
+    if (st == FHIRSYNC_CHECK_FAIL)
+        fail(d, step, code, detail->data, hint->data);
+    else
+        report(d, step, st, detail->data, hint->len ? hint->data : NULL);
+    fs_buf_free(detail);
+    fs_buf_free(hint);
+}
+
 /* ---- vendor -------------------------------------------------------------------------------- */
 
 static const char *vendor_title(const char *v)
@@ -132,12 +145,7 @@ static bool check_base_url(doctor *d)
         st = FHIRSYNC_CHECK_FAIL;
         fs_buf_append_str(&hint, "- the base URL must not carry a query or fragment\n");
     }
-    if (st == FHIRSYNC_CHECK_FAIL)
-        fail(d, "base URL", FHIRSYNC_E_CONFIG, detail.data, hint.data);
-    else
-        report(d, "base URL", st, detail.data, hint.len ? hint.data : NULL);
-    fs_buf_free(&detail);
-    fs_buf_free(&hint);
+    conclude(d, "base URL", FHIRSYNC_E_CONFIG, st, &detail, &hint);
     fs_free(host);
     return st != FHIRSYNC_CHECK_FAIL;
 }
@@ -221,12 +229,7 @@ static fhirsync_smart_config *check_discovery(doctor *d, fhirsync_alg alg, bool 
                       "assertion's aud will be token_url\n",
                       override);
     }
-    if (st == FHIRSYNC_CHECK_FAIL)
-        fail(d, "discovery", FHIRSYNC_E_AUTH, detail.data, hint.data);
-    else
-        report(d, "discovery", st, detail.data, hint.len ? hint.data : NULL);
-    fs_buf_free(&detail);
-    fs_buf_free(&hint);
+    conclude(d, "discovery", FHIRSYNC_E_AUTH, st, &detail, &hint);
     return smart;
 }
 
@@ -330,12 +333,7 @@ static fhirsync_key *check_key(doctor *d, fhirsync_alg *alg_out)
         fs_buf_append_str(&hint, "- Epic accepts EC keys only when the JWKS is registered by "
                                  "URL\n");
     }
-    if (st == FHIRSYNC_CHECK_FAIL)
-        fail(d, "key", FHIRSYNC_E_KEY, detail.data, hint.data);
-    else
-        report(d, "key", st, detail.data, hint.len ? hint.data : NULL);
-    fs_buf_free(&detail);
-    fs_buf_free(&hint);
+    conclude(d, "key", FHIRSYNC_E_KEY, st, &detail, &hint);
     return key;
 }
 
