@@ -38,11 +38,15 @@ const char *fhirsync_check_status_name(fhirsync_check_status status)
     return "?";
 }
 
-static void report(doctor *d, const char *step, fhirsync_check_status status, const char *detail,
-                   const char *hint)
+/* Hand one step to the callback. The detail passes the redaction path: patterns and live secrets
+ * (`plain`: live secrets only, for fhirsync's own decoding of values that are not secrets, such
+ * as the client_id and the assertion's claims, so that a client_id shaped like a JWT, which some
+ * servers issue, is shown as it is). Hints are fhirsync's own words: only live secrets are masked
+ * in them, never patterns. */
+static void report_as(doctor *d, const char *step, fhirsync_check_status status, const char *detail,
+                      const char *hint, bool plain)
 {
-    char *rd = fs_redact(detail ? detail : "");
-    /* hints are fhirsync's own words: only live secrets are masked in them, never patterns */
+    char *rd = plain ? fs_redact_live(detail ? detail : "") : fs_redact(detail ? detail : "");
     char *rh = hint ? fs_redact_live(hint) : NULL;
     fhirsync_check check = {step, status, rd ? rd : "(out of memory)", rh};
     if (d->cb)
@@ -51,19 +55,16 @@ static void report(doctor *d, const char *step, fhirsync_check_status status, co
     fs_free(rh);
 }
 
-/* A step whose detail is fhirsync's own decoding of values that are not secrets (the client_id,
- * the assertion's claims): only live secrets are masked, never patterns, so a client_id shaped
- * like a JWT (some servers issue those) is shown as it is. */
+static void report(doctor *d, const char *step, fhirsync_check_status status, const char *detail,
+                   const char *hint)
+{
+    report_as(d, step, status, detail, hint, false);
+}
+
 static void report_plain(doctor *d, const char *step, fhirsync_check_status status,
                          const char *detail, const char *hint)
 {
-    char *rd = fs_redact_live(detail ? detail : "");
-    char *rh = hint ? fs_redact_live(hint) : NULL;
-    fhirsync_check check = {step, status, rd ? rd : "(out of memory)", rh};
-    if (d->cb)
-        d->cb(&check, d->userdata);
-    fs_free(rd);
-    fs_free(rh);
+    report_as(d, step, status, detail, hint, true);
 }
 
 static void fail(doctor *d, const char *step, fhirsync_code code, const char *detail,
