@@ -81,9 +81,11 @@ typedef enum fhirsync_code {
     FHIRSYNC_E_UNSUPPORTED = 29, /* the server or build lacks a needed feature */
     FHIRSYNC_E_BAD_REQUEST = 30, /* 4xx other than 401/403/404/429: the server refused it */
     FHIRSYNC_E_INTERNAL = 31,    /* a bug in fhirsync */
-    FHIRSYNC_E_CONFLICT = 32     /* the database refused a batch because of another writer (a
+    FHIRSYNC_E_CONFLICT = 32,    /* the database refused a batch because of another writer (a
                                     deadlock) or an id already stored (FHIRSYNC_STORE_APPEND):
                                     nothing of it was stored; running it again is the cure */
+    FHIRSYNC_E_VIEW = 33         /* a ViewDefinition or FHIRPath expression is invalid, or a
+                                    resource cannot be evaluated by it (fhirsync/view.h) */
 } fhirsync_code;
 
 /* A static English name of the code. Never NULL. */

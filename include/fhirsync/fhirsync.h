@@ -15,5 +15,6 @@
 #include "fhirsync/login.h"
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
+#include "fhirsync/view.h"
 
 #endif

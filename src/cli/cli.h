@@ -99,5 +99,6 @@ int cmd_get(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_login(int argc, char **argv);
+int cmd_view(int argc, char **argv);
 
 #endif

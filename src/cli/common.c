@@ -18,7 +18,8 @@ int cli_exit_code(fhirsync_code code)
     case FHIRSYNC_OK: return 0;
     case FHIRSYNC_E_ARG: return EXIT_USAGE;
     case FHIRSYNC_E_CONFIG:
-    case FHIRSYNC_E_URL: return EXIT_CONFIG;
+    case FHIRSYNC_E_URL:
+    case FHIRSYNC_E_VIEW: return EXIT_CONFIG;
     case FHIRSYNC_E_KEY:
     case FHIRSYNC_E_KEY_PERMS: return EXIT_KEY;
     case FHIRSYNC_E_AUTH:

@@ -18,6 +18,8 @@ static const cli_command commands[] = {
      cmd_sync},
     {"query", "look into the local store: counts, a patient's record, runs, quarantine, SQL",
      cmd_query},
+    {"view", "evaluate a SQL on FHIR ViewDefinition over NDJSON files: CSV or NDJSON rows",
+     cmd_view},
 };
 
 static void print_help(FILE *out)

@@ -16,6 +16,7 @@ declare -A ALLOWED=(
     [config]="core"
     [jose]="core json"
     [store]="core json"
+    [view]="core json"
     [auth]="core json jose http config"
     [fhir]="core json http config auth"
     [bulk]="core json http config auth fhir"

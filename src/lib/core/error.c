@@ -42,6 +42,7 @@ const char *fhirsync_strerror(fhirsync_code code)
     case FHIRSYNC_E_BAD_REQUEST: return "request refused by the server";
     case FHIRSYNC_E_INTERNAL: return "internal error";
     case FHIRSYNC_E_CONFLICT: return "conflict with another writer or with stored rows";
+    case FHIRSYNC_E_VIEW: return "invalid view definition, or a resource it cannot evaluate";
     }
     return "unknown error";
 }

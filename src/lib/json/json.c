@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 
 #include "json/json.h"
+#include "json/lex.h"
 
 /* jansson allocates with the system allocator, outside the allocation-failure seam: its lexer
  * ignores a failed buffer growth and later trips an assertion (jansson 2.14 load.c, lex_save), so
@@ -118,4 +119,88 @@ char *fs_json_dump(const json_t *value)
 char *fs_json_dump_pretty(const json_t *value)
 {
     return json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+}
+
+/* The document with each number rewritten as "\u0000<text>" (a string jansson keeps as is). A
+ * fault the lexer meets is left for jansson to report: the rest is copied unchanged. */
+static bool numbers_as_strings(const unsigned char *p, const unsigned char *end, fs_buf *out,
+                               bool *nul_in_string)
+{
+    while (p < end) {
+        const unsigned char *start = p, *next = NULL, *at;
+        fs_lex_error lerr;
+        if (*p == '"') {
+            unsigned seen = 0;
+            next = fs_lex_string(p + 1, end, true, &seen, &lerr, &at);
+            if (seen & FS_LEX_NUL_ESCAPE)
+                *nul_in_string = true;
+        } else if (*p == '-' || fs_lex_is_digit(*p)) {
+            next = fs_lex_number(p, end, &lerr, &at);
+            if (next) {
+                if (!fs_buf_append_str(out, "\"\\u0000") ||
+                    !fs_buf_append(out, start, (size_t)(next - start)) ||
+                    !fs_buf_append(out, "\"", 1))
+                    return false;
+                p = next;
+                continue;
+            }
+        } else {
+            next = p + 1;
+        }
+        if (!next)
+            next = end;
+        if (!fs_buf_append(out, start, (size_t)(next - start)))
+            return false;
+        p = next;
+    }
+    return true;
+}
+
+json_t *fs_json_parse_exact(const char *data, size_t len, const char *what, fhirsync_error *err)
+{
+    if (!data || len == 0) {
+        fs_err(err, FHIRSYNC_E_JSON, "%s is empty, expected JSON", what);
+        return NULL;
+    }
+    fs_buf text;
+    fs_buf_init(&text);
+    bool nul = false;
+    json_t *value = NULL;
+    if (!numbers_as_strings((const unsigned char *)data, (const unsigned char *)data + len, &text,
+                            &nul)) {
+        fs_err(err, FHIRSYNC_E_NOMEM, "out of memory parsing %s", what);
+        goto out;
+    }
+    if (nul) {
+        fs_err(err, FHIRSYNC_E_JSON, "%s holds a string with \\u0000", what);
+        goto out;
+    }
+    json_error_t jerr;
+    value = json_loadb(text.data ? text.data : "", text.len,
+                       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!value) {
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            fs_err(err, FHIRSYNC_E_NOMEM, "out of memory parsing %s", what);
+        else
+            fs_err(err, FHIRSYNC_E_JSON, "%s is not valid JSON (line %d: %s)", what, jerr.line,
+                   jerr.text);
+    } else if (!json_is_object(value)) {
+        fs_err(err, FHIRSYNC_E_JSON, "%s is JSON but not an object", what);
+        json_decref(value);
+        value = NULL;
+    }
+out:
+    fs_buf_free(&text);
+    return value;
+}
+
+const char *fs_json_number_text(const json_t *value, size_t *len)
+{
+    if (!json_is_string(value) || json_string_length(value) < 2)
+        return NULL;
+    const char *s = json_string_value(value);
+    if (s[0] != FS_JSON_NUMBER_MARK)
+        return NULL;
+    *len = json_string_length(value) - 1;
+    return s + 1;
 }

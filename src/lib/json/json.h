@@ -16,6 +16,18 @@
 json_t *fs_json_parse(const char *data, size_t len, bool want_object, const char *what,
                       fhirsync_error *err);
 
+/* Parse `len` bytes holding one JSON object, keeping the exact text of every number (what FHIR's
+ * decimal precision rules need: "1.0" and "1.00" differ, and jansson's reals keep neither). Each
+ * number comes back as a JSON string whose first byte is NUL (FS_JSON_NUMBER_MARK) followed by
+ * the number's text; read it with fs_json_number_text(). A string of the document that holds
+ * \u0000 is refused (FHIR forbids control characters, and it would pass for a number). Errors as
+ * fs_json_parse (FHIRSYNC_E_JSON naming `what`, FHIRSYNC_E_NOMEM). */
+json_t *fs_json_parse_exact(const char *data, size_t len, const char *what, fhirsync_error *err);
+#define FS_JSON_NUMBER_MARK '\0'
+/* The text of a number read by fs_json_parse_exact ("1.50", "-3", "2e3"), with its length in
+ * *len; NULL when `value` is not such a number. Borrowed from `value`. */
+const char *fs_json_number_text(const json_t *value, size_t *len);
+
 /* Borrowed string member, NULL when absent or not a string. */
 const char *fs_json_str(const json_t *obj, const char *key);
 /* Integer member; false when absent or not an integer (reals with no fraction are accepted). */

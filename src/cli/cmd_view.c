@@ -1,0 +1,388 @@
+/* cli/cmd_view.c: `fhirsync view run`: evaluate a SQL on FHIR v2 ViewDefinition over NDJSON files
+ * and write its rows as CSV (RFC 4180, a header row of the column names) or NDJSON (one object a
+ * row), to stdout or to a file created 0600 (the rows may hold patient data) and renamed into
+ * place once complete. Streaming: one line is read, evaluated and written at a time. A line the
+ * view cannot evaluate (not JSON, a `collection: false` column with several values, too long) is
+ * skipped with a one-line warning naming the view, the file and the line; the run goes on and
+ * ends with exit status 10 (partial). An invalid view is exit status 3. Running a view over the
+ * store is not part of this command yet. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define VIEW_FILE_MAX (4u << 20)   /* a ViewDefinition is small: refuse anything larger */
+#define LINE_MAX_BYTES (64u << 20) /* longest NDJSON line evaluated (as the bulk client's) */
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: fhirsync view run VIEW.json --ndjson PATH [--ndjson PATH]... [options]\n"
+                 "\n"
+                 "Evaluate a SQL on FHIR v2 ViewDefinition over the resources of NDJSON files\n"
+                 "(one resource a line; '-' reads stdin) and write its rows, streaming.\n"
+                 "Resources of another type than the view's are ignored. A line the view cannot\n"
+                 "evaluate is skipped with a warning naming the file and line (exit status 10);\n"
+                 "an invalid view is exit status 3.\n"
+                 "\n"
+                 "options:\n"
+                 "  --ndjson PATH        an NDJSON file to read (repeatable, read in order)\n"
+                 "  --format csv|ndjson  CSV with a header row (RFC 4180: CRLF, quoted fields;\n"
+                 "                       an empty field is null, \"\" an empty string), or one\n"
+                 "                       JSON object a row (default: csv)\n"
+                 "  --out FILE           write to FILE (mode 0600, replaced once complete)\n"
+                 "                       instead of stdout\n"
+                 "  -h, --help           this help\n");
+}
+
+/* A growing byte buffer: one resource's rows, written only when the whole resource evaluated. */
+typedef struct text {
+    char *data;
+    size_t len, cap;
+} text;
+
+static bool text_add(text *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap < t->len + n + 1)
+            cap *= 2;
+        char *data = realloc(t->data, cap);
+        if (!data)
+            return false;
+        t->data = data;
+        t->cap = cap;
+    }
+    memcpy(t->data + t->len, s, n);
+    t->len += n;
+    t->data[t->len] = '\0';
+    return true;
+}
+
+static bool text_str(text *t, const char *s)
+{
+    return text_add(t, s, strlen(s));
+}
+
+/* A CSV field: quoted when it holds a comma, a quote, CR or LF (quotes doubled), or when it is
+ * empty (so that "" is the empty string and an empty field is null). */
+static bool csv_field(text *t, const char *s, size_t n)
+{
+    if (n && !memchr(s, ',', n) && !memchr(s, '"', n) && !memchr(s, '\r', n) && !memchr(s, '\n', n))
+        return text_add(t, s, n);
+    bool ok = text_add(t, "\"", 1);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = s[i] == '"' ? text_add(t, "\"\"", 2) : text_add(t, s + i, 1);
+    return ok && text_add(t, "\"", 1);
+}
+
+/* A JSON string literal. */
+static bool json_string(text *t, const char *s, size_t n)
+{
+    bool ok = text_add(t, "\"", 1);
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            ok = text_add(t, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            ok = text_str(t, esc);
+        } else {
+            ok = text_add(t, s + i, 1);
+        }
+    }
+    return ok && text_add(t, "\"", 1);
+}
+
+typedef struct run {
+    fhirsync_view *view;
+    bool csv;
+    text rows; /* the current resource's rows */
+} run;
+
+static fhirsync_code on_row(void *userdata, const fhirsync_view_value *values, size_t count)
+{
+    run *r = userdata;
+    bool ok = r->csv || text_add(&r->rows, "{", 1);
+    for (size_t i = 0; ok && i < count; i++) {
+        const fhirsync_view_value *v = &values[i];
+        char number[32];
+        if (i)
+            ok = text_add(&r->rows, ",", 1);
+        if (ok && !r->csv) {
+            const char *name = fhirsync_view_column_at(r->view, i)->name;
+            ok = json_string(&r->rows, name, strlen(name)) && text_add(&r->rows, ":", 1);
+        }
+        if (!ok)
+            break;
+        switch (v->kind) {
+        case FHIRSYNC_VIEW_NULL: ok = r->csv || text_str(&r->rows, "null"); break;
+        case FHIRSYNC_VIEW_BOOLEAN: ok = text_str(&r->rows, v->boolean ? "true" : "false"); break;
+        case FHIRSYNC_VIEW_INTEGER:
+            snprintf(number, sizeof number, "%" PRId64, v->integer);
+            ok = text_str(&r->rows, number);
+            break;
+        case FHIRSYNC_VIEW_DECIMAL: /* a JSON number as written ("1.50"), bare in CSV too */
+            ok = text_add(&r->rows, v->text, v->len);
+            break;
+        case FHIRSYNC_VIEW_STRING:
+            ok = r->csv ? csv_field(&r->rows, v->text, v->len)
+                        : json_string(&r->rows, v->text, v->len);
+            break;
+        case FHIRSYNC_VIEW_JSON:
+            ok =
+                r->csv ? csv_field(&r->rows, v->text, v->len) : text_add(&r->rows, v->text, v->len);
+            break;
+        }
+    }
+    ok = ok && (r->csv ? text_add(&r->rows, "\r\n", 2) : text_add(&r->rows, "}\n", 2));
+    return ok ? FHIRSYNC_OK : FHIRSYNC_E_NOMEM;
+}
+
+/* Read the whole view file (at most VIEW_FILE_MAX bytes). 0, or the exit status after a
+ * message. */
+static int read_view_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return cli_io_error("cannot open", path, errno);
+    text t = {0};
+    char chunk[8192];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        ok = t.len + n <= VIEW_FILE_MAX && text_add(&t, chunk, n);
+    int saved_errno = ferror(f) ? errno : 0;
+    fclose(f);
+    if (saved_errno || !ok || !t.data) {
+        free(t.data);
+        return cli_io_error("cannot read the view", path,
+                            saved_errno ? saved_errno
+                            : !ok       ? EFBIG
+                                        : ENODATA);
+    }
+    *out = t.data;
+    *len = t.len;
+    return 0;
+}
+
+/* Read one line of `in` into `line` (without its end of line). Returns false at the end of the
+ * input. A line longer than LINE_MAX_BYTES is consumed but not kept: *too_long is set. */
+static bool read_line(FILE *in, text *line, bool *too_long)
+{
+    int c;
+    line->len = 0;
+    *too_long = false;
+    bool any = false;
+    while ((c = getc_unlocked(in)) != EOF) {
+        any = true;
+        if (c == '\n')
+            break;
+        if (*too_long)
+            continue;
+        char byte = (char)c;
+        if (line->len >= LINE_MAX_BYTES || !text_add(line, &byte, 1))
+            *too_long = true;
+    }
+    if (line->len && line->data[line->len - 1] == '\r')
+        line->data[--line->len] = '\0';
+    return any;
+}
+
+static bool blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t')
+            return false;
+    return true;
+}
+
+/* Evaluate the view over every line of one input; rows go to `out`. Counts the lines skipped. 0,
+ * or the exit status of a failure that stops the run (a file that cannot be read, out of memory,
+ * a write error). */
+static int run_file(run *r, const char *label, const char *path, FILE *out, long *skipped)
+{
+    bool from_stdin = strcmp(path, "-") == 0;
+    FILE *in = from_stdin ? stdin : fopen(path, "rb");
+    if (!in)
+        return cli_io_error("cannot open", path, errno);
+    if (from_stdin)
+        path = "stdin"; /* as the warnings name it */
+    text line = {0};
+    bool too_long;
+    int rc = 0;
+    for (long lineno = 1; read_line(in, &line, &too_long); lineno++) {
+        const char *s = line.data ? line.data : "";
+        size_t n = line.len;
+        if (lineno == 1 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) { /* a BOM */
+            s += 3;
+            n -= 3;
+        }
+        if (too_long) {
+            fprintf(stderr, "fhirsync: view %s: %s:%ld: line longer than %u bytes, skipped\n",
+                    label, path, lineno, LINE_MAX_BYTES);
+            (*skipped)++;
+            continue;
+        }
+        if (blank(s, n))
+            continue;
+        fhirsync_error err = {0};
+        r->rows.len = 0;
+        fhirsync_code code = fhirsync_view_eval(r->view, s, n, on_row, r, &err);
+        if (code == FHIRSYNC_E_NOMEM) {
+            rc = cli_fail(&err);
+            break;
+        }
+        if (code != FHIRSYNC_OK) {
+            fprintf(stderr, "fhirsync: view %s: %s:%ld: %s (skipped)\n", label, path, lineno,
+                    err.message[0] ? err.message : "cannot be evaluated");
+            (*skipped)++;
+            continue;
+        }
+        if (r->rows.len && fwrite(r->rows.data, 1, r->rows.len, out) != r->rows.len) {
+            rc = cli_io_error("cannot write", "the rows", errno);
+            break;
+        }
+    }
+    if (!rc && ferror(in))
+        rc = cli_io_error("cannot read", path, errno);
+    free(line.data);
+    if (!from_stdin)
+        fclose(in);
+    return rc;
+}
+
+static int view_run(int argc, char **argv)
+{
+    enum { OPT_NDJSON = 1, OPT_FORMAT, OPT_OUT };
+    static const struct option opts[] = {{"ndjson", required_argument, NULL, OPT_NDJSON},
+                                         {"format", required_argument, NULL, OPT_FORMAT},
+                                         {"out", required_argument, NULL, OPT_OUT},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    if (!inputs)
+        return EXIT_INTERNAL;
+    size_t ninputs = 0;
+    const char *out_path = NULL;
+    bool csv = true;
+    int opt, rc = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_NDJSON: inputs[ninputs++] = optarg; break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "csv") != 0 && strcmp(optarg, "ndjson") != 0) {
+                free(inputs);
+                return cli_usage_error("view run", "--format is csv or ndjson, not '%s'", optarg);
+            }
+            csv = strcmp(optarg, "csv") == 0;
+            break;
+        case OPT_OUT: out_path = optarg; break;
+        case 'h':
+            usage(stdout);
+            free(inputs);
+            return 0;
+        default: free(inputs); return cli_bad_option("view run", argv);
+        }
+    }
+    if (optind + 1 != argc || !ninputs) {
+        free(inputs);
+        return optind >= argc ? cli_usage_error("view run", "the ViewDefinition file is missing")
+               : optind + 1 < argc
+                   ? cli_usage_error("view run", "unexpected argument '%s'", argv[optind + 1])
+                   : cli_usage_error("view run", "--ndjson PATH is required (running a view "
+                                                 "over the store is not supported yet)");
+    }
+    const char *view_path = argv[optind];
+
+    char *json = NULL;
+    size_t len = 0;
+    run r = {.csv = csv};
+    fhirsync_error err = {0};
+    if ((rc = read_view_file(view_path, &json, &len)) != 0) {
+        free(inputs);
+        return rc;
+    }
+    if (fhirsync_view_parse(json, len, &r.view, &err) != FHIRSYNC_OK) {
+        free(json);
+        free(inputs);
+        if (err.code == FHIRSYNC_E_NOMEM)
+            return cli_fail(&err);
+        fprintf(stderr, "fhirsync: invalid view %s: %s\n", view_path, err.message);
+        return EXIT_CONFIG; /* not JSON, or not a valid ViewDefinition */
+    }
+    free(json);
+    const char *label = fhirsync_view_name(r.view) ? fhirsync_view_name(r.view) : view_path;
+
+    /* the output: stdout, or a temporary file (0600: mkstemp) renamed over --out when complete */
+    char tmp[PATH_MAX];
+    FILE *out = stdout;
+    if (out_path) {
+        int fd = -1;
+        if (snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", out_path) >= (int)sizeof tmp)
+            rc = cli_io_error("path too long:", out_path, ENAMETOOLONG);
+        else if ((fd = mkstemp(tmp)) < 0)
+            rc = cli_io_error("cannot create a file next to", out_path, errno);
+        else if (fchmod(fd, 0600) != 0 || !(out = fdopen(fd, "w"))) {
+            rc = cli_io_error("cannot write", out_path, errno);
+            close(fd);
+            unlink(tmp);
+        }
+        if (rc) {
+            fhirsync_view_free(r.view);
+            free(inputs);
+            return rc;
+        }
+    }
+
+    if (csv) { /* the header row: the column names (valid database names: never quoted) */
+        size_t columns = fhirsync_view_column_count(r.view);
+        for (size_t i = 0; i < columns; i++)
+            fprintf(out, "%s%s", i ? "," : "", fhirsync_view_column_at(r.view, i)->name);
+        fputs("\r\n", out);
+    }
+    long skipped = 0;
+    for (size_t i = 0; !rc && i < ninputs; i++)
+        rc = run_file(&r, label, inputs[i], out, &skipped);
+    if (!rc && fflush(out) != 0)
+        rc = cli_io_error("cannot write", out_path ? out_path : "stdout", errno);
+    if (out_path) {
+        if (!rc && fsync(fileno(out)) != 0)
+            rc = cli_io_error("cannot write", out_path, errno);
+        if (fclose(out) != 0 && !rc)
+            rc = cli_io_error("cannot write", out_path, errno);
+        if (!rc && rename(tmp, out_path) != 0)
+            rc = cli_io_error("cannot rename into", out_path, errno);
+        if (rc)
+            unlink(tmp);
+    }
+    if (!rc && skipped) {
+        fprintf(stderr, "fhirsync: view %s: %ld line%s skipped\n", label, skipped,
+                skipped == 1 ? "" : "s");
+        rc = EXIT_PARTIAL;
+    }
+    free(r.rows.data);
+    fhirsync_view_free(r.view);
+    free(inputs);
+    return rc;
+}
+
+int cmd_view(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (strcmp(argv[1], "run") == 0)
+        return view_run(argc - 1, argv + 1);
+    return cli_usage_error("view", "unknown sub-command '%s' (only 'run')", argv[1]);
+}
