@@ -4,8 +4,9 @@
  * allergies, conditions, encounters, immunizations, medication requests and observations) gives
  * the row counts the sample implies and a few exact values (the patient's birth date and MRN, a
  * blood pressure's systolic and diastolic rows, a laboratory decimal as written). A hand-written
- * Patient checks the US Core race and ethnicity columns, which the sample lacks. The source tree
- * comes from FHIRSYNC_SOURCE_DIR (set by ctest). */
+ * Patient checks the US Core race and ethnicity columns, and hand-written Procedures the
+ * procedures view, which the sample lacks. The source tree comes from
+ * FHIRSYNC_SOURCE_DIR (set by ctest). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +22,7 @@
 /* The shipped views, in file-name order. */
 static const char *const shipped[] = {"active_medications",   "allergies",     "conditions",
                                       "encounters",           "immunizations", "laboratory_results",
-                                      "patient_demographics", "vital_signs"};
+                                      "patient_demographics", "procedures",    "vital_signs"};
 #define SHIPPED_COUNT (sizeof shipped / sizeof shipped[0])
 
 /* The rows one view produced: each a column_count array of strings ("NULL" for no value). */
@@ -233,6 +234,7 @@ static void test_row_counts(void **state)
         {"allergies", 2},
         {"immunizations", 15},
         {"encounters", 47},
+        {"procedures", 0}, /* the sample has none: test_procedures */
     };
     char *path = path_of("tests/data/synthea-1-patient.ndjson");
     size_t len;
@@ -348,6 +350,59 @@ static void test_race_ethnicity(void **state)
     done(v, &r);
 }
 
+/* Procedures: performed as a dateTime or as a Period (each in its own columns, since shareable
+ * FHIRPath has no way to take one or the other), the first coding's display rather than
+ * code.text, a subject that is not a Patient; other resource types give no row. */
+static void test_procedures(void **state)
+{
+    (void)state;
+    static const char ndjson[] =
+        "{\"resourceType\":\"Procedure\",\"id\":\"pr1\",\"status\":\"completed\","
+        "\"code\":{\"coding\":[{\"system\":\"http://snomed.info/sct\",\"code\":\"73761001\","
+        "\"display\":\"Colonoscopy\"}],\"text\":\"Colonoscopy (procedure)\"},"
+        "\"subject\":{\"reference\":\"Patient/p1\"},\"performedPeriod\":{"
+        "\"start\":\"2019-03-04T10:00:00-05:00\",\"end\":\"2019-03-04T10:45:00-05:00\"}}\n"
+        "{\"resourceType\":\"Procedure\",\"id\":\"pr2\",\"status\":\"in-progress\","
+        "\"code\":{\"coding\":[{\"system\":\"http://www.ama-assn.org/go/cpt\",\"code\":\"45378\"},"
+        "{\"system\":\"http://snomed.info/sct\",\"code\":\"73761001\",\"display\":"
+        "\"Colonoscopy\"}]},\"subject\":{\"reference\":"
+        "\"https://ehr.example/fhir/Patient/p2/_history/3\"},"
+        "\"performedDateTime\":\"2021-07-08\"}\n"
+        "{\"resourceType\":\"Procedure\",\"id\":\"pr3\",\"status\":\"completed\","
+        "\"code\":{\"text\":\"Tonsillectomy\"},\"subject\":{\"reference\":\"Group/g1\"},"
+        "\"performedString\":\"in childhood\"}\n"
+        "{\"resourceType\":\"Observation\",\"id\":\"o1\",\"status\":\"final\","
+        "\"code\":{\"text\":\"x\"},\"subject\":{\"reference\":\"Patient/p1\"}}\n";
+    rows r;
+    fhirsync_view *v = run_view("procedures", ndjson, &r);
+    assert_int_equal(r.count, 3);
+
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "patient_id"), "p1");
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "status"), "completed");
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "code"), "73761001");
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "display"), "Colonoscopy");
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "performed"), "NULL");
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "performed_start"),
+                        "2019-03-04T10:00:00-05:00");
+    assert_string_equal(cell(v, &r, "id", "pr1", NULL, NULL, "performed_end"),
+                        "2019-03-04T10:45:00-05:00");
+
+    /* first coding's code; its display is the first display among the codings */
+    assert_string_equal(cell(v, &r, "id", "pr2", NULL, NULL, "patient_id"), "p2");
+    assert_string_equal(cell(v, &r, "id", "pr2", NULL, NULL, "code"), "45378");
+    assert_string_equal(cell(v, &r, "id", "pr2", NULL, NULL, "display"), "Colonoscopy");
+    assert_string_equal(cell(v, &r, "id", "pr2", NULL, NULL, "performed"), "2021-07-08");
+    assert_string_equal(cell(v, &r, "id", "pr2", NULL, NULL, "performed_start"), "NULL");
+    assert_string_equal(cell(v, &r, "id", "pr2", NULL, NULL, "performed_end"), "NULL");
+
+    assert_string_equal(cell(v, &r, "id", "pr3", NULL, NULL, "patient_id"), "NULL");
+    assert_string_equal(cell(v, &r, "id", "pr3", NULL, NULL, "code"), "NULL");
+    assert_string_equal(cell(v, &r, "id", "pr3", NULL, NULL, "display"), "NULL");
+    assert_string_equal(cell(v, &r, "id", "pr3", NULL, NULL, "performed"), "NULL");
+    assert_string_equal(cell(v, &r, "id", "pr3", NULL, NULL, "performed_start"), "NULL");
+    done(v, &r);
+}
+
 int main(void)
 {
     fhirsync_global_init();
@@ -356,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_row_counts),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_race_ethnicity),
+        cmocka_unit_test(test_procedures),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();
