@@ -274,6 +274,74 @@ FHIRSYNC_API fhirsync_code fhirsync_store_query(fhirsync_store *store, const cha
                                                 fhirsync_row_cb cb, void *userdata,
                                                 fhirsync_error *err);
 
+/* ---- materialized views (SQL on FHIR v2) ----------------------------------------------------- */
+/* A ViewDefinition registered in the store is materialized as a table named after the view's
+ * `name`: one column per view column (types from the columns' `type`: see docs/views.md), plus
+ * `_resource_id`, the id of the resource each row came from. Every write keeps the tables current
+ * in the same transaction as the resources: a put that stores a resource recomputes its rows in
+ * every view of its type, a delete (or a reconciliation) removes them. A resource a view cannot
+ * evaluate (a `collection: false` column with several values, a value of the wrong type) is
+ * stored anyway; it has no rows in that view, and a quarantine entry (source "view:NAME", the
+ * message naming the view and the column) says why. Rows of another writer's transaction never
+ * mix with a view's (re)build: PostgreSQL takes an advisory lock, SQLite has one writer. */
+
+/* What adding or refreshing views did. Versioned (see common.h): set it up with
+ * fhirsync_view_stats_init(). */
+#define FHIRSYNC_VIEW_STATS_VERSION 1
+typedef struct fhirsync_view_stats {
+    unsigned int version; /* FHIRSYNC_VIEW_STATS_VERSION, set by the _init */
+    int64_t views;        /* views (re)built */
+    int64_t resources;    /* resources evaluated */
+    int64_t rows;         /* rows written */
+    int64_t failed;       /* resources a view could not evaluate (in the quarantine) */
+    bool unchanged;       /* add: the same definition was registered already: nothing was done */
+    bool replaced;        /* add: a different definition of the same name was replaced */
+} fhirsync_view_stats;
+
+/* Zero `stats` and set its version; FHIRSYNC_E_ARG for an unknown version or NULL. */
+FHIRSYNC_API fhirsync_code fhirsync_view_stats_init(fhirsync_view_stats *stats,
+                                                    unsigned int version);
+
+/* Register a ViewDefinition (`len` bytes of JSON) and build its table from the stored resources,
+ * in one transaction. The view must have a `name`: ^[A-Za-z][A-Za-z0-9_]{0,49}$, not the name of
+ * another table of the store (nor, ignoring case, of an internal table or a resource type's
+ * table), with at most 255 columns whose names differ ignoring case. Adding the same definition
+ * again (byte for byte) does nothing (stats->unchanged); a different definition with the same name
+ * replaces the old one and rebuilds the table (stats->replaced). `stats` may be NULL. Not inside a
+ * batch. Errors: FHIRSYNC_E_JSON, FHIRSYNC_E_VIEW (an invalid view, or a name the store cannot
+ * use: the message names the element), FHIRSYNC_E_STORE, FHIRSYNC_E_ARG. */
+FHIRSYNC_API fhirsync_code fhirsync_store_view_add(fhirsync_store *store, const char *json,
+                                                   size_t len, fhirsync_view_stats *stats,
+                                                   fhirsync_error *err);
+
+/* Rebuild the table of view `name` (NULL: every view) from the stored resources, in one
+ * transaction. FHIRSYNC_E_ARG when no view has that name. `stats` may be NULL. Not inside a
+ * batch. */
+FHIRSYNC_API fhirsync_code fhirsync_store_view_refresh(fhirsync_store *store, const char *name,
+                                                       fhirsync_view_stats *stats,
+                                                       fhirsync_error *err);
+
+/* Drop view `name`: its table and its registration. FHIRSYNC_E_ARG when there is none. Not inside
+ * a batch. */
+FHIRSYNC_API fhirsync_code fhirsync_store_view_remove(fhirsync_store *store, const char *name,
+                                                      fhirsync_error *err);
+
+/* A registered view, for fhirsync_store_views. Strings borrowed for the call. */
+typedef struct fhirsync_store_view_info {
+    const char *name;         /* the view's name, and its table's */
+    const char *resource;     /* the resource type it reads */
+    const char *definition;   /* the ViewDefinition as registered (JSON) */
+    const char *created_at;   /* when it was registered (FHIR instant) */
+    const char *refreshed_at; /* when its table was last built whole */
+    int64_t rows;             /* rows in its table now */
+} fhirsync_store_view_info;
+
+typedef int (*fhirsync_store_view_cb)(const fhirsync_store_view_info *info, void *userdata);
+
+/* The registered views, by name; cb returns non-zero to stop. Works on read-only handles. */
+FHIRSYNC_API fhirsync_code fhirsync_store_views(fhirsync_store *store, fhirsync_store_view_cb cb,
+                                                void *userdata, fhirsync_error *err);
+
 #ifdef __cplusplus
 }
 #endif

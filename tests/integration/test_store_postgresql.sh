@@ -32,6 +32,14 @@ else
     tail -60 "$TMP/unit.log"
 fi
 
+TEST_STORE_VIEWS="$FHIRSYNC_BUILD_DIR/tests/test_store_views"
+if FHIRSYNC_TEST_PG="$URL" "$TEST_STORE_VIEWS" >"$TMP/views.log" 2>&1; then
+    ok "test_store_views on PostgreSQL: $(grep -c '\[       OK \]' "$TMP/views.log") tests passed"
+else
+    not_ok "test_store_views on PostgreSQL"
+    tail -60 "$TMP/views.log"
+fi
+
 # ---- fhirsync query on a PostgreSQL store ----------------------------------------------------
 cat >"$TMP/resources.ndjson" <<'EOF'
 {"resourceType":"Patient","id":"q1","meta":{"versionId":"1","lastUpdated":"2024-03-01T12:00:00Z"},"name":[{"family":"Lindgren","given":["Claudia","Maria"]}],"gender":"female","birthDate":"2006-01-17"}

@@ -458,7 +458,8 @@ static void test_open_and_migrations(void **state)
     }
     assert_true(has_patient);
     fhirsync_free(counts);
-    assert_int_equal(query_long(s, "SELECT count(*) FROM observation_view"), 0);
+    /* version 4 dropped the hand-written SQL views for materialized ViewDefinitions */
+    assert_int_equal(query_long(s, "SELECT count(*) FROM view_definitions"), 0);
     fhirsync_store_close(s);
 
     /* opening again changes nothing */
@@ -560,8 +561,6 @@ static void test_exact_bytes(void **state)
     scalar raw = raw_of(s, "Observation", "dec-1");
     assert_int_equal(raw.len, strlen(line));
     assert_memory_equal(raw.text, line, raw.len);
-    scalar value = query1(s, "SELECT value FROM observation_view WHERE id = 'dec-1'");
-    assert_string_equal(value.text, "1.50");
     assert_string_equal(query1(s, "SELECT patient_id FROM \"Observation\"").text, "p1");
     if (f->pg) {
         /* jsonb keeps numeric scale (but not spelling): the raw column is the exact one */
@@ -578,8 +577,6 @@ static void test_exact_bytes(void **state)
     scalar praw = raw_of(s, "Patient", "p1");
     assert_int_equal(praw.len, with_nl.len - 2);
     fs_buf_free(&with_nl);
-    scalar given = query1(s, "SELECT given FROM patient_view WHERE id = 'p1'");
-    assert_string_equal(given.text, "Claudia Maria");
     fhirsync_store_close(s);
 }
 
@@ -666,8 +663,6 @@ static void test_append(void **state)
     assert_string_equal(raw_of(s, "Observation", "after").text,
                         observation("after", "q", NULL, NULL, "6.0E-3"));
     assert_string_equal(raw_of(s, "Observation", "nul").text, nul);
-    assert_string_equal(query1(s, "SELECT given FROM patient_view WHERE id = 'p'").text,
-                        "Claudia Maria");
     if (f->pg) {
         assert_string_equal(query1(s, "SELECT resource #>> '{valueQuantity,value}' FROM"
                                       " \"Observation\" WHERE id = 'a7'")
@@ -1494,11 +1489,8 @@ static void test_query_readonly(void **state)
     fhirsync_store_close(s);
     fhirsync_store *ro = NULL;
     assert_ok(fhirsync_store_open(f->location, FHIRSYNC_STORE_READONLY, &ro, &err));
-    assert_string_equal(query1(ro, "SELECT family FROM patient_view").text, "Lindgren");
-    assert_string_equal(query1(ro, "SELECT birth_date FROM patient_view").text, "1970-05-04");
-    if (!f->pg)
-        assert_string_equal(query1(ro, "SELECT value FROM observation_view").text, "6.0E-3");
-    assert_string_equal(query1(ro, "SELECT display FROM observation_view").text, "Body Height");
+    assert_string_equal(query1(ro, "SELECT id FROM \"Patient\"").text, "q1");
+    assert_string_equal(query1(ro, "SELECT patient_id FROM \"Observation\"").text, "q1");
     int rows = 0;
     assert_ok(fhirsync_store_query(ro, "SELECT * FROM sync_runs", count_rows, &rows, &err));
     assert_int_equal(rows, 0);

@@ -18,6 +18,7 @@ static bool batch_unusable(fhirsync_store *s, fhirsync_error *err)
  * (with their statements) on rollback, since the table went with it. */
 static void settle_types(fhirsync_store *s, bool committed)
 {
+    s->views_tx = false; /* the next transaction reads the view registry again */
     for (size_t i = 0; i < s->type_count; i++) {
         fs_store_type *t = &s->types[i];
         if (!t->ensured_in_batch)

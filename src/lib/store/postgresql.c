@@ -53,7 +53,9 @@ typedef struct pg_impl {
     uint64_t *staged_ids;
     unsigned *staged_types; /* slots of the types with staged rows */
     size_t staged_type_count, staged_type_cap;
-    fs_buf scratch; /* bytea decoding */
+    fs_buf scratch;                     /* bytea decoding */
+    struct pg_stmt_params *stmt_params; /* stmt_run's arrays (large: allocated once) */
+    unsigned long long stmt_serial;     /* names of stmt_prepare statements */
 } pg_impl;
 
 static pg_impl *impl_of(fhirsync_store *s)
@@ -244,21 +246,28 @@ static bool append_upsert_rule(fs_buf *sql, const char *quoted)
         quoted, quoted, quoted, quoted);
 }
 
-/* Merge the staged rows of one type into its table. */
-static fhirsync_code merge_type(fhirsync_store *s, const fs_store_type *t, fhirsync_error *err)
+/* Merge the staged rows of one type into its table. When views read the type, the ids the merge
+ * inserted or replaced are listed in fhirsync_merged for fs_store_views_merged. */
+static fhirsync_code merge_type(fhirsync_store *s, fs_store_type *t, fhirsync_error *err)
 {
     char quoted[FS_STORE_TYPE_MAX + 3];
     fs_store_quote_type(t->name, quoted, sizeof quoted);
+    bool views = fs_store_views_cover(s, t);
     fs_buf sql;
     fs_buf_init(&sql);
-    bool ok = fs_buf_printf(&sql,
+    bool ok = (!views || fs_buf_printf(&sql, "WITH merged AS (")) &&
+              fs_buf_printf(&sql,
                             "INSERT INTO %s (id, version_id, last_updated, last_updated_ms,"
                             " patient_id, resource, raw, loaded_at, run_id)"
                             " SELECT id, version_id, last_updated, last_updated_ms, patient_id,"
                             " CASE WHEN jsonb_ok THEN raw::jsonb END, raw, $1, run_id"
                             " FROM fhirsync_staging WHERE type = $2",
                             quoted) &&
-              append_upsert_rule(&sql, quoted);
+              append_upsert_rule(&sql, quoted) &&
+              (!views || fs_buf_printf(&sql, " RETURNING id) INSERT INTO fhirsync_merged (type,"
+                                             " id) SELECT $2, id FROM merged"));
+    if (views)
+        t->views_merged = true;
     if (!ok) {
         fs_buf_free(&sql);
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
@@ -285,6 +294,13 @@ static fhirsync_code flush_staged(fhirsync_store *s, fhirsync_error *err)
     if (rc == FHIRSYNC_OK && !appended && impl->staged_rows)
         rc = command(s, "TRUNCATE fhirsync_staging", "emptying the staging table", err);
     reset_staging(impl);
+    /* with nothing staged any more, the views' statements can run */
+    for (size_t i = 0; i < s->type_count; i++) {
+        fs_store_type *t = &s->types[i];
+        if (t->views_merged && rc == FHIRSYNC_OK)
+            rc = fs_store_views_merged(s, t, err);
+        t->views_merged = false;
+    }
     return rc;
 }
 
@@ -461,32 +477,46 @@ typedef struct pg_params {
     char ints[MAX_PARAMS][24];
 } pg_params;
 
-static void fill_params(pg_params *pp, const fs_sql_value *params, int n)
+/* The parameters of a statement built at run time (stmt_run): as many as FS_STORE_STMT_PARAMS. */
+typedef struct pg_stmt_params {
+    const char *values[FS_STORE_STMT_PARAMS];
+    int lengths[FS_STORE_STMT_PARAMS];
+    int formats[FS_STORE_STMT_PARAMS];
+    Oid types[FS_STORE_STMT_PARAMS];
+    char ints[FS_STORE_STMT_PARAMS][24];
+} pg_stmt_params;
+
+/* Fill the libpq arrays of params (each at least n long). */
+#define fill_params(pp, params, n)                                                                 \
+    fill_arrays((pp)->values, (pp)->lengths, (pp)->formats, (pp)->types, (pp)->ints, params, n)
+
+static void fill_arrays(const char **values, int *lengths, int *formats, Oid *types,
+                        char (*ints)[24], const fs_sql_value *params, int n)
 {
     for (int i = 0; i < n; i++) {
         const fs_sql_value *v = &params[i];
-        pp->values[i] = NULL;
-        pp->lengths[i] = 0;
-        pp->formats[i] = 0;
-        pp->types[i] = 0;
+        values[i] = NULL;
+        lengths[i] = 0;
+        formats[i] = 0;
+        types[i] = 0;
         switch (v->kind) {
         case FS_SQL_INT:
-            snprintf(pp->ints[i], sizeof pp->ints[i], "%lld", (long long)v->i);
-            pp->values[i] = pp->ints[i];
-            pp->types[i] = OID_INT8;
+            snprintf(ints[i], sizeof ints[i], "%lld", (long long)v->i);
+            values[i] = ints[i];
+            types[i] = OID_INT8;
             break;
-        case FS_SQL_TEXT: pp->values[i] = v->s; break; /* text format: any type may parse it */
+        case FS_SQL_TEXT: values[i] = v->s; break; /* text format: any type may parse it */
         case FS_SQL_TEXTN:
-            pp->values[i] = v->s;
-            pp->lengths[i] = (int)v->len;
-            pp->formats[i] = 1; /* binary text is the bytes themselves */
-            pp->types[i] = OID_TEXT;
+            values[i] = v->s;
+            lengths[i] = (int)v->len;
+            formats[i] = 1; /* binary text is the bytes themselves */
+            types[i] = OID_TEXT;
             break;
         case FS_SQL_BLOB:
-            pp->values[i] = v->len ? v->s : "";
-            pp->lengths[i] = (int)v->len;
-            pp->formats[i] = 1;
-            pp->types[i] = OID_BYTEA;
+            values[i] = v->len ? v->s : "";
+            lengths[i] = (int)v->len;
+            formats[i] = 1;
+            types[i] = OID_BYTEA;
             break;
         default: break;
         }
@@ -714,8 +744,10 @@ static fhirsync_code pg_put(fhirsync_store *s, fs_store_type *t, const fs_resour
                             fhirsync_put_outcome *outcome, fhirsync_error *err)
 {
     if (s->in_batch && s->bulk) {
-        fhirsync_code rc = s->append ? append(s, t, f, line, len, run_id, err)
-                                     : stage(s, t, f, line, len, run_id, err);
+        /* views compute their rows from what the merge stored: rows of their types are staged */
+        fhirsync_code rc = s->append && !fs_store_views_cover(s, t)
+                               ? append(s, t, f, line, len, run_id, err)
+                               : stage(s, t, f, line, len, run_id, err);
         if (rc == FHIRSYNC_OK && outcome)
             *outcome = FHIRSYNC_PUT_STAGED;
         return rc;
@@ -937,6 +969,7 @@ static void pg_close(fhirsync_store *s)
     fs_buf_free(&impl->scratch);
     fs_free(impl->staged_ids);
     fs_free(impl->staged_types);
+    fs_free(impl->stmt_params);
     fs_free(impl);
     s->impl = NULL;
 }
@@ -1005,8 +1038,85 @@ static fhirsync_code pg_open(fhirsync_store *s, const char *location, fhirsync_e
                    "CREATE TEMP TABLE IF NOT EXISTS fhirsync_staging ("
                    " type text, id text COLLATE \"C\", version_id text, last_updated text,"
                    " last_updated_ms bigint, patient_id text, raw text, jsonb_ok boolean,"
-                   " run_id bigint)",
-                   "creating the staging table", err);
+                   " run_id bigint);"
+                   /* the ids a merge stored, for the views' rows (fs_store_views_merged) */
+                   "CREATE TEMP TABLE IF NOT EXISTS fhirsync_merged ("
+                   " type text, id text COLLATE \"C\")",
+                   "creating the staging tables", err);
+}
+
+/* ---- statements built at run time ----------------------------------------------------------- */
+
+typedef struct pg_stmt {
+    char name[32];
+} pg_stmt;
+
+static fhirsync_code pg_stmt_prepare(fhirsync_store *s, const char *sql, void **stmt,
+                                     fhirsync_error *err)
+{
+    pg_impl *impl = impl_of(s);
+    *stmt = NULL;
+    fhirsync_code rc = flush_staged(s, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    pg_stmt *st = fs_calloc(1, sizeof *st);
+    char *text = convert_placeholders(sql);
+    if (!st || !text) {
+        fs_free(st);
+        fs_free(text);
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    /* unique in the session: a statement freed inside a transaction may outlive its handle */
+    snprintf(st->name, sizeof st->name, "fs_stmt_%llu", ++impl->stmt_serial);
+    rc = prepare_named(s, st->name, text, 0, NULL, err);
+    fs_free(text);
+    if (rc != FHIRSYNC_OK) {
+        fs_free(st);
+        return rc;
+    }
+    *stmt = st;
+    return FHIRSYNC_OK;
+}
+
+static fhirsync_code pg_stmt_run(fhirsync_store *s, void *stmt, const fs_sql_value *params,
+                                 int nparams, int64_t *changes, fhirsync_error *err)
+{
+    pg_impl *impl = impl_of(s);
+    if (nparams > FS_STORE_STMT_PARAMS)
+        return fs_err(err, FHIRSYNC_E_INTERNAL, "too many statement parameters");
+    fhirsync_code rc = flush_staged(s, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    if (!impl->stmt_params && !(impl->stmt_params = fs_calloc(1, sizeof *impl->stmt_params)))
+        return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    pg_stmt_params *pp = impl->stmt_params;
+    fill_params(pp, params, nparams);
+    PGresult *res = PQexecPrepared(impl->conn, ((pg_stmt *)stmt)->name, nparams, pp->values,
+                                   pp->lengths, pp->formats, 0);
+    if (res && result_ok(res)) {
+        if (changes)
+            *changes = strtoll(PQcmdTuples(res), NULL, 10);
+    } else {
+        rc = result_error(s, res, "running a statement", err);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static void pg_stmt_free(fhirsync_store *s, void *stmt)
+{
+    pg_impl *impl = impl_of(s);
+    pg_stmt *st = stmt;
+    if (!st)
+        return;
+    /* DEALLOCATE is refused in a failed transaction: then the name stays (unique, harmless) */
+    if (impl && impl->conn && PQstatus(impl->conn) == CONNECTION_OK &&
+        PQtransactionStatus(impl->conn) != PQTRANS_INERROR) {
+        char sql[48];
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
+        PQclear(PQexec(impl->conn, sql));
+    }
+    fs_free(st);
 }
 
 const fs_store_ops fs_store_postgresql_ops = {
@@ -1026,4 +1136,7 @@ const fs_store_ops fs_store_postgresql_ops = {
     .lock_holder = pg_lock_holder,
     .now = pg_now,
     .query = pg_query,
+    .stmt_prepare = pg_stmt_prepare,
+    .stmt_run = pg_stmt_run,
+    .stmt_free = pg_stmt_free,
 };

@@ -77,6 +77,16 @@ fhirsync_code fs_store_reconcile_type(fhirsync_store *store, const fs_store_reco
             rc = fs_store_nomem(err);
         else
             rc = store->ops->exec(store, sql.data, false, p, 8, NULL, NULL, NULL, err);
+        /* the views' rows of those resources, before the rows they are chosen from go */
+        fs_buf_reset(&sql);
+        if (rc == FHIRSYNC_OK)
+            rc = fs_store_views_ready(store, err);
+        if (rc == FHIRSYNC_OK && fs_store_views_cover(store, t)) {
+            if (!fs_buf_printf(&sql, "SELECT id FROM %s" GONE_ROWS, quoted))
+                rc = fs_store_nomem(err);
+            else
+                rc = fs_store_views_delete_ids(store, t, sql.data, p, 3, err);
+        }
         fs_buf_reset(&sql);
         if (rc == FHIRSYNC_OK && !fs_buf_printf(&sql, "DELETE FROM %s" GONE_ROWS, quoted))
             rc = fs_store_nomem(err);

@@ -1,10 +1,51 @@
-/* store/resources.c: writing resources: put (the scan of fields.c, then the engine's upsert of the
- * exact bytes), delete with its deletion record, and the quarantine of lines that could not be
- * stored. Each joins the open batch or runs in a transaction of its own (batch.c). */
+/* store/resources.c: writing resources: making sure a type's table exists, put (the scan of
+ * fields.c, then the engine's upsert of the exact bytes), delete with its deletion record; each
+ * keeps the views of the type current (views.c). Each joins the open batch or runs in a
+ * transaction of its own (batch.c). */
 #include <string.h>
 
 #include "store/shared_private.h"
 #include "store/store_internal.h"
+
+/* Create t's table when missing (inside the transaction), unless a view has its name: SQLite's
+ * names ignore case, and a resource type must not take a view's table. */
+static fhirsync_code ensure(fhirsync_store *s, fs_store_type *t, fhirsync_error *err)
+{
+    if (t->ensured)
+        return FHIRSYNC_OK;
+    bool exists;
+    fhirsync_code rc = fs_store_type_exists(s, t, &exists, err);
+    if (rc != FHIRSYNC_OK || exists)
+        return rc;
+    if (fs_store_views_name_taken(s, t->name))
+        return fs_err(err, FHIRSYNC_E_JSON,
+                      "resourceType %s has the name of the store's view %s (ignoring case)",
+                      t->name, t->name);
+    return fs_store_ensure_in_tx(s, t, err);
+}
+
+fhirsync_code fhirsync_store_ensure_type(fhirsync_store *store, const char *type,
+                                         fhirsync_error *err)
+{
+    fhirsync_code rc = fs_store_check_writable(store, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_check_type(type, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    fs_store_type *t = fs_store_type_entry(store, type, strlen(type));
+    if (!t)
+        return fs_store_nomem(err);
+    if (t->ensured)
+        return FHIRSYNC_OK;
+    bool own;
+    rc = fs_store_tx_open(store, &own, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    rc = fs_store_views_ready(store, err);
+    if (rc == FHIRSYNC_OK)
+        rc = ensure(store, t, err);
+    return fs_store_tx_close(store, own, rc, err);
+}
 
 fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const char *line,
                                  size_t len, int64_t run_id, fhirsync_put_outcome *outcome,
@@ -36,10 +77,17 @@ fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const 
     rc = fs_store_tx_open(store, &own, err);
     if (rc != FHIRSYNC_OK)
         return rc;
-    if (!t->ensured)
-        rc = fs_store_ensure_in_tx(store, t, err);
+    rc = fs_store_views_ready(store, err);
     if (rc == FHIRSYNC_OK)
-        rc = store->ops->put(store, t, &f, line, len, run_id, outcome, err);
+        rc = ensure(store, t, err);
+    fhirsync_put_outcome done = FHIRSYNC_PUT_KEPT_NEWER;
+    if (rc == FHIRSYNC_OK)
+        rc = store->ops->put(store, t, &f, line, len, run_id, &done, err);
+    /* a staged row gets its views' rows when it is merged (fs_store_views_merged) */
+    if (rc == FHIRSYNC_OK && done == FHIRSYNC_PUT_STORED && fs_store_views_cover(store, t))
+        rc = fs_store_views_put(store, t, f.id, f.id_len, line, len, run_id, err);
+    if (rc == FHIRSYNC_OK && outcome)
+        *outcome = done;
     return fs_store_tx_close(store, own, rc, err);
 }
 
@@ -85,8 +133,12 @@ fhirsync_code fs_store_delete_why(fhirsync_store *store, const char *type, const
     if (rc != FHIRSYNC_OK)
         return rc;
     rc = fs_store_type_exists(store, t, &exists, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_views_ready(store, err);
     if (rc == FHIRSYNC_OK && exists)
         rc = store->ops->remove(store, t, id, fs_sql_int(deleted_ms), &gone, err);
+    if (rc == FHIRSYNC_OK && gone && fs_store_views_cover(store, t))
+        rc = fs_store_views_delete(store, t, id, err);
     if (rc == FHIRSYNC_OK) {
         fs_sql_value p[6] = {fs_sql_text(type),
                              fs_sql_text(id),
@@ -104,34 +156,4 @@ fhirsync_code fs_store_delete_why(fhirsync_store *store, const char *type, const
     if (rc == FHIRSYNC_OK && removed)
         *removed = gone;
     return rc;
-}
-
-fhirsync_code fhirsync_store_quarantine(fhirsync_store *store,
-                                        const fhirsync_quarantine_entry *entry, fhirsync_error *err)
-{
-    fhirsync_code rc = fs_store_check_writable(store, err);
-    if (rc != FHIRSYNC_OK)
-        return rc;
-    if (!entry || !entry->reason || (!entry->line && entry->line_len))
-        return fs_err(err, FHIRSYNC_E_ARG, "a quarantine entry needs a reason");
-    size_t kept = entry->line_len;
-    if (kept > FHIRSYNC_STORE_QUARANTINE_CAP)
-        kept = FHIRSYNC_STORE_QUARANTINE_CAP;
-    fs_sql_value p[8] = {entry->run_id > 0 ? fs_sql_int(entry->run_id) : fs_sql_null(),
-                         fs_sql_text(entry->endpoint),
-                         fs_sql_text(entry->source),
-                         entry->line_number > 0 ? fs_sql_int(entry->line_number) : fs_sql_null(),
-                         fs_sql_text(entry->reason),
-                         entry->line ? fs_sql_blob(entry->line, kept) : fs_sql_null(),
-                         fs_sql_int((int64_t)entry->line_len),
-                         fs_sql_text(fs_store_loaded_at(store))};
-    bool own;
-    rc = fs_store_tx_open(store, &own, err);
-    if (rc != FHIRSYNC_OK)
-        return rc;
-    rc = store->ops->exec(store,
-                          "INSERT INTO quarantine (run_id, endpoint, source, line_number, reason,"
-                          " line, line_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                          true, p, 8, NULL, NULL, NULL, err);
-    return fs_store_tx_close(store, own, rc, err);
 }

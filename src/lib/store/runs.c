@@ -249,7 +249,9 @@ fhirsync_code fs_store_run_tally(fhirsync_store *store, int64_t run_id, int64_t 
     fhirsync_code rc = store->ops->exec(store, "SELECT count(*) FROM deletions WHERE run_id = ?1",
                                         true, &p, 1, fs_store_row_int, deletions, NULL, err);
     if (rc == FHIRSYNC_OK)
-        rc = store->ops->exec(store, "SELECT count(*) FROM quarantine WHERE run_id = ?1", true, &p,
-                              1, fs_store_row_int, quarantined, NULL, err);
+        rc = store->ops->exec(store,
+                              "SELECT count(*) FROM quarantine WHERE run_id = ?1"
+                              " AND (source IS NULL OR source NOT LIKE 'view:%')",
+                              true, &p, 1, fs_store_row_int, quarantined, NULL, err);
     return rc;
 }

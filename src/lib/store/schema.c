@@ -330,6 +330,29 @@ static const char v2_postgresql[] = "CREATE TABLE IF NOT EXISTS endpoints ("
 static const char v3_sqlite[] = "ALTER TABLE deletions ADD COLUMN reason TEXT";
 static const char v3_postgresql[] = "ALTER TABLE deletions ADD COLUMN IF NOT EXISTS reason text";
 
+/* Version 4: SQL on FHIR views. The registry of materialized ViewDefinitions (views.c); the
+ * hand-written SQL views of version 1 give way to the shipped ViewDefinitions (views/README.md
+ * maps their columns). */
+#define V4_DROP_VIEWS                                                                              \
+    "DROP VIEW IF EXISTS patient_view; DROP VIEW IF EXISTS observation_view;"                      \
+    "DROP VIEW IF EXISTS condition_view; DROP VIEW IF EXISTS encounter_view;"                      \
+    "DROP VIEW IF EXISTS medication_request_view; DROP VIEW IF EXISTS immunization_view;"          \
+    "DROP VIEW IF EXISTS procedure_view;"
+static const char v4_sqlite[] = V4_DROP_VIEWS "CREATE TABLE IF NOT EXISTS view_definitions ("
+                                              " name TEXT PRIMARY KEY NOT NULL,"
+                                              " resource_type TEXT NOT NULL,"
+                                              " definition TEXT NOT NULL,"
+                                              " digest TEXT NOT NULL,"
+                                              " created_at TEXT NOT NULL,"
+                                              " refreshed_at TEXT NOT NULL)";
+static const char v4_postgresql[] = V4_DROP_VIEWS "CREATE TABLE IF NOT EXISTS view_definitions ("
+                                                  " name text PRIMARY KEY,"
+                                                  " resource_type text NOT NULL,"
+                                                  " definition text NOT NULL,"
+                                                  " digest text NOT NULL,"
+                                                  " created_at text NOT NULL,"
+                                                  " refreshed_at text NOT NULL)";
+
 typedef struct migration {
     int version;
     const char *description;
@@ -343,6 +366,8 @@ static const migration migrations[] = {
      v1_sqlite, v1_postgresql},
     {2, "endpoints: the FHIR server each endpoint syncs", false, v2_sqlite, v2_postgresql},
     {3, "deletions.reason: why a resource was deleted", false, v3_sqlite, v3_postgresql},
+    {4, "view_definitions: materialized SQL on FHIR views (the SQL views of version 1 dropped)",
+     false, v4_sqlite, v4_postgresql},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof *migrations)

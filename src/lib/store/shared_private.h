@@ -6,6 +6,8 @@
  *   batch.c    implicit transactions (join the open batch, or run in one of their own)
  *   types.c    the per-handle cache of resource types and their tables
  *   locks.c    what opening and runs need of the endpoint locks
+ *   quarantine.c  the quarantine's insert inside a transaction
+ *   views.c    keeping the views current, as the writes of resources need it
  *
  * Internal: prefix fs_store_; nothing here is exported. */
 #ifndef FS_STORE_SHARED_PRIVATE_H
@@ -78,6 +80,34 @@ typedef struct fs_store_type_list {
  * fs_free. */
 fhirsync_code fs_store_list_types(fhirsync_store *s, bool patient_first, fs_store_type_list *l,
                                   fhirsync_error *err);
+
+/* ---- quarantine.c ---------------------------------------------------------------------------- */
+
+/* fhirsync_store_quarantine's insert, inside the caller's transaction. */
+fhirsync_code fs_store_quarantine_in_tx(fhirsync_store *s, const fhirsync_quarantine_entry *entry,
+                                        fhirsync_error *err);
+
+/* ---- views.c (what the store's API files need; the engines' part is in store_private.h) ----- */
+
+/* Read the view registry once per transaction (inside it; PostgreSQL: sharing the views lock),
+ * reloading the views when it changed. Every transaction that writes resources calls it first. */
+fhirsync_code fs_store_views_ready(fhirsync_store *s, fhirsync_error *err);
+/* A resource of t was stored (inserted or replaced): recompute its rows in every view of t. A
+ * resource a view cannot evaluate is quarantined for that view; only database failures are
+ * returned. */
+fhirsync_code fs_store_views_put(fhirsync_store *s, fs_store_type *t, const char *id, size_t id_len,
+                                 const char *line, size_t len, int64_t run_id, fhirsync_error *err);
+/* A resource of t was deleted: remove its rows from every view of t. */
+fhirsync_code fs_store_views_delete(fhirsync_store *s, fs_store_type *t, const char *id,
+                                    fhirsync_error *err);
+/* Resources of t are about to be deleted: remove the rows of those `ids_sql` selects (an SQL
+ * query of one column, with `n` parameters) from every view of t. */
+fhirsync_code fs_store_views_delete_ids(fhirsync_store *s, fs_store_type *t, const char *ids_sql,
+                                        const fs_sql_value *params, int n, fhirsync_error *err);
+/* Whether a view's table has this name, ignoring case (a resource type must not take it). */
+bool fs_store_views_name_taken(const fhirsync_store *s, const char *name);
+/* Free the loaded views (closing the handle). */
+void fs_store_views_unload(fhirsync_store *s);
 
 /* ---- locks.c --------------------------------------------------------------------------------- */
 

@@ -615,6 +615,33 @@ out:
     return result;
 }
 
+/* ---- statements built at run time ----------------------------------------------------------- */
+
+static fhirsync_code sq_stmt_prepare(fhirsync_store *s, const char *sql, void **stmt,
+                                     fhirsync_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    fhirsync_code rc = prepare(s, sql, true, &st, err);
+    *stmt = st;
+    return rc;
+}
+
+static fhirsync_code sq_stmt_run(fhirsync_store *s, void *stmt, const fs_sql_value *params,
+                                 int nparams, int64_t *changes, fhirsync_error *err)
+{
+    fhirsync_code rc = bind(s, stmt, params, nparams, err);
+    if (rc == FHIRSYNC_OK)
+        rc = run(s, stmt, NULL, NULL, changes, err);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static void sq_stmt_free(fhirsync_store *s, void *stmt)
+{
+    (void)s;
+    sqlite3_finalize(stmt);
+}
+
 const fs_store_ops fs_store_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -632,4 +659,7 @@ const fs_store_ops fs_store_sqlite_ops = {
     .lock_holder = sq_lock_holder,
     .now = sq_now,
     .query = sq_query,
+    .stmt_prepare = sq_stmt_prepare,
+    .stmt_run = sq_stmt_run,
+    .stmt_free = sq_stmt_free,
 };

@@ -91,6 +91,7 @@ void fhirsync_store_close(fhirsync_store *store)
     if (store->in_batch)
         fhirsync_store_rollback(store, NULL);
     fs_store_release_locks(store);
+    fs_store_views_unload(store);
     for (size_t i = 0; i < store->type_count; i++)
         store->ops->forget_type(store, &store->types[i]);
     store->ops->close(store);

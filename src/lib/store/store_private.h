@@ -80,6 +80,7 @@ typedef struct fs_store_type {
     void *put_stmt;        /* engine-owned */
     void *delete_stmt;     /* engine-owned */
     unsigned slot;         /* index, for engine statement names */
+    bool views_merged;     /* PostgreSQL: merged rows of the type await their views' rows */
 } fs_store_type;
 
 /* A held endpoint lock. */
@@ -91,6 +92,7 @@ typedef struct fs_store_lock {
 } fs_store_lock;
 
 typedef struct fs_store_ops fs_store_ops;
+typedef struct fs_store_view fs_store_view; /* a materialized view (views.c) */
 
 struct fhirsync_store {
     const fs_store_ops *ops;
@@ -107,6 +109,9 @@ struct fhirsync_store {
     fs_store_type *types;
     size_t type_count, type_cap, last_type;
     fs_store_lock *locks;
+    fs_store_view *views; /* the registered views, as of views_tx (views.c) */
+    size_t view_count;
+    bool views_tx;           /* the registry was read in the open transaction */
     int64_t loaded_at_epoch; /* cache of the formatted loaded_at of puts */
     char loaded_at[32];
     char hostname[256];
@@ -148,12 +153,31 @@ struct fs_store_ops {
     /* Read-only user SQL. */
     fhirsync_code (*query)(fhirsync_store *s, const char *sql, fhirsync_row_cb cb, void *userdata,
                            fhirsync_error *err);
+    /* A statement built at run time (a view's insert and delete), kept prepared until stmt_free:
+     * ?1... placeholders, up to FS_STORE_STMT_PARAMS of them. */
+    fhirsync_code (*stmt_prepare)(fhirsync_store *s, const char *sql, void **stmt,
+                                  fhirsync_error *err);
+    fhirsync_code (*stmt_run)(fhirsync_store *s, void *stmt, const fs_sql_value *params,
+                              int nparams, int64_t *changes, fhirsync_error *err);
+    void (*stmt_free)(fhirsync_store *s, void *stmt);
 };
+
+/* The most parameters of a stmt_prepare statement (a view's columns and its resource id). */
+#define FS_STORE_STMT_PARAMS 256
 
 extern const fs_store_ops fs_store_sqlite_ops;
 /* The pragmas of a read-write SQLite handle (bench/store_bench.c's bare loop uses the same). */
 extern const char fs_store_sqlite_pragmas[];
 extern const fs_store_ops fs_store_postgresql_ops;
+
+/* ---- materialized views (views.c), as the engines see them ----------------------------------- */
+
+/* Whether registered views read resources of type t (the registry read in this transaction). */
+bool fs_store_views_cover(const fhirsync_store *s, const fs_store_type *t);
+/* PostgreSQL, after a merge of staged rows: the resources of t that the merge inserted or
+ * replaced are listed in the session's table fhirsync_merged (type, id); recompute their rows in
+ * every view of t, then empty the list. Called with nothing staged. */
+fhirsync_code fs_store_views_merged(fhirsync_store *s, fs_store_type *t, fhirsync_error *err);
 
 /* ---- helpers of the engines and the schema (shared.c) ---------------------------------------- */
 
@@ -180,6 +204,8 @@ fhirsync_code fs_schema_create_type(fhirsync_store *s, const char *type, fhirsyn
 /* Advisory lock keys of PostgreSQL for schema changes (migrations, new type tables). */
 #define FS_STORE_PG_MIGRATE_KEY INT64_C(0x66687379636d6967) /* "fhsycmig" */
 #define FS_STORE_PG_DDL_KEY INT64_C(0x6668737963646466)     /* "fhsycddf" */
-#define FS_STORE_PG_BIND_KEY INT64_C(0x6668737962696e64)    /* "fhsybind" */
+/* views: shared by every transaction writing resources, exclusive to adding and refreshing views */
+#define FS_STORE_PG_VIEWS_KEY INT64_C(0x6668737976696577) /* "fhsyview" */
+#define FS_STORE_PG_BIND_KEY INT64_C(0x6668737962696e64)  /* "fhsybind" */
 
 #endif

@@ -73,27 +73,6 @@ fhirsync_code fs_store_ensure_in_tx(fhirsync_store *s, fs_store_type *t, fhirsyn
     return rc;
 }
 
-fhirsync_code fhirsync_store_ensure_type(fhirsync_store *store, const char *type,
-                                         fhirsync_error *err)
-{
-    fhirsync_code rc = fs_store_check_writable(store, err);
-    if (rc == FHIRSYNC_OK)
-        rc = fs_store_check_type(type, err);
-    if (rc != FHIRSYNC_OK)
-        return rc;
-    fs_store_type *t = fs_store_type_entry(store, type, strlen(type));
-    if (!t)
-        return fs_store_nomem(err);
-    if (t->ensured)
-        return FHIRSYNC_OK;
-    bool own;
-    rc = fs_store_tx_open(store, &own, err);
-    if (rc != FHIRSYNC_OK)
-        return rc;
-    rc = fs_store_ensure_in_tx(store, t, err);
-    return fs_store_tx_close(store, own, rc, err);
-}
-
 static int read_type(void *userdata, int ncols, const char *const *v, const size_t *len,
                      const char *const *names)
 {
