@@ -3,8 +3,8 @@
 # starts the sandbox EHR with generated data, makes a key, registers it with the sandbox, checks
 # the chain with `fhirsync doctor`, gets a token, syncs the sandbox into ./fhirsync.db (a summary
 # table: resources per type, time taken), changes some data in the sandbox, runs an incremental
-# sync that picks up only the changes and the deletions, prints what happened, and stops the
-# sandbox.
+# sync that picks up only the changes and the deletions, prints what happened (and queries two of
+# the SQL on FHIR views the sync keeps as tables), and stops the sandbox.
 # Environment: PATIENTS (default 100), DEMO_DIR (default ./demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,5 +90,19 @@ elif command -v sqlite3 >/dev/null; then
     sqlite3 -header -column "$db" \
         "SELECT id, mode, status, since, transaction_time, resources, deletions FROM sync_runs"
 fi
-echo "the database: $db (SQLite; open it with any SQLite tool; see docs/store.md and docs/sync.md)"
+
+step "the SQL on FHIR views the sync keeps current (views/: US Core ViewDefinitions)"
+"$F" view list --store "$db"
+echo
+echo "blood pressure readings, both components, from the vital_signs view:"
+"$F" query sql --store "$db" \
+    "SELECT patient_id, effective, component_code, component_value, component_unit
+       FROM vital_signs WHERE code = '85354-9' ORDER BY effective DESC, component_code LIMIT 6"
+echo
+echo "active medications per patient, from the active_medications view:"
+"$F" query sql --store "$db" \
+    "SELECT p.family, p.given, count(*) AS active_medications
+       FROM active_medications m JOIN patient_demographics p ON p.id = m.patient_id
+      GROUP BY p.id, p.family, p.given ORDER BY active_medications DESC, p.family LIMIT 5"
+echo "the database: $db (SQLite; open it with any SQLite tool; see docs/store.md, docs/views.md and docs/sync.md)"
 step "done; stopping the sandbox"

@@ -80,6 +80,15 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
 fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fhirsync_error *err);
 /* Route library logs to stderr at the profile's verbosity. */
 void cli_setup_logging(const cli_profile *p);
+/* The store: --store, else the profile's setting (config, FHIRSYNC_STORE), else the default;
+ * with several endpoints and no --endpoint, the store they all share. *owned receives what the
+ * caller frees. NULL (err filled) when it cannot be told. */
+const char *cli_store_location(const cli_profile *profile, char **owned, fhirsync_error *err);
+/* Register in `store` the views a `views` setting lists (comma-separated: shipped, ViewDefinition
+ * files, directories of them; none). `verbose`: a line per view on stdout. FHIRSYNC_E_VIEW (the
+ * message naming the file) for an invalid view; FHIRSYNC_E_IO for a file that cannot be read. */
+fhirsync_code cli_views_register(fhirsync_store *store, const char *setting, bool verbose,
+                                 fhirsync_error *err);
 /* Print the common options' help. */
 void cli_print_common_help(FILE *out);
 
@@ -100,5 +109,8 @@ int cmd_sync(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_view(int argc, char **argv);
+/* `view add|refresh|list|remove` (cmd_view_store.c), and their lines of the usage. */
+int cli_view_store(const char *sub, int argc, char **argv);
+void cli_view_store_usage(FILE *out);
 
 #endif

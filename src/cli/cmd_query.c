@@ -498,47 +498,6 @@ static int run_sql(fhirsync_store *store, const char *sql, const query_options *
 
 /* ---- the command ----------------------------------------------------------------------------- */
 
-/* The store: --store, else the profile's setting (config, FHIRSYNC_STORE), else the default;
- * with several endpoints and no --endpoint, the store they all share. *owned receives what the
- * caller frees. NULL (err filled) when it cannot be told. */
-static const char *store_location(const cli_profile *profile, char **owned, fhirsync_error *err)
-{
-    *owned = NULL;
-    for (size_t i = 0; i < profile->override_count; i++)
-        if (strcmp(profile->overrides[i].setting, "store") == 0)
-            return profile->overrides[i].value;
-    fhirsync_endpoint *ep = NULL;
-    const char *value = NULL;
-    fhirsync_config *cfg = NULL;
-    if (cli_profile_resolve(profile, &ep, err) == FHIRSYNC_OK) {
-        value = fhirsync_endpoint_get(ep, "store");
-    } else if (err->code == FHIRSYNC_E_CONFIG && !profile->endpoint_name &&
-               cli_config_resolve(profile, &cfg, err) == FHIRSYNC_OK) {
-        /* no endpoint chosen among several: fine when they share one store */
-        for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
-            const char *store = fhirsync_endpoint_get(fhirsync_config_endpoint_at(cfg, i), "store");
-            if (i > 0 && (!store || !value || strcmp(store, value) != 0)) {
-                err->code = FHIRSYNC_E_CONFIG;
-                snprintf(err->message, sizeof err->message,
-                         "the endpoints use different stores: choose one with --endpoint NAME "
-                         "or --store LOCATION");
-                value = NULL;
-                break;
-            }
-            value = store;
-        }
-        if (!value && err->code != FHIRSYNC_E_CONFIG)
-            value = FHIRSYNC_STORE_DEFAULT;
-    }
-    if (value && !(*owned = strdup(value))) {
-        err->code = FHIRSYNC_E_NOMEM;
-        snprintf(err->message, sizeof err->message, "out of memory");
-    }
-    fhirsync_endpoint_free(ep);
-    fhirsync_config_free(cfg);
-    return *owned;
-}
-
 int cmd_query(int argc, char **argv)
 {
     enum { OPT_FORMAT = 600, OPT_LIMIT, OPT_RUN, OPT_ALL }; /* 1 is an argument */
@@ -623,7 +582,7 @@ int cmd_query(int argc, char **argv)
 
     fhirsync_error err = {0};
     char *owned = NULL;
-    const char *location = store_location(&profile, &owned, &err);
+    const char *location = cli_store_location(&profile, &owned, &err);
     if (!location)
         return cli_fail(&err);
     fhirsync_store *store = NULL;

@@ -329,6 +329,9 @@ static fhirsync_code sync_one(const fhirsync_endpoint *ep, const fhirsync_sync_o
     fhirsync_sync *sync = NULL;
     fhirsync_error err = {0};
     fhirsync_code rc = fhirsync_store_open(location, 0, &store, &err);
+    /* the profile's views (default: the shipped ones); unchanged ones cost one read */
+    if (rc == FHIRSYNC_OK)
+        rc = cli_views_register(store, fhirsync_endpoint_get(ep, "views"), false, &err);
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_sync_new(ep, store, opts, &sync, &err);
     if (rc != FHIRSYNC_OK) {
@@ -541,6 +544,15 @@ static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_option
     if (p->count == 0)
         return cli_usage_error("sync", "the configuration has no endpoint for the worker");
     const char *location = fhirsync_endpoint_get(p->eps[0], "store");
+    /* the views every worker's writes keep current: registered once, before any work */
+    fhirsync_error verr = {0};
+    fhirsync_store *vstore = NULL;
+    fhirsync_code vrc = fhirsync_store_open(location, 0, &vstore, &verr);
+    for (size_t i = 0; vrc == FHIRSYNC_OK && i < p->count; i++)
+        vrc = cli_views_register(vstore, fhirsync_endpoint_get(p->eps[i], "views"), false, &verr);
+    fhirsync_store_close(vstore);
+    if (vrc != FHIRSYNC_OK)
+        return cli_fail(&verr);
     fhirsync_worker_options wo;
     fhirsync_worker_options_init(&wo, FHIRSYNC_WORKER_OPTIONS_VERSION);
     wo.worker_id = wa->worker_id;

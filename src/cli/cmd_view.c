@@ -1,11 +1,12 @@
 /* cli/cmd_view.c: `fhirsync view run`: evaluate a SQL on FHIR v2 ViewDefinition over NDJSON files
- * and write its rows as CSV (RFC 4180, a header row of the column names) or NDJSON (one object a
- * row), to stdout or to a file created 0600 (the rows may hold patient data) and renamed into
- * place once complete. Streaming: one line is read, evaluated and written at a time. A line the
- * view cannot evaluate (not JSON, a `collection: false` column with several values, too long) is
- * skipped with a one-line warning naming the view, the file and the line; the run goes on and
- * ends with exit status 10 (partial). An invalid view is exit status 3. Running a view over the
- * store is not part of this command yet. */
+ * or over the resources of the store, and write its rows as CSV (RFC 4180, a header row of the
+ * column names) or NDJSON (one object a row), to stdout or to a file created 0600 (the rows may
+ * hold patient data) and renamed into place once complete. Streaming: one resource is read,
+ * evaluated and written at a time. A resource the view cannot evaluate (not JSON, a
+ * `collection: false` column with several values, too long) is skipped with a one-line warning
+ * naming the view and where the resource came from; the run goes on and ends with exit status 10
+ * (partial). An invalid view is exit status 3. The other sub-commands (views kept as tables of
+ * the store) are in cmd_view_store.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <inttypes.h>
@@ -16,28 +17,36 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fhirsync/store.h"
 
 #define VIEW_FILE_MAX (4u << 20)   /* a ViewDefinition is small: refuse anything larger */
 #define LINE_MAX_BYTES (64u << 20) /* longest NDJSON line evaluated (as the bulk client's) */
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: fhirsync view run VIEW.json --ndjson PATH [--ndjson PATH]... [options]\n"
-                 "\n"
-                 "Evaluate a SQL on FHIR v2 ViewDefinition over the resources of NDJSON files\n"
-                 "(one resource a line; '-' reads stdin) and write its rows, streaming.\n"
-                 "Resources of another type than the view's are ignored. A line the view cannot\n"
-                 "evaluate is skipped with a warning naming the file and line (exit status 10);\n"
-                 "an invalid view is exit status 3.\n"
-                 "\n"
-                 "options:\n"
-                 "  --ndjson PATH        an NDJSON file to read (repeatable, read in order)\n"
-                 "  --format csv|ndjson  CSV with a header row (RFC 4180: CRLF, quoted fields;\n"
-                 "                       an empty field is null, \"\" an empty string), or one\n"
-                 "                       JSON object a row (default: csv)\n"
-                 "  --out FILE           write to FILE (mode 0600, replaced once complete)\n"
-                 "                       instead of stdout\n"
-                 "  -h, --help           this help\n");
+    fprintf(out, "usage: fhirsync view run VIEW.json [--ndjson PATH]... [options]\n");
+    cli_view_store_usage(out);
+    fprintf(out,
+            "\n"
+            "'view run' evaluates a SQL on FHIR v2 ViewDefinition over the resources of NDJSON\n"
+            "files (one resource a line; '-' reads stdin) or, without --ndjson, over the\n"
+            "resources of the store, and writes its rows, streaming. Resources of another type\n"
+            "than the view's are ignored. A resource the view cannot evaluate is skipped with a\n"
+            "warning naming where it came from (exit status 10); an invalid view is exit\n"
+            "status 3. To keep a view as a table of the store, current after every sync: 'view\n"
+            "add'.\n"
+            "\n"
+            "options of 'view run':\n"
+            "  --ndjson PATH        an NDJSON file to read (repeatable, read in order)\n"
+            "  --store LOCATION     without --ndjson: the store to read (default: the profile's\n"
+            "                       store setting, else fhirsync.db)\n"
+            "  --format csv|ndjson  CSV with a header row (RFC 4180: CRLF, quoted fields;\n"
+            "                       an empty field is null, \"\" an empty string), or one\n"
+            "                       JSON object a row (default: csv)\n"
+            "  --out FILE           write to FILE (mode 0600, replaced once complete)\n"
+            "                       instead of stdout\n"
+            "\n");
+    cli_print_common_help(out);
 }
 
 /* A growing byte buffer: one resource's rows, written only when the whole resource evaluated. */
@@ -205,6 +214,97 @@ static bool blank(const char *s, size_t n)
     return true;
 }
 
+/* Evaluate the view over one resource and write its rows (all of them, or none: they are
+ * buffered until the resource is done). 0, or the exit status of a failure that stops the run. */
+static int run_one(run *r, const char *label, const char *where, const char *s, size_t n, FILE *out,
+                   long *skipped)
+{
+    fhirsync_error err = {0};
+    r->rows.len = 0;
+    fhirsync_code code = fhirsync_view_eval(r->view, s, n, on_row, r, &err);
+    if (code == FHIRSYNC_E_NOMEM)
+        return cli_fail(&err);
+    if (code != FHIRSYNC_OK) {
+        fprintf(stderr, "fhirsync: view %s: %s: %s (skipped)\n", label, where,
+                err.message[0] ? err.message : "cannot be evaluated");
+        (*skipped)++;
+        return 0;
+    }
+    if (r->rows.len && fwrite(r->rows.data, 1, r->rows.len, out) != r->rows.len)
+        return cli_io_error("cannot write", "the rows", errno);
+    return 0;
+}
+
+/* The first value of a one-row query, into a small buffer. */
+static int first_value(size_t ncols, const char *const *names, const char *const *values,
+                       const size_t *lengths, void *userdata)
+{
+    (void)names;
+    if (ncols && values[0])
+        snprintf(userdata, 8, "%.*s", (int)(lengths[0] < 7 ? lengths[0] : 7), values[0]);
+    return 0;
+}
+
+/* The stored resources of the view's type, through a read-only query. */
+typedef struct store_run {
+    run *r;
+    const char *label;
+    FILE *out;
+    long *skipped;
+    int rc;
+} store_run;
+
+static int on_stored(size_t ncols, const char *const *names, const char *const *values,
+                     const size_t *lengths, void *userdata)
+{
+    store_run *sr = userdata;
+    if (ncols < 2 || !values[0] || !values[1])
+        return 0;
+    char where[128];
+    snprintf(where, sizeof where, "stored %.*s", (int)(lengths[0] < 80 ? lengths[0] : 80),
+             values[0]);
+    (void)names;
+    sr->rc = run_one(sr->r, sr->label, where, values[1], lengths[1], sr->out, sr->skipped);
+    return sr->rc != 0;
+}
+
+static int run_store(run *r, const char *label, const cli_profile *profile, FILE *out,
+                     long *skipped)
+{
+    const char *type = fhirsync_view_resource(r->view);
+    bool ok = type && type[0] >= 'A' && type[0] <= 'Z' && strlen(type) < 64;
+    for (const char *p = type; ok && *p; p++)
+        ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z');
+    if (!ok)
+        return cli_usage_error("view run", "the view's resource is not a resource type name");
+    fhirsync_error err = {0};
+    char *owned = NULL;
+    const char *location = cli_store_location(profile, &owned, &err);
+    fhirsync_store *store = NULL;
+    int rc = 0;
+    if (!location ||
+        fhirsync_store_open(location, FHIRSYNC_STORE_READONLY, &store, &err) != FHIRSYNC_OK) {
+        rc = cli_fail(&err);
+    } else {
+        /* the type's table exists once a resource of it was stored */
+        char sql[160];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM resource_types WHERE type = '%s'", type);
+        char exists[8] = "0";
+        fhirsync_code code = fhirsync_store_query(store, sql, first_value, exists, &err);
+        if (code == FHIRSYNC_OK && strcmp(exists, "0") != 0) {
+            snprintf(sql, sizeof sql, "SELECT id, raw FROM \"%s\" ORDER BY id", type);
+            store_run sr = {r, label, out, skipped, 0};
+            code = fhirsync_store_query(store, sql, on_stored, &sr, &err);
+            rc = sr.rc;
+        }
+        if (!rc && code != FHIRSYNC_OK)
+            rc = cli_fail(&err);
+    }
+    fhirsync_store_close(store);
+    free(owned);
+    return rc;
+}
+
 /* Evaluate the view over every line of one input; rows go to `out`. Counts the lines skipped. 0,
  * or the exit status of a failure that stops the run (a file that cannot be read, out of memory,
  * a write error). */
@@ -234,23 +334,10 @@ static int run_file(run *r, const char *label, const char *path, FILE *out, long
         }
         if (blank(s, n))
             continue;
-        fhirsync_error err = {0};
-        r->rows.len = 0;
-        fhirsync_code code = fhirsync_view_eval(r->view, s, n, on_row, r, &err);
-        if (code == FHIRSYNC_E_NOMEM) {
-            rc = cli_fail(&err);
+        char where[PATH_MAX + 32];
+        snprintf(where, sizeof where, "%s:%ld", path, lineno);
+        if ((rc = run_one(r, label, where, s, n, out, skipped)) != 0)
             break;
-        }
-        if (code != FHIRSYNC_OK) {
-            fprintf(stderr, "fhirsync: view %s: %s:%ld: %s (skipped)\n", label, path, lineno,
-                    err.message[0] ? err.message : "cannot be evaluated");
-            (*skipped)++;
-            continue;
-        }
-        if (r->rows.len && fwrite(r->rows.data, 1, r->rows.len, out) != r->rows.len) {
-            rc = cli_io_error("cannot write", "the rows", errno);
-            break;
-        }
     }
     if (!rc && ferror(in))
         rc = cli_io_error("cannot read", path, errno);
@@ -262,21 +349,41 @@ static int run_file(run *r, const char *label, const char *path, FILE *out, long
 
 static int view_run(int argc, char **argv)
 {
-    enum { OPT_NDJSON = 1, OPT_FORMAT, OPT_OUT };
-    static const struct option opts[] = {{"ndjson", required_argument, NULL, OPT_NDJSON},
-                                         {"format", required_argument, NULL, OPT_FORMAT},
-                                         {"out", required_argument, NULL, OPT_OUT},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    enum { OPT_NDJSON = 600, OPT_FORMAT, OPT_OUT }; /* 1 is an argument */
+    static const struct option own[] = {{"ndjson", required_argument, NULL, OPT_NDJSON},
+                                        {"format", required_argument, NULL, OPT_FORMAT},
+                                        {"out", required_argument, NULL, OPT_OUT},
+                                        {NULL, 0, NULL, 0}};
+    char short_opts[32];
+    const struct option *opts = cli_options(own, "", short_opts + 1, sizeof short_opts - 1);
+    if (short_opts[1] == '+')
+        memmove(short_opts + 1, short_opts + 2, strlen(short_opts + 2) + 1);
+    short_opts[0] = '-'; /* arguments come back in order, as code 1 */
     const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
     if (!inputs)
         return EXIT_INTERNAL;
     size_t ninputs = 0;
-    const char *out_path = NULL;
+    const char *out_path = NULL, *positional[2] = {NULL, NULL};
+    size_t npositional = 0;
+    cli_profile profile = {0};
     bool csv = true;
     int opt, rc = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, short_opts, opts, NULL)) != -1) {
+        if (opt == 1) {
+            if (npositional < 2)
+                positional[npositional] = optarg;
+            npositional++;
+            continue;
+        }
+        int handled = cli_profile_option(&profile, opt, optarg, "view run");
+        if (handled) {
+            if (handled < 0) {
+                free(inputs);
+                return -handled;
+            }
+            continue;
+        }
         switch (opt) {
         case OPT_NDJSON: inputs[ninputs++] = optarg; break;
         case OPT_FORMAT:
@@ -294,15 +401,20 @@ static int view_run(int argc, char **argv)
         default: free(inputs); return cli_bad_option("view run", argv);
         }
     }
-    if (optind + 1 != argc || !ninputs) {
-        free(inputs);
-        return optind >= argc ? cli_usage_error("view run", "the ViewDefinition file is missing")
-               : optind + 1 < argc
-                   ? cli_usage_error("view run", "unexpected argument '%s'", argv[optind + 1])
-                   : cli_usage_error("view run", "--ndjson PATH is required (running a view "
-                                                 "over the store is not supported yet)");
+    while (optind < argc) {
+        if (npositional < 2)
+            positional[npositional] = argv[optind];
+        npositional++;
+        optind++;
     }
-    const char *view_path = argv[optind];
+    if (npositional != 1) {
+        free(inputs);
+        return npositional == 0
+                   ? cli_usage_error("view run", "the ViewDefinition file is missing")
+                   : cli_usage_error("view run", "unexpected argument '%s'", positional[1]);
+    }
+    cli_setup_logging(&profile);
+    const char *view_path = positional[0];
 
     char *json = NULL;
     size_t len = 0;
@@ -353,6 +465,8 @@ static int view_run(int argc, char **argv)
     long skipped = 0;
     for (size_t i = 0; !rc && i < ninputs; i++)
         rc = run_file(&r, label, inputs[i], out, &skipped);
+    if (!rc && !ninputs)
+        rc = run_store(&r, label, &profile, out, &skipped);
     if (!rc && fflush(out) != 0)
         rc = cli_io_error("cannot write", out_path ? out_path : "stdout", errno);
     if (out_path) {
@@ -384,5 +498,9 @@ int cmd_view(int argc, char **argv)
     }
     if (strcmp(argv[1], "run") == 0)
         return view_run(argc - 1, argv + 1);
-    return cli_usage_error("view", "unknown sub-command '%s' (only 'run')", argv[1]);
+    if (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "refresh") == 0 ||
+        strcmp(argv[1], "list") == 0 || strcmp(argv[1], "remove") == 0)
+        return cli_view_store(argv[1], argc - 1, argv + 1);
+    return cli_usage_error("view", "unknown sub-command '%s' (run, add, refresh, list, remove)",
+                           argv[1]);
 }

@@ -394,3 +394,44 @@ int cli_write_public_file(const char *path, const char *text, bool replace)
     }
     return 0;
 }
+
+/* The store: --store, else the profile's setting (config, FHIRSYNC_STORE), else the default;
+ * with several endpoints and no --endpoint, the store they all share. *owned receives what the
+ * caller frees. NULL (err filled) when it cannot be told. */
+const char *cli_store_location(const cli_profile *profile, char **owned, fhirsync_error *err)
+{
+    *owned = NULL;
+    for (size_t i = 0; i < profile->override_count; i++)
+        if (strcmp(profile->overrides[i].setting, "store") == 0)
+            return profile->overrides[i].value;
+    fhirsync_endpoint *ep = NULL;
+    const char *value = NULL;
+    fhirsync_config *cfg = NULL;
+    if (cli_profile_resolve(profile, &ep, err) == FHIRSYNC_OK) {
+        value = fhirsync_endpoint_get(ep, "store");
+    } else if (err->code == FHIRSYNC_E_CONFIG && !profile->endpoint_name &&
+               cli_config_resolve(profile, &cfg, err) == FHIRSYNC_OK) {
+        /* no endpoint chosen among several: fine when they share one store */
+        for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
+            const char *store = fhirsync_endpoint_get(fhirsync_config_endpoint_at(cfg, i), "store");
+            if (i > 0 && (!store || !value || strcmp(store, value) != 0)) {
+                err->code = FHIRSYNC_E_CONFIG;
+                snprintf(err->message, sizeof err->message,
+                         "the endpoints use different stores: choose one with --endpoint NAME "
+                         "or --store LOCATION");
+                value = NULL;
+                break;
+            }
+            value = store;
+        }
+        if (!value && err->code != FHIRSYNC_E_CONFIG)
+            value = FHIRSYNC_STORE_DEFAULT;
+    }
+    if (value && !(*owned = strdup(value))) {
+        err->code = FHIRSYNC_E_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+    }
+    fhirsync_endpoint_free(ep);
+    fhirsync_config_free(cfg);
+    return *owned;
+}

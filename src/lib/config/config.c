@@ -44,7 +44,8 @@ enum kind {
     K_TYPES,    /* comma-separated FHIR resource types */
     K_STORE,    /* database path or postgresql:// URL */
     K_SCOPE,    /* space-separated OAuth scope tokens */
-    K_FHIR_ID   /* a FHIR logical id */
+    K_FHIR_ID,  /* a FHIR logical id */
+    K_VIEWS     /* comma-separated: shipped, none, or ViewDefinition files and directories */
 };
 
 typedef struct setting_def {
@@ -155,6 +156,10 @@ static const setting_def settings[] = {
     {.name = "redirect_port", .kind = K_INT, .min = 1, .max = 65535, .unit = "port",
      .help = "auth = login: the loopback listener's port when the EHR registered a fixed one "
              "(default: a free port)"},
+    {.name = "views", .kind = K_VIEWS, .fallback = "shipped",
+     .help = "SQL on FHIR views the sync keeps as tables in the store, comma-separated: shipped "
+             "(the US Core views installed with fhirsync), ViewDefinition files or directories "
+             "of them, or none (default shipped)"},
     {.name = "credentials_file", .kind = K_PATH,
      .help = "auth = login: where 'fhirsync login' keeps the refresh token, mode 0600 (default "
              "$XDG_STATE_HOME/fhirsync/ENDPOINT.credentials, ~/.local/state/fhirsync/...)"},
@@ -172,7 +177,7 @@ static const char *const setting_names[] = {
     "registered_jwks", "group_id", "types", "mode", "store", "every", "reconcile_every",
     "max_delete_share", "since", "max_body",
     "parallel", "delete_job", "shared_store", "auth", "redirect_uri", "redirect_port",
-    "credentials_file", NULL};
+    "views", "credentials_file", NULL};
 /* clang-format on */
 
 _Static_assert(sizeof setting_names / sizeof *setting_names == SETTING_COUNT + 1,
@@ -782,6 +787,56 @@ static fhirsync_code resolve_path(const char *text, const origin *o, char **out,
     return FHIRSYNC_OK;
 }
 
+/* `views`: items separated by commas (blanks around them ignored); `none` alone, `shipped`, or
+ * paths (relative ones in a config file are relative to it). Canonical: "item,item". */
+static fhirsync_code check_views(const char *text, const origin *o, const setting_def *def,
+                                 char **out, fhirsync_error *err)
+{
+    fs_buf b;
+    fs_buf_init(&b);
+    size_t items = 0;
+    bool none = false;
+    fhirsync_code rc = FHIRSYNC_OK;
+    for (const char *p = text; rc == FHIRSYNC_OK && *p;) {
+        size_t n = strcspn(p, ",");
+        const char *start = p, *end = p + n;
+        p = *end ? end + 1 : end;
+        while (start < end && isspace((unsigned char)*start))
+            start++;
+        while (end > start && isspace((unsigned char)end[-1]))
+            end--;
+        if (start == end)
+            continue;
+        char *item = fs_strndup(start, (size_t)(end - start));
+        char *resolved = NULL;
+        if (!item) {
+            rc = no_memory(err);
+            break;
+        }
+        items++;
+        if (strcmp(item, "none") == 0)
+            none = true;
+        else if (strcmp(item, "shipped") == 0)
+            resolved = fs_strdup(item);
+        else
+            rc = resolve_path(item, o, &resolved, err);
+        if (rc == FHIRSYNC_OK && !none && !resolved)
+            rc = no_memory(err);
+        if (rc == FHIRSYNC_OK && resolved && !fs_buf_printf(&b, "%s%s", b.len ? "," : "", resolved))
+            rc = no_memory(err);
+        fs_free(item);
+        fs_free(resolved);
+    }
+    if (rc == FHIRSYNC_OK && none && items > 1)
+        rc = bad_value(err, o, def, "none cannot be combined with other views");
+    if (rc == FHIRSYNC_OK && items == 0)
+        rc = bad_value(err, o, def, "must list views (shipped, files, directories) or be none");
+    if (rc == FHIRSYNC_OK && !(*out = none ? fs_strdup("none") : fs_buf_steal(&b)))
+        rc = no_memory(err);
+    fs_buf_free(&b);
+    return rc;
+}
+
 static bool is_postgres_url(const char *text)
 {
     return strncasecmp(text, "postgresql://", 13) == 0 || strncasecmp(text, "postgres://", 11) == 0;
@@ -883,6 +938,7 @@ static fhirsync_code check_kind(const setting_def *def, const char *text, const 
         }
         return resolve_path(text, o, out, err);
     case K_TYPES: return check_types(text, o, def, out, err);
+    case K_VIEWS: return check_views(text, o, def, out, err);
     case K_STORE:
         if (o->from_file && store_has_password(text))
             return bad_value(err, o, def,

@@ -32,8 +32,9 @@ fhirsync_code fs_store_quarantine_in_tx(fhirsync_store *store,
                          entry->line ? fs_sql_blob(entry->line, kept) : fs_sql_null(),
                          fs_sql_int((int64_t)entry->line_len),
                          fs_sql_text(fs_store_loaded_at(store))};
-    return store->ops->exec(store,
-                            "INSERT INTO quarantine (run_id, endpoint, source, line_number, reason,"
-                            " line, line_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                            true, p, 8, NULL, NULL, NULL, err);
+    return store->ops->exec(
+        store,
+        "INSERT INTO quarantine (run_id, endpoint, source, line_number, reason,"
+        " line, line_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        true, p, 8, NULL, NULL, NULL, err);
 }

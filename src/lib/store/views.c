@@ -53,8 +53,8 @@ struct fs_store_view {
 
 /* Internal tables, and the PostgreSQL session's: a view may not take their names. */
 static const char *const internal_tables[] = {
-    "schema_version", "resource_types", "sync_runs",        "sync_state",      "deletions",
-    "quarantine",     "sync_locks",     "work_items",       "endpoints",       "view_definitions",
+    "schema_version",   "resource_types",  "sync_runs",  "sync_state", "deletions",
+    "quarantine",       "sync_locks",      "work_items", "endpoints",  "view_definitions",
     "fhirsync_staging", "fhirsync_merged", NULL};
 
 /* ---- columns --------------------------------------------------------------------------------- */
@@ -83,8 +83,7 @@ static col_class class_of(const fhirsync_view_column *c)
 static const char *sql_type(fs_store_engine engine, col_class c)
 {
     static const char *const sqlite_types[] = {"", "TEXT", "INTEGER", "INTEGER", "NUMERIC", "TEXT"};
-    static const char *const pg_types[] = {"text",    "text",    "bigint",
-                                           "boolean", "numeric", "jsonb"};
+    static const char *const pg_types[] = {"text", "text", "bigint", "boolean", "numeric", "jsonb"};
     return engine == FS_ENGINE_SQLITE ? sqlite_types[c] : pg_types[c];
 }
 
@@ -249,13 +248,13 @@ static fhirsync_code registry_read(fhirsync_store *s, registry *r, bool full, fh
 {
     memset(r, 0, sizeof *r);
     r->full = full;
-    fhirsync_code rc = s->ops->exec(
-        s,
-        full ? "SELECT name, digest || ' ' || created_at, resource_type, definition"
-               " FROM view_definitions ORDER BY name"
-             : "SELECT name, digest || ' ' || created_at, '', '' FROM view_definitions"
-               " ORDER BY name",
-        true, NULL, 0, registry_row_cb, r, NULL, err);
+    fhirsync_code rc =
+        s->ops->exec(s,
+                     full ? "SELECT name, digest || ' ' || created_at, resource_type, definition"
+                            " FROM view_definitions ORDER BY name"
+                          : "SELECT name, digest || ' ' || created_at, '', '' FROM view_definitions"
+                            " ORDER BY name",
+                     true, NULL, 0, registry_row_cb, r, NULL, err);
     if (rc == FHIRSYNC_OK && r->nomem)
         rc = fs_store_nomem(err);
     if (rc != FHIRSYNC_OK)
@@ -358,9 +357,9 @@ typedef struct row_ctx {
     const char *id;
     size_t id_len;
     int64_t rows;
-    fhirsync_error *err;     /* the caller's: database failures */
-    bool db_failed;          /* the failure is the database's, not the resource's */
-    char why[sizeof ((fhirsync_error *)0)->message]; /* a value the column's type cannot take */
+    fhirsync_error *err; /* the caller's: database failures */
+    bool db_failed;      /* the failure is the database's, not the resource's */
+    char why[sizeof((fhirsync_error *)0)->message]; /* a value the column's type cannot take */
     char *scratch[VIEW_COLUMNS_MAX];
     size_t nscratch;
 } row_ctx;
@@ -423,7 +422,8 @@ static bool bind_value(row_ctx *ctx, size_t i, const fhirsync_view_value *val, f
         break;
     case COL_DECIMAL:
         fits = val->kind == FHIRSYNC_VIEW_DECIMAL || val->kind == FHIRSYNC_VIEW_INTEGER;
-        *out = val->kind == FHIRSYNC_VIEW_INTEGER ? fs_sql_int(val->integer) : fs_sql_text(val->text);
+        *out =
+            val->kind == FHIRSYNC_VIEW_INTEGER ? fs_sql_int(val->integer) : fs_sql_text(val->text);
         break;
     case COL_JSON:
         if (val->kind == FHIRSYNC_VIEW_JSON) {
@@ -469,8 +469,8 @@ static fhirsync_code on_row(void *userdata, const fhirsync_view_value *values, s
     return rc;
 }
 
-static fhirsync_code delete_rows(fhirsync_store *s, fs_store_view *v, const char *id,
-                                 size_t id_len, fhirsync_error *err)
+static fhirsync_code delete_rows(fhirsync_store *s, fs_store_view *v, const char *id, size_t id_len,
+                                 fhirsync_error *err)
 {
     fs_sql_value p = fs_sql_textn(id, id_len);
     return s->ops->stmt_run(s, v->delete_stmt, &p, 1, NULL, err);
@@ -479,9 +479,9 @@ static fhirsync_code delete_rows(fhirsync_store *s, fs_store_view *v, const char
 /* Evaluate v over one stored resource and insert its rows (after deleting its old ones when
  * `replace`). A resource the view cannot evaluate is quarantined (stats->failed); only database
  * failures and out of memory are returned. */
-static fhirsync_code materialize(fhirsync_store *s, fs_store_view *v, const char *id,
-                                 size_t id_len, const char *line, size_t len, int64_t run_id,
-                                 bool replace, fhirsync_view_stats *stats, fhirsync_error *err)
+static fhirsync_code materialize(fhirsync_store *s, fs_store_view *v, const char *id, size_t id_len,
+                                 const char *line, size_t len, int64_t run_id, bool replace,
+                                 fhirsync_view_stats *stats, fhirsync_error *err)
 {
     fhirsync_code rc = view_prepare(s, v, err);
     if (rc == FHIRSYNC_OK && replace)
@@ -516,17 +516,13 @@ static fhirsync_code materialize(fhirsync_store *s, fs_store_view *v, const char
     snprintf(reason, sizeof reason, "view %s: resource %.*s: %s", v->name, (int)id_len, id,
              ctx.why[0] ? ctx.why : why.message);
     fs_log(FHIRSYNC_LOG_WARN, "%s (the resource is stored; it has no rows in the view)", reason);
-    fhirsync_quarantine_entry q = {.run_id = run_id,
-                                   .source = source,
-                                   .reason = reason,
-                                   .line = line,
-                                   .line_len = len};
+    fhirsync_quarantine_entry q = {
+        .run_id = run_id, .source = source, .reason = reason, .line = line, .line_len = len};
     return fs_store_quarantine_in_tx(s, &q, err);
 }
 
-fhirsync_code fs_store_views_put(fhirsync_store *s, fs_store_type *t, const char *id,
-                                 size_t id_len, const char *line, size_t len, int64_t run_id,
-                                 fhirsync_error *err)
+fhirsync_code fs_store_views_put(fhirsync_store *s, fs_store_type *t, const char *id, size_t id_len,
+                                 const char *line, size_t len, int64_t run_id, fhirsync_error *err)
 {
     fhirsync_code rc = FHIRSYNC_OK;
     for (size_t i = 0; i < s->view_count && rc == FHIRSYNC_OK; i++)
@@ -650,8 +646,8 @@ static fhirsync_code build(fhirsync_store *s, const char *type, fs_store_view *o
                 fs_store_view *v = &s->views[j];
                 if ((only && v != only) || !covers(v, type))
                     continue;
-                rc = materialize(s, v, p.ids[i], strlen(p.ids[i]), p.lines[i], p.lens[i],
-                                 p.runs[i], false, stats, err);
+                rc = materialize(s, v, p.ids[i], strlen(p.ids[i]), p.lines[i], p.lens[i], p.runs[i],
+                                 false, stats, err);
             }
             if (rc == FHIRSYNC_OK && fs_cancel_requested())
                 rc = fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled");
@@ -677,9 +673,9 @@ static fhirsync_code build(fhirsync_store *s, const char *type, fs_store_view *o
 
 fhirsync_code fs_store_views_merged(fhirsync_store *s, fs_store_type *t, fhirsync_error *err)
 {
-    fhirsync_code rc = fs_store_views_delete_ids(
-        s, t, "SELECT id FROM fhirsync_merged WHERE type = ?1", (fs_sql_value[]){fs_sql_text(t->name)},
-        1, err);
+    fhirsync_code rc =
+        fs_store_views_delete_ids(s, t, "SELECT id FROM fhirsync_merged WHERE type = ?1",
+                                  (fs_sql_value[]){fs_sql_text(t->name)}, 1, err);
     if (rc == FHIRSYNC_OK)
         rc = build(s, t->name, NULL, "id IN (SELECT id FROM fhirsync_merged WHERE type = ?2)", NULL,
                    err);
@@ -776,8 +772,7 @@ static fhirsync_code create_table(fhirsync_store *s, const fhirsync_view *view, 
     fs_buf_init(&ddl);
     bool pg = s->engine == FS_ENGINE_POSTGRESQL;
     bool ok = fs_buf_printf(&ddl, "CREATE TABLE ") && quote_name(&ddl, name) &&
-              fs_buf_printf(&ddl, " (_resource_id %s NOT NULL",
-                            pg ? "text COLLATE \"C\"" : "TEXT");
+              fs_buf_printf(&ddl, " (_resource_id %s NOT NULL", pg ? "text COLLATE \"C\"" : "TEXT");
     for (size_t i = 0; ok && i < fhirsync_view_column_count(view); i++) {
         const fhirsync_view_column *c = fhirsync_view_column_at(view, i);
         const char *type = sql_type(s->engine, class_of(c));
@@ -870,6 +865,11 @@ fhirsync_code fhirsync_store_view_add(fhirsync_store *store, const char *json, s
     fhirsync_code rc = check_stats(stats, err);
     if (rc != FHIRSYNC_OK)
         return rc;
+    fhirsync_view_stats local;
+    if (!stats) {
+        fhirsync_view_stats_init(&local, FHIRSYNC_VIEW_STATS_VERSION);
+        stats = &local;
+    }
     if (!json)
         return fs_err(err, FHIRSYNC_E_ARG, "no ViewDefinition");
     fhirsync_view *view = NULL;
@@ -884,17 +884,33 @@ fhirsync_code fhirsync_store_view_add(fhirsync_store *store, const char *json, s
     char digest[17];
     snprintf(digest, sizeof digest, "%016llx",
              (unsigned long long)fs_fnv1a(FS_FNV1A_INIT, json, len));
+    /* the same definition registered already (the sync's case): no lock, no transaction */
+    char *known = NULL;
+    fs_sql_value key = fs_sql_text(name);
+    rc = fs_store_check_writable(store, err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_check_outside_batch(store, "adding a view", err);
+    if (rc == FHIRSYNC_OK)
+        rc = fs_store_query_string(store, "SELECT digest FROM view_definitions WHERE name = ?1",
+                                   &key, 1, &known, err);
+    bool unchanged = rc == FHIRSYNC_OK && known && strcmp(known, digest) == 0;
+    fs_free(known);
+    if (rc != FHIRSYNC_OK || unchanged) {
+        fhirsync_view_free(view);
+        if (unchanged)
+            stats->unchanged = true;
+        return rc;
+    }
     bool own;
     rc = begin_change(store, "adding a view", &own, err);
     fs_store_view *old = rc == FHIRSYNC_OK ? find_view(store, name) : NULL;
     bool same = old && strncmp(old->stamp, digest, 16) == 0 && old->stamp[16] == ' ';
-    if (rc == FHIRSYNC_OK && same && stats)
+    if (rc == FHIRSYNC_OK && same)
         stats->unchanged = true;
     if (rc == FHIRSYNC_OK && !same) {
         bool used = false;
         if (old) {
-            if (stats)
-                stats->replaced = true;
+            stats->replaced = true;
             rc = drop_table(store, old->name, err);
         } else {
             rc = name_in_use(store, name, &used, err);
@@ -932,8 +948,12 @@ fhirsync_code fhirsync_store_view_add(fhirsync_store *store, const char *json, s
     if (rc != FHIRSYNC_OK && rc != FHIRSYNC_E_VIEW)
         fs_err_prefix(err, "adding view %s", name);
     rc = end_change(store, own, rc, err);
+    if (rc == FHIRSYNC_OK && !same)
+        fs_log(FHIRSYNC_LOG_INFO, "store %s: view %s %s: %lld rows from %lld %s resources",
+               store->location, name, stats->replaced ? "replaced" : "added",
+               (long long)stats->rows, (long long)stats->resources, fhirsync_view_resource(view));
     fhirsync_view_free(view);
-    if (rc != FHIRSYNC_OK && stats) {
+    if (rc != FHIRSYNC_OK) {
         unsigned int version = stats->version;
         memset(stats, 0, sizeof *stats);
         stats->version = version;
@@ -978,8 +998,8 @@ fhirsync_code fhirsync_store_view_remove(fhirsync_store *store, const char *name
     return end_change(store, own, rc, err);
 }
 
-fhirsync_code fhirsync_store_views(fhirsync_store *store, fhirsync_store_view_cb cb,
-                                   void *userdata, fhirsync_error *err)
+fhirsync_code fhirsync_store_views(fhirsync_store *store, fhirsync_store_view_cb cb, void *userdata,
+                                   fhirsync_error *err)
 {
     if (!store || !cb)
         return fs_err(err, FHIRSYNC_E_ARG, "no store or no callback");
