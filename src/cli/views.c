@@ -14,8 +14,8 @@
 
 #define VIEW_FILE_MAX (4u << 20) /* a ViewDefinition is small: refuse anything larger */
 
-static fhirsync_code add_one(fhirsync_store *store, const char *label, const char *json,
-                             size_t len, bool verbose, fhirsync_error *err)
+static fhirsync_code add_one(fhirsync_store *store, const char *label, const char *json, size_t len,
+                             bool verbose, fhirsync_error *err)
 {
     fhirsync_view_stats st;
     fhirsync_view_stats_init(&st, FHIRSYNC_VIEW_STATS_VERSION);
@@ -62,7 +62,9 @@ static fhirsync_code read_file(const char *path, char **out, size_t *len, fhirsy
         free(buf);
         err->code = !buf ? FHIRSYNC_E_NOMEM : FHIRSYNC_E_IO;
         snprintf(err->message, sizeof err->message, "cannot read the view %s: %s", path,
-                 !buf ? "out of memory" : failed ? strerror(saved) : "larger than 4 MiB");
+                 !buf     ? "out of memory"
+                 : failed ? strerror(saved)
+                          : "larger than 4 MiB");
         return err->code;
     }
     buf[n] = '\0';

@@ -45,6 +45,19 @@ store_equals_server() {
         not_ok "$2: the store differs from the server ($(wc -l <"$TMP/state.store") vs $(wc -l <"$TMP/state.server") resources)"
         diff "$TMP/state.store" "$TMP/state.server" | head -10 || true
     fi
+    views_equal_store "$1" "$2"
+}
+
+# views_equal_store STORE WHAT: every view registered in the store (the shipped ones by default)
+# holds exactly the rows its ViewDefinition gives over the stored resources
+views_equal_store() {
+    local out
+    if out=$("$FHIRSYNC_BUILD_DIR/tests/test_store_views" --check "$1" 2>&1); then
+        ok "$2: views = store ($(printf '%s' "$out" | tail -1 | cut -d: -f1))"
+    else
+        not_ok "$2: a view's table differs from its evaluation over the store"
+        printf '%s\n' "$out" | head -12
+    fi
 }
 
 # mutate UPDATE DELETE: change the sandbox's data (fractions); prints the mutation time

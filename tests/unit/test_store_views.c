@@ -10,7 +10,14 @@
  * and is quarantined with the view's name; re-adding the same definition does nothing, a changed
  * one rebuilds; another handle's new view is picked up by the next transaction; names the store
  * cannot use are refused naming the element; and after all of it each view's table equals the
- * view evaluated over the stored resources (the invariant the feature promises). */
+ * view evaluated over the stored resources (the invariant the feature promises).
+ *
+ *   test_store_views --check LOCATION   the invariant on any store (tests/integration/sync_lib.sh
+ *                                       runs it after every sync it checks): each registered
+ *                                       view's table holds exactly the rows the view gives over
+ *                                       the stored resources, compared row by row (values in a
+ *                                       canonical form: numbers as numbers, JSON re-serialised,
+ *                                       booleans as true/false). Prints the differences; exit 1. */
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +31,7 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "core/core.h"
@@ -220,7 +228,8 @@ static void add_view(fhirsync_store *s, const char *json, fhirsync_view_stats *s
     assert_ok(fhirsync_store_view_add(s, json, strlen(json), st, &err));
 }
 
-/* ---- the invariant: a view's table equals the view over the stored resources ------------------ */
+/* ---- the invariant: a view's table equals the view over the stored resources ------------------
+ */
 
 typedef struct expect_ctx {
     long rows;
@@ -439,12 +448,12 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     /* quarantined, naming the view and the column */
     assert_int_equal(query_long(s, "SELECT count(*) FROM quarantine WHERE source = 'view:people'"),
                      2);
-    assert_contains(query1(s, "SELECT reason FROM quarantine WHERE reason LIKE '%resource t:%'")
-                        .text,
-                    "view people");
-    assert_contains(query1(s, "SELECT reason FROM quarantine WHERE reason LIKE '%resource w:%'")
-                        .text,
-                    "column active (boolean): the value is a string");
+    assert_contains(
+        query1(s, "SELECT reason FROM quarantine WHERE reason LIKE '%resource t:%'").text,
+        "view people");
+    assert_contains(
+        query1(s, "SELECT reason FROM quarantine WHERE reason LIKE '%resource w:%'").text,
+        "column active (boolean): the value is a string");
     /* fixed on the server: the next version gets its rows */
     const char *fixed = "{\"resourceType\":\"Patient\",\"id\":\"t\",\"name\":[{\"family\":\"A\"}]}";
     put(s, fixed, FHIRSYNC_PUT_STORED);
@@ -533,8 +542,8 @@ static void test_names_refused(void **state)
         {"not json", "", FHIRSYNC_E_JSON},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        fhirsync_code rc = fhirsync_store_view_add(s, cases[i].json, strlen(cases[i].json), NULL,
-                                                   &err);
+        fhirsync_code rc =
+            fhirsync_store_view_add(s, cases[i].json, strlen(cases[i].json), NULL, &err);
         if (rc != cases[i].code)
             fail_msg("case %zu: %s (%s)", i, fhirsync_strerror(rc), err.message);
         assert_contains(err.message, cases[i].message);
@@ -647,8 +656,266 @@ static void test_list(void **state)
     free(a);
 }
 
-int main(void)
+/* ---- --check: a store's views against their evaluation ----------------------------------------
+ */
+
+typedef enum check_class { C_ANY, C_TEXT, C_INTEGER, C_BOOLEAN, C_DECIMAL, C_JSON } check_class;
+
+/* How the store keeps a column (docs/views.md, "Column types"), written again here on purpose. */
+static check_class check_class_of(const fhirsync_view_column *c)
 {
+    if (c->collection)
+        return C_JSON;
+    if (!c->type)
+        return C_ANY;
+    if (!strcmp(c->type, "boolean"))
+        return C_BOOLEAN;
+    if (!strcmp(c->type, "integer") || !strcmp(c->type, "positiveInt") ||
+        !strcmp(c->type, "unsignedInt") || !strcmp(c->type, "integer64"))
+        return C_INTEGER;
+    if (!strcmp(c->type, "decimal"))
+        return C_DECIMAL;
+    return c->type[0] >= 'A' && c->type[0] <= 'Z' ? C_JSON : C_TEXT;
+}
+
+typedef struct lines {
+    char **v;
+    size_t n, cap;
+} lines;
+
+static void lines_add(lines *l, char *line)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 1024;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        if (!l->v)
+            abort();
+    }
+    l->v[l->n++] = line;
+}
+
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One value in canonical form, appended to b (tab-separated). */
+static void canon(fs_buf *b, check_class c, const char *text, size_t len, bool null)
+{
+    if (b->len)
+        fs_buf_append(b, "\t", 1);
+    if (null) {
+        fs_buf_append_str(b, "\\N");
+        return;
+    }
+    char *copy = strndup(text, len);
+    if (c == C_DECIMAL || c == C_INTEGER) {
+        fs_buf_printf(b, "%.15g", strtod(copy, NULL));
+    } else if (c == C_BOOLEAN) {
+        bool t = !strcmp(copy, "1") || !strcmp(copy, "t") || !strcmp(copy, "true");
+        fs_buf_append_str(b, t ? "true" : "false");
+    } else if (c == C_JSON) {
+        json_t *j = json_loadb(copy, len, JSON_DECODE_ANY, NULL);
+        char *d = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+        fs_buf_append_str(b, d ? d : copy);
+        free(d);
+        json_decref(j);
+    } else {
+        fs_buf_append(b, copy, len);
+    }
+    free(copy);
+}
+
+typedef struct check_ctx {
+    fhirsync_view *view;
+    check_class *cls;
+    lines expected, actual;
+    lines pending; /* the rows of the resource being evaluated */
+    bool refused;  /* a value its column's type cannot take: the store keeps no rows */
+} check_ctx;
+
+static bool kind_fits(check_class c, fhirsync_view_kind k)
+{
+    switch (c) {
+    case C_INTEGER: return k == FHIRSYNC_VIEW_INTEGER;
+    case C_BOOLEAN: return k == FHIRSYNC_VIEW_BOOLEAN;
+    case C_DECIMAL: return k == FHIRSYNC_VIEW_DECIMAL || k == FHIRSYNC_VIEW_INTEGER;
+    default: return true;
+    }
+}
+
+static fhirsync_code expected_row(void *userdata, const fhirsync_view_value *values, size_t count)
+{
+    check_ctx *c = userdata;
+    fs_buf b;
+    fs_buf_init(&b);
+    for (size_t i = 0; i < count; i++) {
+        const fhirsync_view_value *v = &values[i];
+        if (v->kind != FHIRSYNC_VIEW_NULL && !kind_fits(c->cls[i], v->kind))
+            c->refused = true;
+        char num[32];
+        const char *text = v->text;
+        size_t len = v->len;
+        if (v->kind == FHIRSYNC_VIEW_BOOLEAN) {
+            text = v->boolean ? "true" : "false";
+            len = strlen(text);
+        } else if (v->kind == FHIRSYNC_VIEW_INTEGER) {
+            len = (size_t)snprintf(num, sizeof num, "%lld", (long long)v->integer);
+            text = num;
+        } else if (v->kind == FHIRSYNC_VIEW_STRING && c->cls[i] == C_JSON) {
+            json_t *j = json_stringn(v->text, v->len); /* the store keeps it as a JSON string */
+            char *d = json_dumps(j, JSON_ENCODE_ANY);
+            json_decref(j);
+            canon(&b, C_JSON, d, strlen(d), false);
+            free(d);
+            continue;
+        }
+        canon(&b, c->cls[i], text ? text : "", len, v->kind == FHIRSYNC_VIEW_NULL);
+    }
+    char *line = fs_buf_steal(&b);
+    lines_add(&c->pending, line ? line : strdup(""));
+    return FHIRSYNC_OK;
+}
+
+static int expected_resource(size_t ncols, const char *const *names, const char *const *values,
+                             const size_t *lengths, void *userdata)
+{
+    (void)names;
+    check_ctx *c = userdata;
+    if (!ncols || !values[0])
+        return 0;
+    c->pending.n = 0;
+    c->refused = false;
+    fhirsync_code rc = fhirsync_view_eval(c->view, values[0], lengths[0], expected_row, c, NULL);
+    for (size_t i = 0; i < c->pending.n; i++) {
+        if (rc == FHIRSYNC_OK && !c->refused)
+            lines_add(&c->expected, c->pending.v[i]);
+        else
+            free(c->pending.v[i]);
+    }
+    c->pending.n = 0;
+    return 0;
+}
+
+static int actual_row(size_t ncols, const char *const *names, const char *const *values,
+                      const size_t *lengths, void *userdata)
+{
+    (void)names;
+    check_ctx *c = userdata;
+    fs_buf b;
+    fs_buf_init(&b);
+    for (size_t i = 0; i < ncols; i++)
+        canon(&b, c->cls[i], values[i] ? values[i] : "", values[i] ? lengths[i] : 0, !values[i]);
+    char *line = fs_buf_steal(&b);
+    lines_add(&c->actual, line ? line : strdup(""));
+    return 0;
+}
+
+typedef struct check_all {
+    fhirsync_store *store;
+    int views, failures;
+    long rows;
+} check_all;
+
+static int check_one(const fhirsync_store_view_info *info, void *userdata)
+{
+    check_all *all = userdata;
+    fhirsync_error err = {0};
+    check_ctx c;
+    memset(&c, 0, sizeof c);
+    all->views++;
+    if (fhirsync_view_parse(info->definition, strlen(info->definition), &c.view, &err) !=
+        FHIRSYNC_OK) {
+        fprintf(stderr, "view %s: %s\n", info->name, err.message);
+        all->failures++;
+        return 0;
+    }
+    size_t n = fhirsync_view_column_count(c.view);
+    c.cls = calloc(n, sizeof *c.cls);
+    fs_buf sql;
+    fs_buf_init(&sql);
+    fs_buf_printf(&sql, "SELECT ");
+    for (size_t i = 0; i < n; i++) {
+        const fhirsync_view_column *col = fhirsync_view_column_at(c.view, i);
+        c.cls[i] = check_class_of(col);
+        fs_buf_printf(&sql, "%s\"%s\"", i ? ", " : "", col->name);
+    }
+    fs_buf_printf(&sql, " FROM \"%s\"", info->name);
+    bool ok = fhirsync_store_query(all->store, sql.data, actual_row, &c, &err) == FHIRSYNC_OK;
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) FROM resource_types WHERE type = '%s'", info->resource);
+    scalar has = query1(all->store, q);
+    snprintf(q, sizeof q, "SELECT raw FROM \"%s\"", info->resource);
+    if (ok && strcmp(has.text, "0") != 0)
+        ok = fhirsync_store_query(all->store, q, expected_resource, &c, &err) == FHIRSYNC_OK;
+    if (!ok) {
+        fprintf(stderr, "view %s: %s\n", info->name, err.message);
+        all->failures++;
+    }
+    qsort(c.expected.v, c.expected.n, sizeof *c.expected.v, by_text);
+    qsort(c.actual.v, c.actual.n, sizeof *c.actual.v, by_text);
+    size_t i = 0, j = 0, shown = 0, diffs = 0;
+    while (i < c.expected.n || j < c.actual.n) {
+        int cmp = i == c.expected.n ? 1
+                  : j == c.actual.n ? -1
+                                    : strcmp(c.expected.v[i], c.actual.v[j]);
+        if (cmp == 0) {
+            i++;
+            j++;
+            continue;
+        }
+        diffs++;
+        if (shown++ < 5)
+            fprintf(stderr, "view %s: %s row %s\n", info->name, cmp < 0 ? "missing" : "extra",
+                    cmp < 0 ? c.expected.v[i] : c.actual.v[j]);
+        if (cmp < 0)
+            i++;
+        else
+            j++;
+    }
+    if (ok && diffs) {
+        fprintf(stderr, "view %s: %zu rows differ (%zu in the table, %zu from the resources)\n",
+                info->name, diffs, c.actual.n, c.expected.n);
+        all->failures++;
+    }
+    all->rows += (long)c.actual.n;
+    for (size_t k = 0; k < c.expected.n; k++)
+        free(c.expected.v[k]);
+    for (size_t k = 0; k < c.actual.n; k++)
+        free(c.actual.v[k]);
+    free(c.expected.v);
+    free(c.actual.v);
+    free(c.pending.v);
+    free(c.cls);
+    fs_buf_free(&sql);
+    fhirsync_view_free(c.view);
+    return 0;
+}
+
+static int run_check(const char *location)
+{
+    fhirsync_store *store = NULL;
+    fhirsync_error err = {0};
+    if (fhirsync_store_open(location, FHIRSYNC_STORE_READONLY, &store, &err) != FHIRSYNC_OK) {
+        fprintf(stderr, "test_store_views --check: %s\n", err.message);
+        return 1;
+    }
+    check_all all = {store, 0, 0, 0};
+    if (fhirsync_store_views(store, check_one, &all, &err) != FHIRSYNC_OK) {
+        fprintf(stderr, "test_store_views --check: %s\n", err.message);
+        all.failures++;
+    }
+    fhirsync_store_close(store);
+    printf("%d view%s, %ld rows: %s\n", all.views, all.views == 1 ? "" : "s", all.rows,
+           all.failures ? "DIFFERENT" : "each equals its evaluation over the stored resources");
+    return all.failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "--check") == 0)
+        return fhirsync_global_init() == FHIRSYNC_OK ? run_check(argv[2]) : 1;
+
     const struct CMUnitTest sqlite_tests[] = {
 #define BOTH(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
         BOTH(test_add_builds_typed_table),

@@ -405,8 +405,7 @@ static bool bind_value(row_ctx *ctx, size_t i, const fhirsync_view_value *val, f
     case COL_ANY:
     case COL_TEXT:
         if (val->kind == FHIRSYNC_VIEW_BOOLEAN)
-            *out = pg || c == COL_TEXT ? fs_sql_text(val->boolean ? "true" : "false")
-                                       : fs_sql_int(val->boolean ? 1 : 0);
+            *out = fs_sql_text(val->boolean ? "true" : "false");
         else if (val->kind == FHIRSYNC_VIEW_INTEGER)
             *out = fs_sql_int(val->integer);
         else
