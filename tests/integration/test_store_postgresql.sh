@@ -63,14 +63,31 @@ expect_match "$(printf '%s\n' "$OUT" | head -1)" '"resourceType":"Patient"' "the
 [ "$(printf '%s\n' "$OUT" | wc -l)" -eq 3 ] && ok "three resources in q1's record" ||
     not_ok "q1's record has $(printf '%s\n' "$OUT" | wc -l) lines"
 
-expect_exit 0 "query sql on the views" -- "$FHIRSYNC_BIN" query sql \
-    "SELECT family, given, birth_date FROM patient_view" --store "$URL" --format ndjson
+# a view kept as a table (docs/views.md): PostgreSQL's numeric keeps the decimal's scale
+cat >"$TMP/people.json" <<'EOF'
+{"resourceType":"ViewDefinition","name":"people","resource":"Patient","select":[{"column":[
+ {"name":"id","path":"getResourceKey()","type":"string"},
+ {"name":"family","path":"name.family.first()","type":"string"},
+ {"name":"given","path":"name.given.join(' ')","type":"string"},
+ {"name":"birth_date","path":"birthDate","type":"date"}]}]}
+EOF
+cat >"$TMP/quantities.json" <<'EOF'
+{"resourceType":"ViewDefinition","name":"quantities","resource":"Observation","select":[{"column":[
+ {"name":"id","path":"getResourceKey()","type":"string"},
+ {"name":"value","path":"value.ofType(Quantity).value","type":"decimal"},
+ {"name":"unit","path":"value.ofType(Quantity).unit","type":"string"}]}]}
+EOF
+expect_exit 0 "view add on PostgreSQL" -- "$FHIRSYNC_BIN" view add "$TMP/people.json" \
+    "$TMP/quantities.json" --store "$URL"
+expect_match "$OUT" "people.json: added, 1 row from 1 resource" "the view is built from the store"
+expect_exit 0 "query sql on the view" -- "$FHIRSYNC_BIN" query sql \
+    "SELECT family, given, birth_date FROM people" --store "$URL" --format ndjson
 expect_match "$OUT" '"family":"Lindgren","given":"Claudia Maria","birth_date":"2006-01-17"' \
-    "patient_view columns"
-expect_exit 0 "observation_view keeps the decimal's scale" -- "$FHIRSYNC_BIN" query sql \
-    "SELECT value FROM observation_view WHERE id = 'qo1'" --store "$URL" --format tsv
+    "the view's columns"
+expect_exit 0 "a decimal column keeps its scale" -- "$FHIRSYNC_BIN" query sql \
+    "SELECT value FROM quantities WHERE id = 'qo1'" --store "$URL" --format tsv
 expect_match "$OUT" "^value
-1.50$" "value 1.50 (jsonb keeps numeric scale)"
+1.50$" "value 1.50 (numeric keeps the scale)"
 
 expect_exit 2 "query sql refuses a write" -- "$FHIRSYNC_BIN" query sql \
     "DELETE FROM \"Patient\"" --store "$URL"
@@ -89,11 +106,13 @@ expect_exit 1 "loading the same lines into SQLite" -- \
 expect_exit 0 "query patient q1 on SQLite" -- \
     "$FHIRSYNC_BIN" query patient q1 --store "$TMP/store.db" --format ndjson
 expect_match "$OUT" '"value":6.0E-3,' "SQLite gives the same bytes back"
-expect_exit 0 "observation_view on SQLite" -- "$FHIRSYNC_BIN" query sql \
-    "SELECT value FROM observation_view ORDER BY id" --store "$TMP/store.db" --format tsv
+expect_exit 0 "view add on SQLite" -- "$FHIRSYNC_BIN" view add "$TMP/quantities.json" \
+    --store "$TMP/store.db"
+expect_exit 0 "the view on SQLite" -- "$FHIRSYNC_BIN" query sql \
+    "SELECT value FROM quantities ORDER BY id" --store "$TMP/store.db" --format tsv
 expect_match "$OUT" "^value
-1.50
-6.0E-3$" "SQLite's view keeps the numbers as written"
+1.5
+0.006$" "SQLite's decimal columns are numbers (NUMERIC: no exact decimal type)"
 [ "$(stat -c %a "$TMP/store.db")" = 600 ] && ok "the SQLite file is 0600" ||
     not_ok "the SQLite file has mode $(stat -c %a "$TMP/store.db")"
 expect_exit 13 "a missing SQLite store" -- "$FHIRSYNC_BIN" query counts --store "$TMP/none.db"

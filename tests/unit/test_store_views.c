@@ -95,13 +95,9 @@ static int setup_sqlite(void **state)
     return 0;
 }
 
-static int setup_pg(void **state)
+/* An empty public schema (before each test, and after, for the script's next step). */
+static void pg_reset(void)
 {
-    fixture *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    f->pg = true;
-    snprintf(f->location, sizeof f->location, "%s", pg_url);
     PGconn *conn = PQconnectdb(pg_url);
     if (PQstatus(conn) != CONNECTION_OK)
         fail_msg("cannot connect to %s: %s", pg_url, PQerrorMessage(conn));
@@ -111,6 +107,16 @@ static int setup_pg(void **state)
         fail_msg("resetting the schema: %s", PQerrorMessage(conn));
     PQclear(res);
     PQfinish(conn);
+}
+
+static int setup_pg(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->pg = true;
+    snprintf(f->location, sizeof f->location, "%s", pg_url);
+    pg_reset();
     *state = f;
     return 0;
 }
@@ -119,6 +125,12 @@ static int teardown(void **state)
 {
     free(*state);
     return 0;
+}
+
+static int teardown_pg(void **state)
+{
+    pg_reset();
+    return teardown(state);
 }
 
 static fhirsync_store *open_store(const fixture *f)
@@ -928,7 +940,7 @@ int main(int argc, char **argv)
         BOTH(test_list),
     };
     const struct CMUnitTest pg_tests[] = {
-#define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown)
+#define PG(fn) cmocka_unit_test_setup_teardown(fn, setup_pg, teardown_pg)
         PG(test_add_builds_typed_table),
         PG(test_writes_keep_views_current),
         PG(test_bulk_batches),
