@@ -20,6 +20,8 @@ static fhirsync_code add_one(fhirsync_store *store, const char *label, const cha
     fhirsync_view_stats st;
     fhirsync_view_stats_init(&st, FHIRSYNC_VIEW_STATS_VERSION);
     fhirsync_code rc = fhirsync_store_view_add(store, json, len, &st, err);
+    if (rc == FHIRSYNC_E_JSON)
+        rc = err->code = FHIRSYNC_E_VIEW; /* a view file that is not JSON: the user's to fix */
     if (rc != FHIRSYNC_OK) {
         /* prefix the message with the view it is about */
         char prefix[160];
