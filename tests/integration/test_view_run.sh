@@ -102,7 +102,13 @@ printf 'not json' >notjson.json
 "$bin" view run notjson.json --ndjson patients.ndjson >/dev/null 2>&1 || rc=$?
 expect_same "a view that is not JSON: exit 3" 3 "$rc"
 
-for args in "view.json" "view.json --ndjson patients.ndjson --format xml" \
+rc=0
+"$bin" view run view.json --store "$PWD/nostore.db" >/dev/null 2>err.txt || rc=$?
+expect_same "without --ndjson, the store is read: none there, exit 13" 13 "$rc"
+check "the error says there is no store" grep -q 'no store at' err.txt
+check "and none is created" test ! -e nostore.db
+
+for args in "view.json --ndjson patients.ndjson --format xml" \
     "view.json --ndjson patients.ndjson extra" "--ndjson patients.ndjson" "view.json --bogus"; do
     rc=0
     # shellcheck disable=SC2086 # the words are the arguments

@@ -590,7 +590,7 @@ static void test_durations_and_getters(void **state)
         for (size_t m = 0; m < n; m++)
             assert_string_not_equal(names[m], names[n]);
     }
-    assert_int_equal(n, 37);
+    assert_int_equal(n, 38);
     assert_null(fhirsync_setting_help("client_secret"));
 }
 

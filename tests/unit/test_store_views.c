@@ -864,8 +864,10 @@ static int check_one(const fhirsync_store_view_info *info, void *userdata)
         fprintf(stderr, "view %s: %s\n", info->name, err.message);
         all->failures++;
     }
-    qsort(c.expected.v, c.expected.n, sizeof *c.expected.v, by_text);
-    qsort(c.actual.v, c.actual.n, sizeof *c.actual.v, by_text);
+    if (c.expected.n) /* qsort of NULL is undefined even for no element */
+        qsort(c.expected.v, c.expected.n, sizeof *c.expected.v, by_text);
+    if (c.actual.n)
+        qsort(c.actual.v, c.actual.n, sizeof *c.actual.v, by_text);
     size_t i = 0, j = 0, shown = 0, diffs = 0;
     while (i < c.expected.n || j < c.actual.n) {
         int cmp = i == c.expected.n ? 1
