@@ -12,8 +12,7 @@
 
 #include "cli.h"
 #include "fhirsync/store.h"
-
-typedef enum out_format { FORMAT_TABLE, FORMAT_TSV, FORMAT_NDJSON } out_format;
+#include "printer.h"
 
 static void usage(FILE *out)
 {
@@ -41,249 +40,10 @@ static void usage(FILE *out)
     cli_print_common_help(out);
 }
 
-/* ---- output ---------------------------------------------------------------------------------- */
-
-#define TABLE_BUFFERED 500 /* rows buffered to size the columns; later rows keep those widths */
-#define TABLE_CELL_MAX 60
-
-typedef struct printer {
-    out_format format;
-    size_t ncols;
-    char **names;
-    size_t *widths;
-    char ***rows; /* buffered rows (table) */
-    size_t nrows;
-    bool header_done;
-    bool failed; /* out of memory or a write error */
-} printer;
-
-/* A cell for the table: control characters shown as spaces, cut at TABLE_CELL_MAX columns
- * (counting UTF-8 characters, not bytes). */
-static char *table_cell(const char *value, size_t len)
-{
-    if (!value)
-        return strdup("NULL");
-    size_t cap = len < TABLE_CELL_MAX * 4 ? len : TABLE_CELL_MAX * 4;
-    char *cell = malloc(cap + 4);
-    if (!cell)
-        return NULL;
-    size_t n = 0, chars = 0;
-    for (size_t i = 0; i < len && n < cap; i++) {
-        unsigned char c = (unsigned char)value[i];
-        if ((c & 0xc0) != 0x80 && ++chars > TABLE_CELL_MAX) {
-            memcpy(cell + n, "...", 3);
-            n += 3;
-            break;
-        }
-        cell[n++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
-    }
-    cell[n] = '\0';
-    return cell;
-}
-
-static size_t display_width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xc0) != 0x80)
-            w++;
-    return w;
-}
-
-static void print_padded(const char *s, size_t width, bool last)
-{
-    fputs(s, stdout);
-    if (!last)
-        for (size_t w = display_width(s); w < width + 2; w++)
-            putchar(' ');
-}
-
-static void table_print_row(printer *p, char **cells)
-{
-    for (size_t i = 0; i < p->ncols; i++)
-        print_padded(cells[i], p->widths[i], i + 1 == p->ncols);
-    putchar('\n');
-}
-
-static void table_flush(printer *p)
-{
-    if (!p->header_done) {
-        table_print_row(p, p->names);
-        for (size_t i = 0; i < p->ncols; i++) {
-            for (size_t w = 0; w < p->widths[i]; w++)
-                putchar('-');
-            if (i + 1 < p->ncols)
-                fputs("  ", stdout);
-        }
-        putchar('\n');
-        p->header_done = true;
-    }
-    for (size_t r = 0; r < p->nrows; r++) {
-        table_print_row(p, p->rows[r]);
-        for (size_t i = 0; i < p->ncols; i++)
-            free(p->rows[r][i]);
-        free(p->rows[r]);
-    }
-    p->nrows = 0;
-}
-
-static void tsv_value(const char *value, size_t len)
-{
-    if (!value)
-        return;
-    for (size_t i = 0; i < len; i++) {
-        char c = value[i];
-        if (c == '\t')
-            fputs("\\t", stdout);
-        else if (c == '\n')
-            fputs("\\n", stdout);
-        else if (c == '\r')
-            fputs("\\r", stdout);
-        else if (c == '\\')
-            fputs("\\\\", stdout);
-        else
-            putchar(c);
-    }
-}
-
-/* Length of the valid UTF-8 sequence at s (first byte >= 0x80), 0 when invalid. */
-static size_t utf8_length(const unsigned char *s, size_t left)
-{
-    size_t need = s[0] >= 0xf0 && s[0] <= 0xf4   ? 3
-                  : s[0] >= 0xe0 && s[0] <= 0xef ? 2
-                  : s[0] >= 0xc2 && s[0] <= 0xdf ? 1
-                                                 : 0;
-    if (!need || left <= need)
-        return 0;
-    for (size_t i = 1; i <= need; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return need + 1;
-}
-
-/* A JSON string (invalid UTF-8 becomes U+FFFD: the output must stay JSON). */
-static void json_string(const char *value, size_t len)
-{
-    putchar('"');
-    const unsigned char *s = (const unsigned char *)value;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = s[i];
-        if (c == '"' || c == '\\') {
-            putchar('\\');
-            putchar(c);
-        } else if (c < 0x20) {
-            printf("\\u%04x", c);
-        } else if (c < 0x80) {
-            putchar(c);
-        } else {
-            size_t n = utf8_length(s + i, len - i);
-            if (n) {
-                fwrite(s + i, 1, n, stdout);
-                i += n - 1;
-            } else {
-                fputs("\\ufffd", stdout);
-            }
-        }
-    }
-    putchar('"');
-}
-
-static bool printer_start(printer *p, out_format format, size_t ncols, const char *const *names)
-{
-    memset(p, 0, sizeof *p);
-    p->format = format;
-    p->ncols = ncols;
-    p->names = calloc(ncols ? ncols : 1, sizeof *p->names);
-    p->widths = calloc(ncols ? ncols : 1, sizeof *p->widths);
-    p->rows = calloc(TABLE_BUFFERED, sizeof *p->rows);
-    if (!p->names || !p->widths || !p->rows)
-        return false;
-    for (size_t i = 0; i < ncols; i++) {
-        if (!(p->names[i] = strdup(names[i] ? names[i] : "?")))
-            return false;
-        p->widths[i] = display_width(p->names[i]);
-    }
-    if (format == FORMAT_TSV) {
-        for (size_t i = 0; i < ncols; i++) {
-            tsv_value(names[i], strlen(names[i]));
-            putchar(i + 1 < ncols ? '\t' : '\n');
-        }
-    }
-    return true;
-}
-
-/* One row; `raw_json` marks columns that hold JSON to embed as is in NDJSON output. */
-static int printer_row(printer *p, const char *const *values, const size_t *lengths,
-                       const bool *raw_json)
-{
-    if (p->format == FORMAT_TSV) {
-        for (size_t i = 0; i < p->ncols; i++) {
-            tsv_value(values[i], lengths[i]);
-            putchar(i + 1 < p->ncols ? '\t' : '\n');
-        }
-    } else if (p->format == FORMAT_NDJSON) {
-        putchar('{');
-        for (size_t i = 0; i < p->ncols; i++) {
-            if (i)
-                putchar(',');
-            json_string(p->names[i], strlen(p->names[i]));
-            putchar(':');
-            if (!values[i])
-                fputs("null", stdout);
-            else if (raw_json && raw_json[i])
-                fwrite(values[i], 1, lengths[i], stdout);
-            else
-                json_string(values[i], lengths[i]);
-        }
-        fputs("}\n", stdout);
-    } else {
-        char **cells = calloc(p->ncols ? p->ncols : 1, sizeof *cells);
-        if (!cells) {
-            p->failed = true;
-            return 1;
-        }
-        for (size_t i = 0; i < p->ncols; i++) {
-            cells[i] = table_cell(values[i], values[i] ? lengths[i] : 0);
-            if (!cells[i]) {
-                p->failed = true;
-                for (size_t k = 0; k < i; k++)
-                    free(cells[k]);
-                free(cells);
-                return 1;
-            }
-            if (!p->header_done) {
-                size_t w = display_width(cells[i]);
-                if (w > p->widths[i])
-                    p->widths[i] = w;
-            }
-        }
-        p->rows[p->nrows++] = cells;
-        if (p->nrows == TABLE_BUFFERED)
-            table_flush(p);
-    }
-    if (ferror(stdout)) {
-        p->failed = true;
-        return 1; /* e.g. a closed pipe: stop the query */
-    }
-    return 0;
-}
-
-static void printer_end(printer *p)
-{
-    if (p->format == FORMAT_TABLE && p->names)
-        table_flush(p);
-    for (size_t i = 0; p->names && i < p->ncols; i++)
-        free(p->names[i]);
-    free(p->names);
-    free(p->widths);
-    free(p->rows);
-    fflush(stdout);
-}
-
 /* ---- the sub-commands ------------------------------------------------------------------------ */
 
 typedef struct query_options {
-    out_format format;
+    cli_format format;
     long limit;
     long run;
     bool all;
@@ -297,9 +57,9 @@ static int show_counts(fhirsync_store *store, const query_options *o, fhirsync_e
     if (fhirsync_store_counts(store, &counts, &n, err) != FHIRSYNC_OK)
         return cli_fail(err);
     static const char *const names[] = {"type", "resources"};
-    printer p;
+    cli_printer p;
     int rc = 0;
-    if (!printer_start(&p, o->format, 2, names)) {
+    if (!cli_printer_start(&p, o->format, 2, names)) {
         p.failed = true;
     } else {
         int64_t total = 0;
@@ -311,28 +71,28 @@ static int show_counts(fhirsync_store *store, const query_options *o, fhirsync_e
             const char *values[2] = {counts[i].type, number};
             size_t lengths[2] = {strlen(counts[i].type), strlen(number)};
             const bool raw[2] = {false, true};
-            printer_row(&p, values, lengths, raw);
+            cli_printer_row(&p, values, lengths, raw);
             total += counts[i].count;
         }
-        if (o->format == FORMAT_TABLE && !p.failed) {
+        if (o->format == CLI_FORMAT_TABLE && !p.failed) {
             char number[32];
             snprintf(number, sizeof number, "%lld", (long long)total);
             const char *values[2] = {"total", number};
             size_t lengths[2] = {5, strlen(number)};
-            printer_row(&p, values, lengths, NULL);
+            cli_printer_row(&p, values, lengths, NULL);
         }
     }
     if (p.failed)
         rc = EXIT_IO;
-    printer_end(&p);
+    cli_printer_end(&p);
     fhirsync_free(counts);
     return rc;
 }
 
 static int print_resource(const fhirsync_resource_row *row, void *userdata)
 {
-    printer *p = userdata;
-    if (p->format == FORMAT_NDJSON) {
+    cli_printer *p = userdata;
+    if (p->format == CLI_FORMAT_NDJSON) {
         /* the resource itself, byte for byte */
         fwrite(row->json, 1, row->json_len, stdout);
         putchar('\n');
@@ -349,30 +109,30 @@ static int print_resource(const fhirsync_resource_row *row, void *userdata)
     size_t lengths[5];
     for (int i = 0; i < 5; i++)
         lengths[i] = values[i] ? strlen(values[i]) : 0;
-    return printer_row(p, values, lengths, NULL);
+    return cli_printer_row(p, values, lengths, NULL);
 }
 
 static int show_patient(fhirsync_store *store, const char *patient_id, const query_options *o,
                         fhirsync_error *err)
 {
     static const char *const names[] = {"type", "id", "version", "last_updated", "bytes"};
-    printer p;
+    cli_printer p;
     int rc = 0;
-    if (!printer_start(&p, o->format, 5, names)) {
-        printer_end(&p);
+    if (!cli_printer_start(&p, o->format, 5, names)) {
+        cli_printer_end(&p);
         return EXIT_INTERNAL;
     }
     if (fhirsync_store_patient_record(store, patient_id, print_resource, &p, err) != FHIRSYNC_OK)
         rc = cli_fail(err);
     else if (p.failed)
         rc = EXIT_IO;
-    printer_end(&p);
+    cli_printer_end(&p);
     return rc;
 }
 
 static int print_run(const fhirsync_run_info *run, void *userdata)
 {
-    printer *p = userdata;
+    cli_printer *p = userdata;
     char id[32], resources[32], deletions[32], quarantined[32];
     snprintf(id, sizeof id, "%lld", (long long)run->id);
     snprintf(resources, sizeof resources, "%lld", (long long)run->resources);
@@ -396,7 +156,7 @@ static int print_run(const fhirsync_run_info *run, void *userdata)
         lengths[i] = values[i] ? strlen(values[i]) : 0;
     static const bool raw[13] = {true,  false, false, false, false, false, false,
                                  false, true,  true,  true,  true,  false};
-    return printer_row(p, values, lengths, raw);
+    return cli_printer_row(p, values, lengths, raw);
 }
 
 static int show_runs(fhirsync_store *store, const query_options *o, fhirsync_error *err)
@@ -405,11 +165,11 @@ static int show_runs(fhirsync_store *store, const query_options *o, fhirsync_err
         "id",    "endpoint",         "mode",      "status",    "started_at",  "finished_at",
         "since", "transaction_time", "resources", "deletions", "quarantined", "counts",
         "error"};
-    printer p;
+    cli_printer p;
     int rc = 0;
     /* the table leaves out the per-type counts (long): tsv and ndjson have them */
-    if (!printer_start(&p, o->format, o->format == FORMAT_TABLE ? 11 : 13, names)) {
-        printer_end(&p);
+    if (!cli_printer_start(&p, o->format, o->format == CLI_FORMAT_TABLE ? 11 : 13, names)) {
+        cli_printer_end(&p);
         return EXIT_INTERNAL;
     }
     if (fhirsync_store_runs(store, o->endpoint, (size_t)o->limit, print_run, &p, err) !=
@@ -417,13 +177,13 @@ static int show_runs(fhirsync_store *store, const query_options *o, fhirsync_err
         rc = cli_fail(err);
     else if (p.failed)
         rc = EXIT_IO;
-    printer_end(&p);
+    cli_printer_end(&p);
     return rc;
 }
 
 static int print_quarantined(const fhirsync_quarantine_entry *e, void *userdata)
 {
-    printer *p = userdata;
+    cli_printer *p = userdata;
     char id[32], run[32], line_number[32], bytes[32];
     snprintf(id, sizeof id, "%lld", (long long)e->id);
     snprintf(run, sizeof run, "%lld", (long long)e->run_id);
@@ -436,17 +196,17 @@ static int print_quarantined(const fhirsync_quarantine_entry *e, void *userdata)
         lengths[i] = values[i] ? strlen(values[i]) : 0;
     lengths[8] = e->line ? e->line_len : 0; /* bytes, possibly with NULs */
     static const bool raw[9] = {true, true, false, false, true, false, true, false, false};
-    return printer_row(p, values, lengths, raw);
+    return cli_printer_row(p, values, lengths, raw);
 }
 
 static int show_quarantine(fhirsync_store *store, const query_options *o, fhirsync_error *err)
 {
     static const char *const names[] = {"id",     "run",   "endpoint",   "source", "line_number",
                                         "reason", "bytes", "created_at", "line"};
-    printer p;
+    cli_printer p;
     int rc = 0;
-    if (!printer_start(&p, o->format, 9, names)) {
-        printer_end(&p);
+    if (!cli_printer_start(&p, o->format, 9, names)) {
+        cli_printer_end(&p);
         return EXIT_INTERNAL;
     }
     if (fhirsync_store_quarantine_list(store, o->run, (size_t)o->limit, print_quarantined, &p,
@@ -454,13 +214,13 @@ static int show_quarantine(fhirsync_store *store, const query_options *o, fhirsy
         rc = cli_fail(err);
     else if (p.failed)
         rc = EXIT_IO;
-    printer_end(&p);
+    cli_printer_end(&p);
     return rc;
 }
 
 typedef struct sql_ctx {
-    printer p;
-    out_format format;
+    cli_printer p;
+    cli_format format;
     bool started;
 } sql_ctx;
 
@@ -470,12 +230,12 @@ static int print_sql_row(size_t ncols, const char *const *names, const char *con
     sql_ctx *c = userdata;
     if (!c->started) {
         c->started = true;
-        if (!printer_start(&c->p, c->format, ncols, names)) {
+        if (!cli_printer_start(&c->p, c->format, ncols, names)) {
             c->p.failed = true;
             return 1;
         }
     }
-    return printer_row(&c->p, values, lengths, NULL);
+    return cli_printer_row(&c->p, values, lengths, NULL);
 }
 
 static int run_sql(fhirsync_store *store, const char *sql, const query_options *o,
@@ -490,8 +250,8 @@ static int run_sql(fhirsync_store *store, const char *sql, const query_options *
     else if (c.p.failed)
         rc = EXIT_IO;
     if (c.started)
-        printer_end(&c.p);
-    else if (rc == 0 && o->format == FORMAT_TABLE)
+        cli_printer_end(&c.p);
+    else if (rc == 0 && o->format == CLI_FORMAT_TABLE)
         printf("(no rows)\n");
     return rc;
 }
@@ -514,7 +274,8 @@ int cmd_query(int argc, char **argv)
         memmove(short_opts + 1, short_opts + 2, strlen(short_opts + 2) + 1);
     short_opts[0] = '-';
     cli_profile profile = {0};
-    query_options o = {isatty(STDOUT_FILENO) ? FORMAT_TABLE : FORMAT_TSV, 20, 0, false, NULL};
+    query_options o = {isatty(STDOUT_FILENO) ? CLI_FORMAT_TABLE : CLI_FORMAT_TSV, 20, 0, false,
+                       NULL};
     const char *positional[3] = {NULL, NULL, NULL};
     size_t npositional = 0;
     int opt;
@@ -535,11 +296,11 @@ int cmd_query(int argc, char **argv)
         switch (opt) {
         case OPT_FORMAT:
             if (strcmp(optarg, "table") == 0)
-                o.format = FORMAT_TABLE;
+                o.format = CLI_FORMAT_TABLE;
             else if (strcmp(optarg, "tsv") == 0)
-                o.format = FORMAT_TSV;
+                o.format = CLI_FORMAT_TSV;
             else if (strcmp(optarg, "ndjson") == 0 || strcmp(optarg, "json") == 0)
-                o.format = FORMAT_NDJSON;
+                o.format = CLI_FORMAT_NDJSON;
             else
                 return cli_usage_error("query", "--format is table, tsv or ndjson, not '%s'",
                                        optarg);

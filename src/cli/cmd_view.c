@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "fhirsync/store.h"
+#include "printer.h"
 
 #define VIEW_FILE_MAX (4u << 20)   /* a ViewDefinition is small: refuse anything larger */
 #define LINE_MAX_BYTES (64u << 20) /* longest NDJSON line evaluated (as the bulk client's) */
@@ -40,9 +41,10 @@ static void usage(FILE *out)
             "  --ndjson PATH        an NDJSON file to read (repeatable, read in order)\n"
             "  --store LOCATION     without --ndjson: the store to read (default: the profile's\n"
             "                       store setting, else fhirsync.db)\n"
-            "  --format csv|ndjson  CSV with a header row (RFC 4180: CRLF, quoted fields;\n"
-            "                       an empty field is null, \"\" an empty string), or one\n"
-            "                       JSON object a row (default: csv)\n"
+            "  --format FORMAT      csv: a header row and RFC 4180 rows (CRLF, quoted fields;\n"
+            "                       an empty field is null, \"\" an empty string; the\n"
+            "                       default); ndjson: one JSON object a row; table: aligned\n"
+            "                       columns for reading on a terminal\n"
             "  --out FILE           write to FILE (mode 0600, replaced once complete)\n"
             "                       instead of stdout\n"
             "\n");
@@ -114,12 +116,78 @@ static bool json_string(text *t, const char *s, size_t n)
 typedef struct run {
     fhirsync_view *view;
     bool csv;
-    text rows; /* the current resource's rows */
+    bool table;         /* an aligned table on stdout (the printer of `query`) */
+    text rows;          /* the current resource's rows (csv, ndjson) */
+    char ***cells;      /* table: the current resource's rows, each ncols strings (NULL: null) */
+    size_t ncells, cap; /* rows in cells */
+    cli_printer printer;
 } run;
+
+static void cells_clear(run *r)
+{
+    size_t ncols = fhirsync_view_column_count(r->view);
+    for (size_t i = 0; i < r->ncells; i++) {
+        for (size_t c = 0; c < ncols; c++)
+            free(r->cells[i][c]);
+        free(r->cells[i]);
+    }
+    r->ncells = 0;
+}
+
+/* A table row: each value as text. */
+static fhirsync_code on_table_row(run *r, const fhirsync_view_value *values, size_t count)
+{
+    if (r->ncells == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 8;
+        char ***grown = realloc(r->cells, cap * sizeof *grown);
+        if (!grown)
+            return FHIRSYNC_E_NOMEM;
+        r->cells = grown;
+        r->cap = cap;
+    }
+    char **row = calloc(count ? count : 1, sizeof *row);
+    if (!row)
+        return FHIRSYNC_E_NOMEM;
+    r->cells[r->ncells++] = row;
+    for (size_t i = 0; i < count; i++) {
+        const fhirsync_view_value *v = &values[i];
+        char number[32];
+        const char *shown = v->text;
+        if (v->kind == FHIRSYNC_VIEW_NULL)
+            continue;
+        if (v->kind == FHIRSYNC_VIEW_BOOLEAN)
+            shown = v->boolean ? "true" : "false";
+        else if (v->kind == FHIRSYNC_VIEW_INTEGER) {
+            snprintf(number, sizeof number, "%" PRId64, v->integer);
+            shown = number;
+        }
+        if (!(row[i] = strdup(shown ? shown : "")))
+            return FHIRSYNC_E_NOMEM;
+    }
+    return FHIRSYNC_OK;
+}
+
+/* The buffered table rows of a resource that evaluated whole, to the printer. */
+static int cells_print(run *r)
+{
+    size_t ncols = fhirsync_view_column_count(r->view);
+    size_t *lengths = calloc(ncols ? ncols : 1, sizeof *lengths);
+    int rc = lengths ? 0 : 1;
+    for (size_t i = 0; !rc && i < r->ncells; i++) {
+        for (size_t c = 0; c < ncols; c++)
+            lengths[c] = r->cells[i][c] ? strlen(r->cells[i][c]) : 0;
+        rc = cli_printer_row(&r->printer, (const char *const *)r->cells[i], lengths, NULL);
+    }
+    free(lengths);
+    cells_clear(r);
+    return rc ? cli_io_error("cannot write", "the rows", errno ? errno : ENOMEM) : 0;
+}
 
 static fhirsync_code on_row(void *userdata, const fhirsync_view_value *values, size_t count)
 {
     run *r = userdata;
+    if (r->table)
+        return on_table_row(r, values, count);
     bool ok = r->csv || text_add(&r->rows, "{", 1);
     for (size_t i = 0; ok && i < count; i++) {
         const fhirsync_view_value *v = &values[i];
@@ -222,6 +290,8 @@ static int run_one(run *r, const char *label, const char *where, const char *s, 
     fhirsync_error err = {0};
     r->rows.len = 0;
     fhirsync_code code = fhirsync_view_eval(r->view, s, n, on_row, r, &err);
+    if (r->table && code != FHIRSYNC_OK)
+        cells_clear(r);
     if (code == FHIRSYNC_E_NOMEM)
         return cli_fail(&err);
     if (code != FHIRSYNC_OK) {
@@ -230,6 +300,8 @@ static int run_one(run *r, const char *label, const char *where, const char *s, 
         (*skipped)++;
         return 0;
     }
+    if (r->table)
+        return cells_print(r);
     if (r->rows.len && fwrite(r->rows.data, 1, r->rows.len, out) != r->rows.len)
         return cli_io_error("cannot write", "the rows", errno);
     return 0;
@@ -366,7 +438,7 @@ static int view_run(int argc, char **argv)
     const char *out_path = NULL, *positional[2] = {NULL, NULL};
     size_t npositional = 0;
     cli_profile profile = {0};
-    bool csv = true;
+    bool csv = true, table = false;
     int opt, rc = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, short_opts, opts, NULL)) != -1) {
@@ -387,11 +459,14 @@ static int view_run(int argc, char **argv)
         switch (opt) {
         case OPT_NDJSON: inputs[ninputs++] = optarg; break;
         case OPT_FORMAT:
-            if (strcmp(optarg, "csv") != 0 && strcmp(optarg, "ndjson") != 0) {
+            if (strcmp(optarg, "csv") != 0 && strcmp(optarg, "ndjson") != 0 &&
+                strcmp(optarg, "table") != 0) {
                 free(inputs);
-                return cli_usage_error("view run", "--format is csv or ndjson, not '%s'", optarg);
+                return cli_usage_error("view run", "--format is csv, ndjson or table, not '%s'",
+                                       optarg);
             }
             csv = strcmp(optarg, "csv") == 0;
+            table = strcmp(optarg, "table") == 0;
             break;
         case OPT_OUT: out_path = optarg; break;
         case 'h':
@@ -407,6 +482,11 @@ static int view_run(int argc, char **argv)
         npositional++;
         optind++;
     }
+    if (table && out_path) {
+        free(inputs);
+        return cli_usage_error("view run", "--format table is for reading on a terminal: write "
+                                           "csv or ndjson to --out");
+    }
     if (npositional != 1) {
         free(inputs);
         return npositional == 0
@@ -418,7 +498,7 @@ static int view_run(int argc, char **argv)
 
     char *json = NULL;
     size_t len = 0;
-    run r = {.csv = csv};
+    run r = {.csv = csv, .table = table};
     fhirsync_error err = {0};
     if ((rc = read_view_file(view_path, &json, &len)) != 0) {
         free(inputs);
@@ -456,7 +536,15 @@ static int view_run(int argc, char **argv)
         }
     }
 
-    if (csv) { /* the header row: the column names (valid database names: never quoted) */
+    if (table) {
+        size_t columns = fhirsync_view_column_count(r.view);
+        const char **names = calloc(columns, sizeof *names);
+        for (size_t i = 0; names && i < columns; i++)
+            names[i] = fhirsync_view_column_at(r.view, i)->name;
+        if (!names || !cli_printer_start(&r.printer, CLI_FORMAT_TABLE, columns, names))
+            rc = cli_io_error("cannot write", "the rows", ENOMEM);
+        free(names);
+    } else if (csv) { /* the header row: the column names (valid database names: never quoted) */
         size_t columns = fhirsync_view_column_count(r.view);
         for (size_t i = 0; i < columns; i++)
             fprintf(out, "%s%s", i ? "," : "", fhirsync_view_column_at(r.view, i)->name);
@@ -483,6 +571,11 @@ static int view_run(int argc, char **argv)
         fprintf(stderr, "fhirsync: view %s: %ld line%s skipped\n", label, skipped,
                 skipped == 1 ? "" : "s");
         rc = EXIT_PARTIAL;
+    }
+    if (table) {
+        cli_printer_end(&r.printer);
+        cells_clear(&r);
+        free(r.cells);
     }
     free(r.rows.data);
     fhirsync_view_free(r.view);

@@ -60,6 +60,18 @@ lines=$(printf '%s\n' "$out" | node -e '
 expect_same "NDJSON rows are JSON objects keyed by column" \
     "p1|O'Hara, \"Jr\"|[\"Ann\",\"B\"]|true|Boston;p1|O'Hara, \"Jr\"|[\"Ann\",\"B\"]|true|Salem;p2||[]||" "$lines"
 
+# an aligned table for a terminal: the header, a rule, rows; nulls shown as NULL
+rc=0
+out=$("$bin" view run view.json --ndjson patients.ndjson --format table) || rc=$?
+expect_same "--format table exits 0" 0 "$rc"
+expect_same "the table's header" "id  family" "$(head -n 1 <<<"$out" | cut -c1-10)"
+check "a rule under the header" grep -q '^--  ' <<<"$out"
+expect_same "one line a row after the header and the rule" 5 "$(wc -l <<<"$out")"
+check "a null is NULL" grep -q 'NULL' <<<"$out"
+rc=0
+"$bin" view run view.json --ndjson patients.ndjson --format table --out t.txt 2>/dev/null || rc=$?
+expect_same "--format table with --out: a usage error" 2 "$rc"
+
 umask 022
 printf 'old\n' >rows.csv
 check "--out exits 0" "$bin" view run view.json --ndjson patients.ndjson --out rows.csv
