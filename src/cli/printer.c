@@ -8,7 +8,6 @@
 #define TABLE_BUFFERED 500 /* rows buffered to size the columns; later rows keep those widths */
 #define TABLE_CELL_MAX 60
 
-
 /* A cell for the table: control characters shown as spaces, cut at TABLE_CELL_MAX columns
  * (counting UTF-8 characters, not bytes). */
 static char *table_cell(const char *value, size_t len)
@@ -166,7 +165,7 @@ bool cli_printer_start(cli_printer *p, cli_format format, size_t ncols, const ch
 
 /* One row; `raw_json` marks columns that hold JSON to embed as is in NDJSON output. */
 int cli_printer_row(cli_printer *p, const char *const *values, const size_t *lengths,
-                       const bool *raw_json)
+                    const bool *raw_json)
 {
     if (p->format == CLI_FORMAT_TSV) {
         for (size_t i = 0; i < p->ncols; i++) {
@@ -231,4 +230,3 @@ void cli_printer_end(cli_printer *p)
     free(p->rows);
     fflush(stdout);
 }
-
