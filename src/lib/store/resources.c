@@ -7,14 +7,16 @@
 #include "store/shared_private.h"
 #include "store/store_internal.h"
 
-/* Create t's table when missing (inside the transaction), unless a view has its name: SQLite's
- * names ignore case, and a resource type must not take a view's table. */
-static fhirsync_code ensure(fhirsync_store *s, fs_store_type *t, fhirsync_error *err)
+/* What a transaction writing resources of t needs first: the view registry read, and t's table
+ * (created when missing, unless a view has its name: SQLite's names ignore case, and a resource
+ * type must not take a view's table). */
+static fhirsync_code ready_to_write(fhirsync_store *s, fs_store_type *t, fhirsync_error *err)
 {
-    if (t->ensured)
-        return FHIRSYNC_OK;
+    fhirsync_code rc = fs_store_views_ready(s, err);
+    if (rc != FHIRSYNC_OK || t->ensured)
+        return rc;
     bool exists;
-    fhirsync_code rc = fs_store_type_exists(s, t, &exists, err);
+    rc = fs_store_type_exists(s, t, &exists, err);
     if (rc != FHIRSYNC_OK || exists)
         return rc;
     if (fs_store_views_name_taken(s, t->name))
@@ -41,9 +43,7 @@ fhirsync_code fhirsync_store_ensure_type(fhirsync_store *store, const char *type
     rc = fs_store_tx_open(store, &own, err);
     if (rc != FHIRSYNC_OK)
         return rc;
-    rc = fs_store_views_ready(store, err);
-    if (rc == FHIRSYNC_OK)
-        rc = ensure(store, t, err);
+    rc = ready_to_write(store, t, err);
     return fs_store_tx_close(store, own, rc, err);
 }
 
@@ -77,9 +77,7 @@ fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const 
     rc = fs_store_tx_open(store, &own, err);
     if (rc != FHIRSYNC_OK)
         return rc;
-    rc = fs_store_views_ready(store, err);
-    if (rc == FHIRSYNC_OK)
-        rc = ensure(store, t, err);
+    rc = ready_to_write(store, t, err);
     fhirsync_put_outcome done = FHIRSYNC_PUT_KEPT_NEWER;
     if (rc == FHIRSYNC_OK)
         rc = store->ops->put(store, t, &f, line, len, run_id, &done, err);
