@@ -2088,12 +2088,20 @@ static fhirsync_code finish_load(parse_ctx *ctx, fhirsync_config **out, fhirsync
 fhirsync_code fs_config_load_mem(const char *data, size_t len, const char *name,
                                  fhirsync_config **out, fhirsync_error *err)
 {
+    return fs_config_load_mem_report(data, len, name, NULL, out, err);
+}
+
+fhirsync_code fs_config_load_mem_report(const char *data, size_t len, const char *name,
+                                        fhirsync_config_report *report, fhirsync_config **out,
+                                        fhirsync_error *err)
+{
     if (out)
         *out = NULL;
     if (!out || (!data && len))
         return fs_err(err, FHIRSYNC_E_ARG, "fs_config_load_mem: NULL argument");
     parse_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
+    ctx.report = report;
     ctx.cfg = fhirsync_config_new();
     if (!ctx.cfg)
         return no_memory(err);
