@@ -54,7 +54,8 @@ int cli_write_public_file(const char *path, const char *text, bool replace);
 
 /* Common options of every command that talks to an endpoint. */
 typedef struct cli_profile {
-    const char *config_path;   /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */
+    const char *config_path;   /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present;
+                                  a file or a directory of *.ini files */
     const char *endpoint_name; /* --endpoint, else FHIRSYNC_ENDPOINT, else the only one */
     struct {
         const char *setting;
@@ -72,6 +73,12 @@ const struct option *cli_options(const struct option *command_options, const cha
                                  char *short_opts, size_t short_size);
 /* Handle one getopt_long result if it is a common option: 1 consumed, 0 not ours, <0 exit code. */
 int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *command);
+/* The configuration to read: --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini when it exists;
+ * NULL when there is none. */
+const char *cli_config_path(const cli_profile *p);
+/* The layers above the configuration files, applied to one endpoint: FHIRSYNC_* variables, then
+ * the setting flags. */
+fhirsync_code cli_apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err);
 /* Build the endpoint profile: config file, then environment, then flags. On success *out is the
  * caller's (fhirsync_endpoint_free). */
 fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
@@ -109,6 +116,7 @@ int cmd_sync(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_view(int argc, char **argv);
+int cmd_config(int argc, char **argv);
 /* `view add|refresh|list|remove` (cmd_view_store.c), and their lines of the usage. */
 int cli_view_store(const char *sub, int argc, char **argv);
 void cli_view_store_usage(FILE *out);

@@ -21,7 +21,8 @@
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
 
-#define MAX_ENDPOINTS 256
+/* endpoints one process syncs (a configuration with more is refused, not cut short) */
+#define MAX_ENDPOINTS 4096
 
 static void usage(FILE *out)
 {
@@ -444,6 +445,15 @@ static fhirsync_code plan_load(const cli_profile *profile, plan *p, fhirsync_err
     if (rc != FHIRSYNC_OK)
         return rc;
     size_t n = fhirsync_config_endpoint_count(p->cfg);
+    if (n > MAX_ENDPOINTS && !profile->endpoint_name) {
+        err->code = FHIRSYNC_E_CONFIG;
+        snprintf(err->message, sizeof err->message,
+                 "the configuration has %zu endpoints; one sync process takes at most %d: "
+                 "split them between services (a configuration directory each)",
+                 n, MAX_ENDPOINTS);
+        plan_free(p);
+        return FHIRSYNC_E_CONFIG;
+    }
     for (size_t i = 0; i < n && p->count < MAX_ENDPOINTS; i++) {
         fhirsync_endpoint *ep = fhirsync_config_endpoint_at(p->cfg, i);
         if (profile->endpoint_name && strcmp(fhirsync_endpoint_name(ep), profile->endpoint_name))

@@ -181,21 +181,19 @@ int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *com
     return 0;
 }
 
-static const char *config_path(const cli_profile *p, bool *explicit_path)
+const char *cli_config_path(const cli_profile *p)
 {
-    *explicit_path = true;
     if (p->config_path)
         return p->config_path;
     const char *env = getenv("FHIRSYNC_CONFIG");
     if (env && *env)
         return env;
-    *explicit_path = false;
     if (access("fhirsync.ini", F_OK) == 0)
         return "fhirsync.ini";
     return NULL;
 }
 
-static fhirsync_code apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err)
+fhirsync_code cli_apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err)
 {
     fhirsync_code rc = fhirsync_endpoint_apply_env(ep, err);
     if (rc != FHIRSYNC_OK)
@@ -219,8 +217,7 @@ static fhirsync_code apply_layers(const cli_profile *p, fhirsync_endpoint *ep, f
 fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fhirsync_error *err)
 {
     *out = NULL;
-    bool explicit_path;
-    const char *path = config_path(p, &explicit_path);
+    const char *path = cli_config_path(p);
     fhirsync_config *cfg = NULL;
     fhirsync_code rc;
     if (path) {
@@ -241,7 +238,7 @@ fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fh
         }
     }
     for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
-        rc = apply_layers(p, fhirsync_config_endpoint_at(cfg, i), err);
+        rc = cli_apply_layers(p, fhirsync_config_endpoint_at(cfg, i), err);
         if (rc != FHIRSYNC_OK) {
             fhirsync_config_free(cfg);
             return rc;
@@ -255,8 +252,7 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
                                   fhirsync_error *err)
 {
     *out = NULL;
-    bool explicit_path;
-    const char *path = config_path(p, &explicit_path);
+    const char *path = cli_config_path(p);
     const char *name = p->endpoint_name;
     if (!name) {
         const char *env = getenv("FHIRSYNC_ENDPOINT");
@@ -296,7 +292,7 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
     }
     if (!ep && !(ep = fhirsync_endpoint_new(name ? name : "default")))
         return FHIRSYNC_E_NOMEM;
-    rc = apply_layers(p, ep, err);
+    rc = cli_apply_layers(p, ep, err);
     if (rc != FHIRSYNC_OK) {
         fhirsync_endpoint_free(ep);
         return rc;
@@ -325,10 +321,10 @@ void cli_setup_logging(const cli_profile *p)
 
 void cli_print_common_help(FILE *out)
 {
-    fprintf(out,
-            "endpoint options (override fhirsync.ini and FHIRSYNC_* variables):\n"
-            "  --config FILE        INI file (default: $FHIRSYNC_CONFIG, else ./fhirsync.ini)\n"
-            "  --endpoint NAME      which [endpoint NAME] section to use\n");
+    fprintf(out, "endpoint options (override fhirsync.ini and FHIRSYNC_* variables):\n"
+                 "  --config PATH        INI file, or a directory of *.ini files (default:\n"
+                 "                       $FHIRSYNC_CONFIG, else ./fhirsync.ini)\n"
+                 "  --endpoint NAME      which [endpoint NAME] section to use\n");
     const char *const *names = fhirsync_setting_names();
     for (size_t i = 0; names[i]; i++) {
         char flag[48];

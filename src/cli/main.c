@@ -11,6 +11,8 @@ static const cli_command commands[] = {
     {"login", "authorize once in a browser (auth = login: SMART App Launch + refresh token)",
      cmd_login},
     {"token", "get an access token and show granted scopes and expiry", cmd_token},
+    {"config", "check every endpoint of the configuration and say which setting is wrong",
+     cmd_config},
     {"doctor", "check every step of authentication and explain what fails", cmd_doctor},
     {"export", "run a Bulk Data $export into a folder (resumable, every line checked)", cmd_export},
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
@@ -45,8 +47,9 @@ static void print_help(FILE *out)
             "Core dumps are off (they would hold tokens and keys); FHIRSYNC_ALLOW_CORE_DUMPS=1\n"
             "keeps them for debugging.\n"
             "\n"
-            "Settings come from fhirsync.ini ([endpoint NAME] sections), then FHIRSYNC_*\n"
-            "environment variables, then flags. See fhirsync(1) and docs/.\n");
+            "Settings come from fhirsync.ini, or every *.ini of a --config directory\n"
+            "([defaults], then [endpoint NAME] sections), then FHIRSYNC_* environment\n"
+            "variables, then flags. See fhirsync(1) and docs/.\n");
 }
 
 int main(int argc, char **argv)
