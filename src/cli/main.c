@@ -16,6 +16,8 @@ static const cli_command commands[] = {
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
     {"sync", "keep a local copy of each endpoint current (bulk or crawl; --every: a service)",
      cmd_sync},
+    {"status", "where each endpoint stands: state, last success, lag, failures, next run",
+     cmd_status},
     {"query", "look into the local store: counts, a patient's record, runs, quarantine, SQL",
      cmd_query},
     {"view", "evaluate a SQL on FHIR ViewDefinition over NDJSON files: CSV or NDJSON rows",

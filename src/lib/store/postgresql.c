@@ -31,7 +31,7 @@
 #include "store/store_private.h"
 
 #define MAX_PARAMS 16
-#define MAX_COLUMNS 24 /* of the store's own statements (status.c reads 17) */
+#define MAX_COLUMNS 24 /* of the store's own statements (status.c reads 16) */
 #define STAGE_ROWS 25000
 /* open addressing set of staged (type, id) hashes: > 2 x STAGE_ROWS */
 #define STAGE_SET_SIZE 65536

@@ -33,7 +33,7 @@
 #include "store/store_private.h"
 
 #define CACHE_SLOTS 48
-#define MAX_COLUMNS 24 /* of the store's own statements (status.c reads 17) */
+#define MAX_COLUMNS 24 /* of the store's own statements (status.c reads 16) */
 #define BUSY_TIMEOUT_MS 10000
 
 typedef struct cached_stmt {

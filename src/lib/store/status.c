@@ -26,7 +26,6 @@ const char *fhirsync_endpoint_state_name(fhirsync_endpoint_state state)
 /* The columns of the statement below, in order. */
 enum {
     COL_ENDPOINT,
-    COL_RUNS,
     COL_LAST_ID,
     COL_LAST_STATUS,
     COL_LAST_MODE,
@@ -158,16 +157,21 @@ fhirsync_code fhirsync_store_status(fhirsync_store *store, const char *endpoint,
     fs_sql_value p = fs_sql_text(endpoint);
     rc = store->ops->exec(
         store,
-        "WITH names AS (SELECT endpoint FROM sync_runs UNION SELECT endpoint FROM sync_state),"
+        /* the endpoints with runs by a loose index scan of sync_runs (endpoint, id): one probe
+         * per endpoint, however many runs the audit holds */
+        "WITH RECURSIVE ran(endpoint) AS (SELECT min(endpoint) FROM sync_runs"
+        "  UNION ALL SELECT (SELECT min(r.endpoint) FROM sync_runs r"
+        "   WHERE r.endpoint > ran.endpoint) FROM ran WHERE ran.endpoint IS NOT NULL),"
+        " names AS (SELECT endpoint FROM ran WHERE endpoint IS NOT NULL"
+        "  UNION SELECT endpoint FROM sync_state),"
         " k AS (SELECT n.endpoint,"
-        "  (SELECT count(*) FROM sync_runs r WHERE r.endpoint = n.endpoint) AS runs,"
         "  (SELECT max(id) FROM sync_runs r WHERE r.endpoint = n.endpoint) AS last_id,"
         "  (SELECT max(id) FROM sync_runs r WHERE r.endpoint = n.endpoint"
         "    AND r.status IN ('ok', 'partial')) AS ok_id,"
         "  (SELECT max(id) FROM sync_runs r WHERE r.endpoint = n.endpoint"
         "    AND r.status = 'failed') AS fail_id"
         "  FROM names n WHERE CAST(?1 AS TEXT) IS NULL OR n.endpoint = ?1)"
-        " SELECT k.endpoint, k.runs, l.id, l.status, l.mode, l.started_at, l.finished_at,"
+        " SELECT k.endpoint, l.id, l.status, l.mode, l.started_at, l.finished_at,"
         "  l.hostname, l.pid, o.id, o.finished_at,"
         "  (SELECT count(*) FROM sync_runs r WHERE r.endpoint = k.endpoint"
         "    AND r.status = 'failed' AND r.id > coalesce(k.ok_id, 0)),"
@@ -183,37 +187,35 @@ fhirsync_code fhirsync_store_status(fhirsync_store *store, const char *endpoint,
     for (size_t i = 0; rc == FHIRSYNC_OK && i < rows.n; i++) {
         char **v = rows.items[i].v;
         one_line(v[COL_FAIL_ERROR]);
-        fhirsync_endpoint_status st = {
-            .endpoint = v[COL_ENDPOINT],
-            .runs = fs_store_int_or_zero(v[COL_RUNS]),
-            .last_run_id = fs_store_int_or_zero(v[COL_LAST_ID]),
-            .last_run_status = status_of(v[COL_LAST_STATUS]),
-            .last_run_mode = v[COL_LAST_MODE],
-            .last_run_started_at = v[COL_LAST_STARTED],
-            .last_run_started_s = epoch_of(v[COL_LAST_STARTED]),
-            .last_run_finished_at = v[COL_LAST_FINISHED],
-            .last_run_finished_s = epoch_of(v[COL_LAST_FINISHED]),
-            .last_run_host = v[COL_LAST_HOST],
-            .last_run_pid = fs_store_int_or_zero(v[COL_LAST_PID]),
-            .last_success_id = fs_store_int_or_zero(v[COL_OK_ID]),
-            .last_success_at = v[COL_OK_FINISHED],
-            .last_success_s = epoch_of(v[COL_OK_FINISHED]),
-            .watermark = v[COL_WATERMARK],
-            .watermark_s = epoch_of(v[COL_WATERMARK]),
-            .watermark_updated_at = v[COL_WATERMARK_UPDATED],
-            .watermark_updated_s = epoch_of(v[COL_WATERMARK_UPDATED]),
-            .consecutive_failures = fs_store_int_or_zero(v[COL_FAILURES]),
-            .last_error_run_id = fs_store_int_or_zero(v[COL_FAIL_ID]),
-            .last_error = v[COL_FAIL_ERROR],
-            .last_error_at = v[COL_FAIL_FINISHED],
-            .last_error_s = epoch_of(v[COL_FAIL_FINISHED])};
+        fhirsync_endpoint_status st = {.endpoint = v[COL_ENDPOINT],
+                                       .last_run_id = fs_store_int_or_zero(v[COL_LAST_ID]),
+                                       .last_run_status = status_of(v[COL_LAST_STATUS]),
+                                       .last_run_mode = v[COL_LAST_MODE],
+                                       .last_run_started_at = v[COL_LAST_STARTED],
+                                       .last_run_started_s = epoch_of(v[COL_LAST_STARTED]),
+                                       .last_run_finished_at = v[COL_LAST_FINISHED],
+                                       .last_run_finished_s = epoch_of(v[COL_LAST_FINISHED]),
+                                       .last_run_host = v[COL_LAST_HOST],
+                                       .last_run_pid = fs_store_int_or_zero(v[COL_LAST_PID]),
+                                       .last_success_id = fs_store_int_or_zero(v[COL_OK_ID]),
+                                       .last_success_at = v[COL_OK_FINISHED],
+                                       .last_success_s = epoch_of(v[COL_OK_FINISHED]),
+                                       .watermark = v[COL_WATERMARK],
+                                       .watermark_s = epoch_of(v[COL_WATERMARK]),
+                                       .watermark_updated_at = v[COL_WATERMARK_UPDATED],
+                                       .watermark_updated_s = epoch_of(v[COL_WATERMARK_UPDATED]),
+                                       .consecutive_failures =
+                                           fs_store_int_or_zero(v[COL_FAILURES]),
+                                       .last_error_run_id = fs_store_int_or_zero(v[COL_FAIL_ID]),
+                                       .last_error = v[COL_FAIL_ERROR],
+                                       .last_error_at = v[COL_FAIL_FINISHED],
+                                       .last_error_s = epoch_of(v[COL_FAIL_FINISHED])};
         if (!st.last_run_id) {
             st.state = FHIRSYNC_STATE_NEVER;
             st.last_run_status = FHIRSYNC_RUN_FAILED; /* meaningless without a run */
         } else if (st.last_run_status == FHIRSYNC_RUN_RUNNING) {
             bool running = false;
-            rc = still_running(store, st.endpoint, st.last_run_id, st.last_run_mode, &running,
-                               err);
+            rc = still_running(store, st.endpoint, st.last_run_id, st.last_run_mode, &running, err);
             st.state = running ? FHIRSYNC_STATE_RUNNING : FHIRSYNC_STATE_INTERRUPTED;
         } else {
             st.state = st.last_run_status == FHIRSYNC_RUN_FAILED ? FHIRSYNC_STATE_FAILING
