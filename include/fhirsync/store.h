@@ -210,7 +210,6 @@ FHIRSYNC_API const char *fhirsync_endpoint_state_name(fhirsync_endpoint_state st
 typedef struct fhirsync_endpoint_status {
     const char *endpoint;
     fhirsync_endpoint_state state;
-    int64_t runs; /* runs recorded */
     /* the latest run (0 / NULL: none) */
     int64_t last_run_id;
     fhirsync_run_status last_run_status;

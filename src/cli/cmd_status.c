@@ -46,8 +46,8 @@ static void usage(FILE *out)
 typedef struct row {
     const char *name; /* borrowed from the configuration, or own_name */
     char own_name[128];
-    bool configured;  /* in the configuration (else only in a store) */
-    bool found;       /* its store reported it */
+    bool configured; /* in the configuration (else only in a store) */
+    bool found;      /* its store reported it */
     fhirsync_endpoint_state state;
     int64_t last_run_id;
     char last_run_status[16], last_run_mode[32];
@@ -113,8 +113,8 @@ static int take(const fhirsync_endpoint_status *st, void *userdata)
         w->found = true;
         w->state = st->state;
         w->last_run_id = st->last_run_id;
-        COPY(w->last_run_status, st->last_run_id ? fhirsync_run_status_name(st->last_run_status)
-                                                 : NULL);
+        COPY(w->last_run_status,
+             st->last_run_id ? fhirsync_run_status_name(st->last_run_status) : NULL);
         COPY(w->last_run_mode, st->last_run_mode);
         COPY(w->last_run_started, st->last_run_started_at);
         COPY(w->last_run_finished, st->last_run_finished_at);
@@ -187,8 +187,8 @@ static void print_table(const rows *r, int64_t now)
         const row *w = &r->items[i];
         char success[64] = "-", age[32], wm[32] = "-", next[48] = "-";
         if (w->last_success_s)
-            snprintf(success, sizeof success, "%s ago", span(now - w->last_success_s, age,
-                                                              sizeof age));
+            snprintf(success, sizeof success, "%s ago",
+                     span(now - w->last_success_s, age, sizeof age));
         if (w->watermark_s)
             span(now - w->watermark_s, wm, sizeof wm);
         int64_t at = next_run(w);
@@ -232,8 +232,8 @@ static void json_int(char *out, size_t size, size_t *used, const char *name, int
                      bool present)
 {
     if (present)
-        *used += (size_t)snprintf(out + *used, size - *used, ",\"%s\":%lld", name,
-                                  (long long)value);
+        *used +=
+            (size_t)snprintf(out + *used, size - *used, ",\"%s\":%lld", name, (long long)value);
     else
         *used += (size_t)snprintf(out + *used, size - *used, ",\"%s\":null", name);
 }
@@ -327,8 +327,9 @@ int cmd_status(int argc, char **argv)
         case OPT_EVERY:
             default_every = cli_parse_duration(optarg);
             if (default_every <= 0)
-                return cli_usage_error("status", "--every expects a duration such as 15m, not "
-                                                 "'%s'",
+                return cli_usage_error("status",
+                                       "--every expects a duration such as 15m, not "
+                                       "'%s'",
                                        optarg);
             break;
         case 'h': usage(stdout); return 0;
@@ -344,8 +345,12 @@ int cmd_status(int argc, char **argv)
     if (cli_config_resolve(&profile, &cfg, &err) != FHIRSYNC_OK)
         return cli_fail(&err);
     size_t count = fhirsync_config_endpoint_count(cfg);
-    rows r = {calloc(count ? count : 1, sizeof(row)), 0, count ? count : 1,
-              !profile.endpoint_name, default_every, false};
+    rows r = {calloc(count ? count : 1, sizeof(row)),
+              0,
+              count ? count : 1,
+              !profile.endpoint_name,
+              default_every,
+              false};
     const char **stores = calloc(count ? count : 1, sizeof *stores);
     int rc = 0;
     if (!r.items || !stores) {

@@ -56,9 +56,9 @@ static struct {
     struct MHD_Daemon *daemon;
     endpoint_metrics *eps;
     size_t n, cap;
-    bool configured;       /* a configuration was loaded */
-    int64_t started;       /* epoch seconds */
-    int64_t heartbeat_ms;  /* monotonic, the scheduler's last sign of life */
+    bool configured;      /* a configuration was loaded */
+    int64_t started;      /* epoch seconds */
+    int64_t heartbeat_ms; /* monotonic, the scheduler's last sign of life */
 } reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int64_t monotonic_ms(void)
@@ -131,7 +131,7 @@ void cli_metrics_run_ended(const char *endpoint, fhirsync_code rc, const fhirsyn
     endpoint_metrics *e = reg.on && endpoint ? entry(endpoint) : NULL;
     if (e) {
         e->running = false;
-        int outcome = rc == FHIRSYNC_OK          ? OUT_OK
+        int outcome = rc == FHIRSYNC_OK            ? OUT_OK
                       : rc == FHIRSYNC_E_PARTIAL   ? OUT_PARTIAL
                       : rc == FHIRSYNC_E_LOCKED    ? OUT_LOCKED
                       : rc == FHIRSYNC_E_CANCELLED ? OUT_INTERRUPTED
@@ -189,8 +189,8 @@ static void put(text *t, const char *fmt, ...)
     for (int attempt = 0; attempt < 2 && !t->oom; attempt++) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0, fmt,
-                          ap);
+        int n =
+            vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0, fmt, ap);
         va_end(ap);
         if (n < 0) {
             t->oom = true;
@@ -348,8 +348,8 @@ static void read_stores(scrape *sc)
         if (rc == FHIRSYNC_OK)
             sc->stores_up++;
         else if (!sc->why[0])
-            snprintf(sc->why, sizeof sc->why, "store of endpoint %.64s: %.400s",
-                     sc->eps[i].m.name, err.message[0] ? err.message : fhirsync_strerror(rc));
+            snprintf(sc->why, sizeof sc->why, "store of endpoint %.64s: %.400s", sc->eps[i].m.name,
+                     err.message[0] ? err.message : fhirsync_strerror(rc));
     }
 }
 
@@ -457,9 +457,9 @@ static char *render_metrics(size_t *len)
     family(&t, "fhirsync_endpoint_state", "gauge",
            "The endpoint's state in its store: 1 for the current one of never, idle, failing, "
            "running, interrupted.");
-    static const fhirsync_endpoint_state states[] = {
-        FHIRSYNC_STATE_NEVER, FHIRSYNC_STATE_IDLE, FHIRSYNC_STATE_FAILING,
-        FHIRSYNC_STATE_RUNNING, FHIRSYNC_STATE_INTERRUPTED};
+    static const fhirsync_endpoint_state states[] = {FHIRSYNC_STATE_NEVER, FHIRSYNC_STATE_IDLE,
+                                                     FHIRSYNC_STATE_FAILING, FHIRSYNC_STATE_RUNNING,
+                                                     FHIRSYNC_STATE_INTERRUPTED};
     for (size_t i = 0; i < sc.n; i++) {
         if (!sc.eps[i].known && sc.stores_up != sc.stores)
             continue; /* its store may not have answered: no guess */
@@ -521,10 +521,9 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
     return ret;
 }
 
-static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, const char *fmt,
-                                    ...) __attribute__((format(printf, 3, 4)));
-static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, const char *fmt,
-                                    ...)
+static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
 {
     char buf[700];
     va_list ap;
@@ -612,8 +611,7 @@ static bool loopback(const struct sockaddr *sa)
         return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
     if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) ||
-               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return false;
 }

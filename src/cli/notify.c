@@ -14,7 +14,7 @@
 #ifdef FHIRSYNC_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 
-static int64_t watchdog_every_ms; /* 0: no watchdog */
+static int64_t watchdog_every_ms;        /* 0: no watchdog */
 static _Atomic int64_t watchdog_next_ms; /* the worker's ticker and its scheduler both tick */
 
 static int64_t monotonic_ms(void)
