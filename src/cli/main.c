@@ -66,7 +66,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("fhirsync %s (libfhirsync %s)\nsd_notify: %s\n", FHIRSYNC_VERSION, fhirsync_version(),
+        printf("fhirsync %s (libfhirsync %s)\nsd_notify: %s\n", FHIRSYNC_VERSION,
+               fhirsync_version(),
                cli_notify_available() ? "yes (libsystemd)" : "no (built without libsystemd)");
         return 0;
     }
