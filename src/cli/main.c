@@ -18,6 +18,8 @@ static const cli_command commands[] = {
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
     {"sync", "keep a local copy of each endpoint current (bulk or crawl; --every: a service)",
      cmd_sync},
+    {"status", "where each endpoint stands: state, last success, lag, failures, next run",
+     cmd_status},
     {"query", "look into the local store: counts, a patient's record, runs, quarantine, SQL",
      cmd_query},
     {"view", "evaluate a SQL on FHIR ViewDefinition over NDJSON files: CSV or NDJSON rows",
@@ -67,7 +69,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("fhirsync %s (libfhirsync %s)\n", FHIRSYNC_VERSION, fhirsync_version());
+        printf("fhirsync %s (libfhirsync %s)\nsd_notify: %s\n", FHIRSYNC_VERSION,
+               fhirsync_version(),
+               cli_notify_available() ? "yes (libsystemd)" : "no (built without libsystemd)");
         return 0;
     }
     opterr = 0; /* commands report bad options themselves, in one line (cli_bad_option) */
