@@ -1166,6 +1166,9 @@ static bool write_ready_file(const sb_server *sb, const char *path)
 
 int main(int argc, char **argv)
 {
+    /* a closed pipe is an error to a write, not a signal: `--help | grep -q` (which exits at the
+     * first match) must not kill the sandbox mid-text, nor a client gone mid-answer the server */
+    signal(SIGPIPE, SIG_IGN);
     options o;
     memset(&o, 0, sizeof o);
     int rc = parse_options(argc, argv, &o);
@@ -1181,7 +1184,6 @@ int main(int argc, char **argv)
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     int status = 1;
     sb_server *sb = NULL;
