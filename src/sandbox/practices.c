@@ -25,7 +25,7 @@ struct sb_practices {
     sb_server **items; /* items[i - 1] is practice i */
     uint32_t count;
     atomic_bool published;
-    char work_dir[4096]; /* the parent of the practices' export folders */
+    char work_dir[2048]; /* every practice's export jobs (job ids are random: no clash) */
     bool temporary;      /* made here (no --work-dir): removed at the end */
     uint64_t patients;   /* the total */
 };
@@ -161,15 +161,13 @@ static void practice_free(sb_server *p)
     sb_faults_free(p->faults);
     sb_quirks_free(p->quirks);
     sb_data_free(p->data);
-    if (p->work_dir)
-        rmdir(p->work_dir); /* empty once its jobs are gone; a --work-dir keeps foreign files */
-    fs_free(p->work_dir);
     sb_meter_destroy(&p->meter);
     pthread_mutex_destroy(&p->clock_lock);
     fs_free(p);
 }
 
-/* The parent of the practices' export folders: --work-dir, or a new temporary dir. */
+/* The practices' export folder: --work-dir, or a new temporary dir. One for all, rather than one
+ * each: 500 mkdir(2) calls were most of the start-up time. */
 static bool make_work_dir(sb_practices *ps, const char *work_dir, fhirsync_error *err)
 {
     if (work_dir) {
@@ -195,11 +193,7 @@ static sb_server *practice_new(sb_practices *ps, sb_server *root, uint32_t numbe
                                uint32_t patients, fhirsync_error *err)
 {
     sb_server *p = fs_calloc(1, sizeof *p);
-    fs_buf dir;
-    fs_buf_init(&dir);
-    if (!p || !fs_buf_printf(&dir, "%s/practice-%u", ps->work_dir, (unsigned)number)) {
-        fs_free(p);
-        fs_buf_free(&dir);
+    if (!p) {
         fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         return NULL;
     }
@@ -207,8 +201,7 @@ static sb_server *practice_new(sb_practices *ps, sb_server *root, uint32_t numbe
     p->cfg.practices = 0;
     p->cfg.patients = patients;
     p->cfg.seed = root->cfg.seed + number;
-    p->work_dir = fs_buf_steal(&dir);
-    p->cfg.work_dir = p->work_dir;
+    p->cfg.work_dir = ps->work_dir;
     p->cfg.clients_file = NULL;
     p->tls = root->tls;
     p->practice = number;

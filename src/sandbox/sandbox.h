@@ -463,7 +463,6 @@ typedef struct sb_server {
      * --practices the root serves the single base and practice is 0. */
     unsigned practice;       /* 0: the root; i: practice i */
     sb_practices *practices; /* the root's, NULL without --practices */
-    char *work_dir;          /* a practice's export folder (cfg.work_dir points here) */
     sb_meter meter;
     sb_data *data;
     sb_auth *auth;
@@ -797,8 +796,8 @@ size_t sb_reqlog_clear(sb_reqlog *l);
 void sb_server_format_urls(sb_server *sb, const char *prefix);
 
 /* Create the root's cfg.practices practices with their generated data (sizes from
- * sb_gen_split_patients, practice i's seed cfg.seed + i), fault rules, quirks and export work
- * dirs (DIR/practice-{i} of --work-dir or of a temporary dir). Before the listeners start. */
+ * sb_gen_split_patients, practice i's seed cfg.seed + i), fault rules and quirks, and their
+ * export folder (--work-dir or a temporary dir, shared). Before the listeners start. */
 sb_practices *sb_practices_new(sb_server *root, fhirsync_error *err);
 /* Once the root knows its ports: each practice's URLs, clients, App Launch and exports. */
 bool sb_practices_start(sb_practices *ps, sb_server *root, fhirsync_error *err);
