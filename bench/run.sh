@@ -41,6 +41,7 @@ if [ "$quick" = "--quick" ]; then
     [ -x bench/sync_bench.sh ] && part "sync end to end" bench/sync_bench.sh "$build" 100
     [ -x bench/view_bench.sh ] && part "SQL on FHIR views" env PATIENTS=100 ROUNDS=1 \
         bench/view_bench.sh "$build"
+    part "a shaped link: gzip, parallel, keep-alive vs curl" bench/net_bench.sh "$build" 100 1
 else
     part "signing and token flow" bench/auth_bench.sh "$build" 300
     part "sandbox data generator" "$build/tests/test_sandbox_gen" --bench
@@ -52,8 +53,10 @@ else
     [ -x bench/store_bench.sh ] && part "NDJSON into SQLite / PostgreSQL" bench/store_bench.sh "$build"
     [ -x bench/sync_bench.sh ] && part "sync end to end" bench/sync_bench.sh "$build"
     [ -x bench/view_bench.sh ] && part "SQL on FHIR views" bench/view_bench.sh "$build"
+    part "a shaped link (50 Mbit/s, 40 ms): gzip, parallel, keep-alive vs curl" \
+        bench/net_bench.sh "$build"
 fi
 
 printf '\n=== summary (lines with a ratio or a target)\n'
-grep -iE 'ratio|target|BENCH \||x curl|/curl' "$out" || true
+grep -iE 'ratio|target|BENCH \||x curl|/curl|worth' "$out" || true
 echo "full output: $out"

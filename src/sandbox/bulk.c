@@ -126,6 +126,8 @@ static void job_remove_files(bulk_job *job)
         char path[4300];
         snprintf(path, sizeof path, "%s/%s", job->dir, job->files[i].name);
         unlink(path);
+        snprintf(path, sizeof path, "%s/%s.gz", job->dir, job->files[i].name); /* --gzip */
+        unlink(path);
     }
     pthread_mutex_unlock(&job->lock);
     rmdir(job->dir);
@@ -1310,6 +1312,20 @@ static void serve_file(sb_server *sb, sb_request *req, sb_reply *reply, bool sto
         if (at < offset + length) {
             reply->cut = true;
             reply->cut_after = at > offset ? at - offset : 0;
+        }
+    }
+    if (sb->cfg.gzip && !reply->cut && !sb_req_header(req, "Range") &&
+        req->fault.kind != SB_FAULT_TRUNCATE) {
+        sb_reply_header(reply, "Vary", "Accept-Encoding");
+        uint64_t gz_size;
+        int gz = sb_gzip_accepted(sb_req_header(req, "Accept-Encoding"))
+                     ? sb_gzip_open(path, &gz_size)
+                     : -1;
+        if (gz >= 0) {
+            close(reply->fd);
+            reply->fd = gz;
+            reply->length = gz_size;
+            sb_reply_header(reply, "Content-Encoding", "gzip");
         }
     }
     if (sb_quirk_on(sb->quirks, SB_QUIRK_TRICKLE, owner, &param, NULL))

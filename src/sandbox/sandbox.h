@@ -408,6 +408,10 @@ typedef struct sb_config {
     uint32_t practices;       /* --practices N (0: the single base); patients is then the total */
     double practice_skew;     /* Zipf exponent of the practices' sizes (sb_gen_split_patients) */
     uint32_t rate_limit;      /* requests per wall-clock minute per practice, 0: none */
+    /* the origins clients reach the listeners at (a proxy in front, e.g. bench/shaper), when
+     * they are not the listeners' own; every advertised URL is built on them */
+    const char *public_url, *public_storage_url;
+    bool gzip; /* bulk files go gzip-encoded to clients that accept it (no Range asked) */
 } sb_config;
 
 typedef struct sb_auth sb_auth;
@@ -731,6 +735,12 @@ void sb_fhir_handle_metadata(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_fhir_handle_search(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_fhir_handle_search_post(sb_server *sb, sb_request *req, sb_reply *reply);
 void sb_fhir_handle_read(sb_server *sb, sb_request *req, sb_reply *reply);
+/* ---- --gzip (gzip.c) ------------------------------------------------------------------------ */
+/* Whether an Accept-Encoding value accepts gzip (NULL: no). */
+bool sb_gzip_accepted(const char *accept_encoding);
+/* A read-only descriptor of PATH.gz, made from PATH on first use, and its size; -1 on failure. */
+int sb_gzip_open(const char *path, uint64_t *size);
+
 /* The storage listener's copy of a search page (next-other-origin): no token needed. */
 void sb_fhir_handle_storage_search(sb_server *sb, sb_request *req, sb_reply *reply);
 /* Whether the request asked for strict handling (Prefer: handling=strict). */

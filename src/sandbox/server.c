@@ -730,6 +730,10 @@ static void usage(FILE *out)
           "  --max-jobs N              concurrently running exports (default 8)\n"
           "  --export-delay-ms N       keep each export in progress N ms longer (for tests)\n"
           "  --request-log FILE        append the request log (NDJSON) to FILE\n"
+          "  --public-url ORIGIN       advertise ORIGIN (scheme://host:port) for the main\n"
+          "                            listener, e.g. a proxy in front of it\n"
+          "  --public-storage-url ORIGIN  the same for the storage listener\n"
+          "  --gzip                    send bulk files gzip-encoded when the client accepts it\n"
           "  --fault JSON              add a fault rule (repeatable; see docs/sandbox.md)\n"
           "  --quirk NAME[=N]          turn a quirk mode on for every client (repeatable;\n"
           "                            per client: POST /admin/quirks; see docs/sandbox.md):\n"
@@ -780,6 +784,28 @@ static bool parse_unsigned(const char *text, unsigned long long max, unsigned lo
     if (errno || !end || *end || v > max)
         return false;
     *out = v;
+    return true;
+}
+
+/* the length of an origin given with or without a trailing / */
+static int origin_length(const char *origin)
+{
+    size_t n = strlen(origin);
+    return (int)(n > 0 && origin[n - 1] == '/' ? n - 1 : n);
+}
+
+/* "http://host[:port]" or "https://...", an optional trailing /, no path, query or user */
+static bool is_origin(const char *text)
+{
+    const char *host = fs_starts_with(text, "http://")    ? text + 7
+                       : fs_starts_with(text, "https://") ? text + 8
+                                                          : NULL;
+    const char *end = text + origin_length(text);
+    if (!host || host >= end || (size_t)(end - text) >= sizeof((sb_server *)NULL)->origin)
+        return false;
+    for (const char *p = host; p < end; p++)
+        if (strchr("/?#@ ", *p))
+            return false;
     return true;
 }
 
@@ -839,6 +865,9 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_SKEW,
         OPT_RATE_LIMIT,
         OPT_PRACTICE_QUIRK,
+        OPT_PUBLIC,
+        OPT_PUBLIC_STORAGE,
+        OPT_GZIP,
         OPT_HELP
     };
     static const struct option longopts[] = {
@@ -866,6 +895,9 @@ static int parse_options(int argc, char **argv, options *o)
         {"practice-skew", required_argument, NULL, OPT_SKEW},
         {"rate-limit", required_argument, NULL, OPT_RATE_LIMIT},
         {"practice-quirk", required_argument, NULL, OPT_PRACTICE_QUIRK},
+        {"public-url", required_argument, NULL, OPT_PUBLIC},
+        {"public-storage-url", required_argument, NULL, OPT_PUBLIC_STORAGE},
+        {"gzip", no_argument, NULL, OPT_GZIP},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -970,6 +1002,18 @@ static int parse_options(int argc, char **argv, options *o)
             if (!push_option(&o->practice_quirks, &o->npractice_quirks, optarg))
                 return 2;
             break;
+        }
+        case OPT_PUBLIC:
+            if (!is_origin(optarg))
+                bad = "--public-url";
+            c->public_url = optarg;
+            break;
+        case OPT_PUBLIC_STORAGE:
+            if (!is_origin(optarg))
+                bad = "--public-storage-url";
+            c->public_storage_url = optarg;
+            break;
+        case OPT_GZIP: c->gzip = true; break;
         case OPT_HELP: return 1;
         default:
             fprintf(stderr, "fhirsync-sandbox: unknown option or missing value: %s\n",
@@ -1107,6 +1151,15 @@ void sb_server_format_urls(sb_server *sb, const char *prefix)
     snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->issuer);
     snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->issuer);
     snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->issuer);
+    if (sb->cfg.public_url) /* --public-url: a proxy in front */
+        snprintf(sb->origin, sizeof sb->origin, "%.*s", origin_length(sb->cfg.public_url),
+                 sb->cfg.public_url);
+    snprintf(sb->base_url, sizeof sb->base_url, "%s/fhir", sb->origin);
+    snprintf(sb->token_url, sizeof sb->token_url, "%s/auth/token", sb->origin);
+    snprintf(sb->register_url, sizeof sb->register_url, "%s/auth/register", sb->origin);
+    snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->origin);
+    snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->origin);
+    snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->origin);
     /* the storage listener is reached by name, a different origin from the numeric one */
     bool loop4 = fs_starts_with(host, "127.") || !strcmp(host, "localhost");
     const char *storage_host = loop4 ? "localhost" : host;
@@ -1141,6 +1194,10 @@ static json_t *ready_doc(const sb_server *sb)
                      "token_url_template", token, "register_url_template", reg,
                      "admin_url_template", admin, "port", (int)sb->port, "storage_port",
                      (int)sb->storage_port, "pid", (int)getpid(), "practices", list);
+    if (sb->cfg.public_storage_url) /* --public-storage-url */
+        snprintf(sb->storage_origin, sizeof sb->storage_origin, "%.*s",
+                 origin_length(sb->cfg.public_storage_url), sb->cfg.public_storage_url);
+    snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s/storage", sb->storage_origin);
 }
 
 static bool write_ready_file(const sb_server *sb, const char *path)
