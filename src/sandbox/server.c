@@ -1002,7 +1002,6 @@ static int parse_options(int argc, char **argv, options *o)
             if (!push_option(&o->practice_quirks, &o->npractice_quirks, optarg))
                 return 2;
             break;
-        }
         case OPT_PUBLIC:
             if (!is_origin(optarg))
                 bad = "--public-url";
@@ -1144,6 +1143,9 @@ void sb_server_format_urls(sb_server *sb, const char *prefix)
     bool v6 = strchr(host, ':') != NULL;
     snprintf(sb->origin, sizeof sb->origin, "%s://%s%s%s:%u", scheme, v6 ? "[" : "", host,
              v6 ? "]" : "", sb->port);
+    if (sb->cfg.public_url) /* --public-url: a proxy in front */
+        snprintf(sb->origin, sizeof sb->origin, "%.*s", origin_length(sb->cfg.public_url),
+                 sb->cfg.public_url);
     snprintf(sb->issuer, sizeof sb->issuer, "%s%s", sb->origin, prefix);
     snprintf(sb->base_url, sizeof sb->base_url, "%s/fhir", sb->issuer);
     snprintf(sb->token_url, sizeof sb->token_url, "%s/auth/token", sb->issuer);
@@ -1151,21 +1153,15 @@ void sb_server_format_urls(sb_server *sb, const char *prefix)
     snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->issuer);
     snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->issuer);
     snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->issuer);
-    if (sb->cfg.public_url) /* --public-url: a proxy in front */
-        snprintf(sb->origin, sizeof sb->origin, "%.*s", origin_length(sb->cfg.public_url),
-                 sb->cfg.public_url);
-    snprintf(sb->base_url, sizeof sb->base_url, "%s/fhir", sb->origin);
-    snprintf(sb->token_url, sizeof sb->token_url, "%s/auth/token", sb->origin);
-    snprintf(sb->register_url, sizeof sb->register_url, "%s/auth/register", sb->origin);
-    snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->origin);
-    snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->origin);
-    snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->origin);
     /* the storage listener is reached by name, a different origin from the numeric one */
     bool loop4 = fs_starts_with(host, "127.") || !strcmp(host, "localhost");
     const char *storage_host = loop4 ? "localhost" : host;
     v6 = strchr(storage_host, ':') != NULL;
     snprintf(sb->storage_origin, sizeof sb->storage_origin, "%s://%s%s%s:%u", scheme, v6 ? "[" : "",
              storage_host, v6 ? "]" : "", sb->storage_port);
+    if (sb->cfg.public_storage_url) /* --public-storage-url */
+        snprintf(sb->storage_origin, sizeof sb->storage_origin, "%.*s",
+                 origin_length(sb->cfg.public_storage_url), sb->cfg.public_storage_url);
     snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s%s/storage", sb->storage_origin,
              prefix);
 }
@@ -1194,10 +1190,6 @@ static json_t *ready_doc(const sb_server *sb)
                      "token_url_template", token, "register_url_template", reg,
                      "admin_url_template", admin, "port", (int)sb->port, "storage_port",
                      (int)sb->storage_port, "pid", (int)getpid(), "practices", list);
-    if (sb->cfg.public_storage_url) /* --public-storage-url */
-        snprintf(sb->storage_origin, sizeof sb->storage_origin, "%.*s",
-                 origin_length(sb->cfg.public_storage_url), sb->cfg.public_storage_url);
-    snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s/storage", sb->storage_origin);
 }
 
 static bool write_ready_file(const sb_server *sb, const char *path)
