@@ -39,6 +39,8 @@ if [ "$quick" = "--quick" ]; then
     part "large export manifests" "$build/bench/manifest_bench" --no-downloads 20000
     [ -x bench/store_bench.sh ] && part "NDJSON into SQLite / PostgreSQL" bench/store_bench.sh "$build" 100000
     [ -x bench/sync_bench.sh ] && part "sync end to end" bench/sync_bench.sh "$build" 100
+    [ -x bench/view_bench.sh ] && part "SQL on FHIR views" env PATIENTS=100 ROUNDS=1 \
+        bench/view_bench.sh "$build"
 else
     part "signing and token flow" bench/auth_bench.sh "$build" 300
     part "sandbox data generator" "$build/tests/test_sandbox_gen" --bench
@@ -49,6 +51,7 @@ else
         "$build/bench/manifest_bench" --no-downloads
     [ -x bench/store_bench.sh ] && part "NDJSON into SQLite / PostgreSQL" bench/store_bench.sh "$build"
     [ -x bench/sync_bench.sh ] && part "sync end to end" bench/sync_bench.sh "$build"
+    [ -x bench/view_bench.sh ] && part "SQL on FHIR views" bench/view_bench.sh "$build"
 fi
 
 printf '\n=== summary (lines with a ratio or a target)\n'

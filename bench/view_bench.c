@@ -3,6 +3,8 @@
  * (issue 14). Every pass reads the files from the start (read(2) in 1 MiB chunks, split by the
  * loaders' splitter, core/lines.h), so every figure includes the same reading cost:
  *   read      reading and splitting the lines alone: the floor
+ *   scan      + the store's field scanner (store/fields.h: resourceType, id, meta, patient), what
+ *             a sync already does to every line it puts; no tree, no allocation
  *   jansson   + json_loadb of each line: what a document tree costs (the bare parse)
  *   exact     + fs_json_parse_exact of each line: the parse fhirsync_view_eval does first (jansson
  *             behind a pass that keeps the text of numbers), timed per resource type as well
@@ -44,13 +46,14 @@
 #define MAX_TYPES 64
 
 /* clang-format off */
-enum pass { READ, JANSSON, EXACT, VIEWS, EVERY, NPASSES };
+enum pass { READ, SCAN, JANSSON, EXACT, VIEWS, EVERY, NPASSES };
 static const char *const pass_names[NPASSES] = {
     "read + split lines",
-    "jansson json_loadb",
-    "exact parse (the engine's)",
-    "views, by resourceType",
-    "views, every view every line",
+    "+ store field scan",
+    "+ jansson json_loadb",
+    "+ exact parse (engine's)",
+    "+ views by resourceType",
+    "+ every view on every line",
 };
 /* clang-format on */
 
@@ -236,6 +239,11 @@ static void on_line(bench *b, const char *line, size_t len)
     b->bytes += len + 1;
     switch (b->pass) {
     case READ: b->good++; break;
+    case SCAN: {
+        fs_resource_fields f;
+        b->good += fs_store_scan_fields(line, len, &f) == NULL;
+        break;
+    }
     case JANSSON: {
         json_error_t je;
         json_t *doc = json_loadb(line, len, 0, &je);

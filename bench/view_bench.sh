@@ -112,7 +112,7 @@ INI
     echo "\$ view_bench --rounds $rounds --every $every --views views/ EXPORT_DIR"
     "$VIEW_BENCH" --rounds "$rounds" --every "$every" --views "$root/views" export | tee vb.out
     # the by-type pass's seconds (its 7th column), for the comparison with a sync below
-    by_type_s=$(awk -F'|' '/views, by resourceType/ {gsub(/ /, "", $7); print $7}' vb.out)
+    by_type_s=$(awk -F'|' '/views by resourceType/ {gsub(/ /, "", $7); print $7}' vb.out)
     rm -rf export sandbox-files/*
 
     # ---- 2. during a sync --------------------------------------------------------------------
@@ -136,7 +136,9 @@ INI
         # shellcheck disable=SC2086
         printf 'the views by resourceType over the same lines (view_bench): %s s = %s x that' \
             "$by_type_s" "$(ratio "$by_type_s" "$(best $W)")"
-        printf " sync's wall time (one thread; the sync's own work is not in it)\n"
+        # shellcheck disable=SC2086
+        printf " sync's wall time, %s x its CPU time (one thread; none of the sync's work in it)\n" \
+            "$(ratio "$by_type_s" "$(best $C)")"
     else
         declare -A wall cpu rss stored
         for setting in none shipped; do wall[$setting]="" cpu[$setting]="" rss[$setting]=""; done
