@@ -41,16 +41,21 @@ static char *eval_text(const char *expr)
         snprintf(out, sizeof out, "error: %s", err.message);
         return out;
     }
-    json_t *doc = fs_json_parse_exact(patient, strlen(patient), "patient", &err);
-    assert_non_null(doc);
+    fs_json_dom doc_dom, consts_dom;
+    fs_json_dom_init(&doc_dom);
+    fs_json_dom_init(&consts_dom);
+    const fs_json_node *doc, *consts;
+    assert_int_equal(fs_json_dom_parse(&doc_dom, patient, strlen(patient), "patient", &doc, &err),
+                     FHIRSYNC_OK);
     const char *const_text = "{\"a\":2,\"b\":\"official\"}";
-    json_t *consts = fs_json_parse_exact(const_text, strlen(const_text), "c", &err);
-    assert_non_null(consts);
+    assert_int_equal(
+        fs_json_dom_parse(&consts_dom, const_text, strlen(const_text), "c", &consts, &err),
+        FHIRSYNC_OK);
     fs_fp_arena arena = {0};
     fs_fp_item res, two, use;
-    fs_fp_item_of_json(doc, NULL, &res);
-    fs_fp_item_of_json(json_object_get(consts, "a"), "integer", &two);
-    fs_fp_item_of_json(json_object_get(consts, "b"), "string", &use);
+    fs_fp_item_of_node(doc, NULL, &res);
+    fs_fp_item_of_node(fs_json_member(consts, "a", 1), "integer", &two);
+    fs_fp_item_of_node(fs_json_member(consts, "b", 1), "string", &use);
     fs_fp_coll values[2] = {{&two, 1, 1}, {&use, 1, 1}};
     fs_fp_env env = {.arena = &arena, .resource = &res, .vars = values, .row_index = 7};
     fs_fp_coll in = {&res, 1, 1}, result = {0};
@@ -88,8 +93,8 @@ static char *eval_text(const char *expr)
         }
     }
     fs_fp_arena_free(&arena);
-    json_decref(doc);
-    json_decref(consts);
+    fs_json_dom_free(&doc_dom);
+    fs_json_dom_free(&consts_dom);
     fs_fp_free(e);
     return out;
 }
