@@ -80,6 +80,15 @@ static const char pat_view[] =
     "{\"name\":\"active\",\"path\":\"active\",\"type\":\"boolean\"},"
     "{\"name\":\"births\",\"path\":\"multipleBirth.ofType(integer)\",\"type\":\"integer\"}]}]}";
 
+/* Patients again, one row per name: evaluated with people over one read of each resource, and
+ * able to evaluate what people cannot. */
+static const char name_view[] =
+    "{\"resourceType\":\"ViewDefinition\",\"name\":\"names\",\"resource\":\"Patient\","
+    "\"select\":[{\"column\":[{\"name\":\"id\",\"path\":\"getResourceKey()\",\"type\":\"string\"}]}"
+    ","
+    "{\"forEach\":\"name\",\"column\":[{\"name\":\"family\",\"path\":\"family\","
+    "\"type\":\"string\"}]}]}";
+
 static char *obs(const char *id, const char *version, const char *updated, const char *status,
                  const char *value, bool components)
 {
@@ -314,6 +323,7 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     fhirsync_error err = {0};
     fhirsync_view_stats st;
     add_view(s, pat_view, &st);
+    add_view(s, name_view, &st);
     const char *good = "{\"resourceType\":\"Patient\",\"id\":\"g\",\"name\":[{\"family\":\"Lee\"}],"
                        "\"active\":true,\"multipleBirthInteger\":2}";
     const char *two_names = "{\"resourceType\":\"Patient\",\"id\":\"t\",\"name\":[{\"family\":"
@@ -338,10 +348,27 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     assert_contains(
         query1(s, "SELECT reason FROM quarantine WHERE reason LIKE '%resource w:%'").text,
         "column active (boolean): the value is a string");
+    /* the other view of the type read the same resources: they have their rows there, and no
+     * quarantine entry names it */
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names"), 3);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names WHERE id = 't'"), 2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM quarantine WHERE source = 'view:names'"),
+                     0);
+    /* a resource that is not JSON the views can read (\u0000 in a string): stored, and an entry
+     * for each view */
+    const char *nul =
+        "{\"resourceType\":\"Patient\",\"id\":\"z\",\"name\":[{\"family\":\"a\\u0000\"}]}";
+    put(s, nul, FHIRSYNC_PUT_STORED);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM quarantine WHERE reason LIKE "
+                                   "'%resource z: resource holds a string with %u0000'"),
+                     2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names WHERE id = 'z'"), 0);
+    assert_ok(fhirsync_store_delete(s, "Patient", "z", "2025-01-01T00:00:00Z", 0, NULL, &err));
     /* fixed on the server: the next version gets its rows */
     const char *fixed = "{\"resourceType\":\"Patient\",\"id\":\"t\",\"name\":[{\"family\":\"A\"}]}";
     put(s, fixed, FHIRSYNC_PUT_STORED);
     assert_int_equal(query_long(s, "SELECT count(*) FROM people"), 2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names WHERE id = 't'"), 1);
     /* the same failures on a rebuild */
     assert_ok(fhirsync_view_stats_init(&st, FHIRSYNC_VIEW_STATS_VERSION));
     assert_ok(fhirsync_store_view_refresh(s, "people", &st, &err));
@@ -349,6 +376,14 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     assert_int_equal(st.rows, 2);
     assert_int_equal(st.failed, 1);
     assert_table_equals_view(s, pat_view, "people", "Patient", 1);
+    /* both views rebuilt: each resource evaluated by each */
+    assert_ok(fhirsync_view_stats_init(&st, FHIRSYNC_VIEW_STATS_VERSION));
+    assert_ok(fhirsync_store_view_refresh(s, NULL, &st, &err));
+    assert_int_equal(st.views, 2);
+    assert_int_equal(st.resources, 6);
+    assert_int_equal(st.rows, 2 + 2); /* w has no name: no row in names */
+    assert_int_equal(st.failed, 1);
+    assert_table_equals_view(s, name_view, "names", "Patient", 0);
     fhirsync_store_close(s);
 }
 

@@ -5,7 +5,8 @@
  * its columns, its nested selects and its unionAll, taken for each focus of its forEach,
  * forEachOrNull or repeat; the product is walked with continuations, filling the row's slots, and
  * each complete row goes to the caller's callback at once. A resource is read once into a JSON
- * document (json/dom.h) kept in the view for the next one. */
+ * document (json/dom.h) kept in the view for the next one, and read once for all the views of
+ * fhirsync_view_eval_many. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -594,7 +595,9 @@ const fhirsync_view_column *fhirsync_view_column_at(const fhirsync_view *view, s
 typedef struct run {
     fhirsync_view *view;
     fs_fp_env env;
-    fhirsync_view_row_fn row;
+    fhirsync_view_row_fn row;           /* fhirsync_view_eval's callback, or NULL */
+    fhirsync_view_many_row_fn many_row; /* fhirsync_view_eval_many's */
+    size_t index;                       /* the view's index for many_row */
     void *userdata;
     fhirsync_error *err;
 } run;
@@ -815,7 +818,9 @@ static fhirsync_code gen_select(run *r, const select_node *sel, const fs_fp_item
 static fhirsync_code emit(run *r, const cont *self)
 {
     (void)self;
-    return r->row(r->userdata, r->view->row, r->view->ncols);
+    if (r->row)
+        return r->row(r->userdata, r->view->row, r->view->ncols);
+    return r->many_row(r->userdata, r->index, r->view->row, r->view->ncols);
 }
 
 /* The view's where clauses: true when every one is true (an empty result is false). */
@@ -870,5 +875,39 @@ fhirsync_code fhirsync_view_eval(fhirsync_view *view, const char *resource, size
         rc = eval_resource(&r, doc, fs_json_member_str(doc, "resourceType", 12));
     }
     fs_json_dom_trim(&view->resource_doc, SCRATCH_KEEP);
+    return rc;
+}
+
+fhirsync_code fhirsync_view_eval_many(fhirsync_view *const *views, size_t count,
+                                      const char *resource, size_t len,
+                                      fhirsync_view_many_row_fn row, fhirsync_view_many_end_fn end,
+                                      void *userdata, fhirsync_error *err)
+{
+    bool null_view = false;
+    for (size_t i = 0; views && i < count; i++)
+        null_view = null_view || !views[i];
+    if ((count && !views) || null_view || !resource || !row)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_view_eval_many: NULL argument");
+    if (count == 0)
+        return FHIRSYNC_OK;
+    fs_json_dom *scratch = &views[0]->resource_doc;
+    const fs_json_node *doc;
+    fhirsync_code rc = fs_json_dom_parse(scratch, resource, len, "resource", &doc, err);
+    if (rc == FHIRSYNC_OK) {
+        const char *type = fs_json_member_str(doc, "resourceType", 12);
+        fhirsync_error view_err;
+        for (size_t i = 0; i < count && rc == FHIRSYNC_OK; i++) {
+            run r = {.view = views[i],
+                     .many_row = row,
+                     .index = i,
+                     .userdata = userdata,
+                     .err = end ? &view_err : err};
+            fs_err_clear(&view_err);
+            rc = eval_resource(&r, doc, type);
+            if (end)
+                rc = end(userdata, i, rc, &view_err);
+        }
+    }
+    fs_json_dom_trim(scratch, SCRATCH_KEEP);
     return rc;
 }
