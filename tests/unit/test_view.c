@@ -87,7 +87,7 @@ static char *eval_text(const char *expr)
                 break;
             case FS_FP_NODE:
                 at += (size_t)snprintf(out + at, sizeof out - at, "%s{%s}", sep,
-                                       it->type ? it->type : "");
+                                       fs_fp_item_type(it) ? fs_fp_item_type(it) : "");
                 break;
             }
         }

@@ -26,7 +26,8 @@ typedef enum fs_fp_kind {
 /* One item of a collection. Strings borrow from the resource or the arena. */
 typedef struct fs_fp_item {
     fs_fp_kind kind;
-    const char *type; /* FHIR type when known (a choice suffix: "Quantity", "dateTime"), or NULL */
+    const char *type; /* FHIR type when known (a choice suffix: "Quantity", "dateTime"), or NULL
+                         (an object's resourceType is not copied here: see fs_fp_item_type) */
     const fs_json_node *node; /* FS_FP_NODE: the object */
     const fs_json_node *ext;  /* a primitive's `_name` object (extensions, id), or NULL */
     bool b;
@@ -85,12 +86,13 @@ fhirsync_code fs_fp_eval(const fs_fp_expr *expr, const fs_fp_env *env, const fs_
                          fs_fp_coll *out, fhirsync_error *err);
 
 /* The item of a JSON value (a resource, or a constant), as member access would give it: an object
- * is FS_FP_NODE (its type its resourceType when `type` is NULL), a number FS_FP_INTEGER when it
- * is integral and fits, else FS_FP_DECIMAL with its text; null, an array or a NULL value is
+ * is FS_FP_NODE (of type `type`, else of its resourceType: fs_fp_item_type), a number FS_FP_INTEGER
+ * when it is integral and fits, else FS_FP_DECIMAL with its text; null, an array or a NULL value is
  * FS_FP_NULL. The item borrows from the value's document. */
 void fs_fp_item_of_node(const fs_json_node *value, const char *type, fs_fp_item *out);
 
-/* The FHIRPath type name of an item ("boolean", "decimal", "Quantity", "Patient"). */
+/* The FHIRPath type name of an item ("boolean", "decimal", "Quantity", "Patient": its `type`,
+ * else an object's resourceType, else the kind's), NULL for an object of unknown type. */
 const char *fs_fp_item_type(const fs_fp_item *item);
 
 #endif

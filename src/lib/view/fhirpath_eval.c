@@ -23,7 +23,8 @@ struct fs_fp_block {
 
 #define BLOCK_SIZE 16384
 
-void *fs_fp_alloc(fs_fp_arena *a, size_t n)
+/* n bytes of the arena, not zeroed; NULL on out of memory. */
+static void *arena_take(fs_fp_arena *a, size_t n)
 {
     n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     fs_fp_block *b = a->blocks;
@@ -39,7 +40,14 @@ void *fs_fp_alloc(fs_fp_arena *a, size_t n)
     }
     void *p = (char *)b->data + b->used;
     b->used += n;
-    memset(p, 0, n);
+    return p;
+}
+
+void *fs_fp_alloc(fs_fp_arena *a, size_t n)
+{
+    void *p = arena_take(a, n);
+    if (p)
+        memset(p, 0, n);
     return p;
 }
 
@@ -71,7 +79,7 @@ bool fs_fp_push(fs_fp_arena *a, fs_fp_coll *c, const fs_fp_item *item)
 {
     if (c->count == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 4;
-        fs_fp_item *items = fs_fp_alloc(a, cap * sizeof *items);
+        fs_fp_item *items = arena_take(a, cap * sizeof *items); /* filled as items come */
         if (!items)
             return false;
         if (c->count)
@@ -126,14 +134,10 @@ void fs_fp_item_of_node(const fs_json_node *value, const char *type, fs_fp_item 
         out->kind = FS_FP_BOOLEAN;
         out->b = value->kind == FS_JSON_TRUE;
         break;
-    case FS_JSON_OBJECT: {
+    case FS_JSON_OBJECT: /* its resourceType, when it has one, is looked up when asked for */
         out->kind = FS_FP_NODE;
         out->node = value;
-        const char *rt = fs_json_member_str(value, "resourceType", 12);
-        if (rt && !type)
-            out->type = rt;
         break;
-    }
     default: break; /* null, an array */
     }
 }
@@ -143,6 +147,7 @@ const char *fs_fp_item_type(const fs_fp_item *item)
     if (item->type)
         return item->type;
     switch (item->kind) {
+    case FS_FP_NODE: return fs_json_member_str(item->node, "resourceType", 12);
     case FS_FP_BOOLEAN: return "boolean";
     case FS_FP_INTEGER: return "integer";
     case FS_FP_DECIMAL: return "decimal";
@@ -263,13 +268,14 @@ static const char *const complex_types[] = {"Address",
  * when the suffix names no type (`codeSystem` is no choice of `code`). */
 static const char *choice_type(const char *suffix)
 {
+    int first = tolower((unsigned char)suffix[0]);
     for (size_t i = 0; i < sizeof primitive_types / sizeof primitive_types[0]; i++) {
         const char *t = primitive_types[i];
-        if (tolower((unsigned char)suffix[0]) == t[0] && strcmp(suffix + 1, t + 1) == 0)
+        if (first == t[0] && strcmp(suffix + 1, t + 1) == 0)
             return t;
     }
     for (size_t i = 0; i < sizeof complex_types / sizeof complex_types[0]; i++)
-        if (strcmp(suffix, complex_types[i]) == 0)
+        if (suffix[0] == complex_types[i][0] && strcmp(suffix, complex_types[i]) == 0)
             return complex_types[i];
     return NULL;
 }
@@ -354,9 +360,9 @@ static fhirsync_code member(eval *ev, const char *name, const fs_fp_coll *input,
         /* the member and its `_name` sibling in one pass over the (few) members */
         const fs_json_node *value = NULL, *ext = NULL, *key = obj + 1;
         for (uint32_t k = 0; k < obj->len; k++, key = fs_json_next(key + 1)) {
-            if (key->len == nlen && memcmp(key->text, name, nlen) == 0)
+            if (key->len == nlen && key->text[0] == name[0] && memcmp(key->text, name, nlen) == 0)
                 value = key + 1;
-            else if (ext_named && is_ext_of(key, name, nlen))
+            else if (ext_named && key->text[0] == '_' && is_ext_of(key, name, nlen))
                 ext = key + 1;
         }
         if (value || ext) {
@@ -738,7 +744,8 @@ static bool type_matches(const fs_fp_item *it, const char *type)
     if (strcmp(t, type) == 0)
         return true;
     /* System types as FHIRPath spells them (String, Integer, Decimal, Boolean) */
-    if (!it->type && tolower((unsigned char)type[0]) == t[0] && strcmp(type + 1, t + 1) == 0)
+    if (!it->type && it->kind != FS_FP_NODE && tolower((unsigned char)type[0]) == t[0] &&
+        strcmp(type + 1, t + 1) == 0)
         return true;
     return false;
 }
