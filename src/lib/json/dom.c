@@ -47,19 +47,25 @@ typedef struct reader {
     bool nomem;
 } reader;
 
-/* A new node at the end of the tape: its index, or UINT32_MAX on out of memory. */
-static inline uint32_t add_node(reader *r, fs_json_kind kind, const unsigned char *text,
-                                uint32_t len)
+/* Room for one more node on the tape (grown when full); false on out of memory. */
+static bool make_room(reader *r)
 {
     fs_json_dom *d = r->dom;
-    if (d->count == d->nodes_cap) {
-        fs_json_node *grown = fs_array_grow(d->nodes, &d->nodes_cap, sizeof *grown, 64);
-        if (!grown) {
-            r->nomem = true;
-            return UINT32_MAX;
-        }
-        d->nodes = grown;
+    if (d->count < d->nodes_cap)
+        return true;
+    fs_json_node *grown = fs_array_grow(d->nodes, &d->nodes_cap, sizeof *grown, 64);
+    if (!grown) {
+        r->nomem = true;
+        return false;
     }
+    d->nodes = grown;
+    return true;
+}
+
+/* A new node at the end of the tape (make_room first): its index. */
+static inline uint32_t add_node(fs_json_dom *d, fs_json_kind kind, const unsigned char *text,
+                                uint32_t len)
+{
     fs_json_node *n = &d->nodes[d->count];
     n->text = (const char *)text;
     n->len = len;
@@ -147,11 +153,14 @@ static bool has_duplicate(reader *r, const fs_json_node *obj)
 }
 
 /* Read the value at p into the tape: NULL with the fault in r on failure, else the end of the
- * text (only whitespace may follow the value). */
+ * text (only whitespace may follow the value). The innermost open container is `top` (its index
+ * on the tape; the others are on d->open), kept in locals: most of the work is per value. */
 static const unsigned char *read_value(reader *r, unsigned char *p, unsigned char *end)
 {
     fs_json_dom *d = r->dom;
     size_t depth = 0; /* containers open */
+    uint32_t top = 0; /* the innermost one, when depth > 0 */
+    bool top_object = false;
     unsigned char *q;
     int c; /* the byte at p after a value (-1: the end), read before a number's NUL went there */
     unsigned seen;
@@ -167,15 +176,20 @@ value:
         r->error = FS_LEX_E_DEPTH;
         goto bad;
     }
-    if (depth && d->nodes[d->open[depth - 1]].kind == FS_JSON_ARRAY)
-        d->nodes[d->open[depth - 1]].len++;
+    if (!make_room(r))
+        return NULL;
+    if (depth && !top_object)
+        d->nodes[top].len++;
     switch (*p) {
     case '{':
     case '[': {
         bool object = *p == '{';
-        uint32_t index = add_node(r, object ? FS_JSON_OBJECT : FS_JSON_ARRAY, NULL, 0);
-        if (index == UINT32_MAX)
-            return NULL;
+        uint32_t index = add_node(d, object ? FS_JSON_OBJECT : FS_JSON_ARRAY, NULL, 0);
+        p = (unsigned char *)fs_lex_skip_ws(p + 1, end);
+        if (p < end && *p == (object ? '}' : ']')) {
+            p++;
+            goto after;
+        }
         if (depth == d->open_cap) {
             uint32_t *grown = fs_array_grow(d->open, &d->open_cap, sizeof *grown, 32);
             if (!grown) {
@@ -185,12 +199,8 @@ value:
             d->open = grown;
         }
         d->open[depth++] = index;
-        p = (unsigned char *)fs_lex_skip_ws(p + 1, end);
-        if (p < end && *p == (object ? '}' : ']')) {
-            p++;
-            depth--;
-            goto after;
-        }
+        top = index;
+        top_object = object;
         if (object)
             goto member;
         goto value;
@@ -199,8 +209,7 @@ value:
         seen = 0;
         if (!(q = (unsigned char *)fs_lex_string(p + 1, end, false, &seen, &r->error, &at)))
             goto bad;
-        if (add_node(r, FS_JSON_STRING, p + 1, finish_string(p + 1, q - 1, seen)) == UINT32_MAX)
-            return NULL;
+        add_node(d, FS_JSON_STRING, p + 1, finish_string(p + 1, q - 1, seen));
         p = q;
         goto after;
     case 't':
@@ -210,19 +219,13 @@ value:
             r->error = FS_LEX_E_UNEXPECTED;
             goto bad;
         }
-        if (add_node(r,
-                     *p == 't'   ? FS_JSON_TRUE
-                     : *p == 'f' ? FS_JSON_FALSE
-                                 : FS_JSON_NULL,
-                     NULL, 0) == UINT32_MAX)
-            return NULL;
+        add_node(d, *p == 't' ? FS_JSON_TRUE : *p == 'f' ? FS_JSON_FALSE : FS_JSON_NULL, NULL, 0);
         p = q;
         goto after;
     default:
         if (!(q = (unsigned char *)fs_lex_number(p, end, &r->error, &at)))
             goto bad;
-        if (add_node(r, FS_JSON_NUMBER, p, (uint32_t)(q - p)) == UINT32_MAX)
-            return NULL;
+        add_node(d, FS_JSON_NUMBER, p, (uint32_t)(q - p));
         /* the byte after the number becomes its NUL (the copy has one at its end) */
         c = q < end ? *q : -1;
         *q = '\0';
@@ -240,30 +243,32 @@ after:
 after_c:
     if (depth == 0)
         return p;
+    if (c == ',') {
+        p = (unsigned char *)fs_lex_skip_ws(p + 1, end);
+        if (top_object)
+            goto member;
+        goto value;
+    }
+    if (c != (top_object ? '}' : ']')) {
+        r->error = top_object ? FS_LEX_E_OBJECT : FS_LEX_E_ARRAY;
+        goto bad;
+    }
+    p++;
     {
-        fs_json_node *top = &d->nodes[d->open[depth - 1]];
-        bool object = top->kind == FS_JSON_OBJECT;
-        if (c == ',') {
-            p = (unsigned char *)fs_lex_skip_ws(p + 1, end);
-            if (object)
-                goto member;
-            goto value;
-        }
-        if (c != (object ? '}' : ']')) {
-            r->error = object ? FS_LEX_E_OBJECT : FS_LEX_E_ARRAY;
-            goto bad;
-        }
-        p++;
-        depth--;
-        top->span = (uint32_t)(d->count - (size_t)(top - d->nodes));
-        if (object && has_duplicate(r, top)) {
+        fs_json_node *closed = &d->nodes[top];
+        closed->span = (uint32_t)(d->count - top);
+        if (top_object && has_duplicate(r, closed)) {
             r->why = "duplicate object key";
             goto bad;
         }
         if (r->nomem)
             return NULL;
-        goto after;
     }
+    if (--depth) {
+        top = d->open[depth - 1];
+        top_object = d->nodes[top].kind == FS_JSON_OBJECT;
+    }
+    goto after;
 
 member:
     if (p >= end || *p != '"') {
@@ -273,9 +278,10 @@ member:
     seen = 0;
     if (!(q = (unsigned char *)fs_lex_string(p + 1, end, false, &seen, &r->error, &at)))
         goto bad;
-    if (add_node(r, FS_JSON_STRING, p + 1, finish_string(p + 1, q - 1, seen)) == UINT32_MAX)
+    if (!make_room(r))
         return NULL;
-    d->nodes[d->open[depth - 1]].len++;
+    add_node(d, FS_JSON_STRING, p + 1, finish_string(p + 1, q - 1, seen));
+    d->nodes[top].len++;
     p = (unsigned char *)fs_lex_skip_ws(q, end);
     if (p >= end || *p != ':') {
         r->error = FS_LEX_E_COLON;
