@@ -264,7 +264,23 @@ static void test_writes_keep_views_current(void **state)
         fhirsync_store_delete(s, "Observation", "x", "2023-01-01T00:00:00Z", 0, &removed, &err));
     assert_false(removed);
     assert_int_equal(query_long(s, "SELECT count(*) FROM bp"), 1);
+    /* the same version again replaces its rows, not adds to them; so does a newer version of a
+     * resource inserted in the same batch (an export that has it twice) */
+    put(s, v2, FHIRSYNC_PUT_STORED);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM bp"), 1);
+    char *z1 = obs("z", "1", "2024-01-01T00:00:00Z", "preliminary", "5", true);
+    char *z2 = obs("z", "2", "2024-02-01T00:00:00Z", "final", "6", true);
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    put(s, z1, FHIRSYNC_PUT_STORED);
+    put(s, z2, FHIRSYNC_PUT_STORED);
+    put(s, z2, FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM bp WHERE id = 'z'"), 2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM bp WHERE id = 'z' AND status = 'final'"),
+                     2);
     assert_table_equals_view(s, obs_view, "bp", "Observation", 0);
+    free(z1);
+    free(z2);
     free(v1);
     free(v2);
     free(y);

@@ -115,7 +115,9 @@ struct fhirsync_store {
     fs_store_view **view_set; /* view_count slots: the views of one type, evaluated together */
     fhirsync_view **view_set_views; /* ... and their compiled views (fhirsync_view_eval_many) */
     bool views_tx;                  /* the registry was read in the open transaction */
-    int64_t loaded_at_epoch;        /* cache of the formatted loaded_at of puts */
+    bool put_inserted; /* the last ops->put stored an id new to its table (an engine that cannot
+                          tell leaves it false): its views have no rows to delete */
+    int64_t loaded_at_epoch; /* cache of the formatted loaded_at of puts */
     char loaded_at[32];
     char hostname[256];
     long pid;

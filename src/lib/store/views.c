@@ -584,9 +584,10 @@ static fhirsync_code materialize(fhirsync_store *s, const char *type, fs_store_v
 }
 
 fhirsync_code fs_store_views_put(fhirsync_store *s, fs_store_type *t, const char *id, size_t id_len,
-                                 const char *line, size_t len, int64_t run_id, fhirsync_error *err)
+                                 const char *line, size_t len, int64_t run_id, bool inserted,
+                                 fhirsync_error *err)
 {
-    return materialize(s, t->name, NULL, id, id_len, line, len, run_id, true, NULL, err);
+    return materialize(s, t->name, NULL, id, id_len, line, len, run_id, !inserted, NULL, err);
 }
 
 fhirsync_code fs_store_views_delete(fhirsync_store *s, fs_store_type *t, const char *id,
