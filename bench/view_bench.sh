@@ -20,7 +20,7 @@
 #
 #   bench/view_bench.sh [BUILD_DIR]     (default: build/release; a release build is best)
 #   PATIENTS="1000 10000"  the sizes (default 10000; about 99 resources per patient, 0.89 KB each)
-#   ROUNDS=3 (view_bench), SYNC_ROUNDS=2 (each sync), EVERY=1 (view_bench's every-line pass)
+#   ROUNDS=3 (view_bench), SYNC_ROUNDS=3 (each sync), EVERY=1 (view_bench's every-line pass)
 # needs: node, curl, /usr/bin/time; about 2 GB of free disk in $TMPDIR at 10,000 patients.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +34,7 @@ done
 [ -x /usr/bin/time ] || { echo "view_bench: /usr/bin/time is needed (CPU time, peak RSS)" >&2; exit 2; }
 sizes=${PATIENTS:-10000}
 rounds=${ROUNDS:-3}
-sync_rounds=${SYNC_ROUNDS:-2}
+sync_rounds=${SYNC_ROUNDS:-3}
 every=${EVERY:-1}
 work=$(mktemp -d "${TMPDIR:-/tmp}/fhirsync-view-bench.XXXXXX")
 sandbox_pid=

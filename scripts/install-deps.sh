@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git ca-certificates curl openssl
           libcurl4-openssl-dev libssl-dev libjansson-dev libsqlite3-dev libpq-dev
-          libmicrohttpd-dev libinih-dev libcmocka-dev
+          libmicrohttpd-dev libinih-dev libcmocka-dev libsystemd-dev
           postgresql valgrind clang clang-format-14 nodejs npm time bc sqlite3 chromium)
 missing=()
 for p in "${packages[@]}"; do

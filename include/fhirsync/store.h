@@ -185,6 +185,71 @@ FHIRSYNC_API fhirsync_code fhirsync_store_watermark(fhirsync_store *store, const
 FHIRSYNC_API fhirsync_code fhirsync_store_set_watermark(fhirsync_store *store, const char *endpoint,
                                                         const char *watermark, fhirsync_error *err);
 
+/* ---- each endpoint's status ------------------------------------------------------------------ */
+/* What an operator asks of a store (`fhirsync status`, the metrics of `sync --every`): per
+ * endpoint, whether it is syncing, failing or behind, from the audit and the watermark. */
+
+typedef enum fhirsync_endpoint_state {
+    FHIRSYNC_STATE_NEVER = 0,      /* no run recorded */
+    FHIRSYNC_STATE_IDLE = 1,       /* nothing running; the latest run ended ok or partial */
+    FHIRSYNC_STATE_FAILING = 2,    /* nothing running; the latest run failed */
+    FHIRSYNC_STATE_RUNNING = 3,    /* a run is in progress: its process holds the endpoint's
+                                      lock, or workers are loading the files of its export */
+    FHIRSYNC_STATE_INTERRUPTED = 4 /* the latest run is recorded as running but nothing runs it:
+                                      its process ended without finishing it (killed, crashed,
+                                      power loss); the next sync marks it failed and resumes */
+} fhirsync_endpoint_state;
+
+/* "never", "idle", "failing", "running", "interrupted". */
+FHIRSYNC_API const char *fhirsync_endpoint_state_name(fhirsync_endpoint_state state);
+
+/* One endpoint's status. Strings are borrowed for the duration of the callback; times are FHIR
+ * instants as recorded (the store's writers' clocks; the watermark is the server's clock), with
+ * the same instant as epoch seconds beside each (0 when absent). Allocated by the library: fields
+ * are only ever appended. */
+typedef struct fhirsync_endpoint_status {
+    const char *endpoint;
+    fhirsync_endpoint_state state;
+    /* the latest run (0 / NULL: none) */
+    int64_t last_run_id;
+    fhirsync_run_status last_run_status;
+    const char *last_run_mode;
+    const char *last_run_started_at;
+    int64_t last_run_started_s;
+    const char *last_run_finished_at; /* NULL while running (or interrupted) */
+    int64_t last_run_finished_s;
+    const char *last_run_host; /* who ran it: host name and process id */
+    int64_t last_run_pid;
+    /* the latest successful (ok or partial) run */
+    int64_t last_success_id;
+    const char *last_success_at; /* when it finished */
+    int64_t last_success_s;
+    /* the watermark: the next sync's _since (NULL: none, the next sync is full) */
+    const char *watermark;
+    int64_t watermark_s;
+    const char *watermark_updated_at; /* when it last moved */
+    int64_t watermark_updated_s;
+    /* failures */
+    int64_t consecutive_failures; /* failed runs after the latest successful one */
+    int64_t last_error_run_id;    /* the latest failed run (0: none ever) */
+    const char *last_error;       /* its error, on one line (line breaks and tabs as spaces) */
+    const char *last_error_at;    /* when it ended */
+    int64_t last_error_s;
+} fhirsync_endpoint_status;
+
+typedef int (*fhirsync_endpoint_status_cb)(const fhirsync_endpoint_status *status, void *userdata);
+
+/* The status of `endpoint` (NULL: of every endpoint with a run or a watermark in the store, by
+ * name; an endpoint with neither is not reported: it was never synced), one call each (non-zero
+ * stops). Whether a run recorded as running still runs is asked of the endpoint's lock
+ * (SQLite: the lock file's flock, which also sees the calling process's own runs; PostgreSQL: the
+ * advisory lock, whichever machine holds it) and, for workers' runs, of the work queue. Works on
+ * read-only handles and creates nothing. Not inside a batch. FHIRSYNC_E_STORE;
+ * FHIRSYNC_E_NOMEM. */
+FHIRSYNC_API fhirsync_code fhirsync_store_status(fhirsync_store *store, const char *endpoint,
+                                                 fhirsync_endpoint_status_cb cb, void *userdata,
+                                                 fhirsync_error *err);
+
 /* ---- queries --------------------------------------------------------------------------------- */
 /* Callbacks receive borrowed values valid during the call only, and return non-zero to stop
  * early (the function then returns FHIRSYNC_OK; PostgreSQL still reads and drops the rest of the

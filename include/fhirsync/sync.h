@@ -158,7 +158,7 @@ FHIRSYNC_API const char *fhirsync_sync_errmsg(const fhirsync_sync *sync);
 /* What the last run did. Strings are borrowed from the handle until the next run or the free.
  * Versioned (see common.h), since it is the caller's memory that the library fills and it grows
  * with new counters: set it up with fhirsync_sync_stats_init(). */
-#define FHIRSYNC_SYNC_STATS_VERSION 1
+#define FHIRSYNC_SYNC_STATS_VERSION 2
 typedef struct fhirsync_sync_stats {
     unsigned int version;         /* FHIRSYNC_SYNC_STATS_VERSION, set by the _init */
     int64_t run_id;               /* 0 when no run was started (lock refused, ...) */
@@ -177,6 +177,13 @@ typedef struct fhirsync_sync_stats {
     double duration_s;
     int64_t reconciled; /* of `deleted`: rows a reconciliation found gone */
     int64_t inserted;   /* rows new to the store (sum of the types' `inserted`) */
+    /* version 2: what the run asked of the network (the run's own thread: requests of the FHIR
+     * server, its file storage and the token endpoint) */
+    int64_t http_responses; /* HTTP responses received, every retry and redirect hop included */
+    int64_t rate_limited;   /* of which 429 Too Many Requests */
+    int64_t bytes_received; /* bytes of response bodies, after content decoding */
+    int64_t token_requests; /* access tokens obtained from the token endpoint (the first of the
+                               run unless one was cached, and every renewal) */
 } fhirsync_sync_stats;
 
 /* Zero `stats` and set its version (FHIRSYNC_SYNC_STATS_VERSION); FHIRSYNC_E_ARG for a version

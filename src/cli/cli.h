@@ -54,7 +54,8 @@ int cli_write_public_file(const char *path, const char *text, bool replace);
 
 /* Common options of every command that talks to an endpoint. */
 typedef struct cli_profile {
-    const char *config_path;   /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present */
+    const char *config_path;   /* --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini if present;
+                                  a file or a directory of *.ini files */
     const char *endpoint_name; /* --endpoint, else FHIRSYNC_ENDPOINT, else the only one */
     struct {
         const char *setting;
@@ -64,6 +65,7 @@ typedef struct cli_profile {
     size_t override_count;
     int verbosity; /* -v: info, -vv: debug */
     bool quiet;
+    bool log_json; /* --log-format json: log lines on stderr as JSON objects */
 } cli_profile;
 
 /* The command's options followed by the common ones (config, endpoint, one flag per setting,
@@ -72,14 +74,39 @@ const struct option *cli_options(const struct option *command_options, const cha
                                  char *short_opts, size_t short_size);
 /* Handle one getopt_long result if it is a common option: 1 consumed, 0 not ours, <0 exit code. */
 int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *command);
+/* The configuration to read: --config, else FHIRSYNC_CONFIG, else ./fhirsync.ini when it exists;
+ * NULL when there is none. */
+const char *cli_config_path(const cli_profile *p);
+/* The layers above the configuration files, applied to one endpoint: FHIRSYNC_* variables, then
+ * the setting flags. */
+fhirsync_code cli_apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err);
 /* Build the endpoint profile: config file, then environment, then flags. On success *out is the
  * caller's (fhirsync_endpoint_free). */
 fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
                                   fhirsync_error *err);
 /* Load the whole configuration with env/flag overrides applied to every endpoint (for sync). */
 fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fhirsync_error *err);
-/* Route library logs to stderr at the profile's verbosity. */
+/* Route library logs to stderr at the profile's verbosity, as text ("fhirsync: LEVEL: line") or,
+ * with --log-format json, one JSON object a line: {"time", "level", "message", "endpoint" when
+ * known}. Every line has gone through the library's redaction path. */
 void cli_setup_logging(const cli_profile *p);
+/* A line of the tool's own on stderr (progress, warnings, errors), in the format set up:
+ * text "fhirsync: [ENDPOINT] message" (the endpoint only when `prefix`), or a JSON object with
+ * the endpoint. The message goes through fhirsync_redact(). Thread-safe. */
+void cli_log(fhirsync_log_level level, const char *endpoint, bool prefix, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The endpoint this thread works for (NULL: none), named in the JSON log lines the library
+ * writes from this thread. */
+void cli_log_set_thread_endpoint(const char *endpoint);
+/* Set the format before cli_setup_logging (the option parser does, so that usage errors found
+ * after --log-format json are JSON lines too). */
+void cli_log_json_early(bool json);
+/* Whether log lines are JSON. */
+bool cli_log_is_json(void);
+/* Append `s` as a JSON string (quotes and escapes; "null" for NULL) to out[*used..size). */
+void cli_json_string(char *out, size_t size, size_t *used, const char *s);
+/* "15m", "1h30m", "30s", "2d" into seconds; 0 when malformed. */
+long cli_parse_duration(const char *text);
 /* The store: --store, else the profile's setting (config, FHIRSYNC_STORE), else the default;
  * with several endpoints and no --endpoint, the store they all share. *owned receives what the
  * caller frees. NULL (err filled) when it cannot be told. */
@@ -91,6 +118,40 @@ fhirsync_code cli_views_register(fhirsync_store *store, const char *setting, boo
                                  fhirsync_error *err);
 /* Print the common options' help. */
 void cli_print_common_help(FILE *out);
+
+/* ---- the service's systemd notifications (notify.c) ----------------------------------------- */
+/* No-ops without libsystemd at build time or outside a Type=notify unit. The scheduler's thread
+ * only. */
+void cli_notify_init(void); /* reads the watchdog interval */
+void cli_notify_ready(const char *status);
+void cli_notify_reloading(void);
+void cli_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_notify_watchdog(void); /* WATCHDOG=1 when half the interval has passed */
+void cli_notify_stopping(void);
+bool cli_notify_available(void); /* built with libsystemd */
+
+/* ---- the service's metrics and health endpoints (metrics.c) ---------------------------------- */
+/* One process-wide registry; every function is thread-safe and a no-op until cli_metrics_start
+ * succeeded. */
+
+/* Serve /metrics, /healthz and /readyz on ADDRESS:PORT (127.0.0.1:9464, [::1]:9464; port 0: any
+ * free port). A non-loopback address is refused unless `allow_remote`. Logs the URL it serves.
+ * 0, or an exit status after a message. */
+int cli_metrics_start(const char *address, bool allow_remote);
+void cli_metrics_stop(void);
+/* The configured endpoints and their stores (a reload calls it again; counters are kept by
+ * endpoint name). Copied. */
+void cli_metrics_configure(size_t n, const char *const *names, const char *const *stores);
+/* The scheduler's loop is alive (/healthz answers 503 when it has not said so for 60 s). */
+void cli_metrics_heartbeat(void);
+void cli_metrics_run_started(const char *endpoint);
+/* A run ended with `rc`; `stats` (may be NULL) what it did. */
+void cli_metrics_run_ended(const char *endpoint, fhirsync_code rc,
+                           const fhirsync_sync_stats *stats);
+/* Resources stored, deleted and quarantined as a run goes (its LOADED events). */
+void cli_metrics_loaded(const char *endpoint, int64_t stored, int64_t deleted, int64_t quarantined);
+/* When the scheduler will run the endpoint next (epoch seconds). */
+void cli_metrics_next_run(const char *endpoint, int64_t epoch);
 
 /* Sub-commands: each lives in its own file, named cmd_<name>.c. */
 typedef struct cli_command {
@@ -109,6 +170,8 @@ int cmd_sync(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_view(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 /* `view add|refresh|list|remove` (cmd_view_store.c), and their lines of the usage. */
 int cli_view_store(const char *sub, int argc, char **argv);
 void cli_view_store_usage(FILE *out);

@@ -6,8 +6,10 @@
  * again; SIGTERM/SIGINT let the current file finish and exit (0 when the last runs were ok, 12
  * when one was interrupted), SIGHUP reloads the configuration before the next run. A failed run
  * is recorded by the library and retried at the next tick. Workers (--worker) share syncs and
- * export files through the store's work queue; --enqueue queues syncs for them. Uses only the
- * public API (fhirsync/sync.h, fhirsync/store.h). */
+ * export files through the store's work queue; --enqueue queues syncs for them. As a service it
+ * can serve metrics and health checks (--metrics, cli/metrics.c) and tells systemd it is ready,
+ * alive (the watchdog, pinged from the scheduler's loop, which never waits on a run) and what it
+ * does (cli/notify.c). Uses only the public API (fhirsync/sync.h, fhirsync/store.h). */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,7 +23,8 @@
 #include "fhirsync/store.h"
 #include "fhirsync/sync.h"
 
-#define MAX_ENDPOINTS 256
+/* endpoints one process syncs (a configuration with more is refused, not cut short) */
+#define MAX_ENDPOINTS 4096
 
 static void usage(FILE *out)
 {
@@ -68,6 +71,10 @@ static void usage(FILE *out)
         "  --every DURATION       run again and again (15m, 1h, 30s); the `every` setting too\n"
         "  --json                 print each run's summary as one JSON line\n"
         "  --no-progress          no progress lines (errors and warnings only)\n"
+        "  --metrics ADDR:PORT    with --every or --worker: serve /metrics (Prometheus),\n"
+        "                         /healthz and /readyz there (127.0.0.1:9464; port 0: any)\n"
+        "  --metrics-allow-remote let --metrics listen on a non-loopback address (no TLS, no\n"
+        "                         authentication: behind a firewall or a proxy only)\n"
         "\n"
         "workers (several processes or machines on one PostgreSQL store):\n"
         "  --worker               claim endpoint syncs and export files until stopped\n"
@@ -83,6 +90,8 @@ static void usage(FILE *out)
             "signals: SIGTERM/SIGINT finish the file being stored and exit (0 when the last runs\n"
             "were ok, 12 when interrupted mid-run: the next run resumes); SIGHUP reloads the\n"
             "configuration before the next run.\n"
+            "systemd: under Type=notify the service reports READY=1 once it schedules, STATUS=\n"
+            "lines, WATCHDOG=1 at half WatchdogSec and STOPPING=1 (built with libsystemd).\n"
             "exit codes: 0 ok, 2 usage, 3 configuration, 4 key, 5 authentication, 6 not found,\n"
             "7 server error, 8 protocol, 9 network, 10 partial (lines quarantined), 11 locked,\n"
             "12 interrupted, 13 store or local file error\n");
@@ -121,10 +130,20 @@ static void install_signals(void)
     sigaction(SIGHUP, &sa, NULL);
 }
 
+/* What the service's loop does whenever it wakes (at least every 100 ms): tells the metrics'
+ * /healthz and systemd's watchdog that it is alive. */
+static void service_tick(void)
+{
+    cli_metrics_heartbeat();
+    cli_notify_watchdog();
+}
+
 /* Sleep up to `ms`, waking at once on SIGTERM/SIGINT (and on SIGHUP when wake_on_hup). */
 static void nap(int64_t ms, bool wake_on_hup)
 {
+    service_tick();
     while (ms > 0 && !terminate_requested && !(wake_on_hup && reload_requested)) {
+        service_tick();
         int64_t step = ms > 100 ? 100 : ms;
         struct timespec ts = {(time_t)(step / 1000), (long)(step % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -143,30 +162,29 @@ typedef struct ui {
 
 static ui g_ui = {.progress = true, .lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void say(const char *endpoint, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const char *endpoint, const char *fmt, ...)
+static void say_at(fhirsync_log_level level, const char *endpoint, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say_at(fhirsync_log_level level, const char *endpoint, const char *fmt, ...)
 {
+    char text[2048];
     va_list ap;
     va_start(ap, fmt);
-    pthread_mutex_lock(&g_ui.lock);
-    if (g_ui.prefix && endpoint)
-        fprintf(stderr, "fhirsync: [%s] ", endpoint);
-    else
-        fputs("fhirsync: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    fflush(stderr);
-    pthread_mutex_unlock(&g_ui.lock);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    cli_log(level, endpoint, g_ui.prefix, "%s", text);
 }
+
+#define say(...) say_at(FHIRSYNC_LOG_INFO, __VA_ARGS__)
 
 static int on_event(const fhirsync_sync_event *ev, void *userdata)
 {
     (void)userdata;
     if (ev->kind == FHIRSYNC_SYNC_EV_WARNING) {
-        say(ev->endpoint, "warning: %s", ev->message ? ev->message : "");
+        say_at(FHIRSYNC_LOG_WARN, ev->endpoint, "warning: %s", ev->message ? ev->message : "");
         return 0;
     }
+    if (ev->kind == FHIRSYNC_SYNC_EV_LOADED)
+        cli_metrics_loaded(ev->endpoint, ev->count, ev->deleted, ev->quarantined);
     if (!g_ui.progress)
         return 0;
     switch (ev->kind) {
@@ -319,6 +337,7 @@ typedef struct job_list {
     const fhirsync_sync_options *opts;
     fhirsync_code *results;
     pthread_mutex_t lock;
+    size_t live; /* job threads still working */
 } job_list;
 
 static fhirsync_code sync_one(const fhirsync_endpoint *ep, const fhirsync_sync_options *opts)
@@ -328,6 +347,8 @@ static fhirsync_code sync_one(const fhirsync_endpoint *ep, const fhirsync_sync_o
     fhirsync_store *store = NULL;
     fhirsync_sync *sync = NULL;
     fhirsync_error err = {0};
+    cli_log_set_thread_endpoint(name); /* the library's log lines of this thread name it */
+    cli_metrics_run_started(name);
     fhirsync_code rc = fhirsync_store_open(location, 0, &store, &err);
     /* the profile's views (default: the shipped ones); unchanged ones cost one read */
     if (rc == FHIRSYNC_OK)
@@ -335,18 +356,27 @@ static fhirsync_code sync_one(const fhirsync_endpoint *ep, const fhirsync_sync_o
     if (rc == FHIRSYNC_OK)
         rc = fhirsync_sync_new(ep, store, opts, &sync, &err);
     if (rc != FHIRSYNC_OK) {
-        say(name, "%s", err.message[0] ? err.message : fhirsync_strerror(rc));
+        say_at(FHIRSYNC_LOG_ERROR, name, "%s",
+               err.message[0] ? err.message : fhirsync_strerror(rc));
         fhirsync_store_close(store);
+        cli_metrics_run_ended(name, rc, NULL);
+        cli_log_set_thread_endpoint(NULL);
         return rc;
     }
     fhirsync_sync_set_callback(sync, on_event, NULL);
     rc = fhirsync_sync_run(sync);
     if (rc != FHIRSYNC_OK)
-        say(name, "%s", fhirsync_sync_errmsg(sync));
+        say_at(rc == FHIRSYNC_E_PARTIAL ? FHIRSYNC_LOG_WARN : FHIRSYNC_LOG_ERROR, name, "%s",
+               fhirsync_sync_errmsg(sync));
     if (rc != FHIRSYNC_E_LOCKED || g_ui.json)
         print_summary(name, sync, rc);
+    fhirsync_sync_stats st;
+    fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION);
+    fhirsync_sync_get_stats(sync, &st);
+    cli_metrics_run_ended(name, rc, &st);
     fhirsync_sync_free(sync);
     fhirsync_store_close(store);
+    cli_log_set_thread_endpoint(NULL);
     return rc;
 }
 
@@ -361,23 +391,51 @@ static void *job_thread(void *arg)
             break;
         jl->results[i] = sync_one(jl->eps[i], jl->opts);
     }
+    pthread_mutex_lock(&jl->lock);
+    jl->live--;
+    pthread_mutex_unlock(&jl->lock);
     return NULL;
 }
 
-/* Sync eps[0..n) with at most `jobs` at once; results[i] receives each outcome. */
+/* Sync eps[0..n) with at most `jobs` at once; results[i] receives each outcome. `supervise`
+ * (the service): this thread does not sync but keeps the service's loop alive meanwhile
+ * (service_tick), so that a long export never silences the watchdog or /healthz. */
 static void run_syncs(fhirsync_endpoint *const *eps, size_t n, int jobs,
-                      const fhirsync_sync_options *opts, fhirsync_code *results)
+                      const fhirsync_sync_options *opts, fhirsync_code *results, bool supervise)
 {
-    job_list jl = {eps, n, 0, opts, results, PTHREAD_MUTEX_INITIALIZER};
+    job_list jl = {eps, n, 0, opts, results, PTHREAD_MUTEX_INITIALIZER, 0};
     for (size_t i = 0; i < n; i++)
         results[i] = FHIRSYNC_E_CANCELLED;
     size_t threads = (size_t)jobs < n ? (size_t)jobs : n;
     pthread_t tids[64];
     size_t started = 0;
-    for (size_t t = 1; t < threads && t < 64; t++)
-        if (pthread_create(&tids[started], NULL, job_thread, &jl) == 0)
+    for (size_t t = supervise ? 0 : 1; t < threads && t < 64; t++) {
+        pthread_mutex_lock(&jl.lock);
+        jl.live++;
+        pthread_mutex_unlock(&jl.lock);
+        if (pthread_create(&tids[started], NULL, job_thread, &jl) == 0) {
             started++;
-    job_thread(&jl); /* this thread works too */
+        } else {
+            pthread_mutex_lock(&jl.lock);
+            jl.live--;
+            pthread_mutex_unlock(&jl.lock);
+        }
+    }
+    if (supervise && started > 0) {
+        for (;;) {
+            pthread_mutex_lock(&jl.lock);
+            size_t live = jl.live;
+            pthread_mutex_unlock(&jl.lock);
+            if (live == 0)
+                break;
+            service_tick();
+            struct timespec step = {0, 100 * 1000000L};
+            nanosleep(&step, NULL);
+        }
+    } else {
+        jl.live++;
+        job_thread(&jl); /* this thread works too */
+    }
     for (size_t t = 0; t < started; t++)
         pthread_join(tids[t], NULL);
 }
@@ -394,33 +452,6 @@ static int exit_for(const fhirsync_code *results, size_t n)
             worst = code;
     }
     return worst;
-}
-
-/* ---- durations ------------------------------------------------------------------------------- */
-
-/* "15m", "1h30m", "30s", "2d" into seconds; 0 when malformed. */
-static long parse_duration(const char *text)
-{
-    if (!text || !*text)
-        return 0;
-    long total = 0;
-    const char *p = text;
-    while (*p) {
-        if (*p < '0' || *p > '9')
-            return 0;
-        long n = 0;
-        while (*p >= '0' && *p <= '9') {
-            n = n * 10 + (*p++ - '0');
-            if (n > 100000000L)
-                return 0;
-        }
-        long unit = *p == 's' ? 1 : *p == 'm' ? 60 : *p == 'h' ? 3600 : *p == 'd' ? 86400 : 0;
-        if (!unit)
-            return 0;
-        p++;
-        total += n * unit;
-    }
-    return total;
 }
 
 /* ---- the configuration ----------------------------------------------------------------------- */
@@ -444,6 +475,15 @@ static fhirsync_code plan_load(const cli_profile *profile, plan *p, fhirsync_err
     if (rc != FHIRSYNC_OK)
         return rc;
     size_t n = fhirsync_config_endpoint_count(p->cfg);
+    if (n > MAX_ENDPOINTS && !profile->endpoint_name) {
+        err->code = FHIRSYNC_E_CONFIG;
+        snprintf(err->message, sizeof err->message,
+                 "the configuration has %zu endpoints; one sync process takes at most %d: "
+                 "split them between services (a configuration directory each)",
+                 n, MAX_ENDPOINTS);
+        plan_free(p);
+        return FHIRSYNC_E_CONFIG;
+    }
     for (size_t i = 0; i < n && p->count < MAX_ENDPOINTS; i++) {
         fhirsync_endpoint *ep = fhirsync_config_endpoint_at(p->cfg, i);
         if (profile->endpoint_name && strcmp(fhirsync_endpoint_name(ep), profile->endpoint_name))
@@ -539,6 +579,22 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
+/* A worker's sign of life for /healthz and systemd's watchdog: the library's worker loop runs on
+ * the main thread, so a ticker beside it says the process is alive (not that each item
+ * progresses: the leases do that). */
+static volatile sig_atomic_t ticker_stop;
+
+static void *ticker_main(void *arg)
+{
+    (void)arg;
+    while (!ticker_stop) {
+        service_tick();
+        struct timespec step = {0, 100 * 1000000L};
+        nanosleep(&step, NULL);
+    }
+    return NULL;
+}
+
 static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_options *opts, long every)
 {
     if (p->count == 0)
@@ -565,8 +621,18 @@ static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_option
     fhirsync_worker_stats stats;
     fhirsync_worker_stats_init(&stats, FHIRSYNC_WORKER_STATS_VERSION);
     fhirsync_error err = {0};
+    cli_notify_init();
+    pthread_t ticker;
+    ticker_stop = 0;
+    bool ticking = pthread_create(&ticker, NULL, ticker_main, NULL) == 0;
+    cli_notify_ready("worker: claiming syncs and export files");
     fhirsync_code rc =
         fhirsync_sync_worker_run(location, p->cfg, &wo, on_event, NULL, &stats, &err);
+    cli_notify_stopping();
+    if (ticking) {
+        ticker_stop = 1;
+        pthread_join(ticker, NULL);
+    }
     if (sc.started) {
         terminate_requested = 1;
         pthread_join(sc.tid, NULL);
@@ -584,33 +650,103 @@ static int run_worker(plan *p, const worker_args *wa, const fhirsync_sync_option
     return 0;
 }
 
+/* The metrics' view of the configuration: the endpoints and their stores. */
+static void metrics_configure(const plan *p)
+{
+    const char *names[MAX_ENDPOINTS], *stores[MAX_ENDPOINTS];
+    for (size_t i = 0; i < p->count; i++) {
+        names[i] = fhirsync_endpoint_name(p->eps[i]);
+        stores[i] = fhirsync_endpoint_get(p->eps[i], "store");
+    }
+    cli_metrics_configure(p->count, names, stores);
+}
+
+/* Open (create, migrate) each distinct store once before the first run, so that /readyz and
+ * `fhirsync status` can read it from the start; a store that cannot be opened is said, and each
+ * run of its endpoints fails and is retried as usual. */
+static void prepare_stores(const plan *p)
+{
+    for (size_t i = 0; i < p->count; i++) {
+        const char *location = fhirsync_endpoint_get(p->eps[i], "store");
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++) {
+            const char *other = fhirsync_endpoint_get(p->eps[j], "store");
+            seen = (!location && !other) || (location && other && strcmp(location, other) == 0);
+        }
+        if (seen)
+            continue;
+        fhirsync_store *store = NULL;
+        fhirsync_error err = {0};
+        if (fhirsync_store_open(location, 0, &store, &err) != FHIRSYNC_OK)
+            say_at(FHIRSYNC_LOG_ERROR, fhirsync_endpoint_name(p->eps[i]), "store: %s", err.message);
+        fhirsync_store_close(store);
+    }
+}
+
+/* The one-line STATUS= of the service. */
+static void notify_summary(const plan *p, const fhirsync_code *last, const bool *ran, int64_t next)
+{
+    size_t failing = 0, synced = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        if (!ran[i])
+            continue;
+        synced++;
+        if (last[i] != FHIRSYNC_OK && last[i] != FHIRSYNC_E_PARTIAL)
+            failing++;
+    }
+    cli_notify_status("%zu endpoint(s): %zu synced, %zu failing at their last run; next run in "
+                      "%lld s",
+                      p->count, synced - failing, failing, (long long)(next - (int64_t)time(NULL)));
+}
+
 /* The service: each endpoint runs at its own interval (its `every`, else the shortest one). */
 static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
                          const fhirsync_sync_options *opts, long default_every)
 {
     int64_t due[MAX_ENDPOINTS] = {0};
+    fhirsync_code last[MAX_ENDPOINTS];
+    bool ran[MAX_ENDPOINTS] = {false};
     bool interrupted = false;
+    metrics_configure(p);
+    prepare_stores(p);
+    cli_notify_init();
+    char ready[160];
+    snprintf(ready, sizeof ready, "scheduling %zu endpoint(s), every %ld s by default", p->count,
+             default_every);
+    cli_notify_ready(ready);
     for (;;) {
         if (reload_requested) {
             reload_requested = 0;
+            cli_notify_reloading();
             plan fresh;
             fhirsync_error err = {0};
             if (plan_load(profile, &fresh, &err) == FHIRSYNC_OK) {
-                /* an endpoint keeps its schedule; a new one runs now */
+                /* an endpoint keeps its schedule and its last outcome; a new one runs now */
                 int64_t kept[MAX_ENDPOINTS] = {0};
+                fhirsync_code kept_last[MAX_ENDPOINTS];
+                bool kept_ran[MAX_ENDPOINTS] = {false};
                 for (size_t i = 0; i < fresh.count; i++)
                     for (size_t j = 0; j < p->count; j++)
                         if (strcmp(fhirsync_endpoint_name(fresh.eps[i]),
-                                   fhirsync_endpoint_name(p->eps[j])) == 0)
+                                   fhirsync_endpoint_name(p->eps[j])) == 0) {
                             kept[i] = due[j];
+                            kept_last[i] = last[j];
+                            kept_ran[i] = ran[j];
+                        }
                 plan_free(p);
                 *p = fresh;
                 memcpy(due, kept, sizeof due);
+                memcpy(last, kept_last, sizeof last);
+                memcpy(ran, kept_ran, sizeof ran);
+                metrics_configure(p);
+                prepare_stores(p);
                 say(NULL, "configuration reloaded (SIGHUP): %zu endpoint(s)", p->count);
             } else {
-                say(NULL, "configuration NOT reloaded (SIGHUP): %s; keeping the previous one",
-                    err.message);
+                say_at(FHIRSYNC_LOG_ERROR, NULL,
+                       "configuration NOT reloaded (SIGHUP): %s; keeping the previous one",
+                       err.message);
             }
+            cli_notify_ready("configuration reloaded");
         }
         int64_t now = (int64_t)time(NULL);
         fhirsync_endpoint *run[MAX_ENDPOINTS];
@@ -625,22 +761,28 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
             fhirsync_cancel_reset();
             if (terminate_requested) /* a signal just before the reset: keep it */
                 break;
-            run_syncs(run, n, jobs, opts, results);
+            cli_notify_status("syncing %zu of %zu endpoint(s)", n, p->count);
+            run_syncs(run, n, jobs, opts, results, true);
             for (size_t k = 0; k < n; k++) {
                 size_t i = idx[k];
                 if (results[k] == FHIRSYNC_E_CANCELLED)
                     interrupted = true;
-                long every = parse_duration(fhirsync_endpoint_get(p->eps[i], "every"));
+                last[i] = results[k];
+                ran[i] = true;
+                long every = cli_parse_duration(fhirsync_endpoint_get(p->eps[i], "every"));
                 if (every <= 0)
                     every = default_every;
                 /* +-10% jitter so that many services do not hit one EHR in step */
                 double jitter = 0.9 + 0.2 * ((double)rand() / (double)RAND_MAX);
                 due[i] = (int64_t)time(NULL) + (int64_t)((double)every * jitter + 0.5);
+                cli_metrics_next_run(fhirsync_endpoint_name(p->eps[i]), due[i]);
                 if (!terminate_requested && results[k] != FHIRSYNC_OK)
-                    say(fhirsync_endpoint_name(p->eps[i]),
-                        "run ended with %s; next attempt "
-                        "in about %ld s",
-                        fhirsync_strerror(results[k]), every);
+                    say_at(results[k] == FHIRSYNC_E_PARTIAL ? FHIRSYNC_LOG_WARN
+                                                            : FHIRSYNC_LOG_ERROR,
+                           fhirsync_endpoint_name(p->eps[i]),
+                           "run ended with %s; next attempt "
+                           "in about %ld s",
+                           fhirsync_strerror(results[k]), every);
             }
         }
         if (terminate_requested)
@@ -651,10 +793,12 @@ static int run_scheduled(const cli_profile *profile, plan *p, int jobs,
                 next = due[i];
         if (g_ui.progress)
             say(NULL, "next run in %lld s", (long long)(next - (int64_t)time(NULL)));
+        notify_summary(p, last, ran, next);
         nap((next - (int64_t)time(NULL)) * 1000, true);
         if (terminate_requested)
             break;
     }
+    cli_notify_stopping();
     say(NULL, "stopping (signal): %s",
         interrupted ? "a run was interrupted; the next start "
                       "resumes it"
@@ -700,7 +844,9 @@ int cmd_sync(int argc, char **argv)
         OPT_WORKER_ID,
         OPT_LEASE,
         OPT_MAX_DELETE_SHARE,
-        OPT_ALLOW_MASS_DELETE
+        OPT_ALLOW_MASS_DELETE,
+        OPT_METRICS,
+        OPT_METRICS_ALLOW_REMOTE
     };
     static const struct option own[] = {
         {"full", no_argument, NULL, OPT_FULL},
@@ -724,6 +870,8 @@ int cmd_sync(int argc, char **argv)
         {"lease", required_argument, NULL, OPT_LEASE},
         {"max-delete-share", required_argument, NULL, OPT_MAX_DELETE_SHARE},
         {"allow-mass-delete", no_argument, NULL, OPT_ALLOW_MASS_DELETE},
+        {"metrics", required_argument, NULL, OPT_METRICS},
+        {"metrics-allow-remote", no_argument, NULL, OPT_METRICS_ALLOW_REMOTE},
         {NULL, 0, NULL, 0}};
     char short_opts[32];
     const struct option *opts = cli_options(own, "", short_opts, sizeof short_opts);
@@ -731,7 +879,8 @@ int cmd_sync(int argc, char **argv)
     fhirsync_sync_options so;
     fhirsync_sync_options_init(&so, FHIRSYNC_SYNC_OPTIONS_VERSION);
     worker_args wa = {0};
-    bool worker = false;
+    bool worker = false, metrics_allow_remote = false;
+    const char *metrics = NULL;
     long jobs = 2, v;
     int opt;
     optind = 1;
@@ -805,6 +954,8 @@ int cmd_sync(int argc, char **argv)
                 return cli_usage_error("sync", "--wait expects seconds, got '%s'", arg);
             break;
         }
+        case OPT_METRICS: metrics = optarg; break;
+        case OPT_METRICS_ALLOW_REMOTE: metrics_allow_remote = true; break;
         case OPT_JSON: g_ui.json = true; break;
         case OPT_NO_PROGRESS: g_ui.progress = false; break;
         case OPT_WORKER: worker = true; break;
@@ -841,13 +992,30 @@ int cmd_sync(int argc, char **argv)
     long every = 0;
     for (size_t i = 0; i < p.count; i++) {
         const char *text = fhirsync_endpoint_get(p.eps[i], "every");
-        long e = text ? parse_duration(text) : 0;
+        long e = text ? cli_parse_duration(text) : 0;
         if (text && e <= 0) {
             plan_free(&p);
             return cli_usage_error("sync", "every '%s' is not a duration such as 15m", text);
         }
         if (e > 0 && (every == 0 || e < every))
             every = e;
+    }
+    if ((metrics || metrics_allow_remote) && (wa.enqueue || (!worker && every <= 0))) {
+        plan_free(&p);
+        return cli_usage_error("sync", "--metrics goes with a service: --every (or the every "
+                                       "setting) or --worker");
+    }
+    if (metrics_allow_remote && !metrics) {
+        plan_free(&p);
+        return cli_usage_error("sync", "--metrics-allow-remote goes with --metrics");
+    }
+    if (metrics) {
+        int mrc = cli_metrics_start(metrics, metrics_allow_remote);
+        if (mrc != 0) {
+            plan_free(&p);
+            return mrc;
+        }
+        metrics_configure(&p);
     }
     srand((unsigned)(time(NULL) ^ (time_t)getpid()));
     install_signals();
@@ -860,7 +1028,7 @@ int cmd_sync(int argc, char **argv)
         rc = run_scheduled(&profile, &p, (int)jobs, &so, every);
     } else {
         fhirsync_code results[MAX_ENDPOINTS];
-        run_syncs(p.eps, p.count, (int)jobs, &so, results);
+        run_syncs(p.eps, p.count, (int)jobs, &so, results, false);
         rc = exit_for(results, p.count);
         if (terminate_requested && rc == 0)
             rc = EXIT_INTERRUPTED;
@@ -868,6 +1036,7 @@ int cmd_sync(int argc, char **argv)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
+    cli_metrics_stop();
     plan_free(&p);
     return rc;
 }

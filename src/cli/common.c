@@ -1,13 +1,15 @@
-/* cli/common.c: exit codes, error printing, logging to stderr and endpoint-profile resolution
- * shared by the sub-commands. */
+/* cli/common.c: exit codes, error printing, logging to stderr (text, or JSON lines with
+ * --log-format json) and endpoint-profile resolution shared by the sub-commands. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -60,7 +62,11 @@ int cli_fail(const fhirsync_error *err)
 
 int cli_fail_handle(fhirsync_code code, const char *message)
 {
-    fprintf(stderr, "fhirsync: %s\n", message && *message ? message : fhirsync_strerror(code));
+    const char *text = message && *message ? message : fhirsync_strerror(code);
+    if (cli_log_is_json())
+        cli_log(FHIRSYNC_LOG_ERROR, NULL, false, "%s", text);
+    else
+        fprintf(stderr, "fhirsync: %s\n", text);
     return cli_exit_code(code);
 }
 
@@ -68,6 +74,14 @@ int cli_usage_error(const char *command, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    if (cli_log_is_json()) {
+        char text[1024];
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        cli_log(FHIRSYNC_LOG_ERROR, NULL, false, "fhirsync %s: %s (see 'fhirsync %s --help')",
+                command, text, command);
+        return EXIT_USAGE;
+    }
     fprintf(stderr, "fhirsync %s: ", command);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see 'fhirsync %s --help')\n", command);
@@ -85,7 +99,7 @@ int cli_bad_option(const char *command, char **argv)
 
 /* ---- options ------------------------------------------------------------------------------- */
 
-enum { OPT_CONFIG = 900, OPT_ENDPOINT, OPT_SET, OPT_SETTING_BASE = 1000 };
+enum { OPT_CONFIG = 900, OPT_ENDPOINT, OPT_SET, OPT_LOG_FORMAT, OPT_SETTING_BASE = 1000 };
 
 /* Friendlier aliases for a few settings; every setting also has --<name-with-dashes>. */
 static const struct {
@@ -105,6 +119,7 @@ const struct option *cli_options(const struct option *command_options, const cha
     all_options[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
     all_options[n++] = (struct option){"endpoint", required_argument, NULL, OPT_ENDPOINT};
     all_options[n++] = (struct option){"set", required_argument, NULL, OPT_SET};
+    all_options[n++] = (struct option){"log-format", required_argument, NULL, OPT_LOG_FORMAT};
     all_options[n++] = (struct option){"verbose", no_argument, NULL, 'v'};
     all_options[n++] = (struct option){"quiet", no_argument, NULL, 'q'};
     all_options[n++] = (struct option){"help", no_argument, NULL, 'h'};
@@ -158,6 +173,14 @@ int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *com
         p->quiet = true;
         return 1;
     }
+    if (opt == OPT_LOG_FORMAT) {
+        if (strcmp(arg, "json") != 0 && strcmp(arg, "text") != 0)
+            return -cli_usage_error(command, "--log-format is text or json, not '%s'", arg);
+        p->log_json = strcmp(arg, "json") == 0;
+        /* from now on: even a usage error found later is a JSON line */
+        cli_log_json_early(p->log_json);
+        return 1;
+    }
     if (opt == OPT_SET) {
         /* --set name=value: any setting, for scripts */
         const char *eq = strchr(arg, '=');
@@ -181,21 +204,19 @@ int cli_profile_option(cli_profile *p, int opt, const char *arg, const char *com
     return 0;
 }
 
-static const char *config_path(const cli_profile *p, bool *explicit_path)
+const char *cli_config_path(const cli_profile *p)
 {
-    *explicit_path = true;
     if (p->config_path)
         return p->config_path;
     const char *env = getenv("FHIRSYNC_CONFIG");
     if (env && *env)
         return env;
-    *explicit_path = false;
     if (access("fhirsync.ini", F_OK) == 0)
         return "fhirsync.ini";
     return NULL;
 }
 
-static fhirsync_code apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err)
+fhirsync_code cli_apply_layers(const cli_profile *p, fhirsync_endpoint *ep, fhirsync_error *err)
 {
     fhirsync_code rc = fhirsync_endpoint_apply_env(ep, err);
     if (rc != FHIRSYNC_OK)
@@ -219,8 +240,7 @@ static fhirsync_code apply_layers(const cli_profile *p, fhirsync_endpoint *ep, f
 fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fhirsync_error *err)
 {
     *out = NULL;
-    bool explicit_path;
-    const char *path = config_path(p, &explicit_path);
+    const char *path = cli_config_path(p);
     fhirsync_config *cfg = NULL;
     fhirsync_code rc;
     if (path) {
@@ -241,7 +261,7 @@ fhirsync_code cli_config_resolve(const cli_profile *p, fhirsync_config **out, fh
         }
     }
     for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++) {
-        rc = apply_layers(p, fhirsync_config_endpoint_at(cfg, i), err);
+        rc = cli_apply_layers(p, fhirsync_config_endpoint_at(cfg, i), err);
         if (rc != FHIRSYNC_OK) {
             fhirsync_config_free(cfg);
             return rc;
@@ -255,8 +275,7 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
                                   fhirsync_error *err)
 {
     *out = NULL;
-    bool explicit_path;
-    const char *path = config_path(p, &explicit_path);
+    const char *path = cli_config_path(p);
     const char *name = p->endpoint_name;
     if (!name) {
         const char *env = getenv("FHIRSYNC_ENDPOINT");
@@ -296,7 +315,7 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
     }
     if (!ep && !(ep = fhirsync_endpoint_new(name ? name : "default")))
         return FHIRSYNC_E_NOMEM;
-    rc = apply_layers(p, ep, err);
+    rc = cli_apply_layers(p, ep, err);
     if (rc != FHIRSYNC_OK) {
         fhirsync_endpoint_free(ep);
         return rc;
@@ -305,10 +324,99 @@ fhirsync_code cli_profile_resolve(const cli_profile *p, fhirsync_endpoint **out,
     return FHIRSYNC_OK;
 }
 
+/* ---- logging ------------------------------------------------------------------------------- */
+
+static bool log_json;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local const char *thread_endpoint;
+
+void cli_log_json_early(bool json)
+{
+    log_json = json;
+}
+
+bool cli_log_is_json(void)
+{
+    return log_json;
+}
+
+void cli_log_set_thread_endpoint(const char *endpoint)
+{
+    thread_endpoint = endpoint;
+}
+
+void cli_json_string(char *out, size_t size, size_t *used, const char *s)
+{
+    size_t u = *used;
+#define PUT(c)                                                                                     \
+    do {                                                                                           \
+        if (u + 1 < size)                                                                          \
+            out[u++] = (c);                                                                        \
+    } while (0)
+    if (!s) {
+        for (const char *p = "null"; *p; p++)
+            PUT(*p);
+    } else {
+        PUT('"');
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+            if (*p == '"' || *p == '\\') {
+                PUT('\\');
+                PUT((char)*p);
+            } else if (*p < 0x20) {
+                char esc[8];
+                snprintf(esc, sizeof esc, "\\u%04x", *p);
+                for (const char *e = esc; *e; e++)
+                    PUT(*e);
+            } else {
+                PUT((char)*p);
+            }
+        }
+        PUT('"');
+    }
+#undef PUT
+    if (size)
+        out[u < size ? u : size - 1] = '\0';
+    *used = u;
+}
+
+/* One JSON log line: time (UTC, milliseconds), level, message, endpoint when known. Long messages
+ * are cut (a log line is not a data channel). */
+static void write_json_line(fhirsync_log_level level, const char *endpoint, const char *message)
+{
+    char line[4096];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t used =
+        (size_t)snprintf(line, sizeof line,
+                         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\","
+                         "\"message\":",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, now.tv_nsec / 1000000L, fhirsync_log_level_name(level));
+    /* room for the endpoint and the closing brace, whatever the message's length */
+    cli_json_string(line, sizeof line - 300, &used, message);
+    if (endpoint) {
+        used += (size_t)snprintf(line + used, sizeof line - used, ",\"endpoint\":");
+        cli_json_string(line, sizeof line - 4, &used, endpoint);
+    }
+    snprintf(line + used, sizeof line - used, "}\n");
+    pthread_mutex_lock(&log_lock);
+    fputs(line, stderr);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+}
+
 static void log_to_stderr(fhirsync_log_level level, const char *line, void *userdata)
 {
     (void)userdata;
+    if (log_json) {
+        write_json_line(level, thread_endpoint, line);
+        return;
+    }
+    pthread_mutex_lock(&log_lock);
     fprintf(stderr, "fhirsync: %s: %s\n", fhirsync_log_level_name(level), line);
+    pthread_mutex_unlock(&log_lock);
 }
 
 void cli_setup_logging(const cli_profile *p)
@@ -320,15 +428,63 @@ void cli_setup_logging(const cli_profile *p)
         max = FHIRSYNC_LOG_INFO;
     else if (p->verbosity >= 2)
         max = FHIRSYNC_LOG_DEBUG;
+    log_json = p->log_json;
     fhirsync_log_set(log_to_stderr, NULL, max);
+}
+
+void cli_log(fhirsync_log_level level, const char *endpoint, bool prefix, const char *fmt, ...)
+{
+    char text[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    char *clean = fhirsync_redact(text);
+    const char *message = clean ? clean : "[a message that could not be redacted]";
+    if (log_json) {
+        write_json_line(level, endpoint, message);
+    } else {
+        pthread_mutex_lock(&log_lock);
+        if (prefix && endpoint)
+            fprintf(stderr, "fhirsync: [%s] %s\n", endpoint, message);
+        else
+            fprintf(stderr, "fhirsync: %s\n", message);
+        fflush(stderr);
+        pthread_mutex_unlock(&log_lock);
+    }
+    fhirsync_free(clean);
+}
+
+long cli_parse_duration(const char *text)
+{
+    if (!text || !*text)
+        return 0;
+    long total = 0;
+    const char *p = text;
+    while (*p) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        long n = 0;
+        while (*p >= '0' && *p <= '9') {
+            n = n * 10 + (*p++ - '0');
+            if (n > 100000000L)
+                return 0;
+        }
+        long unit = *p == 's' ? 1 : *p == 'm' ? 60 : *p == 'h' ? 3600 : *p == 'd' ? 86400 : 0;
+        if (!unit)
+            return 0;
+        p++;
+        total += n * unit;
+    }
+    return total;
 }
 
 void cli_print_common_help(FILE *out)
 {
-    fprintf(out,
-            "endpoint options (override fhirsync.ini and FHIRSYNC_* variables):\n"
-            "  --config FILE        INI file (default: $FHIRSYNC_CONFIG, else ./fhirsync.ini)\n"
-            "  --endpoint NAME      which [endpoint NAME] section to use\n");
+    fprintf(out, "endpoint options (override fhirsync.ini and FHIRSYNC_* variables):\n"
+                 "  --config PATH        INI file, or a directory of *.ini files (default:\n"
+                 "                       $FHIRSYNC_CONFIG, else ./fhirsync.ini)\n"
+                 "  --endpoint NAME      which [endpoint NAME] section to use\n");
     const char *const *names = fhirsync_setting_names();
     for (size_t i = 0; names[i]; i++) {
         char flag[48];
@@ -339,6 +495,8 @@ void cli_print_common_help(FILE *out)
         fprintf(out, "  %-20s %s\n", flag, fhirsync_setting_help(names[i]));
     }
     fprintf(out, "  --set NAME=VALUE     any setting by its INI name\n"
+                 "  --log-format FORMAT  text (default) or json: one JSON object a log line\n"
+                 "                       (time, level, message, endpoint)\n"
                  "  -v, --verbose        more log output (-vv: debug; secrets are always masked)\n"
                  "  -q, --quiet          errors only\n"
                  "  -h, --help           this help\n");

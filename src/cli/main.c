@@ -11,11 +11,15 @@ static const cli_command commands[] = {
     {"login", "authorize once in a browser (auth = login: SMART App Launch + refresh token)",
      cmd_login},
     {"token", "get an access token and show granted scopes and expiry", cmd_token},
+    {"config", "check every endpoint of the configuration and say which setting is wrong",
+     cmd_config},
     {"doctor", "check every step of authentication and explain what fails", cmd_doctor},
     {"export", "run a Bulk Data $export into a folder (resumable, every line checked)", cmd_export},
     {"get", "read or search the FHIR server (--all: every page, as NDJSON)", cmd_get},
     {"sync", "keep a local copy of each endpoint current (bulk or crawl; --every: a service)",
      cmd_sync},
+    {"status", "where each endpoint stands: state, last success, lag, failures, next run",
+     cmd_status},
     {"query", "look into the local store: counts, a patient's record, runs, quarantine, SQL",
      cmd_query},
     {"view", "evaluate a SQL on FHIR ViewDefinition over NDJSON files: CSV or NDJSON rows",
@@ -45,8 +49,9 @@ static void print_help(FILE *out)
             "Core dumps are off (they would hold tokens and keys); FHIRSYNC_ALLOW_CORE_DUMPS=1\n"
             "keeps them for debugging.\n"
             "\n"
-            "Settings come from fhirsync.ini ([endpoint NAME] sections), then FHIRSYNC_*\n"
-            "environment variables, then flags. See fhirsync(1) and docs/.\n");
+            "Settings come from fhirsync.ini, or every *.ini of a --config directory\n"
+            "([defaults], then [endpoint NAME] sections), then FHIRSYNC_* environment\n"
+            "variables, then flags. See fhirsync(1) and docs/.\n");
 }
 
 int main(int argc, char **argv)
@@ -64,7 +69,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("fhirsync %s (libfhirsync %s)\n", FHIRSYNC_VERSION, fhirsync_version());
+        printf("fhirsync %s (libfhirsync %s)\nsd_notify: %s\n", FHIRSYNC_VERSION,
+               fhirsync_version(),
+               cli_notify_available() ? "yes (libsystemd)" : "no (built without libsystemd)");
         return 0;
     }
     opterr = 0; /* commands report bad options themselves, in one line (cli_bad_option) */

@@ -1,8 +1,9 @@
 /* sandbox/admin.c: the admin API that tests drive the sandbox with (loopback peers only, no
  * token, not written to the request log): POST /admin/mutate starts a new generator epoch now or
  * arms one for the next export (GET lists the armed and fired ones), GET/DELETE /admin/requests
- * read and clear the request log, POST/GET/DELETE /admin/faults add, list and clear fault rules,
- * POST/GET/DELETE /admin/quirks the quirk modes (GET /admin/state is in state.c).
+ * read and clear the request log (a practice of --practices reads its own lines),
+ * POST/GET/DELETE /admin/faults add, list and clear fault rules, POST/GET/DELETE /admin/quirks
+ * the quirk modes (GET /admin/state is in state.c, /admin/practices in practices.c).
  * docs/sandbox.md documents these shapes; keep them stable. */
 #include <string.h>
 
@@ -102,7 +103,15 @@ void sb_admin_handle_requests_get(sb_server *sb, sb_request *req, sb_reply *repl
         sb_reply_outcome(reply, 400, "invalid", "since must be a request-log seq number");
         return;
     }
-    char *text = sb_reqlog_dump(sb->log, (uint64_t)since, &len);
+    /* a practice reads its own lines; the root all of them, or one practice's with ?practice= */
+    long practice = sb->practice;
+    const char *practice_text = sb_params_get(&req->query, "practice");
+    if (!sb->practice && practice_text &&
+        (!fs_parse_long(practice_text, &practice) || practice < 0 || practice > (long)UINT32_MAX)) {
+        sb_reply_outcome(reply, 400, "invalid", "practice must be a practice number");
+        return;
+    }
+    char *text = sb_reqlog_dump(sb->log, (uint64_t)since, (unsigned)practice, &len);
     if (!text) {
         sb_reply_outcome(reply, 500, "exception", "out of memory");
         return;

@@ -475,6 +475,7 @@ static char *issue_token(sb_auth *a, const char *client_id, const char *scope, c
     a->tokens[at] = t;
     a->ntokens++;
     pthread_mutex_unlock(&a->tokens_lock);
+    sb_meter_count_token_issued(&a->sb->meter);
     return token;
 }
 
@@ -522,6 +523,14 @@ void sb_auth_set_access_lifetime(sb_auth *a, int64_t seconds)
 const sb_client *sb_auth_find_client(sb_auth *a, const char *client_id)
 {
     return client_id ? find_client(a, client_id) : NULL;
+}
+
+size_t sb_auth_client_count(sb_auth *a)
+{
+    pthread_rwlock_rdlock(&a->clients_lock);
+    size_t n = a->nclients;
+    pthread_rwlock_unlock(&a->clients_lock);
+    return n;
 }
 
 void sb_auth_expire_client_tokens(sb_auth *a, const char *client_id, int64_t now)

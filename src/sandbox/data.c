@@ -252,7 +252,8 @@ unsigned sb_data_mutate(sb_data *d, double update_fraction, double delete_fracti
     unsigned epoch = sb_gen_mutate(d->gen, update_fraction, delete_fraction, now);
     pthread_rwlock_unlock(&d->lock);
     if (!epoch)
-        fs_err(err, FHIRSYNC_E_ARG, "the generator refused the mutation (at most %u epochs)",
+        fs_err(err, FHIRSYNC_E_ARG,
+               "the generator refused the mutation (at most %u epochs, or out of memory)",
                SB_GEN_MAX_EPOCHS);
     return epoch;
 }

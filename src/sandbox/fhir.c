@@ -49,7 +49,7 @@ void sb_fhir_handle_smart_config(sb_server *sb, sb_request *req, sb_reply *reply
         "{s:s, s:s, s:s, s:s, s:s, s:[s, s, s], s:[s, s, s, s], s:o*, s:[s], s:[s], s:[s], "
         "s:[s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s], "
         "s:[s, s, s, s, s, s, s, s, s, s, s, s, s]}",
-        "issuer", sb->origin, "jwks_uri", sb->jwks_url, "authorization_endpoint", sb->authorize_url,
+        "issuer", sb->issuer, "jwks_uri", sb->jwks_url, "authorization_endpoint", sb->authorize_url,
         "token_endpoint", sb->token_url, "registration_endpoint", sb->register_url,
         "grant_types_supported", "client_credentials", "authorization_code", "refresh_token",
         "token_endpoint_auth_methods_supported", "private_key_jwt", "client_secret_basic",
@@ -76,7 +76,7 @@ void sb_fhir_handle_openid_config(sb_server *sb, sb_request *req, sb_reply *repl
 {
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:s, s:[s], s:[s], s:[s], s:[s, s, s, s], s:[s, s, s]}", "issuer",
-        sb->origin, "authorization_endpoint", sb->authorize_url, "token_endpoint", sb->token_url,
+        sb->issuer, "authorization_endpoint", sb->authorize_url, "token_endpoint", sb->token_url,
         "jwks_uri", sb->jwks_url, "response_types_supported", "code", "subject_types_supported",
         "public", "id_token_signing_alg_values_supported", "RS256",
         "token_endpoint_auth_methods_supported", "private_key_jwt", "client_secret_basic",

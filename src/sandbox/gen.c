@@ -24,6 +24,8 @@
  * types only), below delete_fraction + update_fraction updates it; the walk over epochs stops at
  * the deletion. The version-dependent fields differ per type (Observation value and status
  * "amended", Patient and Organization phone, Encounter end, ...). */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gen.h"
@@ -105,7 +107,11 @@ struct sb_gen {
     uint32_t practitioners;
     uint32_t groups;
     unsigned epochs;
-    gen_epoch epoch[SB_GEN_MAX_EPOCHS + 1]; /* [0] is the initial data */
+    /* epoch[0..epochs], [0] being the initial data: &initial until the first mutation, which
+     * allocates room for every epoch (so that a generator never mutated, as most of the
+     * practices of --practices are, stays small) */
+    gen_epoch *epoch;
+    gen_epoch initial;
 };
 
 #define MIN_CREATED_AT INT64_C(946684800)    /* 2000-01-01 */
@@ -1042,12 +1048,15 @@ sb_gen *sb_gen_new(const sb_gen_config *cfg)
     g->practitioners = cfg->patients / 50 > 3 ? cfg->patients / 50 : 3;
     g->groups = group_count(cfg->patients);
     g->epochs = 0;
+    g->epoch = &g->initial;
     g->epoch[0].time = created_at;
     return g;
 }
 
 void sb_gen_free(sb_gen *gen)
 {
+    if (gen && gen->epoch != &gen->initial)
+        fs_free(gen->epoch);
     fs_free(gen);
 }
 
@@ -1062,6 +1071,13 @@ unsigned sb_gen_mutate(sb_gen *gen, double update_fraction, double delete_fracti
 {
     if (!gen || gen->epochs >= SB_GEN_MAX_EPOCHS)
         return 0;
+    if (gen->epoch == &gen->initial) {
+        gen_epoch *all = fs_calloc(SB_GEN_MAX_EPOCHS + 1, sizeof *all);
+        if (!all)
+            return 0;
+        all[0] = gen->initial;
+        gen->epoch = all;
+    }
     double del = clamp_fraction(delete_fraction);
     double upd = clamp_fraction(update_fraction);
     if (upd > 1 - del)
@@ -2143,4 +2159,48 @@ out:
     if (slot)
         *slot = ok ? s : 0;
     return ok;
+}
+
+/* ============================================================================================
+ * Several practices: patients split over them (largest-remainder apportionment of Zipf
+ * weights). */
+
+typedef struct share {
+    double fraction; /* the fractional part of the practice's share */
+    uint32_t index;
+} share;
+
+static int by_fraction(const void *a, const void *b)
+{
+    const share *x = a, *y = b;
+    if (x->fraction != y->fraction)
+        return x->fraction > y->fraction ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+bool sb_gen_split_patients(uint32_t total, uint32_t practices, double skew, uint32_t *sizes)
+{
+    if (practices == 0 || total < practices || !(skew >= 0 && skew <= 10) || !sizes)
+        return false;
+    share *shares = fs_malloc((size_t)practices * sizeof *shares);
+    if (!shares)
+        return false;
+    double weights = 0;
+    for (uint32_t i = 0; i < practices; i++)
+        weights += pow((double)i + 1, -skew);
+    uint32_t extra = total - practices, given = 0;
+    for (uint32_t i = 0; i < practices; i++) {
+        double exact = (double)extra * pow((double)i + 1, -skew) / weights;
+        double whole = floor(exact);
+        if (whole > (double)(extra - given)) /* rounding cannot overshoot the total */
+            whole = (double)(extra - given);
+        sizes[i] = 1 + (uint32_t)whole;
+        given += (uint32_t)whole;
+        shares[i] = (share){exact - whole, i};
+    }
+    qsort(shares, practices, sizeof *shares, by_fraction);
+    for (uint32_t k = 0; given < extra; k = (k + 1) % practices, given++)
+        sizes[shares[k].index]++;
+    fs_free(shares);
+    return true;
 }

@@ -66,7 +66,8 @@ bool sb_gen_parse_id(const sb_gen *gen, size_t type, const char *id, uint32_t *p
 void sb_gen_patient_id(const sb_gen *gen, uint32_t patient, char *buf, size_t size);
 
 /* Add an epoch at time `now` in which update_fraction of live resources get a new version and
- * delete_fraction are deleted (both in [0,1]). Returns the new epoch number (first is 1). */
+ * delete_fraction are deleted (both in [0,1]). Returns the new epoch number (first is 1), 0 past
+ * SB_GEN_MAX_EPOCHS or when memory runs out (the first mutation allocates the epochs' table). */
 unsigned sb_gen_mutate(sb_gen *gen, double update_fraction, double delete_fraction, int64_t now);
 unsigned sb_gen_epoch(const sb_gen *gen);
 
@@ -137,5 +138,15 @@ int64_t sb_gen_epoch_time(const sb_gen *gen, unsigned epoch);
 /* Total slots of `type` over all patients (deleted resources included); O(patients), a few
  * milliseconds for 100,000 patients. 0 for an unknown type. */
 uint64_t sb_gen_count(const sb_gen *gen, size_t type);
+
+/* ---- several practices (fhirsync-sandbox --practices) -------------------------------------------
+ * Split `total` patients over `practices` practices, skewed like a Zipf distribution: practice i
+ * (1-based) has weight 1 / i^skew (skew 0: equal shares). Every practice first gets one patient;
+ * the other total - practices are shared in proportion to the weights, each practice getting the
+ * whole part of its share and the patients left over going one each to the largest fractional
+ * parts (ties: the lower practice number first). The sizes are therefore deterministic, never
+ * increase with i, and add up to total exactly. sizes[i - 1] is practice i's. False (sizes
+ * untouched) when practices is 0, total < practices, skew is not in [0, 10] or memory runs out. */
+bool sb_gen_split_patients(uint32_t total, uint32_t practices, double skew, uint32_t *sizes);
 
 #endif

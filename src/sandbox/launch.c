@@ -928,7 +928,7 @@ static char *make_id_token(sb_server *sb, const char *client_id, const char *use
     char who[300];
     fhir_user(sb, who, sizeof who);
     json_t *claims =
-        json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", sb->origin, "sub", user, "aud", client_id,
+        json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", sb->issuer, "sub", user, "aud", client_id,
                   "iat", (json_int_t)now, "exp", (json_int_t)(now + lifetime));
     if (claims && who[0])
         json_object_set_new(claims, "fhirUser", json_string(who));

@@ -32,8 +32,8 @@ typedef struct quirk_entry {
 
 struct sb_quirks {
     pthread_mutex_t lock;
-    quirk_entry entries[MAX_QUIRKS];
-    size_t count;
+    quirk_entry *entries; /* grown as quirks are added (most servers of --practices have none) */
+    size_t count, cap;
     unsigned next_id;
 };
 
@@ -104,6 +104,7 @@ void sb_quirks_free(sb_quirks *q)
     if (!q)
         return;
     pthread_mutex_destroy(&q->lock);
+    fs_free(q->entries);
     fs_free(q);
 }
 
@@ -147,13 +148,24 @@ unsigned sb_quirks_add_text_param(sb_quirks *q, const char *name, const char *cl
                (long long)kinds[k].max_param);
         return 0;
     }
-    if (client_id && strlen(client_id) >= sizeof q->entries[0].client_id) {
+    if (client_id && strlen(client_id) >= sizeof((quirk_entry *)NULL)->client_id) {
         fs_err(err, FHIRSYNC_E_ARG, "quirk %s: client_id is too long", kinds[k].name);
         return 0;
     }
     unsigned id = 0;
     pthread_mutex_lock(&q->lock);
-    if (q->count < MAX_QUIRKS) {
+    if (q->count == q->cap && q->cap < MAX_QUIRKS) {
+        size_t cap = q->cap ? 2 * q->cap : 4;
+        quirk_entry *grown = fs_calloc(cap, sizeof *grown);
+        if (grown) {
+            if (q->count)
+                memcpy(grown, q->entries, q->count * sizeof *grown);
+            fs_free(q->entries);
+            q->entries = grown;
+            q->cap = cap;
+        }
+    }
+    if (q->count < q->cap) {
         quirk_entry *e = &q->entries[q->count++];
         memset(e, 0, sizeof *e);
         id = e->id = q->next_id++;
@@ -165,7 +177,7 @@ unsigned sb_quirks_add_text_param(sb_quirks *q, const char *name, const char *cl
     }
     pthread_mutex_unlock(&q->lock);
     if (!id)
-        fs_err(err, FHIRSYNC_E_ARG, "too many quirks (at most %d)", MAX_QUIRKS);
+        fs_err(err, FHIRSYNC_E_ARG, "too many quirks (at most %d) or out of memory", MAX_QUIRKS);
     return id;
 }
 

@@ -1,8 +1,9 @@
 /* sandbox/reqlog.c: the request log that tests read through GET /admin/requests: one JSON line
  * per request with what a client test needs to assert (method, path and query with secret-looking
  * values masked, the listener that got it, whether a bearer token came, the status, the client,
- * the fault that fired). Kept in memory (the last SB_REQLOG_MAX lines) and optionally appended to
- * the --request-log file. Never holds a token, an assertion or resource content. */
+ * the fault that fired, the practice). Kept in memory (the last SB_REQLOG_MAX lines, shared by
+ * the practices of --practices, each of which reads its own) and optionally appended to the
+ * --request-log file. Never holds a token, an assertion or resource content. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -13,7 +14,8 @@
 
 struct sb_reqlog {
     pthread_mutex_t lock;
-    char **lines; /* ring of SB_REQLOG_MAX */
+    char **lines;        /* ring of SB_REQLOG_MAX */
+    unsigned *practices; /* the practice of each line (0: none), for per-practice reads */
     size_t first, count;
     uint64_t seq;
     FILE *file;
@@ -22,13 +24,17 @@ struct sb_reqlog {
 sb_reqlog *sb_reqlog_new(const char *file, fhirsync_error *err)
 {
     sb_reqlog *l = fs_calloc(1, sizeof *l);
-    if (!l || !(l->lines = fs_calloc(SB_REQLOG_MAX, sizeof *l->lines))) {
+    if (!l || !(l->lines = fs_calloc(SB_REQLOG_MAX, sizeof *l->lines)) ||
+        !(l->practices = fs_calloc(SB_REQLOG_MAX, sizeof *l->practices))) {
+        if (l)
+            fs_free(l->lines);
         fs_free(l);
         fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
         return NULL;
     }
     if (file && !(l->file = fopen(file, "a"))) {
         fs_free(l->lines);
+        fs_free(l->practices);
         fs_free(l);
         fs_err(err, FHIRSYNC_E_IO, "cannot open the request log %s", file);
         return NULL;
@@ -45,6 +51,7 @@ void sb_reqlog_free(sb_reqlog *l)
     if (l->file)
         fclose(l->file);
     fs_free(l->lines);
+    fs_free(l->practices);
     pthread_mutex_destroy(&l->lock);
     fs_free(l);
 }
@@ -77,6 +84,8 @@ void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
         json_object_set_new(line, "client_id", json_string(e->client_id));
     if (line && e->fault)
         json_object_set_new(line, "fault", json_string(e->fault));
+    if (line && e->practice)
+        json_object_set_new(line, "practice", json_integer(e->practice));
     char *text = line ? fs_json_dump(line) : NULL;
     json_decref(line);
     if (text) {
@@ -87,6 +96,7 @@ void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
             l->count--;
         }
         l->lines[at] = text;
+        l->practices[at] = e->practice;
         l->count++;
         if (l->file) {
             fputs(text, l->file);
@@ -97,7 +107,7 @@ void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e)
     pthread_mutex_unlock(&l->lock);
 }
 
-char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, size_t *len)
+char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, unsigned practice, size_t *len)
 {
     fs_buf out;
     fs_buf_init(&out);
@@ -107,7 +117,10 @@ char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, size_t *len)
     uint64_t first_seq = l->seq - l->count + 1;
     size_t skip = since >= first_seq ? (size_t)(since - first_seq + 1) : 0;
     for (size_t i = skip; ok && i < l->count; i++) {
-        const char *line = l->lines[(l->first + i) % SB_REQLOG_MAX];
+        size_t at = (l->first + i) % SB_REQLOG_MAX;
+        if (practice && l->practices[at] != practice)
+            continue;
+        const char *line = l->lines[at];
         ok = fs_buf_append_str(&out, line) && fs_buf_append(&out, "\n", 1);
     }
     pthread_mutex_unlock(&l->lock);

@@ -21,6 +21,9 @@
  *   admin.c      the admin API (mutate, request log, faults, quirks)
  *   state.c      the state dump (GET /admin/state): every live resource with a hash of its JSON
  *   reqlog.c     the request log (memory and --request-log file)
+ *   practices.c  --practices N: N practices on one port, each a whole sb_server of its own
+ *                behind /practice/{i}; the meter (counts and the rate limit of a practice);
+ *                /admin/practices
  *
  * Nothing here includes microhttpd.h: only server.c talks to libmicrohttpd, so the parsers and
  * the assertion checks build on their own for the fuzz targets. Internal prefix: sb_. */
@@ -402,6 +405,9 @@ typedef struct sb_config {
     unsigned retry_after;     /* Retry-After on status polls of running exports */
     unsigned max_jobs;        /* concurrently running exports */
     unsigned export_delay_ms; /* a job stays "in progress" this long after its files */
+    uint32_t practices;       /* --practices N (0: the single base); patients is then the total */
+    double practice_skew;     /* Zipf exponent of the practices' sizes (sb_gen_split_patients) */
+    uint32_t rate_limit;      /* requests per wall-clock minute per practice, 0: none */
 } sb_config;
 
 typedef struct sb_auth sb_auth;
@@ -410,6 +416,33 @@ typedef struct sb_bulk sb_bulk;
 typedef struct sb_faults sb_faults;
 typedef struct sb_quirks sb_quirks;
 typedef struct sb_reqlog sb_reqlog;
+typedef struct sb_practices sb_practices;
+
+/* What a practice was asked (practices.c): every request to it except the admin API, and its
+ * rate limit. Counts since the start or the last reset; thread-safe (its own lock). */
+typedef struct sb_meter_counts {
+    int64_t since;            /* when counting started (epoch seconds) */
+    uint64_t requests;        /* every request, refused ones included */
+    uint64_t token_requests;  /* of which to the token endpoint */
+    uint64_t tokens_issued;   /* access tokens issued (any grant) */
+    uint64_t status_429;      /* answers with status 429, whatever the cause */
+    uint64_t rate_limited;    /* of which refused by the rate limit */
+    int64_t minute;           /* the current wall-clock minute (epoch seconds / 60) */
+    uint64_t minute_requests; /* requests in it (refused ones included) */
+    uint64_t minute_admitted; /* requests in it within the limit */
+    uint64_t max_minute;      /* the most requests in one wall-clock minute */
+    int64_t max_minute_at;    /* that minute's start */
+    int64_t second[60];       /* a ring of the last 60 seconds: which second each slot holds */
+    uint32_t per_second[60];  /* and its requests */
+    uint64_t max_60s;         /* the most requests in any 60 consecutive seconds */
+    int64_t first_request, last_request;
+} sb_meter_counts;
+
+typedef struct sb_meter {
+    pthread_mutex_t lock;
+    uint32_t rate_limit; /* requests admitted per wall-clock minute, 0: no limit */
+    sb_meter_counts counts;
+} sb_meter;
 
 typedef struct sb_server {
     sb_config cfg;
@@ -424,6 +457,13 @@ typedef struct sb_server {
     char jwks_url[160];         /* origin + "/auth/jwks": the id_token signing key */
     char storage_origin[128];   /* "http://localhost:PORT2" */
     char storage_base_url[160]; /* storage_origin + "/storage" */
+    char issuer[144];           /* the authorization server: origin (+ "/practice/{i}") */
+    /* --practices: the root owns the listeners, the request log and the practices; a practice
+     * is a whole server of its own whose URLs start with /practice/{i} (practices.c). Without
+     * --practices the root serves the single base and practice is 0. */
+    unsigned practice;       /* 0: the root; i: practice i */
+    sb_practices *practices; /* the root's, NULL without --practices */
+    sb_meter meter;
     sb_data *data;
     sb_auth *auth;
     sb_launch *launch;
@@ -562,7 +602,9 @@ struct sb_request {
     void *connection;        /* for sb_req_header (server.c) */
     /* Filled while handling, for the request log and the faults */
     char client_id[128];
-    sb_fault fault; /* kind SB_FAULT_NONE when none fired */
+    sb_fault fault;    /* kind SB_FAULT_NONE when none fired */
+    bool throttled;    /* refused by its practice's rate limit */
+    unsigned practice; /* the practice it went to, 0 for none */
 };
 
 /* A request header (case-insensitive name), NULL when absent. Borrowed. */
@@ -645,6 +687,8 @@ int64_t sb_auth_access_lifetime(sb_auth *a);
 void sb_auth_set_access_lifetime(sb_auth *a, int64_t seconds);
 /* A registered client by id (valid until shutdown), NULL when unknown or id is NULL. */
 const sb_client *sb_auth_find_client(sb_auth *a, const char *client_id);
+/* How many clients are registered. */
+size_t sb_auth_client_count(sb_auth *a);
 
 /* Check the request's bearer token (401 + OperationOutcome + WWW-Authenticate into reply when
  * missing, unknown or expired) and, when `type` is not NULL, that its scopes grant `perms` on
@@ -734,14 +778,63 @@ typedef struct sb_reqlog_entry {
     unsigned status;
     const char *client_id; /* "" or NULL when unknown */
     const char *fault;     /* NULL when none fired */
+    unsigned practice;     /* --practices: the practice it went to; 0 for none */
 } sb_reqlog_entry;
 
 sb_reqlog *sb_reqlog_new(const char *file, fhirsync_error *err);
 void sb_reqlog_free(sb_reqlog *l);
 void sb_reqlog_add(sb_reqlog *l, const sb_reqlog_entry *e);
-/* The entries with seq > since as NDJSON, oldest first (caller frees). */
-char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, size_t *len);
+/* The entries with seq > since (of practice `practice` only, unless 0) as NDJSON, oldest first
+ * (caller frees). */
+char *sb_reqlog_dump(sb_reqlog *l, uint64_t since, unsigned practice, size_t *len);
 size_t sb_reqlog_clear(sb_reqlog *l);
+
+/* ---- practices.c: several practices on one port (--practices) -------------------------------- */
+/* The URLs of a server (origin, base, token, register, admin, authorize, jwks, issuer, storage)
+ * from its port, storage port, TLS and host, with `prefix` ("" or "/practice/3") between the
+ * origin and each path (server.c). */
+void sb_server_format_urls(sb_server *sb, const char *prefix);
+
+/* Create the root's cfg.practices practices with their generated data (sizes from
+ * sb_gen_split_patients, practice i's seed cfg.seed + i), fault rules and quirks, and their
+ * export folder (--work-dir or a temporary dir, shared). Before the listeners start. */
+sb_practices *sb_practices_new(sb_server *root, fhirsync_error *err);
+/* Once the root knows its ports: each practice's URLs, clients, App Launch and exports. */
+bool sb_practices_start(sb_practices *ps, sb_server *root, fhirsync_error *err);
+/* From now on dispatch hands /practice/{i} requests to the practices. */
+void sb_practices_publish(sb_practices *ps);
+/* Tell every practice that the server stops (paced bodies give up). */
+void sb_practices_stopping(sb_practices *ps);
+/* Free every practice (after the listeners stopped) and remove the work dirs. */
+void sb_practices_free(sb_practices *ps);
+uint32_t sb_practices_count(const sb_practices *ps);
+/* Practice `number` (a path segment: decimal, 1..count, no leading zero) once published; NULL
+ * otherwise. */
+sb_server *sb_practices_find(sb_practices *ps, const char *number);
+/* Apply a fault rule or quirk (the --fault/--quirk text) to every practice; false with err. */
+bool sb_practices_add_fault_text(sb_practices *ps, const char *text, fhirsync_error *err);
+bool sb_practices_add_quirk_text(sb_practices *ps, const char *text, fhirsync_error *err);
+/* --practice-quirk I:NAME[=N]: a quirk for every client of practice I. */
+bool sb_practices_add_practice_quirk(sb_practices *ps, const char *text, fhirsync_error *err);
+/* --clients in practice mode: an entry with "practice": I (or a list of them) is registered
+ * with those practices only, one without it with every practice. */
+bool sb_practices_load_clients(sb_practices *ps, const char *path, fhirsync_error *err);
+/* The ready file's list: [{"practice", "base_url", "token_url", "register_url", "admin_url",
+ * "patients"}]. New reference, NULL on out of memory. */
+json_t *sb_practices_ready_list(sb_practices *ps);
+
+/* The meter. Count a request (`token`: to the token endpoint) at `now`; false when the rate
+ * limit refuses it, with *limit the limit and *retry_after the seconds to the next minute. */
+void sb_meter_init(sb_meter *m, uint32_t rate_limit, int64_t now);
+void sb_meter_destroy(sb_meter *m);
+bool sb_meter_admit(sb_meter *m, bool token, int64_t now, uint32_t *limit, int64_t *retry_after);
+void sb_meter_count_status(sb_meter *m, unsigned status);
+void sb_meter_count_token_issued(sb_meter *m);
+
+/* GET /admin/practices[/{i}], POST (set rate_limit), DELETE (reset the counters). */
+void sb_admin_handle_practices_get(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_admin_handle_practices_set(sb_server *sb, sb_request *req, sb_reply *reply);
+void sb_admin_handle_practices_reset(sb_server *sb, sb_request *req, sb_reply *reply);
 
 /* ---- clocks --------------------------------------------------------------------------------- */
 /* The transaction time for a new export: now, but never before the last mutation, so that a

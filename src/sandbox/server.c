@@ -6,9 +6,10 @@
  *
  * Everything that touches libmicrohttpd is in this file. A request goes: URI callback (allocate
  * the sb_request with the raw URI) -> access handler calls (headers, then body chunks up to
- * SB_MAX_BODY) -> dispatch (split the path, parse the query, find the route, fire a fault rule,
- * run the handler into an sb_reply) -> an MHD response (memory, a file range, or a callback that
- * cuts the connection for the reset fault) -> the request log. */
+ * SB_MAX_BODY) -> dispatch (split the path, parse the query, with --practices hand a
+ * /practice/{i} request to practice i's server and count it against its rate limit, find the
+ * route, fire a fault rule, run the handler into an sb_reply) -> an MHD response (memory, a file
+ * range, or a callback that cuts the connection for the reset fault) -> the request log. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +34,10 @@
 
 enum {
     ROUTE_ADMIN = 1 << 0, /* loopback peers only; not written to the request log */
+    /* With --practices the root serves only these (the others are a practice's, under
+     * /practice/{i}); without, the single base serves every route. */
+    ROUTE_ROOT = 1 << 1,   /* the root's only: never under /practice/{i} */
+    ROUTE_SHARED = 1 << 2, /* the root's and every practice's */
 };
 
 typedef struct sb_route {
@@ -81,9 +86,21 @@ static const sb_route routes[] = {
     {SB_LISTENER_MAIN, "DELETE", "/admin/quirks", sb_admin_handle_quirks_delete, SB_ON_NONE,
      ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "GET", "/admin/requests", sb_admin_handle_requests_get, SB_ON_NONE,
-     ROUTE_ADMIN},
+     ROUTE_ADMIN | ROUTE_SHARED},
     {SB_LISTENER_MAIN, "DELETE", "/admin/requests", sb_admin_handle_requests_delete, SB_ON_NONE,
-     ROUTE_ADMIN},
+     ROUTE_ADMIN | ROUTE_SHARED},
+    {SB_LISTENER_MAIN, "GET", "/admin/practices", sb_admin_handle_practices_get, SB_ON_NONE,
+     ROUTE_ADMIN | ROUTE_ROOT},
+    {SB_LISTENER_MAIN, "GET", "/admin/practices/*", sb_admin_handle_practices_get, SB_ON_NONE,
+     ROUTE_ADMIN | ROUTE_ROOT},
+    {SB_LISTENER_MAIN, "POST", "/admin/practices", sb_admin_handle_practices_set, SB_ON_NONE,
+     ROUTE_ADMIN | ROUTE_ROOT},
+    {SB_LISTENER_MAIN, "POST", "/admin/practices/*", sb_admin_handle_practices_set, SB_ON_NONE,
+     ROUTE_ADMIN | ROUTE_ROOT},
+    {SB_LISTENER_MAIN, "DELETE", "/admin/practices", sb_admin_handle_practices_reset, SB_ON_NONE,
+     ROUTE_ADMIN | ROUTE_ROOT},
+    {SB_LISTENER_MAIN, "DELETE", "/admin/practices/*", sb_admin_handle_practices_reset, SB_ON_NONE,
+     ROUTE_ADMIN | ROUTE_ROOT},
     {SB_LISTENER_MAIN, "POST", "/admin/faults", sb_admin_handle_faults_add, SB_ON_NONE,
      ROUTE_ADMIN},
     {SB_LISTENER_MAIN, "GET", "/admin/faults", sb_admin_handle_faults_get, SB_ON_NONE, ROUTE_ADMIN},
@@ -141,6 +158,8 @@ typedef struct listener_ctx {
 
 typedef struct request_ctx {
     sb_request req;
+    char **segments; /* every path segment (req.segments skips a /practice/{i} prefix) */
+    size_t nsegments;
     bool started;
     bool answered; /* a response is queued (413 before the body, or the final one) */
 } request_ctx;
@@ -195,7 +214,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!rc)
         return;
     fs_free(rc->req.raw_uri);
-    sb_segments_free(rc->req.segments, rc->req.nsegments);
+    sb_segments_free(rc->segments, rc->nsegments);
     sb_params_free(&rc->req.query);
     fs_buf_free_secret(&rc->req.body);
     fs_free(rc);
@@ -320,7 +339,10 @@ static void log_request(sb_server *sb, listener_ctx *lc, sb_request *req, unsign
         .bearer = auth && strncasecmp(auth, "Bearer", 6) == 0,
         .status = status,
         .client_id = req->client_id,
-        .fault = req->fault.kind != SB_FAULT_NONE ? sb_fault_name(req->fault.kind) : NULL,
+        .fault = req->throttled                     ? "practice-rate-limit"
+                 : req->fault.kind != SB_FAULT_NONE ? sb_fault_name(req->fault.kind)
+                                                    : NULL,
+        .practice = req->practice,
     };
     sb_reqlog_add(sb->log, &e);
     fs_free(uri);
@@ -344,6 +366,8 @@ static enum MHD_Result send_reply(sb_server *sb, listener_ctx *lc, struct MHD_Co
         MHD_add_response_header(resp, reply->header_names[i], reply->header_values[i]);
     enum MHD_Result ok = MHD_queue_response(conn, reply->status, resp);
     MHD_destroy_response(resp);
+    if (req->practice && logged)
+        sb_meter_count_status(&sb->meter, reply->status);
     if (logged)
         log_request(sb, lc, req, reply->status);
     sb_reply_clear(reply);
@@ -476,6 +500,39 @@ static bool peer_is_loopback(struct MHD_Connection *conn)
     return false;
 }
 
+/* The rate limit of a practice refused the request: 429 with Retry-After (seconds to the next
+ * minute), an OAuth error at the token endpoint, an OperationOutcome elsewhere. */
+static void reply_throttled(sb_server *sb, sb_request *req, sb_reply *reply, const char *client,
+                            uint32_t limit, int64_t retry_after)
+{
+    if (req->on == SB_ON_TOKEN)
+        sb_reply_oauth_error(reply, 429, "temporarily_unavailable",
+                             "practice %u allows %u requests per minute", sb->practice,
+                             (unsigned)limit);
+    else
+        sb_reply_outcome(reply, 429, "throttled", "practice %u allows %u requests per minute",
+                         sb->practice, (unsigned)limit);
+    sb_reply_retry_after(sb, reply, client, retry_after, false);
+}
+
+/* With --practices: hand a /practice/{i} request to practice i (its path segments then start
+ * after the prefix). NULL with a 404 in reply for a practice that does not exist. */
+static sb_server *route_practice(sb_server *root, sb_request *req, sb_reply *reply)
+{
+    if (!root->practices || req->nsegments < 2 || strcmp(req->segments[0], "practice") != 0)
+        return root;
+    sb_server *p = sb_practices_find(root->practices, req->segments[1]);
+    if (!p) {
+        sb_reply_outcome(reply, 404, "not-found", "no practice %s: practices are 1..%u",
+                         req->segments[1], (unsigned)sb_practices_count(root->practices));
+        return NULL;
+    }
+    req->segments += 2;
+    req->nsegments -= 2;
+    req->practice = p->practice;
+    return p;
+}
+
 static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, request_ctx *rc)
 {
     sb_request *req = &rc->req;
@@ -490,8 +547,10 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
 
     size_t path_len = strcspn(req->raw_uri, "?");
     char *raw_path = fs_strndup(req->raw_uri, path_len);
-    bool path_ok = raw_path && sb_path_split(raw_path, &req->segments, &req->nsegments);
+    bool path_ok = raw_path && sb_path_split(raw_path, &rc->segments, &rc->nsegments);
     fs_free(raw_path);
+    req->segments = rc->segments;
+    req->nsegments = rc->nsegments;
     if (!path_ok) {
         sb_reply_outcome(&reply, 400, "invalid",
                          "the request path is malformed (bad "
@@ -502,6 +561,11 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
         sb_reply_outcome(&reply, 400, "invalid", "the query string is malformed: %s", err.message);
         return send_reply(sb, lc, conn, req, &reply, true);
     }
+    sb_server *root = sb;
+    if (!(sb = route_practice(root, req, &reply)))
+        return send_reply(root, lc, conn, req, &reply, true);
+    /* the root of several practices serves only its own routes (the admin API's) */
+    bool practices_root = sb->practices != NULL;
     const sb_route *route = NULL;
     bool path_known = false;
     char allow[64] = "";
@@ -509,12 +573,31 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
         const sb_route *r = &routes[i];
         if (r->listener != lc->listener || !path_matches(r->pattern, req))
             continue;
+        if ((practices_root && !(r->flags & (ROUTE_ROOT | ROUTE_SHARED))) ||
+            (sb->practice && (r->flags & ROUTE_ROOT)))
+            continue;
         if (method_listed(r->methods, req->method)) {
             route = r;
         } else if (!path_known) {
             path_known = true;
             snprintf(allow, sizeof allow, "%s", r->methods);
         }
+    }
+    req->on = route ? route->on : SB_ON_NONE;
+    char client[128] = "";
+    if (req->on != SB_ON_NONE && lc->listener == SB_LISTENER_MAIN)
+        sb_auth_peek_client(sb, req, client, sizeof client);
+    /* a practice counts every request but the admin API's, and refuses those over its limit */
+    int64_t retry_after = 0;
+    uint32_t limit = 0;
+    if (sb->practice && lc->listener == SB_LISTENER_MAIN &&
+        !(route && route->flags & ROUTE_ADMIN) &&
+        !sb_meter_admit(&sb->meter, req->on == SB_ON_TOKEN, fs_now(), &limit, &retry_after)) {
+        req->throttled = true;
+        snprintf(req->client_id, sizeof req->client_id, "%s", client);
+        reply_throttled(sb, req, &reply, client, limit, retry_after);
+        apply_quirks_after(sb, req, &reply, client);
+        return send_reply(sb, lc, conn, req, &reply, true);
     }
     if (!route) {
         if (path_known) {
@@ -524,13 +607,17 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
             sb_reply_outcome(&reply, 405, "not-supported", "method %s is not allowed here",
                              req->method);
             sb_reply_header(&reply, "Allow", "%s", allow);
+        } else if (practices_root) {
+            sb_reply_outcome(&reply, 404, "not-found",
+                             "no such endpoint: this sandbox serves practices 1..%u, at "
+                             "/practice/{i}/fhir",
+                             (unsigned)sb_practices_count(sb->practices));
         } else {
             sb_reply_outcome(&reply, 404, "not-found", "no such endpoint");
         }
         return send_reply(sb, lc, conn, req, &reply, true);
     }
     bool logged = !(route->flags & ROUTE_ADMIN);
-    req->on = route->on;
     if (req->body_too_large) {
         sb_reply_outcome(&reply, 413, "too-costly", "the request body is larger than %d bytes",
                          SB_MAX_BODY);
@@ -540,11 +627,8 @@ static enum MHD_Result dispatch(listener_ctx *lc, struct MHD_Connection *conn, r
         sb_reply_outcome(&reply, 403, "forbidden", "the admin API answers loopback peers only");
         return send_reply(sb, lc, conn, req, &reply, logged);
     }
-    char client[128] = "";
-    if (route->on != SB_ON_NONE && lc->listener == SB_LISTENER_MAIN) {
-        sb_auth_peek_client(sb, req, client, sizeof client);
+    if (route->on != SB_ON_NONE && lc->listener == SB_LISTENER_MAIN)
         sb_faults_match(sb->faults, route->on, client, fs_now(), &req->fault);
-    }
     if (!apply_fault_before(sb, req, &reply, client))
         route->handler(sb, req, &reply);
     if (lc->listener == SB_LISTENER_MAIN)
@@ -672,6 +756,16 @@ static void usage(FILE *out)
           "    refresh-no-rotate       the refresh grant returns the same refresh token\n"
           "    aud-other-url[=URL]     /authorize wants aud = URL (default: the origin, no /fhir)\n"
           "    refresh-no-context      the refresh grant's answer carries no patient\n"
+          "    redirect-exact-port     a loopback redirect_uri must keep its registered port\n"
+          "  --practices N             serve N practices on this port, each its own FHIR base\n"
+          "                            /practice/{i}/fhir (i = 1..N) with its own data, clients,\n"
+          "                            token endpoint, rate limit and quirks (docs/sandbox.md)\n"
+          "  --patients N              with --practices: the total (default 20 per practice),\n"
+          "                            split 1/i^skew: a few large practices, many small\n"
+          "  --practice-skew S         that exponent (default 1; 0: equal sizes)\n"
+          "  --rate-limit N            with --practices: requests per minute per practice\n"
+          "                            (default 0: none); beyond it 429 with Retry-After\n"
+          "  --practice-quirk I:NAME[=N]  a quirk mode for practice I only (repeatable)\n"
           "  --help                    this text\n",
           out);
 }
@@ -695,7 +789,27 @@ typedef struct options {
     size_t nfaults;
     const char **quirks;
     size_t nquirks;
+    const char **practice_quirks; /* --practice-quirk I:NAME[=N] */
+    size_t npractice_quirks;
 } options;
+
+/* Append an option's value to a list (realloc'd); false on out of memory. */
+static bool push_option(const char ***list, size_t *count, const char *value)
+{
+    const char **grown = realloc(*list, (*count + 1) * sizeof *grown);
+    if (!grown)
+        return false;
+    *list = grown;
+    grown[(*count)++] = value;
+    return true;
+}
+
+static void options_free(options *o)
+{
+    free(o->faults);
+    free(o->quirks);
+    free(o->practice_quirks);
+}
 
 /* 0 ok, 1 --help, 2 usage error */
 static int parse_options(int argc, char **argv, options *o)
@@ -721,6 +835,10 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_LOG,
         OPT_FAULT,
         OPT_QUIRK,
+        OPT_PRACTICES,
+        OPT_SKEW,
+        OPT_RATE_LIMIT,
+        OPT_PRACTICE_QUIRK,
         OPT_HELP
     };
     static const struct option longopts[] = {
@@ -744,6 +862,10 @@ static int parse_options(int argc, char **argv, options *o)
         {"request-log", required_argument, NULL, OPT_LOG},
         {"fault", required_argument, NULL, OPT_FAULT},
         {"quirk", required_argument, NULL, OPT_QUIRK},
+        {"practices", required_argument, NULL, OPT_PRACTICES},
+        {"practice-skew", required_argument, NULL, OPT_SKEW},
+        {"rate-limit", required_argument, NULL, OPT_RATE_LIMIT},
+        {"practice-quirk", required_argument, NULL, OPT_PRACTICE_QUIRK},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -755,6 +877,8 @@ static int parse_options(int argc, char **argv, options *o)
     c->resources_per_file = 50000;
     c->retry_after = 1;
     c->max_jobs = 8;
+    c->practice_skew = 1.0;
+    bool patients_given = false;
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -772,6 +896,7 @@ static int parse_options(int argc, char **argv, options *o)
             if (!parse_unsigned(optarg, 10000000, &v) || v == 0)
                 bad = "--patients";
             c->patients = (uint32_t)v;
+            patients_given = true;
             break;
         case OPT_SEED:
             if (!parse_unsigned(optarg, UINT64_MAX, &v))
@@ -815,22 +940,36 @@ static int parse_options(int argc, char **argv, options *o)
             c->export_delay_ms = (unsigned)v;
             break;
         case OPT_LOG: c->request_log = optarg; break;
-        case OPT_FAULT: {
-            const char **grown = realloc(o->faults, (o->nfaults + 1) * sizeof *grown);
-            if (!grown)
+        case OPT_FAULT:
+            if (!push_option(&o->faults, &o->nfaults, optarg))
                 return 2;
-            o->faults = grown;
-            o->faults[o->nfaults++] = optarg;
+            break;
+        case OPT_QUIRK:
+            if (!push_option(&o->quirks, &o->nquirks, optarg))
+                return 2;
+            break;
+        case OPT_PRACTICES:
+            if (!parse_unsigned(optarg, 10000, &v) || v == 0)
+                bad = "--practices";
+            c->practices = (uint32_t)v;
+            break;
+        case OPT_SKEW: {
+            char *end = NULL;
+            errno = 0;
+            c->practice_skew = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(c->practice_skew >= 0) || c->practice_skew > 10)
+                bad = "--practice-skew";
             break;
         }
-        case OPT_QUIRK: {
-            const char **grown = realloc(o->quirks, (o->nquirks + 1) * sizeof *grown);
-            if (!grown)
-                return 2;
-            o->quirks = grown;
-            o->quirks[o->nquirks++] = optarg;
+        case OPT_RATE_LIMIT:
+            if (!parse_unsigned(optarg, 1000000000, &v))
+                bad = "--rate-limit";
+            c->rate_limit = (uint32_t)v;
             break;
-        }
+        case OPT_PRACTICE_QUIRK:
+            if (!push_option(&o->practice_quirks, &o->npractice_quirks, optarg))
+                return 2;
+            break;
         case OPT_HELP: return 1;
         default:
             fprintf(stderr, "fhirsync-sandbox: unknown option or missing value: %s\n",
@@ -848,6 +987,24 @@ static int parse_options(int argc, char **argv, options *o)
     }
     if (!c->tls_cert != !c->tls_key) {
         fprintf(stderr, "fhirsync-sandbox: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (!c->practices && (c->rate_limit || o->npractice_quirks)) {
+        fprintf(stderr, "fhirsync-sandbox: --rate-limit and --practice-quirk go with --practices "
+                        "(the single base has the rate-limit fault rule)\n");
+        return 2;
+    }
+    if (c->practices && c->data_dir) {
+        fprintf(stderr, "fhirsync-sandbox: --practices serves generated data, not --data\n");
+        return 2;
+    }
+    if (c->practices && !patients_given)
+        c->patients = 20 * c->practices; /* about 2,000 resources a practice on average */
+    if (c->practices > c->patients) {
+        fprintf(stderr,
+                "fhirsync-sandbox: --patients %u is the total over the practices: at least "
+                "one each (%u)\n",
+                (unsigned)c->patients, (unsigned)c->practices);
         return 2;
     }
     return 0;
@@ -936,35 +1093,59 @@ static struct MHD_Daemon *start_daemon(sb_server *sb, listener_ctx *lc, const ch
     return d;
 }
 
-static void format_urls(sb_server *sb)
+void sb_server_format_urls(sb_server *sb, const char *prefix)
 {
     const char *scheme = sb->tls ? "https" : "http";
     const char *host = sb->cfg.host;
     bool v6 = strchr(host, ':') != NULL;
     snprintf(sb->origin, sizeof sb->origin, "%s://%s%s%s:%u", scheme, v6 ? "[" : "", host,
              v6 ? "]" : "", sb->port);
-    snprintf(sb->base_url, sizeof sb->base_url, "%s/fhir", sb->origin);
-    snprintf(sb->token_url, sizeof sb->token_url, "%s/auth/token", sb->origin);
-    snprintf(sb->register_url, sizeof sb->register_url, "%s/auth/register", sb->origin);
-    snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->origin);
-    snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->origin);
-    snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->origin);
+    snprintf(sb->issuer, sizeof sb->issuer, "%s%s", sb->origin, prefix);
+    snprintf(sb->base_url, sizeof sb->base_url, "%s/fhir", sb->issuer);
+    snprintf(sb->token_url, sizeof sb->token_url, "%s/auth/token", sb->issuer);
+    snprintf(sb->register_url, sizeof sb->register_url, "%s/auth/register", sb->issuer);
+    snprintf(sb->admin_url, sizeof sb->admin_url, "%s/admin", sb->issuer);
+    snprintf(sb->authorize_url, sizeof sb->authorize_url, "%s/auth/authorize", sb->issuer);
+    snprintf(sb->jwks_url, sizeof sb->jwks_url, "%s/auth/jwks", sb->issuer);
     /* the storage listener is reached by name, a different origin from the numeric one */
     bool loop4 = fs_starts_with(host, "127.") || !strcmp(host, "localhost");
     const char *storage_host = loop4 ? "localhost" : host;
     v6 = strchr(storage_host, ':') != NULL;
     snprintf(sb->storage_origin, sizeof sb->storage_origin, "%s://%s%s%s:%u", scheme, v6 ? "[" : "",
              storage_host, v6 ? "]" : "", sb->storage_port);
-    snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s/storage", sb->storage_origin);
+    snprintf(sb->storage_base_url, sizeof sb->storage_base_url, "%s%s/storage", sb->storage_origin,
+             prefix);
+}
+
+/* The ready file: the single base's URLs, or with --practices the root's admin URL, URL
+ * templates ("{i}" for the practice number) and every practice's URLs. */
+static json_t *ready_doc(const sb_server *sb)
+{
+    if (!sb->practices)
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "base_url", sb->base_url,
+                         "token_url", sb->token_url, "authorize_url", sb->authorize_url,
+                         "register_url", sb->register_url, "admin_url", sb->admin_url,
+                         "storage_base_url", sb->storage_base_url, "port", (int)sb->port,
+                         "storage_port", (int)sb->storage_port, "pid", (int)getpid());
+    char base[200], token[200], reg[200], admin[200];
+    snprintf(base, sizeof base, "%s/practice/{i}/fhir", sb->origin);
+    snprintf(token, sizeof token, "%s/practice/{i}/auth/token", sb->origin);
+    snprintf(reg, sizeof reg, "%s/practice/{i}/auth/register", sb->origin);
+    snprintf(admin, sizeof admin, "%s/practice/{i}/admin", sb->origin);
+    json_t *list = sb_practices_ready_list(sb->practices);
+    if (!list)
+        return NULL;
+    return json_pack("{s:s, s:i, s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:o}", "admin_url",
+                     sb->admin_url, "practice_count", (int)sb_practices_count(sb->practices),
+                     "patients", (json_int_t)sb->cfg.patients, "base_url_template", base,
+                     "token_url_template", token, "register_url_template", reg,
+                     "admin_url_template", admin, "port", (int)sb->port, "storage_port",
+                     (int)sb->storage_port, "pid", (int)getpid(), "practices", list);
 }
 
 static bool write_ready_file(const sb_server *sb, const char *path)
 {
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "base_url", sb->base_url, "token_url",
-        sb->token_url, "authorize_url", sb->authorize_url, "register_url", sb->register_url,
-        "admin_url", sb->admin_url, "storage_base_url", sb->storage_base_url, "port", (int)sb->port,
-        "storage_port", (int)sb->storage_port, "pid", (int)getpid());
+    json_t *doc = ready_doc(sb);
     char *text = doc ? fs_json_dump_pretty(doc) : NULL;
     json_decref(doc);
     if (!text)
@@ -985,20 +1166,16 @@ static bool write_ready_file(const sb_server *sb, const char *path)
 
 int main(int argc, char **argv)
 {
+    /* a closed pipe is an error to a write, not a signal: `--help | grep -q` (which exits at the
+     * first match) must not kill the sandbox mid-text, nor a client gone mid-answer the server */
+    signal(SIGPIPE, SIG_IGN);
     options o;
     memset(&o, 0, sizeof o);
     int rc = parse_options(argc, argv, &o);
-    if (rc == 1) {
-        usage(stdout);
-        free(o.faults);
-        free(o.quirks);
-        return 0;
-    }
     if (rc != 0) {
-        usage(stderr);
-        free(o.faults);
-        free(o.quirks);
-        return 2;
+        usage(rc == 1 ? stdout : stderr);
+        options_free(&o);
+        return rc == 1 ? 0 : 2;
     }
 
     /* SIGTERM and SIGINT are taken with sigwait() below; every thread inherits the mask */
@@ -1007,7 +1184,6 @@ int main(int argc, char **argv)
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     int status = 1;
     sb_server *sb = NULL;
@@ -1026,27 +1202,45 @@ int main(int argc, char **argv)
     sb->cfg = o.cfg;
     sb->tls = sb->cfg.tls_cert != NULL;
     pthread_mutex_init(&sb->clock_lock, NULL);
-    if (sb->cfg.data_dir) {
-        sb->data = sb_data_new_ndjson(sb->cfg.data_dir, &err);
-    } else {
-        sb_gen_config gc = {.seed = sb->cfg.seed, .patients = sb->cfg.patients};
-        sb->data = sb_data_new_generated(&gc, &err);
-    }
-    if (!sb->data || !(sb->log = sb_reqlog_new(sb->cfg.request_log, &err)) ||
-        !(sb->faults = sb_faults_new()) || !(sb->quirks = sb_quirks_new())) {
+    sb_meter_init(&sb->meter, 0, fs_now());
+    if (!(sb->log = sb_reqlog_new(sb->cfg.request_log, &err)) || !(sb->faults = sb_faults_new()) ||
+        !(sb->quirks = sb_quirks_new())) {
         fprintf(stderr, "fhirsync-sandbox: %s\n", err.message[0] ? err.message : "out of memory");
         goto out;
     }
+    /* with --practices the root has no data of its own: each practice has its own */
+    if (sb->cfg.practices)
+        sb->practices = sb_practices_new(sb, &err);
+    else if (sb->cfg.data_dir)
+        sb->data = sb_data_new_ndjson(sb->cfg.data_dir, &err);
+    else
+        sb->data = sb_data_new_generated(
+            &(sb_gen_config){.seed = sb->cfg.seed, .patients = sb->cfg.patients}, &err);
+    if (!sb->data && !sb->practices) {
+        fprintf(stderr, "fhirsync-sandbox: %s\n", err.message[0] ? err.message : "out of memory");
+        goto out;
+    }
+    /* --fault and --quirk: the single base's, or every practice's (each its own copy) */
     for (size_t i = 0; i < o.nfaults; i++) {
-        if (!sb_faults_add_text(sb->faults, o.faults[i], &err)) {
+        if (!sb_faults_add_text(sb->faults, o.faults[i], &err) ||
+            (sb->practices && !sb_practices_add_fault_text(sb->practices, o.faults[i], &err))) {
             fprintf(stderr, "fhirsync-sandbox: --fault %s: %s\n", o.faults[i], err.message);
             status = 2;
             goto out;
         }
     }
     for (size_t i = 0; i < o.nquirks; i++) {
-        if (!sb_quirks_add_text(sb->quirks, o.quirks[i], &err)) {
+        if (!sb_quirks_add_text(sb->quirks, o.quirks[i], &err) ||
+            (sb->practices && !sb_practices_add_quirk_text(sb->practices, o.quirks[i], &err))) {
             fprintf(stderr, "fhirsync-sandbox: --quirk %s: %s\n", o.quirks[i], err.message);
+            status = 2;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < o.npractice_quirks; i++) {
+        if (!sb_practices_add_practice_quirk(sb->practices, o.practice_quirks[i], &err)) {
+            fprintf(stderr, "fhirsync-sandbox: --practice-quirk %s: %s\n", o.practice_quirks[i],
+                    err.message);
             status = 2;
             goto out;
         }
@@ -1069,21 +1263,34 @@ int main(int argc, char **argv)
         goto out;
     sb->port = main_lc.port;
     sb->storage_port = storage_lc.port;
-    format_urls(sb);
+    sb_server_format_urls(sb, "");
     /* auth needs the token URL (the assertion's aud), bulk the base URL */
-    if (!(sb->auth = sb_auth_new(sb, &err)) || !(sb->launch = sb_launch_new(sb, &err)) ||
-        !(sb->bulk = sb_bulk_new(sb, &err))) {
+    if (sb->practices
+            ? !sb_practices_start(sb->practices, sb, &err)
+            : !(sb->auth = sb_auth_new(sb, &err)) || !(sb->launch = sb_launch_new(sb, &err)) ||
+                  !(sb->bulk = sb_bulk_new(sb, &err))) {
         fprintf(stderr, "fhirsync-sandbox: %s\n", err.message);
         goto out;
     }
-    if (sb->cfg.clients_file && !sb_auth_load_clients(sb->auth, sb->cfg.clients_file, &err)) {
+    if (sb->cfg.clients_file &&
+        !(sb->practices ? sb_practices_load_clients(sb->practices, sb->cfg.clients_file, &err)
+                        : sb_auth_load_clients(sb->auth, sb->cfg.clients_file, &err))) {
         fprintf(stderr, "fhirsync-sandbox: --clients %s: %s\n", sb->cfg.clients_file, err.message);
         goto out;
     }
     printf("fhirsync-sandbox %s listening (pid %d)\n", fhirsync_version(), (int)getpid());
-    printf("FHIR base URL: %s\n", sb->base_url);
-    printf("token URL: %s\n", sb->token_url);
-    printf("storage URL: %s\n", sb->storage_base_url);
+    if (sb->practices) {
+        sb_practices_publish(sb->practices);
+        printf("practices: %u (%u patients)\n", (unsigned)sb_practices_count(sb->practices),
+               (unsigned)sb->cfg.patients);
+        printf("FHIR base URLs: %s/practice/{i}/fhir\n", sb->origin);
+        printf("token URLs: %s/practice/{i}/auth/token\n", sb->origin);
+        printf("admin URL: %s\n", sb->admin_url);
+    } else {
+        printf("FHIR base URL: %s\n", sb->base_url);
+        printf("token URL: %s\n", sb->token_url);
+        printf("storage URL: %s\n", sb->storage_base_url);
+    }
     fflush(stdout);
     if (sb->cfg.ready_file && !write_ready_file(sb, sb->cfg.ready_file)) {
         fprintf(stderr, "fhirsync-sandbox: cannot write the ready file %s\n", sb->cfg.ready_file);
@@ -1096,13 +1303,16 @@ int main(int argc, char **argv)
     fprintf(stderr, "fhirsync-sandbox: signal %d, stopping\n", sig);
     status = 0;
 out:
-    if (sb)
+    if (sb) {
         atomic_store(&sb->stopping, true);
+        sb_practices_stopping(sb->practices);
+    }
     if (main_daemon)
         MHD_stop_daemon(main_daemon);
     if (storage_daemon)
         MHD_stop_daemon(storage_daemon);
     if (sb) {
+        sb_practices_free(sb->practices);
         sb_bulk_free(sb->bulk);
         sb_launch_free(sb->launch);
         sb_auth_free(sb->auth);
@@ -1111,14 +1321,14 @@ out:
         sb_reqlog_free(sb->log);
         sb_data_free(sb->data);
         pthread_mutex_destroy(&sb->clock_lock);
+        sb_meter_destroy(&sb->meter);
         if (status == 0 && sb->cfg.ready_file)
             unlink(sb->cfg.ready_file);
         fs_free(sb);
     }
     fs_free(cert);
     fs_free_secret(key);
-    free(o.faults);
-    free(o.quirks);
+    options_free(&o);
     fhirsync_global_cleanup();
     return status;
 }

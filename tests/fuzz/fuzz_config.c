@@ -2,8 +2,9 @@
  * from memory as a config file (fs_config_load_mem, which fhirsync_config_load also uses); when
  * it parses, every setting of every endpoint is read back through the public and internal
  * getters, each endpoint is copied and checked for completeness, and an endpoint is added so
- * that [defaults] inheritance runs too. Built with -fsanitize=fuzzer under clang, or with
- * replay_main.c as a corpus replayer under gcc. */
+ * that [defaults] inheritance runs too. The same text also goes through a checking load (every
+ * problem into a report, parsing going on after each) and fhirsync_config_check. Built with
+ * -fsanitize=fuzzer under clang, or with replay_main.c as a corpus replayer under gcc. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,10 +35,38 @@ static void read_back(const fhirsync_endpoint *ep)
     (void)total;
 }
 
+/* The checking load of the same text: never fails but for memory, every problem located in the
+ * file, and the check of the whole runs over what could be read. */
+static void check_all(const uint8_t *data, size_t size)
+{
+    fhirsync_config_report *report = fhirsync_config_report_new();
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err;
+    if (!report)
+        return;
+    fhirsync_code rc =
+        fs_config_load_mem_report((const char *)data, size, "fuzz.ini", report, &cfg, &err);
+    if (rc != FHIRSYNC_OK && (cfg || rc != FHIRSYNC_E_NOMEM))
+        __builtin_trap();
+    if (rc == FHIRSYNC_OK) {
+        for (size_t i = 0; i < fhirsync_config_report_count(report); i++) {
+            const fhirsync_config_problem *p = fhirsync_config_report_at(report, i);
+            if (!p->message || !p->file || strcmp(p->file, "fuzz.ini") != 0 || p->line < 1)
+                __builtin_trap();
+        }
+        for (size_t i = 0; i < fhirsync_config_endpoint_count(cfg); i++)
+            read_back(fhirsync_config_endpoint_at(cfg, i));
+        (void)fhirsync_config_check(cfg, report, &err);
+    }
+    fhirsync_config_free(cfg);
+    fhirsync_config_report_free(report);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fhirsync_config *cfg = NULL;
     fhirsync_error err;
+    check_all(data, size);
     fhirsync_code rc = fs_config_load_mem((const char *)data, size, "fuzz.ini", &cfg, &err);
     if (rc != FHIRSYNC_OK) {
         /* a failure leaves nothing behind and says where */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config_internal.h"
@@ -332,8 +333,17 @@ static void test_unreadable_file(void **state)
     assert_null(cfg);
     assert_non_null(strstr(err.message, path));
     assert_non_null(strstr(err.message, strerror(ENOENT)));
+    /* a directory is a configuration (of its *.ini files): an empty one has no endpoints */
+    assert_int_equal(fhirsync_config_load(f->dir, &cfg, &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_config_endpoint_count(cfg), 0);
+    fhirsync_config_free(cfg);
+    /* a *.ini that cannot be read as a file (here a directory) is an error naming it */
+    char sub[700];
+    snprintf(sub, sizeof sub, "%s/sub.ini", f->dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
     assert_int_equal(fhirsync_config_load(f->dir, &cfg, &err), FHIRSYNC_E_IO);
-    assert_non_null(strstr(err.message, strerror(EISDIR)));
+    assert_null(cfg);
+    assert_non_null(strstr(err.message, sub));
 }
 
 static void test_sections_long_and_indented_lines(void **state)
@@ -813,6 +823,493 @@ static void test_alloc_failure_walk(void **state)
     assert_true(completed);
 }
 
+/* ---- many practices: directories, defaults across files, checks ----------------------------- */
+
+/* Make dir/name a directory; f->path becomes its path. */
+static const char *make_dir(fixture *f, const char *name)
+{
+    snprintf(f->path, sizeof f->path, "%s/%s", f->dir, name);
+    assert_int_equal(mkdir(f->path, 0700), 0);
+    return f->path;
+}
+
+/* A directory is one configuration: its *.ini files in name order (others and hidden ones
+ * ignored), one [defaults] for all of them, relative paths relative to each file. */
+static void test_directory_of_files(void **state)
+{
+    fixture *f = *state;
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s", make_dir(f, "conf.d"));
+    write_file(f, "conf.d/20-b.ini",
+               "[endpoint b1]\nbase_url = https://fhir.example.org/b1\nclient_id = b1\n"
+               "[endpoint b2]\nbase_url = https://fhir.example.org/b2\nclient_id = b2\n"
+               "key_file = own.pem\ntimeout = 5\n",
+               0644);
+    write_file(f, "conf.d/10-a.ini", "[endpoint a]\nbase_url = https://fhir.example.org/a\n", 0644);
+    write_file(f, "conf.d/99-defaults.ini",
+               "; where [defaults] sits does not matter\n[defaults]\nkey_file = keys/shared.pem\n"
+               "timeout = 30\nclient_id = shared-client\n",
+               0644);
+    /* not configuration: other suffixes, hidden files, editor backups */
+    write_file(f, "conf.d/README", "not an ini file at all\n", 0644);
+    write_file(f, "conf.d/.hidden.ini", "junk that would not parse\n", 0644);
+    write_file(f, "conf.d/20-b.ini~", "junk that would not parse\n", 0644);
+    write_file(f, "conf.d/notes.ini.bak", "junk that would not parse\n", 0644);
+
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_config_load(dir, &cfg, &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_config_endpoint_count(cfg), 3);
+    static const char *const order[] = {"a", "b1", "b2"};
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(fhirsync_endpoint_name(fhirsync_config_endpoint_at(cfg, i)), order[i]);
+
+    char expected[800];
+    fhirsync_endpoint *a = fhirsync_config_endpoint(cfg, "a");
+    snprintf(expected, sizeof expected, "%s/keys/shared.pem", dir);
+    assert_string_equal(fhirsync_endpoint_get(a, "key_file"), expected);
+    snprintf(expected, sizeof expected, "%s/99-defaults.ini:3", dir);
+    assert_string_equal(fhirsync_endpoint_source(a, "key_file"), expected);
+    assert_string_equal(fhirsync_endpoint_get(a, "client_id"), "shared-client");
+    assert_string_equal(fhirsync_endpoint_get(a, "timeout"), "30");
+    fhirsync_endpoint *b2 = fhirsync_config_endpoint(cfg, "b2");
+    snprintf(expected, sizeof expected, "%s/own.pem", dir);
+    assert_string_equal(fhirsync_endpoint_get(b2, "key_file"), expected);
+    assert_string_equal(fhirsync_endpoint_get(b2, "client_id"), "b2");
+    assert_string_equal(fhirsync_endpoint_get(b2, "timeout"), "5");
+    snprintf(expected, sizeof expected, "%s/20-b.ini:8", dir);
+    assert_string_equal(fhirsync_endpoint_source(b2, "timeout"), expected);
+    fhirsync_config_free(cfg);
+
+    /* a trailing '/' changes nothing */
+    char slashed[800];
+    snprintf(slashed, sizeof slashed, "%s/", dir);
+    assert_int_equal(fhirsync_config_load(slashed, &cfg, &err), FHIRSYNC_OK);
+    snprintf(expected, sizeof expected, "%s/20-b.ini:5", dir);
+    assert_string_equal(fhirsync_endpoint_source(fhirsync_config_endpoint(cfg, "b2"), "base_url"),
+                        expected);
+    fhirsync_config_free(cfg);
+}
+
+/* [defaults] < [endpoint NAME] < environment < an explicit set (the flags), across files. */
+static void test_defaults_precedence(void **state)
+{
+    fixture *f = *state;
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s", make_dir(f, "p.d"));
+    write_file(f, "p.d/defaults.ini", "[defaults]\ntimeout = 10\nparallel = 2\nmax_retries = 3\n",
+               0644);
+    write_file(f, "p.d/site.ini", "[endpoint site]\ntimeout = 20\nparallel = 4\n", 0644);
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_config_load(dir, &cfg, &err), FHIRSYNC_OK);
+    fhirsync_endpoint *ep = fhirsync_config_endpoint(cfg, "site");
+    assert_string_equal(fhirsync_endpoint_get(ep, "max_retries"), "3"); /* [defaults] */
+    assert_string_equal(fhirsync_endpoint_get(ep, "parallel"), "4");    /* the endpoint */
+    assert_string_equal(fhirsync_endpoint_get(ep, "timeout"), "20");
+    assert_string_equal(fhirsync_endpoint_get(ep, "retry_cap"), "300"); /* built in */
+    setenv("FHIRSYNC_TIMEOUT", "40", 1);
+    setenv("FHIRSYNC_MAX_RETRIES", "7", 1);
+    assert_int_equal(fhirsync_endpoint_apply_env(ep, &err), FHIRSYNC_OK);
+    assert_string_equal(fhirsync_endpoint_get(ep, "timeout"), "40");
+    assert_string_equal(fhirsync_endpoint_get(ep, "max_retries"), "7");
+    assert_string_equal(fhirsync_endpoint_source(ep, "max_retries"),
+                        "environment FHIRSYNC_MAX_RETRIES");
+    assert_string_equal(fhirsync_endpoint_get(ep, "parallel"), "4");
+    assert_int_equal(fhirsync_endpoint_set(ep, "timeout", "50", "command line --timeout", &err),
+                     FHIRSYNC_OK);
+    assert_string_equal(fhirsync_endpoint_get(ep, "timeout"), "50");
+    fhirsync_config_free(cfg);
+}
+
+/* Two sections of one name in two files, or two [defaults]: the error names both places. */
+static void test_duplicates_across_files(void **state)
+{
+    fixture *f = *state;
+    char dir[700], first[800], second[800];
+    snprintf(dir, sizeof dir, "%s", make_dir(f, "dup.d"));
+    write_file(f, "dup.d/a.ini", "[endpoint x]\nclient_id = a\n\n[endpoint same]\nclient_id = a\n",
+               0644);
+    snprintf(first, sizeof first, "%s", f->path);
+    write_file(f, "dup.d/b.ini", "; another practice\n[endpoint same]\nclient_id = b\n", 0644);
+    snprintf(second, sizeof second, "%s", f->path);
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_config_load(dir, &cfg, &err), FHIRSYNC_E_CONFIG);
+    assert_null(cfg);
+    char where[2000];
+    snprintf(where, sizeof where, "%s:2: duplicate endpoint 'same' (already defined at %s:4)",
+             second, first);
+    assert_string_equal(err.message, where);
+
+    write_file(f, "dup.d/b.ini", "[defaults]\ntimeout = 5\n", 0644);
+    write_file(f, "dup.d/c.ini", "[endpoint y]\n[defaults]\nparallel = 2\n", 0644);
+    assert_int_equal(fhirsync_config_load(dir, &cfg, &err), FHIRSYNC_E_CONFIG);
+    snprintf(where, sizeof where, "%s:2: a second [defaults] section (the first is at %s:1)",
+             f->path, second);
+    assert_non_null(strstr(err.message, where));
+}
+
+/* Find the problem at file:line (line 0: any), about `endpoint` and `setting` (NULL: none). */
+static const fhirsync_config_problem *find_problem(const fhirsync_config_report *r,
+                                                   const char *file, int line, const char *endpoint,
+                                                   const char *setting)
+{
+    for (size_t i = 0; i < fhirsync_config_report_count(r); i++) {
+        const fhirsync_config_problem *p = fhirsync_config_report_at(r, i);
+        if ((file ? p->file && strcmp(p->file, file) == 0 : !p->file) &&
+            (!line || p->line == line) &&
+            (endpoint ? p->endpoint && strcmp(p->endpoint, endpoint) == 0 : !p->endpoint) &&
+            (setting ? p->setting && strcmp(p->setting, setting) == 0 : !p->setting))
+            return p;
+    }
+    return NULL;
+}
+
+static void dump_report(const fhirsync_config_report *r)
+{
+    for (size_t i = 0; i < fhirsync_config_report_count(r); i++) {
+        const fhirsync_config_problem *p = fhirsync_config_report_at(r, i);
+        print_message("  %s:%d [%s] %s: %s\n", p->file ? p->file : "-", p->line,
+                      p->endpoint ? p->endpoint : "-", p->setting ? p->setting : "-", p->message);
+    }
+}
+
+/* A checking load reports every problem of every file with its file, line, endpoint and
+ * setting, keeps what it could read, and the check adds what each endpoint lacks, once. */
+static void test_check_collects_every_problem(void **state)
+{
+    fixture *f = *state;
+    char dir[700], defaults[800], one[800], two[800], unreadable[800];
+    snprintf(dir, sizeof dir, "%s", make_dir(f, "check.d"));
+    write_file(f, "check.d/00-defaults.ini",
+               "[defaults]\nkey_file = /keys/shared.pem\nshared_store = yes\n", 0644);
+    snprintf(defaults, sizeof defaults, "%s", f->path);
+    write_file(f, "check.d/one.ini",
+               "[endpoint good]\n"                           /* 1 */
+               "base_url = https://fhir.example.org/good\n"  /* 2 */
+               "client_id = good\n"                          /* 3 */
+               "[endpoint bad]\n"                            /* 4 */
+               "base_url = ftp://fhir.example.org/bad\n"     /* 5: refused */
+               "timeout = soon\n"                            /* 6: refused */
+               "tmeout = 5\n"                                /* 7: unknown */
+               "this line is junk\n"                         /* 8: syntax */
+               "[endpoint lacking]\n"                        /* 9: no client_id */
+               "base_url = https://fhir.example.org/lack\n", /* 10 */
+               0644);
+    snprintf(one, sizeof one, "%s", f->path);
+    write_file(f, "check.d/two.ini",
+               "[endpoint good]\n"                       /* 1: duplicate */
+               "parallel = many\n"                       /* 2: refused, in the duplicate */
+               "[practice z]\n"                          /* 3: unknown section */
+               "client_id = z\n"                         /* 4 */
+               "[endpoint secret]\n"                     /* 5 */
+               "base_url = https://fhir.example.org/s\n" /* 6 */
+               "client_id = s\n"                         /* 7 */
+               "auth_method = client_secret_basic\n",    /* 8: no secret source */
+               0644);
+    snprintf(two, sizeof two, "%s", f->path);
+    write_file(f, "check.d/unreadable.ini", "[endpoint u]\n", 0644);
+    snprintf(unreadable, sizeof unreadable, "%s", f->path);
+    assert_int_equal(truncate(unreadable, 2L << 24), 0); /* larger than any config file */
+
+    fhirsync_config_report *r = fhirsync_config_report_new();
+    assert_non_null(r);
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fhirsync_config_load_report(dir, r, &cfg, &err), FHIRSYNC_OK);
+    assert_non_null(cfg);
+    /* what could be read: the refused values unset, the duplicate's settings kept nowhere */
+    assert_int_equal(fhirsync_config_endpoint_count(cfg), 4);
+    assert_null(fhirsync_endpoint_get(fhirsync_config_endpoint(cfg, "bad"), "base_url"));
+    assert_string_equal(fhirsync_endpoint_get(fhirsync_config_endpoint(cfg, "good"), "parallel"),
+                        "4");
+
+    const fhirsync_config_problem *p = find_problem(r, one, 5, "bad", "base_url");
+    assert_non_null(p);
+    assert_int_equal(p->severity, FHIRSYNC_CONFIG_ERROR);
+    assert_int_equal(p->code, FHIRSYNC_E_CONFIG);
+    assert_non_null(strstr(p->message, "https://"));
+    assert_null(strstr(p->message, one)); /* the location is kept apart */
+    char source[900];
+    snprintf(source, sizeof source, "%s:5", one);
+    assert_string_equal(p->source, source);
+    assert_non_null(find_problem(r, one, 6, "bad", "timeout"));
+    p = find_problem(r, one, 7, "bad", "tmeout");
+    assert_non_null(p);
+    assert_non_null(strstr(p->message, "did you mean 'timeout'"));
+    p = find_problem(r, one, 8, "bad", NULL);
+    assert_non_null(p);
+    assert_non_null(strstr(p->message, "cannot parse"));
+    p = find_problem(r, two, 1, "good", NULL);
+    assert_non_null(p);
+    snprintf(source, sizeof source, "duplicate endpoint 'good' (already defined at %s:1)", one);
+    assert_string_equal(p->message, source);
+    assert_non_null(find_problem(r, two, 2, "good", "parallel"));
+    assert_non_null(find_problem(r, two, 3, NULL, NULL));
+    p = find_problem(r, unreadable, 0, NULL, NULL);
+    assert_non_null(p);
+    assert_non_null(strstr(p->message, "larger than"));
+    size_t loaded = fhirsync_config_report_count(r);
+    if (loaded != 8) {
+        dump_report(r);
+        fail_msg("%zu problems after loading, wanted 8", loaded);
+    }
+    assert_int_equal(fhirsync_config_report_errors(r), 8);
+
+    /* the check: what each endpoint lacks, except what was refused and reported already */
+    assert_int_equal(fhirsync_config_check(cfg, r, &err), FHIRSYNC_OK);
+    p = find_problem(r, one, 9, "lacking", "client_id");
+    assert_non_null(p);
+    assert_non_null(strstr(p->message, "no client id"));
+    p = find_problem(r, two, 5, "secret", "client_secret_file");
+    assert_non_null(p);
+    assert_non_null(strstr(p->message, "needs a client secret"));
+    /* "bad": its refused base_url is not reported missing; its client_id is */
+    assert_non_null(find_problem(r, one, 4, "bad", "client_id"));
+    for (size_t i = 0; i < fhirsync_config_report_count(r); i++) {
+        p = fhirsync_config_report_at(r, i);
+        if (p->endpoint && strcmp(p->endpoint, "bad") == 0 && p->setting &&
+            strcmp(p->setting, "base_url") == 0 && p->line != 5)
+            fail_msg("refused base_url reported again: %s", p->message);
+    }
+    if (fhirsync_config_report_count(r) != 11) {
+        dump_report(r);
+        fail_msg("%zu problems after the check, wanted 11", fhirsync_config_report_count(r));
+    }
+
+    /* what the application adds is placed where the setting came from */
+    fhirsync_endpoint *good = fhirsync_config_endpoint(cfg, "good");
+    assert_int_equal(fhirsync_config_report_add(r, good, "key_file", FHIRSYNC_CONFIG_ERROR,
+                                                FHIRSYNC_E_KEY_PERMS, "key_file: readable by all"),
+                     FHIRSYNC_OK);
+    p = fhirsync_config_report_at(r, fhirsync_config_report_count(r) - 1);
+    assert_string_equal(p->file, defaults);
+    assert_int_equal(p->line, 2);
+    assert_string_equal(p->endpoint, "good");
+    assert_int_equal(p->code, FHIRSYNC_E_KEY_PERMS);
+    setenv("FHIRSYNC_TIMEOUT", "12", 1);
+    assert_int_equal(fhirsync_endpoint_apply_env(good, &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_config_report_add(r, good, "timeout", FHIRSYNC_CONFIG_WARNING,
+                                                FHIRSYNC_E_CONFIG, "short"),
+                     FHIRSYNC_OK);
+    p = fhirsync_config_report_at(r, fhirsync_config_report_count(r) - 1);
+    assert_null(p->file);
+    assert_int_equal(p->line, 0);
+    assert_string_equal(p->source, "environment FHIRSYNC_TIMEOUT");
+    assert_int_equal(fhirsync_config_report_errors(r), 12);
+    assert_int_equal(
+        fhirsync_config_report_add(NULL, good, NULL, FHIRSYNC_CONFIG_ERROR, FHIRSYNC_E_CONFIG, "x"),
+        FHIRSYNC_E_ARG);
+    assert_null(fhirsync_config_report_at(r, 99));
+    fhirsync_config_free(cfg);
+    fhirsync_config_report_free(r);
+    fhirsync_config_report_free(NULL);
+
+    /* a missing path is one problem about it, and an empty configuration */
+    r = fhirsync_config_report_new();
+    snprintf(source, sizeof source, "%s/missing.ini", f->dir);
+    assert_int_equal(fhirsync_config_load_report(source, r, &cfg, &err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_config_endpoint_count(cfg), 0);
+    assert_int_equal(fhirsync_config_report_count(r), 1);
+    p = fhirsync_config_report_at(r, 0);
+    assert_int_equal(p->code, FHIRSYNC_E_IO);
+    assert_string_equal(p->file, source);
+    assert_int_equal(fhirsync_config_check(cfg, r, &err), FHIRSYNC_OK);
+    p = fhirsync_config_report_at(r, 1);
+    assert_int_equal(p->severity, FHIRSYNC_CONFIG_WARNING);
+    assert_non_null(strstr(p->message, "no endpoints"));
+    assert_int_equal(fhirsync_config_report_errors(r), 1);
+    fhirsync_config_free(cfg);
+    assert_int_equal(fhirsync_config_load_report(source, NULL, &cfg, &err), FHIRSYNC_E_ARG);
+    assert_null(cfg);
+    fhirsync_config_report_free(r);
+}
+
+/* One store may hold one FHIR server: endpoints of two base URLs into one store are an error
+ * (unless shared_store = yes); two endpoints of the same server, group and types into one store
+ * a warning. Base URLs compare as the store compares them. */
+static void test_check_stores(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "[defaults]\nclient_id = c\nkey_file = /k.pem\nstore = shared.db\n"
+        "[endpoint a]\nbase_url = https://ehr.example.org/fhir/A\n"        /* 5 */
+        "[endpoint b]\nbase_url = https://ehr.example.org/fhir/B\n"        /* 7: clash with a */
+        "[endpoint a-again]\nbase_url = HTTPS://EHR.example.org/fhir/A/\n" /* 9: repeats a */
+        "[endpoint a-group]\nbase_url = https://ehr.example.org/fhir/A\ngroup_id = g1\n"
+        "[endpoint own]\nbase_url = https://other.example.org/fhir\nstore = own.db\n" /* 14 */
+        "[endpoint own-too]\nbase_url = https://other.example.org/fhir\nstore = own.db\n"
+        "types = Patient\n"
+        "[endpoint mirror]\nbase_url = https://mirror.example.org/fhir\nstore = s2.db\n"
+        "shared_store = yes\n"
+        "[endpoint main]\nbase_url = https://main.example.org/fhir\nstore = s2.db\n"
+        "shared_store = yes\n";
+    fhirsync_config *cfg = NULL;
+    fhirsync_error err = {0};
+    assert_int_equal(fs_config_load_mem(text, sizeof text - 1, "s.ini", &cfg, &err), FHIRSYNC_OK);
+    fhirsync_config_report *r = fhirsync_config_report_new();
+    assert_int_equal(fhirsync_config_check(cfg, r, &err), FHIRSYNC_OK);
+    /* a, b, a-again and a-group clash (two servers in shared.db); own and own-too do not (one
+     * server, different types); mirror and main share s2.db on purpose */
+    static const char *const clash[] = {"a", "b", "a-again", "a-group"};
+    for (size_t i = 0; i < 4; i++) {
+        const fhirsync_config_problem *p = find_problem(r, "s.ini", 4, clash[i], "store");
+        if (!p) {
+            dump_report(r);
+            fail_msg("no store problem for %s", clash[i]);
+        }
+        assert_int_equal(p->severity, FHIRSYNC_CONFIG_ERROR);
+        assert_non_null(strstr(p->message, "shared.db"));
+        assert_non_null(strstr(p->message, "shared_store = yes"));
+    }
+    const fhirsync_config_problem *p = find_problem(r, "s.ini", 4, "b", "store");
+    assert_non_null(strstr(p->message, "endpoint a (s.ini:5)"));
+    p = find_problem(r, "s.ini", 4, "a", "store");
+    assert_non_null(strstr(p->message, "endpoint b (s.ini:7)"));
+    p = find_problem(r, "s.ini", 10, "a-again", "base_url");
+    assert_non_null(p);
+    assert_int_equal(p->severity, FHIRSYNC_CONFIG_WARNING);
+    assert_non_null(strstr(p->message, "endpoint a (s.ini:5)"));
+    if (fhirsync_config_report_count(r) != 5) {
+        dump_report(r);
+        fail_msg("%zu problems, wanted 5", fhirsync_config_report_count(r));
+    }
+    assert_int_equal(fhirsync_config_report_errors(r), 4);
+    fhirsync_config_report_free(r);
+    fhirsync_config_free(cfg);
+}
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* 500 practices, as a directory of 500 files and as one file of 500 sections, written here:
+ * each loads and checks clean, with the shared [defaults] in every endpoint. The time is printed
+ * (no test fails on time). */
+static void test_500_endpoints(void **state)
+{
+    fixture *f = *state;
+    enum { PRACTICES = 500 };
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s", make_dir(f, "endpoints.d"));
+    char *one = malloc(PRACTICES * 256 + 256);
+    assert_non_null(one);
+    static const char defaults[] = "[defaults]\nkey_file = /etc/fhirsync/key.pem\n"
+                                   "scope = system/*.read\nrate_limit = 100\n";
+    write_file(f, "endpoints.d/00-defaults.ini", defaults, 0644);
+    size_t used = (size_t)sprintf(one, "%s", defaults);
+    for (int i = 0; i < PRACTICES; i++) {
+        char section[256], name[64];
+        snprintf(section, sizeof section,
+                 "\n[endpoint practice-%03d]\n"
+                 "base_url = https://fhir4.eclinicalworks.com/fhir/r4/P%05d\n"
+                 "client_id = client-%03d\nstore = /var/lib/fhirsync/practice-%03d.db\n",
+                 i, i, i, i);
+        snprintf(name, sizeof name, "endpoints.d/practice-%03d.ini", i);
+        write_file(f, name, section, 0644);
+        used += (size_t)sprintf(one + used, "%s", section);
+    }
+    char one_path[700];
+    snprintf(one_path, sizeof one_path, "%s", write_file(f, "one.ini", one, 0644));
+    free(one);
+
+    const char *const paths[] = {dir, one_path};
+    for (size_t k = 0; k < 2; k++) {
+        struct timespec start;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        fhirsync_config_report *r = fhirsync_config_report_new();
+        fhirsync_config *cfg = NULL;
+        fhirsync_error err = {0};
+        assert_int_equal(fhirsync_config_load_report(paths[k], r, &cfg, &err), FHIRSYNC_OK);
+        assert_int_equal(fhirsync_config_check(cfg, r, &err), FHIRSYNC_OK);
+        double elapsed = seconds_since(&start);
+        if (fhirsync_config_report_count(r) != 0) {
+            dump_report(r);
+            fail_msg("%zu problems", fhirsync_config_report_count(r));
+        }
+        assert_int_equal(fhirsync_config_endpoint_count(cfg), PRACTICES);
+        fhirsync_endpoint *last = fhirsync_config_endpoint(cfg, "practice-499");
+        assert_ptr_equal(last, fhirsync_config_endpoint_at(cfg, PRACTICES - 1));
+        assert_string_equal(fhirsync_endpoint_get(last, "client_id"), "client-499");
+        assert_string_equal(fhirsync_endpoint_get(last, "key_file"), "/etc/fhirsync/key.pem");
+        assert_int_equal(fs_endpoint_long(last, "rate_limit"), 100);
+        assert_null(fhirsync_config_endpoint(cfg, "practice-500"));
+        print_message("  %d endpoints from %s: loaded and checked in %.1f ms\n", PRACTICES,
+                      k == 0 ? "500 files" : "one file", elapsed * 1000);
+        /* the strict load agrees */
+        fhirsync_config_free(cfg);
+        assert_int_equal(fhirsync_config_load(paths[k], &cfg, &err), FHIRSYNC_OK);
+        assert_int_equal(fhirsync_config_endpoint_count(cfg), PRACTICES);
+        fhirsync_config_free(cfg);
+        fhirsync_config_report_free(r);
+    }
+}
+
+/* Out of memory anywhere in a checking load of a directory and its check: FHIRSYNC_E_NOMEM and
+ * nothing leaked (AddressSanitizer), or a complete report. */
+static void test_check_alloc_failure_walk(void **state)
+{
+    fixture *f = *state;
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s", make_dir(f, "walk.d"));
+    write_file(f, "walk.d/a.ini",
+               "[defaults]\nkey_file = k.pem\ntimeout = x\n[endpoint a]\n"
+               "base_url = https://x.org/a\nclient_id = a\nstore = s.db\n[endpoint b]\n"
+               "base_url = https://x.org/b\njunk\n",
+               0644);
+    write_file(f, "walk.d/b.ini",
+               "[endpoint a]\nclient_id = again\n[oops]\n[endpoint c]\n"
+               "base_url = https://x.org/b\nstore = s.db\nclient_id = c\n",
+               0644);
+    /* without failures: every problem (refused timeout, junk, the duplicate a, [oops], and a, b
+     * and c into one store from two URLs) */
+    fhirsync_config_report *whole = fhirsync_config_report_new();
+    fhirsync_config *whole_cfg = NULL;
+    fhirsync_error whole_err = {0};
+    assert_int_equal(fhirsync_config_load_report(dir, whole, &whole_cfg, &whole_err), FHIRSYNC_OK);
+    assert_int_equal(fhirsync_config_check(whole_cfg, whole, &whole_err), FHIRSYNC_OK);
+    size_t expected = fhirsync_config_report_count(whole);
+    if (expected != 7) {
+        dump_report(whole);
+        fail_msg("%zu problems, wanted 7", expected);
+    }
+    fhirsync_config_free(whole_cfg);
+    fhirsync_config_report_free(whole);
+
+    bool completed = false;
+    size_t full_count = 0;
+    unsigned long n;
+    for (n = 1; n < 5000 && !completed; n++) {
+        fhirsync_config_report *r = NULL;
+        fhirsync_config *cfg = NULL;
+        fhirsync_error err = {0};
+        fs_alloc_fail_at(n);
+        fhirsync_code rc = FHIRSYNC_E_NOMEM;
+        r = fhirsync_config_report_new();
+        if (r)
+            rc = fhirsync_config_load_report(dir, r, &cfg, &err);
+        if (rc == FHIRSYNC_OK)
+            rc = fhirsync_config_check(cfg, r, &err);
+        bool fired = fs_alloc_failure_fired();
+        fs_alloc_fail_at(0);
+        if (rc == FHIRSYNC_OK && !fired) {
+            completed = true;
+            full_count = fhirsync_config_report_count(r);
+        } else if (rc != FHIRSYNC_OK) {
+            assert_int_equal(rc, FHIRSYNC_E_NOMEM);
+        }
+        fhirsync_config_free(cfg);
+        fhirsync_config_report_free(r);
+    }
+    assert_true(completed);
+    assert_true(n > 50);
+    assert_int_equal(full_count, expected);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -831,6 +1328,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relative_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failure_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_directory_of_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_defaults_precedence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicates_across_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_collects_every_problem, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_stores, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_500_endpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_alloc_failure_walk, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* unit/test_sandbox_gen.c: the sandbox's data generator (src/sandbox/gen.c). Checks that output
  * is deterministic, valid JSON of the right shape, that ids invert and references resolve, that
  * epochs update and delete the expected share of resources (never a Patient), that counts scale
- * linearly and that a 100,000-patient generator costs one small allocation.
+ * linearly, that a 100,000-patient generator costs one small allocation, and how patients are
+ * split over the practices of --practices.
  * `test_sandbox_gen --bench` instead prints the generator's throughput for 10^6 resources. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1027,6 +1028,55 @@ static int bench(void)
     return 0;
 }
 
+/* Patients split over practices (--practices): exact total, at least one each, never increasing,
+ * deterministic; the worked example of gen.h's rule; the benchmark's shape is skewed. */
+static void test_split_patients(void **state)
+{
+    (void)state;
+    uint32_t small[3];
+    assert_true(sb_gen_split_patients(10, 3, 1.0, small));
+    /* shares of 7: 3.82, 1.91, 1.27 -> 3, 1, 1 and the two left over to .91 then .82 */
+    assert_int_equal(small[0], 5);
+    assert_int_equal(small[1], 3);
+    assert_int_equal(small[2], 2);
+    uint32_t equal[4];
+    assert_true(sb_gen_split_patients(10, 4, 0.0, equal)); /* 1 + 1.5 each: .5 ties, low first */
+    assert_int_equal(equal[0], 3);
+    assert_int_equal(equal[1], 3);
+    assert_int_equal(equal[2], 2);
+    assert_int_equal(equal[3], 2);
+    uint32_t one[1];
+    assert_true(sb_gen_split_patients(7, 1, 1.0, one));
+    assert_int_equal(one[0], 7);
+
+    enum { N = 500 };
+    static uint32_t sizes[N], again[N];
+    assert_true(sb_gen_split_patients(10000, N, 1.0, sizes));
+    assert_true(sb_gen_split_patients(10000, N, 1.0, again));
+    assert_memory_equal(sizes, again, sizeof sizes);
+    uint64_t sum = 0, top10 = 0;
+    unsigned tiny = 0;
+    for (unsigned i = 0; i < N; i++) {
+        assert_true(sizes[i] >= 1);
+        if (i > 0)
+            assert_true(sizes[i] <= sizes[i - 1]);
+        sum += sizes[i];
+        top10 += i < 10 ? sizes[i] : 0;
+        tiny += sizes[i] <= 10;
+    }
+    assert_int_equal(sum, 10000);
+    /* 9,500 / H(500) = 1398.5 for the first practice, plus its one */
+    assert_true(sizes[0] >= 1399 && sizes[0] <= 1400);
+    assert_true(top10 * 100 / sum >= 40); /* a few large practices... */
+    assert_true(tiny >= N / 2);           /* ...and many small ones */
+
+    assert_false(sb_gen_split_patients(10, 0, 1.0, small));
+    assert_false(sb_gen_split_patients(2, 3, 1.0, small));
+    assert_false(sb_gen_split_patients(10, 3, -1.0, small));
+    assert_false(sb_gen_split_patients(10, 3, NAN, small));
+    assert_false(sb_gen_split_patients(10, 3, 11.0, small));
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0)
@@ -1044,6 +1094,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_counts_scale),
         cmocka_unit_test(test_large_population),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_split_patients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1629,6 +1629,156 @@ static void test_pg_password_never_shown(void **state)
     assert_int_equal(access("host=", F_OK), -1);
 }
 
+/* ---- each endpoint's status ------------------------------------------------------------------ */
+
+typedef struct status_seen {
+    size_t count;
+    char endpoint[8][16];
+    fhirsync_endpoint_state state[8];
+    int64_t failures[8], last_success[8], last_run[8], runs[8];
+    char error[8][64];
+    char watermark[8][40];
+    int64_t watermark_s[8], last_success_s[8];
+    size_t stop_after; /* 0: never */
+} status_seen;
+
+static int collect_status(const fhirsync_endpoint_status *st, void *userdata)
+{
+    status_seen *r = userdata;
+    if (r->count < 8) {
+        size_t i = r->count;
+        snprintf(r->endpoint[i], sizeof r->endpoint[i], "%s", st->endpoint);
+        r->state[i] = st->state;
+        r->failures[i] = st->consecutive_failures;
+        r->last_success[i] = st->last_success_id;
+        r->last_success_s[i] = st->last_success_s;
+        r->last_run[i] = st->last_run_id;
+        r->runs[i] = st->last_run_id ? 1 : 0;
+        snprintf(r->error[i], sizeof r->error[i], "%s", st->last_error ? st->last_error : "");
+        snprintf(r->watermark[i], sizeof r->watermark[i], "%s", st->watermark ? st->watermark : "");
+        r->watermark_s[i] = st->watermark_s;
+    }
+    r->count++;
+    return r->stop_after && r->count >= r->stop_after;
+}
+
+static status_seen status_of(fhirsync_store *s, const char *endpoint)
+{
+    status_seen r;
+    memset(&r, 0, sizeof r);
+    fhirsync_error err = {0};
+    assert_ok(fhirsync_store_status(s, endpoint, collect_status, &r, &err));
+    return r;
+}
+
+static void test_endpoint_status(void **state)
+{
+    fixture *f = *state;
+    fhirsync_store *s = open_store(f);
+    fhirsync_error err = {0};
+    assert_string_equal(fhirsync_endpoint_state_name(FHIRSYNC_STATE_INTERRUPTED), "interrupted");
+    assert_string_equal(fhirsync_endpoint_state_name(FHIRSYNC_STATE_NEVER), "never");
+    assert_int_equal(fhirsync_store_status(s, NULL, NULL, NULL, &err), FHIRSYNC_E_ARG);
+    status_seen r = status_of(s, NULL);
+    assert_int_equal(r.count, 0); /* nothing recorded: nothing reported */
+
+    /* a: a successful run, then two failures (the second with a multi-line error) */
+    int64_t run = 0;
+    assert_ok(fs_store_run_begin(s, "a", "bulk", NULL, &run, &err));
+    fs_store_run_end ok = {.status = FHIRSYNC_RUN_OK, .new_watermark = "2024-06-01T10:00:00Z"};
+    assert_ok(fs_store_run_finish(s, run, &ok, &err));
+    r = status_of(s, "a");
+    assert_int_equal(r.count, 1);
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_IDLE);
+    assert_int_equal(r.last_success[0], run);
+    assert_true(r.last_success_s[0] > 1700000000);
+    assert_string_equal(r.watermark[0], "2024-06-01T10:00:00Z");
+    assert_int_equal(r.watermark_s[0], 1717236000);
+    assert_int_equal(r.failures[0], 0);
+    assert_string_equal(r.error[0], "");
+    int64_t good = run;
+    for (int i = 0; i < 2; i++) {
+        assert_ok(fs_store_run_begin(s, "a", "bulk", "2024-06-01T10:00:00Z", &run, &err));
+        fs_store_run_end bad = {.status = FHIRSYNC_RUN_FAILED,
+                                .error = i ? "HTTP 503 at kick-off:\n\tservice down" : "first"};
+        assert_ok(fs_store_run_finish(s, run, &bad, &err));
+    }
+    r = status_of(s, "a");
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_FAILING);
+    assert_int_equal(r.failures[0], 2);
+    assert_int_equal(r.last_success[0], good);
+    assert_int_equal(r.last_run[0], run);
+    assert_string_equal(r.error[0], "HTTP 503 at kick-off:  service down");
+    /* a partial run is a success: the failures start again from 0 */
+    assert_ok(fs_store_run_begin(s, "a", "bulk", NULL, &run, &err));
+    fs_store_run_end partial = {.status = FHIRSYNC_RUN_PARTIAL, .quarantined = 1};
+    assert_ok(fs_store_run_finish(s, run, &partial, &err));
+    r = status_of(s, "a");
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_IDLE);
+    assert_int_equal(r.failures[0], 0);
+    assert_int_equal(r.last_success[0], run);
+    assert_string_equal(r.error[0], "HTTP 503 at kick-off:  service down"); /* still the latest */
+
+    /* b: a run whose process holds the lock is running, for this handle and for another; once the
+     * lock is gone (its process died), interrupted */
+    assert_ok(fs_store_lock_endpoint(s, "b", "test", 0, &err));
+    int64_t brun = 0;
+    assert_ok(fs_store_run_begin(s, "b", "crawl", NULL, &brun, &err));
+    r = status_of(s, "b");
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_RUNNING);
+    fhirsync_store *other = NULL;
+    assert_ok(fhirsync_store_open(f->location, FHIRSYNC_STORE_READONLY, &other, &err));
+    r = status_of(other, "b");
+    assert_int_equal(r.count, 1);
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_RUNNING);
+    assert_ok(fs_store_unlock_endpoint(s, "b", &err));
+    r = status_of(other, "b");
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_INTERRUPTED);
+    assert_int_equal(r.last_success[0], 0);
+    assert_int_equal(r.failures[0], 0);
+
+    /* w: a workers' run holds no lock while its files are queued: running until none is left */
+    int64_t wrun = 0, item = 0;
+    assert_ok(fs_store_run_begin(s, "w", "bulk-worker", NULL, &wrun, &err));
+    char batch[64];
+    snprintf(batch, sizeof batch, "export/w/%lld", (long long)wrun);
+    fs_store_work_spec spec = {.kind = FS_STORE_WORK_FILE_LOAD, .endpoint = "w", .batch = batch};
+    assert_ok(fs_store_work_enqueue(s, &spec, &item, &err));
+    r = status_of(other, "w");
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_RUNNING);
+    fs_store_work_item *claimed = NULL;
+    assert_ok(fs_store_work_claim(s, "w1", NULL, 30, &claimed, &err));
+    assert_non_null(claimed);
+    assert_ok(fs_store_work_complete(s, claimed->id, "w1", NULL, &err));
+    fs_store_work_item_free(claimed);
+    r = status_of(other, "w");
+    assert_int_equal(r.state[0], FHIRSYNC_STATE_INTERRUPTED);
+
+    /* c: a watermark set by hand, no run: never synced, the watermark shown */
+    assert_ok(fhirsync_store_set_watermark(s, "c", "2025-01-02T03:04:05.678+01:00", &err));
+    r = status_of(other, NULL);
+    assert_int_equal(r.count, 4);
+    assert_string_equal(r.endpoint[0], "a");
+    assert_string_equal(r.endpoint[1], "b");
+    assert_string_equal(r.endpoint[2], "c");
+    assert_string_equal(r.endpoint[3], "w");
+    assert_int_equal(r.state[2], FHIRSYNC_STATE_NEVER);
+    assert_int_equal(r.runs[2], 0);
+    assert_int_equal(r.watermark_s[2], 1735783445);
+    /* the callback stops the listing */
+    memset(&r, 0, sizeof r);
+    r.stop_after = 2;
+    assert_ok(fhirsync_store_status(other, NULL, collect_status, &r, &err));
+    assert_int_equal(r.count, 2);
+    assert_int_equal(status_of(other, "nobody").count, 0);
+    /* not inside a batch */
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    assert_int_equal(fhirsync_store_status(s, NULL, collect_status, &r, &err), FHIRSYNC_E_ARG);
+    fhirsync_store_rollback(s, NULL);
+    fhirsync_store_close(other);
+    fhirsync_store_close(s);
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 #define BOTH(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
@@ -1654,6 +1804,7 @@ int main(void)
         BOTH(test_deletions),
         BOTH(test_quarantine),
         BOTH(test_runs_and_watermark),
+        BOTH(test_endpoint_status),
         BOTH(test_watermark_atomic),
         BOTH(test_locks),
         BOTH(test_work_queue),
@@ -1676,6 +1827,7 @@ int main(void)
         PG(test_deletions),
         PG(test_quarantine),
         PG(test_runs_and_watermark),
+        PG(test_endpoint_status),
         PG(test_watermark_atomic),
         PG(test_locks),
         PG(test_work_queue),

@@ -801,11 +801,20 @@ static void test_versioned_structs(void **state)
     fhirsync_sync_free(s);
 
     fhirsync_sync_stats st;
-    assert_int_equal(fhirsync_sync_stats_init(&st, 2), FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION + 1),
+                     FHIRSYNC_E_ARG);
     assert_int_equal(fhirsync_sync_stats_init(&st, FHIRSYNC_SYNC_STATS_VERSION), FHIRSYNC_OK);
     assert_int_equal(st.run_id, 0);
     assert_int_equal(fhirsync_sync_get_stats(NULL, &st), FHIRSYNC_OK); /* zero for no handle */
     assert_int_equal(fhirsync_sync_get_stats(NULL, NULL), FHIRSYNC_E_ARG);
+    /* a program built against version 1 has the shorter struct: nothing past it is written */
+    fhirsync_sync_stats v1;
+    memset(&v1, 0x5a, sizeof v1);
+    v1.version = 1;
+    assert_int_equal(fhirsync_sync_get_stats(NULL, &v1), FHIRSYNC_OK);
+    assert_int_equal(v1.inserted, 0);
+    assert_int_equal(((unsigned char *)&v1)[offsetof(fhirsync_sync_stats, http_responses)], 0x5a);
+    assert_int_equal(((unsigned char *)&v1)[sizeof v1 - 1], 0x5a);
 
     /* the worker's: its options embed the sync options, both checked before anything runs */
     fhirsync_worker_options wo;

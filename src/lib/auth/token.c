@@ -771,6 +771,7 @@ fhirsync_code fhirsync_auth_token(fhirsync_auth *auth, bool force_new, fhirsync_
     }
     if (rc != FHIRSYNC_OK)
         return rc;
+    fs_tally_token();
     fs_cached_token fresh = {0};
     fresh.access_token = tr.access_token;
     fresh.token_type = tr.token_type;

@@ -1,4 +1,4 @@
-/* config/config.c: endpoint profiles (include/fhirsync/config.h) and the INI file they come from.
+/* config/config.c: endpoint profiles (include/fhirsync/config.h) and the INI files they come from.
  *
  * One table lists every setting with its kind, default, range and help line; every value, from
  * whatever layer (file, environment, command line, application), is validated against it when
@@ -8,11 +8,19 @@
  * The INI file is read with libinih, through a reader of our own that counts lines (this inih
  * calls the handler without a line number), strips leading blanks (so that inih's multi-line
  * continuation never applies: an indented line is an ordinary line), handles section headers
- * itself (inih truncates long section names and cannot report empty sections) and lets values
- * be longer than inih's fixed line buffer. `[defaults]` is kept apart while parsing, whatever its
- * place in the file, and copied into every endpoint that does not set a value itself once the
- * whole file is read; it also stays in the config for endpoints added later. */
+ * itself (inih truncates long section names and cannot report empty sections), reports lines
+ * inih could not split, and lets values be longer than inih's fixed line buffer. A configuration
+ * may be a directory: its *.ini files are parsed in name order into the one configuration, so
+ * endpoint names are unique across them and there is one [defaults]. `[defaults]` is kept apart
+ * while parsing, whatever its place, and copied into every endpoint that does not set a value
+ * itself once every file is read; it also stays in the config for endpoints added later.
+ *
+ * A load is strict (the first problem ends it) or checking (fhirsync_config_load_report: every
+ * problem goes to a report and parsing goes on; a refused value is left unset and marked, so that
+ * the completeness check does not report it missing too). fhirsync_config_check() then looks at
+ * the whole: what each endpoint lacks, and stores that would receive two FHIR servers. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -183,11 +191,11 @@ static const char *const setting_names[] = {
 _Static_assert(sizeof setting_names / sizeof *setting_names == SETTING_COUNT + 1,
                "setting_names must list every setting of the table");
 
-#define MAX_VALUE 4096      /* longest value of any setting */
-#define MAX_LINE 8192       /* longest line of a config file */
-#define MAX_FILE (1L << 20) /* largest config file */
-#define MAX_NAME 64         /* longest endpoint name */
-#define MAX_SECRET 4096     /* largest client secret */
+#define MAX_VALUE 4096       /* longest value of any setting */
+#define MAX_LINE 8192        /* longest line of a config file */
+#define MAX_FILE (16L << 20) /* largest config file: some 50,000 endpoints */
+#define MAX_NAME 64          /* longest endpoint name */
+#define MAX_SECRET 4096      /* largest client secret */
 
 static const setting_def *find_setting(const char *name)
 {
@@ -234,16 +242,27 @@ typedef struct slot {
 
 struct fhirsync_endpoint {
     char *name;
-    /* line of its [endpoint NAME] header; 0 when not from a file */
+    /* file and line of its [endpoint NAME] header; NULL and 0 when not from a file */
+    char *file;
     int line;
+    /* settings whose value a checking load refused (bit i: settings[i]), so that a check does
+     * not report them missing as well */
+    uint64_t refused;
     slot slots[SETTING_COUNT];
 };
+
+_Static_assert(SETTING_COUNT <= 64, "fhirsync_endpoint.refused has a bit per setting");
 
 struct fhirsync_config {
     fhirsync_endpoint **endpoints;
     size_t count, cap;
-    fhirsync_endpoint *defaults; /* what every endpoint inherits */
-    int defaults_line;           /* line of the [defaults] header, 0 when none */
+    fhirsync_endpoint *defaults; /* what every endpoint inherits; its file and line are those of
+                                    the [defaults] header (line 0: none) */
+    /* the endpoints by name, so that hundreds load and are found without a quadratic search:
+     * open addressing, a slot holds an index into `endpoints` plus 1 (0: empty); the size is a
+     * power of two at least twice the count */
+    size_t *by_name;
+    size_t by_name_size;
 };
 
 static void slot_clear(slot *s)
@@ -334,6 +353,7 @@ void fhirsync_endpoint_free(fhirsync_endpoint *ep)
     for (size_t i = 0; i < SETTING_COUNT; i++)
         slot_clear(&ep->slots[i]);
     fs_free(ep->name);
+    fs_free(ep->file);
     fs_free(ep);
 }
 
@@ -344,6 +364,11 @@ static fhirsync_endpoint *endpoint_copy(const fhirsync_endpoint *src, const char
     if (!ep)
         return NULL;
     ep->line = src->line;
+    ep->refused = src->refused;
+    if (src->file && !(ep->file = fs_strdup(src->file))) {
+        fhirsync_endpoint_free(ep);
+        return NULL;
+    }
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         if (!slot_copy(&ep->slots[i], &src->slots[i])) {
             fhirsync_endpoint_free(ep);
@@ -1174,45 +1199,93 @@ static fhirsync_code missing(fhirsync_error *err, const fhirsync_endpoint *ep, c
                   ep->name, var, flag);
 }
 
+/* Receives each problem that completeness() finds, with the setting it is about; returns false
+ * to stop at this one. */
+typedef bool (*problem_sink)(void *user, const char *setting, const fhirsync_error *e);
+
+static uint64_t setting_bit(const char *setting)
+{
+    const setting_def *def = find_setting(setting);
+    return def ? (uint64_t)1 << setting_index(def) : 0;
+}
+
+/* Whether to go on after looking for a required setting: it is there, or it was refused (and
+ * reported) already, or `found` was told and wants more. */
+static bool require(const fhirsync_endpoint *ep, uint64_t refused, const char *setting,
+                    const char *what, problem_sink found, void *user)
+{
+    if (explicit_text(ep, setting) || (refused & setting_bit(setting)))
+        return true;
+    fhirsync_error e;
+    missing(&e, ep, what, setting);
+    return found(user, setting, &e);
+}
+
+/* What a profile needs to get a token, each missing piece handed to `found`. Settings whose bit
+ * is in `refused` (a value the file had but that was refused, already reported) are not reported
+ * missing again, nor is what depends on them. */
+static void completeness(const fhirsync_endpoint *ep, uint64_t refused, problem_sink found,
+                         void *user)
+{
+    fhirsync_error e;
+    if (!require(ep, refused, "base_url", "FHIR base URL", found, user) ||
+        !require(ep, refused, "client_id", "client id", found, user))
+        return;
+    if (refused & (setting_bit("auth_method") | setting_bit("auth")))
+        return;
+    const char *method = fhirsync_endpoint_get(ep, "auth_method");
+    if (strcmp(method, "none") == 0) {
+        if (!fs_endpoint_login(ep)) {
+            fs_err(&e, FHIRSYNC_E_CONFIG,
+                   "auth_method none (%s) is a public client, which only a person's login can "
+                   "use: set auth = login in [endpoint %s], or a key or secret",
+                   fhirsync_endpoint_source(ep, "auth_method"), ep->name);
+            found(user, "auth_method", &e);
+        }
+        return;
+    }
+    if (strcmp(method, "private_key_jwt") == 0) {
+        require(ep, refused, "key_file", "private key", found, user);
+        return;
+    }
+    const char *file = explicit_text(ep, "client_secret_file");
+    const char *env = explicit_text(ep, "client_secret_env");
+    if (refused & (setting_bit("client_secret_file") | setting_bit("client_secret_env")))
+        return;
+    if (file && env) {
+        fs_err(&e, FHIRSYNC_E_CONFIG,
+               "both client_secret_file (%s) and client_secret_env (%s) are set for "
+               "[endpoint %s]; set only one",
+               fhirsync_endpoint_source(ep, "client_secret_file"),
+               fhirsync_endpoint_source(ep, "client_secret_env"), ep->name);
+        found(user, "client_secret_env", &e);
+    } else if (!file && !env) {
+        fs_err(&e, FHIRSYNC_E_CONFIG,
+               "auth_method %s needs a client secret (set client_secret_file to a file only you "
+               "can read, or client_secret_env to the name of an environment variable holding "
+               "it, in [endpoint %s] of the config file, FHIRSYNC_CLIENT_SECRET_FILE or "
+               "FHIRSYNC_CLIENT_SECRET_ENV, or --client-secret-file or --client-secret-env)",
+               method, ep->name);
+        found(user, "client_secret_file", &e);
+    }
+}
+
+static bool keep_first(void *user, const char *setting, const fhirsync_error *e)
+{
+    (void)setting;
+    *(fhirsync_error *)user = *e;
+    return false;
+}
+
 fhirsync_code fhirsync_endpoint_validate(const fhirsync_endpoint *ep, fhirsync_error *err)
 {
     if (!ep)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_endpoint_validate: NULL endpoint");
-    if (!explicit_text(ep, "base_url"))
-        return missing(err, ep, "FHIR base URL", "base_url");
-    if (!explicit_text(ep, "client_id"))
-        return missing(err, ep, "client id", "client_id");
-    const char *method = fhirsync_endpoint_get(ep, "auth_method");
-    if (strcmp(method, "none") == 0) {
-        if (!fs_endpoint_login(ep))
-            return fs_err(err, FHIRSYNC_E_CONFIG,
-                          "auth_method none (%s) is a public client, which only a person's login "
-                          "can use: set auth = login in [endpoint %s], or a key or secret",
-                          fhirsync_endpoint_source(ep, "auth_method"), ep->name);
-        return FHIRSYNC_OK;
-    }
-    if (strcmp(method, "private_key_jwt") == 0) {
-        if (!explicit_text(ep, "key_file"))
-            return missing(err, ep, "private key", "key_file");
-        return FHIRSYNC_OK;
-    }
-    const char *file = explicit_text(ep, "client_secret_file");
-    const char *env = explicit_text(ep, "client_secret_env");
-    if (file && env)
-        return fs_err(err, FHIRSYNC_E_CONFIG,
-                      "both client_secret_file (%s) and client_secret_env (%s) are set for "
-                      "[endpoint %s]; set only one",
-                      fhirsync_endpoint_source(ep, "client_secret_file"),
-                      fhirsync_endpoint_source(ep, "client_secret_env"), ep->name);
-    if (!file && !env)
-        return fs_err(err, FHIRSYNC_E_CONFIG,
-                      "auth_method %s needs a client secret (set client_secret_file to a file "
-                      "only you can read, or client_secret_env to the name of an environment "
-                      "variable holding it, in [endpoint %s] of the config file, "
-                      "FHIRSYNC_CLIENT_SECRET_FILE or FHIRSYNC_CLIENT_SECRET_ENV, or "
-                      "--client-secret-file or --client-secret-env)",
-                      method, ep->name);
-    return FHIRSYNC_OK;
+    fhirsync_error first = {.code = FHIRSYNC_OK};
+    completeness(ep, 0, keep_first, &first);
+    if (first.code != FHIRSYNC_OK && err)
+        *err = first;
+    return first.code;
 }
 
 static fhirsync_code read_secret_file(const char *path, char **out, fhirsync_error *err)
@@ -1355,6 +1428,7 @@ void fhirsync_config_free(fhirsync_config *cfg)
     for (size_t i = 0; i < cfg->count; i++)
         fhirsync_endpoint_free(cfg->endpoints[i]);
     fs_free(cfg->endpoints);
+    fs_free(cfg->by_name);
     fhirsync_endpoint_free(cfg->defaults);
     fs_free(cfg);
 }
@@ -1369,25 +1443,58 @@ fhirsync_endpoint *fhirsync_config_endpoint_at(const fhirsync_config *cfg, size_
     return cfg && i < cfg->count ? cfg->endpoints[i] : NULL;
 }
 
+/* FNV-1a */
+static size_t name_hash(const char *name)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+static void by_name_insert(size_t *slots, size_t size, const char *name, size_t index)
+{
+    size_t h = name_hash(name) & (size - 1);
+    while (slots[h])
+        h = (h + 1) & (size - 1);
+    slots[h] = index + 1;
+}
+
 fhirsync_endpoint *fhirsync_config_endpoint(const fhirsync_config *cfg, const char *name)
 {
-    if (!cfg || !name)
+    if (!cfg || !name || cfg->by_name_size == 0)
         return NULL;
-    for (size_t i = 0; i < cfg->count; i++)
-        if (strcmp(cfg->endpoints[i]->name, name) == 0)
-            return cfg->endpoints[i];
+    size_t mask = cfg->by_name_size - 1;
+    for (size_t h = name_hash(name) & mask; cfg->by_name[h]; h = (h + 1) & mask) {
+        fhirsync_endpoint *ep = cfg->endpoints[cfg->by_name[h] - 1];
+        if (strcmp(ep->name, name) == 0)
+            return ep;
+    }
     return NULL;
 }
 
-/* Append ep to cfg, which then owns it; false on out of memory (ep not taken). */
+/* Append ep (whose name no other endpoint of cfg has) to cfg, which then owns it; false on out of
+ * memory (ep not taken, cfg unchanged but for spare room). */
 static bool config_append(fhirsync_config *cfg, fhirsync_endpoint *ep)
 {
+    if ((cfg->count + 1) * 2 > cfg->by_name_size) {
+        size_t size = cfg->by_name_size ? cfg->by_name_size * 2 : 16;
+        size_t *slots = fs_calloc(size, sizeof *slots);
+        if (!slots)
+            return false;
+        for (size_t i = 0; i < cfg->count; i++)
+            by_name_insert(slots, size, cfg->endpoints[i]->name, i);
+        fs_free(cfg->by_name);
+        cfg->by_name = slots;
+        cfg->by_name_size = size;
+    }
     if (cfg->count == cfg->cap) {
         fhirsync_endpoint **grown = fs_array_grow(cfg->endpoints, &cfg->cap, sizeof *grown, 4);
         if (!grown)
             return false;
         cfg->endpoints = grown;
     }
+    by_name_insert(cfg->by_name, cfg->by_name_size, ep->name, cfg->count);
     cfg->endpoints[cfg->count++] = ep;
     return true;
 }
@@ -1404,6 +1511,8 @@ fhirsync_code fhirsync_config_add_endpoint(fhirsync_config *cfg, const char *nam
     fhirsync_endpoint *ep = endpoint_copy(cfg->defaults, name);
     if (!ep)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory");
+    fs_free(ep->file);
+    ep->file = NULL;
     ep->line = 0;
     if (!config_append(cfg, ep)) {
         fhirsync_endpoint_free(ep);
@@ -1414,30 +1523,198 @@ fhirsync_code fhirsync_config_add_endpoint(fhirsync_config *cfg, const char *nam
     return FHIRSYNC_OK;
 }
 
+/* ---- reports -------------------------------------------------------------------------------- */
+
+struct fhirsync_config_report {
+    fhirsync_config_problem *items;
+    size_t count, cap;
+    size_t errors;
+};
+
+fhirsync_config_report *fhirsync_config_report_new(void)
+{
+    return fs_calloc(1, sizeof(fhirsync_config_report));
+}
+
+static void problem_free(fhirsync_config_problem *p)
+{
+    fs_free((char *)p->file);
+    fs_free((char *)p->endpoint);
+    fs_free((char *)p->setting);
+    fs_free((char *)p->source);
+    fs_free((char *)p->message);
+}
+
+void fhirsync_config_report_free(fhirsync_config_report *report)
+{
+    if (!report)
+        return;
+    for (size_t i = 0; i < report->count; i++)
+        problem_free(&report->items[i]);
+    fs_free(report->items);
+    fs_free(report);
+}
+
+size_t fhirsync_config_report_count(const fhirsync_config_report *report)
+{
+    return report ? report->count : 0;
+}
+
+const fhirsync_config_problem *fhirsync_config_report_at(const fhirsync_config_report *report,
+                                                         size_t i)
+{
+    return report && i < report->count ? &report->items[i] : NULL;
+}
+
+size_t fhirsync_config_report_errors(const fhirsync_config_report *report)
+{
+    return report ? report->errors : 0;
+}
+
+/* Copy of s, or NULL for NULL; *ok goes false when the copy fails. */
+static char *dup_or_null(const char *s, bool *ok)
+{
+    if (!s)
+        return NULL;
+    char *copy = fs_strdup(s);
+    if (!copy)
+        *ok = false;
+    return copy;
+}
+
+/* Append a problem. `message` may start with "SOURCE: " (as the library's errors do): that
+ * prefix goes, since the report keeps the location apart. */
+static fhirsync_code report_push(fhirsync_config_report *r, fhirsync_config_severity severity,
+                                 fhirsync_code code, const char *file, int line,
+                                 const char *endpoint, const char *setting, const char *source,
+                                 const char *message)
+{
+    size_t source_len = source ? strlen(source) : 0;
+    if (source_len && strncmp(message, source, source_len) == 0 &&
+        strncmp(message + source_len, ": ", 2) == 0)
+        message += source_len + 2;
+    if (r->count == r->cap) {
+        fhirsync_config_problem *grown = fs_array_grow(r->items, &r->cap, sizeof *grown, 8);
+        if (!grown)
+            return FHIRSYNC_E_NOMEM;
+        r->items = grown;
+    }
+    bool ok = true;
+    fhirsync_config_problem p = {.severity = severity, .code = code, .line = line};
+    p.file = dup_or_null(file, &ok);
+    p.endpoint = dup_or_null(endpoint, &ok);
+    p.setting = dup_or_null(setting, &ok);
+    p.source = dup_or_null(source, &ok);
+    p.message = dup_or_null(message, &ok);
+    if (!ok) {
+        problem_free(&p);
+        return FHIRSYNC_E_NOMEM;
+    }
+    r->items[r->count++] = p;
+    if (severity == FHIRSYNC_CONFIG_ERROR)
+        r->errors++;
+    return FHIRSYNC_OK;
+}
+
+/* Split a value's source into file and line when it is "FILE:LINE" (what a file gives); false
+ * for "environment ...", "command line ..." and the like. */
+static bool source_file_line(const char *source, char *file, size_t size, int *line)
+{
+    const char *colon = source ? strrchr(source, ':') : NULL;
+    if (!colon || colon == source || !colon[1] ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        return false;
+    long number;
+    if (!fs_parse_long(colon + 1, &number) || number < 1 || number > 100000000L)
+        return false;
+    size_t len = (size_t)(colon - source);
+    if (len >= size)
+        return false;
+    memcpy(file, source, len);
+    file[len] = '\0';
+    *line = (int)number;
+    return true;
+}
+
+fhirsync_code fhirsync_config_report_add(fhirsync_config_report *report,
+                                         const fhirsync_endpoint *ep, const char *setting,
+                                         fhirsync_config_severity severity, fhirsync_code code,
+                                         const char *message)
+{
+    if (!report || !message)
+        return FHIRSYNC_E_ARG;
+    const setting_def *def = find_setting(setting);
+    const setting_value *v = ep && def ? last_value(ep, def) : NULL;
+    char file[4096], where[4200];
+    const char *source = NULL;
+    int line = 0;
+    bool in_file = false;
+    if (v) {
+        source = v->source;
+        in_file = source_file_line(source, file, sizeof file, &line);
+    } else if (ep && ep->file && strlen(ep->file) < sizeof file) {
+        snprintf(file, sizeof file, "%s", ep->file);
+        line = ep->line;
+        in_file = true;
+        snprintf(where, sizeof where, "%s:%d", file, line);
+        source = where;
+    }
+    return report_push(report, severity, code, in_file ? file : NULL, line, ep ? ep->name : NULL,
+                       setting, source, message);
+}
+
 /* ---- parsing INI text ----------------------------------------------------------------------- */
 
 typedef struct parse_ctx {
     fhirsync_config *cfg;
-    const char *name;      /* the file's name, for messages and sources */
-    size_t dir_len;        /* length of its directory part, '/' included (0: none) */
-    const char *pos, *end; /* what is left to read */
-    int lineno;            /* the line last handed to inih */
-    const char *raw;       /* that line (leading blanks skipped) and its length */
+    /* a checking load: every problem goes here and parsing goes on (NULL: stop at the first) */
+    fhirsync_config_report *report;
+    fhirsync_endpoint *scratch; /* checking: where a refused section's settings are checked */
+    const char *name;           /* the file's name, for messages and sources */
+    size_t dir_len;             /* length of its directory part, '/' included (0: none) */
+    const char *pos, *end;      /* what is left to read */
+    int lineno;                 /* the line last handed to inih */
+    const char *raw;            /* that line (leading blanks skipped) and its length */
     size_t raw_len;
     bool long_line;            /* inih got only the start of it (see read_line) */
     fhirsync_endpoint *target; /* where the current section's settings go */
+    const char *section_name;  /* the endpoint the current section is about, for the report */
     bool in_section;           /* a section header has been seen */
     const char *section_kind;  /* "endpoint" or "defaults", for messages */
-    bool failed;
+    bool failed;               /* stop: the first error of a strict load, or out of memory */
     int err_line;
     fhirsync_error e;
 } parse_ctx;
 
-static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* A problem on the current line, about `setting` (may be NULL) of the current section; e's
+ * message starts with "FILE:LINE: ". A strict load keeps the first and stops; a checking load
+ * adds it to the report and goes on. Out of memory stops both. */
+static void parse_error(parse_ctx *ctx, const fhirsync_error *e, const char *setting)
+{
+    if (ctx->failed)
+        return;
+    if (ctx->report && e->code != FHIRSYNC_E_NOMEM) {
+        if (ctx->target)
+            ctx->target->refused |= setting_bit(setting);
+        char source[4200];
+        snprintf(source, sizeof source, "%s:%d", ctx->name, ctx->lineno);
+        if (report_push(ctx->report, FHIRSYNC_CONFIG_ERROR, e->code, ctx->name, ctx->lineno,
+                        ctx->section_name, setting, source, e->message) == FHIRSYNC_OK)
+            return;
+        fs_err(&ctx->e, FHIRSYNC_E_NOMEM, "out of memory");
+    } else {
+        ctx->e = *e;
+    }
+    ctx->failed = true;
+    ctx->err_line = ctx->lineno;
+}
 
-/* Record the first error: "FILE:LINE: message". */
-static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *fmt, ...)
+static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *setting, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
+
+/* parse_error() with "FILE:LINE: message". */
+static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *setting, const char *fmt,
+                       ...)
 {
     if (ctx->failed)
         return;
@@ -1446,9 +1723,9 @@ static void parse_fail(parse_ctx *ctx, fhirsync_code code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    fs_err(&ctx->e, code, "%s:%d: %s", ctx->name, ctx->lineno, text);
-    ctx->failed = true;
-    ctx->err_line = ctx->lineno;
+    fhirsync_error e;
+    fs_err(&e, code, "%s:%d: %s", ctx->name, ctx->lineno, text);
+    parse_error(ctx, &e, setting);
 }
 
 /* inih's rule for where text ends: at one of `chars`, or at an inline ';' comment (a ';' after
@@ -1475,20 +1752,117 @@ static bool valid_endpoint_name(const char *name, size_t len)
     return true;
 }
 
+/* A checking load: the section that starts here is refused (the header's problem is reported);
+ * its settings are still checked, into a scratch profile kept nowhere. A strict load has
+ * stopped already. */
+static void refuse_section(parse_ctx *ctx, const char *endpoint)
+{
+    if (!ctx->report)
+        return;
+    fhirsync_endpoint_free(ctx->scratch);
+    ctx->scratch = fhirsync_endpoint_new(endpoint ? endpoint : "");
+    if (!ctx->scratch) {
+        parse_fail(ctx, FHIRSYNC_E_NOMEM, NULL, "out of memory");
+        return;
+    }
+    ctx->in_section = true;
+    ctx->target = ctx->scratch;
+    ctx->section_name = endpoint ? ctx->scratch->name : NULL;
+}
+
+/* "the first is on line 3" within one file, "the first is at other.ini:3" across files */
+static const char *first_place(const parse_ctx *ctx, const char *file, int line, char *buf,
+                               size_t size)
+{
+    if (file && strcmp(file, ctx->name) == 0)
+        snprintf(buf, size, "on line %d", line);
+    else
+        snprintf(buf, size, "at %s:%d", file ? file : "?", line);
+    return buf;
+}
+
+static void defaults_section(parse_ctx *ctx)
+{
+    fhirsync_endpoint *defaults = ctx->cfg->defaults;
+    char place[4200];
+    if (defaults->line) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL,
+                   "a second [defaults] section (the first is %s); merge them",
+                   first_place(ctx, defaults->file, defaults->line, place, sizeof place));
+        refuse_section(ctx, NULL);
+        ctx->section_kind = "defaults";
+        return;
+    }
+    fs_free(defaults->file);
+    if (!(defaults->file = fs_strdup(ctx->name))) {
+        parse_fail(ctx, FHIRSYNC_E_NOMEM, NULL, "out of memory");
+        return;
+    }
+    defaults->line = ctx->lineno;
+    ctx->target = defaults;
+    ctx->section_name = NULL;
+    ctx->section_kind = "defaults";
+}
+
+static void endpoint_section(parse_ctx *ctx, const char *name, size_t name_len)
+{
+    char show[80];
+    char name_buf[MAX_NAME + 1];
+    ctx->section_kind = "endpoint";
+    if (name_len == 0) {
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL, "[endpoint] needs a name: [endpoint NAME]");
+        refuse_section(ctx, NULL);
+        return;
+    }
+    if (!valid_endpoint_name(name, name_len)) {
+        snprintf(name_buf, sizeof name_buf, "%.*s",
+                 (int)(name_len > MAX_NAME ? MAX_NAME : name_len), name);
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL,
+                   "bad endpoint name '%s': use at most %d letters, digits, '-', '_' or '.'",
+                   shown(name_buf, show, sizeof show), MAX_NAME);
+        refuse_section(ctx, NULL);
+        return;
+    }
+    memcpy(name_buf, name, name_len);
+    name_buf[name_len] = '\0';
+    const fhirsync_endpoint *existing = fhirsync_config_endpoint(ctx->cfg, name_buf);
+    if (existing) {
+        char place[4200];
+        refuse_section(ctx, name_buf); /* the problem is about that endpoint */
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL, "duplicate endpoint '%s' (already defined %s)",
+                   name_buf, first_place(ctx, existing->file, existing->line, place, sizeof place));
+        return;
+    }
+    fhirsync_endpoint *ep = fhirsync_endpoint_new(name_buf);
+    if (!ep || !(ep->file = fs_strdup(ctx->name)) || !config_append(ctx->cfg, ep)) {
+        fhirsync_endpoint_free(ep);
+        parse_fail(ctx, FHIRSYNC_E_NOMEM, NULL, "out of memory");
+        return;
+    }
+    ep->line = ctx->lineno;
+    ctx->target = ep;
+    ctx->section_name = ep->name;
+}
+
 /* A "[...]" line: start a section. */
 static void section_line(parse_ctx *ctx, const char *line, size_t len)
 {
     char show[80];
+    ctx->in_section = true;
+    ctx->target = NULL;
+    ctx->section_name = NULL;
     size_t close = 1 + find_end(line + 1, len - 1, "]");
     if (close >= len || line[close] != ']') {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG, "section header without a closing ']'");
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL, "section header without a closing ']'");
+        refuse_section(ctx, NULL);
         return;
     }
     size_t after = close + 1;
     while (after < len && isspace((unsigned char)line[after]))
         after++;
     if (after < len && line[after] != ';' && line[after] != '#') {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG, "unexpected text after the section header");
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL, "unexpected text after the section header");
+        refuse_section(ctx, NULL);
         return;
     }
     const char *inner = line + 1;
@@ -1499,18 +1873,8 @@ static void section_line(parse_ctx *ctx, const char *line, size_t len)
     }
     while (inner_len && isspace((unsigned char)inner[inner_len - 1]))
         inner_len--;
-    ctx->in_section = true;
-    ctx->target = NULL;
     if (inner_len == 8 && strncasecmp(inner, "defaults", 8) == 0) {
-        if (ctx->cfg->defaults_line) {
-            parse_fail(ctx, FHIRSYNC_E_CONFIG,
-                       "a second [defaults] section (the first is on line %d); merge them",
-                       ctx->cfg->defaults_line);
-            return;
-        }
-        ctx->cfg->defaults_line = ctx->lineno;
-        ctx->target = ctx->cfg->defaults;
-        ctx->section_kind = "defaults";
+        defaults_section(ctx);
         return;
     }
     if (inner_len >= 8 && strncasecmp(inner, "endpoint", 8) == 0 &&
@@ -1521,50 +1885,23 @@ static void section_line(parse_ctx *ctx, const char *line, size_t len)
             name++;
             name_len--;
         }
-        if (name_len == 0) {
-            parse_fail(ctx, FHIRSYNC_E_CONFIG, "[endpoint] needs a name: [endpoint NAME]");
-            return;
-        }
-        char name_buf[MAX_NAME + 1];
-        if (!valid_endpoint_name(name, name_len)) {
-            snprintf(name_buf, sizeof name_buf, "%.*s",
-                     (int)(name_len > MAX_NAME ? MAX_NAME : name_len), name);
-            parse_fail(ctx, FHIRSYNC_E_CONFIG,
-                       "bad endpoint name '%s': use at most %d letters, digits, '-', '_' or '.'",
-                       shown(name_buf, show, sizeof show), MAX_NAME);
-            return;
-        }
-        memcpy(name_buf, name, name_len);
-        name_buf[name_len] = '\0';
-        const fhirsync_endpoint *existing = fhirsync_config_endpoint(ctx->cfg, name_buf);
-        if (existing) {
-            parse_fail(ctx, FHIRSYNC_E_CONFIG,
-                       "duplicate endpoint '%s' (already defined on line %d)", name_buf,
-                       existing->line);
-            return;
-        }
-        fhirsync_endpoint *ep = fhirsync_endpoint_new(name_buf);
-        if (!ep || !config_append(ctx->cfg, ep)) {
-            fhirsync_endpoint_free(ep);
-            parse_fail(ctx, FHIRSYNC_E_NOMEM, "out of memory");
-            return;
-        }
-        ep->line = ctx->lineno;
-        ctx->target = ep;
-        ctx->section_kind = "endpoint";
+        endpoint_section(ctx, name, name_len);
         return;
     }
     char section[MAX_NAME + 1];
     snprintf(section, sizeof section, "%.*s", (int)(inner_len > MAX_NAME ? MAX_NAME : inner_len),
              inner);
-    parse_fail(ctx, FHIRSYNC_E_CONFIG,
+    parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL,
                "unknown section [%s]: expected [endpoint NAME] or [defaults]",
                shown(section, show, sizeof show));
+    refuse_section(ctx, NULL);
 }
 
 /* inih's line reader. Hands inih one line at a time, counting lines; section headers are turned
- * into comments after being handled here; a line longer than inih's buffer is handed over cut
- * short (the name is at its start) and its value is taken from the whole line by the handler. */
+ * into comments after being handled here, and so are lines inih could not split into a name and
+ * a value (reported here, so that a checking load reports every one of them); a line longer than
+ * inih's buffer is handed over cut short (the name is at its start) and its value is taken from
+ * the whole line by the handler. */
 static char *read_line(char *str, int num, void *stream)
 {
     parse_ctx *ctx = stream;
@@ -1586,24 +1923,32 @@ static char *read_line(char *str, int num, void *stream)
     ctx->long_line = false;
     const char *give = start;
     size_t give_len = len;
+    if (len > (size_t)num - 2)
+        give_len = (size_t)num - 2;
     if (ctx->failed) {
         give = ";"; /* nothing more to learn from the rest */
         give_len = 1;
     } else if (memchr(start, '\0', len)) {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG, "the line contains a NUL byte (not a text file?)");
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL, "the line contains a NUL byte (not a text file?)");
         give = ";";
         give_len = 1;
     } else if (len > MAX_LINE) {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG, "the line is longer than %d characters", MAX_LINE);
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL, "the line is longer than %d characters", MAX_LINE);
         give = ";";
         give_len = 1;
     } else if (len && *start == '[') {
         section_line(ctx, start, len);
         give = ";";
         give_len = 1;
-    } else if (len > (size_t)num - 2) {
+    } else if (len && *start != ';' && *start != '#' &&
+               find_end(give, give_len, "=:") == give_len) {
+        /* inih would refuse it too, but tell only the first such line */
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, NULL,
+                   "cannot parse this line: expected '[section]' or 'name = value'");
+        give = ";";
+        give_len = 1;
+    } else if (give_len < len) {
         ctx->long_line = true;
-        give_len = (size_t)num - 2;
     }
     memcpy(str, give, give_len);
     str[give_len] = '\n';
@@ -1632,7 +1977,7 @@ static int handle_pair(void *user, const char *section, const char *name, const 
     if (ctx->failed)
         return 1;
     if (!ctx->in_section) {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG,
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, name,
                    "setting '%s' outside any section: put it under [endpoint NAME] or [defaults]",
                    name);
         return 1;
@@ -1640,106 +1985,135 @@ static int handle_pair(void *user, const char *section, const char *name, const 
     if (!ctx->target)
         return 1;
     if (!val) {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG, "%s has no value", name);
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, name, "%s has no value", name);
         return 1;
     }
-    char source[512];
+    char source[4200];
     snprintf(source, sizeof source, "%s:%d", ctx->name, ctx->lineno);
     const setting_def *def = find_setting(name);
+    fhirsync_error e;
     if (!def) {
-        unknown_setting(&ctx->e, source, name);
-        ctx->failed = true;
-        ctx->err_line = ctx->lineno;
+        unknown_setting(&e, source, name);
+        parse_error(ctx, &e, name);
         return 1;
     }
     const setting_value *previous = last_value(ctx->target, def);
     if (previous && !def->repeatable) {
-        parse_fail(ctx, FHIRSYNC_E_CONFIG,
+        bool in_defaults = strcmp(ctx->section_kind, "defaults") == 0;
+        parse_fail(ctx, FHIRSYNC_E_CONFIG, def->name,
                    "%s is given twice in [%s%s%s] (first at %s); only header may repeat", name,
-                   ctx->section_kind, ctx->target == ctx->cfg->defaults ? "" : " ",
-                   ctx->target == ctx->cfg->defaults ? "" : ctx->target->name, previous->source);
+                   ctx->section_kind, in_defaults ? "" : " ", in_defaults ? "" : ctx->target->name,
+                   previous->source);
         return 1;
     }
     char *whole = NULL;
     if (ctx->long_line && !(whole = whole_value(ctx->raw, ctx->raw_len))) {
-        parse_fail(ctx, FHIRSYNC_E_NOMEM, "out of memory");
+        parse_fail(ctx, FHIRSYNC_E_NOMEM, NULL, "out of memory");
         return 1;
     }
     origin o = {
         .source = source, .from_file = true, .base_dir = ctx->name, .base_dir_len = ctx->dir_len};
-    fhirsync_code rc = set_setting(ctx->target, def, whole ? whole : val, &o, &ctx->e);
+    fhirsync_code rc = set_setting(ctx->target, def, whole ? whole : val, &o, &e);
     fs_free(whole);
-    if (rc != FHIRSYNC_OK) { /* ctx->e already says what and where */
-        ctx->failed = true;
-        ctx->err_line = ctx->lineno;
-    }
+    if (rc != FHIRSYNC_OK) /* e already says what and where */
+        parse_error(ctx, &e, def->name);
     return 1;
 }
 
-/* Copy [defaults] into every endpoint that does not set the value itself. */
+/* Parse one file's text into ctx->cfg. */
+static void parse_text(parse_ctx *ctx, const char *data, size_t len, const char *name)
+{
+    ctx->name = name;
+    const char *slash = strrchr(name, '/');
+    ctx->dir_len = slash ? (size_t)(slash - name) + 1 : 0;
+    ctx->pos = data;
+    ctx->end = data + len;
+    ctx->lineno = 0;
+    ctx->target = NULL;
+    ctx->section_name = NULL;
+    ctx->in_section = false;
+    ctx->section_kind = "endpoint";
+    int rc = ini_parse_stream(read_line, ctx, handle_pair, ctx);
+    if (rc == -2 && !ctx->failed) {
+        ctx->failed = true;
+        fs_err(&ctx->e, FHIRSYNC_E_NOMEM, "out of memory");
+    } else if (rc > 0 && !ctx->failed) {
+        /* read_line hands inih only lines it can split: this would be a bug */
+        fhirsync_error e;
+        ctx->lineno = rc;
+        fs_err(&e, FHIRSYNC_E_CONFIG,
+               "%s:%d: cannot parse this line: expected '[section]' or 'name = value'", name, rc);
+        parse_error(ctx, &e, NULL);
+    }
+    fhirsync_endpoint_free(ctx->scratch);
+    ctx->scratch = NULL;
+    ctx->target = NULL;
+}
+
+/* Copy [defaults] into every endpoint that does not set the value itself (with the mark of a
+ * value [defaults] had refused). */
 static bool inherit_defaults(fhirsync_config *cfg)
 {
+    const fhirsync_endpoint *defaults = cfg->defaults;
     for (size_t e = 0; e < cfg->count; e++) {
         fhirsync_endpoint *ep = cfg->endpoints[e];
-        for (size_t i = 0; i < SETTING_COUNT; i++)
-            if (ep->slots[i].count == 0 && !slot_copy(&ep->slots[i], &cfg->defaults->slots[i]))
+        for (size_t i = 0; i < SETTING_COUNT; i++) {
+            if (ep->slots[i].count != 0 || (ep->refused & ((uint64_t)1 << i)))
+                continue;
+            ep->refused |= defaults->refused & ((uint64_t)1 << i);
+            if (!slot_copy(&ep->slots[i], &defaults->slots[i]))
                 return false;
+        }
     }
     return true;
+}
+
+/* The end of a load: [defaults] inherited, the configuration or the first error handed over. */
+static fhirsync_code finish_load(parse_ctx *ctx, fhirsync_config **out, fhirsync_error *err)
+{
+    if (!ctx->failed && !inherit_defaults(ctx->cfg)) {
+        ctx->failed = true;
+        fs_err(&ctx->e, FHIRSYNC_E_NOMEM, "out of memory");
+    }
+    if (ctx->failed) {
+        fhirsync_config_free(ctx->cfg);
+        if (err)
+            *err = ctx->e;
+        return ctx->e.code;
+    }
+    *out = ctx->cfg;
+    return FHIRSYNC_OK;
 }
 
 fhirsync_code fs_config_load_mem(const char *data, size_t len, const char *name,
                                  fhirsync_config **out, fhirsync_error *err)
 {
+    return fs_config_load_mem_report(data, len, name, NULL, out, err);
+}
+
+fhirsync_code fs_config_load_mem_report(const char *data, size_t len, const char *name,
+                                        fhirsync_config_report *report, fhirsync_config **out,
+                                        fhirsync_error *err)
+{
     if (out)
         *out = NULL;
     if (!out || (!data && len))
         return fs_err(err, FHIRSYNC_E_ARG, "fs_config_load_mem: NULL argument");
-    if (!name)
-        name = "(config)";
     parse_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
-    ctx.name = name;
-    const char *slash = strrchr(name, '/');
-    ctx.dir_len = slash ? (size_t)(slash - name) + 1 : 0;
-    ctx.pos = data;
-    ctx.end = data + len;
+    ctx.report = report;
     ctx.cfg = fhirsync_config_new();
     if (!ctx.cfg)
         return no_memory(err);
-    int rc = ini_parse_stream(read_line, &ctx, handle_pair, &ctx);
-    if (rc == -2 && !ctx.failed) {
-        ctx.failed = true;
-        fs_err(&ctx.e, FHIRSYNC_E_NOMEM, "out of memory");
-    } else if (rc > 0 && (!ctx.failed || rc < ctx.err_line)) {
-        /* inih could not split the line (no '=' or ':') */
-        ctx.failed = true;
-        fs_err(&ctx.e, FHIRSYNC_E_CONFIG,
-               "%s:%d: cannot parse this line: expected '[section]' or 'name = value'", name, rc);
-    }
-    if (!ctx.failed && !inherit_defaults(ctx.cfg)) {
-        ctx.failed = true;
-        fs_err(&ctx.e, FHIRSYNC_E_NOMEM, "out of memory");
-    }
-    if (ctx.failed) {
-        fhirsync_config_free(ctx.cfg);
-        if (err)
-            *err = ctx.e;
-        return ctx.e.code;
-    }
-    *out = ctx.cfg;
-    return FHIRSYNC_OK;
+    parse_text(&ctx, data ? data : "", len, name ? name : "(config)");
+    return finish_load(&ctx, out, err);
 }
 
-fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhirsync_error *err)
+/* ---- reading files and directories ---------------------------------------------------------- */
+
+static fhirsync_code read_config_file(const char *path, fs_buf *text, fhirsync_error *err)
 {
-    if (out)
-        *out = NULL;
-    if (!path || !out)
-        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_config_load: NULL argument");
     fhirsync_code rc = FHIRSYNC_OK;
-    fs_buf text;
-    fs_buf_init(&text);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return fs_err(err, FHIRSYNC_E_IO, "config file %s cannot be opened (%s)", path,
@@ -1752,22 +2126,326 @@ fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhir
         if (got < 0) {
             rc = fs_err(err, FHIRSYNC_E_IO, "config file %s cannot be read (%s)", path,
                         strerror(errno));
-            goto out;
+            break;
         }
         if (got == 0)
             break;
-        if (text.len + (size_t)got > (size_t)MAX_FILE) {
-            rc = fs_err(err, FHIRSYNC_E_CONFIG, "%s: larger than 1 MiB; not a config file?", path);
-            goto out;
+        if (text->len + (size_t)got > (size_t)MAX_FILE) {
+            rc = fs_err(err, FHIRSYNC_E_CONFIG, "%s: larger than %ld MiB; not a config file?", path,
+                        MAX_FILE >> 20);
+            break;
         }
-        if (!fs_buf_append(&text, chunk, (size_t)got)) {
+        if (!fs_buf_append(text, chunk, (size_t)got)) {
             rc = no_memory(err);
-            goto out;
+            break;
         }
     }
-    rc = fs_config_load_mem(text.data ? text.data : "", text.len, path, out, err);
-out:
     close(fd);
-    fs_buf_free(&text);
     return rc;
+}
+
+/* Read and parse one file; a file that cannot be read is a problem about the whole file. */
+static void load_file(parse_ctx *ctx, const char *path)
+{
+    fs_buf text;
+    fs_buf_init(&text);
+    fhirsync_error e;
+    if (read_config_file(path, &text, &e) == FHIRSYNC_OK) {
+        parse_text(ctx, text.data ? text.data : "", text.len, path);
+    } else if (ctx->report && e.code != FHIRSYNC_E_NOMEM) {
+        if (report_push(ctx->report, FHIRSYNC_CONFIG_ERROR, e.code, path, 0, NULL, NULL, path,
+                        e.message) != FHIRSYNC_OK) {
+            ctx->failed = true;
+            fs_err(&ctx->e, FHIRSYNC_E_NOMEM, "out of memory");
+        }
+    } else {
+        ctx->failed = true;
+        ctx->e = e;
+    }
+    fs_buf_free(&text);
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The configuration files of a directory: "*.ini" not starting with '.', as "DIR/NAME", sorted
+ * by name. *paths is the caller's (each path and the array, fs_free). */
+static fhirsync_code list_config_dir(const char *dir, char ***paths, size_t *count,
+                                     fhirsync_error *err)
+{
+    *paths = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return fs_err(err, FHIRSYNC_E_IO, "config directory %s cannot be opened (%s)", dir,
+                      strerror(errno));
+    fhirsync_code rc = FHIRSYNC_OK;
+    char **list = NULL;
+    size_t n = 0, cap = 0;
+    size_t dir_len = strlen(dir);
+    bool slash = dir_len > 0 && dir[dir_len - 1] == '/';
+    struct dirent *entry;
+    errno = 0;
+    while (rc == FHIRSYNC_OK && (entry = readdir(d))) {
+        size_t len = strlen(entry->d_name);
+        if (entry->d_name[0] == '.' || len <= 4 || strcmp(entry->d_name + len - 4, ".ini") != 0)
+            continue;
+        if (n == cap) {
+            char **grown = fs_array_grow(list, &cap, sizeof *grown, 16);
+            if (!grown) {
+                rc = no_memory(err);
+                break;
+            }
+            list = grown;
+        }
+        size_t size = dir_len + 1 + len + 1;
+        if (!(list[n] = fs_malloc(size))) {
+            rc = no_memory(err);
+            break;
+        }
+        snprintf(list[n++], size, "%s%s%s", dir, slash ? "" : "/", entry->d_name);
+    }
+    if (rc == FHIRSYNC_OK && errno != 0)
+        rc = fs_err(err, FHIRSYNC_E_IO, "config directory %s cannot be read (%s)", dir,
+                    strerror(errno));
+    closedir(d);
+    if (rc != FHIRSYNC_OK) {
+        for (size_t i = 0; i < n; i++)
+            fs_free(list[i]);
+        fs_free(list);
+        return rc;
+    }
+    if (n > 1)
+        qsort(list, n, sizeof *list, compare_names);
+    *paths = list;
+    *count = n;
+    return FHIRSYNC_OK;
+}
+
+/* A file, or every configuration file of a directory, into one configuration. */
+static fhirsync_code load_path(const char *path, fhirsync_config_report *report,
+                               fhirsync_config **out, fhirsync_error *err)
+{
+    parse_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.report = report;
+    ctx.cfg = fhirsync_config_new();
+    if (!ctx.cfg)
+        return no_memory(err);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        load_file(&ctx, path); /* says why it cannot be read, if it cannot */
+        return finish_load(&ctx, out, err);
+    }
+    char **paths = NULL;
+    size_t count = 0;
+    fhirsync_error e;
+    if (list_config_dir(path, &paths, &count, &e) != FHIRSYNC_OK) {
+        if (!report || e.code == FHIRSYNC_E_NOMEM ||
+            report_push(report, FHIRSYNC_CONFIG_ERROR, e.code, path, 0, NULL, NULL, path,
+                        e.message) != FHIRSYNC_OK) {
+            ctx.failed = true;
+            ctx.e = e;
+            if (report && e.code != FHIRSYNC_E_NOMEM)
+                fs_err(&ctx.e, FHIRSYNC_E_NOMEM, "out of memory");
+        }
+    }
+    for (size_t i = 0; i < count && !ctx.failed; i++)
+        load_file(&ctx, paths[i]);
+    for (size_t i = 0; i < count; i++)
+        fs_free(paths[i]);
+    fs_free(paths);
+    return finish_load(&ctx, out, err);
+}
+
+fhirsync_code fhirsync_config_load(const char *path, fhirsync_config **out, fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_config_load: NULL argument");
+    return load_path(path, NULL, out, err);
+}
+
+fhirsync_code fhirsync_config_load_report(const char *path, fhirsync_config_report *report,
+                                          fhirsync_config **out, fhirsync_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !report || !out)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_config_load_report: NULL argument");
+    return load_path(path, report, out, err);
+}
+
+/* ---- checking a configuration --------------------------------------------------------------- */
+
+/* A base URL as the store compares them when it binds an endpoint (store/endpoints.c): scheme
+ * and host in lower case, without trailing '/'. NULL on out of memory. */
+static char *comparable_url(const char *url)
+{
+    char *n = fs_strdup(url);
+    if (!n)
+        return NULL;
+    char *host = strstr(n, "://");
+    char *end = host ? strchr(host + 3, '/') : NULL;
+    for (char *p = n; *p && p != end; p++)
+        *p = (char)tolower((unsigned char)*p);
+    size_t len = strlen(n);
+    while (len > 0 && n[len - 1] == '/')
+        n[--len] = '\0';
+    return n;
+}
+
+/* An endpoint with a base URL, by the store it syncs into. */
+typedef struct store_entry {
+    const char *store;
+    char *url; /* comparable_url() of its base_url */
+    size_t index;
+} store_entry;
+
+static int compare_entries(const void *a, const void *b)
+{
+    const store_entry *x = a, *y = b;
+    int c = strcmp(x->store, y->store);
+    if (c == 0)
+        c = strcmp(x->url, y->url);
+    if (c == 0)
+        c = x->index < y->index ? -1 : x->index > y->index;
+    return c;
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* For every endpoint: `conflict[i]`, an endpoint of another base URL in the same store when i
+ * does not have shared_store = yes; `repeat[i]`, an earlier endpoint with the same base URL,
+ * group_id and types into the same store. SIZE_MAX for none. */
+static bool find_store_clashes(const fhirsync_config *cfg, size_t *conflict, size_t *repeat)
+{
+    store_entry *entries = fs_calloc(cfg->count ? cfg->count : 1, sizeof *entries);
+    if (!entries)
+        return false;
+    size_t n = 0;
+    bool ok = true;
+    for (size_t i = 0; i < cfg->count; i++) {
+        conflict[i] = repeat[i] = SIZE_MAX;
+        const char *url = explicit_text(cfg->endpoints[i], "base_url");
+        if (!url)
+            continue;
+        entries[n] = (store_entry){fhirsync_endpoint_get(cfg->endpoints[i], "store"),
+                                   comparable_url(url), i};
+        if (!entries[n++].url)
+            ok = false;
+    }
+    if (ok && n > 1)
+        qsort(entries, n, sizeof *entries, compare_entries);
+    /* a group: one store; a run: one store and one URL */
+    for (size_t g = 0, g_end; ok && g < n; g = g_end) {
+        for (g_end = g + 1; g_end < n && strcmp(entries[g_end].store, entries[g].store) == 0;)
+            g_end++;
+        size_t second_run = g + 1;
+        while (second_run < g_end && strcmp(entries[second_run].url, entries[g].url) == 0)
+            second_run++;
+        for (size_t r = g, r_end; r < g_end; r = r_end) {
+            for (r_end = r + 1; r_end < g_end && strcmp(entries[r_end].url, entries[r].url) == 0;)
+                r_end++;
+            /* the other server: the group's first URL, or for that URL's run the next one */
+            size_t other = r == g ? second_run : g;
+            for (size_t k = r; k < r_end; k++) {
+                const fhirsync_endpoint *ep = cfg->endpoints[entries[k].index];
+                if (other < g_end && !fs_endpoint_bool(ep, "shared_store"))
+                    conflict[entries[k].index] = entries[other].index;
+                for (size_t j = r; j < k; j++) {
+                    const fhirsync_endpoint *earlier = cfg->endpoints[entries[j].index];
+                    if (same_text(explicit_text(ep, "group_id"),
+                                  explicit_text(earlier, "group_id")) &&
+                        same_text(explicit_text(ep, "types"), explicit_text(earlier, "types"))) {
+                        repeat[entries[k].index] = entries[j].index;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        fs_free(entries[i].url);
+    fs_free(entries);
+    return ok;
+}
+
+typedef struct check_sink {
+    fhirsync_config_report *report;
+    const fhirsync_endpoint *ep;
+    fhirsync_code rc;
+} check_sink;
+
+static bool add_problem(void *user, const char *setting, const fhirsync_error *e)
+{
+    check_sink *s = user;
+    if (s->rc == FHIRSYNC_OK)
+        s->rc = fhirsync_config_report_add(s->report, s->ep, setting, FHIRSYNC_CONFIG_ERROR,
+                                           e->code, e->message);
+    return s->rc == FHIRSYNC_OK;
+}
+
+/* "endpoint NAME (FILE:LINE)", or without the place when it is not from a file */
+static const char *endpoint_place(const fhirsync_endpoint *ep, char *buf, size_t size)
+{
+    if (ep->file)
+        snprintf(buf, size, "endpoint %s (%s:%d)", ep->name, ep->file, ep->line);
+    else
+        snprintf(buf, size, "endpoint %s", ep->name);
+    return buf;
+}
+
+fhirsync_code fhirsync_config_check(const fhirsync_config *cfg, fhirsync_config_report *report,
+                                    fhirsync_error *err)
+{
+    if (!cfg || !report)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_config_check: NULL argument");
+    check_sink sink = {.report = report};
+    if (cfg->count == 0)
+        sink.rc = report_push(report, FHIRSYNC_CONFIG_WARNING, FHIRSYNC_E_CONFIG, NULL, 0, NULL,
+                              NULL, NULL, "no endpoints: add [endpoint NAME] sections");
+    size_t *conflict = fs_calloc(cfg->count ? cfg->count : 1, sizeof *conflict);
+    size_t *repeat = fs_calloc(cfg->count ? cfg->count : 1, sizeof *repeat);
+    if (!conflict || !repeat || !find_store_clashes(cfg, conflict, repeat))
+        sink.rc = FHIRSYNC_E_NOMEM;
+    for (size_t i = 0; i < cfg->count && sink.rc == FHIRSYNC_OK; i++) {
+        const fhirsync_endpoint *ep = cfg->endpoints[i];
+        sink.ep = ep;
+        completeness(ep, ep->refused, add_problem, &sink);
+        fhirsync_error e;
+        char place[4200];
+        if (sink.rc == FHIRSYNC_OK && conflict[i] != SIZE_MAX) {
+            const fhirsync_endpoint *other = cfg->endpoints[conflict[i]];
+            fs_err(&e, FHIRSYNC_E_CONFIG,
+                   "store %s also receives %s of another FHIR server (%s) than this endpoint's "
+                   "%s: resource ids are unique only within one server, so the two would "
+                   "overwrite each other's resources and the sync refuses it. Give each "
+                   "practice its own store (a store line in each [endpoint] section; "
+                   "PostgreSQL: a database or a schema each), or set shared_store = yes if both "
+                   "URLs are the same server",
+                   fhirsync_endpoint_get(ep, "store"), endpoint_place(other, place, sizeof place),
+                   explicit_text(other, "base_url"), explicit_text(ep, "base_url"));
+            add_problem(&sink, "store", &e);
+        }
+        if (sink.rc == FHIRSYNC_OK && repeat[i] != SIZE_MAX) {
+            fs_err(&e, FHIRSYNC_E_CONFIG,
+                   "same base URL, group_id, types and store as %s: each sync repeats the "
+                   "other's; remove one, or give them different group_id or types",
+                   endpoint_place(cfg->endpoints[repeat[i]], place, sizeof place));
+            sink.rc = fhirsync_config_report_add(report, ep, "base_url", FHIRSYNC_CONFIG_WARNING,
+                                                 e.code, e.message);
+        }
+    }
+    fs_free(conflict);
+    fs_free(repeat);
+    if (sink.rc != FHIRSYNC_OK)
+        return fs_err(err, sink.rc, "out of memory");
+    return FHIRSYNC_OK;
 }

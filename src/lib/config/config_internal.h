@@ -2,7 +2,7 @@
  * use of endpoint profiles beyond the public fhirsync/config.h: typed getters that parse a
  * setting once validated (falling back on its default, including the vendor-dependent ones),
  * vendor detection from the FHIR base URL, the duration syntax of `every`, and the memory-backed
- * INI parse that fhirsync_config_load() and the fuzz target share.
+ * INI parse (strict or checking) that fhirsync_config_load() and the fuzz target share.
  * Internal: the prefix is fs_; nothing here is exported from the shared library. */
 #ifndef FS_CONFIG_INTERNAL_H
 #define FS_CONFIG_INTERNAL_H
@@ -28,6 +28,11 @@
  * fhirsync_config_load(): *out is the caller's on success and NULL on failure. */
 fhirsync_code fs_config_load_mem(const char *data, size_t len, const char *name,
                                  fhirsync_config **out, fhirsync_error *err);
+/* The same as a checking load (fhirsync_config_load_report) when `report` is not NULL: every
+ * problem goes to the report, and only a NULL argument or out of memory fails. */
+fhirsync_code fs_config_load_mem_report(const char *data, size_t len, const char *name,
+                                        fhirsync_config_report *report, fhirsync_config **out,
+                                        fhirsync_error *err);
 
 /* An integer setting's value (or its default: 0 when it has none). Also `every`, in seconds.
  * `rate_limit` defaults to 250 (requests per minute) when the vendor is eClinicalWorks and to 0

@@ -203,6 +203,25 @@ void fs_format_instant(int64_t epoch, char *buf, size_t size);
 /* Format as an IMF-fixdate into buf (>= 30 bytes). */
 void fs_format_http_date(int64_t epoch, char *buf, size_t size);
 
+/* ---- what a run asked of the network (tally.c) ------------------------------------------------
+ */
+/* Counters of one run, bound to the thread that runs it. */
+typedef struct fs_tally {
+    _Atomic int64_t responses;    /* HTTP responses received (every hop and retry) */
+    _Atomic int64_t rate_limited; /* of which status 429 */
+    _Atomic int64_t body_bytes;   /* response body bytes received (after content decoding) */
+    _Atomic int64_t tokens;       /* access tokens obtained from a token endpoint (not cached) */
+} fs_tally;
+
+/* Count what this thread does from now on into `tally` (NULL: stop counting); returns the tally
+ * bound before, for the caller to bind again when it is done. */
+fs_tally *fs_tally_bind(fs_tally *tally);
+void fs_tally_reset(fs_tally *tally);
+/* Called by the HTTP layer and the token client; no-ops on a thread without a tally. */
+void fs_tally_response(long status);
+void fs_tally_body(size_t bytes);
+void fs_tally_token(void);
+
 /* ---- waiting (retry.c) ----------------------------------------------------------------------- */
 /* The transport policy (which statuses to retry, Retry-After, the delays of HTTP retries and
  * status polls) is http/policy.h; core keeps what any retry loop needs. */

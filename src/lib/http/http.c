@@ -145,6 +145,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
     transfer *t = userdata;
     size_t len = size * n;
     long status = t->resp->status;
+    fs_tally_body(len);
     if (t->req->sink && status >= 200 && status < 300) {
         if (!t->req->sink(data, len, t->req->sink_userdata)) {
             t->sink_aborted = true;
@@ -375,6 +376,7 @@ static fhirsync_code perform_once(fs_http *http, const fs_http_request *req, con
     long status = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     resp->status = status;
+    fs_tally_response(status);
     resp->token_sent = attach;
     double total = 0;
     curl_easy_getinfo(e, CURLINFO_TOTAL_TIME, &total);

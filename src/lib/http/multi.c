@@ -92,6 +92,7 @@ static bool headers_complete(transfer *t)
     if (status >= 100 && status < 200)
         return true; /* an interim response: the real one follows */
     t->headers_done = true;
+    fs_tally_response(status);
     if (fs_http_is_redirect(status) && t->redirects != FS_REDIRECT_NONE &&
         fs_http_header_get(&t->resp, "Location")) {
         t->redirecting = true;
@@ -141,6 +142,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
     size_t len = size * n;
     if (!t->headers_done && !headers_complete(t))
         return 0;
+    fs_tally_body(len);
     if (t->redirecting)
         return len; /* the body of a redirect is not wanted */
     t->body_bytes += len;

@@ -31,7 +31,7 @@
 #include "store/store_private.h"
 
 #define MAX_PARAMS 16
-#define MAX_COLUMNS 16
+#define MAX_COLUMNS 24 /* of the store's own statements (status.c reads 16) */
 #define STAGE_ROWS 25000
 /* open addressing set of staged (type, id) hashes: > 2 x STAGE_ROWS */
 #define STAGE_SET_SIZE 65536
@@ -857,6 +857,32 @@ static void pg_lock_release(fhirsync_store *s, fs_store_lock *l)
         PQexecParams(impl->conn, "SELECT pg_advisory_unlock($1)", 1, types, values, NULL, NULL, 0));
 }
 
+/* Whether any session holds the advisory lock of `l`: asked of pg_locks, which takes no lock
+ * (readable by every role, and in a read-only transaction). */
+static fhirsync_code pg_lock_probe(fhirsync_store *s, const fs_store_lock *l, bool *held,
+                                   fhirsync_error *err)
+{
+    *held = false;
+    fhirsync_code rc = flush_staged(s, err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    char classid[16], objid[16];
+    snprintf(classid, sizeof classid, "%u", (unsigned)(l->key >> 32));
+    snprintf(objid, sizeof objid, "%u", (unsigned)(l->key & 0xffffffffu));
+    const char *values[2] = {classid, objid};
+    PGresult *res = PQexecParams(impl_of(s)->conn,
+                                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                 " AND granted AND classid = $1::oid AND objid = $2::oid"
+                                 " AND objsubid = 1",
+                                 2, NULL, values, NULL, NULL, 0);
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        *held = strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+    else
+        rc = result_error(s, res, "reading pg_locks", err);
+    PQclear(res);
+    return rc;
+}
+
 static void pg_lock_holder(fhirsync_store *s, const fs_store_lock *l, char *buf, size_t size)
 {
     char classid[16], objid[16];
@@ -1133,6 +1159,7 @@ const fs_store_ops fs_store_postgresql_ops = {
     .forget_type = pg_forget_type,
     .lock_try = pg_lock_try,
     .lock_release = pg_lock_release,
+    .lock_probe = pg_lock_probe,
     .lock_holder = pg_lock_holder,
     .now = pg_now,
     .query = pg_query,

@@ -151,6 +151,10 @@ struct fs_store_ops {
     fhirsync_code (*lock_try)(fhirsync_store *s, fs_store_lock *l, bool *acquired,
                               fhirsync_error *err);
     void (*lock_release)(fhirsync_store *s, fs_store_lock *l);
+    /* Whether some process or session (this one included) holds the lock, without taking it and
+     * without creating anything (read-only handles): for the status of a recorded run. */
+    fhirsync_code (*lock_probe)(fhirsync_store *s, const fs_store_lock *l, bool *held,
+                                fhirsync_error *err);
     /* Describe the session holding a lock that lock_try could not get ("" when unknown). */
     void (*lock_holder)(fhirsync_store *s, const fs_store_lock *l, char *buf, size_t size);
     /* The clock of work leases (epoch seconds): the database server's when there is one. */

@@ -5,6 +5,8 @@
  * application's callback, serialised by the handle's mutex because bulk mode also reports from
  * its loader thread. */
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -169,6 +171,8 @@ fhirsync_code fhirsync_sync_run(fhirsync_sync *s)
     reset_run(s);
     fs_err_clear(&s->err);
     s->start_ms = fs_monotonic_ms();
+    fs_tally_reset(&s->tally);
+    fs_tally *outer = fs_tally_bind(&s->tally);
     fhirsync_code rc = fs_store_lock_endpoint(s->store, s->name, s->opts.lock_owner,
                                               s->opts.lock_timeout_ms, &s->err);
     if (rc != FHIRSYNC_OK)
@@ -211,6 +215,7 @@ out:
         fs_err(&s->err, rc, "%s", fhirsync_strerror(rc));
     if (rc != FHIRSYNC_OK)
         s->err.code = rc;
+    fs_tally_bind(outer);
     fhirsync_sync_event ev = {.kind = FHIRSYNC_SYNC_EV_DONE,
                               .code = rc,
                               .message = rc == FHIRSYNC_OK ? NULL : s->err.message};
@@ -230,10 +235,17 @@ fhirsync_code fhirsync_sync_get_stats(const fhirsync_sync *s, fhirsync_sync_stat
                                  NULL) != FHIRSYNC_OK)
         return FHIRSYNC_E_ARG;
     unsigned int version = out->version;
-    memset(out, 0, sizeof *out);
+    /* a caller built with an older header has a shorter struct: never write past it */
+    memset(out, 0, version >= 2 ? sizeof *out : offsetof(fhirsync_sync_stats, http_responses));
     out->version = version;
     if (!s)
         return FHIRSYNC_OK;
+    if (version >= 2) {
+        out->http_responses = atomic_load(&s->tally.responses);
+        out->rate_limited = atomic_load(&s->tally.rate_limited);
+        out->bytes_received = atomic_load(&s->tally.body_bytes);
+        out->token_requests = atomic_load(&s->tally.tokens);
+    }
     out->run_id = s->run_id;
     out->status = s->status;
     out->mode = s->mode;

@@ -287,6 +287,7 @@ struct fhirsync_sync {
     double duration_s;
     fs_sync_counts counts;
     fhirsync_sync_type_stats *type_stats;
+    fs_tally tally; /* the run thread's HTTP responses, 429s, bytes, tokens */
 };
 
 /* The workers' run of `endpoint` whose files are still being loaded (worker.c): its id in *run_id
