@@ -6,15 +6,20 @@
  *   scan      + the store's field scanner (store/fields.h: resourceType, id, meta, patient), what
  *             a sync already does to every line it puts; no tree, no allocation
  *   jansson   + json_loadb of each line: what a document tree costs (the bare parse)
- *   exact     + fs_json_parse_exact of each line: the parse fhirsync_view_eval does first (jansson
- *             behind a pass that keeps the text of numbers), timed per resource type as well
+ *   exact     + fs_json_parse_exact of each line: the parse fhirsync_view_eval did first until
+ *             json/dom.c (jansson behind a pass that keeps the text of numbers), timed per
+ *             resource type as well
+ *   document  + fs_json_dom_parse of each line into one reused document (json/dom.h): the parse
+ *             the view engine does now
  *   views     + the line's resourceType (the store's field scanner, store/fields.h, as the store
- *             has it for every line it puts) and every view of that type evaluated on the line,
- *             rows counted in the callback; each evaluation is timed, per view. This is the work
- *             a sync materializing the views adds per line.
+ *             has it for every line it puts) and every view of that type evaluated on the line
+ *             with fhirsync_view_eval, one view after the other, rows counted in the callback;
+ *             each evaluation is timed, per view
+ *   together  + the same views evaluated together with fhirsync_view_eval_many (the line read
+ *             once for all of them): the work a sync materializing the views adds per line
  *   every     + every view evaluated on every line, which is what running each view over the
- *             files (`fhirsync view run`) costs: fhirsync_view_eval parses the line before it
- *             looks at the type, so a line of another type costs a parse too. The slowest pass:
+ *             files (`fhirsync view run`) costs: fhirsync_view_eval reads the line before it
+ *             looks at the type, so a line of another type costs a read too. The slowest pass:
  *             it runs in the first EVERY rounds only (default 1).
  * Each figure is the best of ROUNDS rounds (default 3; the machines are noisy) with its ratio to
  * the jansson and exact passes of the same run; each view's time is beside the exact parse of the
@@ -39,6 +44,7 @@
 #include "core/core.h"
 #include "core/lines.h"
 #include "fhirsync/fhirsync.h"
+#include "json/dom.h"
 #include "json/json.h"
 #include "store/fields.h"
 
@@ -46,13 +52,15 @@
 #define MAX_TYPES 64
 
 /* clang-format off */
-enum pass { READ, SCAN, JANSSON, EXACT, VIEWS, EVERY, NPASSES };
+enum pass { READ, SCAN, JANSSON, EXACT, DOCUMENT, VIEWS, TOGETHER, EVERY, NPASSES };
 static const char *const pass_names[NPASSES] = {
     "read + split lines",
     "+ store field scan",
     "+ jansson json_loadb",
-    "+ exact parse (engine's)",
+    "+ exact parse (jansson's)",
+    "+ document (json/dom.c)",
     "+ views by resourceType",
+    "+ views by type, one read",
     "+ every view on every line",
 };
 /* clang-format on */
@@ -83,6 +91,11 @@ typedef struct bench {
     enum pass pass;
     size_t lines, bytes, good, rows, failed; /* of the current pass */
     size_t row_count;                        /* the row callback's counter */
+    fs_json_dom dom;                         /* the document pass's */
+    fhirsync_view **set;                     /* the together pass's views of a line's type */
+    view_slot **set_slots;
+    size_t set_rows;    /* rows of the view being evaluated in the together pass */
+    double together_ms; /* the together pass's fhirsync_view_eval_many calls */
 } bench;
 
 static double now_ms(void)
@@ -233,6 +246,33 @@ static void eval_one(bench *b, view_slot *v, const char *line, size_t len)
     }
 }
 
+static fhirsync_code count_set_row(void *userdata, size_t index, const fhirsync_view_value *values,
+                                   size_t count)
+{
+    (void)index, (void)values, (void)count;
+    ((bench *)userdata)->set_rows++;
+    return FHIRSYNC_OK;
+}
+
+/* A view's end in the together pass: its rows count unless it failed. */
+static fhirsync_code set_end(void *userdata, size_t index, fhirsync_code code,
+                             const fhirsync_error *error)
+{
+    bench *b = userdata;
+    view_slot *v = b->set_slots[index];
+    if (code == FHIRSYNC_OK) {
+        b->row_count += b->set_rows;
+    } else {
+        b->failed++;
+        if (v->errors++ == 0) {
+            v->first_error_line = b->lines;
+            snprintf(v->first_error, sizeof v->first_error, "%s", error->message);
+        }
+    }
+    b->set_rows = 0;
+    return FHIRSYNC_OK;
+}
+
 static void on_line(bench *b, const char *line, size_t len)
 {
     b->lines++;
@@ -266,6 +306,38 @@ static void on_line(bench *b, const char *line, size_t len)
         json_decref(doc);
         break;
     }
+    case DOCUMENT: {
+        const fs_json_node *root;
+        b->good += fs_json_dom_parse(&b->dom, line, len, "resource", &root, NULL) == FHIRSYNC_OK;
+        break;
+    }
+    case TOGETHER: {
+        fs_resource_fields f;
+        if (fs_store_scan_fields(line, len, &f) != NULL) {
+            b->failed++;
+            break;
+        }
+        b->good++;
+        size_t n = 0;
+        for (size_t i = 0; i < b->nviews; i++) {
+            const char *want = fhirsync_view_resource(b->views[i].view);
+            if (strlen(want) == f.resource_type_len &&
+                memcmp(want, f.resource_type, f.resource_type_len) == 0) {
+                b->set_slots[n] = &b->views[i];
+                b->set[n++] = b->views[i].view;
+            }
+        }
+        if (n == 0)
+            break;
+        fhirsync_error err = {0};
+        b->set_rows = 0;
+        double t0 = now_ms();
+        if (fhirsync_view_eval_many(b->set, n, line, len, count_set_row, set_end, b, &err) !=
+            FHIRSYNC_OK)
+            b->failed += n; /* not read: no view evaluated it */
+        b->together_ms += now_ms() - t0;
+        break;
+    }
     case VIEWS: {
         fs_resource_fields f;
         if (fs_store_scan_fields(line, len, &f) != NULL) {
@@ -297,10 +369,13 @@ static double run_pass(bench *b, enum pass pass)
 {
     b->pass = pass;
     b->lines = b->bytes = b->good = b->failed = b->row_count = 0;
+    b->together_ms = 0;
     for (size_t i = 0; i < b->nviews; i++) {
         b->views[i].ms[pass] = 0;
+        if (pass == VIEWS || pass == TOGETHER)
+            b->views[i].errors = 0;
         if (pass == VIEWS)
-            b->views[i].lines = b->views[i].rows = b->views[i].errors = 0;
+            b->views[i].lines = b->views[i].rows = 0;
     }
     for (size_t i = 0; pass == EXACT && i < b->ntypes; i++)
         b->types[i].lines = b->types[i].bytes = 0, b->types[i].exact_ms = 0;
@@ -389,6 +464,11 @@ int main(int argc, char **argv)
     }
     if (!load_views(&b, view_paths, nview_paths))
         return 1;
+    b.set = calloc(b.nviews, sizeof *b.set);
+    b.set_slots = calloc(b.nviews, sizeof *b.set_slots);
+    if (!b.set || !b.set_slots)
+        return 1;
+    double best_together = 1e300;
 
     double best[NPASSES];
     size_t lines = 0, bytes = 0, good[NPASSES] = {0}, rows[NPASSES] = {0}, failed[NPASSES] = {0};
@@ -407,6 +487,8 @@ int main(int argc, char **argv)
                 return 1;
             if (ms < best[k])
                 best[k] = ms;
+            if (k == TOGETHER && b.together_ms < best_together)
+                best_together = b.together_ms;
             lines = b.lines, bytes = b.bytes;
             good[k] = b.good, rows[k] = b.rows, failed[k] = b.failed;
             for (size_t i = 0; i < b.nviews; i++)
@@ -445,6 +527,10 @@ int main(int argc, char **argv)
     printf("views alone (the evaluations' own time in the by-type pass, without reading or the "
            "type scan): %.2f s = %.2f x jansson, %.2f x exact\n",
            views_only / 1000.0, ratio(views_only, best[JANSSON]), ratio(views_only, best[EXACT]));
+    printf("views alone, one read (the fhirsync_view_eval_many calls of the together pass): %.2f s "
+           "= %.2f x jansson, %.2f x exact, %.2f us a line\n",
+           best_together / 1000.0, ratio(best_together, best[JANSSON]),
+           ratio(best_together, best[EXACT]), lines ? best_together * 1000.0 / (double)lines : 0);
 
     printf("\nper view (by-type pass: only the lines of its resource type; 'x exact' is its time\n"
            "over the exact parse of those same lines, so 1.00 means evaluating costs nothing "
@@ -474,6 +560,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < b.nviews; i++)
         fhirsync_view_free(b.views[i].view);
     free(b.views);
+    free(b.set);
+    free(b.set_slots);
+    fs_json_dom_free(&b.dom);
     for (size_t i = 0; i < nview_paths; i++)
         fs_free(view_paths[i]);
     free(view_paths);

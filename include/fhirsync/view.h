@@ -96,6 +96,44 @@ FHIRSYNC_API fhirsync_code fhirsync_view_eval(fhirsync_view *view, const char *r
                                               fhirsync_view_row_fn row, void *userdata,
                                               fhirsync_error *err);
 
+/* Called once per row of the view at `view_index` (its index in the array given to
+ * fhirsync_view_eval_many), with fhirsync_view_column_count() of that view values. Return
+ * FHIRSYNC_OK to go on; any other code ends that view's evaluation over this resource with that
+ * code (see fhirsync_view_many_end_fn). */
+typedef fhirsync_code (*fhirsync_view_many_row_fn)(void *userdata, size_t view_index,
+                                                   const fhirsync_view_value *values, size_t count);
+
+/* Called once per view, in order, when its evaluation over the resource has ended, after its
+ * rows: `code` is FHIRSYNC_OK when every row was delivered (none for a view of another resource
+ * type), else what ended it: FHIRSYNC_E_VIEW with `error` saying why (this view cannot evaluate
+ * this resource: its rows already delivered should be discarded; the other views are not
+ * affected), FHIRSYNC_E_NOMEM, or the code the row callback returned (`error` then holds no
+ * message). `error` is borrowed for the call. Return FHIRSYNC_OK to go on with the next view;
+ * any other code stops: fhirsync_view_eval_many returns it. */
+typedef fhirsync_code (*fhirsync_view_many_end_fn)(void *userdata, size_t view_index,
+                                                   fhirsync_code code, const fhirsync_error *error);
+
+/* Evaluate `count` views over one resource (`len` bytes of JSON) read once for all of them: the
+ * same rows as fhirsync_view_eval on each view in turn, for the cost of one read of the resource
+ * (what a store keeping several views of one type needs). Views of another type than the
+ * resource's produce no row. For each view in array order, its rows go to `row` with the view's
+ * index, then `end` (when not NULL) gets its outcome and decides whether to go on: a view that
+ * fails on this resource need not stop the others. Without `end`, the first view that fails
+ * stops the evaluation, which returns its code with err filled, as fhirsync_view_eval does.
+ * Errors: FHIRSYNC_E_JSON (the resource is not a JSON object: no view is evaluated),
+ * FHIRSYNC_E_ARG (NULL views, resource or row; a NULL view), FHIRSYNC_E_NOMEM, the code of a
+ * failed view (without `end`), or the code a callback returned to stop. `count` 0 reads nothing
+ * and returns FHIRSYNC_OK. The views stay usable after any error.
+ *
+ * Thread safety: as fhirsync_view_eval, for all the views given (the first one's scratch memory
+ * holds the resource); a view may appear more than once. The callbacks must not evaluate these
+ * views. */
+FHIRSYNC_API fhirsync_code fhirsync_view_eval_many(fhirsync_view *const *views, size_t count,
+                                                   const char *resource, size_t len,
+                                                   fhirsync_view_many_row_fn row,
+                                                   fhirsync_view_many_end_fn end, void *userdata,
+                                                   fhirsync_error *err);
+
 #ifdef __cplusplus
 }
 #endif

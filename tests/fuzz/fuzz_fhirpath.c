@@ -2,9 +2,9 @@
  * The input (up to its first NUL byte) is an expression with the constants %c (a string) and %n
  * (a decimal); a refused one must come with FHIRSYNC_E_VIEW and a message. An accepted
  * one is evaluated over fixed resources (FHIR's JSON: arrays, choice types, primitive extensions,
- * decimals with their text) and must either succeed with well-formed items or fail with
- * FHIRSYNC_E_VIEW (or FHIRSYNC_E_NOMEM) and a message. Built with -fsanitize=fuzzer under clang,
- * or with replay_main.c as a corpus replayer under gcc. */
+ * decimals with their text, read as json/dom.h documents) and must either succeed with well-formed
+ * items or fail with FHIRSYNC_E_VIEW (or FHIRSYNC_E_NOMEM) and a message. Built with
+ * -fsanitize=fuzzer under clang, or with replay_main.c as a corpus replayer under gcc. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,16 +27,18 @@ static const char *const resources[] = {
 static void evaluate(const fs_fp_expr *expr, const char *text)
 {
     fhirsync_error err;
-    json_t *doc = fs_json_parse_exact(text, strlen(text), "resource", &err);
+    fs_json_dom doc_dom = {0}, consts_dom = {0};
+    const fs_json_node *doc, *consts;
     static const char consts_text[] = "{\"c\":\"official\",\"n\":2.50}";
-    json_t *consts = fs_json_parse_exact(consts_text, sizeof consts_text - 1, "consts", &err);
-    if (!doc || !consts)
+    if (fs_json_dom_parse(&doc_dom, text, strlen(text), "resource", &doc, &err) ||
+        fs_json_dom_parse(&consts_dom, consts_text, sizeof consts_text - 1, "consts", &consts,
+                          &err))
         __builtin_trap();
     fs_fp_arena arena = {0};
     fs_fp_item res, c, n;
-    fs_fp_item_of_json(doc, NULL, &res);
-    fs_fp_item_of_json(json_object_get(consts, "c"), "string", &c);
-    fs_fp_item_of_json(json_object_get(consts, "n"), "decimal", &n);
+    fs_fp_item_of_node(doc, NULL, &res);
+    fs_fp_item_of_node(fs_json_member(consts, "c", 1), "string", &c);
+    fs_fp_item_of_node(fs_json_member(consts, "n", 1), "decimal", &n);
     fs_fp_coll vars[2] = {{&c, 1, 1}, {&n, 1, 1}};
     fs_fp_env env = {.arena = &arena, .resource = &res, .vars = vars, .row_index = 1};
     fs_fp_coll in = {&res, 1, 1}, out = {0};
@@ -52,8 +54,8 @@ static void evaluate(const fs_fp_expr *expr, const char *text)
         __builtin_trap();
     }
     fs_fp_arena_free(&arena);
-    json_decref(doc);
-    json_decref(consts);
+    fs_json_dom_free(&doc_dom);
+    fs_json_dom_free(&consts_dom);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

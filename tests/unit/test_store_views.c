@@ -80,6 +80,15 @@ static const char pat_view[] =
     "{\"name\":\"active\",\"path\":\"active\",\"type\":\"boolean\"},"
     "{\"name\":\"births\",\"path\":\"multipleBirth.ofType(integer)\",\"type\":\"integer\"}]}]}";
 
+/* Patients again, one row per name: evaluated with people over one read of each resource, and
+ * able to evaluate what people cannot. */
+static const char name_view[] =
+    "{\"resourceType\":\"ViewDefinition\",\"name\":\"names\",\"resource\":\"Patient\","
+    "\"select\":[{\"column\":[{\"name\":\"id\",\"path\":\"getResourceKey()\",\"type\":\"string\"}]}"
+    ","
+    "{\"forEach\":\"name\",\"column\":[{\"name\":\"family\",\"path\":\"family\","
+    "\"type\":\"string\"}]}]}";
+
 static char *obs(const char *id, const char *version, const char *updated, const char *status,
                  const char *value, bool components)
 {
@@ -255,7 +264,23 @@ static void test_writes_keep_views_current(void **state)
         fhirsync_store_delete(s, "Observation", "x", "2023-01-01T00:00:00Z", 0, &removed, &err));
     assert_false(removed);
     assert_int_equal(query_long(s, "SELECT count(*) FROM bp"), 1);
+    /* the same version again replaces its rows, not adds to them; so does a newer version of a
+     * resource inserted in the same batch (an export that has it twice) */
+    put(s, v2, FHIRSYNC_PUT_STORED);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM bp"), 1);
+    char *z1 = obs("z", "1", "2024-01-01T00:00:00Z", "preliminary", "5", true);
+    char *z2 = obs("z", "2", "2024-02-01T00:00:00Z", "final", "6", true);
+    assert_ok(fhirsync_store_begin(s, 0, &err));
+    put(s, z1, FHIRSYNC_PUT_STORED);
+    put(s, z2, FHIRSYNC_PUT_STORED);
+    put(s, z2, FHIRSYNC_PUT_STORED);
+    assert_ok(fhirsync_store_commit(s, &err));
+    assert_int_equal(query_long(s, "SELECT count(*) FROM bp WHERE id = 'z'"), 2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM bp WHERE id = 'z' AND status = 'final'"),
+                     2);
     assert_table_equals_view(s, obs_view, "bp", "Observation", 0);
+    free(z1);
+    free(z2);
     free(v1);
     free(v2);
     free(y);
@@ -314,6 +339,7 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     fhirsync_error err = {0};
     fhirsync_view_stats st;
     add_view(s, pat_view, &st);
+    add_view(s, name_view, &st);
     const char *good = "{\"resourceType\":\"Patient\",\"id\":\"g\",\"name\":[{\"family\":\"Lee\"}],"
                        "\"active\":true,\"multipleBirthInteger\":2}";
     const char *two_names = "{\"resourceType\":\"Patient\",\"id\":\"t\",\"name\":[{\"family\":"
@@ -338,10 +364,27 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     assert_contains(
         query1(s, "SELECT reason FROM quarantine WHERE reason LIKE '%resource w:%'").text,
         "column active (boolean): the value is a string");
+    /* the other view of the type read the same resources: they have their rows there, and no
+     * quarantine entry names it */
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names"), 3);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names WHERE id = 't'"), 2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM quarantine WHERE source = 'view:names'"),
+                     0);
+    /* a resource that is not JSON the views can read (\u0000 in a string): stored, and an entry
+     * for each view */
+    const char *nul =
+        "{\"resourceType\":\"Patient\",\"id\":\"z\",\"name\":[{\"family\":\"a\\u0000\"}]}";
+    put(s, nul, FHIRSYNC_PUT_STORED);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM quarantine WHERE reason LIKE "
+                                   "'%resource z: resource holds a string with %u0000'"),
+                     2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names WHERE id = 'z'"), 0);
+    assert_ok(fhirsync_store_delete(s, "Patient", "z", "2025-01-01T00:00:00Z", 0, NULL, &err));
     /* fixed on the server: the next version gets its rows */
     const char *fixed = "{\"resourceType\":\"Patient\",\"id\":\"t\",\"name\":[{\"family\":\"A\"}]}";
     put(s, fixed, FHIRSYNC_PUT_STORED);
     assert_int_equal(query_long(s, "SELECT count(*) FROM people"), 2);
+    assert_int_equal(query_long(s, "SELECT count(*) FROM names WHERE id = 't'"), 1);
     /* the same failures on a rebuild */
     assert_ok(fhirsync_view_stats_init(&st, FHIRSYNC_VIEW_STATS_VERSION));
     assert_ok(fhirsync_store_view_refresh(s, "people", &st, &err));
@@ -349,6 +392,14 @@ static void test_resource_a_view_cannot_evaluate(void **state)
     assert_int_equal(st.rows, 2);
     assert_int_equal(st.failed, 1);
     assert_table_equals_view(s, pat_view, "people", "Patient", 1);
+    /* both views rebuilt: each resource evaluated by each */
+    assert_ok(fhirsync_view_stats_init(&st, FHIRSYNC_VIEW_STATS_VERSION));
+    assert_ok(fhirsync_store_view_refresh(s, NULL, &st, &err));
+    assert_int_equal(st.views, 2);
+    assert_int_equal(st.resources, 6);
+    assert_int_equal(st.rows, 2 + 2); /* w has no name: no row in names */
+    assert_int_equal(st.failed, 1);
+    assert_table_equals_view(s, name_view, "names", "Patient", 0);
     fhirsync_store_close(s);
 }
 

@@ -41,16 +41,21 @@ static char *eval_text(const char *expr)
         snprintf(out, sizeof out, "error: %s", err.message);
         return out;
     }
-    json_t *doc = fs_json_parse_exact(patient, strlen(patient), "patient", &err);
-    assert_non_null(doc);
+    fs_json_dom doc_dom, consts_dom;
+    fs_json_dom_init(&doc_dom);
+    fs_json_dom_init(&consts_dom);
+    const fs_json_node *doc, *consts;
+    assert_int_equal(fs_json_dom_parse(&doc_dom, patient, strlen(patient), "patient", &doc, &err),
+                     FHIRSYNC_OK);
     const char *const_text = "{\"a\":2,\"b\":\"official\"}";
-    json_t *consts = fs_json_parse_exact(const_text, strlen(const_text), "c", &err);
-    assert_non_null(consts);
+    assert_int_equal(
+        fs_json_dom_parse(&consts_dom, const_text, strlen(const_text), "c", &consts, &err),
+        FHIRSYNC_OK);
     fs_fp_arena arena = {0};
     fs_fp_item res, two, use;
-    fs_fp_item_of_json(doc, NULL, &res);
-    fs_fp_item_of_json(json_object_get(consts, "a"), "integer", &two);
-    fs_fp_item_of_json(json_object_get(consts, "b"), "string", &use);
+    fs_fp_item_of_node(doc, NULL, &res);
+    fs_fp_item_of_node(fs_json_member(consts, "a", 1), "integer", &two);
+    fs_fp_item_of_node(fs_json_member(consts, "b", 1), "string", &use);
     fs_fp_coll values[2] = {{&two, 1, 1}, {&use, 1, 1}};
     fs_fp_env env = {.arena = &arena, .resource = &res, .vars = values, .row_index = 7};
     fs_fp_coll in = {&res, 1, 1}, result = {0};
@@ -82,14 +87,14 @@ static char *eval_text(const char *expr)
                 break;
             case FS_FP_NODE:
                 at += (size_t)snprintf(out + at, sizeof out - at, "%s{%s}", sep,
-                                       it->type ? it->type : "");
+                                       fs_fp_item_type(it) ? fs_fp_item_type(it) : "");
                 break;
             }
         }
     }
     fs_fp_arena_free(&arena);
-    json_decref(doc);
-    json_decref(consts);
+    fs_json_dom_free(&doc_dom);
+    fs_json_dom_free(&consts_dom);
     fs_fp_free(e);
     return out;
 }
@@ -489,6 +494,114 @@ static void test_view_errors(void **state)
     fhirsync_view_free(view);
 }
 
+/* fhirsync_view_eval_many: one read, per-view rows and outcomes. */
+typedef struct many {
+    collected per_view[4];
+    char ends[256];            /* "index:code;" for each end */
+    fhirsync_code stop_at_end; /* returned by on_end for a failed view (OK: go on) */
+} many;
+
+static fhirsync_code many_row(void *userdata, size_t index, const fhirsync_view_value *values,
+                              size_t count)
+{
+    many *m = userdata;
+    assert_true(index < 4);
+    return collect(&m->per_view[index], values, count);
+}
+
+static fhirsync_code many_end(void *userdata, size_t index, fhirsync_code code,
+                              const fhirsync_error *error)
+{
+    many *m = userdata;
+    size_t at = strlen(m->ends);
+    snprintf(m->ends + at, sizeof m->ends - at, "%zu:%d;", index, (int)code);
+    if (code == FHIRSYNC_E_VIEW)
+        assert_non_null(strstr(error->message, "collection is false"));
+    return code == FHIRSYNC_OK ? FHIRSYNC_OK : m->stop_at_end;
+}
+
+static void test_eval_many(void **state)
+{
+    (void)state;
+    fhirsync_view *views[4] = {NULL};
+    fhirsync_error err;
+    const char *defs[4] = {
+        VIEW("{\"column\":[{\"name\":\"id\",\"path\":\"id\"}]},"
+             "{\"forEach\":\"name\",\"column\":[{\"name\":\"use\",\"path\":\"use\"}]}"),
+        /* fails on the patient: several given names where collection is false */
+        VIEW("{\"column\":[{\"name\":\"g\",\"path\":\"name.given\"}]}"),
+        "{\"resource\":\"Observation\",\"select\":[{\"column\":[{\"name\":\"id\",\"path\":"
+        "\"id\"}]}]}",
+        VIEW("{\"column\":[{\"name\":\"given\",\"path\":\"name.given\",\"collection\":true},"
+             "{\"name\":\"w\",\"path\":\"extension.value.ofType(Quantity).value\",\"type\":"
+             "\"decimal\"}]}"),
+    };
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(parse_view(defs[i], &views[i], &err), FHIRSYNC_OK);
+    /* the same rows as fhirsync_view_eval on each view; the failed view does not stop the rest */
+    many m = {0};
+    assert_int_equal(
+        fhirsync_view_eval_many(views, 4, patient, strlen(patient), many_row, many_end, &m, &err),
+        FHIRSYNC_OK);
+    assert_string_equal(m.ends, "0:0;1:33;2:0;3:0;");
+    for (size_t i = 0; i < 4; i++) {
+        collected one = {0};
+        fhirsync_code rc =
+            fhirsync_view_eval(views[i], patient, strlen(patient), collect, &one, &err);
+        assert_int_equal(rc, i == 1 ? FHIRSYNC_E_VIEW : FHIRSYNC_OK);
+        assert_string_equal(m.per_view[i].text, one.text);
+        assert_int_equal(m.per_view[i].rows, one.rows);
+    }
+    assert_string_equal(m.per_view[0].text, "p1,official|p1,usual");
+    assert_int_equal(m.per_view[2].rows, 0); /* another resource type */
+    assert_string_equal(m.per_view[3].text, "[\"Ann\",null,\"Bo\",\"Annie\"],d1.50");
+    /* the end callback stops with its code */
+    memset(&m, 0, sizeof m);
+    m.stop_at_end = FHIRSYNC_E_CANCELLED;
+    assert_int_equal(
+        fhirsync_view_eval_many(views, 4, patient, strlen(patient), many_row, many_end, &m, &err),
+        FHIRSYNC_E_CANCELLED);
+    assert_string_equal(m.ends, "0:0;1:33;");
+    /* without an end callback, the first failed view stops with its error */
+    memset(&m, 0, sizeof m);
+    assert_int_equal(
+        fhirsync_view_eval_many(views, 4, patient, strlen(patient), many_row, NULL, &m, &err),
+        FHIRSYNC_E_VIEW);
+    assert_non_null(strstr(err.message, "select[0].column[0]: 4 values where collection is false"));
+    assert_int_equal(m.per_view[0].rows, 2);
+    assert_int_equal(m.per_view[3].rows, 0);
+    /* a row callback's code ends that view only, through the end callback */
+    memset(&m, 0, sizeof m);
+    m.per_view[0].stop_after = 1;
+    assert_int_equal(
+        fhirsync_view_eval_many(views, 4, patient, strlen(patient), many_row, many_end, &m, &err),
+        FHIRSYNC_OK);
+    assert_string_equal(m.ends, "0:28;1:33;2:0;3:0;");
+    assert_int_equal(m.per_view[3].rows, 1);
+    /* not JSON: no view evaluated, no end; the views still work; a view twice; no views */
+    memset(&m, 0, sizeof m);
+    assert_int_equal(fhirsync_view_eval_many(views, 4, "{\"a\":", 5, many_row, many_end, &m, &err),
+                     FHIRSYNC_E_JSON);
+    assert_string_equal(m.ends, "");
+    fhirsync_view *twice[2] = {views[3], views[3]};
+    assert_int_equal(
+        fhirsync_view_eval_many(twice, 2, patient, strlen(patient), many_row, many_end, &m, &err),
+        FHIRSYNC_OK);
+    assert_string_equal(m.per_view[0].text, m.per_view[1].text);
+    assert_string_equal(m.per_view[0].text, "[\"Ann\",null,\"Bo\",\"Annie\"],d1.50");
+    assert_int_equal(fhirsync_view_eval_many(NULL, 0, patient, 3, many_row, NULL, &m, &err),
+                     FHIRSYNC_OK);
+    assert_int_equal(fhirsync_view_eval_many(NULL, 2, patient, 3, many_row, NULL, &m, &err),
+                     FHIRSYNC_E_ARG);
+    fhirsync_view *with_null[2] = {views[0], NULL};
+    assert_int_equal(fhirsync_view_eval_many(with_null, 2, patient, 3, many_row, NULL, &m, &err),
+                     FHIRSYNC_E_ARG);
+    assert_int_equal(fhirsync_view_eval_many(views, 1, patient, 3, NULL, NULL, &m, &err),
+                     FHIRSYNC_E_ARG);
+    for (size_t i = 0; i < 4; i++)
+        fhirsync_view_free(views[i]);
+}
+
 static void test_exact_numbers(void **state)
 {
     (void)state;
@@ -522,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_operators),       cmocka_unit_test(test_boundaries),
         cmocka_unit_test(test_view_validation), cmocka_unit_test(test_view_rows),
         cmocka_unit_test(test_view_errors),     cmocka_unit_test(test_exact_numbers),
+        cmocka_unit_test(test_eval_many),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     fhirsync_global_cleanup();

@@ -79,11 +79,13 @@ fhirsync_code fhirsync_store_put(fhirsync_store *store, const char *type, const 
         return rc;
     rc = ready_to_write(store, t, err);
     fhirsync_put_outcome done = FHIRSYNC_PUT_KEPT_NEWER;
+    store->put_inserted = false;
     if (rc == FHIRSYNC_OK)
         rc = store->ops->put(store, t, &f, line, len, run_id, &done, err);
     /* a staged row gets its views' rows when it is merged (fs_store_views_merged) */
     if (rc == FHIRSYNC_OK && done == FHIRSYNC_PUT_STORED && fs_store_views_cover(store, t))
-        rc = fs_store_views_put(store, t, f.id, f.id_len, line, len, run_id, err);
+        rc = fs_store_views_put(store, t, f.id, f.id_len, line, len, run_id, store->put_inserted,
+                                err);
     if (rc == FHIRSYNC_OK && outcome)
         *outcome = done;
     return fs_store_tx_close(store, own, rc, err);

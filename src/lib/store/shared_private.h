@@ -92,11 +92,12 @@ fhirsync_code fs_store_quarantine_in_tx(fhirsync_store *s, const fhirsync_quaran
 /* Read the view registry once per transaction (inside it; PostgreSQL: sharing the views lock),
  * reloading the views when it changed. Every transaction that writes resources calls it first. */
 fhirsync_code fs_store_views_ready(fhirsync_store *s, fhirsync_error *err);
-/* A resource of t was stored (inserted or replaced): recompute its rows in every view of t. A
- * resource a view cannot evaluate is quarantined for that view; only database failures are
- * returned. */
+/* A resource of t was stored (inserted or replaced): recompute its rows in every view of t (its
+ * old rows deleted first unless `inserted`: an id new to the store has none). A resource a view
+ * cannot evaluate is quarantined for that view; only database failures are returned. */
 fhirsync_code fs_store_views_put(fhirsync_store *s, fs_store_type *t, const char *id, size_t id_len,
-                                 const char *line, size_t len, int64_t run_id, fhirsync_error *err);
+                                 const char *line, size_t len, int64_t run_id, bool inserted,
+                                 fhirsync_error *err);
 /* A resource of t was deleted: remove its rows from every view of t. */
 fhirsync_code fs_store_views_delete(fhirsync_store *s, fs_store_type *t, const char *id,
                                     fhirsync_error *err);

@@ -321,12 +321,17 @@ static fhirsync_code sq_put(fhirsync_store *s, fs_store_type *t, const fs_resour
         sqlite3_bind_int64(stmt, 8, run_id);
     else
         sqlite3_bind_null(stmt, 8);
+    /* whether the upsert inserted: only an insert sets the last rowid (the table's rowids start
+     * at 1; the DO UPDATE path leaves it as it was) */
+    sqlite3 *db = impl_of(s)->db;
+    sqlite3_set_last_insert_rowid(db, 0);
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     if (rc != SQLITE_DONE)
         return db_error(s, rc, "storing a resource", err);
+    s->put_inserted = sqlite3_last_insert_rowid(db) != 0;
     if (outcome)
-        *outcome = sqlite3_changes(impl_of(s)->db) ? FHIRSYNC_PUT_STORED : FHIRSYNC_PUT_KEPT_NEWER;
+        *outcome = sqlite3_changes(db) ? FHIRSYNC_PUT_STORED : FHIRSYNC_PUT_KEPT_NEWER;
     return FHIRSYNC_OK;
 }
 

@@ -16,6 +16,7 @@
 
 #include "core/core.h"
 #include "fhirsync/store.h"
+#include "fhirsync/view.h"
 #include "store/fields.h"
 
 /* ---- statement parameters -------------------------------------------------------------------- */
@@ -111,7 +112,11 @@ struct fhirsync_store {
     fs_store_lock *locks;
     fs_store_view *views; /* the registered views, as of views_tx (views.c) */
     size_t view_count;
-    bool views_tx;           /* the registry was read in the open transaction */
+    fs_store_view **view_set; /* view_count slots: the views of one type, evaluated together */
+    fhirsync_view **view_set_views; /* ... and their compiled views (fhirsync_view_eval_many) */
+    bool views_tx;                  /* the registry was read in the open transaction */
+    bool put_inserted; /* the last ops->put stored an id new to its table (an engine that cannot
+                          tell leaves it false): its views have no rows to delete */
     int64_t loaded_at_epoch; /* cache of the formatted loaded_at of puts */
     char loaded_at[32];
     char hostname[256];

@@ -12,9 +12,11 @@
  *     (fs_store_views_merged);
  *   - a deleted resource has its rows deleted, and a reconciliation deletes the rows of the
  *     resources it removes.
- * A resource a view cannot evaluate keeps no rows in that view and gets a quarantine entry naming
- * the view; its own storage is not affected. Building a table whole (add, refresh) reads the
- * stored resources of the type in pages of PAGE_ROWS, by id. */
+ * The views of one type are evaluated over a resource together, the resource read once
+ * (fhirsync_view_eval_many). A resource a view cannot evaluate keeps no rows in that view and gets
+ * a quarantine entry naming the view; the other views and its own storage are not affected.
+ * Building a table whole (add, refresh) reads the stored resources of the type in pages of
+ * PAGE_ROWS, by id. */
 #include <string.h>
 #include <strings.h>
 
@@ -123,7 +125,11 @@ void fs_store_views_unload(fhirsync_store *s)
     for (size_t i = 0; i < s->view_count; i++)
         view_free(s, &s->views[i]);
     fs_free(s->views);
+    fs_free(s->view_set);
+    fs_free(s->view_set_views);
     s->views = NULL;
+    s->view_set = NULL;
+    s->view_set_views = NULL;
     s->view_count = 0;
     s->views_tx = false;
 }
@@ -280,7 +286,9 @@ static fhirsync_code registry_load(fhirsync_store *s, fhirsync_error *err)
     if (rc != FHIRSYNC_OK)
         return rc;
     fs_store_views_unload(s);
-    if (r.count && !(s->views = fs_calloc(r.count, sizeof *s->views)))
+    if (r.count && (!(s->views = fs_calloc(r.count, sizeof *s->views)) ||
+                    !(s->view_set = fs_calloc(r.count, sizeof *s->view_set)) ||
+                    !(s->view_set_views = fs_calloc(r.count, sizeof *s->view_set_views))))
         rc = fs_store_nomem(err);
     for (size_t i = 0; rc == FHIRSYNC_OK && i < r.count; i++) {
         rc = view_load(s, &s->views[i], r.rows[i].name, r.rows[i].definition,
@@ -351,14 +359,21 @@ bool fs_store_views_name_taken(const fhirsync_store *s, const char *name)
 
 /* ---- rows of one resource -------------------------------------------------------------------- */
 
+/* The rows of one resource in the views of its type (s->view_set), evaluated in turn over one
+ * read of it: a view's rows, then its end (view_end). */
 typedef struct row_ctx {
     fhirsync_store *s;
-    fs_store_view *v;
     const char *id;
     size_t id_len;
-    int64_t rows;
+    const char *line;
+    size_t len;
+    int64_t run_id;
+    fhirsync_view_stats *stats;
     fhirsync_error *err; /* the caller's: database failures */
-    bool db_failed;      /* the failure is the database's, not the resource's */
+    bool stopped;        /* view_end stopped the evaluation (err says why) */
+    /* the view being evaluated */
+    int64_t rows;
+    bool db_failed; /* the failure is the database's, not the resource's */
     char why[sizeof((fhirsync_error *)0)->message]; /* a value the column's type cannot take */
     char *scratch[VIEW_COLUMNS_MAX];
     size_t nscratch;
@@ -385,11 +400,12 @@ static char *scalar_json(const fhirsync_view_value *val)
 
 /* One value as a statement parameter for column i; false (ctx->why says why) when the column's
  * type cannot take it. */
-static bool bind_value(row_ctx *ctx, size_t i, const fhirsync_view_value *val, fs_sql_value *out)
+static bool bind_value(row_ctx *ctx, const fs_store_view *v, size_t i,
+                       const fhirsync_view_value *val, fs_sql_value *out)
 {
     bool pg = ctx->s->engine == FS_ENGINE_POSTGRESQL;
-    col_class c = (col_class)ctx->v->cls[i];
-    const fhirsync_view_column *col = fhirsync_view_column_at(ctx->v->view, i);
+    col_class c = (col_class)v->cls[i];
+    const fhirsync_view_column *col = fhirsync_view_column_at(v->view, i);
     *out = fs_sql_null();
     if (val->kind == FHIRSYNC_VIEW_NULL)
         return true;
@@ -444,15 +460,16 @@ static bool bind_value(row_ctx *ctx, size_t i, const fhirsync_view_value *val, f
     return fits;
 }
 
-static fhirsync_code on_row(void *userdata, const fhirsync_view_value *values, size_t count)
+static fhirsync_code on_row(void *userdata, size_t index, const fhirsync_view_value *values,
+                            size_t count)
 {
     row_ctx *ctx = userdata;
-    fs_store_view *v = ctx->v;
+    fs_store_view *v = ctx->s->view_set[index];
     v->params[0] = fs_sql_textn(ctx->id, ctx->id_len);
     fhirsync_code rc = FHIRSYNC_OK;
     ctx->nscratch = 0;
     for (size_t i = 0; i < count && i < v->ncols && rc == FHIRSYNC_OK; i++)
-        if (!bind_value(ctx, i, &values[i], &v->params[i + 1]))
+        if (!bind_value(ctx, v, i, &values[i], &v->params[i + 1]))
             rc = FHIRSYNC_E_VIEW;
     if (rc == FHIRSYNC_OK) {
         rc = ctx->s->ops->stmt_run(ctx->s, v->insert_stmt, v->params, (int)v->ncols + 1, NULL,
@@ -475,59 +492,102 @@ static fhirsync_code delete_rows(fhirsync_store *s, fs_store_view *v, const char
     return s->ops->stmt_run(s, v->delete_stmt, &p, 1, NULL, err);
 }
 
-/* Evaluate v over one stored resource and insert its rows (after deleting its old ones when
- * `replace`). A resource the view cannot evaluate is quarantined (stats->failed); only database
- * failures and out of memory are returned. */
-static fhirsync_code materialize(fhirsync_store *s, fs_store_view *v, const char *id, size_t id_len,
-                                 const char *line, size_t len, int64_t run_id, bool replace,
-                                 fhirsync_view_stats *stats, fhirsync_error *err)
+/* The end of one view's evaluation over the resource: its rows count, or, when the resource is at
+ * fault (it cannot be evaluated, a value does not fit a column), its rows go and a quarantine
+ * entry names the view; the next view goes on. Database failures and out of memory stop. */
+static fhirsync_code view_end(void *userdata, size_t index, fhirsync_code code,
+                              const fhirsync_error *error)
 {
-    fhirsync_code rc = view_prepare(s, v, err);
-    if (rc == FHIRSYNC_OK && replace)
-        rc = delete_rows(s, v, id, id_len, err);
-    if (rc != FHIRSYNC_OK)
-        return rc;
-    row_ctx ctx = {.s = s, .v = v, .id = id, .id_len = id_len, .err = err};
-    fhirsync_error why;
-    fs_err_clear(&why);
-    rc = fhirsync_view_eval(v->view, line, len, on_row, &ctx, &why);
-    if (stats)
-        stats->resources++;
-    if (rc == FHIRSYNC_OK) {
-        if (stats)
-            stats->rows += ctx.rows;
+    row_ctx *ctx = userdata;
+    fhirsync_store *s = ctx->s;
+    fs_store_view *v = s->view_set[index];
+    int64_t rows = ctx->rows;
+    bool db_failed = ctx->db_failed;
+    ctx->rows = 0;
+    ctx->db_failed = false;
+    if (ctx->stats)
+        ctx->stats->resources++;
+    if (code == FHIRSYNC_OK) {
+        if (ctx->stats)
+            ctx->stats->rows += rows;
         return FHIRSYNC_OK;
     }
-    if (ctx.db_failed || rc == FHIRSYNC_E_NOMEM) {
-        if (rc == FHIRSYNC_E_NOMEM && !ctx.db_failed)
-            fs_store_nomem(err);
-        return rc;
+    ctx->stopped = true;
+    if (db_failed || code == FHIRSYNC_E_NOMEM) {
+        if (code == FHIRSYNC_E_NOMEM && !db_failed)
+            fs_store_nomem(ctx->err);
+        return code;
     }
     /* the resource's fault: no rows in this view, and a quarantine entry saying why */
-    rc = ctx.rows ? delete_rows(s, v, id, id_len, err) : FHIRSYNC_OK;
+    fhirsync_code rc = rows ? delete_rows(s, v, ctx->id, ctx->id_len, ctx->err) : FHIRSYNC_OK;
     if (rc != FHIRSYNC_OK)
         return rc;
-    if (stats)
-        stats->failed++;
+    if (ctx->stats)
+        ctx->stats->failed++;
     char source[VIEW_NAME_MAX + sizeof QUARANTINE_SOURCE];
     snprintf(source, sizeof source, QUARANTINE_SOURCE "%s", v->name);
-    char reason[sizeof why.message + VIEW_NAME_MAX + 64];
-    snprintf(reason, sizeof reason, "view %s: resource %.*s: %s", v->name, (int)id_len, id,
-             ctx.why[0] ? ctx.why : why.message);
+    char reason[sizeof error->message + VIEW_NAME_MAX + 64];
+    snprintf(reason, sizeof reason, "view %s: resource %.*s: %s", v->name, (int)ctx->id_len,
+             ctx->id, ctx->why[0] ? ctx->why : error->message);
+    ctx->why[0] = '\0';
     fs_log(FHIRSYNC_LOG_WARN, "%s (the resource is stored; it has no rows in the view)", reason);
-    fhirsync_quarantine_entry q = {
-        .run_id = run_id, .source = source, .reason = reason, .line = line, .line_len = len};
-    return fs_store_quarantine_in_tx(s, &q, err);
+    fhirsync_quarantine_entry q = {.run_id = ctx->run_id,
+                                   .source = source,
+                                   .reason = reason,
+                                   .line = ctx->line,
+                                   .line_len = ctx->len};
+    rc = fs_store_quarantine_in_tx(s, &q, ctx->err);
+    ctx->stopped = rc != FHIRSYNC_OK;
+    return rc;
+}
+
+/* Evaluate the views of type `type` (only `only` when not NULL) over one stored resource, read
+ * once, and insert their rows (after deleting its old ones when `replace`). A resource a view
+ * cannot evaluate is quarantined for that view (stats->failed); only database failures and out of
+ * memory are returned. */
+static fhirsync_code materialize(fhirsync_store *s, const char *type, fs_store_view *only,
+                                 const char *id, size_t id_len, const char *line, size_t len,
+                                 int64_t run_id, bool replace, fhirsync_view_stats *stats,
+                                 fhirsync_error *err)
+{
+    fhirsync_code rc = FHIRSYNC_OK;
+    size_t n = 0;
+    for (size_t i = 0; i < s->view_count && rc == FHIRSYNC_OK; i++) {
+        fs_store_view *v = &s->views[i];
+        if ((only && v != only) || !covers(v, type))
+            continue;
+        rc = view_prepare(s, v, err);
+        if (rc == FHIRSYNC_OK && replace)
+            rc = delete_rows(s, v, id, id_len, err);
+        s->view_set[n] = v;
+        s->view_set_views[n++] = v->view;
+    }
+    if (rc != FHIRSYNC_OK || n == 0)
+        return rc;
+    row_ctx ctx = {.s = s,
+                   .id = id,
+                   .id_len = id_len,
+                   .line = line,
+                   .len = len,
+                   .run_id = run_id,
+                   .stats = stats,
+                   .err = err};
+    fhirsync_error why;
+    fs_err_clear(&why);
+    rc = fhirsync_view_eval_many(s->view_set_views, n, line, len, on_row, view_end, &ctx, &why);
+    if (rc == FHIRSYNC_E_JSON) /* not read: no view could evaluate it */
+        for (size_t i = 0; i < n && (rc == FHIRSYNC_E_JSON || rc == FHIRSYNC_OK); i++)
+            rc = view_end(&ctx, i, FHIRSYNC_E_JSON, &why);
+    else if (rc == FHIRSYNC_E_NOMEM && !ctx.stopped)
+        fs_store_nomem(err);
+    return rc;
 }
 
 fhirsync_code fs_store_views_put(fhirsync_store *s, fs_store_type *t, const char *id, size_t id_len,
-                                 const char *line, size_t len, int64_t run_id, fhirsync_error *err)
+                                 const char *line, size_t len, int64_t run_id, bool inserted,
+                                 fhirsync_error *err)
 {
-    fhirsync_code rc = FHIRSYNC_OK;
-    for (size_t i = 0; i < s->view_count && rc == FHIRSYNC_OK; i++)
-        if (covers(&s->views[i], t->name))
-            rc = materialize(s, &s->views[i], id, id_len, line, len, run_id, true, NULL, err);
-    return rc;
+    return materialize(s, t->name, NULL, id, id_len, line, len, run_id, !inserted, NULL, err);
 }
 
 fhirsync_code fs_store_views_delete(fhirsync_store *s, fs_store_type *t, const char *id,
@@ -641,13 +701,8 @@ static fhirsync_code build(fhirsync_store *s, const char *type, fs_store_view *o
         if (rc == FHIRSYNC_OK && p.nomem)
             rc = fs_store_nomem(err);
         for (size_t i = 0; rc == FHIRSYNC_OK && i < p.count; i++) {
-            for (size_t j = 0; rc == FHIRSYNC_OK && j < s->view_count; j++) {
-                fs_store_view *v = &s->views[j];
-                if ((only && v != only) || !covers(v, type))
-                    continue;
-                rc = materialize(s, v, p.ids[i], strlen(p.ids[i]), p.lines[i], p.lens[i], p.runs[i],
-                                 false, stats, err);
-            }
+            rc = materialize(s, type, only, p.ids[i], strlen(p.ids[i]), p.lines[i], p.lens[i],
+                             p.runs[i], false, stats, err);
             if (rc == FHIRSYNC_OK && fs_cancel_requested())
                 rc = fs_err(err, FHIRSYNC_E_CANCELLED, "cancelled");
         }

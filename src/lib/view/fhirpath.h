@@ -2,15 +2,15 @@
  * module (and its tests and fuzz targets). An expression is parsed once into an AST (fs_fp_parse:
  * a lexer and a recursive-descent parser; errors name the position and the token, and an unknown
  * function or variable is a parse error, never an empty result) and evaluated many times over
- * collections of items that borrow from a resource parsed by fs_json_parse_exact (so decimals
- * keep their text). Everything an evaluation allocates comes from an arena (fs_fp_arena) that the
- * caller resets between resources. Thread safety: a parsed expression is read-only while
+ * collections of items that borrow from a resource read into a JSON document (json/dom.h, so
+ * decimals keep their text). Everything an evaluation allocates comes from an arena (fs_fp_arena)
+ * that the caller resets between resources. Thread safety: a parsed expression is read-only while
  * evaluated, so threads may share one; an arena and an env belong to one thread. */
 #ifndef FS_VIEW_FHIRPATH_H
 #define FS_VIEW_FHIRPATH_H
 
 #include "core/core.h"
-#include "json/json.h"
+#include "json/dom.h"
 
 /* ---- values ---------------------------------------------------------------------------------- */
 
@@ -26,9 +26,10 @@ typedef enum fs_fp_kind {
 /* One item of a collection. Strings borrow from the resource or the arena. */
 typedef struct fs_fp_item {
     fs_fp_kind kind;
-    const char *type; /* FHIR type when known (a choice suffix: "Quantity", "dateTime"), or NULL */
-    const json_t *node; /* FS_FP_NODE: the object */
-    const json_t *ext;  /* a primitive's `_name` object (extensions, id), or NULL */
+    const char *type; /* FHIR type when known (a choice suffix: "Quantity", "dateTime"), or NULL
+                         (an object's resourceType is not copied here: see fs_fp_item_type) */
+    const fs_json_node *node; /* FS_FP_NODE: the object */
+    const fs_json_node *ext;  /* a primitive's `_name` object (extensions, id), or NULL */
     bool b;
     int64_t i;
     const char *s;
@@ -84,10 +85,14 @@ typedef struct fs_fp_env {
 fhirsync_code fs_fp_eval(const fs_fp_expr *expr, const fs_fp_env *env, const fs_fp_coll *input,
                          fs_fp_coll *out, fhirsync_error *err);
 
-/* The item of a JSON value (a resource, or a constant), as member access would give it. */
-void fs_fp_item_of_json(const json_t *value, const char *type, fs_fp_item *out);
+/* The item of a JSON value (a resource, or a constant), as member access would give it: an object
+ * is FS_FP_NODE (of type `type`, else of its resourceType: fs_fp_item_type), a number FS_FP_INTEGER
+ * when it is integral and fits, else FS_FP_DECIMAL with its text; null, an array or a NULL value is
+ * FS_FP_NULL. The item borrows from the value's document. */
+void fs_fp_item_of_node(const fs_json_node *value, const char *type, fs_fp_item *out);
 
-/* The FHIRPath type name of an item ("boolean", "decimal", "Quantity", "Patient"). */
+/* The FHIRPath type name of an item ("boolean", "decimal", "Quantity", "Patient": its `type`,
+ * else an object's resourceType, else the kind's), NULL for an object of unknown type. */
 const char *fs_fp_item_type(const fs_fp_item *item);
 
 #endif

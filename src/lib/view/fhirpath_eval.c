@@ -1,9 +1,9 @@
 /* view/fhirpath_eval.c: the FHIRPath evaluator over collections of items (fhirpath.h) that
- * borrow from a resource read by fs_json_parse_exact. Member access knows FHIR's JSON: arrays
- * flatten, a choice element `value` finds `valueQuantity` (and remembers the type for ofType),
- * and a primitive carries its `_name` sibling (extensions, id). Decimals stay text: arithmetic
- * keeps the scale FHIRPath asks for (the sum of 1.10 and 2.0 is 3.10), and comparisons are
- * numeric. Boolean operators are three-valued; an empty operand gives an empty result. */
+ * borrow from a resource read into a JSON document (json/dom.h). Member access knows FHIR's JSON:
+ * arrays flatten, a choice element `value` finds `valueQuantity` (and remembers the type for
+ * ofType), and a primitive carries its `_name` sibling (extensions, id). Decimals stay text:
+ * arithmetic keeps the scale FHIRPath asks for (the sum of 1.10 and 2.0 is 3.10), and comparisons
+ * are numeric. Boolean operators are three-valued; an empty operand gives an empty result. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -23,7 +23,8 @@ struct fs_fp_block {
 
 #define BLOCK_SIZE 16384
 
-void *fs_fp_alloc(fs_fp_arena *a, size_t n)
+/* n bytes of the arena, not zeroed; NULL on out of memory. */
+static void *arena_take(fs_fp_arena *a, size_t n)
 {
     n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     fs_fp_block *b = a->blocks;
@@ -39,7 +40,14 @@ void *fs_fp_alloc(fs_fp_arena *a, size_t n)
     }
     void *p = (char *)b->data + b->used;
     b->used += n;
-    memset(p, 0, n);
+    return p;
+}
+
+void *fs_fp_alloc(fs_fp_arena *a, size_t n)
+{
+    void *p = arena_take(a, n);
+    if (p)
+        memset(p, 0, n);
     return p;
 }
 
@@ -71,7 +79,7 @@ bool fs_fp_push(fs_fp_arena *a, fs_fp_coll *c, const fs_fp_item *item)
 {
     if (c->count == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 4;
-        fs_fp_item *items = fs_fp_alloc(a, cap * sizeof *items);
+        fs_fp_item *items = arena_take(a, cap * sizeof *items); /* filled as items come */
         if (!items)
             return false;
         if (c->count)
@@ -93,40 +101,44 @@ static char *arena_strndup(fs_fp_arena *a, const char *s, size_t n)
 
 /* ---- items ----------------------------------------------------------------------------------- */
 
-void fs_fp_item_of_json(const json_t *value, const char *type, fs_fp_item *out)
+void fs_fp_item_of_node(const fs_json_node *value, const char *type, fs_fp_item *out)
 {
     memset(out, 0, sizeof *out);
     out->type = type;
-    size_t len;
-    const char *num = fs_json_number_text(value, &len);
-    if (num) {
-        out->s = num;
-        out->len = len;
-        bool integral = !strpbrk(num, ".eE");
+    out->kind = FS_FP_NULL;
+    if (!value)
+        return;
+    switch (value->kind) {
+    case FS_JSON_NUMBER: {
+        out->s = value->text;
+        out->len = value->len;
+        bool integral = !strpbrk(value->text, ".eE");
         errno = 0;
         char *end;
-        long long v = integral ? strtoll(num, &end, 10) : 0;
+        long long v = integral ? strtoll(value->text, &end, 10) : 0;
         if (integral && !errno) {
             out->kind = FS_FP_INTEGER;
             out->i = v;
         } else {
             out->kind = FS_FP_DECIMAL;
         }
-    } else if (json_is_string(value)) {
+        break;
+    }
+    case FS_JSON_STRING:
         out->kind = FS_FP_STRING;
-        out->s = json_string_value(value);
-        out->len = json_string_length(value);
-    } else if (json_is_boolean(value)) {
+        out->s = value->text;
+        out->len = value->len;
+        break;
+    case FS_JSON_TRUE:
+    case FS_JSON_FALSE:
         out->kind = FS_FP_BOOLEAN;
-        out->b = json_is_true(value);
-    } else if (json_is_object(value)) {
+        out->b = value->kind == FS_JSON_TRUE;
+        break;
+    case FS_JSON_OBJECT: /* its resourceType, when it has one, is looked up when asked for */
         out->kind = FS_FP_NODE;
         out->node = value;
-        const char *rt = fs_json_str(value, "resourceType");
-        if (rt && !type)
-            out->type = rt;
-    } else {
-        out->kind = FS_FP_NULL;
+        break;
+    default: break; /* null, an array */
     }
 }
 
@@ -135,6 +147,7 @@ const char *fs_fp_item_type(const fs_fp_item *item)
     if (item->type)
         return item->type;
     switch (item->kind) {
+    case FS_FP_NODE: return fs_json_member_str(item->node, "resourceType", 12);
     case FS_FP_BOOLEAN: return "boolean";
     case FS_FP_INTEGER: return "integer";
     case FS_FP_DECIMAL: return "decimal";
@@ -255,72 +268,102 @@ static const char *const complex_types[] = {"Address",
  * when the suffix names no type (`codeSystem` is no choice of `code`). */
 static const char *choice_type(const char *suffix)
 {
+    int first = tolower((unsigned char)suffix[0]);
     for (size_t i = 0; i < sizeof primitive_types / sizeof primitive_types[0]; i++) {
         const char *t = primitive_types[i];
-        if (tolower((unsigned char)suffix[0]) == t[0] && strcmp(suffix + 1, t + 1) == 0)
+        if (first == t[0] && strcmp(suffix + 1, t + 1) == 0)
             return t;
     }
     for (size_t i = 0; i < sizeof complex_types / sizeof complex_types[0]; i++)
-        if (strcmp(suffix, complex_types[i]) == 0)
+        if (suffix[0] == complex_types[i][0] && strcmp(suffix, complex_types[i]) == 0)
             return complex_types[i];
     return NULL;
 }
 
+static bool is_kind(const fs_json_node *n, fs_json_kind kind)
+{
+    return n && n->kind == kind;
+}
+
 /* The items of `value` (flattened) with their `_name` siblings `ext`. */
-static fhirsync_code push_member(eval *ev, fs_fp_coll *out, const json_t *value, const json_t *ext,
-                                 const char *type)
+static fhirsync_code push_member(eval *ev, fs_fp_coll *out, const fs_json_node *value,
+                                 const fs_json_node *ext, const char *type)
 {
     fs_fp_item it;
-    if (json_is_array(value) || (!value && json_is_array(ext))) {
-        size_t n = json_array_size(value ? value : ext);
-        for (size_t k = 0; k < n; k++) {
-            const json_t *e = json_is_array(ext) ? json_array_get(ext, k) : NULL;
-            const json_t *v = value ? json_array_get(value, k) : NULL;
-            if ((!v || json_is_null(v)) && !json_is_object(e))
-                continue;
-            fs_fp_item_of_json(v, type, &it);
-            it.ext = json_is_object(e) ? e : NULL;
-            if (push(ev, out, &it))
-                return FHIRSYNC_E_NOMEM;
+    bool ext_array = is_kind(ext, FS_JSON_ARRAY);
+    if (is_kind(value, FS_JSON_ARRAY) || (!value && ext_array)) {
+        uint32_t n = value ? value->len : ext->len, exts = ext_array ? ext->len : 0;
+        const fs_json_node *v = value ? value + 1 : NULL, *e = ext_array ? ext + 1 : NULL;
+        for (uint32_t k = 0; k < n; k++) {
+            const fs_json_node *ek = k < exts ? e : NULL;
+            if ((v && v->kind != FS_JSON_NULL) || is_kind(ek, FS_JSON_OBJECT)) {
+                fs_fp_item_of_node(v, type, &it);
+                it.ext = is_kind(ek, FS_JSON_OBJECT) ? ek : NULL;
+                if (push(ev, out, &it))
+                    return FHIRSYNC_E_NOMEM;
+            }
+            if (v)
+                v = fs_json_next(v);
+            if (ek)
+                e = fs_json_next(e);
         }
         return FHIRSYNC_OK;
     }
-    if ((!value || json_is_null(value)) && !json_is_object(ext))
+    if ((!value || value->kind == FS_JSON_NULL) && !is_kind(ext, FS_JSON_OBJECT))
         return FHIRSYNC_OK;
-    fs_fp_item_of_json(value, type, &it);
-    it.ext = json_is_object(ext) ? ext : NULL;
+    fs_fp_item_of_node(value, type, &it);
+    it.ext = is_kind(ext, FS_JSON_OBJECT) ? ext : NULL;
     return push(ev, out, &it);
 }
 
 /* The object a member is read from: a complex value, or a primitive's `_name` object. */
-static const json_t *object_of(const fs_fp_item *item)
+static const fs_json_node *object_of(const fs_fp_item *item)
 {
     return item->kind == FS_FP_NODE ? item->node : item->ext;
+}
+
+/* Whether a member name is `_` followed by the `len` bytes of `name`. */
+static bool is_ext_of(const fs_json_node *key, const char *name, size_t len)
+{
+    return key->len == len + 1 && key->text[0] == '_' && memcmp(key->text + 1, name, len) == 0;
+}
+
+/* The `_name` member of obj (NULL when absent, or when name is too long to have one looked up). */
+static const fs_json_node *ext_member(const fs_json_node *obj, const char *name, size_t len)
+{
+    if (len + 1 >= 256)
+        return NULL;
+    const fs_json_node *key = obj + 1;
+    for (uint32_t i = 0; i < obj->len; i++, key = fs_json_next(key + 1))
+        if (is_ext_of(key, name, len))
+            return key + 1;
+    return NULL;
 }
 
 static fhirsync_code member(eval *ev, const char *name, const fs_fp_coll *input, bool at_root,
                             fs_fp_coll *out)
 {
     size_t nlen = strlen(name);
+    bool ext_named = nlen + 1 < 256; /* `_name` is looked up for names of up to 254 bytes */
     for (size_t i = 0; i < input->count; i++) {
         const fs_fp_item *item = &input->items[i];
         /* `Patient.name`: a type name that starts the path selects the resource itself */
         if (at_root && isupper((unsigned char)name[0]) && item->kind == FS_FP_NODE &&
-            fs_streq(fs_json_str(item->node, "resourceType"), name)) {
+            fs_streq(fs_json_member_str(item->node, "resourceType", 12), name)) {
             if (push(ev, out, item))
                 return FHIRSYNC_E_NOMEM;
             continue;
         }
-        const json_t *obj = object_of(item);
+        const fs_json_node *obj = object_of(item);
         if (!obj)
             continue;
-        const json_t *value = json_object_get(obj, name);
-        char ext_name[256];
-        const json_t *ext = NULL;
-        if (nlen < sizeof ext_name - 1) {
-            ext_name[0] = '_';
-            memcpy(ext_name + 1, name, nlen + 1);
-            ext = json_object_get(obj, ext_name);
+        /* the member and its `_name` sibling in one pass over the (few) members */
+        const fs_json_node *value = NULL, *ext = NULL, *key = obj + 1;
+        for (uint32_t k = 0; k < obj->len; k++, key = fs_json_next(key + 1)) {
+            if (key->len == nlen && key->text[0] == name[0] && memcmp(key->text, name, nlen) == 0)
+                value = key + 1;
+            else if (ext_named && key->text[0] == '_' && is_ext_of(key, name, nlen))
+                ext = key + 1;
         }
         if (value || ext) {
             if (push_member(ev, out, value, ext, NULL))
@@ -328,18 +371,15 @@ static fhirsync_code member(eval *ev, const char *name, const fs_fp_coll *input,
             continue;
         }
         /* a choice element: `value` is whichever of valueQuantity, valueString... is there */
-        const char *key;
-        json_t *v;
-        json_object_foreach ((json_t *)obj, key, v) {
-            if (strncmp(key, name, nlen) != 0 || !isupper((unsigned char)key[nlen]))
+        key = obj + 1;
+        for (uint32_t k = 0; k < obj->len; k++, key = fs_json_next(key + 1)) {
+            if (key->len <= nlen || memcmp(key->text, name, nlen) != 0 ||
+                !isupper((unsigned char)key->text[nlen]))
                 continue;
-            const char *type = choice_type(key + nlen);
+            const char *type = choice_type(key->text + nlen);
             if (!type)
                 continue;
-            const json_t *e = NULL;
-            if (snprintf(ext_name, sizeof ext_name, "_%s", key) < (int)sizeof ext_name)
-                e = json_object_get(obj, ext_name);
-            if (push_member(ev, out, v, e, type))
+            if (push_member(ev, out, key + 1, ext_member(obj, key->text, key->len), type))
                 return FHIRSYNC_E_NOMEM;
             break;
         }
@@ -394,8 +434,8 @@ static int items_equal(const fs_fp_item *a, const fs_fp_item *b)
     switch (a->kind) {
     case FS_FP_BOOLEAN: return a->b == b->b;
     case FS_FP_STRING: return a->len == b->len && memcmp(a->s, b->s, a->len) == 0;
-    case FS_FP_NODE: return json_equal((json_t *)a->node, (json_t *)b->node);
-    case FS_FP_NULL: return json_equal((json_t *)a->ext, (json_t *)b->ext);
+    case FS_FP_NODE: return fs_json_node_equal(a->node, b->node);
+    case FS_FP_NULL: return fs_json_node_equal(a->ext, b->ext);
     default: return 0;
     }
 }
@@ -704,7 +744,8 @@ static bool type_matches(const fs_fp_item *it, const char *type)
     if (strcmp(t, type) == 0)
         return true;
     /* System types as FHIRPath spells them (String, Integer, Decimal, Boolean) */
-    if (!it->type && tolower((unsigned char)type[0]) == t[0] && strcmp(type + 1, t + 1) == 0)
+    if (!it->type && it->kind != FS_FP_NODE && tolower((unsigned char)type[0]) == t[0] &&
+        strcmp(type + 1, t + 1) == 0)
         return true;
     return false;
 }
@@ -1065,14 +1106,16 @@ static fhirsync_code call(eval *ev, const fp_node *n, const fs_fp_coll *in, cons
         if ((rc = string_arg(ev, n, 0, fr, &url)) || !url)
             return rc;
         for (size_t i = 0; i < in->count; i++) {
-            const json_t *obj = object_of(&in->items[i]);
-            json_t *ext = json_object_get(obj, "extension"), *e;
-            size_t k;
-            json_array_foreach (ext, k, e) {
-                const char *u = fs_json_str(e, "url");
-                if (u && strlen(u) == url->len && memcmp(u, url->s, url->len) == 0) {
+            const fs_json_node *exts = fs_json_member(object_of(&in->items[i]), "extension", 9);
+            if (!is_kind(exts, FS_JSON_ARRAY))
+                continue;
+            const fs_json_node *e = exts + 1;
+            for (uint32_t k = 0; k < exts->len; k++, e = fs_json_next(e)) {
+                const fs_json_node *u = fs_json_member(e, "url", 3);
+                if (is_kind(u, FS_JSON_STRING) && u->len == url->len &&
+                    memcmp(u->text, url->s, url->len) == 0) {
                     fs_fp_item item;
-                    fs_fp_item_of_json(e, "Extension", &item);
+                    fs_fp_item_of_node(e, "Extension", &item);
                     if ((rc = push(ev, out, &item)))
                         return rc;
                 }
@@ -1118,16 +1161,17 @@ static fhirsync_code call(eval *ev, const fp_node *n, const fs_fp_coll *in, cons
     }
     case FN_GET_RESOURCE_KEY:
         for (size_t i = 0; i < in->count && !rc; i++) {
-            const char *id =
-                in->items[i].kind == FS_FP_NODE ? fs_json_str(in->items[i].node, "id") : NULL;
-            if (id && fs_json_str(in->items[i].node, "resourceType"))
+            const char *id = in->items[i].kind == FS_FP_NODE
+                                 ? fs_json_member_str(in->items[i].node, "id", 2)
+                                 : NULL;
+            if (id && fs_json_member_str(in->items[i].node, "resourceType", 12))
                 rc = push_str(ev, out, id, strlen(id), "string");
         }
         return rc;
     case FN_GET_REFERENCE_KEY:
         for (size_t i = 0; i < in->count && !rc; i++) {
             const char *ref = in->items[i].kind == FS_FP_NODE
-                                  ? fs_json_str(in->items[i].node, "reference")
+                                  ? fs_json_member_str(in->items[i].node, "reference", 9)
                                   : NULL;
             const char *id;
             size_t len;

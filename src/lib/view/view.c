@@ -4,13 +4,16 @@
  * processing algorithm without building the result: a select's rows are the cartesian product of
  * its columns, its nested selects and its unionAll, taken for each focus of its forEach,
  * forEachOrNull or repeat; the product is walked with continuations, filling the row's slots, and
- * each complete row goes to the caller's callback at once. */
+ * each complete row goes to the caller's callback at once. A resource is read once into a JSON
+ * document (json/dom.h) kept in the view for the next one, and read once for all the views of
+ * fhirsync_view_eval_many. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "fhirsync/view.h"
+#include "json/dom.h"
 #include "json/json.h"
 #include "view/fhirpath.h"
 
@@ -40,8 +43,13 @@ struct select_node {
     size_t first_slot, end_slot; /* the row slots this select fills */
 };
 
+/* A resource document that grew past this (a resource of megabytes) is given back after it. */
+#define SCRATCH_KEEP ((size_t)4 << 20)
+
 struct fhirsync_view {
-    json_t *doc; /* the definition (constants' values borrow from it) */
+    json_t *doc;              /* the definition (constant names borrow from it) */
+    fs_json_dom definition;   /* the definition as a document: constants' values borrow from it */
+    fs_json_dom resource_doc; /* scratch: the resource being evaluated */
     char *resource, *name;
     select_node root;
     fs_fp_expr **where;
@@ -60,6 +68,8 @@ struct fhirsync_view {
 
 typedef struct reader {
     fhirsync_view *view;
+    const char *text; /* the definition */
+    size_t len;
     fhirsync_error *err;
     char where[256]; /* the element being read, for messages */
 } reader;
@@ -314,17 +324,27 @@ static fhirsync_code read_constants(reader *r, const json_t *arr)
     fhirsync_view *v = r->view;
     if (!json_is_array(arr))
         return invalid(r, "%s", "'constant' must be an array");
+    /* the values come from the definition read again as a document, like resources */
+    const fs_json_node *root;
+    fhirsync_code rc =
+        fs_json_dom_parse(&v->definition, r->text, r->len, "view definition", &root, r->err);
+    if (rc != FHIRSYNC_OK)
+        return rc;
+    const fs_json_node *values = fs_json_member(root, "constant", 8);
+    if (!values || values->kind != FS_JSON_ARRAY)
+        return fs_err(r->err, FHIRSYNC_E_INTERNAL, "constant: the definition reads differently");
+    const fs_json_node *element = values + 1;
     size_t n = json_array_size(arr);
     v->const_names = fs_calloc(n ? n : 1, sizeof *v->const_names);
     v->const_values = fs_calloc(n ? n : 1, sizeof *v->const_values);
     if (!v->const_names || !v->const_values)
         return fs_err(r->err, FHIRSYNC_E_NOMEM, "out of memory reading a view");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++, element = fs_json_next(element)) {
         const json_t *c = json_array_get(arr, i);
         snprintf(r->where, sizeof r->where, "constant[%zu]", i);
         if (!json_is_object(c))
             return invalid(r, "%s", "a constant must be an object");
-        fhirsync_code rc = check_elements(r, c, allowed, "value");
+        rc = check_elements(r, c, allowed, "value");
         if (rc)
             return rc;
         const char *name = text_value(json_object_get(c, "name"));
@@ -355,8 +375,12 @@ static fhirsync_code read_constants(reader *r, const json_t *arr)
             if (tolower((unsigned char)suffix[0]) == types[k][0] &&
                 strcmp(suffix + 1, types[k] + 1) == 0)
                 type = types[k];
+        const fs_json_node *value_node = fs_json_member(element, value_key, strlen(value_key));
+        if (!value_node)
+            return fs_err(r->err, FHIRSYNC_E_INTERNAL,
+                          "constant[%zu]: the definition reads differently", i);
         fs_fp_item item;
-        fs_fp_item_of_json(found, type, &item);
+        fs_fp_item_of_node(value_node, type, &item);
         v->const_values[i].items = fs_calloc(1, sizeof item);
         if (!v->const_values[i].items)
             return fs_err(r->err, FHIRSYNC_E_NOMEM, "out of memory reading a view");
@@ -409,6 +433,8 @@ void fhirsync_view_free(fhirsync_view *view)
     fs_free(view->row);
     fs_fp_arena_free(&view->arena);
     json_decref(view->doc);
+    fs_json_dom_free(&view->definition);
+    fs_json_dom_free(&view->resource_doc);
     fs_free(view);
 }
 
@@ -467,7 +493,7 @@ fhirsync_code fhirsync_view_parse(const char *json, size_t len, fhirsync_view **
     fhirsync_view *v = fs_calloc(1, sizeof *v);
     if (!v)
         return fs_err(err, FHIRSYNC_E_NOMEM, "out of memory reading a view");
-    reader r = {.view = v, .err = err};
+    reader r = {.view = v, .text = json, .len = len, .err = err};
     fhirsync_code rc;
     if (!(v->doc = fs_json_parse_exact(json, len, "view definition", err))) {
         rc = err ? err->code : FHIRSYNC_E_JSON;
@@ -569,7 +595,9 @@ const fhirsync_view_column *fhirsync_view_column_at(const fhirsync_view *view, s
 typedef struct run {
     fhirsync_view *view;
     fs_fp_env env;
-    fhirsync_view_row_fn row;
+    fhirsync_view_row_fn row;           /* fhirsync_view_eval's callback, or NULL */
+    fhirsync_view_many_row_fn many_row; /* fhirsync_view_eval_many's */
+    size_t index;                       /* the view's index for many_row */
     void *userdata;
     fhirsync_error *err;
 } run;
@@ -585,62 +613,17 @@ static fhirsync_code nomem(run *r)
     return fs_err(r->err, FHIRSYNC_E_NOMEM, "out of memory evaluating a view");
 }
 
-/* JSON text of a value of the resource; numbers (marked strings) come out as numbers. */
-static bool write_json(fs_buf *b, const json_t *v)
-{
-    size_t len;
-    const char *num = fs_json_number_text(v, &len);
-    if (num)
-        return fs_buf_append(b, num, len);
-    if (json_is_object(v)) {
-        const char *key;
-        json_t *m;
-        bool first = true;
-        if (!fs_buf_append(b, "{", 1))
-            return false;
-        json_object_foreach ((json_t *)v, key, m) {
-            json_t *k = json_string(key);
-            bool ok = k && (first || fs_buf_append(b, ",", 1)) && write_json(b, k) &&
-                      fs_buf_append(b, ":", 1) && write_json(b, m);
-            json_decref(k);
-            if (!ok)
-                return false;
-            first = false;
-        }
-        return fs_buf_append(b, "}", 1);
-    }
-    if (json_is_array(v)) {
-        size_t i;
-        json_t *m;
-        if (!fs_buf_append(b, "[", 1))
-            return false;
-        json_array_foreach (v, i, m) {
-            if ((i && !fs_buf_append(b, ",", 1)) || !write_json(b, m))
-                return false;
-        }
-        return fs_buf_append(b, "]", 1);
-    }
-    char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-    bool ok = text && fs_buf_append_str(b, text);
-    fs_free(text);
-    return ok;
-}
-
-/* One item as JSON (for collections and complex values). */
+/* One item as JSON (for collections and complex values). False on out of memory, and for a
+ * string that is not UTF-8 (a substring() that cut a character), which JSON cannot hold. */
 static bool write_item(fs_buf *b, const fs_fp_item *it)
 {
     switch (it->kind) {
-    case FS_FP_NODE: return write_json(b, it->node);
+    case FS_FP_NODE: return fs_json_node_write(b, it->node);
     case FS_FP_NULL: return fs_buf_append_str(b, "null");
     case FS_FP_BOOLEAN: return fs_buf_append_str(b, it->b ? "true" : "false");
     case FS_FP_INTEGER: return fs_buf_printf(b, "%lld", (long long)it->i);
     case FS_FP_DECIMAL: return fs_buf_append(b, it->s, it->len);
-    case FS_FP_STRING: {
-        json_t *s = json_stringn(it->s, it->len);
-        bool ok = s && write_json(b, s);
-        json_decref(s);
-        return ok;
-    }
+    case FS_FP_STRING: return fs_json_write_string(b, it->s, it->len);
     }
     return false;
 }
@@ -835,7 +818,9 @@ static fhirsync_code gen_select(run *r, const select_node *sel, const fs_fp_item
 static fhirsync_code emit(run *r, const cont *self)
 {
     (void)self;
-    return r->row(r->userdata, r->view->row, r->view->ncols);
+    if (r->row)
+        return r->row(r->userdata, r->view->row, r->view->ncols);
+    return r->many_row(r->userdata, r->index, r->view->row, r->view->ncols);
 }
 
 /* The view's where clauses: true when every one is true (an empty result is false). */
@@ -858,31 +843,71 @@ static fhirsync_code passes_where(run *r, const fs_fp_item *resource, bool *pass
     return FHIRSYNC_OK;
 }
 
+/* Evaluate r->view over a resource read already (`type` its resourceType, NULL when it has none).
+ */
+static fhirsync_code eval_resource(run *r, const fs_json_node *doc, const char *type)
+{
+    fhirsync_view *view = r->view;
+    fhirsync_code rc = FHIRSYNC_OK;
+    if (fs_streq(type, view->resource)) {
+        fs_fp_item item;
+        fs_fp_item_of_node(doc, NULL, &item);
+        r->env = (fs_fp_env){.arena = &view->arena, .resource = &item, .vars = view->const_values};
+        bool pass;
+        if ((rc = passes_where(r, &item, &pass)) == FHIRSYNC_OK && pass) {
+            cont done = {emit};
+            rc = gen_parts(r, &view->root, &item, 0, 0, &done);
+        }
+    }
+    fs_fp_arena_reset(&view->arena);
+    return rc;
+}
+
 fhirsync_code fhirsync_view_eval(fhirsync_view *view, const char *resource, size_t len,
                                  fhirsync_view_row_fn row, void *userdata, fhirsync_error *err)
 {
     if (!view || !resource || !row)
         return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_view_eval: NULL argument");
-    json_t *doc = fs_json_parse_exact(resource, len, "resource", err);
-    if (!doc)
-        return err ? err->code : FHIRSYNC_E_JSON;
-    fhirsync_code rc = FHIRSYNC_OK;
-    if (!fs_streq(fs_json_str(doc, "resourceType"), view->resource))
-        goto out;
-    fs_fp_item item;
-    fs_fp_item_of_json(doc, NULL, &item);
-    run r = {.view = view,
-             .env = {.arena = &view->arena, .resource = &item, .vars = view->const_values},
-             .row = row,
-             .userdata = userdata,
-             .err = err};
-    bool pass;
-    if ((rc = passes_where(&r, &item, &pass)) || !pass)
-        goto out;
-    cont done = {emit};
-    rc = gen_parts(&r, &view->root, &item, 0, 0, &done);
-out:
-    fs_fp_arena_reset(&view->arena);
-    json_decref(doc);
+    const fs_json_node *doc;
+    fhirsync_code rc = fs_json_dom_parse(&view->resource_doc, resource, len, "resource", &doc, err);
+    if (rc == FHIRSYNC_OK) {
+        run r = {.view = view, .row = row, .userdata = userdata, .err = err};
+        rc = eval_resource(&r, doc, fs_json_member_str(doc, "resourceType", 12));
+    }
+    fs_json_dom_trim(&view->resource_doc, SCRATCH_KEEP);
+    return rc;
+}
+
+fhirsync_code fhirsync_view_eval_many(fhirsync_view *const *views, size_t count,
+                                      const char *resource, size_t len,
+                                      fhirsync_view_many_row_fn row, fhirsync_view_many_end_fn end,
+                                      void *userdata, fhirsync_error *err)
+{
+    bool null_view = false;
+    for (size_t i = 0; views && i < count; i++)
+        null_view = null_view || !views[i];
+    if ((count && !views) || null_view || !resource || !row)
+        return fs_err(err, FHIRSYNC_E_ARG, "fhirsync_view_eval_many: NULL argument");
+    if (count == 0)
+        return FHIRSYNC_OK;
+    fs_json_dom *scratch = &views[0]->resource_doc;
+    const fs_json_node *doc;
+    fhirsync_code rc = fs_json_dom_parse(scratch, resource, len, "resource", &doc, err);
+    if (rc == FHIRSYNC_OK) {
+        const char *type = fs_json_member_str(doc, "resourceType", 12);
+        fhirsync_error view_err;
+        for (size_t i = 0; i < count && rc == FHIRSYNC_OK; i++) {
+            run r = {.view = views[i],
+                     .many_row = row,
+                     .index = i,
+                     .userdata = userdata,
+                     .err = end ? &view_err : err};
+            fs_err_clear(&view_err);
+            rc = eval_resource(&r, doc, type);
+            if (end)
+                rc = end(userdata, i, rc, &view_err);
+        }
+    }
+    fs_json_dom_trim(scratch, SCRATCH_KEEP);
     return rc;
 }
