@@ -5,6 +5,12 @@
 # Usage: scripts/valgrind-units.sh BUILD_DIR
 set -euo pipefail
 build=${1:?usage: valgrind-units.sh BUILD_DIR}
+# what ctest gives the unit tests (tests/CMakeLists.txt): the sources (views/, tests/data/) and a
+# scratch directory
+FHIRSYNC_SOURCE_DIR=$(cd "$(dirname "$0")/.." && pwd)
+FHIRSYNC_TEST_TMP=$(cd "$build" && pwd)/test-tmp
+export FHIRSYNC_SOURCE_DIR FHIRSYNC_TEST_TMP
+mkdir -p "$FHIRSYNC_TEST_TMP"
 fail=0
 count=0
 for t in "$build"/tests/test_*; do
