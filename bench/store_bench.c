@@ -9,11 +9,20 @@
  *       each and the ratio to the bare loop. With a URL, also into PostgreSQL: bare COPY of the
  *       lines (the limit), then the store's bulk batches, merged or appended, by one loader and by
  *       two at once, each with its ratio to the bare COPY. FHIRSYNC_BENCH_BATCH sets the SQLite
- *       batch size (default 50,000); FHIRSYNC_BENCH_ONLY=store (or =postgresql with a URL) runs
- *       only the store's load, in this process (for profilers).
+ *       batch size (default 50,000); FHIRSYNC_BENCH_ROUNDS=N (at most 15) runs the SQLite pair N
+ *       times in alternating order and prints the best and the median of each and their ratios;
+ *       FHIRSYNC_BENCH_ONLY=store (or =postgresql with a URL) runs only the store's load, in this
+ *       process (for profilers).
  *   store_bench --load [--append] [--loaders N] LOCATION FILE.ndjson...
  *       load NDJSON files, one batch per file (appends with --append), by N processes at once;
  *       print counts and the total rate (bench/sync_bench.sh runs it on an export's files).
+ *   store_bench --compare [--rounds N] FILE.ndjson...
+ *       the store's load of the files beside two bare INSERT loops of the same lines, one into
+ *       tables of the store's shape and one into a single column, N rounds (default 3) in rotating
+ *       order; the best, the medians and the store's ratios to both (see run_compare).
+ *   store_bench --write DIR [ROWS]
+ *       write the synthetic rows (default 1,000,000) as NDJSON files, TYPE.N.ndjson of 50,000
+ *       lines at most, for --compare and the other tools that read files.
  *
  * Lines of the form "BENCH | what | value | baseline | ratio" feed bench/run.sh's summary.
  * bench/store_bench.sh runs it with a throwaway PostgreSQL server. */
@@ -322,7 +331,19 @@ typedef struct bench_result {
     int status;
 } bench_result;
 
-/* Run `fn` in a child process, for its own peak memory. */
+static double self_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Run before `fn` in the child, outside the clocks (NULL: nothing): what a run needs ready. */
+static int (*bench_child_setup)(void);
+
+/* Run `fn` in a child process, for its own peak memory; wall clock and CPU time of fn alone. */
 static bench_result bench_in_child(int (*fn)(void *), void *arg)
 {
     bench_result r = {0, 0, 0, -1};
@@ -333,10 +354,13 @@ static bench_result bench_in_child(int (*fn)(void *), void *arg)
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);
+        if (bench_child_setup && bench_child_setup() != 0)
+            _exit(3);
         int64_t t0 = fs_monotonic_ms();
+        double cpu0 = self_cpu_seconds();
         int rc = fn(arg);
-        double seconds = (double)(fs_monotonic_ms() - t0) / 1000.0;
-        if (write(fds[1], &seconds, sizeof seconds) != sizeof seconds)
+        double times[2] = {(double)(fs_monotonic_ms() - t0) / 1000.0, self_cpu_seconds() - cpu0};
+        if (write(fds[1], times, sizeof times) != sizeof times)
             _exit(2);
         _exit(rc);
     }
@@ -344,11 +368,12 @@ static bench_result bench_in_child(int (*fn)(void *), void *arg)
     int status;
     struct rusage ru;
     if (pid > 0 && wait4(pid, &status, 0, &ru) == pid) {
-        if (read(fds[0], &r.seconds, sizeof r.seconds) != sizeof r.seconds)
-            r.seconds = 0;
+        double times[2];
+        if (read(fds[0], times, sizeof times) == sizeof times) {
+            r.seconds = times[0];
+            r.cpu_seconds = times[1];
+        }
         r.max_rss_kb = ru.ru_maxrss;
-        r.cpu_seconds = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
         r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 99;
     }
     close(fds[0]);
@@ -583,6 +608,64 @@ out:
     return rc;
 }
 
+#define MAX_ROUNDS 15
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The best (smallest) and the median of n values. */
+static void best_median(const double *values, int n, double *best, double *median)
+{
+    double sorted[MAX_ROUNDS];
+    memcpy(sorted, values, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, by_value);
+    *best = sorted[0];
+    *median = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+/* The ratio of `ours` to a limit measured in the same rounds (1.00: as fast as the limit), by
+ * wall clock and by CPU time, of the best runs and of the medians; a BENCH line (the medians of
+ * the wall clock, or the one run). */
+static void bench_compare(const char *what, const bench_result *ours, const char *limit_name,
+                          const bench_result *limit, int rounds, uint64_t rows,
+                          const char *bench_label)
+{
+    double wall[2][MAX_ROUNDS], cpu[2][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+        if (ours[r].status || limit[r].status || ours[r].seconds <= 0 || limit[r].seconds <= 0)
+            return;
+        wall[0][r] = ours[r].seconds;
+        wall[1][r] = limit[r].seconds;
+        cpu[0][r] = ours[r].cpu_seconds;
+        cpu[1][r] = limit[r].cpu_seconds;
+    }
+    double wb[2], wm[2], cb[2], cm[2];
+    for (int i = 0; i < 2; i++) {
+        best_median(wall[i], rounds, &wb[i], &wm[i]);
+        best_median(cpu[i], rounds, &cb[i], &cm[i]);
+    }
+    if (rounds == 1) {
+        printf("  ratio %s / %s: %.2f by wall clock, %.2f by CPU time (1.00 = as fast as the "
+               "bare loop)\n",
+               what, limit_name, wb[1] / wb[0], cb[1] / cb[0]);
+    } else {
+        printf("  %s, %d rounds: best %.0f /s (CPU %.0f /s), median %.0f /s (CPU %.0f /s)\n", what,
+               rounds, (double)rows / wb[0], (double)rows / cb[0], (double)rows / wm[0],
+               (double)rows / cm[0]);
+        printf("  %s, %d rounds: best %.0f /s (CPU %.0f /s), median %.0f /s (CPU %.0f /s)\n",
+               limit_name, rounds, (double)rows / wb[1], (double)rows / cb[1], (double)rows / wm[1],
+               (double)rows / cm[1]);
+        printf("  ratio %s / %s: best %.2f, median %.2f by wall clock; best %.2f, median %.2f "
+               "by CPU time (1.00 = as fast as the bare loop)\n",
+               what, limit_name, wb[1] / wb[0], wm[1] / wm[0], cb[1] / cb[0], cm[1] / cm[0]);
+    }
+    printf("BENCH | %s | %.0f /s | %.0f /s | %.2fx\n", bench_label, (double)rows / wm[0],
+           (double)rows / wm[1], wm[1] / wm[0]);
+}
+
 static int run_bench(int argc, char **argv)
 {
     uint64_t rows = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
@@ -619,25 +702,39 @@ static int run_bench(int argc, char **argv)
         rmdir(dir);
         return rc;
     }
-    bench_result r_ours = bench_in_child(bench_store_load, &a);
-    bench_print("SQLite: fhirsync_store_put (scan + upsert)", rows, bytes, r_ours);
-    bench_result r_again = bench_in_child(bench_store_load, &a);
-    bench_print("SQLite: the same again (every row an update)", rows, bytes, r_again);
-    remove_db(ours);
+    /* FHIRSYNC_BENCH_ROUNDS=N: N rounds of the store's load and the bare loop, in alternating
+     * order (the machine is noisy: compare the best and the medians) */
+    const char *rounds_env = getenv("FHIRSYNC_BENCH_ROUNDS");
+    int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 1;
+    if (rounds > MAX_ROUNDS)
+        rounds = MAX_ROUNDS;
     bench_args b = {bare, rows, pool, batch, 0, 0, 0};
-    bench_result r_bare = bench_in_child(bench_bare_sqlite, &b);
-    bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes, r_bare);
-    remove_db(bare);
-    if (r_ours.seconds > 0 && r_bare.seconds > 0 && r_ours.cpu_seconds > 0) {
-        printf("  ratio fhirsync / bare inserts: %.2f by wall clock, %.2f by CPU time "
-               "(1.00 = as fast as the bare loop)\n",
-               r_bare.seconds / r_ours.seconds, r_bare.cpu_seconds / r_ours.cpu_seconds);
-        printf("BENCH | SQLite: fhirsync_store_put vs bare INSERT loop | %.0f /s | %.0f /s | "
-               "%.2fx\n",
-               (double)rows / r_ours.seconds, (double)rows / r_bare.seconds,
-               r_bare.seconds / r_ours.seconds);
+    bench_result ours_runs[MAX_ROUNDS], bare_runs[MAX_ROUNDS];
+    int status = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < 2; k++) {
+            if ((k == 0) == (r % 2 == 0)) {
+                ours_runs[r] = bench_in_child(bench_store_load, &a);
+                bench_print("SQLite: fhirsync_store_put (scan + upsert)", rows, bytes,
+                            ours_runs[r]);
+                if (r == 0) {
+                    bench_result again = bench_in_child(bench_store_load, &a);
+                    bench_print("SQLite: the same again (every row an update)", rows, bytes, again);
+                    status |= again.status;
+                }
+                remove_db(ours);
+                status |= ours_runs[r].status;
+            } else {
+                bare_runs[r] = bench_in_child(bench_bare_sqlite, &b);
+                bench_print("SQLite: bare prepared INSERT loop (the limit)", rows, bytes,
+                            bare_runs[r]);
+                remove_db(bare);
+                status |= bare_runs[r].status;
+            }
+        }
     }
-    int status = r_ours.status || r_bare.status;
+    bench_compare("fhirsync", ours_runs, "bare inserts", bare_runs, rounds, rows,
+                  "SQLite: fhirsync_store_put vs bare INSERT loop");
     if (pg) {
         /* each into a fresh schema: the limits (bare COPY of the same lines, no scan, no key,
          * no index), then the store's bulk batches, merged or appended, by one loader and by
@@ -827,8 +924,359 @@ static int run_load(int argc, char **argv)
     return status;
 }
 
+/* ---- files: the store's load beside two bare loops ------------------------------------------ */
+
+/* --compare [--rounds N] FILE...: the NDJSON files (an export's) loaded, one transaction per
+ * file, in rounds of three runs in rotating order, each in a child process on a fresh database:
+ *   - the store's load path (fhirsync_store_put, as --load);
+ *   - a bare prepared-INSERT loop into tables of the store's shape: the same pragmas, one table
+ *     per type with its primary key and patient index, the fields handed over ready (read from
+ *     the lines before the clock starts): what SQLite itself costs for the store's rows;
+ *   - a bare prepared-INSERT loop of the lines into one table (n INTEGER PRIMARY KEY, raw TEXT),
+ *     SQLite's defaults plus WAL (what `test_sync --bare-sqlite` runs): no key, no index.
+ * Prints each run, the best and the median of each, and the store's ratios to both. */
+
+/* Where a field of a line is: an offset into the line, or (FIELD_COPIED) into the copies of
+ * fields that the line spells with escapes. */
+#define FIELD_COPIED UINT32_C(0x80000000)
+
+typedef struct line_fields {
+    uint32_t at[4], len[4]; /* id, versionId, lastUpdated, patient (len 0 and at 0: none) */
+    int64_t updated_ms;
+    bool has_ms;
+    uint8_t type; /* index into compare_types */
+} line_fields;
+
+static struct {
+    char **files;
+    int nfiles;
+    line_fields *lines;
+    size_t count;
+    fs_buf copies;
+    char types[64][FS_STORE_TYPE_MAX + 1];
+    unsigned ntypes;
+    const char *location;
+} compare;
+
+static bool compare_field(const char *line, size_t len, const char *value, size_t value_len,
+                          uint32_t *at, uint32_t *out_len)
+{
+    *at = 0;
+    *out_len = (uint32_t)value_len;
+    if (!value)
+        return true;
+    if (value >= line && value + value_len <= line + len) {
+        *at = (uint32_t)(value - line);
+        return true;
+    }
+    *at = (uint32_t)compare.copies.len | FIELD_COPIED;
+    return fs_buf_append(&compare.copies, value, value_len);
+}
+
+/* Read every line's fields: in the child of the bare loop into the store's shape, before its
+ * clocks start (so that neither its times nor the other runs' peak memory count it). */
+static int compare_prepare(void)
+{
+    size_t cap = 0;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < compare.nfiles; i++) {
+        FILE *in = fopen(compare.files[i], "rb");
+        if (!in) {
+            perror(compare.files[i]);
+            return 1;
+        }
+        char *line = NULL;
+        size_t line_cap = 0;
+        ssize_t n;
+        while (rc == 0 && (n = getline(&line, &line_cap, in)) > 0) {
+            size_t len = (size_t)n - (line[n - 1] == '\n');
+            fs_resource_fields f;
+            if (fs_store_scan_fields(line, len, &f) != NULL) {
+                fprintf(stderr, "%s: a line the store refuses: not for this benchmark\n",
+                        compare.files[i]);
+                rc = 1;
+                break;
+            }
+            if (compare.count == cap) {
+                line_fields *grown = fs_array_grow(compare.lines, &cap, sizeof *grown, 4096);
+                if (!grown) {
+                    rc = 1;
+                    break;
+                }
+                compare.lines = grown;
+            }
+            line_fields *lf = &compare.lines[compare.count++];
+            memset(lf, 0, sizeof *lf);
+            unsigned t = 0;
+            while (t < compare.ntypes &&
+                   (strlen(compare.types[t]) != f.resource_type_len ||
+                    memcmp(compare.types[t], f.resource_type, f.resource_type_len) != 0))
+                t++;
+            if (t == compare.ntypes) {
+                if (t == sizeof compare.types / sizeof *compare.types) {
+                    rc = 1;
+                    break;
+                }
+                memcpy(compare.types[t], f.resource_type, f.resource_type_len);
+                compare.types[t][f.resource_type_len] = '\0';
+                compare.ntypes++;
+            }
+            lf->type = (uint8_t)t;
+            lf->updated_ms = f.last_updated_ms;
+            lf->has_ms = f.has_last_updated_ms;
+            if (!compare_field(line, len, f.id, f.id_len, &lf->at[0], &lf->len[0]) ||
+                !compare_field(line, len, f.version_id, f.version_id_len, &lf->at[1],
+                               &lf->len[1]) ||
+                !compare_field(line, len, f.last_updated, f.last_updated_len, &lf->at[2],
+                               &lf->len[2]) ||
+                !compare_field(line, len, f.patient_id, f.patient_id_len, &lf->at[3], &lf->len[3]))
+                rc = 1;
+        }
+        free(line);
+        fclose(in);
+    }
+    return rc;
+}
+
+static void bind_field(sqlite3_stmt *st, int column, const char *line, uint32_t at, uint32_t len,
+                       bool present)
+{
+    if (!present)
+        sqlite3_bind_null(st, column);
+    else if (at & FIELD_COPIED)
+        sqlite3_bind_text(st, column, compare.copies.data + (at & ~FIELD_COPIED), (int)len,
+                          SQLITE_STATIC);
+    else
+        sqlite3_bind_text(st, column, line + at, (int)len, SQLITE_STATIC);
+}
+
+/* The bare loop into tables of the store's shape (see above). */
+static int compare_bare_shaped(void *arg)
+{
+    (void)arg;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *insert[64] = {0};
+    int rc = 1;
+    if (sqlite3_open(compare.location, &db) != SQLITE_OK ||
+        sqlite3_exec(db, fs_store_sqlite_pragmas, NULL, NULL, NULL) != SQLITE_OK)
+        goto out;
+    for (unsigned t = 0; t < compare.ntypes; t++) {
+        char *ddl = fs_schema_type_ddl(FS_ENGINE_SQLITE, compare.types[t]);
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO \"%s\" (id, version_id, last_updated, last_updated_ms, patient_id,"
+                 " raw, loaded_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 compare.types[t]);
+        bool ok = ddl && sqlite3_exec(db, ddl, NULL, NULL, NULL) == SQLITE_OK &&
+                  sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &insert[t], NULL) ==
+                      SQLITE_OK;
+        fs_free(ddl);
+        if (!ok)
+            goto out;
+    }
+    size_t k = 0;
+    for (int i = 0; i < compare.nfiles; i++) {
+        FILE *in = fopen(compare.files[i], "rb");
+        if (!in)
+            goto out;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        bool ok = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+        while (ok && (n = getline(&line, &cap, in)) > 0 && k < compare.count) {
+            size_t len = (size_t)n - (line[n - 1] == '\n');
+            const line_fields *lf = &compare.lines[k++];
+            sqlite3_stmt *st = insert[lf->type];
+            bind_field(st, 1, line, lf->at[0], lf->len[0], true);
+            bind_field(st, 2, line, lf->at[1], lf->len[1], lf->len[1] > 0);
+            bind_field(st, 3, line, lf->at[2], lf->len[2], lf->len[2] > 0);
+            if (lf->has_ms)
+                sqlite3_bind_int64(st, 4, lf->updated_ms);
+            else
+                sqlite3_bind_null(st, 4);
+            bind_field(st, 5, line, lf->at[3], lf->len[3], lf->len[3] > 0);
+            sqlite3_bind_text(st, 6, line, (int)len, SQLITE_STATIC);
+            sqlite3_bind_text(st, 7, "2026-11-28T21:33:00Z", 20, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 8, 1);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+            sqlite3_reset(st);
+        }
+        free(line);
+        fclose(in);
+        if (!ok || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            goto out;
+    }
+    rc = k == compare.count ? 0 : 1;
+out:
+    if (rc)
+        fprintf(stderr, "bench: %s\n", db ? sqlite3_errmsg(db) : "cannot open");
+    for (size_t t = 0; t < sizeof insert / sizeof *insert; t++)
+        sqlite3_finalize(insert[t]);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* The bare loop of the lines into one table: test_sync --bare-sqlite's. */
+static int compare_bare_lines(void *arg)
+{
+    (void)arg;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 1;
+    if (sqlite3_open(compare.location, &db) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                     " CREATE TABLE IF NOT EXISTS bare (n INTEGER PRIMARY KEY, raw TEXT NOT NULL);",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO bare (raw) VALUES (?1)", -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    for (int i = 0; i < compare.nfiles; i++) {
+        FILE *in = fopen(compare.files[i], "rb");
+        if (!in)
+            goto out;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        bool ok = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+        while (ok && (n = getline(&line, &cap, in)) > 0) {
+            sqlite3_bind_text(st, 1, line, (int)n - (line[n - 1] == '\n'), SQLITE_STATIC);
+            ok = sqlite3_step(st) == SQLITE_DONE;
+            sqlite3_reset(st);
+        }
+        free(line);
+        fclose(in);
+        if (!ok || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+            goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+static int compare_store(void *arg)
+{
+    (void)arg;
+    long stored = 0, rejected = 0;
+    size_t bytes = 0;
+    FILE *devnull = freopen("/dev/null", "w", stdout); /* load_files prints a line per file */
+    (void)devnull;
+    return load_files(compare.location, 0, compare.files, compare.nfiles, 1, &stored, &rejected,
+                      &bytes);
+}
+
+static int run_compare(int argc, char **argv)
+{
+    int rounds = 3, i = 2;
+    if (i + 1 < argc && strcmp(argv[i], "--rounds") == 0) {
+        rounds = atoi(argv[i + 1]);
+        i += 2;
+    }
+    if (rounds < 1 || rounds > MAX_ROUNDS || i >= argc || fhirsync_global_init() != FHIRSYNC_OK)
+        return 2;
+    compare.files = argv + i;
+    compare.nfiles = argc - i;
+    fs_buf_init(&compare.copies);
+    size_t bytes = 0, lines = 0;
+    for (int k = 0; k < compare.nfiles; k++) {
+        FILE *in = fopen(compare.files[k], "rb");
+        if (!in) {
+            perror(compare.files[k]);
+            return 1;
+        }
+        int c, last = '\n';
+        while ((c = getc_unlocked(in)) != EOF) {
+            bytes++;
+            lines += c == '\n';
+            last = c;
+        }
+        lines += last != '\n'; /* a last line without its newline */
+        fclose(in);
+    }
+    const char *base = getenv("FHIRSYNC_TEST_TMP");
+    char dir[PATH_MAX / 2], db[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store-compare-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(dir))
+        return 1;
+    snprintf(db, sizeof db, "%s/compare.db", dir);
+    compare.location = db;
+    printf("store load beside bare loops: %zu lines in %d files (%.1f MB, average %zu bytes), %d "
+           "round%s\n",
+           lines, compare.nfiles, (double)bytes / 1e6, lines ? bytes / lines : 0, rounds,
+           rounds == 1 ? "" : "s");
+    static const struct {
+        const char *what;
+        int (*fn)(void *);
+    } runs[3] = {
+        {"SQLite: the store's load (fhirsync_store_put)", compare_store},
+        {"SQLite: bare INSERT loop, the store's tables", compare_bare_shaped},
+        {"SQLite: bare INSERT loop, one column", compare_bare_lines},
+    };
+    bench_result results[3][MAX_ROUNDS];
+    int status = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < 3; k++) {
+            int which = (k + r) % 3; /* each goes first, second and third in turn */
+            bench_child_setup = runs[which].fn == compare_bare_shaped ? compare_prepare : NULL;
+            results[which][r] = bench_in_child(runs[which].fn, NULL);
+            bench_child_setup = NULL;
+            bench_print(runs[which].what, lines, bytes, results[which][r]);
+            status |= results[which][r].status;
+            remove_db(db);
+        }
+    }
+    bench_compare("store load", results[0], "bare loop into the store's tables", results[1], rounds,
+                  lines, "SQLite: store load vs bare loop into the store's tables");
+    bench_compare("store load", results[0], "bare loop into one column", results[2], rounds, lines,
+                  "SQLite: store load vs bare loop into one column");
+    rmdir(dir);
+    fhirsync_global_cleanup();
+    return status ? 1 : 0;
+}
+
+/* --write DIR [ROWS]: the synthetic rows as NDJSON files of an export (TYPE.N.ndjson, 50,000
+ * lines at most each, in the order of the run), for the tools that read files. */
+static int run_write(int argc, char **argv)
+{
+    uint64_t rows = argc > 3 ? strtoull(argv[3], NULL, 10) : 1000000;
+    size_t average;
+    bench_template *pool = rows ? bench_pool(rows, &average) : NULL;
+    char *row = malloc(64 * 1024);
+    int rc = pool && row ? 0 : 1;
+    FILE *out = NULL;
+    unsigned part = 0;
+    const char *type = NULL;
+    for (uint64_t i = 0; rc == 0 && i < rows; i++) {
+        const bench_template *t = bench_row(pool, rows, i, row);
+        if (t->type != type || (i % 50000) == 0) {
+            part = t->type != type ? 1 : part + 1;
+            type = t->type;
+            char path[PATH_MAX];
+            snprintf(path, sizeof path, "%s/%s.%u.ndjson", argv[2], type, part);
+            if ((out && fclose(out) != 0) || !(out = fopen(path, "w"))) {
+                perror(path);
+                rc = 1;
+                break;
+            }
+        }
+        if (fwrite(row, 1, t->len, out) != t->len || putc('\n', out) == EOF)
+            rc = 1;
+    }
+    if (out && fclose(out) != 0)
+        rc = 1;
+    free(row);
+    if (pool)
+        bench_pool_free(pool);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "--compare") == 0)
+        return run_compare(argc, argv);
+    if (argc >= 3 && strcmp(argv[1], "--write") == 0)
+        return run_write(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "--load") == 0)
         return run_load(argc, argv);
     return run_bench(argc, argv);

@@ -5,6 +5,7 @@
 # SQLite, a bare COPY into PostgreSQL. Nothing here fails on a timing.
 #
 #   bench/store_bench.sh BUILD_DIR [ROWS]      (default 1,000,000 rows; bench/run.sh runs it)
+#   ROUNDS=N bench/store_bench.sh ...          the SQLite pair N times, alternating (default 3)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:?usage: bench/store_bench.sh BUILD_DIR [ROWS]}" && pwd)
@@ -21,4 +22,4 @@ trap cleanup EXIT
 pg_url=$(cd / && "$root/scripts/pg-test-server.sh" start "$pg_dir" 2>/dev/null) || pg_url=
 [ -n "$pg_url" ] || echo "(PostgreSQL is not available: SQLite only)"
 # shellcheck disable=SC2086 # an empty URL is no argument
-FHIRSYNC_TEST_TMP=$work "$BENCH" "$rows" $pg_url
+FHIRSYNC_BENCH_ROUNDS=${ROUNDS:-3} FHIRSYNC_TEST_TMP=$work "$BENCH" "$rows" $pg_url

@@ -7,8 +7,9 @@
 #   - a bare prepared-INSERT loop of the same lines into SQLite (test_sync --bare-sqlite) and a
 #     bare COPY of the same lines into PostgreSQL (psql \copy; into `raw text`, then into
 #     `raw text, resource jsonb`, what the store keeps): the store side
-#   - the store's own load path on the same files (bench/store_bench --load; for PostgreSQL by
-#     one session merging, and by two appending)
+#   - the store's own load path on the same files (bench/store_bench --compare: beside the bare
+#     loop above and a bare loop into tables of the store's shape, ROUNDS times, default 3; for
+#     PostgreSQL bench/store_bench --load by one session merging, and by two appending)
 # No number here fails anything; docs/sync.md keeps the latest table.
 #
 #   bench/sync_bench.sh [BUILD_DIR]          (default: build-sync; a release build is best)
@@ -97,11 +98,15 @@ INI
         "$(rate "$n" "$bare")" "-"
     rm -f bare.db*
     if [ -x "$build/bench/store_bench" ]; then
-        # the store's own load path (scan + upsert, one batch per file) on the same files
-        measure store "$build/bench/store_bench" --load "$work/store.db" export/[A-Z]*.ndjson
-        printf '%-10s %-34s %9s %8s %11s %9s\n' "" "SQLite: store put alone (store_bench)" \
-            "$n" "$SECS" "$(rate "$n" "$SECS")" "$RSS"
-        rm -f store.db*
+        # the store's own load path (scan + upsert, one batch per file) on the same files, beside
+        # bare INSERT loops of the same lines into tables of the store's shape and into one
+        # column, ROUNDS times in rotating order (the best and the medians)
+        FHIRSYNC_TEST_TMP=$work "$build/bench/store_bench" --compare --rounds "${ROUNDS:-3}" \
+            export/[A-Z]*.ndjson >"$work/compare.out" 2>&1 || echo "(store_bench --compare failed)"
+        # each run with one round, else the best and the median of each; the ratios
+        keep='.*rounds: best.*'
+        [ "${ROUNDS:-3}" = 1 ] && keep='SQLite: .*'
+        sed -n "s/^  \($keep\|ratio .*\)/           \1/p" "$work/compare.out"
     fi
 
     for load in stream after; do

@@ -5,8 +5,8 @@
 # exact bytes, the upsert rule on the row and COPY paths, deletions, quarantine, runs and an atomic
 # watermark, advisory locks held by other sessions and by killed processes, SKIP LOCKED claims,
 # lease takeover, three worker processes), then `fhirsync query` on it (and on an SQLite file for
-# comparison), a small run of bench/store_bench (smoke only: no test fails on a timing), and checks
-# that a password in the URL never shows.
+# comparison), small runs of bench/store_bench (the synthetic pair, --write and --compare: smoke
+# only, no test fails on a timing), and checks that a password in the URL never shows.
 # The cluster is stopped and removed at the end, whatever happens.
 source "$(dirname "$0")/lib.sh"
 : "${FHIRSYNC_BUILD_DIR:?FHIRSYNC_BUILD_DIR must point at the build directory}"
@@ -132,6 +132,17 @@ expect_match "$OUT" "PostgreSQL: bulk batch" "the PostgreSQL line is printed"
 expect_match "$OUT" "ratio fhirsync / bare inserts" "the ratio line is printed"
 expect_match "$OUT" "BENCH \\| SQLite: fhirsync_store_put vs bare INSERT loop" \
     "the summary line for bench/run.sh is printed"
+mkdir -p "$TMP/synthetic"
+expect_exit 0 "store_bench --write: the synthetic rows as files" -- \
+    "$STORE_BENCH" --write "$TMP/synthetic" 2000
+expect_exit 0 "store_bench --compare on them, one round" -- env FHIRSYNC_TEST_TMP="$TMP" \
+    "$STORE_BENCH" --compare --rounds 1 "$TMP"/synthetic/*.ndjson
+expect_match "$OUT" "store load beside bare loops: 2000 lines" "every line counted"
+expect_match "$OUT" "ratio store load / bare loop into the store's tables" \
+    "the ratio to the loop into the store's tables is printed"
+expect_match "$OUT" "ratio store load / bare loop into one column" \
+    "the ratio to the one-column loop is printed"
+expect_no_match "$OUT" "FAILED" "no run of --compare failed"
 
 "$PG_SCRIPT" stop "$PG_DIR"
 [ ! -e "$PG_DIR" ] && ok "stop removes the cluster" || not_ok "$PG_DIR is still there"
