@@ -2281,27 +2281,10 @@ fhirsync_code fhirsync_config_load_report(const char *path, fhirsync_config_repo
 
 /* ---- checking a configuration --------------------------------------------------------------- */
 
-/* A base URL as the store compares them when it binds an endpoint (store/endpoints.c): scheme
- * and host in lower case, without trailing '/'. NULL on out of memory. */
-static char *comparable_url(const char *url)
-{
-    char *n = fs_strdup(url);
-    if (!n)
-        return NULL;
-    char *host = strstr(n, "://");
-    char *end = host ? strchr(host + 3, '/') : NULL;
-    for (char *p = n; *p && p != end; p++)
-        *p = (char)tolower((unsigned char)*p);
-    size_t len = strlen(n);
-    while (len > 0 && n[len - 1] == '/')
-        n[--len] = '\0';
-    return n;
-}
-
 /* An endpoint with a base URL, by the store it syncs into. */
 typedef struct store_entry {
     const char *store;
-    char *url; /* comparable_url() of its base_url */
+    char *url; /* fs_url_comparable() of its base_url */
     size_t index;
 } store_entry;
 
@@ -2337,7 +2320,7 @@ static bool find_store_clashes(const fhirsync_config *cfg, size_t *conflict, siz
         if (!url)
             continue;
         entries[n] = (store_entry){fhirsync_endpoint_get(cfg->endpoints[i], "store"),
-                                   comparable_url(url), i};
+                                   fs_url_comparable(url), i};
         if (!entries[n++].url)
             ok = false;
     }

@@ -129,6 +129,10 @@ bool fs_b64_decode(const char *text, size_t text_len, unsigned char **out, size_
 bool fs_streq(const char *a, const char *b);     /* NULL-safe */
 bool fs_strcaseeq(const char *a, const char *b); /* NULL-safe, ASCII case-insensitive */
 bool fs_starts_with(const char *s, const char *prefix);
+/* A base URL as two are compared to tell whether they name one server (the store's endpoint
+ * binding, `fhirsync config check`): scheme and host in lower case, no trailing '/'. Caller frees;
+ * NULL on out of memory. */
+char *fs_url_comparable(const char *url);
 /* Constant-time comparison of two equal-length byte strings; false when lengths differ. */
 bool fs_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 /* Parse a decimal integer that must fill the whole string; false on junk or overflow. */

@@ -1,4 +1,5 @@
 /* core/str.c: small string and randomness helpers. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -22,6 +23,21 @@ bool fs_strcaseeq(const char *a, const char *b)
 bool fs_starts_with(const char *s, const char *prefix)
 {
     return s && prefix && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+char *fs_url_comparable(const char *url)
+{
+    char *n = fs_strdup(url);
+    if (!n)
+        return NULL;
+    char *host = strstr(n, "://");
+    char *end = host ? strchr(host + 3, '/') : NULL;
+    for (char *p = n; *p && p != end; p++)
+        *p = (char)tolower((unsigned char)*p);
+    size_t len = strlen(n);
+    while (len > 0 && n[len - 1] == '/')
+        n[--len] = '\0';
+    return n;
 }
 
 bool fs_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)

@@ -8,22 +8,6 @@
 #include "store/shared_private.h"
 #include "store/store_internal.h"
 
-/* base_url with scheme and host in lower case and no trailing '/'; caller frees. */
-static char *normal_base_url(const char *url)
-{
-    char *n = fs_strdup(url);
-    if (!n)
-        return NULL;
-    char *host = strstr(n, "://");
-    char *end = host ? strchr(host + 3, '/') : NULL;
-    for (char *p = n; *p && p != end; p++)
-        *p = (char)tolower((unsigned char)*p);
-    size_t len = strlen(n);
-    while (len > 0 && n[len - 1] == '/')
-        n[--len] = '\0';
-    return n;
-}
-
 fhirsync_code fs_store_bind_endpoint(fhirsync_store *store, const char *endpoint,
                                      const char *base_url, bool shared, fhirsync_error *err)
 {
@@ -32,7 +16,7 @@ fhirsync_code fs_store_bind_endpoint(fhirsync_store *store, const char *endpoint
         return rc;
     if (!endpoint || !*endpoint || !base_url || !*base_url)
         return fs_err(err, FHIRSYNC_E_ARG, "binding needs an endpoint and a base URL");
-    char *url = normal_base_url(base_url);
+    char *url = fs_url_comparable(base_url);
     if (!url)
         return fs_store_nomem(err);
     bool own;
