@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config git ca-certificates curl openssl
           libcurl4-openssl-dev libssl-dev libjansson-dev libsqlite3-dev libpq-dev
           libmicrohttpd-dev libinih-dev libcmocka-dev libsystemd-dev zlib1g-dev
-          postgresql valgrind clang clang-format-14 nodejs npm time bc sqlite3 chromium)
+          postgresql valgrind clang clang-format-14 nodejs npm time bc sqlite3 chromium python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
