@@ -349,8 +349,9 @@ healthy_reported() { # how many healthy practices have printed their run in roun
 }
 
 # round SLUG LABEL DB PROCS [faults|kill]: one round of syncs of every practice by PROCS processes;
-# prints its table row. faults: the unhealthy practices' rules are on, and once every healthy
-# practice is done the processes are stopped (SIGTERM: the unhealthy ones may retry for long).
+# prints its table row. faults: the unhealthy practices' rules are on, and a minute after every
+# healthy practice is done the processes are stopped (SIGTERM: the unhealthy ones may retry for
+# long).
 # kill: process 1 is killed (SIGKILL) a third of the way through its shard, and run again once
 # the others are done.
 ROUNDS_HEADER_DONE=
@@ -380,7 +381,15 @@ round() {
             sleep 0.2
         done
         t1=$EPOCHREALTIME
-        sleep 1
+        # the unhealthy ones that end on their own (a refused key, quarantined lines) get a minute
+        # more; those still waiting to retry then are stopped
+        local grace=0 alive=1
+        while [ "$alive" = 1 ] && [ "$grace" -lt 600 ]; do
+            alive=0
+            for k in $(seq 1 "$procs"); do [ -e "$dir/p$k.rc" ] || alive=1; done
+            grace=$((grace + 1))
+            sleep 0.1
+        done
         for k in $(seq 1 "$procs"); do kill -TERM "$(cat "$dir/p$k.pid")" 2>/dev/null || true; done
     elif [ "$mode" = kill ]; then
         local shard=$(((PRACTICES + procs - 1) / procs)) pid1
@@ -427,6 +436,11 @@ done
 DB=scale_p$max_procs
 mutate_all
 round incr "incremental ($CHANGE changed)" "$DB" "$max_procs"
+# The next increments also fetch the previous round's changes again: they were made less than the
+# skew margin (300 s) before that round's kick-offs, which the watermark goes back by. So the
+# reference for the unhealthy round is a second increment like it, not the first.
+mutate_all
+round incr2 "incremental again ($CHANGE changed, and the skew margin's)" "$DB" "$max_procs"
 
 if [ "${SKIP_FAULTS:-0}" != 1 ] && [ "${#FAULTY[@]}" -gt 0 ]; then
     mutate_all
@@ -439,7 +453,7 @@ if [ "${SKIP_FAULTS:-0}" != 1 ] && [ "${#FAULTY[@]}" -gt 0 ]; then
     for k in "${!FAULTY[@]}"; do clear_faults "${FAULTY[$k]}"; done
     echo
     echo "### Unhealthy practices: the healthy ones' lag without and with them"
-    node - "$work/incr/summary.json" "$work/faults/summary.json" \
+    node - "$work/incr2/summary.json" "$work/faults/summary.json" \
         "${FAULTY[*]}" "${FAULT_NAMES[*]}" <<'JS'
 const fs = require('fs');
 const [a, b] = [2, 3].map((k) => JSON.parse(fs.readFileSync(process.argv[k], 'utf8')));
@@ -452,16 +466,19 @@ const stats = (s) => {
     return { n: l.length, median: l[l.length >> 1], p90: l[Math.floor(l.length * 0.9)], max: l[l.length - 1] };
 };
 const [sa, sb] = [stats(a), stats(b)];
-console.log(`| round | of the ${healthy.length} healthy practices, done | median lag s | 90th percentile s | slowest s | wall s until they were done |`);
-console.log('|---|---|---|---|---|---|');
-for (const [s, r, what] of [[sa, a, 'without unhealthy practices'], [sb, b, `with ${ids.length} unhealthy`]])
-    console.log(`| ${what} | ${s.n} | ${f(s.median)} | ${f(s.p90)} | ${f(s.max)} | ${f(r.wall)} |`);
+console.log(`| round | of the ${healthy.length} healthy practices, done | resources | median lag s | 90th percentile s | slowest s | wall s until they were done |`);
+console.log('|---|---|---|---|---|---|---|');
+const res = (r) => healthy.reduce((n, e) => n + (r.resources_by[e] || 0), 0).toLocaleString('en-US');
+for (const [s, r, what] of [[sa, a, 'without unhealthy practices (the round before)'], [sb, b, `with ${ids.length} unhealthy`]])
+    console.log(`| ${what} | ${s.n} | ${res(r)} | ${f(s.median)} | ${f(s.p90)} | ${f(s.max)} | ${f(r.wall)} |`);
 console.log(`the healthy practices with the unhealthy ones beside them: slowest ${(sb.max / sa.max).toFixed(2)}x, median ${(sb.median / sa.median).toFixed(2)}x the round without them`);
 for (let k = 0; k < ids.length; k++) {
     const name = `practice-${ids[k].padStart(4, '0')}`;
     const r = b.faulty.find((x) => x.endpoint === name);
-    console.log(`- ${name} (${names[k]}): ` + (r ? `${r.status} after ${f(r.lag)} s: ${(r.error || '').slice(0, 160)}`
-        : 'still retrying when the healthy ones were done: stopped (SIGTERM)'));
+    const stopped = r && /cancelled|interrupted/.test(r.error || '');
+    console.log(`- ${name} (${names[k]}): ` + (r && !stopped
+        ? `${r.status}, reported ${f(r.lag)} s into the round: ${(r.error || '').slice(0, 150)}`
+        : `still retrying when the healthy practices were done, stopped by SIGTERM${r ? ` (${(r.error || '').slice(0, 100)})` : ''}`));
 }
 JS
 fi
@@ -478,13 +495,16 @@ if [ "${SKIP_KILL:-0}" != 1 ]; then
         "of its own (their second token of the round). No other process takes over: each owns" \
         "its shard, and the endpoint locks die with the killed process."
 fi
-# the corrupt files' practice: its truncated lines are quarantined and its watermark moved (a
-# partial run): a full export brings them back
-if [ "${SKIP_FAULTS:-0}" != 1 ] && [ "${#FAULTY[@]}" -ge 4 ]; then
-    n=$(printf '%04d' "${FAULTY[3]}")
+# The unhealthy practices catch up, their faults gone: an ordinary sync each; a full export for
+# the corrupt files' practice, whose partial run quarantined the cut lines and moved its watermark
+if [ "${SKIP_FAULTS:-0}" != 1 ] && [ "${#FAULTY[@]}" -gt 0 ]; then
     write_config conf_all "$DB" 1
-    "$F" sync --config conf_all/s1 --endpoint "practice-$n" --full --json --no-progress \
-        --work-dir "$work/wd_full" >/dev/null 2>&1 || true
+    for k in "${!FAULTY[@]}"; do
+        full=
+        [ "$k" = 3 ] && full=--full
+        "$F" sync --config conf_all/s1 --endpoint "practice-$(printf '%04d' "${FAULTY[$k]}")" \
+            ${full:+"$full"} --json --no-progress --work-dir "$work/wd_catch_up" >/dev/null 2>&1 || true
+    done
 fi
 echo
 node "$LIB" verify "$TEST_SYNC" "$(db_url "$DB" 'p{i}')" "$admin_tpl" 1 "$PRACTICES" || true

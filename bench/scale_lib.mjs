@@ -88,6 +88,7 @@ function round(dir) {
         lag_max: slowest ? slowest.lag : NaN, lag_slowest: slowest ? slowest.endpoint : '-',
         lag_median: median(lags), lag_p90: lags.length ? [...lags].sort((a, b) => a - b)[Math.floor(lags.length * 0.9)] : NaN,
         lags: Object.fromEntries(healthy.map((j) => [j.endpoint, j.lag])),
+        resources_by: Object.fromEntries(healthy.map((j) => [j.endpoint, j.resources])),
         rss, tokens, tok_max: tokMax, tok_over: tokOver, per_min: perMin, per_60s: per60,
         busiest, s429, rate_limited: limited, rate_limit: r.rate_limit,
         faulty: [...runs.values()].filter((j) => faulty.has(j.endpoint))
