@@ -4,7 +4,8 @@
 # insert loop, a plain GET, the disk), because these machines are noisy: compare ratios, not
 # absolute numbers across runs. Nothing here fails on a timing. The full output goes to
 # build/bench/results.txt; a summary of the ratio lines closes the run.
-# usage: bench/run.sh [--quick]      (--quick: smaller sizes, for a smoke run)
+# usage: bench/run.sh [--quick|--scale]   (--quick: smaller sizes, for a smoke run; --scale: only
+#        the scale benchmarks at full size, 500 practices and one big practice, about an hour)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,7 +32,11 @@ part() { # TITLE command...
     echo "date: $(date -u +%FT%TZ)   load: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$out"
 
-if [ "$quick" = "--quick" ]; then
+if [ "$quick" = "--scale" ]; then
+    part "500 practices, workers, faults" bench/scale_bench.sh "$build"
+    part "one big practice into SQLite and PostgreSQL" env PATIENTS="${BIG_PATIENTS:-2000 20000}" \
+        bench/big_practice_bench.sh "$build"
+elif [ "$quick" = "--quick" ]; then
     part "signing and token flow" bench/auth_bench.sh "$build" 50
     part "sandbox data generator" "$build/tests/test_sandbox_gen" --bench
     part "REST paging vs curl" bench/rest_bench.sh "$build" 50 100 1
@@ -42,6 +47,8 @@ if [ "$quick" = "--quick" ]; then
     [ -x bench/view_bench.sh ] && part "SQL on FHIR views" env PATIENTS=100 ROUNDS=1 \
         bench/view_bench.sh "$build"
     part "a shaped link: gzip, parallel, keep-alive vs curl" bench/net_bench.sh "$build" 100 1
+    part "practices, workers, faults (smoke)" env PRACTICES=3 PATIENTS=60 bench/scale_bench.sh "$build"
+    part "one big practice (smoke)" env PATIENTS=200 bench/big_practice_bench.sh "$build"
 else
     part "signing and token flow" bench/auth_bench.sh "$build" 300
     part "sandbox data generator" "$build/tests/test_sandbox_gen" --bench
@@ -58,5 +65,5 @@ else
 fi
 
 printf '\n=== summary (lines with a ratio or a target)\n'
-grep -iE 'ratio|target|BENCH \||x curl|/curl|worth' "$out" || true
+grep -iE 'ratio|target|BENCH \||x curl|/curl|worth|x plain sync|x one big|bound|incremental after' "$out" || true
 echo "full output: $out"

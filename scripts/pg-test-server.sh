@@ -13,7 +13,8 @@
 # able to reach DIR: its parent directories must not be private (0700) to root.
 # Idempotent: `start` on a running cluster prints its URL; `start` over the leftovers of a
 # crashed run (stale postmaster.pid, half-made directory) cleans them up first; `stop` on
-# nothing succeeds.
+# nothing succeeds. PG_MAX_CONNECTIONS (default 60) sets max_connections for a new cluster (the
+# scale benchmark runs dozens of syncs at once, two sessions each).
 set -euo pipefail
 
 cmd=${1:-}
@@ -109,7 +110,7 @@ start_cluster() {
     as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-c listen_addresses=$listen -c port=$port -c unix_socket_directories=$dir \
             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-            -c max_connections=60 -c shared_buffers=128MB" \
+            -c max_connections=${PG_MAX_CONNECTIONS:-60} -c shared_buffers=128MB" \
         start >/dev/null || { tail -20 "$dir/server.log" >&2; die "the server did not start"; }
     as_owner "$BIN/createdb" -h "$dir" -p "$port" -U postgres "$dbname" ||
         die "createdb failed"
