@@ -27,7 +27,8 @@
 # share a store, which practices cannot; so part 1 measures workers on one big practice.
 #
 #   bench/scale_bench.sh [BUILD_DIR]        (default build/release; a Release build is best)
-#   PRACTICES=3 PATIENTS=60 bench/scale_bench.sh     a smoke run (well under a minute)
+#   PRACTICES=3 PATIENTS=60 bench/scale_bench.sh     a smoke run (2 minutes: the unhealthy
+#                                                    practices get a minute to end on their own)
 # Variables: PRACTICES (500), PATIENTS (total, default 20 a practice: 10,000 for 500, about a
 # million resources), RATE (250 requests per minute per practice), PROCS ("1 2 4"), JOBS (8 per
 # process), WORKERS ("1 2 4"), LEASE (10 s), CHANGE (0.01: the share updated before an
