@@ -100,7 +100,7 @@ INI
     types=$types,Immunization,MedicationRequest,Observation,Patient,Procedure
 
     # the network side alone, and the files for the bare baselines
-    bare_sqlite= bare_pg=
+    bare_sqlite='' bare_pg=''
     if [ "${SKIP_BARE:-0}" != 1 ]; then
         rm -rf export
         measure export "$F" export --out export --level patient --type "$types" --json

@@ -49,7 +49,10 @@ function round(dir) {
             const j = JSON.parse(line.slice(sp + 1));
             if (!j.endpoint) continue;
             j.lag = Number(line.slice(0, sp)) - r.t0;
-            runs.set(j.endpoint, j); // a rerun (after a kill) replaces the first
+            // a rerun (after a kill) gives the lag and the status; the resources add up
+            const before = runs.get(j.endpoint);
+            if (before) j.resources += before.resources;
+            runs.set(j.endpoint, j);
         }
         const m = fs.existsSync(`${dir}/p${k}.rss`)
             ? fs.readFileSync(`${dir}/p${k}.rss`, 'utf8').trim().split('\n').pop() : '';
